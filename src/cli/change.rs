@@ -1,0 +1,90 @@
+//! What the change-centred commands share: which change, its facts, and how results go out.
+
+use anyhow::Result;
+
+use super::{Ctx, Exit};
+use crate::domain::{ChangeFacts, ChangeRecord};
+use crate::env;
+use crate::itsm::Itsm;
+use crate::output::{Report, dotenv, github};
+use crate::pipeline::{self, ProcessEnv};
+use crate::settings::Format;
+
+/// Which change a command is about.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ChangeArgs {
+    /// The commit deployed (default: what CI checked out, or HEAD).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// Whether the pipeline's tests passed (evidence).
+    #[arg(long, env = env::TESTS_PASSED, value_name = "BOOL")]
+    pub tests_passed: Option<bool>,
+}
+
+/// Gathers the facts of this pipeline's change. With the local backend the commit range
+/// runs from the last recorded change of the same service and environment.
+pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
+    let service = ctx
+        .settings
+        .service
+        .clone()
+        .unwrap_or_else(|| pipeline::default_service(detected.repository.as_deref(), &ctx.workdir));
+    let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
+    let previous = if detected.range.is_none() {
+        itsm.last_change_sha(&service_id, &ctx.settings.environment).await?
+    } else {
+        None
+    };
+    Ok(detected.into_facts(
+        &service,
+        &ctx.settings.environment,
+        previous.as_deref(),
+        args.tests_passed,
+        &ctx.workdir,
+    ))
+}
+
+/// Prints the report and writes the job's own outputs (these are written in a dry run too,
+/// marked as such: they belong to the job, not to any system of record).
+pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Result<()> {
+    match ctx.settings.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        _ => print!("{}", report.text()),
+    }
+    if ctx.settings.github_actions {
+        if let Some(path) = env::var(env::GITHUB_OUTPUT) {
+            github::write_outputs(report, path.as_ref())?;
+        }
+        if let Some(path) = env::var(env::GITHUB_STEP_SUMMARY) {
+            github::write_summary(report, facts, path.as_ref())?;
+        }
+        if exit == Exit::Blocked {
+            let failed: Vec<String> = report.rules.iter().filter(|r| !r.passed).map(|r| r.reason.clone()).collect();
+            let why = report.message.clone().unwrap_or_else(|| failed.join("; "));
+            let line = github::command(
+                "error",
+                &format!("changegate blocked the deploy of {} to {}: {why}", report.service, report.environment),
+            );
+            // With --format json stdout holds only the document.
+            if ctx.settings.format == Format::Json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+    if let Some(path) = &ctx.settings.dotenv {
+        dotenv::write(report, path)?;
+    }
+    Ok(())
+}
+
+/// A record by `--change ID`, or else the one for this pipeline's correlation key.
+pub async fn locate(ctx: &Ctx, itsm: &dyn Itsm, id: Option<&str>, facts: &ChangeFacts) -> Result<Option<ChangeRecord>> {
+    let _ = ctx;
+    match id {
+        Some(id) => itsm.get(id).await,
+        None => itsm.find(&facts.key()).await,
+    }
+}

@@ -1,0 +1,60 @@
+//! `config check` and `config schema`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Exit;
+use crate::config;
+use crate::settings::{Format, GlobalArgs, Settings};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file and show the settings it resolves to.
+    Check,
+    /// Print the JSON schema of .changegate.toml.
+    Schema,
+}
+
+pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, workdir: &Path) -> Result<Exit> {
+    match cmd {
+        ConfigCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+            Ok(Exit::Pass)
+        }
+        ConfigCommand::Check => {
+            let s = Settings::resolve(global, workdir)?;
+            let source = s
+                .config_path
+                .as_ref()
+                .map_or_else(|| "no config file: defaults".to_string(), |p| p.display().to_string());
+            if global.format == Format::Json {
+                let doc = serde_json::json!({
+                    "ok": true,
+                    "config": s.config_path,
+                    "backend": s.backend.as_str(),
+                    "environment": s.environment,
+                    "mode": s.mode().as_str(),
+                    "file": s.file,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("ok: {source}");
+                println!("  backend {}, environment {}, mode {}", s.backend.as_str(), s.environment, s.mode().as_str());
+                let p = &s.policy.params;
+                println!(
+                    "  policy: {} closed changes needed, success rate ≥ {:.0}% over last {}",
+                    p.min_history,
+                    p.min_success_rate * 100.0,
+                    p.window
+                );
+                println!(
+                    "  allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}",
+                    p.allowance.initial, p.allowance.step, p.allowance.max, p.allowance.backoff, p.allowance.floor
+                );
+                println!("  {} freeze window(s)", s.policy.freezes.len());
+            }
+            Ok(Exit::Pass)
+        }
+    }
+}

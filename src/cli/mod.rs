@@ -1,0 +1,100 @@
+//! The command line: clap definitions, and one file per command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::settings::{GlobalArgs, Settings};
+
+mod approve;
+mod change;
+mod config;
+mod gate;
+mod policy;
+mod record;
+mod status;
+
+/// How a command ended. Pipelines tell "blocked" from "the gate is broken" by the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: pass / done.
+    Pass,
+    /// 1: blocked; the deploy must not proceed.
+    Blocked,
+    /// 2: error; failed closed.
+    Error,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        match e {
+            Exit::Pass => ExitCode::SUCCESS,
+            Exit::Blocked => ExitCode::from(1),
+            Exit::Error => ExitCode::from(2),
+        }
+    }
+}
+
+/// changegate: opens a change record for a deploy, decides whether it is pre-approved from
+/// the team's track record, and passes or blocks the deploy by its exit code.
+///
+/// Exit codes: 0 pass, 1 blocked, 2 error.
+#[derive(Debug, Parser)]
+#[command(name = "changegate", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open or update the change, decide, wait for approval if needed; the exit code tells the pipeline.
+    Gate(gate::GateArgs),
+    /// Only open or update the change record; print its id.
+    Open(change::ChangeArgs),
+    /// Record the deploy outcome and close the change.
+    Record(record::RecordArgs),
+    /// Show the change for this pipeline (or --change ID).
+    Status(status::StatusArgs),
+    /// The trust state: `explain`.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// The config file: `check` it, print its JSON `schema`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Embedded ledger only: approve a change waiting for approval.
+    Approve(approve::DecideArgs),
+    /// Embedded ledger only: reject a change waiting for approval.
+    Reject(approve::DecideArgs),
+}
+
+/// What every command gets: the resolved settings and where it runs.
+pub struct Ctx {
+    pub settings: Settings,
+    pub workdir: PathBuf,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let workdir = std::env::current_dir()?;
+    // `config check`/`schema` report a broken file themselves instead of failing to start.
+    if let Command::Config(cmd) = &cli.command {
+        return config::run(cmd, &cli.global, &workdir);
+    }
+    let settings = Settings::resolve(&cli.global, &workdir)?;
+    let ctx = Ctx { settings, workdir };
+    match cli.command {
+        Command::Gate(args) => gate::run(&ctx, &args).await,
+        Command::Open(args) => gate::open(&ctx, &args).await,
+        Command::Record(args) => record::run(&ctx, &args).await,
+        Command::Status(args) => status::run(&ctx, &args).await,
+        Command::Policy(cmd) => policy::run(&ctx, &cmd).await,
+        Command::Approve(args) => approve::run(&ctx, &args, true).await,
+        Command::Reject(args) => approve::run(&ctx, &args, false).await,
+        Command::Config(_) => Ok(Exit::Error),
+    }
+}

@@ -1,0 +1,434 @@
+//! The `.changegate.toml` schema. Every table denies unknown keys, so a typo is an error
+//! that names the key and its line instead of a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::Mode;
+use crate::domain::policy::{EvidenceRequirements, Freeze, PolicyParams, RiskLimits};
+
+/// Which system keeps the change records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The embedded SQLite ledger.
+    #[default]
+    Local,
+    Servicenow,
+    Jira,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Servicenow => "servicenow",
+            BackendKind::Jira => "jira",
+        }
+    }
+}
+
+/// A duration written the human way: `30s`, `4h`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"4h\")")))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration such as \"30s\", \"15m\", \"4h\" or \"1h 30m\".",
+        })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSection {
+    /// `local` (default), `servicenow` or `jira`.
+    pub kind: Option<BackendKind>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// Path of the embedded SQLite ledger (default `.changegate/ledger.db`).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceNowSection {
+    /// Instance base URL, e.g. `https://example.service-now.com`.
+    pub url: Option<String>,
+    /// Name of the standard change template used for pre-approved changes.
+    pub standard_template: Option<String>,
+    pub assignment_group: Option<String>,
+    /// Extra fields written on every change the instance requires (e.g. `cmdb_ci`, `category`).
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct JiraStatuses {
+    pub implementing: String,
+    pub done: String,
+    pub failed: String,
+    pub cancelled: String,
+    pub declined: String,
+}
+
+impl Default for JiraStatuses {
+    fn default() -> Self {
+        JiraStatuses {
+            implementing: "Implementing".into(),
+            done: "Completed".into(),
+            failed: "Failed".into(),
+            cancelled: "Canceled".into(),
+            declined: "Declined".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct JiraSection {
+    pub url: Option<String>,
+    pub project: Option<String>,
+    pub issue_type: String,
+    /// JSM request type id, when changes are raised as requests.
+    pub request_type: String,
+    pub statuses: JiraStatuses,
+    /// Site-specific field ids, e.g. `change_type = "customfield_10005"`.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for JiraSection {
+    fn default() -> Self {
+        JiraSection {
+            url: None,
+            project: None,
+            issue_type: "Change".into(),
+            request_type: String::new(),
+            statuses: JiraStatuses::default(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SprintSection {
+    /// First day of a sprint (any sprint: the cadence runs both ways from it).
+    pub start: NaiveDate,
+    pub length_days: u32,
+}
+
+impl Default for SprintSection {
+    fn default() -> Self {
+        SprintSection {
+            // A Monday; with 14-day sprints every other Monday starts a sprint.
+            start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
+            length_days: 14,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalSection {
+    /// How long `gate` waits for a human decision.
+    pub timeout: HumanDuration,
+    /// The longest pause between two polls (polling starts faster and backs off to this).
+    pub poll: HumanDuration,
+}
+
+impl Default for ApprovalSection {
+    fn default() -> Self {
+        ApprovalSection {
+            timeout: HumanDuration(Duration::from_secs(3600)),
+            poll: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySection {
+    /// How long after a deploy incidents are still linked to it.
+    pub window: HumanDuration,
+}
+
+impl Default for VerifySection {
+    fn default() -> Self {
+        VerifySection {
+            window: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotateSection {
+    /// Annotate pull/merge requests when a token is available.
+    pub enabled: bool,
+    /// Make a failure to annotate an error (exit 2) instead of a warning.
+    pub required: bool,
+}
+
+impl Default for AnnotateSection {
+    fn default() -> Self {
+        AnnotateSection {
+            enabled: true,
+            required: false,
+        }
+    }
+}
+
+/// The whole `.changegate.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// The service deployed; default the repository name.
+    pub service: Option<String>,
+    /// `enforce` (default) or `observe`.
+    pub mode: Option<Mode>,
+    /// Default environment (default `production`).
+    pub environment: Option<String>,
+    pub backend: BackendSection,
+    pub ledger: LedgerSection,
+    pub servicenow: ServiceNowSection,
+    pub jira: JiraSection,
+    pub sprint: SprintSection,
+    pub policy: PolicyParams,
+    pub risk: RiskLimits,
+    pub evidence: EvidenceRequirements,
+    pub approval: ApprovalSection,
+    pub verify: VerifySection,
+    pub annotate: AnnotateSection,
+    /// Freeze windows.
+    #[serde(rename = "freeze")]
+    pub freezes: Vec<Freeze>,
+}
+
+/// A config file that could not be used. The message names the file, the key and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl ConfigFile {
+    /// Parses TOML text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        let config: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(&e, text),
+        })?;
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks that serde cannot express; errors name the key and, when found, its line.
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let fail = |key: &str, what: String| {
+            let line = line_of_key(text, key).map(|l| format!("line {l}: ")).unwrap_or_default();
+            Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("{line}`{key}` {what}"),
+            })
+        };
+        let rate = self.policy.min_success_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            return fail("min_success_rate", format!("must be between 0 and 1, got {rate}"));
+        }
+        let backoff = self.policy.allowance.backoff;
+        if !(0.0..=1.0).contains(&backoff) {
+            return fail("backoff", format!("must be between 0 and 1, got {backoff}"));
+        }
+        if self.policy.allowance.floor > self.policy.allowance.max {
+            return fail("floor", "must not be above `max`".into());
+        }
+        if self.sprint.length_days == 0 {
+            return fail("length_days", "must be at least 1".into());
+        }
+        if self.policy.window == 0 {
+            return fail("window", "must be at least 1".into());
+        }
+        for pattern in &self.risk.sensitive_paths {
+            if let Err(e) = globset::Glob::new(pattern) {
+                return fail("sensitive_paths", format!("has an invalid pattern {pattern:?}: {e}"));
+            }
+        }
+        for f in &self.freezes {
+            if f.to <= f.from {
+                return fail("to", format!("of freeze {:?} must be after `from`", f.reason));
+            }
+        }
+        if self.approval.poll.0.is_zero() {
+            return fail("poll", "must be more than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// toml's own message already carries `line N, column M` and the offending key; we keep it
+/// and fold it onto one readable paragraph.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim().to_string();
+    match line {
+        Some(line) => {
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}: {message} (in `{source_line}`)")
+        }
+        None => message,
+    }
+}
+
+/// The first line on which `key` is assigned, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
+}
+
+/// The JSON schema of the config file, generated from the same types that parse it.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ConfigFile)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(text, Path::new(".changegate.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, ConfigFile::default());
+        assert_eq!(c.approval.timeout.0, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn product_example_parses() {
+        let text = r#"
+service = "payments-api"
+mode = "enforce"
+[backend]
+kind = "servicenow"
+[servicenow]
+url = "https://example.service-now.com"
+standard_template = "Pre-approved application deploy"
+assignment_group = "Payments"
+[sprint]
+start = "2026-01-05"
+length_days = 14
+[policy]
+min_history = 5
+window = 20
+min_success_rate = 0.9
+[policy.allowance]
+initial = 2
+step = 2
+max = 20
+backoff = 0.5
+floor = 0
+min_changes = 3
+[risk]
+max_lines_changed = 800
+sensitive_paths = ["migrations/**", "infra/**"]
+[approval]
+timeout = "4h"
+poll = "30s"
+[verify]
+window = "24h"
+[[freeze]]
+from = "2026-12-21T00:00:00Z"
+to   = "2027-01-04T00:00:00Z"
+reason = "year-end freeze"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.backend.kind, Some(BackendKind::Servicenow));
+        assert_eq!(c.approval.timeout.0, Duration::from_secs(4 * 3600));
+        assert_eq!(c.freezes.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n").unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("min_sucess_rate"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = parse("[policy]\nwindow = \"twenty\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("window"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_names_key_and_line() {
+        let err = parse("[policy]\nmin_success_rate = 1.5\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("min_success_rate"), "{err}");
+    }
+
+    #[test]
+    fn schema_lists_sections() {
+        let s = json_schema().to_string();
+        for key in ["policy", "allowance", "freeze", "servicenow", "sensitive_paths"] {
+            assert!(s.contains(key), "{key}");
+        }
+    }
+}

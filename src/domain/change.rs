@@ -1,0 +1,279 @@
+//! What a change is: its identity, the facts the pipeline gives about it, and the record
+//! an ITSM keeps of it.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decision::Decision;
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Cancelled,
+}
+
+impl Outcome {
+    /// Parses the outcome words a pipeline may hand over: ours, GitHub's `job.status`
+    /// (`success`, `failure`, `cancelled`) and GitLab's `CI_JOB_STATUS` (`failed`, `canceled`).
+    pub fn from_word(word: &str) -> Option<Outcome> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "success" | "succeeded" => Some(Outcome::Success),
+            "failure" | "failed" => Some(Outcome::Failure),
+            "cancelled" | "canceled" => Some(Outcome::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a change record is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    New,
+    AwaitingApproval,
+    Approved,
+    Rejected,
+    Implementing,
+    Closed,
+    Cancelled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::New => "new",
+            State::AwaitingApproval => "awaiting-approval",
+            State::Approved => "approved",
+            State::Rejected => "rejected",
+            State::Implementing => "implementing",
+            State::Closed => "closed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "new" => State::New,
+            "awaiting-approval" => State::AwaitingApproval,
+            "approved" => State::Approved,
+            "rejected" => State::Rejected,
+            "implementing" => State::Implementing,
+            "closed" => State::Closed,
+            "cancelled" => State::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True once the record has been closed one way or another.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Closed | State::Cancelled | State::Rejected)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The CI system a run came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    Github,
+    Gitlab,
+    Local,
+}
+
+/// What makes a change unique: service identity + environment + full commit SHA.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CorrelationKey {
+    pub service_id: String,
+    pub environment: String,
+    pub sha: String,
+}
+
+impl CorrelationKey {
+    const PREFIX: &'static str = "changegate";
+
+    pub fn new(service_id: &str, environment: &str, sha: &str) -> Self {
+        CorrelationKey {
+            service_id: service_id.to_string(),
+            environment: environment.to_string(),
+            sha: sha.to_string(),
+        }
+    }
+
+    /// The key cut to `max` characters for backends with a short field. Only the service
+    /// part is shortened (from the left, keeping its most specific end); the SHA never is.
+    pub fn fitted(&self, max: usize) -> String {
+        let full = self.to_string();
+        if full.len() <= max {
+            return full;
+        }
+        let fixed = Self::PREFIX.len() + 3 + self.environment.len() + self.sha.len();
+        let room = max.saturating_sub(fixed);
+        let service = &self.service_id;
+        let mut start = service.len().saturating_sub(room);
+        while !service.is_char_boundary(start) {
+            start += 1;
+        }
+        format!(
+            "{}:{}:{}:{}",
+            Self::PREFIX,
+            &service[start..],
+            self.environment,
+            self.sha
+        )
+    }
+}
+
+impl fmt::Display for CorrelationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            Self::PREFIX,
+            self.service_id,
+            self.environment,
+            self.sha
+        )
+    }
+}
+
+/// A pull or merge request the change came through.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    pub url: Option<String>,
+    pub head_sha: Option<String>,
+    pub head_ref: Option<String>,
+    pub base_ref: Option<String>,
+    pub labels: Vec<String>,
+    /// Whether the request was approved by a reviewer, when the platform tells.
+    pub reviewed: Option<bool>,
+}
+
+/// One commit in the change's range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub sha: String,
+    pub subject: String,
+    pub author: Option<String>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// Everything the pipeline tells about a change, gathered before any decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeFacts {
+    pub platform: Platform,
+    /// Display name of the service.
+    pub service: String,
+    /// The service's identity: includes the repository so two repositories never collide.
+    pub service_id: String,
+    pub environment: String,
+    pub repository: Option<String>,
+    pub commit_sha: String,
+    pub branch: Option<String>,
+    pub pull_request: Option<PullRequest>,
+    /// `(base, head)` of the commits this change deploys, when known.
+    pub range: Option<(String, String)>,
+    pub commits: Vec<Commit>,
+    pub lines_changed: Option<u64>,
+    pub paths: Vec<String>,
+    pub work_items: Vec<String>,
+    pub run_url: Option<String>,
+    pub repository_url: Option<String>,
+    pub actor: Option<String>,
+    /// Whether the pipeline's tests passed, when the pipeline says.
+    pub tests_passed: Option<bool>,
+}
+
+impl ChangeFacts {
+    pub fn key(&self) -> CorrelationKey {
+        CorrelationKey::new(&self.service_id, &self.environment, &self.commit_sha)
+    }
+
+    /// A one-line summary for the change record.
+    pub fn summary(&self) -> String {
+        let short = self.commit_sha.get(..12).unwrap_or(&self.commit_sha);
+        match &self.pull_request {
+            Some(pr) => format!(
+                "Deploy {} to {}: {} (#{}, {short})",
+                self.service, self.environment, pr.title, pr.number
+            ),
+            None => format!("Deploy {} {short} to {}", self.service, self.environment),
+        }
+    }
+
+    /// The earliest commit time in the range, for lead time.
+    pub fn first_commit_at(&self) -> Option<DateTime<Utc>> {
+        self.commits.iter().filter_map(|c| c.timestamp).min()
+    }
+}
+
+/// The record a backend keeps of a change, in backend-neutral terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// The backend's human identifier (e.g. `CHG0030001`, `CHG-12`).
+    pub id: String,
+    pub url: Option<String>,
+    pub key: String,
+    pub state: State,
+    pub decision: Option<Decision>,
+    pub outcome: Option<Outcome>,
+    pub emergency_reason: Option<String>,
+    pub approved_by: Option<String>,
+    pub approval_comment: Option<String>,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub deployed_at: Option<DateTime<Utc>>,
+    pub incidents: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_words_of_both_platforms() {
+        assert_eq!(Outcome::from_word("success"), Some(Outcome::Success));
+        assert_eq!(Outcome::from_word("failure"), Some(Outcome::Failure));
+        assert_eq!(Outcome::from_word("failed"), Some(Outcome::Failure));
+        assert_eq!(Outcome::from_word("cancelled"), Some(Outcome::Cancelled));
+        assert_eq!(Outcome::from_word("canceled"), Some(Outcome::Cancelled));
+        assert_eq!(Outcome::from_word("skipped"), None);
+    }
+
+    #[test]
+    fn key_is_verbatim_and_fits_by_shortening_the_service_only() {
+        let sha = "a".repeat(40);
+        let k = CorrelationKey::new("acme/payments-api", "production", &sha);
+        assert_eq!(k.to_string(), format!("changegate:acme/payments-api:production:{sha}"));
+        let long = CorrelationKey::new(&"x".repeat(120), "production", &sha);
+        let fitted = long.fitted(100);
+        assert_eq!(fitted.len(), 100);
+        assert!(fitted.ends_with(&format!(":production:{sha}")));
+    }
+}

@@ -1,0 +1,296 @@
+//! The pre-approval policy: a pure function of (change, history, policy, clock).
+
+use chrono::{DateTime, Utc};
+use globset::{Glob, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::change::{ChangeFacts, Outcome};
+use super::decision::{Decision, DecisionKind, Mode, Rule, codes};
+use super::history::History;
+use super::ramp::{self, AllowanceParams};
+use super::sprint::SprintCalendar;
+
+/// What an emergency does: pass at once, or go to expedited human approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmergencyHandling {
+    #[default]
+    Pass,
+    Approve,
+}
+
+/// `[policy]`: the track record, the trust ramp and emergencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyParams {
+    /// Closed changes needed before any change can be pre-approved.
+    pub min_history: u32,
+    /// How many of the most recent closed changes the success rate is taken over.
+    pub window: u32,
+    /// Success rate (0..=1) the track record and each sprint must meet.
+    pub min_success_rate: f64,
+    pub allowance: AllowanceParams,
+    /// A pull-request label that declares an emergency.
+    pub emergency_label: String,
+    /// `pass` (default) or `approve` (expedited human approval).
+    pub emergency: EmergencyHandling,
+}
+
+impl Default for PolicyParams {
+    fn default() -> Self {
+        PolicyParams {
+            min_history: 5,
+            window: 20,
+            min_success_rate: 0.9,
+            allowance: AllowanceParams::default(),
+            emergency_label: "emergency".to_string(),
+            emergency: EmergencyHandling::Pass,
+        }
+    }
+}
+
+/// `[risk]`: what makes a change too risky to pre-approve.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskLimits {
+    /// More lines changed than this needs approval.
+    pub max_lines_changed: Option<u64>,
+    /// Glob patterns (e.g. `migrations/**`); touching any needs approval.
+    pub sensitive_paths: Vec<String>,
+}
+
+/// `[evidence]`: what must be shown before pre-approval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceRequirements {
+    /// The pull request must have an approving review.
+    pub require_review: bool,
+    /// The pipeline must report passing tests (`--tests-passed` / `CHANGEGATE_TESTS_PASSED`).
+    pub require_tests: bool,
+}
+
+/// `[[freeze]]`: a window in which every change is blocked, but declared emergencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    #[serde(default)]
+    pub reason: String,
+    /// Environments the freeze applies to; empty means all.
+    #[serde(default)]
+    pub environments: Vec<String>,
+}
+
+impl Freeze {
+    pub fn active(&self, now: DateTime<Utc>, environment: &str) -> bool {
+        self.from <= now
+            && now < self.to
+            && (self.environments.is_empty() || self.environments.iter().any(|e| e == environment))
+    }
+}
+
+/// The whole policy, as resolved from settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub mode: Mode,
+    pub params: PolicyParams,
+    pub risk: RiskLimits,
+    pub evidence: EvidenceRequirements,
+    pub freezes: Vec<Freeze>,
+}
+
+/// Everything the policy looks at.
+#[derive(Debug, Clone)]
+pub struct DecisionInput<'a> {
+    pub facts: &'a ChangeFacts,
+    pub history: &'a History,
+    pub policy: &'a Policy,
+    pub calendar: SprintCalendar,
+    pub now: DateTime<Utc>,
+    /// `--emergency REASON`.
+    pub emergency: Option<String>,
+    /// Set when the clock was overridden, to be carried on the decision.
+    pub clock_override: Option<String>,
+}
+
+fn pct(rate: f64) -> String {
+    format!("{:.0}%", rate * 100.0)
+}
+
+fn track_record(history: &History, p: &PolicyParams) -> Rule {
+    if history.closed_total < u64::from(p.min_history) {
+        return Rule::new(
+            codes::TRACK_RECORD,
+            false,
+            format!(
+                "{} closed changes, {} needed for a track record",
+                history.closed_total, p.min_history
+            ),
+        );
+    }
+    let recent: Vec<_> = history.recent.iter().take(p.window as usize).collect();
+    let ok = recent.iter().filter(|o| ***o == Outcome::Success).count();
+    let rate = if recent.is_empty() { 1.0 } else { ok as f64 / recent.len() as f64 };
+    let passed = rate >= p.min_success_rate;
+    Rule::new(
+        codes::TRACK_RECORD,
+        passed,
+        format!(
+            "success rate {} over last {} {} {}",
+            pct(rate),
+            recent.len(),
+            if passed { "≥" } else { "<" },
+            pct(p.min_success_rate)
+        ),
+    )
+}
+
+fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if let Some(max) = risk.max_lines_changed {
+        rules.push(match facts.lines_changed {
+            Some(n) if n > max => Rule::new(codes::RISK_SIZE, false, format!("{n} lines changed > {max}")),
+            Some(n) => Rule::new(codes::RISK_SIZE, true, format!("{n} lines changed ≤ {max}")),
+            None => Rule::new(codes::RISK_SIZE, true, "lines changed unknown (no commit range)"),
+        });
+    }
+    if !risk.sensitive_paths.is_empty() {
+        let mut builder = GlobSetBuilder::new();
+        let mut bad = Vec::new();
+        for pattern in &risk.sensitive_paths {
+            match Glob::new(pattern) {
+                Ok(g) => {
+                    builder.add(g);
+                }
+                Err(_) => bad.push(pattern.as_str()),
+            }
+        }
+        // Patterns are validated when settings load; an unparsable one fails safe here.
+        let set = builder.build().ok();
+        let hits: Vec<&str> = match &set {
+            Some(set) => facts.paths.iter().filter(|p| set.is_match(p.as_str())).map(String::as_str).collect(),
+            None => Vec::new(),
+        };
+        rules.push(if !bad.is_empty() || set.is_none() {
+            Rule::new(codes::RISK_PATHS, false, format!("invalid sensitive path pattern: {}", bad.join(", ")))
+        } else if hits.is_empty() {
+            Rule::new(
+                codes::RISK_PATHS,
+                true,
+                format!("no sensitive paths among {} touched", facts.paths.len()),
+            )
+        } else {
+            let shown: Vec<&str> = hits.iter().take(3).copied().collect();
+            let more = hits.len().saturating_sub(shown.len());
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+            Rule::new(codes::RISK_PATHS, false, format!("touches sensitive paths: {}{tail}", shown.join(", ")))
+        });
+    }
+    rules
+}
+
+fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if ev.require_review {
+        let reviewed = facts.pull_request.as_ref().and_then(|pr| pr.reviewed);
+        rules.push(match reviewed {
+            Some(true) => Rule::new(codes::EVIDENCE_REVIEW, true, "pull request approved by a reviewer"),
+            Some(false) => Rule::new(codes::EVIDENCE_REVIEW, false, "pull request has no approving review"),
+            None => Rule::new(codes::EVIDENCE_REVIEW, false, "no review evidence for this change"),
+        });
+    }
+    if ev.require_tests {
+        rules.push(match facts.tests_passed {
+            Some(true) => Rule::new(codes::EVIDENCE_TESTS, true, "tests passed"),
+            Some(false) => Rule::new(codes::EVIDENCE_TESTS, false, "tests failed"),
+            None => Rule::new(codes::EVIDENCE_TESTS, false, "no test result reported"),
+        });
+    }
+    rules
+}
+
+/// The emergency declared for this change, by flag or by pull-request label.
+fn emergency_reason(input: &DecisionInput<'_>) -> Option<String> {
+    if let Some(reason) = input.emergency.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        return Some(reason.to_string());
+    }
+    let label = &input.policy.params.emergency_label;
+    let pr = input.facts.pull_request.as_ref()?;
+    pr.labels
+        .iter()
+        .any(|l| !label.is_empty() && l.eq_ignore_ascii_case(label))
+        .then(|| format!("label '{label}' on pull request #{}", pr.number))
+}
+
+/// Decides a change. Every rule is evaluated and reported, whatever the outcome.
+pub fn decide(input: &DecisionInput<'_>) -> Decision {
+    let p = &input.policy.params;
+    let sprint = input.calendar.index_of(input.now);
+    let allowance = ramp::allowance_for(input.history, &p.allowance, p.min_success_rate, sprint);
+    let used = input.history.tally(sprint).pre_approved;
+    let emergency = emergency_reason(input);
+    let overridden = |mut rule: Rule| {
+        if emergency.is_some() && !rule.passed {
+            rule.reason.push_str(" (overridden: emergency)");
+        }
+        rule
+    };
+
+    let mut rules = vec![
+        overridden(track_record(input.history, p)),
+        overridden(Rule::new(
+            codes::ALLOWANCE,
+            used < allowance,
+            format!("allowance {used} of {allowance} used this sprint"),
+        )),
+    ];
+    rules.extend(risk_rules(input.facts, &input.policy.risk));
+    let freeze = input
+        .policy
+        .freezes
+        .iter()
+        .find(|f| f.active(input.now, &input.facts.environment));
+    rules.push(overridden(match freeze {
+        Some(f) => Rule::new(
+            codes::FREEZE,
+            false,
+            format!(
+                "freeze window active until {}{}",
+                f.to.format("%Y-%m-%d %H:%M UTC"),
+                if f.reason.is_empty() { String::new() } else { format!(": {}", f.reason) }
+            ),
+        ),
+        None => Rule::new(codes::FREEZE, true, "no freeze window active"),
+    }));
+    rules.extend(evidence_rules(input.facts, &input.policy.evidence));
+    if let Some(reason) = &emergency {
+        rules.push(Rule::new(codes::EMERGENCY, true, format!("emergency declared: {reason}")));
+    }
+
+    let overridable = [codes::TRACK_RECORD, codes::ALLOWANCE, codes::FREEZE];
+    let blocking_failures = rules
+        .iter()
+        .filter(|r| !r.passed && !(emergency.is_some() && overridable.contains(&r.code.as_str())))
+        .count();
+    let kind = if freeze.is_some() && emergency.is_none() {
+        DecisionKind::Blocked
+    } else if emergency.is_some() && p.emergency == EmergencyHandling::Approve {
+        DecisionKind::NeedsApproval
+    } else if blocking_failures == 0 {
+        DecisionKind::PreApproved
+    } else {
+        DecisionKind::NeedsApproval
+    };
+
+    Decision {
+        kind,
+        rules,
+        mode: input.policy.mode,
+        emergency,
+        sprint,
+        allowance,
+        allowance_used: used,
+        clock_override: input.clock_override.clone(),
+    }
+}

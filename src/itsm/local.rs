@@ -1,0 +1,491 @@
+//! The embedded ledger: the default backend, a SQLite file with versioned migrations.
+//!
+//! The correlation key is unique in the schema, and every write runs in an immediate
+//! transaction, so two processes gating the same change at the same moment leave one record.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{HistoryQuery, Itsm, decision_stands};
+use crate::config::BackendKind;
+use crate::domain::{
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, SprintTally, State,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: changes, their events and linked incidents.
+    "CREATE TABLE changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        correlation_key TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL,
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        repository TEXT,
+        state TEXT NOT NULL,
+        decision TEXT,
+        decision_json TEXT,
+        pre_approved INTEGER NOT NULL DEFAULT 0,
+        emergency INTEGER NOT NULL DEFAULT 0,
+        emergency_reason TEXT,
+        mode TEXT,
+        outcome TEXT,
+        failed_after_deploy INTEGER NOT NULL DEFAULT 0,
+        verified_at INTEGER,
+        opened_at INTEGER NOT NULL,
+        decided_at INTEGER,
+        approved_at INTEGER,
+        approved_by TEXT,
+        approval_comment TEXT,
+        deployed_at INTEGER,
+        closed_at INTEGER,
+        first_commit_at INTEGER,
+        lines_changed INTEGER,
+        facts_json TEXT NOT NULL
+    );
+    CREATE INDEX changes_by_decided ON changes(service_id, environment, decided_at, outcome, pre_approved, emergency);
+    CREATE INDEX changes_by_closed ON changes(service_id, environment, closed_at, outcome);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        change_id INTEGER NOT NULL REFERENCES changes(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT,
+        detail TEXT
+    );
+    CREATE INDEX events_by_change ON events(change_id, at);
+    CREATE TABLE incidents (
+        change_id INTEGER NOT NULL REFERENCES changes(id),
+        incident TEXT NOT NULL,
+        linked_at INTEGER NOT NULL,
+        PRIMARY KEY (change_id, incident)
+    );",
+];
+
+/// The embedded SQLite ledger.
+pub struct Ledger {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn ts(at: DateTime<Utc>) -> i64 {
+    at.timestamp()
+}
+
+fn from_ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
+    secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
+}
+
+/// The human id of a ledger row.
+pub fn change_id(row_id: i64) -> String {
+    format!("CG-{row_id}")
+}
+
+fn parse_change_id(id: &str) -> Option<i64> {
+    let id = id.trim();
+    id.strip_prefix("CG-").unwrap_or(id).parse().ok()
+}
+
+impl Ledger {
+    /// Opens (creating and migrating it when needed) the ledger at `path`. With
+    /// `read_only` nothing is ever written: a missing file reads as an empty ledger.
+    pub fn open(path: &Path, read_only: bool) -> Result<Ledger> {
+        let conn = if read_only {
+            if path.exists() {
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .with_context(|| format!("cannot open the ledger {}", path.display()))?
+            } else {
+                Connection::open_in_memory()?
+            }
+        } else {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the ledger's folder {}", dir.display()))?;
+            }
+            Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?
+        };
+        let corrupt = |e: rusqlite::Error| {
+            anyhow!(
+                "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
+                 It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
+                path.display()
+            )
+        };
+        conn.busy_timeout(Duration::from_secs(30)).map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        // Reading the schema touches every page header: a damaged file fails here, not later.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(corrupt)?;
+        let latest = MIGRATIONS.len() as i64;
+        if version > latest {
+            bail!(
+                "the ledger {} has schema version {version}, newer than this changegate knows ({latest}); upgrade changegate",
+                path.display()
+            );
+        }
+        let in_memory = read_only && !path.exists();
+        if version < latest {
+            if read_only && !in_memory {
+                bail!(
+                    "the ledger {} needs a schema upgrade, which a dry run does not write; run once without --dry-run",
+                    path.display()
+                );
+            }
+            if !read_only {
+                conn.pragma_update(None, "journal_mode", "WAL").map_err(corrupt)?;
+            }
+            let mut conn = conn;
+            migrate(&mut conn, version).map_err(corrupt)?;
+            return Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() });
+        }
+        Ok(Ledger {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| anyhow!("ledger connection poisoned"))?;
+        f(&mut conn).with_context(|| format!("ledger {}", self.path.display()))
+    }
+
+    /// Links an incident to a change. Linking the same incident twice is harmless.
+    pub fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO incidents (change_id, incident, linked_at) SELECT id, ?2, ?3 FROM changes WHERE id = ?1",
+                params![row_id, incident, ts(now)],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, "incident", None, Some(incident))?;
+            }
+            tx.commit()
+        })?;
+        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+    }
+
+    fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
+        self.with(|c| load(c, "id = ?1", params![row_id]))
+    }
+}
+
+fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the lock.
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(from) as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()
+}
+
+fn add_event(
+    c: &Connection,
+    row_id: i64,
+    at: DateTime<Utc>,
+    kind: &str,
+    actor: Option<&str>,
+    detail: Option<&str>,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO events (change_id, at, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![row_id, ts(at), kind, actor, detail],
+    )?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, correlation_key, state, decision_json, outcome, emergency_reason, approved_by, \
+     approval_comment, opened_at, decided_at, approved_at, deployed_at";
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
+    let id: i64 = row.get(0)?;
+    let state: String = row.get(2)?;
+    let decision: Option<String> = row.get(3)?;
+    let outcome: Option<String> = row.get(4)?;
+    Ok((
+        id,
+        ChangeRecord {
+            id: change_id(id),
+            url: None,
+            key: row.get(1)?,
+            state: State::parse(&state).unwrap_or(State::New),
+            decision: decision.and_then(|d| serde_json::from_str::<Decision>(&d).ok()),
+            outcome: outcome.as_deref().and_then(Outcome::from_word),
+            emergency_reason: row.get(5)?,
+            approved_by: row.get(6)?,
+            approval_comment: row.get(7)?,
+            opened_at: from_ts(row.get(8)?),
+            decided_at: from_ts(row.get(9)?),
+            approved_at: from_ts(row.get(10)?),
+            deployed_at: from_ts(row.get(11)?),
+            incidents: Vec::new(),
+        },
+    ))
+}
+
+fn load(c: &Connection, filter: &str, args: impl rusqlite::Params) -> rusqlite::Result<Option<ChangeRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM changes WHERE {filter}");
+    let Some((id, mut record)) = c.query_row(&sql, args, record_from_row).optional()? else {
+        return Ok(None);
+    };
+    let mut stmt = c.prepare_cached("SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
+    record.incidents = stmt
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(record))
+}
+
+fn state_after(decision: &Decision) -> State {
+    match decision.kind {
+        DecisionKind::PreApproved => State::Approved,
+        DecisionKind::NeedsApproval => State::AwaitingApproval,
+        DecisionKind::Blocked => State::New,
+    }
+}
+
+#[async_trait]
+impl Itsm for Ledger {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
+        let exclude = q.exclude_key.unwrap_or("");
+        let from = ts(q.calendar.start_of(q.from_sprint));
+        let len = q.calendar.length_secs();
+        self.with(|c| {
+            let closed_total: i64 = c.query_row(
+                "SELECT count(*) FROM changes INDEXED BY changes_by_closed
+                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+                   AND outcome IN ('success', 'failure') AND correlation_key != ?3",
+                params![q.service_id, q.environment, exclude],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare_cached(
+                "SELECT outcome FROM changes INDEXED BY changes_by_closed
+                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+                   AND outcome IN ('success', 'failure') AND correlation_key != ?3
+                 ORDER BY closed_at DESC, id DESC LIMIT ?4",
+            )?;
+            let recent = stmt
+                .query_map(params![q.service_id, q.environment, exclude, q.window], |r| r.get::<_, String>(0))?
+                .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Sprint of each change by its decision time; offsets from `from`, which is a
+            // sprint boundary, are never negative so integer division is a floor.
+            let mut stmt = c.prepare_cached(
+                "SELECT (decided_at - ?3) / ?4 AS s,
+                        sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
+                        sum(pre_approved), sum(emergency)
+                 FROM changes INDEXED BY changes_by_decided
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND correlation_key != ?5
+                 GROUP BY s",
+            )?;
+            let rows = stmt.query_map(params![q.service_id, q.environment, from, len, exclude], |r| {
+                let count = |i: usize| -> rusqlite::Result<u32> {
+                    Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(u32::MAX))
+                };
+                Ok((
+                    q.from_sprint + r.get::<_, i64>(0)?,
+                    SprintTally {
+                        succeeded: count(1)?,
+                        failed: count(2)?,
+                        cancelled: count(3)?,
+                        pre_approved: count(4)?,
+                        emergency: count(5)?,
+                    },
+                ))
+            })?;
+            let sprints = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(History {
+                closed_total: u64::try_from(closed_total).unwrap_or(0),
+                recent,
+                sprints,
+            })
+        })
+    }
+
+    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
+                 ORDER BY decided_at DESC, id DESC LIMIT 1",
+                params![service_id, environment],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        let key = key.to_string();
+        self.with(|c| load(c, "correlation_key = ?1", params![key]))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        match parse_change_id(id) {
+            Some(row_id) => self.get_row(row_id),
+            None => Ok(None),
+        }
+    }
+
+    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let key = facts.key().to_string();
+        let facts_json = serde_json::to_string(facts)?;
+        let lines = facts.lines_changed.and_then(|n| i64::try_from(n).ok());
+        let first_commit = facts.first_commit_at().map(ts);
+        let record = self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha, repository,
+                                      state, opened_at, first_commit_at, lines_changed, facts_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?10)
+                 ON CONFLICT (correlation_key) DO NOTHING",
+                params![
+                    key,
+                    facts.service,
+                    facts.service_id,
+                    facts.environment,
+                    facts.commit_sha,
+                    facts.repository,
+                    ts(now),
+                    first_commit,
+                    lines,
+                    facts_json
+                ],
+            )?;
+            let Some((row_id, existing)) =
+                tx.query_row(&format!("SELECT {COLUMNS} FROM changes WHERE correlation_key = ?1"), [&key], record_from_row).optional()?
+            else {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            };
+            if inserted > 0 {
+                add_event(&tx, row_id, now, "opened", facts.actor.as_deref(), None)?;
+            } else if existing.state == State::New || existing.state == State::AwaitingApproval {
+                // A later run may know more (e.g. the PR); keep the freshest facts.
+                tx.execute(
+                    "UPDATE changes SET facts_json = ?2, lines_changed = coalesce(?3, lines_changed),
+                            first_commit_at = coalesce(?4, first_commit_at) WHERE id = ?1",
+                    params![row_id, facts_json, lines, first_commit],
+                )?;
+            }
+            if let Some(d) = decision {
+                if !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
+                    let counts = d.kind == DecisionKind::PreApproved && d.emergency.is_none();
+                    tx.execute(
+                        "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,
+                                pre_approved = ?6, emergency = ?7, emergency_reason = ?8, mode = ?9
+                         WHERE id = ?1",
+                        params![
+                            row_id,
+                            d.kind.as_str(),
+                            serde_json::to_string(d).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                            ts(now),
+                            state_after(d).as_str(),
+                            counts,
+                            d.emergency.is_some(),
+                            d.emergency,
+                            d.mode.as_str()
+                        ],
+                    )?;
+                    add_event(&tx, row_id, now, "decided", None, Some(d.kind.as_str()))?;
+                }
+            }
+            let record = load(&tx, "id = ?1", params![row_id])?;
+            tx.commit()?;
+            Ok(record)
+        })?;
+        record.ok_or_else(|| anyhow!("the change {key} vanished from the ledger"))
+    }
+
+    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
+        self.get(&record.id)
+            .await?
+            .ok_or_else(|| anyhow!("the change {} is no longer in the ledger", record.id))
+    }
+
+    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE changes SET state = 'implementing', deployed_at = coalesce(deployed_at, ?2)
+                 WHERE id = ?1 AND state IN ('new', 'approved', 'awaiting-approval')",
+                params![row_id, ts(now)],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, "implementing", None, None)?;
+            }
+            tx.commit()
+        })?;
+        self.refresh(record).await
+    }
+
+    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        // A change whose gate never passed was not deployed, whatever the job says: it is
+        // cancelled, and counts in no success rate.
+        let outcome = if record.deployed_at.is_none() { Outcome::Cancelled } else { outcome };
+        let state = if outcome == Outcome::Cancelled && record.state != State::Rejected {
+            State::Cancelled
+        } else if outcome == Outcome::Cancelled {
+            State::Rejected
+        } else {
+            State::Closed
+        };
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE changes SET outcome = ?2, state = ?3, closed_at = ?4 WHERE id = ?1 AND outcome IS NULL",
+                params![row_id, outcome.as_str(), state.as_str(), ts(now)],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, "outcome", None, Some(&format!("{outcome}: {notes}")))?;
+            }
+            tx.commit()
+        })?;
+        self.refresh(record).await
+    }
+
+    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+        let current = self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
+        let target = if approve { State::Approved } else { State::Rejected };
+        if current.state == target {
+            return Ok(current);
+        }
+        if current.state != State::AwaitingApproval {
+            bail!("change {id} is not waiting for approval (its state is {})", current.state);
+        }
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE changes SET state = ?2, approved_by = ?3, approval_comment = ?4, approved_at = ?5
+                 WHERE id = ?1 AND state = 'awaiting-approval'",
+                params![row_id, target.as_str(), by, comment, ts(now)],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, target.as_str(), Some(by), comment)?;
+            }
+            tx.commit()
+        })?;
+        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+    }
+}

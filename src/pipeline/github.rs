@@ -1,0 +1,171 @@
+//! GitHub Actions: `GITHUB_*` variables and the event payload at `GITHUB_EVENT_PATH`.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{Detected, Vars};
+use crate::domain::{Commit, Platform, PullRequest};
+use crate::env;
+
+#[derive(Debug, Default, Deserialize)]
+struct Event {
+    pull_request: Option<PrPayload>,
+    before: Option<String>,
+    after: Option<String>,
+    #[serde(default)]
+    commits: Vec<PushCommit>,
+    head_commit: Option<PushCommit>,
+    pusher: Option<Named>,
+    deployment: Option<DeploymentPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PrPayload {
+    number: u64,
+    #[serde(default)]
+    title: String,
+    html_url: Option<String>,
+    body: Option<String>,
+    additions: Option<u64>,
+    deletions: Option<u64>,
+    head: Option<RefPayload>,
+    base: Option<RefPayload>,
+    #[serde(default)]
+    labels: Vec<Named>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefPayload {
+    sha: Option<String>,
+    #[serde(rename = "ref")]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PushCommit {
+    id: String,
+    #[serde(default)]
+    message: String,
+    timestamp: Option<String>,
+    author: Option<Named>,
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeploymentPayload {
+    sha: Option<String>,
+}
+
+fn read_event(vars: &dyn Vars) -> Result<Event> {
+    let Some(path) = vars.get(env::GITHUB_EVENT_PATH) else {
+        return Ok(Event::default());
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the GitHub event payload {path}"))?;
+    serde_json::from_str(&text).with_context(|| format!("the GitHub event payload {path} is not valid JSON"))
+}
+
+fn is_null_sha(s: &str) -> bool {
+    s.bytes().all(|b| b == b'0')
+}
+
+/// Reads the run's metadata from the GitHub Actions environment.
+pub fn detect(vars: &dyn Vars) -> Result<Detected> {
+    let event = read_event(vars)?;
+    let server = vars.get(env::GITHUB_SERVER_URL).unwrap_or_else(|| "https://github.com".to_string());
+    let repository = vars.get(env::GITHUB_REPOSITORY);
+    let repository_url = repository.as_ref().map(|r| format!("{}/{r}", server.trim_end_matches('/')));
+    let run_url = match (&repository_url, vars.get(env::GITHUB_RUN_ID)) {
+        (Some(repo), Some(run)) => Some(match vars.get(env::GITHUB_RUN_ATTEMPT).filter(|a| a != "1") {
+            Some(attempt) => format!("{repo}/actions/runs/{run}/attempts/{attempt}"),
+            None => format!("{repo}/actions/runs/{run}"),
+        }),
+        _ => None,
+    };
+    let commit_sha = vars
+        .get(env::GITHUB_SHA)
+        .or_else(|| event.after.clone().filter(|a| !is_null_sha(a)))
+        .or_else(|| event.deployment.as_ref().and_then(|d| d.sha.clone()))
+        .unwrap_or_default();
+    let branch = vars.get(env::GITHUB_HEAD_REF).or_else(|| vars.get(env::GITHUB_REF_NAME));
+
+    let mut texts = Vec::new();
+    let mut lines_changed = None;
+    let mut pr_range = None;
+    let pull_request = event.pull_request.map(|pr| {
+        if let Some(body) = pr.body {
+            texts.push(body);
+        }
+        if pr.additions.is_some() || pr.deletions.is_some() {
+            lines_changed = Some(pr.additions.unwrap_or(0) + pr.deletions.unwrap_or(0));
+        }
+        let head_sha = pr.head.as_ref().and_then(|h| h.sha.clone());
+        pr_range = pr.base.as_ref().and_then(|b| b.sha.clone()).zip(head_sha.clone());
+        PullRequest {
+            number: pr.number,
+            title: pr.title,
+            url: pr.html_url,
+            head_sha,
+            head_ref: pr.head.as_ref().and_then(|h| h.name.clone()),
+            base_ref: pr.base.as_ref().and_then(|b| b.name.clone()),
+            labels: pr.labels.into_iter().filter_map(|l| l.name).collect(),
+            reviewed: None,
+        }
+    });
+    let push_range = match (&event.before, &event.after) {
+        (Some(b), Some(a)) if !is_null_sha(b) && !is_null_sha(a) => Some((b.clone(), a.clone())),
+        _ => None,
+    };
+    let push_commits: Vec<&PushCommit> = if event.commits.is_empty() {
+        event.head_commit.iter().collect()
+    } else {
+        event.commits.iter().collect()
+    };
+    let mut paths: Vec<String> = push_commits
+        .iter()
+        .flat_map(|c| c.added.iter().chain(&c.removed).chain(&c.modified).cloned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let commits = push_commits
+        .iter()
+        .map(|c| Commit {
+            sha: c.id.clone(),
+            subject: c.message.lines().next().unwrap_or("").to_string(),
+            author: c.author.as_ref().and_then(|a| a.name.clone()),
+            timestamp: c
+                .timestamp
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
+        .collect();
+    let actor = vars
+        .get(env::GITHUB_ACTOR)
+        .or_else(|| event.pusher.and_then(|p| p.name));
+    Ok(Detected {
+        platform: Platform::Github,
+        repository,
+        repository_url,
+        commit_sha,
+        branch,
+        pull_request,
+        range: pr_range.or(push_range),
+        commits,
+        paths,
+        lines_changed,
+        run_url,
+        actor,
+        texts,
+    })
+}

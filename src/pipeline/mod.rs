@@ -1,0 +1,183 @@
+//! Where the facts about a change come from: GitHub Actions, GitLab CI, or a local git
+//! checkout. Detection reads environment variables through [`Vars`] so tests can hand in
+//! their own.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
+use crate::env;
+
+pub mod git;
+pub mod github;
+pub mod gitlab;
+pub mod workitems;
+
+/// A source of environment variables.
+pub trait Vars {
+    /// The variable's value; empty counts as unset.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        env::var(name)
+    }
+}
+
+impl Vars for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).filter(|v| !v.trim().is_empty()).cloned()
+    }
+}
+
+/// What the platform said about the run, before the service and environment are known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    pub platform: Platform,
+    /// `owner/name` (GitHub) or the project path (GitLab) or what the git remote says.
+    pub repository: Option<String>,
+    pub repository_url: Option<String>,
+    pub commit_sha: String,
+    pub branch: Option<String>,
+    pub pull_request: Option<PullRequest>,
+    /// `(base, head)` when the platform names the range (push before/after, MR diff base).
+    pub range: Option<(String, String)>,
+    /// Commits the platform listed (a push payload), when it did.
+    pub commits: Vec<Commit>,
+    /// Paths the platform listed, when it did.
+    pub paths: Vec<String>,
+    pub lines_changed: Option<u64>,
+    pub run_url: Option<String>,
+    pub actor: Option<String>,
+    /// Extra text to look for work items in (PR body, ...).
+    pub texts: Vec<String>,
+}
+
+/// Detects the platform and reads what it tells. `commit` overrides the commit SHA.
+pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<Detected> {
+    let mut detected = if vars.get(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
+        github::detect(vars)?
+    } else if vars.get(env::GITLAB_CI).is_some_and(|v| v == "true") {
+        gitlab::detect(vars)?
+    } else {
+        git::detect(workdir)?
+    };
+    if let Some(sha) = commit.map(str::trim).filter(|s| !s.is_empty()) {
+        detected.commit_sha = sha.to_string();
+    }
+    if detected.commit_sha.is_empty() {
+        bail!("no commit to gate: not in CI and not in a git checkout; pass --commit SHA");
+    }
+    if let Some(reviewed) = vars.get(env::REVIEWED) {
+        if let Some(pr) = detected.pull_request.as_mut() {
+            pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
+        }
+    }
+    Ok(detected)
+}
+
+/// The default service name: the repository's last path segment.
+pub fn default_service(repository: Option<&str>, workdir: &Path) -> String {
+    repository
+        .and_then(|r| r.rsplit('/').next())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| workdir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "service".to_string())
+}
+
+/// The service's identity: the repository is part of it, so that two repositories that
+/// name the same service never share a track record or a correlation key.
+pub fn service_id(repository: Option<&str>, service: &str) -> String {
+    match repository {
+        Some(repo) if repo.rsplit('/').next() == Some(service) => repo.to_string(),
+        Some(repo) => format!("{repo}/{service}"),
+        None => service.to_string(),
+    }
+}
+
+impl Detected {
+    /// Completes the facts: the commit range (from the platform, or since `previous_sha`,
+    /// the last recorded change), its lines, paths and work items from git where the
+    /// checkout has them.
+    pub fn into_facts(
+        self,
+        service: &str,
+        environment: &str,
+        previous_sha: Option<&str>,
+        tests_passed: Option<bool>,
+        workdir: &Path,
+    ) -> ChangeFacts {
+        let range = self.range.clone().or_else(|| {
+            previous_sha
+                .filter(|p| *p != self.commit_sha)
+                .map(|p| (p.to_string(), self.commit_sha.clone()))
+        });
+        let mut commits = self.commits;
+        let mut paths = self.paths;
+        let mut lines = self.lines_changed;
+        // Git fills in what the platform did not say, when the objects are there (a shallow
+        // CI checkout may lack them: the platform's data then stands alone).
+        if let Some(stats) = git::range_stats(workdir, range.as_ref().map(|(b, _)| b.as_str()), &self.commit_sha) {
+            if commits.len() < stats.commits.len() {
+                commits = stats.commits;
+            }
+            if paths.is_empty() {
+                paths = stats.paths;
+            }
+            if lines.is_none() {
+                lines = Some(stats.lines);
+            }
+        }
+        let mut texts: Vec<&str> = commits.iter().map(|c| c.subject.as_str()).collect();
+        if let Some(pr) = &self.pull_request {
+            texts.push(&pr.title);
+            if let Some(head) = &pr.head_ref {
+                texts.push(head);
+            }
+        }
+        if let Some(branch) = &self.branch {
+            texts.push(branch);
+        }
+        texts.extend(self.texts.iter().map(String::as_str));
+        let work_items = workitems::extract(texts);
+        ChangeFacts {
+            platform: self.platform,
+            service: service.to_string(),
+            service_id: service_id(self.repository.as_deref(), service),
+            environment: environment.to_string(),
+            repository: self.repository,
+            commit_sha: self.commit_sha,
+            branch: self.branch,
+            pull_request: self.pull_request,
+            range,
+            commits,
+            lines_changed: lines,
+            paths,
+            work_items,
+            run_url: self.run_url,
+            repository_url: self.repository_url,
+            actor: self.actor,
+            tests_passed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_identity_includes_the_repository() {
+        assert_eq!(service_id(Some("acme/payments-api"), "payments-api"), "acme/payments-api");
+        assert_eq!(service_id(Some("acme/monorepo"), "billing"), "acme/monorepo/billing");
+        assert_eq!(service_id(None, "billing"), "billing");
+        assert_eq!(default_service(Some("acme/payments-api"), Path::new("/x")), "payments-api");
+    }
+}

@@ -1,0 +1,215 @@
+//! Flags, environment, `.changegate.toml` and defaults, resolved once into [`Settings`]
+//! before the domain sees any of them. Precedence: flags > environment > file > defaults.
+//! (clap reads each flag's environment variable, so "flag" below means flag-or-variable.)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+
+use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
+use crate::domain::{Mode, Policy, SprintCalendar};
+use crate::env;
+
+/// Output format of a command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+    Markdown,
+    Html,
+}
+
+/// The global options, as given on the command line or in their environment variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Config file (default: .changegate.toml, if present).
+    #[arg(long, global = true, env = env::CONFIG, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Where change records are kept.
+    #[arg(long, global = true, env = env::BACKEND, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Environment deployed to (default: production; GitLab: CI_ENVIRONMENT_NAME).
+    #[arg(long, global = true, env = env::ENVIRONMENT, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// Service deployed (default: the repository name).
+    #[arg(long, global = true, env = env::SERVICE, value_name = "NAME")]
+    pub service: Option<String>,
+    /// enforce (block) or observe (decide and record, never block).
+    #[arg(long, global = true, env = env::MODE, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Decide and print, write nothing to the ledger, the ITSM or the forge.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Path of the embedded ledger (default .changegate/ledger.db).
+    #[arg(long, global = true, env = env::LEDGER, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// Write GitLab-style outputs to this dotenv file (default changegate.env under GitLab CI).
+    #[arg(long, global = true, env = env::DOTENV, value_name = "PATH")]
+    pub dotenv: Option<PathBuf>,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Observe,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Observe => Mode::Observe,
+        }
+    }
+}
+
+/// Everything a command needs to know about how it was asked to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub config_path: Option<PathBuf>,
+    pub file: ConfigFile,
+    pub backend: BackendKind,
+    pub environment: String,
+    /// The service named by flag, environment or file; `None` means "the repository name".
+    pub service: Option<String>,
+    pub format: Format,
+    pub dry_run: bool,
+    pub ledger_path: PathBuf,
+    pub calendar: SprintCalendar,
+    pub policy: Policy,
+    pub approval_timeout: Duration,
+    pub approval_poll: Duration,
+    pub verify_window: Duration,
+    pub annotate: AnnotateSection,
+    pub servicenow: ServiceNowSection,
+    pub jira: JiraSection,
+    /// The clock: real time, or `CHANGEGATE_NOW`.
+    pub now: DateTime<Utc>,
+    /// Set when `CHANGEGATE_NOW` moved the clock; decisions say so.
+    pub clock_override: Option<String>,
+    /// Where to write the dotenv outputs, if anywhere.
+    pub dotenv: Option<PathBuf>,
+    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary).
+    pub github_actions: bool,
+}
+
+pub const DEFAULT_CONFIG: &str = ".changegate.toml";
+pub const DEFAULT_LEDGER: &str = ".changegate/ledger.db";
+pub const DEFAULT_DOTENV: &str = "changegate.env";
+
+impl Settings {
+    /// Resolves the settings. `workdir` is where a default config file is looked for.
+    pub fn resolve(args: &GlobalArgs, workdir: &Path) -> Result<Settings> {
+        let (config_path, file) = load_config(args.config.as_deref(), workdir)?;
+        let backend = args.backend.or(file.backend.kind).unwrap_or_default();
+        let environment = args
+            .environment
+            .clone()
+            .or_else(|| env::var(env::CI_ENVIRONMENT_NAME))
+            .or_else(|| file.environment.clone())
+            .unwrap_or_else(|| "production".to_string());
+        if environment.contains(':') || environment.trim().is_empty() {
+            bail!("invalid environment name {environment:?}: it must be non-empty and contain no ':'");
+        }
+        let service = args.service.clone().or_else(|| file.service.clone());
+        let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
+        let ledger_path = args
+            .ledger
+            .clone()
+            .or_else(|| file.ledger.path.clone())
+            .unwrap_or_else(|| workdir.join(DEFAULT_LEDGER));
+
+        let (now, clock_override) = match env::var(env::NOW) {
+            Some(text) => {
+                let at = DateTime::parse_from_rfc3339(text.trim())
+                    .with_context(|| format!("{} must be an RFC 3339 time such as 2026-03-02T10:00:00Z, got {text:?}", env::NOW))?
+                    .with_timezone(&Utc);
+                if backend == BackendKind::Local || args.dry_run {
+                    (at, Some(at.to_rfc3339()))
+                } else {
+                    tracing::warn!("{} is ignored with the {} backend outside --dry-run", env::NOW, backend.as_str());
+                    (Utc::now(), None)
+                }
+            }
+            None => (Utc::now(), None),
+        };
+
+        let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
+        let dotenv = args.dotenv.clone().or_else(|| {
+            env::var(env::GITLAB_CI)
+                .is_some_and(|v| v == "true")
+                .then(|| workdir.join(DEFAULT_DOTENV))
+        });
+
+        let mut servicenow = file.servicenow.clone();
+        if let Some(url) = env::var(env::SERVICENOW_URL) {
+            servicenow.url = Some(url);
+        }
+        let mut jira = file.jira.clone();
+        if let Some(url) = env::var(env::JIRA_URL) {
+            jira.url = Some(url);
+        }
+        if let Some(project) = env::var(env::JIRA_PROJECT) {
+            jira.project = Some(project);
+        }
+
+        Ok(Settings {
+            calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
+            policy: Policy {
+                mode,
+                params: file.policy.clone(),
+                risk: file.risk.clone(),
+                evidence: file.evidence.clone(),
+                freezes: file.freezes.clone(),
+            },
+            approval_timeout: file.approval.timeout.0,
+            approval_poll: file.approval.poll.0,
+            verify_window: file.verify.window.0,
+            annotate: file.annotate.clone(),
+            servicenow,
+            jira,
+            config_path,
+            backend,
+            environment,
+            service,
+            format: args.format,
+            dry_run: args.dry_run,
+            ledger_path,
+            now,
+            clock_override,
+            dotenv,
+            github_actions,
+            file,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+}
+
+/// An explicit config path must exist; the default one is optional.
+fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBuf>, ConfigFile)> {
+    if let Some(path) = explicit {
+        return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
+    }
+    let default = workdir.join(DEFAULT_CONFIG);
+    if default.is_file() {
+        return Ok((Some(default.clone()), ConfigFile::load(&default)?));
+    }
+    Ok((None, ConfigFile::default()))
+}
