@@ -1,0 +1,4 @@
+//! Integration tests: the real binary against real files and in-process fakes.
+//! One test binary (modules below) keeps link time down.
+
+mod support;
