@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
 use crate::domain::{Mode, Policy, SprintCalendar};
@@ -58,6 +59,18 @@ pub struct GlobalArgs {
     /// Write GitLab-style outputs to this dotenv file (default changegate.env under GitLab CI).
     #[arg(long, global = true, env = env::DOTENV, value_name = "PATH")]
     pub dotenv: Option<PathBuf>,
+    /// ServiceNow instance URL.
+    #[arg(long, global = true, env = env::SERVICENOW_URL, value_name = "URL")]
+    pub servicenow_url: Option<String>,
+    /// Jira site URL.
+    #[arg(long, global = true, env = env::JIRA_URL, value_name = "URL")]
+    pub jira_url: Option<String>,
+    /// Jira project key.
+    #[arg(long, global = true, env = env::JIRA_PROJECT, value_name = "KEY")]
+    pub jira_project: Option<String>,
+    /// GitHub token for annotations (default GITHUB_TOKEN). Prefer the environment variable.
+    #[arg(long, global = true, env = env::CHANGEGATE_GITHUB_TOKEN, hide_env_values = true, value_name = "TOKEN")]
+    pub github_token: Option<String>,
 }
 
 /// `--mode` values.
@@ -105,6 +118,8 @@ pub struct Settings {
     pub dotenv: Option<PathBuf>,
     /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary).
     pub github_actions: bool,
+    /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
+    pub github_token: Option<SecretString>,
 }
 
 pub const DEFAULT_CONFIG: &str = ".changegate.toml";
@@ -156,16 +171,22 @@ impl Settings {
         });
 
         let mut servicenow = file.servicenow.clone();
-        if let Some(url) = env::var(env::SERVICENOW_URL) {
+        if let Some(url) = args.servicenow_url.clone().filter(|u| !u.trim().is_empty()) {
             servicenow.url = Some(url);
         }
         let mut jira = file.jira.clone();
-        if let Some(url) = env::var(env::JIRA_URL) {
+        if let Some(url) = args.jira_url.clone().filter(|u| !u.trim().is_empty()) {
             jira.url = Some(url);
         }
-        if let Some(project) = env::var(env::JIRA_PROJECT) {
+        if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
+        let github_token = args
+            .github_token
+            .clone()
+            .or_else(|| env::var(env::GITHUB_TOKEN))
+            .filter(|t| !t.trim().is_empty())
+            .map(SecretString::from);
 
         Ok(Settings {
             calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
@@ -193,6 +214,7 @@ impl Settings {
             clock_override,
             dotenv,
             github_actions,
+            github_token,
             file,
         })
     }
