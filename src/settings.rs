@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
+use crate::pipeline::git::{self, FileAtRev};
 
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -229,9 +230,54 @@ fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBu
     if let Some(path) = explicit {
         return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
     }
+    if let Some(branch) = protected_branch() {
+        let rev = format!("origin/{branch}");
+        match git::file_at(workdir, &rev, DEFAULT_CONFIG) {
+            FileAtRev::Found(text) => {
+                let label = PathBuf::from(format!("{rev}:{DEFAULT_CONFIG}"));
+                let file = ConfigFile::parse(&text, &label)?;
+                return Ok((Some(label), file));
+            }
+            FileAtRev::Missing => {
+                tracing::info!("{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request");
+                return Ok((None, ConfigFile::default()));
+            }
+            FileAtRev::NoRevision => tracing::warn!(
+                "cannot read {DEFAULT_CONFIG} from the default branch ({rev} is not in this checkout); \
+                 using the pull request's own copy. Fetch the default branch (e.g. actions/checkout with \
+                 fetch-depth: 0) so that a pull request cannot loosen its own gate"
+            ),
+        }
+    }
     let default = workdir.join(DEFAULT_CONFIG);
     if default.is_file() {
         return Ok((Some(default.clone()), ConfigFile::load(&default)?));
     }
     Ok((None, ConfigFile::default()))
+}
+
+/// In a pull/merge request pipeline, the default branch whose config governs it: a pull
+/// request must not loosen its own gate by editing `.changegate.toml`.
+fn protected_branch() -> Option<String> {
+    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
+        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
+    {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            repository: Option<Repo>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Repo {
+            default_branch: Option<String>,
+        }
+        let from_event = env::var(env::GITHUB_EVENT_PATH)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<Event>(&t).ok())
+            .and_then(|e| e.repository?.default_branch);
+        return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
+    }
+    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true") && env::var(env::CI_MERGE_REQUEST_IID).is_some() {
+        return env::var(env::CI_DEFAULT_BRANCH);
+    }
+    None
 }

@@ -120,6 +120,28 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
     Some(RangeStats { commits, lines, paths })
 }
 
+/// A file as it is in another revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAtRev {
+    Found(String),
+    /// The revision exists but has no such file.
+    Missing,
+    /// The revision is not in this checkout (or git is not there).
+    NoRevision,
+}
+
+/// Reads `path` as it is at `rev` (e.g. `origin/main`), without touching the work tree.
+pub fn file_at(workdir: &Path, rev: &str, path: &str) -> FileAtRev {
+    // A revision is never taken from untrusted input as an option: it must not start with '-'.
+    if rev.starts_with('-') || git(workdir, &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).is_none() {
+        return FileAtRev::NoRevision;
+    }
+    match git(workdir, &["show", &format!("{rev}:{path}")]) {
+        Some(text) => FileAtRev::Found(text),
+        None => FileAtRev::Missing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
