@@ -12,9 +12,11 @@ mod approve;
 mod change;
 mod config;
 mod gate;
+mod incident;
 mod policy;
 mod record;
 mod status;
+mod verify;
 
 /// How a command ended. Pipelines tell "blocked" from "the gate is broken" by the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub enum Command {
     Open(change::ChangeArgs),
     /// Record the deploy outcome and close the change.
     Record(record::RecordArgs),
+    /// After the verification window: a change with a linked incident becomes a failure ("failed after deploy").
+    Verify(verify::VerifyArgs),
     /// Show the change for this pipeline (or --change ID).
     Status(status::StatusArgs),
     /// The trust state: `explain`.
@@ -70,6 +74,8 @@ pub enum Command {
     Approve(approve::DecideArgs),
     /// Embedded ledger only: reject a change waiting for approval.
     Reject(approve::DecideArgs),
+    /// Embedded ledger only: link an incident to a change (--change ID --id INC-1).
+    Incident(incident::IncidentArgs),
 }
 
 /// What every command gets: the resolved settings and where it runs.
@@ -91,6 +97,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Gate(args) => gate::run(&ctx, &args).await,
         Command::Open(args) => gate::open(&ctx, &args).await,
         Command::Record(args) => record::run(&ctx, &args).await,
+        Command::Verify(args) => verify::run(&ctx, &args).await,
+        Command::Incident(args) => incident::run(&ctx, &args).await,
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Policy(cmd) => policy::run(&ctx, &cmd).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,

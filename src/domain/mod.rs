@@ -6,9 +6,12 @@
 pub mod change;
 pub mod decision;
 pub mod history;
+pub mod kpi;
 pub mod policy;
 pub mod ramp;
+pub mod simulate;
 pub mod sprint;
+pub mod verify;
 
 pub use change::{ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State};
 pub use decision::{Decision, DecisionKind, Mode, Rule};

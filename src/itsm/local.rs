@@ -12,7 +12,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{HistoryQuery, Itsm, decision_stands};
+use super::{HistoryQuery, Itsm, ServiceRef, decision_stands};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
+use crate::domain::verify::{LinkedIncident, Verdict};
+
+mod insights;
 use crate::config::BackendKind;
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, SprintTally, State,
@@ -67,6 +72,12 @@ const MIGRATIONS: &[&str] = &[
         linked_at INTEGER NOT NULL,
         PRIMARY KEY (change_id, incident)
     );",
+    // 2: the facts each standing decision was made on (`policy simulate` re-decides from
+    // them; `facts_json` keeps the freshest facts, which a later run may have refreshed),
+    // and an index that keeps a scheduled `verify` cheap on a large ledger.
+    "ALTER TABLE changes ADD COLUMN decision_facts_json TEXT;
+    CREATE INDEX changes_awaiting_verification ON changes(deployed_at)
+        WHERE verified_at IS NULL AND outcome IN ('success', 'failure');",
 ];
 
 /// The embedded SQLite ledger.
@@ -391,7 +402,8 @@ impl Itsm for Ledger {
                     let counts = d.kind == DecisionKind::PreApproved && d.emergency.is_none();
                     tx.execute(
                         "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,
-                                pre_approved = ?6, emergency = ?7, emergency_reason = ?8, mode = ?9
+                                pre_approved = ?6, emergency = ?7, emergency_reason = ?8, mode = ?9,
+                                decision_facts_json = ?10
                          WHERE id = ?1",
                         params![
                             row_id,
@@ -402,7 +414,8 @@ impl Itsm for Ledger {
                             counts,
                             d.emergency.is_some(),
                             d.emergency,
-                            d.mode.as_str()
+                            d.mode.as_str(),
+                            facts_json
                         ],
                     )?;
                     add_event(&tx, row_id, now, "decided", None, Some(d.kind.as_str()))?;
@@ -462,6 +475,34 @@ impl Itsm for Ledger {
             tx.commit()
         })?;
         self.refresh(record).await
+    }
+
+    async fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        Ledger::link_incident(self, id, incident, now)
+    }
+
+    async fn awaiting_verification(&self, deployed_before: DateTime<Utc>) -> Result<Vec<ChangeRecord>> {
+        self.awaiting_verification_rows(deployed_before)
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        self.incidents_of(record)
+    }
+
+    async fn record_verification(&self, record: &ChangeRecord, verdict: &Verdict, now: DateTime<Utc>) -> Result<bool> {
+        self.write_verification(record, verdict, now)
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.service_list()
+    }
+
+    async fn change_summaries(&self, service_id: &str, environment: &str, from: DateTime<Utc>) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from)
+    }
+
+    async fn recorded_changes(&self, service_id: &str, environment: &str) -> Result<Vec<RecordedChange>> {
+        self.recorded(service_id, environment)
     }
 
     async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {

@@ -6,6 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::BackendKind;
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
+use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar};
 
 pub mod local;
@@ -23,6 +26,21 @@ pub struct HistoryQuery<'a> {
     pub now: DateTime<Utc>,
     /// The change being decided: never part of its own history.
     pub exclude_key: Option<&'a str>,
+}
+
+/// A service and environment the backend holds changes for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct ServiceRef {
+    /// The service's identity (repository included), as in the correlation key.
+    pub service_id: String,
+    /// Its display name.
+    pub service: String,
+    pub environment: String,
+}
+
+/// The error of a capability a backend does not offer yet.
+fn unsupported(kind: BackendKind, what: &str) -> anyhow::Error {
+    anyhow::anyhow!("{what} is not supported by the {} backend yet", kind.as_str())
 }
 
 /// A system of record for changes.
@@ -69,6 +87,57 @@ pub trait Itsm: Send + Sync {
             self.kind().as_str(),
             self.kind().as_str()
         )
+    }
+
+    /// Links an incident to a change (the embedded ledger only: elsewhere incidents are
+    /// linked in the ITSM itself). Linking the same incident twice is harmless.
+    async fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let _ = (id, incident, now);
+        anyhow::bail!(
+            "`incident` works on the embedded ledger only; with the {} backend, link the incident to the change in {}",
+            self.kind().as_str(),
+            self.kind().as_str()
+        )
+    }
+
+    /// Changes deployed at or before `deployed_before`, with a success or failure outcome,
+    /// that `verify` has not verified yet, oldest first.
+    async fn awaiting_verification(&self, deployed_before: DateTime<Utc>) -> Result<Vec<ChangeRecord>> {
+        let _ = deployed_before;
+        Err(unsupported(self.kind(), "`verify`"))
+    }
+
+    /// Incidents linked to a change (ServiceNow: incidents whose `caused_by` or `rfc` is the
+    /// change; Jira: linked incident issues; the embedded ledger: `changegate incident`).
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        let _ = record;
+        Err(unsupported(self.kind(), "reading the incidents linked to a change"))
+    }
+
+    /// Records `verify`'s verdict: a success turned into a failure after deploy keeps the
+    /// incident ids. Only a change not yet verified is written; returns whether it was.
+    async fn record_verification(&self, record: &ChangeRecord, verdict: &Verdict, now: DateTime<Utc>) -> Result<bool> {
+        let _ = (record, verdict, now);
+        Err(unsupported(self.kind(), "`verify`"))
+    }
+
+    /// Every service and environment with changes, for `report --all`.
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        Err(unsupported(self.kind(), "`report`"))
+    }
+
+    /// Summaries of the changes of one service and environment decided at or after `from`,
+    /// in decision order, for the KPIs.
+    async fn change_summaries(&self, service_id: &str, environment: &str, from: DateTime<Utc>) -> Result<Vec<ChangeSummary>> {
+        let _ = (service_id, environment, from);
+        Err(unsupported(self.kind(), "`report`"))
+    }
+
+    /// Every decided change of one service and environment with what its decision was made
+    /// on, for `policy simulate`.
+    async fn recorded_changes(&self, service_id: &str, environment: &str) -> Result<Vec<RecordedChange>> {
+        let _ = (service_id, environment);
+        Err(unsupported(self.kind(), "`policy simulate`"))
     }
 }
 

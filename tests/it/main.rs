@@ -2,3 +2,6 @@
 //! One test binary (modules below) keeps link time down.
 
 mod support;
+
+mod flow;
+mod verify;

@@ -1,0 +1,233 @@
+//! The ledger's reads and writes for the "check" step: verification, KPI summaries and the
+//! recorded decisions `policy simulate` replays. Each query reads only the columns it needs.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use rusqlite::{TransactionBehavior, params};
+
+use super::{COLUMNS, Ledger, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::{RecordedChange, Stamp};
+use crate::domain::verify::{LinkedIncident, Verdict};
+use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
+use crate::itsm::ServiceRef;
+
+/// A stored JSON document that no longer parses: named, never silently skipped.
+fn bad_json(what: &str, row: i64, e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        Box::new(std::io::Error::other(format!(
+            "{what} of {} cannot be read: {e}",
+            change_id(row)
+        ))),
+    )
+}
+
+impl Ledger {
+    pub(super) fn awaiting_verification_rows(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM changes INDEXED BY changes_awaiting_verification
+                 WHERE verified_at IS NULL AND outcome IN ('success', 'failure') AND deployed_at <= ?1
+                 ORDER BY deployed_at, id"
+            ))?;
+            let rows = stmt.query_map([ts(deployed_before)], record_from_row)?;
+            rows.map(|r| r.map(|(_, record)| record)).collect()
+        })
+    }
+
+    pub(super) fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        let row =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT incident, linked_at FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
+            let rows = stmt.query_map([row], |r| {
+                Ok(LinkedIncident {
+                    id: r.get(0)?,
+                    linked_at: from_ts(r.get(1)?),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub(super) fn write_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let row =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        let judged = record
+            .outcome
+            .ok_or_else(|| anyhow!("{} has no outcome to verify", record.id))?;
+        let detail = match verdict {
+            Verdict::Succeeded => {
+                "succeeded: no incident within the verification window".to_string()
+            }
+            Verdict::FailedAfterDeploy { incidents } => {
+                format!("failed after deploy: {}", incidents.join(", "))
+            }
+            Verdict::Failed { incidents } if incidents.is_empty() => {
+                "failed: the deploy failed".to_string()
+            }
+            Verdict::Failed { incidents } => format!(
+                "failed: the deploy failed; incidents {}",
+                incidents.join(", ")
+            ),
+        };
+        let after_deploy = matches!(verdict, Verdict::FailedAfterDeploy { .. });
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Only a change not verified yet, with the outcome that was judged: a second run
+            // (or two schedules racing) writes nothing.
+            let n = tx.execute(
+                "UPDATE changes SET verified_at = ?2, outcome = ?3, failed_after_deploy = ?4
+                 WHERE id = ?1 AND verified_at IS NULL AND outcome = ?5",
+                params![
+                    row,
+                    ts(now),
+                    verdict.outcome().as_str(),
+                    after_deploy,
+                    judged.as_str()
+                ],
+            )?;
+            if n > 0 {
+                add_event(&tx, row, now, "verified", None, Some(&detail))?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    pub(super) fn service_list(&self) -> Result<Vec<ServiceRef>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT service_id, environment, max(service) FROM changes
+                 WHERE decided_at IS NOT NULL GROUP BY service_id, environment ORDER BY service_id, environment",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ServiceRef {
+                    service_id: r.get(0)?,
+                    environment: r.get(1)?,
+                    service: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub(super) fn summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
+                        first_commit_at, outcome, failed_after_deploy
+                 FROM changes INDEXED BY changes_by_decided
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3
+                 ORDER BY decided_at",
+            )?;
+            let rows = stmt.query_map(params![service_id, environment, ts(from)], |r| {
+                let decision: Option<String> = r.get(1)?;
+                let outcome: Option<String> = r.get(7)?;
+                Ok(from_ts(r.get(0)?)
+                    .zip(decision.as_deref().and_then(DecisionKind::parse))
+                    .map(|(decided_at, decision)| {
+                        Ok::<_, rusqlite::Error>(ChangeSummary {
+                            decided_at,
+                            decision,
+                            pre_approved: r.get(2)?,
+                            emergency: r.get(3)?,
+                            approved_at: from_ts(r.get(4)?),
+                            deployed_at: from_ts(r.get(5)?),
+                            first_commit_at: from_ts(r.get(6)?),
+                            outcome: outcome.as_deref().and_then(Outcome::from_word),
+                            failed_after_deploy: r.get(8)?,
+                        })
+                    }))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some(summary) = row? {
+                    out.push(summary?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn recorded(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.with(|c| {
+            // The order of writes within a second comes from the event log.
+            let mut stmt = c.prepare_cached(
+                "SELECT e.change_id, e.kind, e.at, e.id FROM events e JOIN changes c ON c.id = e.change_id
+                 WHERE c.service_id = ?1 AND c.environment = ?2 AND e.kind IN ('decided', 'outcome', 'verified')
+                 ORDER BY e.id",
+            )?;
+            let mut log: HashMap<i64, Vec<(String, Stamp)>> = HashMap::new();
+            let rows = stmt.query_map(params![service_id, environment], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            for row in rows {
+                let (change, kind, at, seq) = row?;
+                if let Some(at) = from_ts(Some(at)) {
+                    log.entry(change).or_default().push((kind, Stamp { at, seq }));
+                }
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT id, coalesce(decision_facts_json, facts_json), decision_json, decided_at, outcome,
+                        failed_after_deploy, closed_at, verified_at
+                 FROM changes INDEXED BY changes_by_decided
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL AND decision_json IS NOT NULL
+                 ORDER BY decided_at, id",
+            )?;
+            let mut rows = stmt.query(params![service_id, environment])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let row: i64 = r.get(0)?;
+                let facts: ChangeFacts = serde_json::from_str(&r.get::<_, String>(1)?).map_err(|e| bad_json("the facts", row, e))?;
+                let decision: Decision = serde_json::from_str(&r.get::<_, String>(2)?).map_err(|e| bad_json("the decision", row, e))?;
+                let Some(decided_at) = from_ts(r.get(3)?) else { continue };
+                let outcome: Option<String> = r.get(4)?;
+                let after_deploy: bool = r.get(5)?;
+                let closed_at = from_ts(r.get(6)?);
+                let verified_at = from_ts(r.get(7)?);
+                let events = log.remove(&row).unwrap_or_default();
+                let stamp_of = |kind: &str, at: Option<DateTime<Utc>>| {
+                    let at = at?;
+                    Some(events.iter().rev().find(|(k, s)| k == kind && s.at == at).map_or(Stamp { at, seq: 0 }, |(_, s)| *s))
+                };
+                let decided = stamp_of("decided", Some(decided_at)).unwrap_or(Stamp { at: decided_at, seq: 0 });
+                let superseded = events.iter().filter(|(k, s)| k == "decided" && *s < decided).map(|(_, s)| *s).collect();
+                // A failure after deploy was recorded as a success first.
+                let first = if after_deploy { Some(Outcome::Success) } else { outcome.as_deref().and_then(Outcome::from_word) };
+                out.push(RecordedChange {
+                    id: change_id(row),
+                    row,
+                    facts,
+                    decision,
+                    decided,
+                    superseded,
+                    outcome: first.zip(stamp_of("outcome", closed_at)),
+                    failed_after_deploy: if after_deploy { stamp_of("verified", verified_at) } else { None },
+                });
+            }
+            Ok(out)
+        })
+    }
+}
