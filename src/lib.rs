@@ -9,6 +9,7 @@ pub mod env;
 pub mod http;
 pub mod itsm;
 pub mod pipeline;
+pub mod report;
 pub mod settings;
 pub mod cli;
 pub mod output;

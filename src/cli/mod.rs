@@ -15,6 +15,7 @@ mod gate;
 mod incident;
 mod policy;
 mod record;
+mod report;
 mod status;
 mod verify;
 
@@ -64,6 +65,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show the change for this pipeline (or --change ID).
     Status(status::StatusArgs),
+    /// KPIs per sprint: text, markdown, json, or html with charts (--format).
+    Report(report::ReportArgs),
     /// The trust state: `explain`.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Verify(args) => verify::run(&ctx, &args).await,
         Command::Incident(args) => incident::run(&ctx, &args).await,
         Command::Status(args) => status::run(&ctx, &args).await,
+        Command::Report(args) => report::run(&ctx, &args).await,
         Command::Policy(cmd) => policy::run(&ctx, &cmd).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,
         Command::Reject(args) => approve::run(&ctx, &args, false).await,

@@ -8,6 +8,8 @@ use crate::support;
 
 pub struct Flow {
     pub repo: tempfile::TempDir,
+    /// Outside the repository, so that commits never pick it up.
+    _state: tempfile::TempDir,
     pub ledger: PathBuf,
     commits: u32,
 }
@@ -17,9 +19,11 @@ impl Flow {
     pub fn new(config: &str) -> Flow {
         let repo = support::git_repo();
         std::fs::write(repo.path().join(".changegate.toml"), config).expect("write config");
-        let ledger = repo.path().join("ledger.db");
+        let state = tempfile::tempdir().expect("tempdir");
+        let ledger = state.path().join("ledger.db");
         Flow {
             repo,
+            _state: state,
             ledger,
             commits: 0,
         }
@@ -91,7 +95,7 @@ impl Flow {
             );
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
-        git(&["add", "-A"]);
+        git(&["add", "--", path]);
         git(&[
             "commit",
             "-q",
@@ -132,4 +136,198 @@ impl Flow {
         )
         .expect("column")
     }
+}
+
+/// What a human does with a change that needs approval, and after how many minutes.
+#[derive(Debug, Clone, Copy)]
+pub enum Human {
+    Nobody,
+    Approve(i64),
+    Reject(i64),
+}
+
+fn at(day: &str, offset_min: i64) -> String {
+    let base = chrono::DateTime::parse_from_rfc3339(&format!("{day}T10:00:00Z")).expect("day");
+    (base + chrono::Duration::minutes(offset_min))
+        .to_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Flow {
+    /// One change, start to end: commit the day before, gate at 10:00 on `day` (expecting
+    /// `decision`), the human's decision, the deploy and its `outcome` 10 minutes later.
+    /// Returns the change id.
+    pub fn change(
+        &mut self,
+        day: &str,
+        lines: usize,
+        decision: &str,
+        human: Human,
+        outcome: &str,
+        emergency: Option<&str>,
+    ) -> String {
+        let yesterday = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("day")
+            - chrono::Duration::days(1);
+        // A new file per change: its lines are exactly the lines changed.
+        let path = format!("src/change-{}.txt", self.commits + 1);
+        self.commit(&format!("{yesterday}T09:00:00Z"), lines, &path);
+        let mut gate = vec!["gate", "--wait", "0"];
+        if let Some(reason) = emergency {
+            gate.extend(["--emergency", reason]);
+        }
+        let code = if decision == "pre-approved" { 0 } else { 1 };
+        let d = self.json(code, &at(day, 0), &gate);
+        assert_eq!(d["decision"], decision, "{day}: {d}");
+        let id = d["change_id"].as_str().expect("change id").to_string();
+        let mut deployed = 0;
+        match human {
+            Human::Nobody => {}
+            Human::Approve(min) => {
+                self.ok(
+                    0,
+                    &at(day, min),
+                    &["approve", "--change", &id, "--by", "alice"],
+                );
+                self.json(0, &at(day, min + 1), &gate);
+                deployed = min + 1;
+            }
+            Human::Reject(min) => {
+                self.ok(
+                    0,
+                    &at(day, min),
+                    &[
+                        "reject",
+                        "--change",
+                        &id,
+                        "--by",
+                        "bob",
+                        "--comment",
+                        "not now",
+                    ],
+                );
+                self.json(1, &at(day, min + 1), &gate);
+                deployed = min + 1;
+            }
+        }
+        self.ok(
+            0,
+            &at(day, deployed + 10),
+            &["record", "--outcome", outcome],
+        );
+        id
+    }
+}
+
+/// The config of the scripted history.
+pub const HISTORY_CONFIG: &str = r#"
+service = "payments-api"
+[sprint]
+start = "2026-03-02"
+length_days = 14
+[policy]
+min_history = 2
+window = 20
+min_success_rate = 0.8
+[policy.allowance]
+initial = 2
+step = 2
+max = 20
+backoff = 0.5
+min_changes = 3
+[risk]
+max_lines_changed = 50
+[approval]
+timeout = "1s"
+poll = "1s"
+[verify]
+window = "24h"
+"#;
+
+/// Fourteen changes over three sprints (from 2026-03-02, 14 days each), every decision
+/// asserted as it is made. Returns the flow and the change ids in order.
+pub fn scripted_history() -> (Flow, Vec<String>) {
+    use Human::*;
+    let mut f = Flow::new(HISTORY_CONFIG);
+    let mut ids = Vec::new();
+    // Sprint 0: no track record yet, then the first pre-approvals.
+    ids.push(f.change(
+        "2026-03-02",
+        3,
+        "needs-approval",
+        Approve(60),
+        "success",
+        None,
+    )); // CG-1
+    ids.push(f.change(
+        "2026-03-03",
+        3,
+        "needs-approval",
+        Approve(120),
+        "success",
+        None,
+    )); // CG-2
+    ids.push(f.change("2026-03-04", 3, "pre-approved", Nobody, "success", None)); // CG-3: 2 of 2 ok
+    ids.push(f.change("2026-03-05", 3, "pre-approved", Nobody, "failure", None)); // CG-4: allowance 1 of 2 used
+    ids.push(f.change(
+        "2026-03-06",
+        3,
+        "needs-approval",
+        Approve(30),
+        "success",
+        None,
+    )); // CG-5: 3/4 = 75%
+    // Sprint 1: sprint 0 closed 5 at 80%: the allowance grows from 2 to 4.
+    ids.push(f.change("2026-03-16", 3, "pre-approved", Nobody, "success", None)); // CG-6: 4/5 = 80%
+    ids.push(f.change("2026-03-17", 3, "pre-approved", Nobody, "success", None)); // CG-7: 5/6
+    f.ok(
+        0,
+        &at("2026-03-17", 300),
+        &["incident", "--change", &ids[6], "--id", "INC-42"],
+    );
+    f.ok(0, &at("2026-03-18", 120), &["verify"]); // CG-7 failed after deploy
+    ids.push(f.change(
+        "2026-03-19",
+        3,
+        "needs-approval",
+        Approve(120),
+        "success",
+        None,
+    )); // CG-8: 5/7 = 71%
+    ids.push(f.change(
+        "2026-03-20",
+        3,
+        "pre-approved",
+        Nobody,
+        "success",
+        Some("payment outage hotfix"),
+    )); // CG-9
+    ids.push(f.change(
+        "2026-03-21",
+        60,
+        "needs-approval",
+        Approve(45),
+        "success",
+        None,
+    )); // CG-10: too big
+    // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows to 6.
+    ids.push(f.change("2026-03-30", 3, "pre-approved", Nobody, "success", None)); // CG-11: 8/10 = 80%
+    ids.push(f.change("2026-03-31", 3, "pre-approved", Nobody, "failure", None)); // CG-12: 9/11
+    ids.push(f.change(
+        "2026-04-01",
+        3,
+        "needs-approval",
+        Reject(20),
+        "cancelled",
+        None,
+    )); // CG-13: 9/12 = 75%
+    ids.push(f.change(
+        "2026-04-02",
+        3,
+        "needs-approval",
+        Approve(60),
+        "success",
+        None,
+    )); // CG-14
+    f.ok(0, &at("2026-04-03", 120), &["verify"]);
+    (f, ids)
 }
