@@ -16,6 +16,7 @@ mod incident;
 mod policy;
 mod record;
 mod report;
+mod simulate;
 mod status;
 mod verify;
 
@@ -67,7 +68,7 @@ pub enum Command {
     Status(status::StatusArgs),
     /// KPIs per sprint: text, markdown, json, or html with charts (--format).
     Report(report::ReportArgs),
-    /// The trust state: `explain`.
+    /// The trust state: `explain` it; `simulate` the history under other policy values.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// The config file: `check` it, print its JSON `schema`.
@@ -96,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     }
     let settings = Settings::resolve(&cli.global, &workdir)?;
     let ctx = Ctx { settings, workdir };
+    let global = cli.global;
     match cli.command {
         Command::Gate(args) => gate::run(&ctx, &args).await,
         Command::Open(args) => gate::open(&ctx, &args).await,
@@ -104,7 +106,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Incident(args) => incident::run(&ctx, &args).await,
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Report(args) => report::run(&ctx, &args).await,
-        Command::Policy(cmd) => policy::run(&ctx, &cmd).await,
+        Command::Policy(cmd) => policy::run(&ctx, &cmd, &global).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
         Command::Config(_) => Ok(Exit::Error),

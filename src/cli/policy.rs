@@ -14,6 +14,8 @@ use crate::settings::Format;
 pub enum PolicyCommand {
     /// The current sprint, its allowance and how it was derived, the track record, and next sprint's allowance if the current success rate holds.
     Explain(ChangeArgs),
+    /// Replay the recorded history under other policy values (--set KEY=VALUE, --config FILE), side by side with the current policy.
+    Simulate(super::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -33,8 +35,11 @@ struct Explanation {
     replay: Vec<RampStep>,
 }
 
-pub async fn run(ctx: &Ctx, cmd: &PolicyCommand) -> Result<Exit> {
-    let PolicyCommand::Explain(args) = cmd;
+pub async fn run(ctx: &Ctx, cmd: &PolicyCommand, global: &crate::settings::GlobalArgs) -> Result<Exit> {
+    let args = match cmd {
+        PolicyCommand::Explain(args) => args,
+        PolicyCommand::Simulate(args) => return super::simulate::run(ctx, global, args).await,
+    };
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
     let facts = change::facts(ctx, itsm.as_ref(), args).await?;

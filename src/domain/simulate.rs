@@ -436,3 +436,262 @@ fn end_history(replayed: &[Replayed<'_>], calendar: SprintCalendar) -> History {
         ..History::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Platform;
+    use crate::domain::policy::RiskLimits;
+    use crate::domain::ramp::AllowanceParams;
+    use chrono::NaiveDate;
+    use proptest::prelude::*;
+
+    fn facts(i: usize, lines: u64) -> ChangeFacts {
+        ChangeFacts {
+            platform: Platform::Local,
+            service: "svc".into(),
+            service_id: "acme/svc".into(),
+            environment: "production".into(),
+            repository: Some("acme/svc".into()),
+            commit_sha: format!("{i:040x}"),
+            branch: None,
+            pull_request: None,
+            range: None,
+            commits: Vec::new(),
+            lines_changed: Some(lines),
+            paths: Vec::new(),
+            work_items: Vec::new(),
+            run_url: None,
+            repository_url: None,
+            actor: None,
+            tests_passed: None,
+        }
+    }
+
+    /// One planned change: decided `gap` seconds after the previous decision; closed
+    /// `close` seconds after its own decision (0: in the same second); a success may be
+    /// turned into a failure by verify `flip` seconds after it closed.
+    #[derive(Debug, Clone)]
+    struct Plan {
+        gap: i64,
+        close: Option<(Outcome, i64)>,
+        flip: Option<i64>,
+        lines: u64,
+        emergency: bool,
+    }
+
+    fn arb_plan() -> impl Strategy<Value = Plan> {
+        let outcome = prop_oneof![4 => Just(Outcome::Success), 2 => Just(Outcome::Failure), 1 => Just(Outcome::Cancelled)];
+        (
+            prop_oneof![Just(0i64), 0i64..4 * 86_400],
+            proptest::option::weighted(0.9, (outcome, prop_oneof![Just(0i64), 0i64..3 * 86_400])),
+            proptest::option::weighted(0.2, 0i64..86_400),
+            0u64..80,
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(gap, close, flip, lines, emergency)| Plan {
+                gap,
+                close,
+                flip,
+                lines,
+                emergency,
+            })
+    }
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        (
+            0u32..4,
+            1u32..8,
+            0.5f64..1.0,
+            0u32..4,
+            0u32..4,
+            1u32..5,
+            0.0f64..1.0,
+        )
+            .prop_map(
+                |(min_history, window, rate, initial, step, min_changes, backoff)| Policy {
+                    params: super::super::policy::PolicyParams {
+                        min_history,
+                        window,
+                        min_success_rate: rate,
+                        allowance: AllowanceParams {
+                            initial,
+                            step,
+                            min_changes,
+                            backoff,
+                            max: 10,
+                            floor: 0,
+                            lookback_sprints: 4,
+                        },
+                        ..Default::default()
+                    },
+                    risk: RiskLimits {
+                        max_lines_changed: Some(50),
+                        sensitive_paths: Vec::new(),
+                    },
+                    ..Policy::default()
+                },
+            )
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Kind {
+        Decide,
+        Close,
+        Flip,
+    }
+
+    /// The gate, the naive way: before each decision, the history is rebuilt by scanning
+    /// every other change with the ledger's rules (what was written before, by event order).
+    fn gate_naively(plans: &[Plan], policy: &Policy, cal: SprintCalendar) -> Vec<RecordedChange> {
+        let t0 = cal.start_of(0);
+        let mut events: Vec<(i64, Kind, usize)> = Vec::new();
+        let mut at = 0;
+        for (i, p) in plans.iter().enumerate() {
+            at += p.gap;
+            events.push((at, Kind::Decide, i));
+            if let Some((o, delay)) = p.close {
+                events.push((at + delay, Kind::Close, i));
+                if let (Outcome::Success, Some(flip)) = (o, p.flip) {
+                    events.push((at + delay + flip, Kind::Flip, i));
+                }
+            }
+        }
+        events.sort();
+        let stamp = |k: usize| Stamp {
+            at: t0 + chrono::Duration::seconds(events[k].0),
+            seq: k as i64 + 1,
+        };
+        let find = |kind: Kind, i: usize| events.iter().position(|(_, k, j)| *k == kind && *j == i);
+        let mut decisions: Vec<Option<Decision>> = vec![None; plans.len()];
+        for (k, (_, kind, i)) in events.iter().enumerate() {
+            if *kind != Kind::Decide {
+                continue;
+            }
+            let now = stamp(k).at;
+            let before = |kind: Kind, j: usize| find(kind, j).is_some_and(|e| e < k);
+            let outcome_of = |j: usize| -> Option<Outcome> {
+                let (o, _) = plans[j].close?;
+                before(Kind::Close, j).then(|| {
+                    if before(Kind::Flip, j) {
+                        Outcome::Failure
+                    } else {
+                        o
+                    }
+                })
+            };
+            let from = cal.index_of(now) - i64::from(policy.params.allowance.lookback_sprints);
+            let mut closed: Vec<((DateTime<Utc>, usize), Outcome)> = Vec::new();
+            let mut sprints: BTreeMap<i64, SprintTally> = BTreeMap::new();
+            for j in (0..plans.len()).filter(|j| j != i) {
+                if let Some(o) = outcome_of(j).filter(|o| *o != Outcome::Cancelled) {
+                    closed.push(((stamp(find(Kind::Close, j).unwrap()).at, j), o));
+                }
+                let Some(d) = decisions[j].as_ref() else {
+                    continue;
+                };
+                let sprint = cal.index_of(stamp(find(Kind::Decide, j).unwrap()).at);
+                if sprint < from {
+                    continue;
+                }
+                let t = sprints.entry(sprint).or_default();
+                t.pre_approved +=
+                    u32::from(d.kind == DecisionKind::PreApproved && d.emergency.is_none());
+                t.emergency += u32::from(d.emergency.is_some());
+                match outcome_of(j) {
+                    Some(Outcome::Success) => t.succeeded += 1,
+                    Some(Outcome::Failure) => t.failed += 1,
+                    Some(Outcome::Cancelled) => t.cancelled += 1,
+                    None => {}
+                }
+            }
+            closed.sort_by(|a, b| b.0.cmp(&a.0));
+            let history = History {
+                closed_total: closed.len() as u64,
+                recent: closed
+                    .iter()
+                    .take(policy.params.window as usize)
+                    .map(|(_, o)| *o)
+                    .collect(),
+                sprints,
+            };
+            let facts = facts(*i, plans[*i].lines);
+            decisions[*i] = Some(decide(&DecisionInput {
+                facts: &facts,
+                history: &history,
+                policy,
+                calendar: cal,
+                now,
+                emergency: plans[*i].emergency.then(|| "hotfix".to_string()),
+                clock_override: None,
+            }));
+        }
+        plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RecordedChange {
+                id: format!("CG-{i}"),
+                row: i as i64,
+                facts: facts(i, p.lines),
+                decision: decisions[i].clone().unwrap(),
+                decided: stamp(find(Kind::Decide, i).unwrap()),
+                superseded: Vec::new(),
+                outcome: p
+                    .close
+                    .map(|(o, _)| (o, stamp(find(Kind::Close, i).unwrap()))),
+                failed_after_deploy: find(Kind::Flip, i).map(stamp),
+            })
+            .collect()
+    }
+
+    fn cal() -> SprintCalendar {
+        SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 7)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the history and the policy, replaying under the policy that decided it
+        /// reproduces every decision, rule for rule.
+        #[test]
+        fn replay_under_the_deciding_policy_reproduces_every_decision(
+            plans in proptest::collection::vec(arb_plan(), 1..40),
+            policy in arb_policy(),
+        ) {
+            let recorded = gate_naively(&plans, &policy, cal());
+            let replayed = replay(&recorded, &policy, cal());
+            prop_assert_eq!(replayed.len(), recorded.len());
+            for r in &replayed {
+                prop_assert_eq!(&r.decision, &r.change.decision, "{}", r.change.id);
+            }
+            let summary = summarize(&replayed, &policy, cal(), cal().index_of(recorded.last().unwrap().decided.at));
+            prop_assert_eq!(summary.same_as_recorded as usize, recorded.len());
+        }
+    }
+
+    #[test]
+    fn a_label_emergency_is_rederived_a_flag_is_kept() {
+        let mut c = gate_naively(
+            &[Plan {
+                gap: 0,
+                close: None,
+                flip: None,
+                lines: 1,
+                emergency: true,
+            }],
+            &Policy::default(),
+            cal(),
+        )
+        .remove(0);
+        assert_eq!(c.requested_emergency().as_deref(), Some("hotfix"));
+        c.facts.pull_request = Some(crate::domain::PullRequest {
+            number: 7,
+            labels: vec!["Emergency".into()],
+            ..Default::default()
+        });
+        c.decision.emergency = Some("label 'emergency' on pull request #7".into());
+        assert_eq!(c.requested_emergency(), None);
+        c.decision.emergency = Some("label 'emergency' on pull request #8".into());
+        assert!(c.requested_emergency().is_some());
+    }
+}

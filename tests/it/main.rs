@@ -5,4 +5,5 @@ mod support;
 
 mod flow;
 mod report;
+mod simulate;
 mod verify;
