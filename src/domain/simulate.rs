@@ -605,7 +605,7 @@ mod tests {
                     None => {}
                 }
             }
-            closed.sort_by(|a, b| b.0.cmp(&a.0));
+            closed.sort_by_key(|c| std::cmp::Reverse(c.0));
             let history = History {
                 closed_total: closed.len() as u64,
                 recent: closed

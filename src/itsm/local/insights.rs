@@ -109,9 +109,17 @@ impl Ledger {
 
     pub(super) fn service_list(&self) -> Result<Vec<ServiceRef>> {
         self.with(|c| {
+            // The distinct pairs come from the index alone (a few MB even for a large
+            // ledger); the display name is then one indexed lookup per pair.
             let mut stmt = c.prepare_cached(
-                "SELECT service_id, environment, max(service) FROM changes
-                 WHERE decided_at IS NOT NULL GROUP BY service_id, environment ORDER BY service_id, environment",
+                "SELECT d.service_id, d.environment,
+                        (SELECT c.service FROM changes c INDEXED BY changes_by_decided
+                         WHERE c.service_id = d.service_id AND c.environment = d.environment
+                           AND c.decided_at IS NOT NULL
+                         ORDER BY c.decided_at DESC LIMIT 1)
+                 FROM (SELECT DISTINCT service_id, environment FROM changes INDEXED BY changes_by_decided
+                       WHERE decided_at IS NOT NULL) d
+                 ORDER BY d.service_id, d.environment",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(ServiceRef {
