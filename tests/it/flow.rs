@@ -243,91 +243,47 @@ poll = "1s"
 window = "24h"
 "#;
 
+/// One scripted change: day, lines, expected decision, the human, outcome, emergency.
+type Step<'a> = (&'a str, usize, &'a str, Human, &'a str, Option<&'a str>);
+
 /// Fourteen changes over three sprints (from 2026-03-02, 14 days each), every decision
 /// asserted as it is made. Returns the flow and the change ids in order.
 pub fn scripted_history() -> (Flow, Vec<String>) {
     use Human::*;
+    #[rustfmt::skip]
+    let script: [Step<'_>; 14] = [
+        // Sprint 0: no track record yet, then the first pre-approvals.
+        ("2026-03-02", 3, "needs-approval", Approve(60), "success", None),  // #1: no history
+        ("2026-03-03", 3, "needs-approval", Approve(120), "success", None), // #2: 1 closed of 2 needed
+        ("2026-03-04", 3, "pre-approved", Nobody, "success", None),         // #3: 2 of 2 ok
+        ("2026-03-05", 3, "pre-approved", Nobody, "failure", None),         // #4: allowance 1 of 2 used
+        ("2026-03-06", 3, "needs-approval", Approve(30), "success", None),  // #5: 3/4 = 75% < 80%
+        // Sprint 1: sprint 0 closed 5 at 80%: the allowance grows from 2 to 4.
+        ("2026-03-16", 3, "pre-approved", Nobody, "success", None),         // #6: 4/5 = 80%
+        ("2026-03-17", 3, "pre-approved", Nobody, "success", None),         // #7: then INC-42, verify
+        ("2026-03-19", 3, "needs-approval", Approve(120), "success", None), // #8: 5/7 = 71%
+        ("2026-03-20", 3, "pre-approved", Nobody, "success", Some("payment outage hotfix")), // #9
+        ("2026-03-21", 60, "needs-approval", Approve(45), "success", None), // #10: 60 lines > 50
+        // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows to 6.
+        ("2026-03-30", 3, "pre-approved", Nobody, "success", None),         // #11: 8/10 = 80%
+        ("2026-03-31", 3, "pre-approved", Nobody, "failure", None),         // #12: 9/11
+        ("2026-04-01", 3, "needs-approval", Reject(20), "cancelled", None), // #13: 9/12 = 75%
+        ("2026-04-02", 3, "needs-approval", Approve(60), "success", None),  // #14: still 75%
+    ];
     let mut f = Flow::new(HISTORY_CONFIG);
-    let mut ids = Vec::new();
-    // Sprint 0: no track record yet, then the first pre-approvals.
-    ids.push(f.change(
-        "2026-03-02",
-        3,
-        "needs-approval",
-        Approve(60),
-        "success",
-        None,
-    )); // CG-1
-    ids.push(f.change(
-        "2026-03-03",
-        3,
-        "needs-approval",
-        Approve(120),
-        "success",
-        None,
-    )); // CG-2
-    ids.push(f.change("2026-03-04", 3, "pre-approved", Nobody, "success", None)); // CG-3: 2 of 2 ok
-    ids.push(f.change("2026-03-05", 3, "pre-approved", Nobody, "failure", None)); // CG-4: allowance 1 of 2 used
-    ids.push(f.change(
-        "2026-03-06",
-        3,
-        "needs-approval",
-        Approve(30),
-        "success",
-        None,
-    )); // CG-5: 3/4 = 75%
-    // Sprint 1: sprint 0 closed 5 at 80%: the allowance grows from 2 to 4.
-    ids.push(f.change("2026-03-16", 3, "pre-approved", Nobody, "success", None)); // CG-6: 4/5 = 80%
-    ids.push(f.change("2026-03-17", 3, "pre-approved", Nobody, "success", None)); // CG-7: 5/6
-    f.ok(
-        0,
-        &at("2026-03-17", 300),
-        &["incident", "--change", &ids[6], "--id", "INC-42"],
-    );
-    f.ok(0, &at("2026-03-18", 120), &["verify"]); // CG-7 failed after deploy
-    ids.push(f.change(
-        "2026-03-19",
-        3,
-        "needs-approval",
-        Approve(120),
-        "success",
-        None,
-    )); // CG-8: 5/7 = 71%
-    ids.push(f.change(
-        "2026-03-20",
-        3,
-        "pre-approved",
-        Nobody,
-        "success",
-        Some("payment outage hotfix"),
-    )); // CG-9
-    ids.push(f.change(
-        "2026-03-21",
-        60,
-        "needs-approval",
-        Approve(45),
-        "success",
-        None,
-    )); // CG-10: too big
-    // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows to 6.
-    ids.push(f.change("2026-03-30", 3, "pre-approved", Nobody, "success", None)); // CG-11: 8/10 = 80%
-    ids.push(f.change("2026-03-31", 3, "pre-approved", Nobody, "failure", None)); // CG-12: 9/11
-    ids.push(f.change(
-        "2026-04-01",
-        3,
-        "needs-approval",
-        Reject(20),
-        "cancelled",
-        None,
-    )); // CG-13: 9/12 = 75%
-    ids.push(f.change(
-        "2026-04-02",
-        3,
-        "needs-approval",
-        Approve(60),
-        "success",
-        None,
-    )); // CG-14
+    let mut ids: Vec<String> = Vec::with_capacity(script.len());
+    for (n, (day, lines, decision, human, outcome, emergency)) in script.into_iter().enumerate() {
+        ids.push(f.change(day, lines, decision, human, outcome, emergency));
+        if n + 1 == 7 {
+            // #7 caused an incident; verify turns it into a failure after deploy.
+            f.ok(
+                0,
+                &at("2026-03-17", 300),
+                &["incident", "--change", &ids[6], "--id", "INC-42"],
+            );
+            f.ok(0, &at("2026-03-18", 120), &["verify"]);
+        }
+    }
     f.ok(0, &at("2026-04-03", 120), &["verify"]);
     (f, ids)
 }

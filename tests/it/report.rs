@@ -8,7 +8,7 @@ use crate::flow::{self, Flow};
 
 const NOW: &str = "2026-04-03T12:00:00Z";
 
-fn sprint<'a>(doc: &'a serde_json::Value, n: i64) -> &'a serde_json::Value {
+fn sprint(doc: &serde_json::Value, n: i64) -> &serde_json::Value {
     doc["services"][0]["sprints"]
         .as_array()
         .unwrap()
