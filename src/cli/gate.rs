@@ -119,7 +119,7 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
             message = Some(format!("approval timed out after {}", fmt_secs(wait)));
         }
     } else if stored.kind == DecisionKind::NeedsApproval && record.state == State::AwaitingApproval && stored.mode == Mode::Enforce {
-        message = Some("waiting for approval; not waiting (--wait 0)".to_string());
+        message = Some("awaiting approval; --wait 0 returns at once".to_string());
     }
     let exit = exit_for(&stored, Some(record.state));
     if exit == Exit::Pass {
