@@ -271,7 +271,8 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let overridable = [codes::TRACK_RECORD, codes::ALLOWANCE, codes::FREEZE];
     let blocking_failures = rules
         .iter()
-        .filter(|r| !r.passed && !(emergency.is_some() && overridable.contains(&r.code.as_str())))
+        .filter(|r| !r.passed)
+        .filter(|r| emergency.is_none() || !overridable.contains(&r.code.as_str()))
         .count();
     let kind = if freeze.is_some() && emergency.is_none() {
         DecisionKind::Blocked
@@ -294,3 +295,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         clock_override: input.clock_override.clone(),
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
