@@ -72,6 +72,8 @@ pub struct RangeStats {
     pub commits: Vec<Commit>,
     pub lines: u64,
     pub paths: Vec<String>,
+    /// The commits' message bodies (below the subject), where work items are often named.
+    pub bodies: Vec<String>,
 }
 
 /// `None` when git or the objects are missing (e.g. a shallow clone).
@@ -83,15 +85,21 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
     let base = base.filter(|b| is_sha(b));
     let range = base.map(|b| format!("{b}..{head}"));
     let max = format!("--max-count={MAX_COMMITS}");
+    // One record per commit (ended by 0x1e), fields split by 0x1f; the body, which may span
+    // lines, comes last.
+    const FORMAT: &str = "--format=%H%x1f%s%x1f%an%x1f%cI%x1f%b%x1e";
     let log_args: Vec<&str> = match &range {
-        Some(r) => vec!["log", &max, "--format=%H%x1f%s%x1f%an%x1f%cI", r.as_str(), "--"],
-        None => vec!["log", "-1", "--format=%H%x1f%s%x1f%an%x1f%cI", head, "--"],
+        Some(r) => vec!["log", &max, FORMAT, r.as_str(), "--"],
+        None => vec!["log", "-1", FORMAT, head, "--"],
     };
     let log = git(workdir, &log_args)?;
+    let mut bodies = Vec::new();
     let commits = log
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split('\x1f');
+        .split('\x1e')
+        .map(|record| record.trim_start_matches(['\n', '\r']))
+        .filter(|record| !record.is_empty())
+        .filter_map(|record| {
+            let mut parts = record.split('\x1f');
             let sha = parts.next()?.to_string();
             let subject = parts.next().unwrap_or("").to_string();
             let author = parts.next().map(str::to_string).filter(|a| !a.is_empty());
@@ -99,6 +107,9 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
                 .next()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc));
+            if let Some(body) = parts.next().map(str::trim).filter(|b| !b.is_empty()) {
+                bodies.push(body.to_string());
+            }
             Some(Commit { sha, subject, author, timestamp })
         })
         .collect();
@@ -117,7 +128,7 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
             paths.push(path.to_string());
         }
     }
-    Some(RangeStats { commits, lines, paths })
+    Some(RangeStats { commits, lines, paths, bodies })
 }
 
 /// A file as it is in another revision.
@@ -154,3 +165,7 @@ mod tests {
         assert_eq!(repository_from_remote("/srv/git/api"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "git_tests.rs"]
+mod repo_tests;

@@ -131,6 +131,8 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     } else {
         event.commits.iter().collect()
     };
+    // Work items are often named in the message body, below the subject.
+    texts.extend(push_commits.iter().map(|c| c.message.clone()));
     let mut paths: Vec<String> = push_commits
         .iter()
         .flat_map(|c| c.added.iter().chain(&c.removed).chain(&c.modified).cloned())
@@ -169,3 +171,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         texts,
     })
 }
+
+#[cfg(test)]
+#[path = "github_tests.rs"]
+mod tests;

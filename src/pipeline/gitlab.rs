@@ -69,6 +69,11 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         lines_changed: None,
         run_url: vars.get(env::CI_PIPELINE_URL).or_else(|| vars.get(env::CI_JOB_URL)),
         actor: vars.get(env::GITLAB_USER_LOGIN),
-        texts: Vec::new(),
+        // The head commit's whole message: work items are often named below the subject.
+        texts: vars.get(env::CI_COMMIT_MESSAGE).into_iter().collect(),
     })
 }
+
+#[cfg(test)]
+#[path = "gitlab_tests.rs"]
+mod tests;

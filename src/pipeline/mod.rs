@@ -122,6 +122,7 @@ impl Detected {
         let mut commits = self.commits;
         let mut paths = self.paths;
         let mut lines = self.lines_changed;
+        let mut bodies = Vec::new();
         // Git fills in what the platform did not say, when the objects are there (a shallow
         // CI checkout may lack them: the platform's data then stands alone).
         if let Some(stats) = git::range_stats(workdir, range.as_ref().map(|(b, _)| b.as_str()), &self.commit_sha) {
@@ -134,6 +135,7 @@ impl Detected {
             if lines.is_none() {
                 lines = Some(stats.lines);
             }
+            bodies = stats.bodies;
         }
         let mut texts: Vec<&str> = commits.iter().map(|c| c.subject.as_str()).collect();
         if let Some(pr) = &self.pull_request {
@@ -146,6 +148,7 @@ impl Detected {
             texts.push(branch);
         }
         texts.extend(self.texts.iter().map(String::as_str));
+        texts.extend(bodies.iter().map(String::as_str));
         let work_items = workitems::extract(texts);
         ChangeFacts {
             platform: self.platform,
