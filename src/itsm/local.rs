@@ -69,6 +69,43 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+// The queries a decision runs. Each reads one index range of one service and environment
+// (SQL aggregation, never every row); the row id excludes the change being decided.
+
+/// Closed changes with a success or failure outcome. ?1 service, ?2 environment, ?3 row id to leave out.
+const CLOSED_TOTAL_SQL: &str = "SELECT count(*) FROM changes INDEXED BY changes_by_closed
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+       AND outcome IN ('success', 'failure') AND id != ?3";
+
+/// The most recent closed outcomes, newest first. ?4 the window.
+const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY changes_by_closed
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+       AND outcome IN ('success', 'failure') AND id != ?3
+     ORDER BY closed_at DESC, id DESC LIMIT ?4";
+
+/// Tallies per sprint, by decision time. ?3 start of the first sprint, ?4 sprint length in
+/// seconds, ?5 row id to leave out. Offsets from ?3, a sprint boundary, are never negative,
+/// so integer division is a floor.
+const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
+            sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
+            sum(pre_approved), sum(emergency)
+     FROM changes INDEXED BY changes_by_decided
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND id != ?5
+     GROUP BY s";
+
+/// The commit of the last decided change (the start of a local run's range).
+const LAST_SHA_SQL: &str = "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
+     ORDER BY decided_at DESC, id DESC LIMIT 1";
+
+/// The decision's queries by name, for query-plan checks (tests, the benchmark).
+pub const DECISION_QUERIES: [(&str, &str); 4] = [
+    ("closed_total", CLOSED_TOTAL_SQL),
+    ("recent", RECENT_SQL),
+    ("sprints", SPRINTS_SQL),
+    ("last_change_sha", LAST_SHA_SQL),
+];
+
 /// The embedded SQLite ledger.
 pub struct Ledger {
     conn: Mutex<Connection>,
@@ -99,8 +136,7 @@ impl Ledger {
     pub fn open(path: &Path, read_only: bool) -> Result<Ledger> {
         let conn = if read_only {
             if path.exists() {
-                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .with_context(|| format!("cannot open the ledger {}", path.display()))?
+                open_query_only(path).map_err(|e| ledger_error(path, e))?
             } else {
                 Connection::open_in_memory()?
             }
@@ -111,20 +147,26 @@ impl Ledger {
             }
             Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?
         };
-        let corrupt = |e: rusqlite::Error| {
-            anyhow!(
-                "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
-                 It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
-                path.display()
+        let corrupt = |e: rusqlite::Error| ledger_error(path, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        // One statement, so both are read from the same snapshot even while another process
+        // is creating the schema.
+        let (version, objects): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-        };
-        conn.busy_timeout(Duration::from_secs(30)).map_err(corrupt)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(corrupt)?;
-        // Reading the schema touches every page header: a damaged file fails here, not later.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(corrupt)?;
+        if version == 0 && objects > 0 {
+            // Another program's SQLite database: never add our tables to it.
+            bail!(
+                "{} is an SQLite database but not a changegate ledger (it has tables of its own and no \
+                 changegate schema). It was left untouched: point CHANGEGATE_LEDGER (or [ledger] path) at \
+                 a changegate ledger or at a new file",
+                path.display()
+            );
+        }
         let latest = MIGRATIONS.len() as i64;
         if version > latest {
             bail!(
@@ -141,7 +183,7 @@ impl Ledger {
                 );
             }
             if !read_only {
-                conn.pragma_update(None, "journal_mode", "WAL").map_err(corrupt)?;
+                enable_wal(&conn).map_err(corrupt)?;
             }
             let mut conn = conn;
             migrate(&mut conn, version).map_err(corrupt)?;
@@ -159,7 +201,7 @@ impl Ledger {
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| anyhow!("ledger connection poisoned"))?;
-        f(&mut conn).with_context(|| format!("ledger {}", self.path.display()))
+        f(&mut conn).map_err(|e| ledger_error(&self.path, e))
     }
 
     /// Links an incident to a change. Linking the same incident twice is harmless.
@@ -181,6 +223,57 @@ impl Ledger {
 
     fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
         self.with(|c| load(c, "id = ?1", params![row_id]))
+    }
+}
+
+/// Opens an existing ledger for reading only. A read-only SQLite connection to a WAL
+/// database leaves `-wal` and `-shm` files behind; a read-write one that refuses every
+/// write (`query_only`) reads the same and cleans up after itself. A file that cannot be
+/// opened for writing is read through a read-only connection.
+fn open_query_only(path: &Path) -> rusqlite::Result<Connection> {
+    match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        Ok(conn) => {
+            conn.pragma_update(None, "query_only", true)?;
+            Ok(conn)
+        }
+        Err(_) => Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY),
+    }
+}
+
+/// How long a ledger operation waits for another process's write to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A ledger error in words a user can act on: a damaged file is named as such (and was not
+/// written to); anything else keeps SQLite's own message.
+fn ledger_error(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => anyhow!(
+            "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
+             It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("ledger {}", path.display())),
+    }
+}
+
+/// Switches a new ledger to WAL. SQLite answers "database is locked" at once, without
+/// waiting on the busy timeout, when another process holds the file while the journal mode
+/// changes (several first runs at the same moment), so the switch is retried here.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(..20)));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -266,37 +359,30 @@ impl Itsm for Ledger {
     }
 
     async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
-        let exclude = q.exclude_key.unwrap_or("");
         let from = ts(q.calendar.start_of(q.from_sprint));
         let len = q.calendar.length_secs();
         self.with(|c| {
+            // The change being decided is left out by its row id, not its key: the row id is
+            // in every index, so each query below reads its index alone (covering), never
+            // the table, however long the history.
+            let exclude: i64 = match q.exclude_key {
+                Some(key) => c
+                    .query_row("SELECT id FROM changes WHERE correlation_key = ?1", [key], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(-1),
+                None => -1,
+            };
             let closed_total: i64 = c.query_row(
-                "SELECT count(*) FROM changes INDEXED BY changes_by_closed
-                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
-                   AND outcome IN ('success', 'failure') AND correlation_key != ?3",
+                CLOSED_TOTAL_SQL,
                 params![q.service_id, q.environment, exclude],
                 |r| r.get(0),
             )?;
-            let mut stmt = c.prepare_cached(
-                "SELECT outcome FROM changes INDEXED BY changes_by_closed
-                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
-                   AND outcome IN ('success', 'failure') AND correlation_key != ?3
-                 ORDER BY closed_at DESC, id DESC LIMIT ?4",
-            )?;
+            let mut stmt = c.prepare_cached(RECENT_SQL)?;
             let recent = stmt
                 .query_map(params![q.service_id, q.environment, exclude, q.window], |r| r.get::<_, String>(0))?
                 .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            // Sprint of each change by its decision time; offsets from `from`, which is a
-            // sprint boundary, are never negative so integer division is a floor.
-            let mut stmt = c.prepare_cached(
-                "SELECT (decided_at - ?3) / ?4 AS s,
-                        sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
-                        sum(pre_approved), sum(emergency)
-                 FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND correlation_key != ?5
-                 GROUP BY s",
-            )?;
+            let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
             let rows = stmt.query_map(params![q.service_id, q.environment, from, len, exclude], |r| {
                 let count = |i: usize| -> rusqlite::Result<u32> {
                     Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(u32::MAX))
@@ -324,9 +410,7 @@ impl Itsm for Ledger {
     async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
         self.with(|c| {
             c.query_row(
-                "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
-                 ORDER BY decided_at DESC, id DESC LIMIT 1",
+                LAST_SHA_SQL,
                 params![service_id, environment],
                 |r| r.get(0),
             )
@@ -489,3 +573,7 @@ impl Itsm for Ledger {
         self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 }
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;
