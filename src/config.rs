@@ -242,7 +242,8 @@ pub struct ConfigFile {
 /// A config file that could not be used. The message names the file, the key and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The io error is the source: `{:#}` prints it once, after this.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
