@@ -84,17 +84,51 @@ pub struct LedgerSection {
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceNowSection {
     /// Instance base URL, e.g. `https://example.service-now.com`.
     pub url: Option<String>,
-    /// Name of the standard change template used for pre-approved changes.
+    /// Name (or sys_id) of the standard change template used for pre-approved changes.
     pub standard_template: Option<String>,
+    /// Assignment group written on every change (name or sys_id). Most instances require one
+    /// before a normal change can move to Assess.
     pub assignment_group: Option<String>,
+    /// `close_code` written when a deploy succeeded.
+    pub close_code_success: String,
+    /// `close_code` written when a deploy failed.
+    pub close_code_failure: String,
     /// Extra fields written on every change the instance requires (e.g. `cmdb_ci`, `category`).
     pub fields: BTreeMap<String, String>,
 }
+
+impl Default for ServiceNowSection {
+    fn default() -> Self {
+        ServiceNowSection {
+            url: None,
+            standard_template: None,
+            assignment_group: None,
+            close_code_success: "successful".into(),
+            close_code_failure: "unsuccessful".into(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+/// Fields of a change request that changegate owns: `[servicenow.fields]` may not set them.
+pub const SERVICENOW_RESERVED_FIELDS: &[&str] = &[
+    "correlation_id",
+    "correlation_display",
+    "state",
+    "type",
+    "approval",
+    "justification",
+    "work_notes",
+    "close_code",
+    "close_notes",
+    "work_start",
+    "work_end",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +341,17 @@ impl ConfigFile {
                 return fail("to", format!("of freeze {:?} must be after `from`", f.reason));
             }
         }
+        if let Some(key) = self.servicenow.fields.keys().find(|k| SERVICENOW_RESERVED_FIELDS.contains(&k.as_str())) {
+            return fail(key, "is written by changegate itself and cannot be set in [servicenow.fields]".into());
+        }
+        for (key, value) in [
+            ("close_code_success", &self.servicenow.close_code_success),
+            ("close_code_failure", &self.servicenow.close_code_failure),
+        ] {
+            if value.trim().is_empty() {
+                return fail(key, "must not be empty".into());
+            }
+        }
         if self.approval.poll.0.is_zero() {
             return fail("poll", "must be more than zero".into());
         }
@@ -422,6 +467,14 @@ reason = "year-end freeze"
     fn out_of_range_names_key_and_line() {
         let err = parse("[policy]\nmin_success_rate = 1.5\n").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("min_success_rate"), "{err}");
+    }
+
+    #[test]
+    fn servicenow_fields_cannot_take_over_changegate_fields() {
+        let err = parse("[servicenow.fields]\ncategory = \"Software\"\ncorrelation_id = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("correlation_id"), "{err}");
+        let ok = parse("[servicenow.fields]\ncategory = \"Software\"\n").unwrap();
+        assert_eq!(ok.servicenow.close_code_success, "successful");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::config::BackendKind;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar};
 
 pub mod local;
+pub mod servicenow;
 
 /// What the policy needs to know about the past, for one service in one environment.
 #[derive(Debug, Clone)]
@@ -89,7 +90,7 @@ pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
     match settings.backend {
         BackendKind::Local => Ok(Box::new(local::Ledger::open(&settings.ledger_path, settings.dry_run)?)),
-        BackendKind::Servicenow => anyhow::bail!("the servicenow backend is not built yet"),
+        BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
         BackendKind::Jira => anyhow::bail!("the jira backend is not built yet"),
     }
 }
