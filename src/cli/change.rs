@@ -45,6 +45,18 @@ pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<Chan
     ))
 }
 
+/// The facts without the commit range since the last recorded change: for commands that
+/// only need to find the change (`record`, `status`), this spares the backend a lookup.
+pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
+    let service = ctx
+        .settings
+        .service
+        .clone()
+        .unwrap_or_else(|| pipeline::default_service(detected.repository.as_deref(), &ctx.workdir));
+    Ok(detected.into_facts(&service, &ctx.settings.environment, None, args.tests_passed, &ctx.workdir))
+}
+
 /// Prints the report and writes the job's own outputs (these are written in a dry run too,
 /// marked as such: they belong to the job, not to any system of record).
 pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Result<()> {

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
     };
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
+    let facts = change::facts_without_range(ctx, &args.change).await?;
     let Some(record) = change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await? else {
         bail!(
             "no change record for {} (run `changegate gate` before the deploy, or pass --change ID)",

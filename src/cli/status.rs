@@ -18,7 +18,7 @@ pub struct StatusArgs {
 
 pub async fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     let itsm = itsm::connect(&ctx.settings)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
+    let facts = change::facts_without_range(ctx, &args.change).await?;
     let Some(record) = change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await? else {
         bail!(
             "no change record for {}",

@@ -32,8 +32,8 @@ use serde_json::{Map, Value, json};
 use super::{HistoryQuery, Itsm, decision_stands};
 use crate::config::{BackendKind, ServiceNowSection};
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Mode, Outcome, SprintCalendar, SprintTally,
-    State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Mode, Outcome,
+    SprintCalendar, SprintTally, State,
 };
 use crate::http::HttpClient;
 
@@ -111,7 +111,9 @@ fn scalar(v: &Value) -> String {
 
 impl Raw {
     fn from_value(v: &Value) -> Result<Raw> {
-        let obj = v.as_object().ok_or_else(|| anyhow!("expected a change request object, got {}", kind_of_json(v)))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| anyhow!("expected a change request object, got {}", kind_of_json(v)))?;
         Ok(Raw(obj
             .iter()
             .filter(|(k, _)| !k.starts_with("__"))
@@ -133,7 +135,9 @@ impl Raw {
 
     fn state(&self) -> Option<i64> {
         let s = self.get("state");
-        s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+        s.parse::<i64>()
+            .ok()
+            .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
     }
 
     fn kind(&self) -> &str {
@@ -217,7 +221,11 @@ fn fallback_decision(raw: &Raw, calendar: &SprintCalendar) -> Option<Decision> {
         "standard" => DecisionKind::PreApproved,
         "emergency" if matches!(approval, "requested" | "rejected") => DecisionKind::NeedsApproval,
         "emergency" => DecisionKind::PreApproved,
-        _ if raw.state() == Some(NEW) && !matches!(approval, "requested" | "approved" | "rejected") => return None,
+        _ if raw.state() == Some(NEW)
+            && !matches!(approval, "requested" | "approved" | "rejected") =>
+        {
+            return None;
+        }
         _ => DecisionKind::NeedsApproval,
     };
     let day = display_day(raw.get("correlation_display"))
@@ -340,23 +348,33 @@ impl ServiceNow {
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding the lock cannot leave the cache inconsistent in a way that
         // matters: every entry is a whole value.
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn remember(&self, raw: &Raw) {
         if !raw.number().is_empty() {
-            self.cache().raws.insert(raw.number().to_string(), raw.clone());
+            self.cache()
+                .raws
+                .insert(raw.number().to_string(), raw.clone());
         }
     }
 
     fn url_of(&self, raw: &Raw) -> String {
-        format!("{}nav_to.do?uri=change_request.do?sys_id={}", self.api.base(), raw.sys_id())
+        format!(
+            "{}nav_to.do?uri=change_request.do?sys_id={}",
+            self.api.base(),
+            raw.sys_id()
+        )
     }
 
     fn to_record(&self, raw: &Raw) -> ChangeRecord {
         let parsed = text::parse_decision(raw.get("justification"));
         let decided_at = parsed.as_ref().map(|(_, at)| *at);
-        let decision = parsed.map(|(d, _)| d).or_else(|| fallback_decision(raw, &self.calendar));
+        let decision = parsed
+            .map(|(d, _)| d)
+            .or_else(|| fallback_decision(raw, &self.calendar));
         let state = map_state(raw);
         let outcome = match raw.state() {
             Some(CLOSED) => {
@@ -398,14 +416,18 @@ impl ServiceNow {
             .get("result")
             .ok_or_else(|| anyhow!("ServiceNow answered {} without a `result`", reply.what))?;
         let obj = match result {
-            Value::Array(items) => items
-                .first()
-                .ok_or_else(|| anyhow!("ServiceNow answered {} with an empty `result`", reply.what))?,
+            Value::Array(items) => items.first().ok_or_else(|| {
+                anyhow!("ServiceNow answered {} with an empty `result`", reply.what)
+            })?,
             other => other,
         };
-        let raw = Raw::from_value(obj).with_context(|| format!("ServiceNow's answer to {}", reply.what))?;
+        let raw = Raw::from_value(obj)
+            .with_context(|| format!("ServiceNow's answer to {}", reply.what))?;
         if raw.sys_id().is_empty() {
-            bail!("ServiceNow answered {} with a record that has no sys_id", reply.what);
+            bail!(
+                "ServiceNow answered {} with a record that has no sys_id",
+                reply.what
+            );
         }
         Ok(raw)
     }
@@ -415,9 +437,16 @@ impl ServiceNow {
         match v.get("result") {
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|i| Raw::from_value(i).with_context(|| format!("ServiceNow's answer to {}", reply.what)))
+                .map(|i| {
+                    Raw::from_value(i)
+                        .with_context(|| format!("ServiceNow's answer to {}", reply.what))
+                })
                 .collect(),
-            Some(other) => bail!("ServiceNow answered {} with a `result` that is {}, not a list", reply.what, kind_of_json(other)),
+            Some(other) => bail!(
+                "ServiceNow answered {} with a `result` that is {}, not a list",
+                reply.what,
+                kind_of_json(other)
+            ),
             None => bail!("ServiceNow answered {} without a `result`", reply.what),
         }
     }
@@ -433,8 +462,19 @@ impl ServiceNow {
 
     /// Every record holding `key`, oldest first (the oldest is the change).
     async fn by_key(&self, key: &str, limit: u32) -> Result<Vec<Raw>> {
-        let query = format!("correlation_id={}^ORDERBYsys_created_on^ORDERBYnumber", q(key));
-        let reply = self.api.call(Method::GET, TABLE, &Self::read_query(query, limit), Body::None).await?;
+        let query = format!(
+            "correlation_id={}^ORDERBYsys_created_on^ORDERBYnumber",
+            q(key)
+        );
+        let reply = self
+            .api
+            .call(
+                Method::GET,
+                TABLE,
+                &Self::read_query(query, limit),
+                Body::None,
+            )
+            .await?;
         let rows = Self::list(&reply)?;
         for raw in &rows {
             self.remember(raw);
@@ -462,7 +502,10 @@ impl ServiceNow {
             ("sysparm_fields", READ_FIELDS.to_string()),
             ("sysparm_exclude_reference_link", "true".to_string()),
         ];
-        let reply = self.api.call(Method::GET, &path, &query, Body::None).await?;
+        let reply = self
+            .api
+            .call(Method::GET, &path, &query, Body::None)
+            .await?;
         let fresh = Self::single(&reply)?;
         self.remember(&fresh);
         Ok(fresh)
@@ -480,7 +523,10 @@ impl ServiceNow {
 
     async fn by_number(&self, number: &str) -> Result<Option<Raw>> {
         let query = format!("number={}", q(number));
-        let reply = self.api.call(Method::GET, TABLE, &Self::read_query(query, 1), Body::None).await?;
+        let reply = self
+            .api
+            .call(Method::GET, TABLE, &Self::read_query(query, 1), Body::None)
+            .await?;
         let raw = Self::list(&reply)?.into_iter().next();
         if let Some(raw) = &raw {
             self.remember(raw);
@@ -496,7 +542,10 @@ impl ServiceNow {
             ("sysparm_exclude_reference_link", "true".to_string()),
         ];
         let body = Value::Object(fields);
-        let reply = self.api.call(Method::PATCH, &path, &query, Body::Json(&body)).await?;
+        let reply = self
+            .api
+            .call(Method::PATCH, &path, &query, Body::Json(&body))
+            .await?;
         let fresh = Self::single(&reply)?;
         self.remember(&fresh);
         Ok(fresh)
@@ -507,14 +556,26 @@ impl ServiceNow {
     /// is re-read first, in case a workflow or a concurrent run moved it meanwhile. `extra`
     /// rides along with the first update that succeeds. On refusal returns the record as last
     /// read, with the reason.
-    async fn walk(&self, mut raw: Raw, target: i64, mut extra: Map<String, Value>) -> std::result::Result<Raw, (Raw, anyhow::Error)> {
+    async fn walk(
+        &self,
+        mut raw: Raw,
+        target: i64,
+        mut extra: Map<String, Value>,
+    ) -> std::result::Result<Raw, (Raw, anyhow::Error)> {
         loop {
             let path = model(raw.kind());
             let Some(current) = raw.state() else {
-                let e = anyhow!("change {} has an unreadable state {:?}", raw.number(), raw.get("state"));
+                let e = anyhow!(
+                    "change {} has an unreadable state {:?}",
+                    raw.number(),
+                    raw.get("state")
+                );
                 return Err((raw, e));
             };
-            let (Some(at), Some(goal)) = (path.iter().position(|s| *s == current), path.iter().position(|s| *s == target)) else {
+            let (Some(at), Some(goal)) = (
+                path.iter().position(|s| *s == current),
+                path.iter().position(|s| *s == target),
+            ) else {
                 let e = anyhow!(
                     "change {} is in {}, from which changegate cannot move it to {}",
                     raw.number(),
@@ -547,7 +608,12 @@ impl ServiceNow {
                     return Err((moved, e));
                 }
                 Ok(moved) => {
-                    tracing::info!("moved {} from {} to {}", moved.number(), state_label(current), state_label(next));
+                    tracing::info!(
+                        "moved {} from {} to {}",
+                        moved.number(),
+                        state_label(current),
+                        state_label(next)
+                    );
                     extra.clear();
                     raw = moved;
                 }
@@ -569,7 +635,11 @@ impl ServiceNow {
                         ));
                         return Err((fresh, e));
                     }
-                    tracing::info!("{} was moved on to {} meanwhile", fresh.number(), fresh.state().map(state_label).unwrap_or_default());
+                    tracing::info!(
+                        "{} was moved on to {} meanwhile",
+                        fresh.number(),
+                        fresh.state().map(state_label).unwrap_or_default()
+                    );
                     raw = fresh;
                 }
             }
@@ -602,7 +672,10 @@ impl ServiceNow {
             ("sysparm_query", format!("active=true^name={}", q(name))),
             ("sysparm_limit", "2".to_string()),
         ];
-        let reply = self.api.call(Method::GET, &path, &query, Body::None).await?;
+        let reply = self
+            .api
+            .call(Method::GET, &path, &query, Body::None)
+            .await?;
         let items = Self::list(&reply)?;
         let id = items.first().map(|t| t.sys_id().to_string()).filter(|id| !id.is_empty()).ok_or_else(|| {
             anyhow!(
@@ -611,22 +684,37 @@ impl ServiceNow {
             )
         })?;
         if items.len() > 1 {
-            tracing::warn!("more than one active standard change template is named {name:?}; using {id}");
+            tracing::warn!(
+                "more than one active standard change template is named {name:?}; using {id}"
+            );
         }
         self.cache().template = Some(id.clone());
         Ok(id)
     }
 
     /// The fields written when a change is created or (re-)decided.
-    fn fields_for(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Map<String, Value> {
+    fn fields_for(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Map<String, Value> {
         let mut f = Map::new();
         for (k, v) in &self.cfg.fields {
             f.insert(k.clone(), json!(v));
         }
-        if let Some(group) = self.cfg.assignment_group.as_deref().filter(|g| !g.trim().is_empty()) {
+        if let Some(group) = self
+            .cfg
+            .assignment_group
+            .as_deref()
+            .filter(|g| !g.trim().is_empty())
+        {
             f.insert("assignment_group".into(), json!(group.trim()));
         }
-        f.insert("short_description".into(), json!(text::cut(&text::one_line(&facts.summary()), 160)));
+        f.insert(
+            "short_description".into(),
+            json!(text::cut(&text::one_line(&facts.summary()), 160)),
+        );
         f.insert("description".into(), json!(text::description(facts)));
         f.insert("correlation_id".into(), json!(facts.key().fitted(KEY_MAX)));
         f.insert("correlation_display".into(), json!(display_for(now)));
@@ -637,33 +725,57 @@ impl ServiceNow {
                 f.insert("work_notes".into(), json!(note));
             }
             None => {
-                f.insert("work_notes".into(), json!("Opened by changegate; the gate has not decided this change yet."));
+                f.insert(
+                    "work_notes".into(),
+                    json!("Opened by changegate; the gate has not decided this change yet."),
+                );
             }
         }
         f
     }
 
     /// Creates the record: a standard change from the template, or a normal or emergency one.
-    async fn create(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<Raw> {
+    async fn create(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
         let kind = type_for(decision);
         let path = match kind {
             "standard" => format!("{CHG}/standard/{}", self.template_id().await?),
             other => format!("{CHG}/{other}"),
         };
         let body = Value::Object(self.fields_for(facts, decision, now));
-        let reply = self.api.call(Method::POST, &path, &[], Body::Json(&body)).await?;
+        let reply = self
+            .api
+            .call(Method::POST, &path, &[], Body::Json(&body))
+            .await?;
         let raw = Self::single(&reply)?;
         let v: Value = reply.json()?;
         let ignored: Vec<String> = v
             .pointer("/result/__meta/ignoredFields")
             .or_else(|| v.pointer("/__meta/ignoredFields"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if !ignored.is_empty() {
-            tracing::info!("ServiceNow did not apply these fields on {}: {}", raw.number(), ignored.join(", "));
+            tracing::info!(
+                "ServiceNow did not apply these fields on {}: {}",
+                raw.number(),
+                ignored.join(", ")
+            );
         }
-        tracing::info!("created {} ({kind} change) for {}", raw.number(), facts.key());
+        tracing::info!(
+            "created {} ({kind} change) for {}",
+            raw.number(),
+            facts.key()
+        );
         self.remember(&raw);
         Ok(raw)
     }
@@ -687,18 +799,33 @@ impl ServiceNow {
         );
         let path = format!("{TABLE}/{}", mine.sys_id());
         if let Err(e) = self.api.call(Method::DELETE, &path, &[], Body::None).await {
-            tracing::info!("could not delete the duplicate {} ({e:#}); cancelling it instead", mine.number());
+            tracing::info!(
+                "could not delete the duplicate {} ({e:#}); cancelling it instead",
+                mine.number()
+            );
             let mut f = Map::new();
             f.insert("state".into(), json!(CANCELED.to_string()));
             f.insert("correlation_id".into(), json!(""));
-            f.insert("correlation_display".into(), json!(format!("{DISPLAY} duplicate of {}", winner.number())));
+            f.insert(
+                "correlation_display".into(),
+                json!(format!("{DISPLAY} duplicate of {}", winner.number())),
+            );
             f.insert(
                 "work_notes".into(),
-                json!(format!("Duplicate of {}: two changegate runs opened a change for {key} at once.", winner.number())),
+                json!(format!(
+                    "Duplicate of {}: two changegate runs opened a change for {key} at once.",
+                    winner.number()
+                )),
             );
-            f.insert("close_notes".into(), json!(format!("Duplicate of {}", winner.number())));
+            f.insert(
+                "close_notes".into(),
+                json!(format!("Duplicate of {}", winner.number())),
+            );
             if let Err(e) = self.patch(&mine, f).await {
-                tracing::warn!("the duplicate {} could not be cancelled either ({e:#}); cancel it by hand", mine.number());
+                tracing::warn!(
+                    "the duplicate {} could not be cancelled either ({e:#}); cancel it by hand",
+                    mine.number()
+                );
             }
         }
         self.cache().raws.remove(mine.number());
@@ -714,14 +841,24 @@ impl ServiceNow {
         if !needs || asked || raw.state() != Some(NEW) {
             return Ok(raw);
         }
-        let target = if raw.kind() == "emergency" { AUTHORIZE } else { ASSESS };
+        let target = if raw.kind() == "emergency" {
+            AUTHORIZE
+        } else {
+            ASSESS
+        };
         self.walk(raw, target, Map::new())
             .await
             .map_err(|(_, e)| e.context("cannot send the change for approval"))
     }
 
     /// Writes a (new) decision on an existing record that does not hold one that stands.
-    async fn redecide(&self, facts: &ChangeFacts, decision: &Decision, raw: Raw, now: DateTime<Utc>) -> Result<Raw> {
+    async fn redecide(
+        &self,
+        facts: &ChangeFacts,
+        decision: &Decision,
+        raw: Raw,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
         let wanted = type_for(Some(decision));
         if raw.kind() == wanted && raw.state() == Some(NEW) {
             let mut f = self.fields_for(facts, Some(decision), now);
@@ -731,7 +868,11 @@ impl ServiceNow {
                 f.remove("description");
             }
             let written = self.patch(&raw, f).await?;
-            tracing::info!("wrote the decision ({}) on {}", decision.kind, written.number());
+            tracing::info!(
+                "wrote the decision ({}) on {}",
+                decision.kind,
+                written.number()
+            );
             return self.complete(written, Some(decision)).await;
         }
         // A change of type (e.g. a blocked normal change now pre-approved, or an emergency
@@ -741,8 +882,14 @@ impl ServiceNow {
         let mut f = Map::new();
         f.insert("state".into(), json!(CANCELED.to_string()));
         f.insert("correlation_id".into(), json!(""));
-        f.insert("correlation_display".into(), json!(format!("{DISPLAY} superseded")));
-        f.insert("close_notes".into(), json!(format!("Superseded by a {wanted} change for {key}")));
+        f.insert(
+            "correlation_display".into(),
+            json!(format!("{DISPLAY} superseded")),
+        );
+        f.insert(
+            "close_notes".into(),
+            json!(format!("Superseded by a {wanted} change for {key}")),
+        );
         f.insert(
             "work_notes".into(),
             json!(format!(
@@ -751,9 +898,12 @@ impl ServiceNow {
                 raw.kind()
             )),
         );
-        self.patch(&raw, f)
-            .await
-            .with_context(|| format!("cannot cancel {} to replace it with a {wanted} change", raw.number()))?;
+        self.patch(&raw, f).await.with_context(|| {
+            format!(
+                "cannot cancel {} to replace it with a {wanted} change",
+                raw.number()
+            )
+        })?;
         let created = self.create(facts, Some(decision), now).await?;
         tracing::info!("{} supersedes {}", created.number(), raw.number());
         let (settled, _) = self.settle(&key, created).await?;
@@ -766,7 +916,11 @@ impl ServiceNow {
         if let Some(r) = self.cache().recent.clone().filter(|r| r.prefix == prefix) {
             return Ok(r);
         }
-        let mut codes: Vec<&str> = vec![&self.cfg.close_code_success, "successful_issues", &self.cfg.close_code_failure];
+        let mut codes: Vec<&str> = vec![
+            &self.cfg.close_code_success,
+            "successful_issues",
+            &self.cfg.close_code_failure,
+        ];
         codes.dedup();
         let query = format!(
             "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^ORDERBYDESCclosed_at",
@@ -779,10 +933,18 @@ impl ServiceNow {
             ("sysparm_limit", (self.window + 1).to_string()),
             ("sysparm_exclude_reference_link", "true".to_string()),
         ];
-        let reply = self.api.call(Method::GET, TABLE, &params, Body::None).await?;
+        let reply = self
+            .api
+            .call(Method::GET, TABLE, &params, Body::None)
+            .await?;
         let rows = Self::list(&reply)?
             .into_iter()
-            .map(|r| (r.get("correlation_id").to_string(), r.get("close_code").to_string()))
+            .map(|r| {
+                (
+                    r.get("correlation_id").to_string(),
+                    r.get("close_code").to_string(),
+                )
+            })
             .collect();
         let recent = Recent {
             prefix: prefix.to_string(),
@@ -797,18 +959,32 @@ impl ServiceNow {
     /// instance that hides approvals from the integration user costs the comment only.
     async fn approver(&self, raw: &Raw, verdict: &str) -> Option<(String, Option<String>)> {
         let query = [
-            ("sysparm_query", format!("sysapproval={}^state={verdict}^ORDERBYDESCsys_updated_on", raw.sys_id())),
+            (
+                "sysparm_query",
+                format!(
+                    "sysapproval={}^state={verdict}^ORDERBYDESCsys_updated_on",
+                    raw.sys_id()
+                ),
+            ),
             ("sysparm_fields", "approver,comments,state".to_string()),
             ("sysparm_display_value", "true".to_string()),
             ("sysparm_limit", "1".to_string()),
         ];
         let result = async {
-            let reply = self.api.call(Method::GET, APPROVALS, &query, Body::None).await?;
+            let reply = self
+                .api
+                .call(Method::GET, APPROVALS, &query, Body::None)
+                .await?;
             Self::list(&reply)
         }
         .await;
         match result {
-            Ok(rows) => rows.first().map(|r| (r.get("approver").to_string(), journal_text(r.get("comments")))),
+            Ok(rows) => rows.first().map(|r| {
+                (
+                    r.get("approver").to_string(),
+                    journal_text(r.get("comments")),
+                )
+            }),
             Err(e) => {
                 tracing::warn!("could not read who decided {} ({e:#})", raw.number());
                 None
@@ -836,14 +1012,21 @@ impl Itsm for ServiceNow {
             }
         });
         let recent = self.recent(&prefix).await?;
-        let skip = |key: &str| exclude_fitted.as_deref() == Some(key) || exclude.as_deref() == Some(key);
+        let skip =
+            |key: &str| exclude_fitted.as_deref() == Some(key) || exclude.as_deref() == Some(key);
         let excluded = recent.rows.iter().filter(|(k, _)| skip(k)).count() as u64;
         let outcomes: Vec<Outcome> = recent
             .rows
             .iter()
             .filter(|(k, _)| !skip(k))
             .take(q_.window as usize)
-            .map(|(_, code)| if *code == self.cfg.close_code_failure { Outcome::Failure } else { Outcome::Success })
+            .map(|(_, code)| {
+                if *code == self.cfg.close_code_failure {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            })
             .collect();
         let closed_total = recent
             .total
@@ -851,14 +1034,21 @@ impl Itsm for ServiceNow {
             .unwrap_or(outcomes.len() as u64);
 
         let from = q_.calendar.start_of(q_.from_sprint);
-        let mut query = format!("correlation_idSTARTSWITH{}^sys_created_on>={}", q(&prefix), sn_time(from));
+        let mut query = format!(
+            "correlation_idSTARTSWITH{}^sys_created_on>={}",
+            q(&prefix),
+            sn_time(from)
+        );
         if let Some(k) = &exclude_fitted {
             query.push_str(&format!("^correlation_id!={}", q(k)));
         }
         let params = [
             ("sysparm_query", query),
             ("sysparm_count", "true".to_string()),
-            ("sysparm_group_by", "correlation_display,type,state,close_code".to_string()),
+            (
+                "sysparm_group_by",
+                "correlation_display,type,state,close_code".to_string(),
+            ),
         ];
         let (body, reply): (Value, _) = self.api.get(STATS, &params).await?;
         let groups = match body.get("result") {
@@ -870,17 +1060,30 @@ impl Itsm for ServiceNow {
         let current = q_.calendar.index_of(q_.now);
         let mut sprints: BTreeMap<i64, SprintTally> = BTreeMap::new();
         for g in &groups {
-            let count = g.pointer("/stats/count").map(scalar).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+            let count = g
+                .pointer("/stats/count")
+                .map(scalar)
+                .and_then(|c| c.parse::<u32>().ok())
+                .unwrap_or(0);
             let mut by: HashMap<&str, String> = HashMap::new();
-            for f in g.get("groupby_fields").and_then(Value::as_array).into_iter().flatten() {
-                if let (Some(field), Some(value)) = (f.get("field").and_then(Value::as_str), f.get("value")) {
+            for f in g
+                .get("groupby_fields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(field), Some(value)) =
+                    (f.get("field").and_then(Value::as_str), f.get("value"))
+                {
                     by.insert(field, scalar(value));
                 }
             }
             let Some(day) = by.get("correlation_display").and_then(|d| display_day(d)) else {
                 continue;
             };
-            let sprint = q_.calendar.index_of(Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)));
+            let sprint = q_
+                .calendar
+                .index_of(Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)));
             if sprint < q_.from_sprint || sprint > current {
                 continue;
             }
@@ -928,17 +1131,30 @@ impl Itsm for ServiceNow {
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
         let id = id.trim();
         if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let raw = Raw(HashMap::from([("sys_id".to_string(), id.to_ascii_lowercase())]));
+            let raw = Raw(HashMap::from([(
+                "sys_id".to_string(),
+                id.to_ascii_lowercase(),
+            )]));
             return match self.read(&raw).await {
                 Ok(r) => Ok(Some(self.to_record(&r))),
-                Err(e) if e.downcast_ref::<SnError>().is_some_and(|s| s.status == Some(StatusCode::NOT_FOUND)) => Ok(None),
+                Err(e)
+                    if e.downcast_ref::<SnError>()
+                        .is_some_and(|s| s.status == Some(StatusCode::NOT_FOUND)) =>
+                {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             };
         }
         Ok(self.by_number(id).await?.map(|r| self.to_record(&r)))
     }
 
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let key = facts.key().fitted(KEY_MAX);
         let cached = self.cache().found.remove(&key);
         let existing = match cached {
@@ -963,7 +1179,12 @@ impl Itsm for ServiceNow {
         let fresh = self.read(&raw).await?;
         let mut updated = self.to_record(&fresh);
         // Keep the decision we wrote when the instance lost its text.
-        if updated.decision.is_none() || updated.decision.as_ref().is_some_and(|d| d.rules.is_empty()) {
+        if updated.decision.is_none()
+            || updated
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.rules.is_empty())
+        {
             if let Some(d) = record.decision.clone().filter(|d| !d.rules.is_empty()) {
                 updated.decision = Some(d);
             }
@@ -973,7 +1194,9 @@ impl Itsm for ServiceNow {
             State::Approved if record.state == State::AwaitingApproval => Some("approved"),
             _ => None,
         };
-        if let Some(verdict) = verdict.filter(|_| record.state != updated.state || record.approved_by.is_none()) {
+        if let Some(verdict) =
+            verdict.filter(|_| record.state != updated.state || record.approved_by.is_none())
+        {
             if let Some((by, comment)) = self.approver(&fresh, verdict).await {
                 updated.approved_by = Some(by).filter(|b| !b.is_empty());
                 updated.approval_comment = comment;
@@ -987,18 +1210,26 @@ impl Itsm for ServiceNow {
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
         let raw = self.raw_for(record).await?;
-        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) || raw.get("approval") == "rejected" {
+        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) || raw.get("approval") == "rejected"
+        {
             return Ok(self.keep(record, &raw));
         }
         let mut extra = Map::new();
         if raw.get("work_start").is_empty() {
             extra.insert("work_start".into(), json!(sn_time(now)));
-            extra.insert("work_notes".into(), json!("changegate: the gate passed; the deploy starts."));
+            extra.insert(
+                "work_notes".into(),
+                json!("changegate: the gate passed; the deploy starts."),
+            );
         }
         match self.walk(raw, IMPLEMENT, extra.clone()).await {
             Ok(r) => Ok(self.keep(record, &r)),
             Err((r, e)) if tolerant(record) => {
-                let why = if record.decision.as_ref().is_some_and(|d| d.mode == Mode::Observe) {
+                let why = if record
+                    .decision
+                    .as_ref()
+                    .is_some_and(|d| d.mode == Mode::Observe)
+                {
                     "observe mode"
                 } else {
                     "an emergency change; it awaits its approval in ServiceNow"
@@ -1015,7 +1246,13 @@ impl Itsm for ServiceNow {
         }
     }
 
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         // The state first: the instance's own workflow may have moved the change on.
         let raw = self.raw_for(record).await?;
         if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
@@ -1023,12 +1260,19 @@ impl Itsm for ServiceNow {
         }
         let notes = text::defuse(notes);
         // A change whose gate never passed was not deployed, whatever the job says.
-        let outcome = if raw.get("work_start").is_empty() { Outcome::Cancelled } else { outcome };
+        let outcome = if raw.get("work_start").is_empty() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         if outcome == Outcome::Cancelled {
             let mut f = Map::new();
             f.insert("state".into(), json!(CANCELED.to_string()));
             f.insert("close_notes".into(), json!(notes));
-            f.insert("work_notes".into(), json!(format!("changegate: deploy cancelled. {notes}")));
+            f.insert(
+                "work_notes".into(),
+                json!(format!("changegate: deploy cancelled. {notes}")),
+            );
             let r = self
                 .patch(&raw, f)
                 .await
@@ -1043,7 +1287,10 @@ impl Itsm for ServiceNow {
         extra.insert("close_code".into(), json!(code));
         extra.insert("close_notes".into(), json!(notes));
         extra.insert("work_end".into(), json!(sn_time(now)));
-        extra.insert("work_notes".into(), json!(format!("changegate: deploy {outcome}. {notes}")));
+        extra.insert(
+            "work_notes".into(),
+            json!(format!("changegate: deploy {outcome}. {notes}")),
+        );
         match self.walk(raw, CLOSED, extra.clone()).await {
             Ok(r) => Ok(self.keep(record, &r)),
             Err((r, e)) if tolerant(record) => {
@@ -1051,7 +1298,11 @@ impl Itsm for ServiceNow {
                     "{e:#}; the outcome is written on {}, close it in ServiceNow once its approval is done",
                     record.id
                 );
-                let r = if r.get("close_code").is_empty() { self.patch(&r, extra).await.unwrap_or(r) } else { r };
+                let r = if r.get("close_code").is_empty() {
+                    self.patch(&r, extra).await.unwrap_or(r)
+                } else {
+                    r
+                };
                 Ok(self.keep(record, &r))
             }
             Err((_, e)) => Err(e.context(format!("cannot close {}", record.id))),
@@ -1064,7 +1315,12 @@ impl ServiceNow {
     /// approver) when the re-read cannot tell.
     fn keep(&self, before: &ChangeRecord, raw: &Raw) -> ChangeRecord {
         let mut r = self.to_record(raw);
-        if r.decision.as_ref().is_none_or(|d| d.rules.is_empty()) && before.decision.as_ref().is_some_and(|d| !d.rules.is_empty()) {
+        if r.decision.as_ref().is_none_or(|d| d.rules.is_empty())
+            && before
+                .decision
+                .as_ref()
+                .is_some_and(|d| !d.rules.is_empty())
+        {
             r.decision = before.decision.clone();
         }
         r.approved_by = before.approved_by.clone();
@@ -1074,12 +1330,21 @@ impl ServiceNow {
 
     /// Applies a decision to an existing record: nothing when the record's own decision
     /// stands (a re-run), otherwise the new decision is written.
-    async fn apply(&self, facts: &ChangeFacts, decision: Option<&Decision>, raw: Raw, now: DateTime<Utc>) -> Result<Raw> {
+    async fn apply(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        raw: Raw,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
         let record = self.to_record(&raw);
         let Some(d) = decision else {
             return Ok(raw);
         };
-        if decision_stands(&record, d.emergency.is_some()) || record.state.is_final() || record.state == State::Implementing {
+        if decision_stands(&record, d.emergency.is_some())
+            || record.state.is_final()
+            || record.state == State::Implementing
+        {
             let standing = record.decision.clone();
             return self.complete(raw, standing.as_ref()).await;
         }
@@ -1092,22 +1357,59 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> Raw {
-        Raw(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Raw(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     #[test]
     fn states_map_to_changegate_terms() {
         let cases = [
-            (raw(&[("state", "-5"), ("approval", "approved"), ("type", "standard")]), State::Approved),
-            (raw(&[("state", "-5"), ("approval", "not requested")]), State::New),
-            (raw(&[("state", "-4"), ("approval", "requested")]), State::AwaitingApproval),
-            (raw(&[("state", "-3"), ("approval", "not requested")]), State::AwaitingApproval),
-            (raw(&[("state", "-2"), ("approval", "approved")]), State::Approved),
-            (raw(&[("state", "-1"), ("approval", "approved")]), State::Implementing),
-            (raw(&[("state", "0"), ("approval", "approved")]), State::Implementing),
-            (raw(&[("state", "3"), ("approval", "approved")]), State::Closed),
-            (raw(&[("state", "4"), ("approval", "rejected")]), State::Rejected),
-            (raw(&[("state", "4"), ("approval", "requested")]), State::Cancelled),
+            (
+                raw(&[
+                    ("state", "-5"),
+                    ("approval", "approved"),
+                    ("type", "standard"),
+                ]),
+                State::Approved,
+            ),
+            (
+                raw(&[("state", "-5"), ("approval", "not requested")]),
+                State::New,
+            ),
+            (
+                raw(&[("state", "-4"), ("approval", "requested")]),
+                State::AwaitingApproval,
+            ),
+            (
+                raw(&[("state", "-3"), ("approval", "not requested")]),
+                State::AwaitingApproval,
+            ),
+            (
+                raw(&[("state", "-2"), ("approval", "approved")]),
+                State::Approved,
+            ),
+            (
+                raw(&[("state", "-1"), ("approval", "approved")]),
+                State::Implementing,
+            ),
+            (
+                raw(&[("state", "0"), ("approval", "approved")]),
+                State::Implementing,
+            ),
+            (
+                raw(&[("state", "3"), ("approval", "approved")]),
+                State::Closed,
+            ),
+            (
+                raw(&[("state", "4"), ("approval", "rejected")]),
+                State::Rejected,
+            ),
+            (
+                raw(&[("state", "4"), ("approval", "requested")]),
+                State::Cancelled,
+            ),
         ];
         for (r, want) in cases {
             assert_eq!(map_state(&r), want, "{:?}", r.0);
@@ -1137,21 +1439,66 @@ mod tests {
 
     #[test]
     fn decision_day_round_trips_through_correlation_display() {
-        let at = DateTime::parse_from_rfc3339("2026-03-02T23:59:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(display_day(&display_for(at)), NaiveDate::from_ymd_opt(2026, 3, 2));
+        let at = DateTime::parse_from_rfc3339("2026-03-02T23:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            display_day(&display_for(at)),
+            NaiveDate::from_ymd_opt(2026, 3, 2)
+        );
         assert_eq!(display_day("something else"), None);
     }
 
     #[test]
     fn fallback_decision_from_type_approval_and_state() {
         let cal = SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14);
-        let d = fallback_decision(&raw(&[("type", "standard"), ("state", "-5"), ("approval", "approved")]), &cal).unwrap();
-        assert_eq!((d.kind, d.mode, d.emergency.is_none()), (DecisionKind::PreApproved, Mode::Enforce, true));
-        let d = fallback_decision(&raw(&[("type", "normal"), ("state", "-4"), ("approval", "requested")]), &cal).unwrap();
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "standard"),
+                ("state", "-5"),
+                ("approval", "approved"),
+            ]),
+            &cal,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.kind, d.mode, d.emergency.is_none()),
+            (DecisionKind::PreApproved, Mode::Enforce, true)
+        );
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "normal"),
+                ("state", "-4"),
+                ("approval", "requested"),
+            ]),
+            &cal,
+        )
+        .unwrap();
         assert_eq!(d.kind, DecisionKind::NeedsApproval);
-        let d = fallback_decision(&raw(&[("type", "emergency"), ("state", "-3"), ("approval", "requested")]), &cal).unwrap();
-        assert_eq!((d.kind, d.emergency.is_some()), (DecisionKind::NeedsApproval, true));
-        assert!(fallback_decision(&raw(&[("type", "normal"), ("state", "-5"), ("approval", "not requested")]), &cal).is_none());
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "emergency"),
+                ("state", "-3"),
+                ("approval", "requested"),
+            ]),
+            &cal,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.kind, d.emergency.is_some()),
+            (DecisionKind::NeedsApproval, true)
+        );
+        assert!(
+            fallback_decision(
+                &raw(&[
+                    ("type", "normal"),
+                    ("state", "-5"),
+                    ("approval", "not requested")
+                ]),
+                &cal
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -1160,13 +1507,19 @@ mod tests {
             journal_text("2026-03-02 10:00:00 - Jane Approver (Comments)\nNot during peak hours\n\n2026-03-01 09:00:00 - Bob (Comments)\nold").as_deref(),
             Some("Not during peak hours")
         );
-        assert_eq!(journal_text("plain comment").as_deref(), Some("plain comment"));
+        assert_eq!(
+            journal_text("plain comment").as_deref(),
+            Some("plain comment")
+        );
         assert_eq!(journal_text(""), None);
     }
 
     #[test]
     fn models_follow_the_base_system() {
-        assert_eq!(model("standard"), &[NEW, SCHEDULED, IMPLEMENT, REVIEW, CLOSED]);
+        assert_eq!(
+            model("standard"),
+            &[NEW, SCHEDULED, IMPLEMENT, REVIEW, CLOSED]
+        );
         assert!(model("normal").contains(&ASSESS));
         assert!(!model("emergency").contains(&ASSESS));
     }

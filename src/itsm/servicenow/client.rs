@@ -18,7 +18,10 @@ use crate::http::{HttpClient, HttpError};
 /// which kind of credential it is.
 pub enum Credentials {
     /// `CHANGEGATE_SERVICENOW_USER` + `CHANGEGATE_SERVICENOW_PASSWORD`.
-    Basic { user: String, password: SecretString },
+    Basic {
+        user: String,
+        password: SecretString,
+    },
     /// `CHANGEGATE_SERVICENOW_CLIENT_ID` + `CHANGEGATE_SERVICENOW_CLIENT_SECRET`: a token from
     /// `/oauth_token.do`, by the client-credentials grant, or by the password grant when a
     /// user and password are set as well.
@@ -45,7 +48,10 @@ impl Credentials {
         }
         let user = env::var(env::SERVICENOW_USER);
         let password = env::var(env::SERVICENOW_PASSWORD).map(SecretString::from);
-        match (env::var(env::SERVICENOW_CLIENT_ID), env::var(env::SERVICENOW_CLIENT_SECRET)) {
+        match (
+            env::var(env::SERVICENOW_CLIENT_ID),
+            env::var(env::SERVICENOW_CLIENT_SECRET),
+        ) {
             (Some(client_id), Some(secret)) => {
                 return Ok(Credentials::OAuth {
                     client_id,
@@ -62,8 +68,16 @@ impl Credentials {
         }
         match (user, password) {
             (Some(user), Some(password)) => Ok(Credentials::Basic { user, password }),
-            (Some(_), None) => anyhow::bail!("{} is set but {} is not", env::SERVICENOW_USER, env::SERVICENOW_PASSWORD),
-            (None, Some(_)) => anyhow::bail!("{} is set but {} is not", env::SERVICENOW_PASSWORD, env::SERVICENOW_USER),
+            (Some(_), None) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_USER,
+                env::SERVICENOW_PASSWORD
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_PASSWORD,
+                env::SERVICENOW_USER
+            ),
             (None, None) => anyhow::bail!(
                 "no ServiceNow credentials: set {} and {} (basic auth), or {} and {} (OAuth), or {} (a bearer token)",
                 env::SERVICENOW_USER,
@@ -78,7 +92,9 @@ impl Credentials {
     /// Which credential was used, for error messages. Never a value.
     pub fn describe(&self) -> &'static str {
         match self {
-            Credentials::Basic { .. } => "basic auth (CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)",
+            Credentials::Basic { .. } => {
+                "basic auth (CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)"
+            }
             Credentials::OAuth { user: None, .. } => {
                 "an OAuth token from the client-credentials grant (CHANGEGATE_SERVICENOW_CLIENT_ID / CHANGEGATE_SERVICENOW_CLIENT_SECRET)"
             }
@@ -112,8 +128,15 @@ pub fn error_text(body: &str) -> Option<String> {
     };
     // OAuth errors are flat: {"error": "server_error", "error_description": "access_denied"}.
     if let Some(code) = err.as_str() {
-        let description = v.get("error_description").and_then(Value::as_str).unwrap_or("");
-        return Some(if description.is_empty() { code.to_string() } else { format!("{code}: {description}") });
+        let description = v
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Some(if description.is_empty() {
+            code.to_string()
+        } else {
+            format!("{code}: {description}")
+        });
     }
     match (text("message"), text("detail")) {
         (Some(m), Some(d)) if m != d => Some(format!("{m}: {d}")),
@@ -192,7 +215,13 @@ impl SnClient {
 
     /// Sends one call. With OAuth, a 401 drops the cached token, fetches a new one and
     /// retries once. Errors carry ServiceNow's own message.
-    pub async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Body<'_>) -> Result<Reply> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<Reply> {
         let url = self
             .base
             .join(path.trim_start_matches('/'))
@@ -204,10 +233,15 @@ impl SnClient {
             let sent = self
                 .http
                 .send(|c| {
-                    let mut rb = c.request(method.clone(), url.clone()).query(query).header(ACCEPT, "application/json");
+                    let mut rb = c
+                        .request(method.clone(), url.clone())
+                        .query(query)
+                        .header(ACCEPT, "application/json");
                     rb = match (&self.creds, &bearer) {
                         (_, Some(token)) => rb.bearer_auth(token.expose_secret()),
-                        (Credentials::Basic { user, password }, None) => rb.basic_auth(user, Some(password.expose_secret())),
+                        (Credentials::Basic { user, password }, None) => {
+                            rb.basic_auth(user, Some(password.expose_secret()))
+                        }
                         _ => rb,
                     };
                     if let Body::Json(v) = &body {
@@ -219,16 +253,22 @@ impl SnClient {
             match sent {
                 Ok(response) => {
                     let headers = response.headers().clone();
-                    let body = response
-                        .text()
-                        .await
-                        .map_err(|e| anyhow!("ServiceNow's answer to {what} could not be read: {e}"))?;
-                    return Ok(Reply { headers, body, what });
+                    let body = response.text().await.map_err(|e| {
+                        anyhow!("ServiceNow's answer to {what} could not be read: {e}")
+                    })?;
+                    return Ok(Reply {
+                        headers,
+                        body,
+                        what,
+                    });
                 }
-                Err(HttpError::Status { status: StatusCode::UNAUTHORIZED, .. })
-                    if matches!(self.creds, Credentials::OAuth { .. }) && !refreshed =>
-                {
-                    tracing::info!("ServiceNow answered 401 for {what}; fetching a new OAuth token and retrying once");
+                Err(HttpError::Status {
+                    status: StatusCode::UNAUTHORIZED,
+                    ..
+                }) if matches!(self.creds, Credentials::OAuth { .. }) && !refreshed => {
+                    tracing::info!(
+                        "ServiceNow answered 401 for {what}; fetching a new OAuth token and retrying once"
+                    );
                     *self.token.lock().await = None;
                     refreshed = true;
                 }
@@ -238,7 +278,11 @@ impl SnClient {
     }
 
     /// GET returning parsed JSON and the reply (for headers).
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<(T, Reply)> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, Reply)> {
         let reply = self.call(Method::GET, path, query, Body::None).await?;
         Ok((reply.json()?, reply))
     }
@@ -247,19 +291,34 @@ impl SnClient {
     fn explain(&self, e: HttpError, what: &str) -> SnError {
         let status = e.status();
         let said = e.body().and_then(error_text);
-        let said_suffix = said.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+        let said_suffix = said
+            .as_deref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
         let message = match status {
             Some(StatusCode::UNAUTHORIZED) => format!(
                 "ServiceNow rejected the credentials (401) for {what}{said_suffix}; tried {}{}",
                 self.creds.describe(),
-                if matches!(self.creds, Credentials::OAuth { .. }) { ", with a freshly fetched token" } else { "" }
+                if matches!(self.creds, Credentials::OAuth { .. }) {
+                    ", with a freshly fetched token"
+                } else {
+                    ""
+                }
             ),
-            Some(StatusCode::FORBIDDEN) => format!("ServiceNow refused {what} (403){said_suffix}; {ROLES_HINT}"),
-            Some(StatusCode::NOT_FOUND) => format!("ServiceNow found nothing at {what} (404){said_suffix}"),
-            Some(StatusCode::TOO_MANY_REQUESTS) => {
-                format!("ServiceNow kept rate-limiting {what} (429){said_suffix}; retried with backoff, giving up")
+            Some(StatusCode::FORBIDDEN) => {
+                format!("ServiceNow refused {what} (403){said_suffix}; {ROLES_HINT}")
             }
-            Some(s) if s.is_server_error() => format!("ServiceNow failed on {what} ({s}){said_suffix}; retried with backoff, giving up"),
+            Some(StatusCode::NOT_FOUND) => {
+                format!("ServiceNow found nothing at {what} (404){said_suffix}")
+            }
+            Some(StatusCode::TOO_MANY_REQUESTS) => {
+                format!(
+                    "ServiceNow kept rate-limiting {what} (429){said_suffix}; retried with backoff, giving up"
+                )
+            }
+            Some(s) if s.is_server_error() => format!(
+                "ServiceNow failed on {what} ({s}){said_suffix}; retried with backoff, giving up"
+            ),
             Some(s) => format!("ServiceNow refused {what} ({s}){said_suffix}"),
             None => e.to_string(),
         };
@@ -286,7 +345,12 @@ impl SnClient {
 
     /// `POST /oauth_token.do`. The token is refreshed 60 s before it expires.
     async fn fetch_token(&self) -> Result<CachedToken> {
-        let Credentials::OAuth { client_id, client_secret, user } = &self.creds else {
+        let Credentials::OAuth {
+            client_id,
+            client_secret,
+            user,
+        } = &self.creds
+        else {
             anyhow::bail!("no OAuth credentials");
         };
         let url = self
@@ -324,10 +388,9 @@ impl SnClient {
                     _ => self.explain(e, "POST /oauth_token.do"),
                 }
             })?;
-        let body = response
-            .text()
-            .await
-            .map_err(|e| anyhow!("ServiceNow's answer to POST /oauth_token.do could not be read: {e}"))?;
+        let body = response.text().await.map_err(|e| {
+            anyhow!("ServiceNow's answer to POST /oauth_token.do could not be read: {e}")
+        })?;
         #[derive(serde::Deserialize)]
         struct TokenReply {
             access_token: String,
@@ -335,16 +398,25 @@ impl SnClient {
             expires_in: Option<Value>,
         }
         // Never echo this body: it holds the token.
-        let reply: TokenReply = serde_json::from_str(&body)
-            .map_err(|e| anyhow!("ServiceNow answered POST /oauth_token.do with a body that is not a token ({e})"))?;
+        let reply: TokenReply = serde_json::from_str(&body).map_err(|e| {
+            anyhow!(
+                "ServiceNow answered POST /oauth_token.do with a body that is not a token ({e})"
+            )
+        })?;
         let lifetime = reply
             .expires_in
             .as_ref()
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
             .unwrap_or(1800);
         let lifetime = Duration::from_secs(lifetime);
         let margin = Duration::from_secs(60).min(lifetime / 2);
-        tracing::debug!("ServiceNow issued an OAuth token valid for {}s", lifetime.as_secs());
+        tracing::debug!(
+            "ServiceNow issued an OAuth token valid for {}s",
+            lifetime.as_secs()
+        );
         Ok(CachedToken {
             token: SecretString::from(reply.access_token),
             refresh_at: Instant::now() + lifetime - margin,
@@ -363,19 +435,29 @@ mod tests {
             error_text(body).as_deref(),
             Some("Rate limit exceeded: Rate limit of 100 requests per hour for Table API exceeded")
         );
-        assert_eq!(error_text(r#"{"error":{"message":"No Record found","detail":null}}"#).as_deref(), Some("No Record found"));
+        assert_eq!(
+            error_text(r#"{"error":{"message":"No Record found","detail":null}}"#).as_deref(),
+            Some("No Record found")
+        );
         assert_eq!(error_text("<html>401</html>"), None);
         assert_eq!(
-            error_text(r#"{"error_description":"access_denied","error":"server_error"}"#).as_deref(),
+            error_text(r#"{"error_description":"access_denied","error":"server_error"}"#)
+                .as_deref(),
             Some("server_error: access_denied")
         );
     }
 
     #[test]
     fn credentials_debug_names_the_kind_only() {
-        let c = Credentials::Basic { user: "svc".into(), password: SecretString::from("hunter2") };
+        let c = Credentials::Basic {
+            user: "svc".into(),
+            password: SecretString::from("hunter2"),
+        };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("svc"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("svc"),
+            "{shown}"
+        );
         let c = Credentials::Token(SecretString::from("tok-123"));
         assert!(!format!("{c:?}").contains("tok-123"));
     }

@@ -24,7 +24,9 @@ pub fn defuse(text: &str) -> String {
             i += len;
             continue;
         }
-        let Some(c) = text[i..].chars().next() else { break };
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
         out.push(c);
         i += c.len_utf8();
     }
@@ -54,24 +56,45 @@ pub fn description(facts: &ChangeFacts) -> String {
         one_line(&facts.environment),
         facts.commit_sha
     ));
-    if let Some(repo) = facts.repository_url.as_deref().or(facts.repository.as_deref()) {
+    if let Some(repo) = facts
+        .repository_url
+        .as_deref()
+        .or(facts.repository.as_deref())
+    {
         out.push(format!("Repository: {}", one_line(repo)));
     }
     if let Some(branch) = &facts.branch {
         out.push(format!("Branch: {}", one_line(branch)));
     }
     if let Some((base, head)) = &facts.range {
-        let lines = facts.lines_changed.map(|n| format!(", {n} lines changed")).unwrap_or_default();
-        out.push(format!("Commit range: {base}..{head} ({} commits{lines})", facts.commits.len()));
+        let lines = facts
+            .lines_changed
+            .map(|n| format!(", {n} lines changed"))
+            .unwrap_or_default();
+        out.push(format!(
+            "Commit range: {base}..{head} ({} commits{lines})",
+            facts.commits.len()
+        ));
     } else if let Some(n) = facts.lines_changed {
         out.push(format!("Lines changed: {n}"));
     }
     if let Some(pr) = &facts.pull_request {
-        let url = pr.url.as_deref().map(|u| format!(" {}", one_line(u))).unwrap_or_default();
-        out.push(format!("Pull request: #{} {}{url}", pr.number, one_line(&pr.title)));
+        let url = pr
+            .url
+            .as_deref()
+            .map(|u| format!(" {}", one_line(u)))
+            .unwrap_or_default();
+        out.push(format!(
+            "Pull request: #{} {}{url}",
+            pr.number,
+            one_line(&pr.title)
+        ));
     }
     if !facts.work_items.is_empty() {
-        out.push(format!("Work items: {}", one_line(&facts.work_items.join(", "))));
+        out.push(format!(
+            "Work items: {}",
+            one_line(&facts.work_items.join(", "))
+        ));
     }
     if let Some(run) = &facts.run_url {
         out.push(format!("Pipeline run: {}", one_line(run)));
@@ -80,14 +103,21 @@ pub fn description(facts: &ChangeFacts) -> String {
         out.push(format!("Triggered by: {}", one_line(actor)));
     }
     if let Some(passed) = facts.tests_passed {
-        out.push(format!("Tests passed: {}", if passed { "yes" } else { "no" }));
+        out.push(format!(
+            "Tests passed: {}",
+            if passed { "yes" } else { "no" }
+        ));
     }
     if !facts.commits.is_empty() {
         out.push("Commits:".to_string());
         const SHOWN: usize = 20;
         for c in facts.commits.iter().take(SHOWN) {
             let short = c.sha.get(..12).unwrap_or(&c.sha);
-            let author = c.author.as_deref().map(|a| format!(" ({})", one_line(a))).unwrap_or_default();
+            let author = c
+                .author
+                .as_deref()
+                .map(|a| format!(" ({})", one_line(a)))
+                .unwrap_or_default();
             out.push(format!("- {short} {}{author}", one_line(&c.subject)));
         }
         if facts.commits.len() > SHOWN {
@@ -103,8 +133,16 @@ const HEAD: &str = "changegate decision: ";
 /// [`parse_decision`] reads it back.
 pub fn render_decision(d: &Decision, at: DateTime<Utc>) -> String {
     let mut out = vec![
-        format!("{HEAD}{} (mode {}) at {}", d.kind.as_str(), d.mode.as_str(), at.format("%Y-%m-%dT%H:%M:%SZ")),
-        format!("sprint {}: {} of {} pre-approved changes used", d.sprint, d.allowance_used, d.allowance),
+        format!(
+            "{HEAD}{} (mode {}) at {}",
+            d.kind.as_str(),
+            d.mode.as_str(),
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        format!(
+            "sprint {}: {} of {} pre-approved changes used",
+            d.sprint, d.allowance_used, d.allowance
+        ),
     ];
     for rule in &d.rules {
         out.push(format!(
@@ -118,7 +156,10 @@ pub fn render_decision(d: &Decision, at: DateTime<Utc>) -> String {
         out.push(format!("emergency: {}", one_line(reason)));
     }
     if let Some(clock) = &d.clock_override {
-        out.push(format!("clock set by CHANGEGATE_NOW to {}", one_line(clock)));
+        out.push(format!(
+            "clock set by CHANGEGATE_NOW to {}",
+            one_line(clock)
+        ));
     }
     out.join("\n")
 }
@@ -136,7 +177,9 @@ pub fn parse_decision(text: &str) -> Option<(Decision, DateTime<Utc>)> {
         "observe" => Mode::Observe,
         _ => return None,
     };
-    let at = DateTime::parse_from_rfc3339(rest.trim()).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc3339(rest.trim())
+        .ok()?
+        .with_timezone(&Utc);
     let mut decision = Decision {
         kind,
         rules: Vec::new(),
@@ -156,7 +199,9 @@ pub fn parse_decision(text: &str) -> Option<(Decision, DateTime<Utc>)> {
             decision.allowance = rest.split_whitespace().next()?.parse().ok()?;
         } else if let Some((passed, rest)) = rule_line(line) {
             let (code, reason) = rest.split_once(": ")?;
-            decision.rules.push(Rule::new(code.trim(), passed, reason.trim()));
+            decision
+                .rules
+                .push(Rule::new(code.trim(), passed, reason.trim()));
         } else if let Some(reason) = line.strip_prefix("emergency: ") {
             decision.emergency = Some(reason.to_string());
         } else if let Some(clock) = line.strip_prefix("clock set by CHANGEGATE_NOW to ") {
@@ -181,8 +226,16 @@ mod tests {
         Decision {
             kind: DecisionKind::NeedsApproval,
             rules: vec![
-                Rule::new(codes::TRACK_RECORD, true, "success rate 100% over last 10 ≥ 90%"),
-                Rule::new(codes::RISK_PATHS, false, "touches sensitive paths: migrations/1.sql\nand [code]<b>x</b>[/code]"),
+                Rule::new(
+                    codes::TRACK_RECORD,
+                    true,
+                    "success rate 100% over last 10 ≥ 90%",
+                ),
+                Rule::new(
+                    codes::RISK_PATHS,
+                    false,
+                    "touches sensitive paths: migrations/1.sql\nand [code]<b>x</b>[/code]",
+                ),
             ],
             mode: Mode::Observe,
             emergency: Some("prod down".into()),
@@ -195,7 +248,9 @@ mod tests {
 
     #[test]
     fn decision_round_trips_through_its_text() {
-        let at = DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let text = render_decision(&decision(), at);
         assert!(!text.contains("[code]"), "{text}");
         let (back, when) = parse_decision(&text).expect("parses");
@@ -203,7 +258,10 @@ mod tests {
         assert_eq!(back.kind, DecisionKind::NeedsApproval);
         assert_eq!(back.mode, Mode::Observe);
         assert_eq!(back.emergency.as_deref(), Some("prod down"));
-        assert_eq!((back.sprint, back.allowance, back.allowance_used), (42, 4, 1));
+        assert_eq!(
+            (back.sprint, back.allowance, back.allowance_used),
+            (42, 4, 1)
+        );
         assert_eq!(back.rules.len(), 2);
         assert!(!back.rules[1].passed);
         assert_eq!(back.rules[0].reason, "success rate 100% over last 10 ≥ 90%");
@@ -217,7 +275,10 @@ mod tests {
 
     #[test]
     fn code_tags_are_defused_in_any_case() {
-        assert_eq!(defuse("a [CODE]<img>[/Code] b"), "a [ CODE ]<img>[ /Code ] b");
+        assert_eq!(
+            defuse("a [CODE]<img>[/Code] b"),
+            "a [ CODE ]<img>[ /Code ] b"
+        );
         assert_eq!(defuse("plain [WIP] é"), "plain [WIP] é");
     }
 }
