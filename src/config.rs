@@ -13,7 +13,18 @@ use crate::domain::Mode;
 use crate::domain::policy::{EvidenceRequirements, Freeze, PolicyParams, RiskLimits};
 
 /// Which system keeps the change records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// The embedded SQLite ledger.
@@ -42,7 +53,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"4h\")")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (e.g. \"30s\", \"4h\")"
+                ))
+            })
     }
 }
 
@@ -274,7 +289,9 @@ impl ConfigFile {
     /// Checks that serde cannot express; errors name the key and, when found, its line.
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let fail = |key: &str, what: String| {
-            let line = line_of_key(text, key).map(|l| format!("line {l}: ")).unwrap_or_default();
+            let line = line_of_key(text, key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
             Err(ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!("{line}`{key}` {what}"),
@@ -282,7 +299,10 @@ impl ConfigFile {
         };
         let rate = self.policy.min_success_rate;
         if !(0.0..=1.0).contains(&rate) {
-            return fail("min_success_rate", format!("must be between 0 and 1, got {rate}"));
+            return fail(
+                "min_success_rate",
+                format!("must be between 0 and 1, got {rate}"),
+            );
         }
         let backoff = self.policy.allowance.backoff;
         if !(0.0..=1.0).contains(&backoff) {
@@ -299,12 +319,18 @@ impl ConfigFile {
         }
         for pattern in &self.risk.sensitive_paths {
             if let Err(e) = globset::Glob::new(pattern) {
-                return fail("sensitive_paths", format!("has an invalid pattern {pattern:?}: {e}"));
+                return fail(
+                    "sensitive_paths",
+                    format!("has an invalid pattern {pattern:?}: {e}"),
+                );
             }
         }
         for f in &self.freezes {
             if f.to <= f.from {
-                return fail("to", format!("of freeze {:?} must be after `from`", f.reason));
+                return fail(
+                    "to",
+                    format!("of freeze {:?} must be after `from`", f.reason),
+                );
             }
         }
         if self.approval.poll.0.is_zero() {
@@ -332,12 +358,13 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 
 /// The first line on which `key` is assigned, for errors found after parsing.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The JSON schema of the config file, generated from the same types that parse it.
@@ -406,28 +433,43 @@ reason = "year-end freeze"
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n").unwrap_err().to_string();
+        let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("min_sucess_rate"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let err = parse("[policy]\nwindow = \"twenty\"\n").unwrap_err().to_string();
+        let err = parse("[policy]\nwindow = \"twenty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("window"), "{err}");
     }
 
     #[test]
     fn out_of_range_names_key_and_line() {
-        let err = parse("[policy]\nmin_success_rate = 1.5\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("min_success_rate"), "{err}");
+        let err = parse("[policy]\nmin_success_rate = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("min_success_rate"),
+            "{err}"
+        );
     }
 
     #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
-        for key in ["policy", "allowance", "freeze", "servicenow", "sensitive_paths"] {
+        for key in [
+            "policy",
+            "allowance",
+            "freeze",
+            "servicenow",
+            "sensitive_paths",
+        ] {
             assert!(s.contains(key), "{key}");
         }
     }

@@ -3,9 +3,9 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use changegate::cli::{self, Cli, Exit};
 use changegate::env;
+use clap::Parser;
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

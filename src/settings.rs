@@ -139,7 +139,9 @@ impl Settings {
             .or_else(|| file.environment.clone())
             .unwrap_or_else(|| "production".to_string());
         if environment.contains(':') || environment.trim().is_empty() {
-            bail!("invalid environment name {environment:?}: it must be non-empty and contain no ':'");
+            bail!(
+                "invalid environment name {environment:?}: it must be non-empty and contain no ':'"
+            );
         }
         let service = args.service.clone().or_else(|| file.service.clone());
         let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
@@ -157,7 +159,11 @@ impl Settings {
                 if backend == BackendKind::Local || args.dry_run {
                     (at, Some(at.to_rfc3339()))
                 } else {
-                    tracing::warn!("{} is ignored with the {} backend outside --dry-run", env::NOW, backend.as_str());
+                    tracing::warn!(
+                        "{} is ignored with the {} backend outside --dry-run",
+                        env::NOW,
+                        backend.as_str()
+                    );
                     (Utc::now(), None)
                 }
             }
@@ -239,7 +245,9 @@ fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBu
                 return Ok((Some(label), file));
             }
             FileAtRev::Missing => {
-                tracing::info!("{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request");
+                tracing::info!(
+                    "{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request"
+                );
                 return Ok((None, ConfigFile::default()));
             }
             FileAtRev::NoRevision => tracing::warn!(
@@ -276,7 +284,9 @@ fn protected_branch() -> Option<String> {
             .and_then(|e| e.repository?.default_branch);
         return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
     }
-    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true") && env::var(env::CI_MERGE_REQUEST_IID).is_some() {
+    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
+        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
+    {
         return env::var(env::CI_DEFAULT_BRANCH);
     }
     None
