@@ -10,6 +10,7 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar,
 };
 
+pub mod jira;
 pub mod local;
 
 /// What the policy needs to know about the past, for one service in one environment.
@@ -119,6 +120,6 @@ pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
             settings.dry_run,
         )?)),
         BackendKind::Servicenow => anyhow::bail!("the servicenow backend is not built yet"),
-        BackendKind::Jira => anyhow::bail!("the jira backend is not built yet"),
+        BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
     }
 }
