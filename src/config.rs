@@ -185,7 +185,13 @@ impl Default for JiraChangeTypes {
 pub const JIRA_FIELD_ROLES: &[&str] = &["change_type", "correlation_key"];
 
 /// The status roles `[jira.transitions]` may name a transition for.
-pub const JIRA_TRANSITION_ROLES: &[&str] = &["implementing", "done", "failed", "cancelled", "awaiting_approval"];
+pub const JIRA_TRANSITION_ROLES: &[&str] = &[
+    "implementing",
+    "done",
+    "failed",
+    "cancelled",
+    "awaiting_approval",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -416,12 +422,24 @@ impl ConfigFile {
         }
         for role in self.jira.fields.keys() {
             if !JIRA_FIELD_ROLES.contains(&role.as_str()) {
-                return fail(role, format!("is not a [jira.fields] role (known: {})", JIRA_FIELD_ROLES.join(", ")));
+                return fail(
+                    role,
+                    format!(
+                        "is not a [jira.fields] role (known: {})",
+                        JIRA_FIELD_ROLES.join(", ")
+                    ),
+                );
             }
         }
         for role in self.jira.transitions.keys() {
             if !JIRA_TRANSITION_ROLES.contains(&role.as_str()) {
-                return fail(role, format!("is not a [jira.transitions] role (known: {})", JIRA_TRANSITION_ROLES.join(", ")));
+                return fail(
+                    role,
+                    format!(
+                        "is not a [jira.transitions] role (known: {})",
+                        JIRA_TRANSITION_ROLES.join(", ")
+                    ),
+                );
             }
         }
         Ok(())
@@ -571,8 +589,14 @@ customfield_10100 = { value = "Low" }
 "#;
         let c = parse(text).unwrap();
         assert_eq!(c.jira.project.as_deref(), Some("CHG"));
-        assert_eq!(c.jira.fields.get("change_type").map(String::as_str), Some("customfield_10005"));
-        assert_eq!(c.jira.extra_fields["customfield_10100"], serde_json::json!({"value": "Low"}));
+        assert_eq!(
+            c.jira.fields.get("change_type").map(String::as_str),
+            Some("customfield_10005")
+        );
+        assert_eq!(
+            c.jira.extra_fields["customfield_10100"],
+            serde_json::json!({"value": "Low"})
+        );
         assert_eq!(c.jira.resolutions.done, "Done");
         assert!(c.jira.internal_comments);
         assert!(c.jira.statuses.awaiting_approval.is_empty());
@@ -580,9 +604,16 @@ customfield_10100 = { value = "Low" }
 
     #[test]
     fn jira_unknown_roles_are_errors() {
-        let err = parse("[jira.fields]\nchange_typ = \"customfield_1\"\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("change_typ"), "{err}");
-        let err = parse("[jira.transitions]\ndone_ = \"Close\"\n").unwrap_err().to_string();
+        let err = parse("[jira.fields]\nchange_typ = \"customfield_1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("change_typ"),
+            "{err}"
+        );
+        let err = parse("[jira.transitions]\ndone_ = \"Close\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("done_"), "{err}");
     }
 

@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 use super::{HistoryQuery, Itsm, decision_stands};
 use crate::config::{BackendKind, JiraSection};
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Mode, Outcome, SprintCalendar, SprintTally,
-    State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Mode, Outcome,
+    SprintCalendar, SprintTally, State,
 };
 use crate::env;
 use crate::http::{HttpClient, HttpError};
@@ -60,20 +60,30 @@ pub mod labels {
 
     /// FNV-1a, 64 bits: stable across versions and platforms.
     fn fnv1a64(text: &str) -> u64 {
-        text.bytes()
-            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
     }
 
     /// One label per service and environment: the history's scope.
     pub fn service(service_id: &str, environment: &str) -> String {
-        format!("changegate-svc-{:016x}", fnv1a64(&format!("{service_id}:{environment}")))
+        format!(
+            "changegate-svc-{:016x}",
+            fnv1a64(&format!("{service_id}:{environment}"))
+        )
     }
 
     /// One label per change: service, environment and commit.
     pub fn key(service_id: &str, environment: &str, sha: &str) -> String {
         let sha: String = sha
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(200)
             .collect();
         format!("{}-{sha}", service(service_id, environment))
@@ -83,7 +93,11 @@ pub mod labels {
         format!("changegate-{}", kind.as_str())
     }
 
-    pub const KINDS: [DecisionKind; 3] = [DecisionKind::PreApproved, DecisionKind::NeedsApproval, DecisionKind::Blocked];
+    pub const KINDS: [DecisionKind; 3] = [
+        DecisionKind::PreApproved,
+        DecisionKind::NeedsApproval,
+        DecisionKind::Blocked,
+    ];
 
     pub fn outcome(outcome: Outcome) -> String {
         format!("changegate-{}", outcome.as_str())
@@ -172,7 +186,10 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 impl IssueView {
     fn parse(v: &Value) -> Result<IssueView> {
-        let key = v.get("key").and_then(Value::as_str).ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
         let id = match v.get("id") {
             Some(Value::String(s)) => s.parse().unwrap_or(0),
             Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
@@ -203,7 +220,11 @@ impl IssueView {
                         },
                         name: str_at(t, &["name"]).unwrap_or_default().to_string(),
                         to: str_at(t, &["to", "name"]).unwrap_or_default().to_string(),
-                        fields: t.get("fields").and_then(Value::as_object).cloned().unwrap_or_default(),
+                        fields: t
+                            .get("fields")
+                            .and_then(Value::as_object)
+                            .cloned()
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -211,12 +232,21 @@ impl IssueView {
         Ok(IssueView {
             id,
             key: key.to_string(),
-            status: str_at(&fields, &["status", "name"]).unwrap_or_default().to_string(),
-            category: str_at(&fields, &["status", "statusCategory", "key"]).unwrap_or_default().to_string(),
+            status: str_at(&fields, &["status", "name"])
+                .unwrap_or_default()
+                .to_string(),
+            category: str_at(&fields, &["status", "statusCategory", "key"])
+                .unwrap_or_default()
+                .to_string(),
             labels: fields
                 .get("labels")
                 .and_then(Value::as_array)
-                .map(|ls| ls.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default(),
             created: str_at(&fields, &["created"]).and_then(parse_jira_time),
             stored,
@@ -238,12 +268,22 @@ impl IssueView {
 #[derive(Debug, Clone, PartialEq)]
 enum Verdict {
     Pending,
-    Approved { by: Option<String>, at: Option<DateTime<Utc>> },
-    Declined { by: Option<String>, at: Option<DateTime<Utc>> },
+    Approved {
+        by: Option<String>,
+        at: Option<DateTime<Utc>>,
+    },
+    Declined {
+        by: Option<String>,
+        at: Option<DateTime<Utc>>,
+    },
 }
 
 fn parse_approvals(v: &Value) -> Verdict {
-    let approvals: Vec<&Value> = v.get("values").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let approvals: Vec<&Value> = v
+        .get("values")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let names = |a: &Value, decision: &str| -> Vec<String> {
         a.get("approvers")
             .and_then(Value::as_array)
@@ -262,17 +302,28 @@ fn parse_approvals(v: &Value) -> Verdict {
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
     };
     let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(", "));
-    let decision = |a: &Value| a.get("finalDecision").and_then(Value::as_str).unwrap_or("pending").to_string();
+    let decision = |a: &Value| {
+        a.get("finalDecision")
+            .and_then(Value::as_str)
+            .unwrap_or("pending")
+            .to_string()
+    };
     if let Some(declined) = approvals.iter().find(|a| decision(a) == "declined") {
         // Whoever declined; should no approver be marked so, whoever answered.
         let mut by = names(declined, "declined");
         if by.is_empty() {
             by = names(declined, "approved");
         }
-        return Verdict::Declined { by: join(by), at: at(declined) };
+        return Verdict::Declined {
+            by: join(by),
+            at: at(declined),
+        };
     }
     if !approvals.is_empty() && approvals.iter().all(|a| decision(a) == "approved") {
-        let by: Vec<String> = approvals.iter().flat_map(|a| names(a, "approved")).collect();
+        let by: Vec<String> = approvals
+            .iter()
+            .flat_map(|a| names(a, "approved"))
+            .collect();
         let at = approvals.iter().filter_map(|a| at(a)).max();
         return Verdict::Approved { by: join(by), at };
     }
@@ -287,11 +338,18 @@ pub fn jira_words(body: &str) -> String {
     if let Ok(v) = serde_json::from_str::<Value>(body) {
         let mut parts: Vec<String> = Vec::new();
         if let Some(list) = v.get("errorMessages").and_then(Value::as_array) {
-            parts.extend(list.iter().filter_map(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string));
+            parts.extend(
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string),
+            );
         }
         if let Some(map) = v.get("errors").and_then(Value::as_object) {
             for (field, message) in map {
-                let message = message.as_str().map_or_else(|| message.to_string(), str::to_string);
+                let message = message
+                    .as_str()
+                    .map_or_else(|| message.to_string(), str::to_string);
                 parts.push(format!("{field}: {message}"));
             }
         }
@@ -339,7 +397,10 @@ mod adf {
     }
 
     pub fn labelled(label: &str, value: &str) -> Value {
-        para(vec![json!({"type": "text", "text": label, "marks": [{"type": "strong"}]}), text(&format!(" {value}"))])
+        para(vec![
+            json!({"type": "text", "text": label, "marks": [{"type": "strong"}]}),
+            text(&format!(" {value}")),
+        ])
     }
 
     pub fn bullets(items: &[String]) -> Value {
@@ -357,7 +418,10 @@ fn description(facts: &ChangeFacts) -> Value {
     ))];
     blocks.push(adf::labelled("Commit:", &facts.commit_sha));
     if let Some((base, head)) = &facts.range {
-        blocks.push(adf::labelled("Commit range:", &format!("{base}..{head} ({} commits)", facts.commits.len())));
+        blocks.push(adf::labelled(
+            "Commit range:",
+            &format!("{base}..{head} ({} commits)", facts.commits.len()),
+        ));
     }
     if let Some(repo) = &facts.repository {
         blocks.push(adf::labelled("Repository:", repo));
@@ -380,10 +444,16 @@ fn description(facts: &ChangeFacts) -> Value {
         blocks.push(adf::labelled("Work items:", &facts.work_items.join(", ")));
     }
     if let Some(lines) = facts.lines_changed {
-        blocks.push(adf::labelled("Size:", &format!("{lines} lines changed in {} files", facts.paths.len())));
+        blocks.push(adf::labelled(
+            "Size:",
+            &format!("{lines} lines changed in {} files", facts.paths.len()),
+        ));
     }
     if let Some(passed) = facts.tests_passed {
-        blocks.push(adf::labelled("Tests:", if passed { "passed" } else { "failed" }));
+        blocks.push(adf::labelled(
+            "Tests:",
+            if passed { "passed" } else { "failed" },
+        ));
     }
     if let Some(url) = &facts.run_url {
         blocks.push(adf::para(vec![
@@ -417,7 +487,9 @@ fn decision_comment(d: &Decision) -> Value {
         adf::text(&format!(" ({} mode)", d.mode.as_str())),
     ])];
     if let Some(reason) = &d.emergency {
-        blocks.push(adf::line(&format!("Emergency change: {reason}. Flagged for review after the deploy.")));
+        blocks.push(adf::line(&format!(
+            "Emergency change: {reason}. Flagged for review after the deploy."
+        )));
     }
     blocks.push(adf::line(&format!(
         "Sprint {}: {} of {} pre-approved changes used before this one.",
@@ -426,18 +498,31 @@ fn decision_comment(d: &Decision) -> Value {
     let rules: Vec<String> = d
         .rules
         .iter()
-        .map(|r| format!("{} {}: {}", if r.passed { "✔" } else { "✘" }, r.code, r.reason))
+        .map(|r| {
+            format!(
+                "{} {}: {}",
+                if r.passed { "✔" } else { "✘" },
+                r.code,
+                r.reason
+            )
+        })
         .collect();
     if !rules.is_empty() {
         blocks.push(adf::bullets(&rules));
     }
     match d.kind {
-        DecisionKind::NeedsApproval => blocks.push(adf::line("Waiting for approval in Jira Service Management.")),
-        DecisionKind::PreApproved => blocks.push(adf::line("Pre-approved: moved to implementation when the gate passes.")),
+        DecisionKind::NeedsApproval => blocks.push(adf::line(
+            "Waiting for approval in Jira Service Management.",
+        )),
+        DecisionKind::PreApproved => blocks.push(adf::line(
+            "Pre-approved: moved to implementation when the gate passes.",
+        )),
         DecisionKind::Blocked => blocks.push(adf::line("Blocked: the deploy must not proceed.")),
     }
     if let Some(at) = &d.clock_override {
-        blocks.push(adf::line(&format!("Decided with the clock set to {at} (CHANGEGATE_NOW).")));
+        blocks.push(adf::line(&format!(
+            "Decided with the clock set to {at} (CHANGEGATE_NOW)."
+        )));
     }
     adf::doc(blocks)
 }
@@ -492,7 +577,10 @@ pub struct Jira {
 
 impl std::fmt::Debug for Jira {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jira").field("base", &self.base).field("project", &self.project).finish_non_exhaustive()
+        f.debug_struct("Jira")
+            .field("base", &self.base)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
     }
 }
 
@@ -502,16 +590,24 @@ impl Jira {
     pub fn connect(settings: &crate::settings::Settings) -> Result<Jira> {
         let cfg = settings.jira.clone();
         let Some(url) = cfg.url.clone().filter(|u| !u.trim().is_empty()) else {
-            bail!("the jira backend needs the site URL: set [jira] url or {}", env::JIRA_URL);
+            bail!(
+                "the jira backend needs the site URL: set [jira] url or {}",
+                env::JIRA_URL
+            );
         };
-        let parsed = url::Url::parse(url.trim()).with_context(|| format!("{} is not a URL: {url:?}", env::JIRA_URL))?;
+        let parsed = url::Url::parse(url.trim())
+            .with_context(|| format!("{} is not a URL: {url:?}", env::JIRA_URL))?;
         if !matches!(parsed.scheme(), "https" | "http") {
             bail!("{} must be an http(s) URL, got {url:?}", env::JIRA_URL);
         }
         let Some(project) = cfg.project.clone().filter(|p| !p.trim().is_empty()) else {
-            bail!("the jira backend needs the project key: set [jira] project or {}", env::JIRA_PROJECT);
+            bail!(
+                "the jira backend needs the project key: set [jira] project or {}",
+                env::JIRA_PROJECT
+            );
         };
-        let (Some(user), Some(token)) = (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN)) else {
+        let (Some(user), Some(token)) = (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN))
+        else {
             bail!(
                 "the jira backend needs credentials: set {} (the Atlassian account's email address) and {} (an API token of that account)",
                 env::JIRA_USER,
@@ -547,7 +643,13 @@ impl Jira {
     // ---- HTTP ------------------------------------------------------------------------
 
     /// One call through the shared client. Returns the JSON answer (`Null` when empty).
-    async fn request(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Value, HttpError> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, HttpError> {
         let url = format!("{}{path}", self.base);
         let jsm = path.starts_with("/rest/servicedeskapi");
         let response = self
@@ -584,12 +686,24 @@ impl Jira {
             method,
             path: path.to_string(),
             attempts: 1,
-            message: format!("the answer is not JSON ({e}); is {} a Jira site?", self.base),
+            message: format!(
+                "the answer is not JSON ({e}); is {} a Jira site?",
+                self.base
+            ),
         })
     }
 
-    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, op: Op<'_>) -> Result<Value> {
-        self.request(method, path, query, body).await.map_err(|e| self.explain(e, op))
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        op: Op<'_>,
+    ) -> Result<Value> {
+        self.request(method, path, query, body)
+            .await
+            .map_err(|e| self.explain(e, op))
     }
 
     /// Turns a failed call into an error that says what was attempted, quotes Jira, and
@@ -601,7 +715,10 @@ impl Jira {
             Op::Count => format!("count changes in project {p}"),
             Op::Read(k) => format!("read issue {k}"),
             Op::Create => format!("create a {:?} issue in project {p}", self.cfg.issue_type),
-            Op::CreateRequest => format!("raise a request of request type {} in project {p}", self.cfg.request_type),
+            Op::CreateRequest => format!(
+                "raise a request of request type {} in project {p}",
+                self.cfg.request_type
+            ),
             Op::ServiceDesks => "list the service desks".to_string(),
             Op::Edit(k) => format!("update issue {k}"),
             Op::Comment(k) => format!("comment on issue {k}"),
@@ -609,10 +726,18 @@ impl Jira {
             Op::Approvals(k) => format!("read the approvals of {k}"),
         };
         let Some(status) = e.status() else {
-            return anyhow!("cannot {what}: {e}. Check {} ({}) and the network or proxy", env::JIRA_URL, self.base);
+            return anyhow!(
+                "cannot {what}: {e}. Check {} ({}) and the network or proxy",
+                env::JIRA_URL,
+                self.base
+            );
         };
         let words = jira_words(e.body().unwrap_or_default());
-        let said = if words.is_empty() { String::new() } else { format!(": {words}") };
+        let said = if words.is_empty() {
+            String::new()
+        } else {
+            format!(": {words}")
+        };
         let permission = match op {
             Op::Search | Op::Count | Op::Read(_) | Op::ServiceDesks => "Browse projects",
             Op::Create | Op::CreateRequest => "Create issues",
@@ -664,14 +789,25 @@ impl Jira {
             s if s >= 500 => "Jira kept failing after retries; try again later".to_string(),
             _ => String::new(),
         };
-        let hint = if hint.is_empty() { String::new() } else { format!(". {hint}") };
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!(". {hint}")
+        };
         anyhow!("cannot {what}: {e}{said}{hint}")
     }
 
     // ---- reads -----------------------------------------------------------------------
 
     /// Issues matching `jql`, one page, with our property.
-    async fn search(&self, jql: &str, fields: &[&str], max: u32, token: Option<&str>, reconcile: &[u64]) -> Result<(Vec<IssueView>, Option<String>)> {
+    async fn search(
+        &self,
+        jql: &str,
+        fields: &[&str],
+        max: u32,
+        token: Option<&str>,
+        reconcile: &[u64],
+    ) -> Result<(Vec<IssueView>, Option<String>)> {
         let mut body = json!({
             "jql": jql,
             "fields": fields,
@@ -684,7 +820,15 @@ impl Jira {
         if !reconcile.is_empty() {
             body["reconcileIssues"] = json!(reconcile);
         }
-        let v = self.call(Method::POST, "/rest/api/3/search/jql", &[], Some(&body), Op::Search).await?;
+        let v = self
+            .call(
+                Method::POST,
+                "/rest/api/3/search/jql",
+                &[],
+                Some(&body),
+                Op::Search,
+            )
+            .await?;
         let issues = v
             .get("issues")
             .and_then(Value::as_array)
@@ -702,13 +846,24 @@ impl Jira {
 
     async fn count(&self, jql: &str) -> Result<u64> {
         let v = self
-            .call(Method::POST, "/rest/api/3/search/approximate-count", &[], Some(&json!({ "jql": jql })), Op::Count)
+            .call(
+                Method::POST,
+                "/rest/api/3/search/approximate-count",
+                &[],
+                Some(&json!({ "jql": jql })),
+                Op::Count,
+            )
             .await?;
-        v.get("count").and_then(Value::as_u64).ok_or_else(|| anyhow!("Jira's approximate count has no `count`: {v}"))
+        v.get("count")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("Jira's approximate count has no `count`: {v}"))
     }
 
     async fn read_issue(&self, key: &str, transitions: bool) -> Result<Option<IssueView>> {
-        let mut query = vec![("fields", "status,labels,created".to_string()), ("properties", PROPERTY.to_string())];
+        let mut query = vec![
+            ("fields", "status,labels,created".to_string()),
+            ("properties", PROPERTY.to_string()),
+        ];
         if transitions {
             query.push(("expand", "transitions.fields".to_string()));
         }
@@ -761,21 +916,35 @@ impl Jira {
             && matches!(self.status_state(v), None | Some(State::Rejected))
     }
 
-    fn to_record(&self, v: &IssueView, fallback_key: &str, verdict: Option<&Verdict>) -> ChangeRecord {
+    fn to_record(
+        &self,
+        v: &IssueView,
+        fallback_key: &str,
+        verdict: Option<&Verdict>,
+    ) -> ChangeRecord {
         let stored = v.stored.clone().unwrap_or_default();
-        let decision = stored.decision.clone().or_else(|| decision_from_labels(&v.labels));
+        let decision = stored
+            .decision
+            .clone()
+            .or_else(|| decision_from_labels(&v.labels));
         let outcome = stored.outcome.or_else(|| {
             [Outcome::Failure, Outcome::Success, Outcome::Cancelled]
                 .into_iter()
                 .find(|o| v.has(&labels::outcome(*o)))
         });
-        let state = self.status_state(v).unwrap_or(match (decision.as_ref().map(|d| d.kind), verdict) {
-            (Some(DecisionKind::NeedsApproval), Some(Verdict::Declined { .. })) => State::Rejected,
-            (Some(DecisionKind::NeedsApproval), Some(Verdict::Approved { .. })) => State::Approved,
-            (Some(DecisionKind::NeedsApproval), _) => State::AwaitingApproval,
-            (Some(DecisionKind::PreApproved), _) => State::Approved,
-            _ => State::New,
-        });
+        let state =
+            self.status_state(v)
+                .unwrap_or(match (decision.as_ref().map(|d| d.kind), verdict) {
+                    (Some(DecisionKind::NeedsApproval), Some(Verdict::Declined { .. })) => {
+                        State::Rejected
+                    }
+                    (Some(DecisionKind::NeedsApproval), Some(Verdict::Approved { .. })) => {
+                        State::Approved
+                    }
+                    (Some(DecisionKind::NeedsApproval), _) => State::AwaitingApproval,
+                    (Some(DecisionKind::PreApproved), _) => State::Approved,
+                    _ => State::New,
+                });
         let (approved_by, approved_at) = match verdict {
             Some(Verdict::Approved { by, at } | Verdict::Declined { by, at }) => (by.clone(), *at),
             _ => (None, None),
@@ -783,7 +952,11 @@ impl Jira {
         ChangeRecord {
             id: v.key.clone(),
             url: Some(self.browse(&v.key)),
-            key: if stored.key.is_empty() { fallback_key.to_string() } else { stored.key.clone() },
+            key: if stored.key.is_empty() {
+                fallback_key.to_string()
+            } else {
+                stored.key.clone()
+            },
             state,
             emergency_reason: decision.as_ref().and_then(|d| d.emergency.clone()),
             decision,
@@ -800,8 +973,16 @@ impl Jira {
 
     /// The record of an issue, reading its approvals when the state depends on them.
     async fn complete(&self, v: &IssueView, fallback_key: &str) -> Result<ChangeRecord> {
-        let decision = v.stored.as_ref().and_then(|s| s.decision.clone()).or_else(|| decision_from_labels(&v.labels));
-        let verdict = if self.needs_verdict(v, decision.as_ref()) { Some(self.approvals(&v.key).await?) } else { None };
+        let decision = v
+            .stored
+            .as_ref()
+            .and_then(|s| s.decision.clone())
+            .or_else(|| decision_from_labels(&v.labels));
+        let verdict = if self.needs_verdict(v, decision.as_ref()) {
+            Some(self.approvals(&v.key).await?)
+        } else {
+            None
+        };
         Ok(self.to_record(v, fallback_key, verdict.as_ref()))
     }
 
@@ -827,7 +1008,15 @@ impl Jira {
     /// lowest issue id first (the one that wins when parallel runs both created one).
     async fn matches(&self, key: &CorrelationKey, reconcile: &[u64]) -> Result<Vec<IssueView>> {
         let full = key.to_string();
-        let (issues, _) = self.search(&self.key_jql(key), &["status", "labels", "created"], 20, None, reconcile).await?;
+        let (issues, _) = self
+            .search(
+                &self.key_jql(key),
+                &["status", "labels", "created"],
+                20,
+                None,
+                reconcile,
+            )
+            .await?;
         let mut hits: Vec<IssueView> = issues
             .into_iter()
             .filter(|v| v.is_change())
@@ -843,7 +1032,11 @@ impl Jira {
             return Ok(None);
         };
         let record = self.complete(&v, &full).await?;
-        let found = Found { id: v.id, labels: v.labels.clone(), record };
+        let found = Found {
+            id: v.id,
+            labels: v.labels.clone(),
+            record,
+        };
         self.remember(&full, &found);
         Ok(Some(found))
     }
@@ -853,16 +1046,19 @@ impl Jira {
     async fn comment(&self, key: &str, body: Value) -> Result<()> {
         let mut payload = json!({ "body": body });
         if self.cfg.internal_comments {
-            payload["properties"] = json!([{"key": "sd.public.comment", "value": {"internal": true}}]);
+            payload["properties"] =
+                json!([{"key": "sd.public.comment", "value": {"internal": true}}]);
         }
         let path = format!("/rest/api/3/issue/{}/comment", urlencode(key));
-        self.call(Method::POST, &path, &[], Some(&payload), Op::Comment(key)).await?;
+        self.call(Method::POST, &path, &[], Some(&payload), Op::Comment(key))
+            .await?;
         Ok(())
     }
 
     async fn edit(&self, key: &str, body: &Value) -> Result<()> {
         let path = format!("/rest/api/3/issue/{}", urlencode(key));
-        self.call(Method::PUT, &path, &[], Some(body), Op::Edit(key)).await?;
+        self.call(Method::PUT, &path, &[], Some(body), Op::Edit(key))
+            .await?;
         Ok(())
     }
 
@@ -913,12 +1109,23 @@ impl Jira {
                     Op::ServiceDesks,
                 )
                 .await?;
-            let values = v.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
-            if let Some(desk) = values.iter().find(|d| d.get("projectKey").and_then(Value::as_str).is_some_and(|k| eq(k, &self.project))) {
+            let values = v
+                .get("values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(desk) = values.iter().find(|d| {
+                d.get("projectKey")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| eq(k, &self.project))
+            }) {
                 let id = match desk.get("id") {
                     Some(Value::String(s)) => s.clone(),
                     Some(other) => other.to_string(),
-                    None => bail!("Jira listed the service desk of {} without an id", self.project),
+                    None => bail!(
+                        "Jira listed the service desk of {} without an id",
+                        self.project
+                    ),
                 };
                 if let Ok(mut g) = self.service_desk.lock() {
                     *g = Some(id.clone());
@@ -938,7 +1145,12 @@ impl Jira {
     }
 
     /// Creates the change issue. Returns its id and key.
-    async fn create(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<(u64, String, Vec<String>)> {
+    async fn create(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, String, Vec<String>)> {
         let key = facts.key();
         let mut label_list = vec![
             labels::MARK.to_string(),
@@ -980,9 +1192,24 @@ impl Jira {
                 fields.insert(id.clone(), value.clone());
             }
             let body = json!({ "fields": fields, "properties": Self::property(&stored) });
-            let v = self.call(Method::POST, "/rest/api/3/issue", &[], Some(&body), Op::Create).await?;
-            let issue_key = v.get("key").and_then(Value::as_str).ok_or_else(|| anyhow!("Jira created an issue but sent no key: {v}"))?;
-            let id = v.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let v = self
+                .call(
+                    Method::POST,
+                    "/rest/api/3/issue",
+                    &[],
+                    Some(&body),
+                    Op::Create,
+                )
+                .await?;
+            let issue_key = v
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("Jira created an issue but sent no key: {v}"))?;
+            let id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             return Ok((id, issue_key.to_string(), label_list));
         }
         // A JSM request: raised through the service desk (so request-type automation and
@@ -1000,7 +1227,15 @@ impl Jira {
             "requestFieldValues": values,
             "isAdfRequest": true,
         });
-        let v = self.call(Method::POST, "/rest/servicedeskapi/request", &[], Some(&body), Op::CreateRequest).await?;
+        let v = self
+            .call(
+                Method::POST,
+                "/rest/servicedeskapi/request",
+                &[],
+                Some(&body),
+                Op::CreateRequest,
+            )
+            .await?;
         let issue_key = v
             .get("issueKey")
             .and_then(Value::as_str)
@@ -1020,19 +1255,34 @@ impl Jira {
 
     /// After a create: if a parallel run created an issue for the same change first (lower
     /// id), retire ours and use theirs.
-    async fn settle(&self, key: &CorrelationKey, mine_id: u64, mine_key: &str, mine_labels: &[String]) -> Result<Option<IssueView>> {
+    async fn settle(
+        &self,
+        key: &CorrelationKey,
+        mine_id: u64,
+        mine_key: &str,
+        mine_labels: &[String],
+    ) -> Result<Option<IssueView>> {
         let hits = self.matches(key, &[mine_id]).await?;
-        let Some(winner) = hits.into_iter().find(|v| v.key != mine_key && v.id < mine_id) else {
+        let Some(winner) = hits
+            .into_iter()
+            .find(|v| v.key != mine_key && v.id < mine_id)
+        else {
             return Ok(None);
         };
-        tracing::warn!("a parallel run opened {} for this change first; {mine_key} is retired as its duplicate", winner.key);
+        tracing::warn!(
+            "a parallel run opened {} for this change first; {mine_key} is retired as its duplicate",
+            winner.key
+        );
         let remove: Vec<Value> = mine_labels
             .iter()
             .filter(|l| l.as_str() != labels::MARK)
             .map(|l| json!({ "remove": l }))
             .chain(std::iter::once(json!({ "add": labels::DUPLICATE })))
             .collect();
-        if let Err(e) = self.edit(mine_key, &json!({ "update": { "labels": remove } })).await {
+        if let Err(e) = self
+            .edit(mine_key, &json!({ "update": { "labels": remove } }))
+            .await
+        {
             tracing::warn!("could not relabel the duplicate {mine_key}: {e:#}");
         }
         let note = adf::doc(vec![adf::line(&format!(
@@ -1044,7 +1294,16 @@ impl Jira {
         }
         if let Ok(Some(v)) = self.read_issue(mine_key, true).await {
             let target = self.cfg.statuses.cancelled.clone();
-            if let Err(e) = self.transition(&v, "cancelled", &target, None, Some(&self.cfg.resolutions.cancelled.clone())).await {
+            if let Err(e) = self
+                .transition(
+                    &v,
+                    "cancelled",
+                    &target,
+                    None,
+                    Some(&self.cfg.resolutions.cancelled.clone()),
+                )
+                .await
+            {
                 tracing::warn!("could not cancel the duplicate {mine_key}: {e:#}");
             }
         }
@@ -1053,12 +1312,27 @@ impl Jira {
 
     /// Moves an issue to `status` (role `role` in `[jira.transitions]`). Returns false when
     /// the issue is already there (the workflow made the move).
-    async fn transition(&self, v: &IssueView, role: &str, status: &str, stored: Option<&Stored>, resolution: Option<&str>) -> Result<bool> {
+    async fn transition(
+        &self,
+        v: &IssueView,
+        role: &str,
+        status: &str,
+        stored: Option<&Stored>,
+        resolution: Option<&str>,
+    ) -> Result<bool> {
         if eq(&v.status, status) {
-            tracing::info!("{} is already in {:?}; no transition needed", v.key, v.status);
+            tracing::info!(
+                "{} is already in {:?}; no transition needed",
+                v.key,
+                v.status
+            );
             return Ok(false);
         }
-        let named = self.cfg.transitions.get(role).filter(|n| !n.trim().is_empty());
+        let named = self
+            .cfg
+            .transitions
+            .get(role)
+            .filter(|n| !n.trim().is_empty());
         let chosen = match named {
             Some(name) => v.transitions.iter().find(|t| eq(&t.name, name)),
             None => v
@@ -1068,7 +1342,11 @@ impl Jira {
                 .or_else(|| v.transitions.iter().find(|t| eq(&t.name, status))),
         };
         let Some(t) = chosen else {
-            let offered: Vec<String> = v.transitions.iter().map(|t| format!("{:?} → {:?}", t.name, t.to)).collect();
+            let offered: Vec<String> = v
+                .transitions
+                .iter()
+                .map(|t| format!("{:?} → {:?}", t.name, t.to))
+                .collect();
             let wanted = match named {
                 Some(name) => format!("the transition {name:?} ([jira.transitions] {role})"),
                 None => format!("a transition to {status:?}"),
@@ -1080,7 +1358,11 @@ impl Jira {
                 v.key,
                 v.status,
                 env::JIRA_USER,
-                if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
             );
         };
         let mut body = json!({ "transition": { "id": t.id } });
@@ -1088,18 +1370,34 @@ impl Jira {
             let allowed: Vec<&str> = field
                 .get("allowedValues")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|r| r.get("name").and_then(Value::as_str)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.get("name").and_then(Value::as_str))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let required = field.get("required").and_then(Value::as_bool).unwrap_or(false);
+            let required = field
+                .get("required")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let name = if allowed.is_empty() {
                 Some(wanted.to_string())
             } else if let Some(hit) = allowed.iter().find(|a| eq(a, wanted)) {
                 Some((*hit).to_string())
             } else if required {
-                tracing::warn!("resolution {wanted:?} is not offered on {:?} (offered: {}); using {:?}", t.name, allowed.join(", "), allowed[0]);
+                tracing::warn!(
+                    "resolution {wanted:?} is not offered on {:?} (offered: {}); using {:?}",
+                    t.name,
+                    allowed.join(", "),
+                    allowed[0]
+                );
                 Some(allowed[0].to_string())
             } else {
-                tracing::warn!("resolution {wanted:?} is not offered on {:?} (offered: {}); leaving it unset", t.name, allowed.join(", "));
+                tracing::warn!(
+                    "resolution {wanted:?} is not offered on {:?} (offered: {}); leaving it unset",
+                    t.name,
+                    allowed.join(", ")
+                );
                 None
             };
             if let Some(name) = name {
@@ -1110,12 +1408,24 @@ impl Jira {
             body["properties"] = Self::property(stored);
         }
         let path = format!("/rest/api/3/issue/{}/transitions", urlencode(&v.key));
-        self.call(Method::POST, &path, &[], Some(&body), Op::Transition(&v.key, status)).await?;
+        self.call(
+            Method::POST,
+            &path,
+            &[],
+            Some(&body),
+            Op::Transition(&v.key, status),
+        )
+        .await?;
         Ok(true)
     }
 
     /// Writes a (new) decision on an existing issue: labels, fields, property, comment.
-    async fn write_decision(&self, found: &Found, d: &Decision, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn write_decision(
+        &self,
+        found: &Found,
+        d: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let mut record = found.record.clone();
         record.decision = Some(d.clone());
         record.decided_at = Some(now);
@@ -1130,7 +1440,12 @@ impl Jira {
         });
         let ops: Vec<Value> = stale
             .map(|l| json!({ "remove": l }))
-            .chain(new_labels.iter().filter(|l| !found.labels.contains(l)).map(|l| json!({ "add": l })))
+            .chain(
+                new_labels
+                    .iter()
+                    .filter(|l| !found.labels.contains(l))
+                    .map(|l| json!({ "add": l })),
+            )
             .collect();
         let mut body = json!({ "properties": Self::property(&Stored::of(&record)) });
         if !ops.is_empty() {
@@ -1147,9 +1462,24 @@ impl Jira {
             DecisionKind::NeedsApproval => State::AwaitingApproval,
             DecisionKind::Blocked => State::New,
         };
-        let mut labels_now: Vec<String> = found.labels.iter().filter(|l| !ops.iter().any(|o| o.get("remove").and_then(Value::as_str) == Some(l.as_str()))).cloned().collect();
+        let mut labels_now: Vec<String> = found
+            .labels
+            .iter()
+            .filter(|l| {
+                !ops.iter()
+                    .any(|o| o.get("remove").and_then(Value::as_str) == Some(l.as_str()))
+            })
+            .cloned()
+            .collect();
         labels_now.extend(new_labels.into_iter().filter(|l| !found.labels.contains(l)));
-        self.remember(&record.key, &Found { id: found.id, labels: labels_now, record: record.clone() });
+        self.remember(
+            &record.key,
+            &Found {
+                id: found.id,
+                labels: labels_now,
+                record: record.clone(),
+            },
+        );
         Ok(record)
     }
 
@@ -1163,7 +1493,8 @@ impl Jira {
             bail!("issue {key} vanished while moving it to {status:?}");
         };
         if self.status_state(&v).is_none() {
-            self.transition(&v, "awaiting_approval", &status, None, None).await?;
+            self.transition(&v, "awaiting_approval", &status, None, None)
+                .await?;
         }
         Ok(())
     }
@@ -1178,25 +1509,45 @@ impl Jira {
         );
         if let Some(exclude) = q_.exclude_key {
             let sha = exclude.rsplit(':').next().unwrap_or(exclude);
-            jql.push_str(&format!(" AND labels not in ({})", q(&labels::key(q_.service_id, q_.environment, sha))));
+            jql.push_str(&format!(
+                " AND labels not in ({})",
+                q(&labels::key(q_.service_id, q_.environment, sha))
+            ));
         }
         jql
     }
 
     /// Per-sprint tallies from the labels of every change decided since `from_sprint`, read
     /// in at most [`TALLY_PAGES`] pages; `None` when there are more.
-    async fn tallies_by_search(&self, scope: &str, q_: &HistoryQuery<'_>, current: i64) -> Result<Option<BTreeMap<i64, SprintTally>>> {
+    async fn tallies_by_search(
+        &self,
+        scope: &str,
+        q_: &HistoryQuery<'_>,
+        current: i64,
+    ) -> Result<Option<BTreeMap<i64, SprintTally>>> {
         // `updated` is a superset of "decided since" (deciding updates the issue); a day of
         // slack covers any time zone of the Jira user, and the day label filters exactly.
         let since = (q_.calendar.start_of(q_.from_sprint) - Duration::days(1)).format("%Y-%m-%d");
         let kinds: Vec<String> = labels::KINDS.iter().map(|k| q(&labels::kind(*k))).collect();
-        let jql = format!("{scope} AND labels in ({}) AND updated >= {} ORDER BY created DESC", kinds.join(", "), q(&since.to_string()));
+        let jql = format!(
+            "{scope} AND labels in ({}) AND updated >= {} ORDER BY created DESC",
+            kinds.join(", "),
+            q(&since.to_string())
+        );
         let mut sprints: BTreeMap<i64, SprintTally> = BTreeMap::new();
         let mut token: Option<String> = None;
         for _ in 0..TALLY_PAGES {
-            let (issues, next) = self.search(&jql, &["labels"], PAGE, token.as_deref(), &[]).await?;
+            let (issues, next) = self
+                .search(&jql, &["labels"], PAGE, token.as_deref(), &[])
+                .await?;
             for v in issues.iter().filter(|v| v.is_change()) {
-                tally_labels(&v.labels, &q_.calendar, q_.from_sprint, current, &mut sprints);
+                tally_labels(
+                    &v.labels,
+                    &q_.calendar,
+                    q_.from_sprint,
+                    current,
+                    &mut sprints,
+                );
             }
             match next {
                 Some(t) => token = Some(t),
@@ -1208,7 +1559,12 @@ impl Jira {
 
     /// Per-sprint tallies from approximate counts: a fixed number of requests per sprint
     /// of the lookback, however many changes it holds.
-    async fn tallies_by_count(&self, scope: &str, q_: &HistoryQuery<'_>, current: i64) -> Result<BTreeMap<i64, SprintTally>> {
+    async fn tallies_by_count(
+        &self,
+        scope: &str,
+        q_: &HistoryQuery<'_>,
+        current: i64,
+    ) -> Result<BTreeMap<i64, SprintTally>> {
         let mut sprints = BTreeMap::new();
         for sprint in q_.from_sprint..=current {
             let start = q_.calendar.start_of(sprint).date_naive();
@@ -1223,7 +1579,10 @@ impl Jira {
                 ..SprintTally::default()
             };
             if sprint == current {
-                tally.cancelled = clamp_u32(self.count(&with(labels::outcome(Outcome::Cancelled))).await?);
+                tally.cancelled = clamp_u32(
+                    self.count(&with(labels::outcome(Outcome::Cancelled)))
+                        .await?,
+                );
                 tally.pre_approved = clamp_u32(
                     self.count(&format!(
                         "{in_sprint} AND labels = {} AND labels not in ({})",
@@ -1232,7 +1591,8 @@ impl Jira {
                     ))
                     .await?,
                 );
-                tally.emergency = clamp_u32(self.count(&with(labels::EMERGENCY.to_string())).await?);
+                tally.emergency =
+                    clamp_u32(self.count(&with(labels::EMERGENCY.to_string())).await?);
             }
             if tally != SprintTally::default() {
                 sprints.insert(sprint, tally);
@@ -1247,7 +1607,13 @@ fn clamp_u32(n: u64) -> u32 {
 }
 
 /// Adds one change's labels to the tally of the sprint it was decided in.
-fn tally_labels(list: &[String], calendar: &SprintCalendar, from: i64, current: i64, sprints: &mut BTreeMap<i64, SprintTally>) {
+fn tally_labels(
+    list: &[String],
+    calendar: &SprintCalendar,
+    from: i64,
+    current: i64,
+    sprints: &mut BTreeMap<i64, SprintTally>,
+) {
     let Some(day) = list.iter().find_map(|l| labels::parse_day(l)) else {
         return;
     };
@@ -1275,13 +1641,20 @@ fn tally_labels(list: &[String], calendar: &SprintCalendar, from: i64, current: 
 
 /// The decision the labels tell, when the property is gone: kind, mode and emergency.
 fn decision_from_labels(list: &[String]) -> Option<Decision> {
-    let kind = labels::KINDS.into_iter().find(|k| list.iter().any(|l| *l == labels::kind(*k)))?;
+    let kind = labels::KINDS
+        .into_iter()
+        .find(|k| list.iter().any(|l| *l == labels::kind(*k)))?;
     let has = |l: &str| list.iter().any(|x| x == l);
     Some(Decision {
         kind,
         rules: Vec::new(),
-        mode: if has(labels::OBSERVE) { Mode::Observe } else { Mode::Enforce },
-        emergency: has(labels::EMERGENCY).then(|| "emergency (from the issue's labels)".to_string()),
+        mode: if has(labels::OBSERVE) {
+            Mode::Observe
+        } else {
+            Mode::Enforce
+        },
+        emergency: has(labels::EMERGENCY)
+            .then(|| "emergency (from the issue's labels)".to_string()),
         sprint: 0,
         allowance: 0,
         allowance_used: 0,
@@ -1320,12 +1693,24 @@ impl Itsm for Jira {
             q(&labels::outcome(Outcome::Failure))
         );
         let (issues, next) = self
-            .search(&format!("{closed} ORDER BY created DESC"), &["labels"], q_.window.max(1), None, &[])
+            .search(
+                &format!("{closed} ORDER BY created DESC"),
+                &["labels"],
+                q_.window.max(1),
+                None,
+                &[],
+            )
             .await?;
         let recent: Vec<Outcome> = issues
             .iter()
             .filter(|v| v.is_change())
-            .map(|v| if v.has(&labels::outcome(Outcome::Failure)) { Outcome::Failure } else { Outcome::Success })
+            .map(|v| {
+                if v.has(&labels::outcome(Outcome::Failure)) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            })
             .take(q_.window as usize)
             .collect();
         let closed_total = if next.is_none() && (recent.len() as u64) < u64::from(q_.window) {
@@ -1337,11 +1722,18 @@ impl Itsm for Jira {
         let sprints = match self.tallies_by_search(&scope, q_, current).await? {
             Some(s) => s,
             None => {
-                tracing::info!("more than {} changes in the lookback; counting per sprint", PAGE as usize * TALLY_PAGES);
+                tracing::info!(
+                    "more than {} changes in the lookback; counting per sprint",
+                    PAGE as usize * TALLY_PAGES
+                );
                 self.tallies_by_count(&scope, q_, current).await?
             }
         };
-        Ok(History { closed_total, recent, sprints })
+        Ok(History {
+            closed_total,
+            recent,
+            sprints,
+        })
     }
 
     async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
@@ -1353,10 +1745,12 @@ impl Itsm for Jira {
             kinds.join(", ")
         );
         let (issues, _) = self.search(&jql, &["labels"], 5, None, &[]).await?;
-        Ok(issues
-            .into_iter()
-            .filter(|v| v.is_change())
-            .find_map(|v| v.stored.and_then(|s| s.commit.or_else(|| s.key.rsplit(':').next().map(str::to_string)))))
+        Ok(issues.into_iter().filter(|v| v.is_change()).find_map(|v| {
+            v.stored.and_then(|s| {
+                s.commit
+                    .or_else(|| s.key.rsplit(':').next().map(str::to_string))
+            })
+        }))
     }
 
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
@@ -1368,12 +1762,21 @@ impl Itsm for Jira {
             return Ok(None);
         };
         if !v.is_change() {
-            bail!("{} is not a change opened by changegate (it has no {:?} label nor {PROPERTY} property)", v.key, labels::MARK);
+            bail!(
+                "{} is not a change opened by changegate (it has no {:?} label nor {PROPERTY} property)",
+                v.key,
+                labels::MARK
+            );
         }
         Ok(Some(self.complete(&v, "").await?))
     }
 
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         self.writable()?;
         let key = facts.key();
         let full = key.to_string();
@@ -1389,7 +1792,11 @@ impl Itsm for Jira {
                 match self.settle(&key, id, &issue_key, &label_list).await? {
                     Some(winner) => {
                         let record = self.complete(&winner, &full).await?;
-                        Found { id: winner.id, labels: winner.labels.clone(), record }
+                        Found {
+                            id: winner.id,
+                            labels: winner.labels.clone(),
+                            record,
+                        }
                     }
                     None => {
                         let record = ChangeRecord {
@@ -1416,7 +1823,11 @@ impl Itsm for Jira {
                             self.comment(&issue_key, decision_comment(d)).await?;
                             self.to_approval(&issue_key, d).await?;
                         }
-                        let found = Found { id, labels: label_list, record: record.clone() };
+                        let found = Found {
+                            id,
+                            labels: label_list,
+                            record: record.clone(),
+                        };
                         self.remember(&full, &found);
                         return Ok(record);
                     }
@@ -1424,7 +1835,10 @@ impl Itsm for Jira {
             }
         };
         match decision {
-            Some(d) if !decision_stands(&found.record, d.emergency.is_some()) && !found.record.state.is_final() => {
+            Some(d)
+                if !decision_stands(&found.record, d.emergency.is_some())
+                    && !found.record.state.is_final() =>
+            {
                 let record = self.write_decision(&found, d, now).await?;
                 self.to_approval(&record.id, d).await?;
                 Ok(record)
@@ -1435,7 +1849,11 @@ impl Itsm for Jira {
 
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
         let Some(v) = self.read_issue(&record.id, false).await? else {
-            bail!("change {} is no longer in Jira (deleted, moved, or no longer visible to the account in {})", record.id, env::JIRA_USER);
+            bail!(
+                "change {} is no longer in Jira (deleted, moved, or no longer visible to the account in {})",
+                record.id,
+                env::JIRA_USER
+            );
         };
         let fresh = self.complete(&v, &record.key).await?;
         if let Ok(mut map) = self.found.lock() {
@@ -1458,7 +1876,12 @@ impl Itsm for Jira {
         current.approved_at = current.approved_at.or(record.approved_at);
         match self.status_state(&v) {
             Some(State::Closed | State::Cancelled | State::Rejected) => {
-                tracing::warn!("{} is already {:?}; not moved back to {:?}", v.key, v.status, self.cfg.statuses.implementing);
+                tracing::warn!(
+                    "{} is already {:?}; not moved back to {:?}",
+                    v.key,
+                    v.status,
+                    self.cfg.statuses.implementing
+                );
                 return Ok(current);
             }
             Some(State::Implementing) if current.deployed_at.is_some() => return Ok(current),
@@ -1467,16 +1890,25 @@ impl Itsm for Jira {
         current.deployed_at = Some(current.deployed_at.unwrap_or(now));
         let stored = Stored::of(&current);
         let implementing = self.cfg.statuses.implementing.clone();
-        let moved = self.transition(&v, "implementing", &implementing, Some(&stored), None).await?;
+        let moved = self
+            .transition(&v, "implementing", &implementing, Some(&stored), None)
+            .await?;
         if !moved {
             // The workflow made the move; still record when the deploy started.
-            self.edit(&v.key, &json!({ "properties": Self::property(&stored) })).await?;
+            self.edit(&v.key, &json!({ "properties": Self::property(&stored) }))
+                .await?;
         }
         current.state = State::Implementing;
         Ok(current)
     }
 
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, _now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         self.writable()?;
         let Some(v) = self.read_issue(&record.id, true).await? else {
             bail!("change {} is no longer in Jira", record.id);
@@ -1486,7 +1918,11 @@ impl Itsm for Jira {
             return Ok(current);
         }
         // A change whose gate never passed was not deployed, whatever the job says.
-        let kept = if current.deployed_at.is_none() { Outcome::Cancelled } else { outcome };
+        let kept = if current.deployed_at.is_none() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         let mut text = vec![adf::para(vec![
             json!({"type": "text", "text": format!("changegate: deploy {kept}"), "marks": [{"type": "strong"}]}),
         ])];
@@ -1520,15 +1956,28 @@ impl Itsm for Jira {
             // Closed already, by the workflow or by hand: the move is skipped.
             Some(closed @ (State::Closed | State::Cancelled)) => {
                 if !eq(&v.status, &status) {
-                    tracing::warn!("{} is already closed as {:?}; not moved to {status:?}", v.key, v.status);
+                    tracing::warn!(
+                        "{} is already closed as {:?}; not moved to {status:?}",
+                        v.key,
+                        v.status
+                    );
                 } else {
-                    tracing::info!("{} is already in {:?}; no transition needed", v.key, v.status);
+                    tracing::info!(
+                        "{} is already in {:?}; no transition needed",
+                        v.key,
+                        v.status
+                    );
                 }
                 current.state = closed;
             }
             _ => {
-                self.transition(&v, role, &status, None, Some(&resolution)).await?;
-                current.state = if kept == Outcome::Cancelled { State::Cancelled } else { State::Closed };
+                self.transition(&v, role, &status, None, Some(&resolution))
+                    .await?;
+                current.state = if kept == Outcome::Cancelled {
+                    State::Cancelled
+                } else {
+                    State::Closed
+                };
             }
         }
         Ok(current)
@@ -1548,17 +1997,27 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(&labels::service("acme/payments-api", "production")));
         assert!(a.ends_with(sha));
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{a}"
+        );
         assert!(a.len() < 255);
         let day = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
         assert_eq!(labels::parse_day(&labels::day(day)), Some(day));
-        assert_eq!(labels::kind(DecisionKind::PreApproved), "changegate-pre-approved");
+        assert_eq!(
+            labels::kind(DecisionKind::PreApproved),
+            "changegate-pre-approved"
+        );
     }
 
     #[test]
     fn jira_words_quotes_both_error_shapes() {
         let platform = r#"{"errorMessages":["Field 'priority' is required"],"errors":{"customfield_10100":"Backout plan is required."}}"#;
-        assert_eq!(jira_words(platform), "Field 'priority' is required; customfield_10100: Backout plan is required.");
+        assert_eq!(
+            jira_words(platform),
+            "Field 'priority' is required; customfield_10100: Backout plan is required."
+        );
         let jsm = r#"{"errorMessage":"The request type is invalid","i18nErrorMessage":{"i18nKey":"sd.x","parameters":[]}}"#;
         assert_eq!(jira_words(jsm), "The request type is invalid");
         assert_eq!(jira_words("<html><body>Unauthorized</body></html>"), "");
@@ -1567,7 +2026,10 @@ mod tests {
 
     #[test]
     fn approvals_from_the_reference_payload() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/jira/servicedeskapi/get-approvals.json"));
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/jira/servicedeskapi/get-approvals.json"
+        ));
         let Ok(text) = text else { return };
         let v: Value = serde_json::from_str(&text).unwrap();
         // The example holds one approved and one declined approval: declined wins. (Its
@@ -1589,12 +2051,17 @@ mod tests {
         let ok = json!({"values": [{"id": "1", "finalDecision": "approved", "approvers": [
             {"approver": {"displayName": "Ada"}, "approverDecision": "approved"},
             {"approver": {"displayName": "Bob"}, "approverDecision": "pending"}]}]});
-        assert!(matches!(parse_approvals(&ok), Verdict::Approved { by: Some(b), .. } if b == "Ada"));
+        assert!(
+            matches!(parse_approvals(&ok), Verdict::Approved { by: Some(b), .. } if b == "Ada")
+        );
     }
 
     #[test]
     fn issue_from_the_reference_payload() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/jira/rest-api/get-issue.v3.json"));
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/jira/rest-api/get-issue.v3.json"
+        ));
         let Ok(text) = text else { return };
         let v = IssueView::parse(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(v.key, "KP-19");
@@ -1614,18 +2081,61 @@ mod tests {
         let pre = labels::kind(DecisionKind::PreApproved);
         let ok = labels::outcome(Outcome::Success);
         let bad = labels::outcome(Outcome::Failure);
-        tally_labels(&[pre.clone(), ok.clone(), day(2026, 1, 5)], &cal, -5, 3, &mut sprints);
-        tally_labels(&[pre.clone(), bad, day(2026, 1, 18)], &cal, -5, 3, &mut sprints);
-        tally_labels(&[pre.clone(), labels::EMERGENCY.into(), ok.clone(), day(2026, 1, 19)], &cal, -5, 3, &mut sprints);
+        tally_labels(
+            &[pre.clone(), ok.clone(), day(2026, 1, 5)],
+            &cal,
+            -5,
+            3,
+            &mut sprints,
+        );
+        tally_labels(
+            &[pre.clone(), bad, day(2026, 1, 18)],
+            &cal,
+            -5,
+            3,
+            &mut sprints,
+        );
+        tally_labels(
+            &[
+                pre.clone(),
+                labels::EMERGENCY.into(),
+                ok.clone(),
+                day(2026, 1, 19),
+            ],
+            &cal,
+            -5,
+            3,
+            &mut sprints,
+        );
         tally_labels(&[pre, ok, day(2025, 1, 1)], &cal, -5, 3, &mut sprints);
-        assert_eq!(sprints[&0], SprintTally { succeeded: 1, failed: 1, pre_approved: 2, ..SprintTally::default() });
-        assert_eq!(sprints[&1], SprintTally { succeeded: 1, emergency: 1, ..SprintTally::default() });
+        assert_eq!(
+            sprints[&0],
+            SprintTally {
+                succeeded: 1,
+                failed: 1,
+                pre_approved: 2,
+                ..SprintTally::default()
+            }
+        );
+        assert_eq!(
+            sprints[&1],
+            SprintTally {
+                succeeded: 1,
+                emergency: 1,
+                ..SprintTally::default()
+            }
+        );
         assert_eq!(sprints.len(), 2);
     }
 
     #[test]
     fn decision_from_labels_keeps_kind_mode_and_emergency() {
-        let d = decision_from_labels(&[labels::kind(DecisionKind::NeedsApproval), labels::OBSERVE.into(), labels::EMERGENCY.into()]).unwrap();
+        let d = decision_from_labels(&[
+            labels::kind(DecisionKind::NeedsApproval),
+            labels::OBSERVE.into(),
+            labels::EMERGENCY.into(),
+        ])
+        .unwrap();
         assert_eq!(d.kind, DecisionKind::NeedsApproval);
         assert_eq!(d.mode, Mode::Observe);
         assert!(d.emergency.is_some());
