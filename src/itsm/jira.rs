@@ -42,6 +42,8 @@ pub const PROPERTY: &str = "changegate.change";
 /// Issues per page of a tally search, and how many pages before counting per sprint.
 const PAGE: u32 = 100;
 const TALLY_PAGES: usize = 4;
+/// Pages read for the recent outcomes (`policy.window` of them) at most.
+const RECENT_PAGES: usize = 10;
 
 /// The labels changegate writes. All are `[a-z0-9-]`, so every Jira site accepts them and
 /// `labels = "…"` matches them exactly.
@@ -568,9 +570,10 @@ pub struct Jira {
     project: String,
     cfg: JiraSection,
     dry_run: bool,
-    /// Changes found or written by this process, by correlation key: `gate` looks a change
-    /// up and then opens it, and the second lookup costs nothing.
-    found: Mutex<HashMap<String, Found>>,
+    /// Changes looked up or written by this process, by correlation key (`None`: looked up
+    /// and not found). `gate` looks a change up and then opens it: the second lookup costs
+    /// nothing. A parallel run creating it in between is caught after the create.
+    found: Mutex<HashMap<String, Option<Found>>>,
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
 }
@@ -986,13 +989,14 @@ impl Jira {
         Ok(self.to_record(v, fallback_key, verdict.as_ref()))
     }
 
-    fn remember(&self, key: &str, found: &Found) {
+    fn remember(&self, key: &str, found: Option<&Found>) {
         if let Ok(mut map) = self.found.lock() {
-            map.insert(key.to_string(), found.clone());
+            map.insert(key.to_string(), found.cloned());
         }
     }
 
-    fn remembered(&self, key: &str) -> Option<Found> {
+    /// `Some(None)`: this process looked and found nothing; `None`: never looked.
+    fn remembered(&self, key: &str) -> Option<Option<Found>> {
         self.found.lock().ok().and_then(|m| m.get(key).cloned())
     }
 
@@ -1029,6 +1033,7 @@ impl Jira {
     async fn lookup(&self, key: &CorrelationKey) -> Result<Option<Found>> {
         let full = key.to_string();
         let Some(v) = self.matches(key, &[]).await?.into_iter().next() else {
+            self.remember(&full, None);
             return Ok(None);
         };
         let record = self.complete(&v, &full).await?;
@@ -1037,7 +1042,7 @@ impl Jira {
             labels: v.labels.clone(),
             record,
         };
-        self.remember(&full, &found);
+        self.remember(&full, Some(&found));
         Ok(Some(found))
     }
 
@@ -1474,11 +1479,11 @@ impl Jira {
         labels_now.extend(new_labels.into_iter().filter(|l| !found.labels.contains(l)));
         self.remember(
             &record.key,
-            &Found {
+            Some(&Found {
                 id: found.id,
                 labels: labels_now,
                 record: record.clone(),
-            },
+            }),
         );
         Ok(record)
     }
@@ -1692,27 +1697,38 @@ impl Itsm for Jira {
             q(&labels::outcome(Outcome::Success)),
             q(&labels::outcome(Outcome::Failure))
         );
-        let (issues, next) = self
-            .search(
-                &format!("{closed} ORDER BY created DESC"),
-                &["labels"],
-                q_.window.max(1),
-                None,
-                &[],
-            )
-            .await?;
-        let recent: Vec<Outcome> = issues
-            .iter()
-            .filter(|v| v.is_change())
-            .map(|v| {
+        // The most recent closed outcomes, newest first. Jira may return fewer issues per
+        // page than asked: page on until the window is full (at most RECENT_PAGES pages).
+        let window = q_.window.max(1) as usize;
+        let mut recent: Vec<Outcome> = Vec::with_capacity(window);
+        let mut token: Option<String> = None;
+        let mut next: Option<String> = None;
+        for _ in 0..RECENT_PAGES {
+            let (issues, more) = self
+                .search(
+                    &format!("{closed} ORDER BY created DESC"),
+                    &["labels"],
+                    u32::try_from(window - recent.len())
+                        .unwrap_or(PAGE)
+                        .min(PAGE),
+                    token.as_deref(),
+                    &[],
+                )
+                .await?;
+            recent.extend(issues.iter().filter(|v| v.is_change()).map(|v| {
                 if v.has(&labels::outcome(Outcome::Failure)) {
                     Outcome::Failure
                 } else {
                     Outcome::Success
                 }
-            })
-            .take(q_.window as usize)
-            .collect();
+            }));
+            next = more;
+            if recent.len() >= window || next.is_none() {
+                break;
+            }
+            token = next.clone();
+        }
+        recent.truncate(window);
         let closed_total = if next.is_none() && (recent.len() as u64) < u64::from(q_.window) {
             recent.len() as u64
         } else {
@@ -1781,7 +1797,7 @@ impl Itsm for Jira {
         let key = facts.key();
         let full = key.to_string();
         let existing = match self.remembered(&full) {
-            Some(f) => Some(f),
+            Some(known) => known,
             None => self.lookup(&key).await?,
         };
         let found = match existing {
@@ -1828,7 +1844,7 @@ impl Itsm for Jira {
                             labels: label_list,
                             record: record.clone(),
                         };
-                        self.remember(&full, &found);
+                        self.remember(&full, Some(&found));
                         return Ok(record);
                     }
                 }
@@ -1857,7 +1873,7 @@ impl Itsm for Jira {
         };
         let fresh = self.complete(&v, &record.key).await?;
         if let Ok(mut map) = self.found.lock() {
-            if let Some(f) = map.get_mut(&fresh.key) {
+            if let Some(Some(f)) = map.get_mut(&fresh.key) {
                 f.record = fresh.clone();
                 f.labels = v.labels.clone();
             }

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary against real files and in-process fakes.
 //! One test binary (modules below) keeps link time down.
 
+mod jira;
 mod settings;
 mod support;
