@@ -1315,6 +1315,24 @@ impl Jira {
         Ok(Some(winner))
     }
 
+    /// The transition that leads an issue to `status`: the one `[jira.transitions]` names
+    /// for `role`, else the one whose target is `status`, else one named `status`.
+    fn offered<'v>(&self, v: &'v IssueView, role: &str, status: &str) -> Option<&'v Transition> {
+        match self
+            .cfg
+            .transitions
+            .get(role)
+            .filter(|n| !n.trim().is_empty())
+        {
+            Some(name) => v.transitions.iter().find(|t| eq(&t.name, name)),
+            None => v
+                .transitions
+                .iter()
+                .find(|t| eq(&t.to, status))
+                .or_else(|| v.transitions.iter().find(|t| eq(&t.name, status))),
+        }
+    }
+
     /// Moves an issue to `status` (role `role` in `[jira.transitions]`). Returns false when
     /// the issue is already there (the workflow made the move).
     async fn transition(
@@ -1338,15 +1356,7 @@ impl Jira {
             .transitions
             .get(role)
             .filter(|n| !n.trim().is_empty());
-        let chosen = match named {
-            Some(name) => v.transitions.iter().find(|t| eq(&t.name, name)),
-            None => v
-                .transitions
-                .iter()
-                .find(|t| eq(&t.to, status))
-                .or_else(|| v.transitions.iter().find(|t| eq(&t.name, status))),
-        };
-        let Some(t) = chosen else {
+        let Some(t) = self.offered(v, role, status) else {
             let offered: Vec<String> = v
                 .transitions
                 .iter()
@@ -1906,15 +1916,33 @@ impl Itsm for Jira {
         current.deployed_at = Some(current.deployed_at.unwrap_or(now));
         let stored = Stored::of(&current);
         let implementing = self.cfg.statuses.implementing.clone();
-        let moved = self
-            .transition(&v, "implementing", &implementing, Some(&stored), None)
-            .await?;
+        let observing = current
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.mode == Mode::Observe);
+        let moved = if observing
+            && !eq(&v.status, &implementing)
+            && self.offered(&v, "implementing", &implementing).is_none()
+        {
+            // Observe mode never blocks: a change still in its approval step stays there.
+            tracing::warn!(
+                "observe mode: {} stays in {:?}; the workflow offers no move to {implementing:?} from there",
+                v.key,
+                v.status
+            );
+            false
+        } else {
+            self.transition(&v, "implementing", &implementing, Some(&stored), None)
+                .await?
+        };
         if !moved {
             // The workflow made the move; still record when the deploy started.
             self.edit(&v.key, &json!({ "properties": Self::property(&stored) }))
                 .await?;
         }
-        current.state = State::Implementing;
+        if moved || eq(&v.status, &implementing) {
+            current.state = State::Implementing;
+        }
         Ok(current)
     }
 

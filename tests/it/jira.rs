@@ -1424,3 +1424,42 @@ async fn history_requests_do_not_grow_with_the_history() {
     };
     assert_eq!(rates(&searched), rates(&counted));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_never_waits_nor_blocks() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["--mode", "observe", "gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["decision"], "needs-approval");
+    assert_eq!(report["mode"], "observe");
+    let issue = site.issue("CHG-1");
+    // The approval step offers no move to Implementing: the change stays where it is,
+    // and the deploy's start is still recorded.
+    assert_eq!(issue.status, "Waiting for approval");
+    assert!(issue.labels.contains(&labels::OBSERVE.to_string()));
+    assert!(issue.props[PROPERTY]["deployed_at"].is_string());
+    assert_eq!(
+        site.counts(0)
+            .get("GET /rest/servicedeskapi/request/{key}/approval"),
+        None,
+        "observe mode does not wait"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_writes_nothing() {
+    let site = Site::start(Script::default(), "[policy]\nmin_history = 0\n").await;
+    let (code, out, err) = site.run(&["--dry-run", "gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["decision"], "pre-approved");
+    let writes: Vec<String> = site
+        .counts(0)
+        .into_keys()
+        .filter(|k| !k.contains("/search/") && !k.starts_with("GET "))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(site.with(|s| s.issues.len()), 0);
+}
