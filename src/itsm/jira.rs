@@ -794,6 +794,8 @@ impl Jira {
         };
         let hint = if hint.is_empty() {
             String::new()
+        } else if said.ends_with('.') {
+            format!(" {hint}")
         } else {
             format!(". {hint}")
         };
