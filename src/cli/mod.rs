@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::{GlobalArgs, Settings};
 
+pub mod action;
 mod approve;
 mod change;
 mod config;
