@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use changegate::cli::{self, Cli, Exit, action};
 use changegate::env;
 use changegate::pipeline::ProcessEnv;
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
             return Exit::Error.into();
         }
     };
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::parse_args(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

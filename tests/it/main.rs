@@ -1,4 +1,5 @@
 //! Integration tests: the real binary against real files and in-process fakes.
 //! One test binary (modules below) keeps link time down.
 
+mod action;
 mod support;
