@@ -2,4 +2,5 @@
 //! One test binary (modules below) keeps link time down.
 
 mod action;
+mod examples;
 mod support;
