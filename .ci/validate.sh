@@ -5,7 +5,7 @@
 #   gitlab/templates/*.yml           GitLab CI schema: the spec header and the jobs, each
 #                                    half on its own, and the jobs as rendered from the
 #                                    inputs' defaults
-#   examples/gitlab/.gitlab-ci.yml   GitLab CI schema
+#   examples/gitlab/.gitlab-ci.yml, gitlab/.gitlab-ci.yml   GitLab CI schema
 #   Dockerfile                       hadolint
 # plus checks that the action's inputs are the ones the binary reads, and negative controls
 # (a broken copy of each file must be rejected, so a validator that passes everything fails).
@@ -117,6 +117,7 @@ for template in gitlab/templates/*.yml; do
   fi
 done
 check "examples/gitlab/.gitlab-ci.yml: gitlab-ci schema" "$CJS" "${GITLAB_SCHEMA[@]}" examples/gitlab/.gitlab-ci.yml
+check "gitlab/.gitlab-ci.yml (the catalog project's pipeline): gitlab-ci schema" "$CJS" "${GITLAB_SCHEMA[@]}" gitlab/.gitlab-ci.yml
 
 step "Dockerfile"
 check "Dockerfile: hadolint" "$HADOLINT" Dockerfile
