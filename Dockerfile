@@ -18,10 +18,11 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-alpine AS build
-# Alpine's own packages for the build only; none of them reaches a final image but the
-# CA bundle and the static busybox, which the release rebuilds with each image.
+# Alpine's own packages, for the build only: none reaches a final image but the CA bundle
+# and the static busybox, refreshed with each release build. musl-dev and linux-headers
+# are what the bundled C (SQLite, AWS-LC's <linux/random.h>) compiles against.
 # hadolint ignore=DL3018
-RUN apk add --no-cache musl-dev ca-certificates busybox-static
+RUN apk add --no-cache musl-dev linux-headers ca-certificates busybox-static
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

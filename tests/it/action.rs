@@ -43,8 +43,57 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
     ])
 }
 
+/// A stand-in for the GitHub API: it refuses everything (404), so that annotating is a
+/// warning and never changes a result here, and it keeps what it was sent.
+struct FakeApi {
+    runtime: tokio::runtime::Runtime,
+    server: wiremock::MockServer,
+}
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        // A multi-threaded runtime serves the fake while the test thread waits on the binary.
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let server = runtime.block_on(async {
+            let server = wiremock::MockServer::start().await;
+            wiremock::Mock::given(wiremock::matchers::any())
+                .respond_with(
+                    wiremock::ResponseTemplate::new(404)
+                        .set_body_json(serde_json::json!({"message": "Not Found"})),
+                )
+                .mount(&server)
+                .await;
+            server
+        });
+        FakeApi { runtime, server }
+    }
+
+    /// Every request must have carried the `github-token` input as its credential (the
+    /// tests set no other token). Once the gate annotates, a push gate sends at least one.
+    fn assert_token_used(&self) {
+        let requests = self
+            .runtime
+            .block_on(self.server.received_requests())
+            .unwrap_or_default();
+        for request in requests {
+            let auth = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                auth.ends_with(TOKEN),
+                "{} {} was sent without the github-token input",
+                request.method,
+                request.url
+            );
+        }
+    }
+}
+
 /// A job's surroundings as the runner lays them out for a container action.
 struct Runner {
+    api: FakeApi,
     /// Mounted at `/github/workspace`: the checkout, and the container's working directory.
     workspace: tempfile::TempDir,
     /// `/github/file_commands` and `/github/workflow` stand-ins.
@@ -109,6 +158,7 @@ impl Runner {
         )
         .expect("payload");
         Runner {
+            api: FakeApi::start(),
             workspace,
             files,
             step: 0,
@@ -164,9 +214,11 @@ impl Runner {
             .env("GITHUB_ACTOR", "Codertocat")
             .env("GITHUB_WORKFLOW", "deploy")
             .env("GITHUB_SERVER_URL", "https://github.com")
-            // Nothing listens there: nothing in these tests may depend on the API.
-            .env("GITHUB_API_URL", "http://127.0.0.1:9")
-            .env("GITHUB_GRAPHQL_URL", "http://127.0.0.1:9/graphql")
+            .env("GITHUB_API_URL", self.api.server.uri())
+            .env(
+                "GITHUB_GRAPHQL_URL",
+                format!("{}/graphql", self.api.server.uri()),
+            )
             .env("GITHUB_OUTPUT", &output)
             .env("GITHUB_STEP_SUMMARY", &summary)
             .env("GITHUB_ENV", self.files.path().join("set_env"))
@@ -174,6 +226,7 @@ impl Runner {
             .env("GITHUB_STATE", self.files.path().join("save_state"));
         // Exactly as the runner starts the entrypoint: no arguments at all.
         let assert = cmd.assert();
+        self.api.assert_token_used();
         Step {
             output,
             summary,
