@@ -26,7 +26,7 @@ const PUSH_SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
 fn runner_defaults() -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("command", "gate".to_string()),
-        ("environment", "production".to_string()),
+        ("environment", String::new()),
         ("service", String::new()),
         ("backend", String::new()),
         ("config", String::new()),
@@ -545,8 +545,8 @@ mod gitlab {
     /// What the component's `variables:` turn its inputs into (empty = input not given).
     const COMPONENT_VARS: &[(&str, &str)] = &[
         ("CHANGEGATE_ENVIRONMENT", "production"),
-        ("CHANGEGATE_BACKEND", "local"),
-        ("CHANGEGATE_MODE", "enforce"),
+        ("CHANGEGATE_BACKEND", ""),
+        ("CHANGEGATE_MODE", ""),
         ("CHANGEGATE_SERVICE", ""),
         ("CHANGEGATE_CONFIG", ""),
         ("CHANGEGATE_WAIT", ""),
@@ -633,6 +633,34 @@ mod gitlab {
             Some(0),
             "{}",
             String::from_utf8_lossy(&record.get_output().stderr)
+        );
+    }
+
+    #[test]
+    fn component_inputs_left_empty_leave_the_config_file_in_charge() {
+        // The component sets CHANGEGATE_MODE="" and CHANGEGATE_BACKEND="" when those inputs
+        // are not given: the file's observe mode must stand, so the gate does not block.
+        let repo = support::git_repo();
+        let dir = repo.path();
+        std::fs::write(dir.join(".changegate.toml"), "mode = \"observe\"\n").expect("config");
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(("CHANGEGATE_WAIT", "0"));
+        let gate = job(dir, GATE, &vars);
+        let out = gate.get_output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("[observe mode]"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            dotenv(dir).get("CHANGEGATE_DECISION").map(String::as_str),
+            Some("needs-approval")
         );
     }
 
