@@ -188,9 +188,15 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
+        // The action's `github-token` input arrives in the environment, never on the command
+        // line (see cli::action); it stands between the flag and the plain GITHUB_TOKEN.
+        let input_token = github_actions
+            .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+            .flatten();
         let github_token = args
             .github_token
             .clone()
+            .or(input_token)
             .or_else(|| env::var(env::GITHUB_TOKEN))
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from);
