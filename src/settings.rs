@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
+use crate::pipeline::git::{self, FileAtRev};
 
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -138,7 +139,9 @@ impl Settings {
             .or_else(|| file.environment.clone())
             .unwrap_or_else(|| "production".to_string());
         if environment.contains(':') || environment.trim().is_empty() {
-            bail!("invalid environment name {environment:?}: it must be non-empty and contain no ':'");
+            bail!(
+                "invalid environment name {environment:?}: it must be non-empty and contain no ':'"
+            );
         }
         let service = args.service.clone().or_else(|| file.service.clone());
         let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
@@ -156,7 +159,11 @@ impl Settings {
                 if backend == BackendKind::Local || args.dry_run {
                     (at, Some(at.to_rfc3339()))
                 } else {
-                    tracing::warn!("{} is ignored with the {} backend outside --dry-run", env::NOW, backend.as_str());
+                    tracing::warn!(
+                        "{} is ignored with the {} backend outside --dry-run",
+                        env::NOW,
+                        backend.as_str()
+                    );
                     (Utc::now(), None)
                 }
             }
@@ -181,9 +188,15 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
+        // The action's `github-token` input arrives in the environment, never on the command
+        // line (see cli::action); it stands between the flag and the plain GITHUB_TOKEN.
+        let input_token = github_actions
+            .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+            .flatten();
         let github_token = args
             .github_token
             .clone()
+            .or(input_token)
             .or_else(|| env::var(env::GITHUB_TOKEN))
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from);
@@ -229,9 +242,58 @@ fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBu
     if let Some(path) = explicit {
         return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
     }
+    if let Some(branch) = protected_branch() {
+        let rev = format!("origin/{branch}");
+        match git::file_at(workdir, &rev, DEFAULT_CONFIG) {
+            FileAtRev::Found(text) => {
+                let label = PathBuf::from(format!("{rev}:{DEFAULT_CONFIG}"));
+                let file = ConfigFile::parse(&text, &label)?;
+                return Ok((Some(label), file));
+            }
+            FileAtRev::Missing => {
+                tracing::info!(
+                    "{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request"
+                );
+                return Ok((None, ConfigFile::default()));
+            }
+            FileAtRev::NoRevision => tracing::warn!(
+                "cannot read {DEFAULT_CONFIG} from the default branch ({rev} is not in this checkout); \
+                 using the pull request's own copy. Fetch the default branch (e.g. actions/checkout with \
+                 fetch-depth: 0) so that a pull request cannot loosen its own gate"
+            ),
+        }
+    }
     let default = workdir.join(DEFAULT_CONFIG);
     if default.is_file() {
         return Ok((Some(default.clone()), ConfigFile::load(&default)?));
     }
     Ok((None, ConfigFile::default()))
+}
+
+/// In a pull/merge request pipeline, the default branch whose config governs it: a pull
+/// request must not loosen its own gate by editing `.changegate.toml`.
+fn protected_branch() -> Option<String> {
+    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
+        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
+    {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            repository: Option<Repo>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Repo {
+            default_branch: Option<String>,
+        }
+        let from_event = env::var(env::GITHUB_EVENT_PATH)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<Event>(&t).ok())
+            .and_then(|e| e.repository?.default_branch);
+        return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
+    }
+    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
+        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
+    {
+        return env::var(env::CI_DEFAULT_BRANCH);
+    }
+    None
 }

@@ -1,13 +1,15 @@
 //! The command line: clap definitions, and one file per command.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::settings::{GlobalArgs, Settings};
 
+pub mod action;
 mod approve;
 mod change;
 mod config;
@@ -70,6 +72,28 @@ pub enum Command {
     Approve(approve::DecideArgs),
     /// Embedded ledger only: reject a change waiting for approval.
     Reject(approve::DecideArgs),
+}
+
+impl Cli {
+    /// Parses a command line. An empty environment variable counts as unset, as it does
+    /// everywhere in changegate: CI systems set variables to "" for inputs left out (a
+    /// GitLab component's `variables:`, an action's `env:`), and that must not read as an
+    /// empty `--config` or an invalid `--backend`.
+    pub fn parse_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+        let matches = empty_env_is_unset(Cli::command()).try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+fn empty_env_is_unset(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+        if empty { arg.env(None) } else { arg }
+    })
+    .mut_subcommands(empty_env_is_unset)
 }
 
 /// What every command gets: the resolved settings and where it runs.

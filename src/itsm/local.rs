@@ -15,7 +15,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::{HistoryQuery, Itsm, decision_stands};
 use crate::config::BackendKind;
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, SprintTally, State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome,
+    SprintTally, State,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
@@ -106,10 +107,12 @@ impl Ledger {
             }
         } else {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the ledger's folder {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the ledger's folder {}", dir.display())
+                })?;
             }
-            Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?
+            Connection::open(path)
+                .with_context(|| format!("cannot open the ledger {}", path.display()))?
         };
         let corrupt = |e: rusqlite::Error| {
             anyhow!(
@@ -118,13 +121,16 @@ impl Ledger {
                 path.display()
             )
         };
-        conn.busy_timeout(Duration::from_secs(30)).map_err(corrupt)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(corrupt)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(corrupt)?;
         // Reading the schema touches every page header: a damaged file fails here, not later.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(corrupt)?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(corrupt)?;
         let latest = MIGRATIONS.len() as i64;
         if version > latest {
             bail!(
@@ -141,11 +147,15 @@ impl Ledger {
                 );
             }
             if !read_only {
-                conn.pragma_update(None, "journal_mode", "WAL").map_err(corrupt)?;
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(corrupt)?;
             }
             let mut conn = conn;
             migrate(&mut conn, version).map_err(corrupt)?;
-            return Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() });
+            return Ok(Ledger {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+            });
         }
         Ok(Ledger {
             conn: Mutex::new(conn),
@@ -158,13 +168,22 @@ impl Ledger {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| anyhow!("ledger connection poisoned"))?;
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow!("ledger connection poisoned"))?;
         f(&mut conn).with_context(|| format!("ledger {}", self.path.display()))
     }
 
     /// Links an incident to a change. Linking the same incident twice is harmless.
-    pub fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+    pub fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -176,7 +195,8 @@ impl Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 
     fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
@@ -188,7 +208,11 @@ fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have migrated while we waited for the lock.
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(from) as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(from) as usize)
+    {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
@@ -239,12 +263,18 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
     ))
 }
 
-fn load(c: &Connection, filter: &str, args: impl rusqlite::Params) -> rusqlite::Result<Option<ChangeRecord>> {
+fn load(
+    c: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Option<ChangeRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM changes WHERE {filter}");
     let Some((id, mut record)) = c.query_row(&sql, args, record_from_row).optional()? else {
         return Ok(None);
     };
-    let mut stmt = c.prepare_cached("SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
+    let mut stmt = c.prepare_cached(
+        "SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident",
+    )?;
     record.incidents = stmt
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -346,7 +376,12 @@ impl Itsm for Ledger {
         }
     }
 
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let key = facts.key().to_string();
         let facts_json = serde_json::to_string(facts)?;
         let lines = facts.lines_changed.and_then(|n| i64::try_from(n).ok());
@@ -422,7 +457,8 @@ impl Itsm for Ledger {
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -438,11 +474,22 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         // A change whose gate never passed was not deployed, whatever the job says: it is
         // cancelled, and counts in no success rate.
-        let outcome = if record.deployed_at.is_none() { Outcome::Cancelled } else { outcome };
+        let outcome = if record.deployed_at.is_none() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         let state = if outcome == Outcome::Cancelled && record.state != State::Rejected {
             State::Cancelled
         } else if outcome == Outcome::Cancelled {
@@ -464,15 +511,32 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
-        let current = self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
-        let target = if approve { State::Approved } else { State::Rejected };
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+        let current = self
+            .get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
+        let target = if approve {
+            State::Approved
+        } else {
+            State::Rejected
+        };
         if current.state == target {
             return Ok(current);
         }
         if current.state != State::AwaitingApproval {
-            bail!("change {id} is not waiting for approval (its state is {})", current.state);
+            bail!(
+                "change {id} is not waiting for approval (its state is {})",
+                current.state
+            );
         }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -486,6 +550,7 @@ impl Itsm for Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 }

@@ -7,7 +7,8 @@ pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.' | '!' | '|' | '~' | '>' => {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.'
+            | '!' | '|' | '~' | '>' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -26,7 +27,11 @@ pub fn escape(text: &str) -> String {
 /// but is still kept to http(s).
 pub fn link(text: &str, url: Option<&str>) -> String {
     match url.filter(|u| u.starts_with("https://") || u.starts_with("http://")) {
-        Some(url) => format!("[{}]({})", escape(text), url.replace(')', "%29").replace(' ', "%20")),
+        Some(url) => format!(
+            "[{}]({})",
+            escape(text),
+            url.replace(')', "%29").replace(' ', "%20")
+        ),
         None => escape(text),
     }
 }

@@ -30,7 +30,10 @@ pub fn extract<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
             for caps in re.captures_iter(text) {
                 let item = match (i, caps.get(1)) {
                     (2, Some(n)) => format!("#{}", n.as_str()),
-                    _ => caps.get(0).map(|m| m.as_str().to_string()).unwrap_or_default(),
+                    _ => caps
+                        .get(0)
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
                 };
                 let prefix = item.split('-').next().unwrap_or("");
                 if i == 1 && NOT_KEYS.contains(&prefix) {

@@ -6,7 +6,9 @@ use assert_cmd::Command;
 
 /// The reference material shipped beside the repository (`../shared/reference`).
 pub fn reference(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(rel)
 }
 
 /// The changegate binary with a clean environment: no CI variables leak in from the
@@ -51,6 +53,11 @@ pub fn git_repo() -> tempfile::TempDir {
     std::fs::write(dir.path().join("app.txt"), "v1\n").expect("write");
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "PAY-1: first version"]);
-    git(&["remote", "add", "origin", "https://github.com/acme/payments-api.git"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://github.com/acme/payments-api.git",
+    ]);
     dir
 }
