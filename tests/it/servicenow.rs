@@ -198,6 +198,15 @@ async fn pre_approved_is_a_standard_change_from_the_template_implemented_then_cl
         assert!(!rec["work_start"].is_empty());
         let notes = s.notes(&rec["sys_id"]).join("\n");
         assert!(notes.contains("[pass] track-record"), "{notes}");
+        assert!(
+            notes.contains("Commit range:") && notes.contains("Triggered by: Dev"),
+            "the template owns the description: the facts are in the work note: {notes}"
+        );
+        assert!(
+            rec["description"].starts_with(TEMPLATE),
+            "{}",
+            rec["description"]
+        );
         assert_eq!(s.count("POST", "/change/standard/"), 1);
         assert_eq!(s.count("GET", "/change/standard/template"), 1);
     }

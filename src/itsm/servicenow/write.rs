@@ -179,14 +179,22 @@ impl ServiceNow {
             "short_description".into(),
             json!(text::cut(&text::one_line(&facts.summary()), 160)),
         );
-        f.insert("description".into(), json!(text::description(facts)));
+        let description = text::description(facts);
+        f.insert("description".into(), json!(description));
         f.insert("correlation_id".into(), json!(facts.key().fitted(KEY_MAX)));
         f.insert("correlation_display".into(), json!(display_for(now)));
         match decision {
             Some(d) => {
                 let note = text::render_decision(d, now);
                 f.insert("justification".into(), json!(note));
-                f.insert("work_notes".into(), json!(note));
+                // A standard change's description is the template's: the facts go in the
+                // work note, so the commit range, PR and run are on the record all the same.
+                let work_note = if type_for(decision) == "standard" {
+                    format!("{note}\n\n{description}")
+                } else {
+                    note
+                };
+                f.insert("work_notes".into(), json!(work_note));
             }
             None => {
                 f.insert(
