@@ -610,10 +610,18 @@ async fn oauth_token_is_fetched_once_and_renewed_once_on_401() {
             .env("CHANGEGATE_SERVICENOW_CLIENT_ID", "cg-client")
             .env("CHANGEGATE_SERVICENOW_CLIENT_SECRET", "cg-secret");
     };
-    let mut cmd = sn.cmd(&["gate"]);
+    let mut cmd = sn.cmd(&["-vvv", "gate"]);
     oauth(&mut cmd);
     let out = cmd.output().unwrap();
     assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let (stdout, stderr) = text(&out);
+    let issued = sn.sn().tokens.clone();
+    for secret in issued.iter().map(String::as_str).chain(["cg-secret"]) {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked at -vvv"
+        );
+    }
     assert_eq!(
         sn.sn().count("POST", "/oauth_token.do"),
         1,
@@ -904,5 +912,54 @@ async fn a_blocked_change_is_redecided_in_place_once_the_freeze_ends() {
     let out = sn.run(&["status", "--format", "json"]);
     assert_eq!(code(&out), 0, "{:?}", text(&out));
     assert_eq!(json_of(&out)["state"], "awaiting-approval");
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn a_pull_request_deploy_describes_the_pr_the_run_and_the_actor() {
+    let sn = Instance::start("").await;
+    let event = sn.repo.path().join("event.json");
+    std::fs::copy(
+        reference("github-webhooks/examples/pull_request/opened.payload.json"),
+        &event,
+    )
+    .unwrap();
+    let out = sn
+        .cmd(&["gate", "--wait", "0", "--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+        .env("GITHUB_SERVER_URL", "https://github.com")
+        .env("GITHUB_RUN_ID", "9876543210")
+        .env("GITHUB_ACTOR", "Codertocat")
+        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&out),
+        1,
+        "needs approval, not waiting: {:?}",
+        text(&out)
+    );
+    let report = json_of(&out);
+    let s = sn.sn();
+    let key = report["correlation_key"].as_str().unwrap();
+    let rec = s.find(key)[0].clone();
+    let d = &rec["description"];
+    for want in [
+        "Pull request: #2 Update the README with new information. https://github.com/Codertocat/Hello-World/pull/2",
+        "Pipeline run: https://github.com/Codertocat/Hello-World/actions/runs/9876543210",
+        "Triggered by: Codertocat",
+        "at commit ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+    ] {
+        assert!(d.contains(want), "missing {want:?} in:\n{d}");
+    }
+    assert!(
+        rec["short_description"].contains("Update the README with new information. (#2"),
+        "{}",
+        rec["short_description"]
+    );
+    drop(s);
     sn.assert_clean();
 }
