@@ -140,7 +140,9 @@ pub struct GithubApp {
 
 impl std::fmt::Debug for GithubApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GithubApp").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("GithubApp")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -217,7 +219,10 @@ impl Settings {
             .or_else(|| env::var(env::GITHUB_TOKEN))
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from);
-        let github_app = match (env::var(env::GITHUB_APP_ID), env::var(env::GITHUB_APP_PRIVATE_KEY)) {
+        let github_app = match (
+            env::var(env::GITHUB_APP_ID),
+            env::var(env::GITHUB_APP_PRIVATE_KEY),
+        ) {
             (Some(id), Some(key)) => Some(GithubApp {
                 id: id.trim().to_string(),
                 private_key: SecretString::from(key),
@@ -235,7 +240,8 @@ impl Settings {
         let github_api_url = env::var(env::GITHUB_API_URL)
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
-        let gitlab_api_url = env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
+        let gitlab_api_url =
+            env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
         let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
 
         Ok(Settings {

@@ -74,7 +74,9 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
         return Done::Skipped("GITHUB_REPOSITORY is not set".to_string());
     };
     if settings.github_app.is_none() && settings.github_token.is_none() {
-        return Done::Skipped("no GitHub token (GITHUB_TOKEN, CHANGEGATE_GITHUB_TOKEN or a GitHub App)".to_string());
+        return Done::Skipped(
+            "no GitHub token (GITHUB_TOKEN, CHANGEGATE_GITHUB_TOKEN or a GitHub App)".to_string(),
+        );
     }
     let mut gh = match GitHub::connect(settings, owner, repo).await {
         Ok(gh) => gh,
@@ -85,18 +87,31 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     // A pull_request pipeline names its PR; the checks then go on the PR's head commit,
     // where the PR shows them (GITHUB_SHA is the merge commit of the PR's merge ref).
     let (pulls, sha) = match &facts.pull_request {
-        Some(pr) => (Ok(vec![pr.number]), pr.head_sha.clone().unwrap_or_else(|| facts.commit_sha.clone())),
-        None => (gh.pulls_of_commit(&facts.commit_sha).await, facts.commit_sha.clone()),
+        Some(pr) => (
+            Ok(vec![pr.number]),
+            pr.head_sha
+                .clone()
+                .unwrap_or_else(|| facts.commit_sha.clone()),
+        ),
+        None => (
+            gh.pulls_of_commit(&facts.commit_sha).await,
+            facts.commit_sha.clone(),
+        ),
     };
     match pulls {
         Ok(numbers) => {
             for number in numbers {
                 if let Err(e) = gh.upsert_comment(number, a).await {
-                    problems.push(format!("comment on pull request #{number}: {e}{}", hint(&e, "pull-requests: write")));
+                    problems.push(format!(
+                        "comment on pull request #{number}: {e}{}",
+                        hint(&e, "pull-requests: write")
+                    ));
                 }
             }
         }
-        Err(e) => problems.push(format!("cannot list the pull requests of commit {sha}: {e}")),
+        Err(e) => problems.push(format!(
+            "cannot list the pull requests of commit {sha}: {e}"
+        )),
     }
     if let Err(problem) = gh.check_or_status(&sha, a).await {
         problems.push(problem);
@@ -106,7 +121,11 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
 
 /// A hint on the permission a refused call needs.
 fn hint(e: &ApiError, permission: &str) -> String {
-    if e.refused() { format!(" (the token needs `{permission}`)") } else { String::new() }
+    if e.refused() {
+        format!(" (the token needs `{permission}`)")
+    } else {
+        String::new()
+    }
 }
 
 impl GitHub {
@@ -122,7 +141,11 @@ impl GitHub {
             }
             (None, Some(token)) => {
                 // `ghs_`: a server-to-server token (Actions' GITHUB_TOKEN, an App's).
-                let author = if token.expose_secret().starts_with("ghs_") { Author::Bot } else { Author::User(None) };
+                let author = if token.expose_secret().starts_with("ghs_") {
+                    Author::Bot
+                } else {
+                    Author::User(None)
+                };
                 (token.clone(), author)
             }
             (None, None) => return Err("no GitHub token".to_string()),
@@ -142,7 +165,14 @@ impl GitHub {
 
     /// The open or merged pull requests that contain the commit (a push pipeline).
     async fn pulls_of_commit(&self, sha: &str) -> Result<Vec<u64>, ApiError> {
-        let pulls: Vec<Pull> = self.api.all(&format!("{}/commits/{}/pulls?per_page=100", self.repo_path(), enc(sha))).await?;
+        let pulls: Vec<Pull> = self
+            .api
+            .all(&format!(
+                "{}/commits/{}/pulls?per_page=100",
+                self.repo_path(),
+                enc(sha)
+            ))
+            .await?;
         Ok(pulls
             .into_iter()
             .filter(|p| p.state == "open" || p.merged_at.is_some())
@@ -171,7 +201,9 @@ impl GitHub {
         let comments: Vec<Comment> = self.api.all(&format!("{issue}?per_page=100")).await?;
         let mut ours = Vec::new();
         for c in comments {
-            if c.body.as_deref().is_some_and(|b| b.contains(&a.marker)) && self.is_ours(c.user.as_ref()).await? {
+            if c.body.as_deref().is_some_and(|b| b.contains(&a.marker))
+                && self.is_ours(c.user.as_ref()).await?
+            {
                 ours.push(c);
             }
         }
@@ -182,7 +214,13 @@ impl GitHub {
         };
         if first.body.as_deref() != Some(a.comment.as_str()) {
             // Comments are edited on the repository, without the issue number.
-            self.api.call(Method::PATCH, &format!("{}/issues/comments/{}", self.repo_path(), first.id), Some(&body)).await?;
+            self.api
+                .call(
+                    Method::PATCH,
+                    &format!("{}/issues/comments/{}", self.repo_path(), first.id),
+                    Some(&body),
+                )
+                .await?;
         }
         for dup in duplicates {
             let path = format!("{}/issues/comments/{}", self.repo_path(), dup.id);
@@ -202,14 +240,20 @@ impl GitHub {
         };
         match self.commit_status(sha, a).await {
             Ok(()) => {
-                tracing::info!("check run refused ({check}); commit status `{}` set instead", a.status_context);
+                tracing::info!(
+                    "check run refused ({check}); commit status `{}` set instead",
+                    a.status_context
+                );
                 Ok(())
             }
             Err(status) if status.refused() => Err(format!(
                 "check run `{}` refused ({check}) and commit status `{}` refused too ({status}): the token needs `checks: write` or `statuses: write`",
                 a.check_name, a.status_context
             )),
-            Err(status) => Err(format!("check run `{}` refused ({check}); commit status `{}` failed: {status}", a.check_name, a.status_context)),
+            Err(status) => Err(format!(
+                "check run `{}` refused ({check}); commit status `{}` failed: {status}",
+                a.check_name, a.status_context
+            )),
         }
     }
 
@@ -235,17 +279,34 @@ impl GitHub {
             .api
             .json(
                 Method::GET,
-                &format!("{}/commits/{}/check-runs?check_name={}&filter=latest&per_page=10", self.repo_path(), enc(sha), enc(&a.check_name)),
+                &format!(
+                    "{}/commits/{}/check-runs?check_name={}&filter=latest&per_page=10",
+                    self.repo_path(),
+                    enc(sha),
+                    enc(&a.check_name)
+                ),
                 None,
             )
             .await?;
         match existing.check_runs.iter().find(|c| c.name == a.check_name) {
             Some(run) => {
-                self.api.call(Method::PATCH, &format!("{}/check-runs/{}", self.repo_path(), run.id), Some(&body)).await?;
+                self.api
+                    .call(
+                        Method::PATCH,
+                        &format!("{}/check-runs/{}", self.repo_path(), run.id),
+                        Some(&body),
+                    )
+                    .await?;
             }
             None => {
                 body["head_sha"] = json!(sha);
-                self.api.call(Method::POST, &format!("{}/check-runs", self.repo_path()), Some(&body)).await?;
+                self.api
+                    .call(
+                        Method::POST,
+                        &format!("{}/check-runs", self.repo_path()),
+                        Some(&body),
+                    )
+                    .await?;
             }
         }
         Ok(())
@@ -260,7 +321,13 @@ impl GitHub {
         if let Some(url) = &a.details_url {
             body["target_url"] = json!(url);
         }
-        self.api.call(Method::POST, &format!("{}/statuses/{}", self.repo_path(), enc(sha)), Some(&body)).await?;
+        self.api
+            .call(
+                Method::POST,
+                &format!("{}/statuses/{}", self.repo_path(), enc(sha)),
+                Some(&body),
+            )
+            .await?;
         Ok(())
     }
 }

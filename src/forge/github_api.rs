@@ -40,11 +40,23 @@ pub(crate) enum ApiError {
         message: String,
     },
     #[error("GitHub rate limit on {method} {path}: {why}")]
-    RateLimited { method: Method, path: String, why: String },
+    RateLimited {
+        method: Method,
+        path: String,
+        why: String,
+    },
     #[error("GitHub could not be reached ({method} {path}) after {ATTEMPTS} attempts: {message}")]
-    Transport { method: Method, path: String, message: String },
+    Transport {
+        method: Method,
+        path: String,
+        message: String,
+    },
     #[error("unexpected answer from GitHub to {method} {path}: {message}")]
-    Decode { method: Method, path: String, message: String },
+    Decode {
+        method: Method,
+        path: String,
+        message: String,
+    },
     #[error("{0}")]
     Setup(String),
 }
@@ -53,7 +65,13 @@ impl ApiError {
     /// The token may not do this (a read-only token, a missing permission, no access):
     /// GitHub answers 403, or 404 where it hides what exists.
     pub(crate) fn refused(&self) -> bool {
-        matches!(self, ApiError::Status { status: 403 | 404, .. })
+        matches!(
+            self,
+            ApiError::Status {
+                status: 403 | 404,
+                ..
+            }
+        )
     }
 
     pub(crate) fn status(&self) -> Option<u16> {
@@ -73,13 +91,24 @@ pub(crate) struct Api {
 impl Api {
     /// `base_url` is `GITHUB_API_URL` (`https://api.github.com`, `https://HOST/api/v3`, a
     /// test server); `bearer` a token or an App JWT.
-    pub(crate) fn new(http: &HttpClient, base_url: &str, bearer: &SecretString) -> Result<Api, ApiError> {
-        let base = url::Url::parse(base_url).map_err(|e| ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not a URL: {e}")))?;
+    pub(crate) fn new(
+        http: &HttpClient,
+        base_url: &str,
+        bearer: &SecretString,
+    ) -> Result<Api, ApiError> {
+        let base = url::Url::parse(base_url).map_err(|e| {
+            ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not a URL: {e}"))
+        })?;
         let crab = Octocrab::builder()
             .base_uri(base_url)
-            .map_err(|e| ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not usable: {e}")))?
+            .map_err(|e| {
+                ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not usable: {e}"))
+            })?
             .add_retry_config(RetryConfig::None)
-            .add_header(reqwest::header::ACCEPT, "application/vnd.github+json".to_string())
+            .add_header(
+                reqwest::header::ACCEPT,
+                "application/vnd.github+json".to_string(),
+            )
             .personal_token(bearer.clone())
             .build_with_reqwest(http.client().clone())
             .map_err(|e| ApiError::Setup(format!("cannot set up the GitHub client: {e}")))?;
@@ -87,7 +116,12 @@ impl Api {
     }
 
     /// One call, retried on transport errors, 5xx and rate limits; the body on success.
-    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<(HeaderMap, String), ApiError> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(HeaderMap, String), ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -105,10 +139,17 @@ impl Api {
                     let message = e.to_string();
                     tracing::debug!(%method, path, error = %message, "github");
                     if last {
-                        return Err(ApiError::Transport { method, path: path.to_string(), message });
+                        return Err(ApiError::Transport {
+                            method,
+                            path: path.to_string(),
+                            message,
+                        });
                     }
                     let delay = backoff(attempt);
-                    tracing::warn!("GitHub could not be reached for {method} {path} ({message}); retrying in {:.1}s", delay.as_secs_f64());
+                    tracing::warn!(
+                        "GitHub could not be reached for {method} {path} ({message}); retrying in {:.1}s",
+                        delay.as_secs_f64()
+                    );
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -121,33 +162,70 @@ impl Api {
                 return Ok((headers, text));
             }
             let message = super::api_message(&text);
-            if let Some(wait) = rate_limit_wait(status, &headers, &text, attempt, chrono::Utc::now().timestamp()) {
+            if let Some(wait) = rate_limit_wait(
+                status,
+                &headers,
+                &text,
+                attempt,
+                chrono::Utc::now().timestamp(),
+            ) {
                 if wait > MAX_WAIT {
-                    let why = format!("{message} (the limit lifts in {}s, longer than changegate waits)", wait.as_secs());
-                    return Err(ApiError::RateLimited { method, path: path.to_string(), why });
+                    let why = format!(
+                        "{message} (the limit lifts in {}s, longer than changegate waits)",
+                        wait.as_secs()
+                    );
+                    return Err(ApiError::RateLimited {
+                        method,
+                        path: path.to_string(),
+                        why,
+                    });
                 }
                 if last {
                     let why = format!("{message} (still limited after {ATTEMPTS} attempts)");
-                    return Err(ApiError::RateLimited { method, path: path.to_string(), why });
+                    return Err(ApiError::RateLimited {
+                        method,
+                        path: path.to_string(),
+                        why,
+                    });
                 }
-                tracing::warn!("GitHub rate limit on {method} {path}: {message}; waiting {}s", wait.as_secs());
+                tracing::warn!(
+                    "GitHub rate limit on {method} {path} ({message}): waiting {}s",
+                    wait.as_secs()
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
             if status >= 500 && status != 501 && !last {
                 let delay = backoff(attempt);
-                tracing::warn!("GitHub answered {status} to {method} {path}; retrying in {:.1}s", delay.as_secs_f64());
+                tracing::warn!(
+                    "GitHub answered {status} to {method} {path}; retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
                 tokio::time::sleep(delay).await;
                 continue;
             }
-            return Err(ApiError::Status { method, path: path.to_string(), status, message });
+            return Err(ApiError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                message,
+            });
         }
     }
 
     /// A call whose answer is JSON.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<T, ApiError> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ApiError> {
         let (_, text) = self.call(method.clone(), path, body).await?;
-        serde_json::from_str(&text).map_err(|e| ApiError::Decode { method, path: path.to_string(), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            method,
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Every item of a listing, following the `Link: rel="next"` pages.
@@ -178,7 +256,10 @@ impl Api {
     fn same_origin_path(&self, link: &str) -> Option<String> {
         let url = url::Url::parse(link).ok()?;
         if url.origin() != self.base.origin() {
-            tracing::warn!("not following a pagination link to another host: {}", url.origin().ascii_serialization());
+            tracing::warn!(
+                "not following a pagination link to another host: {}",
+                url.origin().ascii_serialization()
+            );
             return None;
         }
         Some(match url.query() {
@@ -194,7 +275,9 @@ pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
     link.split(',').find_map(|part| {
         let mut pieces = part.split(';');
         let url = pieces.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
-        pieces.any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\"")).then(|| url.to_string())
+        pieces
+            .any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\""))
+            .then(|| url.to_string())
     })
 }
 
@@ -204,7 +287,13 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 
 /// How long to wait before trying again, when the answer is a rate limit; `None` when it is
 /// not one (a plain 403 is a permission problem and is not retried).
-pub(crate) fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &str, attempt: u32, now: i64) -> Option<Duration> {
+pub(crate) fn rate_limit_wait(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    attempt: u32,
+    now: i64,
+) -> Option<Duration> {
     if status != 403 && status != 429 {
         return None;
     }
@@ -219,7 +308,9 @@ pub(crate) fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &str, atte
     }
     if status == 429 || body.to_ascii_lowercase().contains("rate limit") {
         // A secondary limit without headers: at least a minute, then exponentially longer.
-        return Some(Duration::from_secs(60u64.saturating_mul(1 << (attempt.saturating_sub(1)).min(6))));
+        return Some(Duration::from_secs(
+            60u64.saturating_mul(1 << (attempt.saturating_sub(1)).min(6)),
+        ));
     }
     None
 }
@@ -248,21 +339,57 @@ mod tests {
     fn rate_limits_primary_secondary_and_plain_refusals() {
         let now = 1_000_000;
         // Retry-After wins, on 403 and 429.
-        assert_eq!(rate_limit_wait(403, &headers(&[("retry-after", "7")]), "", 1, now), Some(Duration::from_secs(7)));
-        assert_eq!(rate_limit_wait(429, &headers(&[("retry-after", "3")]), "", 1, now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            rate_limit_wait(403, &headers(&[("retry-after", "7")]), "", 1, now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(429, &headers(&[("retry-after", "3")]), "", 1, now),
+            Some(Duration::from_secs(3))
+        );
         // Primary limit: wait until the reset.
-        let primary = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1000030")]);
-        assert_eq!(rate_limit_wait(403, &primary, "API rate limit exceeded", 1, now), Some(Duration::from_secs(30)));
+        let primary = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1000030"),
+        ]);
+        assert_eq!(
+            rate_limit_wait(403, &primary, "API rate limit exceeded", 1, now),
+            Some(Duration::from_secs(30))
+        );
         // Secondary limit without headers: a minute, then longer.
         let secondary = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
-        assert_eq!(rate_limit_wait(403, &HeaderMap::new(), secondary, 1, now), Some(Duration::from_secs(60)));
-        assert_eq!(rate_limit_wait(403, &HeaderMap::new(), secondary, 2, now), Some(Duration::from_secs(120)));
-        assert_eq!(rate_limit_wait(429, &HeaderMap::new(), "", 1, now), Some(Duration::from_secs(60)));
+        assert_eq!(
+            rate_limit_wait(403, &HeaderMap::new(), secondary, 1, now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            rate_limit_wait(403, &HeaderMap::new(), secondary, 2, now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            rate_limit_wait(429, &HeaderMap::new(), "", 1, now),
+            Some(Duration::from_secs(60))
+        );
         // A refusal is not a rate limit, even with budget headers present.
-        let budget = headers(&[("x-ratelimit-remaining", "4999"), ("x-ratelimit-reset", "1000030")]);
-        assert_eq!(rate_limit_wait(403, &budget, r#"{"message":"Resource not accessible by integration"}"#, 1, now), None);
+        let budget = headers(&[
+            ("x-ratelimit-remaining", "4999"),
+            ("x-ratelimit-reset", "1000030"),
+        ]);
+        assert_eq!(
+            rate_limit_wait(
+                403,
+                &budget,
+                r#"{"message":"Resource not accessible by integration"}"#,
+                1,
+                now
+            ),
+            None
+        );
         assert_eq!(rate_limit_wait(404, &HeaderMap::new(), "", 1, now), None);
-        assert_eq!(rate_limit_wait(500, &headers(&[("retry-after", "1")]), "", 1, now), None);
+        assert_eq!(
+            rate_limit_wait(500, &headers(&[("retry-after", "1")]), "", 1, now),
+            None
+        );
     }
 
     #[test]
@@ -271,8 +398,14 @@ mod tests {
             "link",
             r#"<https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=5>; rel="last""#,
         )]);
-        assert_eq!(next_link(&h).as_deref(), Some("https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=2"));
-        let last_page = headers(&[("link", r#"<https://api.github.com/x?page=1>; rel="first", <https://api.github.com/x?page=4>; rel="prev""#)]);
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=2")
+        );
+        let last_page = headers(&[(
+            "link",
+            r#"<https://api.github.com/x?page=1>; rel="first", <https://api.github.com/x?page=4>; rel="prev""#,
+        )]);
         assert_eq!(next_link(&last_page), None);
     }
 }

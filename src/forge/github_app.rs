@@ -38,13 +38,18 @@ enum Issuer<'a> {
 }
 
 /// The App JWT, valid from a minute ago for the next nine minutes.
-pub(crate) fn jwt(app_id: &str, private_key: &SecretString, now: i64) -> Result<SecretString, String> {
+pub(crate) fn jwt(
+    app_id: &str,
+    private_key: &SecretString,
+    now: i64,
+) -> Result<SecretString, String> {
     if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
         return Err("no signing backend for the GitHub App JWT in this build".to_string());
     }
     let pem = normalise_pem(private_key.expose_secret());
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes())
-        .map_err(|e| format!("the GitHub App private key is not an RSA private key in PEM form ({e})"))?;
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+        format!("the GitHub App private key is not an RSA private key in PEM form ({e})")
+    })?;
     let id = app_id.trim();
     let iss = match id.parse::<u64>() {
         Ok(n) => Issuer::AppId(n),
@@ -82,13 +87,19 @@ static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 fn cached(scope: &str, now: DateTime<Utc>) -> Option<SecretString> {
     let guard = CACHE.lock().ok()?;
     let c = guard.as_ref().filter(|c| c.scope == scope)?;
-    let fresh = c.expires_at.is_none_or(|at| (at - now).num_seconds() > REFRESH_MARGIN_SECS);
+    let fresh = c
+        .expires_at
+        .is_none_or(|at| (at - now).num_seconds() > REFRESH_MARGIN_SECS);
     fresh.then(|| c.token.clone())
 }
 
 fn store(scope: String, token: SecretString, expires_at: Option<DateTime<Utc>>) {
     if let Ok(mut guard) = CACHE.lock() {
-        *guard = Some(Cached { scope, token, expires_at });
+        *guard = Some(Cached {
+            scope,
+            token,
+            expires_at,
+        });
     }
 }
 
@@ -104,7 +115,13 @@ struct AccessToken {
 }
 
 /// An installation token for `owner/repo`, from the cache or freshly minted.
-pub(crate) async fn installation_token(http: &HttpClient, base_url: &str, app: &GithubApp, owner: &str, repo: &str) -> Result<SecretString, String> {
+pub(crate) async fn installation_token(
+    http: &HttpClient,
+    base_url: &str,
+    app: &GithubApp,
+    owner: &str,
+    repo: &str,
+) -> Result<SecretString, String> {
     let scope = format!("{base_url} {} {owner}/{repo}", app.id);
     let now = Utc::now();
     if let Some(token) = cached(&scope, now) {
@@ -113,22 +130,38 @@ pub(crate) async fn installation_token(http: &HttpClient, base_url: &str, app: &
     let jwt = jwt(&app.id, &app.private_key, now.timestamp())?;
     let api = Api::new(http, base_url, &jwt).map_err(|e| e.to_string())?;
     let installation: Installation = api
-        .json(Method::GET, &format!("/repos/{owner}/{repo}/installation"), None)
+        .json(
+            Method::GET,
+            &format!("/repos/{owner}/{repo}/installation"),
+            None,
+        )
         .await
         .map_err(|e| match e.status() {
-            Some(404) => format!("the GitHub App {} is not installed on {owner}/{repo} ({e})", app.id),
-            Some(401) => format!("GitHub refused the App JWT: check the App ID and private key ({e})"),
+            Some(404) => format!(
+                "the GitHub App {} is not installed on {owner}/{repo} ({e})",
+                app.id
+            ),
+            Some(401) => {
+                format!("GitHub refused the App JWT: check the App ID and private key ({e})")
+            }
             _ => e.to_string(),
         })?;
     // Scoped to this repository only; its permissions are those the App was granted.
     let body = serde_json::json!({ "repositories": [repo] });
     let minted: AccessToken = api
-        .json(Method::POST, &format!("/app/installations/{}/access_tokens", installation.id), Some(&body))
+        .json(
+            Method::POST,
+            &format!("/app/installations/{}/access_tokens", installation.id),
+            Some(&body),
+        )
         .await
         .map_err(|e: ApiError| format!("cannot mint an installation token: {e}"))?;
     let token = SecretString::from(minted.token);
     store(scope, token.clone(), minted.expires_at);
-    tracing::debug!(installation = installation.id, "GitHub App installation token minted");
+    tracing::debug!(
+        installation = installation.id,
+        "GitHub App installation token minted"
+    );
     Ok(token)
 }
 
@@ -138,13 +171,21 @@ mod tests {
 
     #[test]
     fn pem_with_escaped_newlines_is_repaired() {
-        assert_eq!(normalise_pem("-----BEGIN X-----\\nabc\\n-----END X-----\n"), "-----BEGIN X-----\nabc\n-----END X-----");
+        assert_eq!(
+            normalise_pem("-----BEGIN X-----\\nabc\\n-----END X-----\n"),
+            "-----BEGIN X-----\nabc\n-----END X-----"
+        );
         assert_eq!(normalise_pem("a\nb"), "a\nb");
     }
 
     #[test]
     fn a_bad_key_is_a_clear_error_that_shows_no_key() {
-        let err = jwt("123", &SecretString::from("not a key but a secret-ish string"), 0).unwrap_err();
+        let err = jwt(
+            "123",
+            &SecretString::from("not a key but a secret-ish string"),
+            0,
+        )
+        .unwrap_err();
         assert!(err.contains("not an RSA private key"), "{err}");
         assert!(!err.contains("secret-ish"), "{err}");
     }
@@ -152,10 +193,23 @@ mod tests {
     #[test]
     fn cache_is_scoped_and_refreshes_before_expiry() {
         let now = Utc::now();
-        store("a".into(), SecretString::from("t1"), Some(now + chrono::Duration::minutes(30)));
-        assert_eq!(cached("a", now).map(|t| t.expose_secret().to_string()).as_deref(), Some("t1"));
+        store(
+            "a".into(),
+            SecretString::from("t1"),
+            Some(now + chrono::Duration::minutes(30)),
+        );
+        assert_eq!(
+            cached("a", now)
+                .map(|t| t.expose_secret().to_string())
+                .as_deref(),
+            Some("t1")
+        );
         assert!(cached("b", now).is_none());
-        store("a".into(), SecretString::from("t2"), Some(now + chrono::Duration::minutes(2)));
+        store(
+            "a".into(),
+            SecretString::from("t2"),
+            Some(now + chrono::Duration::minutes(2)),
+        );
         assert!(cached("a", now).is_none());
     }
 }

@@ -57,13 +57,22 @@ fn enc(segment: &str) -> String {
 /// An error in one line: GitLab's own message, with a hint when the token was refused.
 fn describe(e: &HttpError) -> String {
     match e {
-        HttpError::Status { status, method, path, body, .. } => {
+        HttpError::Status {
+            status,
+            method,
+            path,
+            body,
+            ..
+        } => {
             let hint = match status.as_u16() {
                 401 => " (is CHANGEGATE_GITLAB_TOKEN valid?)",
                 403 | 404 => " (the token needs the `api` scope and at least the Developer role)",
                 _ => "",
             };
-            format!("GitLab answered {status} to {method} {path}: {}{hint}", api_message(body))
+            format!(
+                "GitLab answered {status} to {method} {path}: {}{hint}",
+                api_message(body)
+            )
         }
         other => other.to_string(),
     }
@@ -82,7 +91,11 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     };
     let http = match HttpClient::new("GitLab") {
         Ok(h) => h,
-        Err(e) => return Done::Annotated { problems: vec![e.to_string()] },
+        Err(e) => {
+            return Done::Annotated {
+                problems: vec![e.to_string()],
+            };
+        }
     };
     let mut gl = GitLab {
         http,
@@ -104,10 +117,18 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
                 }
             }
         }
-        Err(e) => problems.push(format!("cannot list the merge requests of commit {}: {}", facts.commit_sha, describe(&e))),
+        Err(e) => problems.push(format!(
+            "cannot list the merge requests of commit {}: {}",
+            facts.commit_sha,
+            describe(&e)
+        )),
     }
     if let Err(e) = gl.commit_status(&facts.commit_sha, a).await {
-        problems.push(format!("commit status `{}`: {}", a.status_context, describe(&e)));
+        problems.push(format!(
+            "commit status `{}`: {}",
+            a.status_context,
+            describe(&e)
+        ));
     }
     Done::Annotated { problems }
 }
@@ -119,10 +140,17 @@ impl GitLab {
             value.set_sensitive(true);
             headers.insert("PRIVATE-TOKEN", value);
         }
-        client.request(method, format!("{}{path}", self.api)).headers(headers)
+        client
+            .request(method, format!("{}{path}", self.api))
+            .headers(headers)
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<reqwest::Response, HttpError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, HttpError> {
         self.http
             .send(|c| {
                 let r = self.request(c, method.clone(), path);
@@ -134,7 +162,12 @@ impl GitLab {
             .await
     }
 
-    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<T, HttpError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, HttpError> {
         let response = self.send(method.clone(), path, body).await?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -184,7 +217,11 @@ impl GitLab {
     /// The open or merged merge requests that contain the commit (a branch pipeline).
     async fn merge_requests_of_commit(&self, sha: &str) -> Result<Vec<u64>, HttpError> {
         let mrs: Vec<MergeRequest> = self
-            .all(&format!("{}/repository/commits/{}/merge_requests", self.project_path(), enc(sha)))
+            .all(&format!(
+                "{}/repository/commits/{}/merge_requests",
+                self.project_path(),
+                enc(sha)
+            ))
             .await?;
         Ok(mrs
             .into_iter()
@@ -206,18 +243,30 @@ impl GitLab {
     /// own user count: a note someone else wrote with our marker in it is left alone.
     async fn upsert_note(&mut self, iid: u64, a: &Annotation) -> Result<(), HttpError> {
         let notes_path = format!("{}/merge_requests/{iid}/notes", self.project_path());
-        let notes: Vec<Note> = self.all(&format!("{notes_path}?sort=asc&order_by=created_at")).await?;
-        let marked: Vec<Note> = notes.into_iter().filter(|n| !n.system && n.body.contains(&a.marker)).collect();
+        let notes: Vec<Note> = self
+            .all(&format!("{notes_path}?sort=asc&order_by=created_at"))
+            .await?;
+        let marked: Vec<Note> = notes
+            .into_iter()
+            .filter(|n| !n.system && n.body.contains(&a.marker))
+            .collect();
         let mut ours = None;
         if !marked.is_empty() {
             let me = self.me().await?;
-            ours = marked.into_iter().find(|n| n.author.as_ref().is_some_and(|u| u.id == me));
+            ours = marked
+                .into_iter()
+                .find(|n| n.author.as_ref().is_some_and(|u| u.id == me));
         }
         let body = json!({ "body": a.comment });
         match ours {
             Some(note) if note.body == a.comment => Ok(()),
             Some(note) => {
-                self.send(Method::PUT, &format!("{notes_path}/{}", note.id), Some(&body)).await?;
+                self.send(
+                    Method::PUT,
+                    &format!("{notes_path}/{}", note.id),
+                    Some(&body),
+                )
+                .await?;
                 Ok(())
             }
             None => {
@@ -238,10 +287,23 @@ impl GitLab {
         if let Some(url) = &a.details_url {
             body["target_url"] = json!(url);
         }
-        match self.send(Method::POST, &format!("{}/statuses/{}", self.project_path(), enc(sha)), Some(&body)).await {
+        match self
+            .send(
+                Method::POST,
+                &format!("{}/statuses/{}", self.project_path(), enc(sha)),
+                Some(&body),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(HttpError::Status { status, body, .. }) if status.as_u16() == 400 && body.contains("Cannot transition status") => {
-                tracing::debug!("commit status already {}: {}", a.verdict.gitlab_state(), api_message(&body));
+            Err(HttpError::Status { status, body, .. })
+                if status.as_u16() == 400 && body.contains("Cannot transition status") =>
+            {
+                tracing::debug!(
+                    "commit status already {}: {}",
+                    a.verdict.gitlab_state(),
+                    api_message(&body)
+                );
                 Ok(())
             }
             Err(e) => Err(e),

@@ -155,7 +155,12 @@ pub enum Done {
 /// Annotates the pull/merge request(s) of this change and its commit. Skipped in a dry run,
 /// with `annotate.enabled = false`, outside GitHub/GitLab CI, and without a token. A failed
 /// part is a warning on stderr, or an error when `annotate.required = true`.
-pub async fn annotate(settings: &Settings, report: &Report, facts: &ChangeFacts, record: Option<&ChangeRecord>) -> Result<()> {
+pub async fn annotate(
+    settings: &Settings,
+    report: &Report,
+    facts: &ChangeFacts,
+    record: Option<&ChangeRecord>,
+) -> Result<()> {
     if settings.dry_run || !settings.annotate.enabled {
         return Ok(());
     }
@@ -175,7 +180,10 @@ pub async fn annotate(settings: &Settings, report: &Report, facts: &ChangeFacts,
         }
         Done::Annotated { problems } if problems.is_empty() => Ok(()),
         Done::Annotated { problems } if settings.annotate.required => {
-            bail!("could not annotate (annotate.required is set): {}", problems.join("; "))
+            bail!(
+                "could not annotate (annotate.required is set): {}",
+                problems.join("; ")
+            )
         }
         Done::Annotated { problems } => {
             for problem in problems {
@@ -207,7 +215,10 @@ pub(crate) fn api_message(body: &str) -> String {
             .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
     });
     let text = message.unwrap_or_else(|| body.trim().to_string());
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() > 300 {
         let mut cut: String = one_line.chars().take(299).collect();
         cut.push('…');
@@ -222,7 +233,12 @@ mod tests {
     use super::*;
     use crate::domain::Mode;
 
-    fn report(decision: Option<DecisionKind>, state: Option<State>, outcome: Option<Outcome>, mode: Mode) -> Report {
+    fn report(
+        decision: Option<DecisionKind>,
+        state: Option<State>,
+        outcome: Option<Outcome>,
+        mode: Mode,
+    ) -> Report {
         Report {
             change_id: Some("CHG-1".into()),
             change_url: None,
@@ -252,19 +268,77 @@ mod tests {
         let e = Mode::Enforce;
         let cases = [
             (None, Some(State::New), None, e, Verdict::Open),
-            (Some(PreApproved), Some(State::Implementing), None, e, Verdict::Passed),
-            (Some(NeedsApproval), Some(State::AwaitingApproval), None, e, Verdict::Waiting),
-            (Some(NeedsApproval), Some(State::Approved), None, e, Verdict::Passed),
-            (Some(NeedsApproval), Some(State::Rejected), None, e, Verdict::Blocked),
+            (
+                Some(PreApproved),
+                Some(State::Implementing),
+                None,
+                e,
+                Verdict::Passed,
+            ),
+            (
+                Some(NeedsApproval),
+                Some(State::AwaitingApproval),
+                None,
+                e,
+                Verdict::Waiting,
+            ),
+            (
+                Some(NeedsApproval),
+                Some(State::Approved),
+                None,
+                e,
+                Verdict::Passed,
+            ),
+            (
+                Some(NeedsApproval),
+                Some(State::Rejected),
+                None,
+                e,
+                Verdict::Blocked,
+            ),
             (Some(Blocked), Some(State::New), None, e, Verdict::Blocked),
-            (Some(Blocked), Some(State::New), None, Mode::Observe, Verdict::Observed),
-            (Some(NeedsApproval), Some(State::Implementing), None, Mode::Observe, Verdict::Observed),
-            (Some(PreApproved), Some(State::Closed), Some(Outcome::Success), e, Verdict::Deployed),
-            (Some(NeedsApproval), Some(State::Closed), Some(Outcome::Failure), e, Verdict::Failed),
-            (Some(PreApproved), Some(State::Cancelled), Some(Outcome::Cancelled), e, Verdict::Cancelled),
+            (
+                Some(Blocked),
+                Some(State::New),
+                None,
+                Mode::Observe,
+                Verdict::Observed,
+            ),
+            (
+                Some(NeedsApproval),
+                Some(State::Implementing),
+                None,
+                Mode::Observe,
+                Verdict::Observed,
+            ),
+            (
+                Some(PreApproved),
+                Some(State::Closed),
+                Some(Outcome::Success),
+                e,
+                Verdict::Deployed,
+            ),
+            (
+                Some(NeedsApproval),
+                Some(State::Closed),
+                Some(Outcome::Failure),
+                e,
+                Verdict::Failed,
+            ),
+            (
+                Some(PreApproved),
+                Some(State::Cancelled),
+                Some(Outcome::Cancelled),
+                e,
+                Verdict::Cancelled,
+            ),
         ];
         for (decision, state, outcome, mode, want) in cases {
-            assert_eq!(verdict(&report(decision, state, outcome, mode)), want, "{decision:?} {state:?} {outcome:?} {mode:?}");
+            assert_eq!(
+                verdict(&report(decision, state, outcome, mode)),
+                want,
+                "{decision:?} {state:?} {outcome:?} {mode:?}"
+            );
         }
         assert_eq!(Verdict::Waiting.check_conclusion(), Some("action_required"));
         assert_eq!(Verdict::Open.check_conclusion(), None);
@@ -272,9 +346,20 @@ mod tests {
 
     #[test]
     fn api_messages_are_one_short_line() {
-        assert_eq!(api_message(r#"{"message":"Resource not accessible by integration","documentation_url":"x"}"#), "Resource not accessible by integration");
-        assert_eq!(api_message(r#"{"message":{"body":["is too long"]}}"#), r#"{"body":["is too long"]}"#);
-        assert_eq!(api_message(r#"{"error":"insufficient_scope"}"#), "insufficient_scope");
+        assert_eq!(
+            api_message(
+                r#"{"message":"Resource not accessible by integration","documentation_url":"x"}"#
+            ),
+            "Resource not accessible by integration"
+        );
+        assert_eq!(
+            api_message(r#"{"message":{"body":["is too long"]}}"#),
+            r#"{"body":["is too long"]}"#
+        );
+        assert_eq!(
+            api_message(r#"{"error":"insufficient_scope"}"#),
+            "insufficient_scope"
+        );
         assert_eq!(api_message("Retry later\n"), "Retry later");
         assert_eq!(api_message(&"x".repeat(1000)).chars().count(), 300);
     }

@@ -45,7 +45,9 @@ fn headline(verdict: Verdict, report: &Report) -> (&'static str, &'static str) {
     match verdict {
         Verdict::Open => ("🕓", "change opened, not decided yet"),
         Verdict::Waiting => ("⏳", "waiting for approval"),
-        Verdict::Passed if report.decision == Some(DecisionKind::NeedsApproval) => ("✅", "approved"),
+        Verdict::Passed if report.decision == Some(DecisionKind::NeedsApproval) => {
+            ("✅", "approved")
+        }
         Verdict::Passed => ("✅", "pre-approved"),
         Verdict::Observed => ("👀", "observe mode: not enforced"),
         Verdict::Blocked if report.state == Some(State::Rejected) => ("⛔", "rejected"),
@@ -79,11 +81,21 @@ fn allowance(report: &Report) -> Option<(u32, u32, u32)> {
     let sprint = report.sprint.as_ref()?;
     let counts = report.decision == Some(DecisionKind::PreApproved) && report.emergency.is_none();
     let used = sprint.used + u32::from(counts);
-    Some((used, sprint.allowance, sprint.allowance.saturating_sub(used)))
+    Some((
+        used,
+        sprint.allowance,
+        sprint.allowance.saturating_sub(used),
+    ))
 }
 
 /// The sticky comment on the pull/merge request.
-pub fn comment(marker: &str, verdict: Verdict, report: &Report, facts: &ChangeFacts, record: Option<&ChangeRecord>) -> String {
+pub fn comment(
+    marker: &str,
+    verdict: Verdict,
+    report: &Report,
+    facts: &ChangeFacts,
+    record: Option<&ChangeRecord>,
+) -> String {
     let mut md = String::new();
     md.push_str(marker);
     md.push('\n');
@@ -100,13 +112,19 @@ pub fn comment(marker: &str, verdict: Verdict, report: &Report, facts: &ChangeFa
         Some(id) => link(id, report.change_url.as_deref()),
         None => "not recorded".to_string(),
     };
-    md.push_str(&format!("**Decision** {decision} · **State** {state} · **Change** {change}  \n"));
+    md.push_str(&format!(
+        "**Decision** {decision} · **State** {state} · **Change** {change}  \n"
+    ));
     let mut deploying = format!("**Commit** {}", escape(short_sha(&facts.commit_sha)));
     if let Some(branch) = &facts.branch {
         deploying.push_str(&format!(" on {}", escape(branch)));
     }
     if let Some(pr) = &facts.pull_request {
-        deploying.push_str(&format!(" · **PR** \\#{} {}", pr.number, escape(&cut(&pr.title, TITLE_MAX))));
+        deploying.push_str(&format!(
+            " · **PR** \\#{} {}",
+            pr.number,
+            escape(&cut(&pr.title, TITLE_MAX))
+        ));
     }
     md.push_str(&deploying);
     md.push_str("\n\n");
@@ -123,18 +141,25 @@ pub fn comment(marker: &str, verdict: Verdict, report: &Report, facts: &ChangeFa
 
     for rule in &report.rules {
         let mark = if rule.passed { "✅" } else { "❌" };
-        md.push_str(&format!("- {mark} **{}** {}\n", escape(&rule.code), escape(&rule.reason)));
+        md.push_str(&format!(
+            "- {mark} **{}** {}\n",
+            escape(&rule.code),
+            escape(&rule.reason)
+        ));
     }
     if !report.rules.is_empty() {
         md.push('\n');
     }
     if let Some((used, of, left)) = allowance(report) {
-        let this = if report.decision == Some(DecisionKind::PreApproved) && report.emergency.is_none() {
-            " (this one included)"
-        } else {
-            ""
-        };
-        md.push_str(&format!("**Sprint allowance** {used} of {of} pre-approved changes used{this} · {left} left\n\n"));
+        let this =
+            if report.decision == Some(DecisionKind::PreApproved) && report.emergency.is_none() {
+                " (this one included)"
+            } else {
+                ""
+            };
+        md.push_str(&format!(
+            "**Sprint allowance** {used} of {of} pre-approved changes used{this} · {left} left\n\n"
+        ));
     }
 
     let timeline = timeline(report, record);
@@ -149,7 +174,11 @@ pub fn comment(marker: &str, verdict: Verdict, report: &Report, facts: &ChangeFa
         let list: Vec<String> = report.incidents.iter().map(|i| escape(i)).collect();
         md.push_str(&format!("**Incidents** {}\n\n", list.join(", ")));
     }
-    let run = facts.run_url.as_deref().map(|u| format!(" · {}", link("pipeline run", Some(u)))).unwrap_or_default();
+    let run = facts
+        .run_url
+        .as_deref()
+        .map(|u| format!(" · {}", link("pipeline run", Some(u))))
+        .unwrap_or_default();
     md.push_str(&format!("<sub>Updated by changegate{run}</sub>\n"));
     md
 }
@@ -165,8 +194,15 @@ fn timeline(report: &Report, record: Option<&ChangeRecord>) -> Vec<String> {
         lines.push(format!("{} decided: {decision}", when(at)));
     }
     if let Some(by) = &record.approved_by {
-        let verb = if record.state == State::Rejected { "rejected" } else { "approved" };
-        let at = record.approved_at.map(|t| format!("{} ", when(t))).unwrap_or_default();
+        let verb = if record.state == State::Rejected {
+            "rejected"
+        } else {
+            "approved"
+        };
+        let at = record
+            .approved_at
+            .map(|t| format!("{} ", when(t)))
+            .unwrap_or_default();
         let comment = record
             .approval_comment
             .as_deref()
@@ -199,15 +235,24 @@ pub fn check_summary(report: &Report) -> String {
     let state = report.state.map_or("none", State::as_str);
     md.push_str(&format!("**Decision** {decision} · **State** {state}"));
     if let Some(id) = &report.change_id {
-        md.push_str(&format!(" · **Change** {}", link(id, report.change_url.as_deref())));
+        md.push_str(&format!(
+            " · **Change** {}",
+            link(id, report.change_url.as_deref())
+        ));
     }
     md.push_str("\n\n");
     for rule in &report.rules {
         let mark = if rule.passed { "✅" } else { "❌" };
-        md.push_str(&format!("- {mark} **{}** {}\n", escape(&rule.code), escape(&rule.reason)));
+        md.push_str(&format!(
+            "- {mark} **{}** {}\n",
+            escape(&rule.code),
+            escape(&rule.reason)
+        ));
     }
     if let Some((used, of, left)) = allowance(report) {
-        md.push_str(&format!("\n**Sprint allowance** {used} of {of} used · {left} left\n"));
+        md.push_str(&format!(
+            "\n**Sprint allowance** {used} of {of} used · {left} left\n"
+        ));
     }
     md
 }
@@ -281,7 +326,8 @@ mod tests {
         ChangeRecord {
             id: "CHG-7".into(),
             url: Some("https://itsm.example.com/change/CHG-7".into()),
-            key: "changegate:acme/payments-api:production:ec26c3e57ca3a959ca5aad62de7213c562f8c821".into(),
+            key: "changegate:acme/payments-api:production:ec26c3e57ca3a959ca5aad62de7213c562f8c821"
+                .into(),
             state,
             decision: Some(decision),
             outcome: None,
@@ -313,24 +359,45 @@ mod tests {
 
     #[test]
     fn pre_approved() {
-        let mut r = record(decision(DecisionKind::PreApproved, passing(), 1), State::Implementing);
+        let mut r = record(
+            decision(DecisionKind::PreApproved, passing(), 1),
+            State::Implementing,
+        );
         r.deployed_at = Some(at(10, 1));
-        insta::assert_snapshot!(render(&r, &facts("Update the README with new information.")));
+        insta::assert_snapshot!(render(
+            &r,
+            &facts("Update the README with new information.")
+        ));
     }
 
     #[test]
     fn needs_approval_waiting() {
         let mut rules = passing();
-        rules[0] = Rule::new("track-record", false, "3 closed changes, 5 needed for a track record");
-        rules.push(Rule::new("risk-paths", false, "touches sensitive paths: migrations/0042_add_index.sql"));
-        let r = record(decision(DecisionKind::NeedsApproval, rules, 1), State::AwaitingApproval);
+        rules[0] = Rule::new(
+            "track-record",
+            false,
+            "3 closed changes, 5 needed for a track record",
+        );
+        rules.push(Rule::new(
+            "risk-paths",
+            false,
+            "touches sensitive paths: migrations/0042_add_index.sql",
+        ));
+        let r = record(
+            decision(DecisionKind::NeedsApproval, rules, 1),
+            State::AwaitingApproval,
+        );
         insta::assert_snapshot!(render(&r, &facts("Add an index to payments")));
     }
 
     #[test]
     fn blocked_by_freeze() {
         let mut rules = passing();
-        rules[3] = Rule::new("freeze", false, "freeze window active until 2027-01-04 00:00 UTC: year-end freeze");
+        rules[3] = Rule::new(
+            "freeze",
+            false,
+            "freeze window active until 2027-01-04 00:00 UTC: year-end freeze",
+        );
         let r = record(decision(DecisionKind::Blocked, rules, 2), State::New);
         insta::assert_snapshot!(render(&r, &facts("Bump the fee table")));
     }
@@ -339,7 +406,10 @@ mod tests {
     fn failed_outcome_after_approval() {
         let mut rules = passing();
         rules[1] = Rule::new("allowance", false, "allowance 4 of 4 used this sprint");
-        let mut r = record(decision(DecisionKind::NeedsApproval, rules, 4), State::Closed);
+        let mut r = record(
+            decision(DecisionKind::NeedsApproval, rules, 4),
+            State::Closed,
+        );
         r.approved_by = Some("alice".into());
         r.approval_comment = Some("ok for tonight".into());
         r.approved_at = Some(at(10, 30));
@@ -352,7 +422,10 @@ mod tests {
     #[test]
     fn hostile_title_is_shown_harmless() {
         let title = "<script>alert(1)</script> cc @org/team\n| a | b |\n|---|---|\n| [x](https://evil.example) | **y** |";
-        let r = record(decision(DecisionKind::PreApproved, passing(), 0), State::Implementing);
+        let r = record(
+            decision(DecisionKind::PreApproved, passing(), 0),
+            State::Implementing,
+        );
         let body = render(&r, &facts(title));
         insta::assert_snapshot!(body);
         let shown = body.lines().find(|l| l.contains("**PR**")).unwrap();
@@ -362,7 +435,10 @@ mod tests {
         assert!(!shown.contains(" | "), "{shown}");
         assert!(!shown.contains("**y**"), "{shown}");
         // The table did not become lines of its own: the body has no table row at all.
-        assert!(!body.lines().any(|l| l.trim_start().starts_with('|')), "{body}");
+        assert!(
+            !body.lines().any(|l| l.trim_start().starts_with('|')),
+            "{body}"
+        );
         // Only our own marker is an HTML comment.
         assert_eq!(body.matches("<!--").count(), 1, "{body}");
     }
@@ -380,24 +456,40 @@ mod tests {
 
     #[test]
     fn status_description_is_short_plain_text() {
-        let r = record(decision(DecisionKind::NeedsApproval, passing(), 0), State::AwaitingApproval);
+        let r = record(
+            decision(DecisionKind::NeedsApproval, passing(), 0),
+            State::AwaitingApproval,
+        );
         let f = facts("t");
         let report = Report::from_record(Some(&r), &f, Mode::Enforce, false);
-        assert_eq!(status_description(verdict(&report), &report), "waiting for approval · CHG-7");
+        assert_eq!(
+            status_description(verdict(&report), &report),
+            "waiting for approval · CHG-7"
+        );
         let mut long = report.clone();
         long.change_id = Some("X".repeat(300));
-        assert_eq!(status_description(verdict(&long), &long).chars().count(), 140);
+        assert_eq!(
+            status_description(verdict(&long), &long).chars().count(),
+            140
+        );
     }
 
     #[test]
     fn allowance_counts_this_change_when_pre_approved() {
-        let r = record(decision(DecisionKind::PreApproved, passing(), 1), State::Implementing);
+        let r = record(
+            decision(DecisionKind::PreApproved, passing(), 1),
+            State::Implementing,
+        );
         let f = facts("t");
         let mut report = Report::from_record(Some(&r), &f, Mode::Enforce, false);
         assert_eq!(allowance(&report), Some((2, 4, 2)));
         report.decision = Some(DecisionKind::NeedsApproval);
         assert_eq!(allowance(&report), Some((1, 4, 3)));
-        report.sprint = Some(SprintInfo { index: 4, allowance: 1, used: 3 });
+        report.sprint = Some(SprintInfo {
+            index: 4,
+            allowance: 1,
+            used: 3,
+        });
         assert_eq!(allowance(&report), Some((3, 1, 0)));
     }
 }
