@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against real files and in-process fakes.
 //! One test binary (modules below) keeps link time down.
 
+mod annotate;
 mod jira;
 mod settings;
 mod support;
