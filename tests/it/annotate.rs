@@ -605,6 +605,14 @@ async fn a_push_pipeline_annotates_the_pull_request_of_its_commit() {
     let runs = gh.state.lock().unwrap().check_runs.clone();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["head_sha"], sha);
+    // The whole annotation is five requests: PRs of the commit, comments, the new comment,
+    // the check run looked up and created.
+    let requests = gh.server.received_requests().await.unwrap_or_default();
+    let calls: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(calls.len(), 5, "{calls:#?}");
     gh.verify().await;
 }
 
@@ -1039,6 +1047,22 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
         })
         .mount(&server)
         .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "{GL_PROJECT}/repository/commits/{GL_SHA}/merge_requests"
+        )))
+        .respond_with(|req: &Request| {
+            gl_auth(req).unwrap_or_else(|| {
+                ResponseTemplate::new(200)
+                    .insert_header("x-next-page", "")
+                    .set_body_json(json!([
+                        {"iid": 7, "state": "merged", "title": "Fees"},
+                        {"iid": 8, "state": "closed", "title": "Old attempt"}
+                    ]))
+            })
+        })
+        .mount(&server)
+        .await;
     Mock::given(any())
         .respond_with(ResponseTemplate::new(599))
         .with_priority(u8::MAX)
@@ -1047,6 +1071,63 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
         .mount(&server)
         .await;
     server
+}
+
+/// The binary in a GitLab CI job; `mr` is the merge request pipeline's MR, if any.
+fn gitlab_cmd(
+    dir: &Path,
+    server: &MockServer,
+    mr: Option<&str>,
+    args: &[&str],
+) -> assert_cmd::Command {
+    let mut cmd = changegate(dir);
+    cmd.env("GITLAB_CI", "true")
+        .env("CI_API_V4_URL", format!("{}/api/v4", server.uri()))
+        .env("CHANGEGATE_GITLAB_TOKEN", GL_TOKEN)
+        .env("CI_JOB_TOKEN", "job-token-must-not-be-used")
+        .env("CI_PROJECT_PATH", "acme/payments-api")
+        .env(
+            "CI_PROJECT_URL",
+            "https://gitlab.example.com/acme/payments-api",
+        )
+        .env("CI_COMMIT_SHA", GL_SHA)
+        .env("CI_COMMIT_REF_NAME", "feature/fees")
+        .env("CI_ENVIRONMENT_NAME", "production")
+        .env(
+            "CI_PIPELINE_URL",
+            "https://gitlab.example.com/acme/payments-api/-/pipelines/9",
+        )
+        .args(args);
+    if let Some(iid) = mr {
+        cmd.env("CI_MERGE_REQUEST_IID", iid).env(
+            "CI_MERGE_REQUEST_TITLE",
+            "Fees: @backend-team please look | ~urgent",
+        );
+    }
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitlab_branch_pipeline_annotates_the_merge_request_of_its_commit() {
+    let state = Arc::new(Mutex::new(GlState {
+        next_id: 500,
+        ..GlState::default()
+    }));
+    let server = fake_gitlab(state.clone()).await;
+    let dir = git_repo();
+    std::fs::write(dir.path().join(".changegate.toml"), PRE_APPROVE).unwrap();
+    let (code, _, err) = run(&mut gitlab_cmd(dir.path(), &server, None, &["gate"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("could not annotate"), "{err}");
+    {
+        // Merge request 7 (merged) got the note; 8 (closed) was not touched (the catch-all
+        // would have failed the test).
+        let s = state.lock().unwrap();
+        assert_eq!(s.notes.len(), 1);
+        assert!(s.notes[0]["body"].as_str().unwrap().contains(MARKER_GL));
+        assert_eq!(s.statuses.len(), 1);
+    }
+    server.verify().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1065,32 +1146,7 @@ async fn gitlab_merge_request_note_is_created_then_updated() {
     let server = fake_gitlab(state.clone()).await;
     let dir = git_repo();
     std::fs::write(dir.path().join(".changegate.toml"), PRE_APPROVE).unwrap();
-    let gitlab = |args: &[&str]| {
-        let mut cmd = changegate(dir.path());
-        cmd.env("GITLAB_CI", "true")
-            .env("CI_API_V4_URL", format!("{}/api/v4", server.uri()))
-            .env("CHANGEGATE_GITLAB_TOKEN", GL_TOKEN)
-            .env("CI_JOB_TOKEN", "job-token-must-not-be-used")
-            .env("CI_PROJECT_PATH", "acme/payments-api")
-            .env(
-                "CI_PROJECT_URL",
-                "https://gitlab.example.com/acme/payments-api",
-            )
-            .env("CI_COMMIT_SHA", GL_SHA)
-            .env("CI_COMMIT_REF_NAME", "feature/fees")
-            .env("CI_MERGE_REQUEST_IID", "7")
-            .env(
-                "CI_MERGE_REQUEST_TITLE",
-                "Fees: @backend-team please look | ~urgent",
-            )
-            .env("CI_ENVIRONMENT_NAME", "production")
-            .env(
-                "CI_PIPELINE_URL",
-                "https://gitlab.example.com/acme/payments-api/-/pipelines/9",
-            )
-            .args(args);
-        cmd
-    };
+    let gitlab = |args: &[&str]| gitlab_cmd(dir.path(), &server, Some("7"), args);
     let (code, _, err) = run(&mut gitlab(&["gate"]));
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&mut gitlab(&["record", "--outcome", "failed"]));
