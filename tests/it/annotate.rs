@@ -624,7 +624,7 @@ async fn a_read_only_token_falls_back_to_a_status_then_warns_and_keeps_the_exit_
     let p = Pipeline::new(PRE_APPROVE, "pull_request/opened.payload.json", |_| {});
     let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     cmd.env("GITHUB_TOKEN", TOKEN)
-        .args(["gate", "--format", "json"]);
+        .args(["-vvv", "gate", "--format", "json"]);
     let (code, out, err) = run(&mut cmd);
     assert_eq!(code, 0, "annotation failures never block: {err}");
     let doc: Value = serde_json::from_str(&out).expect("stdout holds only the JSON document");
@@ -884,11 +884,14 @@ async fn github_app_auth_mints_one_installation_token_and_uses_it() {
             "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
             fixture("github-app-test-key.pem"),
         )
-        .args(["gate", "--wait", "2s"]);
+        .args(["-vvv", "gate", "--wait", "2s"]);
     let (code, _, err) = run(&mut cmd);
     assert_eq!(code, 1, "approval timed out: {err}");
     assert!(!err.contains("could not annotate"), "{err}");
+    // Nothing secret in the logs, even at the most verbose level.
     assert!(!err.contains("PRIVATE KEY"), "{err}");
+    assert!(!err.contains(INSTALLATION_TOKEN), "{err}");
+    assert!(!err.contains("eyJ"), "a JWT leaked: {err}");
 
     let seen = jwts.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
