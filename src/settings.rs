@@ -121,7 +121,32 @@ pub struct Settings {
     pub github_actions: bool,
     /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
     pub github_token: Option<SecretString>,
+    /// GitHub App credentials for annotations; preferred over the token when set.
+    pub github_app: Option<GithubApp>,
+    /// GitHub REST API base: `GITHUB_API_URL`, else `https://api.github.com`.
+    pub github_api_url: String,
+    /// GitLab REST API base: `CI_API_V4_URL`.
+    pub gitlab_api_url: Option<String>,
+    /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
+    pub gitlab_token: Option<SecretString>,
 }
+
+/// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
+#[derive(Clone)]
+pub struct GithubApp {
+    pub id: String,
+    pub private_key: SecretString,
+}
+
+impl std::fmt::Debug for GithubApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubApp")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 pub const DEFAULT_CONFIG: &str = ".changegate.toml";
 pub const DEFAULT_LEDGER: &str = ".changegate/ledger.db";
@@ -200,6 +225,30 @@ impl Settings {
             .or_else(|| env::var(env::GITHUB_TOKEN))
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from);
+        let github_app = match (
+            env::var(env::GITHUB_APP_ID),
+            env::var(env::GITHUB_APP_PRIVATE_KEY),
+        ) {
+            (Some(id), Some(key)) => Some(GithubApp {
+                id: id.trim().to_string(),
+                private_key: SecretString::from(key),
+            }),
+            (None, None) => None,
+            _ => {
+                tracing::warn!(
+                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
+                    env::GITHUB_APP_ID,
+                    env::GITHUB_APP_PRIVATE_KEY
+                );
+                None
+            }
+        };
+        let github_api_url = env::var(env::GITHUB_API_URL)
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
+        let gitlab_api_url =
+            env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
+        let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
 
         Ok(Settings {
             calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
@@ -228,6 +277,10 @@ impl Settings {
             dotenv,
             github_actions,
             github_token,
+            github_app,
+            github_api_url,
+            gitlab_api_url,
+            gitlab_token,
             file,
         })
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
 use crate::domain::{ChangeRecord, Decision, DecisionInput, DecisionKind, Mode, State, decide};
+use crate::forge;
 use crate::itsm::{self, HistoryQuery, Itsm};
 use crate::output::Report;
 
@@ -137,6 +138,9 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         && record.state == State::AwaitingApproval
         && !wait.is_zero()
     {
+        // Reviewers see "waiting for approval" on the pull request while the gate waits.
+        let waiting = Report::from_record(Some(&record), &facts, mode, false);
+        forge::annotate(s, &waiting, &facts, Some(&record)).await?;
         let (after, timed_out) = wait_for_approval(ctx, itsm.as_ref(), record, wait).await?;
         record = after;
         if timed_out {
@@ -162,6 +166,7 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let mut report = Report::from_record(Some(&record), &facts, mode, false);
     report.message = message;
     change::emit(ctx, &report, &facts, exit)?;
+    forge::annotate(s, &report, &facts, Some(&record)).await?;
     Ok(exit)
 }
 
@@ -193,5 +198,6 @@ pub async fn open(ctx: &Ctx, args: &ChangeArgs) -> Result<Exit> {
     };
     let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
     change::emit(ctx, &report, &facts, Exit::Pass)?;
+    forge::annotate(s, &report, &facts, record.as_ref()).await?;
     Ok(Exit::Pass)
 }

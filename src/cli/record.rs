@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
 use crate::domain::Outcome;
+use crate::forge;
 use crate::itsm;
 use crate::output::Report;
 
@@ -69,5 +70,6 @@ pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
         });
     }
     change::emit(ctx, &report, &facts, Exit::Pass)?;
+    forge::annotate(s, &report, &facts, Some(&record)).await?;
     Ok(Exit::Pass)
 }

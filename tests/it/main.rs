@@ -2,6 +2,7 @@
 //! One test binary (modules below) keeps link time down.
 
 mod action;
+mod annotate;
 mod examples;
 mod jira;
 mod servicenow;
