@@ -94,6 +94,7 @@ pub const CI_ENVIRONMENT_NAME: &str = "CI_ENVIRONMENT_NAME";
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
+pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
 /// Reads a variable, treating an empty value as unset (runners set empty inputs).
 pub fn var(name: &str) -> Option<String> {

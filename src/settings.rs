@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
-use crate::pipeline::git::{self, FileAtRev};
+use crate::pipeline::default_config::Governing;
 
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -155,7 +155,17 @@ pub const DEFAULT_DOTENV: &str = "changegate.env";
 impl Settings {
     /// Resolves the settings. `workdir` is where a default config file is looked for.
     pub fn resolve(args: &GlobalArgs, workdir: &Path) -> Result<Settings> {
-        let (config_path, file) = load_config(args.config.as_deref(), workdir)?;
+        Self::resolve_with(args, workdir, None)
+    }
+
+    /// As [`Settings::resolve`], with the default branch's config for a pull-request
+    /// pipeline (see [`crate::pipeline::default_config`]).
+    pub fn resolve_with(
+        args: &GlobalArgs,
+        workdir: &Path,
+        governing: Option<&Governing>,
+    ) -> Result<Settings> {
+        let (config_path, file) = load_config(args.config.as_deref(), workdir, governing)?;
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
         let environment = args
             .environment
@@ -213,18 +223,7 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
-        // The action's `github-token` input arrives in the environment, never on the command
-        // line (see cli::action); it stands between the flag and the plain GITHUB_TOKEN.
-        let input_token = github_actions
-            .then(|| env::var(env::INPUT_GITHUB_TOKEN))
-            .flatten();
-        let github_token = args
-            .github_token
-            .clone()
-            .or(input_token)
-            .or_else(|| env::var(env::GITHUB_TOKEN))
-            .filter(|t| !t.trim().is_empty())
-            .map(SecretString::from);
+        let github_token = github_token(args);
         let github_app = match (
             env::var(env::GITHUB_APP_ID),
             env::var(env::GITHUB_APP_PRIVATE_KEY),
@@ -290,63 +289,47 @@ impl Settings {
     }
 }
 
-/// An explicit config path must exist; the default one is optional.
-fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBuf>, ConfigFile)> {
+/// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
+/// `github-token` input, else `GITHUB_TOKEN`. The input arrives in the environment, never on
+/// the command line (see `cli::action`).
+pub fn github_token(args: &GlobalArgs) -> Option<SecretString> {
+    let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
+    let input_token = github_actions
+        .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+        .flatten();
+    args.github_token
+        .clone()
+        .or(input_token)
+        .or_else(|| env::var(env::GITHUB_TOKEN))
+        .filter(|t| !t.trim().is_empty())
+        .map(SecretString::from)
+}
+
+/// An explicit config path must exist; the default one is optional. In a pull-request
+/// pipeline the default branch's config (`governing`) stands in for the work tree's.
+fn load_config(
+    explicit: Option<&Path>,
+    workdir: &Path,
+    governing: Option<&Governing>,
+) -> Result<(Option<PathBuf>, ConfigFile)> {
     if let Some(path) = explicit {
         return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
     }
-    if let Some(branch) = protected_branch() {
-        let rev = format!("origin/{branch}");
-        match git::file_at(workdir, &rev, DEFAULT_CONFIG) {
-            FileAtRev::Found(text) => {
-                let label = PathBuf::from(format!("{rev}:{DEFAULT_CONFIG}"));
-                let file = ConfigFile::parse(&text, &label)?;
-                return Ok((Some(label), file));
-            }
-            FileAtRev::Missing => {
-                tracing::info!(
-                    "{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request"
-                );
-                return Ok((None, ConfigFile::default()));
-            }
-            FileAtRev::NoRevision => tracing::warn!(
-                "cannot read {DEFAULT_CONFIG} from the default branch ({rev} is not in this checkout); \
-                 using the pull request's own copy. Fetch the default branch (e.g. actions/checkout with \
-                 fetch-depth: 0) so that a pull request cannot loosen its own gate"
-            ),
+    match governing {
+        Some(Governing::Found { label, text }) => {
+            let label = PathBuf::from(label);
+            let file = ConfigFile::parse(text, &label)?;
+            return Ok((Some(label), file));
         }
+        Some(Governing::Missing { label }) => {
+            tracing::info!("{label} does not exist: defaults apply to this pull request");
+            return Ok((None, ConfigFile::default()));
+        }
+        None => {}
     }
     let default = workdir.join(DEFAULT_CONFIG);
     if default.is_file() {
         return Ok((Some(default.clone()), ConfigFile::load(&default)?));
     }
     Ok((None, ConfigFile::default()))
-}
-
-/// In a pull/merge request pipeline, the default branch whose config governs it: a pull
-/// request must not loosen its own gate by editing `.changegate.toml`.
-fn protected_branch() -> Option<String> {
-    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
-        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
-    {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            repository: Option<Repo>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Repo {
-            default_branch: Option<String>,
-        }
-        let from_event = env::var(env::GITHUB_EVENT_PATH)
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str::<Event>(&t).ok())
-            .and_then(|e| e.repository?.default_branch);
-        return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
-    }
-    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
-        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
-    {
-        return env::var(env::CI_DEFAULT_BRANCH);
-    }
-    None
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::Exit;
 use crate::config;
+use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -16,14 +17,19 @@ pub enum ConfigCommand {
     Schema,
 }
 
-pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, workdir: &Path) -> Result<Exit> {
+pub fn run(
+    cmd: &ConfigCommand,
+    global: &GlobalArgs,
+    workdir: &Path,
+    governing: Option<&Governing>,
+) -> Result<Exit> {
     match cmd {
         ConfigCommand::Schema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(Exit::Pass)
         }
         ConfigCommand::Check => {
-            let s = Settings::resolve(global, workdir)?;
+            let s = Settings::resolve_with(global, workdir, governing)?;
             let source = s.config_path.as_ref().map_or_else(
                 || "no config file: defaults".to_string(),
                 |p| p.display().to_string(),

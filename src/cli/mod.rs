@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::settings::{GlobalArgs, Settings};
+use crate::pipeline::default_config;
+use crate::settings::{self, GlobalArgs, Settings};
 
 pub mod action;
 mod approve;
@@ -106,10 +107,17 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = std::env::current_dir()?;
     // `config check`/`schema` report a broken file themselves instead of failing to start.
+    let governing = match &cli.global.config {
+        Some(_) => None,
+        None => {
+            let token = settings::github_token(&cli.global);
+            default_config::fetch(&workdir, settings::DEFAULT_CONFIG, token.as_ref()).await
+        }
+    };
     if let Command::Config(cmd) = &cli.command {
-        return config::run(cmd, &cli.global, &workdir);
+        return config::run(cmd, &cli.global, &workdir, governing.as_ref());
     }
-    let settings = Settings::resolve(&cli.global, &workdir)?;
+    let settings = Settings::resolve_with(&cli.global, &workdir, governing.as_ref())?;
     let ctx = Ctx { settings, workdir };
     match cli.command {
         Command::Gate(args) => gate::run(&ctx, &args).await,

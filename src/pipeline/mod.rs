@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
 use crate::env;
 
+pub mod default_config;
 pub mod git;
 pub mod github;
 pub mod gitlab;
