@@ -1,0 +1,199 @@
+//! What changegate reads of an issue, and what it keeps in the issue property.
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{Op, urlencode};
+use super::{Jira, PROPERTY, labels};
+use crate::domain::{ChangeRecord, Decision, Outcome};
+
+/// What the issue property holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The correlation key, verbatim.
+    pub key: String,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    #[serde(default)]
+    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub deployed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+impl Stored {
+    pub(super) fn of(record: &ChangeRecord) -> Stored {
+        Stored {
+            key: record.key.clone(),
+            commit: record.key.rsplit(':').next().map(str::to_string),
+            decision: record.decision.clone(),
+            opened_at: record.opened_at,
+            decided_at: record.decided_at,
+            deployed_at: record.deployed_at,
+            outcome: record.outcome,
+        }
+    }
+}
+
+/// A transition offered on an issue.
+#[derive(Debug, Clone)]
+pub(super) struct Transition {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) to: String,
+    pub(super) fields: serde_json::Map<String, Value>,
+}
+
+/// What changegate reads of an issue.
+#[derive(Debug, Clone)]
+pub(super) struct IssueView {
+    pub(super) id: u64,
+    pub(super) key: String,
+    pub(super) status: String,
+    pub(super) category: String,
+    pub(super) labels: Vec<String>,
+    pub(super) created: Option<DateTime<Utc>>,
+    pub(super) stored: Option<Stored>,
+    pub(super) transitions: Vec<Transition>,
+}
+
+pub(super) fn parse_jira_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+impl IssueView {
+    pub(super) fn parse(v: &Value) -> Result<IssueView> {
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.parse().unwrap_or(0),
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            _ => 0,
+        };
+        let fields = v.get("fields").cloned().unwrap_or(Value::Null);
+        let stored = v
+            .get("properties")
+            .and_then(|p| p.get(PROPERTY))
+            .filter(|p| !p.is_null())
+            .and_then(|p| match serde_json::from_value::<Stored>(p.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("{key}: the {PROPERTY} issue property cannot be read ({e}); using the labels");
+                    None
+                }
+            });
+        let transitions = v
+            .get("transitions")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| Transition {
+                        id: match t.get("id") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => String::new(),
+                        },
+                        name: str_at(t, &["name"]).unwrap_or_default().to_string(),
+                        to: str_at(t, &["to", "name"]).unwrap_or_default().to_string(),
+                        fields: t
+                            .get("fields")
+                            .and_then(Value::as_object)
+                            .cloned()
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(IssueView {
+            id,
+            key: key.to_string(),
+            status: str_at(&fields, &["status", "name"])
+                .unwrap_or_default()
+                .to_string(),
+            category: str_at(&fields, &["status", "statusCategory", "key"])
+                .unwrap_or_default()
+                .to_string(),
+            labels: fields
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            created: str_at(&fields, &["created"]).and_then(parse_jira_time),
+            stored,
+            transitions,
+        })
+    }
+
+    pub(super) fn has(&self, label: &str) -> bool {
+        self.labels.iter().any(|l| l == label)
+    }
+
+    /// Opened by changegate (and not retired as a duplicate).
+    pub(super) fn is_change(&self) -> bool {
+        (self.has(labels::MARK) || self.stored.is_some()) && !self.has(labels::DUPLICATE)
+    }
+}
+
+impl Jira {
+    pub(super) async fn read_issue(
+        &self,
+        key: &str,
+        transitions: bool,
+    ) -> Result<Option<IssueView>> {
+        let mut query = vec![
+            ("fields", "status,labels,created".to_string()),
+            ("properties", PROPERTY.to_string()),
+        ];
+        if transitions {
+            query.push(("expand", "transitions.fields".to_string()));
+        }
+        let path = format!("/rest/api/3/issue/{}", urlencode(key));
+        match self.request(Method::GET, &path, &query, None).await {
+            Ok(v) => Ok(Some(IssueView::parse(&v)?)),
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(self.explain(e, Op::Read(key))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_from_the_reference_payload() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/jira/rest-api/get-issue.v3.json"
+        ));
+        let Ok(text) = text else { return };
+        let v = IssueView::parse(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(v.key, "KP-19");
+        assert_eq!(v.id, 10032);
+        assert_eq!(v.status, "Backlog");
+        assert_eq!(v.category, "new");
+        assert_eq!(v.labels, vec!["test".to_string()]);
+        assert!(v.created.is_some());
+        assert!(!v.is_change());
+    }
+}
