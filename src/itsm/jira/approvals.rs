@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Jira;
-use super::client::{Op, jira_words, urlencode};
+use super::client::{Op, jira_words};
 use super::issue::str_at;
 
 /// Where the JSM approvals of a change stand.
@@ -79,9 +79,16 @@ pub(super) fn parse_approvals(v: &Value) -> Verdict {
 
 impl Jira {
     pub(super) async fn approvals(&self, key: &str) -> Result<Verdict> {
-        let path = format!("/rest/servicedeskapi/request/{}/approval", urlencode(key));
         let query = [("start", "0".to_string()), ("limit", "50".to_string())];
-        match self.request(Method::GET, &path, &query, None).await {
+        match self
+            .request(
+                Method::GET,
+                &["rest", "servicedeskapi", "request", key, "approval"],
+                &query,
+                None,
+            )
+            .await
+        {
             Ok(v) => Ok(parse_approvals(&v)),
             Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
                 if !self.warned_no_request.swap(true, Ordering::Relaxed) {

@@ -4,6 +4,7 @@ use anyhow::{Result, anyhow};
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::Value;
+use url::Url;
 
 use super::Jira;
 use crate::env;
@@ -60,36 +61,35 @@ pub(super) enum Op<'a> {
     Approvals(&'a str),
 }
 
-/// Issue keys are `[A-Z0-9_]+-[0-9]+`; anything else a user passes is percent-encoded.
-pub(super) fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// `site` with `path` appended, one element per path segment. The `url` crate
+/// percent-encodes each segment, `/` and `%` included, so an issue key a user passes stays
+/// one segment whatever it holds. (It drops `.` and `..` segments: no issue is named so.)
+pub(super) fn endpoint(site: &Url, path: &[&str]) -> Result<Url, HttpError> {
+    let mut url = site.clone();
+    url.path_segments_mut()
+        .map_err(|()| HttpError::Build(format!("{site} cannot be the base of a Jira API URL")))?
+        .pop_if_empty()
+        .extend(path);
+    Ok(url)
 }
 
 impl Jira {
-    /// One call through the shared client. Returns the JSON answer (`Null` when empty).
+    /// One call through the shared client to `path` (one element per path segment).
+    /// Returns the JSON answer (`Null` when empty).
     pub(super) async fn request(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, HttpError> {
-        let url = format!("{}{path}", self.base);
-        let jsm = path.starts_with("/rest/servicedeskapi");
+        let url = endpoint(&self.site, path)?;
+        let jsm = path.get(1) == Some(&"servicedeskapi");
         let response = self
             .http
             .send(|c| {
                 let mut rb = c
-                    .request(method.clone(), &url)
+                    .request(method.clone(), url.clone())
                     .basic_auth(&self.user, Some(self.token.expose_secret()))
                     .header(reqwest::header::ACCEPT, "application/json");
                 if jsm {
@@ -104,32 +104,34 @@ impl Jira {
                 rb
             })
             .await?;
-        let text = response.text().await.map_err(|e| HttpError::Transport {
+        // The path below the site's own (a site may live under a context path).
+        let below = self.site.path().trim_end_matches('/').len();
+        let unreadable = |message: String| HttpError::Transport {
             service: "Jira",
             method: method.clone(),
-            path: path.to_string(),
+            path: url.path().get(below..).unwrap_or(url.path()).to_string(),
             attempts: 1,
-            message: format!("the answer could not be read: {e}"),
-        })?;
+            message,
+        };
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreadable(format!("the answer could not be read: {e}")))?;
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| HttpError::Transport {
-            service: "Jira",
-            method,
-            path: path.to_string(),
-            attempts: 1,
-            message: format!(
+        serde_json::from_str(&text).map_err(|e| {
+            unreadable(format!(
                 "the answer is not JSON ({e}); is {} a Jira site?",
                 self.base
-            ),
+            ))
         })
     }
 
     pub(super) async fn call(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         query: &[(&str, String)],
         body: Option<&Value>,
         op: Op<'_>,
@@ -248,5 +250,29 @@ mod tests {
         assert_eq!(jira_words(jsm), "The request type is invalid");
         assert_eq!(jira_words("<html><body>Unauthorized</body></html>"), "");
         assert_eq!(jira_words(""), "");
+    }
+
+    #[test]
+    fn keys_stay_one_path_segment() {
+        let site = Url::parse("https://example.atlassian.net").unwrap();
+        let path = |key| {
+            endpoint(&site, &["rest", "api", "3", "issue", key, "comment"])
+                .unwrap()
+                .path()
+                .to_string()
+        };
+        assert_eq!(path("CHG-12"), "/rest/api/3/issue/CHG-12/comment");
+        assert_eq!(path("../x"), "/rest/api/3/issue/..%2Fx/comment");
+        assert_eq!(
+            path("a b?c#d%"),
+            "/rest/api/3/issue/a%20b%3Fc%23d%25/comment"
+        );
+        let under = Url::parse("https://jira.example.com/jira/").unwrap();
+        assert_eq!(
+            endpoint(&under, &["rest", "api", "3", "search", "jql"])
+                .unwrap()
+                .as_str(),
+            "https://jira.example.com/jira/rest/api/3/search/jql"
+        );
     }
 }

@@ -22,7 +22,7 @@ impl Jira {
             let v = self
                 .call(
                     Method::GET,
-                    "/rest/servicedeskapi/servicedesk",
+                    &["rest", "servicedeskapi", "servicedesk"],
                     &[("start", start.to_string()), ("limit", "50".to_string())],
                     None,
                     Op::ServiceDesks,
@@ -114,7 +114,7 @@ impl Jira {
             let v = self
                 .call(
                     Method::POST,
-                    "/rest/api/3/issue",
+                    &["rest", "api", "3", "issue"],
                     &[],
                     Some(&body),
                     Op::Create,
@@ -149,7 +149,7 @@ impl Jira {
         let v = self
             .call(
                 Method::POST,
-                "/rest/servicedeskapi/request",
+                &["rest", "servicedeskapi", "request"],
                 &[],
                 Some(&body),
                 Op::CreateRequest,

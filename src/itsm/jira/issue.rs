@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{Op, urlencode};
+use super::client::Op;
 use super::{Jira, PROPERTY, labels};
 use crate::domain::{ChangeRecord, Decision, Outcome};
 
@@ -167,7 +167,11 @@ impl Jira {
         if transitions {
             query.push(("expand", "transitions.fields".to_string()));
         }
-        let path = format!("/rest/api/3/issue/{}", urlencode(key));
+        // `url` would drop these segments and address the collection: no issue has them.
+        if matches!(key, "." | "..") {
+            return Ok(None);
+        }
+        let path = ["rest", "api", "3", "issue", key];
         match self.request(Method::GET, &path, &query, None).await {
             Ok(v) => Ok(Some(IssueView::parse(&v)?)),
             Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => Ok(None),

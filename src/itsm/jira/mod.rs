@@ -60,7 +60,10 @@ fn eq(a: &str, b: &str) -> bool {
 /// The Jira Service Management backend.
 pub struct Jira {
     http: HttpClient,
+    /// The site URL as configured (no trailing `/`), for messages and browse links.
     base: String,
+    /// The same, parsed: API URLs are built on it segment by segment.
+    site: url::Url,
     user: String,
     token: SecretString,
     project: String,
@@ -117,6 +120,7 @@ impl Jira {
         Ok(Jira {
             http: HttpClient::new("Jira")?,
             base: url.trim().trim_end_matches('/').to_string(),
+            site: parsed,
             user,
             token: SecretString::from(token),
             project: project.trim().to_string(),

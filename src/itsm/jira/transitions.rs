@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Op, urlencode};
+use super::client::Op;
 use super::issue::{IssueView, Stored, Transition};
 use super::{Jira, eq};
 use crate::domain::{Decision, DecisionKind, Mode};
@@ -123,10 +123,9 @@ impl Jira {
         if let Some(stored) = stored {
             body["properties"] = Self::property(stored);
         }
-        let path = format!("/rest/api/3/issue/{}/transitions", urlencode(&v.key));
         self.call(
             Method::POST,
-            &path,
+            &["rest", "api", "3", "issue", &v.key, "transitions"],
             &[],
             Some(&body),
             Op::Transition(&v.key, status),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Op, urlencode};
+use super::client::Op;
 use super::issue::Stored;
 use super::lookup::Found;
 use super::render::decision_comment;
@@ -19,14 +19,14 @@ impl Jira {
             payload["properties"] =
                 json!([{"key": "sd.public.comment", "value": {"internal": true}}]);
         }
-        let path = format!("/rest/api/3/issue/{}/comment", urlencode(key));
+        let path = ["rest", "api", "3", "issue", key, "comment"];
         self.call(Method::POST, &path, &[], Some(&payload), Op::Comment(key))
             .await?;
         Ok(())
     }
 
     pub(super) async fn edit(&self, key: &str, body: &Value) -> Result<()> {
-        let path = format!("/rest/api/3/issue/{}", urlencode(key));
+        let path = ["rest", "api", "3", "issue", key];
         self.call(Method::PUT, &path, &[], Some(body), Op::Edit(key))
             .await?;
         Ok(())
