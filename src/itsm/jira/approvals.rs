@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Jira;
-use super::client::{Op, jira_words};
+use super::client::{Op, jira_words, not_found};
 use super::issue::str_at;
 
 /// Where the JSM approvals of a change stand.
@@ -90,7 +90,7 @@ impl Jira {
             .await
         {
             Ok(v) => Ok(parse_approvals(&v)),
-            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
+            Err(e) if not_found(&e) => {
                 if !self.warned_no_request.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "{key} has no Jira Service Management approvals ({}): it is approved only by moving it to {:?}",
@@ -112,12 +112,9 @@ mod tests {
 
     #[test]
     fn approvals_from_the_reference_payload() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/jira/servicedeskapi/get-approvals.json"
-        ));
-        let Ok(text) = text else { return };
-        let v: Value = serde_json::from_str(&text).unwrap();
+        let Some(v) = crate::itsm::jira::reference("servicedeskapi/get-approvals.json") else {
+            return;
+        };
         // The example holds one approved and one declined approval: declined wins. (Its
         // declined approval marks no approver as declining: whoever answered is named.)
         match parse_approvals(&v) {

@@ -1,7 +1,7 @@
 //! HTTP calls to Jira: auth, JSON, and errors that quote Jira and say what to check.
 
 use anyhow::{Result, anyhow};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
@@ -73,6 +73,11 @@ pub(super) fn endpoint(site: &Url, path: &[&str]) -> Result<Url, HttpError> {
     Ok(url)
 }
 
+/// Whether Jira answered 404 Not Found.
+pub(super) fn not_found(e: &HttpError) -> bool {
+    e.status() == Some(StatusCode::NOT_FOUND)
+}
+
 impl Jira {
     /// One call through the shared client to `path` (one element per path segment).
     /// Returns the JSON answer (`Null` when empty).
@@ -128,6 +133,7 @@ impl Jira {
         })
     }
 
+    /// [`Self::request`], with a failure explained as one of `op`.
     pub(super) async fn call(
         &self,
         method: Method,

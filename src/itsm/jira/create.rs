@@ -3,16 +3,40 @@
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::client::Op;
-use super::issue::{IssueView, Stored};
-use super::render::{adf, description};
+use super::issue::{IssueView, Stored, id_number, id_text};
+use super::lookup::Found;
+use super::record::decided_state;
+use super::render::{description, duplicate_note};
 use super::{Jira, eq, labels};
-use crate::domain::{ChangeFacts, CorrelationKey, Decision};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision};
 use crate::env;
 
+/// The record of a change just opened: as decided, not yet deployed. Its id and URL come
+/// from the create.
+fn opened(key: &CorrelationKey, decision: Option<&Decision>, now: DateTime<Utc>) -> ChangeRecord {
+    ChangeRecord {
+        id: String::new(),
+        url: None,
+        key: key.to_string(),
+        state: decided_state(decision.map(|d| d.kind)),
+        decision: decision.cloned(),
+        outcome: None,
+        emergency_reason: decision.and_then(|d| d.emergency.clone()),
+        approved_by: None,
+        approval_comment: None,
+        opened_at: Some(now),
+        decided_at: decision.map(|_| now),
+        approved_at: None,
+        deployed_at: None,
+        incidents: Vec::new(),
+    }
+}
+
 impl Jira {
+    /// The id of the project's service desk: `[jira] service_desk`, else looked up once.
     pub(super) async fn service_desk_id(&self) -> Result<String> {
         if let Some(id) = self.service_desk.lock().ok().and_then(|g| g.clone()) {
             return Ok(id);
@@ -38,13 +62,11 @@ impl Jira {
                     .and_then(Value::as_str)
                     .is_some_and(|k| eq(k, &self.project))
             }) {
-                let id = match desk.get("id") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => bail!(
+                let Some(id) = id_text(desk.get("id")) else {
+                    bail!(
                         "Jira listed the service desk of {} without an id",
                         self.project
-                    ),
+                    );
                 };
                 if let Ok(mut g) = self.service_desk.lock() {
                     *g = Some(id.clone());
@@ -63,14 +85,20 @@ impl Jira {
         )
     }
 
-    /// Creates the change issue. Returns its id and key.
+    /// Creates the change issue: labelled, with the property, the decision's fields and
+    /// the facts. Returns it as found.
     pub(super) async fn create(
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
         now: DateTime<Utc>,
-    ) -> Result<(u64, String, Vec<String>)> {
+    ) -> Result<Found> {
         let key = facts.key();
+        let mut record = opened(&key, decision, now);
+        let stored = Stored {
+            commit: Some(key.sha.clone()),
+            ..Stored::of(&record)
+        };
         let mut label_list = vec![
             labels::MARK.to_string(),
             labels::service(&key.service_id, &key.environment),
@@ -79,17 +107,7 @@ impl Jira {
         if let Some(d) = decision {
             label_list.extend(labels::of_decision(d, now));
         }
-        let stored = Stored {
-            key: key.to_string(),
-            commit: Some(key.sha.clone()),
-            decision: decision.cloned(),
-            opened_at: Some(now),
-            decided_at: decision.map(|_| now),
-            deployed_at: None,
-            outcome: None,
-        };
-        let summary: String = facts.summary().chars().take(250).collect();
-        let mut fields = serde_json::Map::new();
+        let mut fields = Map::new();
         fields.insert("labels".into(), json!(label_list));
         if let Some(d) = decision {
             fields.extend(self.decision_fields(d));
@@ -97,53 +115,74 @@ impl Jira {
         if let Some(id) = self.cfg.fields.get("correlation_key") {
             fields.insert(id.clone(), json!(key.to_string()));
         }
-        if self.cfg.request_type.trim().is_empty() {
-            let issue_type = if self.cfg.issue_type.chars().all(|c| c.is_ascii_digit()) {
-                json!({ "id": self.cfg.issue_type })
-            } else {
-                json!({ "name": self.cfg.issue_type })
-            };
-            fields.insert("project".into(), json!({ "key": self.project }));
-            fields.insert("issuetype".into(), issue_type);
-            fields.insert("summary".into(), json!(summary));
-            fields.insert("description".into(), description(facts));
-            for (id, value) in &self.cfg.extra_fields {
-                fields.insert(id.clone(), value.clone());
-            }
-            let body = json!({ "fields": fields, "properties": Self::property(&stored) });
-            let v = self
-                .call(
-                    Method::POST,
-                    &["rest", "api", "3", "issue"],
-                    &[],
-                    Some(&body),
-                    Op::Create,
-                )
-                .await?;
-            let issue_key = v
-                .get("key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| anyhow!("Jira created an issue but sent no key: {v}"))?;
-            let id = v
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            return Ok((id, issue_key.to_string(), label_list));
-        }
-        // A JSM request: raised through the service desk (so request-type automation and
-        // approvals apply), then labelled and given the property through the platform API.
-        let desk = self.service_desk_id().await?;
-        let mut values = serde_json::Map::new();
-        values.insert("summary".into(), json!(summary));
-        values.insert("description".into(), description(facts));
+        // What a person reads: on the create screen of an issue or a request alike.
+        let mut content = Map::new();
+        let summary: String = facts.summary().chars().take(250).collect();
+        content.insert("summary".into(), json!(summary));
+        content.insert("description".into(), description(facts));
         for (id, value) in &self.cfg.extra_fields {
-            values.insert(id.clone(), value.clone());
+            content.insert(id.clone(), value.clone());
         }
+        let (id, issue_key) = if self.cfg.request_type.trim().is_empty() {
+            self.create_issue(fields, content, &stored).await?
+        } else {
+            self.raise_request(fields, content, &stored).await?
+        };
+        record.url = Some(self.browse(&issue_key));
+        record.id = issue_key;
+        Ok(Found {
+            id,
+            labels: label_list,
+            record,
+        })
+    }
+
+    /// A plain issue of `[jira] issue_type`. Returns its id and key.
+    async fn create_issue(
+        &self,
+        mut fields: Map<String, Value>,
+        content: Map<String, Value>,
+        stored: &Stored,
+    ) -> Result<(u64, String)> {
+        let issue_type = if self.cfg.issue_type.chars().all(|c| c.is_ascii_digit()) {
+            json!({ "id": self.cfg.issue_type })
+        } else {
+            json!({ "name": self.cfg.issue_type })
+        };
+        fields.insert("project".into(), json!({ "key": self.project }));
+        fields.insert("issuetype".into(), issue_type);
+        fields.extend(content);
+        let body = json!({ "fields": fields, "properties": Self::property(stored) });
+        let v = self
+            .call(
+                Method::POST,
+                &["rest", "api", "3", "issue"],
+                &[],
+                Some(&body),
+                Op::Create,
+            )
+            .await?;
+        let issue_key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("Jira created an issue but sent no key: {v}"))?;
+        Ok((id_number(v.get("id")), issue_key.to_string()))
+    }
+
+    /// A JSM request of `[jira] request_type`: raised through the service desk (so
+    /// request-type automation and approvals apply), then labelled and given the property
+    /// through the platform API. Returns its issue id and key.
+    async fn raise_request(
+        &self,
+        fields: Map<String, Value>,
+        content: Map<String, Value>,
+        stored: &Stored,
+    ) -> Result<(u64, String)> {
+        let desk = self.service_desk_id().await?;
         let body = json!({
             "serviceDeskId": desk,
             "requestTypeId": self.cfg.request_type.trim(),
-            "requestFieldValues": values,
+            "requestFieldValues": content,
             "isAdfRequest": true,
         });
         let v = self
@@ -160,16 +199,14 @@ impl Jira {
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("Jira raised a request but sent no issue key: {v}"))?
             .to_string();
-        let id = match v.get("issueId") {
-            Some(Value::String(s)) => s.parse().unwrap_or(0),
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            _ => 0,
-        };
-        let edit = json!({ "fields": fields, "properties": Self::property(&stored) });
-        self.edit(&issue_key, &edit)
-            .await
-            .with_context(|| format!("request {issue_key} was raised but could not be labelled as change {key}; delete it or label it by hand"))?;
-        Ok((id, issue_key, label_list))
+        let edit = json!({ "fields": fields, "properties": Self::property(stored) });
+        self.edit(&issue_key, &edit).await.with_context(|| {
+            format!(
+                "request {issue_key} was raised but could not be labelled as change {}; delete it or label it by hand",
+                stored.key
+            )
+        })?;
+        Ok((id_number(v.get("issueId")), issue_key))
     }
 
     /// After a create: if a parallel run created an issue for the same change first (lower
@@ -177,14 +214,13 @@ impl Jira {
     pub(super) async fn settle(
         &self,
         key: &CorrelationKey,
-        mine_id: u64,
-        mine_key: &str,
-        mine_labels: &[String],
+        mine: &Found,
     ) -> Result<Option<IssueView>> {
-        let hits = self.matches(key, &[mine_id]).await?;
+        let mine_key = mine.record.id.as_str();
+        let hits = self.matches(key, &[mine.id]).await?;
         let Some(winner) = hits
             .into_iter()
-            .find(|v| v.key != mine_key && v.id < mine_id)
+            .find(|v| v.key != mine_key && v.id < mine.id)
         else {
             return Ok(None);
         };
@@ -192,34 +228,31 @@ impl Jira {
             "a parallel run opened {} for this change first; {mine_key} is retired as its duplicate",
             winner.key
         );
-        let remove: Vec<Value> = mine_labels
-            .iter()
-            .filter(|l| l.as_str() != labels::MARK)
-            .map(|l| json!({ "remove": l }))
-            .chain(std::iter::once(json!({ "add": labels::DUPLICATE })))
-            .collect();
+        let ops = labels::ops(
+            mine.labels
+                .iter()
+                .map(String::as_str)
+                .filter(|l| *l != labels::MARK),
+            [labels::DUPLICATE],
+        );
         if let Err(e) = self
-            .edit(mine_key, &json!({ "update": { "labels": remove } }))
+            .edit(mine_key, &json!({ "update": { "labels": ops } }))
             .await
         {
             tracing::warn!("could not relabel the duplicate {mine_key}: {e:#}");
         }
-        let note = adf::doc(vec![adf::line(&format!(
-            "Duplicate of {}: a parallel changegate run opened it for the same change first. This issue is not used.",
-            winner.key
-        ))]);
-        if let Err(e) = self.comment(mine_key, note).await {
+        if let Err(e) = self.comment(mine_key, duplicate_note(&winner.key)).await {
             tracing::warn!("could not comment on the duplicate {mine_key}: {e:#}");
         }
         if let Ok(Some(v)) = self.read_issue(mine_key, true).await {
-            let target = self.cfg.statuses.cancelled.clone();
+            let cancelled = &self.cfg.resolutions.cancelled;
             if let Err(e) = self
                 .transition(
                     &v,
                     "cancelled",
-                    &target,
+                    &self.cfg.statuses.cancelled,
                     None,
-                    Some(&self.cfg.resolutions.cancelled.clone()),
+                    Some(cancelled),
                 )
                 .await
             {

@@ -4,22 +4,31 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::issue::Stored;
-use super::render::adf;
+use super::issue::{IssueView, Stored};
+use super::render::outcome_comment;
 use super::{Jira, eq, labels};
 use crate::domain::{ChangeRecord, Mode, Outcome, State};
 
 impl Jira {
+    /// Before a write: the issue read again with its transitions, and the record it
+    /// stands for now.
+    async fn current(&self, record: &ChangeRecord) -> Result<(IssueView, ChangeRecord)> {
+        self.writable()?;
+        let Some(v) = self.read_issue(&record.id, true).await? else {
+            bail!("change {} is no longer in Jira", record.id);
+        };
+        let current = self.to_record(&v, &record.key, None);
+        Ok((v, current))
+    }
+
+    /// The gate passed: the change moves to implementation and records when the deploy
+    /// started. A closed change is not moved back.
     pub(super) async fn start_deploy(
         &self,
         record: &ChangeRecord,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        self.writable()?;
-        let Some(v) = self.read_issue(&record.id, true).await? else {
-            bail!("change {} is no longer in Jira", record.id);
-        };
-        let mut current = self.to_record(&v, &record.key, None);
+        let (v, mut current) = self.current(record).await?;
         // Keep what this run knows that the re-read cannot (approvals read a moment ago).
         current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
         current.approved_at = current.approved_at.or(record.approved_at);
@@ -69,6 +78,8 @@ impl Jira {
         Ok(current)
     }
 
+    /// Records the outcome (comment, label, property) and closes the change with the
+    /// matching status and resolution. A change that has an outcome is left as it is.
     pub(super) async fn close(
         &self,
         record: &ChangeRecord,
@@ -76,11 +87,7 @@ impl Jira {
         notes: &str,
         _now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        self.writable()?;
-        let Some(v) = self.read_issue(&record.id, true).await? else {
-            bail!("change {} is no longer in Jira", record.id);
-        };
-        let mut current = self.to_record(&v, &record.key, None);
+        let (v, mut current) = self.current(record).await?;
         if current.outcome.is_some() {
             return Ok(current);
         }
@@ -90,22 +97,15 @@ impl Jira {
         } else {
             outcome
         };
-        let mut text = vec![adf::para(vec![
-            json!({"type": "text", "text": format!("changegate: deploy {kept}"), "marks": [{"type": "strong"}]}),
-        ])];
-        if kept != outcome {
-            text.push(adf::line(&format!("The gate never passed, so nothing was deployed: recorded as {kept} (the job said {outcome}).")));
-        }
-        if !notes.trim().is_empty() {
-            text.push(adf::line(notes));
-        }
-        self.comment(&v.key, adf::doc(text)).await?;
+        self.comment(&v.key, outcome_comment(kept, outcome, notes))
+            .await?;
         current.outcome = Some(kept);
         let stored = Stored::of(&current);
+        let label = labels::outcome(kept);
         self.edit(
             &v.key,
             &json!({
-                "update": { "labels": [{ "add": labels::outcome(kept) }] },
+                "update": { "labels": labels::ops([], [label.as_str()]) },
                 "properties": Self::property(&stored),
             }),
         )
@@ -122,15 +122,11 @@ impl Jira {
             Some(State::Rejected) => current.state = State::Rejected,
             // Closed already, by the workflow or by hand: the move is skipped.
             Some(closed @ (State::Closed | State::Cancelled)) => {
-                if !eq(&v.status, &status) {
+                if eq(&v.status, &status) {
+                    v.already_there();
+                } else {
                     tracing::warn!(
                         "{} is already closed as {:?}; not moved to {status:?}",
-                        v.key,
-                        v.status
-                    );
-                } else {
-                    tracing::info!(
-                        "{} is already in {:?}; no transition needed",
                         v.key,
                         v.status
                     );

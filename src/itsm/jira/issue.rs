@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::Op;
+use super::client::{Op, not_found};
 use super::{Jira, PROPERTY, labels};
 use crate::domain::{ChangeRecord, Decision, Outcome};
 
@@ -28,11 +28,12 @@ pub struct Stored {
     #[serde(default)]
     pub outcome: Option<Outcome>,
 }
+
 impl Stored {
     pub(super) fn of(record: &ChangeRecord) -> Stored {
         Stored {
             key: record.key.clone(),
-            commit: record.key.rsplit(':').next().map(str::to_string),
+            commit: Some(commit_of(&record.key).to_string()),
             decision: record.decision.clone(),
             opened_at: record.opened_at,
             decided_at: record.decided_at,
@@ -40,6 +41,18 @@ impl Stored {
             outcome: record.outcome,
         }
     }
+
+    /// The change's commit; property written without one: the key's last part.
+    pub(super) fn sha(&self) -> String {
+        self.commit
+            .clone()
+            .unwrap_or_else(|| commit_of(&self.key).to_string())
+    }
+}
+
+/// The commit a correlation key ends with (`changegate:<service>:<environment>:<sha>`).
+pub(super) fn commit_of(key: &str) -> &str {
+    key.rsplit(':').next().unwrap_or(key)
 }
 
 /// A transition offered on an issue.
@@ -74,17 +87,32 @@ pub(super) fn parse_jira_time(text: &str) -> Option<DateTime<Utc>> {
 pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
+
+/// A numeric id, which Jira sends as a string (`"10032"`) or, in places, a number; 0 when
+/// there is none.
+pub(super) fn id_number(id: Option<&Value>) -> u64 {
+    match id {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// An id as text, whether Jira sent it as a string or a number.
+pub(super) fn id_text(id: Option<&Value>) -> Option<String> {
+    match id? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 impl IssueView {
     pub(super) fn parse(v: &Value) -> Result<IssueView> {
         let key = v
             .get("key")
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
-        let id = match v.get("id") {
-            Some(Value::String(s)) => s.parse().unwrap_or(0),
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            _ => 0,
-        };
+        let id = id_number(v.get("id"));
         let fields = v.get("fields").cloned().unwrap_or(Value::Null);
         let stored = v
             .get("properties")
@@ -103,11 +131,7 @@ impl IssueView {
             .map(|ts| {
                 ts.iter()
                     .map(|t| Transition {
-                        id: match t.get("id") {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(other) => other.to_string(),
-                            None => String::new(),
-                        },
+                        id: id_text(t.get("id")).unwrap_or_default(),
                         name: str_at(t, &["name"]).unwrap_or_default().to_string(),
                         to: str_at(t, &["to", "name"]).unwrap_or_default().to_string(),
                         fields: t
@@ -145,21 +169,34 @@ impl IssueView {
     }
 
     pub(super) fn has(&self, label: &str) -> bool {
-        self.labels.iter().any(|l| l == label)
+        labels::has(&self.labels, label)
     }
 
     /// Opened by changegate (and not retired as a duplicate).
     pub(super) fn is_change(&self) -> bool {
         (self.has(labels::MARK) || self.stored.is_some()) && !self.has(labels::DUPLICATE)
     }
+
+    /// The decision the property holds, else the one the labels tell.
+    pub(super) fn decision(&self) -> Option<Decision> {
+        self.stored
+            .as_ref()
+            .and_then(|s| s.decision.clone())
+            .or_else(|| labels::decision(&self.labels))
+    }
 }
 
 impl Jira {
+    /// The issue `key` (or id), with its transitions when asked; `None` when Jira has none.
     pub(super) async fn read_issue(
         &self,
         key: &str,
         transitions: bool,
     ) -> Result<Option<IssueView>> {
+        // `url` would drop these segments and address the collection: no issue has them.
+        if matches!(key, "." | "..") {
+            return Ok(None);
+        }
         let mut query = vec![
             ("fields", "status,labels,created".to_string()),
             ("properties", PROPERTY.to_string()),
@@ -167,14 +204,10 @@ impl Jira {
         if transitions {
             query.push(("expand", "transitions.fields".to_string()));
         }
-        // `url` would drop these segments and address the collection: no issue has them.
-        if matches!(key, "." | "..") {
-            return Ok(None);
-        }
         let path = ["rest", "api", "3", "issue", key];
         match self.request(Method::GET, &path, &query, None).await {
             Ok(v) => Ok(Some(IssueView::parse(&v)?)),
-            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(self.explain(e, Op::Read(key))),
         }
     }
@@ -186,12 +219,10 @@ mod tests {
 
     #[test]
     fn issue_from_the_reference_payload() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/jira/rest-api/get-issue.v3.json"
-        ));
-        let Ok(text) = text else { return };
-        let v = IssueView::parse(&serde_json::from_str(&text).unwrap()).unwrap();
+        let Some(v) = crate::itsm::jira::reference("rest-api/get-issue.v3.json") else {
+            return;
+        };
+        let v = IssueView::parse(&v).unwrap();
         assert_eq!(v.key, "KP-19");
         assert_eq!(v.id, 10032);
         assert_eq!(v.status, "Backlog");

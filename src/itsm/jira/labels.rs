@@ -2,6 +2,7 @@
 //! `labels = "…"` matches them exactly.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Value, json};
 
 use crate::domain::{Decision, DecisionKind, Mode, Outcome};
 
@@ -72,21 +73,23 @@ pub fn is_day(label: &str) -> bool {
     label.starts_with(DAY)
 }
 
+/// Whether `list` holds `label`.
+pub(super) fn has(list: &[String], label: &str) -> bool {
+    list.iter().any(|l| l == label)
+}
+
 /// The decision the labels tell, when the property is gone: kind, mode and emergency.
 pub(super) fn decision(list: &[String]) -> Option<Decision> {
-    let kind = KINDS
-        .into_iter()
-        .find(|k| list.iter().any(|l| *l == kind(*k)))?;
-    let has = |l: &str| list.iter().any(|x| x == l);
+    let kind = KINDS.into_iter().find(|k| has(list, &kind(*k)))?;
     Some(Decision {
         kind,
         rules: Vec::new(),
-        mode: if has(OBSERVE) {
+        mode: if has(list, OBSERVE) {
             Mode::Observe
         } else {
             Mode::Enforce
         },
-        emergency: has(EMERGENCY).then(|| "emergency (from the issue's labels)".to_string()),
+        emergency: has(list, EMERGENCY).then(|| "emergency (from the issue's labels)".to_string()),
         sprint: 0,
         allowance: 0,
         allowance_used: 0,
@@ -104,6 +107,24 @@ pub(super) fn of_decision(d: &Decision, now: DateTime<Utc>) -> Vec<String> {
         out.push(OBSERVE.to_string());
     }
     out
+}
+
+/// Whether `label` is one [`of_decision`] writes: replaced when the change is decided again.
+pub(super) fn is_decision(label: &str) -> bool {
+    KINDS.iter().any(|k| label == kind(*k))
+        || is_day(label)
+        || label == EMERGENCY
+        || label == OBSERVE
+}
+
+/// The `update.labels` operations of an issue edit: the removals, then the additions.
+pub(super) fn ops<'a>(
+    remove: impl IntoIterator<Item = &'a str>,
+    add: impl IntoIterator<Item = &'a str>,
+) -> Value {
+    let remove = remove.into_iter().map(|l| json!({ "remove": l }));
+    let add = add.into_iter().map(|l| json!({ "add": l }));
+    Value::Array(remove.chain(add).collect())
 }
 
 #[cfg(test)]

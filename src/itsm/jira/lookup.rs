@@ -16,7 +16,18 @@ pub(super) struct Found {
     pub(super) record: ChangeRecord,
 }
 
+impl Found {
+    pub(super) fn of(v: &IssueView, record: ChangeRecord) -> Found {
+        Found {
+            id: v.id,
+            labels: v.labels.clone(),
+            record,
+        }
+    }
+}
+
 impl Jira {
+    /// What this process knows of the change with correlation key `key`.
     pub(super) fn remember(&self, key: &str, found: Option<&Found>) {
         if let Ok(mut map) = self.found.lock() {
             map.insert(key.to_string(), found.cloned());
@@ -28,6 +39,7 @@ impl Jira {
         self.found.lock().ok().and_then(|m| m.get(key).cloned())
     }
 
+    /// The issues labelled as this change, oldest first.
     pub(super) fn key_jql(&self, key: &CorrelationKey) -> String {
         format!(
             "project = {} AND labels = {} ORDER BY created ASC",
@@ -62,22 +74,19 @@ impl Jira {
         Ok(hits)
     }
 
+    /// The change with this key, if Jira has it; remembered for the rest of the run.
     pub(super) async fn lookup(&self, key: &CorrelationKey) -> Result<Option<Found>> {
         let full = key.to_string();
         let Some(v) = self.matches(key, &[]).await?.into_iter().next() else {
             self.remember(&full, None);
             return Ok(None);
         };
-        let record = self.complete(&v, &full).await?;
-        let found = Found {
-            id: v.id,
-            labels: v.labels.clone(),
-            record,
-        };
+        let found = Found::of(&v, self.complete(&v, &full).await?);
         self.remember(&full, Some(&found));
         Ok(Some(found))
     }
 
+    /// A change by its issue key or id; an error when the issue is not a change.
     pub(super) async fn by_id(&self, id: &str) -> Result<Option<ChangeRecord>> {
         let Some(v) = self.read_issue(id.trim(), false).await? else {
             return Ok(None);
@@ -92,6 +101,7 @@ impl Jira {
         Ok(Some(self.complete(&v, "").await?))
     }
 
+    /// The change read again, and what this process remembers of it brought up to date.
     pub(super) async fn reread(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
         let Some(v) = self.read_issue(&record.id, false).await? else {
             bail!(

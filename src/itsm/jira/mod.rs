@@ -53,6 +53,7 @@ use lookup::Found;
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
 
+/// Names as Jira shows them (statuses, transitions, project keys): trimmed, in any case.
 fn eq(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
@@ -192,4 +193,13 @@ impl Itsm for Jira {
     ) -> Result<ChangeRecord> {
         self.close(record, outcome, notes, now).await
     }
+}
+
+/// A payload from the Jira reference material beside the repository
+/// (`../shared/reference/jira/<path>`); `None` where that is not checked out.
+#[cfg(test)]
+fn reference(path: &str) -> Option<serde_json::Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/jira/");
+    let text = std::fs::read_to_string(format!("{dir}{path}")).ok()?;
+    Some(serde_json::from_str(&text).expect("reference payloads are JSON"))
 }

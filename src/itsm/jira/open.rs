@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use super::Jira;
 use super::lookup::Found;
 use super::render::decision_comment;
-use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, State};
+use crate::domain::{ChangeFacts, ChangeRecord, Decision};
 use crate::itsm::decision_stands;
 
 impl Jira {
+    /// Finds or creates the change's issue and writes the decision unless one stands
+    /// (see [`crate::itsm::Itsm::open`]).
     pub(super) async fn open_change(
         &self,
         facts: &ChangeFacts,
@@ -26,49 +28,17 @@ impl Jira {
         let found = match existing {
             Some(f) => f,
             None => {
-                let (id, issue_key, label_list) = self.create(facts, decision, now).await?;
-                tracing::info!("opened {issue_key} for {full}");
-                match self.settle(&key, id, &issue_key, &label_list).await? {
-                    Some(winner) => {
-                        let record = self.complete(&winner, &full).await?;
-                        Found {
-                            id: winner.id,
-                            labels: winner.labels.clone(),
-                            record,
-                        }
-                    }
+                let mine = self.create(facts, decision, now).await?;
+                tracing::info!("opened {} for {full}", mine.record.id);
+                match self.settle(&key, &mine).await? {
+                    Some(winner) => Found::of(&winner, self.complete(&winner, &full).await?),
                     None => {
-                        let record = ChangeRecord {
-                            id: issue_key.clone(),
-                            url: Some(self.browse(&issue_key)),
-                            key: full.clone(),
-                            state: match decision.map(|d| d.kind) {
-                                Some(DecisionKind::PreApproved) => State::Approved,
-                                Some(DecisionKind::NeedsApproval) => State::AwaitingApproval,
-                                _ => State::New,
-                            },
-                            decision: decision.cloned(),
-                            outcome: None,
-                            emergency_reason: decision.and_then(|d| d.emergency.clone()),
-                            approved_by: None,
-                            approval_comment: None,
-                            opened_at: Some(now),
-                            decided_at: decision.map(|_| now),
-                            approved_at: None,
-                            deployed_at: None,
-                            incidents: Vec::new(),
-                        };
                         if let Some(d) = decision {
-                            self.comment(&issue_key, decision_comment(d)).await?;
-                            self.to_approval(&issue_key, d).await?;
+                            self.comment(&mine.record.id, decision_comment(d)).await?;
+                            self.to_approval(&mine.record.id, d).await?;
                         }
-                        let found = Found {
-                            id,
-                            labels: label_list,
-                            record: record.clone(),
-                        };
-                        self.remember(&full, Some(&found));
-                        return Ok(record);
+                        self.remember(&full, Some(&mine));
+                        return Ok(mine.record);
                     }
                 }
             }

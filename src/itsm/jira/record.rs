@@ -7,6 +7,15 @@ use super::issue::IssueView;
 use super::{Jira, eq, labels};
 use crate::domain::{ChangeRecord, Decision, DecisionKind, Outcome, State};
 
+/// The state a change is in once decided, until its status or its approvals say more.
+pub(super) fn decided_state(kind: Option<DecisionKind>) -> State {
+    match kind {
+        Some(DecisionKind::PreApproved) => State::Approved,
+        Some(DecisionKind::NeedsApproval) => State::AwaitingApproval,
+        Some(DecisionKind::Blocked) | None => State::New,
+    }
+}
+
 impl Jira {
     /// The state the status alone says, when it says one.
     pub(super) fn status_state(&self, v: &IssueView) -> Option<State> {
@@ -30,6 +39,7 @@ impl Jira {
             && matches!(self.status_state(v), None | Some(State::Rejected))
     }
 
+    /// The record an issue stands for, with the approvals' verdict when it was read.
     pub(super) fn to_record(
         &self,
         v: &IssueView,
@@ -37,28 +47,18 @@ impl Jira {
         verdict: Option<&Verdict>,
     ) -> ChangeRecord {
         let stored = v.stored.clone().unwrap_or_default();
-        let decision = stored
-            .decision
-            .clone()
-            .or_else(|| labels::decision(&v.labels));
+        let decision = v.decision();
         let outcome = stored.outcome.or_else(|| {
             [Outcome::Failure, Outcome::Success, Outcome::Cancelled]
                 .into_iter()
                 .find(|o| v.has(&labels::outcome(*o)))
         });
-        let state =
-            self.status_state(v)
-                .unwrap_or(match (decision.as_ref().map(|d| d.kind), verdict) {
-                    (Some(DecisionKind::NeedsApproval), Some(Verdict::Declined { .. })) => {
-                        State::Rejected
-                    }
-                    (Some(DecisionKind::NeedsApproval), Some(Verdict::Approved { .. })) => {
-                        State::Approved
-                    }
-                    (Some(DecisionKind::NeedsApproval), _) => State::AwaitingApproval,
-                    (Some(DecisionKind::PreApproved), _) => State::Approved,
-                    _ => State::New,
-                });
+        let kind = decision.as_ref().map(|d| d.kind);
+        let state = self.status_state(v).unwrap_or(match (kind, verdict) {
+            (Some(DecisionKind::NeedsApproval), Some(Verdict::Declined { .. })) => State::Rejected,
+            (Some(DecisionKind::NeedsApproval), Some(Verdict::Approved { .. })) => State::Approved,
+            _ => decided_state(kind),
+        });
         let (approved_by, approved_at) = match verdict {
             Some(Verdict::Approved { by, at } | Verdict::Declined { by, at }) => (by.clone(), *at),
             _ => (None, None),
@@ -87,12 +87,7 @@ impl Jira {
 
     /// The record of an issue, reading its approvals when the state depends on them.
     pub(super) async fn complete(&self, v: &IssueView, fallback_key: &str) -> Result<ChangeRecord> {
-        let decision = v
-            .stored
-            .as_ref()
-            .and_then(|s| s.decision.clone())
-            .or_else(|| labels::decision(&v.labels));
-        let verdict = if self.needs_verdict(v, decision.as_ref()) {
+        let verdict = if self.needs_verdict(v, v.decision().as_ref()) {
             Some(self.approvals(&v.key).await?)
         } else {
             None

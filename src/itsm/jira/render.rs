@@ -1,8 +1,8 @@
 //! What changegate writes into issues: the description and comments, in ADF.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::domain::{ChangeFacts, Decision, DecisionKind};
+use crate::domain::{ChangeFacts, Decision, DecisionKind, Outcome};
 
 /// Rich text in Atlassian Document Format, as `/rest/api/3` wants it. Text goes in text
 /// nodes, never in markup, so untrusted text cannot format or link anything.
@@ -15,6 +15,11 @@ pub(super) mod adf {
 
     pub fn text(text: &str) -> Value {
         json!({"type": "text", "text": text})
+    }
+
+    /// Bold text.
+    pub fn strong(text: &str) -> Value {
+        json!({"type": "text", "text": text, "marks": [{"type": "strong"}]})
     }
 
     /// A link only for http(s) URLs; anything else stays text.
@@ -35,10 +40,7 @@ pub(super) mod adf {
     }
 
     pub fn labelled(label: &str, value: &str) -> Value {
-        para(vec![
-            json!({"type": "text", "text": label, "marks": [{"type": "strong"}]}),
-            text(&format!(" {value}")),
-        ])
+        para(vec![strong(label), text(&format!(" {value}"))])
     }
 
     pub fn bullets(items: &[String]) -> Value {
@@ -49,6 +51,7 @@ pub(super) mod adf {
     }
 }
 
+/// The description of a new change issue: the pipeline's facts, one per paragraph.
 pub(super) fn description(facts: &ChangeFacts) -> Value {
     let mut blocks = vec![adf::line(&format!(
         "Deploy of {} to {}, opened by changegate from the pipeline's metadata.",
@@ -69,7 +72,7 @@ pub(super) fn description(facts: &ChangeFacts) -> Value {
     }
     if let Some(pr) = &facts.pull_request {
         let mut nodes = vec![
-            json!({"type": "text", "text": "Pull request:", "marks": [{"type": "strong"}]}),
+            adf::strong("Pull request:"),
             adf::text(&format!(" #{} {}", pr.number, pr.title)),
         ];
         if let Some(url) = &pr.url {
@@ -95,7 +98,7 @@ pub(super) fn description(facts: &ChangeFacts) -> Value {
     }
     if let Some(url) = &facts.run_url {
         blocks.push(adf::para(vec![
-            json!({"type": "text", "text": "Pipeline run:", "marks": [{"type": "strong"}]}),
+            adf::strong("Pipeline run:"),
             adf::text(" "),
             adf::link(url),
         ]));
@@ -119,9 +122,10 @@ pub(super) fn description(facts: &ChangeFacts) -> Value {
     adf::doc(blocks)
 }
 
+/// The comment that records a decision: kind, mode, allowance and every rule.
 pub(super) fn decision_comment(d: &Decision) -> Value {
     let mut blocks = vec![adf::para(vec![
-        json!({"type": "text", "text": format!("changegate decision: {}", d.kind), "marks": [{"type": "strong"}]}),
+        adf::strong(&format!("changegate decision: {}", d.kind)),
         adf::text(&format!(" ({} mode)", d.mode.as_str())),
     ])];
     if let Some(reason) = &d.emergency {
@@ -163,4 +167,48 @@ pub(super) fn decision_comment(d: &Decision) -> Value {
         )));
     }
     adf::doc(blocks)
+}
+
+/// The comment that records the deploy's outcome: `kept`, and what the job said when that
+/// differs, then the job's notes.
+pub(super) fn outcome_comment(kept: Outcome, said: Outcome, notes: &str) -> Value {
+    let mut blocks = vec![adf::para(vec![adf::strong(&format!(
+        "changegate: deploy {kept}"
+    ))])];
+    if kept != said {
+        blocks.push(adf::line(&format!(
+            "The gate never passed, so nothing was deployed: recorded as {kept} (the job said {said})."
+        )));
+    }
+    if !notes.trim().is_empty() {
+        blocks.push(adf::line(notes));
+    }
+    adf::doc(blocks)
+}
+
+/// The comment on an issue retired as the duplicate of `winner`.
+pub(super) fn duplicate_note(winner: &str) -> Value {
+    adf::doc(vec![adf::line(&format!(
+        "Duplicate of {winner}: a parallel changegate run opened it for the same change first. This issue is not used."
+    ))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_stays_text() {
+        assert_eq!(
+            adf::link("javascript:alert(1)"),
+            adf::text("javascript:alert(1)")
+        );
+        assert_eq!(
+            adf::link("https://ci.example.com/run/1")["marks"][0]["attrs"]["href"],
+            "https://ci.example.com/run/1"
+        );
+        let note = outcome_comment(Outcome::Cancelled, Outcome::Success, "[x](https://evil)");
+        let last = &note["content"][2]["content"][0];
+        assert_eq!(last, &adf::text("[x](https://evil)"));
+    }
 }

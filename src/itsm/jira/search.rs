@@ -6,15 +6,30 @@ use serde_json::{Value, json};
 
 use super::client::Op;
 use super::issue::IssueView;
-use super::{Jira, PROPERTY};
+use super::{Jira, PROPERTY, labels};
 
 /// JQL string literal.
 pub(super) fn q(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// JQL literals for a list: `"a", "b"`, as `labels in (…)` takes them.
+pub(super) fn q_list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    items
+        .into_iter()
+        .map(|s| q(s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `labels in (…)` for every decision kind: the changes that were decided.
+pub(super) fn any_kind() -> String {
+    format!("labels in ({})", q_list(labels::KINDS.map(labels::kind)))
+}
+
 impl Jira {
-    /// Issues matching `jql`, one page, with our property.
+    /// Issues matching `jql`, one page, with our property, and the next page's token.
+    /// `reconcile`: issues the search must see as just written (read-after-write).
     pub(super) async fn search(
         &self,
         jql: &str,
@@ -59,6 +74,7 @@ impl Jira {
         Ok((issues, next))
     }
 
+    /// Jira's approximate count of the issues matching `jql`.
     pub(super) async fn count(&self, jql: &str) -> Result<u64> {
         let v = self
             .call(
@@ -82,5 +98,6 @@ mod tests {
     #[test]
     fn jql_literals_are_escaped() {
         assert_eq!(q(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(q_list(["x", "y\""]), r#""x", "y\"""#);
     }
 }

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use chrono::{Duration, TimeZone, Utc};
 
-use super::history::{PAGE, TALLY_PAGES};
-use super::search::q;
+use super::search::{any_kind, q, q_list};
 use super::{Jira, labels};
 use crate::domain::{DecisionKind, Outcome, SprintCalendar, SprintTally};
 use crate::itsm::HistoryQuery;
+
+/// Issues per page of a history search, and how many pages of a tally search before
+/// counting per sprint.
+pub(super) const PAGE: u32 = 100;
+pub(super) const TALLY_PAGES: usize = 4;
 
 impl Jira {
     /// Per-sprint tallies from the labels of every change decided since `from_sprint`, read
@@ -23,10 +27,9 @@ impl Jira {
         // `updated` is a superset of "decided since" (deciding updates the issue); a day of
         // slack covers any time zone of the Jira user, and the day label filters exactly.
         let since = (q_.calendar.start_of(q_.from_sprint) - Duration::days(1)).format("%Y-%m-%d");
-        let kinds: Vec<String> = labels::KINDS.iter().map(|k| q(&labels::kind(*k))).collect();
         let jql = format!(
-            "{scope} AND labels in ({}) AND updated >= {} ORDER BY created DESC",
-            kinds.join(", "),
+            "{scope} AND {} AND updated >= {} ORDER BY created DESC",
+            any_kind(),
             q(&since.to_string())
         );
         let mut sprints: BTreeMap<i64, SprintTally> = BTreeMap::new();
@@ -63,10 +66,9 @@ impl Jira {
         let mut sprints = BTreeMap::new();
         for sprint in q_.from_sprint..=current {
             let start = q_.calendar.start_of(sprint).date_naive();
-            let days: Vec<String> = (0..q_.calendar.length_days())
-                .map(|i| q(&labels::day(start + Duration::days(i64::from(i)))))
-                .collect();
-            let in_sprint = format!("{scope} AND labels in ({})", days.join(", "));
+            let days = (0..q_.calendar.length_days())
+                .map(|i| labels::day(start + Duration::days(i64::from(i))));
+            let in_sprint = format!("{scope} AND labels in ({})", q_list(days));
             let with = |label: String| format!("{in_sprint} AND labels = {}", q(&label));
             let mut tally = SprintTally {
                 succeeded: clamp_u32(self.count(&with(labels::outcome(Outcome::Success))).await?),
@@ -97,12 +99,13 @@ impl Jira {
     }
 }
 
-pub(super) fn clamp_u32(n: u64) -> u32 {
+/// A count as a tally field, saturating.
+fn clamp_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Adds one change's labels to the tally of the sprint it was decided in.
-pub(super) fn tally_labels(
+fn tally_labels(
     list: &[String],
     calendar: &SprintCalendar,
     from: i64,
@@ -117,7 +120,7 @@ pub(super) fn tally_labels(
     if sprint < from || sprint > current {
         return;
     }
-    let has = |l: &str| list.iter().any(|x| x == l);
+    let has = |l: &str| labels::has(list, l);
     let t = sprints.entry(sprint).or_default();
     if has(&labels::outcome(Outcome::Failure)) {
         t.failed += 1;

@@ -10,7 +10,65 @@ use super::{Jira, eq};
 use crate::domain::{Decision, DecisionKind, Mode};
 use crate::env;
 
+impl IssueView {
+    /// Logs that the issue already is where a transition would take it.
+    pub(super) fn already_there(&self) {
+        tracing::info!(
+            "{} is already in {:?}; no transition needed",
+            self.key,
+            self.status
+        );
+    }
+}
+
+/// The resolution to set on transition `t` for `wanted` (`[jira.resolutions]`): `wanted`
+/// as the screen spells it (as is when the screen lists none); else the first offered
+/// when the field is required, and none when it is optional.
+fn pick_resolution(t: &Transition, field: &Value, wanted: &str) -> Option<String> {
+    let allowed: Vec<&str> = field
+        .get("allowedValues")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let required = field
+        .get("required")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if allowed.is_empty() {
+        Some(wanted.to_string())
+    } else if let Some(hit) = allowed.iter().find(|a| eq(a, wanted)) {
+        Some((*hit).to_string())
+    } else if required {
+        tracing::warn!(
+            "resolution {wanted:?} is not offered on {:?} (offered: {}); using {:?}",
+            t.name,
+            allowed.join(", "),
+            allowed[0]
+        );
+        Some(allowed[0].to_string())
+    } else {
+        tracing::warn!(
+            "resolution {wanted:?} is not offered on {:?} (offered: {}); leaving it unset",
+            t.name,
+            allowed.join(", ")
+        );
+        None
+    }
+}
+
 impl Jira {
+    /// The transition `[jira.transitions]` names for `role`, if it names one.
+    fn named(&self, role: &str) -> Option<&String> {
+        self.cfg
+            .transitions
+            .get(role)
+            .filter(|n| !n.trim().is_empty())
+    }
+
     /// The transition that leads an issue to `status`: the one `[jira.transitions]` names
     /// for `role`, else the one whose target is `status`, else one named `status`.
     pub(super) fn offered<'v>(
@@ -19,12 +77,7 @@ impl Jira {
         role: &str,
         status: &str,
     ) -> Option<&'v Transition> {
-        match self
-            .cfg
-            .transitions
-            .get(role)
-            .filter(|n| !n.trim().is_empty())
-        {
+        match self.named(role) {
             Some(name) => v.transitions.iter().find(|t| eq(&t.name, name)),
             None => v
                 .transitions
@@ -45,25 +98,16 @@ impl Jira {
         resolution: Option<&str>,
     ) -> Result<bool> {
         if eq(&v.status, status) {
-            tracing::info!(
-                "{} is already in {:?}; no transition needed",
-                v.key,
-                v.status
-            );
+            v.already_there();
             return Ok(false);
         }
-        let named = self
-            .cfg
-            .transitions
-            .get(role)
-            .filter(|n| !n.trim().is_empty());
         let Some(t) = self.offered(v, role, status) else {
             let offered: Vec<String> = v
                 .transitions
                 .iter()
                 .map(|t| format!("{:?} → {:?}", t.name, t.to))
                 .collect();
-            let wanted = match named {
+            let wanted = match self.named(role) {
                 Some(name) => format!("the transition {name:?} ([jira.transitions] {role})"),
                 None => format!("a transition to {status:?}"),
             };
@@ -83,40 +127,7 @@ impl Jira {
         };
         let mut body = json!({ "transition": { "id": t.id } });
         if let (Some(field), Some(wanted)) = (t.fields.get("resolution"), resolution) {
-            let allowed: Vec<&str> = field
-                .get("allowedValues")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r.get("name").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let required = field
-                .get("required")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let name = if allowed.is_empty() {
-                Some(wanted.to_string())
-            } else if let Some(hit) = allowed.iter().find(|a| eq(a, wanted)) {
-                Some((*hit).to_string())
-            } else if required {
-                tracing::warn!(
-                    "resolution {wanted:?} is not offered on {:?} (offered: {}); using {:?}",
-                    t.name,
-                    allowed.join(", "),
-                    allowed[0]
-                );
-                Some(allowed[0].to_string())
-            } else {
-                tracing::warn!(
-                    "resolution {wanted:?} is not offered on {:?} (offered: {}); leaving it unset",
-                    t.name,
-                    allowed.join(", ")
-                );
-                None
-            };
-            if let Some(name) = name {
+            if let Some(name) = pick_resolution(t, field, wanted) {
                 body["fields"] = json!({ "resolution": { "name": name } });
             }
         }

@@ -8,11 +8,13 @@ use serde_json::{Value, json};
 use super::client::Op;
 use super::issue::Stored;
 use super::lookup::Found;
+use super::record::decided_state;
 use super::render::decision_comment;
 use super::{Jira, PROPERTY, labels};
-use crate::domain::{ChangeRecord, Decision, DecisionKind, State};
+use crate::domain::{ChangeRecord, Decision, DecisionKind};
 
 impl Jira {
+    /// Adds a comment (an internal note unless `[jira] internal_comments = false`).
     pub(super) async fn comment(&self, key: &str, body: Value) -> Result<()> {
         let mut payload = json!({ "body": body });
         if self.cfg.internal_comments {
@@ -25,6 +27,7 @@ impl Jira {
         Ok(())
     }
 
+    /// Edits an issue: `body` holds `fields`, `update` and `properties` as Jira takes them.
     pub(super) async fn edit(&self, key: &str, body: &Value) -> Result<()> {
         let path = ["rest", "api", "3", "issue", key];
         self.call(Method::PUT, &path, &[], Some(body), Op::Edit(key))
@@ -32,6 +35,7 @@ impl Jira {
         Ok(())
     }
 
+    /// The `properties` of a create, edit or transition that write [`Stored`].
     pub(super) fn property(stored: &Stored) -> Value {
         json!([{ "key": PROPERTY, "value": stored }])
     }
@@ -65,24 +69,21 @@ impl Jira {
         record.decided_at = Some(now);
         record.emergency_reason = d.emergency.clone();
         let new_labels = labels::of_decision(d, now);
-        let stale = found.labels.iter().filter(|l| {
-            let ours = labels::KINDS.iter().any(|k| **l == labels::kind(*k))
-                || labels::is_day(l)
-                || l.as_str() == labels::EMERGENCY
-                || l.as_str() == labels::OBSERVE;
-            ours && !new_labels.contains(l)
-        });
-        let ops: Vec<Value> = stale
-            .map(|l| json!({ "remove": l }))
-            .chain(
-                new_labels
-                    .iter()
-                    .filter(|l| !found.labels.contains(l))
-                    .map(|l| json!({ "add": l })),
-            )
+        // The previous decision's labels go, unless this one writes them again.
+        let (stale, kept): (Vec<&String>, Vec<&String>) = found
+            .labels
+            .iter()
+            .partition(|l| labels::is_decision(l) && !new_labels.contains(l));
+        let added: Vec<&String> = new_labels
+            .iter()
+            .filter(|l| !found.labels.contains(l))
             .collect();
         let mut body = json!({ "properties": Self::property(&Stored::of(&record)) });
-        if !ops.is_empty() {
+        if !stale.is_empty() || !added.is_empty() {
+            let ops = labels::ops(
+                stale.iter().map(|l| l.as_str()),
+                added.iter().map(|l| l.as_str()),
+            );
             body["update"] = json!({ "labels": ops });
         }
         let fields = self.decision_fields(d);
@@ -91,26 +92,12 @@ impl Jira {
         }
         self.edit(&record.id, &body).await?;
         self.comment(&record.id, decision_comment(d)).await?;
-        record.state = match d.kind {
-            DecisionKind::PreApproved => State::Approved,
-            DecisionKind::NeedsApproval => State::AwaitingApproval,
-            DecisionKind::Blocked => State::New,
-        };
-        let mut labels_now: Vec<String> = found
-            .labels
-            .iter()
-            .filter(|l| {
-                !ops.iter()
-                    .any(|o| o.get("remove").and_then(Value::as_str) == Some(l.as_str()))
-            })
-            .cloned()
-            .collect();
-        labels_now.extend(new_labels.into_iter().filter(|l| !found.labels.contains(l)));
+        record.state = decided_state(Some(d.kind));
         self.remember(
             &record.key,
             Some(&Found {
                 id: found.id,
-                labels: labels_now,
+                labels: kept.into_iter().chain(added).cloned().collect(),
                 record: record.clone(),
             }),
         );
