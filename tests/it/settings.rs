@@ -81,3 +81,44 @@ fn without_the_default_branch_it_warns_and_uses_the_pull_requests_copy() {
         "{stderr}"
     );
 }
+
+/// The container images carry no git: the default branch's config then comes from the
+/// GitHub contents API, with the workflow token.
+#[test]
+fn without_git_history_the_default_branch_config_comes_from_the_api() {
+    use wiremock::matchers::{header, method, path, query_param};
+    let (repo, event) = repo_with_loosening_pr(false);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(method("GET"))
+            .and(path(
+                "/repos/Codertocat/Hello-World/contents/.changegate.toml",
+            ))
+            .and(query_param("ref", "master"))
+            .and(header("authorization", "Bearer ghs_test"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(FROZEN))
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    });
+    let out = changegate(repo.path())
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+        .env("GITHUB_API_URL", server.uri())
+        .env("GITHUB_TOKEN", "ghs_test")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["decision"], "blocked", "{doc}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ghs_test"), "{stderr}");
+    runtime.block_on(server.verify());
+}
