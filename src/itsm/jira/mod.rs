@@ -195,11 +195,13 @@ impl Itsm for Jira {
     }
 }
 
-/// A payload from the Jira reference material beside the repository
-/// (`../shared/reference/jira/<path>`); `None` where that is not checked out.
+/// A real Jira payload from the test fixtures (`tests/fixtures/reference/jira/<path>`).
 #[cfg(test)]
-fn reference(path: &str) -> Option<serde_json::Value> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/jira/");
-    let text = std::fs::read_to_string(format!("{dir}{path}")).ok()?;
-    Some(serde_json::from_str(&text).expect("reference payloads are JSON"))
+fn reference(path: &str) -> serde_json::Value {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/jira/"
+    );
+    let text = std::fs::read_to_string(format!("{dir}{path}")).expect("fixture exists");
+    serde_json::from_str(&text).expect("reference payloads are JSON")
 }
