@@ -414,6 +414,32 @@ impl Pipeline {
         )
         .unwrap();
         edit(&mut event);
+        // The config is the default branch's, as a pull-request pipeline reads it.
+        let default_branch = event["repository"]["default_branch"]
+            .as_str()
+            .unwrap_or("main")
+            .to_string();
+        for args in [
+            vec!["add", ".changegate.toml"],
+            vec!["commit", "-q", "-m", "changegate config"],
+            vec![
+                "update-ref",
+                &format!("refs/remotes/origin/{default_branch}"),
+                "HEAD",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .args(&args)
+                .current_dir(dir.path())
+                .env("GIT_AUTHOR_NAME", "Dev")
+                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+                .env("GIT_COMMITTER_NAME", "Dev")
+                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
         let event_path = dir.path().join("event.json");
         std::fs::write(&event_path, serde_json::to_string(&event).unwrap()).unwrap();
         Pipeline {
