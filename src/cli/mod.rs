@@ -45,7 +45,14 @@ impl From<Exit> for ExitCode {
 ///
 /// Exit codes: 0 pass, 1 blocked, 2 error.
 #[derive(Debug, Parser)]
-#[command(name = "changegate", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "changegate",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 pass, 1 blocked (the deploy must not proceed), 2 error (fail closed)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
