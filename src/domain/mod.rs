@@ -10,7 +10,9 @@ pub mod policy;
 pub mod ramp;
 pub mod sprint;
 
-pub use change::{ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State};
+pub use change::{
+    ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State,
+};
 pub use decision::{Decision, DecisionKind, Mode, Rule};
 pub use history::{History, SprintTally};
 pub use policy::{DecisionInput, Policy, decide};

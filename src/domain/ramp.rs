@@ -65,7 +65,12 @@ fn clamp(value: u32, p: &AllowanceParams) -> u32 {
 }
 
 /// The allowance for the sprint after one with `tally`, given the allowance during it.
-pub fn next_allowance(current: u32, tally: &SprintTally, p: &AllowanceParams, target: f64) -> (u32, Adjustment) {
+pub fn next_allowance(
+    current: u32,
+    tally: &SprintTally,
+    p: &AllowanceParams,
+    target: f64,
+) -> (u32, Adjustment) {
     match tally.success_rate() {
         Some(rate) if rate < target => {
             let shrunk = (f64::from(current) * p.backoff.clamp(0.0, 1.0)).floor() as u32;
@@ -132,24 +137,61 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn table() {
         let p = AllowanceParams::default(); // initial 2, step 2, max 20, backoff .5, min 3
-        let cases: &[(&str, Vec<(i64, SprintTally)>, u32)] = &[
+        type Case = (&'static str, Vec<(i64, SprintTally)>, u32);
+        let cases: &[Case] = &[
             ("no history starts at initial", vec![], 2),
             ("healthy sprint grows", vec![(9, tally(3, 0))], 4),
-            ("healthy but too few changes keeps", vec![(9, tally(2, 0))], 2),
-            ("one failure in few changes still backs off", vec![(9, tally(1, 1))], 1),
-            ("two healthy sprints grow twice", vec![(8, tally(5, 0)), (9, tally(5, 0))], 6),
-            ("grow then bad sprint halves", vec![(8, tally(5, 0)), (9, tally(5, 5))], 2),
+            (
+                "healthy but too few changes keeps",
+                vec![(9, tally(2, 0))],
+                2,
+            ),
+            (
+                "one failure in few changes still backs off",
+                vec![(9, tally(1, 1))],
+                1,
+            ),
+            (
+                "two healthy sprints grow twice",
+                vec![(8, tally(5, 0)), (9, tally(5, 0))],
+                6,
+            ),
+            (
+                "grow then bad sprint halves",
+                vec![(8, tally(5, 0)), (9, tally(5, 5))],
+                2,
+            ),
             ("empty sprint in between keeps", vec![(7, tally(3, 0))], 4),
-            ("only cancelled keeps", vec![(9, SprintTally { cancelled: 4, ..SprintTally::default() })], 2),
+            (
+                "only cancelled keeps",
+                vec![(
+                    9,
+                    SprintTally {
+                        cancelled: 4,
+                        ..SprintTally::default()
+                    },
+                )],
+                2,
+            ),
         ];
         for (name, sprints, want) in cases {
-            assert_eq!(allowance_for(&history(sprints), &p, 0.9, 10), *want, "{name}");
+            assert_eq!(
+                allowance_for(&history(sprints), &p, 0.9, 10),
+                *want,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn caps_at_max_and_floor() {
-        let p = AllowanceParams { initial: 5, step: 10, max: 12, floor: 3, ..AllowanceParams::default() };
+        let p = AllowanceParams {
+            initial: 5,
+            step: 10,
+            max: 12,
+            floor: 3,
+            ..AllowanceParams::default()
+        };
         let h = history(&[(1, tally(9, 0)), (2, tally(9, 0))]);
         assert_eq!(allowance_for(&h, &p, 0.9, 3), 12);
         let h = history(&[(1, tally(0, 9)), (2, tally(0, 9))]);
@@ -158,7 +200,10 @@ mod tests {
 
     #[test]
     fn lookback_bounds_the_replay() {
-        let p = AllowanceParams { lookback_sprints: 2, ..AllowanceParams::default() };
+        let p = AllowanceParams {
+            lookback_sprints: 2,
+            ..AllowanceParams::default()
+        };
         let h = history(&[(0, tally(5, 0)), (1, tally(5, 0)), (2, tally(5, 0))]);
         let steps = replay(&h, &p, 0.9, 10);
         assert_eq!(steps.first().map(|s| s.sprint), Some(8));
@@ -180,13 +225,25 @@ mod tests {
     }
 
     fn arb_history() -> impl Strategy<Value = History> {
-        proptest::collection::btree_map(0i64..30, (0u32..12, 0u32..4, 0u32..3), 0..30).prop_map(|m| History {
-            sprints: m
-                .into_iter()
-                .map(|(k, (s, f, c))| (k, SprintTally { succeeded: s, failed: f, cancelled: c, ..SprintTally::default() }))
-                .collect(),
-            ..History::default()
-        })
+        proptest::collection::btree_map(0i64..30, (0u32..12, 0u32..4, 0u32..3), 0..30).prop_map(
+            |m| History {
+                sprints: m
+                    .into_iter()
+                    .map(|(k, (s, f, c))| {
+                        (
+                            k,
+                            SprintTally {
+                                succeeded: s,
+                                failed: f,
+                                cancelled: c,
+                                ..SprintTally::default()
+                            },
+                        )
+                    })
+                    .collect(),
+                ..History::default()
+            },
+        )
     }
 
     proptest! {

@@ -15,7 +15,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::{HistoryQuery, Itsm, decision_stands};
 use crate::config::BackendKind;
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, SprintTally, State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome,
+    SprintTally, State,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
@@ -142,10 +143,12 @@ impl Ledger {
             }
         } else {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the ledger's folder {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the ledger's folder {}", dir.display())
+                })?;
             }
-            Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?
+            Connection::open(path)
+                .with_context(|| format!("cannot open the ledger {}", path.display()))?
         };
         let corrupt = |e: rusqlite::Error| ledger_error(path, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
@@ -187,7 +190,10 @@ impl Ledger {
             }
             let mut conn = conn;
             migrate(&mut conn, version).map_err(corrupt)?;
-            return Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() });
+            return Ok(Ledger {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+            });
         }
         Ok(Ledger {
             conn: Mutex::new(conn),
@@ -200,13 +206,22 @@ impl Ledger {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| anyhow!("ledger connection poisoned"))?;
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow!("ledger connection poisoned"))?;
         f(&mut conn).map_err(|e| ledger_error(&self.path, e))
     }
 
     /// Links an incident to a change. Linking the same incident twice is harmless.
-    pub fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+    pub fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -218,7 +233,8 @@ impl Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 
     fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
@@ -281,7 +297,11 @@ fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have migrated while we waited for the lock.
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(from) as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(from) as usize)
+    {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
@@ -332,12 +352,18 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
     ))
 }
 
-fn load(c: &Connection, filter: &str, args: impl rusqlite::Params) -> rusqlite::Result<Option<ChangeRecord>> {
+fn load(
+    c: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Option<ChangeRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM changes WHERE {filter}");
     let Some((id, mut record)) = c.query_row(&sql, args, record_from_row).optional()? else {
         return Ok(None);
     };
-    let mut stmt = c.prepare_cached("SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
+    let mut stmt = c.prepare_cached(
+        "SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident",
+    )?;
     record.incidents = stmt
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -367,7 +393,11 @@ impl Itsm for Ledger {
             // the table, however long the history.
             let exclude: i64 = match q.exclude_key {
                 Some(key) => c
-                    .query_row("SELECT id FROM changes WHERE correlation_key = ?1", [key], |r| r.get(0))
+                    .query_row(
+                        "SELECT id FROM changes WHERE correlation_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
                     .optional()?
                     .unwrap_or(-1),
                 None => -1,
@@ -379,25 +409,32 @@ impl Itsm for Ledger {
             )?;
             let mut stmt = c.prepare_cached(RECENT_SQL)?;
             let recent = stmt
-                .query_map(params![q.service_id, q.environment, exclude, q.window], |r| r.get::<_, String>(0))?
+                .query_map(
+                    params![q.service_id, q.environment, exclude, q.window],
+                    |r| r.get::<_, String>(0),
+                )?
                 .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
-            let rows = stmt.query_map(params![q.service_id, q.environment, from, len, exclude], |r| {
-                let count = |i: usize| -> rusqlite::Result<u32> {
-                    Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(u32::MAX))
-                };
-                Ok((
-                    q.from_sprint + r.get::<_, i64>(0)?,
-                    SprintTally {
-                        succeeded: count(1)?,
-                        failed: count(2)?,
-                        cancelled: count(3)?,
-                        pre_approved: count(4)?,
-                        emergency: count(5)?,
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map(
+                params![q.service_id, q.environment, from, len, exclude],
+                |r| {
+                    let count = |i: usize| -> rusqlite::Result<u32> {
+                        Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
+                            .unwrap_or(u32::MAX))
+                    };
+                    Ok((
+                        q.from_sprint + r.get::<_, i64>(0)?,
+                        SprintTally {
+                            succeeded: count(1)?,
+                            failed: count(2)?,
+                            cancelled: count(3)?,
+                            pre_approved: count(4)?,
+                            emergency: count(5)?,
+                        },
+                    ))
+                },
+            )?;
             let sprints = rows.collect::<rusqlite::Result<_>>()?;
             Ok(History {
                 closed_total: u64::try_from(closed_total).unwrap_or(0),
@@ -409,12 +446,8 @@ impl Itsm for Ledger {
 
     async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
-                LAST_SHA_SQL,
-                params![service_id, environment],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_row(LAST_SHA_SQL, params![service_id, environment], |r| r.get(0))
+                .optional()
         })
     }
 
@@ -430,7 +463,12 @@ impl Itsm for Ledger {
         }
     }
 
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let key = facts.key().to_string();
         let facts_json = serde_json::to_string(facts)?;
         let lines = facts.lines_changed.and_then(|n| i64::try_from(n).ok());
@@ -506,7 +544,8 @@ impl Itsm for Ledger {
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -522,11 +561,22 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         // A change whose gate never passed was not deployed, whatever the job says: it is
         // cancelled, and counts in no success rate.
-        let outcome = if record.deployed_at.is_none() { Outcome::Cancelled } else { outcome };
+        let outcome = if record.deployed_at.is_none() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         let state = if outcome == Outcome::Cancelled && record.state != State::Rejected {
             State::Cancelled
         } else if outcome == Outcome::Cancelled {
@@ -548,15 +598,32 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
-        let current = self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
-        let target = if approve { State::Approved } else { State::Rejected };
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+        let current = self
+            .get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
+        let target = if approve {
+            State::Approved
+        } else {
+            State::Rejected
+        };
         if current.state == target {
             return Ok(current);
         }
         if current.state != State::AwaitingApproval {
-            bail!("change {id} is not waiting for approval (its state is {})", current.state);
+            bail!(
+                "change {id} is not waiting for approval (its state is {})",
+                current.state
+            );
         }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -570,7 +637,8 @@ impl Itsm for Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 }
 

@@ -6,9 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::BackendKind;
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar};
+use crate::domain::{
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar,
+};
 
+pub mod jira;
 pub mod local;
+pub mod servicenow;
 
 /// What the policy needs to know about the past, for one service in one environment.
 #[derive(Debug, Clone)]
@@ -50,7 +54,12 @@ pub trait Itsm: Send + Sync {
     /// writes it (state, type, work note) unless the record already holds one that stands:
     /// an existing pre-approved or needs-approval decision is kept, so a re-run of the same
     /// pipeline never re-decides (nor uses the allowance twice). Returns the record as stored.
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord>;
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
 
     /// Reads the record again (state, approval, approver).
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord>;
@@ -59,10 +68,23 @@ pub trait Itsm: Send + Sync {
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord>;
 
     /// Records the outcome and closes (or cancels) the record. Recording twice is harmless.
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord>;
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
 
     /// A human decision taken through changegate itself (the embedded ledger only).
-    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let _ = (id, approve, by, comment, now);
         anyhow::bail!(
             "`approve` and `reject` work on the embedded ledger only; with the {} backend, decide the change in {}",
@@ -77,10 +99,16 @@ pub trait Itsm: Send + Sync {
 /// A newly declared emergency re-decides a change still waiting for approval.
 pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool {
     use crate::domain::{DecisionKind, State};
-    let Some(d) = &record.decision else { return false };
+    let Some(d) = &record.decision else {
+        return false;
+    };
     match d.kind {
         DecisionKind::Blocked => record.state == State::Rejected,
-        DecisionKind::NeedsApproval => !(emergency_requested && d.emergency.is_none() && record.state == State::AwaitingApproval),
+        DecisionKind::NeedsApproval => {
+            !(emergency_requested
+                && d.emergency.is_none()
+                && record.state == State::AwaitingApproval)
+        }
         DecisionKind::PreApproved => true,
     }
 }
@@ -88,8 +116,11 @@ pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool
 /// Opens the backend the settings name.
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
     match settings.backend {
-        BackendKind::Local => Ok(Box::new(local::Ledger::open(&settings.ledger_path, settings.dry_run)?)),
-        BackendKind::Servicenow => anyhow::bail!("the servicenow backend is not built yet"),
-        BackendKind::Jira => anyhow::bail!("the jira backend is not built yet"),
+        BackendKind::Local => Ok(Box::new(local::Ledger::open(
+            &settings.ledger_path,
+            settings.dry_run,
+        )?)),
+        BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
+        BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
     }
 }

@@ -42,13 +42,17 @@ pub fn repository_from_remote(url: &str) -> Option<String> {
 
 /// Reads HEAD, branch, author and remote of the checkout at `workdir`.
 pub fn detect(workdir: &Path) -> Result<Detected> {
-    let sha = git(workdir, &["rev-parse", "HEAD"]).map(|s| s.trim().to_string()).unwrap_or_default();
+    let sha = git(workdir, &["rev-parse", "HEAD"])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let branch = git(workdir, &["rev-parse", "--abbrev-ref", "HEAD"])
         .map(|s| s.trim().to_string())
         .filter(|b| !b.is_empty() && b != "HEAD");
     let remote = git(workdir, &["remote", "get-url", "origin"]);
     let repository = remote.as_deref().and_then(repository_from_remote);
-    let actor = git(workdir, &["log", "-1", "--format=%an"]).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let actor = git(workdir, &["log", "-1", "--format=%an"])
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     Ok(Detected {
         platform: Platform::Local,
         repository,
@@ -78,7 +82,9 @@ pub struct RangeStats {
 
 /// `None` when git or the objects are missing (e.g. a shallow clone).
 pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<RangeStats> {
-    let is_sha = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) && !s.bytes().all(|b| b == b'0');
+    let is_sha = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) && !s.bytes().all(|b| b == b'0')
+    };
     if !is_sha(head) {
         return None;
     }
@@ -110,25 +116,56 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
             if let Some(body) = parts.next().map(str::trim).filter(|b| !b.is_empty()) {
                 bodies.push(body.to_string());
             }
-            Some(Commit { sha, subject, author, timestamp })
+            Some(Commit {
+                sha,
+                subject,
+                author,
+                timestamp,
+            })
         })
         .collect();
     let numstat = match base {
-        Some(b) => git(workdir, &["diff", "--numstat", "--no-renames", b, head, "--"])?,
-        None => git(workdir, &["diff-tree", "--root", "-r", "--numstat", "--no-renames", "--no-commit-id", head, "--"])?,
+        Some(b) => git(
+            workdir,
+            &["diff", "--numstat", "--no-renames", b, head, "--"],
+        )?,
+        None => git(
+            workdir,
+            &[
+                "diff-tree",
+                "--root",
+                "-r",
+                "--numstat",
+                "--no-renames",
+                "--no-commit-id",
+                head,
+                "--",
+            ],
+        )?,
     };
     let mut lines = 0u64;
     let mut paths = Vec::new();
     for line in numstat.lines() {
         let mut parts = line.splitn(3, '\t');
-        let added = parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-        let removed = parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let added = parts
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let removed = parts
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
         if let Some(path) = parts.next() {
             lines += added + removed;
             paths.push(path.to_string());
         }
     }
-    Some(RangeStats { commits, lines, paths, bodies })
+    Some(RangeStats {
+        commits,
+        lines,
+        paths,
+        bodies,
+    })
 }
 
 /// A file as it is in another revision.
@@ -144,7 +181,18 @@ pub enum FileAtRev {
 /// Reads `path` as it is at `rev` (e.g. `origin/main`), without touching the work tree.
 pub fn file_at(workdir: &Path, rev: &str, path: &str) -> FileAtRev {
     // A revision is never taken from untrusted input as an option: it must not start with '-'.
-    if rev.starts_with('-') || git(workdir, &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).is_none() {
+    if rev.starts_with('-')
+        || git(
+            workdir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ],
+        )
+        .is_none()
+    {
         return FileAtRev::NoRevision;
     }
     match git(workdir, &["show", &format!("{rev}:{path}")]) {
@@ -159,9 +207,18 @@ mod tests {
 
     #[test]
     fn repository_from_remote_urls() {
-        assert_eq!(repository_from_remote("https://github.com/acme/api.git").as_deref(), Some("acme/api"));
-        assert_eq!(repository_from_remote("git@gitlab.com:group/sub/api.git").as_deref(), Some("group/sub/api"));
-        assert_eq!(repository_from_remote("ssh://git@host:22/acme/api").as_deref(), Some("acme/api"));
+        assert_eq!(
+            repository_from_remote("https://github.com/acme/api.git").as_deref(),
+            Some("acme/api")
+        );
+        assert_eq!(
+            repository_from_remote("git@gitlab.com:group/sub/api.git").as_deref(),
+            Some("group/sub/api")
+        );
+        assert_eq!(
+            repository_from_remote("ssh://git@host:22/acme/api").as_deref(),
+            Some("acme/api")
+        );
         assert_eq!(repository_from_remote("/srv/git/api"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The GitHub Actions reader against the real webhook payloads in the shared reference.
+//! The GitHub Actions reader against the real webhook payloads (tests/fixtures/reference).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,7 +8,7 @@ use crate::pipeline;
 
 const EXAMPLES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/reference/github-webhooks/examples"
+    "/tests/fixtures/reference/github-webhooks/examples"
 );
 
 /// The head and base of the example pull request (Codertocat/Hello-World#2).

@@ -30,7 +30,10 @@ pub fn extract<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
             for caps in re.captures_iter(text) {
                 let item = match (i, caps.get(1)) {
                     (2, Some(n)) => format!("#{}", n.as_str()),
-                    _ => caps.get(0).map(|m| m.as_str().to_string()).unwrap_or_default(),
+                    _ => caps
+                        .get(0)
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
                 };
                 let prefix = item.split('-').next().unwrap_or("");
                 if i == 1 && NOT_KEYS.contains(&prefix) {
@@ -63,7 +66,10 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&str, &[&str])] = &[
-            ("INC0012345 CHG0030001 PRB0000123 RITM0010001", &["CHG0030001", "INC0012345", "PRB0000123", "RITM0010001"]),
+            (
+                "INC0012345 CHG0030001 PRB0000123 RITM0010001",
+                &["CHG0030001", "INC0012345", "PRB0000123", "RITM0010001"],
+            ),
             ("INC001234 is too short, inc0012345 is lower case", &[]),
             ("ABC-123 and AB2-9", &["AB2-9", "ABC-123"]),
             ("abc-123, A-1, ABC-0, ABC-01, ABCDEFGHIJK-1", &[]),
