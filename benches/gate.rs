@@ -93,15 +93,25 @@ fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
     println!("\nquery plans and times of the decision's SQL (in-process, median of 5):");
     let from = now.timestamp() - 26 * 14 * 86_400;
     for (name, sql) in changegate::itsm::local::DECISION_QUERIES {
-        let n = rusqlite::Statement::parameter_count(&db.prepare(sql).expect("prepare"));
-        let args: Vec<rusqlite::types::Value> = [
-            rusqlite::types::Value::Text(seed::SERVICE_ID.into()),
-            rusqlite::types::Value::Text(seed::ENVIRONMENT.into()),
-            rusqlite::types::Value::Integer(if name == "sprints" { from } else { exclude_id }),
-            rusqlite::types::Value::Integer(if name == "sprints" { 14 * 86_400 } else { 20 }),
-            rusqlite::types::Value::Integer(exclude_id),
-        ][..n]
-            .to_vec();
+        use rusqlite::types::Value::{Integer, Text};
+        let (svc, env) = (
+            Text(seed::SERVICE_ID.into()),
+            Text(seed::ENVIRONMENT.into()),
+        );
+        let at = now.timestamp();
+        let args: Vec<rusqlite::types::Value> = match name {
+            "closed_total" => vec![svc, env, Integer(exclude_id), Integer(at)],
+            "recent" => vec![svc, env, Integer(exclude_id), Integer(20), Integer(at)],
+            "sprints" => vec![
+                svc,
+                env,
+                Integer(from),
+                Integer(14 * 86_400),
+                Integer(exclude_id),
+                Integer(at),
+            ],
+            _ => vec![svc, env],
+        };
         let mut stmt = db
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");

@@ -16,7 +16,7 @@ use super::{HistoryQuery, Itsm, decision_stands};
 use crate::config::BackendKind;
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome,
-    SprintTally, State,
+    SprintCalendar, SprintTally, State,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
@@ -75,23 +75,23 @@ const MIGRATIONS: &[&str] = &[
 
 /// Closed changes with a success or failure outcome. ?1 service, ?2 environment, ?3 row id to leave out.
 const CLOSED_TOTAL_SQL: &str = "SELECT count(*) FROM changes INDEXED BY changes_by_closed
-     WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at <= ?4
        AND outcome IN ('success', 'failure') AND id != ?3";
 
-/// The most recent closed outcomes, newest first. ?4 the window.
+/// The most recent closed outcomes, newest first. ?4 the window, ?5 the clock.
 const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY changes_by_closed
-     WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at <= ?5
        AND outcome IN ('success', 'failure') AND id != ?3
      ORDER BY closed_at DESC, id DESC LIMIT ?4";
 
 /// Tallies per sprint, by decision time. ?3 start of the first sprint, ?4 sprint length in
-/// seconds, ?5 row id to leave out. Offsets from ?3, a sprint boundary, are never negative,
-/// so integer division is a floor.
+/// seconds, ?5 row id to leave out, ?6 the clock. Offsets from ?3, a sprint boundary, are
+/// never negative, so integer division is a floor.
 const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
             sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
             sum(pre_approved), sum(emergency)
      FROM changes INDEXED BY changes_by_decided
-     WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND id != ?5
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?6 AND id != ?5
      GROUP BY s";
 
 /// The commit of the last decided change (the start of a local run's range).
@@ -111,6 +111,8 @@ pub const DECISION_QUERIES: [(&str, &str); 4] = [
 pub struct Ledger {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The sprint calendar, to count the allowance again as a pre-approval is written.
+    calendar: Option<SprintCalendar>,
 }
 
 fn ts(at: DateTime<Utc>) -> i64 {
@@ -132,6 +134,43 @@ fn parse_change_id(id: &str) -> Option<i64> {
 }
 
 impl Ledger {
+    /// Sets the sprint calendar, so that a pre-approval is checked against the allowance
+    /// again, atomically, as it is written.
+    pub fn with_calendar(mut self, calendar: SprintCalendar) -> Ledger {
+        self.calendar = Some(calendar);
+        self
+    }
+
+    fn recount_allowance(
+        &self,
+        tx: &Connection,
+        row_id: i64,
+        facts: &ChangeFacts,
+        d: &Decision,
+    ) -> rusqlite::Result<Decision> {
+        let Some(cal) = self
+            .calendar
+            .filter(|_| d.kind == DecisionKind::PreApproved && d.emergency.is_none())
+        else {
+            return Ok(d.clone());
+        };
+        let used: i64 = tx.query_row(
+            "SELECT count(*) FROM changes INDEXED BY changes_by_decided
+             WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND decided_at < ?4
+               AND pre_approved = 1 AND id != ?5",
+            params![
+                facts.service_id,
+                facts.environment,
+                ts(cal.start_of(d.sprint)),
+                ts(cal.end_of(d.sprint)),
+                row_id
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(d.clone()
+            .with_allowance_used(u32::try_from(used).unwrap_or(u32::MAX)))
+    }
+
     /// Opens (creating and migrating it when needed) the ledger at `path`. With
     /// `read_only` nothing is ever written: a missing file reads as an empty ledger.
     pub fn open(path: &Path, read_only: bool) -> Result<Ledger> {
@@ -143,9 +182,14 @@ impl Ledger {
             }
         } else {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("cannot create the ledger's folder {}", dir.display())
-                })?;
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the ledger's folder {}", dir.display())
+                    })?;
+                    // The default folder sits in the checkout: keep the ledger out of commits.
+                    std::fs::write(dir.join(".gitignore"), "# changegate ledger\n*\n")
+                        .with_context(|| format!("cannot write {}/.gitignore", dir.display()))?;
+                }
             }
             Connection::open(path)
                 .with_context(|| format!("cannot open the ledger {}", path.display()))?
@@ -193,11 +237,13 @@ impl Ledger {
             return Ok(Ledger {
                 conn: Mutex::new(conn),
                 path: path.to_path_buf(),
+                calendar: None,
             });
         }
         Ok(Ledger {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            calendar: None,
         })
     }
 
@@ -387,6 +433,9 @@ impl Itsm for Ledger {
     async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
         let from = ts(q.calendar.start_of(q.from_sprint));
         let len = q.calendar.length_secs();
+        // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
+        // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
+        let now = ts(q.now);
         self.with(|c| {
             // The change being decided is left out by its row id, not its key: the row id is
             // in every index, so each query below reads its index alone (covering), never
@@ -404,20 +453,20 @@ impl Itsm for Ledger {
             };
             let closed_total: i64 = c.query_row(
                 CLOSED_TOTAL_SQL,
-                params![q.service_id, q.environment, exclude],
+                params![q.service_id, q.environment, exclude, now],
                 |r| r.get(0),
             )?;
             let mut stmt = c.prepare_cached(RECENT_SQL)?;
             let recent = stmt
                 .query_map(
-                    params![q.service_id, q.environment, exclude, q.window],
+                    params![q.service_id, q.environment, exclude, q.window, now],
                     |r| r.get::<_, String>(0),
                 )?
                 .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
             let rows = stmt.query_map(
-                params![q.service_id, q.environment, from, len, exclude],
+                params![q.service_id, q.environment, from, len, exclude, now],
                 |r| {
                     let count = |i: usize| -> rusqlite::Result<u32> {
                         Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
@@ -510,6 +559,9 @@ impl Itsm for Ledger {
             }
             if let Some(d) = decision {
                 if !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
+                    // Counted again under the write lock: two changes decided at the same
+                    // moment never both take the last free slot of the allowance.
+                    let d = &self.recount_allowance(&tx, row_id, facts, d)?;
                     let counts = d.kind == DecisionKind::PreApproved && d.emergency.is_none();
                     tx.execute(
                         "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,

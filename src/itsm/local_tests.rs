@@ -262,3 +262,34 @@ fn decision_queries_read_their_index_only() {
         }
     }
 }
+
+#[test]
+fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false)
+        .unwrap()
+        .with_calendar(calendar());
+    // Three changes decided from the same history (0 of 2 used): the third write finds the
+    // allowance taken and goes to approval, as deciding it again would.
+    let stale = decision(DecisionKind::PreApproved, None);
+    let kinds: Vec<DecisionKind> = ['a', 'b', 'c']
+        .into_iter()
+        .map(|c| {
+            let r = block_on(ledger.open(&facts("acme/api", c), Some(&stale), at(1, 0))).unwrap();
+            r.decision.unwrap().kind
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            DecisionKind::PreApproved,
+            DecisionKind::PreApproved,
+            DecisionKind::NeedsApproval
+        ]
+    );
+    let third = block_on(ledger.find(&facts("acme/api", 'c').key()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.state, State::AwaitingApproval);
+    assert_eq!(third.decision.unwrap().allowance_used, 2);
+}

@@ -116,10 +116,10 @@ pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool
 /// Opens the backend the settings name.
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
     match settings.backend {
-        BackendKind::Local => Ok(Box::new(local::Ledger::open(
-            &settings.ledger_path,
-            settings.dry_run,
-        )?)),
+        BackendKind::Local => Ok(Box::new(
+            local::Ledger::open(&settings.ledger_path, settings.dry_run)?
+                .with_calendar(settings.calendar),
+        )),
         BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
         BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
     }
