@@ -13,7 +13,18 @@ use crate::domain::Mode;
 use crate::domain::policy::{EvidenceRequirements, Freeze, PolicyParams, RiskLimits};
 
 /// Which system keeps the change records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// The embedded SQLite ledger.
@@ -42,7 +53,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (e.g. \"30s\", \"4h\")")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (e.g. \"30s\", \"4h\")"
+                ))
+            })
     }
 }
 
@@ -84,26 +99,69 @@ pub struct LedgerSection {
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceNowSection {
     /// Instance base URL, e.g. `https://example.service-now.com`.
     pub url: Option<String>,
-    /// Name of the standard change template used for pre-approved changes.
+    /// Name (or sys_id) of the standard change template used for pre-approved changes.
     pub standard_template: Option<String>,
+    /// Assignment group written on every change (name or sys_id). Most instances require one
+    /// before a normal change can move to Assess.
     pub assignment_group: Option<String>,
+    /// `close_code` written when a deploy succeeded.
+    pub close_code_success: String,
+    /// `close_code` written when a deploy failed.
+    pub close_code_failure: String,
     /// Extra fields written on every change the instance requires (e.g. `cmdb_ci`, `category`).
     pub fields: BTreeMap<String, String>,
 }
 
+impl Default for ServiceNowSection {
+    fn default() -> Self {
+        ServiceNowSection {
+            url: None,
+            standard_template: None,
+            assignment_group: None,
+            close_code_success: "successful".into(),
+            close_code_failure: "unsuccessful".into(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+/// Fields of a change request that changegate owns: `[servicenow.fields]` may not set them.
+pub const SERVICENOW_RESERVED_FIELDS: &[&str] = &[
+    "correlation_id",
+    "correlation_display",
+    "state",
+    "type",
+    "approval",
+    "justification",
+    "work_notes",
+    "close_code",
+    "close_notes",
+    "work_start",
+    "work_end",
+];
+
+/// Status names on the site's change workflow. Matched case-insensitively.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraStatuses {
+    /// Where a change goes when the gate passes.
     pub implementing: String,
+    /// Where a successful deploy closes the change.
     pub done: String,
+    /// Where a failed deploy closes the change.
     pub failed: String,
+    /// Where a cancelled deploy (or one whose gate never passed) closes the change.
     pub cancelled: String,
+    /// The status a declined approval leaves the change in.
     pub declined: String,
+    /// Where a change that needs approval is moved, when the workflow does not put it in its
+    /// approval step by itself. Empty (default): left where the workflow put it.
+    pub awaiting_approval: String,
 }
 
 impl Default for JiraStatuses {
@@ -114,21 +172,90 @@ impl Default for JiraStatuses {
             failed: "Failed".into(),
             cancelled: "Canceled".into(),
             declined: "Declined".into(),
+            awaiting_approval: String::new(),
         }
     }
 }
 
+/// Resolutions set when a closing transition's screen asks for one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct JiraResolutions {
+    pub done: String,
+    pub failed: String,
+    pub cancelled: String,
+}
+
+impl Default for JiraResolutions {
+    fn default() -> Self {
+        JiraResolutions {
+            done: "Done".into(),
+            failed: "Done".into(),
+            cancelled: "Won't Do".into(),
+        }
+    }
+}
+
+/// The option values written to the change type field (`[jira.fields] change_type`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct JiraChangeTypes {
+    pub standard: String,
+    pub normal: String,
+    pub emergency: String,
+}
+
+impl Default for JiraChangeTypes {
+    fn default() -> Self {
+        JiraChangeTypes {
+            standard: "Standard".into(),
+            normal: "Normal".into(),
+            emergency: "Emergency".into(),
+        }
+    }
+}
+
+/// The roles `[jira.fields]` may map to a site's field ids.
+pub const JIRA_FIELD_ROLES: &[&str] = &["change_type", "correlation_key"];
+
+/// The status roles `[jira.transitions]` may name a transition for.
+pub const JIRA_TRANSITION_ROLES: &[&str] = &[
+    "implementing",
+    "done",
+    "failed",
+    "cancelled",
+    "awaiting_approval",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraSection {
+    /// Site URL, e.g. `https://example.atlassian.net`.
     pub url: Option<String>,
+    /// Project key, e.g. `CHG`.
     pub project: Option<String>,
+    /// Issue type name (or numeric id) of change issues.
     pub issue_type: String,
-    /// JSM request type id, when changes are raised as requests.
+    /// JSM request type id, when changes are raised as requests (through the service desk).
     pub request_type: String,
+    /// JSM service desk id, with `request_type`; empty: looked up from the project key.
+    pub service_desk: String,
     pub statuses: JiraStatuses,
-    /// Site-specific field ids, e.g. `change_type = "customfield_10005"`.
+    /// Transition names by status role (`implementing`, `done`, `failed`, `cancelled`,
+    /// `awaiting_approval`), for workflows whose transitions are not named after their
+    /// target status. Without an entry the transition leading to the status is used.
+    pub transitions: BTreeMap<String, String>,
+    pub resolutions: JiraResolutions,
+    /// Site-specific field ids by role: `change_type` (a select list such as JSM's
+    /// "Change type") and `correlation_key` (a text field that shows the key verbatim).
     pub fields: BTreeMap<String, String>,
+    pub change_types: JiraChangeTypes,
+    /// Fields written verbatim on every new change issue, by field id, for sites that
+    /// require more (e.g. `customfield_10100 = { value = "Low" }`).
+    pub extra_fields: BTreeMap<String, serde_json::Value>,
+    /// Decision and outcome comments are internal notes (JSM `sd.public.comment`), not
+    /// shared with customers. Default true.
+    pub internal_comments: bool,
 }
 
 impl Default for JiraSection {
@@ -138,8 +265,14 @@ impl Default for JiraSection {
             project: None,
             issue_type: "Change".into(),
             request_type: String::new(),
+            service_desk: String::new(),
             statuses: JiraStatuses::default(),
+            transitions: BTreeMap::new(),
+            resolutions: JiraResolutions::default(),
             fields: BTreeMap::new(),
+            change_types: JiraChangeTypes::default(),
+            extra_fields: BTreeMap::new(),
+            internal_comments: true,
         }
     }
 }
@@ -242,7 +375,8 @@ pub struct ConfigFile {
 /// A config file that could not be used. The message names the file, the key and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The io error is the source: `{:#}` prints it once, after this.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -274,7 +408,9 @@ impl ConfigFile {
     /// Checks that serde cannot express; errors name the key and, when found, its line.
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let fail = |key: &str, what: String| {
-            let line = line_of_key(text, key).map(|l| format!("line {l}: ")).unwrap_or_default();
+            let line = line_of_key(text, key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
             Err(ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!("{line}`{key}` {what}"),
@@ -282,7 +418,10 @@ impl ConfigFile {
         };
         let rate = self.policy.min_success_rate;
         if !(0.0..=1.0).contains(&rate) {
-            return fail("min_success_rate", format!("must be between 0 and 1, got {rate}"));
+            return fail(
+                "min_success_rate",
+                format!("must be between 0 and 1, got {rate}"),
+            );
         }
         let backoff = self.policy.allowance.backoff;
         if !(0.0..=1.0).contains(&backoff) {
@@ -299,16 +438,63 @@ impl ConfigFile {
         }
         for pattern in &self.risk.sensitive_paths {
             if let Err(e) = globset::Glob::new(pattern) {
-                return fail("sensitive_paths", format!("has an invalid pattern {pattern:?}: {e}"));
+                return fail(
+                    "sensitive_paths",
+                    format!("has an invalid pattern {pattern:?}: {e}"),
+                );
             }
         }
         for f in &self.freezes {
             if f.to <= f.from {
-                return fail("to", format!("of freeze {:?} must be after `from`", f.reason));
+                return fail(
+                    "to",
+                    format!("of freeze {:?} must be after `from`", f.reason),
+                );
+            }
+        }
+        if let Some(key) = self
+            .servicenow
+            .fields
+            .keys()
+            .find(|k| SERVICENOW_RESERVED_FIELDS.contains(&k.as_str()))
+        {
+            return fail(
+                key,
+                "is written by changegate itself and cannot be set in [servicenow.fields]".into(),
+            );
+        }
+        for (key, value) in [
+            ("close_code_success", &self.servicenow.close_code_success),
+            ("close_code_failure", &self.servicenow.close_code_failure),
+        ] {
+            if value.trim().is_empty() {
+                return fail(key, "must not be empty".into());
             }
         }
         if self.approval.poll.0.is_zero() {
             return fail("poll", "must be more than zero".into());
+        }
+        for role in self.jira.fields.keys() {
+            if !JIRA_FIELD_ROLES.contains(&role.as_str()) {
+                return fail(
+                    role,
+                    format!(
+                        "is not a [jira.fields] role (known: {})",
+                        JIRA_FIELD_ROLES.join(", ")
+                    ),
+                );
+            }
+        }
+        for role in self.jira.transitions.keys() {
+            if !JIRA_TRANSITION_ROLES.contains(&role.as_str()) {
+                return fail(
+                    role,
+                    format!(
+                        "is not a [jira.transitions] role (known: {})",
+                        JIRA_TRANSITION_ROLES.join(", ")
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -332,12 +518,13 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 
 /// The first line on which `key` is assigned, for errors found after parsing.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The JSON schema of the config file, generated from the same types that parse it.
@@ -406,28 +593,107 @@ reason = "year-end freeze"
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n").unwrap_err().to_string();
+        let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("min_sucess_rate"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let err = parse("[policy]\nwindow = \"twenty\"\n").unwrap_err().to_string();
+        let err = parse("[policy]\nwindow = \"twenty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("window"), "{err}");
     }
 
     #[test]
     fn out_of_range_names_key_and_line() {
-        let err = parse("[policy]\nmin_success_rate = 1.5\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("min_success_rate"), "{err}");
+        let err = parse("[policy]\nmin_success_rate = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("min_success_rate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jira_example_parses_with_defaults() {
+        let text = r#"
+[jira]
+url = "https://example.atlassian.net"
+project = "CHG"
+issue_type = "Change"
+request_type = ""
+[jira.statuses]
+implementing = "Implementing"
+done = "Completed"
+failed = "Failed"
+cancelled = "Canceled"
+declined = "Declined"
+[jira.fields]
+change_type = "customfield_10005"
+[jira.transitions]
+implementing = "Start change"
+[jira.extra_fields]
+customfield_10100 = { value = "Low" }
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.jira.project.as_deref(), Some("CHG"));
+        assert_eq!(
+            c.jira.fields.get("change_type").map(String::as_str),
+            Some("customfield_10005")
+        );
+        assert_eq!(
+            c.jira.extra_fields["customfield_10100"],
+            serde_json::json!({"value": "Low"})
+        );
+        assert_eq!(c.jira.resolutions.done, "Done");
+        assert!(c.jira.internal_comments);
+        assert!(c.jira.statuses.awaiting_approval.is_empty());
+    }
+
+    #[test]
+    fn jira_unknown_roles_are_errors() {
+        let err = parse("[jira.fields]\nchange_typ = \"customfield_1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("change_typ"),
+            "{err}"
+        );
+        let err = parse("[jira.transitions]\ndone_ = \"Close\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("done_"), "{err}");
+    }
+
+    #[test]
+    fn servicenow_fields_cannot_take_over_changegate_fields() {
+        let err = parse("[servicenow.fields]\ncategory = \"Software\"\ncorrelation_id = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("correlation_id"),
+            "{err}"
+        );
+        let ok = parse("[servicenow.fields]\ncategory = \"Software\"\n").unwrap();
+        assert_eq!(ok.servicenow.close_code_success, "successful");
     }
 
     #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
-        for key in ["policy", "allowance", "freeze", "servicenow", "sensitive_paths"] {
+        for key in [
+            "policy",
+            "allowance",
+            "freeze",
+            "servicenow",
+            "sensitive_paths",
+        ] {
             assert!(s.contains(key), "{key}");
         }
     }

@@ -50,6 +50,23 @@ pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const GITHUB_WORKSPACE: &str = "GITHUB_WORKSPACE";
 
+// GitHub container action inputs, exactly as the runner names them: `INPUT_` and the
+// input name upper-cased, hyphens kept (so they cannot be shell variables, only env entries).
+pub const INPUT_COMMAND: &str = "INPUT_COMMAND";
+pub const INPUT_ENVIRONMENT: &str = "INPUT_ENVIRONMENT";
+pub const INPUT_SERVICE: &str = "INPUT_SERVICE";
+pub const INPUT_BACKEND: &str = "INPUT_BACKEND";
+pub const INPUT_CONFIG: &str = "INPUT_CONFIG";
+pub const INPUT_OUTCOME: &str = "INPUT_OUTCOME";
+pub const INPUT_WAIT: &str = "INPUT_WAIT";
+pub const INPUT_MODE: &str = "INPUT_MODE";
+pub const INPUT_DRY_RUN: &str = "INPUT_DRY-RUN";
+pub const INPUT_EMERGENCY: &str = "INPUT_EMERGENCY";
+pub const INPUT_GITHUB_TOKEN: &str = "INPUT_GITHUB-TOKEN";
+pub const INPUT_SERVICENOW_URL: &str = "INPUT_SERVICENOW-URL";
+pub const INPUT_JIRA_URL: &str = "INPUT_JIRA-URL";
+pub const INPUT_JIRA_PROJECT: &str = "INPUT_JIRA-PROJECT";
+
 // GitLab CI.
 pub const GITLAB_CI: &str = "GITLAB_CI";
 pub const CI_API_V4_URL: &str = "CI_API_V4_URL";
@@ -61,6 +78,7 @@ pub const CI_COMMIT_SHA: &str = "CI_COMMIT_SHA";
 pub const CI_COMMIT_BEFORE_SHA: &str = "CI_COMMIT_BEFORE_SHA";
 pub const CI_COMMIT_REF_NAME: &str = "CI_COMMIT_REF_NAME";
 pub const CI_COMMIT_TITLE: &str = "CI_COMMIT_TITLE";
+pub const CI_COMMIT_MESSAGE: &str = "CI_COMMIT_MESSAGE";
 pub const CI_COMMIT_TIMESTAMP: &str = "CI_COMMIT_TIMESTAMP";
 pub const CI_COMMIT_AUTHOR: &str = "CI_COMMIT_AUTHOR";
 pub const CI_MERGE_REQUEST_IID: &str = "CI_MERGE_REQUEST_IID";
@@ -77,6 +95,7 @@ pub const CI_ENVIRONMENT_NAME: &str = "CI_ENVIRONMENT_NAME";
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
+pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
 /// Reads a variable, treating an empty value as unset (runners set empty inputs).
 pub fn var(name: &str) -> Option<String> {

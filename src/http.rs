@@ -37,7 +37,9 @@ pub enum HttpError {
         body: String,
     },
     /// No answer: connection refused, DNS, TLS, timeout.
-    #[error("{service} could not be reached ({method} {path}) after {attempts} attempts: {message}")]
+    #[error(
+        "{service} could not be reached ({method} {path}) after {attempts} attempts: {message}"
+    )]
     Transport {
         service: &'static str,
         method: Method,
@@ -108,7 +110,10 @@ impl HttpClient {
 
     /// Sends the request `build` makes, retrying on transport errors, 429 and 5xx (except
     /// 501), and returns the first success. `build` is called again for each try.
-    pub async fn send(&self, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, HttpError> {
+    pub async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -130,8 +135,15 @@ impl HttpClient {
                         || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
                     let wait = retry_after(&response);
                     if retryable && !last {
-                        let delay = wait.unwrap_or_else(|| self.backoff(attempt)).min(self.retry.max_delay);
-                        tracing::warn!("{} answered {status} for {method} {path}; retrying in {:.1}s (attempt {attempt} of {})", self.service, delay.as_secs_f64(), self.retry.attempts);
+                        let delay = wait
+                            .unwrap_or_else(|| self.backoff(attempt))
+                            .min(self.retry.max_delay);
+                        tracing::warn!(
+                            "{} answered {status} for {method} {path}; retrying in {:.1}s (attempt {attempt} of {})",
+                            self.service,
+                            delay.as_secs_f64(),
+                            self.retry.attempts
+                        );
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -149,7 +161,12 @@ impl HttpClient {
                     tracing::debug!(service = self.service, %method, %path, error = %message, "http");
                     if !last {
                         let delay = self.backoff(attempt);
-                        tracing::warn!("{} could not be reached for {method} {path} ({message}); retrying in {:.1}s (attempt {attempt} of {})", self.service, delay.as_secs_f64(), self.retry.attempts);
+                        tracing::warn!(
+                            "{} could not be reached for {method} {path} ({message}); retrying in {:.1}s (attempt {attempt} of {})",
+                            self.service,
+                            delay.as_secs_f64(),
+                            self.retry.attempts
+                        );
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -178,7 +195,10 @@ impl HttpClient {
 /// remaining budget is zero.
 pub fn retry_after(response: &Response) -> Option<Duration> {
     let headers = response.headers();
-    if let Some(value) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Ok(secs) = value.trim().parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
@@ -187,7 +207,9 @@ pub fn retry_after(response: &Response) -> Option<Duration> {
             return Some(Duration::from_secs(secs as u64));
         }
     }
-    let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
+    let remaining = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok());
     if remaining == Some("0") {
         let reset = headers
             .get("x-ratelimit-reset")

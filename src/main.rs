@@ -1,11 +1,12 @@
 //! The changegate binary: parse, set up logging, run, map to an exit code.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use changegate::cli::{self, Cli, Exit};
+use changegate::cli::{self, Cli, Exit, action};
 use changegate::env;
+use changegate::pipeline::ProcessEnv;
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
@@ -31,8 +32,26 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
+/// The command line: as given, or, when the binary was started with no arguments as a
+/// GitHub container action, the one its `INPUT_*` variables stand for.
+fn command_line() -> Result<Vec<OsString>, action::InputError> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.len() > 1 {
+        return Ok(args);
+    }
+    let program = args.first().cloned().unwrap_or_else(|| "changegate".into());
+    Ok(action::argv(&ProcessEnv, program)?.unwrap_or(args))
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = match command_line() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error.into();
+        }
+    };
+    let cli = match Cli::parse_args(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -41,7 +60,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

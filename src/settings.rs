@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
-use crate::pipeline::git::{self, FileAtRev};
+use crate::pipeline::default_config::Governing;
 
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -121,7 +121,32 @@ pub struct Settings {
     pub github_actions: bool,
     /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
     pub github_token: Option<SecretString>,
+    /// GitHub App credentials for annotations; preferred over the token when set.
+    pub github_app: Option<GithubApp>,
+    /// GitHub REST API base: `GITHUB_API_URL`, else `https://api.github.com`.
+    pub github_api_url: String,
+    /// GitLab REST API base: `CI_API_V4_URL`.
+    pub gitlab_api_url: Option<String>,
+    /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
+    pub gitlab_token: Option<SecretString>,
 }
+
+/// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
+#[derive(Clone)]
+pub struct GithubApp {
+    pub id: String,
+    pub private_key: SecretString,
+}
+
+impl std::fmt::Debug for GithubApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubApp")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 pub const DEFAULT_CONFIG: &str = ".changegate.toml";
 pub const DEFAULT_LEDGER: &str = ".changegate/ledger.db";
@@ -130,7 +155,17 @@ pub const DEFAULT_DOTENV: &str = "changegate.env";
 impl Settings {
     /// Resolves the settings. `workdir` is where a default config file is looked for.
     pub fn resolve(args: &GlobalArgs, workdir: &Path) -> Result<Settings> {
-        let (config_path, file) = load_config(args.config.as_deref(), workdir)?;
+        Self::resolve_with(args, workdir, None)
+    }
+
+    /// As [`Settings::resolve`], with the default branch's config for a pull-request
+    /// pipeline (see [`crate::pipeline::default_config`]).
+    pub fn resolve_with(
+        args: &GlobalArgs,
+        workdir: &Path,
+        governing: Option<&Governing>,
+    ) -> Result<Settings> {
+        let (config_path, file) = load_config(args.config.as_deref(), workdir, governing)?;
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
         let environment = args
             .environment
@@ -139,7 +174,9 @@ impl Settings {
             .or_else(|| file.environment.clone())
             .unwrap_or_else(|| "production".to_string());
         if environment.contains(':') || environment.trim().is_empty() {
-            bail!("invalid environment name {environment:?}: it must be non-empty and contain no ':'");
+            bail!(
+                "invalid environment name {environment:?}: it must be non-empty and contain no ':'"
+            );
         }
         let service = args.service.clone().or_else(|| file.service.clone());
         let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
@@ -157,7 +194,11 @@ impl Settings {
                 if backend == BackendKind::Local || args.dry_run {
                     (at, Some(at.to_rfc3339()))
                 } else {
-                    tracing::warn!("{} is ignored with the {} backend outside --dry-run", env::NOW, backend.as_str());
+                    tracing::warn!(
+                        "{} is ignored with the {} backend outside --dry-run",
+                        env::NOW,
+                        backend.as_str()
+                    );
                     (Utc::now(), None)
                 }
             }
@@ -182,12 +223,31 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
-        let github_token = args
-            .github_token
-            .clone()
-            .or_else(|| env::var(env::GITHUB_TOKEN))
-            .filter(|t| !t.trim().is_empty())
-            .map(SecretString::from);
+        let github_token = github_token(args);
+        let github_app = match (
+            env::var(env::GITHUB_APP_ID),
+            env::var(env::GITHUB_APP_PRIVATE_KEY),
+        ) {
+            (Some(id), Some(key)) => Some(GithubApp {
+                id: id.trim().to_string(),
+                private_key: SecretString::from(key),
+            }),
+            (None, None) => None,
+            _ => {
+                tracing::warn!(
+                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
+                    env::GITHUB_APP_ID,
+                    env::GITHUB_APP_PRIVATE_KEY
+                );
+                None
+            }
+        };
+        let github_api_url = env::var(env::GITHUB_API_URL)
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
+        let gitlab_api_url =
+            env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
+        let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
 
         Ok(Settings {
             calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
@@ -216,6 +276,10 @@ impl Settings {
             dotenv,
             github_actions,
             github_token,
+            github_app,
+            github_api_url,
+            gitlab_api_url,
+            gitlab_token,
             file,
         })
     }
@@ -225,59 +289,47 @@ impl Settings {
     }
 }
 
-/// An explicit config path must exist; the default one is optional.
-fn load_config(explicit: Option<&Path>, workdir: &Path) -> Result<(Option<PathBuf>, ConfigFile)> {
+/// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
+/// `github-token` input, else `GITHUB_TOKEN`. The input arrives in the environment, never on
+/// the command line (see `cli::action`).
+pub fn github_token(args: &GlobalArgs) -> Option<SecretString> {
+    let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
+    let input_token = github_actions
+        .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+        .flatten();
+    args.github_token
+        .clone()
+        .or(input_token)
+        .or_else(|| env::var(env::GITHUB_TOKEN))
+        .filter(|t| !t.trim().is_empty())
+        .map(SecretString::from)
+}
+
+/// An explicit config path must exist; the default one is optional. In a pull-request
+/// pipeline the default branch's config (`governing`) stands in for the work tree's.
+fn load_config(
+    explicit: Option<&Path>,
+    workdir: &Path,
+    governing: Option<&Governing>,
+) -> Result<(Option<PathBuf>, ConfigFile)> {
     if let Some(path) = explicit {
         return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
     }
-    if let Some(branch) = protected_branch() {
-        let rev = format!("origin/{branch}");
-        match git::file_at(workdir, &rev, DEFAULT_CONFIG) {
-            FileAtRev::Found(text) => {
-                let label = PathBuf::from(format!("{rev}:{DEFAULT_CONFIG}"));
-                let file = ConfigFile::parse(&text, &label)?;
-                return Ok((Some(label), file));
-            }
-            FileAtRev::Missing => {
-                tracing::info!("{rev} has no {DEFAULT_CONFIG}: defaults apply to this pull request");
-                return Ok((None, ConfigFile::default()));
-            }
-            FileAtRev::NoRevision => tracing::warn!(
-                "cannot read {DEFAULT_CONFIG} from the default branch ({rev} is not in this checkout); \
-                 using the pull request's own copy. Fetch the default branch (e.g. actions/checkout with \
-                 fetch-depth: 0) so that a pull request cannot loosen its own gate"
-            ),
+    match governing {
+        Some(Governing::Found { label, text }) => {
+            let label = PathBuf::from(label);
+            let file = ConfigFile::parse(text, &label)?;
+            return Ok((Some(label), file));
         }
+        Some(Governing::Missing { label }) => {
+            tracing::info!("{label} does not exist: defaults apply to this pull request");
+            return Ok((None, ConfigFile::default()));
+        }
+        None => {}
     }
     let default = workdir.join(DEFAULT_CONFIG);
     if default.is_file() {
         return Ok((Some(default.clone()), ConfigFile::load(&default)?));
     }
     Ok((None, ConfigFile::default()))
-}
-
-/// In a pull/merge request pipeline, the default branch whose config governs it: a pull
-/// request must not loosen its own gate by editing `.changegate.toml`.
-fn protected_branch() -> Option<String> {
-    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
-        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
-    {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            repository: Option<Repo>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Repo {
-            default_branch: Option<String>,
-        }
-        let from_event = env::var(env::GITHUB_EVENT_PATH)
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str::<Event>(&t).ok())
-            .and_then(|e| e.repository?.default_branch);
-        return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
-    }
-    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true") && env::var(env::CI_MERGE_REQUEST_IID).is_some() {
-        return env::var(env::CI_DEFAULT_BRANCH);
-    }
-    None
 }

@@ -40,8 +40,14 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
             None => bail!("no change {} in the ledger", args.change_id),
         }
     } else {
-        itsm.decide_by_hand(&args.change_id, approve, args.by.trim(), args.comment.as_deref(), s.now)
-            .await?
+        itsm.decide_by_hand(
+            &args.change_id,
+            approve,
+            args.by.trim(),
+            args.comment.as_deref(),
+            s.now,
+        )
+        .await?
     };
     let report = Report {
         change_id: Some(record.id.clone()),
@@ -70,7 +76,11 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
             "{}: {}{}",
             record.id,
             record.state,
-            record.approved_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+            record
+                .approved_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
         ),
     }
     Ok(Exit::Pass)

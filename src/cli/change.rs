@@ -25,14 +25,14 @@ pub struct ChangeArgs {
 /// runs from the last recorded change of the same service and environment.
 pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
-    let service = ctx
-        .settings
-        .service
-        .clone()
-        .unwrap_or_else(|| pipeline::default_service(detected.repository.as_deref(), &ctx.workdir));
+    let service =
+        ctx.settings.service.clone().unwrap_or_else(|| {
+            pipeline::default_service(detected.repository.as_deref(), &ctx.workdir)
+        });
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
     let previous = if detected.range.is_none() {
-        itsm.last_change_sha(&service_id, &ctx.settings.environment).await?
+        itsm.last_change_sha(&service_id, &ctx.settings.environment)
+            .await?
     } else {
         None
     };
@@ -40,6 +40,23 @@ pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<Chan
         &service,
         &ctx.settings.environment,
         previous.as_deref(),
+        args.tests_passed,
+        &ctx.workdir,
+    ))
+}
+
+/// The facts without the commit range since the last recorded change: for commands that
+/// only need to find the change (`record`, `status`), this spares the backend a lookup.
+pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
+    let service =
+        ctx.settings.service.clone().unwrap_or_else(|| {
+            pipeline::default_service(detected.repository.as_deref(), &ctx.workdir)
+        });
+    Ok(detected.into_facts(
+        &service,
+        &ctx.settings.environment,
+        None,
         args.tests_passed,
         &ctx.workdir,
     ))
@@ -60,11 +77,19 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
             github::write_summary(report, facts, path.as_ref())?;
         }
         if exit == Exit::Blocked {
-            let failed: Vec<String> = report.rules.iter().filter(|r| !r.passed).map(|r| r.reason.clone()).collect();
+            let failed: Vec<String> = report
+                .rules
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| r.reason.clone())
+                .collect();
             let why = report.message.clone().unwrap_or_else(|| failed.join("; "));
             let line = github::command(
                 "error",
-                &format!("changegate blocked the deploy of {} to {}: {why}", report.service, report.environment),
+                &format!(
+                    "changegate blocked the deploy of {} to {}: {why}",
+                    report.service, report.environment
+                ),
             );
             // With --format json stdout holds only the document.
             if ctx.settings.format == Format::Json {
@@ -81,7 +106,12 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
 }
 
 /// A record by `--change ID`, or else the one for this pipeline's correlation key.
-pub async fn locate(ctx: &Ctx, itsm: &dyn Itsm, id: Option<&str>, facts: &ChangeFacts) -> Result<Option<ChangeRecord>> {
+pub async fn locate(
+    ctx: &Ctx,
+    itsm: &dyn Itsm,
+    id: Option<&str>,
+    facts: &ChangeFacts,
+) -> Result<Option<ChangeRecord>> {
     let _ = ctx;
     match id {
         Some(id) => itsm.get(id).await,

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::Exit;
 use crate::config;
+use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -16,18 +17,23 @@ pub enum ConfigCommand {
     Schema,
 }
 
-pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, workdir: &Path) -> Result<Exit> {
+pub fn run(
+    cmd: &ConfigCommand,
+    global: &GlobalArgs,
+    workdir: &Path,
+    governing: Option<&Governing>,
+) -> Result<Exit> {
     match cmd {
         ConfigCommand::Schema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(Exit::Pass)
         }
         ConfigCommand::Check => {
-            let s = Settings::resolve(global, workdir)?;
-            let source = s
-                .config_path
-                .as_ref()
-                .map_or_else(|| "no config file: defaults".to_string(), |p| p.display().to_string());
+            let s = Settings::resolve_with(global, workdir, governing)?;
+            let source = s.config_path.as_ref().map_or_else(
+                || "no config file: defaults".to_string(),
+                |p| p.display().to_string(),
+            );
             if global.format == Format::Json {
                 let doc = serde_json::json!({
                     "ok": true,
@@ -40,7 +46,12 @@ pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, workdir: &Path) -> Result<E
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 println!("ok: {source}");
-                println!("  backend {}, environment {}, mode {}", s.backend.as_str(), s.environment, s.mode().as_str());
+                println!(
+                    "  backend {}, environment {}, mode {}",
+                    s.backend.as_str(),
+                    s.environment,
+                    s.mode().as_str()
+                );
                 let p = &s.policy.params;
                 println!(
                     "  policy: {} closed changes needed, success rate ≥ {:.0}% over last {}",
@@ -50,7 +61,11 @@ pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, workdir: &Path) -> Result<E
                 );
                 println!(
                     "  allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}",
-                    p.allowance.initial, p.allowance.step, p.allowance.max, p.allowance.backoff, p.allowance.floor
+                    p.allowance.initial,
+                    p.allowance.step,
+                    p.allowance.max,
+                    p.allowance.backoff,
+                    p.allowance.floor
                 );
                 println!("  {} freeze window(s)", s.policy.freezes.len());
             }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
 use crate::domain::{ChangeRecord, Decision, DecisionInput, DecisionKind, Mode, State, decide};
+use crate::forge;
 use crate::itsm::{self, HistoryQuery, Itsm};
 use crate::output::Report;
 
@@ -23,7 +24,12 @@ pub struct GateArgs {
 }
 
 /// Decides the change from the backend's history.
-pub async fn decide_change(ctx: &Ctx, itsm: &dyn Itsm, facts: &crate::domain::ChangeFacts, emergency: Option<String>) -> Result<Decision> {
+pub async fn decide_change(
+    ctx: &Ctx,
+    itsm: &dyn Itsm,
+    facts: &crate::domain::ChangeFacts,
+    emergency: Option<String>,
+) -> Result<Decision> {
     let s = &ctx.settings;
     let key = facts.key().to_string();
     let current = s.calendar.index_of(s.now);
@@ -53,7 +59,12 @@ pub async fn decide_change(ctx: &Ctx, itsm: &dyn Itsm, facts: &crate::domain::Ch
 /// Waits for a human decision: polls fast, then backs off to `approval.poll`, printing a
 /// progress line per poll. One last read at the deadline means an approval that lands
 /// between two polls is never missed.
-async fn wait_for_approval(ctx: &Ctx, itsm: &dyn Itsm, mut record: ChangeRecord, wait: Duration) -> Result<(ChangeRecord, bool)> {
+async fn wait_for_approval(
+    ctx: &Ctx,
+    itsm: &dyn Itsm,
+    mut record: ChangeRecord,
+    wait: Duration,
+) -> Result<(ChangeRecord, bool)> {
     let ceiling = ctx.settings.approval_poll;
     let mut delay = ceiling.min(Duration::from_secs(2));
     let started = Instant::now();
@@ -90,8 +101,14 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
     let existing = itsm.find(&facts.key()).await?;
     let emergency_requested = args.emergency.is_some();
-    let decision = match existing.as_ref().filter(|r| itsm::decision_stands(r, emergency_requested)) {
-        Some(record) => record.decision.clone().context("a standing decision vanished")?,
+    let decision = match existing
+        .as_ref()
+        .filter(|r| itsm::decision_stands(r, emergency_requested))
+    {
+        Some(record) => record
+            .decision
+            .clone()
+            .context("a standing decision vanished")?,
         None => decide_change(ctx, itsm.as_ref(), &facts, args.emergency.clone()).await?,
     };
     let mode = decision.mode;
@@ -101,7 +118,11 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         report.decision = Some(decision.kind);
         report.rules = decision.rules.clone();
         report.emergency = decision.emergency.clone();
-        report.sprint = Some(crate::output::SprintInfo { index: decision.sprint, allowance: decision.allowance, used: decision.allowance_used });
+        report.sprint = Some(crate::output::SprintInfo {
+            index: decision.sprint,
+            allowance: decision.allowance,
+            used: decision.allowance_used,
+        });
         report.clock_override = decision.clock_override.clone();
         let exit = exit_for(&decision, existing.as_ref().map(|r| r.state));
         change::emit(ctx, &report, &facts, exit)?;
@@ -112,14 +133,24 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let stored = record.decision.clone().unwrap_or(decision);
     let mut message = None;
     let wait = args.wait.unwrap_or(s.approval_timeout);
-    if stored.kind == DecisionKind::NeedsApproval && stored.mode == Mode::Enforce && record.state == State::AwaitingApproval && !wait.is_zero() {
+    if stored.kind == DecisionKind::NeedsApproval
+        && stored.mode == Mode::Enforce
+        && record.state == State::AwaitingApproval
+        && !wait.is_zero()
+    {
+        // Reviewers see "waiting for approval" on the pull request while the gate waits.
+        let waiting = Report::from_record(Some(&record), &facts, mode, false);
+        forge::annotate(s, &waiting, &facts, Some(&record)).await?;
         let (after, timed_out) = wait_for_approval(ctx, itsm.as_ref(), record, wait).await?;
         record = after;
         if timed_out {
             message = Some(format!("approval timed out after {}", fmt_secs(wait)));
         }
-    } else if stored.kind == DecisionKind::NeedsApproval && record.state == State::AwaitingApproval && stored.mode == Mode::Enforce {
-        message = Some("waiting for approval; not waiting (--wait 0)".to_string());
+    } else if stored.kind == DecisionKind::NeedsApproval
+        && record.state == State::AwaitingApproval
+        && stored.mode == Mode::Enforce
+    {
+        message = Some("awaiting approval; --wait 0 returns at once".to_string());
     }
     let exit = exit_for(&stored, Some(record.state));
     if exit == Exit::Pass {
@@ -135,6 +166,7 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let mut report = Report::from_record(Some(&record), &facts, mode, false);
     report.message = message;
     change::emit(ctx, &report, &facts, exit)?;
+    forge::annotate(s, &report, &facts, Some(&record)).await?;
     Ok(exit)
 }
 
@@ -146,7 +178,10 @@ fn exit_for(decision: &Decision, state: Option<State>) -> Exit {
     match (decision.kind, state) {
         (_, Some(State::Rejected)) => Exit::Blocked,
         (DecisionKind::PreApproved, _) => Exit::Pass,
-        (DecisionKind::NeedsApproval, Some(State::Approved | State::Implementing | State::Closed)) => Exit::Pass,
+        (
+            DecisionKind::NeedsApproval,
+            Some(State::Approved | State::Implementing | State::Closed),
+        ) => Exit::Pass,
         _ => Exit::Blocked,
     }
 }
@@ -163,5 +198,6 @@ pub async fn open(ctx: &Ctx, args: &ChangeArgs) -> Result<Exit> {
     };
     let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
     change::emit(ctx, &report, &facts, Exit::Pass)?;
+    forge::annotate(s, &report, &facts, record.as_ref()).await?;
     Ok(Exit::Pass)
 }

@@ -1,13 +1,16 @@
 //! The command line: clap definitions, and one file per command.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::settings::{GlobalArgs, Settings};
+use crate::pipeline::default_config;
+use crate::settings::{self, GlobalArgs, Settings};
 
+pub mod action;
 mod approve;
 mod change;
 mod config;
@@ -46,7 +49,14 @@ impl From<Exit> for ExitCode {
 ///
 /// Exit codes: 0 pass, 1 blocked, 2 error.
 #[derive(Debug, Parser)]
-#[command(name = "changegate", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "changegate",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 pass, 1 blocked (the deploy must not proceed), 2 error (fail closed)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -82,6 +92,28 @@ pub enum Command {
     Incident(incident::IncidentArgs),
 }
 
+impl Cli {
+    /// Parses a command line. An empty environment variable counts as unset, as it does
+    /// everywhere in changegate: CI systems set variables to "" for inputs left out (a
+    /// GitLab component's `variables:`, an action's `env:`), and that must not read as an
+    /// empty `--config` or an invalid `--backend`.
+    pub fn parse_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+        let matches = empty_env_is_unset(Cli::command()).try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+fn empty_env_is_unset(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+        if empty { arg.env(None) } else { arg }
+    })
+    .mut_subcommands(empty_env_is_unset)
+}
+
 /// What every command gets: the resolved settings and where it runs.
 pub struct Ctx {
     pub settings: Settings,
@@ -92,10 +124,17 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = std::env::current_dir()?;
     // `config check`/`schema` report a broken file themselves instead of failing to start.
+    let governing = match &cli.global.config {
+        Some(_) => None,
+        None => {
+            let token = settings::github_token(&cli.global);
+            default_config::fetch(&workdir, settings::DEFAULT_CONFIG, token.as_ref()).await
+        }
+    };
     if let Command::Config(cmd) = &cli.command {
-        return config::run(cmd, &cli.global, &workdir);
+        return config::run(cmd, &cli.global, &workdir, governing.as_ref());
     }
-    let settings = Settings::resolve(&cli.global, &workdir)?;
+    let settings = Settings::resolve_with(&cli.global, &workdir, governing.as_ref())?;
     let ctx = Ctx { settings, workdir };
     let global = cli.global;
     match cli.command {

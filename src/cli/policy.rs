@@ -35,7 +35,11 @@ struct Explanation {
     replay: Vec<RampStep>,
 }
 
-pub async fn run(ctx: &Ctx, cmd: &PolicyCommand, global: &crate::settings::GlobalArgs) -> Result<Exit> {
+pub async fn run(
+    ctx: &Ctx,
+    cmd: &PolicyCommand,
+    global: &crate::settings::GlobalArgs,
+) -> Result<Exit> {
     let args = match cmd {
         PolicyCommand::Explain(args) => args,
         PolicyCommand::Simulate(args) => return super::simulate::run(ctx, global, args).await,
@@ -59,19 +63,27 @@ pub async fn run(ctx: &Ctx, cmd: &PolicyCommand, global: &crate::settings::Globa
     let replay = ramp::replay(&history, &p.allowance, p.min_success_rate, current);
     let allowance = replay.last().map_or(p.allowance.initial, |r| r.allowance);
     let this = history.tally(current);
-    let (next_allowance, _) = ramp::next_allowance(allowance, &this, &p.allowance, p.min_success_rate);
-    let ok = history.recent.iter().filter(|o| **o == Outcome::Success).count();
+    let (next_allowance, _) =
+        ramp::next_allowance(allowance, &this, &p.allowance, p.min_success_rate);
+    let ok = history
+        .recent
+        .iter()
+        .filter(|o| **o == Outcome::Success)
+        .count();
     let e = Explanation {
         service: facts.service.clone(),
         environment: facts.environment.clone(),
         sprint: current,
         sprint_start: s.calendar.start_of(current).format("%Y-%m-%d").to_string(),
-        sprint_end: (s.calendar.end_of(current) - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(),
+        sprint_end: (s.calendar.end_of(current) - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string(),
         allowance,
         used: this.pre_approved,
         closed_total: history.closed_total,
         recent_window: history.recent.len(),
-        recent_success_rate: (!history.recent.is_empty()).then(|| ok as f64 / history.recent.len() as f64),
+        recent_success_rate: (!history.recent.is_empty())
+            .then(|| ok as f64 / history.recent.len() as f64),
         min_success_rate: p.min_success_rate,
         next_allowance,
         replay,
@@ -108,7 +120,9 @@ fn text(e: &Explanation, min_changes: u32) -> String {
         e.next_allowance
     ));
     out.push_str("  how the allowance was derived (replay, sprint by sprint):\n");
-    out.push_str("  sprint  allowance  change   closed  ok  failed  cancelled  pre-approved  rate\n");
+    out.push_str(
+        "  sprint  allowance  change   closed  ok  failed  cancelled  pre-approved  rate\n",
+    );
     for step in &e.replay {
         let t = &step.tally;
         let change = match step.adjustment {

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
 use crate::domain::Outcome;
+use crate::forge;
 use crate::itsm;
 use crate::output::Report;
 
@@ -32,15 +33,23 @@ pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
     };
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
-    let Some(record) = change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await? else {
+    let facts = change::facts_without_range(ctx, &args.change).await?;
+    let Some(record) =
+        change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
+    else {
         bail!(
             "no change record for {} (run `changegate gate` before the deploy, or pass --change ID)",
-            args.change_id.clone().unwrap_or_else(|| facts.key().to_string())
+            args.change_id
+                .clone()
+                .unwrap_or_else(|| facts.key().to_string())
         );
     };
     let notes = args.notes.clone().unwrap_or_else(|| {
-        let run = facts.run_url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
+        let run = facts
+            .run_url
+            .as_deref()
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
         format!("Deploy {outcome}, recorded by changegate{run}")
     });
     let record = if s.dry_run {
@@ -53,11 +62,14 @@ pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
         report.message = Some(format!("would record outcome {outcome}"));
     } else if record.outcome != Some(outcome) {
         report.message = Some(match record.outcome {
-            Some(kept) if record.deployed_at.is_none() => format!("the gate never passed, so nothing was deployed: recorded as {kept}"),
+            Some(kept) if record.deployed_at.is_none() => {
+                format!("the gate never passed, so nothing was deployed: recorded as {kept}")
+            }
             Some(kept) => format!("outcome was already recorded as {kept}; kept"),
             None => "outcome not recorded".to_string(),
         });
     }
     change::emit(ctx, &report, &facts, Exit::Pass)?;
+    forge::annotate(s, &report, &facts, Some(&record)).await?;
     Ok(Exit::Pass)
 }

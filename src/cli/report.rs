@@ -110,12 +110,13 @@ async fn service_report(
         })
         .collect();
     // One sprint before the first is read as context: a failure restored in the range may
-    // have started there.
+    // have started there. Nothing decided after the clock counts (what-if runs).
     let changes = itsm
         .change_summaries(
             &service.service_id,
             &service.environment,
             s.calendar.start_of(first - 1),
+            s.now,
         )
         .await
         .with_context(|| format!("cannot read the changes of {}", service.service_id))?;

@@ -18,14 +18,23 @@ pub struct StatusArgs {
 
 pub async fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     let itsm = itsm::connect(&ctx.settings)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
-    let Some(record) = change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await? else {
+    let facts = change::facts_without_range(ctx, &args.change).await?;
+    let Some(record) =
+        change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
+    else {
         bail!(
             "no change record for {}",
-            args.change_id.clone().unwrap_or_else(|| facts.key().to_string())
+            args.change_id
+                .clone()
+                .unwrap_or_else(|| facts.key().to_string())
         );
     };
-    let report = Report::from_record(Some(&record), &facts, ctx.settings.mode(), ctx.settings.dry_run);
+    let report = Report::from_record(
+        Some(&record),
+        &facts,
+        ctx.settings.mode(),
+        ctx.settings.dry_run,
+    );
     change::emit(ctx, &report, &facts, Exit::Pass)?;
     Ok(Exit::Pass)
 }

@@ -81,8 +81,10 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
         };
         if written && matches!(verdict, Verdict::FailedAfterDeploy { .. }) {
             report.failed_after_deploy += 1;
-            // The one place the pull/merge request learns of it: `crate::forge::annotate`
-            // (annotate branch) updates the change's sticky comment here. An annotation
+            // The one place the pull/merge request will learn of it:
+            // `crate::forge::annotate(s, &report, &facts, Some(&record))`, with `facts` the
+            // change's stored facts (its PR and commit), not this scheduled run's. Reading
+            // them back from the backend is not in the `Itsm` port yet. An annotation
             // failure is a warning unless `annotate.required`.
         }
         report.verified.push(Verified {

@@ -270,7 +270,10 @@ mod tests {
     fn key_is_verbatim_and_fits_by_shortening_the_service_only() {
         let sha = "a".repeat(40);
         let k = CorrelationKey::new("acme/payments-api", "production", &sha);
-        assert_eq!(k.to_string(), format!("changegate:acme/payments-api:production:{sha}"));
+        assert_eq!(
+            k.to_string(),
+            format!("changegate:acme/payments-api:production:{sha}")
+        );
         let long = CorrelationKey::new(&"x".repeat(120), "production", &sha);
         let fitted = long.fitted(100);
         assert_eq!(fitted.len(), 100);

@@ -113,4 +113,79 @@ impl Decision {
     pub fn failed_rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().filter(|r| !r.passed)
     }
+
+    /// The same decision with the allowance counted again: another change may have taken
+    /// the last free slot between reading the history and writing this decision. A
+    /// pre-approval that no longer fits becomes `needs-approval`, exactly as deciding again
+    /// would make it (the other rules do not depend on other changes' decisions). Emergencies
+    /// use no allowance and are left as they are.
+    pub fn with_allowance_used(mut self, used: u32) -> Decision {
+        if self.emergency.is_some() || used == self.allowance_used {
+            return self;
+        }
+        self.allowance_used = used;
+        let passed = used < self.allowance;
+        for rule in self.rules.iter_mut().filter(|r| r.code == codes::ALLOWANCE) {
+            rule.passed = passed;
+            rule.reason = format!("allowance {used} of {} used this sprint", self.allowance);
+        }
+        if !passed && self.kind == DecisionKind::PreApproved {
+            self.kind = DecisionKind::NeedsApproval;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pre_approved(used: u32, allowance: u32) -> Decision {
+        Decision {
+            kind: DecisionKind::PreApproved,
+            rules: vec![
+                Rule::new(
+                    codes::TRACK_RECORD,
+                    true,
+                    "success rate 100% over last 5 ≥ 90%",
+                ),
+                Rule::new(
+                    codes::ALLOWANCE,
+                    true,
+                    format!("allowance {used} of {allowance} used this sprint"),
+                ),
+            ],
+            mode: Mode::Enforce,
+            emergency: None,
+            sprint: 3,
+            allowance,
+            allowance_used: used,
+            clock_override: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_taken_meanwhile_sends_the_change_to_approval() {
+        let d = pre_approved(1, 2).with_allowance_used(2);
+        assert_eq!(d.kind, DecisionKind::NeedsApproval);
+        assert_eq!(d.allowance_used, 2);
+        let rule = &d.rules[1];
+        assert!(!rule.passed);
+        assert_eq!(rule.reason, "allowance 2 of 2 used this sprint");
+    }
+
+    #[test]
+    fn a_slot_still_free_keeps_the_pre_approval() {
+        let d = pre_approved(0, 3).with_allowance_used(1);
+        assert_eq!(d.kind, DecisionKind::PreApproved);
+        assert!(d.rules[1].passed);
+        assert_eq!(d.rules[1].reason, "allowance 1 of 3 used this sprint");
+    }
+
+    #[test]
+    fn emergencies_use_no_allowance() {
+        let mut d = pre_approved(1, 1);
+        d.emergency = Some("outage".into());
+        assert_eq!(d.clone().with_allowance_used(5), d);
+    }
 }

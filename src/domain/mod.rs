@@ -13,7 +13,9 @@ pub mod simulate;
 pub mod sprint;
 pub mod verify;
 
-pub use change::{ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State};
+pub use change::{
+    ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State,
+};
 pub use decision::{Decision, DecisionKind, Mode, Rule};
 pub use history::{History, SprintTally};
 pub use policy::{DecisionInput, Policy, decide};

@@ -11,7 +11,9 @@ use super::ramp::{self, AllowanceParams};
 use super::sprint::SprintCalendar;
 
 /// What an emergency does: pass at once, or go to expedited human approval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmergencyHandling {
     #[default]
@@ -131,7 +133,11 @@ fn track_record(history: &History, p: &PolicyParams) -> Rule {
     }
     let recent: Vec<_> = history.recent.iter().take(p.window as usize).collect();
     let ok = recent.iter().filter(|o| ***o == Outcome::Success).count();
-    let rate = if recent.is_empty() { 1.0 } else { ok as f64 / recent.len() as f64 };
+    let rate = if recent.is_empty() {
+        1.0
+    } else {
+        ok as f64 / recent.len() as f64
+    };
     let passed = rate >= p.min_success_rate;
     Rule::new(
         codes::TRACK_RECORD,
@@ -150,9 +156,17 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
     let mut rules = Vec::new();
     if let Some(max) = risk.max_lines_changed {
         rules.push(match facts.lines_changed {
-            Some(n) if n > max => Rule::new(codes::RISK_SIZE, false, format!("{n} lines changed > {max}")),
+            Some(n) if n > max => Rule::new(
+                codes::RISK_SIZE,
+                false,
+                format!("{n} lines changed > {max}"),
+            ),
             Some(n) => Rule::new(codes::RISK_SIZE, true, format!("{n} lines changed ≤ {max}")),
-            None => Rule::new(codes::RISK_SIZE, true, "lines changed unknown (no commit range)"),
+            None => Rule::new(
+                codes::RISK_SIZE,
+                true,
+                "lines changed unknown (no commit range)",
+            ),
         });
     }
     if !risk.sensitive_paths.is_empty() {
@@ -169,11 +183,20 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         // Patterns are validated when settings load; an unparsable one fails safe here.
         let set = builder.build().ok();
         let hits: Vec<&str> = match &set {
-            Some(set) => facts.paths.iter().filter(|p| set.is_match(p.as_str())).map(String::as_str).collect(),
+            Some(set) => facts
+                .paths
+                .iter()
+                .filter(|p| set.is_match(p.as_str()))
+                .map(String::as_str)
+                .collect(),
             None => Vec::new(),
         };
         rules.push(if !bad.is_empty() || set.is_none() {
-            Rule::new(codes::RISK_PATHS, false, format!("invalid sensitive path pattern: {}", bad.join(", ")))
+            Rule::new(
+                codes::RISK_PATHS,
+                false,
+                format!("invalid sensitive path pattern: {}", bad.join(", ")),
+            )
         } else if hits.is_empty() {
             Rule::new(
                 codes::RISK_PATHS,
@@ -183,8 +206,16 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         } else {
             let shown: Vec<&str> = hits.iter().take(3).copied().collect();
             let more = hits.len().saturating_sub(shown.len());
-            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
-            Rule::new(codes::RISK_PATHS, false, format!("touches sensitive paths: {}{tail}", shown.join(", ")))
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            Rule::new(
+                codes::RISK_PATHS,
+                false,
+                format!("touches sensitive paths: {}{tail}", shown.join(", ")),
+            )
         });
     }
     rules
@@ -195,9 +226,21 @@ fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
     if ev.require_review {
         let reviewed = facts.pull_request.as_ref().and_then(|pr| pr.reviewed);
         rules.push(match reviewed {
-            Some(true) => Rule::new(codes::EVIDENCE_REVIEW, true, "pull request approved by a reviewer"),
-            Some(false) => Rule::new(codes::EVIDENCE_REVIEW, false, "pull request has no approving review"),
-            None => Rule::new(codes::EVIDENCE_REVIEW, false, "no review evidence for this change"),
+            Some(true) => Rule::new(
+                codes::EVIDENCE_REVIEW,
+                true,
+                "pull request approved by a reviewer",
+            ),
+            Some(false) => Rule::new(
+                codes::EVIDENCE_REVIEW,
+                false,
+                "pull request has no approving review",
+            ),
+            None => Rule::new(
+                codes::EVIDENCE_REVIEW,
+                false,
+                "no review evidence for this change",
+            ),
         });
     }
     if ev.require_tests {
@@ -212,7 +255,12 @@ fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
 
 /// The emergency declared for this change, by flag or by pull-request label.
 fn emergency_reason(input: &DecisionInput<'_>) -> Option<String> {
-    if let Some(reason) = input.emergency.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+    if let Some(reason) = input
+        .emergency
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
         return Some(reason.to_string());
     }
     let label = &input.policy.params.emergency_label;
@@ -258,20 +306,29 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             format!(
                 "freeze window active until {}{}",
                 f.to.format("%Y-%m-%d %H:%M UTC"),
-                if f.reason.is_empty() { String::new() } else { format!(": {}", f.reason) }
+                if f.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", f.reason)
+                }
             ),
         ),
         None => Rule::new(codes::FREEZE, true, "no freeze window active"),
     }));
     rules.extend(evidence_rules(input.facts, &input.policy.evidence));
     if let Some(reason) = &emergency {
-        rules.push(Rule::new(codes::EMERGENCY, true, format!("emergency declared: {reason}")));
+        rules.push(Rule::new(
+            codes::EMERGENCY,
+            true,
+            format!("emergency declared: {reason}"),
+        ));
     }
 
     let overridable = [codes::TRACK_RECORD, codes::ALLOWANCE, codes::FREEZE];
     let blocking_failures = rules
         .iter()
-        .filter(|r| !r.passed && !(emergency.is_some() && overridable.contains(&r.code.as_str())))
+        .filter(|r| !r.passed)
+        .filter(|r| emergency.is_none() || !overridable.contains(&r.code.as_str()))
         .count();
     let kind = if freeze.is_some() && emergency.is_none() {
         DecisionKind::Blocked
@@ -294,3 +351,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         clock_override: input.clock_override.clone(),
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

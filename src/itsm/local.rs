@@ -20,7 +20,8 @@ use crate::domain::verify::{LinkedIncident, Verdict};
 mod insights;
 use crate::config::BackendKind;
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, SprintTally, State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome,
+    SprintCalendar, SprintTally, State,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
@@ -80,10 +81,49 @@ const MIGRATIONS: &[&str] = &[
         WHERE verified_at IS NULL AND outcome IN ('success', 'failure');",
 ];
 
+// The queries a decision runs. Each reads one index range of one service and environment
+// (SQL aggregation, never every row); the row id excludes the change being decided.
+
+/// Closed changes with a success or failure outcome. ?1 service, ?2 environment, ?3 row id to leave out.
+const CLOSED_TOTAL_SQL: &str = "SELECT count(*) FROM changes INDEXED BY changes_by_closed
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at <= ?4
+       AND outcome IN ('success', 'failure') AND id != ?3";
+
+/// The most recent closed outcomes, newest first. ?4 the window, ?5 the clock.
+const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY changes_by_closed
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at <= ?5
+       AND outcome IN ('success', 'failure') AND id != ?3
+     ORDER BY closed_at DESC, id DESC LIMIT ?4";
+
+/// Tallies per sprint, by decision time. ?3 start of the first sprint, ?4 sprint length in
+/// seconds, ?5 row id to leave out, ?6 the clock. Offsets from ?3, a sprint boundary, are
+/// never negative, so integer division is a floor.
+const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
+            sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
+            sum(pre_approved), sum(emergency)
+     FROM changes INDEXED BY changes_by_decided
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?6 AND id != ?5
+     GROUP BY s";
+
+/// The commit of the last decided change (the start of a local run's range).
+const LAST_SHA_SQL: &str = "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
+     ORDER BY decided_at DESC, id DESC LIMIT 1";
+
+/// The decision's queries by name, for query-plan checks (tests, the benchmark).
+pub const DECISION_QUERIES: [(&str, &str); 4] = [
+    ("closed_total", CLOSED_TOTAL_SQL),
+    ("recent", RECENT_SQL),
+    ("sprints", SPRINTS_SQL),
+    ("last_change_sha", LAST_SHA_SQL),
+];
+
 /// The embedded SQLite ledger.
 pub struct Ledger {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The sprint calendar, to count the allowance again as a pre-approval is written.
+    calendar: Option<SprintCalendar>,
 }
 
 fn ts(at: DateTime<Utc>) -> i64 {
@@ -105,37 +145,86 @@ fn parse_change_id(id: &str) -> Option<i64> {
 }
 
 impl Ledger {
+    /// Sets the sprint calendar, so that a pre-approval is checked against the allowance
+    /// again, atomically, as it is written.
+    pub fn with_calendar(mut self, calendar: SprintCalendar) -> Ledger {
+        self.calendar = Some(calendar);
+        self
+    }
+
+    fn recount_allowance(
+        &self,
+        tx: &Connection,
+        row_id: i64,
+        facts: &ChangeFacts,
+        d: &Decision,
+    ) -> rusqlite::Result<Decision> {
+        let Some(cal) = self
+            .calendar
+            .filter(|_| d.kind == DecisionKind::PreApproved && d.emergency.is_none())
+        else {
+            return Ok(d.clone());
+        };
+        let used: i64 = tx.query_row(
+            "SELECT count(*) FROM changes INDEXED BY changes_by_decided
+             WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND decided_at < ?4
+               AND pre_approved = 1 AND id != ?5",
+            params![
+                facts.service_id,
+                facts.environment,
+                ts(cal.start_of(d.sprint)),
+                ts(cal.end_of(d.sprint)),
+                row_id
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(d.clone()
+            .with_allowance_used(u32::try_from(used).unwrap_or(u32::MAX)))
+    }
+
     /// Opens (creating and migrating it when needed) the ledger at `path`. With
     /// `read_only` nothing is ever written: a missing file reads as an empty ledger.
     pub fn open(path: &Path, read_only: bool) -> Result<Ledger> {
         let conn = if read_only {
             if path.exists() {
-                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .with_context(|| format!("cannot open the ledger {}", path.display()))?
+                open_query_only(path).map_err(|e| ledger_error(path, e))?
             } else {
                 Connection::open_in_memory()?
             }
         } else {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the ledger's folder {}", dir.display()))?;
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the ledger's folder {}", dir.display())
+                    })?;
+                    // The default folder sits in the checkout: keep the ledger out of commits.
+                    std::fs::write(dir.join(".gitignore"), "# changegate ledger\n*\n")
+                        .with_context(|| format!("cannot write {}/.gitignore", dir.display()))?;
+                }
             }
-            Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?
+            Connection::open(path)
+                .with_context(|| format!("cannot open the ledger {}", path.display()))?
         };
-        let corrupt = |e: rusqlite::Error| {
-            anyhow!(
-                "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
-                 It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
-                path.display()
+        let corrupt = |e: rusqlite::Error| ledger_error(path, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        // One statement, so both are read from the same snapshot even while another process
+        // is creating the schema.
+        let (version, objects): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-        };
-        conn.busy_timeout(Duration::from_secs(30)).map_err(corrupt)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(corrupt)?;
-        // Reading the schema touches every page header: a damaged file fails here, not later.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(corrupt)?;
+        if version == 0 && objects > 0 {
+            // Another program's SQLite database: never add our tables to it.
+            bail!(
+                "{} is an SQLite database but not a changegate ledger (it has tables of its own and no \
+                 changegate schema). It was left untouched: point CHANGEGATE_LEDGER (or [ledger] path) at \
+                 a changegate ledger or at a new file",
+                path.display()
+            );
+        }
         let latest = MIGRATIONS.len() as i64;
         if version > latest {
             bail!(
@@ -152,15 +241,20 @@ impl Ledger {
                 );
             }
             if !read_only {
-                conn.pragma_update(None, "journal_mode", "WAL").map_err(corrupt)?;
+                enable_wal(&conn).map_err(corrupt)?;
             }
             let mut conn = conn;
             migrate(&mut conn, version).map_err(corrupt)?;
-            return Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() });
+            return Ok(Ledger {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                calendar: None,
+            });
         }
         Ok(Ledger {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            calendar: None,
         })
     }
 
@@ -169,13 +263,22 @@ impl Ledger {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| anyhow!("ledger connection poisoned"))?;
-        f(&mut conn).with_context(|| format!("ledger {}", self.path.display()))
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow!("ledger connection poisoned"))?;
+        f(&mut conn).map_err(|e| ledger_error(&self.path, e))
     }
 
     /// Links an incident to a change. Linking the same incident twice is harmless.
-    pub fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+    pub fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -187,7 +290,8 @@ impl Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 
     fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
@@ -195,11 +299,66 @@ impl Ledger {
     }
 }
 
+/// Opens an existing ledger for reading only. A read-only SQLite connection to a WAL
+/// database leaves `-wal` and `-shm` files behind; a read-write one that refuses every
+/// write (`query_only`) reads the same and cleans up after itself. A file that cannot be
+/// opened for writing is read through a read-only connection.
+fn open_query_only(path: &Path) -> rusqlite::Result<Connection> {
+    match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        Ok(conn) => {
+            conn.pragma_update(None, "query_only", true)?;
+            Ok(conn)
+        }
+        Err(_) => Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY),
+    }
+}
+
+/// How long a ledger operation waits for another process's write to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A ledger error in words a user can act on: a damaged file is named as such (and was not
+/// written to); anything else keeps SQLite's own message.
+fn ledger_error(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => anyhow!(
+            "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
+             It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("ledger {}", path.display())),
+    }
+}
+
+/// Switches a new ledger to WAL. SQLite answers "database is locked" at once, without
+/// waiting on the busy timeout, when another process holds the file while the journal mode
+/// changes (several first runs at the same moment), so the switch is retried here.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(..20)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have migrated while we waited for the lock.
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(from) as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(from) as usize)
+    {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
@@ -250,12 +409,18 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
     ))
 }
 
-fn load(c: &Connection, filter: &str, args: impl rusqlite::Params) -> rusqlite::Result<Option<ChangeRecord>> {
+fn load(
+    c: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Option<ChangeRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM changes WHERE {filter}");
     let Some((id, mut record)) = c.query_row(&sql, args, record_from_row).optional()? else {
         return Ok(None);
     };
-    let mut stmt = c.prepare_cached("SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
+    let mut stmt = c.prepare_cached(
+        "SELECT incident FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident",
+    )?;
     record.incidents = stmt
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -277,52 +442,59 @@ impl Itsm for Ledger {
     }
 
     async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
-        let exclude = q.exclude_key.unwrap_or("");
         let from = ts(q.calendar.start_of(q.from_sprint));
         let len = q.calendar.length_secs();
+        // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
+        // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
+        let now = ts(q.now);
         self.with(|c| {
+            // The change being decided is left out by its row id, not its key: the row id is
+            // in every index, so each query below reads its index alone (covering), never
+            // the table, however long the history.
+            let exclude: i64 = match q.exclude_key {
+                Some(key) => c
+                    .query_row(
+                        "SELECT id FROM changes WHERE correlation_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(-1),
+                None => -1,
+            };
             let closed_total: i64 = c.query_row(
-                "SELECT count(*) FROM changes INDEXED BY changes_by_closed
-                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
-                   AND outcome IN ('success', 'failure') AND correlation_key != ?3",
-                params![q.service_id, q.environment, exclude],
+                CLOSED_TOTAL_SQL,
+                params![q.service_id, q.environment, exclude, now],
                 |r| r.get(0),
             )?;
-            let mut stmt = c.prepare_cached(
-                "SELECT outcome FROM changes INDEXED BY changes_by_closed
-                 WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
-                   AND outcome IN ('success', 'failure') AND correlation_key != ?3
-                 ORDER BY closed_at DESC, id DESC LIMIT ?4",
-            )?;
+            let mut stmt = c.prepare_cached(RECENT_SQL)?;
             let recent = stmt
-                .query_map(params![q.service_id, q.environment, exclude, q.window], |r| r.get::<_, String>(0))?
+                .query_map(
+                    params![q.service_id, q.environment, exclude, q.window, now],
+                    |r| r.get::<_, String>(0),
+                )?
                 .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            // Sprint of each change by its decision time; offsets from `from`, which is a
-            // sprint boundary, are never negative so integer division is a floor.
-            let mut stmt = c.prepare_cached(
-                "SELECT (decided_at - ?3) / ?4 AS s,
-                        sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
-                        sum(pre_approved), sum(emergency)
-                 FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND correlation_key != ?5
-                 GROUP BY s",
+            let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
+            let rows = stmt.query_map(
+                params![q.service_id, q.environment, from, len, exclude, now],
+                |r| {
+                    let count = |i: usize| -> rusqlite::Result<u32> {
+                        Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
+                            .unwrap_or(u32::MAX))
+                    };
+                    Ok((
+                        q.from_sprint + r.get::<_, i64>(0)?,
+                        SprintTally {
+                            succeeded: count(1)?,
+                            failed: count(2)?,
+                            cancelled: count(3)?,
+                            pre_approved: count(4)?,
+                            emergency: count(5)?,
+                        },
+                    ))
+                },
             )?;
-            let rows = stmt.query_map(params![q.service_id, q.environment, from, len, exclude], |r| {
-                let count = |i: usize| -> rusqlite::Result<u32> {
-                    Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(u32::MAX))
-                };
-                Ok((
-                    q.from_sprint + r.get::<_, i64>(0)?,
-                    SprintTally {
-                        succeeded: count(1)?,
-                        failed: count(2)?,
-                        cancelled: count(3)?,
-                        pre_approved: count(4)?,
-                        emergency: count(5)?,
-                    },
-                ))
-            })?;
             let sprints = rows.collect::<rusqlite::Result<_>>()?;
             Ok(History {
                 closed_total: u64::try_from(closed_total).unwrap_or(0),
@@ -334,14 +506,8 @@ impl Itsm for Ledger {
 
     async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
-                 ORDER BY decided_at DESC, id DESC LIMIT 1",
-                params![service_id, environment],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_row(LAST_SHA_SQL, params![service_id, environment], |r| r.get(0))
+                .optional()
         })
     }
 
@@ -357,7 +523,12 @@ impl Itsm for Ledger {
         }
     }
 
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let key = facts.key().to_string();
         let facts_json = serde_json::to_string(facts)?;
         let lines = facts.lines_changed.and_then(|n| i64::try_from(n).ok());
@@ -399,6 +570,9 @@ impl Itsm for Ledger {
             }
             if let Some(d) = decision {
                 if !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
+                    // Counted again under the write lock: two changes decided at the same
+                    // moment never both take the last free slot of the allowance.
+                    let d = &self.recount_allowance(&tx, row_id, facts, d)?;
                     let counts = d.kind == DecisionKind::PreApproved && d.emergency.is_none();
                     tx.execute(
                         "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,
@@ -435,7 +609,8 @@ impl Itsm for Ledger {
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
@@ -451,11 +626,22 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
         // A change whose gate never passed was not deployed, whatever the job says: it is
         // cancelled, and counts in no success rate.
-        let outcome = if record.deployed_at.is_none() { Outcome::Cancelled } else { outcome };
+        let outcome = if record.deployed_at.is_none() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         let state = if outcome == Outcome::Cancelled && record.state != State::Rejected {
             State::Cancelled
         } else if outcome == Outcome::Cancelled {
@@ -477,11 +663,19 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         Ledger::link_incident(self, id, incident, now)
     }
 
-    async fn awaiting_verification(&self, deployed_before: DateTime<Utc>) -> Result<Vec<ChangeRecord>> {
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
         self.awaiting_verification_rows(deployed_before)
     }
 
@@ -489,7 +683,12 @@ impl Itsm for Ledger {
         self.incidents_of(record)
     }
 
-    async fn record_verification(&self, record: &ChangeRecord, verdict: &Verdict, now: DateTime<Utc>) -> Result<bool> {
+    async fn record_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         self.write_verification(record, verdict, now)
     }
 
@@ -497,23 +696,50 @@ impl Itsm for Ledger {
         self.service_list()
     }
 
-    async fn change_summaries(&self, service_id: &str, environment: &str, from: DateTime<Utc>) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from)
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from, to)
     }
 
-    async fn recorded_changes(&self, service_id: &str, environment: &str) -> Result<Vec<RecordedChange>> {
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
         self.recorded(service_id, environment)
     }
 
-    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id).ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
-        let current = self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
-        let target = if approve { State::Approved } else { State::Rejected };
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
+        let current = self
+            .get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))?;
+        let target = if approve {
+            State::Approved
+        } else {
+            State::Rejected
+        };
         if current.state == target {
             return Ok(current);
         }
         if current.state != State::AwaitingApproval {
-            bail!("change {id} is not waiting for approval (its state is {})", current.state);
+            bail!(
+                "change {id} is not waiting for approval (its state is {})",
+                current.state
+            );
         }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -527,6 +753,11 @@ impl Itsm for Ledger {
             }
             tx.commit()
         })?;
-        self.get_row(row_id)?.ok_or_else(|| anyhow!("no change {id} in the ledger"))
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 }
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;

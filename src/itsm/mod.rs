@@ -9,9 +9,13 @@ use crate::config::BackendKind;
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar};
+use crate::domain::{
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar,
+};
 
+pub mod jira;
 pub mod local;
+pub mod servicenow;
 
 /// What the policy needs to know about the past, for one service in one environment.
 #[derive(Debug, Clone)]
@@ -40,7 +44,10 @@ pub struct ServiceRef {
 
 /// The error of a capability a backend does not offer yet.
 fn unsupported(kind: BackendKind, what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what} is not supported by the {} backend yet", kind.as_str())
+    anyhow::anyhow!(
+        "{what} is not supported by the {} backend yet",
+        kind.as_str()
+    )
 }
 
 /// A system of record for changes.
@@ -68,7 +75,12 @@ pub trait Itsm: Send + Sync {
     /// writes it (state, type, work note) unless the record already holds one that stands:
     /// an existing pre-approved or needs-approval decision is kept, so a re-run of the same
     /// pipeline never re-decides (nor uses the allowance twice). Returns the record as stored.
-    async fn open(&self, facts: &ChangeFacts, decision: Option<&Decision>, now: DateTime<Utc>) -> Result<ChangeRecord>;
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
 
     /// Reads the record again (state, approval, approver).
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord>;
@@ -77,10 +89,23 @@ pub trait Itsm: Send + Sync {
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord>;
 
     /// Records the outcome and closes (or cancels) the record. Recording twice is harmless.
-    async fn record_outcome(&self, record: &ChangeRecord, outcome: Outcome, notes: &str, now: DateTime<Utc>) -> Result<ChangeRecord>;
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
 
     /// A human decision taken through changegate itself (the embedded ledger only).
-    async fn decide_by_hand(&self, id: &str, approve: bool, by: &str, comment: Option<&str>, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let _ = (id, approve, by, comment, now);
         anyhow::bail!(
             "`approve` and `reject` work on the embedded ledger only; with the {} backend, decide the change in {}",
@@ -91,7 +116,12 @@ pub trait Itsm: Send + Sync {
 
     /// Links an incident to a change (the embedded ledger only: elsewhere incidents are
     /// linked in the ITSM itself). Linking the same incident twice is harmless.
-    async fn link_incident(&self, id: &str, incident: &str, now: DateTime<Utc>) -> Result<ChangeRecord> {
+    async fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
         let _ = (id, incident, now);
         anyhow::bail!(
             "`incident` works on the embedded ledger only; with the {} backend, link the incident to the change in {}",
@@ -102,7 +132,10 @@ pub trait Itsm: Send + Sync {
 
     /// Changes deployed at or before `deployed_before`, with a success or failure outcome,
     /// that `verify` has not verified yet, oldest first.
-    async fn awaiting_verification(&self, deployed_before: DateTime<Utc>) -> Result<Vec<ChangeRecord>> {
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
         let _ = deployed_before;
         Err(unsupported(self.kind(), "`verify`"))
     }
@@ -111,12 +144,20 @@ pub trait Itsm: Send + Sync {
     /// change; Jira: linked incident issues; the embedded ledger: `changegate incident`).
     async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
         let _ = record;
-        Err(unsupported(self.kind(), "reading the incidents linked to a change"))
+        Err(unsupported(
+            self.kind(),
+            "reading the incidents linked to a change",
+        ))
     }
 
     /// Records `verify`'s verdict: a success turned into a failure after deploy keeps the
     /// incident ids. Only a change not yet verified is written; returns whether it was.
-    async fn record_verification(&self, record: &ChangeRecord, verdict: &Verdict, now: DateTime<Utc>) -> Result<bool> {
+    async fn record_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let _ = (record, verdict, now);
         Err(unsupported(self.kind(), "`verify`"))
     }
@@ -126,16 +167,26 @@ pub trait Itsm: Send + Sync {
         Err(unsupported(self.kind(), "`report`"))
     }
 
-    /// Summaries of the changes of one service and environment decided at or after `from`,
-    /// in decision order, for the KPIs.
-    async fn change_summaries(&self, service_id: &str, environment: &str, from: DateTime<Utc>) -> Result<Vec<ChangeSummary>> {
-        let _ = (service_id, environment, from);
+    /// Summaries of the changes of one service and environment decided from `from` to `to`
+    /// (both included), in decision order, for the KPIs.
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        let _ = (service_id, environment, from, to);
         Err(unsupported(self.kind(), "`report`"))
     }
 
     /// Every decided change of one service and environment with what its decision was made
     /// on, for `policy simulate`.
-    async fn recorded_changes(&self, service_id: &str, environment: &str) -> Result<Vec<RecordedChange>> {
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
         let _ = (service_id, environment);
         Err(unsupported(self.kind(), "`policy simulate`"))
     }
@@ -146,10 +197,16 @@ pub trait Itsm: Send + Sync {
 /// A newly declared emergency re-decides a change still waiting for approval.
 pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool {
     use crate::domain::{DecisionKind, State};
-    let Some(d) = &record.decision else { return false };
+    let Some(d) = &record.decision else {
+        return false;
+    };
     match d.kind {
         DecisionKind::Blocked => record.state == State::Rejected,
-        DecisionKind::NeedsApproval => !(emergency_requested && d.emergency.is_none() && record.state == State::AwaitingApproval),
+        DecisionKind::NeedsApproval => {
+            !(emergency_requested
+                && d.emergency.is_none()
+                && record.state == State::AwaitingApproval)
+        }
         DecisionKind::PreApproved => true,
     }
 }
@@ -157,8 +214,11 @@ pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool
 /// Opens the backend the settings name.
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
     match settings.backend {
-        BackendKind::Local => Ok(Box::new(local::Ledger::open(&settings.ledger_path, settings.dry_run)?)),
-        BackendKind::Servicenow => anyhow::bail!("the servicenow backend is not built yet"),
-        BackendKind::Jira => anyhow::bail!("the jira backend is not built yet"),
+        BackendKind::Local => Ok(Box::new(
+            local::Ledger::open(&settings.ledger_path, settings.dry_run)?
+                .with_calendar(settings.calendar),
+        )),
+        BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
+        BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
     }
 }

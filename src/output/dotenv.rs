@@ -19,7 +19,8 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
     if report.dry_run {
         text.push_str("CHANGEGATE_DRY_RUN=true\n");
     }
-    let mut file = std::fs::File::create(path).with_context(|| format!("cannot write the dotenv file {}", path.display()))?;
+    let mut file = std::fs::File::create(path)
+        .with_context(|| format!("cannot write the dotenv file {}", path.display()))?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write the dotenv file {}", path.display()))
 }

@@ -16,7 +16,8 @@ fn append(path: &Path, text: &str) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Appends the step outputs, each in the multi-line form with a delimiter no value holds.
@@ -36,7 +37,10 @@ pub fn write_outputs(report: &Report, path: &Path) -> Result<()> {
 /// The job summary: a markdown table of the decision and its rules.
 pub fn summary(report: &Report, facts: &ChangeFacts) -> String {
     let mut md = String::new();
-    let decision = report.decision.map(|d| d.to_string()).unwrap_or_else(|| "not decided".into());
+    let decision = report
+        .decision
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "not decided".into());
     md.push_str(&format!(
         "### changegate: {} → {}\n\n",
         escape(&report.service),
@@ -47,20 +51,39 @@ pub fn summary(report: &Report, facts: &ChangeFacts) -> String {
     }
     md.push_str("| | |\n|---|---|\n");
     let id = report.change_id.as_deref().unwrap_or("(none)");
-    md.push_str(&format!("| Change | {} |\n", link(id, report.change_url.as_deref())));
-    md.push_str(&format!("| Decision | **{decision}**{} |\n", if report.mode == Mode::Observe { " (observe mode)" } else { "" }));
+    md.push_str(&format!(
+        "| Change | {} |\n",
+        link(id, report.change_url.as_deref())
+    ));
+    md.push_str(&format!(
+        "| Decision | **{decision}**{} |\n",
+        if report.mode == Mode::Observe {
+            " (observe mode)"
+        } else {
+            ""
+        }
+    ));
     if let Some(state) = report.state {
         md.push_str(&format!("| State | {state} |\n"));
     }
     if let Some(outcome) = report.outcome {
         md.push_str(&format!("| Outcome | {outcome} |\n"));
     }
-    md.push_str(&format!("| Commit | `{}` |\n", escape(report.commit.get(..12).unwrap_or(&report.commit))));
+    md.push_str(&format!(
+        "| Commit | `{}` |\n",
+        escape(report.commit.get(..12).unwrap_or(&report.commit))
+    ));
     if let Some(pr) = &facts.pull_request {
-        md.push_str(&format!("| Pull request | {} |\n", link(&format!("#{} {}", pr.number, pr.title), pr.url.as_deref())));
+        md.push_str(&format!(
+            "| Pull request | {} |\n",
+            link(&format!("#{} {}", pr.number, pr.title), pr.url.as_deref())
+        ));
     }
     if let Some(sprint) = &report.sprint {
-        md.push_str(&format!("| Allowance | {} of {} used this sprint |\n", sprint.used, sprint.allowance));
+        md.push_str(&format!(
+            "| Allowance | {} of {} used this sprint |\n",
+            sprint.used, sprint.allowance
+        ));
     }
     if let Some(reason) = &report.emergency {
         md.push_str(&format!("| Emergency | {} |\n", escape(reason)));
@@ -93,6 +116,9 @@ pub fn write_summary(report: &Report, facts: &ChangeFacts, path: &Path) -> Resul
 /// A workflow command line (`::error::message`), with the message escaped as the runner
 /// expects so that untrusted text cannot inject a command of its own.
 pub fn command(kind: &str, message: &str) -> String {
-    let escaped = message.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let escaped = message
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
     format!("::{kind}::{escaped}")
 }

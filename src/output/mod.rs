@@ -45,7 +45,12 @@ pub struct Report {
 
 impl Report {
     /// A report of a change as the backend holds it.
-    pub fn from_record(record: Option<&ChangeRecord>, facts: &ChangeFacts, mode: Mode, dry_run: bool) -> Report {
+    pub fn from_record(
+        record: Option<&ChangeRecord>,
+        facts: &ChangeFacts,
+        mode: Mode,
+        dry_run: bool,
+    ) -> Report {
         let decision = record.and_then(|r| r.decision.as_ref());
         Report {
             change_id: record.map(|r| r.id.clone()),
@@ -89,8 +94,16 @@ impl Report {
             "{id}: {what} — {} → {} @ {short}{}{}\n",
             self.service,
             self.environment,
-            if self.mode == Mode::Observe { " [observe mode]" } else { "" },
-            if self.dry_run { " [dry run: nothing written]" } else { "" },
+            if self.mode == Mode::Observe {
+                " [observe mode]"
+            } else {
+                ""
+            },
+            if self.dry_run {
+                " [dry run: nothing written]"
+            } else {
+                ""
+            },
         ));
         if let Some(outcome) = self.outcome {
             out.push_str(&format!("  outcome: {outcome}\n"));
@@ -100,7 +113,11 @@ impl Report {
             out.push_str(&format!("  {mark} {:<16} {}\n", rule.code, rule.reason));
         }
         if let Some(by) = &self.approved_by {
-            let comment = self.approval_comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+            let comment = self
+                .approval_comment
+                .as_deref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
             out.push_str(&format!("  decided by {by}{comment}\n"));
         }
         if !self.incidents.is_empty() {
@@ -123,8 +140,14 @@ impl Report {
         [
             ("change-id", self.change_id.clone().unwrap_or_default()),
             ("change-url", self.change_url.clone().unwrap_or_default()),
-            ("decision", self.decision.map(|d| d.to_string()).unwrap_or_default()),
-            ("state", self.state.map(|s| s.to_string()).unwrap_or_default()),
+            (
+                "decision",
+                self.decision.map(|d| d.to_string()).unwrap_or_default(),
+            ),
+            (
+                "state",
+                self.state.map(|s| s.to_string()).unwrap_or_default(),
+            ),
         ]
     }
 }

@@ -71,8 +71,10 @@ fn read_event(vars: &dyn Vars) -> Result<Event> {
     let Some(path) = vars.get(env::GITHUB_EVENT_PATH) else {
         return Ok(Event::default());
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the GitHub event payload {path}"))?;
-    serde_json::from_str(&text).with_context(|| format!("the GitHub event payload {path} is not valid JSON"))
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the GitHub event payload {path}"))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("the GitHub event payload {path} is not valid JSON"))
 }
 
 fn is_null_sha(s: &str) -> bool {
@@ -82,14 +84,20 @@ fn is_null_sha(s: &str) -> bool {
 /// Reads the run's metadata from the GitHub Actions environment.
 pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     let event = read_event(vars)?;
-    let server = vars.get(env::GITHUB_SERVER_URL).unwrap_or_else(|| "https://github.com".to_string());
+    let server = vars
+        .get(env::GITHUB_SERVER_URL)
+        .unwrap_or_else(|| "https://github.com".to_string());
     let repository = vars.get(env::GITHUB_REPOSITORY);
-    let repository_url = repository.as_ref().map(|r| format!("{}/{r}", server.trim_end_matches('/')));
+    let repository_url = repository
+        .as_ref()
+        .map(|r| format!("{}/{r}", server.trim_end_matches('/')));
     let run_url = match (&repository_url, vars.get(env::GITHUB_RUN_ID)) {
-        (Some(repo), Some(run)) => Some(match vars.get(env::GITHUB_RUN_ATTEMPT).filter(|a| a != "1") {
-            Some(attempt) => format!("{repo}/actions/runs/{run}/attempts/{attempt}"),
-            None => format!("{repo}/actions/runs/{run}"),
-        }),
+        (Some(repo), Some(run)) => Some(
+            match vars.get(env::GITHUB_RUN_ATTEMPT).filter(|a| a != "1") {
+                Some(attempt) => format!("{repo}/actions/runs/{run}/attempts/{attempt}"),
+                None => format!("{repo}/actions/runs/{run}"),
+            },
+        ),
         _ => None,
     };
     let commit_sha = vars
@@ -97,7 +105,9 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         .or_else(|| event.after.clone().filter(|a| !is_null_sha(a)))
         .or_else(|| event.deployment.as_ref().and_then(|d| d.sha.clone()))
         .unwrap_or_default();
-    let branch = vars.get(env::GITHUB_HEAD_REF).or_else(|| vars.get(env::GITHUB_REF_NAME));
+    let branch = vars
+        .get(env::GITHUB_HEAD_REF)
+        .or_else(|| vars.get(env::GITHUB_REF_NAME));
 
     let mut texts = Vec::new();
     let mut lines_changed = None;
@@ -110,7 +120,11 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             lines_changed = Some(pr.additions.unwrap_or(0) + pr.deletions.unwrap_or(0));
         }
         let head_sha = pr.head.as_ref().and_then(|h| h.sha.clone());
-        pr_range = pr.base.as_ref().and_then(|b| b.sha.clone()).zip(head_sha.clone());
+        pr_range = pr
+            .base
+            .as_ref()
+            .and_then(|b| b.sha.clone())
+            .zip(head_sha.clone());
         PullRequest {
             number: pr.number,
             title: pr.title,
@@ -131,6 +145,8 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     } else {
         event.commits.iter().collect()
     };
+    // Work items are often named in the message body, below the subject.
+    texts.extend(push_commits.iter().map(|c| c.message.clone()));
     let mut paths: Vec<String> = push_commits
         .iter()
         .flat_map(|c| c.added.iter().chain(&c.removed).chain(&c.modified).cloned())
@@ -169,3 +185,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         texts,
     })
 }
+
+#[cfg(test)]
+#[path = "github_tests.rs"]
+mod tests;

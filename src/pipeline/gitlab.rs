@@ -17,17 +17,25 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     let project_url = vars.get(env::CI_PROJECT_URL);
     let pull_request = vars.get(env::CI_MERGE_REQUEST_IID).and_then(|iid| {
         let number = iid.parse::<u64>().ok()?;
-        let mr_project = vars.get(env::CI_MERGE_REQUEST_PROJECT_URL).or_else(|| project_url.clone());
+        let mr_project = vars
+            .get(env::CI_MERGE_REQUEST_PROJECT_URL)
+            .or_else(|| project_url.clone());
         Some(PullRequest {
             number,
             title: vars.get(env::CI_MERGE_REQUEST_TITLE).unwrap_or_default(),
-            url: mr_project.map(|p| format!("{}/-/merge_requests/{number}", p.trim_end_matches('/'))),
+            url: mr_project
+                .map(|p| format!("{}/-/merge_requests/{number}", p.trim_end_matches('/'))),
             head_sha: vars.get(env::CI_MERGE_REQUEST_SOURCE_BRANCH_SHA),
             head_ref: vars.get(env::CI_MERGE_REQUEST_SOURCE_BRANCH_NAME),
             base_ref: vars.get(env::CI_MERGE_REQUEST_TARGET_BRANCH_NAME),
             labels: vars
                 .get(env::CI_MERGE_REQUEST_LABELS)
-                .map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|l| {
+                    l.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             reviewed: None,
         })
@@ -67,8 +75,15 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         commits,
         paths: Vec::new(),
         lines_changed: None,
-        run_url: vars.get(env::CI_PIPELINE_URL).or_else(|| vars.get(env::CI_JOB_URL)),
+        run_url: vars
+            .get(env::CI_PIPELINE_URL)
+            .or_else(|| vars.get(env::CI_JOB_URL)),
         actor: vars.get(env::GITLAB_USER_LOGIN),
-        texts: Vec::new(),
+        // The head commit's whole message: work items are often named below the subject.
+        texts: vars.get(env::CI_COMMIT_MESSAGE).into_iter().collect(),
     })
 }
+
+#[cfg(test)]
+#[path = "gitlab_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
 use crate::env;
 
+pub mod default_config;
 pub mod git;
 pub mod github;
 pub mod gitlab;
@@ -32,7 +33,9 @@ impl Vars for ProcessEnv {
 
 impl Vars for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).filter(|v| !v.trim().is_empty()).cloned()
+        HashMap::get(self, name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 }
 
@@ -88,7 +91,11 @@ pub fn default_service(repository: Option<&str>, workdir: &Path) -> String {
         .and_then(|r| r.rsplit('/').next())
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .or_else(|| workdir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            workdir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "service".to_string())
 }
 
@@ -122,9 +129,14 @@ impl Detected {
         let mut commits = self.commits;
         let mut paths = self.paths;
         let mut lines = self.lines_changed;
+        let mut bodies = Vec::new();
         // Git fills in what the platform did not say, when the objects are there (a shallow
         // CI checkout may lack them: the platform's data then stands alone).
-        if let Some(stats) = git::range_stats(workdir, range.as_ref().map(|(b, _)| b.as_str()), &self.commit_sha) {
+        if let Some(stats) = git::range_stats(
+            workdir,
+            range.as_ref().map(|(b, _)| b.as_str()),
+            &self.commit_sha,
+        ) {
             if commits.len() < stats.commits.len() {
                 commits = stats.commits;
             }
@@ -134,6 +146,7 @@ impl Detected {
             if lines.is_none() {
                 lines = Some(stats.lines);
             }
+            bodies = stats.bodies;
         }
         let mut texts: Vec<&str> = commits.iter().map(|c| c.subject.as_str()).collect();
         if let Some(pr) = &self.pull_request {
@@ -146,6 +159,7 @@ impl Detected {
             texts.push(branch);
         }
         texts.extend(self.texts.iter().map(String::as_str));
+        texts.extend(bodies.iter().map(String::as_str));
         let work_items = workitems::extract(texts);
         ChangeFacts {
             platform: self.platform,
@@ -175,9 +189,18 @@ mod tests {
 
     #[test]
     fn service_identity_includes_the_repository() {
-        assert_eq!(service_id(Some("acme/payments-api"), "payments-api"), "acme/payments-api");
-        assert_eq!(service_id(Some("acme/monorepo"), "billing"), "acme/monorepo/billing");
+        assert_eq!(
+            service_id(Some("acme/payments-api"), "payments-api"),
+            "acme/payments-api"
+        );
+        assert_eq!(
+            service_id(Some("acme/monorepo"), "billing"),
+            "acme/monorepo/billing"
+        );
         assert_eq!(service_id(None, "billing"), "billing");
-        assert_eq!(default_service(Some("acme/payments-api"), Path::new("/x")), "payments-api");
+        assert_eq!(
+            default_service(Some("acme/payments-api"), Path::new("/x")),
+            "payments-api"
+        );
     }
 }

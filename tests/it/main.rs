@@ -1,9 +1,15 @@
 //! Integration tests: the real binary against real files and in-process fakes.
 //! One test binary (modules below) keeps link time down.
 
-mod support;
-
+mod action;
+mod annotate;
+mod examples;
 mod flow;
+mod gate;
+mod jira;
 mod report;
+mod servicenow;
+mod settings;
 mod simulate;
+mod support;
 mod verify;

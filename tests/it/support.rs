@@ -4,9 +4,14 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-/// The reference material shipped beside the repository (`../shared/reference`).
+/// Real payloads of the services changegate talks to (`tests/fixtures/reference`, see its
+/// SOURCES.md). A missing file fails the test that asks for it.
 pub fn reference(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(rel)
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(rel);
+    assert!(path.is_file(), "missing fixture {}", path.display());
+    path
 }
 
 /// The changegate binary with a clean environment: no CI variables leak in from the
@@ -51,6 +56,11 @@ pub fn git_repo() -> tempfile::TempDir {
     std::fs::write(dir.path().join("app.txt"), "v1\n").expect("write");
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "PAY-1: first version"]);
-    git(&["remote", "add", "origin", "https://github.com/acme/payments-api.git"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://github.com/acme/payments-api.git",
+    ]);
     dir
 }

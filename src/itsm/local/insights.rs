@@ -137,16 +137,17 @@ impl Ledger {
         service_id: &str,
         environment: &str,
         from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<Vec<ChangeSummary>> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
                         first_commit_at, outcome, failed_after_deploy
                  FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
                  ORDER BY decided_at",
             )?;
-            let rows = stmt.query_map(params![service_id, environment, ts(from)], |r| {
+            let rows = stmt.query_map(params![service_id, environment, ts(from), ts(to)], |r| {
                 let decision: Option<String> = r.get(1)?;
                 let outcome: Option<String> = r.get(7)?;
                 Ok(from_ts(r.get(0)?)

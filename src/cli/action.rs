@@ -1,0 +1,312 @@
+//! The GitHub container action's door. The runner starts the image's entrypoint with no
+//! arguments and hands every input over as `INPUT_<NAME>`: the input name upper-cased with
+//! its hyphens kept (`INPUT_DRY-RUN`), an empty value meaning "not given". [`argv`] turns
+//! those into an ordinary command line that clap then parses like any other, so there is
+//! one parser and one set of checks for both doors.
+//!
+//! Nothing goes through a shell: every value becomes exactly one argument, written as
+//! `--flag=value` so that a value starting with `-` stays a value and cannot become a flag.
+//!
+//! `github-token` is deliberately not turned into an argument: a process's arguments are
+//! readable by every process on the host (`/proc/<pid>/cmdline`, `ps`), its environment is
+//! not. [`crate::settings::Settings`] reads it from `INPUT_GITHUB-TOKEN` instead.
+
+use std::ffi::OsString;
+
+use crate::env;
+use crate::pipeline::Vars;
+
+/// The commands the action may run, as written in its `command` input.
+pub const COMMANDS: &[&str] = &[
+    "gate",
+    "open",
+    "record",
+    "verify",
+    "status",
+    "report",
+    "policy explain",
+    "config check",
+];
+
+/// Inputs that become the global flag of the same name.
+const GLOBAL: &[(&str, &str)] = &[
+    (env::INPUT_ENVIRONMENT, "--environment"),
+    (env::INPUT_SERVICE, "--service"),
+    (env::INPUT_BACKEND, "--backend"),
+    (env::INPUT_CONFIG, "--config"),
+    (env::INPUT_MODE, "--mode"),
+    (env::INPUT_SERVICENOW_URL, "--servicenow-url"),
+    (env::INPUT_JIRA_URL, "--jira-url"),
+    (env::INPUT_JIRA_PROJECT, "--jira-project"),
+];
+
+/// Inputs that belong to one command: (variable, input name, flag, that command).
+const SPECIFIC: &[(&str, &str, &str, &str)] = &[
+    (env::INPUT_WAIT, "wait", "--wait", "gate"),
+    (env::INPUT_EMERGENCY, "emergency", "--emergency", "gate"),
+    (env::INPUT_OUTCOME, "outcome", "--outcome", "record"),
+];
+
+/// An action input that cannot be turned into a command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("unknown command {0:?} in the action's `command` input: use one of {list}", list = COMMANDS.join(", "))]
+    UnknownCommand(String),
+    #[error(
+        "the action input `{input}` applies only to `command: {only}`, not to `command: {command}`: remove it from this step"
+    )]
+    NotForCommand {
+        input: &'static str,
+        only: &'static str,
+        command: String,
+    },
+    #[error("the action input `dry-run` must be true or false, got {0:?}")]
+    NotABoolean(String),
+    #[error(
+        "`command: record` needs the action input `outcome` (for example `outcome: ${{{{ job.status }}}}`)"
+    )]
+    MissingOutcome,
+}
+
+/// The command line the action's inputs stand for, starting with `program`; `None` when
+/// `INPUT_COMMAND` is not set (the binary was not started as a container action).
+pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>, InputError> {
+    let Some(raw) = vars.get(env::INPUT_COMMAND) else {
+        return Ok(None);
+    };
+    let words: Vec<&str> = raw.split_whitespace().collect();
+    let command = words.join(" ");
+    if !COMMANDS.contains(&command.as_str()) {
+        return Err(InputError::UnknownCommand(raw));
+    }
+    let value = |name: &str| vars.get(name).map(|v| v.trim().to_string());
+
+    let mut args = vec![program];
+    args.extend(words.iter().map(OsString::from));
+    for (name, flag) in GLOBAL {
+        if let Some(v) = value(name) {
+            args.push(format!("{flag}={v}").into());
+        }
+    }
+    if let Some(v) = value(env::INPUT_DRY_RUN) {
+        match v.to_ascii_lowercase().as_str() {
+            "true" => args.push("--dry-run".into()),
+            "false" => {}
+            _ => return Err(InputError::NotABoolean(v)),
+        }
+    }
+    for (name, input, flag, only) in SPECIFIC {
+        if let Some(v) = value(name) {
+            if command != *only {
+                return Err(InputError::NotForCommand {
+                    input,
+                    only,
+                    command,
+                });
+            }
+            args.push(format!("{flag}={v}").into());
+        }
+    }
+    if command == "record" && value(env::INPUT_OUTCOME).is_none() {
+        return Err(InputError::MissingOutcome);
+    }
+    Ok(Some(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn run(pairs: &[(&str, &str)]) -> Result<Option<Vec<String>>, InputError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        argv(&vars, "changegate".into()).map(|a| {
+            a.map(|a| {
+                a.into_iter()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .collect()
+            })
+        })
+    }
+
+    #[test]
+    fn no_command_input_means_not_an_action() {
+        assert_eq!(run(&[]), Ok(None));
+        assert_eq!(
+            run(&[("INPUT_COMMAND", ""), ("INPUT_ENVIRONMENT", "prod")]),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn every_input_maps_to_its_flag() {
+        let args = run(&[
+            ("INPUT_COMMAND", "gate"),
+            ("INPUT_ENVIRONMENT", "production"),
+            ("INPUT_SERVICE", "payments-api"),
+            ("INPUT_BACKEND", "servicenow"),
+            ("INPUT_CONFIG", "deploy/.changegate.toml"),
+            ("INPUT_MODE", "observe"),
+            ("INPUT_DRY-RUN", "true"),
+            ("INPUT_WAIT", "30m"),
+            ("INPUT_EMERGENCY", "payments down since 09:12"),
+            ("INPUT_SERVICENOW-URL", "https://acme.service-now.com"),
+            ("INPUT_JIRA-URL", "https://acme.atlassian.net"),
+            ("INPUT_JIRA-PROJECT", "CHG"),
+            ("INPUT_GITHUB-TOKEN", "ghs_secret"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "changegate",
+                "gate",
+                "--environment=production",
+                "--service=payments-api",
+                "--backend=servicenow",
+                "--config=deploy/.changegate.toml",
+                "--mode=observe",
+                "--servicenow-url=https://acme.service-now.com",
+                "--jira-url=https://acme.atlassian.net",
+                "--jira-project=CHG",
+                "--dry-run",
+                "--wait=30m",
+                "--emergency=payments down since 09:12",
+            ]
+        );
+        assert!(
+            !args.iter().any(|a| a.contains("ghs_secret")),
+            "the token never goes on the command line"
+        );
+    }
+
+    #[test]
+    fn empty_inputs_are_not_given_and_values_are_trimmed() {
+        let args = run(&[
+            ("INPUT_COMMAND", " record "),
+            ("INPUT_ENVIRONMENT", " staging "),
+            ("INPUT_SERVICE", ""),
+            ("INPUT_DRY-RUN", "false"),
+            ("INPUT_WAIT", ""),
+            ("INPUT_OUTCOME", "failure"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "changegate",
+                "record",
+                "--environment=staging",
+                "--outcome=failure"
+            ]
+        );
+    }
+
+    #[test]
+    fn two_word_commands() {
+        let args = run(&[("INPUT_COMMAND", "policy   explain")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(args, ["changegate", "policy", "explain"]);
+        let args = run(&[
+            ("INPUT_COMMAND", "config check"),
+            ("INPUT_CONFIG", "x.toml"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(args, ["changegate", "config", "check", "--config=x.toml"]);
+    }
+
+    #[test]
+    fn only_known_commands_run() {
+        for bad in [
+            "gate; rm -rf /",
+            "gate && curl evil",
+            "$(id)",
+            "approve",
+            "policy",
+            "--help",
+            "gate --dry-run",
+            "Gate",
+        ] {
+            assert_eq!(
+                run(&[("INPUT_COMMAND", bad)]),
+                Err(InputError::UnknownCommand(bad.to_string())),
+                "{bad}"
+            );
+        }
+        let message = InputError::UnknownCommand("gate; rm -rf /".into()).to_string();
+        assert!(message.contains("gate, open, record"), "{message}");
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_flag_stays_a_value() {
+        let args = run(&[
+            ("INPUT_COMMAND", "gate"),
+            ("INPUT_ENVIRONMENT", "--dry-run"),
+            ("INPUT_EMERGENCY", "-v; rm -rf /"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "changegate",
+                "gate",
+                "--environment=--dry-run",
+                "--emergency=-v; rm -rf /"
+            ]
+        );
+    }
+
+    #[test]
+    fn dry_run_must_be_a_boolean() {
+        let args = run(&[("INPUT_COMMAND", "status"), ("INPUT_DRY-RUN", "TRUE")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(args, ["changegate", "status", "--dry-run"]);
+        assert_eq!(
+            run(&[("INPUT_COMMAND", "gate"), ("INPUT_DRY-RUN", "yes please")]),
+            Err(InputError::NotABoolean("yes please".into()))
+        );
+    }
+
+    #[test]
+    fn command_specific_inputs_only_with_their_command() {
+        assert_eq!(
+            run(&[("INPUT_COMMAND", "gate"), ("INPUT_OUTCOME", "success")]),
+            Err(InputError::NotForCommand {
+                input: "outcome",
+                only: "record",
+                command: "gate".into()
+            })
+        );
+        assert_eq!(
+            run(&[
+                ("INPUT_COMMAND", "record"),
+                ("INPUT_OUTCOME", "success"),
+                ("INPUT_WAIT", "0")
+            ]),
+            Err(InputError::NotForCommand {
+                input: "wait",
+                only: "gate",
+                command: "record".into()
+            })
+        );
+        assert_eq!(
+            run(&[("INPUT_COMMAND", "record")]),
+            Err(InputError::MissingOutcome)
+        );
+        assert!(
+            InputError::MissingOutcome
+                .to_string()
+                .contains("${{ job.status }}")
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! GitHub: the sticky comment on each pull request of the change, and a check run (or, where
+//! the token may not write checks, a commit status) on the commit.
+
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::github_api::{Api, ApiError};
+use super::{Annotation, Done, github_app};
+use crate::domain::ChangeFacts;
+use crate::http::HttpClient;
+use crate::settings::Settings;
+
+/// How the token's own comments are recognised, so that a comment someone else wrote with
+/// our marker in it is never taken for ours (nor overwritten).
+enum Author {
+    /// Actions' `GITHUB_TOKEN` and App installation tokens comment as a bot.
+    Bot,
+    /// A personal token comments as its user; looked up when first needed.
+    User(Option<String>),
+}
+
+struct GitHub {
+    api: Api,
+    owner: String,
+    repo: String,
+    author: Author,
+}
+
+#[derive(Deserialize)]
+struct User {
+    login: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+    user: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct Pull {
+    number: u64,
+    #[serde(default)]
+    state: String,
+    merged_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckRuns {
+    #[serde(default)]
+    check_runs: Vec<CheckRun>,
+}
+
+#[derive(Deserialize)]
+struct CheckRun {
+    id: u64,
+    #[serde(default)]
+    name: String,
+}
+
+fn enc(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+/// Annotates the change on GitHub: comments on its pull request(s), then the check run.
+pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &ChangeFacts) -> Done {
+    let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
+        return Done::Skipped("GITHUB_REPOSITORY is not set".to_string());
+    };
+    if settings.github_app.is_none() && settings.github_token.is_none() {
+        return Done::Skipped(
+            "no GitHub token (GITHUB_TOKEN, CHANGEGATE_GITHUB_TOKEN or a GitHub App)".to_string(),
+        );
+    }
+    let mut gh = match GitHub::connect(settings, owner, repo).await {
+        Ok(gh) => gh,
+        Err(e) => return Done::Annotated { problems: vec![e] },
+    };
+    let mut problems = Vec::new();
+
+    // A pull_request pipeline names its PR; the checks then go on the PR's head commit,
+    // where the PR shows them (GITHUB_SHA is the merge commit of the PR's merge ref).
+    let (pulls, sha) = match &facts.pull_request {
+        Some(pr) => (
+            Ok(vec![pr.number]),
+            pr.head_sha
+                .clone()
+                .unwrap_or_else(|| facts.commit_sha.clone()),
+        ),
+        None => (
+            gh.pulls_of_commit(&facts.commit_sha).await,
+            facts.commit_sha.clone(),
+        ),
+    };
+    match pulls {
+        Ok(numbers) => {
+            for number in numbers {
+                if let Err(e) = gh.upsert_comment(number, a).await {
+                    problems.push(format!(
+                        "comment on pull request #{number}: {e}{}",
+                        hint(&e, "pull-requests: write")
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!(
+            "cannot list the pull requests of commit {sha}: {e}"
+        )),
+    }
+    if let Err(problem) = gh.check_or_status(&sha, a).await {
+        problems.push(problem);
+    }
+    Done::Annotated { problems }
+}
+
+/// A hint on the permission a refused call needs.
+fn hint(e: &ApiError, permission: &str) -> String {
+    if e.refused() {
+        format!(" (the token needs `{permission}`)")
+    } else {
+        String::new()
+    }
+}
+
+impl GitHub {
+    async fn connect(settings: &Settings, owner: &str, repo: &str) -> Result<GitHub, String> {
+        let http = HttpClient::new("GitHub").map_err(|e| e.to_string())?;
+        let base = settings.github_api_url.as_str();
+        let (token, author) = match (&settings.github_app, &settings.github_token) {
+            (Some(app), _) => {
+                let token = github_app::installation_token(&http, base, app, owner, repo)
+                    .await
+                    .map_err(|e| format!("GitHub App authentication failed: {e}"))?;
+                (token, Author::Bot)
+            }
+            (None, Some(token)) => {
+                // `ghs_`: a server-to-server token (Actions' GITHUB_TOKEN, an App's).
+                let author = if token.expose_secret().starts_with("ghs_") {
+                    Author::Bot
+                } else {
+                    Author::User(None)
+                };
+                (token.clone(), author)
+            }
+            (None, None) => return Err("no GitHub token".to_string()),
+        };
+        let api = Api::new(&http, base, &token).map_err(|e| e.to_string())?;
+        Ok(GitHub {
+            api,
+            owner: enc(owner),
+            repo: enc(repo),
+            author,
+        })
+    }
+
+    fn repo_path(&self) -> String {
+        format!("/repos/{}/{}", self.owner, self.repo)
+    }
+
+    /// The open or merged pull requests that contain the commit (a push pipeline).
+    async fn pulls_of_commit(&self, sha: &str) -> Result<Vec<u64>, ApiError> {
+        let pulls: Vec<Pull> = self
+            .api
+            .all(&format!(
+                "{}/commits/{}/pulls?per_page=100",
+                self.repo_path(),
+                enc(sha)
+            ))
+            .await?;
+        Ok(pulls
+            .into_iter()
+            .filter(|p| p.state == "open" || p.merged_at.is_some())
+            .map(|p| p.number)
+            .collect())
+    }
+
+    async fn is_ours(&mut self, user: Option<&User>) -> Result<bool, ApiError> {
+        let Some(user) = user else { return Ok(false) };
+        match &mut self.author {
+            Author::Bot => Ok(user.kind == "Bot"),
+            Author::User(known) => {
+                if known.is_none() {
+                    let me: User = self.api.json(Method::GET, "/user", None).await?;
+                    *known = Some(me.login);
+                }
+                Ok(known.as_deref() == Some(user.login.as_str()))
+            }
+        }
+    }
+
+    /// Edits our marked comment in place, or creates it; later duplicates (two jobs racing)
+    /// are removed so that one comment per environment remains.
+    async fn upsert_comment(&mut self, number: u64, a: &Annotation) -> Result<(), ApiError> {
+        let issue = format!("{}/issues/{number}/comments", self.repo_path());
+        let comments: Vec<Comment> = self.api.all(&format!("{issue}?per_page=100")).await?;
+        let mut ours = Vec::new();
+        for c in comments {
+            if c.body.as_deref().is_some_and(|b| b.contains(&a.marker))
+                && self.is_ours(c.user.as_ref()).await?
+            {
+                ours.push(c);
+            }
+        }
+        let body = json!({ "body": a.comment });
+        let Some((first, duplicates)) = ours.split_first() else {
+            self.api.call(Method::POST, &issue, Some(&body)).await?;
+            return Ok(());
+        };
+        if first.body.as_deref() != Some(a.comment.as_str()) {
+            // Comments are edited on the repository, without the issue number.
+            self.api
+                .call(
+                    Method::PATCH,
+                    &format!("{}/issues/comments/{}", self.repo_path(), first.id),
+                    Some(&body),
+                )
+                .await?;
+        }
+        for dup in duplicates {
+            let path = format!("{}/issues/comments/{}", self.repo_path(), dup.id);
+            if let Err(e) = self.api.call(Method::DELETE, &path, None).await {
+                tracing::warn!("could not remove a duplicate changegate comment: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The check run; where the token may not write checks, a commit status instead.
+    async fn check_or_status(&self, sha: &str, a: &Annotation) -> Result<(), String> {
+        let check = match self.check_run(sha, a).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.refused() => e,
+            Err(e) => return Err(format!("check run `{}`: {e}", a.check_name)),
+        };
+        match self.commit_status(sha, a).await {
+            Ok(()) => {
+                tracing::info!(
+                    "check run refused ({check}); commit status `{}` set instead",
+                    a.status_context
+                );
+                Ok(())
+            }
+            Err(status) if status.refused() => Err(format!(
+                "check run `{}` refused ({check}) and commit status `{}` refused too ({status}): the token needs `checks: write` or `statuses: write`",
+                a.check_name, a.status_context
+            )),
+            Err(status) => Err(format!(
+                "check run `{}` refused ({check}); commit status `{}` failed: {status}",
+                a.check_name, a.status_context
+            )),
+        }
+    }
+
+    async fn check_run(&self, sha: &str, a: &Annotation) -> Result<(), ApiError> {
+        let mut body = json!({
+            "name": a.check_name,
+            "output": { "title": a.title, "summary": a.summary },
+        });
+        match a.verdict.check_conclusion() {
+            Some(conclusion) => {
+                body["status"] = json!("completed");
+                body["conclusion"] = json!(conclusion);
+            }
+            None => body["status"] = json!("in_progress"),
+        }
+        if let Some(url) = &a.details_url {
+            body["details_url"] = json!(url);
+        }
+        if let Some(id) = &a.change_id {
+            body["external_id"] = json!(id);
+        }
+        let existing: CheckRuns = self
+            .api
+            .json(
+                Method::GET,
+                &format!(
+                    "{}/commits/{}/check-runs?check_name={}&filter=latest&per_page=10",
+                    self.repo_path(),
+                    enc(sha),
+                    enc(&a.check_name)
+                ),
+                None,
+            )
+            .await?;
+        match existing.check_runs.iter().find(|c| c.name == a.check_name) {
+            Some(run) => {
+                self.api
+                    .call(
+                        Method::PATCH,
+                        &format!("{}/check-runs/{}", self.repo_path(), run.id),
+                        Some(&body),
+                    )
+                    .await?;
+            }
+            None => {
+                body["head_sha"] = json!(sha);
+                self.api
+                    .call(
+                        Method::POST,
+                        &format!("{}/check-runs", self.repo_path()),
+                        Some(&body),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_status(&self, sha: &str, a: &Annotation) -> Result<(), ApiError> {
+        let mut body = json!({
+            "state": a.verdict.github_state(),
+            "context": a.status_context,
+            "description": a.description,
+        });
+        if let Some(url) = &a.details_url {
+            body["target_url"] = json!(url);
+        }
+        self.api
+            .call(
+                Method::POST,
+                &format!("{}/statuses/{}", self.repo_path(), enc(sha)),
+                Some(&body),
+            )
+            .await?;
+        Ok(())
+    }
+}

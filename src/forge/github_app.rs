@@ -1,0 +1,215 @@
+//! GitHub App authentication: an RS256 JWT signed with the App's private key finds the
+//! repository's installation and mints an installation token for that one repository. The
+//! token is cached for the process and minted again shortly before it expires (tokens live
+//! an hour; `gate` may wait longer than that for an approval and annotate again).
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::github_api::{Api, ApiError};
+use crate::http::HttpClient;
+use crate::settings::GithubApp;
+
+/// GitHub accepts app JWTs that expire at most 10 minutes ahead; `iat` is set a minute in
+/// the past to absorb clock drift, so the JWT spans 10 minutes in all.
+const JWT_BACKDATE_SECS: i64 = 60;
+const JWT_LIFETIME_SECS: i64 = 9 * 60;
+/// A cached token this close to its expiry is minted again.
+const REFRESH_MARGIN_SECS: i64 = 5 * 60;
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iat: i64,
+    exp: i64,
+    iss: Issuer<'a>,
+}
+
+/// `iss`: the numeric App ID, or the App's client ID (what GitHub now recommends).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Issuer<'a> {
+    AppId(u64),
+    ClientId(&'a str),
+}
+
+/// The App JWT, valid from a minute ago for the next nine minutes.
+pub(crate) fn jwt(
+    app_id: &str,
+    private_key: &SecretString,
+    now: i64,
+) -> Result<SecretString, String> {
+    if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
+        return Err("no signing backend for the GitHub App JWT in this build".to_string());
+    }
+    let pem = normalise_pem(private_key.expose_secret());
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+        format!("the GitHub App private key is not an RSA private key in PEM form ({e})")
+    })?;
+    let id = app_id.trim();
+    let iss = match id.parse::<u64>() {
+        Ok(n) => Issuer::AppId(n),
+        Err(_) => Issuer::ClientId(id),
+    };
+    let claims = Claims {
+        iat: now - JWT_BACKDATE_SECS,
+        exp: now + JWT_LIFETIME_SECS,
+        iss,
+    };
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key)
+        .map(SecretString::from)
+        .map_err(|e| format!("cannot sign the GitHub App JWT: {e}"))
+}
+
+/// CI secret stores sometimes hold a PEM with literal `\n` sequences instead of newlines.
+fn normalise_pem(text: &str) -> String {
+    let text = text.trim();
+    if !text.contains('\n') && text.contains("\\n") {
+        text.replace("\\n", "\n")
+    } else {
+        text.to_string()
+    }
+}
+
+struct Cached {
+    /// API base, App and repository the token was minted for.
+    scope: String,
+    token: SecretString,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+
+fn cached(scope: &str, now: DateTime<Utc>) -> Option<SecretString> {
+    let guard = CACHE.lock().ok()?;
+    let c = guard.as_ref().filter(|c| c.scope == scope)?;
+    let fresh = c
+        .expires_at
+        .is_none_or(|at| (at - now).num_seconds() > REFRESH_MARGIN_SECS);
+    fresh.then(|| c.token.clone())
+}
+
+fn store(scope: String, token: SecretString, expires_at: Option<DateTime<Utc>>) {
+    if let Ok(mut guard) = CACHE.lock() {
+        *guard = Some(Cached {
+            scope,
+            token,
+            expires_at,
+        });
+    }
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct AccessToken {
+    token: String,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// An installation token for `owner/repo`, from the cache or freshly minted.
+pub(crate) async fn installation_token(
+    http: &HttpClient,
+    base_url: &str,
+    app: &GithubApp,
+    owner: &str,
+    repo: &str,
+) -> Result<SecretString, String> {
+    let scope = format!("{base_url} {} {owner}/{repo}", app.id);
+    let now = Utc::now();
+    if let Some(token) = cached(&scope, now) {
+        return Ok(token);
+    }
+    let jwt = jwt(&app.id, &app.private_key, now.timestamp())?;
+    let api = Api::new(http, base_url, &jwt).map_err(|e| e.to_string())?;
+    let installation: Installation = api
+        .json(
+            Method::GET,
+            &format!("/repos/{owner}/{repo}/installation"),
+            None,
+        )
+        .await
+        .map_err(|e| match e.status() {
+            Some(404) => format!(
+                "the GitHub App {} is not installed on {owner}/{repo} ({e})",
+                app.id
+            ),
+            Some(401) => {
+                format!("GitHub refused the App JWT: check the App ID and private key ({e})")
+            }
+            _ => e.to_string(),
+        })?;
+    // Scoped to this repository only; its permissions are those the App was granted.
+    let body = serde_json::json!({ "repositories": [repo] });
+    let minted: AccessToken = api
+        .json(
+            Method::POST,
+            &format!("/app/installations/{}/access_tokens", installation.id),
+            Some(&body),
+        )
+        .await
+        .map_err(|e: ApiError| format!("cannot mint an installation token: {e}"))?;
+    let token = SecretString::from(minted.token);
+    store(scope, token.clone(), minted.expires_at);
+    tracing::debug!(
+        installation = installation.id,
+        "GitHub App installation token minted"
+    );
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_with_escaped_newlines_is_repaired() {
+        assert_eq!(
+            normalise_pem("-----BEGIN X-----\\nabc\\n-----END X-----\n"),
+            "-----BEGIN X-----\nabc\n-----END X-----"
+        );
+        assert_eq!(normalise_pem("a\nb"), "a\nb");
+    }
+
+    #[test]
+    fn a_bad_key_is_a_clear_error_that_shows_no_key() {
+        let err = jwt(
+            "123",
+            &SecretString::from("not a key but a secret-ish string"),
+            0,
+        )
+        .unwrap_err();
+        assert!(err.contains("not an RSA private key"), "{err}");
+        assert!(!err.contains("secret-ish"), "{err}");
+    }
+
+    #[test]
+    fn cache_is_scoped_and_refreshes_before_expiry() {
+        let now = Utc::now();
+        store(
+            "a".into(),
+            SecretString::from("t1"),
+            Some(now + chrono::Duration::minutes(30)),
+        );
+        assert_eq!(
+            cached("a", now)
+                .map(|t| t.expose_secret().to_string())
+                .as_deref(),
+            Some("t1")
+        );
+        assert!(cached("b", now).is_none());
+        store(
+            "a".into(),
+            SecretString::from("t2"),
+            Some(now + chrono::Duration::minutes(2)),
+        );
+        assert!(cached("a", now).is_none());
+    }
+}

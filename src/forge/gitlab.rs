@@ -1,0 +1,312 @@
+//! GitLab: the sticky note on each merge request of the change, and a commit status.
+//! Through our [`HttpClient`] (retries, `Retry-After`, proxies), with `CHANGEGATE_GITLAB_TOKEN`
+//! (a personal, project or group access token with the `api` scope: the job token may
+//! neither write notes nor post statuses).
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{Annotation, Done, api_message};
+use crate::domain::ChangeFacts;
+use crate::http::{HttpClient, HttpError};
+use crate::settings::Settings;
+
+/// The most pages read from one listing (100 items each).
+const MAX_PAGES: u32 = 50;
+
+struct GitLab {
+    http: HttpClient,
+    api: String,
+    token: SecretString,
+    /// The URL-encoded project path, as `:id`.
+    project: String,
+    /// The token's own user id, looked up when first needed.
+    me: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct Note {
+    id: u64,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    system: bool,
+    author: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    iid: u64,
+    #[serde(default)]
+    state: String,
+}
+
+fn enc(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+/// An error in one line: GitLab's own message, with a hint when the token was refused.
+fn describe(e: &HttpError) -> String {
+    match e {
+        HttpError::Status {
+            status,
+            method,
+            path,
+            body,
+            ..
+        } => {
+            let hint = match status.as_u16() {
+                401 => " (is CHANGEGATE_GITLAB_TOKEN valid?)",
+                403 | 404 => " (the token needs the `api` scope and at least the Developer role)",
+                _ => "",
+            };
+            format!(
+                "GitLab answered {status} to {method} {path}: {}{hint}",
+                api_message(body)
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Annotates the change on GitLab: notes on its merge request(s), then the commit status.
+pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &ChangeFacts) -> Done {
+    let Some(token) = settings.gitlab_token.clone() else {
+        return Done::Skipped("no GitLab token (CHANGEGATE_GITLAB_TOKEN)".to_string());
+    };
+    let Some(api) = settings.gitlab_api_url.clone() else {
+        return Done::Skipped("CI_API_V4_URL is not set".to_string());
+    };
+    let Some(project) = facts.repository.as_deref() else {
+        return Done::Skipped("CI_PROJECT_PATH is not set".to_string());
+    };
+    let http = match HttpClient::new("GitLab") {
+        Ok(h) => h,
+        Err(e) => {
+            return Done::Annotated {
+                problems: vec![e.to_string()],
+            };
+        }
+    };
+    let mut gl = GitLab {
+        http,
+        api,
+        token,
+        project: enc(project),
+        me: None,
+    };
+    let mut problems = Vec::new();
+    let requests = match &facts.pull_request {
+        Some(mr) => Ok(vec![mr.number]),
+        None => gl.merge_requests_of_commit(&facts.commit_sha).await,
+    };
+    match requests {
+        Ok(iids) => {
+            for iid in iids {
+                if let Err(e) = gl.upsert_note(iid, a).await {
+                    problems.push(format!("note on merge request !{iid}: {}", describe(&e)));
+                }
+            }
+        }
+        Err(e) => problems.push(format!(
+            "cannot list the merge requests of commit {}: {}",
+            facts.commit_sha,
+            describe(&e)
+        )),
+    }
+    if let Err(e) = gl.commit_status(&facts.commit_sha, a).await {
+        problems.push(format!(
+            "commit status `{}`: {}",
+            a.status_context,
+            describe(&e)
+        ));
+    }
+    Done::Annotated { problems }
+}
+
+impl GitLab {
+    fn request(&self, client: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
+        let mut headers = HeaderMap::new();
+        if let Ok(mut value) = HeaderValue::from_str(self.token.expose_secret()) {
+            value.set_sensitive(true);
+            headers.insert("PRIVATE-TOKEN", value);
+        }
+        client
+            .request(method, format!("{}{path}", self.api))
+            .headers(headers)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, HttpError> {
+        self.http
+            .send(|c| {
+                let r = self.request(c, method.clone(), path);
+                match body {
+                    Some(b) => r.json(b),
+                    None => r,
+                }
+            })
+            .await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, HttpError> {
+        let response = self.send(method.clone(), path, body).await?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| HttpError::Status {
+            service: "GitLab",
+            method,
+            path: path.to_string(),
+            status,
+            body: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// Every item of a listing, page after page while `x-next-page` names one.
+    async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, HttpError> {
+        let mut items = Vec::new();
+        let mut page = 1;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let paged = format!("{path}{sep}per_page=100&page={page}");
+            let response = self.send(Method::GET, &paged, None).await?;
+            let status = response.status();
+            let next = response
+                .headers()
+                .get("x-next-page")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            let text = response.text().await.unwrap_or_default();
+            let batch: Vec<T> = serde_json::from_str(&text).map_err(|e| HttpError::Status {
+                service: "GitLab",
+                method: Method::GET,
+                path: paged.clone(),
+                status,
+                body: format!("unexpected answer: {e}"),
+            })?;
+            items.extend(batch);
+            match next {
+                Some(n) if n > page && n <= MAX_PAGES => page = n,
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    fn project_path(&self) -> String {
+        format!("/projects/{}", self.project)
+    }
+
+    /// The open or merged merge requests that contain the commit (a branch pipeline).
+    async fn merge_requests_of_commit(&self, sha: &str) -> Result<Vec<u64>, HttpError> {
+        let mrs: Vec<MergeRequest> = self
+            .all(&format!(
+                "{}/repository/commits/{}/merge_requests",
+                self.project_path(),
+                enc(sha)
+            ))
+            .await?;
+        Ok(mrs
+            .into_iter()
+            .filter(|m| m.state == "opened" || m.state == "merged")
+            .map(|m| m.iid)
+            .collect())
+    }
+
+    async fn me(&mut self) -> Result<u64, HttpError> {
+        if let Some(id) = self.me {
+            return Ok(id);
+        }
+        let me: User = self.json(Method::GET, "/user", None).await?;
+        self.me = Some(me.id);
+        Ok(me.id)
+    }
+
+    /// Updates our marked note in place, or creates it. Only notes written by the token's
+    /// own user count: a note someone else wrote with our marker in it is left alone.
+    async fn upsert_note(&mut self, iid: u64, a: &Annotation) -> Result<(), HttpError> {
+        let notes_path = format!("{}/merge_requests/{iid}/notes", self.project_path());
+        let notes: Vec<Note> = self
+            .all(&format!("{notes_path}?sort=asc&order_by=created_at"))
+            .await?;
+        let marked: Vec<Note> = notes
+            .into_iter()
+            .filter(|n| !n.system && n.body.contains(&a.marker))
+            .collect();
+        let mut ours = None;
+        if !marked.is_empty() {
+            let me = self.me().await?;
+            ours = marked
+                .into_iter()
+                .find(|n| n.author.as_ref().is_some_and(|u| u.id == me));
+        }
+        let body = json!({ "body": a.comment });
+        match ours {
+            Some(note) if note.body == a.comment => Ok(()),
+            Some(note) => {
+                self.send(
+                    Method::PUT,
+                    &format!("{notes_path}/{}", note.id),
+                    Some(&body),
+                )
+                .await?;
+                Ok(())
+            }
+            None => {
+                self.send(Method::POST, &notes_path, Some(&body)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The commit status `changegate/<environment>`. GitLab refuses to "move" a status to
+    /// the state it already has; that is not a failure.
+    async fn commit_status(&self, sha: &str, a: &Annotation) -> Result<(), HttpError> {
+        let mut body = json!({
+            "state": a.verdict.gitlab_state(),
+            "name": a.status_context,
+            "description": a.description,
+        });
+        if let Some(url) = &a.details_url {
+            body["target_url"] = json!(url);
+        }
+        match self
+            .send(
+                Method::POST,
+                &format!("{}/statuses/{}", self.project_path(), enc(sha)),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(HttpError::Status { status, body, .. })
+                if status.as_u16() == 400 && body.contains("Cannot transition status") =>
+            {
+                tracing::debug!(
+                    "commit status already {}: {}",
+                    a.verdict.gitlab_state(),
+                    api_message(&body)
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! What changegate reads of an issue, and what it keeps in the issue property.
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{Op, not_found};
+use super::{Jira, PROPERTY, labels};
+use crate::domain::{ChangeRecord, Decision, Outcome};
+
+/// What the issue property holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The correlation key, verbatim.
+    pub key: String,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    #[serde(default)]
+    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub deployed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+
+impl Stored {
+    pub(super) fn of(record: &ChangeRecord) -> Stored {
+        Stored {
+            key: record.key.clone(),
+            commit: Some(commit_of(&record.key).to_string()),
+            decision: record.decision.clone(),
+            opened_at: record.opened_at,
+            decided_at: record.decided_at,
+            deployed_at: record.deployed_at,
+            outcome: record.outcome,
+        }
+    }
+
+    /// The change's commit; property written without one: the key's last part.
+    pub(super) fn sha(&self) -> String {
+        self.commit
+            .clone()
+            .unwrap_or_else(|| commit_of(&self.key).to_string())
+    }
+}
+
+/// The commit a correlation key ends with (`changegate:<service>:<environment>:<sha>`).
+pub(super) fn commit_of(key: &str) -> &str {
+    key.rsplit(':').next().unwrap_or(key)
+}
+
+/// A transition offered on an issue.
+#[derive(Debug, Clone)]
+pub(super) struct Transition {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) to: String,
+    pub(super) fields: serde_json::Map<String, Value>,
+}
+
+/// What changegate reads of an issue.
+#[derive(Debug, Clone)]
+pub(super) struct IssueView {
+    pub(super) id: u64,
+    pub(super) key: String,
+    pub(super) status: String,
+    pub(super) category: String,
+    pub(super) labels: Vec<String>,
+    pub(super) created: Option<DateTime<Utc>>,
+    pub(super) stored: Option<Stored>,
+    pub(super) transitions: Vec<Transition>,
+}
+
+pub(super) fn parse_jira_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// A numeric id, which Jira sends as a string (`"10032"`) or, in places, a number; 0 when
+/// there is none.
+pub(super) fn id_number(id: Option<&Value>) -> u64 {
+    match id {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// An id as text, whether Jira sent it as a string or a number.
+pub(super) fn id_text(id: Option<&Value>) -> Option<String> {
+    match id? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl IssueView {
+    pub(super) fn parse(v: &Value) -> Result<IssueView> {
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
+        let id = id_number(v.get("id"));
+        let fields = v.get("fields").cloned().unwrap_or(Value::Null);
+        let stored = v
+            .get("properties")
+            .and_then(|p| p.get(PROPERTY))
+            .filter(|p| !p.is_null())
+            .and_then(|p| match serde_json::from_value::<Stored>(p.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("{key}: the {PROPERTY} issue property cannot be read ({e}); using the labels");
+                    None
+                }
+            });
+        let transitions = v
+            .get("transitions")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| Transition {
+                        id: id_text(t.get("id")).unwrap_or_default(),
+                        name: str_at(t, &["name"]).unwrap_or_default().to_string(),
+                        to: str_at(t, &["to", "name"]).unwrap_or_default().to_string(),
+                        fields: t
+                            .get("fields")
+                            .and_then(Value::as_object)
+                            .cloned()
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(IssueView {
+            id,
+            key: key.to_string(),
+            status: str_at(&fields, &["status", "name"])
+                .unwrap_or_default()
+                .to_string(),
+            category: str_at(&fields, &["status", "statusCategory", "key"])
+                .unwrap_or_default()
+                .to_string(),
+            labels: fields
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            created: str_at(&fields, &["created"]).and_then(parse_jira_time),
+            stored,
+            transitions,
+        })
+    }
+
+    pub(super) fn has(&self, label: &str) -> bool {
+        labels::has(&self.labels, label)
+    }
+
+    /// Opened by changegate (and not retired as a duplicate).
+    pub(super) fn is_change(&self) -> bool {
+        (self.has(labels::MARK) || self.stored.is_some()) && !self.has(labels::DUPLICATE)
+    }
+
+    /// The decision the property holds, else the one the labels tell.
+    pub(super) fn decision(&self) -> Option<Decision> {
+        self.stored
+            .as_ref()
+            .and_then(|s| s.decision.clone())
+            .or_else(|| labels::decision(&self.labels))
+    }
+}
+
+impl Jira {
+    /// The issue `key` (or id), with its transitions when asked; `None` when Jira has none.
+    pub(super) async fn read_issue(
+        &self,
+        key: &str,
+        transitions: bool,
+    ) -> Result<Option<IssueView>> {
+        // `url` would drop these segments and address the collection: no issue has them.
+        if matches!(key, "." | "..") {
+            return Ok(None);
+        }
+        let mut query = vec![
+            ("fields", "status,labels,created".to_string()),
+            ("properties", PROPERTY.to_string()),
+        ];
+        if transitions {
+            query.push(("expand", "transitions.fields".to_string()));
+        }
+        let path = ["rest", "api", "3", "issue", key];
+        match self.request(Method::GET, &path, &query, None).await {
+            Ok(v) => Ok(Some(IssueView::parse(&v)?)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.explain(e, Op::Read(key))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_from_the_reference_payload() {
+        let v = crate::itsm::jira::reference("rest-api/get-issue.v3.json");
+        let v = IssueView::parse(&v).unwrap();
+        assert_eq!(v.key, "KP-19");
+        assert_eq!(v.id, 10032);
+        assert_eq!(v.status, "Backlog");
+        assert_eq!(v.category, "new");
+        assert_eq!(v.labels, vec!["test".to_string()]);
+        assert!(v.created.is_some());
+        assert!(!v.is_change());
+    }
+}

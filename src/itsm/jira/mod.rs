@@ -1,0 +1,207 @@
+//! Jira Service Management: change issues, JSM approvals, workflow transitions by name, and
+//! history from JQL.
+//!
+//! How a change is kept in Jira:
+//! - one issue of the configured issue type (or one JSM request of the configured request
+//!   type) per correlation key;
+//! - the correlation key verbatim, the decision with every rule, and the deploy's times and
+//!   outcome in the issue property [`PROPERTY`] (JSON, read back with every issue read);
+//! - labels that JQL can match exactly: [`labels::MARK`], one per service and environment
+//!   ([`labels::service`]), one per change ([`labels::key`]), the decision kind, the day it
+//!   was decided (UTC) and the outcome. Labels hold no ':' and no '/', so the service part is
+//!   a hash; the property's verbatim key is compared on every lookup, so lookups are exact.
+//!
+//! Jira has no unique constraint: two runs that both find nothing both create. After every
+//! create the run searches again with read-after-write consistency for its own issue; the
+//! lowest issue id wins, and the other run retires its issue as a duplicate.
+
+mod approvals;
+mod client;
+mod create;
+mod deploy;
+mod history;
+mod issue;
+pub mod labels;
+mod lookup;
+mod open;
+mod record;
+mod render;
+mod search;
+mod tally;
+mod transitions;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use super::{HistoryQuery, Itsm};
+use crate::config::{BackendKind, JiraSection};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
+use crate::env;
+use crate::http::HttpClient;
+
+pub use client::jira_words;
+pub use issue::Stored;
+use lookup::Found;
+
+/// The issue property holding the key, the decision and the deploy's times and outcome.
+pub const PROPERTY: &str = "changegate.change";
+
+/// Names as Jira shows them (statuses, transitions, project keys): trimmed, in any case.
+fn eq(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// The Jira Service Management backend.
+pub struct Jira {
+    http: HttpClient,
+    /// The site URL as configured (no trailing `/`), for messages and browse links.
+    base: String,
+    /// The same, parsed: API URLs are built on it segment by segment.
+    site: url::Url,
+    user: String,
+    token: SecretString,
+    project: String,
+    cfg: JiraSection,
+    dry_run: bool,
+    /// Changes looked up or written by this process, by correlation key (`None`: looked up
+    /// and not found). `gate` looks a change up and then opens it: the second lookup costs
+    /// nothing. A parallel run creating it in between is caught after the create.
+    found: Mutex<HashMap<String, Option<Found>>>,
+    service_desk: Mutex<Option<String>>,
+    warned_no_request: AtomicBool,
+}
+
+impl std::fmt::Debug for Jira {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jira")
+            .field("base", &self.base)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Jira {
+    /// The backend the settings describe. Credentials come from `CHANGEGATE_JIRA_USER` (the
+    /// Atlassian account's email) and `CHANGEGATE_JIRA_TOKEN` (its API token).
+    pub fn connect(settings: &crate::settings::Settings) -> Result<Jira> {
+        let cfg = settings.jira.clone();
+        let Some(url) = cfg.url.clone().filter(|u| !u.trim().is_empty()) else {
+            bail!(
+                "the jira backend needs the site URL: set [jira] url or {}",
+                env::JIRA_URL
+            );
+        };
+        let parsed = url::Url::parse(url.trim())
+            .with_context(|| format!("{} is not a URL: {url:?}", env::JIRA_URL))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            bail!("{} must be an http(s) URL, got {url:?}", env::JIRA_URL);
+        }
+        let Some(project) = cfg.project.clone().filter(|p| !p.trim().is_empty()) else {
+            bail!(
+                "the jira backend needs the project key: set [jira] project or {}",
+                env::JIRA_PROJECT
+            );
+        };
+        let (Some(user), Some(token)) = (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN))
+        else {
+            bail!(
+                "the jira backend needs credentials: set {} (the Atlassian account's email address) and {} (an API token of that account)",
+                env::JIRA_USER,
+                env::JIRA_TOKEN
+            );
+        };
+        let service_desk = Some(cfg.service_desk.trim().to_string()).filter(|s| !s.is_empty());
+        Ok(Jira {
+            http: HttpClient::new("Jira")?,
+            base: url.trim().trim_end_matches('/').to_string(),
+            site: parsed,
+            user,
+            token: SecretString::from(token),
+            project: project.trim().to_string(),
+            cfg,
+            dry_run: settings.dry_run,
+            found: Mutex::new(HashMap::new()),
+            service_desk: Mutex::new(service_desk),
+            warned_no_request: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn writable(&self) -> Result<()> {
+        if self.dry_run {
+            bail!("internal error: a dry run tried to write to Jira");
+        }
+        Ok(())
+    }
+
+    pub(super) fn browse(&self, key: &str) -> String {
+        format!("{}/browse/{key}", self.base)
+    }
+}
+
+#[async_trait]
+impl Itsm for Jira {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Jira
+    }
+
+    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
+        self.history_of(q_).await
+    }
+
+    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
+        self.last_sha(service_id, environment).await
+    }
+
+    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        Ok(self.lookup(key).await?.map(|f| f.record))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        self.by_id(id).await
+    }
+
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.open_change(facts, decision, now).await
+    }
+
+    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
+        self.reread(record).await
+    }
+
+    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        self.start_deploy(record, now).await
+    }
+
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.close(record, outcome, notes, now).await
+    }
+}
+
+/// A real Jira payload from the test fixtures (`tests/fixtures/reference/jira/<path>`).
+#[cfg(test)]
+fn reference(path: &str) -> serde_json::Value {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/jira/"
+    );
+    let text = std::fs::read_to_string(format!("{dir}{path}")).expect("fixture exists");
+    serde_json::from_str(&text).expect("reference payloads are JSON")
+}

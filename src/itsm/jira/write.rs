@@ -1,0 +1,106 @@
+//! Writes to an existing issue: comments, edits, the issue property and a new decision.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::Op;
+use super::issue::Stored;
+use super::lookup::Found;
+use super::record::decided_state;
+use super::render::decision_comment;
+use super::{Jira, PROPERTY, labels};
+use crate::domain::{ChangeRecord, Decision, DecisionKind};
+
+impl Jira {
+    /// Adds a comment (an internal note unless `[jira] internal_comments = false`).
+    pub(super) async fn comment(&self, key: &str, body: Value) -> Result<()> {
+        let mut payload = json!({ "body": body });
+        if self.cfg.internal_comments {
+            payload["properties"] =
+                json!([{"key": "sd.public.comment", "value": {"internal": true}}]);
+        }
+        let path = ["rest", "api", "3", "issue", key, "comment"];
+        self.call(Method::POST, &path, &[], Some(&payload), Op::Comment(key))
+            .await?;
+        Ok(())
+    }
+
+    /// Edits an issue: `body` holds `fields`, `update` and `properties` as Jira takes them.
+    pub(super) async fn edit(&self, key: &str, body: &Value) -> Result<()> {
+        let path = ["rest", "api", "3", "issue", key];
+        self.call(Method::PUT, &path, &[], Some(body), Op::Edit(key))
+            .await?;
+        Ok(())
+    }
+
+    /// The `properties` of a create, edit or transition that write [`Stored`].
+    pub(super) fn property(stored: &Stored) -> Value {
+        json!([{ "key": PROPERTY, "value": stored }])
+    }
+
+    /// Field values by the site's field ids for a decision (`[jira.fields]`).
+    pub(super) fn decision_fields(&self, d: &Decision) -> serde_json::Map<String, Value> {
+        let mut fields = serde_json::Map::new();
+        if let Some(id) = self.cfg.fields.get("change_type") {
+            let t = &self.cfg.change_types;
+            let value = if d.emergency.is_some() {
+                &t.emergency
+            } else if d.kind == DecisionKind::PreApproved {
+                &t.standard
+            } else {
+                &t.normal
+            };
+            fields.insert(id.clone(), json!({ "value": value }));
+        }
+        fields
+    }
+
+    /// Writes a (new) decision on an existing issue: labels, fields, property, comment.
+    pub(super) async fn write_decision(
+        &self,
+        found: &Found,
+        d: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let mut record = found.record.clone();
+        record.decision = Some(d.clone());
+        record.decided_at = Some(now);
+        record.emergency_reason = d.emergency.clone();
+        let new_labels = labels::of_decision(d, now);
+        // The previous decision's labels go, unless this one writes them again.
+        let (stale, kept): (Vec<&String>, Vec<&String>) = found
+            .labels
+            .iter()
+            .partition(|l| labels::is_decision(l) && !new_labels.contains(l));
+        let added: Vec<&String> = new_labels
+            .iter()
+            .filter(|l| !found.labels.contains(l))
+            .collect();
+        let mut body = json!({ "properties": Self::property(&Stored::of(&record)) });
+        if !stale.is_empty() || !added.is_empty() {
+            let ops = labels::ops(
+                stale.iter().map(|l| l.as_str()),
+                added.iter().map(|l| l.as_str()),
+            );
+            body["update"] = json!({ "labels": ops });
+        }
+        let fields = self.decision_fields(d);
+        if !fields.is_empty() {
+            body["fields"] = Value::Object(fields);
+        }
+        self.edit(&record.id, &body).await?;
+        self.comment(&record.id, decision_comment(d)).await?;
+        record.state = decided_state(Some(d.kind));
+        self.remember(
+            &record.key,
+            Some(&Found {
+                id: found.id,
+                labels: kept.into_iter().chain(added).cloned().collect(),
+                record: record.clone(),
+            }),
+        );
+        Ok(record)
+    }
+}

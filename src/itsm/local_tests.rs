@@ -1,0 +1,295 @@
+//! The embedded ledger: the history a decision reads, and the plans of its queries.
+
+use chrono::NaiveDate;
+
+use super::*;
+use crate::domain::{Mode, Platform, SprintCalendar};
+
+fn calendar() -> SprintCalendar {
+    SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
+}
+
+/// `day` days and `hour` hours after the start of sprint 0.
+fn at(day: i64, hour: i64) -> DateTime<Utc> {
+    calendar().start_of(0) + chrono::Duration::hours(day * 24 + hour)
+}
+
+fn facts(service_id: &str, c: char) -> ChangeFacts {
+    ChangeFacts {
+        platform: Platform::Local,
+        service: "api".into(),
+        service_id: service_id.into(),
+        environment: "production".into(),
+        repository: None,
+        commit_sha: c.to_string().repeat(40),
+        branch: None,
+        pull_request: None,
+        range: None,
+        commits: Vec::new(),
+        lines_changed: None,
+        paths: Vec::new(),
+        work_items: Vec::new(),
+        run_url: None,
+        repository_url: None,
+        actor: None,
+        tests_passed: None,
+    }
+}
+
+fn decision(kind: DecisionKind, emergency: Option<&str>) -> Decision {
+    Decision {
+        kind,
+        rules: Vec::new(),
+        mode: Mode::Enforce,
+        emergency: emergency.map(str::to_string),
+        sprint: 0,
+        allowance: 2,
+        allowance_used: 0,
+        clock_override: None,
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ledger: Ledger,
+}
+
+fn ledger() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    Fixture { _dir: dir, ledger }
+}
+
+impl Fixture {
+    /// Gates a change at `decided`, deploys it when `deploy`, records `outcome` at `closed`.
+    fn change(
+        &self,
+        f: &ChangeFacts,
+        d: &Decision,
+        decided: DateTime<Utc>,
+        deploy: bool,
+        outcome: Option<(Outcome, DateTime<Utc>)>,
+    ) -> ChangeRecord {
+        block_on(async {
+            let mut r = self.ledger.open(f, Some(d), decided).await.unwrap();
+            if deploy {
+                r = self.ledger.start(&r, decided).await.unwrap();
+            }
+            if let Some((o, closed)) = outcome {
+                r = self.ledger.record_outcome(&r, o, "", closed).await.unwrap();
+            }
+            r
+        })
+    }
+
+    fn history(&self, exclude: Option<&str>, window: u32) -> History {
+        block_on(self.ledger.history(&HistoryQuery {
+            service_id: "acme/api",
+            environment: "production",
+            window,
+            calendar: calendar(),
+            from_sprint: 0,
+            now: at(20, 0),
+            exclude_key: exclude,
+        }))
+        .unwrap()
+    }
+}
+
+#[test]
+fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
+    let l = ledger();
+    let pre = decision(DecisionKind::PreApproved, None);
+    let needs = decision(DecisionKind::NeedsApproval, None);
+    let emergency = decision(DecisionKind::PreApproved, Some("outage"));
+    // Sprint 0: a pre-approved success, an approved failure.
+    l.change(
+        &facts("acme/api", 'a'),
+        &pre,
+        at(1, 0),
+        true,
+        Some((Outcome::Success, at(1, 1))),
+    );
+    let b = l.change(&facts("acme/api", 'b'), &needs, at(2, 0), false, None);
+    block_on(
+        l.ledger
+            .decide_by_hand(&b.id, true, "alice", None, at(2, 1)),
+    )
+    .unwrap();
+    let b = block_on(l.ledger.refresh(&b)).unwrap();
+    block_on(l.ledger.start(&b, at(2, 2))).unwrap();
+    let b = block_on(l.ledger.refresh(&b)).unwrap();
+    block_on(l.ledger.record_outcome(&b, Outcome::Failure, "", at(3, 0))).unwrap();
+    // Sprint 1: a pre-approved change never deployed (cancelled), an emergency success,
+    // and the change being decided now.
+    l.change(
+        &facts("acme/api", 'c'),
+        &pre,
+        at(15, 0),
+        false,
+        Some((Outcome::Success, at(15, 1))),
+    );
+    l.change(
+        &facts("acme/api", 'd'),
+        &emergency,
+        at(16, 0),
+        true,
+        Some((Outcome::Success, at(16, 1))),
+    );
+    let current = l.change(&facts("acme/api", 'e'), &pre, at(17, 0), false, None);
+    // Another service's changes never count.
+    l.change(
+        &facts("acme/web", 'f'),
+        &pre,
+        at(17, 0),
+        true,
+        Some((Outcome::Failure, at(17, 1))),
+    );
+
+    let h = l.history(Some(&current.key), 2);
+    assert_eq!(h.closed_total, 3, "a, b and d; c was cancelled");
+    assert_eq!(
+        h.recent,
+        [Outcome::Success, Outcome::Failure],
+        "d then b, newest first, window 2"
+    );
+    let s0 = h.tally(0);
+    assert_eq!(
+        (
+            s0.succeeded,
+            s0.failed,
+            s0.cancelled,
+            s0.pre_approved,
+            s0.emergency
+        ),
+        (1, 1, 0, 1, 0)
+    );
+    let s1 = h.tally(1);
+    // c used the allowance though it was cancelled; d was an emergency, which does not.
+    assert_eq!(
+        (
+            s1.succeeded,
+            s1.failed,
+            s1.cancelled,
+            s1.pre_approved,
+            s1.emergency
+        ),
+        (1, 0, 1, 1, 1)
+    );
+    assert_eq!(h.sprints.len(), 2);
+
+    // Not excluded, the current change uses the allowance too.
+    let h = l.history(None, 20);
+    assert_eq!(h.tally(1).pre_approved, 2);
+    assert_eq!(h.recent.len(), 3);
+
+    assert_eq!(
+        block_on(l.ledger.last_change_sha("acme/api", "production")).unwrap(),
+        Some("e".repeat(40))
+    );
+    assert_eq!(
+        block_on(l.ledger.last_change_sha("acme/api", "staging")).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn open_is_idempotent_and_a_standing_decision_is_kept() {
+    let l = ledger();
+    let f = facts("acme/api", 'a');
+    let first = l.change(
+        &f,
+        &decision(DecisionKind::NeedsApproval, None),
+        at(1, 0),
+        false,
+        None,
+    );
+    let again = l.change(
+        &f,
+        &decision(DecisionKind::PreApproved, None),
+        at(1, 1),
+        false,
+        None,
+    );
+    assert_eq!(first.id, again.id);
+    assert_eq!(
+        again.decision.map(|d| d.kind),
+        Some(DecisionKind::NeedsApproval)
+    );
+    assert_eq!(again.state, State::AwaitingApproval);
+    let h = l.history(None, 20);
+    assert_eq!(
+        h.tally(0).pre_approved,
+        0,
+        "the allowance is not used by a re-run"
+    );
+}
+
+#[test]
+fn decision_queries_read_their_index_only() {
+    let l = ledger();
+    let conn = l.ledger.conn.lock().unwrap();
+    for (name, sql) in DECISION_QUERIES {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = stmt.parameter_count();
+        let args: Vec<rusqlite::types::Value> = (0..n)
+            .map(|i| rusqlite::types::Value::Integer(i as i64))
+            .collect();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("SEARCH changes USING"), "{name}: {plan}");
+        assert!(
+            !plan.contains("SCAN changes"),
+            "{name} scans the table: {plan}"
+        );
+        if name != "last_change_sha" {
+            // The one row it returns is read from the table: the SHA is not in the index.
+            assert!(
+                plan.contains("COVERING INDEX"),
+                "{name} reads the table: {plan}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false)
+        .unwrap()
+        .with_calendar(calendar());
+    // Three changes decided from the same history (0 of 2 used): the third write finds the
+    // allowance taken and goes to approval, as deciding it again would.
+    let stale = decision(DecisionKind::PreApproved, None);
+    let kinds: Vec<DecisionKind> = ['a', 'b', 'c']
+        .into_iter()
+        .map(|c| {
+            let r = block_on(ledger.open(&facts("acme/api", c), Some(&stale), at(1, 0))).unwrap();
+            r.decision.unwrap().kind
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            DecisionKind::PreApproved,
+            DecisionKind::PreApproved,
+            DecisionKind::NeedsApproval
+        ]
+    );
+    let third = block_on(ledger.find(&facts("acme/api", 'c').key()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.state, State::AwaitingApproval);
+    assert_eq!(third.decision.unwrap().allowance_used, 2);
+}

@@ -1,0 +1,570 @@
+//! The ServiceNow backend: change requests on a ServiceNow instance.
+//!
+//! * **Identity.** The correlation key (cut to 100 characters, service part first) is the
+//!   change's `correlation_id`; `correlation_display` is `changegate <decision date>`. Lookups
+//!   are by `correlation_id`, the oldest record winning.
+//! * **Types.** Pre-approved → a standard change from the configured template
+//!   (`sn_chg_rest`); needs approval → a normal change moved to Assess; a declared emergency →
+//!   an emergency change (moved to Authorize when it needs approval); undecided (`open`) or
+//!   blocked → a normal change left in New.
+//! * **The decision** is written to `justification` and as a work note, in a text changegate
+//!   parses back ([`text::parse_decision`]): a re-run finds the decision standing and writes
+//!   nothing. When that text is gone, kind, mode and emergency are rebuilt from `type`,
+//!   `approval` and `state` (see [`fallback_decision`]).
+//! * **Concurrency.** Lookup, create, look up again: when two runs created a record for the
+//!   same key, the later one deletes its own (or, if the instance refuses, cancels it and
+//!   clears its `correlation_id`) and carries on with the oldest. See `docs/servicenow.md`.
+//! * **State moves** follow the change model one step at a time (the instance refuses
+//!   jumps), and every step the instance's own workflow already made is skipped.
+//! * **History** costs two requests whatever its size: one Aggregate API call grouped by
+//!   decision day, type, state and close code, and one bounded query for the most recent
+//!   closed changes (whose `X-Total-Count` is the all-time total).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, anyhow, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::{HistoryQuery, Itsm};
+use crate::config::{BackendKind, ServiceNowSection};
+use crate::domain::{
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Mode, Outcome, SprintCalendar,
+    State,
+};
+use crate::http::HttpClient;
+
+mod client;
+mod history;
+mod raw;
+mod text;
+mod write;
+
+use client::{Body, Credentials, SnClient, SnError};
+use history::Recent;
+use raw::*;
+
+const TABLE: &str = "api/now/table/change_request";
+const STATS: &str = "api/now/stats/change_request";
+const APPROVALS: &str = "api/now/table/sysapproval_approver";
+const CHG: &str = "api/sn_chg_rest/change";
+
+/// What changegate reads of a change request.
+const READ_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
+                           justification,close_code,work_start,sys_created_on";
+
+#[derive(Default)]
+struct Cache {
+    /// The standard change template's sys_id, looked up once per process.
+    template: Option<String>,
+    /// Lookups by key made by `find`, used by the `open` that follows.
+    found: HashMap<String, Option<Raw>>,
+    /// The last state seen of each record, by number.
+    raws: HashMap<String, Raw>,
+    recent: Option<Recent>,
+}
+
+/// The backend.
+pub struct ServiceNow {
+    api: SnClient,
+    cfg: ServiceNowSection,
+    calendar: SprintCalendar,
+    window: u32,
+    cache: Mutex<Cache>,
+}
+
+impl ServiceNow {
+    /// Builds the client from the settings and the `CHANGEGATE_SERVICENOW_*` credentials.
+    /// Nothing is sent until the first call.
+    pub fn connect(settings: &crate::settings::Settings) -> Result<ServiceNow> {
+        let cfg = settings.servicenow.clone();
+        let url = cfg.url.as_deref().map(str::trim).filter(|u| !u.is_empty()).ok_or_else(|| {
+            anyhow!(
+                "the servicenow backend needs the instance URL: set {} or `url` in [servicenow]",
+                crate::env::SERVICENOW_URL
+            )
+        })?;
+        let base = url::Url::parse(&format!("{}/", url.trim_end_matches('/')))
+            .with_context(|| format!("invalid ServiceNow URL {url:?}"))?;
+        if !matches!(base.scheme(), "https" | "http") {
+            bail!("invalid ServiceNow URL {url:?}: it must start with https://");
+        }
+        let creds = Credentials::from_env()?;
+        tracing::debug!("ServiceNow at {} with {}", base, creds.describe());
+        let http = HttpClient::new("ServiceNow")?;
+        Ok(ServiceNow {
+            api: SnClient::new(http, base, creds),
+            cfg,
+            calendar: settings.calendar,
+            window: settings.policy.params.window,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A panic while holding the lock cannot leave the cache inconsistent in a way that
+        // matters: every entry is a whole value.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, raw: &Raw) {
+        if !raw.number().is_empty() {
+            self.cache()
+                .raws
+                .insert(raw.number().to_string(), raw.clone());
+        }
+    }
+
+    fn url_of(&self, raw: &Raw) -> String {
+        format!(
+            "{}nav_to.do?uri=change_request.do?sys_id={}",
+            self.api.base(),
+            raw.sys_id()
+        )
+    }
+
+    fn to_record(&self, raw: &Raw) -> ChangeRecord {
+        let parsed = text::parse_decision(raw.get("justification"));
+        let decided_at = parsed.as_ref().map(|(_, at)| *at);
+        let decision = parsed
+            .map(|(d, _)| d)
+            .or_else(|| fallback_decision(raw, &self.calendar));
+        let state = map_state(raw);
+        let outcome = match raw.state() {
+            Some(CLOSED) => {
+                let code = raw.get("close_code");
+                if code == self.cfg.close_code_failure {
+                    Some(Outcome::Failure)
+                } else if code.is_empty() {
+                    None
+                } else {
+                    Some(Outcome::Success)
+                }
+            }
+            Some(CANCELED) => Some(Outcome::Cancelled),
+            _ => None,
+        };
+        ChangeRecord {
+            id: raw.number().to_string(),
+            url: Some(self.url_of(raw)),
+            key: raw.get("correlation_id").to_string(),
+            state,
+            emergency_reason: decision.as_ref().and_then(|d| d.emergency.clone()),
+            decision,
+            outcome,
+            approved_by: None,
+            approval_comment: None,
+            opened_at: raw.at("sys_created_on"),
+            decided_at,
+            approved_at: raw.at("approval_set"),
+            deployed_at: raw.at("work_start"),
+            incidents: Vec::new(),
+        }
+    }
+
+    /// The result object of a single-record answer (`sn_chg_rest` docs samples wrap it in
+    /// an array of one).
+    fn single(reply: &client::Reply) -> Result<Raw> {
+        let v: Value = reply.json()?;
+        let result = v
+            .get("result")
+            .ok_or_else(|| anyhow!("ServiceNow answered {} without a `result`", reply.what))?;
+        let obj = match result {
+            Value::Array(items) => items.first().ok_or_else(|| {
+                anyhow!("ServiceNow answered {} with an empty `result`", reply.what)
+            })?,
+            other => other,
+        };
+        let raw = Raw::from_value(obj)
+            .with_context(|| format!("ServiceNow's answer to {}", reply.what))?;
+        if raw.sys_id().is_empty() {
+            bail!(
+                "ServiceNow answered {} with a record that has no sys_id",
+                reply.what
+            );
+        }
+        Ok(raw)
+    }
+
+    fn list(reply: &client::Reply) -> Result<Vec<Raw>> {
+        let v: Value = reply.json()?;
+        match v.get("result") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    Raw::from_value(i)
+                        .with_context(|| format!("ServiceNow's answer to {}", reply.what))
+                })
+                .collect(),
+            Some(other) => bail!(
+                "ServiceNow answered {} with a `result` that is {}, not a list",
+                reply.what,
+                kind_of_json(other)
+            ),
+            None => bail!("ServiceNow answered {} without a `result`", reply.what),
+        }
+    }
+
+    fn read_query(query: String, limit: u32) -> Vec<(&'static str, String)> {
+        vec![
+            ("sysparm_query", query),
+            ("sysparm_fields", READ_FIELDS.to_string()),
+            ("sysparm_limit", limit.to_string()),
+            ("sysparm_exclude_reference_link", "true".to_string()),
+        ]
+    }
+
+    /// Every record holding `key`, oldest first (the oldest is the change).
+    async fn by_key(&self, key: &str, limit: u32) -> Result<Vec<Raw>> {
+        let query = format!(
+            "correlation_id={}^ORDERBYsys_created_on^ORDERBYnumber",
+            q(key)
+        );
+        let reply = self
+            .api
+            .call(
+                Method::GET,
+                TABLE,
+                &Self::read_query(query, limit),
+                Body::None,
+            )
+            .await?;
+        let rows = Self::list(&reply)?;
+        for raw in &rows {
+            self.remember(raw);
+        }
+        Ok(rows)
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
+        let rows = self.by_key(key, 2).await?;
+        if rows.len() > 1 {
+            tracing::warn!(
+                "two ServiceNow changes hold the key {key}: {} and {}; using the older, {}",
+                rows[0].number(),
+                rows[1].number(),
+                rows[0].number()
+            );
+        }
+        Ok(rows.into_iter().next())
+    }
+
+    /// Reads one record again by sys_id.
+    async fn read(&self, raw: &Raw) -> Result<Raw> {
+        let path = format!("{TABLE}/{}", raw.sys_id());
+        let query = [
+            ("sysparm_fields", READ_FIELDS.to_string()),
+            ("sysparm_exclude_reference_link", "true".to_string()),
+        ];
+        let reply = self
+            .api
+            .call(Method::GET, &path, &query, Body::None)
+            .await?;
+        let fresh = Self::single(&reply)?;
+        self.remember(&fresh);
+        Ok(fresh)
+    }
+
+    /// The last seen state of a record this process read, or a fresh read by number.
+    async fn raw_for(&self, record: &ChangeRecord) -> Result<Raw> {
+        if let Some(raw) = self.cache().raws.get(&record.id).cloned() {
+            return Ok(raw);
+        }
+        self.by_number(&record.id)
+            .await?
+            .ok_or_else(|| anyhow!("ServiceNow has no change {}", record.id))
+    }
+
+    async fn by_number(&self, number: &str) -> Result<Option<Raw>> {
+        let query = format!("number={}", q(number));
+        let reply = self
+            .api
+            .call(Method::GET, TABLE, &Self::read_query(query, 1), Body::None)
+            .await?;
+        let raw = Self::list(&reply)?.into_iter().next();
+        if let Some(raw) = &raw {
+            self.remember(raw);
+        }
+        Ok(raw)
+    }
+
+    /// PATCHes fields of a record and returns it as stored.
+    async fn patch(&self, raw: &Raw, fields: Map<String, Value>) -> Result<Raw> {
+        let path = format!("{TABLE}/{}", raw.sys_id());
+        let query = [
+            ("sysparm_fields", READ_FIELDS.to_string()),
+            ("sysparm_exclude_reference_link", "true".to_string()),
+        ];
+        let body = Value::Object(fields);
+        let reply = self
+            .api
+            .call(Method::PATCH, &path, &query, Body::Json(&body))
+            .await?;
+        let fresh = Self::single(&reply)?;
+        self.remember(&fresh);
+        Ok(fresh)
+    }
+
+    /// Who decided the approval, and their comment (`sysapproval_approver`). Best effort: an
+    /// instance that hides approvals from the integration user costs the comment only.
+    async fn approver(&self, raw: &Raw, verdict: &str) -> Option<(String, Option<String>)> {
+        let query = [
+            (
+                "sysparm_query",
+                format!(
+                    "sysapproval={}^state={verdict}^ORDERBYDESCsys_updated_on",
+                    raw.sys_id()
+                ),
+            ),
+            ("sysparm_fields", "approver,comments,state".to_string()),
+            ("sysparm_display_value", "true".to_string()),
+            ("sysparm_limit", "1".to_string()),
+        ];
+        let result = async {
+            let reply = self
+                .api
+                .call(Method::GET, APPROVALS, &query, Body::None)
+                .await?;
+            Self::list(&reply)
+        }
+        .await;
+        match result {
+            Ok(rows) => rows.first().map(|r| {
+                (
+                    r.get("approver").to_string(),
+                    journal_text(r.get("comments")),
+                )
+            }),
+            Err(e) => {
+                tracing::warn!("could not read who decided {} ({e:#})", raw.number());
+                None
+            }
+        }
+    }
+    /// The record as now stored, keeping what the caller already knew (decision text,
+    /// approver) when the re-read cannot tell.
+    fn keep(&self, before: &ChangeRecord, raw: &Raw) -> ChangeRecord {
+        let mut r = self.to_record(raw);
+        if r.decision.as_ref().is_none_or(|d| d.rules.is_empty())
+            && before
+                .decision
+                .as_ref()
+                .is_some_and(|d| !d.rules.is_empty())
+        {
+            r.decision = before.decision.clone();
+        }
+        r.approved_by = before.approved_by.clone();
+        r.approval_comment = before.approval_comment.clone();
+        r
+    }
+}
+
+#[async_trait]
+impl Itsm for ServiceNow {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Servicenow
+    }
+
+    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
+        self.history_of(query).await
+    }
+
+    /// The commit of the last change closed for this service and environment (the last
+    /// deploy), from the same query the history's track record uses.
+    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
+        self.last_closed_sha(service_id, environment).await
+    }
+
+    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        let fitted = key.fitted(KEY_MAX);
+        let raw = self.lookup(&fitted).await?;
+        self.cache().found.insert(fitted, raw.clone());
+        Ok(raw.map(|r| self.to_record(&r)))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        let id = id.trim();
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let raw = Raw(HashMap::from([(
+                "sys_id".to_string(),
+                id.to_ascii_lowercase(),
+            )]));
+            return match self.read(&raw).await {
+                Ok(r) => Ok(Some(self.to_record(&r))),
+                Err(e)
+                    if e.downcast_ref::<SnError>()
+                        .is_some_and(|s| s.status == Some(StatusCode::NOT_FOUND)) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        Ok(self.by_number(id).await?.map(|r| self.to_record(&r)))
+    }
+
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let key = facts.key().fitted(KEY_MAX);
+        let cached = self.cache().found.remove(&key);
+        let existing = match cached {
+            Some(found) => found,
+            None => self.lookup(&key).await?,
+        };
+        let raw = match existing {
+            None => {
+                let created = self.create(facts, decision, now).await?;
+                match self.settle(&key, created).await? {
+                    (mine, true) => self.complete(mine, decision).await?,
+                    (theirs, false) => self.apply(facts, decision, theirs, now).await?,
+                }
+            }
+            Some(found) => self.apply(facts, decision, found, now).await?,
+        };
+        Ok(self.to_record(&raw))
+    }
+
+    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
+        let raw = self.raw_for(record).await?;
+        let fresh = self.read(&raw).await?;
+        let mut updated = self.to_record(&fresh);
+        // Keep the decision we wrote when the instance lost its text.
+        if updated.decision.is_none()
+            || updated
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.rules.is_empty())
+        {
+            if let Some(d) = record.decision.clone().filter(|d| !d.rules.is_empty()) {
+                updated.decision = Some(d);
+            }
+        }
+        let verdict = match updated.state {
+            State::Rejected => Some("rejected"),
+            State::Approved if record.state == State::AwaitingApproval => Some("approved"),
+            _ => None,
+        };
+        if let Some(verdict) =
+            verdict.filter(|_| record.state != updated.state || record.approved_by.is_none())
+        {
+            if let Some((by, comment)) = self.approver(&fresh, verdict).await {
+                updated.approved_by = Some(by).filter(|b| !b.is_empty());
+                updated.approval_comment = comment;
+            }
+        } else {
+            updated.approved_by = record.approved_by.clone();
+            updated.approval_comment = record.approval_comment.clone();
+        }
+        Ok(updated)
+    }
+
+    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let raw = self.raw_for(record).await?;
+        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) || raw.get("approval") == "rejected"
+        {
+            return Ok(self.keep(record, &raw));
+        }
+        let mut extra = Map::new();
+        if raw.get("work_start").is_empty() {
+            extra.insert("work_start".into(), json!(sn_time(now)));
+            extra.insert(
+                "work_notes".into(),
+                json!("changegate: the gate passed; the deploy starts."),
+            );
+        }
+        match self.walk(raw, IMPLEMENT, extra.clone()).await {
+            Ok(r) => Ok(self.keep(record, &r)),
+            Err((r, e)) if tolerant(record) => {
+                let why = if record
+                    .decision
+                    .as_ref()
+                    .is_some_and(|d| d.mode == Mode::Observe)
+                {
+                    "observe mode"
+                } else {
+                    "an emergency change; it awaits its approval in ServiceNow"
+                };
+                tracing::warn!("{e:#}; the deploy goes ahead ({why})");
+                let r = if r.get("work_start").is_empty() && !extra.is_empty() {
+                    self.patch(&r, extra).await.unwrap_or(r)
+                } else {
+                    r
+                };
+                Ok(self.keep(record, &r))
+            }
+            Err((_, e)) => Err(e.context(format!("cannot move {} to Implement", record.id))),
+        }
+    }
+
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        // The state first: the instance's own workflow may have moved the change on.
+        let raw = self.raw_for(record).await?;
+        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
+            return Ok(self.keep(record, &raw));
+        }
+        let notes = text::defuse(notes);
+        // A change whose gate never passed was not deployed, whatever the job says.
+        let outcome = if raw.get("work_start").is_empty() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
+        if outcome == Outcome::Cancelled {
+            let mut f = Map::new();
+            f.insert("state".into(), json!(CANCELED.to_string()));
+            f.insert("close_notes".into(), json!(notes));
+            f.insert(
+                "work_notes".into(),
+                json!(format!("changegate: deploy cancelled. {notes}")),
+            );
+            let r = self
+                .patch(&raw, f)
+                .await
+                .with_context(|| format!("cannot cancel {}", record.id))?;
+            return Ok(self.keep(record, &r));
+        }
+        let code = match outcome {
+            Outcome::Failure => &self.cfg.close_code_failure,
+            _ => &self.cfg.close_code_success,
+        };
+        let mut extra = Map::new();
+        extra.insert("close_code".into(), json!(code));
+        extra.insert("close_notes".into(), json!(notes));
+        extra.insert("work_end".into(), json!(sn_time(now)));
+        extra.insert(
+            "work_notes".into(),
+            json!(format!("changegate: deploy {outcome}. {notes}")),
+        );
+        match self.walk(raw, CLOSED, extra.clone()).await {
+            Ok(r) => Ok(self.keep(record, &r)),
+            Err((r, e)) if tolerant(record) => {
+                tracing::warn!(
+                    "{e:#}; the outcome is written on {}, close it in ServiceNow once its approval is done",
+                    record.id
+                );
+                let r = if r.get("close_code").is_empty() {
+                    self.patch(&r, extra).await.unwrap_or(r)
+                } else {
+                    r
+                };
+                Ok(self.keep(record, &r))
+            }
+            Err((_, e)) => Err(e.context(format!("cannot close {}", record.id))),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The ServiceNow REST client: credentials (basic, OAuth, bearer token), the JSON envelope,
+//! and errors that carry ServiceNow's own words. Every call goes through [`HttpClient`], so
+//! timeouts, proxies and retries (429 with `Retry-After`, 5xx) are the shared ones.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::env;
+use crate::http::{HttpClient, HttpError};
+
+/// How changegate authenticates to the instance. Secrets never print: `Debug` shows only
+/// which kind of credential it is.
+pub enum Credentials {
+    /// `CHANGEGATE_SERVICENOW_USER` + `CHANGEGATE_SERVICENOW_PASSWORD`.
+    Basic {
+        user: String,
+        password: SecretString,
+    },
+    /// `CHANGEGATE_SERVICENOW_CLIENT_ID` + `CHANGEGATE_SERVICENOW_CLIENT_SECRET`: a token from
+    /// `/oauth_token.do`, by the client-credentials grant, or by the password grant when a
+    /// user and password are set as well.
+    OAuth {
+        client_id: String,
+        client_secret: SecretString,
+        user: Option<(String, SecretString)>,
+    },
+    /// `CHANGEGATE_SERVICENOW_TOKEN`: a bearer token obtained elsewhere.
+    Token(SecretString),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl Credentials {
+    /// Reads the credentials from the environment: a ready token wins, then OAuth, then basic.
+    pub fn from_env() -> Result<Credentials> {
+        if let Some(token) = env::var(env::SERVICENOW_TOKEN) {
+            return Ok(Credentials::Token(SecretString::from(token)));
+        }
+        let user = env::var(env::SERVICENOW_USER);
+        let password = env::var(env::SERVICENOW_PASSWORD).map(SecretString::from);
+        match (
+            env::var(env::SERVICENOW_CLIENT_ID),
+            env::var(env::SERVICENOW_CLIENT_SECRET),
+        ) {
+            (Some(client_id), Some(secret)) => {
+                return Ok(Credentials::OAuth {
+                    client_id,
+                    client_secret: SecretString::from(secret),
+                    user: user.zip(password),
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "OAuth needs both {} and {}; only one is set",
+                env::SERVICENOW_CLIENT_ID,
+                env::SERVICENOW_CLIENT_SECRET
+            ),
+            (None, None) => {}
+        }
+        match (user, password) {
+            (Some(user), Some(password)) => Ok(Credentials::Basic { user, password }),
+            (Some(_), None) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_USER,
+                env::SERVICENOW_PASSWORD
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_PASSWORD,
+                env::SERVICENOW_USER
+            ),
+            (None, None) => anyhow::bail!(
+                "no ServiceNow credentials: set {} and {} (basic auth), or {} and {} (OAuth), or {} (a bearer token)",
+                env::SERVICENOW_USER,
+                env::SERVICENOW_PASSWORD,
+                env::SERVICENOW_CLIENT_ID,
+                env::SERVICENOW_CLIENT_SECRET,
+                env::SERVICENOW_TOKEN
+            ),
+        }
+    }
+
+    /// Which credential was used, for error messages. Never a value.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Credentials::Basic { .. } => {
+                "basic auth (CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)"
+            }
+            Credentials::OAuth { user: None, .. } => {
+                "an OAuth token from the client-credentials grant (CHANGEGATE_SERVICENOW_CLIENT_ID / CHANGEGATE_SERVICENOW_CLIENT_SECRET)"
+            }
+            Credentials::OAuth { user: Some(_), .. } => {
+                "an OAuth token from the password grant (CHANGEGATE_SERVICENOW_CLIENT_ID / CHANGEGATE_SERVICENOW_CLIENT_SECRET with CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)"
+            }
+            Credentials::Token(_) => "a bearer token (CHANGEGATE_SERVICENOW_TOKEN)",
+        }
+    }
+}
+
+/// An error ServiceNow answered with, in its own words, plus what we make of it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SnError {
+    pub status: Option<StatusCode>,
+    pub message: String,
+}
+
+/// ServiceNow's `{"error": {"message", "detail"}, "status": "failure"}`, as one line; `None`
+/// when the body is not that (401s may be HTML or empty).
+pub fn error_text(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let err = v.get("error")?;
+    let text = |key: &str| {
+        err.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    // OAuth errors are flat: {"error": "server_error", "error_description": "access_denied"}.
+    if let Some(code) = err.as_str() {
+        let description = v
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Some(if description.is_empty() {
+            code.to_string()
+        } else {
+            format!("{code}: {description}")
+        });
+    }
+    match (text("message"), text("detail")) {
+        (Some(m), Some(d)) if m != d => Some(format!("{m}: {d}")),
+        (Some(m), _) => Some(m),
+        (None, Some(d)) => Some(d),
+        (None, None) => None,
+    }
+}
+
+/// What a 403 usually means, to help whoever configures the integration user.
+const ROLES_HINT: &str = "the integration user usually needs the itil role (or sn_change_write to create and \
+     update change requests and sn_change_read to read them), read access to change_request for the \
+     Aggregate API, and read access to sysapproval_approver; a business rule or data policy on the \
+     instance can also refuse an update";
+
+/// One answer: status, headers and the raw body.
+pub struct Reply {
+    pub headers: HeaderMap,
+    pub body: String,
+    pub what: String,
+}
+
+impl Reply {
+    /// Parses the body as JSON, with a clear error when it is not.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.body).map_err(|e| {
+            let snippet: String = self.body.chars().take(120).collect();
+            anyhow!(
+                "ServiceNow answered {} with a body that is not the JSON expected ({e}); it began with {snippet:?}",
+                self.what
+            )
+        })
+    }
+
+    /// `X-Total-Count`, when present.
+    pub fn total_count(&self) -> Option<u64> {
+        self.headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Instant,
+}
+
+/// The REST client of one instance.
+pub struct SnClient {
+    http: HttpClient,
+    base: url::Url,
+    creds: Credentials,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+/// A request body.
+pub enum Body<'a> {
+    None,
+    Json(&'a Value),
+}
+
+impl SnClient {
+    pub fn new(http: HttpClient, base: url::Url, creds: Credentials) -> SnClient {
+        SnClient {
+            http,
+            base,
+            creds,
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// Sends one call. With OAuth, a 401 drops the cached token, fetches a new one and
+    /// retries once. Errors carry ServiceNow's own message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body<'_>,
+    ) -> Result<Reply> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| anyhow!("cannot build the ServiceNow URL for {path}: {e}"))?;
+        let what = format!("{method} {}", url.path());
+        let mut refreshed = false;
+        loop {
+            let bearer = self.bearer().await?;
+            let sent = self
+                .http
+                .send(|c| {
+                    let mut rb = c
+                        .request(method.clone(), url.clone())
+                        .query(query)
+                        .header(ACCEPT, "application/json");
+                    rb = match (&self.creds, &bearer) {
+                        (_, Some(token)) => rb.bearer_auth(token.expose_secret()),
+                        (Credentials::Basic { user, password }, None) => {
+                            rb.basic_auth(user, Some(password.expose_secret()))
+                        }
+                        _ => rb,
+                    };
+                    if let Body::Json(v) = &body {
+                        rb = rb.json(v);
+                    }
+                    rb
+                })
+                .await;
+            match sent {
+                Ok(response) => {
+                    let headers = response.headers().clone();
+                    let body = response.text().await.map_err(|e| {
+                        anyhow!("ServiceNow's answer to {what} could not be read: {e}")
+                    })?;
+                    return Ok(Reply {
+                        headers,
+                        body,
+                        what,
+                    });
+                }
+                Err(HttpError::Status {
+                    status: StatusCode::UNAUTHORIZED,
+                    ..
+                }) if matches!(self.creds, Credentials::OAuth { .. }) && !refreshed => {
+                    tracing::info!(
+                        "ServiceNow answered 401 for {what}; fetching a new OAuth token and retrying once"
+                    );
+                    *self.token.lock().await = None;
+                    refreshed = true;
+                }
+                Err(e) => return Err(self.explain(e, &what).into()),
+            }
+        }
+    }
+
+    /// GET returning parsed JSON and the reply (for headers).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, Reply)> {
+        let reply = self.call(Method::GET, path, query, Body::None).await?;
+        Ok((reply.json()?, reply))
+    }
+
+    /// Turns an HTTP failure into an error that says what ServiceNow said and what to do.
+    fn explain(&self, e: HttpError, what: &str) -> SnError {
+        let status = e.status();
+        let said = e.body().and_then(error_text);
+        let said_suffix = said
+            .as_deref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        let message = match status {
+            Some(StatusCode::UNAUTHORIZED) => format!(
+                "ServiceNow rejected the credentials (401) for {what}{said_suffix}; tried {}{}",
+                self.creds.describe(),
+                if matches!(self.creds, Credentials::OAuth { .. }) {
+                    ", with a freshly fetched token"
+                } else {
+                    ""
+                }
+            ),
+            Some(StatusCode::FORBIDDEN) => {
+                format!("ServiceNow refused {what} (403){said_suffix}; {ROLES_HINT}")
+            }
+            Some(StatusCode::NOT_FOUND) => {
+                format!("ServiceNow found nothing at {what} (404){said_suffix}")
+            }
+            Some(StatusCode::TOO_MANY_REQUESTS) => {
+                format!(
+                    "ServiceNow kept rate-limiting {what} (429){said_suffix}; retried with backoff, giving up"
+                )
+            }
+            Some(s) if s.is_server_error() => format!(
+                "ServiceNow failed on {what} ({s}){said_suffix}; retried with backoff, giving up"
+            ),
+            Some(s) => format!("ServiceNow refused {what} ({s}){said_suffix}"),
+            None => e.to_string(),
+        };
+        SnError { status, message }
+    }
+
+    /// The bearer token to send, if the credentials use one; fetches or refreshes it.
+    async fn bearer(&self) -> Result<Option<SecretString>> {
+        match &self.creds {
+            Credentials::Basic { .. } => Ok(None),
+            Credentials::Token(t) => Ok(Some(t.clone())),
+            Credentials::OAuth { .. } => {
+                let mut cached = self.token.lock().await;
+                if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+                    return Ok(Some(t.token.clone()));
+                }
+                let fresh = self.fetch_token().await?;
+                let token = fresh.token.clone();
+                *cached = Some(fresh);
+                Ok(Some(token))
+            }
+        }
+    }
+
+    /// `POST /oauth_token.do`. The token is refreshed 60 s before it expires.
+    async fn fetch_token(&self) -> Result<CachedToken> {
+        let Credentials::OAuth {
+            client_id,
+            client_secret,
+            user,
+        } = &self.creds
+        else {
+            anyhow::bail!("no OAuth credentials");
+        };
+        let url = self
+            .base
+            .join("oauth_token.do")
+            .map_err(|e| anyhow!("cannot build the ServiceNow token URL: {e}"))?;
+        let response = self
+            .http
+            .send(|c| {
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret.expose_secret()),
+                ];
+                match user {
+                    Some((name, password)) => {
+                        form.push(("grant_type", "password"));
+                        form.push(("username", name.as_str()));
+                        form.push(("password", password.expose_secret()));
+                    }
+                    None => form.push(("grant_type", "client_credentials")),
+                }
+                c.post(url.clone()).header(ACCEPT, "application/json").form(&form)
+            })
+            .await
+            .map_err(|e| {
+                let said = e.body().and_then(error_text).map(|s| format!(": {s}")).unwrap_or_default();
+                match e.status() {
+                    Some(s) if s.is_client_error() => SnError {
+                        status: Some(s),
+                        message: format!(
+                            "ServiceNow refused to issue an OAuth token ({s}) at POST /oauth_token.do{said}; tried {}",
+                            self.creds.describe()
+                        ),
+                    },
+                    _ => self.explain(e, "POST /oauth_token.do"),
+                }
+            })?;
+        let body = response.text().await.map_err(|e| {
+            anyhow!("ServiceNow's answer to POST /oauth_token.do could not be read: {e}")
+        })?;
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            access_token: String,
+            #[serde(default)]
+            expires_in: Option<Value>,
+        }
+        // Never echo this body: it holds the token.
+        let reply: TokenReply = serde_json::from_str(&body).map_err(|e| {
+            anyhow!(
+                "ServiceNow answered POST /oauth_token.do with a body that is not a token ({e})"
+            )
+        })?;
+        let lifetime = reply
+            .expires_in
+            .as_ref()
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+            .unwrap_or(1800);
+        let lifetime = Duration::from_secs(lifetime);
+        let margin = Duration::from_secs(60).min(lifetime / 2);
+        tracing::debug!(
+            "ServiceNow issued an OAuth token valid for {}s",
+            lifetime.as_secs()
+        );
+        Ok(CachedToken {
+            token: SecretString::from(reply.access_token),
+            refresh_at: Instant::now() + lifetime - margin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_reads_the_envelope() {
+        let body = r#"{"error":{"message":"Rate limit exceeded","detail":"Rate limit of 100 requests per hour for Table API exceeded"},"status":"failure"}"#;
+        assert_eq!(
+            error_text(body).as_deref(),
+            Some("Rate limit exceeded: Rate limit of 100 requests per hour for Table API exceeded")
+        );
+        assert_eq!(
+            error_text(r#"{"error":{"message":"No Record found","detail":null}}"#).as_deref(),
+            Some("No Record found")
+        );
+        assert_eq!(error_text("<html>401</html>"), None);
+        assert_eq!(
+            error_text(r#"{"error_description":"access_denied","error":"server_error"}"#)
+                .as_deref(),
+            Some("server_error: access_denied")
+        );
+    }
+
+    #[test]
+    fn credentials_debug_names_the_kind_only() {
+        let c = Credentials::Basic {
+            user: "svc".into(),
+            password: SecretString::from("hunter2"),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("svc"),
+            "{shown}"
+        );
+        let c = Credentials::Token(SecretString::from("tok-123"));
+        assert!(!format!("{c:?}").contains("tok-123"));
+    }
+}

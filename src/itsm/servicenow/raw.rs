@@ -1,0 +1,424 @@
+//! A change request as changegate reads it: the flattened record, the base change models,
+//! and how its fields map to changegate's states and decisions.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use serde_json::Value;
+
+use crate::domain::{
+    ChangeRecord, CorrelationKey, Decision, DecisionKind, Mode, SprintCalendar, State,
+};
+
+/// `correlation_id` holds 100 characters.
+pub(super) const KEY_MAX: usize = 100;
+/// The label changegate puts in `correlation_display`, before the decision date.
+pub(super) const DISPLAY: &str = "changegate";
+
+// Out-of-box `change_request.state` values.
+pub(super) const NEW: i64 = -5;
+pub(super) const ASSESS: i64 = -4;
+pub(super) const AUTHORIZE: i64 = -3;
+pub(super) const SCHEDULED: i64 = -2;
+pub(super) const IMPLEMENT: i64 = -1;
+pub(super) const REVIEW: i64 = 0;
+pub(super) const CLOSED: i64 = 3;
+pub(super) const CANCELED: i64 = 4;
+
+/// The forward path of each change model (base system; Canceled is reachable from any state
+/// before Review).
+pub(super) fn model(kind: &str) -> &'static [i64] {
+    match kind {
+        "standard" => &[NEW, SCHEDULED, IMPLEMENT, REVIEW, CLOSED],
+        "emergency" => &[NEW, AUTHORIZE, SCHEDULED, IMPLEMENT, REVIEW, CLOSED],
+        _ => &[NEW, ASSESS, AUTHORIZE, SCHEDULED, IMPLEMENT, REVIEW, CLOSED],
+    }
+}
+
+pub(super) fn state_label(state: i64) -> String {
+    match state {
+        NEW => "New".into(),
+        ASSESS => "Assess".into(),
+        AUTHORIZE => "Authorize".into(),
+        SCHEDULED => "Scheduled".into(),
+        IMPLEMENT => "Implement".into(),
+        REVIEW => "Review".into(),
+        CLOSED => "Closed".into(),
+        CANCELED => "Canceled".into(),
+        other => format!("state {other}"),
+    }
+}
+
+/// One change request as the instance returned it, every value flattened to a string (the
+/// Table API sends strings; `sn_chg_rest` sends `{value, display_value}` with typed values).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Raw(pub(super) HashMap<String, String>);
+
+pub(super) fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => (f as i64).to_string(),
+            _ => n.to_string(),
+        },
+        Value::Bool(b) => b.to_string(),
+        Value::Object(m) => m.get("value").map(scalar).unwrap_or_default(),
+        Value::Null | Value::Array(_) => String::new(),
+    }
+}
+
+impl Raw {
+    pub(super) fn from_value(v: &Value) -> Result<Raw> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| anyhow!("expected a change request object, got {}", kind_of_json(v)))?;
+        Ok(Raw(obj
+            .iter()
+            .filter(|(k, _)| !k.starts_with("__"))
+            .map(|(k, v)| (k.clone(), scalar(v)))
+            .collect()))
+    }
+
+    pub(super) fn get(&self, field: &str) -> &str {
+        self.0.get(field).map(|s| s.trim()).unwrap_or("")
+    }
+
+    pub(super) fn sys_id(&self) -> &str {
+        self.get("sys_id")
+    }
+
+    pub(super) fn number(&self) -> &str {
+        self.get("number")
+    }
+
+    pub(super) fn state(&self) -> Option<i64> {
+        let s = self.get("state");
+        s.parse::<i64>()
+            .ok()
+            .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+    }
+
+    pub(super) fn kind(&self) -> &str {
+        self.get("type")
+    }
+
+    pub(super) fn at(&self, field: &str) -> Option<DateTime<Utc>> {
+        parse_sn_time(self.get(field))
+    }
+}
+
+pub(super) fn kind_of_json(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC, as the API sends raw values).
+pub(super) fn parse_sn_time(s: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| Utc.from_utc_datetime(&t))
+}
+
+pub(super) fn sn_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Values inside an encoded query: `^` separates terms, `^^` is a literal caret.
+pub(super) fn q(value: &str) -> String {
+    value.replace('^', "^^")
+}
+
+/// The `correlation_id` prefix shared by every change of a service in an environment.
+pub(super) fn key_prefix(service_id: &str, environment: &str) -> String {
+    let sha = "0".repeat(40);
+    let full = CorrelationKey::new(service_id, environment, &sha).fitted(KEY_MAX);
+    full[..full.len() - sha.len()].to_string()
+}
+
+pub(super) fn display_for(at: DateTime<Utc>) -> String {
+    format!("{DISPLAY} {}", at.format("%Y-%m-%d"))
+}
+
+/// The decision day written in `correlation_display`.
+pub(super) fn display_day(display: &str) -> Option<NaiveDate> {
+    let rest = display.trim().strip_prefix(DISPLAY)?;
+    NaiveDate::parse_from_str(rest.trim(), "%Y-%m-%d").ok()
+}
+
+/// The change type a decision calls for.
+pub(super) fn type_for(decision: Option<&Decision>) -> &'static str {
+    match decision {
+        Some(d) if d.emergency.is_some() => "emergency",
+        Some(d) if d.kind == DecisionKind::PreApproved => "standard",
+        _ => "normal",
+    }
+}
+
+/// Whether a refused state move is a warning rather than an error: in observe mode the gate
+/// never blocks, and an emergency goes ahead before its (retrospective) approval.
+pub(super) fn tolerant(record: &ChangeRecord) -> bool {
+    record
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.mode == Mode::Observe || d.emergency.is_some())
+}
+
+/// A decision rebuilt from the record's fields when its text is not there (a human edited
+/// `justification`, or the template owns it). Kind from `type`, `approval` and `state`;
+/// mode enforce; rules unknown; sprint from the decision day.
+pub(super) fn fallback_decision(raw: &Raw, calendar: &SprintCalendar) -> Option<Decision> {
+    let emergency = (raw.kind() == "emergency").then(|| "emergency change".to_string());
+    let approval = raw.get("approval");
+    let kind = match raw.kind() {
+        "standard" => DecisionKind::PreApproved,
+        "emergency" if matches!(approval, "requested" | "rejected") => DecisionKind::NeedsApproval,
+        "emergency" => DecisionKind::PreApproved,
+        _ if raw.state() == Some(NEW)
+            && !matches!(approval, "requested" | "approved" | "rejected") =>
+        {
+            return None;
+        }
+        _ => DecisionKind::NeedsApproval,
+    };
+    let day = display_day(raw.get("correlation_display"))
+        .map(|d| Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)));
+    Some(Decision {
+        kind,
+        rules: Vec::new(),
+        mode: Mode::Enforce,
+        emergency,
+        sprint: day.map(|d| calendar.index_of(d)).unwrap_or_default(),
+        allowance: 0,
+        allowance_used: 0,
+        clock_override: None,
+    })
+}
+
+/// The record's state in changegate's terms.
+pub(super) fn map_state(raw: &Raw) -> State {
+    let approval = raw.get("approval");
+    if approval == "rejected" {
+        return State::Rejected;
+    }
+    match raw.state() {
+        Some(CLOSED) => State::Closed,
+        Some(CANCELED) => State::Cancelled,
+        Some(IMPLEMENT) | Some(REVIEW) => State::Implementing,
+        state => match approval {
+            "approved" => State::Approved,
+            "requested" => State::AwaitingApproval,
+            _ => match state {
+                Some(ASSESS) | Some(AUTHORIZE) => State::AwaitingApproval,
+                Some(SCHEDULED) => State::Approved,
+                _ => State::New,
+            },
+        },
+    }
+}
+
+/// A comment read from a journal field: the newest entry without its
+/// `2026-03-02 10:00:00 - Jane Doe (Comments)` header.
+pub(super) fn journal_text(text: &str) -> Option<String> {
+    let is_header = |l: &str| {
+        let l = l.trim();
+        l.len() > 22
+            && parse_sn_time(l.get(..19).unwrap_or("")).is_some()
+            && l[19..].starts_with(" - ")
+            && l.ends_with(')')
+    };
+    let mut lines = text.lines().peekable();
+    let mut out = Vec::new();
+    if lines.peek().is_some_and(|l| is_header(l)) {
+        lines.next();
+    }
+    for line in lines {
+        if is_header(line) {
+            break;
+        }
+        out.push(line);
+    }
+    let joined = out.join("\n").trim().to_string();
+    (!joined.is_empty()).then_some(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn raw(pairs: &[(&str, &str)]) -> Raw {
+        Raw(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    #[test]
+    fn states_map_to_changegate_terms() {
+        let cases = [
+            (
+                raw(&[
+                    ("state", "-5"),
+                    ("approval", "approved"),
+                    ("type", "standard"),
+                ]),
+                State::Approved,
+            ),
+            (
+                raw(&[("state", "-5"), ("approval", "not requested")]),
+                State::New,
+            ),
+            (
+                raw(&[("state", "-4"), ("approval", "requested")]),
+                State::AwaitingApproval,
+            ),
+            (
+                raw(&[("state", "-3"), ("approval", "not requested")]),
+                State::AwaitingApproval,
+            ),
+            (
+                raw(&[("state", "-2"), ("approval", "approved")]),
+                State::Approved,
+            ),
+            (
+                raw(&[("state", "-1"), ("approval", "approved")]),
+                State::Implementing,
+            ),
+            (
+                raw(&[("state", "0"), ("approval", "approved")]),
+                State::Implementing,
+            ),
+            (
+                raw(&[("state", "3"), ("approval", "approved")]),
+                State::Closed,
+            ),
+            (
+                raw(&[("state", "4"), ("approval", "rejected")]),
+                State::Rejected,
+            ),
+            (
+                raw(&[("state", "4"), ("approval", "requested")]),
+                State::Cancelled,
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(map_state(&r), want, "{:?}", r.0);
+        }
+    }
+
+    #[test]
+    fn sn_chg_rest_values_flatten_to_table_api_strings() {
+        let v = json!({"state": {"value": -5.0, "display_value": "New"}, "active": {"value": true}, "sys_id": {"value": "abc"},
+                       "assignment_group": {"link": "https://x/api", "value": "g1"}, "__meta": {"ignoredFields": []}});
+        let r = Raw::from_value(&v).unwrap();
+        assert_eq!(r.get("state"), "-5");
+        assert_eq!(r.state(), Some(-5));
+        assert_eq!(r.get("active"), "true");
+        assert_eq!(r.get("assignment_group"), "g1");
+        assert!(!r.0.contains_key("__meta"));
+    }
+
+    #[test]
+    fn key_prefix_matches_fitted_keys() {
+        let sha = "a".repeat(40);
+        for service in ["acme/payments-api", &"x".repeat(150)] {
+            let key = CorrelationKey::new(service, "production", &sha).fitted(KEY_MAX);
+            assert!(key.starts_with(&key_prefix(service, "production")), "{key}");
+        }
+    }
+
+    #[test]
+    fn decision_day_round_trips_through_correlation_display() {
+        let at = DateTime::parse_from_rfc3339("2026-03-02T23:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            display_day(&display_for(at)),
+            NaiveDate::from_ymd_opt(2026, 3, 2)
+        );
+        assert_eq!(display_day("something else"), None);
+    }
+
+    #[test]
+    fn fallback_decision_from_type_approval_and_state() {
+        let cal = SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14);
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "standard"),
+                ("state", "-5"),
+                ("approval", "approved"),
+            ]),
+            &cal,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.kind, d.mode, d.emergency.is_none()),
+            (DecisionKind::PreApproved, Mode::Enforce, true)
+        );
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "normal"),
+                ("state", "-4"),
+                ("approval", "requested"),
+            ]),
+            &cal,
+        )
+        .unwrap();
+        assert_eq!(d.kind, DecisionKind::NeedsApproval);
+        let d = fallback_decision(
+            &raw(&[
+                ("type", "emergency"),
+                ("state", "-3"),
+                ("approval", "requested"),
+            ]),
+            &cal,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.kind, d.emergency.is_some()),
+            (DecisionKind::NeedsApproval, true)
+        );
+        assert!(
+            fallback_decision(
+                &raw(&[
+                    ("type", "normal"),
+                    ("state", "-5"),
+                    ("approval", "not requested")
+                ]),
+                &cal
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn journal_comment_without_its_header() {
+        assert_eq!(
+            journal_text("2026-03-02 10:00:00 - Jane Approver (Comments)\nNot during peak hours\n\n2026-03-01 09:00:00 - Bob (Comments)\nold").as_deref(),
+            Some("Not during peak hours")
+        );
+        assert_eq!(
+            journal_text("plain comment").as_deref(),
+            Some("plain comment")
+        );
+        assert_eq!(journal_text(""), None);
+    }
+
+    #[test]
+    fn models_follow_the_base_system() {
+        assert_eq!(
+            model("standard"),
+            &[NEW, SCHEDULED, IMPLEMENT, REVIEW, CLOSED]
+        );
+        assert!(model("normal").contains(&ASSESS));
+        assert!(!model("emergency").contains(&ASSESS));
+    }
+}

@@ -1,0 +1,284 @@
+//! The text changegate writes on a change request: the description built from the
+//! pipeline's facts, and the decision (written to `justification` and as a work note) in a
+//! form a human reads and changegate parses back on a re-run.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ChangeFacts, Decision, DecisionKind, Mode, Rule};
+
+/// ServiceNow renders `[code]…[/code]` in journal fields as HTML. Text from the pipeline
+/// (PR titles, commit subjects, branch names, paths) is untrusted: the tags are defused.
+/// Newlines are folded for one-line values.
+pub fn defuse(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let lower = text.to_ascii_lowercase();
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &lower[i..];
+        if rest.starts_with("[code]") || rest.starts_with("[/code]") {
+            // `[ code ]` displays as written and is not a tag.
+            let len = if rest.starts_with("[code]") { 6 } else { 7 };
+            out.push_str("[ ");
+            out.push_str(&text[i + 1..i + len - 1]);
+            out.push_str(" ]");
+            i += len;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+pub fn one_line(text: &str) -> String {
+    defuse(&text.replace(['\r', '\n'], " "))
+}
+
+/// Cuts to at most `max` characters.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// The change's description: commit range, pull request, work items, run, actor, commits.
+pub fn description(facts: &ChangeFacts) -> String {
+    let mut out = Vec::new();
+    out.push(format!(
+        "Deploy of {} to {} at commit {}, recorded by changegate.",
+        one_line(&facts.service),
+        one_line(&facts.environment),
+        facts.commit_sha
+    ));
+    if let Some(repo) = facts
+        .repository_url
+        .as_deref()
+        .or(facts.repository.as_deref())
+    {
+        out.push(format!("Repository: {}", one_line(repo)));
+    }
+    if let Some(branch) = &facts.branch {
+        out.push(format!("Branch: {}", one_line(branch)));
+    }
+    if let Some((base, head)) = &facts.range {
+        let lines = facts
+            .lines_changed
+            .map(|n| format!(", {n} lines changed"))
+            .unwrap_or_default();
+        out.push(format!(
+            "Commit range: {base}..{head} ({} commits{lines})",
+            facts.commits.len()
+        ));
+    } else if let Some(n) = facts.lines_changed {
+        out.push(format!("Lines changed: {n}"));
+    }
+    if let Some(pr) = &facts.pull_request {
+        let url = pr
+            .url
+            .as_deref()
+            .map(|u| format!(" {}", one_line(u)))
+            .unwrap_or_default();
+        out.push(format!(
+            "Pull request: #{} {}{url}",
+            pr.number,
+            one_line(&pr.title)
+        ));
+    }
+    if !facts.work_items.is_empty() {
+        out.push(format!(
+            "Work items: {}",
+            one_line(&facts.work_items.join(", "))
+        ));
+    }
+    if let Some(run) = &facts.run_url {
+        out.push(format!("Pipeline run: {}", one_line(run)));
+    }
+    if let Some(actor) = &facts.actor {
+        out.push(format!("Triggered by: {}", one_line(actor)));
+    }
+    if let Some(passed) = facts.tests_passed {
+        out.push(format!(
+            "Tests passed: {}",
+            if passed { "yes" } else { "no" }
+        ));
+    }
+    if !facts.commits.is_empty() {
+        out.push("Commits:".to_string());
+        const SHOWN: usize = 20;
+        for c in facts.commits.iter().take(SHOWN) {
+            let short = c.sha.get(..12).unwrap_or(&c.sha);
+            let author = c
+                .author
+                .as_deref()
+                .map(|a| format!(" ({})", one_line(a)))
+                .unwrap_or_default();
+            out.push(format!("- {short} {}{author}", one_line(&c.subject)));
+        }
+        if facts.commits.len() > SHOWN {
+            out.push(format!("- … and {} more", facts.commits.len() - SHOWN));
+        }
+    }
+    out.join("\n")
+}
+
+const HEAD: &str = "changegate decision: ";
+
+/// The decision as text: a headline, one line per rule, the emergency and clock notes.
+/// [`parse_decision`] reads it back.
+pub fn render_decision(d: &Decision, at: DateTime<Utc>) -> String {
+    let mut out = vec![
+        format!(
+            "{HEAD}{} (mode {}) at {}",
+            d.kind.as_str(),
+            d.mode.as_str(),
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        format!(
+            "sprint {}: {} of {} pre-approved changes used",
+            d.sprint, d.allowance_used, d.allowance
+        ),
+    ];
+    for rule in &d.rules {
+        out.push(format!(
+            "[{}] {}: {}",
+            if rule.passed { "pass" } else { "FAIL" },
+            rule.code,
+            one_line(&rule.reason)
+        ));
+    }
+    if let Some(reason) = &d.emergency {
+        out.push(format!("emergency: {}", one_line(reason)));
+    }
+    if let Some(clock) = &d.clock_override {
+        out.push(format!(
+            "clock set by CHANGEGATE_NOW to {}",
+            one_line(clock)
+        ));
+    }
+    out.join("\n")
+}
+
+/// Reads a decision written by [`render_decision`]; `None` when the text is not one (a human
+/// edited it, or the instance's template owns the field).
+pub fn parse_decision(text: &str) -> Option<(Decision, DateTime<Utc>)> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let head = lines.next()?.strip_prefix(HEAD)?;
+    let (kind, rest) = head.split_once(" (mode ")?;
+    let kind = DecisionKind::parse(kind.trim())?;
+    let (mode, rest) = rest.split_once(") at ")?;
+    let mode = match mode.trim() {
+        "enforce" => Mode::Enforce,
+        "observe" => Mode::Observe,
+        _ => return None,
+    };
+    let at = DateTime::parse_from_rfc3339(rest.trim())
+        .ok()?
+        .with_timezone(&Utc);
+    let mut decision = Decision {
+        kind,
+        rules: Vec::new(),
+        mode,
+        emergency: None,
+        sprint: 0,
+        allowance: 0,
+        allowance_used: 0,
+        clock_override: None,
+    };
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("sprint ") {
+            let (sprint, rest) = rest.split_once(": ")?;
+            decision.sprint = sprint.trim().parse().ok()?;
+            let (used, rest) = rest.split_once(" of ")?;
+            decision.allowance_used = used.trim().parse().ok()?;
+            decision.allowance = rest.split_whitespace().next()?.parse().ok()?;
+        } else if let Some((passed, rest)) = rule_line(line) {
+            let (code, reason) = rest.split_once(": ")?;
+            decision
+                .rules
+                .push(Rule::new(code.trim(), passed, reason.trim()));
+        } else if let Some(reason) = line.strip_prefix("emergency: ") {
+            decision.emergency = Some(reason.to_string());
+        } else if let Some(clock) = line.strip_prefix("clock set by CHANGEGATE_NOW to ") {
+            decision.clock_override = Some(clock.to_string());
+        }
+    }
+    Some((decision, at))
+}
+
+fn rule_line(line: &str) -> Option<(bool, &str)> {
+    line.strip_prefix("[pass] ")
+        .map(|r| (true, r))
+        .or_else(|| line.strip_prefix("[FAIL] ").map(|r| (false, r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::decision::codes;
+
+    fn decision() -> Decision {
+        Decision {
+            kind: DecisionKind::NeedsApproval,
+            rules: vec![
+                Rule::new(
+                    codes::TRACK_RECORD,
+                    true,
+                    "success rate 100% over last 10 ≥ 90%",
+                ),
+                Rule::new(
+                    codes::RISK_PATHS,
+                    false,
+                    "touches sensitive paths: migrations/1.sql\nand [code]<b>x</b>[/code]",
+                ),
+            ],
+            mode: Mode::Observe,
+            emergency: Some("prod down".into()),
+            sprint: 42,
+            allowance: 4,
+            allowance_used: 1,
+            clock_override: None,
+        }
+    }
+
+    #[test]
+    fn decision_round_trips_through_its_text() {
+        let at = DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let text = render_decision(&decision(), at);
+        assert!(!text.contains("[code]"), "{text}");
+        let (back, when) = parse_decision(&text).expect("parses");
+        assert_eq!(when, at);
+        assert_eq!(back.kind, DecisionKind::NeedsApproval);
+        assert_eq!(back.mode, Mode::Observe);
+        assert_eq!(back.emergency.as_deref(), Some("prod down"));
+        assert_eq!(
+            (back.sprint, back.allowance, back.allowance_used),
+            (42, 4, 1)
+        );
+        assert_eq!(back.rules.len(), 2);
+        assert!(!back.rules[1].passed);
+        assert_eq!(back.rules[0].reason, "success rate 100% over last 10 ≥ 90%");
+    }
+
+    #[test]
+    fn foreign_text_is_not_a_decision() {
+        assert!(parse_decision("Needed for the quarterly release").is_none());
+        assert!(parse_decision("").is_none());
+    }
+
+    #[test]
+    fn code_tags_are_defused_in_any_case() {
+        assert_eq!(
+            defuse("a [CODE]<img>[/Code] b"),
+            "a [ CODE ]<img>[ /Code ] b"
+        );
+        assert_eq!(defuse("plain [WIP] é"), "plain [WIP] é");
+    }
+}

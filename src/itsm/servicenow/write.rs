@@ -1,0 +1,407 @@
+//! Writing change requests: create (standard from the template, normal, emergency), the
+//! re-read that settles two runs racing, decisions written in place or by superseding, and
+//! the one-step-at-a-time walk along the change model.
+
+use anyhow::{Context, Result, anyhow};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::client::Body;
+use super::raw::*;
+use super::text;
+use super::{CHG, ServiceNow, TABLE};
+use crate::domain::{ChangeFacts, Decision, DecisionKind, State};
+use crate::itsm::decision_stands;
+
+impl ServiceNow {
+    /// Moves a record forward along its change model to `target`, one step per update (the
+    /// instance refuses jumps). Steps the instance already made are skipped; a refused step
+    /// is re-read first, in case a workflow or a concurrent run moved it meanwhile. `extra`
+    /// rides along with the first update that succeeds. On refusal returns the record as last
+    /// read, with the reason.
+    pub(super) async fn walk(
+        &self,
+        mut raw: Raw,
+        target: i64,
+        mut extra: Map<String, Value>,
+    ) -> std::result::Result<Raw, (Raw, anyhow::Error)> {
+        loop {
+            let path = model(raw.kind());
+            let Some(current) = raw.state() else {
+                let e = anyhow!(
+                    "change {} has an unreadable state {:?}",
+                    raw.number(),
+                    raw.get("state")
+                );
+                return Err((raw, e));
+            };
+            let (Some(at), Some(goal)) = (
+                path.iter().position(|s| *s == current),
+                path.iter().position(|s| *s == target),
+            ) else {
+                let e = anyhow!(
+                    "change {} is in {}, from which changegate cannot move it to {}",
+                    raw.number(),
+                    state_label(current),
+                    state_label(target)
+                );
+                return Err((raw, e));
+            };
+            if at >= goal {
+                if !extra.is_empty() {
+                    return match self.patch(&raw, extra).await {
+                        Ok(r) => Ok(r),
+                        Err(e) => Err((raw, e)),
+                    };
+                }
+                return Ok(raw);
+            }
+            let next = path[at + 1];
+            let mut fields = extra.clone();
+            fields.insert("state".into(), json!(next.to_string()));
+            match self.patch(&raw, fields).await {
+                Ok(moved) if moved.state() == Some(current) => {
+                    // Some instances answer 200 and leave the state as it was.
+                    let e = anyhow!(
+                        "ServiceNow kept change {} in {} when asked to move it to {} (the change model or a business rule refused)",
+                        raw.number(),
+                        state_label(current),
+                        state_label(next)
+                    );
+                    return Err((moved, e));
+                }
+                Ok(moved) => {
+                    tracing::info!(
+                        "moved {} from {} to {}",
+                        moved.number(),
+                        state_label(current),
+                        state_label(next)
+                    );
+                    extra.clear();
+                    raw = moved;
+                }
+                Err(e) => {
+                    let fresh = match self.read(&raw).await {
+                        Ok(f) => f,
+                        Err(_) => return Err((raw, e)),
+                    };
+                    let moved_on = fresh
+                        .state()
+                        .and_then(|s| model(fresh.kind()).iter().position(|p| *p == s))
+                        .is_some_and(|p| p > at);
+                    if !moved_on {
+                        let e = e.context(format!(
+                            "cannot move change {} from {} to {}",
+                            raw.number(),
+                            state_label(current),
+                            state_label(next)
+                        ));
+                        return Err((fresh, e));
+                    }
+                    tracing::info!(
+                        "{} was moved on to {} meanwhile",
+                        fresh.number(),
+                        fresh.state().map(state_label).unwrap_or_default()
+                    );
+                    raw = fresh;
+                }
+            }
+        }
+    }
+
+    /// The standard change template's sys_id: the configured value when it is one, else the
+    /// template looked up by name (once per process).
+    pub(super) async fn template_id(&self) -> Result<String> {
+        let name = self
+            .cfg
+            .standard_template
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "pre-approved changes are standard changes created from a template: set `standard_template` in \
+                     [servicenow] to the name (or sys_id) of the template to use"
+                )
+            })?;
+        if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(name.to_ascii_lowercase());
+        }
+        if let Some(id) = self.cache().template.clone() {
+            return Ok(id);
+        }
+        let path = format!("{CHG}/standard/template");
+        let query = [
+            ("sysparm_query", format!("active=true^name={}", q(name))),
+            ("sysparm_limit", "2".to_string()),
+        ];
+        let reply = self
+            .api
+            .call(Method::GET, &path, &query, Body::None)
+            .await?;
+        let items = Self::list(&reply)?;
+        let id = items.first().map(|t| t.sys_id().to_string()).filter(|id| !id.is_empty()).ok_or_else(|| {
+            anyhow!(
+                "ServiceNow has no active standard change template named {name:?} (GET /{path}); create it or fix \
+                 `standard_template` in [servicenow]"
+            )
+        })?;
+        if items.len() > 1 {
+            tracing::warn!(
+                "more than one active standard change template is named {name:?}; using {id}"
+            );
+        }
+        self.cache().template = Some(id.clone());
+        Ok(id)
+    }
+
+    /// The fields written when a change is created or (re-)decided.
+    pub(super) fn fields_for(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Map<String, Value> {
+        let mut f = Map::new();
+        for (k, v) in &self.cfg.fields {
+            f.insert(k.clone(), json!(v));
+        }
+        if let Some(group) = self
+            .cfg
+            .assignment_group
+            .as_deref()
+            .filter(|g| !g.trim().is_empty())
+        {
+            f.insert("assignment_group".into(), json!(group.trim()));
+        }
+        f.insert(
+            "short_description".into(),
+            json!(text::cut(&text::one_line(&facts.summary()), 160)),
+        );
+        let description = text::description(facts);
+        f.insert("description".into(), json!(description));
+        f.insert("correlation_id".into(), json!(facts.key().fitted(KEY_MAX)));
+        f.insert("correlation_display".into(), json!(display_for(now)));
+        match decision {
+            Some(d) => {
+                let note = text::render_decision(d, now);
+                f.insert("justification".into(), json!(note));
+                // A standard change's description is the template's: the facts go in the
+                // work note, so the commit range, PR and run are on the record all the same.
+                let work_note = if type_for(decision) == "standard" {
+                    format!("{note}\n\n{description}")
+                } else {
+                    note
+                };
+                f.insert("work_notes".into(), json!(work_note));
+            }
+            None => {
+                f.insert(
+                    "work_notes".into(),
+                    json!("Opened by changegate; the gate has not decided this change yet."),
+                );
+            }
+        }
+        f
+    }
+
+    /// Creates the record: a standard change from the template, or a normal or emergency one.
+    pub(super) async fn create(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
+        let kind = type_for(decision);
+        let path = match kind {
+            "standard" => format!("{CHG}/standard/{}", self.template_id().await?),
+            other => format!("{CHG}/{other}"),
+        };
+        let body = Value::Object(self.fields_for(facts, decision, now));
+        let reply = self
+            .api
+            .call(Method::POST, &path, &[], Body::Json(&body))
+            .await?;
+        let raw = Self::single(&reply)?;
+        let v: Value = reply.json()?;
+        let ignored: Vec<String> = v
+            .pointer("/result/__meta/ignoredFields")
+            .or_else(|| v.pointer("/__meta/ignoredFields"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ignored.is_empty() {
+            tracing::info!(
+                "ServiceNow did not apply these fields on {}: {}",
+                raw.number(),
+                ignored.join(", ")
+            );
+        }
+        tracing::info!(
+            "created {} ({kind} change) for {}",
+            raw.number(),
+            facts.key()
+        );
+        self.remember(&raw);
+        Ok(raw)
+    }
+
+    /// After a create: look the key up again. When another run created a record for the same
+    /// key first, ours goes (deleted, or cancelled with its key cleared when the instance does
+    /// not allow deletes) and the older one is returned.
+    pub(super) async fn settle(&self, key: &str, mine: Raw) -> Result<(Raw, bool)> {
+        let rows = self.by_key(key, 10).await?;
+        let Some(first) = rows.first() else {
+            return Ok((mine, true));
+        };
+        if first.sys_id() == mine.sys_id() {
+            return Ok((mine, true));
+        }
+        let winner = first.clone();
+        tracing::warn!(
+            "another run created {} for {key} at the same time; dropping the duplicate {}",
+            winner.number(),
+            mine.number()
+        );
+        let path = format!("{TABLE}/{}", mine.sys_id());
+        if let Err(e) = self.api.call(Method::DELETE, &path, &[], Body::None).await {
+            tracing::info!(
+                "could not delete the duplicate {} ({e:#}); cancelling it instead",
+                mine.number()
+            );
+            let mut f = Map::new();
+            f.insert("state".into(), json!(CANCELED.to_string()));
+            f.insert("correlation_id".into(), json!(""));
+            f.insert(
+                "correlation_display".into(),
+                json!(format!("{DISPLAY} duplicate of {}", winner.number())),
+            );
+            f.insert(
+                "work_notes".into(),
+                json!(format!(
+                    "Duplicate of {}: two changegate runs opened a change for {key} at once.",
+                    winner.number()
+                )),
+            );
+            f.insert(
+                "close_notes".into(),
+                json!(format!("Duplicate of {}", winner.number())),
+            );
+            if let Err(e) = self.patch(&mine, f).await {
+                tracing::warn!(
+                    "the duplicate {} could not be cancelled either ({e:#}); cancel it by hand",
+                    mine.number()
+                );
+            }
+        }
+        self.cache().raws.remove(mine.number());
+        Ok((winner, false))
+    }
+
+    /// Brings a record in line with its decision: a change that needs approval is sent for
+    /// it (normal → Assess, emergency → Authorize) if that has not happened yet, e.g. after
+    /// a crash between create and this update.
+    pub(super) async fn complete(&self, raw: Raw, decision: Option<&Decision>) -> Result<Raw> {
+        let needs = decision.is_some_and(|d| d.kind == DecisionKind::NeedsApproval);
+        let asked = matches!(raw.get("approval"), "requested" | "approved" | "rejected");
+        if !needs || asked || raw.state() != Some(NEW) {
+            return Ok(raw);
+        }
+        let target = if raw.kind() == "emergency" {
+            AUTHORIZE
+        } else {
+            ASSESS
+        };
+        self.walk(raw, target, Map::new())
+            .await
+            .map_err(|(_, e)| e.context("cannot send the change for approval"))
+    }
+
+    /// Writes a (new) decision on an existing record that does not hold one that stands.
+    pub(super) async fn redecide(
+        &self,
+        facts: &ChangeFacts,
+        decision: &Decision,
+        raw: Raw,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
+        let wanted = type_for(Some(decision));
+        if raw.kind() == wanted && raw.state() == Some(NEW) {
+            let mut f = self.fields_for(facts, Some(decision), now);
+            f.remove("correlation_id");
+            if wanted == "standard" {
+                // The template owns these on a standard change.
+                f.remove("description");
+            }
+            let written = self.patch(&raw, f).await?;
+            tracing::info!(
+                "wrote the decision ({}) on {}",
+                decision.kind,
+                written.number()
+            );
+            return self.complete(written, Some(decision)).await;
+        }
+        // A change of type (e.g. a blocked normal change now pre-approved, or an emergency
+        // declared while waiting for approval) cannot be made in place: the old record is
+        // cancelled with its key cleared, and a new one of the right type takes the key.
+        let key = facts.key().fitted(KEY_MAX);
+        let mut f = Map::new();
+        f.insert("state".into(), json!(CANCELED.to_string()));
+        f.insert("correlation_id".into(), json!(""));
+        f.insert(
+            "correlation_display".into(),
+            json!(format!("{DISPLAY} superseded")),
+        );
+        f.insert(
+            "close_notes".into(),
+            json!(format!("Superseded by a {wanted} change for {key}")),
+        );
+        f.insert(
+            "work_notes".into(),
+            json!(format!(
+                "changegate re-decided this deploy as {} ({wanted} change); this {} change is cancelled and a new one opened.",
+                decision.kind,
+                raw.kind()
+            )),
+        );
+        self.patch(&raw, f).await.with_context(|| {
+            format!(
+                "cannot cancel {} to replace it with a {wanted} change",
+                raw.number()
+            )
+        })?;
+        let created = self.create(facts, Some(decision), now).await?;
+        tracing::info!("{} supersedes {}", created.number(), raw.number());
+        let (settled, _) = self.settle(&key, created).await?;
+        self.complete(settled, Some(decision)).await
+    }
+
+    /// Applies a decision to an existing record: nothing when the record's own decision
+    /// stands (a re-run), otherwise the new decision is written.
+    pub(super) async fn apply(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        raw: Raw,
+        now: DateTime<Utc>,
+    ) -> Result<Raw> {
+        let record = self.to_record(&raw);
+        let Some(d) = decision else {
+            return Ok(raw);
+        };
+        if decision_stands(&record, d.emergency.is_some())
+            || record.state.is_final()
+            || record.state == State::Implementing
+        {
+            let standing = record.decision.clone();
+            return self.complete(raw, standing.as_ref()).await;
+        }
+        self.redecide(facts, d, raw, now).await
+    }
+}

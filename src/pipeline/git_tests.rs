@@ -1,0 +1,240 @@
+//! The local git reader against real repositories made on the spot.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::pipeline;
+
+struct Repo {
+    dir: tempfile::TempDir,
+    /// Seconds added to the commit dates, so each commit has its own time.
+    clock: std::cell::Cell<u32>,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+            clock: std::cell::Cell::new(0),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let date = format!("2026-02-18T10:00:{:02}Z", self.clock.get());
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "Dev One")
+            .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+            .env("GIT_COMMITTER_NAME", "Dev One")
+            .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn write(&self, rel: &str, text: &[u8]) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Commits everything and returns the new HEAD.
+    fn commit(&self, message: &str) -> String {
+        self.clock.set(self.clock.get() + 1);
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+/// A repository with a history: base, then two commits to deploy.
+fn repo_with_history() -> (Repo, String, String) {
+    let repo = Repo::new();
+    repo.write("app.txt", b"one\ntwo\nthree\n");
+    repo.write("old.txt", b"gone soon\n");
+    let base = repo.commit("PAY-1: first version");
+    repo.write("app.txt", b"one\n2\nthree\nfour\n"); // +2 -1
+    repo.write("migrations/001.sql", b"create table t (id int);\n"); // +1
+    repo.commit("PAY-2: add a table\n\nRefs INC0012345 and (#17)");
+    std::fs::remove_file(repo.path().join("old.txt")).unwrap(); // -1
+    repo.write("logo.png", &[0, 159, 146, 150, 0, 1, 2]); // binary: counted as a path
+    let head = repo.commit("Drop old file");
+    repo.git(&[
+        "remote",
+        "add",
+        "origin",
+        "git@github.com:acme/payments-api.git",
+    ]);
+    (repo, base, head)
+}
+
+#[test]
+fn detect_reads_head_branch_author_and_remote() {
+    let (repo, _, head) = repo_with_history();
+    let d = detect(repo.path()).unwrap();
+    assert_eq!(d.platform, Platform::Local);
+    assert_eq!(d.commit_sha, head);
+    assert_eq!(d.branch.as_deref(), Some("main"));
+    assert_eq!(d.actor.as_deref(), Some("Dev One"));
+    assert_eq!(d.repository.as_deref(), Some("acme/payments-api"));
+    assert_eq!(
+        (d.range, d.pull_request, d.lines_changed),
+        (None, None, None)
+    );
+
+    // A detached HEAD has no branch.
+    repo.git(&["checkout", "-q", "--detach"]);
+    let d = detect(repo.path()).unwrap();
+    assert_eq!(d.branch, None);
+    assert_eq!(d.commit_sha, head);
+}
+
+#[test]
+fn range_stats_of_a_range() {
+    let (repo, base, head) = repo_with_history();
+    let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
+    let subjects: Vec<&str> = stats.commits.iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["Drop old file", "PAY-2: add a table"],
+        "newest first, base excluded"
+    );
+    assert_eq!(stats.commits[0].sha, head);
+    assert_eq!(stats.commits[0].author.as_deref(), Some("Dev One"));
+    assert_eq!(
+        stats.commits[1].timestamp.map(|t| t.to_rfc3339()),
+        Some("2026-02-18T10:00:02+00:00".to_string())
+    );
+    // app.txt +2 -1, migrations/001.sql +1, old.txt -1, logo.png binary (no lines).
+    assert_eq!(stats.lines, 5);
+    assert_eq!(
+        stats.paths,
+        ["app.txt", "logo.png", "migrations/001.sql", "old.txt"]
+    );
+    assert_eq!(stats.bodies, ["Refs INC0012345 and (#17)"]);
+}
+
+#[test]
+fn range_stats_of_one_commit() {
+    let (repo, base, head) = repo_with_history();
+    // Without a base: the head commit alone (the root commit included).
+    let stats = range_stats(repo.path(), None, &head).unwrap();
+    assert_eq!(stats.commits.len(), 1);
+    assert_eq!(stats.lines, 1);
+    assert_eq!(stats.paths, ["logo.png", "old.txt"]);
+    let stats = range_stats(repo.path(), None, &base).unwrap();
+    assert_eq!(stats.commits[0].subject, "PAY-1: first version");
+    assert_eq!(stats.lines, 4);
+    assert_eq!(stats.paths, ["app.txt", "old.txt"]);
+    assert!(stats.bodies.is_empty());
+}
+
+#[test]
+fn renames_count_both_paths() {
+    let repo = Repo::new();
+    repo.write("infra/main.tf", b"a\nb\n");
+    let base = repo.commit("init");
+    std::fs::create_dir_all(repo.path().join("deploy")).unwrap();
+    repo.git(&["mv", "infra/main.tf", "deploy/main.tf"]);
+    let head = repo.commit("move");
+    let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
+    // A move out of a sensitive folder still touches it.
+    assert_eq!(stats.paths, ["deploy/main.tf", "infra/main.tf"]);
+    assert_eq!(stats.lines, 4);
+}
+
+#[test]
+fn range_stats_refuses_what_is_not_a_commit_sha() {
+    let (repo, base, head) = repo_with_history();
+    assert_eq!(
+        range_stats(repo.path(), None, "HEAD"),
+        None,
+        "only SHAs, never refs or options"
+    );
+    assert_eq!(range_stats(repo.path(), None, "--output=/tmp/x"), None);
+    assert_eq!(range_stats(repo.path(), None, &"0".repeat(40)), None);
+    assert_eq!(range_stats(repo.path(), None, ""), None);
+    // A missing object (a shallow clone, another repository): no stats rather than wrong ones.
+    assert_eq!(range_stats(repo.path(), None, &"f".repeat(40)), None);
+    assert_eq!(range_stats(repo.path(), Some(&"f".repeat(40)), &head), None);
+    // A base that is not a SHA is ignored: the head alone.
+    let stats = range_stats(repo.path(), Some("main~2"), &head).unwrap();
+    assert_eq!(stats.commits.len(), 1);
+    // Not a repository at all.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(range_stats(empty.path(), Some(&base), &head), None);
+}
+
+#[test]
+fn facts_cover_the_range_since_the_last_recorded_change() {
+    let (repo, base, head) = repo_with_history();
+    let d = pipeline::detect(&HashMap::new(), repo.path(), None).unwrap();
+    let f = d.into_facts("payments-api", "production", Some(&base), None, repo.path());
+    assert_eq!(f.range, Some((base.clone(), head.clone())));
+    assert_eq!(f.commits.len(), 2);
+    assert_eq!(f.lines_changed, Some(5));
+    assert_eq!(
+        f.paths,
+        ["app.txt", "logo.png", "migrations/001.sql", "old.txt"]
+    );
+    // From subjects, bodies and the branch; PAY-1 is before the range.
+    assert_eq!(f.work_items, ["#17", "INC0012345", "PAY-2"]);
+    assert_eq!(f.service_id, "acme/payments-api");
+    assert_eq!(f.actor.as_deref(), Some("Dev One"));
+    assert_eq!(
+        f.first_commit_at().map(|t| t.to_rfc3339()),
+        Some("2026-02-18T10:00:02+00:00".to_string())
+    );
+}
+
+#[test]
+fn facts_without_a_previous_change_cover_the_head_commit() {
+    let (repo, _, head) = repo_with_history();
+    let d = pipeline::detect(&HashMap::new(), repo.path(), None).unwrap();
+    let f = d
+        .clone()
+        .into_facts("payments-api", "production", None, None, repo.path());
+    assert_eq!(f.range, None);
+    assert_eq!(f.commits.len(), 1);
+    assert_eq!(f.lines_changed, Some(1));
+    // The last recorded change is this very commit (a re-run): still the head alone.
+    let f = d.into_facts("payments-api", "production", Some(&head), None, repo.path());
+    assert_eq!(f.range, None);
+    assert_eq!(f.lines_changed, Some(1));
+}
+
+#[test]
+fn commit_flag_picks_another_commit_of_the_checkout() {
+    let (repo, base, _) = repo_with_history();
+    let d = pipeline::detect(&HashMap::new(), repo.path(), Some(&base)).unwrap();
+    assert_eq!(d.commit_sha, base);
+    let f = d.into_facts("payments-api", "production", None, None, repo.path());
+    assert_eq!(f.commits[0].subject, "PAY-1: first version");
+    assert_eq!(f.work_items, ["PAY-1"]);
+}
+
+#[test]
+fn outside_git_and_ci_there_is_nothing_to_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = pipeline::detect(&HashMap::new(), dir.path(), None).unwrap_err();
+    assert!(err.to_string().contains("pass --commit SHA"), "{err}");
+    // An empty repository has no HEAD either.
+    let repo = Repo::new();
+    assert!(pipeline::detect(&HashMap::new(), repo.path(), None).is_err());
+}

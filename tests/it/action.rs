@@ -1,0 +1,709 @@
+//! The two pipeline doors, driven the way the platforms drive them.
+//!
+//! GitHub: the runner starts a container action's entrypoint with no arguments, every
+//! input of `action.yml` as `INPUT_<NAME>` (upper-cased, hyphens kept, defaults filled in,
+//! empty when not given), the `GITHUB_*` variables, the event payload in a file, and the
+//! file-command files for outputs and the job summary, in the workspace directory.
+//!
+//! GitLab: the component's jobs run `changegate` from their `script:` with the inputs
+//! turned into `CHANGEGATE_*` variables and the predefined `CI_*` variables, and pass the
+//! outputs on through the `changegate.env` dotenv report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+use crate::support;
+
+const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+const PUSH_PAYLOAD: &str = "github-webhooks/examples/push/with-new-branch.payload.json";
+/// `after` of that payload: the commit the job checked out.
+const PUSH_SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+
+/// Every input `action.yml` declares, with the value the runner gives it when the step's
+/// `with:` leaves it out (its default, or empty).
+fn runner_defaults() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("command", "gate".to_string()),
+        ("environment", String::new()),
+        ("service", String::new()),
+        ("backend", String::new()),
+        ("config", String::new()),
+        ("outcome", String::new()),
+        ("wait", String::new()),
+        ("mode", String::new()),
+        ("dry-run", "false".to_string()),
+        ("emergency", String::new()),
+        // `${{ github.token }}`, as the runner expands it.
+        ("github-token", TOKEN.to_string()),
+        ("servicenow-url", String::new()),
+        ("jira-url", String::new()),
+        ("jira-project", String::new()),
+    ])
+}
+
+/// A stand-in for the GitHub API: it refuses everything (404), so that annotating is a
+/// warning and never changes a result here, and it keeps what it was sent.
+struct FakeApi {
+    runtime: tokio::runtime::Runtime,
+    server: wiremock::MockServer,
+}
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        // A multi-threaded runtime serves the fake while the test thread waits on the binary.
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let server = runtime.block_on(async {
+            let server = wiremock::MockServer::start().await;
+            wiremock::Mock::given(wiremock::matchers::any())
+                .respond_with(
+                    wiremock::ResponseTemplate::new(404)
+                        .set_body_json(serde_json::json!({"message": "Not Found"})),
+                )
+                .mount(&server)
+                .await;
+            server
+        });
+        FakeApi { runtime, server }
+    }
+
+    /// Every request must have carried the `github-token` input as its credential (the
+    /// tests set no other token). Once the gate annotates, a push gate sends at least one.
+    fn assert_token_used(&self, annotating: bool) {
+        let requests = self
+            .runtime
+            .block_on(self.server.received_requests())
+            .unwrap_or_default();
+        assert!(
+            !annotating || !requests.is_empty(),
+            "a step that annotates sent GitHub nothing"
+        );
+        for request in requests {
+            let auth = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                auth.ends_with(TOKEN),
+                "{} {} was sent without the github-token input",
+                request.method,
+                request.url
+            );
+        }
+    }
+}
+
+/// A job's surroundings as the runner lays them out for a container action.
+struct Runner {
+    api: FakeApi,
+    /// Mounted at `/github/workspace`: the checkout, and the container's working directory.
+    workspace: tempfile::TempDir,
+    /// `/github/file_commands` and `/github/workflow` stand-ins.
+    files: tempfile::TempDir,
+    step: u32,
+}
+
+struct Step {
+    output: PathBuf,
+    summary: PathBuf,
+    assert: assert_cmd::assert::Assert,
+}
+
+impl Step {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.assert.get_output().stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.assert.get_output().stderr).into_owned()
+    }
+    fn code(&self) -> Option<i32> {
+        self.assert.get_output().status.code()
+    }
+    /// The step's outputs, parsed as the runner parses `GITHUB_OUTPUT` (both the `name=value`
+    /// and the `name<<DELIMITER` forms).
+    fn outputs(&self) -> BTreeMap<String, String> {
+        parse_github_output(&std::fs::read_to_string(&self.output).expect("output file"))
+    }
+    fn summary(&self) -> String {
+        std::fs::read_to_string(&self.summary).expect("summary file")
+    }
+}
+
+fn parse_github_output(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delimiter)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            for next in lines.by_ref() {
+                if next == delimiter {
+                    break;
+                }
+                value.push(next);
+            }
+            out.insert(name.to_string(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            out.insert(name.to_string(), value.to_string());
+        }
+    }
+    out
+}
+
+impl Runner {
+    fn new(config: &str) -> Runner {
+        let workspace = support::git_repo();
+        std::fs::write(workspace.path().join(".changegate.toml"), config).expect("config");
+        let files = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            support::reference(PUSH_PAYLOAD),
+            files.path().join("event.json"),
+        )
+        .expect("payload");
+        Runner {
+            api: FakeApi::start(),
+            workspace,
+            files,
+            step: 0,
+        }
+    }
+
+    /// Runs one `uses:` step of the action with these `with:` inputs.
+    fn step(&mut self, with: &[(&str, &str)]) -> Step {
+        self.step += 1;
+        // The runner creates a fresh, empty file per step for each file command.
+        let output = self.files.path().join(format!("set_output_{}", self.step));
+        let summary = self
+            .files
+            .path()
+            .join(format!("step_summary_{}", self.step));
+        std::fs::write(&output, "").expect("output file");
+        std::fs::write(&summary, "").expect("summary file");
+
+        let mut inputs = runner_defaults();
+        for (name, value) in with {
+            assert!(
+                inputs.contains_key(name),
+                "action.yml declares no input {name}"
+            );
+            inputs.insert(name, value.to_string());
+        }
+        let ws = self.workspace.path();
+        let mut cmd: Command = support::changegate(ws);
+        for (name, value) in &inputs {
+            cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
+        }
+        cmd.env("CI", "true")
+            .env("GITHUB_ACTIONS", "true")
+            .env("HOME", self.files.path())
+            .env("RUNNER_OS", "Linux")
+            .env("RUNNER_TEMP", self.files.path())
+            .env("GITHUB_WORKSPACE", ws)
+            .env("GITHUB_EVENT_NAME", "push")
+            .env("GITHUB_EVENT_PATH", self.files.path().join("event.json"))
+            .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+            .env("GITHUB_REPOSITORY_OWNER", "Codertocat")
+            .env("GITHUB_SHA", PUSH_SHA)
+            .env("GITHUB_REF", "refs/heads/master")
+            .env("GITHUB_REF_NAME", "master")
+            .env("GITHUB_REF_TYPE", "branch")
+            .env("GITHUB_HEAD_REF", "")
+            .env("GITHUB_BASE_REF", "")
+            .env("GITHUB_RUN_ID", "9876543210")
+            .env("GITHUB_RUN_NUMBER", "42")
+            .env("GITHUB_RUN_ATTEMPT", "1")
+            .env("GITHUB_JOB", "deploy")
+            .env("GITHUB_ACTION", "gate")
+            .env("GITHUB_ACTOR", "Codertocat")
+            .env("GITHUB_WORKFLOW", "deploy")
+            .env("GITHUB_SERVER_URL", "https://github.com")
+            .env("GITHUB_API_URL", self.api.server.uri())
+            .env(
+                "GITHUB_GRAPHQL_URL",
+                format!("{}/graphql", self.api.server.uri()),
+            )
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env("GITHUB_ENV", self.files.path().join("set_env"))
+            .env("GITHUB_PATH", self.files.path().join("add_path"))
+            .env("GITHUB_STATE", self.files.path().join("save_state"));
+        // Exactly as the runner starts the entrypoint: no arguments at all.
+        let assert = cmd.assert();
+        // A run that got as far as a decision annotates, unless it is a dry run.
+        let annotating = inputs.get("dry-run").map(String::as_str) != Some("true")
+            && assert.get_output().status.code() != Some(2);
+        self.api.assert_token_used(annotating);
+        Step {
+            output,
+            summary,
+            assert,
+        }
+    }
+
+    fn ledger(&self) -> PathBuf {
+        self.workspace.path().join(".changegate/ledger.db")
+    }
+}
+
+const TRUSTED: &str = r#"
+service = "hello-world"
+[policy]
+min_history = 0
+"#;
+
+fn no_token_anywhere(step: &Step) {
+    for (what, text) in [
+        ("stdout", step.stdout()),
+        ("stderr", step.stderr()),
+        (
+            "outputs",
+            std::fs::read_to_string(&step.output).unwrap_or_default(),
+        ),
+        (
+            "summary",
+            std::fs::read_to_string(&step.summary).unwrap_or_default(),
+        ),
+    ] {
+        assert!(
+            !text.contains(TOKEN),
+            "the token leaked into {what}: {text}"
+        );
+    }
+}
+
+#[test]
+fn github_container_action_gates_and_records_through_inputs_and_file_commands() {
+    let mut runner = Runner::new(TRUSTED);
+
+    let gate = runner.step(&[("command", "gate"), ("environment", "production")]);
+    assert_eq!(
+        gate.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        gate.stdout(),
+        gate.stderr()
+    );
+    let out = gate.outputs();
+    let id = out.get("change-id").cloned().unwrap_or_default();
+    assert!(id.starts_with("CG-"), "{out:?}");
+    assert_eq!(
+        out.get("decision").map(String::as_str),
+        Some("pre-approved"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.get("state").map(String::as_str),
+        Some("implementing"),
+        "{out:?}"
+    );
+    assert!(out.contains_key("change-url"), "{out:?}");
+    assert_eq!(out.get("dry-run").map(String::as_str), Some("false"));
+    let summary = gate.summary();
+    // Markdown-escaped, as everything rendered into the summary is.
+    assert!(
+        summary.contains(r"### changegate: hello\-world → production"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("| Change | {} |", id.replace('-', r"\-"))),
+        "{summary}"
+    );
+    assert!(summary.contains("`6113728f27ae`"), "{summary}");
+    assert!(
+        gate.stdout().contains(&format!("{id}: pre-approved")),
+        "{}",
+        gate.stdout()
+    );
+    no_token_anywhere(&gate);
+
+    // `outcome: ${{ job.status }}` after a good deploy.
+    let record = runner.step(&[
+        ("command", "record"),
+        ("environment", "production"),
+        ("outcome", "success"),
+    ]);
+    assert_eq!(
+        record.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        record.stdout(),
+        record.stderr()
+    );
+    let out = record.outputs();
+    assert_eq!(
+        out.get("change-id"),
+        Some(&id),
+        "the record step finds the gate's change: {out:?}"
+    );
+    assert_eq!(
+        out.get("state").map(String::as_str),
+        Some("closed"),
+        "{out:?}"
+    );
+    assert!(
+        record.summary().contains("| Outcome | success |"),
+        "{}",
+        record.summary()
+    );
+    no_token_anywhere(&record);
+
+    // A re-run of the gate step (same commit) finds the same change instead of a new one.
+    let again = runner.step(&[("command", "gate")]);
+    assert_eq!(again.outputs().get("change-id"), Some(&id));
+}
+
+#[test]
+fn github_container_action_blocks_with_exit_1_and_an_error_annotation() {
+    // No track record yet: a normal change that needs approval; `wait: 0` returns at once.
+    let mut runner = Runner::new("service = \"hello-world\"\n");
+    let gate = runner.step(&[("command", "gate"), ("wait", "0")]);
+    assert_eq!(
+        gate.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        gate.stdout(),
+        gate.stderr()
+    );
+    let out = gate.outputs();
+    assert_eq!(
+        out.get("decision").map(String::as_str),
+        Some("needs-approval"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.get("state").map(String::as_str),
+        Some("awaiting-approval"),
+        "{out:?}"
+    );
+    assert!(
+        gate.stdout().lines().any(|l| l
+            .starts_with("::error::changegate blocked the deploy of hello-world to production")),
+        "{}",
+        gate.stdout()
+    );
+    no_token_anywhere(&gate);
+}
+
+#[test]
+fn github_container_action_dry_run_input_writes_nothing_but_the_outputs() {
+    let mut runner = Runner::new(TRUSTED);
+    let gate = runner.step(&[("command", "gate"), ("dry-run", "true")]);
+    assert_eq!(
+        gate.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        gate.stdout(),
+        gate.stderr()
+    );
+    let out = gate.outputs();
+    assert_eq!(
+        out.get("decision").map(String::as_str),
+        Some("pre-approved"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.get("dry-run").map(String::as_str),
+        Some("true"),
+        "{out:?}"
+    );
+    assert!(gate.summary().contains("Dry run"), "{}", gate.summary());
+    assert!(
+        !runner.ledger().exists(),
+        "a dry run must not create the ledger"
+    );
+}
+
+#[test]
+fn github_container_action_refuses_bad_inputs_with_exit_2_before_doing_anything() {
+    let mut runner = Runner::new(TRUSTED);
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("command", "gate; rm -rf /")],
+            "unknown command \"gate; rm -rf /\"",
+        ),
+        (&[("command", "record")], "needs the action input `outcome`"),
+        (
+            &[("command", "gate"), ("outcome", "success")],
+            "applies only to `command: record`",
+        ),
+        (
+            &[("command", "gate"), ("dry-run", "maybe")],
+            "must be true or false",
+        ),
+    ];
+    for (with, message) in cases {
+        let step = runner.step(with);
+        assert_eq!(step.code(), Some(2), "{with:?}: {}", step.stderr());
+        assert!(
+            step.stderr().contains(message),
+            "{with:?}: {}",
+            step.stderr()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&step.output).unwrap_or_default(),
+            "",
+            "{with:?}"
+        );
+    }
+    // Values the CLI itself rejects fail the same way, through clap.
+    let step = runner.step(&[("command", "gate"), ("backend", "sharepoint")]);
+    assert_eq!(step.code(), Some(2), "{}", step.stderr());
+    assert!(step.stderr().contains("sharepoint"), "{}", step.stderr());
+    assert!(!runner.ledger().exists(), "nothing was written");
+}
+
+#[test]
+fn arguments_win_over_inputs() {
+    // With arguments the binary is an ordinary CLI, even inside a job that set INPUT_*.
+    let repo = support::git_repo();
+    let out = support::changegate(repo.path())
+        .env("INPUT_COMMAND", "gate; rm -rf /")
+        .args(["config", "check"])
+        .assert()
+        .success();
+    assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("ok: no config file"));
+}
+
+/// The GitLab component's jobs, as `gitlab/templates/changegate.yml` writes them.
+mod gitlab {
+    use super::*;
+
+    fn template() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gitlab/templates/changegate.yml");
+        std::fs::read_to_string(path).expect("the component template")
+    }
+
+    /// Runs one of the template's script lines in `sh`, as the GitLab runner does, with
+    /// the binary on `PATH` and the variables the component and GitLab set.
+    fn job(dir: &Path, script: &str, vars: &[(&str, &str)]) -> assert_cmd::assert::Assert {
+        assert!(
+            template().contains(script),
+            "the component no longer runs `{script}`: update this test"
+        );
+        let bin = assert_cmd::cargo::cargo_bin("changegate");
+        let bin_dir = bin.parent().expect("bin dir");
+        let mut sh = std::process::Command::new("sh");
+        sh.current_dir(dir);
+        // As support::changegate: nothing from the machine running the tests leaks in.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("GITHUB_")
+                || key.starts_with("CI_")
+                || key.starts_with("CHANGEGATE_")
+                || key.starts_with("INPUT_")
+                || key == "GITLAB_CI"
+                || key == "CI"
+                || key == "RUST_LOG"
+            {
+                sh.env_remove(key);
+            }
+        }
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        sh.env("PATH", path)
+            .env("NO_COLOR", "1")
+            .env("CI", "true")
+            .env("GITLAB_CI", "true")
+            .env("CI_SERVER_URL", "https://gitlab.example.com")
+            .env("CI_API_V4_URL", "http://127.0.0.1:9/api/v4")
+            .env("CI_PROJECT_DIR", dir)
+            .env("CI_PROJECT_PATH", "acme/payments-api")
+            .env("CI_PROJECT_NAME", "payments-api")
+            .env("CI_PROJECT_ID", "4242")
+            .env(
+                "CI_PROJECT_URL",
+                "https://gitlab.example.com/acme/payments-api",
+            )
+            .env("CI_COMMIT_SHA", GITLAB_SHA)
+            .env(
+                "CI_COMMIT_BEFORE_SHA",
+                "0000000000000000000000000000000000000000",
+            )
+            .env("CI_COMMIT_REF_NAME", "main")
+            .env("CI_COMMIT_TITLE", "PAY-7: retry card declines once")
+            .env("CI_DEFAULT_BRANCH", "main")
+            .env(
+                "CI_PIPELINE_URL",
+                "https://gitlab.example.com/acme/payments-api/-/pipelines/1001",
+            )
+            .env(
+                "CI_JOB_URL",
+                "https://gitlab.example.com/acme/payments-api/-/jobs/5005",
+            )
+            .env("GITLAB_USER_LOGIN", "dev");
+        for (k, v) in vars {
+            sh.env(k, v);
+        }
+        sh.args(["-c", script]);
+        Command::from_std(sh).assert()
+    }
+
+    fn dotenv(dir: &Path) -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(dir.join("changegate.env")).expect("changegate.env");
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What the component's `variables:` turn its inputs into (empty = input not given).
+    const COMPONENT_VARS: &[(&str, &str)] = &[
+        ("CHANGEGATE_ENVIRONMENT", "production"),
+        ("CHANGEGATE_BACKEND", ""),
+        ("CHANGEGATE_MODE", ""),
+        ("CHANGEGATE_SERVICE", ""),
+        ("CHANGEGATE_CONFIG", ""),
+        ("CHANGEGATE_WAIT", ""),
+        ("CI_ENVIRONMENT_NAME", "production"),
+    ];
+    const GITLAB_SHA: &str = "b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327";
+    const GATE: &str = r#"changegate gate ${CHANGEGATE_WAIT:+--wait "$CHANGEGATE_WAIT"} ${CHANGEGATE_EMERGENCY:+--emergency "$CHANGEGATE_EMERGENCY"}"#;
+    const RECORD_SUCCESS: &str = "changegate record --outcome success";
+    const RECORD_FAILURE: &str = "changegate record --outcome failure";
+
+    #[test]
+    fn component_jobs_pass_outputs_on_through_the_dotenv_report() {
+        let repo = support::git_repo();
+        std::fs::write(repo.path().join(".changegate.toml"), TRUSTED).expect("config");
+        let dir = repo.path();
+
+        let gate = job(dir, GATE, COMPONENT_VARS);
+        let out = gate.get_output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = dotenv(dir);
+        let id = env.get("CHANGEGATE_CHANGE_ID").cloned().unwrap_or_default();
+        assert!(id.starts_with("CG-"), "{env:?}");
+        assert_eq!(
+            env.get("CHANGEGATE_DECISION").map(String::as_str),
+            Some("pre-approved"),
+            "{env:?}"
+        );
+        assert_eq!(
+            env.get("CHANGEGATE_STATE").map(String::as_str),
+            Some("implementing"),
+            "{env:?}"
+        );
+        assert!(env.contains_key("CHANGEGATE_CHANGE_URL"), "{env:?}");
+
+        // The record job after a successful deploy gets the gate's dotenv as variables.
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let record = job(dir, RECORD_SUCCESS, &vars);
+        assert_eq!(
+            record.get_output().status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&record.get_output().stderr)
+        );
+        let after = dotenv(dir);
+        assert_eq!(after.get("CHANGEGATE_CHANGE_ID"), Some(&id), "{after:?}");
+        assert_eq!(
+            after.get("CHANGEGATE_STATE").map(String::as_str),
+            Some("closed"),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn component_gate_blocks_with_exit_1_and_still_writes_the_dotenv() {
+        let repo = support::git_repo();
+        let dir = repo.path();
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.retain(|(k, _)| *k != "CHANGEGATE_WAIT");
+        vars.push(("CHANGEGATE_WAIT", "0"));
+        let gate = job(dir, GATE, &vars);
+        assert_eq!(
+            gate.get_output().status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&gate.get_output().stderr)
+        );
+        let env = dotenv(dir);
+        assert_eq!(
+            env.get("CHANGEGATE_DECISION").map(String::as_str),
+            Some("needs-approval"),
+            "{env:?}"
+        );
+
+        // The deploy never ran; the failure record job still closes the books.
+        let record = job(dir, RECORD_FAILURE, &vars);
+        assert_eq!(
+            record.get_output().status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&record.get_output().stderr)
+        );
+    }
+
+    #[test]
+    fn component_inputs_left_empty_leave_the_config_file_in_charge() {
+        // The component sets CHANGEGATE_MODE="" and CHANGEGATE_BACKEND="" when those inputs
+        // are not given: the file's observe mode must stand, so the gate does not block.
+        let repo = support::git_repo();
+        let dir = repo.path();
+        std::fs::write(dir.join(".changegate.toml"), "mode = \"observe\"\n").expect("config");
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(("CHANGEGATE_WAIT", "0"));
+        let gate = job(dir, GATE, &vars);
+        let out = gate.get_output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("[observe mode]"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            dotenv(dir).get("CHANGEGATE_DECISION").map(String::as_str),
+            Some("needs-approval")
+        );
+    }
+
+    #[test]
+    fn component_emergency_variable_reaches_the_gate_as_one_argument() {
+        let repo = support::git_repo();
+        let dir = repo.path();
+        let reason = "INC0012345 checkout down; $(touch pwned) `touch pwned`";
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(("CHANGEGATE_WAIT", "0"));
+        // Set when a pipeline is run by hand with this variable; shell syntax in it stays text.
+        vars.push(("CHANGEGATE_EMERGENCY", reason));
+        let gate = job(dir, GATE, &vars);
+        let out = gate.get_output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dir.join("pwned").exists());
+        assert_eq!(
+            dotenv(dir).get("CHANGEGATE_DECISION").map(String::as_str),
+            Some("pre-approved")
+        );
+
+        let status = support::changegate(dir)
+            .env("GITLAB_CI", "true")
+            .env("CI_PROJECT_PATH", "acme/payments-api")
+            .env("CI_COMMIT_SHA", GITLAB_SHA)
+            .env("CI_ENVIRONMENT_NAME", "production")
+            .args(["status", "--format", "json"])
+            .assert()
+            .success();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&status.get_output().stdout).expect("json");
+        assert_eq!(doc["emergency"], reason, "{doc}");
+    }
+}

@@ -1,0 +1,1465 @@
+//! The Jira Service Management backend, driven through the real binary against a stateful
+//! in-process fake of the Jira endpoints it uses (shapes from `reference/jira-shapes.md`,
+//! `reference/api-contracts.md` §2 and the payloads in `reference/jira/`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use changegate::itsm::jira::{PROPERTY, labels};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::{Map, Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::{changegate, git_repo};
+
+const USER: &str = "deploy-bot@example.com";
+const TOKEN: &str = "jira-api-token-s3cr3t-value";
+const SERVICE_ID: &str = "acme/payments-api";
+const ENV: &str = "production";
+
+// ---- the fake ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Approval {
+    decision: String,
+    approver: String,
+    reads: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Issue {
+    id: u64,
+    key: String,
+    status: String,
+    labels: Vec<String>,
+    fields: Map<String, Value>,
+    props: Map<String, Value>,
+    comments: Vec<Value>,
+    resolution: Option<String>,
+    created: DateTime<Utc>,
+    updated: DateTime<Utc>,
+    approval: Option<Approval>,
+    /// Index lag: invisible to this many more searches that do not reconcile it.
+    hidden_for: u32,
+}
+
+/// What the "humans" and the workflow do, and how the site misbehaves.
+#[derive(Debug, Default, Clone)]
+struct Script {
+    /// The approval is granted (by "Ada Approver") on the read after this many reads.
+    approve_after: Option<u32>,
+    /// The approval is declined (by "Bob Boss") on the read after this many reads.
+    decline_after: Option<u32>,
+    /// An automation moves every new issue to this status right after it is created.
+    status_on_create: Option<String>,
+    /// The next N requests are answered 429 with Retry-After: 1.
+    throttle: u32,
+    /// Fields the create screen requires: field id → Jira's message.
+    required: BTreeMap<String, String>,
+    /// Issues per search page at most (Jira may return fewer than asked); default 100.
+    page_cap: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    issues: Vec<Issue>,
+    next_id: u64,
+    script: Script,
+    /// Every request: method, path, status answered.
+    log: Vec<(String, String, u16)>,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<State>>);
+
+fn category(status: &str) -> &'static str {
+    match status {
+        "Open" => "new",
+        "Completed" | "Failed" | "Canceled" | "Declined" => "done",
+        _ => "indeterminate",
+    }
+}
+
+fn jira_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+fn error(status: u16, messages: &[&str], errors: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"errorMessages": messages, "errors": errors}))
+}
+
+/// The transitions a status offers: id, name, target, resolution screen.
+fn transitions_from(status: &str) -> Vec<(&'static str, &'static str, &'static str, bool)> {
+    let mut out = Vec::new();
+    if category(status) == "done" {
+        return out;
+    }
+    if matches!(status, "Open" | "Awaiting implementation") {
+        out.push(("11", "Implement", "Implementing", false));
+    }
+    if status == "Open" {
+        out.push(("51", "Request approval", "Waiting for approval", false));
+    }
+    if status == "Implementing" {
+        out.push(("21", "Complete", "Completed", true));
+        out.push(("31", "Mark as failed", "Failed", true));
+    }
+    out.push(("41", "Cancel", "Canceled", true));
+    out
+}
+
+fn status_json(name: &str) -> Value {
+    let cat = category(name);
+    json!({
+        "self": "https://example.atlassian.net/rest/api/3/status/1",
+        "name": name,
+        "id": "1",
+        "statusCategory": {"id": 2, "key": cat, "colorName": "blue-gray", "name": cat},
+    })
+}
+
+impl Issue {
+    fn view(
+        &self,
+        base: &str,
+        fields: &[String],
+        properties: &[String],
+        transitions: bool,
+    ) -> Value {
+        let mut f = Map::new();
+        for name in fields {
+            match name.as_str() {
+                "status" => {
+                    f.insert("status".into(), status_json(&self.status));
+                }
+                "labels" => {
+                    f.insert("labels".into(), json!(self.labels));
+                }
+                "created" => {
+                    f.insert("created".into(), json!(jira_time(self.created)));
+                }
+                "resolution" => {
+                    f.insert(
+                        "resolution".into(),
+                        json!(self.resolution.as_ref().map(|r| json!({"name": r}))),
+                    );
+                }
+                other => {
+                    if let Some(v) = self.fields.get(other) {
+                        f.insert(other.into(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut v = json!({
+            "id": self.id.to_string(),
+            "key": self.key,
+            "self": format!("{base}/rest/api/3/issue/{}", self.id),
+            "fields": f,
+        });
+        if !properties.is_empty() {
+            let props: Map<String, Value> = properties
+                .iter()
+                .filter_map(|p| self.props.get(p).map(|v| (p.clone(), v.clone())))
+                .collect();
+            v["properties"] = Value::Object(props);
+        }
+        if transitions {
+            v["transitions"] = json!(
+                transitions_from(&self.status)
+                    .into_iter()
+                    .map(|(id, name, to, screen)| {
+                        let mut t = json!({
+                            "id": id, "name": name, "to": status_json(to), "hasScreen": screen,
+                            "isGlobal": false, "isInitial": false, "isAvailable": true, "isConditional": false,
+                            "fields": {},
+                        });
+                        if screen {
+                            t["fields"] = json!({"resolution": {
+                                "required": true, "schema": {"type": "resolution", "system": "resolution"},
+                                "name": "Resolution", "key": "resolution", "operations": ["set"],
+                                "allowedValues": [{"name": "Done", "id": "1"}, {"name": "Won't Do", "id": "2"}],
+                            }});
+                        }
+                        t
+                    })
+                    .collect::<Vec<_>>()
+            );
+        }
+        v
+    }
+
+    fn apply_labels(&mut self, ops: &Value) {
+        for op in ops.as_array().into_iter().flatten() {
+            if let Some(l) = op.get("add").and_then(Value::as_str) {
+                if !self.labels.iter().any(|x| x == l) {
+                    self.labels.push(l.to_string());
+                }
+            }
+            if let Some(l) = op.get("remove").and_then(Value::as_str) {
+                self.labels.retain(|x| x != l);
+            }
+        }
+        self.sync_approval();
+    }
+
+    fn apply_props(&mut self, props: Option<&Value>) {
+        for p in props.and_then(Value::as_array).into_iter().flatten() {
+            if let (Some(k), Some(v)) = (p.get("key").and_then(Value::as_str), p.get("value")) {
+                self.props.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+
+    /// JSM opens an approval when a change that needs one is raised.
+    fn sync_approval(&mut self) {
+        if self.approval.is_none() && self.labels.iter().any(|l| l == "changegate-needs-approval") {
+            self.approval = Some(Approval {
+                decision: "pending".into(),
+                approver: String::new(),
+                reads: 0,
+            });
+            if self.status == "Open" {
+                self.status = "Waiting for approval".into();
+            }
+        }
+    }
+}
+
+// -- a small JQL evaluator for the clauses changegate sends --
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Str(String),
+    Word(String),
+    Op(String),
+    Open,
+    Close,
+    Comma,
+}
+
+fn tokens(jql: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = jql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '"' {
+            let mut s = String::new();
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    i += 1;
+                }
+                s.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            out.push(Tok::Str(s));
+        } else if c == '(' {
+            out.push(Tok::Open);
+            i += 1;
+        } else if c == ')' {
+            out.push(Tok::Close);
+            i += 1;
+        } else if c == ',' {
+            out.push(Tok::Comma);
+            i += 1;
+        } else if "=!<>".contains(c) {
+            let mut s = c.to_string();
+            if i + 1 < chars.len() && chars[i + 1] == '=' {
+                s.push('=');
+                i += 1;
+            }
+            out.push(Tok::Op(s));
+            i += 1;
+        } else {
+            let mut s = String::new();
+            while i < chars.len() && (chars[i].is_alphanumeric() || "_-.".contains(chars[i])) {
+                s.push(chars[i]);
+                i += 1;
+            }
+            assert!(!s.is_empty(), "JQL the fake cannot read: {jql}");
+            out.push(Tok::Word(s));
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+enum Clause {
+    Cmp(String, String, String),
+    In(String, Vec<String>, bool),
+}
+
+#[derive(Debug)]
+struct Query {
+    clauses: Vec<Clause>,
+    desc: bool,
+}
+
+fn parse_jql(jql: &str) -> Result<Query, String> {
+    let toks = tokens(jql);
+    let mut i = 0;
+    let mut clauses = Vec::new();
+    let mut desc = false;
+    let word = |t: Option<&Tok>| match t {
+        Some(Tok::Word(w)) => Some(w.to_ascii_lowercase()),
+        _ => None,
+    };
+    let value = |t: Option<&Tok>| match t {
+        Some(Tok::Str(s)) | Some(Tok::Word(s)) => Some(s.clone()),
+        _ => None,
+    };
+    loop {
+        let field = word(toks.get(i)).ok_or(format!("expected a field at {i} in {jql}"))?;
+        i += 1;
+        let negated = word(toks.get(i)).as_deref() == Some("not");
+        if negated {
+            i += 1;
+        }
+        if word(toks.get(i)).as_deref() == Some("in") {
+            i += 1;
+            if toks.get(i) != Some(&Tok::Open) {
+                return Err(format!("expected ( in {jql}"));
+            }
+            i += 1;
+            let mut list = Vec::new();
+            while toks.get(i) != Some(&Tok::Close) {
+                list.push(value(toks.get(i)).ok_or(format!("bad list in {jql}"))?);
+                i += 1;
+                if toks.get(i) == Some(&Tok::Comma) {
+                    i += 1;
+                }
+            }
+            i += 1;
+            clauses.push(Clause::In(field, list, negated));
+        } else if let Some(Tok::Op(op)) = toks.get(i) {
+            i += 1;
+            let v = value(toks.get(i)).ok_or(format!("expected a value in {jql}"))?;
+            i += 1;
+            clauses.push(Clause::Cmp(field, op.clone(), v));
+        } else {
+            return Err(format!("unsupported JQL: {jql}"));
+        }
+        match word(toks.get(i)).as_deref() {
+            Some("and") => i += 1,
+            Some("order") => {
+                i += 2; // ORDER BY
+                let _field = word(toks.get(i));
+                i += 1;
+                desc = word(toks.get(i)).as_deref() == Some("desc");
+                break;
+            }
+            None if i >= toks.len() => break,
+            _ => return Err(format!("unsupported JQL: {jql}")),
+        }
+    }
+    Ok(Query { clauses, desc })
+}
+
+fn matches(issue: &Issue, q: &Query) -> bool {
+    q.clauses.iter().all(|c| match c {
+        Clause::Cmp(f, op, v) if f == "project" && op == "=" => {
+            issue.key.starts_with(&format!("{v}-"))
+        }
+        Clause::Cmp(f, op, v) if f == "labels" && op == "=" => issue.labels.contains(v),
+        Clause::Cmp(f, op, v) if f == "labels" && op == "!=" => !issue.labels.contains(v),
+        Clause::Cmp(f, op, v) if (f == "updated" || f == "created") && op == ">=" => {
+            let day = NaiveDate::parse_from_str(v, "%Y-%m-%d").expect("JQL date");
+            let t = if f == "updated" {
+                issue.updated
+            } else {
+                issue.created
+            };
+            t.date_naive() >= day
+        }
+        Clause::In(f, list, negated) if f == "labels" => {
+            issue.labels.iter().any(|l| list.contains(l)) != *negated
+        }
+        other => panic!("the fake does not evaluate {other:?}"),
+    })
+}
+
+fn basic(user: &str, token: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{token}").into_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(A[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+impl Respond for Fake {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut st = self.0.lock().unwrap();
+        let method = req.method.to_string();
+        let path = req.url.path().to_string();
+        let response = st.handle(req);
+        let code = response_status(&response);
+        st.log.push((method, path, code));
+        response
+    }
+}
+
+/// wiremock does not expose a template's status; the fake keeps its own answer codes.
+fn response_status(r: &ResponseTemplate) -> u16 {
+    // ResponseTemplate's Debug output carries `status_code: NNN`.
+    let text = format!("{r:?}");
+    text.split("status_code: ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+impl State {
+    fn issue_mut(&mut self, key: &str) -> Option<&mut Issue> {
+        self.issues
+            .iter_mut()
+            .find(|i| i.key == key || i.id.to_string() == key)
+    }
+
+    fn handle(&mut self, req: &Request) -> ResponseTemplate {
+        let base = format!("{}://{}", req.url.scheme(), req.url.authority());
+        if self.script.throttle > 0 {
+            self.script.throttle -= 1;
+            return ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .insert_header("X-RateLimit-Reset", "2026-01-01T00:00Z")
+                .insert_header("RateLimit-Reason", "jira-burst-based")
+                .set_body_string("Rate limit exceeded.");
+        }
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != basic(USER, TOKEN) {
+            return ResponseTemplate::new(401).set_body_string("");
+        }
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let query: BTreeMap<String, String> = req
+            .url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let segs: Vec<&str> = req.url.path().trim_start_matches('/').split('/').collect();
+        let now = Utc::now();
+        match (req.method.as_str(), segs.as_slice()) {
+            ("POST", ["rest", "api", "3", "search", "jql"]) => {
+                let jql = body["jql"].as_str().unwrap_or_default();
+                let q = match parse_jql(jql) {
+                    Ok(q) => q,
+                    Err(e) => return error(400, &[&e], json!({})),
+                };
+                let reconcile: Vec<u64> = body["reconcileIssues"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+                let fields: Vec<String> = body["fields"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+                let props: Vec<String> = body["properties"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+                let cap = self.script.page_cap.unwrap_or(100);
+                let max = (body["maxResults"].as_u64().unwrap_or(50) as usize).min(cap);
+                let start: usize = body["nextPageToken"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+                let mut hits: Vec<&mut Issue> = Vec::new();
+                for issue in self.issues.iter_mut() {
+                    if !matches(issue, &q) {
+                        continue;
+                    }
+                    if issue.hidden_for > 0 && !reconcile.contains(&issue.id) {
+                        issue.hidden_for -= 1;
+                        continue;
+                    }
+                    hits.push(issue);
+                }
+                hits.sort_by_key(|i| i.id);
+                if q.desc {
+                    hits.reverse();
+                }
+                let total = hits.len();
+                let page: Vec<Value> = hits.iter().skip(start).take(max).map(|i| i.view(&base, &fields, &props, false)).collect();
+                let end = start + page.len();
+                let mut out = json!({"issues": page, "isLast": end >= total});
+                if end < total {
+                    out["nextPageToken"] = json!(end.to_string());
+                }
+                ResponseTemplate::new(200).set_body_json(out)
+            }
+            ("POST", ["rest", "api", "3", "search", "approximate-count"]) => {
+                let q = match parse_jql(body["jql"].as_str().unwrap_or_default()) {
+                    Ok(q) => q,
+                    Err(e) => return error(400, &[&e], json!({})),
+                };
+                let n = self.issues.iter().filter(|i| matches(i, &q)).count();
+                ResponseTemplate::new(200).set_body_json(json!({"count": n}))
+            }
+            ("POST", ["rest", "api", "3", "issue"]) => {
+                let f = &body["fields"];
+                if f["project"]["key"] != json!("CHG") {
+                    return error(400, &[], json!({"project": "valid project is required"}));
+                }
+                if f["issuetype"]["name"] != json!("Change") {
+                    return error(400, &[], json!({"issuetype": "Specify a valid issue type"}));
+                }
+                let missing: Map<String, Value> = self
+                    .script
+                    .required
+                    .iter()
+                    .filter(|(id, _)| f.get(id.as_str()).is_none())
+                    .map(|(id, m)| (id.clone(), json!(m)))
+                    .collect();
+                if !missing.is_empty() {
+                    return error(400, &[], Value::Object(missing));
+                }
+                self.next_id += 1;
+                let id = 10000 + self.next_id;
+                let key = format!("CHG-{}", self.next_id);
+                let mut issue = Issue {
+                    id,
+                    key: key.clone(),
+                    status: "Open".into(),
+                    labels: f["labels"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect(),
+                    fields: f.as_object().cloned().unwrap_or_default(),
+                    props: Map::new(),
+                    comments: Vec::new(),
+                    resolution: None,
+                    created: now,
+                    updated: now,
+                    approval: None,
+                    hidden_for: 0,
+                };
+                issue.apply_props(body.get("properties"));
+                issue.sync_approval();
+                if let Some(s) = &self.script.status_on_create {
+                    issue.status = s.clone();
+                }
+                self.issues.push(issue);
+                ResponseTemplate::new(201).set_body_json(json!({"id": id.to_string(), "key": key, "self": format!("{base}/rest/api/3/issue/{id}")}))
+            }
+            ("GET", ["rest", "api", "3", "issue", key]) => {
+                let fields: Vec<String> = query.get("fields").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
+                let props: Vec<String> = query.get("properties").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
+                let transitions = query.get("expand").is_some_and(|e| e.contains("transitions"));
+                match self.issue_mut(key) {
+                    Some(i) => ResponseTemplate::new(200).set_body_json(i.view(&base, &fields, &props, transitions)),
+                    None => error(404, &["Issue does not exist or you do not have permission to see it."], json!({})),
+                }
+            }
+            ("PUT", ["rest", "api", "3", "issue", key]) => {
+                let Some(i) = self.issue_mut(key) else {
+                    return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
+                };
+                if let Some(ops) = body["update"].get("labels") {
+                    i.apply_labels(ops);
+                }
+                if let Some(fields) = body["fields"].as_object() {
+                    for (k, v) in fields {
+                        if k == "labels" {
+                            i.labels = v.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+                            i.sync_approval();
+                        } else {
+                            i.fields.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                i.apply_props(body.get("properties"));
+                i.updated = now;
+                ResponseTemplate::new(204)
+            }
+            ("POST", ["rest", "api", "3", "issue", key, "comment"]) => {
+                let Some(i) = self.issue_mut(key) else {
+                    return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
+                };
+                if body["body"]["type"] != json!("doc") {
+                    return error(400, &["Comment body is not valid!"], json!({}));
+                }
+                i.comments.push(body.clone());
+                i.updated = now;
+                let n = i.comments.len();
+                ResponseTemplate::new(201).set_body_json(json!({"id": format!("{}", 20000 + n), "body": body["body"], "jsdPublic": false}))
+            }
+            ("POST", ["rest", "api", "3", "issue", key, "transitions"]) => {
+                let Some(i) = self.issue_mut(key) else {
+                    return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
+                };
+                let id = body["transition"]["id"].as_str().unwrap_or_default().to_string();
+                let Some((_, _, to, screen)) = transitions_from(&i.status).into_iter().find(|t| t.0 == id) else {
+                    return error(400, &[&format!("Transition id '{id}' is not valid for this issue.")], json!({}));
+                };
+                let resolution = body["fields"]["resolution"]["name"].as_str();
+                if screen {
+                    match resolution {
+                        Some("Done" | "Won't Do") => i.resolution = resolution.map(str::to_string),
+                        _ => return error(400, &[], json!({"resolution": "Resolution is required."})),
+                    }
+                } else if body.get("fields").is_some() {
+                    return error(400, &[], json!({"resolution": "Field 'resolution' cannot be set. It is not on the appropriate screen, or unknown."}));
+                }
+                i.status = to.to_string();
+                i.apply_props(body.get("properties"));
+                i.updated = now;
+                ResponseTemplate::new(204)
+            }
+            ("GET", ["rest", "servicedeskapi", "request", key, "approval"]) => {
+                let script = self.script.clone();
+                let Some(i) = self.issue_mut(key) else {
+                    return ResponseTemplate::new(404).set_body_json(json!({"errorMessage": "The request could not be found."}));
+                };
+                let mut values = Vec::new();
+                if let Some(a) = i.approval.as_mut() {
+                    a.reads += 1;
+                    if a.decision == "pending" {
+                        if script.approve_after.is_some_and(|n| a.reads > n) {
+                            a.decision = "approved".into();
+                            a.approver = "Ada Approver".into();
+                        } else if script.decline_after.is_some_and(|n| a.reads > n) {
+                            a.decision = "declined".into();
+                            a.approver = "Bob Boss".into();
+                        }
+                    }
+                    let a = a.clone();
+                    // The workflow follows the approval.
+                    if i.status == "Waiting for approval" {
+                        match a.decision.as_str() {
+                            "approved" => i.status = "Awaiting implementation".into(),
+                            "declined" => i.status = "Declined".into(),
+                            _ => {}
+                        }
+                    }
+                    let approvers = if a.approver.is_empty() {
+                        json!([{"approver": {"accountId": "qm:1", "displayName": "Ada Approver"}, "approverDecision": "pending"}])
+                    } else {
+                        json!([{"approver": {"accountId": "qm:2", "displayName": a.approver}, "approverDecision": a.decision}])
+                    };
+                    let mut v = json!({
+                        "id": "1", "name": "Change approval", "finalDecision": a.decision, "canAnswerApproval": false,
+                        "approvers": approvers,
+                        "createdDate": {"iso8601": "2026-01-01T10:00:00+0000", "epochMillis": 1767261600000i64},
+                        "_links": {"self": format!("{base}/rest/servicedeskapi/request/{}/approval/1", i.id)},
+                    });
+                    if a.decision != "pending" {
+                        v["completedDate"] = json!({"iso8601": "2026-01-01T11:00:00+0000", "epochMillis": 1767265200000i64});
+                    }
+                    values.push(v);
+                }
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "_expands": [], "size": values.len(), "start": 0, "limit": 50, "isLastPage": true,
+                    "_links": {"base": format!("{base}/rest/servicedeskapi"), "context": "context"},
+                    "values": values,
+                }))
+            }
+            ("GET", ["rest", "servicedeskapi", "servicedesk"]) => ResponseTemplate::new(200).set_body_json(json!({
+                "size": 2, "start": 0, "limit": 50, "isLastPage": true, "_links": {},
+                "values": [
+                    {"id": "7", "projectId": "10100", "projectName": "IT Help", "projectKey": "HELP"},
+                    {"id": "9", "projectId": "10200", "projectName": "Changes", "projectKey": "CHG"},
+                ],
+            })),
+            ("POST", ["rest", "servicedeskapi", "request"]) => {
+                if body["serviceDeskId"] != json!("9") || body["requestTypeId"] != json!("42") {
+                    return ResponseTemplate::new(400).set_body_json(json!({"errorMessage": "The request type is invalid", "i18nErrorMessage": {"i18nKey": "sd.request.type.invalid", "parameters": []}}));
+                }
+                self.next_id += 1;
+                let id = 10000 + self.next_id;
+                let key = format!("CHG-{}", self.next_id);
+                let mut fields = Map::new();
+                fields.insert("summary".into(), body["requestFieldValues"]["summary"].clone());
+                fields.insert("description".into(), body["requestFieldValues"]["description"].clone());
+                fields.insert("requestType".into(), json!("42"));
+                self.issues.push(Issue {
+                    id,
+                    key: key.clone(),
+                    status: "Open".into(),
+                    labels: Vec::new(),
+                    fields,
+                    props: Map::new(),
+                    comments: Vec::new(),
+                    resolution: None,
+                    created: now,
+                    updated: now,
+                    approval: None,
+                    hidden_for: 0,
+                });
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "issueId": id.to_string(), "issueKey": key, "requestTypeId": "42", "serviceDeskId": "9",
+                    "currentStatus": {"status": "Open", "statusCategory": "NEW"},
+                    "_links": {"web": format!("{base}/servicedesk/customer/portal/9/{key}"), "agent": format!("{base}/browse/{key}")},
+                }))
+            }
+            _ => error(404, &[&format!("no fake for {} {}", req.method, req.url.path())], json!({})),
+        }
+    }
+}
+
+/// A running fake and a repository to run the binary in.
+struct Site {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+    repo: tempfile::TempDir,
+    sha: String,
+}
+
+impl Site {
+    async fn start(script: Script, config: &str) -> Site {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State {
+            script,
+            ..State::default()
+        }));
+        Mock::given(any())
+            .respond_with(Fake(state.clone()))
+            .mount(&server)
+            .await;
+        let repo = git_repo();
+        std::fs::write(
+            repo.path().join(".changegate.toml"),
+            format!("[approval]\npoll = \"200ms\"\ntimeout = \"5s\"\n{config}"),
+        )
+        .expect("config");
+        let sha = String::from_utf8(
+            std::process::Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .current_dir(repo.path())
+                .output()
+                .expect("git")
+                .stdout,
+        )
+        .expect("utf8")
+        .trim()
+        .to_string();
+        Site {
+            server,
+            state,
+            repo,
+            sha,
+        }
+    }
+
+    /// Runs the binary against the fake; returns exit code, stdout, stderr.
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_with(args, TOKEN).await
+    }
+
+    async fn run_with(&self, args: &[&str], token: &str) -> (i32, String, String) {
+        let mut cmd = changegate(self.repo.path());
+        cmd.args(["--backend", "jira", "--format", "json"])
+            .args(args)
+            .env("CHANGEGATE_JIRA_URL", self.server.uri())
+            .env("CHANGEGATE_JIRA_USER", USER)
+            .env("CHANGEGATE_JIRA_TOKEN", token)
+            .env("CHANGEGATE_JIRA_PROJECT", "CHG");
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+            .await
+            .expect("joined");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn issue(&self, key: &str) -> Issue {
+        self.with(|s| {
+            s.issues
+                .iter()
+                .find(|i| i.key == key)
+                .cloned()
+                .expect("issue")
+        })
+    }
+
+    /// Requests since `from` (an index into the log), by "METHOD path-shape".
+    fn counts(&self, from: usize) -> BTreeMap<String, usize> {
+        self.with(|s| {
+            let mut out = BTreeMap::new();
+            for (m, p, _) in &s.log[from..] {
+                let shape: Vec<&str> = p
+                    .split('/')
+                    .map(|seg| {
+                        if seg.starts_with("CHG-") {
+                            "{key}"
+                        } else {
+                            seg
+                        }
+                    })
+                    .collect();
+                *out.entry(format!("{m} {}", shape.join("/"))).or_insert(0) += 1;
+            }
+            out
+        })
+    }
+
+    fn log_len(&self) -> usize {
+        self.with(|s| s.log.len())
+    }
+
+    /// Closed, successful changes of this service decided `days_ago`, as earlier runs left them.
+    fn seed_history(&self, n: usize, days_ago: i64) {
+        for _ in 0..n {
+            self.seed_change(days_ago, "success");
+        }
+    }
+
+    /// One closed pre-approved change decided `days_ago` with `outcome`.
+    fn seed_change(&self, days_ago: i64, outcome: &str) {
+        self.with(|s| {
+            {
+                s.next_id += 1;
+                let sha = format!("{:040x}", 0xabc000 + s.next_id);
+                let key = format!("changegate:{SERVICE_ID}:{ENV}:{sha}");
+                let decided = Utc::now() - Duration::days(days_ago);
+                let mut props = Map::new();
+                props.insert(PROPERTY.into(), json!({"key": key, "commit": sha, "outcome": outcome, "decided_at": decided, "deployed_at": decided}));
+                s.issues.push(Issue {
+                    id: 10000 + s.next_id,
+                    key: format!("CHG-{}", s.next_id),
+                    status: if outcome == "success" { "Completed" } else { "Failed" }.into(),
+                    labels: vec![
+                        labels::MARK.into(),
+                        labels::service(SERVICE_ID, ENV),
+                        labels::key(SERVICE_ID, ENV, &sha),
+                        "changegate-pre-approved".into(),
+                        labels::day(decided.date_naive()),
+                        format!("changegate-{outcome}"),
+                    ],
+                    fields: Map::new(),
+                    props,
+                    comments: Vec::new(),
+                    resolution: Some("Done".into()),
+                    created: decided,
+                    updated: decided,
+                    approval: None,
+                    hidden_for: 0,
+                });
+            }
+        });
+    }
+}
+
+fn json_out(stdout: &str) -> Value {
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"))
+}
+
+fn comment_text(c: &Value) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        if let Some(t) = v.get("text").and_then(Value::as_str) {
+            out.push_str(t);
+            out.push('\n');
+        }
+        for child in v
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            walk(child, out);
+        }
+    }
+    let mut out = String::new();
+    walk(&c["body"], &mut out);
+    out
+}
+
+fn total(counts: &BTreeMap<String, usize>) -> usize {
+    counts.values().sum()
+}
+
+// ---- the tests ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_approved_gate_then_record_with_counted_requests() {
+    let site = Site::start(Script::default(), "").await;
+    site.seed_history(5, 20);
+
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["decision"], "pre-approved", "{report}");
+    assert_eq!(report["state"], "implementing");
+    assert_eq!(report["change_id"], "CHG-6");
+    assert_eq!(
+        report["change_url"],
+        format!("{}/browse/CHG-6", site.server.uri())
+    );
+    let gate = site.counts(0);
+
+    let issue = site.issue("CHG-6");
+    assert_eq!(issue.status, "Implementing");
+    assert!(
+        issue
+            .labels
+            .contains(&labels::key(SERVICE_ID, ENV, &site.sha)),
+        "{:?}",
+        issue.labels
+    );
+    assert!(
+        issue
+            .labels
+            .contains(&"changegate-pre-approved".to_string())
+    );
+    let stored = &issue.props[PROPERTY];
+    assert_eq!(
+        stored["key"],
+        format!("changegate:{SERVICE_ID}:{ENV}:{}", site.sha)
+    );
+    assert_eq!(stored["decision"]["kind"], "pre-approved");
+    assert!(stored["deployed_at"].is_string(), "{stored}");
+    assert_eq!(issue.fields["issuetype"]["name"], "Change");
+    assert!(
+        issue.fields["summary"]
+            .as_str()
+            .unwrap()
+            .contains("payments-api")
+    );
+    // The decision, with every rule, as one comment.
+    assert_eq!(issue.comments.len(), 1);
+    let note = comment_text(&issue.comments[0]);
+    for code in ["track-record", "allowance", "freeze"] {
+        assert!(note.contains(code), "{note}");
+    }
+    assert!(
+        note.contains("5 closed") || note.contains("success rate 100%"),
+        "{note}"
+    );
+    assert_eq!(
+        issue.comments[0]["properties"][0]["key"],
+        "sd.public.comment"
+    );
+
+    let mark = site.log_len();
+    let (code, out, err) = site.run(&["record", "--outcome", "success"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["state"], "closed");
+    assert_eq!(report["outcome"], "success");
+    let record = site.counts(mark);
+
+    let issue = site.issue("CHG-6");
+    assert_eq!(issue.status, "Completed");
+    assert_eq!(
+        issue.resolution.as_deref(),
+        Some("Done"),
+        "the Complete screen needs a resolution"
+    );
+    assert!(issue.labels.contains(&"changegate-success".to_string()));
+    assert_eq!(issue.props[PROPERTY]["outcome"], "success");
+    assert_eq!(issue.comments.len(), 2);
+
+    eprintln!(
+        "requests for a pre-approved gate: {} {gate:#?}",
+        total(&gate)
+    );
+    eprintln!("requests for record: {} {record:#?}", total(&record));
+    // Bounded: a pre-approved gate needs no more than these, whatever the history size.
+    assert!(total(&gate) <= 9, "{gate:#?}");
+    assert!(total(&record) <= 6, "{record:#?}");
+    assert_eq!(gate.get("POST /rest/api/3/issue"), Some(&1));
+    assert_eq!(
+        gate.get("POST /rest/api/3/issue/{key}/transitions"),
+        Some(&1)
+    );
+    assert_eq!(
+        record.get("POST /rest/api/3/issue/{key}/transitions"),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_jql_uses_the_allowance() {
+    // A healthy earlier sprint grew the allowance from 2 to 4; four pre-approved changes
+    // this sprint have used it up.
+    let site = Site::start(Script::default(), "").await;
+    site.seed_history(5, 20);
+    site.seed_history(4, 0);
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["decision"], "needs-approval", "{report}");
+    let allowance = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "allowance")
+        .unwrap()
+        .clone();
+    assert_eq!(allowance["passed"], false, "{allowance}");
+    assert!(
+        allowance["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allowance 4 of 4"),
+        "{allowance}"
+    );
+    let track = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "track-record")
+        .unwrap()
+        .clone();
+    assert_eq!(track["passed"], true, "{track}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_granted_on_a_later_poll() {
+    let site = Site::start(
+        Script {
+            approve_after: Some(2),
+            ..Script::default()
+        },
+        "",
+    )
+    .await;
+    // No history: the track record fails, so the change needs approval.
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["decision"], "needs-approval");
+    assert_eq!(report["state"], "implementing");
+    assert_eq!(report["approved_by"], "Ada Approver");
+    assert!(err.contains("waiting for approval of CHG-1"), "{err}");
+    let issue = site.issue("CHG-1");
+    assert_eq!(issue.status, "Implementing");
+    assert_eq!(issue.approval.as_ref().unwrap().reads, 3);
+    let counts = site.counts(0);
+    assert_eq!(
+        counts["GET /rest/servicedeskapi/request/{key}/approval"], 3,
+        "{counts:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_blocks_with_the_approvers_name() {
+    let site = Site::start(
+        Script {
+            decline_after: Some(1),
+            ..Script::default()
+        },
+        "",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["state"], "rejected");
+    assert_eq!(report["approved_by"], "Bob Boss");
+    assert_eq!(report["message"], "rejected by Bob Boss");
+    assert_eq!(site.issue("CHG-1").status, "Declined");
+
+    // The job records whatever happened; nothing was deployed, and Declined stays.
+    let mark = site.log_len();
+    let (code, out, err) = site.run(&["record", "--outcome", "failure"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["outcome"], "cancelled");
+    assert_eq!(report["state"], "rejected");
+    let counts = site.counts(mark);
+    assert_eq!(
+        counts.get("POST /rest/api/3/issue/{key}/transitions"),
+        None,
+        "{counts:#?}"
+    );
+    let issue = site.issue("CHG-1");
+    assert_eq!(issue.status, "Declined");
+    assert!(issue.labels.contains(&"changegate-cancelled".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_timeout_blocks() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["gate", "--wait", "1s"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["state"], "awaiting-approval");
+    assert_eq!(report["message"], "approval timed out after 1s");
+    assert_eq!(site.issue("CHG-1").status, "Waiting for approval");
+    let polls = site.counts(0)["GET /rest/servicedeskapi/request/{key}/approval"];
+    assert!(
+        (3..=8).contains(&polls),
+        "polled {polls} times in 1s at 200ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_finds_the_same_issue() {
+    let site = Site::start(Script::default(), "[policy]\nmin_history = 0\n").await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "pre-approved");
+    let mark = site.log_len();
+    let (code, out2, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out2}\n{err}");
+    let (a, b) = (json_out(&out), json_out(&out2));
+    assert_eq!(a["change_id"], b["change_id"]);
+    assert_eq!(b["decision"], "pre-approved");
+    assert_eq!(
+        b["rules"], a["rules"],
+        "the standing decision is kept, not re-decided"
+    );
+    assert_eq!(site.with(|s| s.issues.len()), 1);
+    assert_eq!(site.issue("CHG-1").comments.len(), 1);
+    let rerun = site.counts(mark);
+    assert_eq!(rerun.get("POST /rest/api/3/issue"), None, "{rerun:#?}");
+    assert_eq!(
+        rerun.get("POST /rest/api/3/search/approximate-count"),
+        None,
+        "no history read for a standing decision"
+    );
+    eprintln!("requests for a re-run: {} {rerun:#?}", total(&rerun));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_run_converges_on_the_lower_id() {
+    // Another run created this change's issue a moment ago; the search index has not
+    // caught up with it yet, so this run creates too, then notices and stands down.
+    let site = Site::start(Script::default(), "[policy]\nmin_history = 0\n").await;
+    site.with(|s| {
+        s.next_id += 1;
+        let key = format!("changegate:{SERVICE_ID}:{ENV}:{}", site.sha);
+        let mut props = Map::new();
+        props.insert(PROPERTY.into(), json!({"key": key}));
+        let now = Utc::now();
+        s.issues.push(Issue {
+            id: 10001,
+            key: "CHG-1".into(),
+            status: "Open".into(),
+            labels: vec![
+                labels::MARK.into(),
+                labels::service(SERVICE_ID, ENV),
+                labels::key(SERVICE_ID, ENV, &site.sha),
+            ],
+            fields: Map::new(),
+            props,
+            comments: Vec::new(),
+            resolution: None,
+            created: now,
+            updated: now,
+            approval: None,
+            hidden_for: 1,
+        });
+    });
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["change_id"], "CHG-1", "{err}");
+    let first = site.issue("CHG-1");
+    assert_eq!(first.status, "Implementing");
+    assert_eq!(first.props[PROPERTY]["decision"]["kind"], "pre-approved");
+    let dup = site.issue("CHG-2");
+    assert_eq!(dup.status, "Canceled");
+    assert!(
+        dup.labels.contains(&labels::DUPLICATE.to_string()),
+        "{:?}",
+        dup.labels
+    );
+    assert!(
+        !dup.labels
+            .contains(&labels::key(SERVICE_ID, ENV, &site.sha))
+    );
+    // Later lookups see one change.
+    let (code, out, _) = site.run(&["status"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json_out(&out)["change_id"], "CHG-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_the_workflow_already_made_are_skipped() {
+    // An automation moves new changes straight to Implementing.
+    let site = Site::start(
+        Script {
+            status_on_create: Some("Implementing".into()),
+            ..Script::default()
+        },
+        "[policy]\nmin_history = 0\n",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["state"], "implementing");
+    let gate = site.counts(0);
+    assert_eq!(
+        gate.get("POST /rest/api/3/issue/{key}/transitions"),
+        None,
+        "{gate:#?}"
+    );
+    assert!(site.issue("CHG-1").props[PROPERTY]["deployed_at"].is_string());
+
+    // Someone (or the deployment integration) completes it before the job records.
+    site.with(|s| s.issues[0].status = "Completed".into());
+    let mark = site.log_len();
+    let (code, out, err) = site.run(&["record", "--outcome", "success"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["state"], "closed");
+    assert_eq!(report["outcome"], "success");
+    let record = site.counts(mark);
+    assert_eq!(
+        record.get("POST /rest/api/3/issue/{key}/transitions"),
+        None,
+        "{record:#?}"
+    );
+    let issue = site.issue("CHG-1");
+    assert!(issue.labels.contains(&"changegate-success".to_string()));
+    assert_eq!(issue.comments.len(), 2);
+
+    // Recording twice is harmless.
+    let (code, out, _) = site.run(&["record", "--outcome", "failure"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json_out(&out)["outcome"], "success");
+    assert_eq!(site.issue("CHG-1").comments.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_then_served() {
+    let site = Site::start(
+        Script {
+            throttle: 2,
+            ..Script::default()
+        },
+        "[policy]\nmin_history = 0\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["state"], "implementing");
+    let throttled = site.with(|s| s.log.iter().filter(|(_, _, c)| *c == 429).count());
+    assert_eq!(throttled, 2);
+    assert!(err.contains("429"), "the retry is logged: {err}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "Retry-After: 1 was honoured twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_errors_are_quoted_verbatim() {
+    let mut required = BTreeMap::new();
+    required.insert(
+        "customfield_10100".to_string(),
+        "Backout plan is required.".to_string(),
+    );
+    let site = Site::start(
+        Script {
+            required,
+            ..Script::default()
+        },
+        "[policy]\nmin_history = 0\n",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("customfield_10100: Backout plan is required."),
+        "{err}"
+    );
+    assert!(err.contains("400"), "{err}");
+    assert!(
+        err.contains("[jira.extra_fields]"),
+        "the hint says where to fix it: {err}"
+    );
+    assert_eq!(site.with(|s| s.issues.len()), 0);
+
+    // With the field supplied, the same gate goes through.
+    std::fs::write(
+        site.repo.path().join(".changegate.toml"),
+        "[policy]\nmin_history = 0\n[jira.extra_fields]\ncustomfield_10100 = \"Roll back with the previous image\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        site.issue("CHG-1").fields["customfield_10100"],
+        "Roll back with the previous image"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_explained_and_never_printed() {
+    let site = Site::start(Script::default(), "").await;
+    let wrong = "wrong-token-value-123";
+    let (code, out, err) = site.run_with(&["gate", "-vv"], wrong).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        err.contains("CHANGEGATE_JIRA_TOKEN") && err.contains("API token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(wrong) && !out.contains(wrong),
+        "the token leaked"
+    );
+    assert!(!err.contains(TOKEN) && !out.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_raised_as_jsm_requests() {
+    let site = Site::start(
+        Script::default(),
+        "[policy]\nmin_history = 0\n[jira]\nrequest_type = \"42\"\n",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["change_id"], "CHG-1");
+    let issue = site.issue("CHG-1");
+    assert_eq!(issue.fields["requestType"], "42");
+    assert!(
+        issue
+            .labels
+            .contains(&labels::key(SERVICE_ID, ENV, &site.sha))
+    );
+    assert_eq!(issue.props[PROPERTY]["decision"]["kind"], "pre-approved");
+    assert_eq!(issue.status, "Implementing");
+    let counts = site.counts(0);
+    assert_eq!(counts["POST /rest/servicedeskapi/request"], 1);
+    assert_eq!(counts["GET /rest/servicedeskapi/servicedesk"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_configuration_fails_closed() {
+    let site = Site::start(Script::default(), "").await;
+    let out = tokio::task::spawn_blocking({
+        let dir = site.repo.path().to_path_buf();
+        move || {
+            changegate(Path::new(&dir))
+                .args(["--backend", "jira", "gate"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CHANGEGATE_JIRA_URL"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_requests_do_not_grow_with_the_history() {
+    // The same history read two ways (pages of 100: tallies from one search; pages of 10:
+    // too many pages, so approximate counts per sprint), and a history ten times larger.
+    async fn explain(changes: usize, page_cap: usize) -> (Value, usize) {
+        let site = Site::start(
+            Script {
+                page_cap: Some(page_cap),
+                ..Script::default()
+            },
+            "",
+        )
+        .await;
+        for i in 0..changes {
+            let days_ago = 1 + (i as i64 * 7) % 300;
+            site.seed_change(days_ago, if i % 10 == 0 { "failure" } else { "success" });
+        }
+        let (code, out, err) = site.run(&["policy", "explain"]).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        (json_out(&out), total(&site.counts(0)))
+    }
+    let (searched, few) = explain(60, 100).await;
+    let (counted, many_pages) = explain(60, 10).await;
+    let (_, ten_times) = explain(600, 10).await;
+    eprintln!(
+        "history requests: {few} (60 changes, one tally search), {many_pages} (60 changes counted per sprint), {ten_times} (600 changes)"
+    );
+    assert_eq!(
+        many_pages, ten_times,
+        "requests must not grow with the history"
+    );
+    assert!(few <= 4, "{few}");
+    for key in [
+        "allowance",
+        "used",
+        "closed_total",
+        "recent_window",
+        "recent_success_rate",
+        "next_allowance",
+    ] {
+        assert_eq!(
+            searched[key], counted[key],
+            "{key}: {searched} vs {counted}"
+        );
+    }
+    assert_eq!(searched["closed_total"], 60);
+    let rates = |v: &Value| -> Vec<(Value, Value, Value)> {
+        v["replay"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["sprint"].clone(),
+                    s["allowance"].clone(),
+                    s["tally"]["failed"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(rates(&searched), rates(&counted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_never_waits_nor_blocks() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["--mode", "observe", "gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["decision"], "needs-approval");
+    assert_eq!(report["mode"], "observe");
+    let issue = site.issue("CHG-1");
+    // The approval step offers no move to Implementing: the change stays where it is,
+    // and the deploy's start is still recorded.
+    assert_eq!(issue.status, "Waiting for approval");
+    assert!(issue.labels.contains(&labels::OBSERVE.to_string()));
+    assert!(issue.props[PROPERTY]["deployed_at"].is_string());
+    assert_eq!(
+        site.counts(0)
+            .get("GET /rest/servicedeskapi/request/{key}/approval"),
+        None,
+        "observe mode does not wait"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_writes_nothing() {
+    let site = Site::start(Script::default(), "[policy]\nmin_history = 0\n").await;
+    let (code, out, err) = site.run(&["--dry-run", "gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["decision"], "pre-approved");
+    let writes: Vec<String> = site
+        .counts(0)
+        .into_keys()
+        .filter(|k| !k.contains("/search/") && !k.starts_with("GET "))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(site.with(|s| s.issues.len()), 0);
+}

@@ -1,0 +1,124 @@
+//! Settings resolution that the gate's integrity depends on.
+
+use std::process::Command as Std;
+
+use crate::support::{changegate, git_repo, reference};
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let ok = Std::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .status()
+        .expect("git runs")
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+const FROZEN: &str = "[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"locked down\"\n";
+
+/// A repo whose default branch (`master`, as in the reference payload) freezes every deploy,
+/// and a pull-request branch that deletes the freeze from its own copy of the config.
+fn repo_with_loosening_pr(fetch_default_branch: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+    let repo = git_repo();
+    let dir = repo.path();
+    git(dir, &["branch", "-m", "master"]);
+    std::fs::write(dir.join(".changegate.toml"), FROZEN).expect("write");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "freeze"]);
+    if fetch_default_branch {
+        git(dir, &["update-ref", "refs/remotes/origin/master", "HEAD"]);
+    }
+    git(dir, &["checkout", "-q", "-b", "loosen"]);
+    std::fs::write(dir.join(".changegate.toml"), "").expect("write");
+    git(dir, &["commit", "-q", "-am", "drop the freeze"]);
+    let event = dir.join("event.json");
+    std::fs::copy(
+        reference("github-webhooks/examples/pull_request/opened.payload.json"),
+        &event,
+    )
+    .expect("copy payload");
+    (repo, event)
+}
+
+fn pr_gate(dir: &std::path::Path, event: &std::path::Path) -> assert_cmd::assert::Assert {
+    changegate(dir)
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_EVENT_PATH", event)
+        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+        .assert()
+}
+
+#[test]
+fn a_pull_request_cannot_loosen_its_own_gate() {
+    let (repo, event) = repo_with_loosening_pr(true);
+    let out = pr_gate(repo.path(), &event)
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(doc["decision"], "blocked", "{doc}");
+    assert!(doc.to_string().contains("locked down"), "{doc}");
+}
+
+#[test]
+fn without_the_default_branch_it_warns_and_uses_the_pull_requests_copy() {
+    let (repo, event) = repo_with_loosening_pr(false);
+    let assert = pr_gate(repo.path(), &event).code(1);
+    let out = assert.get_output();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["decision"], "needs-approval", "{doc}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read .changegate.toml from the default branch"),
+        "{stderr}"
+    );
+}
+
+/// The container images carry no git: the default branch's config then comes from the
+/// GitHub contents API, with the workflow token.
+#[test]
+fn without_git_history_the_default_branch_config_comes_from_the_api() {
+    use wiremock::matchers::{header, method, path, query_param};
+    let (repo, event) = repo_with_loosening_pr(false);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(method("GET"))
+            .and(path(
+                "/repos/Codertocat/Hello-World/contents/.changegate.toml",
+            ))
+            .and(query_param("ref", "master"))
+            .and(header("authorization", "Bearer ghs_test"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(FROZEN))
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    });
+    let out = changegate(repo.path())
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
+        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+        .env("GITHUB_API_URL", server.uri())
+        .env("GITHUB_TOKEN", "ghs_test")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["decision"], "blocked", "{doc}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ghs_test"), "{stderr}");
+    runtime.block_on(server.verify());
+}
