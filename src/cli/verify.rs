@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{Ctx, Exit};
 use crate::domain::verify::{self, Verdict};
 use crate::itsm;
+use crate::output::Report;
 use crate::settings::Format;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,11 +82,12 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
         };
         if written && matches!(verdict, Verdict::FailedAfterDeploy { .. }) {
             report.failed_after_deploy += 1;
-            // The one place the pull/merge request will learn of it:
-            // `crate::forge::annotate(s, &report, &facts, Some(&record))`, with `facts` the
-            // change's stored facts (its PR and commit), not this scheduled run's. Reading
-            // them back from the backend is not in the `Itsm` port yet. An annotation
-            // failure is a warning unless `annotate.required`.
+            // The pull/merge request learns of it, from the facts the change was opened
+            // with (its PR and commit), not this scheduled run's. A failure to annotate is a
+            // warning unless `annotate.required`.
+            if let Err(e) = annotate_failure(s, itsm.as_ref(), &record, &verdict).await {
+                report.errors.push(format!("{}: {e:#}", record.id));
+            }
         }
         report.verified.push(Verified {
             change_id: record.id.clone(),
@@ -103,6 +105,26 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
         bail!("verify could not finish: {}", report.errors.join("; "));
     }
     Ok(Exit::Pass)
+}
+
+async fn annotate_failure(
+    s: &crate::settings::Settings,
+    itsm: &dyn itsm::Itsm,
+    record: &crate::domain::ChangeRecord,
+    verdict: &Verdict,
+) -> Result<()> {
+    let Some(facts) = itsm.recorded_facts(record).await? else {
+        return Ok(());
+    };
+    let current = itsm.refresh(record).await?;
+    let mut annotation = Report::from_record(Some(&current), &facts, s.mode(), s.dry_run);
+    if let Verdict::FailedAfterDeploy { incidents } = verdict {
+        annotation.message = Some(format!(
+            "failed after deploy: incidents {} linked within the verification window",
+            incidents.join(", ")
+        ));
+    }
+    crate::forge::annotate(s, &annotation, &facts, Some(&current)).await
 }
 
 fn text(r: &VerifyReport) -> String {

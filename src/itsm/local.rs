@@ -535,24 +535,32 @@ impl Itsm for Ledger {
         let first_commit = facts.first_commit_at().map(ts);
         let record = self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let inserted = tx.execute(
-                "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha, repository,
-                                      state, opened_at, first_commit_at, lines_changed, facts_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?10)
-                 ON CONFLICT (correlation_key) DO NOTHING",
-                params![
-                    key,
-                    facts.service,
-                    facts.service_id,
-                    facts.environment,
-                    facts.commit_sha,
-                    facts.repository,
-                    ts(now),
-                    first_commit,
-                    lines,
-                    facts_json
-                ],
-            )?;
+            // Looked up first, under the write lock: an insert that would conflict never
+            // runs, so row ids (and change ids) have no gaps.
+            let known: Option<i64> = tx
+                .query_row("SELECT id FROM changes WHERE correlation_key = ?1", [&key], |r| r.get(0))
+                .optional()?;
+            let inserted = if known.is_none() {
+                tx.execute(
+                    "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha, repository,
+                                          state, opened_at, first_commit_at, lines_changed, facts_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?10)",
+                    params![
+                        key,
+                        facts.service,
+                        facts.service_id,
+                        facts.environment,
+                        facts.commit_sha,
+                        facts.repository,
+                        ts(now),
+                        first_commit,
+                        lines,
+                        facts_json
+                    ],
+                )?
+            } else {
+                0
+            };
             let Some((row_id, existing)) =
                 tx.query_row(&format!("SELECT {COLUMNS} FROM changes WHERE correlation_key = ?1"), [&key], record_from_row).optional()?
             else {
@@ -600,6 +608,21 @@ impl Itsm for Ledger {
             Ok(record)
         })?;
         record.ok_or_else(|| anyhow!("the change {key} vanished from the ledger"))
+    }
+
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        let Some(row_id) = parse_change_id(&record.id) else {
+            return Ok(None);
+        };
+        let text: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT facts_json FROM changes WHERE id = ?1",
+                [row_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {

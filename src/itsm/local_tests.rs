@@ -293,3 +293,15 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
     assert_eq!(third.state, State::AwaitingApproval);
     assert_eq!(third.decision.unwrap().allowance_used, 2);
 }
+
+#[test]
+fn re_runs_leave_no_gaps_in_change_ids() {
+    let l = ledger();
+    let d = decision(DecisionKind::NeedsApproval, None);
+    for _ in 0..3 {
+        let r = block_on(l.ledger.open(&facts("acme/api", 'a'), Some(&d), at(1, 0))).unwrap();
+        assert_eq!(r.id, "CG-1");
+    }
+    let next = block_on(l.ledger.open(&facts("acme/api", 'b'), Some(&d), at(1, 1))).unwrap();
+    assert_eq!(next.id, "CG-2");
+}

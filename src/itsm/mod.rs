@@ -130,6 +130,14 @@ pub trait Itsm: Send + Sync {
         )
     }
 
+    /// The facts a change was opened with (its pull request, commit, run), so that a later
+    /// job (`verify`) can annotate the right pull request. `None` where the backend keeps no
+    /// copy of them.
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        let _ = record;
+        Ok(None)
+    }
+
     /// Changes deployed at or before `deployed_before`, with a success or failure outcome,
     /// that `verify` has not verified yet, oldest first.
     async fn awaiting_verification(

@@ -1215,3 +1215,39 @@ async fn gitlab_merge_request_note_is_created_then_updated() {
 
 const MARKER_GL: &str =
     "<!-- changegate:annotation environment=production service=acme/payments-api -->";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_tells_the_pull_request_when_an_incident_fails_the_change() {
+    let gh = FakeGitHub::start(TOKEN).await;
+    gh.forbid_the_rest().await;
+    let sha = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c";
+    gh.state.lock().unwrap().pulls_of_commit.insert(
+        sha.to_string(),
+        json!([{"number": 5, "state": "closed", "merged_at": "2026-03-02T09:59:00Z", "title": "Add the fee table"}]),
+    );
+    let p = Pipeline::new(PRE_APPROVE, "push/payload.json", |_| {});
+    let step = |now: &str, args: &[&str]| {
+        let mut cmd = p.github(&gh.server.uri(), "push", sha);
+        cmd.env("GITHUB_TOKEN", TOKEN)
+            .env("CHANGEGATE_NOW", now)
+            .args(args);
+        let (code, out, err) = run(&mut cmd);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(!err.contains("could not annotate"), "{err}");
+    };
+    step("2026-03-02T10:00:00Z", &["gate"]);
+    step("2026-03-02T10:05:00Z", &["record", "--outcome", "success"]);
+    step(
+        "2026-03-02T12:00:00Z",
+        &["incident", "--change", "CG-1", "--id", "INC0012345"],
+    );
+    step("2026-03-04T10:00:00Z", &["verify"]);
+
+    let on_5 = gh.comments(5);
+    assert_eq!(on_5.len(), 1, "one sticky comment, edited");
+    assert!(
+        on_5[0].body.contains("failed after deploy") && on_5[0].body.contains("INC0012345"),
+        "{}",
+        on_5[0].body
+    );
+}
