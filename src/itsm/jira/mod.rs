@@ -52,6 +52,8 @@ use lookup::Found;
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
+/// The issue property holding the facts the standing decision was made on.
+pub const FACTS: &str = "changegate.facts";
 
 /// Names as Jira shows them (statuses, transitions, project keys): trimmed, in any case.
 fn eq(a: &str, b: &str) -> bool {
