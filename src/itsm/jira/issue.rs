@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{Op, not_found};
-use super::{Jira, PROPERTY, labels};
+use super::{FACTS, Jira, PROPERTY, labels};
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, Outcome};
 use crate::itsm::ServiceRef;
 
@@ -186,6 +186,8 @@ pub(super) struct IssueView {
     pub(super) transitions: Vec<Transition>,
     /// The linked issues, when `issuelinks` was asked for.
     pub(super) links: Vec<Linked>,
+    /// The facts of the standing decision ([`FACTS`]), when asked for.
+    pub(super) facts: Option<ChangeFacts>,
 }
 
 pub(super) fn parse_jira_time(text: &str) -> Option<DateTime<Utc>> {
@@ -236,6 +238,17 @@ impl IssueView {
                     None
                 }
             });
+        let facts = v
+            .get("properties")
+            .and_then(|p| p.get(FACTS))
+            .filter(|p| !p.is_null())
+            .and_then(|p| match serde_json::from_value::<ChangeFacts>(p.clone()) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!("{key}: the {FACTS} issue property cannot be read ({e})");
+                    None
+                }
+            });
         let transitions = v
             .get("transitions")
             .and_then(Value::as_array)
@@ -277,6 +290,7 @@ impl IssueView {
             stored,
             transitions,
             links: parse_links(&fields),
+            facts,
         })
     }
 

@@ -29,6 +29,7 @@ mod render;
 mod search;
 mod tally;
 mod transitions;
+mod verify;
 mod write;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use secrecy::SecretString;
 
 use super::{HistoryQuery, Itsm};
 use crate::config::{BackendKind, JiraSection};
+use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
 use crate::env;
 use crate::http::HttpClient;
@@ -78,6 +80,8 @@ pub struct Jira {
     found: Mutex<HashMap<String, Option<Found>>>,
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
+    /// The changes `verify` found due, by issue key, with their links.
+    verifying: Mutex<HashMap<String, issue::IssueView>>,
 }
 
 impl std::fmt::Debug for Jira {
@@ -132,6 +136,7 @@ impl Jira {
             found: Mutex::new(HashMap::new()),
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
+            verifying: Mutex::new(HashMap::new()),
         })
     }
 
@@ -194,6 +199,26 @@ impl Itsm for Jira {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         self.close(record, outcome, notes, now).await
+    }
+
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        self.due(deployed_before).await
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        self.incidents_of(record).await
+    }
+
+    async fn record_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.write_verification(record, verdict, now).await
     }
 }
 
