@@ -20,6 +20,7 @@ mod client;
 mod create;
 mod deploy;
 mod history;
+mod insights;
 mod issue;
 pub mod labels;
 mod lookup;
@@ -41,8 +42,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{HistoryQuery, Itsm};
+use super::{HistoryQuery, Itsm, ServiceRef};
 use crate::config::{BackendKind, JiraSection};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
 use crate::env;
@@ -219,6 +222,28 @@ impl Itsm for Jira {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         self.write_verification(record, verdict, now).await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.service_list().await
+    }
+
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from, to).await
+    }
+
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.recorded(service_id, environment).await
     }
 }
 

@@ -44,8 +44,16 @@ fn link_times(page: &Value, times: &mut HashMap<String, DateTime<Utc>>) {
         else {
             continue;
         };
-        for item in h.get("items").and_then(Value::as_array).into_iter().flatten() {
-            let field = item.get("field").and_then(Value::as_str).unwrap_or_default();
+        for item in h
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let field = item
+                .get("field")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !eq(field, "link") {
                 continue;
             }

@@ -107,10 +107,7 @@ impl Jira {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let mut record = found.record.clone();
-        let replaced = record
-            .decision
-            .as_ref()
-            .and(record.decided_at);
+        let replaced = record.decision.as_ref().and(record.decided_at);
         record.decision = Some(d.clone());
         record.decided_at = Some(now);
         record.emergency_reason = d.emergency.clone();
