@@ -355,4 +355,76 @@ mod tests {
         assert!(v.created.is_some());
         assert!(!v.is_change());
     }
+
+    #[test]
+    fn links_from_the_reference_search_payload() {
+        // Its links show the linked issues' status only (no type): both directions read.
+        let v = crate::itsm::jira::reference("rest-api/search-issues.json");
+        let issue = &v["issues"][0];
+        let links = IssueView::parse(issue).unwrap().links;
+        let keys: Vec<&str> = links.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["PR-2", "PR-3"]);
+        assert!(links.iter().all(|l| l.type_name.is_none()));
+        let typed = serde_json::json!({"key": "CHG-1", "fields": {"issuelinks": [
+            {"id": "1", "type": {"name": "Problem/Incident"},
+             "inwardIssue": {"key": "INC-4", "fields": {"issuetype": {"id": "10004", "name": "Incident"}}}}]}});
+        let links = IssueView::parse(&typed).unwrap().links;
+        assert_eq!(
+            links,
+            vec![Linked {
+                key: "INC-4".into(),
+                type_name: Some("Incident".into()),
+                type_id: Some("10004".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_property_of_an_earlier_version_reads_and_later_writes_keep_every_field() {
+        let old: Stored = serde_json::from_value(serde_json::json!({
+            "key": "changegate:acme/monorepo/billing:production:abc123",
+            "commit": "abc123", "outcome": "success", "decided_at": "2026-03-02T10:00:00Z",
+        }))
+        .unwrap();
+        let r = old.service_ref().unwrap();
+        assert_eq!(
+            (
+                r.service_id.as_str(),
+                r.environment.as_str(),
+                r.service.as_str()
+            ),
+            ("acme/monorepo/billing", "production", "billing")
+        );
+        let stored = Stored {
+            verified_at: Some(Utc::now()),
+            incidents: vec!["INC-1".into()],
+            failed_after_deploy: true,
+            service: Some("Billing".into()),
+            ..old
+        };
+        let record = ChangeRecord {
+            id: "CHG-1".into(),
+            url: None,
+            key: stored.key.clone(),
+            state: crate::domain::State::Closed,
+            decision: None,
+            outcome: Some(Outcome::Failure),
+            emergency_reason: None,
+            approved_by: None,
+            approval_comment: None,
+            opened_at: None,
+            decided_at: stored.decided_at,
+            approved_at: None,
+            deployed_at: None,
+            incidents: Vec::new(),
+        };
+        let merged = Stored::of(Some(&stored), &record);
+        assert_eq!(merged.outcome, Some(Outcome::Failure));
+        assert_eq!(merged.incidents, stored.incidents);
+        assert_eq!(merged.verified_at, stored.verified_at);
+        assert_eq!(merged.service_ref().unwrap().service, "Billing");
+        // Fields never set are not written at all.
+        let fresh = serde_json::to_value(Stored::of(None, &record)).unwrap();
+        assert!(fresh.get("incidents").is_none() && fresh.get("verified_at").is_none());
+    }
 }

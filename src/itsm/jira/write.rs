@@ -150,3 +150,49 @@ impl Jira {
         Ok(record)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Commit, Platform};
+
+    #[test]
+    fn decided_facts_fit_in_a_property() {
+        let mut facts = ChangeFacts {
+            platform: Platform::Local,
+            service: "svc".into(),
+            service_id: "acme/svc".into(),
+            environment: "production".into(),
+            repository: None,
+            commit_sha: "a".repeat(40),
+            branch: None,
+            pull_request: None,
+            range: None,
+            commits: vec![Commit {
+                sha: "b".repeat(40),
+                subject: "a subject".into(),
+                author: None,
+                timestamp: None,
+            }],
+            lines_changed: Some(12),
+            paths: vec!["src/a.rs".into(), "migrations/1.sql".into()],
+            work_items: Vec::new(),
+            run_url: None,
+            repository_url: None,
+            actor: None,
+            tests_passed: Some(true),
+        };
+        let small: ChangeFacts = serde_json::from_value(decided_facts(&facts)).unwrap();
+        assert!(small.commits.is_empty());
+        assert_eq!(small.paths, facts.paths);
+        assert_eq!(small.lines_changed, Some(12));
+        facts.paths = (0..5000)
+            .map(|i| format!("src/module_{i}/file.rs"))
+            .collect();
+        let big = decided_facts(&facts);
+        assert!(serde_json::to_vec(&big).unwrap().len() <= PROPERTY_BUDGET);
+        let big: ChangeFacts = serde_json::from_value(big).unwrap();
+        assert!(!big.paths.is_empty() && big.paths.len() < 5000);
+        assert_eq!(big.paths[0], "src/module_0/file.rs");
+    }
+}
