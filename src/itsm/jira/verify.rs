@@ -27,6 +27,8 @@ use crate::domain::{ChangeRecord, Outcome};
 const DUE_PAGES: usize = 50;
 /// Pages of a change's changelog read to find when its incidents were linked.
 const CHANGELOG_PAGES: usize = 10;
+/// Pages of a change's linked incidents read by JQL.
+const LINKED_PAGES: usize = 5;
 
 /// When each issue was last linked, from a changelog page's `values` (or `histories`):
 /// the items of field `Link` name the linked issue's key in `to` (and in `toString`,
@@ -220,7 +222,7 @@ impl Jira {
         );
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
-        for _ in 0..CHANGELOG_PAGES {
+        for _ in 0..LINKED_PAGES {
             let (issues, next) = self
                 .search(&jql, &["issuetype"], PAGE, token.as_deref(), &[])
                 .await?;
