@@ -294,17 +294,20 @@ impl Jira {
         if v.has(labels::VERIFIED) || current.outcome != Some(judged) {
             return Ok(false);
         }
-        let mut stored = v
-            .stored
-            .clone()
-            .unwrap_or_else(|| Stored::of(None, &current));
-        stored.verified_at = Some(now);
-        stored.incidents = verdict.incidents().to_vec();
+        // An issue without the property (it was removed by hand) is found by its labels
+        // alone: without its key, no property is written, and the labels carry the verdict.
+        let mut stored: Option<Stored> = v.stored.clone();
+        if let Some(s) = stored.as_mut() {
+            s.verified_at = Some(now);
+            s.incidents = verdict.incidents().to_vec();
+            if after_deploy {
+                s.outcome = Some(Outcome::Failure);
+                s.failed_after_deploy = true;
+            }
+        }
         let mut remove: Vec<String> = Vec::new();
         let mut add = vec![labels::VERIFIED.to_string()];
         if after_deploy {
-            stored.outcome = Some(Outcome::Failure);
-            stored.failed_after_deploy = true;
             remove.push(labels::outcome(Outcome::Success));
             add.push(labels::outcome(Outcome::Failure));
             add.push(labels::FAILED_AFTER_DEPLOY.to_string());
@@ -313,14 +316,11 @@ impl Jira {
             remove.iter().map(String::as_str),
             add.iter().filter(|l| !v.has(l)).map(String::as_str),
         );
-        self.edit(
-            &v.key,
-            &json!({
-                "update": { "labels": ops },
-                "properties": Self::property(&stored),
-            }),
-        )
-        .await?;
+        let mut body = json!({ "update": { "labels": ops } });
+        if let Some(stored) = &stored {
+            body["properties"] = Self::property(stored);
+        }
+        self.edit(&v.key, &body).await?;
         if let Ok(mut seen) = self.verifying.lock() {
             seen.remove(&v.key);
         }
