@@ -256,6 +256,9 @@ pub struct JiraSection {
     /// Decision and outcome comments are internal notes (JSM `sd.public.comment`), not
     /// shared with customers. Default true.
     pub internal_comments: bool,
+    /// Issue types (names, or numeric ids) of incidents: `verify` counts the issues of these
+    /// types linked to a change. Default `["Incident"]`.
+    pub incident_types: Vec<String>,
 }
 
 impl Default for JiraSection {
@@ -273,6 +276,7 @@ impl Default for JiraSection {
             change_types: JiraChangeTypes::default(),
             extra_fields: BTreeMap::new(),
             internal_comments: true,
+            incident_types: vec!["Incident".into()],
         }
     }
 }

@@ -26,6 +26,8 @@ struct Approval {
     decision: String,
     approver: String,
     reads: u32,
+    /// When the approver answered (the fake's clock).
+    at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ struct Issue {
     approval: Option<Approval>,
     /// Index lag: invisible to this many more searches that do not reconcile it.
     hidden_for: u32,
+    /// The changelog: when, and the changed items (`field`, `to`, `toString`, ...).
+    history: Vec<(DateTime<Utc>, Vec<Value>)>,
 }
 
 /// What the "humans" and the workflow do, and how the site misbehaves.
@@ -60,6 +64,8 @@ struct Script {
     required: BTreeMap<String, String>,
     /// Issues per search page at most (Jira may return fewer than asked); default 100.
     page_cap: Option<usize>,
+    /// Issue links show the linked issue's key and status only, not its type.
+    links_without_type: bool,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +75,10 @@ struct State {
     script: Script,
     /// Every request: method, path, status answered.
     log: Vec<(String, String, u16)>,
+    /// Issue links: (id, inward issue key, outward issue key), of type Problem/Incident
+    /// ("is caused by" / "causes").
+    links: Vec<(u64, String, String)>,
+    next_incident: u64,
 }
 
 #[derive(Clone)]
@@ -221,6 +231,7 @@ impl Issue {
                 decision: "pending".into(),
                 approver: String::new(),
                 reads: 0,
+                at: None,
             });
             if self.status == "Open" {
                 self.status = "Waiting for approval".into();
@@ -295,6 +306,8 @@ fn tokens(jql: &str) -> Vec<Tok> {
 enum Clause {
     Cmp(String, String, String),
     In(String, Vec<String>, bool),
+    /// `issue in linkedIssues("KEY")`.
+    LinkedTo(String),
 }
 
 #[derive(Debug)]
@@ -323,7 +336,20 @@ fn parse_jql(jql: &str) -> Result<Query, String> {
         if negated {
             i += 1;
         }
-        if word(toks.get(i)).as_deref() == Some("in") {
+        if word(toks.get(i)).as_deref() == Some("in")
+            && word(toks.get(i + 1)).as_deref() == Some("linkedissues")
+        {
+            // issue in linkedIssues("KEY")
+            let key = match (toks.get(i + 2), toks.get(i + 3), toks.get(i + 4)) {
+                (Some(Tok::Open), Some(Tok::Str(k) | Tok::Word(k)), Some(Tok::Close)) => k.clone(),
+                _ => return Err(format!("bad linkedIssues() in {jql}")),
+            };
+            if field != "issue" || negated {
+                return Err(format!("unsupported JQL: {jql}"));
+            }
+            i += 5;
+            clauses.push(Clause::LinkedTo(key));
+        } else if word(toks.get(i)).as_deref() == Some("in") {
             i += 1;
             if toks.get(i) != Some(&Tok::Open) {
                 return Err(format!("expected ( in {jql}"));
@@ -363,7 +389,14 @@ fn parse_jql(jql: &str) -> Result<Query, String> {
     Ok(Query { clauses, desc })
 }
 
-fn matches(issue: &Issue, q: &Query) -> bool {
+fn issue_type(issue: &Issue) -> String {
+    issue.fields["issuetype"]["name"]
+        .as_str()
+        .unwrap_or("Change")
+        .to_string()
+}
+
+fn matches(issue: &Issue, q: &Query, links: &[(u64, String, String)]) -> bool {
     q.clauses.iter().all(|c| match c {
         Clause::Cmp(f, op, v) if f == "project" && op == "=" => {
             issue.key.starts_with(&format!("{v}-"))
@@ -379,9 +412,22 @@ fn matches(issue: &Issue, q: &Query) -> bool {
             };
             t.date_naive() >= day
         }
+        // `created <= "2026-03-04"`: at or before that day's midnight (the user's zone: UTC).
+        Clause::Cmp(f, op, v) if f == "created" && op == "<=" => {
+            let day = NaiveDate::parse_from_str(v, "%Y-%m-%d").expect("JQL date");
+            issue.created <= day.and_hms_opt(0, 0, 0).unwrap().and_utc()
+        }
         Clause::In(f, list, negated) if f == "labels" => {
             issue.labels.iter().any(|l| list.contains(l)) != *negated
         }
+        Clause::In(f, list, negated) if f == "issuetype" => {
+            list.iter()
+                .any(|t| t.eq_ignore_ascii_case(&issue_type(issue)))
+                != *negated
+        }
+        Clause::LinkedTo(key) => links
+            .iter()
+            .any(|(_, a, b)| (a == key && *b == issue.key) || (b == key && *a == issue.key)),
         other => panic!("the fake does not evaluate {other:?}"),
     })
 }
@@ -437,6 +483,48 @@ fn response_status(r: &ResponseTemplate) -> u16 {
 }
 
 impl State {
+    /// `fields.issuelinks` of the issue `v` shows: the other issue of each link, with its
+    /// summary, status, priority and type (or its status alone, as in the reference
+    /// payload, when the script says so).
+    fn add_links(&self, v: &mut Value, base: &str) {
+        let key = v["key"].as_str().unwrap_or_default().to_string();
+        let mut out = Vec::new();
+        for (id, inward, outward) in &self.links {
+            let (side, other) = if *inward == key {
+                ("outwardIssue", outward)
+            } else if *outward == key {
+                ("inwardIssue", inward)
+            } else {
+                continue;
+            };
+            let Some(o) = self.issues.iter().find(|i| i.key == *other) else {
+                continue;
+            };
+            let mut fields = json!({"status": status_json(&o.status)});
+            if !self.script.links_without_type {
+                fields["summary"] = o
+                    .fields
+                    .get("summary")
+                    .cloned()
+                    .unwrap_or(json!("a change"));
+                fields["priority"] = json!({"id": "3", "name": "Medium"});
+                fields["issuetype"] = o
+                    .fields
+                    .get("issuetype")
+                    .cloned()
+                    .unwrap_or(json!({"id": "10010", "name": "Change", "subtask": false}));
+            }
+            let mut link = json!({
+                "id": id.to_string(),
+                "self": format!("{base}/rest/api/3/issueLink/{id}"),
+                "type": {"id": "10300", "name": "Problem/Incident", "inward": "is caused by", "outward": "causes"},
+            });
+            link[side] = json!({"id": o.id.to_string(), "key": o.key, "self": format!("{base}/rest/api/3/issue/{}", o.id), "fields": fields});
+            out.push(link);
+        }
+        v["fields"]["issuelinks"] = Value::Array(out);
+    }
+
     fn issue_mut(&mut self, key: &str) -> Option<&mut Issue> {
         self.issues
             .iter_mut()
@@ -484,7 +572,7 @@ impl State {
                 let start: usize = body["nextPageToken"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
                 let mut hits: Vec<&mut Issue> = Vec::new();
                 for issue in self.issues.iter_mut() {
-                    if !matches(issue, &q) {
+                    if !matches(issue, &q, &self.links) {
                         continue;
                     }
                     if issue.hidden_for > 0 && !reconcile.contains(&issue.id) {
@@ -498,7 +586,12 @@ impl State {
                     hits.reverse();
                 }
                 let total = hits.len();
-                let page: Vec<Value> = hits.iter().skip(start).take(max).map(|i| i.view(&base, &fields, &props, false)).collect();
+                let mut page: Vec<Value> = hits.iter().skip(start).take(max).map(|i| i.view(&base, &fields, &props, false)).collect();
+                if fields.iter().any(|f| f == "issuelinks") {
+                    for v in &mut page {
+                        self.add_links(v, &base);
+                    }
+                }
                 let end = start + page.len();
                 let mut out = json!({"issues": page, "isLast": end >= total});
                 if end < total {
@@ -511,7 +604,7 @@ impl State {
                     Ok(q) => q,
                     Err(e) => return error(400, &[&e], json!({})),
                 };
-                let n = self.issues.iter().filter(|i| matches(i, &q)).count();
+                let n = self.issues.iter().filter(|i| matches(i, &q, &self.links)).count();
                 ResponseTemplate::new(200).set_body_json(json!({"count": n}))
             }
             ("POST", ["rest", "api", "3", "issue"]) => {
@@ -548,6 +641,7 @@ impl State {
                     updated: now,
                     approval: None,
                     hidden_for: 0,
+                    history: Vec::new(),
                 };
                 issue.apply_props(body.get("properties"));
                 issue.sync_approval();
@@ -561,15 +655,46 @@ impl State {
                 let fields: Vec<String> = query.get("fields").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
                 let props: Vec<String> = query.get("properties").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
                 let transitions = query.get("expand").is_some_and(|e| e.contains("transitions"));
-                match self.issue_mut(key) {
-                    Some(i) => ResponseTemplate::new(200).set_body_json(i.view(&base, &fields, &props, transitions)),
-                    None => error(404, &["Issue does not exist or you do not have permission to see it."], json!({})),
+                let Some(mut v) = self.issue_mut(key).map(|i| i.view(&base, &fields, &props, transitions)) else {
+                    return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
+                };
+                if fields.iter().any(|f| f == "issuelinks") {
+                    self.add_links(&mut v, &base);
                 }
+                ResponseTemplate::new(200).set_body_json(v)
+            }
+            ("GET", ["rest", "api", "3", "issue", key, "changelog"]) => {
+                let Some(i) = self.issue_mut(key) else {
+                    return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
+                };
+                let start: usize = query.get("startAt").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let max: usize = query.get("maxResults").and_then(|v| v.parse().ok()).unwrap_or(100).min(100);
+                let total = i.history.len();
+                let values: Vec<Value> = i
+                    .history
+                    .iter()
+                    .enumerate()
+                    .skip(start)
+                    .take(max)
+                    .map(|(n, (at, items))| json!({
+                        "id": (30000 + n).to_string(),
+                        "author": {"accountId": "qm:9", "displayName": "Someone"},
+                        "created": jira_time(*at),
+                        "items": items,
+                    }))
+                    .collect();
+                let end = start + values.len();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "self": format!("{base}/rest/api/3/issue/{}/changelog?startAt={start}&maxResults={max}", i.id),
+                    "maxResults": max, "startAt": start, "total": total, "isLast": end >= total,
+                    "values": values,
+                }))
             }
             ("PUT", ["rest", "api", "3", "issue", key]) => {
                 let Some(i) = self.issue_mut(key) else {
                     return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
                 };
+                let before = i.labels.join(" ");
                 if let Some(ops) = body["update"].get("labels") {
                     i.apply_labels(ops);
                 }
@@ -585,6 +710,10 @@ impl State {
                 }
                 i.apply_props(body.get("properties"));
                 i.updated = now;
+                let after = i.labels.join(" ");
+                if before != after {
+                    i.history.push((now, vec![json!({"field": "labels", "fieldtype": "jira", "from": null, "fromString": before, "to": null, "toString": after})]));
+                }
                 ResponseTemplate::new(204)
             }
             ("POST", ["rest", "api", "3", "issue", key, "comment"]) => {
@@ -633,9 +762,11 @@ impl State {
                         if script.approve_after.is_some_and(|n| a.reads > n) {
                             a.decision = "approved".into();
                             a.approver = "Ada Approver".into();
+                            a.at = Some(now);
                         } else if script.decline_after.is_some_and(|n| a.reads > n) {
                             a.decision = "declined".into();
                             a.approver = "Bob Boss".into();
+                            a.at = Some(now);
                         }
                     }
                     let a = a.clone();
@@ -659,7 +790,8 @@ impl State {
                         "_links": {"self": format!("{base}/rest/servicedeskapi/request/{}/approval/1", i.id)},
                     });
                     if a.decision != "pending" {
-                        v["completedDate"] = json!({"iso8601": "2026-01-01T11:00:00+0000", "epochMillis": 1767265200000i64});
+                        let at = a.at.unwrap_or_else(|| DateTime::from_timestamp_millis(1767265200000).unwrap());
+                        v["completedDate"] = json!({"iso8601": at.format("%Y-%m-%dT%H:%M:%S%z").to_string(), "epochMillis": at.timestamp_millis()});
                     }
                     values.push(v);
                 }
@@ -700,6 +832,7 @@ impl State {
                     updated: now,
                     approval: None,
                     hidden_for: 0,
+                    history: Vec::new(),
                 });
                 ResponseTemplate::new(201).set_body_json(json!({
                     "issueId": id.to_string(), "issueKey": key, "requestTypeId": "42", "serviceDeskId": "9",
@@ -818,6 +951,77 @@ impl Site {
         self.with(|s| s.log.len())
     }
 
+    /// The requests since `from` that write (neither a read nor a search).
+    fn writes(&self, from: usize) -> Vec<String> {
+        self.counts(from)
+            .into_keys()
+            .filter(|k| !k.starts_with("GET ") && !k.contains("/search/"))
+            .collect()
+    }
+
+    /// Commits a change to the repository at `when` (author and committer time); returns
+    /// its SHA.
+    fn commit(&self, at: DateTime<Utc>) -> String {
+        let when = at.to_rfc3339();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(self.repo.path())
+                .env("GIT_AUTHOR_NAME", "Dev")
+                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+                .env("GIT_COMMITTER_NAME", "Dev")
+                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+                .env("GIT_AUTHOR_DATE", &when)
+                .env("GIT_COMMITTER_DATE", &when)
+                .output()
+                .expect("git runs");
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let n = git(&["rev-list", "--count", "HEAD"]);
+        std::fs::write(
+            self.repo.path().join("app.txt"),
+            format!("change {n} at {when}\n"),
+        )
+        .expect("write");
+        git(&["add", "app.txt"]);
+        git(&["commit", "-q", "-m", &format!("PAY-{n}: change {n}")]);
+        git(&["rev-parse", "HEAD"])
+    }
+
+    /// An incident issue, linked to `change` at `when` (as "is caused by"); returns its key.
+    fn link_incident(&self, change: &str, t: DateTime<Utc>) -> String {
+        self.with(|s| {
+            s.next_incident += 1;
+            let key = format!("INC-{}", s.next_incident);
+            let id = 20000 + s.next_incident;
+            let mut fields = Map::new();
+            fields.insert("issuetype".into(), json!({"id": "10004", "name": "Incident", "subtask": false}));
+            fields.insert("summary".into(), json!("Checkout errors after the deploy"));
+            s.issues.push(Issue {
+                id,
+                key: key.clone(),
+                status: "Open".into(),
+                labels: Vec::new(),
+                fields,
+                props: Map::new(),
+                comments: Vec::new(),
+                resolution: None,
+                created: t,
+                updated: t,
+                approval: None,
+                hidden_for: 0,
+                history: vec![(t, vec![json!({"field": "Link", "fieldtype": "jira", "from": null, "fromString": null, "to": change, "toString": format!("This issue causes {change}")})])],
+            });
+            let link_id = 40000 + s.links.len() as u64;
+            s.links.push((link_id, change.to_string(), key.clone()));
+            let c = s.issue_mut(change).expect("the change exists");
+            c.history.push((t, vec![json!({"field": "Link", "fieldtype": "jira", "from": null, "fromString": null, "to": key, "toString": format!("This issue is caused by {key}")})]));
+            c.updated = t;
+            key
+        })
+    }
+
     /// Closed, successful changes of this service decided `days_ago`, as earlier runs left them.
     fn seed_history(&self, n: usize, days_ago: i64) {
         for _ in 0..n {
@@ -855,6 +1059,7 @@ impl Site {
                     updated: decided,
                     approval: None,
                     hidden_for: 0,
+                    history: Vec::new(),
                 });
             }
         });
@@ -1162,6 +1367,7 @@ async fn parallel_run_converges_on_the_lower_id() {
             updated: now,
             approval: None,
             hidden_for: 1,
+            history: Vec::new(),
         });
     });
     let (code, out, err) = site.run(&["gate"]).await;
@@ -1463,3 +1669,5 @@ async fn dry_run_writes_nothing() {
     assert!(writes.is_empty(), "{writes:?}");
     assert_eq!(site.with(|s| s.issues.len()), 0);
 }
+
+mod check;

@@ -97,8 +97,9 @@ impl Jira {
         let mut record = opened(&key, decision, now);
         let stored = Stored {
             commit: Some(key.sha.clone()),
-            ..Stored::of(&record)
-        };
+            ..Stored::of(None, &record)
+        }
+        .with_facts(facts);
         let mut label_list = vec![
             labels::MARK.to_string(),
             labels::service(&key.service_id, &key.environment),
@@ -123,10 +124,12 @@ impl Jira {
         for (id, value) in &self.cfg.extra_fields {
             content.insert(id.clone(), value.clone());
         }
+        let properties = Self::properties(&stored, Some(facts));
         let (id, issue_key) = if self.cfg.request_type.trim().is_empty() {
-            self.create_issue(fields, content, &stored).await?
+            self.create_issue(fields, content, properties).await?
         } else {
-            self.raise_request(fields, content, &stored).await?
+            self.raise_request(fields, content, properties, &stored.key)
+                .await?
         };
         record.url = Some(self.browse(&issue_key));
         record.id = issue_key;
@@ -134,6 +137,7 @@ impl Jira {
             id,
             labels: label_list,
             record,
+            stored: Some(stored),
         })
     }
 
@@ -142,7 +146,7 @@ impl Jira {
         &self,
         mut fields: Map<String, Value>,
         content: Map<String, Value>,
-        stored: &Stored,
+        properties: Value,
     ) -> Result<(u64, String)> {
         let issue_type = if self.cfg.issue_type.chars().all(|c| c.is_ascii_digit()) {
             json!({ "id": self.cfg.issue_type })
@@ -152,7 +156,7 @@ impl Jira {
         fields.insert("project".into(), json!({ "key": self.project }));
         fields.insert("issuetype".into(), issue_type);
         fields.extend(content);
-        let body = json!({ "fields": fields, "properties": Self::property(stored) });
+        let body = json!({ "fields": fields, "properties": properties });
         let v = self
             .call(
                 Method::POST,
@@ -176,7 +180,8 @@ impl Jira {
         &self,
         fields: Map<String, Value>,
         content: Map<String, Value>,
-        stored: &Stored,
+        properties: Value,
+        key: &str,
     ) -> Result<(u64, String)> {
         let desk = self.service_desk_id().await?;
         let body = json!({
@@ -199,11 +204,10 @@ impl Jira {
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("Jira raised a request but sent no issue key: {v}"))?
             .to_string();
-        let edit = json!({ "fields": fields, "properties": Self::property(stored) });
+        let edit = json!({ "fields": fields, "properties": properties });
         self.edit(&issue_key, &edit).await.with_context(|| {
             format!(
-                "request {issue_key} was raised but could not be labelled as change {}; delete it or label it by hand",
-                stored.key
+                "request {issue_key} was raised but could not be labelled as change {key}; delete it or label it by hand"
             )
         })?;
         Ok((id_number(v.get("issueId")), issue_key))

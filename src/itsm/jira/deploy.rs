@@ -46,7 +46,7 @@ impl Jira {
             _ => {}
         }
         current.deployed_at = Some(current.deployed_at.unwrap_or(now));
-        let stored = Stored::of(&current);
+        let stored = Stored::of(v.stored.as_ref(), &current);
         let implementing = self.cfg.statuses.implementing.clone();
         let observing = current
             .decision
@@ -85,12 +85,15 @@ impl Jira {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let (v, mut current) = self.current(record).await?;
         if current.outcome.is_some() {
             return Ok(current);
         }
+        // The approvals were read when the change was located, not on this re-read.
+        current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
+        current.approved_at = current.approved_at.or(record.approved_at);
         // A change whose gate never passed was not deployed, whatever the job says.
         let kept = if current.deployed_at.is_none() {
             Outcome::Cancelled
@@ -100,7 +103,10 @@ impl Jira {
         self.comment(&v.key, outcome_comment(kept, outcome, notes))
             .await?;
         current.outcome = Some(kept);
-        let stored = Stored::of(&current);
+        let stored = Stored {
+            closed_at: Some(now),
+            ..Stored::of(v.stored.as_ref(), &current)
+        };
         let label = labels::outcome(kept);
         self.edit(
             &v.key,

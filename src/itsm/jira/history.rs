@@ -14,7 +14,12 @@ const RECENT_PAGES: usize = 10;
 
 impl Jira {
     /// The changes of a service in an environment, but the one `exclude_key` names.
-    fn scope_jql(&self, service_id: &str, environment: &str, exclude_key: Option<&str>) -> String {
+    pub(super) fn scope_jql(
+        &self,
+        service_id: &str,
+        environment: &str,
+        exclude_key: Option<&str>,
+    ) -> String {
         let mut jql = format!(
             "project = {} AND labels = {}",
             q(&self.project),

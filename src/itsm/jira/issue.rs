@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{Op, not_found};
-use super::{Jira, PROPERTY, labels};
-use crate::domain::{ChangeRecord, Decision, Outcome};
+use super::{FACTS, Jira, PROPERTY, labels};
+use crate::domain::{ChangeFacts, ChangeRecord, Decision, Outcome};
+use crate::itsm::ServiceRef;
 
-/// What the issue property holds.
+/// What the issue property holds. Fields added over time are optional, so a property
+/// written by an earlier changegate still reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     /// The correlation key, verbatim.
@@ -27,19 +29,64 @@ pub struct Stored {
     pub deployed_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub outcome: Option<Outcome>,
+    /// The service's display name, identity and environment, for `report --all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The earliest commit in the change's range, for the lead time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_commit_at: Option<DateTime<Utc>>,
+    /// When a human approved (or declined) a change that needed approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+    /// When the outcome was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// When the earlier decisions this one replaced were made (a freeze that ended, an
+    /// emergency declared later), for `policy simulate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<DateTime<Utc>>,
+    /// When `verify` settled the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// A success `verify` turned into a failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_after_deploy: bool,
+    /// The incidents `verify` found linked within the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<String>,
 }
 
 impl Stored {
-    pub(super) fn of(record: &ChangeRecord) -> Stored {
-        Stored {
-            key: record.key.clone(),
-            commit: Some(commit_of(&record.key).to_string()),
-            decision: record.decision.clone(),
-            opened_at: record.opened_at,
-            decided_at: record.decided_at,
-            deployed_at: record.deployed_at,
-            outcome: record.outcome,
-        }
+    /// The property as `base` (what the issue holds) brought up to date with `record`:
+    /// what the record does not carry (the service, the verification, ...) is kept.
+    pub(super) fn of(base: Option<&Stored>, record: &ChangeRecord) -> Stored {
+        let mut s = base.cloned().unwrap_or_default();
+        s.key = record.key.clone();
+        s.commit = Some(
+            s.commit
+                .take()
+                .unwrap_or_else(|| commit_of(&record.key).to_string()),
+        );
+        s.decision = record.decision.clone();
+        s.opened_at = record.opened_at;
+        s.decided_at = record.decided_at;
+        s.deployed_at = record.deployed_at;
+        s.outcome = record.outcome;
+        s.approved_at = record.approved_at.or(s.approved_at);
+        s
+    }
+
+    /// With what the facts tell that the reports need.
+    pub(super) fn with_facts(mut self, facts: &ChangeFacts) -> Stored {
+        self.service = Some(facts.service.clone());
+        self.service_id = Some(facts.service_id.clone());
+        self.environment = Some(facts.environment.clone());
+        self.first_commit_at = facts.first_commit_at().or(self.first_commit_at);
+        self
     }
 
     /// The change's commit; property written without one: the key's last part.
@@ -47,6 +94,32 @@ impl Stored {
         self.commit
             .clone()
             .unwrap_or_else(|| commit_of(&self.key).to_string())
+    }
+
+    /// The service and environment, as stored or, for a property written before they
+    /// were, from the correlation key (`changegate:<service id>:<environment>:<sha>`).
+    pub(super) fn service_ref(&self) -> Option<ServiceRef> {
+        let (service_id, environment) = match (&self.service_id, &self.environment) {
+            (Some(id), Some(env)) => (id.clone(), env.clone()),
+            _ => {
+                let rest = self.key.strip_prefix("changegate:")?;
+                let (rest, _sha) = rest.rsplit_once(':')?;
+                let (id, env) = rest.rsplit_once(':')?;
+                (id.to_string(), env.to_string())
+            }
+        };
+        let service = self.service.clone().unwrap_or_else(|| {
+            service_id
+                .rsplit('/')
+                .next()
+                .unwrap_or(&service_id)
+                .to_string()
+        });
+        Some(ServiceRef {
+            service_id,
+            service,
+            environment,
+        })
     }
 }
 
@@ -64,6 +137,42 @@ pub(super) struct Transition {
     pub(super) fields: serde_json::Map<String, Value>,
 }
 
+/// An issue linked to another, as the link shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Linked {
+    pub(super) key: String,
+    /// The linked issue's type (name and id), when the link tells it.
+    pub(super) type_name: Option<String>,
+    pub(super) type_id: Option<String>,
+}
+
+/// The issues `fields.issuelinks` names, in either direction.
+fn parse_links(fields: &Value) -> Vec<Linked> {
+    fields
+        .get("issuelinks")
+        .and_then(Value::as_array)
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|l| l.get("outwardIssue").or_else(|| l.get("inwardIssue")))
+                .filter_map(|other| {
+                    Some(Linked {
+                        key: other.get("key").and_then(Value::as_str)?.to_string(),
+                        type_name: str_at(other, &["fields", "issuetype", "name"])
+                            .map(str::to_string),
+                        type_id: id_text(
+                            other
+                                .get("fields")
+                                .and_then(|f| f.get("issuetype"))
+                                .and_then(|t| t.get("id")),
+                        ),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What changegate reads of an issue.
 #[derive(Debug, Clone)]
 pub(super) struct IssueView {
@@ -75,6 +184,10 @@ pub(super) struct IssueView {
     pub(super) created: Option<DateTime<Utc>>,
     pub(super) stored: Option<Stored>,
     pub(super) transitions: Vec<Transition>,
+    /// The linked issues, when `issuelinks` was asked for.
+    pub(super) links: Vec<Linked>,
+    /// The facts of the standing decision ([`FACTS`]), when asked for.
+    pub(super) facts: Option<ChangeFacts>,
 }
 
 pub(super) fn parse_jira_time(text: &str) -> Option<DateTime<Utc>> {
@@ -125,6 +238,17 @@ impl IssueView {
                     None
                 }
             });
+        let facts = v
+            .get("properties")
+            .and_then(|p| p.get(FACTS))
+            .filter(|p| !p.is_null())
+            .and_then(|p| match serde_json::from_value::<ChangeFacts>(p.clone()) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!("{key}: the {FACTS} issue property cannot be read ({e})");
+                    None
+                }
+            });
         let transitions = v
             .get("transitions")
             .and_then(Value::as_array)
@@ -165,6 +289,8 @@ impl IssueView {
             created: str_at(&fields, &["created"]).and_then(parse_jira_time),
             stored,
             transitions,
+            links: parse_links(&fields),
+            facts,
         })
     }
 
@@ -228,5 +354,77 @@ mod tests {
         assert_eq!(v.labels, vec!["test".to_string()]);
         assert!(v.created.is_some());
         assert!(!v.is_change());
+    }
+
+    #[test]
+    fn links_from_the_reference_search_payload() {
+        // Its links show the linked issues' status only (no type): both directions read.
+        let v = crate::itsm::jira::reference("rest-api/search-issues.json");
+        let issue = &v["issues"][0];
+        let links = IssueView::parse(issue).unwrap().links;
+        let keys: Vec<&str> = links.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["PR-2", "PR-3"]);
+        assert!(links.iter().all(|l| l.type_name.is_none()));
+        let typed = serde_json::json!({"key": "CHG-1", "fields": {"issuelinks": [
+            {"id": "1", "type": {"name": "Problem/Incident"},
+             "inwardIssue": {"key": "INC-4", "fields": {"issuetype": {"id": "10004", "name": "Incident"}}}}]}});
+        let links = IssueView::parse(&typed).unwrap().links;
+        assert_eq!(
+            links,
+            vec![Linked {
+                key: "INC-4".into(),
+                type_name: Some("Incident".into()),
+                type_id: Some("10004".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_property_of_an_earlier_version_reads_and_later_writes_keep_every_field() {
+        let old: Stored = serde_json::from_value(serde_json::json!({
+            "key": "changegate:acme/monorepo/billing:production:abc123",
+            "commit": "abc123", "outcome": "success", "decided_at": "2026-03-02T10:00:00Z",
+        }))
+        .unwrap();
+        let r = old.service_ref().unwrap();
+        assert_eq!(
+            (
+                r.service_id.as_str(),
+                r.environment.as_str(),
+                r.service.as_str()
+            ),
+            ("acme/monorepo/billing", "production", "billing")
+        );
+        let stored = Stored {
+            verified_at: Some(Utc::now()),
+            incidents: vec!["INC-1".into()],
+            failed_after_deploy: true,
+            service: Some("Billing".into()),
+            ..old
+        };
+        let record = ChangeRecord {
+            id: "CHG-1".into(),
+            url: None,
+            key: stored.key.clone(),
+            state: crate::domain::State::Closed,
+            decision: None,
+            outcome: Some(Outcome::Failure),
+            emergency_reason: None,
+            approved_by: None,
+            approval_comment: None,
+            opened_at: None,
+            decided_at: stored.decided_at,
+            approved_at: None,
+            deployed_at: None,
+            incidents: Vec::new(),
+        };
+        let merged = Stored::of(Some(&stored), &record);
+        assert_eq!(merged.outcome, Some(Outcome::Failure));
+        assert_eq!(merged.incidents, stored.incidents);
+        assert_eq!(merged.verified_at, stored.verified_at);
+        assert_eq!(merged.service_ref().unwrap().service, "Billing");
+        // Fields never set are not written at all.
+        let fresh = serde_json::to_value(Stored::of(None, &record)).unwrap();
+        assert!(fresh.get("incidents").is_none() && fresh.get("verified_at").is_none());
     }
 }

@@ -12,7 +12,12 @@ pub const MARK: &str = "changegate";
 pub const DUPLICATE: &str = "changegate-duplicate";
 pub const EMERGENCY: &str = "changegate-emergency";
 pub const OBSERVE: &str = "changegate-observe";
+/// On a change `verify` has settled: it is never verified (nor written) again.
+pub const VERIFIED: &str = "changegate-verified";
+/// On a success `verify` turned into a failure (its outcome label is then the failure's).
+pub const FAILED_AFTER_DEPLOY: &str = "changegate-failed-after-deploy";
 const DAY: &str = "changegate-day-";
+const SERVICE: &str = "changegate-svc-";
 
 /// FNV-1a, 64 bits: stable across versions and platforms.
 fn fnv1a64(text: &str) -> u64 {
@@ -24,9 +29,16 @@ fn fnv1a64(text: &str) -> u64 {
 /// One label per service and environment: the history's scope.
 pub fn service(service_id: &str, environment: &str) -> String {
     format!(
-        "changegate-svc-{:016x}",
+        "{SERVICE}{:016x}",
         fnv1a64(&format!("{service_id}:{environment}"))
     )
+}
+
+/// Whether `label` is a service label (not a change's, which goes on with the commit).
+pub fn is_service(label: &str) -> bool {
+    label
+        .strip_prefix(SERVICE)
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// One label per change: service, environment and commit.
@@ -148,6 +160,9 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
         assert_eq!(parse_day(&day(date)), Some(date));
         assert_eq!(kind(DecisionKind::PreApproved), "changegate-pre-approved");
+        assert!(is_service(&service("acme/payments-api", "production")));
+        assert!(!is_service(&a));
+        assert!(!is_service(VERIFIED));
     }
 
     #[test]

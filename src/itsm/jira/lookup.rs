@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::issue::IssueView;
+use super::issue::{IssueView, Stored};
 use super::search::q;
 use super::{Jira, PROPERTY, labels};
 use crate::domain::{ChangeRecord, CorrelationKey};
@@ -14,6 +14,8 @@ pub(super) struct Found {
     pub(super) id: u64,
     pub(super) labels: Vec<String>,
     pub(super) record: ChangeRecord,
+    /// The issue property as read or written.
+    pub(super) stored: Option<Stored>,
 }
 
 impl Found {
@@ -22,6 +24,7 @@ impl Found {
             id: v.id,
             labels: v.labels.clone(),
             record,
+            stored: v.stored.clone(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl Jira {
             if let Some(Some(f)) = map.get_mut(&fresh.key) {
                 f.record = fresh.clone();
                 f.labels = v.labels.clone();
+                f.stored = v.stored.clone();
             }
         }
         Ok(fresh)

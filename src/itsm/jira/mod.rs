@@ -20,6 +20,7 @@ mod client;
 mod create;
 mod deploy;
 mod history;
+mod insights;
 mod issue;
 pub mod labels;
 mod lookup;
@@ -29,6 +30,7 @@ mod render;
 mod search;
 mod tally;
 mod transitions;
+mod verify;
 mod write;
 
 use std::collections::HashMap;
@@ -40,8 +42,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{HistoryQuery, Itsm};
+use super::{HistoryQuery, Itsm, ServiceRef};
 use crate::config::{BackendKind, JiraSection};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
+use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
 use crate::env;
 use crate::http::HttpClient;
@@ -52,6 +57,8 @@ use lookup::Found;
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
+/// The issue property holding the facts the standing decision was made on.
+pub const FACTS: &str = "changegate.facts";
 
 /// Names as Jira shows them (statuses, transitions, project keys): trimmed, in any case.
 fn eq(a: &str, b: &str) -> bool {
@@ -76,6 +83,8 @@ pub struct Jira {
     found: Mutex<HashMap<String, Option<Found>>>,
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
+    /// The changes `verify` found due, by issue key, with their links.
+    verifying: Mutex<HashMap<String, issue::IssueView>>,
 }
 
 impl std::fmt::Debug for Jira {
@@ -130,6 +139,7 @@ impl Jira {
             found: Mutex::new(HashMap::new()),
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
+            verifying: Mutex::new(HashMap::new()),
         })
     }
 
@@ -192,6 +202,48 @@ impl Itsm for Jira {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         self.close(record, outcome, notes, now).await
+    }
+
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        self.due(deployed_before).await
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        self.incidents_of(record).await
+    }
+
+    async fn record_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.write_verification(record, verdict, now).await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.service_list().await
+    }
+
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from, to).await
+    }
+
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.recorded(service_id, environment).await
     }
 }
 

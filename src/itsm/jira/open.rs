@@ -48,7 +48,7 @@ impl Jira {
                 if !decision_stands(&found.record, d.emergency.is_some())
                     && !found.record.state.is_final() =>
             {
-                let record = self.write_decision(&found, d, now).await?;
+                let record = self.write_decision(&found, facts, d, now).await?;
                 self.to_approval(&record.id, d).await?;
                 Ok(record)
             }

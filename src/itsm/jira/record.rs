@@ -60,8 +60,10 @@ impl Jira {
             _ => decided_state(kind),
         });
         let (approved_by, approved_at) = match verdict {
-            Some(Verdict::Approved { by, at } | Verdict::Declined { by, at }) => (by.clone(), *at),
-            _ => (None, None),
+            Some(Verdict::Approved { by, at } | Verdict::Declined { by, at }) => {
+                (by.clone(), at.or(stored.approved_at))
+            }
+            _ => (None, stored.approved_at),
         };
         ChangeRecord {
             id: v.key.clone(),
@@ -81,7 +83,7 @@ impl Jira {
             decided_at: stored.decided_at,
             approved_at,
             deployed_at: stored.deployed_at,
-            incidents: Vec::new(),
+            incidents: stored.incidents.clone(),
         }
     }
 

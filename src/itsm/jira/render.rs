@@ -186,6 +186,20 @@ pub(super) fn outcome_comment(kept: Outcome, said: Outcome, notes: &str) -> Valu
     adf::doc(blocks)
 }
 
+/// The comment `verify` adds to a success it turned into a failure.
+pub(super) fn verification_comment(incidents: &[String]) -> Value {
+    adf::doc(vec![
+        adf::para(vec![adf::strong("changegate verify: failed after deploy")]),
+        adf::line(&format!(
+            "Incidents linked within the verification window: {}.",
+            incidents.join(", ")
+        )),
+        adf::line(
+            "The deploy went through, but it now counts as a failure in this service's track record and trust ramp.",
+        ),
+    ])
+}
+
 /// The comment on an issue retired as the duplicate of `winner`.
 pub(super) fn duplicate_note(winner: &str) -> Value {
     adf::doc(vec![adf::line(&format!(

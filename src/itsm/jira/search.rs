@@ -38,11 +38,25 @@ impl Jira {
         token: Option<&str>,
         reconcile: &[u64],
     ) -> Result<(Vec<IssueView>, Option<String>)> {
+        self.search_with(jql, fields, &[PROPERTY], max, token, reconcile)
+            .await
+    }
+
+    /// [`Self::search`], reading the issue properties `properties`.
+    pub(super) async fn search_with(
+        &self,
+        jql: &str,
+        fields: &[&str],
+        properties: &[&str],
+        max: u32,
+        token: Option<&str>,
+        reconcile: &[u64],
+    ) -> Result<(Vec<IssueView>, Option<String>)> {
         let mut body = json!({
             "jql": jql,
             "fields": fields,
             "maxResults": max,
-            "properties": [PROPERTY],
+            "properties": properties,
         });
         if let Some(token) = token {
             body["nextPageToken"] = json!(token);
