@@ -1691,3 +1691,69 @@ async fn policy_simulate_replays_the_decisions_on_the_instance() {
     assert_eq!(sn.requests() - before, 2);
     sn.assert_clean();
 }
+
+#[tokio::test]
+async fn the_service_list_jumps_past_a_long_history() {
+    let sn = Instance::start("").await;
+    {
+        let mut s = sn.sn();
+        let day = Utc::now().date_naive() - chrono::Duration::days(3);
+        for (prefix, n) in [
+            ("changegate:acme/billing:production:", 3u64),
+            (SERVICE_KEY_PREFIX, 1200),
+            ("changegate:acme/payments-api:staging:", 2),
+        ] {
+            for i in 0..n {
+                s.seed_closed(&format!("{prefix}{i:040x}"), day, "normal", "successful");
+            }
+        }
+    }
+    let before = sn.requests();
+    let out = sn.run(&[
+        "--dry-run",
+        "--format",
+        "json",
+        "report",
+        "--all",
+        "--sprints",
+        "1",
+    ]);
+    sn.print_log("report --all", before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let services: Vec<(String, String)> = json_of(&out)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service_id"].as_str().unwrap().to_string(),
+                s["environment"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("acme/billing".to_string(), "production".to_string()),
+            ("acme/payments-api".to_string(), "production".to_string()),
+            ("acme/payments-api".to_string(), "staging".to_string()),
+        ]
+    );
+    // The first page of 1,000 keys ends inside payments-api/production; the second request
+    // starts past it and finds staging: 1,205 keys in two requests.
+    let s = sn.sn();
+    let scans: Vec<&str> = s.log[before..]
+        .iter()
+        .filter(|l| l.query.contains("ORDERBYcorrelation_id"))
+        .map(|l| l.query.as_str())
+        .collect();
+    assert_eq!(scans.len(), 2, "{scans:#?}");
+    assert!(
+        scans[1]
+            .contains("correlation_id%3E%3Dchangegate%3Aacme%2Fpayments-api%3Aproduction%3A%7E"),
+        "{}",
+        scans[1]
+    );
+    drop(s);
+    sn.assert_clean();
+}
