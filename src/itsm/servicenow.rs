@@ -19,6 +19,11 @@
 //! * **History** costs two requests whatever its size: one Aggregate API call grouped by
 //!   decision day, type, state and close code, and one bounded query for the most recent
 //!   closed changes (whose `X-Total-Count` is the all-time total).
+//! * **Verify, report, simulate** (see `insights.rs`): linked incidents are those whose
+//!   `caused_by` or `rfc` is the change; the verdict is a mark in `correlation_display`,
+//!   and a failure after deploy also turns `close_code` to the failure code, so the history
+//!   counts it. The facts a decision was made on follow it in `justification` as one JSON
+//!   line, for `policy simulate` and the lead time in `report`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,8 +34,11 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{HistoryQuery, Itsm};
+use super::{HistoryQuery, Itsm, ServiceRef};
 use crate::config::{BackendKind, ServiceNowSection};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
+use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Mode, Outcome, SprintCalendar,
     State,
@@ -39,6 +47,7 @@ use crate::http::HttpClient;
 
 mod client;
 mod history;
+mod insights;
 mod raw;
 mod text;
 mod write;
@@ -65,6 +74,8 @@ struct Cache {
     /// The last state seen of each record, by number.
     raws: HashMap<String, Raw>,
     recent: Option<Recent>,
+    /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
+    incidents: HashMap<String, Vec<LinkedIncident>>,
 }
 
 /// The backend.
@@ -566,5 +577,47 @@ impl Itsm for ServiceNow {
             }
             Err((_, e)) => Err(e.context(format!("cannot close {}", record.id))),
         }
+    }
+
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        self.due_for_verification(deployed_before).await
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        self.incidents_of(record).await
+    }
+
+    async fn record_verification(
+        &self,
+        record: &ChangeRecord,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.write_verification(record, verdict, now).await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.service_refs().await
+    }
+
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from, to).await
+    }
+
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.recorded(service_id, environment).await
     }
 }

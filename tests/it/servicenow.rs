@@ -114,6 +114,29 @@ impl Instance {
         }
     }
 
+    /// Commits `lines` new lines in a new file; returns the new HEAD.
+    fn commit(&self, name: &str, lines: usize) -> String {
+        let body: String = (0..lines).map(|i| format!("{name} line {i}\n")).collect();
+        std::fs::write(self.repo.path().join(name), body).unwrap();
+        for args in [
+            vec!["add", "--", name],
+            vec!["commit", "-q", "-m", &format!("PAY-9: {name}")],
+        ] {
+            let ok = std::process::Command::new("git")
+                .args(&args)
+                .current_dir(self.repo.path())
+                .env("GIT_AUTHOR_NAME", "Dev")
+                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+                .env("GIT_COMMITTER_NAME", "Dev")
+                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        self.head()
+    }
+
     fn print_log(&self, label: &str, from: usize) {
         let sn = self.sn();
         eprintln!("{label}: {} requests", sn.log.len() - from);
@@ -959,6 +982,777 @@ async fn a_pull_request_deploy_describes_the_pr_the_run_and_the_actor() {
         rec["short_description"].contains("Update the README with new information. (#2"),
         "{}",
         rec["short_description"]
+    );
+    drop(s);
+    sn.assert_clean();
+}
+
+// --- verify, report and policy simulate on ServiceNow ---
+
+/// `YYYY-MM-DD HH:MM:SS`, as the Table API writes times.
+fn sn_time(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A rate or frequency read back from JSON (the reader may round the last digit).
+fn assert_near(v: &Value, want: f64) {
+    let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert!((got - want).abs() < 1e-12, "{got} ≠ {want}");
+}
+
+fn rule<'a>(decision: &'a Value, code: &str) -> &'a Value {
+    decision["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == code)
+        .unwrap_or_else(|| panic!("no rule {code} in {decision}"))
+}
+
+impl Instance {
+    /// `n` closed, successful normal changes of this service, deployed at noon 2 to n+1 days
+    /// ago (all past the 24h verification window); returns their sys_ids, oldest last.
+    fn seed_closed_days_ago(&self, n: usize) -> Vec<String> {
+        let today = Utc::now().date_naive();
+        let mut s = self.sn();
+        (0..n)
+            .map(|i| {
+                let day = today - chrono::Duration::days(2 + i as i64);
+                let key = format!("{SERVICE_KEY_PREFIX}{:040x}", 0xfeed_0000_u64 + i as u64);
+                s.seed_closed(&key, day, "normal", "successful");
+                s.changes.last().unwrap()["sys_id"].clone()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn verify_turns_a_success_with_a_caused_incident_into_a_failure_once() {
+    let sn = Instance::start("").await;
+    sn.seed_closed_days_ago(10);
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "pre-approved");
+    assert_eq!(code(&sn.run(&["record", "--outcome", "success"])), 0);
+    let key = sn.key();
+    // The deploy went out 30 hours ago: the 24h window has passed. Incidents: one caused by
+    // it an hour later, one whose rfc is the change 3 hours later (both count); one caused by
+    // it but cancelled, and one whose rfc is the change opened after the window (neither does).
+    let deployed = Utc::now() - chrono::Duration::hours(30);
+    let (sys_id, number, counted) = {
+        let mut s = sn.sn();
+        let rec = s
+            .changes
+            .iter_mut()
+            .find(|c| c.get("correlation_id") == Some(&key))
+            .unwrap();
+        rec.insert("work_start".into(), sn_time(deployed));
+        let (sys_id, number) = (rec["sys_id"].clone(), rec["number"].clone());
+        let later = |h: i64| sn_time(deployed + chrono::Duration::hours(h));
+        let caused = s.add_incident(Some(&sys_id), None, &later(1), "2");
+        s.add_incident(Some(&sys_id), None, &later(2), "8");
+        let rfc = s.add_incident(None, Some(&sys_id), &later(3), "6");
+        s.add_incident(None, Some(&sys_id), &later(25), "1");
+        (sys_id, number, vec![caused, rfc])
+    };
+
+    let before = sn.requests();
+    let out = sn.run(&["verify", "--format", "json"]);
+    sn.print_log("verify", before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let v = json_of(&out);
+    let verified = v["verified"].as_array().unwrap();
+    // The ten closed changes of the history are due as well; without incidents their
+    // successes stand.
+    assert_eq!(verified.len(), 11, "{v}");
+    assert_eq!(v["failed_after_deploy"], 1);
+    let mine = verified
+        .iter()
+        .find(|x| x["change_id"] == number.as_str())
+        .unwrap();
+    assert_eq!(mine["verdict"], "failed-after-deploy");
+    assert_eq!(mine["incidents"], json!(counted));
+    assert_eq!(mine["written"], true);
+    for other in verified
+        .iter()
+        .filter(|x| x["change_id"] != number.as_str())
+    {
+        assert_eq!(
+            (other["verdict"].as_str(), other["written"].as_bool()),
+            (Some("succeeded"), Some(true)),
+            "{other}"
+        );
+    }
+    // One page of due changes, one incident query for all 11, one update each.
+    let requests = sn.requests() - before;
+    eprintln!("REQUESTS verify, 11 due changes: {requests}");
+    assert_eq!(requests, 1 + 1 + 11);
+    {
+        let s = sn.sn();
+        let rec = s.find(&key)[0];
+        assert_eq!(rec["close_code"], "unsuccessful");
+        assert_eq!(rec["state"], "3");
+        assert!(
+            rec["correlation_display"].starts_with("changegate 20")
+                && rec["correlation_display"].ends_with(" verified: failed after deploy"),
+            "{}",
+            rec["correlation_display"]
+        );
+        let close_notes = &rec["close_notes"];
+        assert!(
+            close_notes.contains("Failed after deploy (changegate verify, ")
+                && close_notes.ends_with(&format!("): {}, {}", counted[0], counted[1])),
+            "{close_notes}"
+        );
+        let notes = s.notes(&sys_id).join("\n");
+        assert!(
+            notes.contains("FAILED AFTER DEPLOY")
+                && notes.contains(&counted[0])
+                && notes.contains(&counted[1]),
+            "{notes}"
+        );
+        for other in s.changes.iter().filter(|c| c["sys_id"] != sys_id) {
+            assert_eq!(other["close_code"], "successful");
+            assert!(
+                other["correlation_display"].ends_with(" verified"),
+                "{}",
+                other["correlation_display"]
+            );
+        }
+    }
+
+    // A second run finds nothing due and writes nothing.
+    let before = sn.requests();
+    let out = sn.run(&["verify", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["verified"], json!([]));
+    assert_eq!(sn.sn().writes(before), Vec::<String>::new());
+    assert_eq!(sn.requests() - before, 1);
+
+    // The next gate's track record counts the failure: 10 successes and 1 failure.
+    sn.commit("next.txt", 2);
+    let out = sn.run(&["gate", "--dry-run", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(
+        rule(&json_of(&out), "track-record")["reason"],
+        "success rate 91% over last 11 ≥ 90%"
+    );
+
+    // The report shows it in this sprint: the one pre-approved change, failed after deploy
+    // (the history's changes may fall in this sprint too, all successful).
+    let out = sn.run(&["report", "--sprints", "1", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let sprint = json_of(&out)["services"][0]["sprints"][0].clone();
+    assert_eq!(
+        (
+            sprint["pre_approved"].as_u64(),
+            sprint["failed"].as_u64(),
+            sprint["failed_after_deploy"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{sprint}"
+    );
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn verify_reads_due_changes_by_page_and_incidents_by_batch() {
+    let sn = Instance::start("").await;
+    let ids = sn.seed_closed_days_ago(520);
+    // The 510th change (second page of changes, 26th batch of incidents) caused one.
+    let deployed = sn
+        .sn()
+        .changes
+        .iter()
+        .find(|c| c["sys_id"] == ids[509])
+        .unwrap()["work_start"]
+        .clone();
+    let incident = sn.sn().add_incident(Some(&ids[509]), None, &deployed, "7");
+    let before = sn.requests();
+    let out = sn.run(&["verify", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let v = json_of(&out);
+    assert_eq!(v["verified"].as_array().unwrap().len(), 520);
+    assert_eq!(v["failed_after_deploy"], 1);
+    let failed: Vec<&Value> = v["verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["verdict"] == "failed-after-deploy")
+        .collect();
+    assert_eq!(failed[0]["incidents"], json!([incident]));
+    let s = sn.sn();
+    assert_eq!(
+        s.changes.iter().find(|c| c["sys_id"] == ids[509]).unwrap()["close_code"],
+        "unsuccessful"
+    );
+    // 2 pages of 500 due changes, ⌈520 / 20⌉ = 26 incident queries, 520 updates.
+    let requests = s.log.len() - before;
+    eprintln!("REQUESTS verify, 520 due changes: {requests}");
+    assert_eq!(requests, 2 + 26 + 520);
+    assert_eq!(s.count("GET", "/table/incident"), 26);
+    drop(s);
+    sn.assert_clean();
+}
+
+/// A change of the report's history, as changegate leaves it on the instance.
+#[derive(Clone, Copy)]
+struct Past<'a> {
+    n: u64,
+    decision: &'a str,
+    emergency: Option<&'a str>,
+    /// `MM-DD HH:MM` in 2026, like every time below.
+    decided: &'a str,
+    first_commit: &'a str,
+    /// `approved`/`rejected`/`requested`, and when it was set.
+    approval: Option<(&'a str, &'a str)>,
+    deployed: Option<&'a str>,
+    /// `successful`/`unsuccessful` and when closed; None: see `cancelled`.
+    closed: Option<(&'a str, &'a str)>,
+    cancelled: Option<&'a str>,
+    failed_after_deploy: bool,
+}
+
+const PAST: Past<'static> = Past {
+    n: 0,
+    decision: "pre-approved",
+    emergency: None,
+    decided: "",
+    first_commit: "",
+    approval: None,
+    deployed: None,
+    closed: None,
+    cancelled: None,
+    failed_after_deploy: false,
+};
+
+fn t2026(mmdd_hhmm: &str) -> String {
+    format!("2026-{mmdd_hhmm}:00")
+}
+
+fn rfc3339(mmdd_hhmm: &str) -> String {
+    format!("2026-{}Z", mmdd_hhmm.replace(' ', "T").to_string() + ":00")
+}
+
+impl Sn {
+    fn seed_past(&mut self, prefix: &str, p: Past<'_>) -> String {
+        let decided = t2026(p.decided);
+        let day = &decided[..10];
+        let kind = match (p.decision, p.emergency) {
+            (_, Some(_)) => "emergency",
+            ("pre-approved", None) => "standard",
+            _ => "normal",
+        };
+        let mut justification = vec![
+            format!(
+                "changegate decision: {} (mode enforce) at {}",
+                p.decision,
+                rfc3339(p.decided)
+            ),
+            "sprint 0: 0 of 2 pre-approved changes used".to_string(),
+            "[pass] freeze: no freeze window active".to_string(),
+        ];
+        if let Some(reason) = p.emergency {
+            justification.push(format!("emergency: {reason}"));
+        }
+        justification.push(format!(
+            r#"facts: {{"first_commit":"{}","lines":3}}"#,
+            rfc3339(p.first_commit)
+        ));
+        let justification = justification.join("\n");
+        let display = if p.failed_after_deploy {
+            format!("changegate {day} verified: failed after deploy")
+        } else {
+            format!("changegate {day}")
+        };
+        let key = format!("{prefix}{:040x}", p.n);
+        let (approval, approval_set) = p
+            .approval
+            .map_or(("approved", String::new()), |(a, at)| (a, t2026(at)));
+        let deployed = p.deployed.map(t2026).unwrap_or_default();
+        let (state, code, closed_at) = match (p.closed, p.cancelled) {
+            (Some((code, at)), _) => ("3", code, t2026(at)),
+            (None, Some(at)) => ("4", "", t2026(at)),
+            (None, None) => ("-4", "", String::new()),
+        };
+        let updated = if closed_at.is_empty() {
+            decided.clone()
+        } else {
+            closed_at.clone()
+        };
+        let close_notes = if p.failed_after_deploy {
+            format!(
+                "Deploy success\nFailed after deploy (changegate verify, {}): INC0010042",
+                rfc3339(p.closed.unwrap().1)
+            )
+        } else {
+            String::new()
+        };
+        self.push_change(&[
+            ("correlation_id", &key),
+            ("correlation_display", &display),
+            ("justification", &justification),
+            ("type", kind),
+            ("state", state),
+            ("approval", approval),
+            ("approval_set", &approval_set),
+            ("work_start", &deployed),
+            ("work_end", &closed_at),
+            ("closed_at", &closed_at),
+            ("close_code", code),
+            ("close_notes", &close_notes),
+            ("sys_created_on", &decided),
+            ("sys_updated_on", &updated),
+        ])
+    }
+}
+
+#[tokio::test]
+async fn report_over_three_sprints_of_changes_on_the_instance() {
+    let config = "[sprint]\nstart = \"2026-03-02\"\nlength_days = 14\n[policy]\nmin_history = 2\nwindow = 20\nmin_success_rate = 0.8\n\
+                  [policy.allowance]\ninitial = 2\nstep = 2\nbackoff = 0.5\nmin_changes = 3\n";
+    let sn = Instance::start(config).await;
+    let pre = |n, decided, first_commit, code: &'static str, closed| Past {
+        n,
+        decided,
+        first_commit,
+        deployed: Some(decided),
+        closed: Some((code, closed)),
+        ..PAST
+    };
+    let approved = |n, decided, first_commit, at, deployed, code: &'static str| Past {
+        n,
+        decision: "needs-approval",
+        decided,
+        first_commit,
+        approval: Some(("approved", at)),
+        deployed: Some(deployed),
+        closed: Some((code, deployed)),
+        ..PAST
+    };
+    let history = [
+        // Sprint 0 (03-02 to 03-15).
+        approved(
+            1,
+            "03-02 10:00",
+            "03-01 09:00",
+            "03-02 11:00",
+            "03-02 11:01",
+            "successful",
+        ),
+        pre(2, "03-04 10:00", "03-03 09:00", "successful", "03-04 10:10"),
+        pre(
+            3,
+            "03-05 10:00",
+            "03-04 09:00",
+            "unsuccessful",
+            "03-05 10:10",
+        ),
+        approved(
+            4,
+            "03-06 10:00",
+            "03-05 09:00",
+            "03-06 12:00",
+            "03-06 12:01",
+            "successful",
+        ),
+        // Sprint 1 (03-16 to 03-29).
+        pre(5, "03-16 10:00", "03-15 09:00", "successful", "03-16 10:10"),
+        Past {
+            failed_after_deploy: true,
+            ..approved(
+                6,
+                "03-17 10:00",
+                "03-16 09:00",
+                "03-17 10:30",
+                "03-17 10:31",
+                "unsuccessful",
+            )
+        },
+        Past {
+            n: 7,
+            decision: "needs-approval",
+            decided: "03-18 10:00",
+            first_commit: "03-17 09:00",
+            approval: Some(("rejected", "03-18 14:00")),
+            cancelled: Some("03-18 14:00"),
+            ..PAST
+        },
+        Past {
+            emergency: Some("payments down"),
+            approval: Some(("approved", "03-20 09:00")),
+            ..pre(8, "03-19 10:00", "03-19 08:00", "successful", "03-19 10:10")
+        },
+        approved(
+            9,
+            "03-20 10:00",
+            "03-19 09:00",
+            "03-20 13:00",
+            "03-20 13:01",
+            "successful",
+        ),
+        approved(
+            10,
+            "03-23 10:00",
+            "03-22 09:00",
+            "03-23 11:00",
+            "03-23 11:01",
+            "successful",
+        ),
+        // Sprint 2 (03-30 to 04-12), the current one.
+        pre(
+            11,
+            "03-30 10:00",
+            "03-29 09:00",
+            "successful",
+            "03-30 10:10",
+        ),
+        pre(
+            12,
+            "03-31 10:00",
+            "03-30 09:00",
+            "unsuccessful",
+            "03-31 10:10",
+        ),
+        approved(
+            13,
+            "04-01 10:00",
+            "03-31 09:00",
+            "04-01 12:00",
+            "04-01 12:01",
+            "successful",
+        ),
+        Past {
+            n: 14,
+            decision: "needs-approval",
+            decided: "04-02 10:00",
+            first_commit: "04-01 09:00",
+            approval: Some(("requested", "")),
+            ..PAST
+        },
+    ];
+    {
+        let mut s = sn.sn();
+        for p in history {
+            s.seed_past(SERVICE_KEY_PREFIX, p);
+        }
+        // Not this report's: another service, a change after the clock, a superseded record.
+        s.seed_past(
+            "changegate:acme/billing:production:",
+            pre(
+                15,
+                "03-10 10:00",
+                "03-09 09:00",
+                "unsuccessful",
+                "03-10 10:10",
+            ),
+        );
+        s.seed_past(
+            SERVICE_KEY_PREFIX,
+            pre(
+                16,
+                "04-03 15:00",
+                "04-03 09:00",
+                "successful",
+                "04-03 15:10",
+            ),
+        );
+        s.push_change(&[
+            ("correlation_id", ""),
+            ("correlation_display", "changegate superseded"),
+            ("state", "4"),
+            ("sys_created_on", "2026-03-10 09:00:00"),
+            ("sys_updated_on", "2026-03-10 09:00:00"),
+        ]);
+    }
+    let before = sn.requests();
+    let out = sn
+        .cmd(&["--dry-run", "--format", "json", "report", "--sprints", "3"])
+        .env("CHANGEGATE_NOW", "2026-04-03T12:00:00Z")
+        .output()
+        .unwrap();
+    sn.print_log("report", before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    // The services (one page), the history (last closed changes, stats), the changes.
+    let requests = sn.requests() - before;
+    eprintln!("REQUESTS report, 3 sprints: {requests}");
+    assert_eq!(requests, 1 + 2 + 1);
+    let doc = json_of(&out);
+    let svc = &doc["services"][0];
+    assert_eq!(
+        (
+            svc["service"].as_str(),
+            svc["service_id"].as_str(),
+            svc["environment"].as_str()
+        ),
+        (
+            Some("payments-api"),
+            Some("acme/payments-api"),
+            Some("production")
+        )
+    );
+    let sprints = svc["sprints"].as_array().unwrap();
+    assert_eq!(sprints.len(), 3);
+    let (s0, s1, s2) = (&sprints[0], &sprints[1], &sprints[2]);
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+
+    // Sprint 0: allowance 2 (the first sprint with history). 4 changes: #2, #3 pre-approved;
+    // #1, #4 waited 1h and 2h (median 1h30, p90 rank ⌈1.8⌉ = 2 → 2h). 3 successes, #3 failed.
+    assert_eq!(s0["allowance"], 2);
+    assert_eq!(
+        [
+            n(s0, "changes"),
+            n(s0, "pre_approved"),
+            n(s0, "needs_approval"),
+            n(s0, "deployments")
+        ],
+        [4, 2, 2, 4]
+    );
+    assert_eq!(s0["approval_wait"]["median_secs"], 5400);
+    assert_eq!(s0["approval_wait"]["p90_secs"], 7200);
+    assert_eq!([n(s0, "succeeded"), n(s0, "failed")], [3, 1]);
+    assert_near(&s0["success_rate"], 0.75);
+    assert_near(&s0["change_failure_rate"], 0.25);
+    // Lead time: 26h01, 25h, 25h, 27h01 → median (25h + 26h01) / 2 = 25h30m30s.
+    assert_eq!(s0["lead_time"]["median_secs"], (90_000 + 93_660) / 2);
+    // #3 failed (deployed 03-05 10:00), #4 restored it (deployed 03-06 12:01): 26h01.
+    assert_eq!(s0["time_to_restore"]["median_secs"], 93_660);
+    assert_near(&s0["deployment_frequency_per_day"], 4.0 / 14.0);
+
+    // Sprint 1: sprint 0 closed 4 at 75% < 80%: the allowance halves to 1. 6 changes: #5
+    // pre-approved; #8 an emergency (not counted against the allowance); #6, #7, #9, #10
+    // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h.
+    assert_eq!(s1["allowance"], 1);
+    assert_eq!(
+        [
+            n(s1, "changes"),
+            n(s1, "pre_approved"),
+            n(s1, "needs_approval"),
+            n(s1, "emergency")
+        ],
+        [6, 1, 4, 1]
+    );
+    assert_eq!(s1["approval_wait"]["median_secs"], 7200);
+    assert_eq!(s1["approval_wait"]["p90_secs"], 14_400);
+    // #6 failed after deploy; #7 was rejected (cancelled, never deployed).
+    assert_eq!(
+        [
+            n(s1, "deployments"),
+            n(s1, "succeeded"),
+            n(s1, "failed"),
+            n(s1, "cancelled"),
+            n(s1, "failed_after_deploy")
+        ],
+        [5, 4, 1, 1, 1]
+    );
+    assert_near(&s1["success_rate"], 0.8);
+    // Lead times 25h, 25h31, 2h, 28h01, 26h01 → median 25h31.
+    assert_eq!(s1["lead_time"]["median_secs"], 91_860);
+    // #6 (deployed 03-17 10:31) restored by #8 (03-19 10:00): 47h29.
+    assert_eq!(s1["time_to_restore"]["median_secs"], 170_940);
+
+    // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows by 2 to 3. #14 still waits.
+    assert_eq!(s2["allowance"], 3);
+    assert_eq!(
+        [
+            n(s2, "changes"),
+            n(s2, "pre_approved"),
+            n(s2, "needs_approval"),
+            n(s2, "deployments")
+        ],
+        [4, 2, 2, 3]
+    );
+    assert_eq!(s2["approval_wait"]["count"], 1);
+    assert_eq!(s2["approval_wait"]["median_secs"], 7200);
+    assert_near(&s2["success_rate"], 2.0 / 3.0);
+    assert_eq!(s2["time_to_restore"]["median_secs"], 93_660);
+    // 3 deploys in the 4.5 days of the sprint so far.
+    assert_near(&s2["deployment_frequency_per_day"], 3.0 / 4.5);
+
+    // Over the three sprints: 14 changes, 12 deploys, 9 successes in 12.
+    let total = &svc["total"];
+    assert_eq!(
+        [
+            n(total, "changes"),
+            n(total, "pre_approved"),
+            n(total, "deployments"),
+            n(total, "succeeded"),
+            n(total, "failed")
+        ],
+        [14, 5, 12, 9, 3]
+    );
+    assert_near(&total["success_rate"], 0.75);
+    // Waits 1h, 2h, 30m, 4h, 3h, 1h, 2h → sorted, median 2h; p90 rank ⌈6.3⌉ = 7 → 4h.
+    assert_eq!(total["approval_wait"]["median_secs"], 7200);
+    assert_eq!(total["approval_wait"]["p90_secs"], 14_400);
+    // 12 lead times; the 6th and 7th are 25h and 25h31.
+    assert_eq!(total["lead_time"]["median_secs"], (90_000 + 91_860) / 2);
+    assert_near(&total["deployment_frequency_per_day"], 12.0 / 32.5);
+
+    // --all lists both services on the instance.
+    let out = sn
+        .cmd(&[
+            "--dry-run",
+            "--format",
+            "json",
+            "report",
+            "--sprints",
+            "3",
+            "--all",
+        ])
+        .env("CHANGEGATE_NOW", "2026-04-03T12:00:00Z")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let ids: Vec<String> = json_of(&out)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["acme/billing", "acme/payments-api"]);
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn policy_simulate_replays_the_decisions_on_the_instance() {
+    let sn = Instance::start(
+        "[policy]\nmin_history = 0\n[policy.allowance]\ninitial = 2\nstep = 0\n[risk]\nmax_lines_changed = 50\n",
+    )
+    .await;
+    // Three deploys: two pre-approved (the allowance is 2), the third needs approval.
+    let gate = |expect: i32| {
+        let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+        assert_eq!(code(&out), expect, "{:?}", text(&out));
+        json_of(&out)
+    };
+    let first = gate(0);
+    assert_eq!(first["decision"], "pre-approved");
+    assert_eq!(code(&sn.run(&["record", "--outcome", "success"])), 0);
+    sn.commit("second.txt", 3);
+    assert_eq!(gate(0)["decision"], "pre-approved");
+    assert_eq!(code(&sn.run(&["record", "--outcome", "success"])), 0);
+    sn.commit("third.txt", 3);
+    let third = gate(1);
+    assert_eq!(third["decision"], "needs-approval");
+    assert_eq!(rule(&third, "risk-size")["reason"], "3 lines changed ≤ 50");
+
+    // The facts each decision was made on are on the record, after the decision.
+    {
+        let s = sn.sn();
+        let rec = s.find(&sn.key())[0];
+        assert!(
+            rec["justification"].contains("\nfacts: {")
+                && rec["justification"].contains("\"lines\":3"),
+            "{}",
+            rec["justification"]
+        );
+    }
+
+    let before = sn.requests();
+    let out = sn.run(&[
+        "policy",
+        "simulate",
+        "--set",
+        "policy.allowance.initial=3",
+        "--set",
+        "risk.max_lines_changed=2",
+        "--format",
+        "json",
+    ]);
+    sn.print_log("simulate", before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let sim = json_of(&out);
+    assert_eq!(sim["changes"], 3, "{sim}");
+    // The current policy, replayed over the instance's records, decides exactly as recorded.
+    assert_eq!(sim["current_reproduces_recorded"], true, "{sim}");
+    let kinds = |k: &str| -> Vec<String> {
+        sim["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[k].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        kinds("recorded"),
+        ["pre-approved", "pre-approved", "needs-approval"]
+    );
+    assert_eq!(kinds("current"), kinds("recorded"));
+    // Proposed: a larger allowance, but at most 2 lines: the 1-line first change passes,
+    // the 3-line ones need approval.
+    assert_eq!(
+        kinds("proposed"),
+        ["pre-approved", "needs-approval", "needs-approval"]
+    );
+    assert_eq!(sim["current"]["pre_approved"], 2);
+    assert_eq!(sim["proposed"]["pre_approved"], 1);
+    // The facts of this run (the last closed change), then every change of the service.
+    assert_eq!(sn.requests() - before, 2);
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn the_service_list_jumps_past_a_long_history() {
+    let sn = Instance::start("").await;
+    {
+        let mut s = sn.sn();
+        let day = Utc::now().date_naive() - chrono::Duration::days(3);
+        for (prefix, n) in [
+            ("changegate:acme/billing:production:", 3u64),
+            (SERVICE_KEY_PREFIX, 1200),
+            ("changegate:acme/payments-api:staging:", 2),
+        ] {
+            for i in 0..n {
+                s.seed_closed(&format!("{prefix}{i:040x}"), day, "normal", "successful");
+            }
+        }
+    }
+    let before = sn.requests();
+    let out = sn.run(&[
+        "--dry-run",
+        "--format",
+        "json",
+        "report",
+        "--all",
+        "--sprints",
+        "1",
+    ]);
+    sn.print_log("report --all", before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let services: Vec<(String, String)> = json_of(&out)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service_id"].as_str().unwrap().to_string(),
+                s["environment"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("acme/billing".to_string(), "production".to_string()),
+            ("acme/payments-api".to_string(), "production".to_string()),
+            ("acme/payments-api".to_string(), "staging".to_string()),
+        ]
+    );
+    // The first page of 1,000 keys ends inside payments-api/production; the second request
+    // starts past it and finds staging: 1,205 keys in two requests.
+    let s = sn.sn();
+    let scans: Vec<&str> = s.log[before..]
+        .iter()
+        .filter(|l| l.query.contains("ORDERBYcorrelation_id"))
+        .map(|l| l.query.as_str())
+        .collect();
+    assert_eq!(scans.len(), 2, "{scans:#?}");
+    assert!(
+        scans[1]
+            .contains("correlation_id%3E%3Dchangegate%3Aacme%2Fpayments-api%3Aproduction%3A%7E"),
+        "{}",
+        scans[1]
     );
     drop(s);
     sn.assert_clean();

@@ -149,8 +149,9 @@ pub fn error_text(body: &str) -> Option<String> {
 /// What a 403 usually means, to help whoever configures the integration user.
 const ROLES_HINT: &str = "the integration user usually needs the itil role (or sn_change_write to create and \
      update change requests and sn_change_read to read them), read access to change_request for the \
-     Aggregate API, and read access to sysapproval_approver; a business rule or data policy on the \
-     instance can also refuse an update";
+     Aggregate API, read access to sysapproval_approver, and for verify read access to incident and \
+     update access to closed change requests; a business rule or data policy on the instance can also \
+     refuse an update";
 
 /// One answer: status, headers and the raw body.
 pub struct Reply {

@@ -30,14 +30,9 @@ impl ServiceNow {
         if let Some(r) = self.cache().recent.clone().filter(|r| r.prefix == prefix) {
             return Ok(r);
         }
-        let mut codes: Vec<&str> = vec![
-            &self.cfg.close_code_success,
-            "successful_issues",
-            &self.cfg.close_code_failure,
-        ];
-        codes.dedup();
+        let codes = self.outcome_codes();
         let query = format!(
-            "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^ORDERBYDESCclosed_at",
+            "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^ORDERBYDESCclosed_at^ORDERBYDESCnumber",
             q(prefix),
             q(&codes.join(","))
         );

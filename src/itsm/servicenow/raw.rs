@@ -147,10 +147,71 @@ pub(super) fn display_for(at: DateTime<Utc>) -> String {
     format!("{DISPLAY} {}", at.format("%Y-%m-%d"))
 }
 
-/// The decision day written in `correlation_display`.
+/// The decision day written in `correlation_display` (its first word after the label; a
+/// verification mark may follow it).
 pub(super) fn display_day(display: &str) -> Option<NaiveDate> {
     let rest = display.trim().strip_prefix(DISPLAY)?;
-    NaiveDate::parse_from_str(rest.trim(), "%Y-%m-%d").ok()
+    let day = rest.split_whitespace().next()?;
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+}
+
+/// The word `verify` adds to `correlation_display`: a change whose display holds it has been
+/// verified (queried with `NOT LIKE`).
+pub(super) const VERIFIED: &str = "verified";
+const FAILED_AFTER_DEPLOY: &str = "verified: failed after deploy";
+
+/// Where `verify` left a change, as `correlation_display` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mark {
+    Unverified,
+    /// Verified; the recorded outcome stands.
+    Verified,
+    /// Verified; a success turned into a failure by linked incidents.
+    FailedAfterDeploy,
+}
+
+pub(super) fn display_mark(display: &str) -> Mark {
+    let rest = display.trim().strip_prefix(DISPLAY).unwrap_or("").trim();
+    let tail = rest
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, t)| t.trim());
+    if tail.starts_with(FAILED_AFTER_DEPLOY) {
+        Mark::FailedAfterDeploy
+    } else if tail.starts_with(VERIFIED) {
+        Mark::Verified
+    } else {
+        Mark::Unverified
+    }
+}
+
+/// `correlation_display` for a decision day and a verification mark.
+pub(super) fn display_marked(day: NaiveDate, mark: Mark) -> String {
+    let base = format!("{DISPLAY} {}", day.format("%Y-%m-%d"));
+    match mark {
+        Mark::Unverified => base,
+        Mark::Verified => format!("{base} {VERIFIED}"),
+        Mark::FailedAfterDeploy => format!("{base} {FAILED_AFTER_DEPLOY}"),
+    }
+}
+
+/// Every correlation key changegate writes starts with this.
+pub(super) const KEY_START: &str = "changegate:";
+
+/// `(service_id, environment)` of a stored correlation key (`changegate:<service>:<env>:<sha>`;
+/// the service part may have been shortened to fit, see [`KEY_MAX`]).
+pub(super) fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let rest = key.trim().strip_prefix(KEY_START)?;
+    let mut parts = rest.rsplitn(3, ':');
+    let sha = parts.next().filter(|s| !s.is_empty())?;
+    let environment = parts.next().filter(|s| !s.is_empty())?;
+    let service_id = parts.next().filter(|s| !s.is_empty())?;
+    Some((service_id, environment, sha))
+}
+
+/// The change request number's digits (`CHG0030001` → 30001): the order of creation.
+pub(super) fn number_seq(number: &str) -> Option<i64> {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The change type a decision calls for.
@@ -345,6 +406,36 @@ mod tests {
             NaiveDate::from_ymd_opt(2026, 3, 2)
         );
         assert_eq!(display_day("something else"), None);
+        assert_eq!(display_day("changegate superseded"), None);
+        let day = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        for mark in [Mark::Unverified, Mark::Verified, Mark::FailedAfterDeploy] {
+            let d = display_marked(day, mark);
+            assert_eq!(
+                (display_day(&d), display_mark(&d)),
+                (Some(day), mark),
+                "{d}"
+            );
+        }
+        assert_eq!(
+            display_marked(day, Mark::FailedAfterDeploy),
+            "changegate 2026-03-02 verified: failed after deploy"
+        );
+        // Only the verification mark contains the word the due query excludes.
+        assert!(!display_for(at).contains(VERIFIED));
+        assert!(display_marked(day, Mark::Verified).contains(VERIFIED));
+    }
+
+    #[test]
+    fn keys_split_into_service_environment_and_sha() {
+        let sha = "a".repeat(40);
+        let key = format!("changegate:acme/payments-api:production:{sha}");
+        assert_eq!(
+            key_parts(&key),
+            Some(("acme/payments-api", "production", sha.as_str()))
+        );
+        assert_eq!(key_parts("changegate:x"), None);
+        assert_eq!(key_parts("other:a:b:c"), None);
+        assert_eq!(number_seq("CHG0030001"), Some(30001));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! form a human reads and changegate parses back on a re-run.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+use crate::domain::change::{Platform, PullRequest};
 use crate::domain::{ChangeFacts, Decision, DecisionKind, Mode, Rule};
 
 /// ServiceNow renders `[code]…[/code]` in journal fields as HTML. Text from the pipeline
@@ -211,6 +213,136 @@ pub fn parse_decision(text: &str) -> Option<(Decision, DateTime<Utc>)> {
     Some((decision, at))
 }
 
+/// `justification` holds 4,000 characters on a base instance.
+pub const JUSTIFICATION_MAX: usize = 4000;
+
+const FACTS: &str = "facts: ";
+
+/// What the policy read of a change's facts, and its first commit: written as one JSON line
+/// after the decision in `justification`, so that `policy simulate` can decide the change
+/// again and `report` can tell its lead time. Paths that do not fit the field are counted,
+/// not listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FactsLine {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_commit: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Paths left out so that the line fits.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub paths_omitted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<bool>,
+    /// The pull request's number, review and labels (an emergency label is a decision input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl FactsLine {
+    pub fn of(facts: &ChangeFacts) -> FactsLine {
+        let pr = facts.pull_request.as_ref();
+        FactsLine {
+            first_commit: facts.first_commit_at(),
+            lines: facts.lines_changed,
+            paths: facts.paths.clone(),
+            paths_omitted: 0,
+            tests: facts.tests_passed,
+            pr: pr.map(|p| p.number),
+            reviewed: pr.and_then(|p| p.reviewed),
+            labels: pr.map(|p| p.labels.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The facts a decision is made on, as far as the line tells (no commits, branch or run).
+    pub fn into_facts(
+        self,
+        service: &str,
+        service_id: &str,
+        environment: &str,
+        sha: &str,
+    ) -> ChangeFacts {
+        let pull_request = (self.pr.is_some()
+            || self.reviewed.is_some()
+            || !self.labels.is_empty())
+        .then(|| PullRequest {
+            number: self.pr.unwrap_or_default(),
+            labels: self.labels,
+            reviewed: self.reviewed,
+            ..PullRequest::default()
+        });
+        ChangeFacts {
+            platform: Platform::Local,
+            service: service.to_string(),
+            service_id: service_id.to_string(),
+            environment: environment.to_string(),
+            repository: None,
+            commit_sha: sha.to_string(),
+            branch: None,
+            pull_request,
+            range: None,
+            commits: Vec::new(),
+            lines_changed: self.lines,
+            paths: self.paths,
+            work_items: Vec::new(),
+            run_url: None,
+            repository_url: None,
+            actor: None,
+            tests_passed: self.tests,
+        }
+    }
+}
+
+/// The facts line, at most `budget` characters: as many paths as fit, the rest counted.
+/// `None` when not even the line without paths fits.
+pub fn render_facts(facts: &FactsLine, budget: usize) -> Option<String> {
+    let render = |keep: usize| {
+        let mut line = facts.clone();
+        line.paths_omitted += line.paths.len() - keep;
+        line.paths.truncate(keep);
+        // Paths and labels come from the pipeline: `[code]` tags are defused here too.
+        serde_json::to_string(&line)
+            .ok()
+            .map(|json| defuse(&format!("{FACTS}{json}")))
+            .filter(|text| text.chars().count() <= budget)
+    };
+    if let Some(all) = render(facts.paths.len()) {
+        return Some(all);
+    }
+    // The most paths that fit: the length grows with the number kept.
+    let (mut fits, mut too_many) = (0, facts.paths.len());
+    let mut best = render(0)?;
+    while too_many - fits > 1 {
+        let mid = fits + (too_many - fits) / 2;
+        match render(mid) {
+            Some(text) => {
+                fits = mid;
+                best = text;
+            }
+            None => too_many = mid,
+        }
+    }
+    Some(best)
+}
+
+/// The facts line of a `justification`, if it has one.
+pub fn parse_facts(text: &str) -> Option<FactsLine> {
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(FACTS))
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
 fn rule_line(line: &str) -> Option<(bool, &str)> {
     line.strip_prefix("[pass] ")
         .map(|r| (true, r))
@@ -265,6 +397,57 @@ mod tests {
         assert_eq!(back.rules.len(), 2);
         assert!(!back.rules[1].passed);
         assert_eq!(back.rules[0].reason, "success rate 100% over last 10 ≥ 90%");
+    }
+
+    #[test]
+    fn facts_round_trip_and_paths_that_do_not_fit_are_counted() {
+        let line = FactsLine {
+            first_commit: Some(
+                DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+            lines: Some(12),
+            paths: vec!["src/a.rs".into(), "migrations/[code]1.sql".into()],
+            tests: Some(true),
+            pr: Some(42),
+            reviewed: Some(false),
+            labels: vec!["emergency".into()],
+            ..FactsLine::default()
+        };
+        let text = render_facts(&line, 1000).unwrap();
+        assert!(!text.contains("[code]"), "{text}");
+        let justification = format!("{}\n{text}", render_decision(&decision(), Utc::now()));
+        let back = parse_facts(&justification).unwrap();
+        assert_eq!(back.paths[1], "migrations/[ code ]1.sql");
+        assert_eq!(
+            (back.lines, back.tests, back.pr, back.reviewed),
+            (Some(12), Some(true), Some(42), Some(false))
+        );
+        assert_eq!(back.first_commit, line.first_commit);
+        // The decision still parses with the facts line after it.
+        assert_eq!(parse_decision(&justification).unwrap().0.rules.len(), 2);
+
+        let many = FactsLine {
+            paths: (0..500)
+                .map(|i| format!("src/module_{i:03}/file.rs"))
+                .collect(),
+            ..FactsLine::default()
+        };
+        let text = render_facts(&many, 1000).unwrap();
+        assert!(text.chars().count() <= 1000);
+        let back = parse_facts(&text).unwrap();
+        assert!(back.paths.len() > 10, "{}", back.paths.len());
+        assert_eq!(back.paths.len() + back.paths_omitted, 500);
+        assert_eq!(back.paths[..], many.paths[..back.paths.len()]);
+        assert!(render_facts(&many, 5).is_none());
+
+        let facts = back.into_facts("payments-api", "acme/payments-api", "production", "abc");
+        assert_eq!(
+            facts.key().to_string(),
+            "changegate:acme/payments-api:production:abc"
+        );
+        assert!(facts.pull_request.is_none());
     }
 
     #[test]

@@ -186,7 +186,14 @@ impl ServiceNow {
         match decision {
             Some(d) => {
                 let note = text::render_decision(d, now);
-                f.insert("justification".into(), json!(note));
+                // The facts the decision was made on follow it, for `policy simulate` and
+                // the lead time in `report`; only in `justification`, not in the work note.
+                let budget = text::JUSTIFICATION_MAX.saturating_sub(note.chars().count() + 1);
+                let justification = match text::render_facts(&text::FactsLine::of(facts), budget) {
+                    Some(line) => format!("{note}\n{line}"),
+                    None => note.clone(),
+                };
+                f.insert("justification".into(), json!(justification));
                 // A standard change's description is the template's: the facts go in the
                 // work note, so the commit range, PR and run are on the record all the same.
                 let work_note = if type_for(decision) == "standard" {

@@ -43,6 +43,21 @@ const FIELDS: &[&str] = &[
     "upon_reject",
 ];
 
+/// Fields of an incident on the fake instance.
+const INCIDENT_FIELDS: &[&str] = &[
+    "sys_id",
+    "number",
+    "state",
+    "caused_by",
+    "rfc",
+    "short_description",
+    "sys_created_on",
+    "sys_updated_on",
+];
+
+/// Fields of an approval on the fake instance.
+const APPROVAL_FIELDS: &[&str] = &["sys_id", "sysapproval", "approver", "comments", "state"];
+
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub method: String,
@@ -76,6 +91,7 @@ pub struct Fault {
 #[derive(Default)]
 pub struct Sn {
     pub changes: Vec<Rec>,
+    pub incidents: Vec<Rec>,
     pub journal: Vec<(String, String, String)>,
     pub approvals: Vec<Rec>,
     pub templates: Vec<(String, String, String)>,
@@ -149,13 +165,14 @@ const OPS: &[&str] = &[
     "STARTSWITH",
     "ENDSWITH",
     "LIKE",
+    "NOT LIKE",
     "NOT IN",
     "IN",
     "ISEMPTY",
     "ISNOTEMPTY",
 ];
 
-fn parse_query(q: &str, anomalies: &mut Vec<String>) -> Query {
+fn parse_query(q: &str, fields: &[&str], anomalies: &mut Vec<String>) -> Query {
     let mut query = Query {
         groups: Vec::new(),
         order: Vec::new(),
@@ -185,7 +202,7 @@ fn parse_query(q: &str, anomalies: &mut Vec<String>) -> Query {
             anomalies.push(format!("unparsable query term {term:?}"));
             continue;
         };
-        if !FIELDS.contains(&field) && !["sysapproval", "approver", "comments"].contains(&field) {
+        if !fields.contains(&field) {
             anomalies.push(format!("query on unknown field {field:?}"));
         }
         let cond = Cond {
@@ -221,6 +238,7 @@ fn holds(rec: &Rec, c: &Cond) -> bool {
         "STARTSWITH" => v.starts_with(&c.value),
         "ENDSWITH" => v.ends_with(&c.value),
         "LIKE" => v.contains(&c.value),
+        "NOT LIKE" => !v.contains(&c.value),
         "IN" => c.value.split(',').any(|x| x == v),
         "NOT IN" => !c.value.split(',').any(|x| x == v),
         "ISEMPTY" => v.is_empty(),
@@ -348,6 +366,66 @@ impl Sn {
         self.changes.push(rec);
     }
 
+    /// Adds a change request with `fields` over the defaults of a closed changegate change;
+    /// returns its sys_id.
+    pub fn push_change(&mut self, fields: &[(&str, &str)]) -> String {
+        let sys_id = self.id();
+        let mut rec: Rec = [
+            ("sys_id", sys_id.as_str()),
+            ("type", "normal"),
+            ("state", "3"),
+            ("approval", "approved"),
+            ("active", "false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        rec.insert("number".into(), self.number());
+        for (k, v) in fields {
+            assert!(FIELDS.contains(k), "the fake has no change field {k}");
+            rec.insert(k.to_string(), v.to_string());
+        }
+        self.changes.push(rec);
+        sys_id
+    }
+
+    /// Opens an incident, created at `created` (`YYYY-MM-DD HH:MM:SS`), caused by the
+    /// change `caused_by` and/or associated with the change `rfc` (sys_ids); returns its number.
+    pub fn add_incident(
+        &mut self,
+        caused_by: Option<&str>,
+        rfc: Option<&str>,
+        created: &str,
+        state: &str,
+    ) -> String {
+        let sys_id = self.id();
+        let number = format!("INC{:07}", 10_000 + self.incidents.len() + 1);
+        let rec: Rec = [
+            ("sys_id", sys_id.as_str()),
+            ("number", number.as_str()),
+            ("state", state),
+            ("caused_by", caused_by.unwrap_or("")),
+            ("rfc", rfc.unwrap_or("")),
+            ("short_description", "Payments failing after deploy"),
+            ("sys_created_on", created),
+            ("sys_updated_on", created),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.incidents.push(rec);
+        number
+    }
+
+    /// Requests that wrote something (anything but GET).
+    pub fn writes(&self, from: usize) -> Vec<String> {
+        self.log[from..]
+            .iter()
+            .filter(|l| l.method != "GET")
+            .map(|l| format!("{} {}", l.method, l.path))
+            .collect()
+    }
+
     fn authorized(&mut self, req: &Request) -> bool {
         let header = req
             .headers
@@ -446,6 +524,7 @@ impl Sn {
             ("PATCH", ["api", "now", "table", "change_request", id]) => self.patch(req, id),
             ("DELETE", ["api", "now", "table", "change_request", id]) => self.delete(id),
             ("GET", ["api", "now", "table", "sysapproval_approver"]) => self.approvals_list(req),
+            ("GET", ["api", "now", "table", "incident"]) => self.incident_list(req),
             ("GET", ["api", "now", "stats", "change_request"]) => self.stats(req),
             ("GET", ["api", "sn_chg_rest", "change", "standard", "template"]) => {
                 self.template_list(req)
@@ -525,6 +604,7 @@ impl Sn {
         let p = params(req);
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
+            FIELDS,
             &mut self.anomalies,
         );
         let limit: usize = p
@@ -755,10 +835,66 @@ impl Sn {
         }
     }
 
+    /// The Table API on `incident`: query, fields, pages, `X-Total-Count`. Reference fields
+    /// (`caused_by`, `rfc`) are `{link, value}` unless `sysparm_exclude_reference_link=true`.
+    fn incident_list(&mut self, req: &Request) -> ResponseTemplate {
+        let p = params(req);
+        let q = parse_query(
+            p.get("sysparm_query").map(String::as_str).unwrap_or(""),
+            INCIDENT_FIELDS,
+            &mut self.anomalies,
+        );
+        let limit: usize = p
+            .get("sysparm_limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(10_000);
+        let offset: usize = p
+            .get("sysparm_offset")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
+        let fields = p.get("sysparm_fields").cloned();
+        if let Some(f) = &fields {
+            for name in f.split(',') {
+                if !INCIDENT_FIELDS.contains(&name) {
+                    self.anomalies.push(format!(
+                        "incident sysparm_fields names unknown field {name:?}"
+                    ));
+                }
+            }
+        }
+        let matched: Vec<Rec> = select(&self.incidents, &q).into_iter().cloned().collect();
+        let total = matched.len();
+        let page: Vec<Value> = matched
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| {
+                let mut out = Map::new();
+                for (k, v) in r {
+                    if fields.as_deref().is_some_and(|f| !f.split(',').any(|x| x == k)) {
+                        continue;
+                    }
+                    let value = if matches!(k.as_str(), "caused_by" | "rfc") && !exclude && !v.is_empty() {
+                        json!({"link": format!("https://instance/api/now/table/change_request/{v}"), "value": v})
+                    } else {
+                        json!(v)
+                    };
+                    out.insert(k.clone(), value);
+                }
+                Value::Object(out)
+            })
+            .collect();
+        ResponseTemplate::new(200)
+            .set_body_json(json!({ "result": page }))
+            .insert_header("X-Total-Count", total.to_string())
+    }
+
     fn approvals_list(&mut self, req: &Request) -> ResponseTemplate {
         let p = params(req);
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
+            APPROVAL_FIELDS,
             &mut self.anomalies,
         );
         let display = p.get("sysparm_display_value").map(String::as_str) == Some("true");
@@ -794,6 +930,7 @@ impl Sn {
         }
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
+            FIELDS,
             &mut self.anomalies,
         );
         let rows = select(&self.changes, &q);
