@@ -113,6 +113,11 @@ async fn annotate_failure(
     record: &crate::domain::ChangeRecord,
     verdict: &Verdict,
 ) -> Result<()> {
+    // Reading the change back costs requests: only when an annotation can follow.
+    let token = s.github_token.is_some() || s.github_app.is_some() || s.gitlab_token.is_some();
+    if s.dry_run || !(s.annotate.required || (s.annotate.enabled && token)) {
+        return Ok(());
+    }
     let Some(facts) = itsm.recorded_facts(record).await? else {
         return Ok(());
     };

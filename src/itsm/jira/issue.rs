@@ -314,6 +314,24 @@ impl IssueView {
 
 impl Jira {
     /// The issue `key` (or id), with its transitions when asked; `None` when Jira has none.
+    /// The facts the change's standing decision was made on ([`FACTS`]), for a later job
+    /// (`verify`) to annotate the right pull request.
+    pub(super) async fn read_facts(&self, key: &str) -> Result<Option<ChangeFacts>> {
+        if matches!(key, "." | "..") {
+            return Ok(None);
+        }
+        let query = [
+            ("fields", "status".to_string()),
+            ("properties", FACTS.to_string()),
+        ];
+        let path = ["rest", "api", "3", "issue", key];
+        match self.request(Method::GET, &path, &query, None).await {
+            Ok(v) => Ok(IssueView::parse(&v)?.facts),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.explain(e, Op::Read(key))),
+        }
+    }
+
     pub(super) async fn read_issue(
         &self,
         key: &str,

@@ -190,6 +190,10 @@ impl Itsm for Jira {
         self.reread(record).await
     }
 
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        self.read_facts(&record.id).await
+    }
+
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
         self.start_deploy(record, now).await
     }
