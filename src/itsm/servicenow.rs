@@ -13,7 +13,7 @@
 //!   `approval` and `state` (see [`fallback_decision`]).
 //! * **Concurrency.** Lookup, create, look up again: when two runs created a record for the
 //!   same key, the later one deletes its own (or, if the instance refuses, cancels it and
-//!   clears its `correlation_id`) and carries on with the oldest. See `docs/servicenow.md`.
+//!   clears its `correlation_id`) and carries on with the oldest. See the README's ServiceNow section.
 //! * **State moves** follow the change model one step at a time (the instance refuses
 //!   jumps), and every step the instance's own workflow already made is skipped.
 //! * **History** costs two requests whatever its size: one Aggregate API call grouped by
