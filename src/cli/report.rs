@@ -33,10 +33,11 @@ async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
     let s = &ctx.settings;
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, None).ok();
     let repository = detected.as_ref().and_then(|d| d.repository.clone());
+    // The same service the gate names here: the repository's, or the checkout's folder.
     if let Some(name) = s.service.clone().or_else(|| {
-        repository
-            .as_deref()
-            .map(|r| pipeline::default_service(Some(r), &ctx.workdir))
+        detected
+            .as_ref()
+            .map(|d| pipeline::default_service(d.repository.as_deref(), &ctx.workdir))
     }) {
         let service_id = pipeline::service_id(repository.as_deref(), &name);
         let known = itsm.services().await?;

@@ -262,3 +262,29 @@ fn browser_renders(html: &Path) {
         std::fs::copy(html, Path::new(&dir).join("report.html")).unwrap();
     }
 }
+
+/// A checkout with no remote names its service after its folder, for `report` as for `gate`.
+#[test]
+fn report_in_a_checkout_without_a_remote_finds_the_gated_service() {
+    let repo = crate::support::git_repo();
+    let ok = std::process::Command::new("git")
+        .args(["remote", "remove", "origin"])
+        .current_dir(repo.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    crate::support::changegate(repo.path())
+        .args(["gate", "--wait", "0"])
+        .assert()
+        .code(1);
+    let out = crate::support::changegate(repo.path())
+        .args(["--format", "json", "report"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(doc.to_string().contains("\"needs_approval\":1"), "{doc}");
+}
