@@ -353,5 +353,5 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
+#[path = "tests/policy.rs"]
 mod tests;

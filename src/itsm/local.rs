@@ -782,5 +782,5 @@ impl Itsm for Ledger {
 }
 
 #[cfg(test)]
-#[path = "local_tests.rs"]
+#[path = "tests/local.rs"]
 mod tests;

@@ -224,5 +224,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "git_tests.rs"]
+#[path = "tests/git.rs"]
 mod repo_tests;

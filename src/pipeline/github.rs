@@ -187,5 +187,5 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
 }
 
 #[cfg(test)]
-#[path = "github_tests.rs"]
+#[path = "tests/github.rs"]
 mod tests;

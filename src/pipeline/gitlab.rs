@@ -85,5 +85,5 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
 }
 
 #[cfg(test)]
-#[path = "gitlab_tests.rs"]
+#[path = "tests/gitlab.rs"]
 mod tests;
