@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use serde_json::Value;
 
-use crate::support::{changegate, git_repo, reference};
+use crate::support::{changegate, git, git_repo, gitlab_ci, machine_ci_vars, reference};
 
 /// Generous: a test that hangs is a failure, not a stuck CI job.
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -29,6 +29,25 @@ fn cg(dir: &Path) -> Command {
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     cg(dir).args(args).output().expect("changegate runs")
+}
+
+/// [`run`] with the clock set to `now` (`CHANGEGATE_NOW`).
+fn run_at(dir: &Path, now: &str, args: &[&str]) -> Output {
+    cg(dir)
+        .env("CHANGEGATE_NOW", now)
+        .args(args)
+        .output()
+        .expect("changegate runs")
+}
+
+/// The rule with stable code `code` in a JSON report's `rules`.
+fn rule<'a>(doc: &'a Value, code: &str) -> &'a Value {
+    doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == code)
+        .unwrap()
 }
 
 fn code(out: &Output) -> i32 {
@@ -78,22 +97,9 @@ fn ledger_rows(dir: &Path) -> i64 {
 /// Commits a file in the test repository and returns the new HEAD.
 fn commit(dir: &Path, file: &str, text: &str, message: &str) -> String {
     std::fs::write(dir.join(file), text).unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "Dev")
-            .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-            .env("GIT_COMMITTER_NAME", "Dev")
-            .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    git(&["add", file]);
-    git(&["commit", "-q", "-m", message]);
-    git(&["rev-parse", "HEAD"])
+    git(dir, &["add", file]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
 }
 
 /// GitHub's step outputs file: `name=value` and `name<<DELIM` ... `DELIM` entries.
@@ -178,6 +184,20 @@ impl GithubRun {
         cmd
     }
 
+    /// Runs changegate with `args` as a fresh step.
+    fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.step(dir).args(args).output().unwrap()
+    }
+
+    /// [`GithubRun::run`] with the clock set to `now` (`CHANGEGATE_NOW`).
+    fn run_at(&self, dir: &Path, now: &str, args: &[&str]) -> Output {
+        self.step(dir)
+            .env("CHANGEGATE_NOW", now)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn outputs(&self) -> HashMap<String, String> {
         github_outputs(&self.output)
     }
@@ -198,7 +218,7 @@ fn github_pull_request_run_gate_then_record() {
         |_| {},
     );
 
-    let out = gh.step(dir).args(["gate"]).output().unwrap();
+    let out = gh.run(dir, &["gate"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let o = gh.outputs();
     assert_eq!(o["change-id"], "CG-1");
@@ -235,11 +255,7 @@ fn github_pull_request_run_gate_then_record() {
     assert!(!stdout(&out).contains("::error::"));
 
     // The deploy step ran; `record` with the job's status closes the change.
-    let out = gh
-        .step(dir)
-        .args(["record", "--outcome", "success"])
-        .output()
-        .unwrap();
+    let out = gh.run(dir, &["record", "--outcome", "success"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let o = gh.outputs();
     assert_eq!(
@@ -249,11 +265,7 @@ fn github_pull_request_run_gate_then_record() {
     assert_eq!(o["decision"], "pre-approved");
     assert!(gh.summary().contains("| Outcome | success |"));
 
-    let out = gh
-        .step(dir)
-        .args(["status", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = gh.run(dir, &["status", "--format", "json"]);
     let doc = one_json(&out);
     assert_eq!(doc["outcome"], "success");
     assert_eq!(doc["state"], "closed");
@@ -277,12 +289,7 @@ fn github_block_writes_an_error_command_and_the_outputs() {
         "github-webhooks/examples/pull_request/opened.payload.json",
         |_| {},
     );
-    let out = gh
-        .step(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate"])
-        .output()
-        .unwrap();
+    let out = gh.run_at(dir, "2026-12-24T09:00:00Z", &["gate"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     let error = text
@@ -307,12 +314,7 @@ fn github_block_writes_an_error_command_and_the_outputs() {
     assert!(summary.contains("| `freeze` | ❌ fail | freeze window active until 2027\\-01\\-04 00:00 UTC: year\\-end freeze |"), "{summary}");
 
     // With --format json stdout holds only the document; the workflow command goes to stderr.
-    let out = gh
-        .step(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = gh.run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
     assert_eq!(code(&out), 1);
     assert_eq!(one_json(&out)["decision"], "blocked");
     assert!(
@@ -335,7 +337,7 @@ fn github_untrusted_title_is_escaped_in_the_summary() {
                 "<img src=x onerror=alert(1)> | @acme/admins **now**\n::error::pwned".into();
         },
     );
-    let out = gh.step(dir).args(["gate"]).output().unwrap();
+    let out = gh.run(dir, &["gate"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let summary = gh.summary();
     assert!(!summary.contains("<img"), "{summary}");
@@ -366,12 +368,7 @@ fn github_emergency_label_passes_a_freeze() {
                 .push(serde_json::json!({"name": "emergency"}));
         },
     );
-    let out = gh
-        .step(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = gh.run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(doc["decision"], "pre-approved");
@@ -388,15 +385,15 @@ fn gitlab_run_gate_then_record_writes_the_dotenv_file() {
     let dir = repo.path();
     config(dir, TRUSTING);
     let head = commit(dir, "app.txt", "v2\n", "OPS-7: second version");
-    let gitlab = |cmd: &mut Command| {
-        cmd.env("GITLAB_CI", "true")
+    // A job of this pipeline running changegate with `args`.
+    let gitlab = |args: &[&str]| -> Command {
+        let mut cmd = cg(dir);
+        gitlab_ci(&mut cmd, "acme/payments/api", &head)
             .env("CI", "true")
-            .env("CI_PROJECT_PATH", "acme/payments/api")
             .env(
                 "CI_PROJECT_URL",
                 "https://gitlab.example.com/acme/payments/api",
             )
-            .env("CI_COMMIT_SHA", &head)
             .env("CI_COMMIT_REF_NAME", "main")
             .env("CI_COMMIT_TITLE", "OPS-7: second version")
             .env(
@@ -404,13 +401,13 @@ fn gitlab_run_gate_then_record_writes_the_dotenv_file() {
                 "https://gitlab.example.com/acme/payments/api/-/pipelines/9",
             )
             .env("CI_ENVIRONMENT_NAME", "staging")
-            .env("GITLAB_USER_LOGIN", "dev1");
+            .env("GITLAB_USER_LOGIN", "dev1")
+            .args(args);
+        cmd
     };
     let env_file = dir.join("changegate.env");
 
-    let mut cmd = cg(dir);
-    gitlab(&mut cmd);
-    let out = cmd.args(["gate", "--format", "json"]).output().unwrap();
+    let out = gitlab(&["gate", "--format", "json"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(
@@ -429,32 +426,20 @@ fn gitlab_run_gate_then_record_writes_the_dotenv_file() {
     assert!(!vars.contains_key("CHANGEGATE_DRY_RUN"));
 
     // `record` in a later job, with GitLab's own status word.
-    let mut cmd = cg(dir);
-    gitlab(&mut cmd);
-    let out = cmd
-        .args(["record", "--outcome", "failed"])
-        .output()
-        .unwrap();
+    let out = gitlab(&["record", "--outcome", "failed"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let vars = dotenv(&env_file);
     assert_eq!(vars["CHANGEGATE_STATE"], "closed");
-    let mut cmd = cg(dir);
-    gitlab(&mut cmd);
-    let doc = one_json(&cmd.args(["status", "--format", "json"]).output().unwrap());
+    let doc = one_json(&gitlab(&["status", "--format", "json"]).output().unwrap());
     assert_eq!(doc["outcome"], "failure");
 
     // --dotenv names another file.
-    let mut cmd = cg(dir);
-    gitlab(&mut cmd);
-    let out = cmd
-        .args(["status", "--dotenv", "out/gate.env"])
+    let out = gitlab(&["status", "--dotenv", "out/gate.env"])
         .output()
         .unwrap();
     assert_ne!(code(&out), 0, "a missing folder is an error, not silence");
     std::fs::create_dir_all(dir.join("out")).unwrap();
-    let mut cmd = cg(dir);
-    gitlab(&mut cmd);
-    cmd.args(["status", "--dotenv", "out/gate.env"])
+    gitlab(&["status", "--dotenv", "out/gate.env"])
         .assert()
         .success();
     assert_eq!(
@@ -472,11 +457,7 @@ fn observe_mode_never_exits_1() {
         "mode = \"observe\"\n[[freeze]]\nfrom = \"2026-12-21T00:00:00Z\"\nto = \"2027-01-04T00:00:00Z\"\n",
     );
     // A freeze and no track record: enforce mode would block.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(doc["mode"], "observe");
@@ -489,10 +470,7 @@ fn observe_mode_never_exits_1() {
     // Needs approval: observe mode does not wait (the default wait is an hour).
     let second = commit(dir, "app.txt", "v2\n", "second");
     let started = Instant::now();
-    let out = cg(dir)
-        .args(["gate", "--format", "json", "--commit", &second])
-        .output()
-        .unwrap();
+    let out = run(dir, &["gate", "--format", "json", "--commit", &second]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(60));
     let doc = one_json(&out);
@@ -503,11 +481,11 @@ fn observe_mode_never_exits_1() {
     assert!(!stderr(&out).contains("waiting for approval"));
 
     // --mode on the command line wins over the file.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--mode", "enforce", "--commit", &sha('e')])
-        .output()
-        .unwrap();
+    let out = run_at(
+        dir,
+        "2026-12-24T09:00:00Z",
+        &["gate", "--mode", "enforce", "--commit", &sha('e')],
+    );
     assert_eq!(code(&out), 1);
 }
 
@@ -519,20 +497,11 @@ fn a_freeze_blocks() {
         dir,
         "[policy]\nmin_history = 0\n[[freeze]]\nfrom = \"2026-12-21T00:00:00Z\"\nto = \"2027-01-04T00:00:00Z\"\nreason = \"year-end freeze\"\nenvironments = [\"production\"]\n",
     );
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(doc["decision"], "blocked");
-    let freeze = doc["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["code"] == "freeze")
-        .unwrap();
+    let freeze = rule(&doc, "freeze");
     assert_eq!(freeze["passed"], false);
     assert_eq!(
         freeze["reason"],
@@ -540,18 +509,14 @@ fn a_freeze_blocks() {
     );
 
     // Staging is not frozen.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-12-24T09:00:00Z")
-        .args(["gate", "--environment", "staging"])
-        .output()
-        .unwrap();
+    let out = run_at(
+        dir,
+        "2026-12-24T09:00:00Z",
+        &["gate", "--environment", "staging"],
+    );
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     // Once the freeze is over, the blocked change is decided again and passes.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2027-01-05T09:00:00Z")
-        .args(["gate"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, "2027-01-05T09:00:00Z", &["gate"]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     assert_eq!(ledger_rows(dir), 2);
 }
@@ -565,48 +530,36 @@ fn an_emergency_passes_a_freeze_and_is_recorded_as_one() {
         "[[freeze]]\nfrom = \"2026-12-21T00:00:00Z\"\nto = \"2027-01-04T00:00:00Z\"\nreason = \"year-end freeze\"\n",
     );
     let now = "2026-12-24T09:00:00Z";
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", now)
-        .args([
+    let out = run_at(
+        dir,
+        now,
+        &[
             "gate",
             "--emergency",
             "payments are down",
             "--format",
             "json",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(doc["decision"], "pre-approved");
     assert_eq!(doc["emergency"], "payments are down");
-    let rules = doc["rules"].as_array().unwrap();
-    let rule = |code: &str| rules.iter().find(|r| r["code"] == code).unwrap().clone();
     assert!(
-        rule("freeze")["reason"]
+        rule(&doc, "freeze")["reason"]
             .as_str()
             .unwrap()
             .ends_with("(overridden: emergency)")
     );
     assert_eq!(
-        rule("emergency")["reason"],
+        rule(&doc, "emergency")["reason"],
         "emergency declared: payments are down"
     );
 
     // Recorded as an emergency: in the ledger, and an emergency does not use the allowance.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", now)
-        .args(["record", "--outcome", "success"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, now, &["record", "--outcome", "success"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(
-        &cg(dir)
-            .env("CHANGEGATE_NOW", now)
-            .args(["status", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let doc = one_json(&run_at(dir, now, &["status", "--format", "json"]));
     assert_eq!(doc["emergency"], "payments are down");
     assert_eq!(doc["outcome"], "success");
     let db = rusqlite::Connection::open(ledger(dir)).unwrap();
@@ -621,22 +574,16 @@ fn an_emergency_passes_a_freeze_and_is_recorded_as_one() {
         (emergency, reason.as_str(), pre_approved),
         (1, "payments are down", 0)
     );
-    let explain = one_json(
-        &cg(dir)
-            .env("CHANGEGATE_NOW", now)
-            .args(["policy", "explain", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let explain = one_json(&run_at(
+        dir,
+        now,
+        &["policy", "explain", "--format", "json"],
+    ));
     assert_eq!(explain["used"], 0);
 
     // Without the emergency, the next change is blocked by the freeze.
     let next = commit(dir, "app.txt", "v2\n", "second");
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", now)
-        .args(["gate", "--commit", &next])
-        .output()
-        .unwrap();
+    let out = run_at(dir, now, &["gate", "--commit", &next]);
     assert_eq!(code(&out), 1);
 }
 
@@ -644,17 +591,8 @@ fn an_emergency_passes_a_freeze_and_is_recorded_as_one() {
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_changegate"));
     cmd.current_dir(dir);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("GITHUB_")
-            || key.starts_with("CI_")
-            || key.starts_with("CHANGEGATE_")
-            || key.starts_with("INPUT_")
-            || key == "GITLAB_CI"
-            || key == "CI"
-            || key == "RUST_LOG"
-        {
-            cmd.env_remove(key);
-        }
+    for key in machine_ci_vars() {
+        cmd.env_remove(key);
     }
     cmd.env("NO_COLOR", "1")
         .args(args)
@@ -1045,7 +983,7 @@ fn dry_run_writes_nothing_but_prints_and_fills_the_job_outputs() {
         "github-webhooks/examples/pull_request/opened.payload.json",
         |_| {},
     );
-    let out = gh.step(dir).args(["--dry-run", "gate"]).output().unwrap();
+    let out = gh.run(dir, &["--dry-run", "gate"]);
     assert_eq!(
         code(&out),
         1,
@@ -1067,10 +1005,7 @@ fn dry_run_writes_nothing_but_prints_and_fills_the_job_outputs() {
     assert!(gh.summary().contains("> Dry run: nothing was written"));
 
     // GitLab's dotenv is marked too.
-    let out = cg(dir)
-        .env("GITLAB_CI", "true")
-        .env("CI_COMMIT_SHA", sha('a'))
-        .env("CI_PROJECT_PATH", "acme/api")
+    let out = gitlab_ci(&mut cg(dir), "acme/api", &sha('a'))
         .args(["gate", "--dry-run"])
         .output()
         .unwrap();
@@ -1359,24 +1294,18 @@ fn outcome_words() {
 fn changegate_now_sets_the_clock_and_says_so() {
     let repo = git_repo();
     let dir = repo.path();
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-03-02T10:00:00Z")
-        .args(["gate", "--wait", "0"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, "2026-03-02T10:00:00Z", &["gate", "--wait", "0"]);
     assert_eq!(code(&out), 1);
     assert!(
         stdout(&out).contains("clock set by CHANGEGATE_NOW to 2026-03-02T10:00:00+00:00"),
         "{}",
         stdout(&out)
     );
-    let doc = one_json(
-        &cg(dir)
-            .env("CHANGEGATE_NOW", "2026-03-02T10:00:00Z")
-            .args(["status", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let doc = one_json(&run_at(
+        dir,
+        "2026-03-02T10:00:00Z",
+        &["status", "--format", "json"],
+    ));
     assert_eq!(doc["clock_override"], "2026-03-02T10:00:00+00:00");
     // The sprint is the clock's: 2026-03-02 is in sprint 56 of the default calendar (2024-01-01, 14 days).
     assert_eq!(doc["sprint"]["index"], 56);
@@ -1390,11 +1319,7 @@ fn changegate_now_sets_the_clock_and_says_so() {
     let out = run(dir, &["gate", "--wait", "0", "--commit", &other]);
     assert!(!stdout(&out).contains("CHANGEGATE_NOW"));
     // A bad value is an error that names the variable.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "yesterday")
-        .args(["gate"])
-        .output()
-        .unwrap();
+    let out = run_at(dir, "yesterday", &["gate"]);
     assert_eq!(code(&out), 2);
     assert!(
         stderr(&out).contains("CHANGEGATE_NOW must be an RFC 3339 time"),
@@ -1470,11 +1395,11 @@ fn pre_approved_after_enough_history_until_the_allowance_is_used_up() {
         (code(&out), one_json(&out))
     };
     let record = |sha: &str| {
-        let out = cg(dir)
-            .env("CHANGEGATE_NOW", now)
-            .args(["record", "--outcome", "success", "--commit", sha])
-            .output()
-            .unwrap();
+        let out = run_at(
+            dir,
+            now,
+            &["record", "--outcome", "success", "--commit", sha],
+        );
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     };
     // Build a track record in observe mode, as a team starts.
@@ -1496,19 +1421,15 @@ fn pre_approved_after_enough_history_until_the_allowance_is_used_up() {
     let (exit, doc) = gate(&sha('5'), &[]);
     assert_eq!(exit, 1);
     assert_eq!(doc["decision"], "needs-approval");
-    let allowance = doc["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["code"] == "allowance")
-        .unwrap();
+    let allowance = rule(&doc, "allowance");
     assert_eq!(allowance["passed"], false);
     assert_eq!(allowance["reason"], "allowance 1 of 1 used this sprint");
 
     // The next sprint: a healthy sprint (4 closed, all good) grows the allowance 1 → 3.
-    let out = cg(dir)
-        .env("CHANGEGATE_NOW", "2026-03-10T10:00:00Z")
-        .args([
+    let out = run_at(
+        dir,
+        "2026-03-10T10:00:00Z",
+        &[
             "gate",
             "--wait",
             "0",
@@ -1516,9 +1437,8 @@ fn pre_approved_after_enough_history_until_the_allowance_is_used_up() {
             "json",
             "--commit",
             &sha('6'),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = one_json(&out);
     assert_eq!(doc["sprint"]["index"], 57);
@@ -1541,12 +1461,7 @@ fn local_range_runs_from_the_last_recorded_change() {
     commit(dir, "app.txt", "v1\nv2\n", "PAY-2: second");
     commit(dir, "other.txt", "a\nb\nc\n", "PAY-3: third");
     let doc = one_json(&run(dir, &["gate", "--format", "json"]));
-    let size = doc["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["code"] == "risk-size")
-        .unwrap();
+    let size = rule(&doc, "risk-size");
     // Both commits since the last change: +1 (app.txt) and +3 (other.txt).
     assert_eq!(size["reason"], "4 lines changed ≤ 100");
 }
