@@ -62,6 +62,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Fails unless stderr holds `needle`, showing stderr.
+#[track_caller]
+fn assert_stderr_has(out: &Output, needle: &str) {
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
+}
+
+/// Fails unless stdout holds `needle`, showing stdout.
+#[track_caller]
+fn assert_stdout_has(out: &Output, needle: &str) {
+    assert!(stdout(out).contains(needle), "{}", stdout(out));
+}
+
 /// stdout as exactly one JSON document.
 fn one_json(out: &Output) -> Value {
     let mut docs = serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>();
@@ -317,11 +329,7 @@ fn github_block_writes_an_error_command_and_the_outputs() {
     let out = gh.run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
     assert_eq!(code(&out), 1);
     assert_eq!(one_json(&out)["decision"], "blocked");
-    assert!(
-        stderr(&out).contains("::error::changegate blocked the deploy"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "::error::changegate blocked the deploy");
 }
 
 #[test]
@@ -659,21 +667,9 @@ fn approve_from_a_second_process_ends_a_waiting_gate() {
 
     let out = finish(gate);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).contains("decided by alice: looks fine"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("waiting for approval of CG-1: "),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains(" left; next check in "),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "decided by alice: looks fine");
+    assert_stderr_has(&out, "waiting for approval of CG-1: ");
+    assert_stderr_has(&out, " left; next check in ");
     let doc = one_json(&run(dir, &["status", "--format", "json"]));
     assert_eq!(doc["state"], "implementing");
     assert_eq!(doc["approved_by"], "alice");
@@ -681,10 +677,9 @@ fn approve_from_a_second_process_ends_a_waiting_gate() {
     // Approving again is harmless; the change is no longer waiting.
     let out = run(dir, &["approve", "--change", "CG-1", "--by", "alice"]);
     assert_eq!(code(&out), 2, "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains("is not waiting for approval (its state is implementing)"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "is not waiting for approval (its state is implementing)",
     );
 }
 
@@ -732,16 +727,8 @@ fn approval_times_out() {
     config(dir, QUICK_POLL);
     let out = run(dir, &["gate", "--wait", "1s"]);
     assert_eq!(code(&out), 1);
-    assert!(
-        stdout(&out).contains("approval timed out after 1s"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("waiting for approval of CG-1"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "approval timed out after 1s");
+    assert_stderr_has(&out, "waiting for approval of CG-1");
 }
 
 #[test]
@@ -849,11 +836,7 @@ fn a_broken_config_is_exit_2_with_key_and_line() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("cannot read config file nope.toml: No such file"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "cannot read config file nope.toml: No such file");
 }
 
 /// Runs `gate` on a ledger file and checks it fails closed and leaves the file as it was.
@@ -949,11 +932,7 @@ fn a_corrupt_or_unreadable_ledger_is_exit_2_and_left_untouched() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("cannot open the ledger"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "cannot open the ledger");
 }
 
 #[test]
@@ -967,11 +946,7 @@ fn a_ledger_from_a_newer_changegate_is_refused() {
     }
     let out = run(dir, &["gate", "--wait", "0"]);
     assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("newer than this changegate knows"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "newer than this changegate knows");
 }
 
 #[test]
@@ -1228,10 +1203,9 @@ fn record_of_a_change_whose_gate_never_passed_is_cancelled() {
         &["record", "--outcome", "success", "--commit", &sha('f')],
     );
     assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("no change record for changegate:acme/payments-api:production:ffff"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "no change record for changegate:acme/payments-api:production:ffff",
     );
 }
 
@@ -1278,7 +1252,7 @@ fn outcome_words() {
     for bogus in ["skipped", "ok", ""] {
         let out = run(dir, &["record", "--outcome", bogus, "--commit", &head]);
         assert_eq!(code(&out), 2, "{bogus:?}");
-        assert!(stderr(&out).contains("unknown outcome"), "{}", stderr(&out));
+        assert_stderr_has(&out, "unknown outcome");
     }
     let doc = one_json(&run(
         dir,
@@ -1296,10 +1270,9 @@ fn changegate_now_sets_the_clock_and_says_so() {
     let dir = repo.path();
     let out = run_at(dir, "2026-03-02T10:00:00Z", &["gate", "--wait", "0"]);
     assert_eq!(code(&out), 1);
-    assert!(
-        stdout(&out).contains("clock set by CHANGEGATE_NOW to 2026-03-02T10:00:00+00:00"),
-        "{}",
-        stdout(&out)
+    assert_stdout_has(
+        &out,
+        "clock set by CHANGEGATE_NOW to 2026-03-02T10:00:00+00:00",
     );
     let doc = one_json(&run_at(
         dir,
@@ -1321,11 +1294,7 @@ fn changegate_now_sets_the_clock_and_says_so() {
     // A bad value is an error that names the variable.
     let out = run_at(dir, "yesterday", &["gate"]);
     assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("CHANGEGATE_NOW must be an RFC 3339 time"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "CHANGEGATE_NOW must be an RFC 3339 time");
 }
 
 #[test]
