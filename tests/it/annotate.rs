@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{changegate, git_repo, reference};
+use crate::support::{changegate, git, git_repo, github_actions, reference};
 
 const OWNER_REPO: &str = "Codertocat/Hello-World";
 /// The PR head in `pull_request/opened.payload.json`: where checks belong.
@@ -105,6 +105,61 @@ fn gate_request(gh: &Gh, req: &Request) -> Option<ResponseTemplate> {
     None
 }
 
+fn not_found() -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}))
+}
+
+/// The `body` of a JSON request (a comment's text).
+fn body_text(req: &Request) -> String {
+    req.body_json::<Value>().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The numeric id that ends a request's path.
+fn last_segment_id(req: &Request) -> u64 {
+    req.url.path().rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// A route of the fake that only reads, or one that writes (refused while read-only).
+const READS: bool = false;
+const WRITES: bool = true;
+
+/// One route of the fake GitHub: every request first passes [`gate_request`] (token and
+/// pending rate limits); a writing route then answers 403 while the fake is read-only.
+struct Route<'a> {
+    server: &'a MockServer,
+    state: &'a Gh,
+    verb: &'static str,
+    writes: bool,
+}
+
+impl Route<'_> {
+    async fn mount<M, F>(self, matcher: M, handle: F)
+    where
+        M: wiremock::Match + 'static,
+        F: Fn(&mut GhState, &Request) -> ResponseTemplate + Send + Sync + 'static,
+    {
+        let gh = self.state.clone();
+        let writes = self.writes;
+        Mock::given(method(self.verb))
+            .and(matcher)
+            .respond_with(move |req: &Request| {
+                if let Some(r) = gate_request(&gh, req) {
+                    return r;
+                }
+                let mut s = gh.lock().unwrap();
+                if writes && s.read_only {
+                    return forbidden();
+                }
+                handle(&mut s, req)
+            })
+            .mount(self.server)
+            .await;
+    }
+}
+
 fn comment_json(c: &FakeComment) -> Value {
     json!({
         "id": c.id, "node_id": format!("IC_{}", c.id), "body": c.body,
@@ -129,157 +184,119 @@ impl FakeGitHub {
             ..GhState::default()
         }));
         let repo = format!("/repos/{OWNER_REPO}");
+        let route = |verb: &'static str, writes: bool| Route {
+            server: &server,
+            state: &state,
+            verb,
+            writes,
+        };
 
-        let gh = state.clone();
-        Mock::given(method("GET"))
-            .and(path_regex(format!(r"^{repo}/issues/\d+/comments$")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let s = gh.lock().unwrap();
-                let issue: u64 = req.url.path().split('/').nth(5).unwrap().parse().unwrap();
-                let per_page: usize = query(req, "per_page").map_or(30, |p| p.parse().unwrap());
-                let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
-                let all: Vec<&FakeComment> = s.comments.iter().filter(|c| c.issue == issue).collect();
-                let items: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).map(|c| comment_json(c)).collect();
-                let mut r = ResponseTemplate::new(200).set_body_json(items);
-                if page * per_page < all.len() {
-                    // GitHub's next links are absolute and name the repository by id.
-                    let next = format!("{}/repositories/1296269/issues/{issue}/comments?per_page={per_page}&page={}", s.uri, page + 1);
-                    r = r.insert_header("link", format!("<{next}>; rel=\"next\"").as_str());
-                }
-                r
-            })
-            .mount(&server)
+        route("GET", READS)
+            .mount(
+                path_regex(format!(r"^{repo}/issues/\d+/comments$")),
+                |s, req| {
+                    let issue: u64 = req.url.path().split('/').nth(5).unwrap().parse().unwrap();
+                    let per_page: usize = query(req, "per_page").map_or(30, |p| p.parse().unwrap());
+                    let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
+                    let all: Vec<&FakeComment> = s.comments.iter().filter(|c| c.issue == issue).collect();
+                    let items: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).map(|c| comment_json(c)).collect();
+                    let mut r = ResponseTemplate::new(200).set_body_json(items);
+                    if page * per_page < all.len() {
+                        // GitHub's next links are absolute and name the repository by id.
+                        let next = format!("{}/repositories/1296269/issues/{issue}/comments?per_page={per_page}&page={}", s.uri, page + 1);
+                        r = r.insert_header("link", format!("<{next}>; rel=\"next\"").as_str());
+                    }
+                    r
+                },
+            )
             .await;
 
         // The Link header's form of the same listing.
-        let gh = state.clone();
-        Mock::given(method("GET"))
-            .and(path_regex(r"^/repositories/1296269/issues/\d+/comments$"))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let s = gh.lock().unwrap();
-                let issue: u64 = req.url.path().split('/').nth(4).unwrap().parse().unwrap();
-                let per_page: usize = query(req, "per_page").map_or(30, |p| p.parse().unwrap());
-                let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
-                let items: Vec<Value> = s
-                    .comments
-                    .iter()
-                    .filter(|c| c.issue == issue)
-                    .skip((page - 1) * per_page)
-                    .take(per_page)
-                    .map(comment_json)
-                    .collect();
-                ResponseTemplate::new(200).set_body_json(items)
-            })
-            .mount(&server)
+        route("GET", READS)
+            .mount(
+                path_regex(r"^/repositories/1296269/issues/\d+/comments$"),
+                |s, req| {
+                    let issue: u64 = req.url.path().split('/').nth(4).unwrap().parse().unwrap();
+                    let per_page: usize = query(req, "per_page").map_or(30, |p| p.parse().unwrap());
+                    let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
+                    let items: Vec<Value> = s
+                        .comments
+                        .iter()
+                        .filter(|c| c.issue == issue)
+                        .skip((page - 1) * per_page)
+                        .take(per_page)
+                        .map(comment_json)
+                        .collect();
+                    ResponseTemplate::new(200).set_body_json(items)
+                },
+            )
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("POST"))
-            .and(path_regex(format!(r"^{repo}/issues/\d+/comments$")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let mut s = gh.lock().unwrap();
-                if s.read_only {
-                    return forbidden();
-                }
-                let issue: u64 = req.url.path().split('/').nth(5).unwrap().parse().unwrap();
-                let body = req.body_json::<Value>().unwrap()["body"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                s.next_id += 1;
-                let c = FakeComment {
-                    id: s.next_id,
-                    issue,
-                    body: body.clone(),
-                    login: "github-actions[bot]".into(),
-                    kind: "Bot".into(),
-                };
-                s.history.entry(c.id).or_default().push(body);
-                s.comments.push(c.clone());
-                ResponseTemplate::new(201).set_body_json(comment_json(&c))
-            })
-            .mount(&server)
+        route("POST", WRITES)
+            .mount(
+                path_regex(format!(r"^{repo}/issues/\d+/comments$")),
+                |s, req| {
+                    let issue: u64 = req.url.path().split('/').nth(5).unwrap().parse().unwrap();
+                    let body = body_text(req);
+                    s.next_id += 1;
+                    let c = FakeComment {
+                        id: s.next_id,
+                        issue,
+                        body: body.clone(),
+                        login: "github-actions[bot]".into(),
+                        kind: "Bot".into(),
+                    };
+                    s.history.entry(c.id).or_default().push(body);
+                    s.comments.push(c.clone());
+                    ResponseTemplate::new(201).set_body_json(comment_json(&c))
+                },
+            )
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("PATCH"))
-            .and(path_regex(format!(r"^{repo}/issues/comments/\d+$")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let mut s = gh.lock().unwrap();
-                if s.read_only {
-                    return forbidden();
-                }
-                let id: u64 = req.url.path().rsplit('/').next().unwrap().parse().unwrap();
-                let body = req.body_json::<Value>().unwrap()["body"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                let Some(c) = s.comments.iter_mut().find(|c| c.id == id) else {
-                    return ResponseTemplate::new(404)
-                        .set_body_json(json!({"message": "Not Found"}));
-                };
-                assert_eq!(
-                    c.kind, "Bot",
-                    "changegate edited a comment it did not write: {c:?}"
-                );
-                c.body = body.clone();
-                let out = comment_json(c);
-                s.history.entry(id).or_default().push(body);
-                ResponseTemplate::new(200).set_body_json(out)
-            })
-            .mount(&server)
+        route("PATCH", WRITES)
+            .mount(
+                path_regex(format!(r"^{repo}/issues/comments/\d+$")),
+                |s, req| {
+                    let id = last_segment_id(req);
+                    let body = body_text(req);
+                    let Some(c) = s.comments.iter_mut().find(|c| c.id == id) else {
+                        return not_found();
+                    };
+                    assert_eq!(
+                        c.kind, "Bot",
+                        "changegate edited a comment it did not write: {c:?}"
+                    );
+                    c.body = body.clone();
+                    let out = comment_json(c);
+                    s.history.entry(id).or_default().push(body);
+                    ResponseTemplate::new(200).set_body_json(out)
+                },
+            )
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("GET"))
-            .and(path_regex(format!(
-                r"^{repo}/commits/[0-9a-f]{{40}}/check-runs$"
-            )))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let s = gh.lock().unwrap();
-                let sha = req.url.path().split('/').nth(5).unwrap().to_string();
-                let name = query(req, "check_name");
-                let runs: Vec<Value> = s
-                    .check_runs
-                    .iter()
-                    .filter(|r| {
-                        r["head_sha"] == sha.as_str()
-                            && name.as_deref().is_none_or(|n| r["name"] == n)
-                    })
-                    .cloned()
-                    .collect();
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"total_count": runs.len(), "check_runs": runs}))
-            })
-            .mount(&server)
+        route("GET", READS)
+            .mount(
+                path_regex(format!(r"^{repo}/commits/[0-9a-f]{{40}}/check-runs$")),
+                |s, req| {
+                    let sha = req.url.path().split('/').nth(5).unwrap().to_string();
+                    let name = query(req, "check_name");
+                    let runs: Vec<Value> = s
+                        .check_runs
+                        .iter()
+                        .filter(|r| {
+                            r["head_sha"] == sha.as_str()
+                                && name.as_deref().is_none_or(|n| r["name"] == n)
+                        })
+                        .cloned()
+                        .collect();
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"total_count": runs.len(), "check_runs": runs}))
+                },
+            )
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("POST"))
-            .and(path(format!("{repo}/check-runs")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let mut s = gh.lock().unwrap();
-                if s.read_only {
-                    return forbidden();
-                }
+        route("POST", WRITES)
+            .mount(path(format!("{repo}/check-runs")), |s, req| {
                 let mut run = req.body_json::<Value>().unwrap();
                 assert!(
                     run["name"].is_string() && run["head_sha"].is_string(),
@@ -290,68 +307,43 @@ impl FakeGitHub {
                 s.check_runs.push(run.clone());
                 ResponseTemplate::new(201).set_body_json(run)
             })
-            .mount(&server)
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("PATCH"))
-            .and(path_regex(format!(r"^{repo}/check-runs/\d+$")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let mut s = gh.lock().unwrap();
-                if s.read_only {
-                    return forbidden();
-                }
-                let id: u64 = req.url.path().rsplit('/').next().unwrap().parse().unwrap();
+        route("PATCH", WRITES)
+            .mount(path_regex(format!(r"^{repo}/check-runs/\d+$")), |s, req| {
+                let id = last_segment_id(req);
                 let patch = req.body_json::<Value>().unwrap();
                 let Some(run) = s.check_runs.iter_mut().find(|r| r["id"] == id) else {
-                    return ResponseTemplate::new(404)
-                        .set_body_json(json!({"message": "Not Found"}));
+                    return not_found();
                 };
                 for (k, v) in patch.as_object().unwrap() {
                     run[k] = v.clone();
                 }
                 ResponseTemplate::new(200).set_body_json(run.clone())
             })
-            .mount(&server)
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("POST"))
-            .and(path_regex(format!(r"^{repo}/statuses/[0-9a-f]{{40}}$")))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let mut s = gh.lock().unwrap();
-                if s.read_only {
-                    return forbidden();
-                }
-                let mut status = req.body_json::<Value>().unwrap();
-                status["sha"] = json!(req.url.path().rsplit('/').next().unwrap());
-                s.statuses.push(status.clone());
-                ResponseTemplate::new(201).set_body_json(status)
-            })
-            .mount(&server)
+        route("POST", WRITES)
+            .mount(
+                path_regex(format!(r"^{repo}/statuses/[0-9a-f]{{40}}$")),
+                |s, req| {
+                    let mut status = req.body_json::<Value>().unwrap();
+                    status["sha"] = json!(req.url.path().rsplit('/').next().unwrap());
+                    s.statuses.push(status.clone());
+                    ResponseTemplate::new(201).set_body_json(status)
+                },
+            )
             .await;
 
-        let gh = state.clone();
-        Mock::given(method("GET"))
-            .and(path_regex(format!(
-                r"^{repo}/commits/[0-9a-f]{{40}}/pulls$"
-            )))
-            .respond_with(move |req: &Request| {
-                if let Some(r) = gate_request(&gh, req) {
-                    return r;
-                }
-                let s = gh.lock().unwrap();
-                let sha = req.url.path().split('/').nth(5).unwrap();
-                ResponseTemplate::new(200)
-                    .set_body_json(s.pulls_of_commit.get(sha).cloned().unwrap_or(json!([])))
-            })
-            .mount(&server)
+        route("GET", READS)
+            .mount(
+                path_regex(format!(r"^{repo}/commits/[0-9a-f]{{40}}/pulls$")),
+                |s, req| {
+                    let sha = req.url.path().split('/').nth(5).unwrap();
+                    ResponseTemplate::new(200)
+                        .set_body_json(s.pulls_of_commit.get(sha).cloned().unwrap_or(json!([])))
+                },
+            )
             .await;
 
         FakeGitHub { server, state }
@@ -428,17 +420,7 @@ impl Pipeline {
                 "HEAD",
             ],
         ] {
-            let ok = std::process::Command::new("git")
-                .args(&args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "Dev")
-                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-                .env("GIT_COMMITTER_NAME", "Dev")
-                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
+            git(dir.path(), &args);
         }
         let event_path = dir.path().join("event.json");
         std::fs::write(&event_path, serde_json::to_string(&event).unwrap()).unwrap();
@@ -454,11 +436,7 @@ impl Pipeline {
 
     fn github(&self, api: &str, event_name: &str, sha: &str) -> assert_cmd::Command {
         let mut cmd = changegate(self.path());
-        cmd.env("GITHUB_ACTIONS", "true")
-            .env("GITHUB_EVENT_NAME", event_name)
-            .env("GITHUB_EVENT_PATH", &self.event)
-            .env("GITHUB_REPOSITORY", OWNER_REPO)
-            .env("GITHUB_SHA", sha)
+        github_actions(&mut cmd, event_name, &self.event, OWNER_REPO, sha)
             .env("GITHUB_SERVER_URL", "https://github.com")
             .env("GITHUB_API_URL", api)
             .env("GITHUB_RUN_ID", "4242")
