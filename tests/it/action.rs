@@ -121,6 +121,17 @@ impl Step {
     fn code(&self) -> Option<i32> {
         self.assert.get_output().status.code()
     }
+    /// Fails unless the step exited with `want`, showing what it printed.
+    #[track_caller]
+    fn expect_code(&self, want: i32) {
+        assert_eq!(
+            self.code(),
+            Some(want),
+            "stdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
     /// The step's outputs, parsed as the runner parses `GITHUB_OUTPUT` (both the `name=value`
     /// and the `name<<DELIMITER` forms).
     fn outputs(&self) -> BTreeMap<String, String> {
@@ -277,13 +288,7 @@ fn github_container_action_gates_and_records_through_inputs_and_file_commands() 
     let mut runner = Runner::new(TRUSTED);
 
     let gate = runner.step(&[("command", "gate"), ("environment", "production")]);
-    assert_eq!(
-        gate.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        gate.stdout(),
-        gate.stderr()
-    );
+    gate.expect_code(0);
     let out = gate.outputs();
     let id = out.get("change-id").cloned().unwrap_or_default();
     assert!(id.starts_with("CG-"), "{out:?}");
@@ -323,13 +328,7 @@ fn github_container_action_gates_and_records_through_inputs_and_file_commands() 
         ("environment", "production"),
         ("outcome", "success"),
     ]);
-    assert_eq!(
-        record.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        record.stdout(),
-        record.stderr()
-    );
+    record.expect_code(0);
     let out = record.outputs();
     assert_eq!(
         out.get("change-id"),
@@ -358,13 +357,7 @@ fn github_container_action_blocks_with_exit_1_and_an_error_annotation() {
     // No track record yet: a normal change that needs approval; `wait: 0` returns at once.
     let mut runner = Runner::new("service = \"hello-world\"\n");
     let gate = runner.step(&[("command", "gate"), ("wait", "0")]);
-    assert_eq!(
-        gate.code(),
-        Some(1),
-        "stdout: {}\nstderr: {}",
-        gate.stdout(),
-        gate.stderr()
-    );
+    gate.expect_code(1);
     let out = gate.outputs();
     assert_eq!(
         out.get("decision").map(String::as_str),
@@ -389,13 +382,7 @@ fn github_container_action_blocks_with_exit_1_and_an_error_annotation() {
 fn github_container_action_dry_run_input_writes_nothing_but_the_outputs() {
     let mut runner = Runner::new(TRUSTED);
     let gate = runner.step(&[("command", "gate"), ("dry-run", "true")]);
-    assert_eq!(
-        gate.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        gate.stdout(),
-        gate.stderr()
-    );
+    gate.expect_code(0);
     let out = gate.outputs();
     assert_eq!(
         out.get("decision").map(String::as_str),
@@ -486,17 +473,8 @@ mod gitlab {
         let mut sh = std::process::Command::new("sh");
         sh.current_dir(dir);
         // As support::changegate: nothing from the machine running the tests leaks in.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("GITHUB_")
-                || key.starts_with("CI_")
-                || key.starts_with("CHANGEGATE_")
-                || key.starts_with("INPUT_")
-                || key == "GITLAB_CI"
-                || key == "CI"
-                || key == "RUST_LOG"
-            {
-                sh.env_remove(key);
-            }
+        for key in support::machine_ci_vars() {
+            sh.env_remove(key);
         }
         let path = format!(
             "{}:{}",
@@ -541,6 +519,18 @@ mod gitlab {
         Command::from_std(sh).assert()
     }
 
+    /// Fails unless the job exited with `want`, showing its stderr.
+    #[track_caller]
+    fn expect_exit(job: &assert_cmd::assert::Assert, want: i32) {
+        let out = job.get_output();
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn dotenv(dir: &Path) -> BTreeMap<String, String> {
         let text = std::fs::read_to_string(dir.join("changegate.env")).expect("changegate.env");
         text.lines()
@@ -571,13 +561,7 @@ mod gitlab {
         let dir = repo.path();
 
         let gate = job(dir, GATE, COMPONENT_VARS);
-        let out = gate.get_output();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        expect_exit(&gate, 0);
         let env = dotenv(dir);
         let id = env.get("CHANGEGATE_CHANGE_ID").cloned().unwrap_or_default();
         assert!(id.starts_with("CG-"), "{env:?}");
@@ -597,12 +581,7 @@ mod gitlab {
         let mut vars = COMPONENT_VARS.to_vec();
         vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let record = job(dir, RECORD_SUCCESS, &vars);
-        assert_eq!(
-            record.get_output().status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&record.get_output().stderr)
-        );
+        expect_exit(&record, 0);
         let after = dotenv(dir);
         assert_eq!(after.get("CHANGEGATE_CHANGE_ID"), Some(&id), "{after:?}");
         assert_eq!(
@@ -620,12 +599,7 @@ mod gitlab {
         vars.retain(|(k, _)| *k != "CHANGEGATE_WAIT");
         vars.push(("CHANGEGATE_WAIT", "0"));
         let gate = job(dir, GATE, &vars);
-        assert_eq!(
-            gate.get_output().status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&gate.get_output().stderr)
-        );
+        expect_exit(&gate, 1);
         let env = dotenv(dir);
         assert_eq!(
             env.get("CHANGEGATE_DECISION").map(String::as_str),
@@ -635,12 +609,7 @@ mod gitlab {
 
         // The deploy never ran; the failure record job still closes the books.
         let record = job(dir, RECORD_FAILURE, &vars);
-        assert_eq!(
-            record.get_output().status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&record.get_output().stderr)
-        );
+        expect_exit(&record, 0);
     }
 
     #[test]
@@ -653,13 +622,8 @@ mod gitlab {
         let mut vars = COMPONENT_VARS.to_vec();
         vars.push(("CHANGEGATE_WAIT", "0"));
         let gate = job(dir, GATE, &vars);
+        expect_exit(&gate, 0);
         let out = gate.get_output();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("[observe mode]"),
             "{}",
@@ -681,29 +645,23 @@ mod gitlab {
         // Set when a pipeline is run by hand with this variable; shell syntax in it stays text.
         vars.push(("CHANGEGATE_EMERGENCY", reason));
         let gate = job(dir, GATE, &vars);
-        let out = gate.get_output();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        expect_exit(&gate, 0);
         assert!(!dir.join("pwned").exists());
         assert_eq!(
             dotenv(dir).get("CHANGEGATE_DECISION").map(String::as_str),
             Some("pre-approved")
         );
 
-        let status = support::changegate(dir)
-            .env("GITLAB_CI", "true")
-            .env("CI_PROJECT_PATH", "acme/payments-api")
-            .env("CI_COMMIT_SHA", GITLAB_SHA)
-            .env("CI_ENVIRONMENT_NAME", "production")
-            .args(["status", "--format", "json"])
-            .assert()
-            .success();
-        let doc: serde_json::Value =
-            serde_json::from_slice(&status.get_output().stdout).expect("json");
+        let status = support::gitlab_ci(
+            &mut support::changegate(dir),
+            "acme/payments-api",
+            GITLAB_SHA,
+        )
+        .env("CI_ENVIRONMENT_NAME", "production")
+        .args(["status", "--format", "json"])
+        .assert()
+        .success();
+        let doc = support::json_doc(&status.get_output().stdout);
         assert_eq!(doc["emergency"], reason, "{doc}");
     }
 }
