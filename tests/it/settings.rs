@@ -1,28 +1,14 @@
 //! Settings resolution that the gate's integrity depends on.
 
-use std::process::Command as Std;
+use std::path::{Path, PathBuf};
 
-use crate::support::{changegate, git_repo, reference};
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let ok = Std::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .status()
-        .expect("git runs")
-        .success();
-    assert!(ok, "git {args:?}");
-}
+use crate::support::{changegate, git, git_repo, github_actions, json_doc, reference};
 
 const FROZEN: &str = "[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"locked down\"\n";
 
 /// A repo whose default branch (`master`, as in the reference payload) freezes every deploy,
 /// and a pull-request branch that deletes the freeze from its own copy of the config.
-fn repo_with_loosening_pr(fetch_default_branch: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+fn repo_with_loosening_pr(fetch_default_branch: bool) -> (tempfile::TempDir, PathBuf) {
     let repo = git_repo();
     let dir = repo.path();
     git(dir, &["branch", "-m", "master"]);
@@ -44,15 +30,22 @@ fn repo_with_loosening_pr(fetch_default_branch: bool) -> (tempfile::TempDir, std
     (repo, event)
 }
 
-fn pr_gate(dir: &std::path::Path, event: &std::path::Path) -> assert_cmd::assert::Assert {
-    changegate(dir)
-        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"])
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_EVENT_NAME", "pull_request")
-        .env("GITHUB_EVENT_PATH", event)
-        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
-        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
-        .assert()
+/// A dry-run `gate` of the reference pull request, in a GitHub Actions job.
+fn pr_gate_cmd(dir: &Path, event: &Path) -> assert_cmd::Command {
+    let mut cmd = changegate(dir);
+    cmd.args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    github_actions(
+        &mut cmd,
+        "pull_request",
+        event,
+        "Codertocat/Hello-World",
+        "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+    );
+    cmd
+}
+
+fn pr_gate(dir: &Path, event: &Path) -> assert_cmd::assert::Assert {
+    pr_gate_cmd(dir, event).assert()
 }
 
 #[test]
@@ -63,7 +56,7 @@ fn a_pull_request_cannot_loosen_its_own_gate() {
         .get_output()
         .stdout
         .clone();
-    let doc: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let doc = json_doc(&out);
     assert_eq!(doc["decision"], "blocked", "{doc}");
     assert!(doc.to_string().contains("locked down"), "{doc}");
 }
@@ -73,7 +66,7 @@ fn without_the_default_branch_it_warns_and_uses_the_pull_requests_copy() {
     let (repo, event) = repo_with_loosening_pr(false);
     let assert = pr_gate(repo.path(), &event).code(1);
     let out = assert.get_output();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let doc = json_doc(&out.stdout);
     assert_eq!(doc["decision"], "needs-approval", "{doc}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -103,20 +96,14 @@ fn without_git_history_the_default_branch_config_comes_from_the_api() {
             .await;
         server
     });
-    let out = changegate(repo.path())
-        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"])
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_EVENT_NAME", "pull_request")
-        .env("GITHUB_EVENT_PATH", &event)
-        .env("GITHUB_REPOSITORY", "Codertocat/Hello-World")
-        .env("GITHUB_SHA", "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+    let out = pr_gate_cmd(repo.path(), &event)
         .env("GITHUB_API_URL", server.uri())
         .env("GITHUB_TOKEN", "ghs_test")
         .assert()
         .code(1)
         .get_output()
         .clone();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let doc = json_doc(&out.stdout);
     assert_eq!(doc["decision"], "blocked", "{doc}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("ghs_test"), "{stderr}");
