@@ -12,6 +12,10 @@ use std::process::Command;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::params;
 
+/// The scratch checkout and clean environment the integration tests use too.
+#[path = "../../tests/it/support/scratch.rs"]
+mod scratch;
+
 /// The service and environment the seeded history belongs to (the scratch checkout's
 /// remote is `acme/payments-api`, so this is what changegate derives there).
 pub const SERVICE: &str = "payments-api";
@@ -22,30 +26,7 @@ pub const ENVIRONMENT: &str = "production";
 /// by the real binary (`changegate open`). Returns the checkout and the ledger's path.
 pub fn workdir(changegate: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir.path())
-            .env("GIT_AUTHOR_NAME", "Dev")
-            .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-            .env("GIT_COMMITTER_NAME", "Dev")
-            .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-            .output()
-            .expect("git runs")
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("app.txt"), "v1\n").expect("write");
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "PAY-1: first version"]);
-    git(&[
-        "remote",
-        "add",
-        "origin",
-        "https://github.com/acme/payments-api.git",
-    ]);
+    scratch::init_checkout(dir.path());
     let out = clean_command(changegate, dir.path())
         .arg("open")
         .output()
@@ -64,17 +45,8 @@ pub fn workdir(changegate: &Path) -> (tempfile::TempDir, PathBuf) {
 pub fn clean_command(changegate: &Path, workdir: &Path) -> Command {
     let mut cmd = Command::new(changegate);
     cmd.current_dir(workdir);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("GITHUB_")
-            || key.starts_with("CI_")
-            || key.starts_with("CHANGEGATE_")
-            || key.starts_with("INPUT_")
-            || key == "GITLAB_CI"
-            || key == "CI"
-            || key == "RUST_LOG"
-        {
-            cmd.env_remove(key);
-        }
+    for key in scratch::machine_ci_vars() {
+        cmd.env_remove(key);
     }
     cmd.env("NO_COLOR", "1");
     cmd

@@ -76,25 +76,7 @@ impl Flow {
             .map(|i| format!("change {} line {i}\n", self.commits))
             .collect();
         std::fs::write(&file, body).expect("write");
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(self.dir())
-                .env("GIT_AUTHOR_NAME", "Dev")
-                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-                .env("GIT_COMMITTER_NAME", "Dev")
-                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-                .env("GIT_AUTHOR_DATE", at)
-                .env("GIT_COMMITTER_DATE", at)
-                .output()
-                .expect("git runs");
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = |args: &[&str]| support::git_at(self.dir(), at, args);
         git(&["add", "--", path]);
         git(&[
             "commit",

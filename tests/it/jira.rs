@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{changegate, git_repo};
+use crate::support::{changegate, git_at, git_repo};
 
 const USER: &str = "deploy-bot@example.com";
 const TOKEN: &str = "jira-api-token-s3cr3t-value";
@@ -963,21 +963,7 @@ impl Site {
     /// its SHA.
     fn commit(&self, at: DateTime<Utc>) -> String {
         let when = at.to_rfc3339();
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(self.repo.path())
-                .env("GIT_AUTHOR_NAME", "Dev")
-                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-                .env("GIT_COMMITTER_NAME", "Dev")
-                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-                .env("GIT_AUTHOR_DATE", &when)
-                .env("GIT_COMMITTER_DATE", &when)
-                .output()
-                .expect("git runs");
-            assert!(out.status.success(), "git {args:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = |args: &[&str]| git_at(self.repo.path(), &when, args);
         let n = git(&["rev-list", "--count", "HEAD"]);
         std::fs::write(
             self.repo.path().join("app.txt"),

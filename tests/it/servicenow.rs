@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{changegate, git_repo, reference};
+use crate::support::{changegate, git, git_repo, reference};
 
 mod fake;
 
@@ -122,17 +122,7 @@ impl Instance {
             vec!["add", "--", name],
             vec!["commit", "-q", "-m", &format!("PAY-9: {name}")],
         ] {
-            let ok = std::process::Command::new("git")
-                .args(&args)
-                .current_dir(self.repo.path())
-                .env("GIT_AUTHOR_NAME", "Dev")
-                .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-                .env("GIT_COMMITTER_NAME", "Dev")
-                .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
+            git(self.repo.path(), &args);
         }
         self.head()
     }

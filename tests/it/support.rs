@@ -4,6 +4,11 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod scratch;
+
+use scratch::init_checkout;
+pub use scratch::{git, git_at, machine_ci_vars};
+
 /// Real payloads of the services changegate talks to (`tests/fixtures/reference`, see its
 /// SOURCES.md). A missing file fails the test that asks for it.
 pub fn reference(rel: &str) -> PathBuf {
@@ -12,26 +17,6 @@ pub fn reference(rel: &str) -> PathBuf {
         .join(rel);
     assert!(path.is_file(), "missing fixture {}", path.display());
     path
-}
-
-/// Whether a variable of the machine running the tests would tell changegate it runs in
-/// CI (or change its settings or logging): such variables never leak into a test run.
-pub fn is_machine_ci_var(key: &str) -> bool {
-    key.starts_with("GITHUB_")
-        || key.starts_with("CI_")
-        || key.starts_with("CHANGEGATE_")
-        || key.starts_with("INPUT_")
-        || key == "GITLAB_CI"
-        || key == "CI"
-        || key == "RUST_LOG"
-}
-
-/// The variables of this machine that [`is_machine_ci_var`] keeps out of a test run.
-pub fn machine_ci_vars() -> Vec<String> {
-    std::env::vars()
-        .map(|(key, _)| key)
-        .filter(|key| is_machine_ci_var(key))
-        .collect()
 }
 
 /// The changegate binary with a clean environment: no CI variables leak in from the
@@ -46,41 +31,10 @@ pub fn changegate(workdir: &Path) -> Command {
     cmd
 }
 
-/// Runs git in `dir` as a fixed author and committer; fails the test unless git succeeds.
-/// Returns git's stdout, trimmed.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8(out.stdout)
-        .expect("git prints UTF-8")
-        .trim()
-        .to_string()
-}
-
 /// A throwaway git repository with one commit, for local runs.
 pub fn git_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("app.txt"), "v1\n").expect("write");
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "PAY-1: first version"]);
-    git(
-        dir.path(),
-        &[
-            "remote",
-            "add",
-            "origin",
-            "https://github.com/acme/payments-api.git",
-        ],
-    );
+    init_checkout(dir.path());
     dir
 }
 
