@@ -74,6 +74,14 @@ fn assert_stdout_has(out: &Output, needle: &str) {
     assert!(stdout(out).contains(needle), "{}", stdout(out));
 }
 
+/// stdout as exactly one JSON document, of a run that exited with `want` (else fails,
+/// showing stderr).
+#[track_caller]
+fn json_exiting(out: &Output, want: i32) -> Value {
+    assert_eq!(code(out), want, "{}", stderr(out));
+    one_json(out)
+}
+
 /// stdout as exactly one JSON document.
 fn one_json(out: &Output) -> Value {
     let mut docs = serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>();
@@ -91,6 +99,13 @@ fn one_json(out: &Output) -> Value {
 
 fn config(dir: &Path, text: &str) {
     std::fs::write(dir.join(".changegate.toml"), text).unwrap();
+}
+
+/// A test checkout with `.changegate.toml` holding `text`.
+fn repo_with(text: &str) -> tempfile::TempDir {
+    let repo = git_repo();
+    config(repo.path(), text);
+    repo
 }
 
 /// A config with no track record needed, so a fresh ledger pre-approves.
@@ -221,9 +236,8 @@ impl GithubRun {
 
 #[test]
 fn github_pull_request_run_gate_then_record() {
-    let repo = git_repo();
+    let repo = repo_with(TRUSTING);
     let dir = repo.path();
-    config(dir, TRUSTING);
     let gh = GithubRun::new(
         dir,
         "github-webhooks/examples/pull_request/opened.payload.json",
@@ -334,9 +348,8 @@ fn github_block_writes_an_error_command_and_the_outputs() {
 
 #[test]
 fn github_untrusted_title_is_escaped_in_the_summary() {
-    let repo = git_repo();
+    let repo = repo_with(TRUSTING);
     let dir = repo.path();
-    config(dir, TRUSTING);
     let gh = GithubRun::new(
         dir,
         "github-webhooks/examples/pull_request/opened.payload.json",
@@ -377,8 +390,7 @@ fn github_emergency_label_passes_a_freeze() {
         },
     );
     let out = gh.run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(doc["decision"], "pre-approved");
     assert_eq!(doc["emergency"], "label 'emergency' on pull request #2");
     assert!(
@@ -389,9 +401,8 @@ fn github_emergency_label_passes_a_freeze() {
 
 #[test]
 fn gitlab_run_gate_then_record_writes_the_dotenv_file() {
-    let repo = git_repo();
+    let repo = repo_with(TRUSTING);
     let dir = repo.path();
-    config(dir, TRUSTING);
     let head = commit(dir, "app.txt", "v2\n", "OPS-7: second version");
     // A job of this pipeline running changegate with `args`.
     let gitlab = |args: &[&str]| -> Command {
@@ -416,8 +427,7 @@ fn gitlab_run_gate_then_record_writes_the_dotenv_file() {
     let env_file = dir.join("changegate.env");
 
     let out = gitlab(&["gate", "--format", "json"]).output().unwrap();
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(
         doc["environment"], "staging",
         "CI_ENVIRONMENT_NAME is the default environment"
@@ -466,8 +476,7 @@ fn observe_mode_never_exits_1() {
     );
     // A freeze and no track record: enforce mode would block.
     let out = run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(doc["mode"], "observe");
     assert_eq!(
         doc["decision"], "blocked",
@@ -506,8 +515,7 @@ fn a_freeze_blocks() {
         "[policy]\nmin_history = 0\n[[freeze]]\nfrom = \"2026-12-21T00:00:00Z\"\nto = \"2027-01-04T00:00:00Z\"\nreason = \"year-end freeze\"\nenvironments = [\"production\"]\n",
     );
     let out = run_at(dir, "2026-12-24T09:00:00Z", &["gate", "--format", "json"]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 1);
     assert_eq!(doc["decision"], "blocked");
     let freeze = rule(&doc, "freeze");
     assert_eq!(freeze["passed"], false);
@@ -549,8 +557,7 @@ fn an_emergency_passes_a_freeze_and_is_recorded_as_one() {
             "json",
         ],
     );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(doc["decision"], "pre-approved");
     assert_eq!(doc["emergency"], "payments are down");
     assert!(
@@ -643,9 +650,8 @@ const QUICK_POLL: &str = "[approval]\npoll = \"200ms\"\n";
 
 #[test]
 fn approve_from_a_second_process_ends_a_waiting_gate() {
-    let repo = git_repo();
+    let repo = repo_with(QUICK_POLL);
     let dir = repo.path();
-    config(dir, QUICK_POLL);
     let gate = spawn(dir, &["gate", "--wait", "60s"]);
     let doc = wait_for_state(dir, "awaiting-approval");
     assert_eq!(doc["change_id"], "CG-1");
@@ -685,9 +691,8 @@ fn approve_from_a_second_process_ends_a_waiting_gate() {
 
 #[test]
 fn reject_from_a_second_process_ends_a_waiting_gate() {
-    let repo = git_repo();
+    let repo = repo_with(QUICK_POLL);
     let dir = repo.path();
-    config(dir, QUICK_POLL);
     let gate = spawn(dir, &["gate", "--wait", "60s", "--format", "json"]);
     wait_for_state(dir, "awaiting-approval");
     let out = run(
@@ -704,8 +709,7 @@ fn reject_from_a_second_process_ends_a_waiting_gate() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = finish(gate);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 1);
     assert_eq!(doc["state"], "rejected");
     assert_eq!(doc["message"], "rejected by bob: not during the sale");
     // A re-run of the gate stays blocked: a rejection stands.
@@ -722,9 +726,8 @@ fn reject_from_a_second_process_ends_a_waiting_gate() {
 
 #[test]
 fn approval_times_out() {
-    let repo = git_repo();
+    let repo = repo_with(QUICK_POLL);
     let dir = repo.path();
-    config(dir, QUICK_POLL);
     let out = run(dir, &["gate", "--wait", "1s"]);
     assert_eq!(code(&out), 1);
     assert_stdout_has(&out, "approval timed out after 1s");
@@ -1076,9 +1079,8 @@ fn json_output_is_one_document_with_the_product_keys() {
 
 #[test]
 fn global_options_before_or_after_the_command() {
-    let repo = git_repo();
+    let repo = repo_with(TRUSTING);
     let dir = repo.path();
-    config(dir, TRUSTING);
     let before = run(
         dir,
         &[
@@ -1140,9 +1142,8 @@ fn global_options_before_or_after_the_command() {
 
 #[test]
 fn record_twice_is_harmless() {
-    let repo = git_repo();
+    let repo = repo_with(TRUSTING);
     let dir = repo.path();
-    config(dir, TRUSTING);
     assert_eq!(code(&run(dir, &["gate"])), 0);
     let first = run(dir, &["record", "--outcome", "success", "--format", "json"]);
     assert_eq!(code(&first), 0, "{}", stderr(&first));
@@ -1183,8 +1184,7 @@ fn record_of_a_change_whose_gate_never_passed_is_cancelled() {
     let dir = repo.path();
     assert_eq!(code(&run(dir, &["gate", "--wait", "0"])), 1);
     let out = run(dir, &["record", "--outcome", "success", "--format", "json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(
         (doc["state"].as_str(), doc["outcome"].as_str()),
         (Some("cancelled"), Some("cancelled"))
@@ -1408,8 +1408,7 @@ fn pre_approved_after_enough_history_until_the_allowance_is_used_up() {
             &sha('6'),
         ],
     );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let doc = one_json(&out);
+    let doc = json_exiting(&out, 0);
     assert_eq!(doc["sprint"]["index"], 57);
     assert_eq!(
         doc["rules"][1]["reason"],
