@@ -495,3 +495,39 @@ async fn simulate_replays_the_recorded_decisions() {
     );
     assert_eq!(site.writes(mark), Vec::<String>::new());
 }
+
+/// With a token a later annotation could use, `verify` reads back the facts the change was
+/// opened with (one GET of the issue with its facts property) and still verifies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_back_the_facts_to_annotate_a_failure() {
+    let site = Site::start(
+        Script::default(),
+        "[policy]\nmin_history = 0\n[verify]\nwindow = \"1s\"\n",
+    )
+    .await;
+    let (chg, _, _) = site.deploy(false, "success").await;
+    let deployed = site.stored(&chg).deployed_at.unwrap();
+    site.link_incident(&chg, deployed + Duration::milliseconds(500));
+    if let Ok(wait) = (deployed + Duration::milliseconds(1100) - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let mark = site.log_len();
+    let mut cmd = changegate(site.repo.path());
+    cmd.args(["--backend", "jira", "--format", "json", "verify"])
+        .env("CHANGEGATE_JIRA_URL", site.server.uri())
+        .env("CHANGEGATE_JIRA_USER", USER)
+        .env("CHANGEGATE_JIRA_TOKEN", TOKEN)
+        .env("CHANGEGATE_JIRA_PROJECT", "CHG")
+        .env("GITHUB_TOKEN", "ghs_annotations");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+        .await
+        .expect("joined");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let verified = json_out(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(verified["failed_after_deploy"], 1, "{verified}");
+    // The re-read before writing, the facts, and the refreshed record for the annotation.
+    let requests = site.counts(mark);
+    assert_eq!(requests["GET /rest/api/3/issue/{key}"], 3, "{requests:#?}");
+    assert!(!stderr.contains("cannot be read"), "{stderr}");
+}
