@@ -300,11 +300,11 @@ pub(crate) fn rate_limit_wait(
     if let Some(secs) = header_u64(headers, "retry-after") {
         return Some(Duration::from_secs(secs));
     }
-    if header_u64(headers, "x-ratelimit-remaining") == Some(0) {
-        if let Some(reset) = header_u64(headers, "x-ratelimit-reset") {
-            let secs = (reset as i64 - now).max(1);
-            return Some(Duration::from_secs(secs as u64));
-        }
+    if header_u64(headers, "x-ratelimit-remaining") == Some(0)
+        && let Some(reset) = header_u64(headers, "x-ratelimit-reset")
+    {
+        let secs = (reset as i64 - now).max(1);
+        return Some(Duration::from_secs(secs as u64));
     }
     if status == 429 || body.to_ascii_lowercase().contains("rate limit") {
         // A secondary limit without headers: at least a minute, then exponentially longer.

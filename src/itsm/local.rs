@@ -192,15 +192,15 @@ impl Ledger {
                 Connection::open_in_memory()?
             }
         } else {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.exists() {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("cannot create the ledger's folder {}", dir.display())
-                    })?;
-                    // The default folder sits in the checkout: keep the ledger out of commits.
-                    std::fs::write(dir.join(".gitignore"), "# changegate ledger\n*\n")
-                        .with_context(|| format!("cannot write {}/.gitignore", dir.display()))?;
-                }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.exists()
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the ledger's folder {}", dir.display())
+                })?;
+                // The default folder sits in the checkout: keep the ledger out of commits.
+                std::fs::write(dir.join(".gitignore"), "# changegate ledger\n*\n")
+                    .with_context(|| format!("cannot write {}/.gitignore", dir.display()))?;
             }
             Connection::open(path)
                 .with_context(|| format!("cannot open the ledger {}", path.display()))?
@@ -576,8 +576,8 @@ impl Itsm for Ledger {
                     params![row_id, facts_json, lines, first_commit],
                 )?;
             }
-            if let Some(d) = decision {
-                if !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
+            if let Some(d) = decision
+                && !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
                     // Counted again under the write lock: two changes decided at the same
                     // moment never both take the last free slot of the allowance.
                     let d = &self.recount_allowance(&tx, row_id, facts, d)?;
@@ -602,7 +602,6 @@ impl Itsm for Ledger {
                     )?;
                     add_event(&tx, row_id, now, "decided", None, Some(d.kind.as_str()))?;
                 }
-            }
             let record = load(&tx, "id = ?1", params![row_id])?;
             tx.commit()?;
             Ok(record)

@@ -449,15 +449,14 @@ impl Itsm for ServiceNow {
         let fresh = self.read(&raw).await?;
         let mut updated = self.to_record(&fresh);
         // Keep the decision we wrote when the instance lost its text.
-        if updated.decision.is_none()
+        if (updated.decision.is_none()
             || updated
                 .decision
                 .as_ref()
-                .is_some_and(|d| d.rules.is_empty())
+                .is_some_and(|d| d.rules.is_empty()))
+            && let Some(d) = record.decision.clone().filter(|d| !d.rules.is_empty())
         {
-            if let Some(d) = record.decision.clone().filter(|d| !d.rules.is_empty()) {
-                updated.decision = Some(d);
-            }
+            updated.decision = Some(d);
         }
         let verdict = match updated.state {
             State::Rejected => Some("rejected"),

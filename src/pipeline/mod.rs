@@ -77,10 +77,10 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
     if detected.commit_sha.is_empty() {
         bail!("no commit to gate: not in CI and not in a git checkout; pass --commit SHA");
     }
-    if let Some(reviewed) = vars.get(env::REVIEWED) {
-        if let Some(pr) = detected.pull_request.as_mut() {
-            pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
-        }
+    if let Some(reviewed) = vars.get(env::REVIEWED)
+        && let Some(pr) = detected.pull_request.as_mut()
+    {
+        pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
     }
     Ok(detected)
 }

@@ -204,10 +204,10 @@ impl Issue {
 
     fn apply_labels(&mut self, ops: &Value) {
         for op in ops.as_array().into_iter().flatten() {
-            if let Some(l) = op.get("add").and_then(Value::as_str) {
-                if !self.labels.iter().any(|x| x == l) {
-                    self.labels.push(l.to_string());
-                }
+            if let Some(l) = op.get("add").and_then(Value::as_str)
+                && !self.labels.iter().any(|x| x == l)
+            {
+                self.labels.push(l.to_string());
             }
             if let Some(l) = op.get("remove").and_then(Value::as_str) {
                 self.labels.retain(|x| x != l);

@@ -123,13 +123,12 @@ impl Jira {
                     }
                     seen.push(label.clone());
                     found_new = true;
-                    if let Some(r) = v.stored.as_ref().and_then(Stored::service_ref) {
-                        if !refs
+                    if let Some(r) = v.stored.as_ref().and_then(Stored::service_ref)
+                        && !refs
                             .iter()
                             .any(|k| k.service_id == r.service_id && k.environment == r.environment)
-                        {
-                            refs.insert(r);
-                        }
+                    {
+                        refs.insert(r);
                     }
                 }
                 match next {

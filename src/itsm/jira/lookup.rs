@@ -114,12 +114,12 @@ impl Jira {
             );
         };
         let fresh = self.complete(&v, &record.key).await?;
-        if let Ok(mut map) = self.found.lock() {
-            if let Some(Some(f)) = map.get_mut(&fresh.key) {
-                f.record = fresh.clone();
-                f.labels = v.labels.clone();
-                f.stored = v.stored.clone();
-            }
+        if let Ok(mut map) = self.found.lock()
+            && let Some(Some(f)) = map.get_mut(&fresh.key)
+        {
+            f.record = fresh.clone();
+            f.labels = v.labels.clone();
+            f.stored = v.stored.clone();
         }
         Ok(fresh)
     }

@@ -126,10 +126,10 @@ impl Jira {
             );
         };
         let mut body = json!({ "transition": { "id": t.id } });
-        if let (Some(field), Some(wanted)) = (t.fields.get("resolution"), resolution) {
-            if let Some(name) = pick_resolution(t, field, wanted) {
-                body["fields"] = json!({ "resolution": { "name": name } });
-            }
+        if let (Some(field), Some(wanted)) = (t.fields.get("resolution"), resolution)
+            && let Some(name) = pick_resolution(t, field, wanted)
+        {
+            body["fields"] = json!({ "resolution": { "name": name } });
         }
         if let Some(stored) = stored {
             body["properties"] = Self::property(stored);

@@ -575,10 +575,10 @@ impl Sn {
     fn project(&mut self, rec: &Rec, fields: Option<&str>, exclude_ref: bool) -> Value {
         let mut out = Map::new();
         for (k, v) in rec {
-            if let Some(f) = fields {
-                if !f.split(',').any(|x| x == k) {
-                    continue;
-                }
+            if let Some(f) = fields
+                && !f.split(',').any(|x| x == k)
+            {
+                continue;
             }
             let value = if k == "assignment_group" && !exclude_ref && !v.is_empty() {
                 json!({"link": format!("https://instance/api/now/table/sys_user_group/{v}"), "value": v})
@@ -661,16 +661,16 @@ impl Sn {
             );
         };
         // Approvers act between polls: after N reads of a change waiting for approval.
-        if self.changes[i].get("approval").map(String::as_str) == Some("requested") {
-            if let Some((after, verdict)) = self.approve_after.clone() {
-                let polls = {
-                    let p = self.polls.entry(id.to_string()).or_default();
-                    *p += 1;
-                    *p
-                };
-                if polls >= after {
-                    self.decide(i, &verdict);
-                }
+        if self.changes[i].get("approval").map(String::as_str) == Some("requested")
+            && let Some((after, verdict)) = self.approve_after.clone()
+        {
+            let polls = {
+                let p = self.polls.entry(id.to_string()).or_default();
+                *p += 1;
+                *p
+            };
+            if polls >= after {
+                self.decide(i, &verdict);
             }
         }
         let p = params(req);
