@@ -8,14 +8,17 @@
 //!
 //! Run: `cargo bench --bench gate` (env `CHANGEGATE_BENCH_RUNS` sets the runs, default 15).
 
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "support/seed.rs"]
 mod seed;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+
+use measure::{measure, median, ms};
 
 const CHANGES: u64 = 100_000;
 const DAYS: i64 = 730;
@@ -25,62 +28,6 @@ const NOW: &str = "2026-06-01T12:00:00Z";
 const TARGET_DECISION: Duration = Duration::from_millis(50);
 const TARGET_RSS_KB: u64 = 30 * 1024;
 const TARGET_HELP: Duration = Duration::from_millis(10);
-
-/// Wall time and peak RSS (KiB) of one child process, from `wait4`.
-fn measure(mut cmd: Command) -> (Duration, u64, std::process::Output) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let child = cmd.spawn().expect("changegate starts");
-    let pid = child.id() as libc::pid_t;
-    // Read the pipes on threads so a chatty child never blocks on a full pipe.
-    let mut child = child;
-    let mut out_pipe = child.stdout.take().expect("stdout");
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out_pipe, &mut v).ok();
-        v
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err_pipe, &mut v).ok();
-        v
-    });
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data, zeroed is a valid value; wait4 fills it for our child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, not yet reaped; the pointers are to live locals.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let elapsed = started.elapsed();
-    assert_eq!(rc, pid, "wait4 failed");
-    let stdout = out_thread.join().expect("stdout thread");
-    let stderr = err_thread.join().expect("stderr thread");
-    // Reaped by wait4 above; dropping a Child neither waits nor kills.
-    drop(child);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(code << 8),
-        stdout,
-        stderr,
-    };
-    // ru_maxrss is in KiB on Linux.
-    (elapsed, usage.ru_maxrss as u64, output)
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "target met" } else { "TARGET MISSED" }
@@ -143,11 +90,7 @@ fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let runs: usize = std::env::var("CHANGEGATE_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(15)
-        .max(3);
+    let runs = measure::runs(15);
     let bin = Path::new(env!("CARGO_BIN_EXE_changegate"));
     let now: DateTime<Utc> = NOW.parse().expect("NOW is RFC 3339");
 

@@ -30,11 +30,7 @@ const TARGET_TIME: Duration = Duration::from_secs(1);
 const TARGET_RSS_KB: u64 = 100 * 1024;
 
 fn main() {
-    let runs: usize = std::env::var("CHANGEGATE_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(7)
-        .max(3);
+    let runs = measure::runs(7);
     let bin = Path::new(env!("CARGO_BIN_EXE_changegate"));
     let now: DateTime<Utc> = NOW.parse().expect("NOW is RFC 3339");
 

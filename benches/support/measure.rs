@@ -52,6 +52,15 @@ pub fn measure(mut cmd: Command) -> (Duration, u64, Output) {
     (elapsed, usage.ru_maxrss as u64, output)
 }
 
+/// How many runs to time: `CHANGEGATE_BENCH_RUNS`, else `default`; at least 3.
+pub fn runs(default: usize) -> usize {
+    std::env::var("CHANGEGATE_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+        .max(3)
+}
+
 /// The median of some durations.
 pub fn median(v: &mut [Duration]) -> Duration {
     v.sort();
