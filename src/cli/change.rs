@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{Ctx, Exit};
-use crate::domain::{ChangeFacts, ChangeRecord};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
 use crate::itsm::Itsm;
 use crate::output::{Report, dotenv, github};
@@ -31,8 +31,8 @@ pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<Chan
         });
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
     let previous = if detected.range.is_none() {
-        itsm.last_change_sha(&service_id, &ctx.settings.environment)
-            .await?
+        let key = CorrelationKey::new(&service_id, &ctx.settings.environment, &detected.commit_sha);
+        itsm.last_change_sha(&key).await?
     } else {
         None
     };

@@ -99,7 +99,7 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
-    let existing = itsm.find(&facts.key()).await?;
+    let existing = itsm.find_for_decision(&facts.key()).await?;
     let emergency_requested = args.emergency.is_some();
     let decision = match existing
         .as_ref()

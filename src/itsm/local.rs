@@ -504,10 +504,14 @@ impl Itsm for Ledger {
         })
     }
 
-    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(LAST_SHA_SQL, params![service_id, environment], |r| r.get(0))
-                .optional()
+            c.query_row(
+                LAST_SHA_SQL,
+                params![key.service_id, key.environment],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 

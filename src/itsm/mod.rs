@@ -62,11 +62,17 @@ pub trait Itsm: Send + Sync {
     /// grow with the size of the history.
     async fn history(&self, query: &HistoryQuery<'_>) -> Result<History>;
 
-    /// The commit of the last change recorded for this service and environment, for the
-    /// commit range of a local run.
-    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>>;
+    /// The commit of the last change recorded for the service and environment of `key` (the
+    /// change about to be made), for the commit range of a local run.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
 
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>>;
+
+    /// `find` for a gate, which will most likely ask for the history next: a backend that can
+    /// read the record and the track record in one request does so here.
+    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        self.find(key).await
+    }
 
     /// A change by the backend's id (`CHG0030001`, `CHG-12`, ...).
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>>;

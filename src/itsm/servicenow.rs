@@ -62,14 +62,16 @@ const APPROVALS: &str = "api/now/table/sysapproval_approver";
 const CHG: &str = "api/sn_chg_rest/change";
 
 /// What changegate reads of a change request.
-const READ_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
+pub(super) const READ_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
                            justification,close_code,work_start,sys_created_on";
 
 #[derive(Default)]
 struct Cache {
     /// The standard change template's sys_id, looked up once per process.
     template: Option<String>,
-    /// Lookups by key made by `find`, used by the `open` that follows.
+    /// Whether `template` was learned from a recent change rather than looked up by name.
+    template_learned: bool,
+    /// Lookups by key made by `find` or `survey`, used by the `open` that follows.
     found: HashMap<String, Option<Raw>>,
     /// The last state seen of each record, by number.
     raws: HashMap<String, Raw>,
@@ -386,15 +388,27 @@ impl Itsm for ServiceNow {
     }
 
     /// The commit of the last change closed for this service and environment (the last
-    /// deploy), from the same query the history's track record uses.
-    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
-        self.last_closed_sha(service_id, environment).await
+    /// deploy), from the query that also finds the key's record.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.last_closed_sha(key).await
     }
 
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
         let fitted = key.fitted(KEY_MAX);
         let raw = self.lookup(&fitted).await?;
         self.cache().found.insert(fitted, raw.clone());
+        Ok(raw.map(|r| self.to_record(&r)))
+    }
+
+    /// The key's record and the track record in one query (see `survey`), unless this
+    /// process surveyed the key already (for the commit range of a local run).
+    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        let fitted = key.fitted(KEY_MAX);
+        let cached = self.cache().found.get(&fitted).cloned();
+        let raw = match cached {
+            Some(found) => found,
+            None => self.survey(key).await?,
+        };
         Ok(raw.map(|r| self.to_record(&r)))
     }
 

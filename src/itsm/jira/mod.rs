@@ -165,8 +165,8 @@ impl Itsm for Jira {
         self.history_of(q_).await
     }
 
-    async fn last_change_sha(&self, service_id: &str, environment: &str) -> Result<Option<String>> {
-        self.last_sha(service_id, environment).await
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.last_sha(&key.service_id, &key.environment).await
     }
 
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {

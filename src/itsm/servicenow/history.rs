@@ -1,6 +1,11 @@
 //! The history the policy reads, in two requests whatever its size: the most recent closed
 //! changes (and, from `X-Total-Count`, how many there are), and one Aggregate API call that
 //! tallies changes per decision day, type, state and close code.
+//!
+//! A gate reads the most recent closed changes in the same query that looks its own change
+//! up ([`ServiceNow::survey`]): the records holding the key, open ones first, then the last
+//! closed changes of the service and environment. That query also tells the standard change
+//! template's sys_id when a recent standard change was made from it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,9 +16,14 @@ use serde_json::Value;
 
 use super::client::Body;
 use super::raw::*;
-use super::{STATS, ServiceNow, TABLE};
+use super::{READ_FIELDS, STATS, ServiceNow, TABLE};
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
 use crate::itsm::HistoryQuery;
+
+/// Dot-walked fields naming the standard change template a change was made from.
+const TEMPLATE_ID_FIELD: &str = "std_change_producer_version.std_change_producer";
+const TEMPLATE_NAME_FIELD: &str = "std_change_producer_version.std_change_producer.name";
+const TEMPLATE_ACTIVE_FIELD: &str = "std_change_producer_version.std_change_producer.active";
 
 #[derive(Clone)]
 pub(super) struct Recent {
@@ -62,6 +72,126 @@ impl ServiceNow {
         };
         self.cache().recent = Some(recent.clone());
         Ok(recent)
+    }
+
+    /// One query for what a gate reads before it decides: the records holding `key` and the
+    /// last closed changes of its service and environment. Encoded queries bind `^OR` to the
+    /// term before it, so the query reads `prefix AND (closed OR key) AND (close code OR key)`;
+    /// open records sort first (`active` descending), so the key's open record is always on
+    /// the page. Fills the caches `find`, `history`, `last_change_sha` and the template
+    /// lookup read; the track record is left to its own query when the page cannot hold the
+    /// window (many records under one key).
+    ///
+    /// A closed or cancelled record of the key that is older than the page is not seen: the
+    /// gate then decides anew, and the re-read after its create finds the older record and
+    /// carries on with it (see `settle`).
+    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Option<Raw>> {
+        let fitted = key.fitted(KEY_MAX);
+        let prefix = key_prefix(&key.service_id, &key.environment);
+        let codes = self.outcome_codes();
+        let query = format!(
+            "correlation_idSTARTSWITH{p}^state={CLOSED}^ORcorrelation_id={k}^close_codeIN{c}^ORcorrelation_id={k}\
+             ^ORDERBYDESCactive^ORDERBYDESCclosed_at^ORDERBYDESCnumber",
+            p = q(&prefix),
+            k = q(&fitted),
+            c = q(&codes.join(",")),
+        );
+        let by_name = self.template_name().filter(|n| !is_sys_id(n));
+        let mut fields = format!("{READ_FIELDS},active");
+        if by_name.is_some() && self.cache().template.is_none() {
+            for f in [
+                TEMPLATE_ID_FIELD,
+                TEMPLATE_NAME_FIELD,
+                TEMPLATE_ACTIVE_FIELD,
+            ] {
+                fields.push(',');
+                fields.push_str(f);
+            }
+        }
+        // The key's records (rarely more than one) and one more closed change than the window.
+        let limit = self.window as usize + 4;
+        let params = [
+            ("sysparm_query", query),
+            ("sysparm_fields", fields),
+            ("sysparm_limit", limit.to_string()),
+            ("sysparm_exclude_reference_link", "true".to_string()),
+        ];
+        let reply = self
+            .api
+            .call(Method::GET, TABLE, &params, Body::None)
+            .await?;
+        let rows = Self::list(&reply)?;
+        let closed = |r: &Raw| r.state() == Some(CLOSED) && codes.contains(&r.get("close_code"));
+        let mut mine: Vec<&Raw> = rows
+            .iter()
+            .filter(|r| r.get("correlation_id") == fitted)
+            .collect();
+        // Oldest first: the oldest record holding the key is the change.
+        mine.sort_by(|a, b| {
+            (a.get("sys_created_on"), a.number()).cmp(&(b.get("sys_created_on"), b.number()))
+        });
+        if mine.len() > 1 {
+            tracing::warn!(
+                "two ServiceNow changes hold the key {fitted}: {} and {}; using the older, {}",
+                mine[0].number(),
+                mine[1].number(),
+                mine[0].number()
+            );
+        }
+        let found = mine.first().map(|r| (*r).clone());
+        let not_closed = mine.iter().filter(|r| !closed(r)).count() as u64;
+        let others = rows
+            .iter()
+            .filter(|r| closed(r) && r.get("correlation_id") != fitted)
+            .count();
+        let complete = rows.len() < limit || others >= self.window as usize;
+        if let Some(name) = by_name {
+            self.learn_template(&rows, name);
+        }
+        let mut cache = self.cache();
+        for raw in &rows {
+            if !raw.number().is_empty() {
+                cache.raws.insert(raw.number().to_string(), raw.clone());
+            }
+        }
+        cache.found.insert(fitted, found.clone());
+        if complete {
+            cache.recent = Some(Recent {
+                prefix,
+                rows: rows
+                    .iter()
+                    .filter(|r| closed(r))
+                    .map(|r| {
+                        (
+                            r.get("correlation_id").to_string(),
+                            r.get("close_code").to_string(),
+                        )
+                    })
+                    .collect(),
+                total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Remembers the template's sys_id when a recent standard change was made from an active
+    /// template of the configured name (dot-walked fields; an instance that does not answer
+    /// them costs the template lookup only).
+    fn learn_template(&self, rows: &[Raw], name: &str) {
+        let learned = rows.iter().find_map(|r| {
+            let id = r.get(TEMPLATE_ID_FIELD);
+            (r.kind() == "standard"
+                && is_sys_id(id)
+                && r.get(TEMPLATE_NAME_FIELD).eq_ignore_ascii_case(name)
+                && r.get(TEMPLATE_ACTIVE_FIELD) == "true")
+                .then(|| id.to_ascii_lowercase())
+        });
+        if let Some(id) = learned {
+            tracing::debug!("standard change template {name:?} is {id} (from a recent change)");
+            let mut cache = self.cache();
+            cache.template = Some(id);
+            cache.template_learned = true;
+        }
     }
 
     pub(super) async fn history_of(&self, q_: &HistoryQuery<'_>) -> Result<History> {
@@ -174,18 +304,25 @@ impl ServiceNow {
         })
     }
 
-    /// The commit of the last change closed for this service and environment (the last
-    /// deploy), from the same query the history's track record uses.
-    pub(super) async fn last_closed_sha(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Option<String>> {
-        let recent = self.recent(&key_prefix(service_id, environment)).await?;
+    /// The commit of the last change closed for the service and environment of `key` (the
+    /// last deploy other than `key`'s), from the query that also finds `key`'s record.
+    pub(super) async fn last_closed_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        let prefix = key_prefix(&key.service_id, &key.environment);
+        let cached = self
+            .cache()
+            .recent
+            .as_ref()
+            .is_some_and(|r| r.prefix == prefix);
+        if !cached {
+            self.survey(key).await?;
+        }
+        let recent = self.recent(&prefix).await?;
+        let fitted = key.fitted(KEY_MAX);
         Ok(recent
             .rows
-            .first()
-            .and_then(|(key, _)| key.rsplit(':').next())
+            .iter()
+            .find(|(k, _)| *k != fitted)
+            .and_then(|(k, _)| k.rsplit(':').next())
             .filter(|sha| !sha.is_empty())
             .map(str::to_string))
     }

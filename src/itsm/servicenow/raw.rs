@@ -131,6 +131,11 @@ pub(super) fn sn_time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// Whether `s` looks like a sys_id (32 hex characters).
+pub(super) fn is_sys_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Values inside an encoded query: `^` separates terms, `^^` is a literal caret.
 pub(super) fn q(value: &str) -> String {
     value.replace('^', "^^")

@@ -110,22 +110,26 @@ impl ServiceNow {
         }
     }
 
-    /// The standard change template's sys_id: the configured value when it is one, else the
-    /// template looked up by name (once per process).
-    pub(super) async fn template_id(&self) -> Result<String> {
-        let name = self
-            .cfg
+    /// The configured standard change template (a name or a sys_id), if any.
+    pub(super) fn template_name(&self) -> Option<&str> {
+        self.cfg
             .standard_template
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                anyhow!(
-                    "pre-approved changes are standard changes created from a template: set `standard_template` in \
-                     [servicenow] to the name (or sys_id) of the template to use"
-                )
-            })?;
-        if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+    }
+
+    /// The standard change template's sys_id: the configured value when it is one, else the
+    /// one learned from a recent standard change (see `survey`), else the template looked up
+    /// by name (once per process).
+    pub(super) async fn template_id(&self) -> Result<String> {
+        let name = self.template_name().ok_or_else(|| {
+            anyhow!(
+                "pre-approved changes are standard changes created from a template: set `standard_template` in \
+                 [servicenow] to the name (or sys_id) of the template to use"
+            )
+        })?;
+        if is_sys_id(name) {
             return Ok(name.to_ascii_lowercase());
         }
         if let Some(id) = self.cache().template.clone() {
@@ -152,7 +156,9 @@ impl ServiceNow {
                 "more than one active standard change template is named {name:?}; using {id}"
             );
         }
-        self.cache().template = Some(id.clone());
+        let mut cache = self.cache();
+        cache.template = Some(id.clone());
+        cache.template_learned = false;
         Ok(id)
     }
 
@@ -226,10 +232,33 @@ impl ServiceNow {
             other => format!("{CHG}/{other}"),
         };
         let body = Value::Object(self.fields_for(facts, decision, now));
-        let reply = self
+        let reply = match self
             .api
             .call(Method::POST, &path, &[], Body::Json(&body))
-            .await?;
+            .await
+        {
+            Err(e) if kind == "standard" && self.cache().template_learned && refused(&e) => {
+                // The template learned from a recent change is gone or retired: look it up
+                // by name and try once more.
+                tracing::info!(
+                    "the standard change template from a recent change was refused ({e:#}); looking it up by name"
+                );
+                let stale = {
+                    let mut cache = self.cache();
+                    cache.template_learned = false;
+                    cache.template.take()
+                };
+                let id = self.template_id().await?;
+                if stale.as_deref() == Some(id.as_str()) {
+                    return Err(e);
+                }
+                let path = format!("{CHG}/standard/{id}");
+                self.api
+                    .call(Method::POST, &path, &[], Body::Json(&body))
+                    .await?
+            }
+            other => other?,
+        };
         let raw = Self::single(&reply)?;
         let v: Value = reply.json()?;
         let ignored: Vec<String> = v
@@ -411,4 +440,14 @@ impl ServiceNow {
         }
         self.redecide(facts, d, raw, now).await
     }
+}
+
+/// Whether the instance refused a request for what it holds (404, 400), not for who asks or
+/// how often.
+fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<super::client::SnError>()
+        .and_then(|s| s.status)
+        .is_some_and(|s| {
+            s == reqwest::StatusCode::NOT_FOUND || s == reqwest::StatusCode::BAD_REQUEST
+        })
 }

@@ -191,11 +191,19 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
     assert_eq!(h.recent.len(), 3);
 
     assert_eq!(
-        block_on(l.ledger.last_change_sha("acme/api", "production")).unwrap(),
+        block_on(
+            l.ledger
+                .last_change_sha(&CorrelationKey::new("acme/api", "production", "f00d"))
+        )
+        .unwrap(),
         Some("e".repeat(40))
     );
     assert_eq!(
-        block_on(l.ledger.last_change_sha("acme/api", "staging")).unwrap(),
+        block_on(
+            l.ledger
+                .last_change_sha(&CorrelationKey::new("acme/api", "staging", "f00d"))
+        )
+        .unwrap(),
         None
     );
 }

@@ -94,7 +94,11 @@ pub struct Sn {
     pub incidents: Vec<Rec>,
     pub journal: Vec<(String, String, String)>,
     pub approvals: Vec<Rec>,
+    /// Standard change templates: `(sys_id, name, version sys_id)`.
     pub templates: Vec<(String, String, String)>,
+    /// Templates changes were once made from that can no longer be used: dot-walks from
+    /// old changes still name them (as active), creating from them answers 404.
+    pub retired_templates: Vec<(String, String, String)>,
     pub log: Vec<Logged>,
     pub anomalies: Vec<String>,
     pub next: u64,
@@ -363,6 +367,11 @@ impl Sn {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let mut rec = rec;
+        // A standard change made by an earlier run came from the (first) template.
+        if let (true, Some((_, _, version))) = (kind == "standard", self.templates.first()) {
+            rec.insert("std_change_producer_version".into(), version.clone());
+        }
         self.changes.push(rec);
     }
 
@@ -589,6 +598,30 @@ impl Sn {
         }
         if let Some(f) = fields {
             for name in f.split(',') {
+                if let Some(walk) = name.strip_prefix("std_change_producer_version.") {
+                    let version = rec
+                        .get("std_change_producer_version")
+                        .cloned()
+                        .unwrap_or_default();
+                    let template = self
+                        .templates
+                        .iter()
+                        .chain(&self.retired_templates)
+                        .find(|(_, _, v)| !version.is_empty() && *v == version);
+                    let value = match (walk, template) {
+                        ("std_change_producer", Some((id, _, _))) => id.clone(),
+                        ("std_change_producer.name", Some((_, n, _))) => n.clone(),
+                        ("std_change_producer.active", Some(_)) => "true".into(),
+                        (_, Some(_)) => {
+                            self.anomalies
+                                .push(format!("sysparm_fields walks to unknown field {name:?}"));
+                            String::new()
+                        }
+                        (_, None) => String::new(),
+                    };
+                    out.insert(name.to_string(), json!(value));
+                    continue;
+                }
                 if !FIELDS.contains(&name) {
                     self.anomalies
                         .push(format!("sysparm_fields names unknown field {name:?}"));
