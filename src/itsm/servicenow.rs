@@ -18,7 +18,9 @@
 //!   jumps), and every step the instance's own workflow already made is skipped.
 //! * **History** costs two requests whatever its size: one Aggregate API call grouped by
 //!   decision day, type, state and close code, and one bounded query for the most recent
-//!   closed changes (whose `X-Total-Count` is the all-time total).
+//!   closed changes (whose `X-Total-Count` is the all-time total). A gate makes that query
+//!   its lookup too (see `history::survey`), which also names the standard change template
+//!   of recent standard changes.
 //! * **Verify, report, simulate** (see `insights.rs`): linked incidents are those whose
 //!   `caused_by` or `rfc` is the change; the verdict is a mark in `correlation_display`,
 //!   and a failure after deploy also turns `close_code` to the failure code, so the history
