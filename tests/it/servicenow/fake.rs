@@ -670,9 +670,10 @@ impl Sn {
                 ),
             );
         }
+        // A lookup by key: alone, or in a gate's combined query (`^ORcorrelation_id=`).
         let by_key = p
             .get("sysparm_query")
-            .is_some_and(|q| q.starts_with("correlation_id="));
+            .is_some_and(|q| q.starts_with("correlation_id=") || q.contains("^ORcorrelation_id="));
         match self.lookup_delay.filter(|_| by_key) {
             Some(d) => t.set_delay(d),
             None => t,
