@@ -810,6 +810,117 @@ async fn a_missing_template_is_named() {
 }
 
 #[tokio::test]
+async fn the_track_record_is_the_last_window_of_closed_changes_newest_first() {
+    // 25 closed changes: the newest 20 hold 2 failures (90%), the 5 older ones all failed.
+    // The key's own change, closed earlier and re-deployed, is not part of its track record.
+    let sn = Instance::start("").await;
+    let today = Utc::now().date_naive();
+    {
+        let mut s = sn.sn();
+        for i in 0..25u64 {
+            let key = format!("{SERVICE_KEY_PREFIX}{:040x}", 0xfeed_0000_u64 + i);
+            let code = if i == 3 || i == 11 || i >= 20 {
+                "unsuccessful"
+            } else {
+                "successful"
+            };
+            let day = today - chrono::Duration::days(1 + i as i64);
+            s.seed_closed(&key, day, "standard", code);
+        }
+    }
+    // (Most of them fall in this sprint and use up its allowance: the decision needs approval.)
+    let out = sn.run(&["gate", "--dry-run", "--format", "json"]);
+    let report = json_of(&out);
+    assert_eq!(
+        rule(&report, "track-record")["reason"],
+        "success rate 90% over last 20 ≥ 90%",
+        "{report}"
+    );
+    assert_eq!(sn.requests(), 2);
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn many_records_under_one_key_leave_the_track_record_to_its_own_query() {
+    // Five open records hold the key (left by some earlier mishap): with them the combined
+    // query's page cannot hold the window, so the track record is read on its own.
+    let sn = Instance::start("").await;
+    let today = Utc::now().date_naive();
+    let key = sn.key();
+    {
+        let mut s = sn.sn();
+        for i in 0..30u64 {
+            let other = format!("{SERVICE_KEY_PREFIX}{:040x}", 0xd00d_0000_u64 + i);
+            let day = today - chrono::Duration::days(20 + i as i64);
+            s.seed_closed(&other, day, "standard", "successful");
+        }
+        for i in 0..5 {
+            let created = format!("2026-01-0{} 10:00:00", i + 1);
+            s.push_change(&[
+                ("correlation_id", key.as_str()),
+                ("state", "-5"),
+                ("approval", "not requested"),
+                ("active", "true"),
+                ("sys_created_on", created.as_str()),
+            ]);
+        }
+    }
+    let out = sn.run(&["gate", "--dry-run", "--format", "json"]);
+    let report = json_of(&out);
+    assert_eq!(
+        rule(&report, "track-record")["reason"],
+        "success rate 100% over last 20 ≥ 90%",
+        "{report}"
+    );
+    assert_eq!(
+        sn.requests(),
+        3,
+        "combined query, last closed changes, stats"
+    );
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
+    // The key's change was closed long ago and 30 deploys came after it: the combined query's
+    // page does not reach it, so the gate creates, finds the old change on its look-again,
+    // removes its own and reports the old one.
+    let sn = Instance::start("").await;
+    let today = Utc::now().date_naive();
+    let key = sn.key();
+    let old = {
+        let mut s = sn.sn();
+        s.seed_closed(
+            &key,
+            today - chrono::Duration::days(60),
+            "standard",
+            "successful",
+        );
+        let old = s.find(&key)[0]["number"].clone();
+        for i in 0..30u64 {
+            let other = format!("{SERVICE_KEY_PREFIX}{:040x}", 0xcafe_0000_u64 + i);
+            s.seed_closed(
+                &other,
+                today - chrono::Duration::days(1 + i as i64),
+                "standard",
+                "successful",
+            );
+        }
+        old
+    };
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let report = json_of(&out);
+    assert_eq!(report["change_id"], old.as_str(), "{report}");
+    assert_eq!(report["state"], "closed");
+    let s = sn.sn();
+    assert_eq!(s.find(&key).len(), 1, "one change holds the key");
+    assert_eq!(s.count("DELETE", "/change_request/"), 1);
+    drop(s);
+    sn.assert_clean();
+}
+
+#[tokio::test]
 async fn the_template_is_looked_up_by_name_once_when_no_recent_change_used_it() {
     let sn = Instance::start("").await;
     {
