@@ -80,6 +80,8 @@ struct Cache {
     recent: Option<Recent>,
     /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
     incidents: HashMap<String, Vec<LinkedIncident>>,
+    /// Younger records found holding a key beside its change, by key.
+    duplicates: HashMap<String, Vec<Raw>>,
 }
 
 /// The backend.
@@ -257,7 +259,7 @@ impl ServiceNow {
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
-        let rows = self.by_key(key, 2).await?;
+        let mut rows = self.by_key(key, 10).await?;
         if rows.len() > 1 {
             tracing::warn!(
                 "two ServiceNow changes hold the key {key}: {} and {}; using the older, {}",
@@ -265,6 +267,8 @@ impl ServiceNow {
                 rows[1].number(),
                 rows[0].number()
             );
+            let younger = rows.split_off(1);
+            self.cache().duplicates.insert(key.to_string(), younger);
         }
         Ok(rows.into_iter().next())
     }
@@ -540,6 +544,12 @@ impl Itsm for ServiceNow {
     ) -> Result<ChangeRecord> {
         // The state first: the instance's own workflow may have moved the change on.
         let raw = self.raw_for(record).await?;
+        // Two records survived two runs at once (see `settle`): the deploy is over, so the
+        // younger ones can go now without pulling a record from under a running gate.
+        let duplicates = self.cache().duplicates.remove(&record.key);
+        for dup in duplicates.unwrap_or_default() {
+            self.discard(&dup, &raw, &record.key).await;
+        }
         if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
             return Ok(self.keep(record, &raw));
         }

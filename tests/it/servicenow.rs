@@ -881,6 +881,49 @@ async fn many_records_under_one_key_leave_the_track_record_to_its_own_query() {
 }
 
 #[tokio::test]
+async fn record_removes_a_duplicate_that_survived_two_runs_at_once() {
+    // Both records of a race survived (the instance committed one create too late for the
+    // other run's look-again): `record` closes the older and removes the younger.
+    let sn = Instance::start("").await;
+    let key = sn.key();
+    let (older, younger) = {
+        let mut s = sn.sn();
+        let fields = |created: &'static str| {
+            vec![
+                ("correlation_id", key.clone()),
+                ("type", "standard".to_string()),
+                ("state", "-1".to_string()),
+                ("active", "true".to_string()),
+                ("work_start", created.to_string()),
+                ("sys_created_on", created.to_string()),
+            ]
+        };
+        let older = fields("2026-11-01 10:00:00");
+        let older: Vec<(&str, &str)> = older.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let older = s.push_change(&older);
+        let younger = fields("2026-11-01 10:00:01");
+        let younger: Vec<(&str, &str)> = younger.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let younger = s.push_change(&younger);
+        (older, younger)
+    };
+    let out = sn.run(&["record", "--outcome", "success", "--format", "json"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        stderr.contains("two ServiceNow changes hold the key"),
+        "{stderr}"
+    );
+    let s = sn.sn();
+    let recs = s.find(&key);
+    assert_eq!(recs.len(), 1, "the younger record is gone");
+    assert_eq!(recs[0]["sys_id"], older);
+    assert_eq!(recs[0]["state"], "3");
+    assert!(s.changes.iter().all(|c| c["sys_id"] != younger));
+    drop(s);
+    sn.assert_clean();
+}
+
+#[tokio::test]
 async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
     // The key's change was closed long ago and 30 deploys came after it: the combined query's
     // page does not reach it, so the gate creates, finds the old change on its look-again,

@@ -305,11 +305,19 @@ impl ServiceNow {
             winner.number(),
             mine.number()
         );
-        let path = format!("{TABLE}/{}", mine.sys_id());
+        self.discard(&mine, &winner, key).await;
+        Ok((winner, false))
+    }
+
+    /// Removes a duplicate record of `key`: deleted, or, when the instance does not allow
+    /// deletes, cancelled with its key cleared and a pointer to `winner`. Best effort: what
+    /// fails is a warning.
+    pub(super) async fn discard(&self, dup: &Raw, winner: &Raw, key: &str) {
+        let path = format!("{TABLE}/{}", dup.sys_id());
         if let Err(e) = self.api.call(Method::DELETE, &path, &[], Body::None).await {
             tracing::info!(
                 "could not delete the duplicate {} ({e:#}); cancelling it instead",
-                mine.number()
+                dup.number()
             );
             let mut f = Map::new();
             f.insert("state".into(), json!(CANCELED.to_string()));
@@ -329,15 +337,20 @@ impl ServiceNow {
                 "close_notes".into(),
                 json!(format!("Duplicate of {}", winner.number())),
             );
-            if let Err(e) = self.patch(&mine, f).await {
+            if let Err(e) = self.patch(dup, f).await {
                 tracing::warn!(
                     "the duplicate {} could not be cancelled either ({e:#}); cancel it by hand",
-                    mine.number()
+                    dup.number()
                 );
             }
+        } else {
+            tracing::info!(
+                "deleted the duplicate {} of {}",
+                dup.number(),
+                winner.number()
+            );
         }
-        self.cache().raws.remove(mine.number());
-        Ok((winner, false))
+        self.cache().raws.remove(dup.number());
     }
 
     /// Brings a record in line with its decision: a change that needs approval is sent for
