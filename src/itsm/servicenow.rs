@@ -228,12 +228,29 @@ impl ServiceNow {
     }
 
     fn read_query(query: String, limit: u32) -> Vec<(&'static str, String)> {
+        Self::list_query(query, READ_FIELDS.to_string(), limit)
+    }
+
+    /// The parameters of a Table API list: query, fields, page size, references as sys_ids.
+    fn list_query(query: String, fields: String, limit: u32) -> Vec<(&'static str, String)> {
         vec![
             ("sysparm_query", query),
-            ("sysparm_fields", READ_FIELDS.to_string()),
+            ("sysparm_fields", fields),
             ("sysparm_limit", limit.to_string()),
             ("sysparm_exclude_reference_link", "true".to_string()),
         ]
+    }
+
+    /// Warns when more than one record holds `key` (`rows` oldest first).
+    fn warn_duplicates(key: &str, rows: &[&Raw]) {
+        if let [first, second, ..] = rows {
+            tracing::warn!(
+                "two ServiceNow changes hold the key {key}: {} and {}; using the older, {}",
+                first.number(),
+                second.number(),
+                first.number()
+            );
+        }
     }
 
     /// Every record holding `key`, oldest first (the oldest is the change).
@@ -260,13 +277,8 @@ impl ServiceNow {
 
     async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
         let mut rows = self.by_key(key, 10).await?;
+        Self::warn_duplicates(key, &rows.iter().collect::<Vec<_>>());
         if rows.len() > 1 {
-            tracing::warn!(
-                "two ServiceNow changes hold the key {key}: {} and {}; using the older, {}",
-                rows[0].number(),
-                rows[1].number(),
-                rows[0].number()
-            );
             let younger = rows.split_off(1);
             self.cache().duplicates.insert(key.to_string(), younger);
         }

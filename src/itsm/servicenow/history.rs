@@ -46,12 +46,11 @@ impl ServiceNow {
             q(prefix),
             q(&codes.join(","))
         );
-        let params = [
-            ("sysparm_query", query),
-            ("sysparm_fields", "correlation_id,close_code".to_string()),
-            ("sysparm_limit", (self.window + 1).to_string()),
-            ("sysparm_exclude_reference_link", "true".to_string()),
-        ];
+        let params = Self::list_query(
+            query,
+            "correlation_id,close_code".to_string(),
+            self.window + 1,
+        );
         let reply = self
             .api
             .call(Method::GET, TABLE, &params, Body::None)
@@ -110,12 +109,7 @@ impl ServiceNow {
         }
         // The key's records (rarely more than one) and one more closed change than the window.
         let limit = self.window as usize + 4;
-        let params = [
-            ("sysparm_query", query),
-            ("sysparm_fields", fields),
-            ("sysparm_limit", limit.to_string()),
-            ("sysparm_exclude_reference_link", "true".to_string()),
-        ];
+        let params = Self::list_query(query, fields, limit as u32);
         let reply = self
             .api
             .call(Method::GET, TABLE, &params, Body::None)
@@ -130,14 +124,7 @@ impl ServiceNow {
         mine.sort_by(|a, b| {
             (a.get("sys_created_on"), a.number()).cmp(&(b.get("sys_created_on"), b.number()))
         });
-        if mine.len() > 1 {
-            tracing::warn!(
-                "two ServiceNow changes hold the key {fitted}: {} and {}; using the older, {}",
-                mine[0].number(),
-                mine[1].number(),
-                mine[0].number()
-            );
-        }
+        Self::warn_duplicates(&fitted, &mine);
         let found = mine.first().map(|r| (*r).clone());
         let not_closed = mine.iter().filter(|r| !closed(r)).count() as u64;
         let others = rows
