@@ -477,6 +477,51 @@ async fn a_duplicate_that_cannot_be_deleted_is_cancelled_and_loses_its_key() {
 }
 
 #[tokio::test]
+async fn requests_go_through_the_proxy_the_environment_names() {
+    // The instance's name does not resolve; the fake stands in as the proxy (a plain-HTTP
+    // proxy gets the absolute URL), so only a client that honours HTTP_PROXY gets through.
+    let sn = Instance::start("").await;
+    sn.seed_history(10, 10);
+    let out = sn
+        .cmd(&["gate", "--dry-run", "--format", "json"])
+        .env(
+            "CHANGEGATE_SERVICENOW_URL",
+            "http://acme.service-now.invalid",
+        )
+        .env("HTTP_PROXY", sn.server.uri())
+        .env("http_proxy", sn.server.uri())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "pre-approved");
+    let s = sn.sn();
+    assert!(!s.log.is_empty());
+    assert!(
+        s.log.iter().all(|l| l.host == "acme.service-now.invalid"),
+        "{:?}",
+        s.log.iter().map(|l| &l.host).collect::<Vec<_>>()
+    );
+    drop(s);
+
+    // NO_PROXY names the instance: no proxy, and the name does not resolve → fail closed.
+    let before = sn.requests();
+    let out = sn
+        .cmd(&["gate", "--dry-run"])
+        .env(
+            "CHANGEGATE_SERVICENOW_URL",
+            "http://acme.service-now.invalid",
+        )
+        .env("HTTP_PROXY", sn.server.uri())
+        .env("http_proxy", sn.server.uri())
+        .env("NO_PROXY", "127.0.0.1,localhost,.service-now.invalid")
+        .env("no_proxy", "127.0.0.1,localhost,.service-now.invalid")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{:?}", text(&out));
+    assert_eq!(sn.requests(), before, "nothing reached the proxy");
+}
+
+#[tokio::test]
 async fn rate_limited_then_served_after_retry_after() {
     let sn = Instance::start("").await;
     let body: Value = serde_json::from_str(

@@ -61,6 +61,8 @@ const APPROVAL_FIELDS: &[&str] = &["sys_id", "sysapproval", "approver", "comment
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub method: String,
+    /// The `Host` header: the instance the client meant (through a proxy, not the fake's).
+    pub host: String,
     pub path: String,
     pub query: String,
     pub at: Instant,
@@ -480,6 +482,12 @@ impl Sn {
     pub fn handle(&mut self, req: &Request) -> ResponseTemplate {
         self.log.push(Logged {
             method: req.method.to_string(),
+            host: req
+                .headers
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
             path: req.url.path().to_string(),
             query: req.url.query().unwrap_or("").to_string(),
             at: Instant::now(),
