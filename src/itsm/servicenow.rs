@@ -242,8 +242,9 @@ impl ServiceNow {
     }
 
     /// Warns when more than one record holds `key` (`rows` oldest first).
-    fn warn_duplicates(key: &str, rows: &[&Raw]) {
+    fn warn_duplicates<R: std::borrow::Borrow<Raw>>(key: &str, rows: &[R]) {
         if let [first, second, ..] = rows {
+            let (first, second) = (first.borrow(), second.borrow());
             tracing::warn!(
                 "two ServiceNow changes hold the key {key}: {} and {}; using the older, {}",
                 first.number(),
@@ -277,7 +278,7 @@ impl ServiceNow {
 
     async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
         let mut rows = self.by_key(key, 10).await?;
-        Self::warn_duplicates(key, &rows.iter().collect::<Vec<_>>());
+        Self::warn_duplicates(key, &rows);
         if rows.len() > 1 {
             let younger = rows.split_off(1);
             self.cache().duplicates.insert(key.to_string(), younger);
@@ -432,7 +433,7 @@ impl Itsm for ServiceNow {
 
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
         let id = id.trim();
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if is_sys_id(id) {
             let raw = Raw(HashMap::from([(
                 "sys_id".to_string(),
                 id.to_ascii_lowercase(),

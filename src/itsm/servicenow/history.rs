@@ -108,8 +108,8 @@ impl ServiceNow {
             }
         }
         // The key's records (rarely more than one) and one more closed change than the window.
-        let limit = self.window as usize + 4;
-        let params = Self::list_query(query, fields, limit as u32);
+        let limit = self.window + 4;
+        let params = Self::list_query(query, fields, limit);
         let reply = self
             .api
             .call(Method::GET, TABLE, &params, Body::None)
@@ -131,7 +131,7 @@ impl ServiceNow {
             .iter()
             .filter(|r| closed(r) && r.get("correlation_id") != fitted)
             .count();
-        let complete = rows.len() < limit || others >= self.window as usize;
+        let complete = rows.len() < limit as usize || others >= self.window as usize;
         if let Some(name) = by_name {
             self.learn_template(&rows, name);
         }

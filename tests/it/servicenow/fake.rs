@@ -307,6 +307,37 @@ fn b64(input: &[u8]) -> String {
     out
 }
 
+/// `sysparm_limit` (default 10,000) and `sysparm_offset` of a list request.
+fn paging(p: &HashMap<String, String>) -> (usize, usize) {
+    let get = |k: &str, default| p.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    (get("sysparm_limit", 10_000), get("sysparm_offset", 0))
+}
+
+/// A Table API list answer: the page, `X-Total-Count`, and a `Link` to the next page when
+/// there is one.
+fn list_reply(
+    req: &Request,
+    page: Vec<Value>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+) -> ResponseTemplate {
+    let t = ResponseTemplate::new(200)
+        .set_body_json(json!({ "result": page }))
+        .insert_header("X-Total-Count", total.to_string());
+    if offset + limit >= total {
+        return t;
+    }
+    t.insert_header(
+        "Link",
+        format!(
+            "<{}?sysparm_offset={}&sysparm_limit={limit}>;rel=\"next\"",
+            req.url.path(),
+            offset + limit
+        ),
+    )
+}
+
 pub fn basic_header(user: &str, password: &str) -> String {
     format!("Basic {}", b64(format!("{user}:{password}").as_bytes()))
 }
@@ -648,14 +679,7 @@ impl Sn {
             FIELDS,
             &mut self.anomalies,
         );
-        let limit: usize = p
-            .get("sysparm_limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(10_000);
-        let offset: usize = p
-            .get("sysparm_offset")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
+        let (limit, offset) = paging(&p);
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
         let matched: Vec<Rec> = select(&self.changes, &q).into_iter().cloned().collect();
         let total = matched.len();
@@ -665,19 +689,7 @@ impl Sn {
             .take(limit)
             .map(|r| self.project(r, p.get("sysparm_fields").map(String::as_str), exclude))
             .collect::<Vec<_>>();
-        let mut t = ResponseTemplate::new(200)
-            .set_body_json(json!({ "result": page }))
-            .insert_header("X-Total-Count", total.to_string());
-        if offset + limit < total {
-            t = t.insert_header(
-                "Link",
-                format!(
-                    "<{}?sysparm_offset={}&sysparm_limit={limit}>;rel=\"next\"",
-                    req.url.path(),
-                    offset + limit
-                ),
-            );
-        }
+        let t = list_reply(req, page, total, limit, offset);
         // A lookup by key: alone, or in a gate's combined query (`^ORcorrelation_id=`).
         let by_key = p
             .get("sysparm_query")
@@ -886,14 +898,7 @@ impl Sn {
             INCIDENT_FIELDS,
             &mut self.anomalies,
         );
-        let limit: usize = p
-            .get("sysparm_limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(10_000);
-        let offset: usize = p
-            .get("sysparm_offset")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
+        let (limit, offset) = paging(&p);
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
         let fields = p.get("sysparm_fields").cloned();
         if let Some(f) = &fields {
@@ -927,9 +932,7 @@ impl Sn {
                 Value::Object(out)
             })
             .collect();
-        ResponseTemplate::new(200)
-            .set_body_json(json!({ "result": page }))
-            .insert_header("X-Total-Count", total.to_string())
+        list_reply(req, page, total, limit, offset)
     }
 
     fn approvals_list(&mut self, req: &Request) -> ResponseTemplate {
@@ -940,20 +943,15 @@ impl Sn {
             &mut self.anomalies,
         );
         let display = p.get("sysparm_display_value").map(String::as_str) == Some("true");
-        let limit: usize = p
-            .get("sysparm_limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(10_000);
+        let (limit, _) = paging(&p);
         let rows: Vec<Value> = select(&self.approvals, &q)
             .into_iter()
             .take(limit)
             .map(|a| {
+                // Journal fields read back empty without display values.
                 let comments = if display && !a["comments"].is_empty() {
                     format!("{} - Jane Approver (Comments)\n{}", a["sys_updated_on"], a["comments"])
-                } else if display {
-                    String::new()
                 } else {
-                    // Journal fields read back empty without display values.
                     String::new()
                 };
                 let approver = if display { a["approver"].clone() } else { "a8f98bb0eb32010045e1a5115206fe3a".into() };
