@@ -335,3 +335,19 @@ fn github_wins_detection_only_when_github_actions_is_true() {
     let d = pipeline::detect(&v, Path::new("/x"), Some(" abc123 ")).unwrap();
     assert_eq!(d.commit_sha, "abc123");
 }
+
+#[test]
+fn line_counts_saturate() {
+    let text = std::fs::read_to_string(example("pull_request/opened.payload.json")).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["pull_request"]["additions"] = serde_json::json!(u64::MAX);
+    event["pull_request"]["deletions"] = serde_json::json!(1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("event.json");
+    std::fs::write(&path, event.to_string()).unwrap();
+    let mut run = pr_run("pull_request/opened.payload.json");
+    run.insert("GITHUB_EVENT_PATH".into(), path.display().to_string());
+    let d = detect(&run).unwrap();
+    // Wrapping would make this 0 lines: small enough to pre-approve.
+    assert_eq!(d.lines_changed, Some(u64::MAX));
+}
