@@ -689,6 +689,19 @@ customfield_10100 = { value = "Low" }
     }
 
     #[test]
+    fn risk_when_unknown_is_fail_unless_set_to_pass() {
+        use crate::domain::policy::WhenUnknown;
+        assert_eq!(parse("").unwrap().risk.when_unknown, WhenUnknown::Fail);
+        let c = parse("[risk]\nwhen_unknown = \"pass\"\n").unwrap();
+        assert_eq!(c.risk.when_unknown, WhenUnknown::Pass);
+        let err = parse("[risk]\nwhen_unknown = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("maybe"), "{err}");
+        assert!(json_schema().to_string().contains("when_unknown"));
+    }
+
+    #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
         for key in [

@@ -36,13 +36,15 @@ pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<Chan
     } else {
         None
     };
-    Ok(detected.into_facts(
+    let mut facts = detected.into_facts(
         &service,
         &ctx.settings.environment,
         previous.as_deref(),
         args.tests_passed,
         &ctx.workdir,
-    ))
+    );
+    pipeline::fill_from_platform(&ctx.settings, &mut facts).await;
+    Ok(facts)
 }
 
 /// The facts without the commit range since the last recorded change: for commands that

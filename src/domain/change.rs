@@ -201,6 +201,10 @@ pub struct ChangeFacts {
     pub commits: Vec<Commit>,
     pub lines_changed: Option<u64>,
     pub paths: Vec<String>,
+    /// The touched paths could not all be established (a shallow checkout without platform
+    /// data, a listing cut short): `paths` holds those that are known, possibly none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paths_unknown: bool,
     pub work_items: Vec<String>,
     pub run_url: Option<String>,
     pub repository_url: Option<String>,
