@@ -187,6 +187,25 @@ pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>) {
     (lines, paths)
 }
 
+/// The full SHA of the commit an abbreviated hex SHA names in this checkout; `None` when it
+/// names none, or more than one.
+pub fn resolve_commit(workdir: &Path, abbreviated: &str) -> Option<String> {
+    if abbreviated.is_empty() || !abbreviated.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    git(
+        workdir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{abbreviated}^{{commit}}"),
+        ],
+    )
+    .map(|s| s.trim().to_string())
+    .filter(|s| s.len() == 40 || s.len() == 64)
+}
+
 /// A file as it is in another revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileAtRev {

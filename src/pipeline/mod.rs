@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
 use crate::env;
@@ -72,8 +72,8 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
     } else {
         git::detect(workdir)?
     };
-    if let Some(sha) = commit.map(str::trim).filter(|s| !s.is_empty()) {
-        detected.commit_sha = sha.to_string();
+    if let Some(given) = commit {
+        detected.commit_sha = commit_flag(given, workdir)?;
     }
     if detected.commit_sha.is_empty() {
         bail!("no commit to gate: not in CI and not in a git checkout; pass --commit SHA");
@@ -84,6 +84,31 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
         pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
     }
     Ok(detected)
+}
+
+/// The full SHA `--commit` names: hex, 7 to 40 characters (64 in a SHA-256 repository).
+/// A full SHA stands as given (the commit may be absent from a shallow checkout); an
+/// abbreviated one is resolved through the checkout. Anything else is an error naming the
+/// flag: the SHA becomes part of the correlation key and of the record.
+pub fn commit_flag(given: &str, workdir: &Path) -> Result<String> {
+    let sha = given.trim().to_ascii_lowercase();
+    if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "--commit {given:?} is not a commit SHA: it must be 7 to 40 hex digits (64 in a \
+             SHA-256 repository)"
+        );
+    }
+    if sha.len() == 40 || sha.len() == 64 {
+        return Ok(sha);
+    }
+    if sha.len() > 40 {
+        bail!("--commit {given:?} is not a commit SHA: a full SHA has 40 or 64 hex digits");
+    }
+    git::resolve_commit(workdir, &sha).ok_or_else(|| {
+        anyhow!(
+            "--commit {given:?} does not name exactly one commit of this checkout; pass the full SHA"
+        )
+    })
 }
 
 /// The default service name: the repository's last path segment.
