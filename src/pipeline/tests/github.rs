@@ -332,8 +332,14 @@ fn github_wins_detection_only_when_github_actions_is_true() {
         Platform::Gitlab
     );
     // --commit overrides what the platform says.
-    let d = pipeline::detect(&v, Path::new("/x"), Some(" abc123 ")).unwrap();
-    assert_eq!(d.commit_sha, "abc123");
+    let full = "ABC123".repeat(7)[..40].to_string();
+    let d = pipeline::detect(&v, Path::new("/x"), Some(&format!(" {full} "))).unwrap();
+    assert_eq!(d.commit_sha, full.to_ascii_lowercase());
+    // Not a SHA, or an abbreviation with no checkout to resolve it in: refused.
+    for bad in ["abc123", "abc1234", "-x", "a:b", ""] {
+        let err = pipeline::detect(&v, Path::new("/x"), Some(bad)).unwrap_err();
+        assert!(err.to_string().contains("--commit"), "{bad:?}: {err}");
+    }
 }
 
 #[test]
