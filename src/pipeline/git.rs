@@ -80,6 +80,23 @@ pub struct RangeStats {
     pub bodies: Vec<String>,
 }
 
+/// Whether `head` has a parent the checkout does not have (a shallow clone's boundary).
+fn is_shallow_boundary(workdir: &Path, head: &str) -> bool {
+    let has_parent = git(workdir, &["cat-file", "-p", head])
+        .is_some_and(|object| object.lines().any(|l| l.starts_with("parent ")));
+    has_parent
+        && git(
+            workdir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{head}^1^{{commit}}"),
+            ],
+        )
+        .is_none()
+}
+
 /// `None` when git or the objects are missing (e.g. a shallow clone).
 pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<RangeStats> {
     let is_sha = |s: &str| {
@@ -89,6 +106,11 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
         return None;
     }
     let base = base.filter(|b| is_sha(b));
+    if base.is_none() && is_shallow_boundary(workdir, head) {
+        // A shallow clone cut history at this commit: git would diff it against nothing
+        // and count every file of the tree. Its facts are unknown, not that large.
+        return None;
+    }
     let range = base.map(|b| format!("{b}..{head}"));
     let max = format!("--max-count={MAX_COMMITS}");
     // One record per commit (ended by 0x1e), fields split by 0x1f; the body, which may span

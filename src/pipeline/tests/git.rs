@@ -289,3 +289,24 @@ fn numstat_records_renames_binaries_and_saturating_counts() {
     assert_eq!(lines, u64::MAX, "saturates instead of wrapping");
     assert_eq!(parse_numstat_z(""), (0, Vec::new()));
 }
+
+#[test]
+fn a_shallow_clone_has_no_facts_for_its_boundary_commit() {
+    let (repo, _, head) = repo_with_history();
+    let clone = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let out = Command::new("git")
+        .args(["clone", "-q", "--depth", "1", &url])
+        .arg(clone.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not every file of the tree as if the commit had created them: unknown.
+    assert_eq!(range_stats(clone.path(), None, &head), None);
+    // The full checkout still knows the commit's own change.
+    assert_eq!(range_stats(repo.path(), None, &head).unwrap().lines, 1);
+}
