@@ -420,6 +420,16 @@ impl ConfigFile {
                 message: format!("{line}`{key}` {what}"),
             })
         };
+        for (key, value) in [
+            ("service", &self.service),
+            ("environment", &self.environment),
+        ] {
+            if let Some(name) = value
+                && let Err(why) = crate::domain::change::check_name(name)
+            {
+                return fail(key, format!("{name:?} is not a usable name: {why}"));
+            }
+        }
         let rate = self.policy.min_success_rate;
         if !(0.0..=1.0).contains(&rate) {
             return fail(
@@ -686,6 +696,33 @@ customfield_10100 = { value = "Low" }
         );
         let ok = parse("[servicenow.fields]\ncategory = \"Software\"\n").unwrap();
         assert_eq!(ok.servicenow.close_code_success, "successful");
+    }
+
+    #[test]
+    fn service_and_environment_names_are_checked() {
+        let err = parse("mode = \"enforce\"\nservice = \"a:b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("`service`"), "{err}");
+        let err = parse("environment = \"\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1") && err.contains("`environment`"),
+            "{err}"
+        );
+        assert!(parse("service = \"billing\"\nenvironment = \"eu/prod\"\n").is_ok());
+    }
+
+    #[test]
+    fn risk_when_unknown_is_fail_unless_set_to_pass() {
+        use crate::domain::policy::WhenUnknown;
+        assert_eq!(parse("").unwrap().risk.when_unknown, WhenUnknown::Fail);
+        let c = parse("[risk]\nwhen_unknown = \"pass\"\n").unwrap();
+        assert_eq!(c.risk.when_unknown, WhenUnknown::Pass);
+        let err = parse("[risk]\nwhen_unknown = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("maybe"), "{err}");
+        assert!(json_schema().to_string().contains("when_unknown"));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
+use crate::domain::change::check_name;
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
 use crate::pipeline::default_config::Governing;
@@ -167,18 +168,29 @@ impl Settings {
     ) -> Result<Settings> {
         let (config_path, file) = load_config(args.config.as_deref(), workdir, governing)?;
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
-        let environment = args
-            .environment
-            .clone()
-            .or_else(|| env::var(env::CI_ENVIRONMENT_NAME))
-            .or_else(|| file.environment.clone())
-            .unwrap_or_else(|| "production".to_string());
-        if environment.contains(':') || environment.trim().is_empty() {
-            bail!(
-                "invalid environment name {environment:?}: it must be non-empty and contain no ':'"
-            );
-        }
+        let (environment, environment_from) = match (
+            args.environment.clone(),
+            env::var(env::CI_ENVIRONMENT_NAME),
+            file.environment.clone(),
+        ) {
+            (Some(e), _, _) => (e, format!("--environment ({})", env::ENVIRONMENT)),
+            (None, Some(e), _) => (e, env::CI_ENVIRONMENT_NAME.to_string()),
+            (None, None, Some(e)) => (e, "the config's `environment`".to_string()),
+            (None, None, None) => ("production".to_string(), String::new()),
+        };
+        check_name(&environment).map_err(|why| {
+            anyhow!("invalid environment name {environment:?} from {environment_from}: {why}")
+        })?;
         let service = args.service.clone().or_else(|| file.service.clone());
+        if let Some(name) = &service {
+            let from = if args.service.is_some() {
+                format!("--service ({})", env::SERVICE)
+            } else {
+                "the config's `service`".to_string()
+            };
+            check_name(name)
+                .map_err(|why| anyhow!("invalid service name {name:?} from {from}: {why}"))?;
+        }
         let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
         let ledger_path = args
             .ledger

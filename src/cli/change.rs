@@ -1,8 +1,9 @@
 //! What the change-centred commands share: which change, its facts, and how results go out.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use super::{Ctx, Exit};
+use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
 use crate::itsm::Itsm;
@@ -25,10 +26,7 @@ pub struct ChangeArgs {
 /// runs from the last recorded change of the same service and environment.
 pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
-    let service =
-        ctx.settings.service.clone().unwrap_or_else(|| {
-            pipeline::default_service(detected.repository.as_deref(), &ctx.workdir)
-        });
+    let service = service_name(ctx, &detected)?;
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
     let previous = if detected.range.is_none() {
         let key = CorrelationKey::new(&service_id, &ctx.settings.environment, &detected.commit_sha);
@@ -36,23 +34,39 @@ pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<Chan
     } else {
         None
     };
-    Ok(detected.into_facts(
+    let mut facts = detected.into_facts(
         &service,
         &ctx.settings.environment,
         previous.as_deref(),
         args.tests_passed,
         &ctx.workdir,
-    ))
+    );
+    pipeline::fill_from_platform(&ctx.settings, &mut facts).await;
+    Ok(facts)
+}
+
+/// The service: as settings name it (checked there), else the repository's name, which is
+/// checked here as it goes into the correlation key too.
+fn service_name(ctx: &Ctx, detected: &pipeline::Detected) -> Result<String> {
+    if let Some(service) = &ctx.settings.service {
+        return Ok(service.clone());
+    }
+    let service = pipeline::default_service(detected.repository.as_deref(), &ctx.workdir);
+    check_name(&service).map_err(|why| {
+        anyhow!(
+            "the service name {service:?}, taken from the repository or directory name, is not \
+             usable: {why}; name the service with --service ({})",
+            env::SERVICE
+        )
+    })?;
+    Ok(service)
 }
 
 /// The facts without the commit range since the last recorded change: for commands that
 /// only need to find the change (`record`, `status`), this spares the backend a lookup.
 pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
-    let service =
-        ctx.settings.service.clone().unwrap_or_else(|| {
-            pipeline::default_service(detected.repository.as_deref(), &ctx.workdir)
-        });
+    let service = service_name(ctx, &detected)?;
     Ok(detected.into_facts(
         &service,
         &ctx.settings.environment,

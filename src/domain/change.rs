@@ -104,6 +104,37 @@ pub enum Platform {
     Local,
 }
 
+/// The longest service or environment name accepted.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Checks a service or environment name, which becomes part of the correlation key
+/// (`changegate:<service>:<environment>:<sha>`) and of every record: not empty, no `:` (the
+/// key's separator), letters, digits, spaces and `-_./@+()` only, no space at either end,
+/// at most [`MAX_NAME_LEN`] characters. The error says what is wrong.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("it must not be empty".into());
+    }
+    if name.contains(':') {
+        return Err("it must not contain ':' (the correlation key's separator)".into());
+    }
+    if name.trim() != name {
+        return Err("it must not begin or end with a space".into());
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(format!("it must be at most {MAX_NAME_LEN} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || " -_./@+()".contains(*c)))
+    {
+        return Err(format!(
+            "{c:?} is not allowed (letters, digits, spaces and -_./@+() are)"
+        ));
+    }
+    Ok(())
+}
+
 /// What makes a change unique: service identity + environment + full commit SHA.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CorrelationKey {
@@ -201,6 +232,10 @@ pub struct ChangeFacts {
     pub commits: Vec<Commit>,
     pub lines_changed: Option<u64>,
     pub paths: Vec<String>,
+    /// The touched paths could not all be established (a shallow checkout without platform
+    /// data, a listing cut short): `paths` holds those that are known, possibly none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paths_unknown: bool,
     pub work_items: Vec<String>,
     pub run_url: Option<String>,
     pub repository_url: Option<String>,
@@ -264,6 +299,33 @@ mod tests {
         assert_eq!(Outcome::from_word("cancelled"), Some(Outcome::Cancelled));
         assert_eq!(Outcome::from_word("canceled"), Some(Outcome::Cancelled));
         assert_eq!(Outcome::from_word("skipped"), None);
+    }
+
+    #[test]
+    fn names_in_the_key_are_checked() {
+        for good in [
+            "payments-api",
+            "production",
+            "review/fee-42",
+            "EU West (1)",
+            "é_svc.v2",
+        ] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "a:b",
+            " lead",
+            "trail ",
+            "tab\there",
+            "semi;colon",
+            "$(x)",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
     }
 
     #[test]

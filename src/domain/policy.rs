@@ -51,6 +51,19 @@ impl Default for PolicyParams {
     }
 }
 
+/// What a risk rule does when its facts cannot be established.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenUnknown {
+    /// The rule fails with the reason: the change goes to approval.
+    #[default]
+    Fail,
+    /// The rule passes, saying the fact is unknown.
+    Pass,
+}
+
 /// `[risk]`: what makes a change too risky to pre-approve.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +72,25 @@ pub struct RiskLimits {
     pub max_lines_changed: Option<u64>,
     /// Glob patterns (e.g. `migrations/**`); touching any needs approval.
     pub sensitive_paths: Vec<String>,
+    /// `fail` (default): a risk rule whose facts are unknown (a shallow checkout and no
+    /// platform data) fails, sending the change to approval; `pass` lets it pass.
+    pub when_unknown: WhenUnknown,
+}
+
+/// Why a risk fact is unknown, and what would make it known.
+pub const UNKNOWN_FACTS: &str = "unknown: the checkout has no commit range — fetch-depth: 0, \
+                                 or a token that can read the PR's files";
+
+/// The rule for a fact that could not be established.
+fn unknown_rule(code: &str, what: &str, when: WhenUnknown) -> Rule {
+    match when {
+        WhenUnknown::Fail => Rule::new(code, false, format!("{what} {UNKNOWN_FACTS}")),
+        WhenUnknown::Pass => Rule::new(
+            code,
+            true,
+            format!("{what} unknown (no commit range; [risk] when_unknown = \"pass\")"),
+        ),
+    }
 }
 
 /// `[evidence]`: what must be shown before pre-approval.
@@ -162,11 +194,7 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
                 format!("{n} lines changed > {max}"),
             ),
             Some(n) => Rule::new(codes::RISK_SIZE, true, format!("{n} lines changed ≤ {max}")),
-            None => Rule::new(
-                codes::RISK_SIZE,
-                true,
-                "lines changed unknown (no commit range)",
-            ),
+            None => unknown_rule(codes::RISK_SIZE, "lines changed", risk.when_unknown),
         });
     }
     if !risk.sensitive_paths.is_empty() {
@@ -197,6 +225,8 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
                 false,
                 format!("invalid sensitive path pattern: {}", bad.join(", ")),
             )
+        } else if hits.is_empty() && facts.paths_unknown {
+            unknown_rule(codes::RISK_PATHS, "touched paths", risk.when_unknown)
         } else if hits.is_empty() {
             Rule::new(
                 codes::RISK_PATHS,

@@ -460,6 +460,7 @@ mod tests {
             commits: Vec::new(),
             lines_changed: Some(lines),
             paths: Vec::new(),
+            paths_unknown: false,
             work_items: Vec::new(),
             run_url: None,
             repository_url: None,
@@ -528,6 +529,7 @@ mod tests {
                     risk: RiskLimits {
                         max_lines_changed: Some(50),
                         sensitive_paths: Vec::new(),
+                        ..RiskLimits::default()
                     },
                     ..Policy::default()
                 },

@@ -10,6 +10,7 @@ use super::github_api::{Api, ApiError};
 use super::{Annotation, Done, github_app};
 use crate::domain::ChangeFacts;
 use crate::http::HttpClient;
+use crate::pipeline::PlatformFiles;
 use crate::settings::Settings;
 
 /// How the token's own comments are recognised, so that a comment someone else wrote with
@@ -117,6 +118,88 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
         problems.push(problem);
     }
     Done::Annotated { problems }
+}
+
+/// One file of a pull request or a comparison.
+#[derive(Deserialize)]
+struct ChangedFile {
+    filename: String,
+    previous_filename: Option<String>,
+    #[serde(default)]
+    additions: u64,
+    #[serde(default)]
+    deletions: u64,
+}
+
+#[derive(Deserialize)]
+struct Comparison {
+    #[serde(default)]
+    files: Vec<ChangedFile>,
+}
+
+/// GitHub lists at most this many files of a pull request...
+const MAX_PULL_FILES: usize = 3000;
+/// ...and of a comparison; a listing this long may have been cut short.
+const MAX_COMPARE_FILES: usize = 300;
+
+/// The files and line counts of the change as GitHub knows them: the pull request's files,
+/// else the comparison of its commit range. `Ok(None)`: nothing to ask with (no token, no
+/// repository, neither a pull request nor a range).
+pub(crate) async fn change_files(
+    settings: &Settings,
+    facts: &ChangeFacts,
+) -> Result<Option<PlatformFiles>, String> {
+    let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
+        return Ok(None);
+    };
+    if settings.github_app.is_none() && settings.github_token.is_none() {
+        return Ok(None);
+    }
+    let (path, cap) = match (&facts.pull_request, &facts.range) {
+        (Some(pr), _) => (
+            format!(
+                "/repos/{}/{}/pulls/{}/files?per_page=100",
+                enc(owner),
+                enc(repo),
+                pr.number
+            ),
+            MAX_PULL_FILES,
+        ),
+        (None, Some((base, head))) => (
+            format!(
+                "/repos/{}/{}/compare/{}...{}",
+                enc(owner),
+                enc(repo),
+                enc(base),
+                enc(head)
+            ),
+            MAX_COMPARE_FILES,
+        ),
+        (None, None) => return Ok(None),
+    };
+    let gh = GitHub::connect(settings, owner, repo).await?;
+    let files: Vec<ChangedFile> = if facts.pull_request.is_some() {
+        gh.api.all(&path).await
+    } else {
+        gh.api
+            .json::<Comparison>(Method::GET, &path, None)
+            .await
+            .map(|c| c.files)
+    }
+    .map_err(|e| format!("{e}{}", hint(&e, "contents: read, pull-requests: read")))?;
+    let complete = files.len() < cap;
+    let mut lines = 0u64;
+    let mut paths = Vec::new();
+    for f in files {
+        lines = lines.saturating_add(f.additions.saturating_add(f.deletions));
+        paths.extend(f.previous_filename);
+        paths.push(f.filename);
+    }
+    Ok(Some(PlatformFiles {
+        paths,
+        lines: complete.then_some(lines),
+        complete,
+    }))
 }
 
 /// A hint on the permission a refused call needs.

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{Annotation, Done, api_message};
 use crate::domain::ChangeFacts;
 use crate::http::{HttpClient, HttpError};
+use crate::pipeline::PlatformFiles;
 use crate::settings::Settings;
 
 /// The most pages read from one listing (100 items each).
@@ -131,6 +132,105 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
         ));
     }
     Done::Annotated { problems }
+}
+
+/// One file of a merge request's diffs or of a comparison.
+#[derive(Deserialize)]
+struct FileDiff {
+    #[serde(default)]
+    old_path: String,
+    #[serde(default)]
+    new_path: String,
+    #[serde(default)]
+    diff: String,
+    #[serde(default)]
+    too_large: bool,
+    #[serde(default)]
+    collapsed: bool,
+}
+
+#[derive(Deserialize)]
+struct Comparison {
+    #[serde(default)]
+    diffs: Vec<FileDiff>,
+    #[serde(default)]
+    compare_timeout: bool,
+}
+
+/// Lines added and removed in one file's unified diff (GitLab's `diff` has no `---`/`+++`
+/// header: every `+`/`-` line is content). Saturates.
+pub(crate) fn diff_lines(diff: &str) -> u64 {
+    diff.lines()
+        .filter(|l| l.starts_with('+') || l.starts_with('-'))
+        .fold(0u64, |n, _| n.saturating_add(1))
+}
+
+/// The files and line counts of the change as GitLab knows them: the merge request's diffs,
+/// else the comparison of its commit range (GitLab gives no counts: they are counted from
+/// the diff text). `Ok(None)`: nothing to ask with.
+pub(crate) async fn change_files(
+    settings: &Settings,
+    facts: &ChangeFacts,
+) -> Result<Option<PlatformFiles>, String> {
+    let (Some(token), Some(api), Some(project)) = (
+        settings.gitlab_token.clone(),
+        settings.gitlab_api_url.clone(),
+        facts.repository.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    let gl = GitLab {
+        http: HttpClient::new("GitLab").map_err(|e| e.to_string())?,
+        api,
+        token,
+        project: enc(project),
+        me: None,
+    };
+    let (diffs, mut complete) = match (&facts.pull_request, &facts.range) {
+        (Some(mr), _) => {
+            let path = format!("{}/merge_requests/{}/diffs", gl.project_path(), mr.number);
+            let diffs: Vec<FileDiff> = gl.all(&path).await.map_err(|e| describe(&e))?;
+            let complete = diffs.len() < MAX_PAGES as usize * 100;
+            (diffs, complete)
+        }
+        (None, Some((base, head))) => {
+            let path = format!(
+                "{}/repository/compare?from={}&to={}&straight=true",
+                gl.project_path(),
+                enc(base),
+                enc(head)
+            );
+            let c: Comparison = gl
+                .json(Method::GET, &path, None)
+                .await
+                .map_err(|e| describe(&e))?;
+            (c.diffs, !c.compare_timeout)
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut lines = 0u64;
+    let mut counted = complete;
+    let mut paths = Vec::new();
+    for d in diffs {
+        // An empty diff may be one GitLab left out for its size: its lines are not known.
+        if d.diff.is_empty() || d.too_large || d.collapsed {
+            counted = false;
+        }
+        lines = lines.saturating_add(diff_lines(&d.diff));
+        if !d.old_path.is_empty() && d.old_path != d.new_path {
+            paths.push(d.old_path);
+        }
+        if d.new_path.is_empty() {
+            complete = false;
+        } else {
+            paths.push(d.new_path);
+        }
+    }
+    Ok(Some(PlatformFiles {
+        paths,
+        lines: counted.then_some(lines),
+        complete,
+    }))
 }
 
 impl GitLab {

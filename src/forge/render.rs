@@ -301,6 +301,7 @@ mod tests {
             commits: Vec::new(),
             lines_changed: Some(42),
             paths: Vec::new(),
+            paths_unknown: false,
             work_items: Vec::new(),
             run_url: Some("https://github.com/acme/payments-api/actions/runs/7".into()),
             repository_url: None,

@@ -80,6 +80,23 @@ pub struct RangeStats {
     pub bodies: Vec<String>,
 }
 
+/// Whether `head` has a parent the checkout does not have (a shallow clone's boundary).
+fn is_shallow_boundary(workdir: &Path, head: &str) -> bool {
+    let has_parent = git(workdir, &["cat-file", "-p", head])
+        .is_some_and(|object| object.lines().any(|l| l.starts_with("parent ")));
+    has_parent
+        && git(
+            workdir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{head}^1^{{commit}}"),
+            ],
+        )
+        .is_none()
+}
+
 /// `None` when git or the objects are missing (e.g. a shallow clone).
 pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<RangeStats> {
     let is_sha = |s: &str| {
@@ -89,6 +106,11 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
         return None;
     }
     let base = base.filter(|b| is_sha(b));
+    if base.is_none() && is_shallow_boundary(workdir, head) {
+        // A shallow clone cut history at this commit: git would diff it against nothing
+        // and count every file of the tree. Its facts are unknown, not that large.
+        return None;
+    }
     let range = base.map(|b| format!("{b}..{head}"));
     let max = format!("--max-count={MAX_COMMITS}");
     // One record per commit (ended by 0x1e), fields split by 0x1f; the body, which may span
@@ -124,15 +146,18 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
             })
         })
         .collect();
+    // `-z`: paths come verbatim, NUL-ended, never quoted or octal-escaped by git (a quoted
+    // name would not match a sensitive-path pattern).
     let numstat = match base {
         Some(b) => git(
             workdir,
-            &["diff", "--numstat", "--no-renames", b, head, "--"],
+            &["diff", "-z", "--numstat", "--no-renames", b, head, "--"],
         )?,
         None => git(
             workdir,
             &[
                 "diff-tree",
+                "-z",
                 "--root",
                 "-r",
                 "--numstat",
@@ -143,29 +168,64 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
             ],
         )?,
     };
-    let mut lines = 0u64;
-    let mut paths = Vec::new();
-    for line in numstat.lines() {
-        let mut parts = line.splitn(3, '\t');
-        let added = parts
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        let removed = parts
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        if let Some(path) = parts.next() {
-            lines += added + removed;
-            paths.push(path.to_string());
-        }
-    }
+    let (lines, paths) = parse_numstat_z(&numstat);
     Some(RangeStats {
         commits,
         lines,
         paths,
         bodies,
     })
+}
+
+/// Lines changed and paths touched from `git diff -z --numstat`: records of
+/// `adds\tdels\tpath\0`, or `adds\tdels\t\0old\0new\0` for a rename or copy (both
+/// paths are touched). A binary file shows `-` counts: it is a touched path that adds no
+/// lines (git cannot count them; GitHub's API reports 0 for them too). Counts saturate.
+pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>) {
+    let mut lines = 0u64;
+    let mut paths = Vec::new();
+    let mut fields = out.split('\0');
+    while let Some(record) = fields.next() {
+        if record.is_empty() {
+            continue;
+        }
+        let mut parts = record.splitn(3, '\t');
+        let (Some(added), Some(removed), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let count = |n: &str| n.trim().parse::<u64>().unwrap_or(0);
+        lines = lines
+            .saturating_add(count(added))
+            .saturating_add(count(removed));
+        if path.is_empty() {
+            // A rename: the old and the new path follow as two fields of their own.
+            paths.extend(fields.next().filter(|p| !p.is_empty()).map(str::to_string));
+            paths.extend(fields.next().filter(|p| !p.is_empty()).map(str::to_string));
+        } else {
+            paths.push(path.to_string());
+        }
+    }
+    (lines, paths)
+}
+
+/// The full SHA of the commit an abbreviated hex SHA names in this checkout; `None` when it
+/// names none, or more than one.
+pub fn resolve_commit(workdir: &Path, abbreviated: &str) -> Option<String> {
+    if abbreviated.is_empty() || !abbreviated.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    git(
+        workdir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{abbreviated}^{{commit}}"),
+        ],
+    )
+    .map(|s| s.trim().to_string())
+    .filter(|s| s.len() == 40 || s.len() == 64)
 }
 
 /// A file as it is in another revision.

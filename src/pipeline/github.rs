@@ -117,7 +117,12 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             texts.push(body);
         }
         if pr.additions.is_some() || pr.deletions.is_some() {
-            lines_changed = Some(pr.additions.unwrap_or(0) + pr.deletions.unwrap_or(0));
+            // Counts come from outside: a huge value must not wrap round to a small one.
+            lines_changed = Some(
+                pr.additions
+                    .unwrap_or(0)
+                    .saturating_add(pr.deletions.unwrap_or(0)),
+            );
         }
         let head_sha = pr.head.as_ref().and_then(|h| h.sha.clone());
         pr_range = pr

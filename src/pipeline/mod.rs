@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
 use crate::env;
+use crate::settings::Settings;
 
 pub mod default_config;
 pub mod git;
@@ -71,8 +72,8 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
     } else {
         git::detect(workdir)?
     };
-    if let Some(sha) = commit.map(str::trim).filter(|s| !s.is_empty()) {
-        detected.commit_sha = sha.to_string();
+    if let Some(given) = commit {
+        detected.commit_sha = commit_flag(given, workdir)?;
     }
     if detected.commit_sha.is_empty() {
         bail!("no commit to gate: not in CI and not in a git checkout; pass --commit SHA");
@@ -83,6 +84,31 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
         pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
     }
     Ok(detected)
+}
+
+/// The full SHA `--commit` names: hex, 7 to 40 characters (64 in a SHA-256 repository).
+/// A full SHA stands as given (the commit may be absent from a shallow checkout); an
+/// abbreviated one is resolved through the checkout. Anything else is an error naming the
+/// flag: the SHA becomes part of the correlation key and of the record.
+pub fn commit_flag(given: &str, workdir: &Path) -> Result<String> {
+    let sha = given.trim().to_ascii_lowercase();
+    if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "--commit {given:?} is not a commit SHA: it must be 7 to 40 hex digits (64 in a \
+             SHA-256 repository)"
+        );
+    }
+    if sha.len() == 40 || sha.len() == 64 {
+        return Ok(sha);
+    }
+    if sha.len() > 40 {
+        bail!("--commit {given:?} is not a commit SHA: a full SHA has 40 or 64 hex digits");
+    }
+    git::resolve_commit(workdir, &sha).ok_or_else(|| {
+        anyhow!(
+            "--commit {given:?} does not name exactly one commit of this checkout; pass the full SHA"
+        )
+    })
 }
 
 /// The default service name: the repository's last path segment.
@@ -130,6 +156,9 @@ impl Detected {
         let mut paths = self.paths;
         let mut lines = self.lines_changed;
         let mut bodies = Vec::new();
+        // The platform's list of paths stands when it gave one (a push payload); git's
+        // replaces an empty one. Without either, the paths are unknown.
+        let mut paths_known = !paths.is_empty();
         // Git fills in what the platform did not say, when the objects are there (a shallow
         // CI checkout may lack them: the platform's data then stands alone).
         if let Some(stats) = git::range_stats(
@@ -143,6 +172,7 @@ impl Detected {
             if paths.is_empty() {
                 paths = stats.paths;
             }
+            paths_known = true;
             if lines.is_none() {
                 lines = Some(stats.lines);
             }
@@ -174,12 +204,58 @@ impl Detected {
             commits,
             lines_changed: lines,
             paths,
+            paths_unknown: !paths_known,
             work_items,
             run_url: self.run_url,
             repository_url: self.repository_url,
             actor: self.actor,
             tests_passed,
         }
+    }
+}
+
+/// What a platform's API tells about a change's files.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlatformFiles {
+    /// Every path touched (both paths of a rename), as far as the listing went.
+    pub paths: Vec<String>,
+    /// Lines added plus removed; `None` when some file's count is missing.
+    pub lines: Option<u64>,
+    /// False when the platform cut the listing short: more files may be touched.
+    pub complete: bool,
+}
+
+/// Fills the facts git could not establish (a shallow checkout) from the platform's API:
+/// a pull/merge request's files and counts, else the comparison of the commit range. Asks
+/// only when a risk rule needs a missing fact, so a checkout with the range costs no
+/// request. A failed or impossible request leaves the facts unknown (a warning says why):
+/// the risk rules then decide by `[risk] when_unknown`.
+pub async fn fill_from_platform(settings: &Settings, facts: &mut ChangeFacts) {
+    let risk = &settings.policy.risk;
+    let need_lines = risk.max_lines_changed.is_some() && facts.lines_changed.is_none();
+    let need_paths = !risk.sensitive_paths.is_empty() && facts.paths_unknown;
+    if !need_lines && !need_paths {
+        return;
+    }
+    let asked = match facts.platform {
+        Platform::Github => crate::forge::github::change_files(settings, facts).await,
+        Platform::Gitlab => crate::forge::gitlab::change_files(settings, facts).await,
+        Platform::Local => Ok(None),
+    };
+    match asked {
+        Ok(Some(files)) => {
+            if facts.lines_changed.is_none() {
+                facts.lines_changed = files.lines;
+            }
+            if facts.paths_unknown {
+                facts.paths = files.paths;
+                facts.paths_unknown = !files.complete;
+            }
+        }
+        Ok(None) => tracing::info!(
+            "the checkout has no commit range and the platform cannot be asked for the change's files"
+        ),
+        Err(e) => tracing::warn!("cannot read the change's files from the platform: {e}"),
     }
 }
 

@@ -52,6 +52,10 @@ struct GhState {
     check_runs: Vec<Value>,
     statuses: Vec<Value>,
     pulls_of_commit: BTreeMap<String, Value>,
+    /// The files of every pull request (`GET /pulls/{n}/files`).
+    pull_files: Vec<Value>,
+    /// Comparisons by `BASE...HEAD` (`GET /compare/{basehead}`).
+    comparisons: BTreeMap<String, Value>,
     /// Rate limits to answer before serving, by "METHOD path-prefix".
     limits: Vec<(String, ResponseTemplate)>,
 }
@@ -344,6 +348,44 @@ impl FakeGitHub {
                         .set_body_json(s.pulls_of_commit.get(sha).cloned().unwrap_or(json!([])))
                 },
             )
+            .await;
+
+        route("GET", READS)
+            .mount(
+                path_regex(format!(r"^{repo}/pulls/\d+/files$")),
+                |s, req| {
+                    let per_page: usize = query(req, "per_page").map_or(30, |p| p.parse().unwrap());
+                    let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
+                    let items: Vec<Value> = s
+                        .pull_files
+                        .iter()
+                        .skip((page - 1) * per_page)
+                        .take(per_page)
+                        .cloned()
+                        .collect();
+                    let mut r = ResponseTemplate::new(200).set_body_json(items);
+                    if page * per_page < s.pull_files.len() {
+                        let next = format!(
+                            "{}{}?per_page={per_page}&page={}",
+                            s.uri,
+                            req.url.path(),
+                            page + 1
+                        );
+                        r = r.insert_header("link", format!("<{next}>; rel=\"next\"").as_str());
+                    }
+                    r
+                },
+            )
+            .await;
+
+        route("GET", READS)
+            .mount(path_regex(format!(r"^{repo}/compare/[^/]+$")), |s, req| {
+                let basehead = req.url.path().rsplit('/').next().unwrap();
+                match s.comparisons.get(basehead) {
+                    Some(c) => ResponseTemplate::new(200).set_body_json(c),
+                    None => not_found(),
+                }
+            })
             .await;
 
         FakeGitHub { server, state }
@@ -923,6 +965,173 @@ async fn github_app_auth_mints_one_installation_token_and_uses_it() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The change's files from the API, when the checkout cannot tell them.
+
+/// Pre-approves a first change unless it is large or touches a migration.
+const RISKY: &str = "[policy]\nmin_history = 0\n[risk]\nmax_lines_changed = 400\nsensitive_paths = [\"migrations/**\"]\n";
+
+fn pr_file(name: &str, additions: u64, deletions: u64) -> Value {
+    json!({
+        "sha": "bbcd538c8e72b8c175046e27cc8f907076331401", "filename": name, "status": "modified",
+        "additions": additions, "deletions": deletions, "changes": additions + deletions,
+        "blob_url": format!("https://github.com/{OWNER_REPO}/blob/x/{name}"),
+        "raw_url": format!("https://github.com/{OWNER_REPO}/raw/x/{name}"),
+        "contents_url": format!("https://api.github.com/repos/{OWNER_REPO}/contents/{name}"),
+        "patch": "@@ -1 +1 @@"
+    })
+}
+
+/// A dry-run gate of a pull_request run whose checkout lacks the PR's commits (fetch-depth:
+/// 1) and whose payload lacks the counts: only the API can tell. Returns (exit, report, stderr).
+fn shallow_pr_gate(gh: &FakeGitHub) -> (i32, Value, String) {
+    let p = Pipeline::new(RISKY, "pull_request/opened.payload.json", |e| {
+        let pr = e["pull_request"].as_object_mut().unwrap();
+        pr.remove("additions");
+        pr.remove("deletions");
+    });
+    let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    let (code, out, err) = run(&mut cmd);
+    (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+}
+
+fn reason(doc: &Value, code: &str) -> String {
+    doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == code)
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_request_files_from_api_fill_a_shallow_checkout() {
+    let gh = FakeGitHub::start(TOKEN).await;
+    gh.forbid_the_rest().await;
+    // 150 files over two pages; the migration is on the second.
+    let mut files: Vec<Value> = (0..149)
+        .map(|i| pr_file(&format!("src/f{i}.rs"), 1, 1))
+        .collect();
+    files.push(pr_file("migrations/002_drop_é.sql", 3, 0));
+    gh.state.lock().unwrap().pull_files = files.clone();
+    let (code, doc, err) = shallow_pr_gate(&gh);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(doc["decision"], "needs-approval");
+    assert_eq!(
+        reason(&doc, "risk-paths"),
+        "touches sensitive paths: migrations/002_drop_é.sql"
+    );
+    assert_eq!(reason(&doc, "risk-size"), "301 lines changed ≤ 400");
+    assert_eq!(gh.count("GET", r"/pulls/2/files$").await, 2, "both pages");
+
+    // Without the migration the API's facts pre-approve the change.
+    files.pop();
+    gh.state.lock().unwrap().pull_files = files;
+    let (code, doc, err) = shallow_pr_gate(&gh);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        reason(&doc, "risk-paths"),
+        "no sensitive paths among 149 touched"
+    );
+
+    // A token that may not read the files: the facts stay unknown, the change needs approval.
+    gh.state.lock().unwrap().limits.push((
+        format!("GET /repos/{OWNER_REPO}/pulls/2/files"),
+        forbidden(),
+    ));
+    let (code, doc, err) = shallow_pr_gate(&gh);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot read the change's files") && err.contains("403"),
+        "{err}"
+    );
+    assert!(
+        reason(&doc, "risk-size")
+            .starts_with("lines changed unknown: the checkout has no commit range"),
+        "{doc}"
+    );
+    assert!(
+        reason(&doc, "risk-paths").starts_with("touched paths unknown"),
+        "{doc}"
+    );
+    gh.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_counts_come_from_compare_unless_git_has_the_range() {
+    let gh = FakeGitHub::start(TOKEN).await;
+    gh.forbid_the_rest().await;
+    let (base, head) = (
+        "9049f1265b7d61be4a8904a9a27120d2064dab3b",
+        "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+    );
+    gh.state.lock().unwrap().comparisons.insert(
+        format!("{base}...{head}"),
+        json!({"status": "ahead", "ahead_by": 1, "total_commits": 1,
+               "files": [pr_file("src/fees.rs", 500, 20)]}),
+    );
+    let push = |before: &str, after: &str| {
+        let (before, after) = (before.to_string(), after.to_string());
+        Pipeline::new(RISKY, "push/payload.json", move |e| {
+            e["before"] = json!(before);
+            e["after"] = json!(after);
+            e["deleted"] = json!(false);
+            // The payload lists the files, but no line counts.
+            e["commits"] = json!([{
+                "id": after, "message": "PAY-3: fees", "timestamp": "2026-03-02T09:00:00Z",
+                "author": {"name": "Dev"}, "added": [], "removed": [], "modified": ["src/fees.rs"]
+            }]);
+        })
+    };
+    let p = push(base, head);
+    let mut cmd = p.github(&gh.server.uri(), "push", head);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reason(&doc, "risk-size"), "520 lines changed > 400");
+    assert_eq!(
+        reason(&doc, "risk-paths"),
+        "no sensitive paths among 1 touched"
+    );
+    assert_eq!(gh.count("GET", r"/compare/").await, 1);
+
+    // A checkout with the range (fetch-depth: 0): git tells, GitHub is not asked.
+    let asked = gh.server.received_requests().await.unwrap().len();
+    let dir = git_repo();
+    let before = git(dir.path(), &["rev-parse", "HEAD"]);
+    std::fs::write(dir.path().join("fees.txt"), "a\nb\n").unwrap();
+    git(dir.path(), &["add", "fees.txt"]);
+    git(dir.path(), &["commit", "-q", "-m", "PAY-3: fees"]);
+    let after = git(dir.path(), &["rev-parse", "HEAD"]);
+    let p = push(&before, &after);
+    std::fs::write(p.path().join(".changegate.toml"), RISKY).unwrap();
+    // The pipeline's checkout is `p`; give it the two commits by fetching them.
+    git(
+        p.path(),
+        &["fetch", "-q", dir.path().to_str().unwrap(), &after],
+    );
+    let mut cmd = p.github(&gh.server.uri(), "push", &after);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reason(&doc, "risk-size"), "2 lines changed ≤ 400");
+    assert_eq!(
+        gh.server.received_requests().await.unwrap().len(),
+        asked,
+        "no request when git has the range"
+    );
+    gh.verify().await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Fake GitLab: merge request notes and commit statuses.
 
 const GL_TOKEN: &str = "glpat-fakeProjectToken";
@@ -935,6 +1144,8 @@ struct GlState {
     notes: Vec<Value>,
     history: BTreeMap<u64, Vec<String>>,
     statuses: Vec<Value>,
+    /// The diffs of merge request !7.
+    diffs: Vec<Value>,
 }
 
 fn gl_auth(req: &Request) -> Option<ResponseTemplate> {
@@ -1067,6 +1278,34 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
                         {"iid": 8, "state": "closed", "title": "Old attempt"}
                     ]))
             })
+        })
+        .mount(&server)
+        .await;
+    let st = state.clone();
+    Mock::given(method("GET"))
+        .and(path(format!("{GL_PROJECT}/merge_requests/7/diffs")))
+        .respond_with(move |req: &Request| {
+            if let Some(r) = gl_auth(req) {
+                return r;
+            }
+            let s = st.lock().unwrap();
+            let per_page: usize = query(req, "per_page").map_or(20, |p| p.parse().unwrap());
+            let page: usize = query(req, "page").map_or(1, |p| p.parse().unwrap());
+            let items: Vec<Value> = s
+                .diffs
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .cloned()
+                .collect();
+            let next = if page * per_page < s.diffs.len() {
+                (page + 1).to_string()
+            } else {
+                String::new()
+            };
+            ResponseTemplate::new(200)
+                .insert_header("x-next-page", next.as_str())
+                .set_body_json(items)
         })
         .mount(&server)
         .await;
@@ -1228,4 +1467,46 @@ async fn verify_tells_the_pull_request_when_an_incident_fails_the_change() {
         "{}",
         on_5[0].body
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_request_diffs_from_api_fill_a_shallow_checkout() {
+    let diff = |old: &str, new: &str, text: &str| {
+        json!({"old_path": old, "new_path": new, "a_mode": "100644", "b_mode": "100644",
+               "diff": text, "new_file": false, "renamed_file": old != new, "deleted_file": false})
+    };
+    let state = Arc::new(Mutex::new(GlState {
+        next_id: 500,
+        diffs: vec![
+            diff(
+                "src/fees.rs",
+                "src/fees.rs",
+                "@@ -1,2 +1,2 @@\n-a\n+b\n c\n",
+            ),
+            // Moved into the sensitive folder: the new path is touched too.
+            diff(
+                "db/003.sql",
+                "migrations/003.sql",
+                "@@ -1 +1,2 @@\n x\n+--- y\n",
+            ),
+        ],
+        ..GlState::default()
+    }));
+    let server = fake_gitlab(state).await;
+    let dir = git_repo();
+    std::fs::write(dir.path().join(".changegate.toml"), RISKY).unwrap();
+    let (code, out, err) = run(&mut gitlab_cmd(
+        dir.path(),
+        &server,
+        Some("7"),
+        &["gate", "--wait", "0", "--dry-run", "--format", "json"],
+    ));
+    assert_eq!(code, 1, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        reason(&doc, "risk-paths"),
+        "touches sensitive paths: migrations/003.sql"
+    );
+    assert_eq!(reason(&doc, "risk-size"), "3 lines changed ≤ 400");
+    server.verify().await;
 }

@@ -1455,3 +1455,212 @@ fn help_and_version() {
     assert_eq!(code(&run(dir, &["gate", "--wait", "soon"])), 2);
     assert_eq!(code(&run(dir, &["frobnicate"])), 2);
 }
+
+/// A checkout whose last commit adds `names` under a `migrations/**` sensitive path.
+fn sensitive_commit(names: &[&str]) -> tempfile::TempDir {
+    let repo =
+        repo_with("[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"migrations/**\"]\n");
+    let dir = repo.path();
+    git(dir, &["add", ".changegate.toml"]);
+    git(dir, &["commit", "-q", "-m", "config"]);
+    for name in names {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "drop table t;\n").unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "PAY-9: migrations"]);
+    repo
+}
+
+#[test]
+fn sensitive_path_with_quoted_name_sends_to_approval() {
+    // Names git's plain output would quote and escape: "migrations/002_drop_\303\251.sql".
+    for name in [
+        "migrations/002_drop_é.sql",
+        "migrations/say \"hi\".sql",
+        "migrations/back\\slash.sql",
+        "migrations/tab\there.sql",
+        "migrations/new\nline.sql",
+    ] {
+        let repo = sensitive_commit(&[name]);
+        let out = run(repo.path(), &["gate", "--wait", "0", "--format", "json"]);
+        let doc = json_exiting(&out, 1);
+        assert_eq!(doc["decision"], "needs-approval", "{name:?}");
+        let paths = rule(&doc, "risk-paths");
+        assert_eq!(paths["passed"], false, "{name:?}");
+        assert_eq!(
+            paths["reason"],
+            format!("touches sensitive paths: {name}"),
+            "the real path, not git's quoted form"
+        );
+    }
+}
+
+/// A pull_request run in a checkout without the PR's commits (fetch-depth: 1), and no
+/// token to ask GitHub with: what git cannot tell stays unknown.
+fn shallow_pull_request(
+    risk: &str,
+    edit: impl FnOnce(&mut Value),
+) -> (tempfile::TempDir, GithubRun) {
+    let repo = repo_with(&format!("[policy]\nmin_history = 0\n{risk}"));
+    let gh = GithubRun::new(
+        repo.path(),
+        "github-webhooks/examples/pull_request/opened.payload.json",
+        edit,
+    );
+    (repo, gh)
+}
+
+#[test]
+fn shallow_checkout_unknown_size_sends_to_approval() {
+    let risk = "[risk]\nmax_lines_changed = 100\nsensitive_paths = [\"migrations/**\"]\n";
+    let (repo, gh) = shallow_pull_request(risk, |event| {
+        let pr = event["pull_request"].as_object_mut().unwrap();
+        pr.remove("additions");
+        pr.remove("deletions");
+    });
+    let out = gh.run(repo.path(), &["gate", "--wait", "0", "--format", "json"]);
+    let doc = json_exiting(&out, 1);
+    assert_eq!(doc["decision"], "needs-approval");
+    let size = rule(&doc, "risk-size");
+    assert_eq!(size["passed"], false);
+    assert_eq!(
+        size["reason"],
+        "lines changed unknown: the checkout has no commit range — fetch-depth: 0, or a token \
+         that can read the PR's files"
+    );
+    let paths = rule(&doc, "risk-paths");
+    assert_eq!(paths["passed"], false);
+    assert!(
+        paths["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("touched paths unknown: the checkout has no commit range"),
+        "{paths}"
+    );
+
+    // The payload's own counts establish the size; the paths stay unknown.
+    let (repo, gh) = shallow_pull_request(risk, |_| {});
+    let doc = json_exiting(
+        &gh.run(repo.path(), &["gate", "--wait", "0", "--format", "json"]),
+        1,
+    );
+    assert_eq!(rule(&doc, "risk-size")["reason"], "2 lines changed ≤ 100");
+    assert_eq!(rule(&doc, "risk-paths")["passed"], false);
+}
+
+#[test]
+fn when_unknown_pass_keeps_old_behaviour() {
+    let risk = "[risk]\nmax_lines_changed = 100\nsensitive_paths = [\"migrations/**\"]\nwhen_unknown = \"pass\"\n";
+    let (repo, gh) = shallow_pull_request(risk, |event| {
+        event["pull_request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("additions");
+        event["pull_request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deletions");
+    });
+    let out = gh.run(repo.path(), &["gate", "--wait", "0", "--format", "json"]);
+    let doc = json_exiting(&out, 0);
+    assert_eq!(doc["decision"], "pre-approved");
+    assert_eq!(
+        rule(&doc, "risk-size")["reason"],
+        "lines changed unknown (no commit range; [risk] when_unknown = \"pass\")"
+    );
+    assert_eq!(rule(&doc, "risk-paths")["passed"], true);
+}
+
+#[test]
+fn line_counts_saturate() {
+    // u64::MAX + 1 would wrap to 0 lines changed and pass the size rule.
+    let (repo, gh) = shallow_pull_request("[risk]\nmax_lines_changed = 100\n", |event| {
+        event["pull_request"]["additions"] = serde_json::json!(u64::MAX);
+        event["pull_request"]["deletions"] = serde_json::json!(1);
+    });
+    let out = gh.run(repo.path(), &["gate", "--wait", "0", "--format", "json"]);
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        rule(&doc, "risk-size")["reason"],
+        format!("{} lines changed > 100", u64::MAX)
+    );
+}
+
+#[test]
+fn service_with_colon_is_refused() {
+    let repo = repo_with(TRUSTING);
+    let dir = repo.path();
+    for bad in ["a:b", "", " x", "x;y"] {
+        let out = run(dir, &["gate", "--service", bad]);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+        assert_stderr_has(&out, "invalid service name");
+        assert_stderr_has(&out, "--service (CHANGEGATE_SERVICE)");
+    }
+    let out = cg(dir)
+        .env("CHANGEGATE_SERVICE", "pay:ments")
+        .args(["gate"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_stderr_has(&out, "\"pay:ments\"");
+    config(dir, "service = \"pay:ments\"\n[policy]\nmin_history = 0\n");
+    let out = run(dir, &["gate"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_stderr_has(&out, "line 1: `service`");
+    let out = run(dir, &["gate", "--environment", "prod:eu"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(ledger_rows_if_any(dir), 0, "nothing recorded");
+}
+
+fn ledger_rows_if_any(dir: &Path) -> i64 {
+    if ledger(dir).exists() {
+        ledger_rows(dir)
+    } else {
+        0
+    }
+}
+
+#[test]
+fn commit_not_hex_is_refused() {
+    let repo = repo_with(TRUSTING);
+    let dir = repo.path();
+    for bad in [
+        "-x",
+        "a:b",
+        "",
+        "abc12",
+        "HEAD",
+        "main",
+        &"g".repeat(40),
+        &"a".repeat(50),
+    ] {
+        let out = run(dir, &["gate", &format!("--commit={bad}")]);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+        assert_stderr_has(&out, "--commit");
+    }
+    assert_eq!(ledger_rows_if_any(dir), 0, "nothing recorded");
+
+    // An abbreviated SHA of the checkout is resolved: the key carries the full SHA.
+    let head = git(dir, &["rev-parse", "HEAD"]);
+    let out = run(
+        dir,
+        &[
+            "gate",
+            "--format",
+            "json",
+            "--commit",
+            &head[..10].to_uppercase(),
+        ],
+    );
+    let doc = json_exiting(&out, 0);
+    assert_eq!(
+        doc["correlation_key"],
+        format!("changegate:acme/payments-api:production:{head}")
+    );
+    // An abbreviation no commit has.
+    let out = run(dir, &["gate", "--commit", "0000000abc"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_stderr_has(&out, "does not name exactly one commit");
+}

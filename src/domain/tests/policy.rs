@@ -35,6 +35,7 @@ fn facts() -> ChangeFacts {
         commits: Vec::new(),
         lines_changed: Some(10),
         paths: vec!["src/lib.rs".into()],
+        paths_unknown: false,
         work_items: Vec::new(),
         run_url: None,
         repository_url: None,
@@ -379,8 +380,9 @@ fn risk_size() {
             Some(800),
             None,
             true,
-            true,
-            "lines changed unknown (no commit range)",
+            false,
+            "lines changed unknown: the checkout has no commit range — fetch-depth: 0, or a \
+             token that can read the PR's files",
         ),
     ];
     for &(name, max, lines, present, passed, reason) in cases {
@@ -425,7 +427,7 @@ fn risk_paths() {
             "no sensitive paths among 2 touched",
         ),
         (
-            "no paths known",
+            "no paths touched (an empty commit)",
             &globs,
             &[],
             true,
@@ -930,4 +932,51 @@ fn deciding_is_deterministic() {
     let a = decide_with(&facts(), &h, &p, NOW, None);
     let b = decide_with(&facts(), &h.clone(), &p.clone(), NOW, None);
     assert_eq!(a, b);
+}
+
+#[test]
+fn unknown_facts_fail_unless_when_unknown_pass() {
+    let mut f = facts();
+    f.lines_changed = None;
+    f.paths = Vec::new();
+    f.paths_unknown = true;
+    let mut p = policy();
+    p.risk.max_lines_changed = Some(800);
+    p.risk.sensitive_paths = vec!["migrations/**".into()];
+    let d = decide_with(&f, &healthy(), &p, NOW, None);
+    assert_eq!(d.kind, DecisionKind::NeedsApproval, "{:?}", d.rules);
+    for code in [codes::RISK_SIZE, codes::RISK_PATHS] {
+        let r = rule(&d, code);
+        assert!(!r.passed, "{code}");
+        assert!(
+            r.reason
+                .contains("unknown: the checkout has no commit range"),
+            "{}",
+            r.reason
+        );
+    }
+    assert_eq!(
+        rule(&d, codes::RISK_PATHS).reason,
+        "touched paths unknown: the checkout has no commit range — fetch-depth: 0, or a token \
+         that can read the PR's files"
+    );
+
+    // A sensitive path among those known fails as a hit, whether or not more are unknown.
+    f.paths = vec!["migrations/9.sql".into()];
+    let d = decide_with(&f, &healthy(), &p, NOW, None);
+    assert_eq!(
+        rule(&d, codes::RISK_PATHS).reason,
+        "touches sensitive paths: migrations/9.sql"
+    );
+
+    // The team's choice: unknown passes, and says so.
+    f.paths = Vec::new();
+    p.risk.when_unknown = WhenUnknown::Pass;
+    let d = decide_with(&f, &healthy(), &p, NOW, None);
+    assert_eq!(d.kind, DecisionKind::PreApproved, "{:?}", d.rules);
+    assert_eq!(
+        rule(&d, codes::RISK_SIZE).reason,
+        "lines changed unknown (no commit range; [risk] when_unknown = \"pass\")"
+    );
+    assert!(rule(&d, codes::RISK_PATHS).passed);
 }

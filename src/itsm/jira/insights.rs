@@ -56,6 +56,7 @@ fn bare_facts(stored: &Stored) -> Option<ChangeFacts> {
         commits: Vec::new(),
         lines_changed: None,
         paths: Vec::new(),
+        paths_unknown: true,
         work_items: Vec::new(),
         run_url: None,
         repository_url: None,

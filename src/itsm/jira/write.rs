@@ -176,6 +176,7 @@ mod tests {
             }],
             lines_changed: Some(12),
             paths: vec!["src/a.rs".into(), "migrations/1.sql".into()],
+            paths_unknown: false,
             work_items: Vec::new(),
             run_url: None,
             repository_url: None,

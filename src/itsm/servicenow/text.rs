@@ -293,6 +293,8 @@ impl FactsLine {
             range: None,
             commits: Vec::new(),
             lines_changed: self.lines,
+            // A list cut to fit the field no longer tells every path touched.
+            paths_unknown: self.paths_omitted > 0,
             paths: self.paths,
             work_items: Vec::new(),
             run_url: None,

@@ -28,6 +28,7 @@ fn facts(service_id: &str, c: char) -> ChangeFacts {
         commits: Vec::new(),
         lines_changed: None,
         paths: Vec::new(),
+        paths_unknown: false,
         work_items: Vec::new(),
         run_url: None,
         repository_url: None,

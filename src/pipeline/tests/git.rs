@@ -238,3 +238,75 @@ fn outside_git_and_ci_there_is_nothing_to_gate() {
     let repo = Repo::new();
     assert!(pipeline::detect(&HashMap::new(), repo.path(), None).is_err());
 }
+
+#[test]
+fn paths_git_would_quote_are_read_verbatim() {
+    let repo = Repo::new();
+    repo.write("app.txt", b"v1\n");
+    let base = repo.commit("init");
+    let names = [
+        "migrations/002_drop_é.sql",
+        "migrations/say \"hi\".sql",
+        "migrations/back\\slash.sql",
+        "migrations/tab\there.sql",
+        "migrations/new\nline.sql",
+    ];
+    for name in names {
+        repo.write(name, b"drop table t;\n");
+    }
+    let head = repo.commit("hostile names");
+    let mut want: Vec<&str> = names.to_vec();
+    want.sort();
+    for stats in [
+        range_stats(repo.path(), Some(&base), &head).unwrap(),
+        range_stats(repo.path(), None, &head).unwrap(),
+    ] {
+        let mut got = stats.paths.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(stats.lines, 5);
+    }
+}
+
+#[test]
+fn numstat_records_renames_binaries_and_saturating_counts() {
+    let out = format!(
+        "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0{}\t5\t\0infra/old.tf\0deploy/new.tf\0{}\t1\tbig.sql\0",
+        u64::MAX - 2,
+        u64::MAX
+    );
+    let (lines, paths) = parse_numstat_z(&out);
+    assert_eq!(
+        paths,
+        [
+            "src/a.rs",
+            "logo.png",
+            "infra/old.tf",
+            "deploy/new.tf",
+            "big.sql"
+        ]
+    );
+    assert_eq!(lines, u64::MAX, "saturates instead of wrapping");
+    assert_eq!(parse_numstat_z(""), (0, Vec::new()));
+}
+
+#[test]
+fn a_shallow_clone_has_no_facts_for_its_boundary_commit() {
+    let (repo, _, head) = repo_with_history();
+    let clone = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let out = Command::new("git")
+        .args(["clone", "-q", "--depth", "1", &url])
+        .arg(clone.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not every file of the tree as if the commit had created them: unknown.
+    assert_eq!(range_stats(clone.path(), None, &head), None);
+    // The full checkout still knows the commit's own change.
+    assert_eq!(range_stats(repo.path(), None, &head).unwrap().lines, 1);
+}

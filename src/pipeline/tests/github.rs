@@ -332,6 +332,28 @@ fn github_wins_detection_only_when_github_actions_is_true() {
         Platform::Gitlab
     );
     // --commit overrides what the platform says.
-    let d = pipeline::detect(&v, Path::new("/x"), Some(" abc123 ")).unwrap();
-    assert_eq!(d.commit_sha, "abc123");
+    let full = "ABC123".repeat(7)[..40].to_string();
+    let d = pipeline::detect(&v, Path::new("/x"), Some(&format!(" {full} "))).unwrap();
+    assert_eq!(d.commit_sha, full.to_ascii_lowercase());
+    // Not a SHA, or an abbreviation with no checkout to resolve it in: refused.
+    for bad in ["abc123", "abc1234", "-x", "a:b", ""] {
+        let err = pipeline::detect(&v, Path::new("/x"), Some(bad)).unwrap_err();
+        assert!(err.to_string().contains("--commit"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn line_counts_saturate() {
+    let text = std::fs::read_to_string(example("pull_request/opened.payload.json")).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    event["pull_request"]["additions"] = serde_json::json!(u64::MAX);
+    event["pull_request"]["deletions"] = serde_json::json!(1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("event.json");
+    std::fs::write(&path, event.to_string()).unwrap();
+    let mut run = pr_run("pull_request/opened.payload.json");
+    run.insert("GITHUB_EVENT_PATH".into(), path.display().to_string());
+    let d = detect(&run).unwrap();
+    // Wrapping would make this 0 lines: small enough to pre-approve.
+    assert_eq!(d.lines_changed, Some(u64::MAX));
 }
