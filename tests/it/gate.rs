@@ -1280,8 +1280,9 @@ fn changegate_now_sets_the_clock_and_says_so() {
         &["status", "--format", "json"],
     ));
     assert_eq!(doc["clock_override"], "2026-03-02T10:00:00+00:00");
-    // The sprint is the clock's: 2026-03-02 is in sprint 56 of the default calendar (2024-01-01, 14 days).
-    assert_eq!(doc["sprint"]["index"], 56);
+    // The sprint is the clock's: 2026-03-02 is in sprint 57 of the default calendar (sprint 1
+    // starts 2024-01-01, 14 days).
+    assert_eq!(doc["sprint"]["index"], 57);
     let db = rusqlite::Connection::open(ledger(dir)).unwrap();
     let decided_at: i64 = db
         .query_row("SELECT decided_at FROM changes", [], |r| r.get(0))
@@ -1409,7 +1410,7 @@ fn pre_approved_after_enough_history_until_the_allowance_is_used_up() {
         ],
     );
     let doc = json_exiting(&out, 0);
-    assert_eq!(doc["sprint"]["index"], 57);
+    assert_eq!(doc["sprint"]["index"], 58);
     assert_eq!(
         doc["rules"][1]["reason"],
         "allowance 0 of 3 used this sprint"

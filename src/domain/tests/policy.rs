@@ -9,9 +9,10 @@ use super::*;
 use crate::domain::change::{Platform, PullRequest};
 use crate::domain::history::SprintTally;
 
-/// The calendar every test uses: sprint 0 starts on Monday 2026-01-05, 14 days long.
+/// The calendar every test uses: sprint 1 starts on Monday 2026-01-19, 14 days long, so
+/// sprint 0 is the one from Monday 2026-01-05.
 fn calendar() -> SprintCalendar {
-    SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
+    SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 19).unwrap(), 14)
 }
 
 fn at(s: &str) -> DateTime<Utc> {
