@@ -92,7 +92,7 @@ async fn wait_for_approval(
 }
 
 fn fmt_secs(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    crate::domain::words::duration(d)
 }
 
 pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {

@@ -151,6 +151,13 @@ fn track_record() {
             ..base
         },
         Case {
+            name: "one closed change is one, not one changes",
+            ok: 1,
+            passed: false,
+            reason: "1 closed change, 5 needed for a track record",
+            ..base
+        },
+        Case {
             name: "too few closed",
             ok: 4,
             passed: false,
@@ -209,7 +216,7 @@ fn track_record() {
         Case {
             name: "min_history 0 with no history",
             min_history: 0,
-            reason: "success rate 100% over last 0 ≥ 90%",
+            reason: "no closed changes yet, none needed for a track record",
             ..base
         },
         Case {
@@ -374,6 +381,14 @@ fn risk_size() {
             true,
             false,
             "801 lines changed > 800",
+        ),
+        (
+            "one line",
+            Some(0),
+            Some(1),
+            true,
+            false,
+            "1 line changed > 0",
         ),
         (
             "unknown lines",
