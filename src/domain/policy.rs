@@ -11,7 +11,9 @@ use super::ramp::{self, AllowanceParams};
 use super::sprint::SprintCalendar;
 use super::words;
 
-/// What an emergency does: pass at once, or go to expedited human approval.
+/// What an emergency does: pass at once, or go to expedited human approval. Either way it
+/// overrides the freeze, the allowance and the track record (never the risk and evidence
+/// rules) and uses no allowance.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
 )]
