@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 
+use super::usage;
 use crate::env;
 use crate::pipeline::Vars;
 
@@ -60,6 +61,13 @@ pub enum InputError {
         only: &'static str,
         command: String,
     },
+    #[error(
+        "the action input `{input}` does not apply to `command: {command}`: remove it from this step"
+    )]
+    NotUsedBy {
+        input: &'static str,
+        command: String,
+    },
     #[error("the action input `dry-run` must be true or false, got {0:?}")]
     NotABoolean(String),
     #[error(
@@ -81,16 +89,32 @@ pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>,
     }
     let value = |name: &str| vars.get(name).map(|v| v.trim().to_string());
 
+    // The same table the command line is checked against: an input the command would
+    // ignore is refused here, in the action's words.
+    let applies = |flag: &'static str| -> Result<(), InputError> {
+        let input = flag.trim_start_matches('-');
+        match usage::uses(&command) {
+            Some(u) if !u.option(&input.replace('-', "_")) => Err(InputError::NotUsedBy {
+                input,
+                command: command.clone(),
+            }),
+            _ => Ok(()),
+        }
+    };
     let mut args = vec![program];
     args.extend(words.iter().map(OsString::from));
     for (name, flag) in GLOBAL {
         if let Some(v) = value(name) {
+            applies(flag)?;
             args.push(format!("{flag}={v}").into());
         }
     }
     if let Some(v) = value(env::INPUT_DRY_RUN) {
         match v.to_ascii_lowercase().as_str() {
-            "true" => args.push("--dry-run".into()),
+            "true" => {
+                applies("--dry-run")?;
+                args.push("--dry-run".into());
+            }
             "false" => {}
             _ => return Err(InputError::NotABoolean(v)),
         }
@@ -275,6 +299,52 @@ mod tests {
             run(&[("INPUT_COMMAND", "gate"), ("INPUT_DRY-RUN", "yes please")]),
             Err(InputError::NotABoolean("yes please".into()))
         );
+    }
+
+    #[test]
+    fn global_inputs_only_with_commands_that_use_them() {
+        assert_eq!(
+            run(&[
+                ("INPUT_COMMAND", "verify"),
+                ("INPUT_SERVICE", "payments-api")
+            ]),
+            Err(InputError::NotUsedBy {
+                input: "service",
+                command: "verify".into()
+            })
+        );
+        assert_eq!(
+            run(&[("INPUT_COMMAND", "config check"), ("INPUT_DRY-RUN", "true")]),
+            Err(InputError::NotUsedBy {
+                input: "dry-run",
+                command: "config check".into()
+            })
+        );
+        // Every input the action documents applies to `gate`, and the backend's to every
+        // command that reads change records.
+        for command in COMMANDS {
+            let backend = [
+                ("INPUT_COMMAND", *command),
+                ("INPUT_BACKEND", "servicenow"),
+                ("INPUT_CONFIG", "x.toml"),
+                ("INPUT_SERVICENOW-URL", "https://acme.service-now.com"),
+                ("INPUT_JIRA-URL", "https://acme.atlassian.net"),
+                ("INPUT_JIRA-PROJECT", "CHG"),
+                ("INPUT_OUTCOME", "success"),
+            ];
+            let backend = if *command == "record" {
+                &backend[..]
+            } else {
+                &backend[..6]
+            };
+            assert!(run(backend).is_ok(), "{command}");
+        }
+        let message = InputError::NotUsedBy {
+            input: "service",
+            command: "verify".into(),
+        }
+        .to_string();
+        assert!(message.contains("remove it from this step"), "{message}");
     }
 
     #[test]

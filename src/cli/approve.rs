@@ -16,6 +16,7 @@ pub struct DecideArgs {
     /// Who decides.
     #[arg(long, value_name = "NAME")]
     pub by: String,
+    /// Why: kept with the decision and shown with it (`status`, the pull request comment).
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
 }

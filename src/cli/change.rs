@@ -11,7 +11,7 @@ use crate::output::{Report, dotenv, github};
 use crate::pipeline::{self, ProcessEnv};
 use crate::settings::Format;
 
-/// Which change a command is about.
+/// Which change a command is about, and the evidence a decision weighs (`gate`, `open`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ChangeArgs {
     /// The commit deployed (default: what CI checked out, or HEAD).
@@ -20,6 +20,24 @@ pub struct ChangeArgs {
     /// Whether the pipeline's tests passed (evidence).
     #[arg(long, env = env::TESTS_PASSED, value_name = "BOOL")]
     pub tests_passed: Option<bool>,
+}
+
+/// Which commit a command is about, for the commands that take no evidence (`record`,
+/// `status`, `policy`): they find a change, they do not decide one.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommitArgs {
+    /// The commit deployed (default: what CI checked out, or HEAD).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+}
+
+impl From<&CommitArgs> for ChangeArgs {
+    fn from(args: &CommitArgs) -> ChangeArgs {
+        ChangeArgs {
+            commit: args.commit.clone(),
+            tests_passed: None,
+        }
+    }
 }
 
 /// Gathers the facts of this pipeline's change. With the local backend the commit range
@@ -80,8 +98,12 @@ pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeF
 /// marked as such: they belong to the job, not to any system of record).
 pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Result<()> {
     match ctx.settings.format {
+        Format::Text => print!("{}", report.text()),
         Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        _ => print!("{}", report.text()),
+        // The job summary's markdown, for a step summary or a comment of one's own.
+        Format::Markdown => print!("{}", github::summary(report, facts)),
+        // Refused when the command line is parsed (`usage`); never half-written here.
+        Format::Html => anyhow::bail!("a change's report has no html format"),
     }
     if ctx.settings.github_actions {
         if let Some(path) = env::var(env::GITHUB_OUTPUT) {
@@ -105,8 +127,8 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
                     report.service, report.environment
                 ),
             );
-            // With --format json stdout holds only the document.
-            if ctx.settings.format == Format::Json {
+            // With --format json or markdown stdout holds only the document.
+            if ctx.settings.format != Format::Text {
                 eprintln!("{line}");
             } else {
                 println!("{line}");

@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::Exit;
-use crate::config;
+use crate::config::{self, BackendKind};
+use crate::domain::words;
 use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
 
@@ -34,12 +35,24 @@ pub fn run(
                 || "no config file: defaults".to_string(),
                 |p| p.display().to_string(),
             );
+            // Where the records go, as the options and the file resolve it.
+            let target = match s.backend {
+                BackendKind::Local => s.ledger_path.display().to_string(),
+                BackendKind::Servicenow => s.servicenow.url.clone().unwrap_or_default(),
+                BackendKind::Jira => format!(
+                    "{} project {}",
+                    s.jira.url.as_deref().unwrap_or_default(),
+                    s.jira.project.as_deref().unwrap_or_default()
+                ),
+            };
             if global.format == Format::Json {
                 let doc = serde_json::json!({
                     "ok": true,
                     "config": s.config_path,
                     "backend": s.backend.as_str(),
+                    "target": target,
                     "environment": s.environment,
+                    "service": s.service,
                     "mode": s.mode().as_str(),
                     "file": s.file,
                 });
@@ -47,17 +60,20 @@ pub fn run(
             } else {
                 println!("ok: {source}");
                 println!(
-                    "  backend {}, environment {}, mode {}",
+                    "  backend {} ({target}), environment {}, mode {}",
                     s.backend.as_str(),
                     s.environment,
                     s.mode().as_str()
                 );
+                if let Some(service) = &s.service {
+                    println!("  service {service}");
+                }
                 let p = &s.policy.params;
                 println!(
-                    "  policy: {} closed changes needed, success rate ≥ {:.0}% over last {}",
-                    p.min_history,
+                    "  policy: {} needed, success rate ≥ {:.0}% over the last {}",
+                    words::count(p.min_history, "closed change", "closed changes"),
                     p.min_success_rate * 100.0,
-                    p.window
+                    words::count(p.window, "closed change", "closed changes")
                 );
                 println!(
                     "  allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}",
@@ -67,7 +83,14 @@ pub fn run(
                     p.allowance.backoff,
                     p.allowance.floor
                 );
-                println!("  {} freeze window(s)", s.policy.freezes.len());
+                println!(
+                    "  {}",
+                    words::count(
+                        s.policy.freezes.len() as u64,
+                        "freeze window",
+                        "freeze windows"
+                    )
+                );
             }
             Ok(Exit::Pass)
         }

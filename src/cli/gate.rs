@@ -18,7 +18,10 @@ pub struct GateArgs {
     /// How long to wait for approval (default approval.timeout); 0 returns at once.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
-    /// Declare an emergency change, with its reason: passes a freeze and the allowance.
+    /// Declare an emergency change, with its reason: it passes a freeze, the allowance and the
+    /// track record, and uses no allowance (a failing risk or evidence rule still sends it to
+    /// approval); it is recorded as an emergency and flagged for review. With
+    /// policy.emergency = "approve" it goes to expedited approval instead.
     #[arg(long, value_name = "REASON")]
     pub emergency: Option<String>,
 }
@@ -92,7 +95,7 @@ async fn wait_for_approval(
 }
 
 fn fmt_secs(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    crate::domain::words::duration(d)
 }
 
 pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {

@@ -21,6 +21,7 @@ mod record;
 mod report;
 mod simulate;
 mod status;
+pub mod usage;
 mod verify;
 
 /// How a command ended. Pipelines tell "blocked" from "the gate is broken" by the code.
@@ -93,12 +94,15 @@ pub enum Command {
 }
 
 impl Cli {
-    /// Parses a command line. An empty environment variable counts as unset, as it does
+    /// Parses a command line, refusing a global option or a format the command does not use
+    /// (see [`usage`]). An empty environment variable counts as unset, as it does
     /// everywhere in changegate: CI systems set variables to "" for inputs left out (a
     /// GitLab component's `variables:`, an action's `env:`), and that must not read as an
     /// empty `--config` or an invalid `--backend`.
     pub fn parse_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-        let matches = empty_env_is_unset(Cli::command()).try_get_matches_from(args)?;
+        let mut cmd = usage::tailor(empty_env_is_unset(Cli::command()));
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        usage::check(&cmd, &matches)?;
         Cli::from_arg_matches(&matches)
     }
 }

@@ -3,17 +3,18 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::change::{self, ChangeArgs};
+use super::change::{self, CommitArgs};
 use super::{Ctx, Exit};
 use crate::domain::Outcome;
 use crate::domain::ramp::{self, Adjustment, RampStep};
+use crate::domain::words;
 use crate::itsm::{self, HistoryQuery};
 use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PolicyCommand {
     /// The current sprint, its allowance and how it was derived, the track record, and next sprint's allowance if the current success rate holds.
-    Explain(ChangeArgs),
+    Explain(CommitArgs),
     /// Replay the recorded history under other policy values (--set KEY=VALUE, --config FILE), side by side with the current policy.
     Simulate(super::simulate::SimulateArgs),
 }
@@ -46,7 +47,7 @@ pub async fn run(
     };
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
-    let facts = change::facts(ctx, itsm.as_ref(), args).await?;
+    let facts = change::facts(ctx, itsm.as_ref(), &args.into()).await?;
     let p = &s.policy.params;
     let current = s.calendar.index_of(s.now);
     let history = itsm
@@ -101,8 +102,18 @@ fn pct(r: Option<f64>) -> String {
 }
 
 fn text(e: &Explanation, min_changes: u32) -> String {
+    let closed = words::count(e.closed_total, "closed change", "closed changes");
+    let rate = if e.recent_window == 0 {
+        "no closed changes yet".to_string()
+    } else {
+        format!(
+            "success rate {} over the last {}",
+            pct(e.recent_success_rate),
+            words::count(e.recent_window as u64, "closed change", "closed changes")
+        )
+    };
     let mut out = format!(
-        "{} → {}: sprint {} ({} to {})\n  allowance {} of {} used this sprint\n  track record: {} closed changes; success rate {} over last {} (target {:.0}%)\n",
+        "{} → {}: sprint {} ({} to {})\n  allowance {} of {} used this sprint\n  track record: {closed}; {rate} (target {:.0}%)\n",
         e.service,
         e.environment,
         e.sprint,
@@ -110,9 +121,6 @@ fn text(e: &Explanation, min_changes: u32) -> String {
         e.sprint_end,
         e.used,
         e.allowance,
-        e.closed_total,
-        pct(e.recent_success_rate),
-        e.recent_window,
         e.min_success_rate * 100.0
     );
     out.push_str(&format!(
@@ -145,7 +153,8 @@ fn text(e: &Explanation, min_changes: u32) -> String {
         ));
     }
     out.push_str(&format!(
-        "  (a sprint grows the next allowance with ≥ {min_changes} closed changes at the target rate, shrinks it below target, keeps it otherwise)\n"
+        "  (a sprint grows the next allowance with ≥ {} at the target rate, shrinks it below target, keeps it otherwise)\n",
+        words::count(min_changes, "closed change", "closed changes")
     ));
     out
 }

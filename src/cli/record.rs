@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::change::{self, ChangeArgs};
+use super::change::{self, CommitArgs};
 use super::{Ctx, Exit};
 use crate::domain::Outcome;
 use crate::forge;
@@ -12,7 +12,7 @@ use crate::output::Report;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
     #[command(flatten)]
-    pub change: ChangeArgs,
+    pub change: CommitArgs,
     /// success | failure | cancelled (also GitHub's job.status and GitLab's CI_JOB_STATUS words).
     #[arg(long, value_name = "OUTCOME")]
     pub outcome: String,
@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
     };
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
-    let facts = change::facts_without_range(ctx, &args.change).await?;
+    let facts = change::facts_without_range(ctx, &(&args.change).into()).await?;
     let Some(record) =
         change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
     else {

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use super::change::{self, ChangeArgs};
+use super::change::{self, CommitArgs};
 use super::{Ctx, Exit};
 use crate::config::ConfigFile;
 use crate::domain::simulate::{self, SimSummary};
@@ -20,7 +20,7 @@ use crate::settings::{Format, GlobalArgs, Settings};
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    pub change: ChangeArgs,
+    pub change: CommitArgs,
     /// A policy value to try, as a config key and a TOML value, e.g. `policy.allowance.step=3`
     /// or `policy.min_success_rate=0.95` (repeatable). With `--config FILE`, the values are
     /// applied on top of that file; the current policy is the usual config.
@@ -187,7 +187,7 @@ pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<
     let calendar = current_settings.calendar;
 
     let itsm = itsm::connect(&current_settings)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
+    let facts = change::facts(ctx, itsm.as_ref(), &(&args.change).into()).await?;
     let recorded = itsm
         .recorded_changes(&facts.service_id, &facts.environment)
         .await?;

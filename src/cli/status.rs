@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::change::{self, ChangeArgs};
+use super::change::{self, CommitArgs};
 use super::{Ctx, Exit};
 use crate::itsm;
 use crate::output::Report;
@@ -10,7 +10,7 @@ use crate::output::Report;
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub change: ChangeArgs,
+    pub change: CommitArgs,
     /// The change to show (default: the one for this pipeline's commit).
     #[arg(long = "change", value_name = "ID")]
     pub change_id: Option<String>,
@@ -18,7 +18,7 @@ pub struct StatusArgs {
 
 pub async fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     let itsm = itsm::connect(&ctx.settings)?;
-    let facts = change::facts_without_range(ctx, &args.change).await?;
+    let facts = change::facts_without_range(ctx, &(&args.change).into()).await?;
     let Some(record) =
         change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
     else {

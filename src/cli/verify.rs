@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{Ctx, Exit};
 use crate::domain::verify::{self, Verdict};
+use crate::domain::words;
 use crate::itsm;
 use crate::output::Report;
 use crate::settings::Format;
@@ -45,7 +46,7 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
     let due = itsm.awaiting_verification(cutoff).await?;
     let mut report = VerifyReport {
         deployed_before: cutoff,
-        window: humantime::format_duration(window).to_string(),
+        window: words::duration(window),
         dry_run: s.dry_run,
         verified: Vec::new(),
         failed_after_deploy: 0,
@@ -148,8 +149,8 @@ fn text(r: &VerifyReport) -> String {
         return out;
     }
     out.push_str(&format!(
-        "verified {} change(s) deployed before {} (window {}){head}\n",
-        r.verified.len(),
+        "verified {} deployed before {} (window {}){head}\n",
+        words::count(r.verified.len() as u64, "change", "changes"),
         r.deployed_before.format("%Y-%m-%d %H:%M UTC"),
         r.window
     ));

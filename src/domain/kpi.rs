@@ -271,8 +271,9 @@ mod tests {
     const D: i64 = 86_400;
 
     fn cal() -> SprintCalendar {
-        // Sprint 0 starts Monday 2026-01-05; 14-day sprints.
-        SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
+        // Sprint 1 starts Monday 2026-01-19, so sprint 0 is the one from Monday 2026-01-05;
+        // 14-day sprints.
+        SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 19).unwrap(), 14)
     }
 
     /// An instant `secs` after the start of sprint 0.

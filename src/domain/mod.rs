@@ -12,6 +12,7 @@ pub mod ramp;
 pub mod simulate;
 pub mod sprint;
 pub mod verify;
+pub mod words;
 
 pub use change::{
     ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State,

@@ -9,8 +9,11 @@ use super::decision::{Decision, DecisionKind, Mode, Rule, codes};
 use super::history::History;
 use super::ramp::{self, AllowanceParams};
 use super::sprint::SprintCalendar;
+use super::words;
 
-/// What an emergency does: pass at once, or go to expedited human approval.
+/// What an emergency does: pass at once, or go to expedited human approval. Either way it
+/// overrides the freeze, the allowance and the track record (never the risk and evidence
+/// rules) and uses no allowance.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
 )]
@@ -158,18 +161,27 @@ fn track_record(history: &History, p: &PolicyParams) -> Rule {
             codes::TRACK_RECORD,
             false,
             format!(
-                "{} closed changes, {} needed for a track record",
-                history.closed_total, p.min_history
+                "{}, {} needed for a track record",
+                words::count(history.closed_total, "closed change", "closed changes"),
+                p.min_history
             ),
         );
     }
     let recent: Vec<_> = history.recent.iter().take(p.window as usize).collect();
+    if recent.is_empty() {
+        // With `policy.min_history = 0` there is nothing to rate yet; as before, that passes.
+        return Rule::new(
+            codes::TRACK_RECORD,
+            true,
+            if p.min_history == 0 {
+                "no closed changes yet, none needed for a track record"
+            } else {
+                "no closed changes to rate yet"
+            },
+        );
+    }
     let ok = recent.iter().filter(|o| ***o == Outcome::Success).count();
-    let rate = if recent.is_empty() {
-        1.0
-    } else {
-        ok as f64 / recent.len() as f64
-    };
+    let rate = ok as f64 / recent.len() as f64;
     let passed = rate >= p.min_success_rate;
     Rule::new(
         codes::TRACK_RECORD,
@@ -184,6 +196,10 @@ fn track_record(history: &History, p: &PolicyParams) -> Rule {
     )
 }
 
+fn lines_changed(n: u64) -> String {
+    words::count(n, "line changed", "lines changed")
+}
+
 fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
     let mut rules = Vec::new();
     if let Some(max) = risk.max_lines_changed {
@@ -191,9 +207,13 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
             Some(n) if n > max => Rule::new(
                 codes::RISK_SIZE,
                 false,
-                format!("{n} lines changed > {max}"),
+                format!("{} > {max}", lines_changed(n)),
             ),
-            Some(n) => Rule::new(codes::RISK_SIZE, true, format!("{n} lines changed ≤ {max}")),
+            Some(n) => Rule::new(
+                codes::RISK_SIZE,
+                true,
+                format!("{} ≤ {max}", lines_changed(n)),
+            ),
             None => unknown_rule(codes::RISK_SIZE, "lines changed", risk.when_unknown),
         });
     }

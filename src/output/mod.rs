@@ -12,6 +12,8 @@ pub mod markdown;
 /// The allowance picture of the sprint a decision was made in.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SprintInfo {
+    /// The sprint's number: sprint 1 starts at `sprint.start`, earlier ones are 0, −1, …
+    /// (the number `policy explain` and the report show).
     pub index: i64,
     pub allowance: u32,
     pub used: u32,

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::svg::{self, Chart, Mark, Series, esc};
 use super::{KpiReport, ServiceReport, rows, sprint_label};
+use crate::domain::words;
 
 const STYLE: &str = "
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; color: #1f2328; margin: 0; background: #f6f8fa; }
@@ -49,9 +50,9 @@ pub fn render(report: &KpiReport) -> String {
     let _ = writeln!(h, "<h1>{}</h1>", esc(&title));
     let _ = writeln!(
         h,
-        "<p class=\"meta\">Generated {} · sprints of {} days · target success rate {:.0}%</p>",
+        "<p class=\"meta\">Generated {} · sprints of {} · target success rate {:.0}%</p>",
         report.generated_at.format("%Y-%m-%d %H:%M UTC"),
-        report.sprint_length_days,
+        words::count(report.sprint_length_days, "day", "days"),
         report.target_success_rate * 100.0
     );
     if report.services.is_empty() {

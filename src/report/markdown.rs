@@ -2,6 +2,7 @@
 //! and Mermaid charts of the allowance and the success rate per sprint.
 
 use super::{KpiReport, ServiceReport, rows, sprint_label};
+use crate::domain::words;
 use crate::output::markdown::escape;
 
 /// Renders the report as GitHub/GitLab-flavoured markdown.
@@ -25,11 +26,11 @@ fn section(md: &mut String, report: &KpiReport, s: &ServiceReport) {
     ));
     if let (Some(first), Some(last)) = (t.sprints.first(), t.sprints.last()) {
         md.push_str(&format!(
-            "Last {} sprints ({} to {}, {} days each); target success rate {:.0}%. Generated {}.\n\n",
-            t.sprints.len(),
+            "Last {} ({} to {}, {} each); target success rate {:.0}%. Generated {}.\n\n",
+            words::count(t.sprints.len() as u64, "sprint", "sprints"),
             first.start,
             last.end,
-            report.sprint_length_days,
+            words::count(report.sprint_length_days, "day", "days"),
             report.target_success_rate * 100.0,
             report.generated_at.format("%Y-%m-%d %H:%M UTC")
         ));

@@ -124,17 +124,19 @@ pub(crate) mod fixture {
 
     pub fn report() -> KpiReport {
         let cal = SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14);
-        let at = |day: i64, hour: i64| cal.start_of(0) + chrono::Duration::hours(day * 24 + hour);
-        let allowance = BTreeMap::from([(0, 2), (1, 1), (2, 3), (3, 5)]);
+        // Sprint 1 starts on the calendar's start day.
+        let at = |day: i64, hour: i64| cal.start_of(1) + chrono::Duration::hours(day * 24 + hour);
+        let allowance = BTreeMap::from([(1, 2), (2, 1), (3, 3), (4, 5)]);
         let mut changes = Vec::new();
         // Four sprints, each busier than the one before; changes beyond the allowance wait
         // for approval; two failures early, one failure after deploy late.
-        for sprint in 0..4i64 {
-            for n in 0..(3 + sprint * 2) {
-                let day = sprint * 14 + n;
+        for i in 0..4i64 {
+            let sprint = i + 1;
+            for n in 0..(3 + i * 2) {
+                let day = i * 14 + n;
                 let needs = n >= i64::from(allowance[&sprint]);
-                let after_deploy = sprint == 3 && n == 4;
-                let outcome = if (n == 1 && sprint < 2) || after_deploy {
+                let after_deploy = i == 3 && n == 4;
+                let outcome = if (n == 1 && i < 2) || after_deploy {
                     Outcome::Failure
                 } else {
                     Outcome::Success
@@ -161,7 +163,7 @@ pub(crate) mod fixture {
         let now: DateTime<Utc> = at(3 * 14 + 10, 12);
         let table = kpi::compute(&KpiInput {
             calendar: cal,
-            sprints: 0..=3,
+            sprints: 1..=4,
             now,
             changes: &changes,
             allowance: &allowance,

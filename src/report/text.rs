@@ -1,6 +1,7 @@
 //! The plain-text report: one table per service, KPIs down, sprints across.
 
 use super::{KpiReport, rows, sprint_label};
+use crate::domain::words;
 
 /// Renders the report as aligned text tables.
 pub fn render(report: &KpiReport) -> String {
@@ -15,13 +16,13 @@ pub fn render(report: &KpiReport) -> String {
             _ => continue,
         };
         out.push_str(&format!(
-            "{} → {}: KPIs of the last {} sprints ({} to {}, {} days each)\n",
+            "{} → {}: KPIs of the last {} ({} to {}, {} each)\n",
             s.service,
             s.environment,
-            t.sprints.len(),
+            words::count(t.sprints.len() as u64, "sprint", "sprints"),
             first,
             last,
-            report.sprint_length_days
+            words::count(report.sprint_length_days, "day", "days")
         ));
         let mut header: Vec<String> = t.sprints.iter().map(|s| sprint_label(s.sprint)).collect();
         header.push("total".into());

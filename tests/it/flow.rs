@@ -234,19 +234,19 @@ pub fn scripted_history() -> (Flow, Vec<String>) {
     use Human::*;
     #[rustfmt::skip]
     let script: [Step<'_>; 14] = [
-        // Sprint 0: no track record yet, then the first pre-approvals.
+        // Sprint 1: no track record yet, then the first pre-approvals.
         ("2026-03-02", 3, "needs-approval", Approve(60), "success", None),  // #1: no history
         ("2026-03-03", 3, "needs-approval", Approve(120), "success", None), // #2: 1 closed of 2 needed
         ("2026-03-04", 3, "pre-approved", Nobody, "success", None),         // #3: 2 of 2 ok
         ("2026-03-05", 3, "pre-approved", Nobody, "failure", None),         // #4: allowance 1 of 2 used
         ("2026-03-06", 3, "needs-approval", Approve(30), "success", None),  // #5: 3/4 = 75% < 80%
-        // Sprint 1: sprint 0 closed 5 at 80%: the allowance grows from 2 to 4.
+        // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows from 2 to 4.
         ("2026-03-16", 3, "pre-approved", Nobody, "success", None),         // #6: 4/5 = 80%
         ("2026-03-17", 3, "pre-approved", Nobody, "success", None),         // #7: then INC-42, verify
         ("2026-03-19", 3, "needs-approval", Approve(120), "success", None), // #8: 5/7 = 71%
         ("2026-03-20", 3, "pre-approved", Nobody, "success", Some("payment outage hotfix")), // #9
         ("2026-03-21", 60, "needs-approval", Approve(45), "success", None), // #10: 60 lines > 50
-        // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows to 6.
+        // Sprint 3: sprint 2 closed 5 at 80%: the allowance grows to 6.
         ("2026-03-30", 3, "pre-approved", Nobody, "success", None),         // #11: 8/10 = 80%
         ("2026-03-31", 3, "pre-approved", Nobody, "failure", None),         // #12: 9/11
         ("2026-04-01", 3, "needs-approval", Reject(20), "cancelled", None), // #13: 9/12 = 75%

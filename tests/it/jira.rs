@@ -1288,7 +1288,7 @@ async fn approval_timeout_blocks() {
     assert_eq!(code, 1, "{out}\n{err}");
     let report = json_out(&out);
     assert_eq!(report["state"], "awaiting-approval");
-    assert_eq!(report["message"], "approval timed out after 1s");
+    assert_eq!(report["message"], "approval timed out after 1 second");
     assert_eq!(site.issue("CHG-1").status, "Waiting for approval");
     let polls = site.counts(0)["GET /rest/servicedeskapi/request/{key}/approval"];
     assert!(

@@ -3,6 +3,7 @@
 
 mod action;
 mod annotate;
+mod cli;
 mod examples;
 mod flow;
 mod gate;

@@ -1595,7 +1595,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
         ..PAST
     };
     let history = [
-        // Sprint 0 (03-02 to 03-15).
+        // Sprint 1 (03-02 to 03-15).
         approved(
             1,
             "03-02 10:00",
@@ -1620,7 +1620,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
             "03-06 12:01",
             "successful",
         ),
-        // Sprint 1 (03-16 to 03-29).
+        // Sprint 2 (03-16 to 03-29).
         pre(5, "03-16 10:00", "03-15 09:00", "successful", "03-16 10:10"),
         Past {
             failed_after_deploy: true,
@@ -1663,7 +1663,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
             "03-23 11:01",
             "successful",
         ),
-        // Sprint 2 (03-30 to 04-12), the current one.
+        // Sprint 3 (03-30 to 04-12), the current one.
         pre(
             11,
             "03-30 10:00",
@@ -1760,7 +1760,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
     let (s0, s1, s2) = (&sprints[0], &sprints[1], &sprints[2]);
     let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
 
-    // Sprint 0: allowance 2 (the first sprint with history). 4 changes: #2, #3 pre-approved;
+    // Sprint 1: allowance 2 (the first sprint with history). 4 changes: #2, #3 pre-approved;
     // #1, #4 waited 1h and 2h (median 1h30, p90 rank ⌈1.8⌉ = 2 → 2h). 3 successes, #3 failed.
     assert_eq!(s0["allowance"], 2);
     assert_eq!(
@@ -1783,7 +1783,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
     assert_eq!(s0["time_to_restore"]["median_secs"], 93_660);
     assert_near(&s0["deployment_frequency_per_day"], 4.0 / 14.0);
 
-    // Sprint 1: sprint 0 closed 4 at 75% < 80%: the allowance halves to 1. 6 changes: #5
+    // Sprint 2: sprint 1 closed 4 at 75% < 80%: the allowance halves to 1. 6 changes: #5
     // pre-approved; #8 an emergency (not counted against the allowance); #6, #7, #9, #10
     // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h.
     assert_eq!(s1["allowance"], 1);
@@ -1815,7 +1815,7 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
     // #6 (deployed 03-17 10:31) restored by #8 (03-19 10:00): 47h29.
     assert_eq!(s1["time_to_restore"]["median_secs"], 170_940);
 
-    // Sprint 2: sprint 1 closed 5 at 80%: the allowance grows by 2 to 3. #14 still waits.
+    // Sprint 3: sprint 2 closed 5 at 80%: the allowance grows by 2 to 3. #14 still waits.
     assert_eq!(s2["allowance"], 3);
     assert_eq!(
         [

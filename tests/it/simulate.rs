@@ -88,7 +88,7 @@ fn simulate_reproduces_the_history_and_weighs_other_values() {
     assert_eq!(changed, [ids[7].as_str(), &ids[12], &ids[13]]);
 
     // Another file as the proposal: a first allowance of 1. CG-4 then waits for approval;
-    // sprint 0 still meets the target, so the ramp climbs 1 → 3 → 5.
+    // sprint 1 still meets the target, so the ramp climbs 1 → 3 → 5.
     let other = f.dir().join("other.toml");
     std::fs::write(
         &other,

@@ -9,9 +9,10 @@ use super::*;
 use crate::domain::change::{Platform, PullRequest};
 use crate::domain::history::SprintTally;
 
-/// The calendar every test uses: sprint 0 starts on Monday 2026-01-05, 14 days long.
+/// The calendar every test uses: sprint 1 starts on Monday 2026-01-19, 14 days long, so
+/// sprint 0 is the one from Monday 2026-01-05.
 fn calendar() -> SprintCalendar {
-    SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
+    SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 19).unwrap(), 14)
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -151,6 +152,13 @@ fn track_record() {
             ..base
         },
         Case {
+            name: "one closed change is one, not one changes",
+            ok: 1,
+            passed: false,
+            reason: "1 closed change, 5 needed for a track record",
+            ..base
+        },
+        Case {
             name: "too few closed",
             ok: 4,
             passed: false,
@@ -209,7 +217,7 @@ fn track_record() {
         Case {
             name: "min_history 0 with no history",
             min_history: 0,
-            reason: "success rate 100% over last 0 ≥ 90%",
+            reason: "no closed changes yet, none needed for a track record",
             ..base
         },
         Case {
@@ -374,6 +382,14 @@ fn risk_size() {
             true,
             false,
             "801 lines changed > 800",
+        ),
+        (
+            "one line",
+            Some(0),
+            Some(1),
+            true,
+            false,
+            "1 line changed > 0",
         ),
         (
             "unknown lines",

@@ -177,8 +177,9 @@ mod tests {
             &mut sprints,
         );
         tally_labels(&[pre, ok, day(2025, 1, 1)], &cal, -5, 3, &mut sprints);
+        // Sprint 1 starts on the calendar's start day, 2026-01-05.
         assert_eq!(
-            sprints[&0],
+            sprints[&1],
             SprintTally {
                 succeeded: 1,
                 failed: 1,
@@ -187,7 +188,7 @@ mod tests {
             }
         );
         assert_eq!(
-            sprints[&1],
+            sprints[&2],
             SprintTally {
                 succeeded: 1,
                 emergency: 1,

@@ -275,7 +275,7 @@ async fn links_that_hide_the_issue_type_are_resolved_with_jql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_over_three_sprints_of_seeded_changes() {
-    // Sprints of 14 days; the current one (S2) began today at midnight UTC.
+    // Sprints of 14 days; the current one (S3) began today at midnight UTC.
     let today = Utc::now().date_naive();
     let start = today - Duration::days(28);
     let site = Site::start(
@@ -307,11 +307,11 @@ async fn report_over_three_sprints_of_seeded_changes() {
         outcome: Some(outcome),
     };
     use Outcome::{Cancelled, Failure, Success};
-    // S0: two pre-approved, one approved after 2h; all succeed.
+    // S1: two pre-approved, one approved after 2h; all succeed.
     site.seed(pre(t(1, 10, 0), t(0, 9, 0), Success));
     site.seed(pre(t(2, 10, 0), t(1, 15, 0), Success));
     site.seed(approved(t(3, 10, 0), t(3, 12, 0), t(2, 15, 0), Success));
-    // S1: a pre-approved success that caused an incident 8h later; two approved after
+    // S2: a pre-approved success that caused an incident 8h later; two approved after
     // 1h30m (its deploy fails) and 1h; one never approved, cancelled.
     let incident = site.seed(pre(t(15, 10, 0), t(14, 9, 0), Success));
     site.seed(approved(t(16, 13, 0), t(16, 14, 30), t(16, 9, 0), Failure));
@@ -358,12 +358,12 @@ async fn report_over_three_sprints_of_seeded_changes() {
     const H: i64 = 3600;
     const M: i64 = 60;
 
-    // S0: 3 changes, 2 pre-approved of an allowance of 2, one waited 2h; lead times (first
+    // S1: 3 changes, 2 pre-approved of an allowance of 2, one waited 2h; lead times (first
     // commit → deploy) 25h05m, 19h05m, 21h: median 21h; 3 deploys in 14 days.
-    let s0 = sprint(0);
+    let s1 = sprint(1);
     assert_eq!(
         counts(
-            &s0,
+            &s1,
             &[
                 "changes",
                 "pre_approved",
@@ -375,22 +375,22 @@ async fn report_over_three_sprints_of_seeded_changes() {
             ]
         ),
         [3, 2, 2, 1, 3, 0, 3],
-        "{s0}"
+        "{s1}"
     );
-    assert_eq!(s0["approval_wait"]["median_secs"], 2 * H);
-    assert_eq!(s0["success_rate"], 1.0);
-    assert_eq!(s0["lead_time"]["median_secs"], 21 * H);
-    assert_eq!(s0["deployment_frequency_per_day"], 3.0 / 14.0);
+    assert_eq!(s1["approval_wait"]["median_secs"], 2 * H);
+    assert_eq!(s1["success_rate"], 1.0);
+    assert_eq!(s1["lead_time"]["median_secs"], 21 * H);
+    assert_eq!(s1["deployment_frequency_per_day"], 3.0 / 14.0);
 
-    // S1: the allowance grew to 4 (S0 closed 3, all successful). 4 changes, 1 pre-approved,
+    // S2: the allowance grew to 4 (S1 closed 3, all successful). 4 changes, 1 pre-approved,
     // 3 needed approval; waits 1h30m and 1h: median 1h15m, p90 (rank ⌈1.8⌉ = 2) 1h30m.
     // 1 success, 2 failures (one after deploy), 1 cancelled: success rate 1/3. Lead times
     // 25h05m, 5h30m, 26h: median 25h05m. Restore: the failed-after-deploy change deployed
     // day 15 10:05, the next success deployed day 18 11:00: 3d 55m.
-    let s1 = sprint(1);
+    let s2 = sprint(2);
     assert_eq!(
         counts(
-            &s1,
+            &s2,
             &[
                 "changes",
                 "pre_approved",
@@ -404,19 +404,19 @@ async fn report_over_three_sprints_of_seeded_changes() {
             ]
         ),
         [4, 1, 4, 3, 1, 2, 1, 1, 3],
-        "{s1}"
+        "{s2}"
     );
-    assert_eq!(s1["approval_wait"]["median_secs"], H + 15 * M);
-    assert_eq!(s1["approval_wait"]["p90_secs"], H + 30 * M);
-    assert_eq!(s1["success_rate"], 1.0 / 3.0);
-    assert_eq!(s1["change_failure_rate"], 2.0 / 3.0);
-    assert_eq!(s1["lead_time"]["median_secs"], 25 * H + 5 * M);
-    assert_eq!(s1["time_to_restore"]["median_secs"], 3 * 24 * H + 55 * M);
-    assert_eq!(s1["unrestored_failures"], 0);
+    assert_eq!(s2["approval_wait"]["median_secs"], H + 15 * M);
+    assert_eq!(s2["approval_wait"]["p90_secs"], H + 30 * M);
+    assert_eq!(s2["success_rate"], 1.0 / 3.0);
+    assert_eq!(s2["change_failure_rate"], 2.0 / 3.0);
+    assert_eq!(s2["lead_time"]["median_secs"], 25 * H + 5 * M);
+    assert_eq!(s2["time_to_restore"]["median_secs"], 3 * 24 * H + 55 * M);
+    assert_eq!(s2["unrestored_failures"], 0);
 
-    // S2 (current, nothing yet): the allowance backed off to 4 × 0.5 = 2 (S1: 1 of 3).
-    let s2 = sprint(2);
-    assert_eq!(counts(&s2, &["changes", "allowance"]), [0, 2], "{s2}");
+    // S3 (current, nothing yet): the allowance backed off to 4 × 0.5 = 2 (S2: 1 of 3).
+    let s3 = sprint(3);
+    assert_eq!(counts(&s3, &["changes", "allowance"]), [0, 2], "{s3}");
 
     let total_kpis = &svc["total"];
     assert_eq!(
