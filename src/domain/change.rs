@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::decision::Decision;
+use super::decision::{Decision, DecisionKind, Gate, Mode};
 
 /// How a deploy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -250,6 +250,73 @@ pub struct ChangeRecord {
     pub approved_at: Option<DateTime<Utc>>,
     pub deployed_at: Option<DateTime<Utc>>,
     pub incidents: Vec<String>,
+    /// Set when a gate's wait for approval ran out while the change still awaited it: the
+    /// final word is `blocked` until a human decides.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl ChangeRecord {
+    /// Whether a human rejected the change, or the wait for its approval ran out and nobody
+    /// has decided since.
+    pub fn refused(&self) -> bool {
+        self.state == State::Rejected || (self.timed_out && self.state == State::AwaitingApproval)
+    }
+
+    /// The final decision, what every output reports as `decision`: `blocked` after a
+    /// rejection or a timed-out wait, the policy's decision otherwise.
+    pub fn final_decision(&self) -> Option<DecisionKind> {
+        let d = self.decision.as_ref()?;
+        Some(if self.refused() {
+            DecisionKind::Blocked
+        } else {
+            d.kind
+        })
+    }
+
+    /// What the gate does with this change now (see [`DecisionKind::gate`]).
+    pub fn gate(&self) -> Option<Gate> {
+        let d = self.decision.as_ref()?;
+        Some(self.final_decision()?.gate(d.mode, Some(self.state)))
+    }
+
+    /// Whether what the record holds stands on a re-run of a gate in `mode`, or the change
+    /// is decided again. A human's rejection is never re-decided by the policy, nor is a
+    /// record already closed or cancelled. A decision stands only for the mode it was made
+    /// under. Within it, a policy block is decided again (the freeze may have ended) unless
+    /// the deploy already went ahead, and a newly declared emergency re-decides a change
+    /// still waiting for approval.
+    pub fn decision_stands(&self, mode: Mode, emergency_requested: bool) -> bool {
+        if matches!(
+            self.state,
+            State::Rejected | State::Closed | State::Cancelled
+        ) {
+            return true;
+        }
+        let Some(d) = &self.decision else {
+            return false;
+        };
+        if d.mode != mode {
+            return false;
+        }
+        match d.kind {
+            DecisionKind::Blocked => self.state == State::Implementing,
+            DecisionKind::NeedsApproval => {
+                !(emergency_requested
+                    && d.emergency.is_none()
+                    && self.state == State::AwaitingApproval)
+            }
+            DecisionKind::PreApproved => true,
+        }
+    }
+
+    /// The commit of the change, from its correlation key (whose SHA is never shortened).
+    pub fn commit_sha(&self) -> Option<&str> {
+        self.key
+            .rsplit_once(':')
+            .map(|(_, sha)| sha)
+            .filter(|sha| !sha.is_empty())
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,18 @@ pub trait Itsm: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 
+    /// The gate's wait for approval ran out: the backend keeps that the final word is
+    /// `blocked` where it has a place for it (the embedded ledger, for `status` and the
+    /// KPIs). Elsewhere the record stays as the ITSM holds it; the run reports the timeout.
+    async fn record_timeout(
+        &self,
+        record: &ChangeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        Ok(record.clone())
+    }
+
     /// A human decision taken through changegate itself (the embedded ledger only).
     async fn decide_by_hand(
         &self,
@@ -203,25 +215,6 @@ pub trait Itsm: Send + Sync {
     ) -> Result<Vec<RecordedChange>> {
         let _ = (service_id, environment);
         Err(unsupported(self.kind(), "`policy simulate`"))
-    }
-}
-
-/// Whether an existing decision stands on a re-run, or the change is decided again.
-/// Blocked decisions (freeze, rejection aside) are re-decided: the freeze may have ended.
-/// A newly declared emergency re-decides a change still waiting for approval.
-pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool {
-    use crate::domain::{DecisionKind, State};
-    let Some(d) = &record.decision else {
-        return false;
-    };
-    match d.kind {
-        DecisionKind::Blocked => record.state == State::Rejected,
-        DecisionKind::NeedsApproval => {
-            !(emergency_requested
-                && d.emergency.is_none()
-                && record.state == State::AwaitingApproval)
-        }
-        DecisionKind::PreApproved => true,
     }
 }
 

@@ -181,6 +181,7 @@ impl ServiceNow {
             approved_at: raw.at("approval_set"),
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
+            timed_out: false,
         }
     }
 
