@@ -103,9 +103,9 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
     let existing = itsm.find_for_decision(&facts.key()).await?;
     let emergency_requested = args.emergency.is_some();
-    let standing = existing.as_ref().filter(|r| {
-        r.decision.is_some() && r.decision_stands(s.mode(), emergency_requested)
-    });
+    let standing = existing
+        .as_ref()
+        .filter(|r| r.decision.is_some() && r.decision_stands(s.mode(), emergency_requested));
     let decision = match standing.and_then(|r| r.decision.clone()) {
         Some(d) => d,
         None => decide_change(ctx, itsm.as_ref(), &facts, args.emergency.clone()).await?,

@@ -178,7 +178,12 @@ fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis
     let approval_wait = changes
         .iter()
         // A rejected change counts as blocked, yet a human answered it all the same.
-        .filter(|c| matches!(c.decision, DecisionKind::NeedsApproval | DecisionKind::Blocked))
+        .filter(|c| {
+            matches!(
+                c.decision,
+                DecisionKind::NeedsApproval | DecisionKind::Blocked
+            )
+        })
         .filter_map(|c| {
             c.approved_at
                 .map(|a| (a - c.decided_at).num_seconds().max(0))

@@ -594,8 +594,7 @@ mod tests {
                     continue;
                 }
                 let t = sprints.entry(sprint).or_default();
-                t.pre_approved +=
-                    u32::from(d.counts_against_allowance());
+                t.pre_approved += u32::from(d.counts_against_allowance());
                 t.emergency += u32::from(d.emergency.is_some());
                 match outcome_of(j) {
                     Some(Outcome::Success) => t.succeeded += 1,

@@ -237,6 +237,7 @@ mod tests {
             change_id: Some("CHG-1".into()),
             change_url: None,
             decision,
+            policy_decision: None,
             state,
             outcome,
             rules: Vec::new(),

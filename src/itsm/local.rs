@@ -163,10 +163,7 @@ impl Ledger {
         facts: &ChangeFacts,
         d: &Decision,
     ) -> rusqlite::Result<Decision> {
-        let Some(cal) = self
-            .calendar
-            .filter(|_| d.counts_against_allowance())
-        else {
+        let Some(cal) = self.calendar.filter(|_| d.counts_against_allowance()) else {
             return Ok(d.clone());
         };
         let used: i64 = tx.query_row(
@@ -806,7 +803,11 @@ impl Itsm for Ledger {
             DecisionKind::Blocked
         };
         let from = current.state.as_str();
-        let kind = if overturn { "overturned" } else { target.as_str() };
+        let kind = if overturn {
+            "overturned"
+        } else {
+            target.as_str()
+        };
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(

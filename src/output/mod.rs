@@ -56,6 +56,12 @@ impl Report {
         dry_run: bool,
     ) -> Report {
         let decision = record.and_then(|r| r.decision.as_ref());
+        // A change looked up by id (`--change`) may be another commit than the checkout's:
+        // its own key and commit are reported, not HEAD's.
+        let (correlation_key, commit) = match record.and_then(|r| Some((r, r.commit_sha()?))) {
+            Some((r, sha)) if sha != facts.commit_sha => (r.key.clone(), sha.to_string()),
+            _ => (facts.key().to_string(), facts.commit_sha.clone()),
+        };
         Report {
             change_id: record.map(|r| r.id.clone()),
             change_url: record.and_then(|r| r.url.clone()),
@@ -70,10 +76,10 @@ impl Report {
             rules: decision.map(|d| d.rules.clone()).unwrap_or_default(),
             mode: decision.map_or(mode, |d| d.mode),
             dry_run,
-            correlation_key: facts.key().to_string(),
+            correlation_key,
             service: facts.service.clone(),
             environment: facts.environment.clone(),
-            commit: facts.commit_sha.clone(),
+            commit,
             emergency: decision.and_then(|d| d.emergency.clone()),
             sprint: decision.map(|d| SprintInfo {
                 index: d.sprint,
@@ -97,7 +103,9 @@ impl Report {
         // decision on the line below.
         let human = self.human_answer();
         let what = match (&human, self.decision, self.state) {
-            (Some(h), Some(DecisionKind::Blocked), Some(s)) => format!("blocked — {h} (state: {s})"),
+            (Some(h), Some(DecisionKind::Blocked), Some(s)) => {
+                format!("blocked — {h} (state: {s})")
+            }
             (Some(h), _, Some(s)) => format!("{h} (state: {s})"),
             (_, Some(d), Some(s)) => format!("{d} (state: {s})"),
             (_, Some(d), None) => d.to_string(),
@@ -162,9 +170,10 @@ impl Report {
                 self.approved_by.as_deref(),
                 self.approval_comment.as_deref(),
             )),
-            (State::Approved | State::Implementing | State::Closed, DecisionKind::NeedsApproval)
-                if self.mode == Mode::Enforce =>
-            {
+            (
+                State::Approved | State::Implementing | State::Closed,
+                DecisionKind::NeedsApproval,
+            ) if self.mode == Mode::Enforce => {
                 let comment = self
                     .approval_comment
                     .as_deref()

@@ -1785,16 +1785,18 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
 
     // Sprint 1: sprint 0 closed 4 at 75% < 80%: the allowance halves to 1. 6 changes: #5
     // pre-approved; #8 an emergency (not counted against the allowance); #6, #7, #9, #10
-    // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h.
+    // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h. The
+    // rejected #7 counts as blocked: a rejection is the final word.
     assert_eq!(s1["allowance"], 1);
     assert_eq!(
         [
             n(s1, "changes"),
             n(s1, "pre_approved"),
             n(s1, "needs_approval"),
+            n(s1, "blocked"),
             n(s1, "emergency")
         ],
-        [6, 1, 4, 1]
+        [6, 1, 3, 1, 1]
     );
     assert_eq!(s1["approval_wait"]["median_secs"], 7200);
     assert_eq!(s1["approval_wait"]["p90_secs"], 14_400);
