@@ -142,6 +142,8 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         .clone()
         .context("the decision just written vanished")?;
     let mut message = None;
+    // Whether this run saw a human reject the change while it waited.
+    let mut rejected_now = false;
     let wait = args.wait.unwrap_or(s.approval_timeout);
     let waits = policy.kind == DecisionKind::NeedsApproval
         && policy.mode == Mode::Enforce
@@ -154,9 +156,12 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         record = after;
         if timed_out {
             // The clock's word is final for this run: `blocked`, still awaiting approval.
-            record = itsm.record_timeout(&record, s.now).await?;
+            let why = format!("approval timed out after {}", fmt_secs(wait));
+            record = itsm.record_refusal(&record, &why, s.now).await?;
             record.timed_out = true;
-            message = Some(format!("approval timed out after {}", fmt_secs(wait)));
+            message = Some(why);
+        } else {
+            rejected_now = record.state == State::Rejected;
         }
     } else if waits {
         message = Some(if record.timed_out {
@@ -166,19 +171,24 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
             "awaiting approval; --wait 0 returns at once".to_string()
         });
     }
-    if record.state == State::Rejected && record.approved_by.is_none() {
-        // Who rejected, and why, is read with the approval itself.
-        record = itsm.refresh(&record).await?;
+    if record.state == State::Rejected {
+        if record.approved_by.is_none() {
+            // Who rejected, and why, is read with the approval itself.
+            record = itsm.refresh(&record).await?;
+        }
+        let why = crate::output::rejection(
+            record.approved_by.as_deref(),
+            record.approval_comment.as_deref(),
+        );
+        if rejected_now {
+            // Once, by the run that saw it: the record says the final decision is blocked.
+            record = itsm.record_refusal(&record, &why, s.now).await?;
+        }
+        message.get_or_insert(why);
     }
     let exit = exit_for(record.gate().unwrap_or(Gate::Blocked));
     if exit == Exit::Pass {
         record = itsm.start(&record, s.now).await?;
-    }
-    if record.state == State::Rejected && message.is_none() {
-        message = Some(crate::output::rejection(
-            record.approved_by.as_deref(),
-            record.approval_comment.as_deref(),
-        ));
     }
     let mut report = Report::from_record(Some(&record), &facts, mode, false);
     report.message = message;

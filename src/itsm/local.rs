@@ -825,9 +825,10 @@ impl Itsm for Ledger {
             .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 
-    async fn record_timeout(
+    async fn record_refusal(
         &self,
         record: &ChangeRecord,
+        why: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let row_id =
@@ -841,7 +842,7 @@ impl Itsm for Ledger {
                 params![row_id],
             )?;
             if n > 0 {
-                add_event(&tx, row_id, now, "timed-out", None, None)?;
+                add_event(&tx, row_id, now, "timed-out", None, Some(why))?;
             }
             tx.commit()
         })?;

@@ -103,17 +103,17 @@ pub trait Itsm: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 
-    /// The gate's wait for approval ran out: the backend keeps that the final word is
-    /// `blocked` where it has a place for it (the embedded ledger, for `status` and the
-    /// KPIs). Elsewhere the record stays as the ITSM holds it; the run reports the timeout.
-    async fn record_timeout(
+    /// A gate saw the change refused while it waited (a human rejected it, or the wait ran
+    /// out): the final decision is `blocked`, and the record says so with `why`. The
+    /// embedded ledger stores a timeout as its final decision (a rejection it stored when
+    /// it was made); ServiceNow gets a work note and Jira a comment. Returns the record as
+    /// now stored.
+    async fn record_refusal(
         &self,
         record: &ChangeRecord,
+        why: &str,
         now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = now;
-        Ok(record.clone())
-    }
+    ) -> Result<ChangeRecord>;
 
     /// A human decision taken through changegate itself (the embedded ledger only).
     async fn decide_by_hand(

@@ -511,6 +511,26 @@ impl Itsm for ServiceNow {
         Ok(updated)
     }
 
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        let raw = self.raw_for(record).await?;
+        let mut f = Map::new();
+        f.insert(
+            "work_notes".into(),
+            json!(format!(
+                "changegate decision: blocked ({}); the deploy does not go ahead.",
+                text::one_line(why)
+            )),
+        );
+        let raw = self.patch(&raw, f).await?;
+        Ok(self.keep(record, &raw))
+    }
+
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
         let raw = self.raw_for(record).await?;
         if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) || raw.get("approval") == "rejected"

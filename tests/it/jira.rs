@@ -1266,6 +1266,18 @@ async fn declined_blocks_with_the_approvers_name() {
     assert_eq!(report["approved_by"], "Bob Boss");
     assert_eq!(report["message"], "rejected by Bob Boss");
     assert_eq!(site.issue("CHG-1").status, "Declined");
+    let blocked_comments = || {
+        site.issue("CHG-1")
+            .comments
+            .iter()
+            .map(comment_text)
+            .filter(|c| c.starts_with("changegate decision: blocked"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        blocked_comments(),
+        ["changegate decision: blocked\n (rejected by Bob Boss); the deploy does not go ahead.\n"]
+    );
 
     // A re-run asked to wait returns at once, blocked, after reading the approvals again.
     let mark = site.log_len();
@@ -1289,6 +1301,7 @@ async fn declined_blocks_with_the_approvers_name() {
         None,
         "{counts:#?}"
     );
+    assert_eq!(blocked_comments().len(), 1, "the note is written once");
 
     // The job records whatever happened; nothing was deployed, and Declined stays.
     let mark = site.log_len();

@@ -344,6 +344,13 @@ async fn no_approval_before_the_timeout_blocks() {
         (rec["state"].as_str(), rec["approval"].as_str()),
         ("-4", "requested")
     );
+    let notes = s.notes(&rec["sys_id"]);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("changegate decision: blocked (approval timed out after 1s)")),
+        "{notes:#?}"
+    );
     drop(s);
     // Approved late, in ServiceNow: the re-run re-reads the approval and passes.
     {
@@ -386,6 +393,21 @@ async fn a_rejection_is_blocked_a_rerun_stays_blocked_at_once_and_a_re_approval_
         "rejected by Jane Approver: Not during the sales peak"
     );
     assert!(!doc["rules"].as_array().unwrap().is_empty());
+    // The work note of the run that saw the rejection says blocked.
+    let blocked_notes = |sn: &Instance| {
+        let s = sn.sn();
+        let id = s.find(&sn.key())[0]["sys_id"].clone();
+        s.notes(&id)
+            .into_iter()
+            .filter(|n| n.starts_with("changegate decision: blocked"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        blocked_notes(&sn),
+        [
+            "changegate decision: blocked (rejected by Jane Approver: Not during the sales peak); the deploy does not go ahead."
+        ]
+    );
 
     // A re-run asked to wait returns at once, blocked, after reading the approval again.
     let before = sn.requests();
