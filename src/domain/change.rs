@@ -323,6 +323,93 @@ impl ChangeRecord {
 mod tests {
     use super::*;
 
+    fn record(kind: DecisionKind, mode: Mode, state: State) -> ChangeRecord {
+        ChangeRecord {
+            id: "CG-1".into(),
+            url: None,
+            key: format!("changegate:acme/payments-api:production:{}", "a".repeat(40)),
+            state,
+            decision: Some(Decision {
+                kind,
+                rules: Vec::new(),
+                mode,
+                emergency: None,
+                sprint: 0,
+                allowance: 1,
+                allowance_used: 0,
+                clock_override: None,
+            }),
+            outcome: None,
+            emergency_reason: None,
+            approved_by: None,
+            approval_comment: None,
+            opened_at: None,
+            decided_at: None,
+            approved_at: None,
+            deployed_at: None,
+            incidents: Vec::new(),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_rejection_or_a_timeout_is_the_final_word() {
+        use DecisionKind::*;
+        let e = Mode::Enforce;
+        let rejected = record(NeedsApproval, e, State::Rejected);
+        assert_eq!(rejected.final_decision(), Some(Blocked));
+        assert_eq!(rejected.gate(), Some(Gate::Blocked));
+        let mut timed_out = record(NeedsApproval, e, State::AwaitingApproval);
+        assert_eq!(timed_out.gate(), Some(Gate::Waiting));
+        timed_out.timed_out = true;
+        assert_eq!(timed_out.final_decision(), Some(Blocked));
+        assert_eq!(timed_out.gate(), Some(Gate::Blocked));
+        // Approved late: the timeout no longer counts.
+        timed_out.state = State::Approved;
+        assert_eq!(timed_out.final_decision(), Some(NeedsApproval));
+        assert_eq!(timed_out.gate(), Some(Gate::Pass));
+        // Observe mode never holds a deploy back, whatever the final word.
+        assert_eq!(
+            record(NeedsApproval, Mode::Observe, State::Rejected).gate(),
+            Some(Gate::Pass)
+        );
+    }
+
+    #[test]
+    fn which_decisions_stand_on_a_re_run() {
+        use DecisionKind::*;
+        use State::*;
+        let (e, o) = (Mode::Enforce, Mode::Observe);
+        // (decision, made under, state, run mode, emergency declared, stands)
+        let cases = [
+            (PreApproved, e, Implementing, e, false, true),
+            (PreApproved, o, Implementing, e, false, false),
+            (NeedsApproval, o, AwaitingApproval, e, false, false),
+            (NeedsApproval, e, AwaitingApproval, e, false, true),
+            (NeedsApproval, e, AwaitingApproval, e, true, false),
+            (NeedsApproval, e, Approved, e, true, true),
+            (NeedsApproval, e, Rejected, e, true, true),
+            (NeedsApproval, e, Rejected, o, false, true),
+            (Blocked, e, New, e, false, false),
+            (Blocked, o, Implementing, o, false, true),
+            (PreApproved, o, Closed, e, false, true),
+            (PreApproved, o, Cancelled, e, false, true),
+        ];
+        for (kind, made, state, mode, emergency, want) in cases {
+            assert_eq!(
+                record(kind, made, state).decision_stands(mode, emergency),
+                want,
+                "{kind} made in {made:?}, {state}, run in {mode:?}, emergency {emergency}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_commit_comes_from_the_key() {
+        let r = record(DecisionKind::PreApproved, Mode::Enforce, State::New);
+        assert_eq!(r.commit_sha(), Some("a".repeat(40).as_str()));
+    }
+
     #[test]
     fn outcome_words_of_both_platforms() {
         assert_eq!(Outcome::from_word("success"), Some(Outcome::Success));

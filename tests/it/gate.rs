@@ -1602,6 +1602,13 @@ fn approve_overturns_a_rejection_on_the_ledger_and_the_rerun_passes() {
         (Some("needs-approval"), Some("implementing"))
     );
     assert_eq!(doc["approved_by"], "alice");
+    // After the deploy, the headline still says who approved.
+    let out = run(dir, &["record", "--outcome", "success"]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("CG-1: approved by alice: the sale is over (state: closed) — "),
+        "{text}"
+    );
 }
 
 #[test]
