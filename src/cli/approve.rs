@@ -53,7 +53,12 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let report = Report {
         change_id: Some(record.id.clone()),
         change_url: record.url.clone(),
-        decision: record.decision.as_ref().map(|d| d.kind),
+        decision: record.final_decision(),
+        policy_decision: record
+            .decision
+            .as_ref()
+            .map(|d| d.kind)
+            .filter(|k| record.refused() && *k != crate::domain::DecisionKind::Blocked),
         state: Some(record.state),
         outcome: record.outcome,
         rules: Vec::new(),

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
-use crate::domain::{ChangeRecord, Decision, DecisionInput, DecisionKind, Mode, State, decide};
+use crate::domain::{
+    ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
+};
 use crate::forge;
 use crate::itsm::{self, HistoryQuery, Itsm};
 use crate::output::Report;
@@ -104,21 +106,23 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
     let existing = itsm.find_for_decision(&facts.key()).await?;
     let emergency_requested = args.emergency.is_some();
-    let decision = match existing
+    let standing = existing
         .as_ref()
-        .filter(|r| itsm::decision_stands(r, emergency_requested))
-    {
-        Some(record) => record
-            .decision
-            .clone()
-            .context("a standing decision vanished")?,
+        .filter(|r| r.decision.is_some() && r.decision_stands(s.mode(), emergency_requested));
+    let decision = match standing.and_then(|r| r.decision.clone()) {
+        Some(d) => d,
         None => decide_change(ctx, itsm.as_ref(), &facts, args.emergency.clone()).await?,
     };
     let mode = decision.mode;
 
     if s.dry_run {
         let mut report = Report::from_record(existing.as_ref(), &facts, mode, true);
-        report.decision = Some(decision.kind);
+        // What a run would report: a standing refusal stays the final word.
+        let kind = match standing {
+            Some(r) => r.final_decision().unwrap_or(decision.kind),
+            None => decision.kind,
+        };
+        report.decision = Some(kind);
         report.rules = decision.rules.clone();
         report.emergency = decision.emergency.clone();
         report.sprint = Some(crate::output::SprintInfo {
@@ -127,44 +131,67 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
             used: decision.allowance_used,
         });
         report.clock_override = decision.clock_override.clone();
-        let exit = exit_for(&decision, existing.as_ref().map(|r| r.state));
+        let exit = exit_for(kind.gate(mode, existing.as_ref().map(|r| r.state)));
         change::emit(ctx, &report, &facts, exit)?;
         return Ok(exit);
     }
 
     let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
-    let stored = record.decision.clone().unwrap_or(decision);
+    if record.decision.is_none() {
+        record.decision = Some(decision);
+    }
+    let policy = record
+        .decision
+        .clone()
+        .context("the decision just written vanished")?;
     let mut message = None;
+    // Whether this run saw a human reject the change while it waited.
+    let mut rejected_now = false;
     let wait = args.wait.unwrap_or(s.approval_timeout);
-    if stored.kind == DecisionKind::NeedsApproval
-        && stored.mode == Mode::Enforce
-        && record.state == State::AwaitingApproval
-        && !wait.is_zero()
-    {
+    let waits = policy.kind == DecisionKind::NeedsApproval
+        && policy.mode == Mode::Enforce
+        && record.state == State::AwaitingApproval;
+    if waits && !wait.is_zero() {
         // Reviewers see "waiting for approval" on the pull request while the gate waits.
         let waiting = Report::from_record(Some(&record), &facts, mode, false);
         forge::annotate(s, &waiting, &facts, Some(&record)).await?;
         let (after, timed_out) = wait_for_approval(ctx, itsm.as_ref(), record, wait).await?;
         record = after;
         if timed_out {
-            message = Some(format!("approval timed out after {}", fmt_secs(wait)));
+            // The clock's word is final for this run: `blocked`, still awaiting approval.
+            let why = format!("approval timed out after {}", fmt_secs(wait));
+            record = itsm.record_refusal(&record, &why, s.now).await?;
+            record.timed_out = true;
+            message = Some(why);
+        } else {
+            rejected_now = record.state == State::Rejected;
         }
-    } else if stored.kind == DecisionKind::NeedsApproval
-        && record.state == State::AwaitingApproval
-        && stored.mode == Mode::Enforce
-    {
-        message = Some("awaiting approval; --wait 0 returns at once".to_string());
+    } else if waits {
+        message = Some(if record.timed_out {
+            "approval timed out on an earlier run and is still awaited; --wait 0 returns at once"
+                .to_string()
+        } else {
+            "awaiting approval; --wait 0 returns at once".to_string()
+        });
     }
-    let exit = exit_for(&stored, Some(record.state));
+    if record.state == State::Rejected {
+        if record.approved_by.is_none() {
+            // Who rejected, and why, is read with the approval itself.
+            record = itsm.refresh(&record).await?;
+        }
+        let why = crate::output::rejection(
+            record.approved_by.as_deref(),
+            record.approval_comment.as_deref(),
+        );
+        if rejected_now {
+            // Once, by the run that saw it: the record says the final decision is blocked.
+            record = itsm.record_refusal(&record, &why, s.now).await?;
+        }
+        message.get_or_insert(why);
+    }
+    let exit = exit_for(record.gate().unwrap_or(Gate::Blocked));
     if exit == Exit::Pass {
         record = itsm.start(&record, s.now).await?;
-    }
-    if record.state == State::Rejected && message.is_none() {
-        message = Some(match (&record.approved_by, &record.approval_comment) {
-            (Some(by), Some(c)) => format!("rejected by {by}: {c}"),
-            (Some(by), None) => format!("rejected by {by}"),
-            _ => "rejected".to_string(),
-        });
     }
     let mut report = Report::from_record(Some(&record), &facts, mode, false);
     report.message = message;
@@ -173,19 +200,11 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     Ok(exit)
 }
 
-/// The exit code of a decision given the record's state: observe mode never blocks.
-fn exit_for(decision: &Decision, state: Option<State>) -> Exit {
-    if decision.mode == Mode::Observe {
-        return Exit::Pass;
-    }
-    match (decision.kind, state) {
-        (_, Some(State::Rejected)) => Exit::Blocked,
-        (DecisionKind::PreApproved, _) => Exit::Pass,
-        (
-            DecisionKind::NeedsApproval,
-            Some(State::Approved | State::Implementing | State::Closed),
-        ) => Exit::Pass,
-        _ => Exit::Blocked,
+/// The exit code of what the gate does: only a pass lets the deploy go ahead.
+fn exit_for(gate: Gate) -> Exit {
+    match gate {
+        Gate::Pass => Exit::Pass,
+        Gate::Blocked | Gate::Waiting => Exit::Blocked,
     }
 }
 

@@ -22,12 +22,13 @@ pub async fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     let Some(record) =
         change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
     else {
-        bail!(
-            "no change record for {}",
-            args.change_id
-                .clone()
-                .unwrap_or_else(|| facts.key().to_string())
-        );
+        match &args.change_id {
+            Some(id) => bail!("no change record {id} (check the id, or leave out --change)"),
+            None => bail!(
+                "no change record for {} (run `changegate gate` for this commit first, or pass --change ID)",
+                facts.key()
+            ),
+        }
     };
     let report = Report::from_record(
         Some(&record),

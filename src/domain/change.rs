@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::decision::Decision;
+use super::decision::{Decision, DecisionKind, Gate, Mode};
 
 /// How a deploy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -285,11 +285,165 @@ pub struct ChangeRecord {
     pub approved_at: Option<DateTime<Utc>>,
     pub deployed_at: Option<DateTime<Utc>>,
     pub incidents: Vec<String>,
+    /// Set when a gate's wait for approval ran out while the change still awaited it: the
+    /// final word is `blocked` until a human decides.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl ChangeRecord {
+    /// Whether a human rejected the change, or the wait for its approval ran out and nobody
+    /// has decided since.
+    pub fn refused(&self) -> bool {
+        self.state == State::Rejected || (self.timed_out && self.state == State::AwaitingApproval)
+    }
+
+    /// The final decision, what every output reports as `decision`: `blocked` after a
+    /// rejection or a timed-out wait, the policy's decision otherwise.
+    pub fn final_decision(&self) -> Option<DecisionKind> {
+        let d = self.decision.as_ref()?;
+        Some(if self.refused() {
+            DecisionKind::Blocked
+        } else {
+            d.kind
+        })
+    }
+
+    /// What the gate does with this change now (see [`DecisionKind::gate`]).
+    pub fn gate(&self) -> Option<Gate> {
+        let d = self.decision.as_ref()?;
+        Some(self.final_decision()?.gate(d.mode, Some(self.state)))
+    }
+
+    /// Whether what the record holds stands on a re-run of a gate in `mode`, or the change
+    /// is decided again. A human's rejection is never re-decided by the policy, nor is a
+    /// record already closed or cancelled. A decision stands only for the mode it was made
+    /// under. Within it, a policy block is decided again (the freeze may have ended) unless
+    /// the deploy already went ahead, and a newly declared emergency re-decides a change
+    /// still waiting for approval.
+    pub fn decision_stands(&self, mode: Mode, emergency_requested: bool) -> bool {
+        if matches!(
+            self.state,
+            State::Rejected | State::Closed | State::Cancelled
+        ) {
+            return true;
+        }
+        let Some(d) = &self.decision else {
+            return false;
+        };
+        if d.mode != mode {
+            return false;
+        }
+        match d.kind {
+            DecisionKind::Blocked => self.state == State::Implementing,
+            DecisionKind::NeedsApproval => {
+                !(emergency_requested
+                    && d.emergency.is_none()
+                    && self.state == State::AwaitingApproval)
+            }
+            DecisionKind::PreApproved => true,
+        }
+    }
+
+    /// The commit of the change, from its correlation key (whose SHA is never shortened).
+    pub fn commit_sha(&self) -> Option<&str> {
+        self.key
+            .rsplit_once(':')
+            .map(|(_, sha)| sha)
+            .filter(|sha| !sha.is_empty())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(kind: DecisionKind, mode: Mode, state: State) -> ChangeRecord {
+        ChangeRecord {
+            id: "CG-1".into(),
+            url: None,
+            key: format!("changegate:acme/payments-api:production:{}", "a".repeat(40)),
+            state,
+            decision: Some(Decision {
+                kind,
+                rules: Vec::new(),
+                mode,
+                emergency: None,
+                sprint: 0,
+                allowance: 1,
+                allowance_used: 0,
+                clock_override: None,
+            }),
+            outcome: None,
+            emergency_reason: None,
+            approved_by: None,
+            approval_comment: None,
+            opened_at: None,
+            decided_at: None,
+            approved_at: None,
+            deployed_at: None,
+            incidents: Vec::new(),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_rejection_or_a_timeout_is_the_final_word() {
+        use DecisionKind::*;
+        let e = Mode::Enforce;
+        let rejected = record(NeedsApproval, e, State::Rejected);
+        assert_eq!(rejected.final_decision(), Some(Blocked));
+        assert_eq!(rejected.gate(), Some(Gate::Blocked));
+        let mut timed_out = record(NeedsApproval, e, State::AwaitingApproval);
+        assert_eq!(timed_out.gate(), Some(Gate::Waiting));
+        timed_out.timed_out = true;
+        assert_eq!(timed_out.final_decision(), Some(Blocked));
+        assert_eq!(timed_out.gate(), Some(Gate::Blocked));
+        // Approved late: the timeout no longer counts.
+        timed_out.state = State::Approved;
+        assert_eq!(timed_out.final_decision(), Some(NeedsApproval));
+        assert_eq!(timed_out.gate(), Some(Gate::Pass));
+        // Observe mode never holds a deploy back, whatever the final word.
+        assert_eq!(
+            record(NeedsApproval, Mode::Observe, State::Rejected).gate(),
+            Some(Gate::Pass)
+        );
+    }
+
+    #[test]
+    fn which_decisions_stand_on_a_re_run() {
+        use DecisionKind::*;
+        use State::*;
+        let (e, o) = (Mode::Enforce, Mode::Observe);
+        // (decision, made under, state, run mode, emergency declared, stands)
+        let cases = [
+            (PreApproved, e, Implementing, e, false, true),
+            (PreApproved, o, Implementing, e, false, false),
+            (NeedsApproval, o, AwaitingApproval, e, false, false),
+            (NeedsApproval, e, AwaitingApproval, e, false, true),
+            (NeedsApproval, e, AwaitingApproval, e, true, false),
+            (NeedsApproval, e, Approved, e, true, true),
+            (NeedsApproval, e, Rejected, e, true, true),
+            (NeedsApproval, e, Rejected, o, false, true),
+            (Blocked, e, New, e, false, false),
+            (Blocked, o, Implementing, o, false, true),
+            (PreApproved, o, Closed, e, false, true),
+            (PreApproved, o, Cancelled, e, false, true),
+        ];
+        for (kind, made, state, mode, emergency, want) in cases {
+            assert_eq!(
+                record(kind, made, state).decision_stands(mode, emergency),
+                want,
+                "{kind} made in {made:?}, {state}, run in {mode:?}, emergency {emergency}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_commit_comes_from_the_key() {
+        let r = record(DecisionKind::PreApproved, Mode::Enforce, State::New);
+        assert_eq!(r.commit_sha(), Some("a".repeat(40).as_str()));
+    }
 
     #[test]
     fn outcome_words_of_both_platforms() {

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::change::State;
+
 /// What the gate concluded about a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,6 +31,37 @@ impl DecisionKind {
             "blocked" => DecisionKind::Blocked,
             _ => return None,
         })
+    }
+}
+
+/// What a gate does with a change right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The deploy may go ahead.
+    Pass,
+    /// The deploy may not go ahead: the policy, a human or the clock said no.
+    Blocked,
+    /// The deploy waits for a human's approval.
+    Waiting,
+}
+
+impl DecisionKind {
+    /// The one definition of what a final decision means for the deploy, given the mode it
+    /// was made under and the record's state. Observe mode never holds a deploy back. The
+    /// exit code and the forge's verdict both map from this.
+    pub fn gate(self, mode: Mode, state: Option<State>) -> Gate {
+        if mode == Mode::Observe {
+            return Gate::Pass;
+        }
+        match (self, state) {
+            (_, Some(State::Rejected)) | (DecisionKind::Blocked, _) => Gate::Blocked,
+            (DecisionKind::PreApproved, _) => Gate::Pass,
+            (
+                DecisionKind::NeedsApproval,
+                Some(State::Approved | State::Implementing | State::Closed),
+            ) => Gate::Pass,
+            (DecisionKind::NeedsApproval, _) => Gate::Waiting,
+        }
     }
 }
 
@@ -108,6 +141,13 @@ impl Decision {
     /// Whether the deploy may go ahead right now, without waiting for anyone.
     pub fn passes_now(&self) -> bool {
         self.mode == Mode::Observe || self.kind == DecisionKind::PreApproved
+    }
+
+    /// Whether this decision takes a slot of its sprint's allowance: a pre-approval that is
+    /// not an emergency. Every tally of the allowance (ledger, ServiceNow, Jira, simulate)
+    /// counts by this.
+    pub fn counts_against_allowance(&self) -> bool {
+        self.kind == DecisionKind::PreApproved && self.emergency.is_none()
     }
 
     pub fn failed_rules(&self) -> impl Iterator<Item = &Rule> {

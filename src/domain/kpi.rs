@@ -177,7 +177,13 @@ fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis
     let deployments = count(&|c| c.deployed().is_some());
     let approval_wait = changes
         .iter()
-        .filter(|c| c.decision == DecisionKind::NeedsApproval)
+        // A rejected change counts as blocked, yet a human answered it all the same.
+        .filter(|c| {
+            matches!(
+                c.decision,
+                DecisionKind::NeedsApproval | DecisionKind::Blocked
+            )
+        })
         .filter_map(|c| {
             c.approved_at
                 .map(|a| (a - c.decided_at).num_seconds().max(0))

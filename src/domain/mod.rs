@@ -17,7 +17,7 @@ pub mod words;
 pub use change::{
     ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State,
 };
-pub use decision::{Decision, DecisionKind, Mode, Rule};
+pub use decision::{Decision, DecisionKind, Gate, Mode, Rule};
 pub use history::{History, SprintTally};
 pub use policy::{DecisionInput, Policy, decide};
 pub use sprint::SprintCalendar;

@@ -88,7 +88,7 @@ pub struct Replayed<'a> {
 impl Replayed<'_> {
     /// Counted against the allowance.
     pub fn pre_approved(&self) -> bool {
-        self.decision.kind == DecisionKind::PreApproved && self.decision.emergency.is_none()
+        self.decision.counts_against_allowance()
     }
 
     /// Whether the simulated decision is the recorded one, rule for rule.
@@ -284,8 +284,7 @@ pub fn replay<'a>(
                     emergency: c.requested_emergency(),
                     clock_override: c.decision.clock_override.clone(),
                 });
-                let pre_approved =
-                    decision.kind == DecisionKind::PreApproved && decision.emergency.is_none();
+                let pre_approved = decision.counts_against_allowance();
                 let emergency = decision.emergency.is_some();
                 state.update(i, |l| {
                     l.sprint = Some(sprint);
@@ -597,8 +596,7 @@ mod tests {
                     continue;
                 }
                 let t = sprints.entry(sprint).or_default();
-                t.pre_approved +=
-                    u32::from(d.kind == DecisionKind::PreApproved && d.emergency.is_none());
+                t.pre_approved += u32::from(d.counts_against_allowance());
                 t.emergency += u32::from(d.emergency.is_some());
                 match outcome_of(j) {
                     Some(Outcome::Success) => t.succeeded += 1,

@@ -8,7 +8,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Mode, Outcome, Platform, State};
+use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Gate, Mode, Outcome, Platform};
 use crate::output::{self, Report};
 use crate::settings::Settings;
 
@@ -53,16 +53,10 @@ pub fn verdict(report: &Report) -> Verdict {
     if report.mode == Mode::Observe && decision != DecisionKind::PreApproved {
         return Verdict::Observed;
     }
-    if report.state == Some(State::Rejected) {
-        return Verdict::Blocked;
-    }
-    match decision {
-        DecisionKind::PreApproved => Verdict::Passed,
-        DecisionKind::Blocked => Verdict::Blocked,
-        DecisionKind::NeedsApproval => match report.state {
-            Some(State::Approved | State::Implementing | State::Closed) => Verdict::Passed,
-            _ => Verdict::Waiting,
-        },
+    match decision.gate(report.mode, report.state) {
+        Gate::Pass => Verdict::Passed,
+        Gate::Blocked => Verdict::Blocked,
+        Gate::Waiting => Verdict::Waiting,
     }
 }
 
@@ -231,7 +225,7 @@ pub(crate) fn api_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Mode;
+    use crate::domain::{Mode, State};
 
     fn report(
         decision: Option<DecisionKind>,
@@ -243,6 +237,7 @@ mod tests {
             change_id: Some("CHG-1".into()),
             change_url: None,
             decision,
+            policy_decision: None,
             state,
             outcome,
             rules: Vec::new(),

@@ -340,6 +340,7 @@ mod tests {
             approved_at: None,
             deployed_at: None,
             incidents: Vec::new(),
+            timed_out: false,
         }
     }
 

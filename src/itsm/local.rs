@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{HistoryQuery, Itsm, ServiceRef, decision_stands};
+use super::{HistoryQuery, Itsm, ServiceRef};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE changes ADD COLUMN decision_facts_json TEXT;
     CREATE INDEX changes_awaiting_verification ON changes(deployed_at)
         WHERE verified_at IS NULL AND outcome IN ('success', 'failure');",
+    // 3: the `decision` column holds the final decision, which a human's rejection makes
+    // `blocked` (the policy's own stays in `decision_json`); rejections stored before said
+    // `needs-approval`.
+    "UPDATE changes SET decision = 'blocked' WHERE state = 'rejected' AND decision = 'needs-approval';",
 ];
 
 // The queries a decision runs. Each reads one index range of one service and environment
@@ -159,10 +163,7 @@ impl Ledger {
         facts: &ChangeFacts,
         d: &Decision,
     ) -> rusqlite::Result<Decision> {
-        let Some(cal) = self
-            .calendar
-            .filter(|_| d.kind == DecisionKind::PreApproved && d.emergency.is_none())
-        else {
+        let Some(cal) = self.calendar.filter(|_| d.counts_against_allowance()) else {
             return Ok(d.clone());
         };
         let used: i64 = tx.query_row(
@@ -381,21 +382,31 @@ fn add_event(
 }
 
 const COLUMNS: &str = "id, correlation_key, state, decision_json, outcome, emergency_reason, approved_by, \
-     approval_comment, opened_at, decided_at, approved_at, deployed_at";
+     approval_comment, opened_at, decided_at, approved_at, deployed_at, decision";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
     let id: i64 = row.get(0)?;
     let state: String = row.get(2)?;
     let decision: Option<String> = row.get(3)?;
     let outcome: Option<String> = row.get(4)?;
+    let state = State::parse(&state).unwrap_or(State::New);
+    let decision = decision.and_then(|d| serde_json::from_str::<Decision>(&d).ok());
+    // A stored `blocked` over a policy decision that was not, on a change still awaiting
+    // approval, is a wait that timed out.
+    let final_word: Option<String> = row.get(12)?;
+    let timed_out = state == State::AwaitingApproval
+        && final_word.as_deref() == Some(DecisionKind::Blocked.as_str())
+        && decision
+            .as_ref()
+            .is_some_and(|d| d.kind != DecisionKind::Blocked);
     Ok((
         id,
         ChangeRecord {
             id: change_id(id),
             url: None,
             key: row.get(1)?,
-            state: State::parse(&state).unwrap_or(State::New),
-            decision: decision.and_then(|d| serde_json::from_str::<Decision>(&d).ok()),
+            state,
+            decision,
             outcome: outcome.as_deref().and_then(Outcome::from_word),
             emergency_reason: row.get(5)?,
             approved_by: row.get(6)?,
@@ -405,6 +416,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
             approved_at: from_ts(row.get(10)?),
             deployed_at: from_ts(row.get(11)?),
             incidents: Vec::new(),
+            timed_out,
         },
     ))
 }
@@ -581,11 +593,11 @@ impl Itsm for Ledger {
                 )?;
             }
             if let Some(d) = decision
-                && !decision_stands(&existing, d.emergency.is_some()) && !existing.state.is_final() {
+                && !existing.decision_stands(d.mode, d.emergency.is_some()) {
                     // Counted again under the write lock: two changes decided at the same
                     // moment never both take the last free slot of the allowance.
                     let d = &self.recount_allowance(&tx, row_id, facts, d)?;
-                    let counts = d.kind == DecisionKind::PreApproved && d.emergency.is_none();
+                    let counts = d.counts_against_allowance();
                     tx.execute(
                         "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,
                                 pre_approved = ?6, emergency = ?7, emergency_reason = ?8, mode = ?9,
@@ -761,26 +773,80 @@ impl Itsm for Ledger {
         if current.state == target {
             return Ok(current);
         }
-        if current.state != State::AwaitingApproval {
+        // Approving a rejected change overturns the rejection (an approver may change their
+        // mind, as in any ITSM); the rejection stays in the event log, and why it was
+        // overturned is recorded with who did it.
+        let overturn = approve && current.state == State::Rejected;
+        if overturn && comment.is_none_or(|c| c.trim().is_empty()) {
+            bail!(
+                "change {id} was rejected{}; approving it overturns the rejection: say why with --comment",
+                current
+                    .approved_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
+            );
+        }
+        if current.state != State::AwaitingApproval && !overturn {
             bail!(
                 "change {id} is not waiting for approval (its state is {})",
                 current.state
             );
         }
+        // The final decision: `blocked` once rejected, the policy's again once approved.
+        let final_word = if approve {
+            current
+                .decision
+                .as_ref()
+                .map_or(DecisionKind::NeedsApproval, |d| d.kind)
+        } else {
+            DecisionKind::Blocked
+        };
+        let from = current.state.as_str();
+        let kind = if overturn {
+            "overturned"
+        } else {
+            target.as_str()
+        };
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
-                "UPDATE changes SET state = ?2, approved_by = ?3, approval_comment = ?4, approved_at = ?5
-                 WHERE id = ?1 AND state = 'awaiting-approval'",
-                params![row_id, target.as_str(), by, comment, ts(now)],
+                "UPDATE changes SET state = ?2, approved_by = ?3, approval_comment = ?4, approved_at = ?5,
+                        decision = CASE WHEN decision IS NULL THEN NULL ELSE ?7 END
+                 WHERE id = ?1 AND state = ?6",
+                params![row_id, target.as_str(), by, comment, ts(now), from, final_word.as_str()],
             )?;
             if n > 0 {
-                add_event(&tx, row_id, now, target.as_str(), Some(by), comment)?;
+                add_event(&tx, row_id, now, kind, Some(by), comment)?;
             }
             tx.commit()
         })?;
         self.get_row(row_id)?
             .ok_or_else(|| anyhow!("no change {id} in the ledger"))
+    }
+
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Only a change still awaiting approval: one approved meanwhile has passed.
+            let n = tx.execute(
+                "UPDATE changes SET decision = 'blocked'
+                 WHERE id = ?1 AND state = 'awaiting-approval' AND decision IS NOT NULL AND decision != 'blocked'",
+                params![row_id],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, "timed-out", None, Some(why))?;
+            }
+            tx.commit()
+        })?;
+        self.refresh(record).await
     }
 }
 

@@ -103,6 +103,18 @@ pub trait Itsm: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 
+    /// A gate saw the change refused while it waited (a human rejected it, or the wait ran
+    /// out): the final decision is `blocked`, and the record says so with `why`. The
+    /// embedded ledger stores a timeout as its final decision (a rejection it stored when
+    /// it was made); ServiceNow gets a work note and Jira a comment. Returns the record as
+    /// now stored.
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
+
     /// A human decision taken through changegate itself (the embedded ledger only).
     async fn decide_by_hand(
         &self,
@@ -203,25 +215,6 @@ pub trait Itsm: Send + Sync {
     ) -> Result<Vec<RecordedChange>> {
         let _ = (service_id, environment);
         Err(unsupported(self.kind(), "`policy simulate`"))
-    }
-}
-
-/// Whether an existing decision stands on a re-run, or the change is decided again.
-/// Blocked decisions (freeze, rejection aside) are re-decided: the freeze may have ended.
-/// A newly declared emergency re-decides a change still waiting for approval.
-pub fn decision_stands(record: &ChangeRecord, emergency_requested: bool) -> bool {
-    use crate::domain::{DecisionKind, State};
-    let Some(d) = &record.decision else {
-        return false;
-    };
-    match d.kind {
-        DecisionKind::Blocked => record.state == State::Rejected,
-        DecisionKind::NeedsApproval => {
-            !(emergency_requested
-                && d.emergency.is_none()
-                && record.state == State::AwaitingApproval)
-        }
-        DecisionKind::PreApproved => true,
     }
 }
 

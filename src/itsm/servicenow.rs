@@ -181,6 +181,7 @@ impl ServiceNow {
             approved_at: raw.at("approval_set"),
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
+            timed_out: false,
         }
     }
 
@@ -508,6 +509,26 @@ impl Itsm for ServiceNow {
             updated.approval_comment = record.approval_comment.clone();
         }
         Ok(updated)
+    }
+
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        let raw = self.raw_for(record).await?;
+        let mut f = Map::new();
+        f.insert(
+            "work_notes".into(),
+            json!(format!(
+                "changegate decision: blocked ({}); the deploy does not go ahead.",
+                text::one_line(why)
+            )),
+        );
+        let raw = self.patch(&raw, f).await?;
+        Ok(self.keep(record, &raw))
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {

@@ -24,7 +24,11 @@ pub struct SprintInfo {
 pub struct Report {
     pub change_id: Option<String>,
     pub change_url: Option<String>,
+    /// The final decision: `blocked` after a rejection or a timed-out wait.
     pub decision: Option<DecisionKind>,
+    /// The policy's own decision, when a human or the clock overruled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_decision: Option<DecisionKind>,
     pub state: Option<State>,
     pub outcome: Option<Outcome>,
     pub rules: Vec<Rule>,
@@ -54,19 +58,30 @@ impl Report {
         dry_run: bool,
     ) -> Report {
         let decision = record.and_then(|r| r.decision.as_ref());
+        // A change looked up by id (`--change`) may be another commit than the checkout's:
+        // its own key and commit are reported, not HEAD's.
+        let (correlation_key, commit) = match record.and_then(|r| Some((r, r.commit_sha()?))) {
+            Some((r, sha)) if sha != facts.commit_sha => (r.key.clone(), sha.to_string()),
+            _ => (facts.key().to_string(), facts.commit_sha.clone()),
+        };
         Report {
             change_id: record.map(|r| r.id.clone()),
             change_url: record.and_then(|r| r.url.clone()),
-            decision: decision.map(|d| d.kind),
+            decision: record.and_then(ChangeRecord::final_decision),
+            policy_decision: record
+                .filter(|r| r.refused())
+                .and(decision)
+                .map(|d| d.kind)
+                .filter(|k| *k != DecisionKind::Blocked),
             state: record.map(|r| r.state),
             outcome: record.and_then(|r| r.outcome),
             rules: decision.map(|d| d.rules.clone()).unwrap_or_default(),
             mode: decision.map_or(mode, |d| d.mode),
             dry_run,
-            correlation_key: facts.key().to_string(),
+            correlation_key,
             service: facts.service.clone(),
             environment: facts.environment.clone(),
-            commit: facts.commit_sha.clone(),
+            commit,
             emergency: decision.and_then(|d| d.emergency.clone()),
             sprint: decision.map(|d| SprintInfo {
                 index: d.sprint,
@@ -86,11 +101,18 @@ impl Report {
         let mut out = String::new();
         let id = self.change_id.as_deref().unwrap_or("(no record)");
         let short = self.commit.get(..12).unwrap_or(&self.commit);
-        let what = match (self.decision, self.state) {
-            (Some(d), Some(s)) => format!("{d} (state: {s})"),
-            (Some(d), None) => d.to_string(),
-            (None, Some(s)) => format!("state: {s}"),
-            (None, None) => "not decided".to_string(),
+        // The headline says what happened: a human's answer comes first, the policy's
+        // decision on the line below.
+        let human = self.human_answer();
+        let what = match (&human, self.decision, self.state) {
+            (Some(h), Some(DecisionKind::Blocked), Some(s)) => {
+                format!("blocked — {h} (state: {s})")
+            }
+            (Some(h), _, Some(s)) => format!("{h} (state: {s})"),
+            (_, Some(d), Some(s)) => format!("{d} (state: {s})"),
+            (_, Some(d), None) => d.to_string(),
+            (_, None, Some(s)) => format!("state: {s}"),
+            (_, None, None) => "not decided".to_string(),
         };
         out.push_str(&format!(
             "{id}: {what} — {} → {} @ {short}{}{}\n",
@@ -107,6 +129,11 @@ impl Report {
                 ""
             },
         ));
+        if human.is_some()
+            && let Some(policy) = self.policy_decision.or(self.decision)
+        {
+            out.push_str(&format!("  policy: {policy}\n"));
+        }
         if let Some(outcome) = self.outcome {
             out.push_str(&format!("  outcome: {outcome}\n"));
         }
@@ -114,7 +141,7 @@ impl Report {
             let mark = if rule.passed { "✓" } else { "✗" };
             out.push_str(&format!("  {mark} {:<16} {}\n", rule.code, rule.reason));
         }
-        if let Some(by) = &self.approved_by {
+        if let Some(by) = self.approved_by.as_ref().filter(|_| human.is_none()) {
             let comment = self
                 .approval_comment
                 .as_deref()
@@ -131,10 +158,36 @@ impl Report {
         if let Some(at) = &self.clock_override {
             out.push_str(&format!("  clock set by CHANGEGATE_NOW to {at}\n"));
         }
-        if let Some(message) = &self.message {
+        if let Some(message) = self.message.as_ref().filter(|m| Some(*m) != human.as_ref()) {
             out.push_str(&format!("  {message}\n"));
         }
         out
+    }
+
+    /// What a human answered, for the headline: `rejected by NAME: comment` on a rejected
+    /// change, `approved by NAME` on one that needed and got approval.
+    fn human_answer(&self) -> Option<String> {
+        match (self.state?, self.policy_decision.or(self.decision)?) {
+            (State::Rejected, _) => Some(rejection(
+                self.approved_by.as_deref(),
+                self.approval_comment.as_deref(),
+            )),
+            (
+                State::Approved | State::Implementing | State::Closed,
+                DecisionKind::NeedsApproval,
+            ) if self.mode == Mode::Enforce => {
+                let comment = self
+                    .approval_comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                Some(match &self.approved_by {
+                    Some(by) => format!("approved by {by}{comment}"),
+                    None => "approved".to_string(),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The four outputs both CI platforms get.
@@ -151,5 +204,15 @@ impl Report {
                 self.state.map(|s| s.to_string()).unwrap_or_default(),
             ),
         ]
+    }
+}
+
+/// The words for a rejection: who rejected the change, and why when they said.
+pub fn rejection(by: Option<&str>, comment: Option<&str>) -> String {
+    match (by, comment) {
+        (Some(by), Some(c)) => format!("rejected by {by}: {c}"),
+        (Some(by), None) => format!("rejected by {by}"),
+        (None, Some(c)) => format!("rejected: {c}"),
+        (None, None) => "rejected".to_string(),
     }
 }

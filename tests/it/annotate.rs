@@ -623,6 +623,55 @@ async fn re_runs_leave_one_comment_per_environment_edited_in_place() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_change_is_blocked_on_the_comment_and_the_check_run() {
+    let gh = FakeGitHub::start(TOKEN).await;
+    gh.forbid_the_rest().await;
+    // No track record: the change needs approval.
+    let p = Pipeline::new("", "pull_request/opened.payload.json", |_| {});
+    let uri = gh.server.uri();
+    let gate = || {
+        let mut c = p.github(&uri, "pull_request", MERGE_SHA);
+        c.env("GITHUB_TOKEN", TOKEN).args(["gate", "--wait", "0"]);
+        c
+    };
+    let (code, _, err) = run(&mut gate());
+    assert_eq!(code, 1, "{err}");
+    let out = changegate(p.path())
+        .args([
+            "reject",
+            "--change",
+            "CG-1",
+            "--by",
+            "bob",
+            "--comment",
+            "not now",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, _, err) = run(&mut gate());
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("could not annotate"), "{err}");
+
+    let ours: Vec<FakeComment> = gh
+        .comments(2)
+        .into_iter()
+        .filter(|c| c.kind == "Bot")
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let body = &ours[0].body;
+    assert!(
+        body.contains("**Decision** blocked · **State** rejected"),
+        "{body}"
+    );
+    assert!(body.contains("rejected by bob: not now"), "{body}");
+    let runs = gh.state.lock().unwrap().check_runs.clone();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["conclusion"], "failure");
+    gh.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_push_pipeline_annotates_the_pull_request_of_its_commit() {
     let gh = FakeGitHub::start(TOKEN).await;
     gh.forbid_the_rest().await;
@@ -960,7 +1009,8 @@ async fn github_app_auth_mints_one_installation_token_and_uses_it() {
     );
     let runs = gh.state.lock().unwrap().check_runs.clone();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["conclusion"], "action_required");
+    // A timed-out wait is blocked, on the check run as everywhere.
+    assert_eq!(runs[0]["conclusion"], "failure");
     gh.verify().await;
 }
 

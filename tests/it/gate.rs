@@ -675,7 +675,14 @@ fn approve_from_a_second_process_ends_a_waiting_gate() {
 
     let out = finish(gate);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert_stdout_has(&out, "decided by alice: looks fine");
+    // The headline says what happened, the policy's decision below it.
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("CG-1: approved by alice: looks fine (state: implementing) — "),
+        "{text}"
+    );
+    assert!(text.contains("\n  policy: needs-approval\n"), "{text}");
+    assert!(!text.contains("decided by"), "{text}");
     assert_stderr_has(&out, "waiting for approval of CG-1: ");
     assert_stderr_has(&out, " left; next check in ");
     let doc = one_json(&run(dir, &["status", "--format", "json"]));
@@ -1666,4 +1673,300 @@ fn commit_not_hex_is_refused() {
     let out = run(dir, &["gate", "--commit", "0000000abc"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert_stderr_has(&out, "does not name exactly one commit");
+}
+
+// --- The final decision: a rejection or a timed-out wait is `blocked` -------------------
+
+/// The ledger's stored final decision of a change.
+fn stored_decision(dir: &Path, id: i64) -> String {
+    let db = rusqlite::Connection::open(ledger(dir)).unwrap();
+    db.query_row("SELECT decision FROM changes WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_rejection_is_blocked_in_every_output_and_a_rerun_stays_blocked_at_once() {
+    let repo = git_repo();
+    let dir = repo.path();
+    let gh = GithubRun::new(
+        dir,
+        "github-webhooks/examples/pull_request/opened.payload.json",
+        |_| {},
+    );
+    // No track record: needs approval.
+    let out = gh.run(dir, &["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(gh.outputs()["decision"], "needs-approval");
+    let out = run(
+        dir,
+        &[
+            "reject",
+            "--change",
+            "CG-1",
+            "--by",
+            "bob",
+            "--comment",
+            "not during the sale",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stored_decision(dir, 1), "blocked");
+
+    // A re-run asked to wait a minute returns at once: a rejection stands.
+    let started = Instant::now();
+    let out = gh.run(
+        dir,
+        &[
+            "gate", "--wait", "60s", "--format", "json", "--dotenv", "gate.env",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("rejected"))
+    );
+    assert_eq!(doc["policy_decision"], "needs-approval");
+    assert_eq!(doc["message"], "rejected by bob: not during the sale");
+    assert!(
+        rule(&doc, "track-record")["passed"] == false,
+        "the rules still say what the policy found"
+    );
+    let o = gh.outputs();
+    assert_eq!(
+        (o["decision"].as_str(), o["state"].as_str()),
+        ("blocked", "rejected")
+    );
+    let summary = gh.summary();
+    assert!(summary.contains("| Decision | **blocked** |"), "{summary}");
+    let vars = dotenv(&dir.join("gate.env"));
+    assert_eq!(vars["CHANGEGATE_DECISION"], "blocked");
+    assert_eq!(vars["CHANGEGATE_STATE"], "rejected");
+    assert!(!stderr(&out).contains("waiting for approval"));
+
+    // The text: the headline says who rejected and why, once; the policy's decision below.
+    let out = run(dir, &["gate", "--wait", "0", "--commit", MERGE_SHA]);
+    assert_eq!(code(&out), 1);
+    let out = run(dir, &["status", "--change", "CG-1"]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "CG-1: blocked — rejected by bob: not during the sale (state: rejected) — "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("\n  policy: needs-approval\n"), "{text}");
+    assert!(!text.contains("decided by"), "{text}");
+    assert_eq!(text.matches("rejected by bob").count(), 1, "{text}");
+}
+
+#[test]
+fn approve_overturns_a_rejection_on_the_ledger_and_the_rerun_passes() {
+    let repo = git_repo();
+    let dir = repo.path();
+    assert_eq!(code(&run(dir, &["gate", "--wait", "0"])), 1);
+    let out = run(dir, &["reject", "--change", "CG-1", "--by", "bob"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&run(dir, &["gate", "--wait", "0"])), 1);
+
+    // Overturning says why.
+    let out = run(dir, &["approve", "--change", "CG-1", "--by", "alice"]);
+    assert_eq!(code(&out), 2);
+    assert_stderr_has(
+        &out,
+        "change CG-1 was rejected by bob; approving it overturns the rejection: say why with --comment",
+    );
+    let out = run(
+        dir,
+        &[
+            "approve",
+            "--change",
+            "CG-1",
+            "--by",
+            "alice",
+            "--comment",
+            "the sale is over",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stored_decision(dir, 1), "needs-approval");
+    let db = rusqlite::Connection::open(ledger(dir)).unwrap();
+    let events: Vec<(String, Option<String>, Option<String>)> = db
+        .prepare("SELECT kind, actor, detail FROM events WHERE change_id = 1 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(events.contains(&("rejected".into(), Some("bob".into()), None)));
+    assert!(events.contains(&(
+        "overturned".into(),
+        Some("alice".into()),
+        Some("the sale is over".into())
+    )));
+
+    let out = run(dir, &["gate", "--wait", "0", "--format", "json"]);
+    let doc = json_exiting(&out, 0);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("needs-approval"), Some("implementing"))
+    );
+    assert_eq!(doc["approved_by"], "alice");
+    // After the deploy, the headline still says who approved.
+    let out = run(dir, &["record", "--outcome", "success"]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("CG-1: approved by alice: the sale is over (state: closed) — "),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_timed_out_wait_is_blocked_and_a_late_approval_passes() {
+    let repo = repo_with(QUICK_POLL);
+    let dir = repo.path();
+    let out = run(dir, &["gate", "--wait", "1s", "--format", "json"]);
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("awaiting-approval"))
+    );
+    assert_eq!(doc["policy_decision"], "needs-approval");
+    assert_eq!(doc["message"], "approval timed out after 1 second");
+    // Stored: `status` and the KPIs say blocked too.
+    assert_eq!(stored_decision(dir, 1), "blocked");
+    let doc = one_json(&run(dir, &["status", "--format", "json"]));
+    assert_eq!(doc["decision"], "blocked");
+
+    // A re-run re-reads the approval: still none, still blocked.
+    let out = run(dir, &["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(json_exiting(&out, 1)["decision"], "blocked");
+    // Approved late: the re-run passes.
+    let out = run(dir, &["approve", "--change", "CG-1", "--by", "alice"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(dir, &["gate", "--wait", "0", "--format", "json"]);
+    let doc = json_exiting(&out, 0);
+    assert_eq!(doc["decision"], "needs-approval");
+    assert_eq!(doc["state"], "implementing");
+}
+
+#[test]
+fn observe_then_enforce_on_the_same_commit_decides_again() {
+    let repo = git_repo();
+    let dir = repo.path();
+    // No track record: needs approval, which observe mode lets through.
+    let out = run(dir, &["gate", "--mode", "observe", "--format", "json"]);
+    assert_eq!(json_exiting(&out, 0)["mode"], "observe");
+    // The project switches to enforce: the observe-mode decision does not stand.
+    let out = run(
+        dir,
+        &[
+            "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+        ],
+    );
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        (
+            doc["mode"].as_str(),
+            doc["decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (
+            Some("enforce"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    assert_eq!(ledger_rows(dir), 1);
+}
+
+#[test]
+fn an_observe_pre_approval_decided_again_counts_once_against_the_allowance() {
+    let repo = git_repo();
+    let dir = repo.path();
+    config(
+        dir,
+        "[policy]\nmin_history = 0\n[policy.allowance]\ninitial = 1\nstep = 2\nmin_changes = 3\n",
+    );
+    let now = "2026-03-02T10:00:00Z";
+    let gate = |sha: &str, mode: &str| {
+        let out = cg(dir)
+            .env("CHANGEGATE_NOW", now)
+            .args([
+                "gate", "--wait", "0", "--format", "json", "--mode", mode, "--commit", sha,
+            ])
+            .output()
+            .unwrap();
+        (code(&out), one_json(&out))
+    };
+    let (exit, doc) = gate(&sha('1'), "observe");
+    assert_eq!((exit, doc["decision"].as_str()), (0, Some("pre-approved")));
+    // Decided again in enforce: its own observe-mode pre-approval takes no slot from it.
+    let (exit, doc) = gate(&sha('1'), "enforce");
+    assert_eq!(exit, 0, "{doc}");
+    assert_eq!(
+        (doc["mode"].as_str(), doc["decision"].as_str()),
+        (Some("enforce"), Some("pre-approved"))
+    );
+    assert_eq!(
+        rule(&doc, "allowance")["reason"],
+        "allowance 0 of 1 used this sprint"
+    );
+    let db = rusqlite::Connection::open(ledger(dir)).unwrap();
+    let (rows, slots, decided): (i64, i64, i64) = db
+        .query_row(
+            "SELECT count(*), sum(pre_approved), (SELECT count(*) FROM events WHERE kind = 'decided') FROM changes",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, slots, decided), (1, 1, 2));
+    // The change counts once: the next one finds the allowance used up.
+    let (exit, doc) = gate(&sha('2'), "enforce");
+    assert_eq!(
+        (exit, doc["decision"].as_str()),
+        (1, Some("needs-approval"))
+    );
+    assert_eq!(
+        rule(&doc, "allowance")["reason"],
+        "allowance 1 of 1 used this sprint"
+    );
+}
+
+#[test]
+fn status_of_another_change_shows_that_change_s_commit() {
+    let repo = repo_with(TRUSTING);
+    let dir = repo.path();
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    let out = run(dir, &["gate", "--format", "json"]);
+    assert_eq!(json_exiting(&out, 0)["change_id"], "CG-1");
+    let head = commit(dir, "app.txt", "v2\n", "second");
+    assert_ne!(head, first);
+    for command in ["status", "record"] {
+        let mut args = vec![command, "--change", "CG-1", "--format", "json"];
+        if command == "record" {
+            args.extend(["--outcome", "success"]);
+        }
+        let doc = one_json(&run(dir, &args));
+        assert_eq!(doc["commit"], first.as_str(), "{command}");
+        assert_eq!(
+            doc["correlation_key"],
+            format!("changegate:acme/payments-api:production:{first}"),
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn status_with_no_change_says_what_to_run() {
+    let repo = git_repo();
+    let dir = repo.path();
+    let out = run(dir, &["status"]);
+    assert_eq!(code(&out), 2);
+    assert_stderr_has(
+        &out,
+        "(run `changegate gate` for this commit first, or pass --change ID)",
+    );
 }

@@ -1258,10 +1258,50 @@ async fn declined_blocks_with_the_approvers_name() {
     let (code, out, err) = site.run(&["gate"]).await;
     assert_eq!(code, 1, "{out}\n{err}");
     let report = json_out(&out);
-    assert_eq!(report["state"], "rejected");
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("blocked"), Some("rejected"))
+    );
+    assert_eq!(report["policy_decision"], "needs-approval");
     assert_eq!(report["approved_by"], "Bob Boss");
     assert_eq!(report["message"], "rejected by Bob Boss");
     assert_eq!(site.issue("CHG-1").status, "Declined");
+    let blocked_comments = || {
+        site.issue("CHG-1")
+            .comments
+            .iter()
+            .map(comment_text)
+            .filter(|c| c.starts_with("changegate decision: blocked"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        blocked_comments(),
+        ["changegate decision: blocked\n (rejected by Bob Boss); the deploy does not go ahead.\n"]
+    );
+
+    // A re-run asked to wait returns at once, blocked, after reading the approvals again.
+    let mark = site.log_len();
+    let started = std::time::Instant::now();
+    let (code, out, err) = site.run(&["gate", "--wait", "60s"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let report = json_out(&out);
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("blocked"), Some("rejected"))
+    );
+    assert_eq!(report["message"], "rejected by Bob Boss");
+    let counts = site.counts(mark);
+    assert_eq!(
+        counts["GET /rest/servicedeskapi/request/{key}/approval"], 1,
+        "{counts:#?}"
+    );
+    assert_eq!(
+        counts.get("PUT /rest/api/3/issue/{key}"),
+        None,
+        "{counts:#?}"
+    );
+    assert_eq!(blocked_comments().len(), 1, "the note is written once");
 
     // The job records whatever happened; nothing was deployed, and Declined stays.
     let mark = site.log_len();
@@ -1287,7 +1327,11 @@ async fn approval_timeout_blocks() {
     let (code, out, err) = site.run(&["gate", "--wait", "1s"]).await;
     assert_eq!(code, 1, "{out}\n{err}");
     let report = json_out(&out);
-    assert_eq!(report["state"], "awaiting-approval");
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("blocked"), Some("awaiting-approval"))
+    );
+    assert_eq!(report["policy_decision"], "needs-approval");
     assert_eq!(report["message"], "approval timed out after 1 second");
     assert_eq!(site.issue("CHG-1").status, "Waiting for approval");
     let polls = site.counts(0)["GET /rest/servicedeskapi/request/{key}/approval"];
@@ -1295,6 +1339,84 @@ async fn approval_timeout_blocks() {
         (3..=8).contains(&polls),
         "polled {polls} times in 1s at 200ms"
     );
+    // Approved late, in Jira: the re-run re-reads the approvals and passes.
+    approve_in_jira(&site, "CHG-1");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("needs-approval"), Some("implementing"))
+    );
+    assert_eq!(report["approved_by"], "Ada Approver");
+}
+
+/// An approver approves `key` in Jira (changing their mind, if they had declined it): the
+/// approval flips and the workflow follows it.
+fn approve_in_jira(site: &Site, key: &str) {
+    site.with(|s| {
+        let i = s.issues.iter_mut().find(|i| i.key == key).expect("issue");
+        let a = i.approval.as_mut().expect("an approval");
+        a.decision = "approved".into();
+        a.approver = "Ada Approver".into();
+        a.at = Some(Utc::now());
+        i.status = "Awaiting implementation".into();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_then_approved_in_jira_passes_on_rerun() {
+    let site = Site::start(
+        Script {
+            decline_after: Some(0),
+            ..Script::default()
+        },
+        "",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "blocked");
+    approve_in_jira(&site, "CHG-1");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("needs-approval"), Some("implementing"))
+    );
+    assert_eq!(site.issue("CHG-1").status, "Implementing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_then_enforce_on_the_same_commit_decides_again() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["--mode", "observe", "gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = site
+        .run(&["--mode", "enforce", "gate", "--wait", "0"])
+        .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (
+            report["mode"].as_str(),
+            report["decision"].as_str(),
+            report["state"].as_str()
+        ),
+        (
+            Some("enforce"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    let issue = site.issue("CHG-1");
+    assert!(
+        !issue.labels.contains(&labels::OBSERVE.to_string()),
+        "{:?}",
+        issue.labels
+    );
+    assert_eq!(site.with(|s| s.issues.len()), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,11 @@ fn report_over_a_scripted_history() {
         ),
         (Some(4), Some(2), Some(6))
     );
+    // The rejected CG-13 counts as blocked, not as still needing approval.
+    assert_eq!(
+        (s3["blocked"].as_u64(), s3["needs_approval"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(
         (s3["cancelled"].as_u64(), s3["deployments"].as_u64()),
         (Some(1), Some(3))

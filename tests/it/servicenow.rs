@@ -320,10 +320,23 @@ async fn a_rejection_blocks_with_the_approvers_comment() {
 async fn no_approval_before_the_timeout_blocks() {
     let sn = Instance::start("").await;
     let started = Instant::now();
-    let out = sn.run(&["gate", "--wait", "1500ms"]);
+    let out = sn.run(&["gate", "--wait", "1500ms", "--format", "json"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stdout}{stderr}");
-    assert!(stdout.contains("approval timed out"), "{stdout}");
+    let doc = json_of(&out);
+    // The clock's word is final for the run: blocked, still awaiting approval.
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("awaiting-approval"))
+    );
+    assert_eq!(doc["policy_decision"], "needs-approval");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("approval timed out"),
+        "{doc}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(1500));
     let s = sn.sn();
     let rec = s.find(&sn.key())[0];
@@ -331,6 +344,136 @@ async fn no_approval_before_the_timeout_blocks() {
         (rec["state"].as_str(), rec["approval"].as_str()),
         ("-4", "requested")
     );
+    let notes = s.notes(&rec["sys_id"]);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("changegate decision: blocked (approval timed out after 1 second)")),
+        "{notes:#?}"
+    );
+    drop(s);
+    // Approved late, in ServiceNow: the re-run re-reads the approval and passes.
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Approve);
+    }
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("needs-approval"), Some("implementing"))
+    );
+    sn.assert_clean();
+}
+
+/// The position of the change holding `key` in the fake's list.
+fn change_index(s: &Sn, key: &str) -> usize {
+    s.changes
+        .iter()
+        .position(|c| c.get("correlation_id").map(String::as_str) == Some(key))
+        .expect("the change is on the instance")
+}
+
+#[tokio::test]
+async fn a_rejection_is_blocked_a_rerun_stays_blocked_at_once_and_a_re_approval_passes() {
+    let sn = Instance::start("").await;
+    sn.sn().approve_after = Some((2, Verdict::Reject("Not during the sales peak".into())));
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("rejected"))
+    );
+    assert_eq!(doc["policy_decision"], "needs-approval");
+    assert_eq!(
+        doc["message"],
+        "rejected by Jane Approver: Not during the sales peak"
+    );
+    assert!(!doc["rules"].as_array().unwrap().is_empty());
+    // The work note of the run that saw the rejection says blocked.
+    let blocked_notes = |sn: &Instance| {
+        let s = sn.sn();
+        let id = s.find(&sn.key())[0]["sys_id"].clone();
+        s.notes(&id)
+            .into_iter()
+            .filter(|n| n.starts_with("changegate decision: blocked"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        blocked_notes(&sn),
+        [
+            "changegate decision: blocked (rejected by Jane Approver: Not during the sales peak); the deploy does not go ahead."
+        ]
+    );
+
+    // A re-run asked to wait returns at once, blocked, after reading the approval again.
+    let before = sn.requests();
+    let started = Instant::now();
+    let out = sn.run(&["gate", "--wait", "60s", "--format", "json"]);
+    sn.print_log("re-run after rejection", before);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("rejected"))
+    );
+    assert_eq!(
+        doc["message"],
+        "rejected by Jane Approver: Not during the sales peak"
+    );
+    {
+        let s = sn.sn();
+        assert_eq!(s.find(&sn.key()).len(), 1);
+        let writes = s.log[before..].iter().filter(|l| l.method != "GET").count();
+        assert_eq!(writes, 0, "a rejection is not decided again");
+    }
+
+    // The approver changes their mind in ServiceNow: the re-run passes.
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Approve);
+    }
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("needs-approval"), Some("implementing"))
+    );
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn observe_then_enforce_on_the_same_commit_decides_again() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&["gate", "--mode", "observe", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let out = sn.run(&[
+        "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (
+            doc["mode"].as_str(),
+            doc["decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (
+            Some("enforce"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    let s = sn.sn();
+    let recs = s.find(&sn.key());
+    assert_eq!(recs.len(), 1, "one record holds the key");
+    assert!(recs[0]["justification"].contains("(mode enforce)"));
     drop(s);
     sn.assert_clean();
 }
@@ -1785,16 +1928,18 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
 
     // Sprint 2: sprint 1 closed 4 at 75% < 80%: the allowance halves to 1. 6 changes: #5
     // pre-approved; #8 an emergency (not counted against the allowance); #6, #7, #9, #10
-    // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h.
+    // needed approval: waits 30m, 4h (the rejection), 3h, 1h → median 2h, p90 4h. The
+    // rejected #7 counts as blocked: a rejection is the final word.
     assert_eq!(s1["allowance"], 1);
     assert_eq!(
         [
             n(s1, "changes"),
             n(s1, "pre_approved"),
             n(s1, "needs_approval"),
+            n(s1, "blocked"),
             n(s1, "emergency")
         ],
-        [6, 1, 4, 1]
+        [6, 1, 3, 1, 1]
     );
     assert_eq!(s1["approval_wait"]["median_secs"], 7200);
     assert_eq!(s1["approval_wait"]["p90_secs"], 14_400);

@@ -33,11 +33,14 @@ fn simulate_reproduces_the_history_and_weighs_other_values() {
     assert_eq!(same["current_reproduces_recorded"], true, "{same:#}");
     assert_eq!(same["current"]["same_as_recorded"], 14);
     assert_eq!(same["differences"], serde_json::json!([]));
-    // What each change was decided, read independently of simulate.
+    // What the policy decided each change, read independently of simulate (a rejected
+    // change's final decision is `blocked`; the policy's own is beside it).
     let recorded: Vec<String> = ids
         .iter()
         .map(|id| {
-            f.json(0, NOW, &["status", "--change", id])["decision"]
+            let doc = f.json(0, NOW, &["status", "--change", id]);
+            doc.get("policy_decision")
+                .unwrap_or(&doc["decision"])
                 .as_str()
                 .unwrap()
                 .to_string()

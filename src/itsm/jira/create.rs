@@ -32,6 +32,7 @@ fn opened(key: &CorrelationKey, decision: Option<&Decision>, now: DateTime<Utc>)
         approved_at: None,
         deployed_at: None,
         incidents: Vec::new(),
+        timed_out: false,
     }
 }
 

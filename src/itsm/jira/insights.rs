@@ -18,7 +18,7 @@ use super::tally::PAGE;
 use super::{FACTS, Jira, PROPERTY, labels};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
-use crate::domain::{ChangeFacts, DecisionKind, Outcome, Platform};
+use crate::domain::{ChangeFacts, Outcome, Platform};
 use crate::itsm::ServiceRef;
 
 /// Pages read for a report or a simulation at most (a million changes).
@@ -182,8 +182,9 @@ impl Jira {
                 v.id,
                 ChangeSummary {
                     decided_at,
-                    decision: decision.kind,
-                    pre_approved: decision.kind == DecisionKind::PreApproved && !emergency,
+                    // A declined change counts as blocked: that was the final word.
+                    decision: record.final_decision().unwrap_or(decision.kind),
+                    pre_approved: decision.counts_against_allowance(),
                     emergency,
                     approved_at: record.approved_at,
                     deployed_at: record.deployed_at,

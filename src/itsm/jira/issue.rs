@@ -435,6 +435,7 @@ mod tests {
             approved_at: None,
             deployed_at: None,
             incidents: Vec::new(),
+            timed_out: false,
         };
         let merged = Stored::of(Some(&stored), &record);
         assert_eq!(merged.outcome, Some(Outcome::Failure));

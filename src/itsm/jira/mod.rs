@@ -194,6 +194,18 @@ impl Itsm for Jira {
         self.read_facts(&record.id).await
     }
 
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        self.comment(&record.id, render::refusal_comment(why))
+            .await?;
+        Ok(record.clone())
+    }
+
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
         self.start_deploy(record, now).await
     }

@@ -7,7 +7,6 @@ use super::Jira;
 use super::lookup::Found;
 use super::render::decision_comment;
 use crate::domain::{ChangeFacts, ChangeRecord, Decision};
-use crate::itsm::decision_stands;
 
 impl Jira {
     /// Finds or creates the change's issue and writes the decision unless one stands
@@ -44,10 +43,7 @@ impl Jira {
             }
         };
         match decision {
-            Some(d)
-                if !decision_stands(&found.record, d.emergency.is_some())
-                    && !found.record.state.is_final() =>
-            {
+            Some(d) if !found.record.decision_stands(d.mode, d.emergency.is_some()) => {
                 let record = self.write_decision(&found, facts, d, now).await?;
                 self.to_approval(&record.id, d).await?;
                 Ok(record)

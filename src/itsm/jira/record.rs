@@ -84,6 +84,7 @@ impl Jira {
             approved_at,
             deployed_at: stored.deployed_at,
             incidents: stored.incidents.clone(),
+            timed_out: false,
         }
     }
 

@@ -122,6 +122,14 @@ pub(super) fn description(facts: &ChangeFacts) -> Value {
     adf::doc(blocks)
 }
 
+/// The comment that records the final decision after a rejection or a timed-out wait.
+pub(super) fn refusal_comment(why: &str) -> Value {
+    adf::doc(vec![adf::para(vec![
+        adf::strong("changegate decision: blocked"),
+        adf::text(&format!(" ({why}); the deploy does not go ahead.")),
+    ])])
+}
+
 /// The comment that records a decision: kind, mode, allowance and every rule.
 pub(super) fn decision_comment(d: &Decision) -> Value {
     let mut blocks = vec![adf::para(vec![

@@ -411,9 +411,13 @@ impl ServiceNow {
                 number_seq(raw.number()).unwrap_or_default(),
                 ChangeSummary {
                     decided_at,
-                    decision: decision.kind,
-                    pre_approved: decision.kind == DecisionKind::PreApproved
-                        && decision.emergency.is_none(),
+                    // A rejected change counts as blocked: that was the final word.
+                    decision: if record.refused() {
+                        DecisionKind::Blocked
+                    } else {
+                        decision.kind
+                    },
+                    pre_approved: decision.counts_against_allowance(),
                     emergency: decision.emergency.is_some(),
                     approved_at: record
                         .approved_at

@@ -11,8 +11,7 @@ use super::client::Body;
 use super::raw::*;
 use super::text;
 use super::{CHG, ServiceNow, TABLE};
-use crate::domain::{ChangeFacts, Decision, DecisionKind, State};
-use crate::itsm::decision_stands;
+use crate::domain::{ChangeFacts, Decision, DecisionKind};
 
 impl ServiceNow {
     /// Moves a record forward along its change model to `target`, one step per update (the
@@ -444,10 +443,7 @@ impl ServiceNow {
         let Some(d) = decision else {
             return Ok(raw);
         };
-        if decision_stands(&record, d.emergency.is_some())
-            || record.state.is_final()
-            || record.state == State::Implementing
-        {
+        if record.decision_stands(d.mode, d.emergency.is_some()) {
             let standing = record.decision.clone();
             return self.complete(raw, standing.as_ref()).await;
         }
