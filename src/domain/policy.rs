@@ -169,16 +169,25 @@ fn track_record(history: &History, p: &PolicyParams) -> Rule {
     }
     let recent: Vec<_> = history.recent.iter().take(p.window as usize).collect();
     if recent.is_empty() {
-        // With `policy.min_history = 0` there is nothing to rate yet; as before, that passes.
-        return Rule::new(
-            codes::TRACK_RECORD,
-            true,
-            if p.min_history == 0 {
-                "no closed changes yet, none needed for a track record"
-            } else {
-                "no closed changes to rate yet"
-            },
-        );
+        // With `policy.min_history = 0` there is nothing to rate yet, and that passes. A
+        // backend that counts enough closed changes but hands back none of their outcomes has
+        // not established the track record: that fails closed.
+        return if p.min_history == 0 {
+            Rule::new(
+                codes::TRACK_RECORD,
+                true,
+                "no closed changes yet, none needed for a track record",
+            )
+        } else {
+            Rule::new(
+                codes::TRACK_RECORD,
+                false,
+                format!(
+                    "unknown: {} counted but no outcome could be read to rate",
+                    words::count(history.closed_total, "closed change", "closed changes")
+                ),
+            )
+        };
     }
     let ok = recent.iter().filter(|o| ***o == Outcome::Success).count();
     let rate = ok as f64 / recent.len() as f64;

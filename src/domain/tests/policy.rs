@@ -221,6 +221,17 @@ fn track_record() {
             ..base
         },
         Case {
+            // A backend that counts closed changes but returns none of their outcomes has not
+            // established a track record: fail closed.
+            name: "closed changes counted but no outcome read",
+            ok: 0,
+            bad: 0,
+            closed_total: Some(12),
+            passed: false,
+            reason: "unknown: 12 closed changes counted but no outcome could be read to rate",
+            ..base
+        },
+        Case {
             name: "lower target",
             ok: 3,
             bad: 2,
