@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{changegate, git, git_repo, github_actions, reference};
+use crate::support::{
+    changegate, default_branch_is_head, git, git_repo, github_actions, reference,
+};
 
 const OWNER_REPO: &str = "Codertocat/Hello-World";
 /// The PR head in `pull_request/opened.payload.json`: where checks belong.
@@ -393,6 +395,7 @@ impl FakeGitHub {
 struct Pipeline {
     dir: tempfile::TempDir,
     event: PathBuf,
+    default_branch: String,
 }
 
 impl Pipeline {
@@ -427,11 +430,27 @@ impl Pipeline {
         Pipeline {
             dir,
             event: event_path,
+            default_branch,
         }
     }
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Adds a config file to the default branch, where a pull request pipeline reads it.
+    fn merge_config(&self, file: &str, text: &str) {
+        std::fs::write(self.path().join(file), text).unwrap();
+        git(self.path(), &["add", file]);
+        git(self.path(), &["commit", "-q", "-m", "another config"]);
+        git(
+            self.path(),
+            &[
+                "update-ref",
+                &format!("refs/remotes/origin/{}", self.default_branch),
+                "HEAD",
+            ],
+        );
     }
 
     fn github(&self, api: &str, event_name: &str, sha: &str) -> assert_cmd::Command {
@@ -656,11 +675,10 @@ async fn a_read_only_token_falls_back_to_a_status_then_warns_and_keeps_the_exit_
     assert_eq!(gh.count("POST", &format!(r"/statuses/{PR_HEAD}$")).await, 1);
 
     // With annotate.required the same failure is an error: exit 2.
-    std::fs::write(
-        p.path().join("required.toml"),
-        format!("{PRE_APPROVE}[annotate]\nrequired = true\n"),
-    )
-    .unwrap();
+    p.merge_config(
+        "required.toml",
+        &format!("{PRE_APPROVE}[annotate]\nrequired = true\n"),
+    );
     let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     cmd.env("GITHUB_TOKEN", TOKEN)
         .args(["--config", "required.toml", "gate"]);
@@ -755,11 +773,10 @@ async fn nothing_is_sent_in_a_dry_run_when_disabled_or_without_a_token() {
     let mut no_token = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     no_token.args(["open"]);
     assert_eq!(run(&mut no_token).0, 0);
-    std::fs::write(
-        p.path().join("off.toml"),
-        format!("{PRE_APPROVE}[annotate]\nenabled = false\n"),
-    )
-    .unwrap();
+    p.merge_config(
+        "off.toml",
+        &format!("{PRE_APPROVE}[annotate]\nenabled = false\n"),
+    );
     let mut off = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     off.env("GITHUB_TOKEN", TOKEN)
         .args(["--config", "off.toml", "gate"]);
@@ -1106,10 +1123,12 @@ fn gitlab_cmd(
         )
         .args(args);
     if let Some(iid) = mr {
-        cmd.env("CI_MERGE_REQUEST_IID", iid).env(
-            "CI_MERGE_REQUEST_TITLE",
-            "Fees: @backend-team please look | ~urgent",
-        );
+        cmd.env("CI_MERGE_REQUEST_IID", iid)
+            .env("CI_DEFAULT_BRANCH", "main")
+            .env(
+                "CI_MERGE_REQUEST_TITLE",
+                "Fees: @backend-team please look | ~urgent",
+            );
     }
     cmd
 }
@@ -1153,6 +1172,7 @@ async fn gitlab_merge_request_note_is_created_then_updated() {
     let server = fake_gitlab(state.clone()).await;
     let dir = git_repo();
     std::fs::write(dir.path().join(".changegate.toml"), PRE_APPROVE).unwrap();
+    default_branch_is_head(dir.path(), "main");
     let gitlab = |args: &[&str]| gitlab_cmd(dir.path(), &server, Some("7"), args);
     let (code, _, err) = run(&mut gitlab(&["gate"]));
     assert_eq!(code, 0, "{err}");
