@@ -230,16 +230,6 @@ fn commit_flag_picks_another_commit_of_the_checkout() {
 }
 
 #[test]
-fn outside_git_and_ci_there_is_nothing_to_gate() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = pipeline::detect(&HashMap::new(), dir.path(), None).unwrap_err();
-    assert!(err.to_string().contains("pass --commit SHA"), "{err}");
-    // An empty repository has no HEAD either.
-    let repo = Repo::new();
-    assert!(pipeline::detect(&HashMap::new(), repo.path(), None).is_err());
-}
-
-#[test]
 fn file_at_tells_a_file_from_a_missing_file_from_a_missing_revision() {
     let repo = Repo::new();
     repo.write(".changegate.toml", b"mode = \"enforce\"\n");
@@ -372,4 +362,14 @@ async fn fetch_branch_brings_the_default_branch_from_origin() {
         .await
         .unwrap_err();
     assert!(err.contains("not a valid branch name"), "{err}");
+}
+
+#[test]
+fn outside_git_and_ci_there_is_nothing_to_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = pipeline::detect(&HashMap::new(), dir.path(), None).unwrap_err();
+    assert!(err.to_string().contains("pass --commit SHA"), "{err}");
+    // An empty repository has no HEAD either.
+    let repo = Repo::new();
+    assert!(pipeline::detect(&HashMap::new(), repo.path(), None).is_err());
 }
