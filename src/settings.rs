@@ -321,7 +321,7 @@ fn load_config(
         }
         // As outside a pull request: a path named explicitly must exist.
         Some(Governing::Missing { label }) if explicit.is_some() => {
-            bail!(
+            anyhow::bail!(
                 "the config file {label} does not exist on the default branch; in a pull \
                  request pipeline an explicit --config/{} path inside the checkout is read from \
                  there. Merge the file to the default branch first, or leave the path unset",

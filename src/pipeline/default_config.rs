@@ -140,10 +140,14 @@ pub async fn fetch(
     let label = format!("origin/{branch}:{file}");
     // Fully qualified: a tag or local branch named `origin/<branch>` cannot stand in for it.
     let rev = format!("refs/remotes/origin/{branch}");
+    let mut git_could_read = true;
     let git_said = match git::file_at(workdir, &rev, file) {
         FileAtRev::Found(text) => return Ok(Some(found(label, text))),
         FileAtRev::Missing => return Ok(Some(missing(label))),
-        FileAtRev::NoCheckout => "no git checkout to read it from".to_string(),
+        FileAtRev::NoCheckout => {
+            git_could_read = false;
+            "no git checkout to read it from".to_string()
+        }
         FileAtRev::NoRevision => match git::fetch_branch(workdir, branch).await {
             Ok(()) => match git::file_at(workdir, &rev, file) {
                 FileAtRev::Found(text) => return Ok(Some(found(label, text))),
@@ -166,7 +170,12 @@ pub async fn fetch(
             file: file.to_string(),
             branch: branch.to_string(),
             reason: format!("{} (git: {git_said})", failed.reason),
-            fix: format!("{}; {}", failed.fix, fetch_fix(pr.forge, branch)),
+            // Without git (the container images) fetching would not help.
+            fix: if git_could_read {
+                format!("{}; {}", failed.fix, fetch_fix(pr.forge, branch))
+            } else {
+                failed.fix
+            },
         }),
     }
 }

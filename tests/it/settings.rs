@@ -688,3 +688,22 @@ async fn pr_config_is_not_needed_for_the_schema() {
     assert!(out.contains("\"$schema\""), "{out}");
     server.verify().await;
 }
+
+/// Where git cannot read the checkout (the container images have no git), the fix is the
+/// token alone: fetching the default branch would not help.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_without_git_the_fix_is_the_token_alone() {
+    let forge = Forge::GitHub;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(".changegate.toml"), PR_CONFIG).expect("write");
+    let server = forge
+        .fake(
+            vec![github_error(403, "Resource not accessible by integration")],
+            None,
+        )
+        .await;
+    let result = run(&mut forge.gate(dir.path(), &server.uri()));
+    assert_fails_closed(forge, &result, "no git checkout", "contents: read");
+    assert!(!result.2.contains("fetch-depth"), "{}", result.2);
+    server.verify().await;
+}
