@@ -1097,7 +1097,9 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
     server
 }
 
-/// The binary in a GitLab CI job; `mr` is the merge request pipeline's MR, if any.
+/// The binary in a GitLab CI job; `mr` is the merge request pipeline's MR, if any. A merge
+/// request pipeline reads its config from the default branch, so the checkout gets one that
+/// holds its `.changegate.toml`.
 fn gitlab_cmd(
     dir: &Path,
     server: &MockServer,
@@ -1123,6 +1125,7 @@ fn gitlab_cmd(
         )
         .args(args);
     if let Some(iid) = mr {
+        default_branch_is_head(dir, "main");
         cmd.env("CI_MERGE_REQUEST_IID", iid)
             .env("CI_DEFAULT_BRANCH", "main")
             .env(
@@ -1172,7 +1175,6 @@ async fn gitlab_merge_request_note_is_created_then_updated() {
     let server = fake_gitlab(state.clone()).await;
     let dir = git_repo();
     std::fs::write(dir.path().join(".changegate.toml"), PRE_APPROVE).unwrap();
-    default_branch_is_head(dir.path(), "main");
     let gitlab = |args: &[&str]| gitlab_cmd(dir.path(), &server, Some("7"), args);
     let (code, _, err) = run(&mut gitlab(&["gate"]));
     assert_eq!(code, 0, "{err}");

@@ -43,12 +43,11 @@ pub fn git_repo() -> tempfile::TempDir {
 /// points `refs/remotes/origin/<branch>` at HEAD. A pull request pipeline reads its config
 /// from there, never from the work tree.
 pub fn default_branch_is_head(dir: &Path, branch: &str) {
-    if dir.join(".changegate.toml").is_file() {
+    let changed = dir.join(".changegate.toml").is_file()
+        && !git(dir, &["status", "--porcelain", "--", ".changegate.toml"]).is_empty();
+    if changed {
         git(dir, &["add", ".changegate.toml"]);
-        git(
-            dir,
-            &["commit", "-q", "--allow-empty", "-m", "changegate config"],
-        );
+        git(dir, &["commit", "-q", "-m", "changegate config"]);
     }
     git(
         dir,
