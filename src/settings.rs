@@ -318,26 +318,35 @@ pub fn github_token(args: &GlobalArgs) -> Option<SecretString> {
 }
 
 /// An explicit config path must exist; the default one is optional. In a pull-request
-/// pipeline the default branch's config (`governing`) stands in for the work tree's.
+/// pipeline the default branch's config (`governing`) stands in for the work tree's, at the
+/// explicit path too when that is inside the checkout (the caller then passes it).
 fn load_config(
     explicit: Option<&Path>,
     workdir: &Path,
     governing: Option<&Governing>,
 ) -> Result<(Option<PathBuf>, ConfigFile)> {
-    if let Some(path) = explicit {
-        return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
-    }
     match governing {
         Some(Governing::Found { label, text }) => {
             let label = PathBuf::from(label);
             let file = ConfigFile::parse(text, &label)?;
             return Ok((Some(label), file));
         }
-        Some(Governing::Missing { label }) => {
-            tracing::info!("{label} does not exist: defaults apply to this pull request");
+        // As outside a pull request: a path named explicitly must exist.
+        Some(Governing::Missing { label }) if explicit.is_some() => {
+            anyhow::bail!(
+                "the config file {label} does not exist on the default branch; in a pull \
+                 request pipeline an explicit --config/{} path inside the checkout is read from \
+                 there. Merge the file to the default branch first, or leave the path unset",
+                env::CONFIG
+            );
+        }
+        Some(Governing::Missing { .. }) => {
             return Ok((None, ConfigFile::default()));
         }
         None => {}
+    }
+    if let Some(path) = explicit {
+        return Ok((Some(path.to_path_buf()), ConfigFile::load(path)?));
     }
     let default = workdir.join(DEFAULT_CONFIG);
     if default.is_file() {

@@ -1,7 +1,7 @@
 //! The command line: clap definitions, and one file per command.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -127,12 +127,16 @@ pub struct Ctx {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = std::env::current_dir()?;
-    // `config check`/`schema` report a broken file themselves instead of failing to start.
-    let governing = match &cli.global.config {
-        Some(_) => None,
-        None => {
+    // In a pull/merge request pipeline the default branch's copy governs; the schema needs
+    // no config at all.
+    let governing = match (
+        &cli.command,
+        governed_path(cli.global.config.as_deref(), &workdir),
+    ) {
+        (Command::Config(config::ConfigCommand::Schema), _) | (_, None) => None,
+        (_, Some(file)) => {
             let token = settings::github_token(&cli.global);
-            default_config::fetch(&workdir, settings::DEFAULT_CONFIG, token.as_ref()).await
+            default_config::fetch(&workdir, &file, token.as_ref()).await?
         }
     };
     if let Command::Config(cmd) = &cli.command {
@@ -154,4 +158,35 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
         Command::Config(_) => Ok(Exit::Error),
     }
+}
+
+/// The config file as a path from the repository root, for reading it from the default
+/// branch: `.changegate.toml`, or an explicit `--config` inside the checkout (which a pull
+/// request can edit as easily). `None` for a file outside the checkout, e.g. one the runner
+/// provides, which the pull request cannot change and which is read as given.
+fn governed_path(explicit: Option<&Path>, workdir: &Path) -> Option<String> {
+    let Some(path) = explicit else {
+        return Some(settings::DEFAULT_CONFIG.to_string());
+    };
+    let relative = if path.is_absolute() {
+        let canonical = workdir.canonicalize().ok();
+        path.strip_prefix(workdir)
+            .ok()
+            .or_else(|| path.strip_prefix(canonical.as_deref()?).ok())?
+    } else {
+        path
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            // Above the checkout's root: not the repository's file.
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }

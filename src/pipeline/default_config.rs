@@ -1,7 +1,8 @@
-//! The config that governs a pull/merge request pipeline: the default branch's
-//! `.changegate.toml`, never the pull request's own copy, so a pull request cannot loosen its
-//! own gate. Read from git when the checkout has the default branch, else from the
-//! platform's API (the container images carry no git), else — with a warning — not at all.
+//! The config that governs a pull/merge request pipeline: the default branch's copy, never
+//! the pull request's own, so a pull request cannot loosen its own gate. It is read from git
+//! when the checkout has the default branch (or one shallow fetch brings it), else from the
+//! forge's API. Only an answer that means "no such file on that branch" gives the defaults;
+//! anything else that keeps the file unread stops the run (exit 2).
 
 use std::path::Path;
 
@@ -10,168 +11,512 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::git::{self, FileAtRev};
 use crate::env;
-use crate::http::HttpClient;
+use crate::http::{HttpClient, HttpError};
 
-/// The default branch's config, as far as it could be read.
+/// The default branch's config, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Governing {
     /// The text, and where it came from (for error messages).
     Found { label: String, text: String },
-    /// The default branch has no config: defaults govern.
+    /// The default branch has no such file: defaults govern.
     Missing { label: String },
 }
 
-/// In a pull/merge request pipeline, the default branch whose config governs it.
-pub fn protected_branch() -> Option<String> {
-    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
-        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
-    {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            repository: Option<Repo>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Repo {
-            default_branch: Option<String>,
-        }
-        let from_event = env::var(env::GITHUB_EVENT_PATH)
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str::<Event>(&t).ok())
-            .and_then(|e| e.repository?.default_branch);
-        return from_event.or_else(|| env::var(env::GITHUB_BASE_REF));
-    }
-    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
-        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
-    {
-        return env::var(env::CI_DEFAULT_BRANCH);
-    }
-    None
+/// Why the config governing a pull request pipeline could not be read. Each one fails the
+/// run closed: the pull request's own copy is never the fallback.
+#[derive(Debug, thiserror::Error)]
+pub enum PrConfigError {
+    #[error(
+        "this is a {forge} {kind} pipeline, but its default branch is unknown ({detail}), so the \
+         config that governs it cannot be read; the {kind}'s own copy never governs its gate"
+    )]
+    NoDefaultBranch {
+        forge: &'static str,
+        kind: &'static str,
+        detail: String,
+    },
+    #[error(
+        "the default branch name {0:?} is not a valid git branch name, so the config that \
+         governs this pipeline cannot be read"
+    )]
+    BadBranchName(String),
+    #[error(
+        "cannot read {file} from the default branch `{branch}`: {reason}. The pull/merge \
+         request's own copy never governs its gate, so the run stops. Fix: {fix}"
+    )]
+    Unreadable {
+        file: String,
+        branch: String,
+        reason: String,
+        fix: String,
+    },
 }
 
-/// Reads `file` as the default branch has it. `None` outside pull-request pipelines, and
-/// when neither git nor the API could tell (a warning says what to do about it).
+/// Which forge runs the pull/merge request pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forge {
+    GitHub,
+    GitLab,
+}
+
+/// A pull/merge request pipeline and the default branch whose config governs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PrPipeline {
+    forge: Forge,
+    branch: String,
+}
+
+/// The pull/merge request pipeline this run is in, if any. Its default branch must be
+/// known and a valid branch name (it comes from the payload or the environment, so it is
+/// untrusted): otherwise the run cannot know its governing config.
+fn pr_pipeline() -> Result<Option<PrPipeline>, PrConfigError> {
+    let (forge, branch) = if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
+        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
+    {
+        (Forge::GitHub, github_default_branch()?)
+    } else if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
+        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
+    {
+        let branch =
+            env::var(env::CI_DEFAULT_BRANCH).ok_or_else(|| PrConfigError::NoDefaultBranch {
+                forge: "GitLab",
+                kind: "merge request",
+                detail: format!("{} is not set", env::CI_DEFAULT_BRANCH),
+            })?;
+        (Forge::GitLab, branch)
+    } else {
+        return Ok(None);
+    };
+    if !git::valid_branch_name(&branch) {
+        return Err(PrConfigError::BadBranchName(branch));
+    }
+    Ok(Some(PrPipeline { forge, branch }))
+}
+
+/// `repository.default_branch` of the event payload. The pull request's base branch is no
+/// stand-in: it may be any branch the author can target.
+fn github_default_branch() -> Result<String, PrConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        repository: Option<Repo>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Repo {
+        default_branch: Option<String>,
+    }
+    let unknown = |detail: String| PrConfigError::NoDefaultBranch {
+        forge: "GitHub",
+        kind: "pull request",
+        detail,
+    };
+    let path = env::var(env::GITHUB_EVENT_PATH)
+        .ok_or_else(|| unknown(format!("{} is not set", env::GITHUB_EVENT_PATH)))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| unknown(format!("the event payload {path} cannot be read: {e}")))?;
+    let event: Event = serde_json::from_str(&text)
+        .map_err(|e| unknown(format!("the event payload {path} is not valid JSON: {e}")))?;
+    event
+        .repository
+        .and_then(|r| r.default_branch)
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| {
+            unknown(format!(
+                "the event payload {path} has no repository.default_branch"
+            ))
+        })
+}
+
+/// Reads `file` (a path from the repository root) as the default branch has it, in a
+/// pull/merge request pipeline; `Ok(None)` in any other pipeline.
 pub async fn fetch(
     workdir: &Path,
     file: &str,
     github_token: Option<&SecretString>,
-) -> Option<Governing> {
-    let branch = protected_branch()?;
-    let rev = format!("origin/{branch}");
-    match git::file_at(workdir, &rev, file) {
-        FileAtRev::Found(text) => {
-            return Some(Governing::Found {
-                label: format!("{rev}:{file}"),
-                text,
-            });
+) -> Result<Option<Governing>, PrConfigError> {
+    let Some(pr) = pr_pipeline()? else {
+        return Ok(None);
+    };
+    let branch = pr.branch.as_str();
+    let label = format!("origin/{branch}:{file}");
+    // Fully qualified: a tag or local branch named `origin/<branch>` cannot stand in for it.
+    let rev = format!("refs/remotes/origin/{branch}");
+    let mut git_could_read = true;
+    let git_said = match git::file_at(workdir, &rev, file) {
+        FileAtRev::Found(text) => return Ok(Some(found(label, text))),
+        FileAtRev::Missing => return Ok(Some(missing(label))),
+        FileAtRev::NoCheckout => {
+            git_could_read = false;
+            "no git checkout to read it from".to_string()
         }
-        FileAtRev::Missing => {
-            return Some(Governing::Missing {
-                label: format!("{rev}:{file}"),
-            });
-        }
-        FileAtRev::NoRevision => {}
-    }
-    match from_api(&branch, file, github_token).await {
-        Ok(Some(found)) => Some(found),
-        Ok(None) => {
-            tracing::warn!(
-                "cannot read {file} from the default branch ({rev} is not in this checkout and no API \
-                 token can read it); using the pull request's own copy. Fetch the default branch \
-                 (e.g. actions/checkout with fetch-depth: 0) or give changegate a token, so that a \
-                 pull request cannot loosen its own gate"
-            );
-            None
-        }
-        Err(message) => {
-            tracing::warn!(
-                "cannot read {file} from the default branch: {message}; using the pull request's own copy"
-            );
-            None
-        }
+        FileAtRev::NoRevision => match git::fetch_branch(workdir, branch).await {
+            Ok(()) => match git::file_at(workdir, &rev, file) {
+                FileAtRev::Found(text) => return Ok(Some(found(label, text))),
+                FileAtRev::Missing => return Ok(Some(missing(label))),
+                _ => format!("origin/{branch} is not in the checkout even after `git fetch`"),
+            },
+            Err(reason) => {
+                format!("origin/{branch} is not in the checkout and fetching it failed ({reason})")
+            }
+        },
+    };
+    let read = match pr.forge {
+        Forge::GitHub => from_github(branch, file, github_token).await,
+        Forge::GitLab => from_gitlab(branch, file).await,
+    };
+    match read {
+        Ok(Some(text)) => Ok(Some(found(format!("{branch}:{file}"), text))),
+        Ok(None) => Ok(Some(missing(format!("{branch}:{file}")))),
+        Err(failed) => Err(PrConfigError::Unreadable {
+            file: file.to_string(),
+            branch: branch.to_string(),
+            reason: format!("{} (git: {git_said})", failed.reason),
+            // Without git (the container images) fetching would not help.
+            fix: if git_could_read {
+                format!("{}; {}", failed.fix, fetch_fix(pr.forge, branch))
+            } else {
+                failed.fix
+            },
+        }),
     }
 }
 
-/// GitHub's contents API or GitLab's repository files API. `Ok(None)`: no way to ask.
-async fn from_api(
+fn found(label: String, text: String) -> Governing {
+    tracing::info!("the config governing this pull request is {label}");
+    Governing::Found { label, text }
+}
+
+fn missing(label: String) -> Governing {
+    tracing::info!("{label} does not exist: defaults govern this pull request");
+    Governing::Missing { label }
+}
+
+/// Why the API could not tell, and what would let it.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    fix: String,
+}
+
+/// The other way out: let git read it, so no API call is needed.
+fn fetch_fix(forge: Forge, branch: &str) -> String {
+    match forge {
+        Forge::GitHub => format!(
+            "or have the default branch in the checkout (actions/checkout with `fetch-depth: 0`, \
+             or `git fetch origin {branch}` before changegate runs)"
+        ),
+        Forge::GitLab => format!(
+            "or, where the job has git, fetch the default branch before changegate runs \
+             (`git fetch origin {branch}`)"
+        ),
+    }
+}
+
+const GITHUB_TOKEN_FIX: &str = "give changegate a token that can read the repository's contents: \
+     `GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` (or CHANGEGATE_GITHUB_TOKEN) with \
+     `permissions: contents: read`";
+
+const GITLAB_TOKEN_FIX: &str = "set CHANGEGATE_GITLAB_TOKEN to a project, group or personal access \
+     token with the `read_repository` (or `api`) scope and at least the Reporter role on this \
+     project — the CI job token cannot read the repository files API";
+
+const RETRY_FIX: &str = "run the job again once the API answers";
+
+/// GitHub's contents API. `Ok(None)`: the branch has no such file.
+///
+/// GitHub answers 404 both for a missing file and for a repository the token cannot see, so
+/// a 404 counts as "no such file" only when the same token can read the branch itself.
+async fn from_github(
     branch: &str,
     file: &str,
-    github_token: Option<&SecretString>,
-) -> Result<Option<Governing>, String> {
-    let label = format!("{branch}:{file}");
-    if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
-        let (Some(token), Some(repo)) = (github_token, env::var(env::GITHUB_REPOSITORY)) else {
-            return Ok(None);
-        };
-        let api =
-            env::var(env::GITHUB_API_URL).unwrap_or_else(|| "https://api.github.com".to_string());
-        let mut url =
-            url::Url::parse(&api).map_err(|e| format!("GITHUB_API_URL is not a URL: {e}"))?;
-        url.path_segments_mut()
-            .map_err(|()| "GITHUB_API_URL cannot take a path".to_string())?
-            .pop_if_empty()
-            .extend(["repos"])
+    token: Option<&SecretString>,
+) -> Result<Option<String>, Failure> {
+    let Some(token) = token else {
+        return Err(Failure {
+            reason: "no GitHub token to ask the contents API with".into(),
+            fix: GITHUB_TOKEN_FIX.into(),
+        });
+    };
+    let Some(repo) = env::var(env::GITHUB_REPOSITORY) else {
+        return Err(Failure {
+            reason: format!("{} is not set", env::GITHUB_REPOSITORY),
+            fix: "run changegate in the GitHub Actions job, which sets it".into(),
+        });
+    };
+    let api = env::var(env::GITHUB_API_URL).unwrap_or_else(|| "https://api.github.com".into());
+    let config_error = |e: String| Failure {
+        reason: e,
+        fix: format!("set {} to the API's base URL", env::GITHUB_API_URL),
+    };
+    let contents = api_url(&api, env::GITHUB_API_URL, |p| {
+        p.extend(["repos"])
             .extend(repo.split('/'))
             .extend(["contents"])
             .extend(file.split('/'));
-        url.query_pairs_mut().append_pair("ref", branch);
-        let auth = format!("Bearer {}", token.expose_secret());
-        return get(
-            url,
-            &[
-                ("authorization", auth),
-                ("accept", "application/vnd.github.raw+json".into()),
-            ],
-            label,
-        )
-        .await;
+    })
+    .map_err(config_error)?;
+    let branch_url = api_url(&api, env::GITHUB_API_URL, |p| {
+        p.extend(["repos"])
+            .extend(repo.split('/'))
+            .extend(["branches", branch]);
+    })
+    .map_err(config_error)?;
+    let mut contents = contents;
+    contents.query_pairs_mut().append_pair("ref", branch);
+    let auth = format!("Bearer {}", token.expose_secret());
+    let headers = |accept: &'static str| {
+        vec![
+            ("authorization", auth.clone()),
+            ("accept", accept.to_string()),
+            ("x-github-api-version", "2022-11-28".to_string()),
+        ]
+    };
+    let client = client("GitHub")?;
+    let file_err = match get(
+        &client,
+        &contents,
+        &headers("application/vnd.github.raw+json"),
+    )
+    .await
+    {
+        Ok(text) => return Ok(Some(text)),
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => e,
+        Err(e) => return Err(github_failure(&e)),
+    };
+    match get(
+        &client,
+        &branch_url,
+        &headers("application/vnd.github+json"),
+    )
+    .await
+    {
+        Ok(_) => Ok(None),
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Err(Failure {
+            reason: format!(
+                "{}, and it answers 404 for the branch too: the token cannot see this repository, \
+                 or it has no branch `{branch}`",
+                describe(&file_err)
+            ),
+            fix: GITHUB_TOKEN_FIX.into(),
+        }),
+        Err(e) => Err(github_failure(&e)),
     }
-    if env::var(env::GITLAB_CI).is_some_and(|v| v == "true") {
-        let (Some(api), Some(project)) =
-            (env::var(env::CI_API_V4_URL), env::var(env::CI_PROJECT_ID))
-        else {
-            return Ok(None);
-        };
-        let header = match (env::var(env::GITLAB_TOKEN), env::var(env::CI_JOB_TOKEN)) {
-            (Some(token), _) => ("private-token", token),
-            (None, Some(token)) => ("job-token", token),
-            (None, None) => return Ok(None),
-        };
-        let mut url =
-            url::Url::parse(&api).map_err(|e| format!("CI_API_V4_URL is not a URL: {e}"))?;
-        url.path_segments_mut()
-            .map_err(|()| "CI_API_V4_URL cannot take a path".to_string())?
-            .pop_if_empty()
-            .extend(["projects", &project, "repository", "files", file, "raw"]);
-        url.query_pairs_mut().append_pair("ref", branch);
-        return get(url, &[header], label).await;
-    }
-    Ok(None)
 }
 
+fn github_failure(e: &HttpError) -> Failure {
+    let fix = match e.status() {
+        Some(s) if retryable(s) => RETRY_FIX,
+        None if matches!(e, HttpError::Transport { .. }) => RETRY_FIX,
+        _ => GITHUB_TOKEN_FIX,
+    };
+    Failure {
+        reason: describe(e),
+        fix: fix.into(),
+    }
+}
+
+/// GitLab's repository files API. `Ok(None)`: the branch has no such file (`404 File Not
+/// Found`); `404 Project Not Found` is a token that cannot see the project.
+async fn from_gitlab(branch: &str, file: &str) -> Result<Option<String>, Failure> {
+    let Some(token) = env::var(env::GITLAB_TOKEN).map(SecretString::from) else {
+        let reason = if env::var(env::CI_JOB_TOKEN).is_some() {
+            format!(
+                "{} is not set, and the CI job token cannot read the repository files API",
+                env::GITLAB_TOKEN
+            )
+        } else {
+            format!("{} is not set", env::GITLAB_TOKEN)
+        };
+        return Err(Failure {
+            reason,
+            fix: GITLAB_TOKEN_FIX.into(),
+        });
+    };
+    let (Some(api), Some(project)) = (
+        env::var(env::CI_API_V4_URL),
+        env::var(env::CI_PROJECT_ID).or_else(|| env::var(env::CI_PROJECT_PATH)),
+    ) else {
+        return Err(Failure {
+            reason: format!(
+                "{} or {} is not set",
+                env::CI_API_V4_URL,
+                env::CI_PROJECT_ID
+            ),
+            fix: "run changegate in the GitLab CI job, which sets them".into(),
+        });
+    };
+    let mut url = api_url(&api, env::CI_API_V4_URL, |p| {
+        p.extend(["projects", &project, "repository", "files", file, "raw"]);
+    })
+    .map_err(|reason| Failure {
+        reason,
+        fix: format!("set {} to the API's base URL", env::CI_API_V4_URL),
+    })?;
+    url.query_pairs_mut().append_pair("ref", branch);
+    let client = client("GitLab")?;
+    let headers = [("private-token", token.expose_secret().to_string())];
+    match get(&client, &url, &headers).await {
+        Ok(text) => Ok(Some(text)),
+        Err(e)
+            if e.status() == Some(StatusCode::NOT_FOUND) && message(&e) == "404 File Not Found" =>
+        {
+            Ok(None)
+        }
+        Err(e) => {
+            let fix = match e.status() {
+                Some(s) if retryable(s) => RETRY_FIX,
+                None if matches!(e, HttpError::Transport { .. }) => RETRY_FIX,
+                _ => GITLAB_TOKEN_FIX,
+            };
+            Err(Failure {
+                reason: describe(&e),
+                fix: fix.into(),
+            })
+        }
+    }
+}
+
+fn client(service: &'static str) -> Result<HttpClient, Failure> {
+    HttpClient::new(service).map_err(|e| Failure {
+        reason: e.to_string(),
+        fix: RETRY_FIX.into(),
+    })
+}
+
+/// `base` with the path segments `extend` adds; `var` names the variable `base` came from.
+fn api_url(
+    base: &str,
+    var: &str,
+    extend: impl FnOnce(&mut url::PathSegmentsMut<'_>),
+) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(base).map_err(|e| format!("{var} is not a URL: {e}"))?;
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|()| format!("{var} cannot take a path"))?;
+        path.pop_if_empty();
+        extend(&mut path);
+    }
+    Ok(url)
+}
+
+/// GET with retries (5xx, 429, dropped connections); the body of a success.
 async fn get(
-    url: url::Url,
+    client: &HttpClient,
+    url: &url::Url,
     headers: &[(&str, String)],
-    label: String,
-) -> Result<Option<Governing>, String> {
-    let client = HttpClient::new("the forge API").map_err(|e| e.to_string())?;
-    let result = client
+) -> Result<String, HttpError> {
+    let response = client
         .send(|c| {
             headers.iter().fold(c.get(url.clone()), |r, (name, value)| {
                 r.header(*name, value)
             })
         })
-        .await;
-    match result {
-        Ok(response) => {
-            let text = response
-                .text()
-                .await
-                .map_err(|e| format!("reading the answer failed: {e}"))?;
-            Ok(Some(Governing::Found { label, text }))
+        .await?;
+    let path = url.path().to_string();
+    response.text().await.map_err(|e| HttpError::Transport {
+        service: client.service(),
+        method: reqwest::Method::GET,
+        path,
+        attempts: 1,
+        message: format!("reading the answer failed: {e}"),
+    })
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// The forge's own words for an error answer: its JSON `message`, else the body, on one
+/// line and short (it ends up in a log that CI systems scan for commands).
+fn message(e: &HttpError) -> String {
+    let body = e.body().unwrap_or_default();
+    let text = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.to_string());
+    let mut one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if one_line.len() > 300 {
+        let mut cut = 300;
+        while !one_line.is_char_boundary(cut) {
+            cut -= 1;
         }
-        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
-            Ok(Some(Governing::Missing { label }))
+        one_line.truncate(cut);
+        one_line.push('…');
+    }
+    one_line
+}
+
+/// The failed request, the status and the forge's own message.
+fn describe(e: &HttpError) -> String {
+    match e.status() {
+        Some(status) => {
+            let said = message(e);
+            let retried = if retryable(status) {
+                " (still, after retries)"
+            } else {
+                ""
+            };
+            if said.is_empty() {
+                format!("{e}{retried}")
+            } else {
+                format!("{e}{retried}: {said}")
+            }
         }
-        Err(e) => Err(e.to_string()),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_error(status: u16, body: &str) -> HttpError {
+        HttpError::Status {
+            service: "GitLab",
+            method: reqwest::Method::GET,
+            path: "/api/v4/projects/1/repository/files/.changegate.toml/raw".into(),
+            status: StatusCode::from_u16(status).unwrap(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn the_forges_message_is_one_short_line() {
+        let e = status_error(403, r#"{"message":"403 Forbidden\n::error::injected"}"#);
+        assert_eq!(message(&e), "403 Forbidden ::error::injected");
+        let e = status_error(500, &"x".repeat(1000));
+        assert!(message(&e).chars().count() <= 301);
+        assert!(describe(&status_error(503, "")).ends_with("(still, after retries)"));
+    }
+
+    #[test]
+    fn api_urls_encode_the_project_path_and_keep_the_base_path() {
+        let url = api_url("https://gitlab.example.com/api/v4/", "CI_API_V4_URL", |p| {
+            p.extend([
+                "projects",
+                "acme/api",
+                "repository",
+                "files",
+                ".changegate.toml",
+                "raw",
+            ]);
+        })
+        .unwrap();
+        assert_eq!(
+            url.path(),
+            "/api/v4/projects/acme%2Fapi/repository/files/.changegate.toml/raw"
+        );
+        assert!(api_url("not a url", "CI_API_V4_URL", |_| {}).is_err());
     }
 }

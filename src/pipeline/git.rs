@@ -234,31 +234,196 @@ pub enum FileAtRev {
     Found(String),
     /// The revision exists but has no such file.
     Missing,
-    /// The revision is not in this checkout (or git is not there).
+    /// The checkout does not have the revision.
     NoRevision,
+    /// No git to ask, or `workdir` is not a checkout it will read.
+    NoCheckout,
 }
 
-/// Reads `path` as it is at `rev` (e.g. `origin/main`), without touching the work tree.
+/// Reads `path` as it is at `rev` (e.g. `refs/remotes/origin/main`), without touching the
+/// work tree, with one `git cat-file --batch`: it tells "no such revision" from "no such file"
+/// by git's own answers rather than by the wording of an error message.
 pub fn file_at(workdir: &Path, rev: &str, path: &str) -> FileAtRev {
-    // A revision is never taken from untrusted input as an option: it must not start with '-'.
-    if rev.starts_with('-')
-        || git(
-            workdir,
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{rev}^{{commit}}"),
-            ],
-        )
-        .is_none()
-    {
+    // cat-file reads one object name a line; a name is never an option either.
+    if rev.starts_with('-') || rev.contains(['\n', '\r']) || path.contains(['\n', '\r']) {
         return FileAtRev::NoRevision;
     }
-    match git(workdir, &["show", &format!("{rev}:{path}")]) {
-        Some(text) => FileAtRev::Found(text),
-        None => FileAtRev::Missing,
+    let Some(out) = git_with_input(
+        workdir,
+        &["cat-file", "--batch"],
+        format!("{rev}^{{commit}}\n{rev}:{path}\n").as_bytes(),
+    ) else {
+        return FileAtRev::NoCheckout;
+    };
+    let mut rest = out.as_slice();
+    match next_object(&mut rest) {
+        Some(Some(("commit", _))) => {}
+        _ => return FileAtRev::NoRevision,
     }
+    match next_object(&mut rest) {
+        Some(Some(("blob", content))) => {
+            FileAtRev::Found(String::from_utf8_lossy(content).into_owned())
+        }
+        // No such path, or a directory by that name: either way no file.
+        Some(_) => FileAtRev::Missing,
+        None => FileAtRev::NoCheckout,
+    }
+}
+
+/// One answer of `git cat-file --batch`, advancing `rest` past it: `Some(None)` when git
+/// says the object is missing or ambiguous, `None` when the output is cut short.
+fn next_object<'a>(rest: &mut &'a [u8]) -> Option<Option<(&'a str, &'a [u8])>> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&rest[..end]).ok()?;
+    *rest = &rest[end + 1..];
+    // "<oid> <type> <size>" for an object; "<name> missing" otherwise (a name may hold spaces).
+    let mut fields = header.split(' ');
+    let (Some(oid), Some(kind), Some(size), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Some(None);
+    };
+    let Ok(size) = size.parse::<usize>() else {
+        return Some(None);
+    };
+    if !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(None);
+    }
+    if rest.len() < size + 1 {
+        return None;
+    }
+    let content = &rest[..size];
+    *rest = &rest[size + 1..];
+    Some(Some((kind, content)))
+}
+
+/// Runs git with `input` on its stdin; `None` when git is missing or fails.
+fn git_with_input(workdir: &Path, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(workdir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // The input is a few short lines: it fits the pipe before git answers, so writing it all
+    // first cannot dead-lock against an answer git is still writing.
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(input));
+    let out = child.wait_with_output().ok()?;
+    (matches!(written, Some(Ok(()))) && out.status.success()).then_some(out.stdout)
+}
+
+/// How long the one fetch of a pull request pipeline's default branch may take.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Fetches the tip of `branch` from `origin` into `refs/remotes/origin/<branch>`
+/// (`git fetch --depth=1`), with the credentials the checkout already has (GitLab's remote
+/// URL carries the job token; actions/checkout leaves its token in the git config).
+/// `branch` must have passed [`valid_branch_name`]. The error is git's own reason, with
+/// any credentials in a URL blanked out.
+pub async fn fetch_branch(workdir: &Path, branch: &str) -> Result<(), String> {
+    if !valid_branch_name(branch) {
+        return Err(format!("{branch:?} is not a valid branch name"));
+    }
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let run = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(workdir)
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--depth=1",
+            "origin",
+            &refspec,
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(FETCH_TIMEOUT, run).await {
+        Err(_) => {
+            return Err(format!(
+                "git fetch did not finish within {}s",
+                FETCH_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("git could not be run: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut reason = redact_url_credentials(&said.join(" "));
+    if reason.len() > 400 {
+        let mut cut = 400;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    Err(if reason.is_empty() {
+        format!("git fetch failed ({})", out.status)
+    } else {
+        format!("git fetch failed: {reason}")
+    })
+}
+
+/// Blanks the user-info part of any URL in `text` (`https://user:token@host` →
+/// `https://***@host`).
+pub fn redact_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `name` is a branch name git would accept (`git check-ref-format --branch`), and
+/// safe to put in a refspec and an argument list: it comes from the CI environment or the
+/// event payload, so it is untrusted.
+pub fn valid_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['-', '/'])
+        && !name.ends_with(['/', '.'])
+        && name != "@"
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name.chars().any(|c| {
+            c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        })
+        && name
+            .split('/')
+            .all(|part| !part.starts_with('.') && !part.ends_with(".lock"))
 }
 
 #[cfg(test)]

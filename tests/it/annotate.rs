@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{changegate, git, git_repo, github_actions, reference};
+use crate::support::{
+    changegate, default_branch_is_head, git, git_repo, github_actions, reference,
+};
 
 const OWNER_REPO: &str = "Codertocat/Hello-World";
 /// The PR head in `pull_request/opened.payload.json`: where checks belong.
@@ -435,6 +437,7 @@ impl FakeGitHub {
 struct Pipeline {
     dir: tempfile::TempDir,
     event: PathBuf,
+    default_branch: String,
 }
 
 impl Pipeline {
@@ -469,11 +472,27 @@ impl Pipeline {
         Pipeline {
             dir,
             event: event_path,
+            default_branch,
         }
     }
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Adds a config file to the default branch, where a pull request pipeline reads it.
+    fn merge_config(&self, file: &str, text: &str) {
+        std::fs::write(self.path().join(file), text).unwrap();
+        git(self.path(), &["add", file]);
+        git(self.path(), &["commit", "-q", "-m", "another config"]);
+        git(
+            self.path(),
+            &[
+                "update-ref",
+                &format!("refs/remotes/origin/{}", self.default_branch),
+                "HEAD",
+            ],
+        );
     }
 
     fn github(&self, api: &str, event_name: &str, sha: &str) -> assert_cmd::Command {
@@ -747,11 +766,10 @@ async fn a_read_only_token_falls_back_to_a_status_then_warns_and_keeps_the_exit_
     assert_eq!(gh.count("POST", &format!(r"/statuses/{PR_HEAD}$")).await, 1);
 
     // With annotate.required the same failure is an error: exit 2.
-    std::fs::write(
-        p.path().join("required.toml"),
-        format!("{PRE_APPROVE}[annotate]\nrequired = true\n"),
-    )
-    .unwrap();
+    p.merge_config(
+        "required.toml",
+        &format!("{PRE_APPROVE}[annotate]\nrequired = true\n"),
+    );
     let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     cmd.env("GITHUB_TOKEN", TOKEN)
         .args(["--config", "required.toml", "gate"]);
@@ -846,11 +864,10 @@ async fn nothing_is_sent_in_a_dry_run_when_disabled_or_without_a_token() {
     let mut no_token = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     no_token.args(["open"]);
     assert_eq!(run(&mut no_token).0, 0);
-    std::fs::write(
-        p.path().join("off.toml"),
-        format!("{PRE_APPROVE}[annotate]\nenabled = false\n"),
-    )
-    .unwrap();
+    p.merge_config(
+        "off.toml",
+        &format!("{PRE_APPROVE}[annotate]\nenabled = false\n"),
+    );
     let mut off = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     off.env("GITHUB_TOKEN", TOKEN)
         .args(["--config", "off.toml", "gate"]);
@@ -1369,7 +1386,9 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
     server
 }
 
-/// The binary in a GitLab CI job; `mr` is the merge request pipeline's MR, if any.
+/// The binary in a GitLab CI job; `mr` is the merge request pipeline's MR, if any. A merge
+/// request pipeline reads its config from the default branch, so the checkout gets one that
+/// holds its `.changegate.toml`.
 fn gitlab_cmd(
     dir: &Path,
     server: &MockServer,
@@ -1395,10 +1414,13 @@ fn gitlab_cmd(
         )
         .args(args);
     if let Some(iid) = mr {
-        cmd.env("CI_MERGE_REQUEST_IID", iid).env(
-            "CI_MERGE_REQUEST_TITLE",
-            "Fees: @backend-team please look | ~urgent",
-        );
+        default_branch_is_head(dir, "main");
+        cmd.env("CI_MERGE_REQUEST_IID", iid)
+            .env("CI_DEFAULT_BRANCH", "main")
+            .env(
+                "CI_MERGE_REQUEST_TITLE",
+                "Fees: @backend-team please look | ~urgent",
+            );
     }
     cmd
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use serde_json::Value;
 
-use crate::support::{changegate, git, git_repo, gitlab_ci, machine_ci_vars, reference};
+use crate::support::{
+    changegate, default_branch_is_head, git, git_repo, gitlab_ci, machine_ci_vars, reference,
+};
 
 /// Generous: a test that hangs is a failure, not a stuck CI job.
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -176,6 +178,7 @@ impl GithubRun {
         let text = std::fs::read_to_string(reference(payload)).unwrap();
         let mut event: Value = serde_json::from_str(&text).unwrap();
         edit(&mut event);
+        default_branch_is_head(dir, event["repository"]["default_branch"].as_str().unwrap());
         let files = dir.join(".github-run");
         std::fs::create_dir_all(&files).unwrap();
         let run = GithubRun {

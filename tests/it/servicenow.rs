@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{changegate, git, git_repo, reference};
+use crate::support::{changegate, default_branch_is_head, git, git_repo, reference};
 
 mod fake;
 
@@ -1348,6 +1348,7 @@ async fn a_blocked_change_is_redecided_in_place_once_the_freeze_ends() {
 #[tokio::test]
 async fn a_pull_request_deploy_describes_the_pr_the_run_and_the_actor() {
     let sn = Instance::start("").await;
+    default_branch_is_head(sn.repo.path(), "master");
     let event = sn.repo.path().join("event.json");
     std::fs::copy(
         reference("github-webhooks/examples/pull_request/opened.payload.json"),

@@ -1,111 +1,709 @@
-//! Settings resolution that the gate's integrity depends on.
+//! Settings resolution that the gate's integrity depends on: in a pull/merge request
+//! pipeline the config comes from the default branch — from git, or the forge's API — and
+//! anything that keeps it unread fails closed; the pull request's own copy never governs.
 
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::support::{changegate, git, git_repo, github_actions, json_doc, reference};
+use serde_json::json;
+use wiremock::matchers::{any, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const FROZEN: &str = "[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"locked down\"\n";
+use crate::support::{changegate, git, git_repo, github_actions, gitlab_ci, json_doc, reference};
 
-/// A repo whose default branch (`master`, as in the reference payload) freezes every deploy,
-/// and a pull-request branch that deletes the freeze from its own copy of the config.
-fn repo_with_loosening_pr(fetch_default_branch: bool) -> (tempfile::TempDir, PathBuf) {
-    let repo = git_repo();
-    let dir = repo.path();
-    git(dir, &["branch", "-m", "master"]);
-    std::fs::write(dir.join(".changegate.toml"), FROZEN).expect("write");
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-q", "-m", "freeze"]);
-    if fetch_default_branch {
-        git(dir, &["update-ref", "refs/remotes/origin/master", "HEAD"]);
+/// What the default branch says: enforce, and a freeze that blocks every deploy.
+const DEFAULT_BRANCH_CONFIG: &str = "mode = \"enforce\"\n\n[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"locked down\"\n";
+/// What the pull request's own copy says: observe, which would let anything pass.
+const PR_CONFIG: &str = "mode = \"observe\"\n";
+
+const GH_TOKEN: &str = "ghs_prConfigToken0123456789";
+const GL_TOKEN: &str = "glpat-prConfigToken0123";
+const GL_JOB_TOKEN: &str = "glcbt-jobTokenNeverSent";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forge {
+    GitHub,
+    GitLab,
+}
+
+impl Forge {
+    /// The default branch: the reference payload's for GitHub, `CI_DEFAULT_BRANCH` for GitLab.
+    fn branch(self) -> &'static str {
+        match self {
+            Forge::GitHub => "master",
+            Forge::GitLab => "main",
+        }
     }
-    git(dir, &["checkout", "-q", "-b", "loosen"]);
-    std::fs::write(dir.join(".changegate.toml"), "").expect("write");
-    git(dir, &["commit", "-q", "-am", "drop the freeze"]);
-    let event = dir.join("event.json");
-    std::fs::copy(
-        reference("github-webhooks/examples/pull_request/opened.payload.json"),
-        &event,
-    )
-    .expect("copy payload");
-    (repo, event)
-}
 
-/// A dry-run `gate` of the reference pull request, in a GitHub Actions job.
-fn pr_gate_cmd(dir: &Path, event: &Path) -> assert_cmd::Command {
-    let mut cmd = changegate(dir);
-    cmd.args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
-    github_actions(
-        &mut cmd,
-        "pull_request",
-        event,
-        "Codertocat/Hello-World",
-        "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
-    );
-    cmd
-}
+    /// Where the API serves the default branch's `.changegate.toml`.
+    fn file_path(self) -> &'static str {
+        match self {
+            Forge::GitHub => "/repos/Codertocat/Hello-World/contents/.changegate.toml",
+            Forge::GitLab => "/api/v4/projects/42/repository/files/.changegate.toml/raw",
+        }
+    }
 
-fn pr_gate(dir: &Path, event: &Path) -> assert_cmd::assert::Assert {
-    pr_gate_cmd(dir, event).assert()
-}
-
-#[test]
-fn a_pull_request_cannot_loosen_its_own_gate() {
-    let (repo, event) = repo_with_loosening_pr(true);
-    let out = pr_gate(repo.path(), &event)
-        .code(1)
-        .get_output()
-        .stdout
-        .clone();
-    let doc = json_doc(&out);
-    assert_eq!(doc["decision"], "blocked", "{doc}");
-    assert!(doc.to_string().contains("locked down"), "{doc}");
-}
-
-#[test]
-fn without_the_default_branch_it_warns_and_uses_the_pull_requests_copy() {
-    let (repo, event) = repo_with_loosening_pr(false);
-    let assert = pr_gate(repo.path(), &event).code(1);
-    let out = assert.get_output();
-    let doc = json_doc(&out.stdout);
-    assert_eq!(doc["decision"], "needs-approval", "{doc}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot read .changegate.toml from the default branch"),
-        "{stderr}"
-    );
-}
-
-/// The container images carry no git: the default branch's config then comes from the
-/// GitHub contents API, with the workflow token.
-#[test]
-fn without_git_history_the_default_branch_config_comes_from_the_api() {
-    use wiremock::matchers::{header, method, path, query_param};
-    let (repo, event) = repo_with_loosening_pr(false);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let server = runtime.block_on(async {
-        let server = wiremock::MockServer::start().await;
-        wiremock::Mock::given(method("GET"))
-            .and(path(
-                "/repos/Codertocat/Hello-World/contents/.changegate.toml",
-            ))
-            .and(query_param("ref", "master"))
-            .and(header("authorization", "Bearer ghs_test"))
-            .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(FROZEN))
-            .expect(1)
+    /// A fake forge serving `file_answers` for the file, each answer once and in order (the
+    /// last one for every request after), and `branch_answer` for GitHub's branch
+    /// endpoint; it checks the ref and the token, and any other request fails the test.
+    async fn fake(
+        self,
+        file_answers: Vec<ResponseTemplate>,
+        branch_answer: Option<ResponseTemplate>,
+    ) -> MockServer {
+        let server = MockServer::start().await;
+        let auth = move || match self {
+            Forge::GitHub => header("authorization", format!("Bearer {GH_TOKEN}").as_str()),
+            Forge::GitLab => header("private-token", GL_TOKEN),
+        };
+        let count = file_answers.len();
+        for (i, answer) in file_answers.into_iter().enumerate() {
+            let mut mock = Mock::given(method("GET"))
+                .and(path(self.file_path()))
+                .and(query_param("ref", self.branch()))
+                .and(auth())
+                .respond_with(answer);
+            if i + 1 < count {
+                mock = mock.up_to_n_times(1).expect(1);
+            } else {
+                mock = mock.expect(1..);
+            }
+            mock.with_priority(10 + i as u8).mount(&server).await;
+        }
+        if let Some(answer) = branch_answer {
+            Mock::given(method("GET"))
+                .and(path("/repos/Codertocat/Hello-World/branches/master"))
+                .and(auth())
+                .respond_with(answer)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(599))
+            .with_priority(u8::MAX)
+            .expect(0)
+            .named("a request nobody expected")
             .mount(&server)
             .await;
         server
-    });
-    let out = pr_gate_cmd(repo.path(), &event)
-        .env("GITHUB_API_URL", server.uri())
-        .env("GITHUB_TOKEN", "ghs_test")
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let doc = json_doc(&out.stdout);
+    }
+
+    /// A dry-run `gate` in this forge's pull/merge request pipeline, with a token that may
+    /// read the API at `api`.
+    fn gate(self, dir: &Path, api: &str) -> assert_cmd::Command {
+        let mut cmd = self.pipeline(dir, api);
+        cmd.args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+        cmd
+    }
+
+    /// changegate in this forge's pull/merge request pipeline, with a token that may read
+    /// the API at `api`.
+    fn pipeline(self, dir: &Path, api: &str) -> assert_cmd::Command {
+        let mut cmd = changegate(dir);
+        match self {
+            Forge::GitHub => {
+                let event = dir.join("event.json");
+                if !event.exists() {
+                    std::fs::copy(
+                        reference("github-webhooks/examples/pull_request/opened.payload.json"),
+                        &event,
+                    )
+                    .expect("copy payload");
+                }
+                github_actions(
+                    &mut cmd,
+                    "pull_request",
+                    &event,
+                    "Codertocat/Hello-World",
+                    "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+                )
+                .env("GITHUB_API_URL", api)
+                .env("GITHUB_TOKEN", GH_TOKEN);
+            }
+            Forge::GitLab => {
+                gitlab_ci(
+                    &mut cmd,
+                    "acme/payments-api",
+                    "7c4f1b2d9e8a6f5c3b1a0d9e8f7a6b5c4d3e2f1a",
+                )
+                .env("CI_MERGE_REQUEST_IID", "7")
+                .env("CI_DEFAULT_BRANCH", "main")
+                .env("CI_API_V4_URL", format!("{api}/api/v4"))
+                .env("CI_PROJECT_ID", "42")
+                .env("CHANGEGATE_GITLAB_TOKEN", GL_TOKEN)
+                .env("CI_JOB_TOKEN", GL_JOB_TOKEN);
+            }
+        }
+        cmd
+    }
+}
+
+/// A pull request checkout whose own copy of the config says observe. With
+/// `default_branch_config`, the checkout also has the default branch (as
+/// `refs/remotes/origin/<branch>`) holding it; either way its `origin` cannot serve a fetch,
+/// so nothing here reaches the network.
+fn pr_checkout(forge: Forge, default_branch_config: Option<&str>) -> tempfile::TempDir {
+    let repo = git_repo();
+    let dir = repo.path();
+    let nowhere = dir.join("no-such-origin");
+    git(
+        dir,
+        &["remote", "set-url", "origin", &nowhere.to_string_lossy()],
+    );
+    if let Some(text) = default_branch_config {
+        std::fs::write(dir.join(".changegate.toml"), text).expect("write");
+        git(dir, &["add", ".changegate.toml"]);
+        git(dir, &["commit", "-q", "-m", "the team's gate"]);
+        git(
+            dir,
+            &[
+                "update-ref",
+                &format!("refs/remotes/origin/{}", forge.branch()),
+                "HEAD",
+            ],
+        );
+    }
+    std::fs::write(dir.join(".changegate.toml"), PR_CONFIG).expect("write");
+    git(dir, &["add", ".changegate.toml"]);
+    git(dir, &["commit", "-q", "-m", "loosen the gate"]);
+    repo
+}
+
+/// Runs `cmd`: exit code, stdout, stderr.
+fn run(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("changegate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The run was blocked by the default branch's freeze in enforce mode: the pull request's
+/// observe mode did not count.
+#[track_caller]
+fn assert_default_branch_governed((code, out, err): &(i32, String, String)) {
+    assert_eq!(*code, 1, "{err}");
+    let doc = json_doc(out.as_bytes());
     assert_eq!(doc["decision"], "blocked", "{doc}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("ghs_test"), "{stderr}");
-    runtime.block_on(server.verify());
+    assert_eq!(doc["mode"], "enforce", "{doc}");
+    assert!(doc.to_string().contains("locked down"), "{doc}");
+}
+
+/// Exit 2, with a message naming the branch, the reason and the fix — and no token.
+#[track_caller]
+fn assert_fails_closed(
+    forge: Forge,
+    (code, out, err): &(i32, String, String),
+    reason: &str,
+    fix: &str,
+) {
+    assert_eq!(*code, 2, "{out}{err}");
+    assert!(out.trim().is_empty(), "no decision was printed: {out}");
+    let wanted = format!(
+        "cannot read .changegate.toml from the default branch `{}`",
+        forge.branch()
+    );
+    for needle in [wanted.as_str(), reason, "Fix:", fix] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+    for secret in [GH_TOKEN, GL_TOKEN, GL_JOB_TOKEN] {
+        assert!(!err.contains(secret), "a token leaked: {err}");
+    }
+}
+
+fn github_error(status: u16, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "message": message,
+        "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content",
+        "status": status.to_string()
+    }))
+}
+
+fn gitlab_error(status: u16, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({ "message": message }))
+}
+
+fn error_answer(forge: Forge, status: u16, message: &str) -> ResponseTemplate {
+    match forge {
+        Forge::GitHub => github_error(status, message),
+        Forge::GitLab => gitlab_error(status, message),
+    }
+}
+
+/// The fix each forge's message gives for a token that cannot read the file.
+fn token_fix(forge: Forge) -> &'static str {
+    match forge {
+        Forge::GitHub => "contents: read",
+        Forge::GitLab => "read_repository",
+    }
+}
+
+/// How the checkout could have read it without the API.
+fn fetch_fix(forge: Forge) -> &'static str {
+    match forge {
+        Forge::GitHub => "fetch-depth: 0",
+        Forge::GitLab => "git fetch origin main",
+    }
+}
+
+async fn api_5xx_fails_closed(forge: Forge) {
+    let repo = pr_checkout(forge, None);
+    let server = forge
+        .fake(vec![error_answer(forge, 500, "Server Error"); 4], None)
+        .await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    assert_fails_closed(forge, &result, "500", fetch_fix(forge));
+    assert!(result.2.contains("after retries"), "{}", result.2);
+    // Four tries in all, then no more.
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_api_500_fails_closed() {
+    api_5xx_fails_closed(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_api_500_fails_closed() {
+    api_5xx_fails_closed(Forge::GitLab).await;
+}
+
+async fn api_429_fails_closed(forge: Forge) {
+    let repo = pr_checkout(forge, None);
+    let limited = match forge {
+        Forge::GitHub => github_error(429, "API rate limit exceeded for installation"),
+        Forge::GitLab => ResponseTemplate::new(429).set_body_string("Retry later"),
+    }
+    .insert_header("retry-after", "0");
+    let server = forge.fake(vec![limited; 4], None).await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    let said = match forge {
+        Forge::GitHub => "API rate limit exceeded",
+        Forge::GitLab => "Retry later",
+    };
+    assert_fails_closed(forge, &result, "429", said);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_api_429_fails_closed() {
+    api_429_fails_closed(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_api_429_fails_closed() {
+    api_429_fails_closed(Forge::GitLab).await;
+}
+
+async fn api_403_fails_closed(forge: Forge, message: &str) {
+    let repo = pr_checkout(forge, None);
+    // Refused once is refused: not retried.
+    let refused = error_answer(forge, 403, message);
+    let server = forge.fake(vec![refused], None).await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    assert_fails_closed(forge, &result, message, token_fix(forge));
+    assert!(result.2.contains("403"), "{}", result.2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_api_403_fails_closed() {
+    api_403_fails_closed(Forge::GitHub, "Resource not accessible by integration").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_api_403_fails_closed() {
+    api_403_fails_closed(Forge::GitLab, "403 Forbidden").await;
+}
+
+/// A server that accepts each connection, reads the request and hangs up without a word.
+/// Returns its base URL and how many connections it took.
+fn hang_up_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            drop(stream);
+        }
+    });
+    (url, taken)
+}
+
+fn dropped_connection_fails_closed(forge: Forge) {
+    let repo = pr_checkout(forge, None);
+    let (url, taken) = hang_up_server();
+    let result = run(&mut forge.gate(repo.path(), &url));
+    assert_fails_closed(forge, &result, "could not be reached", fetch_fix(forge));
+    assert!(
+        taken.load(Ordering::SeqCst) >= 4,
+        "retried before giving up: {}",
+        result.2
+    );
+}
+
+#[test]
+fn pr_config_github_dropped_connection_fails_closed() {
+    dropped_connection_fails_closed(Forge::GitHub);
+}
+
+#[test]
+fn pr_config_gitlab_dropped_connection_fails_closed() {
+    dropped_connection_fails_closed(Forge::GitLab);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_without_a_token_fails_closed() {
+    let repo = pr_checkout(Forge::GitHub, None);
+    let server = Forge::GitHub.fake(vec![], None).await;
+    let result = run(Forge::GitHub
+        .gate(repo.path(), &server.uri())
+        .env_remove("GITHUB_TOKEN"));
+    assert_fails_closed(Forge::GitHub, &result, "no GitHub token", "contents: read");
+    assert!(result.2.contains("fetch-depth: 0"), "{}", result.2);
+    server.verify().await;
+}
+
+/// The job token cannot read the repository files API, so it is not even tried.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_with_only_the_job_token_fails_closed() {
+    let repo = pr_checkout(Forge::GitLab, None);
+    let server = Forge::GitLab.fake(vec![], None).await;
+    let result = run(Forge::GitLab
+        .gate(repo.path(), &server.uri())
+        .env_remove("CHANGEGATE_GITLAB_TOKEN"));
+    assert_fails_closed(
+        Forge::GitLab,
+        &result,
+        "the CI job token cannot read the repository files API",
+        "CHANGEGATE_GITLAB_TOKEN",
+    );
+    assert!(result.2.contains("read_repository"), "{}", result.2);
+    server.verify().await;
+}
+
+/// What GitLab answers a token that cannot see the project (the job token always gets it).
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_project_not_found_fails_closed() {
+    let repo = pr_checkout(Forge::GitLab, None);
+    let server = Forge::GitLab
+        .fake(vec![gitlab_error(404, "404 Project Not Found")], None)
+        .await;
+    let result = run(&mut Forge::GitLab.gate(repo.path(), &server.uri()));
+    assert_fails_closed(
+        Forge::GitLab,
+        &result,
+        "404 Project Not Found",
+        "read_repository",
+    );
+    server.verify().await;
+}
+
+/// GitHub says 404 for a repository the token cannot see as for a missing file: when the
+/// branch is a 404 as well, nothing is known.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_repository_out_of_sight_fails_closed() {
+    let repo = pr_checkout(Forge::GitHub, None);
+    let server = Forge::GitHub
+        .fake(
+            vec![github_error(404, "Not Found")],
+            Some(github_error(404, "Not Found")),
+        )
+        .await;
+    let result = run(&mut Forge::GitHub.gate(repo.path(), &server.uri()));
+    assert_fails_closed(
+        Forge::GitHub,
+        &result,
+        "the token cannot see this repository",
+        "contents: read",
+    );
+    server.verify().await;
+}
+
+/// The default branch truly has no config: the defaults govern (enforce), not the pull
+/// request's observe.
+#[track_caller]
+fn assert_defaults_governed((code, out, err): &(i32, String, String)) {
+    assert_eq!(*code, 1, "{err}");
+    let doc = json_doc(out.as_bytes());
+    assert_eq!(doc["decision"], "needs-approval", "{doc}");
+    assert_eq!(doc["mode"], "enforce", "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_no_such_file_gives_the_defaults() {
+    let repo = pr_checkout(Forge::GitHub, None);
+    let branch = ResponseTemplate::new(200).set_body_json(json!({
+        "name": "master", "commit": {"sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e"}, "protected": true
+    }));
+    let server = Forge::GitHub
+        .fake(vec![github_error(404, "Not Found")], Some(branch))
+        .await;
+    let result = run(&mut Forge::GitHub.gate(repo.path(), &server.uri()));
+    assert_defaults_governed(&result);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_no_such_file_gives_the_defaults() {
+    let repo = pr_checkout(Forge::GitLab, None);
+    let server = Forge::GitLab
+        .fake(vec![gitlab_error(404, "404 File Not Found")], None)
+        .await;
+    let result = run(&mut Forge::GitLab.gate(repo.path(), &server.uri()));
+    assert_defaults_governed(&result);
+    server.verify().await;
+}
+
+async fn api_default_branch_governs(forge: Forge) {
+    let repo = pr_checkout(forge, None);
+    let file = ResponseTemplate::new(200).set_body_string(DEFAULT_BRANCH_CONFIG);
+    let server = forge.fake(vec![file], None).await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    assert_default_branch_governed(&result);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_api_default_branch_enforce_beats_pr_observe() {
+    api_default_branch_governs(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_api_default_branch_enforce_beats_pr_observe() {
+    api_default_branch_governs(Forge::GitLab).await;
+}
+
+/// After a failed answer and a retry, the file that arrives is the one that governs.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_api_retried_after_a_503_then_governs() {
+    let forge = Forge::GitLab;
+    let repo = pr_checkout(forge, None);
+    let server = forge
+        .fake(
+            vec![
+                gitlab_error(503, "503 Service Unavailable"),
+                ResponseTemplate::new(200).set_body_string(DEFAULT_BRANCH_CONFIG),
+            ],
+            None,
+        )
+        .await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    assert_default_branch_governed(&result);
+    server.verify().await;
+}
+
+async fn checkout_with_the_default_branch_needs_no_api(forge: Forge) {
+    let repo = pr_checkout(forge, Some(DEFAULT_BRANCH_CONFIG));
+    let server = forge.fake(vec![], None).await;
+    let result = run(&mut forge.gate(repo.path(), &server.uri()));
+    assert_default_branch_governed(&result);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_checkout_with_origin_default_is_read_from_git() {
+    checkout_with_the_default_branch_needs_no_api(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_checkout_with_origin_default_is_read_from_git() {
+    checkout_with_the_default_branch_needs_no_api(Forge::GitLab).await;
+}
+
+/// A bare `origin` whose default branch holds the team's gate and a pull request branch that
+/// loosens it, and a shallow single-branch clone of the pull request branch: the checkout
+/// a CI job makes. Returns the holder and the clone's path.
+fn shallow_pr_clone(forge: Forge) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let seed = root.path().join("seed");
+    std::fs::create_dir(&seed).expect("mkdir");
+    git(&seed, &["init", "-q", "-b", forge.branch()]);
+    std::fs::write(seed.join(".changegate.toml"), DEFAULT_BRANCH_CONFIG).expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-q", "-m", "the team's gate"]);
+    git(&seed, &["checkout", "-q", "-b", "loosen"]);
+    std::fs::write(seed.join(".changegate.toml"), PR_CONFIG).expect("write");
+    git(&seed, &["commit", "-q", "-am", "loosen the gate"]);
+    git(
+        root.path(),
+        &["clone", "-q", "--bare", "seed", "origin.git"],
+    );
+    let origin = format!("file://{}", root.path().join("origin.git").display());
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth=1",
+            "--single-branch",
+            "--branch",
+            "loosen",
+            &origin,
+            "work",
+        ],
+    );
+    let work = root.path().join("work");
+    let refs = git(&work, &["for-each-ref", "--format=%(refname)"]);
+    assert!(
+        !refs.contains(&format!("refs/remotes/origin/{}", forge.branch())),
+        "{refs}"
+    );
+    (root, work)
+}
+
+async fn shallow_checkout_fetches_the_default_branch(forge: Forge) {
+    let (_root, work) = shallow_pr_clone(forge);
+    let server = forge.fake(vec![], None).await;
+    let result = run(&mut forge.gate(&work, &server.uri()));
+    assert_default_branch_governed(&result);
+    server.verify().await;
+    let fetched = git(
+        &work,
+        &[
+            "rev-parse",
+            "--verify",
+            &format!("refs/remotes/origin/{}", forge.branch()),
+        ],
+    );
+    assert_eq!(fetched.len(), 40, "{fetched}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_shallow_checkout_fetches_the_default_branch() {
+    shallow_checkout_fetches_the_default_branch(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_shallow_checkout_fetches_the_default_branch() {
+    shallow_checkout_fetches_the_default_branch(Forge::GitLab).await;
+}
+
+/// A config named by path inside the checkout is the pull request's to edit too: it is read
+/// from the default branch as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_explicit_path_in_the_checkout_comes_from_the_default_branch() {
+    let forge = Forge::GitHub;
+    let repo = git_repo();
+    let dir = repo.path();
+    let nowhere = dir.join("no-such-origin");
+    git(
+        dir,
+        &["remote", "set-url", "origin", &nowhere.to_string_lossy()],
+    );
+    std::fs::create_dir(dir.join("ci")).expect("mkdir");
+    std::fs::write(dir.join("ci/gate.toml"), DEFAULT_BRANCH_CONFIG).expect("write");
+    git(dir, &["add", "ci/gate.toml"]);
+    git(dir, &["commit", "-q", "-m", "the team's gate"]);
+    git(dir, &["update-ref", "refs/remotes/origin/master", "HEAD"]);
+    std::fs::write(dir.join("ci/gate.toml"), PR_CONFIG).expect("write");
+    git(dir, &["commit", "-q", "-am", "loosen the gate"]);
+    let server = forge.fake(vec![], None).await;
+    for config in ["ci/gate.toml", "./ci/../ci/gate.toml"] {
+        let result = run(forge
+            .gate(dir, &server.uri())
+            .env("CHANGEGATE_CONFIG", config));
+        assert_default_branch_governed(&result);
+    }
+    let absolute = dir.join("ci/gate.toml");
+    let result = run(forge
+        .gate(dir, &server.uri())
+        .arg("--config")
+        .arg(&absolute));
+    assert_default_branch_governed(&result);
+    // A path the default branch does not have is no licence for the work tree's file.
+    std::fs::write(dir.join("ci/new.toml"), PR_CONFIG).expect("write");
+    let (code, _, err) = run(forge
+        .gate(dir, &server.uri())
+        .env("CHANGEGATE_CONFIG", "ci/new.toml"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("origin/master:ci/new.toml does not exist on the default branch"),
+        "{err}"
+    );
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_unknown_default_branch_fails_closed() {
+    let repo = pr_checkout(Forge::GitHub, Some(DEFAULT_BRANCH_CONFIG));
+    let mut event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reference(
+            "github-webhooks/examples/pull_request/opened.payload.json",
+        ))
+        .expect("payload"),
+    )
+    .expect("json");
+    event["repository"]
+        .as_object_mut()
+        .expect("repository")
+        .remove("default_branch");
+    std::fs::write(repo.path().join("event.json"), event.to_string()).expect("write");
+    let server = Forge::GitHub.fake(vec![], None).await;
+    let (code, _, err) = run(&mut Forge::GitHub.gate(repo.path(), &server.uri()));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("default branch is unknown"), "{err}");
+    assert!(err.contains("repository.default_branch"), "{err}");
+    server.verify().await;
+
+    // GitLab without CI_DEFAULT_BRANCH, and with a name git would read as an option.
+    let repo = pr_checkout(Forge::GitLab, Some(DEFAULT_BRANCH_CONFIG));
+    let server = Forge::GitLab.fake(vec![], None).await;
+    let (code, _, err) = run(Forge::GitLab
+        .gate(repo.path(), &server.uri())
+        .env_remove("CI_DEFAULT_BRANCH"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CI_DEFAULT_BRANCH is not set"), "{err}");
+    let (code, _, err) = run(Forge::GitLab
+        .gate(repo.path(), &server.uri())
+        .env("CI_DEFAULT_BRANCH", "--upload-pack=touch pwned"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a valid git branch name"), "{err}");
+    assert!(!repo.path().join("pwned").exists());
+    server.verify().await;
+}
+
+/// The schema needs no config: it prints even where the default branch cannot be read.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_is_not_needed_for_the_schema() {
+    let repo = pr_checkout(Forge::GitLab, None);
+    let server = Forge::GitLab.fake(vec![], None).await;
+    let (code, out, err) = run(Forge::GitLab
+        .pipeline(repo.path(), &server.uri())
+        .env_remove("CHANGEGATE_GITLAB_TOKEN")
+        .args(["config", "schema"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"$schema\""), "{out}");
+    server.verify().await;
+}
+
+/// Where git cannot read the checkout (the container images have no git), the fix is the
+/// token alone: fetching the default branch would not help.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_without_git_the_fix_is_the_token_alone() {
+    let forge = Forge::GitHub;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(".changegate.toml"), PR_CONFIG).expect("write");
+    let server = forge
+        .fake(
+            vec![github_error(403, "Resource not accessible by integration")],
+            None,
+        )
+        .await;
+    let result = run(&mut forge.gate(dir.path(), &server.uri()));
+    assert_fails_closed(forge, &result, "no git checkout", "contents: read");
+    assert!(!result.2.contains("fetch-depth"), "{}", result.2);
+    server.verify().await;
 }

@@ -38,6 +38,27 @@ pub fn git_repo() -> tempfile::TempDir {
     dir
 }
 
+/// Makes the checkout's `.changegate.toml` (if any) the default branch's as well, as a
+/// pull/merge request pipeline whose checkout fetched `branch` sees it: commits the file and
+/// points `refs/remotes/origin/<branch>` at HEAD. A pull request pipeline reads its config
+/// from there, never from the work tree.
+pub fn default_branch_is_head(dir: &Path, branch: &str) {
+    let changed = dir.join(".changegate.toml").is_file()
+        && !git(dir, &["status", "--porcelain", "--", ".changegate.toml"]).is_empty();
+    if changed {
+        git(dir, &["add", ".changegate.toml"]);
+        git(dir, &["commit", "-q", "-m", "changegate config"]);
+    }
+    git(
+        dir,
+        &[
+            "update-ref",
+            &format!("refs/remotes/origin/{branch}"),
+            "HEAD",
+        ],
+    );
+}
+
 /// The variables of a GitHub Actions job run for the webhook `event` (a payload file)
 /// of kind `event_name`, in `repository` at commit `sha`.
 pub fn github_actions<'a>(

@@ -230,6 +230,141 @@ fn commit_flag_picks_another_commit_of_the_checkout() {
 }
 
 #[test]
+fn file_at_tells_a_file_from_a_missing_file_from_a_missing_revision() {
+    let repo = Repo::new();
+    repo.write(".changegate.toml", b"mode = \"enforce\"\n");
+    repo.write("ci/gate config.toml", b"mode = \"observe\"\n");
+    repo.commit("config");
+    repo.git(&["update-ref", "refs/remotes/origin/main", "HEAD"]);
+    let rev = "refs/remotes/origin/main";
+    assert_eq!(
+        file_at(repo.path(), rev, ".changegate.toml"),
+        FileAtRev::Found("mode = \"enforce\"\n".into())
+    );
+    assert_eq!(
+        file_at(repo.path(), rev, "ci/gate config.toml"),
+        FileAtRev::Found("mode = \"observe\"\n".into())
+    );
+    assert_eq!(file_at(repo.path(), rev, "none.toml"), FileAtRev::Missing);
+    // A directory by that name is no file either.
+    assert_eq!(file_at(repo.path(), rev, "ci"), FileAtRev::Missing);
+    assert_eq!(
+        file_at(
+            repo.path(),
+            "refs/remotes/origin/release",
+            ".changegate.toml"
+        ),
+        FileAtRev::NoRevision
+    );
+    // Names are never options, and one name is one line.
+    assert_eq!(
+        file_at(repo.path(), "--output=x", ".changegate.toml"),
+        FileAtRev::NoRevision
+    );
+    assert_eq!(
+        file_at(
+            repo.path(),
+            rev,
+            "x\nrefs/remotes/origin/main:.changegate.toml"
+        ),
+        FileAtRev::NoRevision
+    );
+    let not_a_checkout = tempfile::tempdir().unwrap();
+    assert_eq!(
+        file_at(not_a_checkout.path(), rev, ".changegate.toml"),
+        FileAtRev::NoCheckout
+    );
+}
+
+#[test]
+fn branch_names_from_outside_are_checked_before_git_sees_them() {
+    for good in ["main", "master", "release/2026.1", "feature/x-y_z", "v1.2"] {
+        assert!(valid_branch_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "-main",
+        "--upload-pack=evil",
+        "/main",
+        "main/",
+        "main.",
+        "a..b",
+        "a//b",
+        "a b",
+        "a:b",
+        "a~1",
+        "a^",
+        "a?",
+        "a*",
+        "a[b",
+        "a\\b",
+        "@",
+        "a@{1}",
+        ".hidden",
+        "x/.hidden",
+        "x.lock",
+        "x/y.lock/z",
+        "a\nb",
+        "a\tb",
+    ] {
+        assert!(!valid_branch_name(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn credentials_in_urls_are_blanked_out() {
+    assert_eq!(
+        redact_url_credentials(
+            "fatal: unable to access 'https://gitlab-ci-token:glcbt-s3cr3t@gitlab.example.com/acme/api.git/': 403"
+        ),
+        "fatal: unable to access 'https://***@gitlab.example.com/acme/api.git/': 403"
+    );
+    assert_eq!(
+        redact_url_credentials("ssh://git@host/x and https://host/y"),
+        "ssh://***@host/x and https://host/y"
+    );
+    assert_eq!(redact_url_credentials("no url here"), "no url here");
+}
+
+#[tokio::test]
+async fn fetch_branch_brings_the_default_branch_from_origin() {
+    let origin = Repo::new();
+    origin.write(".changegate.toml", b"mode = \"enforce\"\n");
+    origin.commit("config");
+    let clone = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", origin.path().display());
+    let out = Command::new("git")
+        .args(["clone", "-q", "--depth=1", "--no-checkout", &url])
+        .arg(clone.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rev = "refs/remotes/origin/release";
+    origin.git(&["branch", "release"]);
+    assert_eq!(
+        file_at(clone.path(), rev, ".changegate.toml"),
+        FileAtRev::NoRevision
+    );
+    fetch_branch(clone.path(), "release").await.unwrap();
+    assert_eq!(
+        file_at(clone.path(), rev, ".changegate.toml"),
+        FileAtRev::Found("mode = \"enforce\"\n".into())
+    );
+    let err = fetch_branch(clone.path(), "no-such-branch")
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("git fetch failed"), "{err}");
+    let err = fetch_branch(clone.path(), "--upload-pack=touch /tmp/x")
+        .await
+        .unwrap_err();
+    assert!(err.contains("not a valid branch name"), "{err}");
+}
+
+#[test]
 fn outside_git_and_ci_there_is_nothing_to_gate() {
     let dir = tempfile::tempdir().unwrap();
     let err = pipeline::detect(&HashMap::new(), dir.path(), None).unwrap_err();
