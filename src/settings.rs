@@ -9,9 +9,12 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
+use crate::config::{
+    AnnotateSection, BackendKind, ConfigFile, HttpSection, JiraSection, ServiceNowSection,
+};
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
+use crate::http::{self, Budget};
 use crate::pipeline::default_config::Governing;
 
 /// Output format of a command.
@@ -129,6 +132,10 @@ pub struct Settings {
     pub gitlab_api_url: Option<String>,
     /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
     pub gitlab_token: Option<SecretString>,
+    /// `[http]`: the outbound time budget and whether plain http may leave this machine.
+    pub http: HttpSection,
+    /// The run's outbound time budget, shared by every client the run builds.
+    pub budget: Budget,
 }
 
 /// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
@@ -248,6 +255,32 @@ impl Settings {
         let gitlab_api_url =
             env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
         let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
+        check_urls(
+            &file.http,
+            [
+                (
+                    "the ServiceNow URL",
+                    servicenow.url.as_deref(),
+                    "CHANGEGATE_SERVICENOW_USER/PASSWORD (or CLIENT_ID/CLIENT_SECRET, or TOKEN)",
+                ),
+                (
+                    "the Jira URL",
+                    jira.url.as_deref(),
+                    "CHANGEGATE_JIRA_USER/TOKEN",
+                ),
+                (
+                    env::GITHUB_API_URL,
+                    Some(github_api_url.as_str()),
+                    "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN",
+                ),
+                (
+                    env::CI_API_V4_URL,
+                    gitlab_api_url.as_deref(),
+                    "CHANGEGATE_GITLAB_TOKEN",
+                ),
+            ],
+        )?;
+        let budget = Budget::new(file.http.deadline.0, file.http.timeout.0);
 
         Ok(Settings {
             calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
@@ -280,6 +313,8 @@ impl Settings {
             github_api_url,
             gitlab_api_url,
             gitlab_token,
+            http: file.http.clone(),
+            budget,
             file,
         })
     }
@@ -287,6 +322,20 @@ impl Settings {
     pub fn mode(&self) -> Mode {
         self.policy.mode
     }
+}
+
+/// Every base URL the run may send credentials to, checked before any request: user info
+/// and plain http to another machine are refused (see [`http::check_base_url`]).
+fn check_urls<'a>(
+    cfg: &HttpSection,
+    urls: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'static str)>,
+) -> Result<()> {
+    for (what, url, creds) in urls {
+        if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+            http::check_base_url(what, url, creds, cfg.allow_insecure_http)?;
+        }
+    }
+    Ok(())
 }
 
 /// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's

@@ -89,7 +89,7 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     let Some(project) = facts.repository.as_deref() else {
         return Done::Skipped("CI_PROJECT_PATH is not set".to_string());
     };
-    let http = match HttpClient::new("GitLab") {
+    let http = match HttpClient::new("GitLab", &settings.budget) {
         Ok(h) => h,
         Err(e) => {
             return Done::Annotated {

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::git::{self, FileAtRev};
 use crate::env;
-use crate::http::HttpClient;
+use crate::http::{self, Budget, HttpClient};
 
 /// The default branch's config, as far as it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +50,15 @@ pub fn protected_branch() -> Option<String> {
 
 /// Reads `file` as the default branch has it. `None` outside pull-request pipelines, and
 /// when neither git nor the API could tell (a warning says what to do about it).
+///
+/// The call is charged to `budget`; the settings are not known yet, so plain http to
+/// another machine is always refused here (`[http] allow_insecure_http` lives in the very
+/// file being fetched).
 pub async fn fetch(
     workdir: &Path,
     file: &str,
     github_token: Option<&SecretString>,
+    budget: &Budget,
 ) -> Option<Governing> {
     let branch = protected_branch()?;
     let rev = format!("origin/{branch}");
@@ -71,7 +76,7 @@ pub async fn fetch(
         }
         FileAtRev::NoRevision => {}
     }
-    match from_api(&branch, file, github_token).await {
+    match from_api(&branch, file, github_token, budget).await {
         Ok(Some(found)) => Some(found),
         Ok(None) => {
             tracing::warn!(
@@ -96,6 +101,7 @@ async fn from_api(
     branch: &str,
     file: &str,
     github_token: Option<&SecretString>,
+    budget: &Budget,
 ) -> Result<Option<Governing>, String> {
     let label = format!("{branch}:{file}");
     if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
@@ -104,6 +110,13 @@ async fn from_api(
         };
         let api =
             env::var(env::GITHUB_API_URL).unwrap_or_else(|| "https://api.github.com".to_string());
+        http::check_base_url(
+            env::GITHUB_API_URL,
+            &api,
+            "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN",
+            false,
+        )
+        .map_err(|e| e.to_string())?;
         let mut url =
             url::Url::parse(&api).map_err(|e| format!("GITHUB_API_URL is not a URL: {e}"))?;
         url.path_segments_mut()
@@ -122,6 +135,7 @@ async fn from_api(
                 ("accept", "application/vnd.github.raw+json".into()),
             ],
             label,
+            budget,
         )
         .await;
     }
@@ -136,6 +150,8 @@ async fn from_api(
             (None, Some(token)) => ("job-token", token),
             (None, None) => return Ok(None),
         };
+        http::check_base_url(env::CI_API_V4_URL, &api, "CHANGEGATE_GITLAB_TOKEN", false)
+            .map_err(|e| e.to_string())?;
         let mut url =
             url::Url::parse(&api).map_err(|e| format!("CI_API_V4_URL is not a URL: {e}"))?;
         url.path_segments_mut()
@@ -143,7 +159,7 @@ async fn from_api(
             .pop_if_empty()
             .extend(["projects", &project, "repository", "files", file, "raw"]);
         url.query_pairs_mut().append_pair("ref", branch);
-        return get(url, &[header], label).await;
+        return get(url, &[header], label, budget).await;
     }
     Ok(None)
 }
@@ -152,8 +168,9 @@ async fn get(
     url: url::Url,
     headers: &[(&str, String)],
     label: String,
+    budget: &Budget,
 ) -> Result<Option<Governing>, String> {
-    let client = HttpClient::new("the forge API").map_err(|e| e.to_string())?;
+    let client = HttpClient::new("the forge API", budget).map_err(|e| e.to_string())?;
     let result = client
         .send(|c| {
             headers.iter().fold(c.get(url.clone()), |r, (name, value)| {
