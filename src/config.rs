@@ -772,7 +772,9 @@ customfield_10100 = { value = "Low" }
             .unwrap();
         assert_eq!(c.http.deadline.0, Duration::from_secs(3));
         assert!(c.http.allow_insecure_http);
-        let err = parse("[http]\ndeadline = \"2h\"\n").unwrap_err().to_string();
+        let err = parse("[http]\ndeadline = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("deadline"), "{err}");
         let err = parse("[approval]\ntimeout = \"1h\"\n[http]\ntimeout = \"500ms\"\n")
             .unwrap_err()

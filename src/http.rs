@@ -382,9 +382,11 @@ impl HttpClient {
                     });
                 }
                 Err(e) => {
-                    let message = describe(&e);
+                    let timed_out = e.is_timeout();
+                    // The query can be long and carry search terms: errors name the path only.
+                    let message = describe(&e.without_url());
                     tracing::debug!(service = self.service, %method, %path, error = %message, "http");
-                    if e.is_timeout() {
+                    if timed_out {
                         timeouts += 1;
                     }
                     let Some(left) = meter.remaining() else {
@@ -538,7 +540,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    // The URL inside reqwest's message never carries credentials: they go in headers.
+    // Called without the URL: the call is named by its method and path beside this.
     let mut msg = format!("{kind}: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

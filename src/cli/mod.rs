@@ -132,8 +132,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Some(_) => None,
         None => {
             let token = settings::github_token(&cli.global);
-            default_config::fetch(&workdir, settings::DEFAULT_CONFIG, token.as_ref(), &early)
-                .await
+            default_config::fetch(&workdir, settings::DEFAULT_CONFIG, token.as_ref(), &early).await
         }
     };
     if let Command::Config(cmd) = &cli.command {

@@ -133,9 +133,8 @@ impl Api {
         // octocrab sends on our client (its per-request timeout), but not through
         // `HttpClient::send`: the budget is applied here, around each attempt and pause.
         let meter = self.budget.meter();
-        let out_of_time = |last: &str| {
-            ApiError::OutOfTime(meter.out_of_time("GitHub", &method, path, last))
-        };
+        let out_of_time =
+            |last: &str| ApiError::OutOfTime(meter.out_of_time("GitHub", &method, path, last));
         let mut attempt = 0;
         let mut timeouts = 0;
         loop {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::{changegate, git, git_repo, github_actions, reference};
+use crate::support::{Silent, changegate, git, git_repo, github_actions, reference};
 
 const OWNER_REPO: &str = "Codertocat/Hello-World";
 /// The PR head in `pull_request/opened.payload.json`: where checks belong.
@@ -1228,4 +1228,33 @@ async fn verify_tells_the_pull_request_when_an_incident_fails_the_change() {
         "{}",
         on_5[0].body
     );
+}
+
+#[test]
+fn a_silent_github_ends_a_required_annotation_within_http_deadline() {
+    let silent = Silent::start();
+    let p = Pipeline::new(
+        &format!("{PRE_APPROVE}[annotate]\nrequired = true\n[http]\ndeadline = \"3s\"\n"),
+        "pull_request/opened.payload.json",
+        |_| {},
+    );
+    let mut cmd = p.github(&silent.url, "pull_request", MERGE_SHA);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["gate", "--wait", "0"]);
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&mut cmd);
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{out}{err}");
+    // octocrab's calls are bounded by the same budget as every other call.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: {err}"
+    );
+    assert!(
+        err.contains("GitHub call GET /repos/") && err.contains("http.deadline (3s)"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN) && !out.contains(TOKEN));
+    assert!(silent.accepted() >= 1);
 }
