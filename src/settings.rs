@@ -132,8 +132,6 @@ pub struct Settings {
     pub gitlab_api_url: Option<String>,
     /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
     pub gitlab_token: Option<SecretString>,
-    /// `[http]`: the outbound time budget and whether plain http may leave this machine.
-    pub http: HttpSection,
     /// The run's outbound time budget, shared by every client the run builds.
     pub budget: Budget,
 }
@@ -313,7 +311,6 @@ impl Settings {
             github_api_url,
             gitlab_api_url,
             gitlab_token,
-            http: file.http.clone(),
             budget,
             file,
         })

@@ -221,6 +221,11 @@ fn plain_http_to_another_host_needs_allow_insecure_http() {
         let out = config_check("[http]\nallow_insecure_http = true\n", &[(var, url)]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{var}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("plain http allowed to any host"),
+            "{var}: {stdout}"
+        );
     }
     // This machine stays allowed: the test fakes listen there.
     for url in [
