@@ -480,7 +480,8 @@ async fn a_duplicate_that_cannot_be_deleted_is_cancelled_and_loses_its_key() {
 async fn requests_go_through_the_proxy_the_environment_names() {
     // The instance's name does not resolve; the fake stands in as the proxy (a plain-HTTP
     // proxy gets the absolute URL), so only a client that honours HTTP_PROXY gets through.
-    let sn = Instance::start("").await;
+    // Plain http to a host other than this machine has to be allowed for that.
+    let sn = Instance::start("[http]\nallow_insecure_http = true\n").await;
     sn.seed_history(10, 10);
     let out = sn
         .cmd(&["gate", "--dry-run", "--format", "json"])
