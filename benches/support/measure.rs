@@ -94,14 +94,14 @@ impl Ratio {
 /// Prints the verdict table; returns whether every target was met.
 pub fn print_ratios(ratios: &[Ratio]) -> bool {
     println!(
-        "\n  {:<52} {:>12} {:>12} {:>8} {:>8}  verdict",
+        "\n  {:<66} {:>10} {:>10} {:>8} {:>8}  verdict",
         "ratio (medians of the same run)", "value", "baseline", "ratio", "target"
     );
     let mut all = true;
     for r in ratios {
         all &= r.met();
         println!(
-            "  {:<52} {:>12} {:>12} {:>7.2}× {:>7.2}×  {}",
+            "  {:<66} {:>10} {:>10} {:>7.2}× {:>7.2}×  {}",
             r.name,
             ms(r.value),
             ms(r.baseline),
