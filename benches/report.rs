@@ -54,7 +54,7 @@ fn main() {
     let seeded = seed::seed(&ledger, CHANGES, DAYS, now - chrono::Duration::hours(1));
     seed::seed(&small_ledger, SMALL, DAYS, now - chrono::Duration::hours(1));
     println!(
-        "seeded {} changes of {} in {} over {} days ({} to {}) in {:.1} s; ledger {:.1} MB",
+        "seeded {} changes of {} in {} over {} days ({} to {}), and {SMALL} over the same days, in {:.1} s; ledger {:.1} MB",
         seeded.changes,
         seed::SERVICE_ID,
         seed::ENVIRONMENT,

@@ -561,3 +561,74 @@ fn truncate(mut s: String, max: usize) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_without_user_info_or_clear_text_to_other_hosts() {
+        let check = |url: &str, insecure: bool| check_base_url("the URL", url, "VARS", insecure);
+        assert!(check("https://example.service-now.com", false).is_ok());
+        for local in [
+            "http://127.0.0.1:9",
+            "http://127.9.9.9",
+            "http://LOCALHOST",
+            "http://[::1]",
+        ] {
+            assert!(check(local, false).is_ok(), "{local}");
+        }
+        let err = check("http://10.0.0.1", false).unwrap_err().to_string();
+        assert!(err.contains("allow_insecure_http"), "{err}");
+        assert!(check("http://10.0.0.1", true).is_ok());
+        // A name that merely starts like this machine's is another host.
+        assert!(check("http://localhost.example.com", false).is_err());
+        // User info is refused even where clear text is allowed; the password never shows.
+        let err = check("http://u:pa55@127.0.0.1", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("put credentials in VARS") && !err.contains("pa55"),
+            "{err}"
+        );
+        assert!(
+            err.contains("http://127.0.0.1/") && !err.contains("u@"),
+            "{err}"
+        );
+        // An unparsable URL with an `@` is not repeated: it may hold a password.
+        let err = check("https://u:pa55 word@host", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("pa55"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_charged_when_a_call_ends() {
+        let budget = Budget::new(Duration::from_secs(10), Duration::from_secs(60));
+        let clone = budget.clone();
+        {
+            let meter = clone.meter();
+            // Less than the budget is left, and no attempt may outlast it.
+            assert!(
+                meter
+                    .attempt_timeout()
+                    .is_some_and(|t| t <= Duration::from_secs(10))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(budget.spent() >= Duration::from_millis(20));
+        let early = Budget::default();
+        early.charge(Duration::from_secs(10));
+        budget.absorb(&early);
+        let meter = budget.meter();
+        assert_eq!(meter.remaining(), None, "the budget is spent");
+        let err = meter.out_of_time("ServiceNow", &Method::GET, "/api/now/table/x?q=secret", "");
+        let text = err.to_string();
+        assert!(
+            text.contains("ServiceNow call GET /api/now/table/x stopped")
+                && text.contains("http.deadline (10s)")
+                && !text.contains("secret"),
+            "{text}"
+        );
+    }
+}
