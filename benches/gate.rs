@@ -1,10 +1,17 @@
 //! The speed and size of one gate decision on a long history, as a whole process.
 //!
-//! Seeds a ledger with 100,000 changes over two years for one service and environment,
-//! then times `changegate gate --dry-run` (process start to exit, git calls included),
-//! measures its peak resident memory, times `--help`, and shows the plans of the
-//! decision's SQL queries. Targets on a release build: decision < 50 ms, peak RSS < 30 MB,
-//! `--help` < 10 ms.
+//! Seeds a ledger with 100,000 changes over two years for one service and environment, and
+//! another with 1,000 changes over the same two years, then times `changegate gate
+//! --dry-run` on each (process start to exit, git calls included), `changegate --version`
+//! and `--help`, in turns, measures peak resident memory, and shows the plans of the
+//! decision's SQL queries.
+//!
+//! Absolute times differ from one machine to the next (a busy 2-core runner takes twice as
+//! long as a quiet one), so the verdicts are ratios of figures measured in the same run:
+//! the decision on 100,000 changes against the same on 1,000 (does it grow with the
+//! history?) and against `--version` (what does a decision cost beyond starting the
+//! process?). Absolute times are printed as information. Peak memory does not depend on
+//! the machine's speed and keeps an absolute target.
 //!
 //! Run: `cargo bench --bench gate` (env `CHANGEGATE_BENCH_RUNS` sets the runs, default 15).
 
@@ -14,24 +21,28 @@ mod measure;
 mod seed;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use measure::{measure, median, ms};
+use measure::{Ratio, interleaved, measure, median, ms, print_ratios};
 
 const CHANGES: u64 = 100_000;
+const SMALL: u64 = 1_000;
 const DAYS: i64 = 730;
 /// The decision's clock: just after the seeded history ends.
 const NOW: &str = "2026-06-01T12:00:00Z";
 
-const TARGET_DECISION: Duration = Duration::from_millis(50);
+/// The decision on 100,000 changes against the same on 1,000: at most this much slower.
+/// The former absolute target (< 50 ms, met at 37–38 ms on the 2-core build machine where
+/// the 1,000-change decision takes 14 ms) amounts to 3.6×; the performance issue's own
+/// target for later is 1.3× at 1,000,000 changes.
+const TARGET_GROWTH: f64 = 3.5;
+/// The decision on 100,000 changes against `--version`: at most this many times as long.
+/// 50 ms against the 2.3 ms of `--version` there is 21×; the performance issue's target for
+/// later is 4×.
+const TARGET_STARTUP: f64 = 20.0;
 const TARGET_RSS_KB: u64 = 30 * 1024;
-const TARGET_HELP: Duration = Duration::from_millis(10);
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "target met" } else { "TARGET MISSED" }
-}
 
 fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
     let db =
@@ -95,10 +106,12 @@ fn main() {
     let now: DateTime<Utc> = NOW.parse().expect("NOW is RFC 3339");
 
     let (dir, ledger) = seed::workdir(bin);
+    let (small_dir, small_ledger) = seed::workdir(bin);
     let started = Instant::now();
     let seeded = seed::seed(&ledger, CHANGES, DAYS, now - chrono::Duration::hours(1));
+    seed::seed(&small_ledger, SMALL, DAYS, now - chrono::Duration::hours(1));
     println!(
-        "seeded {} changes of {} in {} over {} days ({} to {}) in {:.1} s: {} succeeded, {} failed, {} cancelled, {} pre-approved, {} emergencies; ledger {:.1} MB",
+        "seeded {} changes of {} in {} over {} days ({} to {}), and {SMALL} over the same days, in {:.1} s: {} succeeded, {} failed, {} cancelled, {} pre-approved, {} emergencies; ledger {:.1} MB",
         seeded.changes,
         seed::SERVICE_ID,
         seed::ENVIRONMENT,
@@ -118,13 +131,29 @@ fn main() {
         .query_row("SELECT min(id) FROM changes", [], |r| r.get(0))
         .expect("the opened change");
 
-    let gate = || {
-        let mut cmd = seed::clean_command(bin, dir.path());
+    let gate_in = |workdir: &Path| {
+        let mut cmd = seed::clean_command(bin, workdir);
         cmd.env("CHANGEGATE_NOW", NOW)
             .args(["gate", "--dry-run", "--format", "json"]);
         cmd
     };
-    // One warm-up run (page cache, dynamic loader), then the measured runs.
+    let gate = || gate_in(dir.path());
+    let gate_small = || gate_in(small_dir.path());
+    let version = || {
+        let mut cmd = seed::clean_command(bin, dir.path());
+        cmd.arg("--version");
+        cmd
+    };
+    let help = || {
+        let mut cmd = seed::clean_command(bin, dir.path());
+        cmd.arg("--help");
+        cmd
+    };
+    // One warm-up run of each (page cache, dynamic loader), then the measured runs.
+    let warm_ups: [&dyn Fn() -> std::process::Command; 3] = [&gate_small, &version, &help];
+    for make in warm_ups {
+        measure(make());
+    }
     let (_, _, out) = measure(gate());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -153,57 +182,75 @@ fn main() {
         "the decision did not read the seeded history: {doc}"
     );
 
-    let mut times = Vec::with_capacity(runs);
-    let mut peak = 0;
-    for _ in 0..runs {
-        let (t, rss, out) = measure(gate());
-        assert!(
-            out.status.code().is_some_and(|c| c != 2),
-            "gate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+    let commands: [&dyn Fn() -> std::process::Command; 4] = [&gate, &gate_small, &version, &help];
+    let mut measured = interleaved(runs, &commands).into_iter();
+    let mut next = || {
+        let (mut times, peak) = measured.next().expect("one result per command");
+        let (min, max) = (
+            *times.iter().min().expect("runs"),
+            *times.iter().max().expect("runs"),
         );
-        times.push(t);
-        peak = peak.max(rss);
-    }
-    let (min, max) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
-    let med = median(&mut times);
+        (min, median(&mut times), max, peak)
+    };
+    let (min, med, max, peak) = next();
+    let (small_min, small_med, small_max, small_peak) = next();
+    let (version_min, version_med, _, _) = next();
+    let (help_min, help_med, _, help_rss) = next();
 
-    let mut help = Vec::with_capacity(runs);
-    let mut help_rss = 0;
-    for _ in 0..runs {
-        let mut cmd = seed::clean_command(bin, dir.path());
-        cmd.arg("--help");
-        let (t, rss, out) = measure(cmd);
-        assert_eq!(out.status.code(), Some(0));
-        help.push(t);
-        help_rss = help_rss.max(rss);
-    }
-    let help_min = *help.iter().min().unwrap();
-    let help_med = median(&mut help);
-
-    println!("\ngate --dry-run, whole process, {runs} runs on {CHANGES} changes:");
     println!(
-        "  time      min {}  median {}  max {}   (target < {}: {})",
+        "\nwhole processes, {runs} runs each in turns (information: absolute times vary by machine):"
+    );
+    println!(
+        "  gate --dry-run, {CHANGES} changes  min {}  median {}  max {}  peak RSS {:.1} MB",
         ms(min),
         ms(med),
         ms(max),
-        ms(TARGET_DECISION),
-        verdict(med < TARGET_DECISION)
+        peak as f64 / 1024.0
     );
     println!(
-        "  peak RSS  {:.1} MB   (target < {} MB: {})",
-        peak as f64 / 1024.0,
-        TARGET_RSS_KB / 1024,
-        verdict(peak < TARGET_RSS_KB)
+        "  gate --dry-run, {SMALL} changes    min {}  median {}  max {}  peak RSS {:.1} MB",
+        ms(small_min),
+        ms(small_med),
+        ms(small_max),
+        small_peak as f64 / 1024.0
     );
-    println!("--help, {runs} runs:");
     println!(
-        "  time      min {}  median {}   peak RSS {:.1} MB   (target < {}: {})",
+        "  --version                          min {}  median {}",
+        ms(version_min),
+        ms(version_med)
+    );
+    println!(
+        "  --help                             min {}  median {}  peak RSS {:.1} MB",
         ms(help_min),
         ms(help_med),
-        help_rss as f64 / 1024.0,
-        ms(TARGET_HELP),
-        verdict(help_med < TARGET_HELP)
+        help_rss as f64 / 1024.0
     );
+    let met = print_ratios(&[
+        Ratio {
+            name: "gate on 100,000 changes / gate on 1,000 changes".into(),
+            value: med,
+            baseline: small_med,
+            target: TARGET_GROWTH,
+        },
+        Ratio {
+            name: "gate on 100,000 changes / --version".into(),
+            value: med,
+            baseline: version_med,
+            target: TARGET_STARTUP,
+        },
+    ]);
+    println!(
+        "  peak RSS of gate on 100,000 changes: {:.1} MB (target < {} MB: {})",
+        peak as f64 / 1024.0,
+        TARGET_RSS_KB / 1024,
+        if peak < TARGET_RSS_KB {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    if !met || peak >= TARGET_RSS_KB {
+        println!("  (a target was missed)");
+    }
     query_plans(&ledger, head_id, now);
 }

@@ -350,6 +350,40 @@ impl Default for AnnotateSection {
     }
 }
 
+/// Outbound HTTP: how long the run may spend on ITSM and forge calls, and to whom it may
+/// speak in clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// The whole-run budget of the ITSM and forge calls, retries and backoff included, the
+    /// approval wait apart (default `2m`, from 1s to 1h). When it is spent the run ends with
+    /// exit 2.
+    pub deadline: HumanDuration,
+    /// The longest one request may take (default `60s`, from 1s to 10m); the approval wait
+    /// never runs past `approval.timeout` plus this.
+    pub timeout: HumanDuration,
+    /// Allow plain `http://` to hosts other than this machine (default false: credentials
+    /// would cross the network in clear).
+    pub allow_insecure_http: bool,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            deadline: HumanDuration(crate::http::DEFAULT_DEADLINE),
+            timeout: HumanDuration(crate::http::DEFAULT_REQUEST_TIMEOUT),
+            allow_insecure_http: false,
+        }
+    }
+}
+
+/// Bounds of `[http] deadline`.
+pub const HTTP_DEADLINE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+/// Bounds of `[http] timeout`.
+pub const HTTP_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
+
 /// The whole `.changegate.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -371,6 +405,7 @@ pub struct ConfigFile {
     pub approval: ApprovalSection,
     pub verify: VerifySection,
     pub annotate: AnnotateSection,
+    pub http: HttpSection,
     /// Freeze windows.
     #[serde(rename = "freeze")]
     pub freezes: Vec<Freeze>,
@@ -488,6 +523,25 @@ impl ConfigFile {
         if self.approval.poll.0.is_zero() {
             return fail("poll", "must be more than zero".into());
         }
+        for (key, value, (low, high)) in [
+            ("deadline", self.http.deadline, HTTP_DEADLINE_RANGE),
+            ("timeout", self.http.timeout, HTTP_TIMEOUT_RANGE),
+        ] {
+            if value.0 < low || value.0 > high {
+                // `timeout` is also a key of [approval]: look for it in [http] only.
+                let line = line_of_key_in(text, "http", key)
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "{line}`{key}` of [http] must be from {} to {}, got {value}",
+                        humantime::format_duration(low),
+                        humantime::format_duration(high)
+                    ),
+                });
+            }
+        }
         for role in self.jira.fields.keys() {
             if !JIRA_FIELD_ROLES.contains(&role.as_str()) {
                 return fail(
@@ -539,6 +593,26 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+/// The line on which `key` is assigned inside `[table]`.
+fn line_of_key_in(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            inside = l.split('#').next().is_some_and(|h| h.trim() == header);
+            continue;
+        }
+        if inside
+            && l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The JSON schema of the config file, generated from the same types that parse it.
@@ -726,6 +800,28 @@ customfield_10100 = { value = "Low" }
     }
 
     #[test]
+    fn http_section_defaults_and_bounds() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.deadline.0, Duration::from_secs(120));
+        assert_eq!(c.http.timeout.0, Duration::from_secs(60));
+        assert!(!c.http.allow_insecure_http);
+        let c = parse("[http]\ndeadline = \"3s\"\ntimeout = \"1s\"\nallow_insecure_http = true\n")
+            .unwrap();
+        assert_eq!(c.http.deadline.0, Duration::from_secs(3));
+        assert!(c.http.allow_insecure_http);
+        let err = parse("[http]\ndeadline = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("deadline"), "{err}");
+        let err = parse("[approval]\ntimeout = \"1h\"\n[http]\ntimeout = \"500ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("timeout"), "{err}");
+        let err = parse("[http]\ndeadlin = \"1m\"\n").unwrap_err().to_string();
+        assert!(err.contains("deadlin"), "{err}");
+    }
+
+    #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
         for key in [
@@ -734,6 +830,7 @@ customfield_10100 = { value = "Low" }
             "freeze",
             "servicenow",
             "sensitive_paths",
+            "allow_insecure_http",
         ] {
             assert!(s.contains(key), "{key}");
         }

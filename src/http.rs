@@ -1,8 +1,11 @@
 //! One HTTP client for every outbound call: user agent, timeouts, proxies from the
-//! environment, bounded retries with backoff, jitter and `Retry-After`, and errors that carry
-//! the response body. Credentials are never logged: only method, URL path and status are.
+//! environment, bounded retries with backoff, jitter and `Retry-After`, a run-wide time
+//! budget, and errors that carry the response body. Credentials are never logged: only
+//! method, URL path and status are.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
@@ -20,6 +23,163 @@ impl Default for RetryPolicy {
             attempts: 4,
             base: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How long one run may spend on outbound calls (`[http] deadline`), retries and backoff
+/// included, and how long one request may take (`[http] timeout`). Every client of a run
+/// holds a clone: the time any of them spends is charged to the same account, so a silent
+/// remote cannot hold a runner longer than the deadline however many calls the run makes.
+/// The approval wait's polls are not charged (see [`outside_budget`]).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: Duration,
+    request_timeout: Duration,
+    spent: Arc<Mutex<Duration>>,
+}
+
+/// `[http] deadline` by default.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+/// `[http] timeout` by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::new(DEFAULT_DEADLINE, DEFAULT_REQUEST_TIMEOUT)
+    }
+}
+
+impl Budget {
+    /// A fresh budget: nothing spent yet.
+    pub fn new(limit: Duration, request_timeout: Duration) -> Budget {
+        Budget {
+            limit,
+            request_timeout,
+            spent: Arc::new(Mutex::new(Duration::ZERO)),
+        }
+    }
+
+    /// The whole budget (`http.deadline`).
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The longest one request may take (`http.timeout`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// What the finished calls have used so far.
+    pub fn spent(&self) -> Duration {
+        *self.lock()
+    }
+
+    /// Takes over what `other` has spent: calls made before this budget existed (the
+    /// governing config is fetched before the settings are known) count towards it too.
+    pub fn absorb(&self, other: &Budget) {
+        let extra = other.spent();
+        let mut spent = self.lock();
+        *spent = spent.saturating_add(extra);
+    }
+
+    fn charge(&self, d: Duration) {
+        let mut spent = self.lock();
+        *spent = spent.saturating_add(d);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Duration> {
+        // A poisoned lock still holds a whole Duration.
+        self.spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the clock of one call (all its attempts and pauses).
+    pub fn meter(&self) -> Meter<'_> {
+        Meter {
+            budget: self,
+            started: Instant::now(),
+            outside: WAIT_ENDS.try_with(|end| *end).ok(),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set while the approval wait polls: the moment its polls must be over by.
+    static WAIT_ENDS: Instant;
+}
+
+/// Runs `f` (the approval wait's polls) outside the budget: its calls are not charged to
+/// `http.deadline` (`approval.timeout` bounds the wait), but each attempt still respects
+/// the per-request timeout and none runs, waits or retries past `ends`.
+pub async fn outside_budget<F: Future>(ends: Instant, f: F) -> F::Output {
+    WAIT_ENDS.scope(ends, f).await
+}
+
+/// The clock of one call. Dropping it charges the call's time to the budget (unless the
+/// call runs inside [`outside_budget`]).
+#[derive(Debug)]
+pub struct Meter<'a> {
+    budget: &'a Budget,
+    started: Instant,
+    outside: Option<Instant>,
+}
+
+impl Meter<'_> {
+    /// What is left for this call: of the run's budget, or of the approval wait. `None`
+    /// when nothing is left.
+    pub fn remaining(&self) -> Option<Duration> {
+        let left = match self.outside {
+            Some(ends) => ends.saturating_duration_since(Instant::now()),
+            None => self
+                .budget
+                .limit
+                .saturating_sub(self.budget.spent())
+                .saturating_sub(self.started.elapsed()),
+        };
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// The timeout of the next attempt: the per-request timeout, or less when less is left.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.remaining()
+            .map(|left| left.min(self.budget.request_timeout))
+    }
+
+    /// The error for a call that ran out of time; `last` says what the last attempt met.
+    pub fn out_of_time(
+        &self,
+        service: &'static str,
+        method: &Method,
+        path: &str,
+        last: &str,
+    ) -> HttpError {
+        // A query can carry search terms; the call is named by its method and path.
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        match self.outside {
+            Some(_) => HttpError::WaitOver {
+                service,
+                method: method.clone(),
+                path,
+                last: last.to_string(),
+            },
+            None => HttpError::Deadline {
+                service,
+                method: method.clone(),
+                path,
+                spent: self.budget.spent().saturating_add(self.started.elapsed()),
+                limit: self.budget.limit,
+                last: last.to_string(),
+            },
+        }
+    }
+}
+
+impl Drop for Meter<'_> {
+    fn drop(&mut self) {
+        if self.outside.is_none() {
+            self.budget.charge(self.started.elapsed());
         }
     }
 }
@@ -47,8 +207,42 @@ pub enum HttpError {
         attempts: u32,
         message: String,
     },
+    /// The run's outbound time budget (`http.deadline`) is spent.
+    #[error(
+        "{service} call {method} {path} stopped: the run spent {:.1}s on outbound calls, the whole of http.deadline ({}){}",
+        spent.as_secs_f64(),
+        humantime::format_duration(*limit),
+        last_words(last)
+    )]
+    Deadline {
+        service: &'static str,
+        method: Method,
+        path: String,
+        spent: Duration,
+        limit: Duration,
+        last: String,
+    },
+    /// A poll of the approval wait ran into the end of the wait.
+    #[error(
+        "{service} call {method} {path} stopped: the approval wait (approval.timeout plus one request timeout) is over{}",
+        last_words(last)
+    )]
+    WaitOver {
+        service: &'static str,
+        method: Method,
+        path: String,
+        last: String,
+    },
     #[error("could not build the HTTP client: {0}")]
     Build(String),
+}
+
+fn last_words(last: &str) -> String {
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!("; last attempt: {last}")
+    }
 }
 
 impl HttpError {
@@ -73,24 +267,33 @@ pub struct HttpClient {
     inner: reqwest::Client,
     service: &'static str,
     retry: RetryPolicy,
+    budget: Budget,
 }
 
 pub const USER_AGENT: &str = concat!("changegate/", env!("CARGO_PKG_VERSION"));
 
+/// A request that timed out is tried once more, never more: a remote that is silent twice
+/// in a row is unlikely to answer the third time, and each try costs a whole timeout.
+const TIMEOUT_TRIES: u32 = 2;
+
 impl HttpClient {
-    /// `service` names the remote in errors and logs ("ServiceNow", "GitHub", ...).
-    /// Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, as reqwest reads them.
-    pub fn new(service: &'static str) -> Result<Self, HttpError> {
+    /// `service` names the remote in errors and logs ("ServiceNow", "GitHub", ...); `budget`
+    /// is the run's (see [`Budget`]). Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`,
+    /// as reqwest reads them.
+    pub fn new(service: &'static str, budget: &Budget) -> Result<Self, HttpError> {
         let inner = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(budget.request_timeout.min(Duration::from_secs(10)))
+            // Requests sent through `send` get their own, shorter timeout when the budget is
+            // nearly spent; this one bounds the calls octocrab makes on this client.
+            .timeout(budget.request_timeout)
             .build()
             .map_err(|e| HttpError::Build(e.to_string()))?;
         Ok(HttpClient {
             inner,
             service,
             retry: RetryPolicy::default(),
+            budget: budget.clone(),
         })
     }
 
@@ -103,26 +306,41 @@ impl HttpClient {
         self.service
     }
 
+    /// The run's budget this client charges.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
     /// The underlying client, to build requests with.
     pub fn client(&self) -> &reqwest::Client {
         &self.inner
     }
 
     /// Sends the request `build` makes, retrying on transport errors, 429 and 5xx (except
-    /// 501), and returns the first success. `build` is called again for each try.
+    /// 501), and returns the first success. `build` is called again for each try. A
+    /// timed-out request is tried at most twice; every try and every pause fits in what is
+    /// left of the run's budget, and when it is spent the call fails with
+    /// [`HttpError::Deadline`].
     pub async fn send(
         &self,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, HttpError> {
+        let meter = self.budget.meter();
         let mut attempt = 0;
+        let mut timeouts = 0;
         loop {
             attempt += 1;
-            let request = build(&self.inner)
+            let mut request = build(&self.inner)
                 .build()
                 .map_err(|e| HttpError::Build(e.to_string()))?;
             let method = request.method().clone();
             let path = request.url().path().to_string();
-            let started = std::time::Instant::now();
+            let Some(timeout) = meter.attempt_timeout() else {
+                return Err(meter.out_of_time(self.service, &method, &path, ""));
+            };
+            // Covers connecting, the headers and the body the caller reads afterwards.
+            *request.timeout_mut() = Some(timeout);
+            let started = Instant::now();
             let last = attempt >= self.retry.attempts;
             match self.inner.execute(request).await {
                 Ok(response) => {
@@ -138,6 +356,13 @@ impl HttpClient {
                         let delay = wait
                             .unwrap_or_else(|| self.backoff(attempt))
                             .min(self.retry.max_delay);
+                        if meter.remaining().is_none_or(|left| delay >= left) {
+                            let why = format!(
+                                "answered {status}; a retry in {:.1}s would not fit",
+                                delay.as_secs_f64()
+                            );
+                            return Err(meter.out_of_time(self.service, &method, &path, &why));
+                        }
                         tracing::warn!(
                             "{} answered {status} for {method} {path}; retrying in {:.1}s (attempt {attempt} of {})",
                             self.service,
@@ -157,10 +382,21 @@ impl HttpClient {
                     });
                 }
                 Err(e) => {
-                    let message = describe(&e);
+                    let timed_out = e.is_timeout();
+                    // The query can be long and carry search terms: errors name the path only.
+                    let message = describe(&e.without_url());
                     tracing::debug!(service = self.service, %method, %path, error = %message, "http");
-                    if !last {
+                    if timed_out {
+                        timeouts += 1;
+                    }
+                    let Some(left) = meter.remaining() else {
+                        return Err(meter.out_of_time(self.service, &method, &path, &message));
+                    };
+                    if !last && timeouts < TIMEOUT_TRIES {
                         let delay = self.backoff(attempt);
+                        if delay >= left {
+                            return Err(meter.out_of_time(self.service, &method, &path, &message));
+                        }
                         tracing::warn!(
                             "{} could not be reached for {method} {path} ({message}); retrying in {:.1}s (attempt {attempt} of {})",
                             self.service,
@@ -188,6 +424,81 @@ impl HttpClient {
         let capped = exp.min(self.retry.max_delay);
         let half = capped / 2;
         half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64))
+    }
+}
+
+/// Why a base URL is refused before anything is sent to it.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// `user:password@host`: the URL ends up in outputs, logs and comments.
+    #[error(
+        "{what} {shown} has credentials in it: remove them from the URL and put credentials in {creds}"
+    )]
+    UserInfo {
+        what: String,
+        /// The URL with its user info removed.
+        shown: String,
+        creds: &'static str,
+    },
+    /// Plain `http://` to another machine: the credentials would cross the network in clear.
+    #[error(
+        "{what} {url} is plain http:// to a host other than this machine: credentials would be sent in clear; use https://, or set [http] allow_insecure_http = true"
+    )]
+    Insecure { what: String, url: String },
+    #[error("{what} {shown} is not a URL: {reason}")]
+    Invalid {
+        what: String,
+        shown: String,
+        reason: String,
+    },
+}
+
+/// Checks a base URL (ServiceNow, Jira, a forge API) before any request goes to it: no
+/// user info (`creds` names where credentials belong), and no plain `http://` to a host
+/// other than this machine unless `allow_insecure`. Errors never repeat a password.
+pub fn check_base_url(
+    what: &str,
+    raw: &str,
+    creds: &'static str,
+    allow_insecure: bool,
+) -> Result<(), UrlError> {
+    let raw = raw.trim();
+    let mut url = url::Url::parse(raw).map_err(|e| UrlError::Invalid {
+        what: what.to_string(),
+        // An unparsable URL cannot be cleaned: with an `@` it may hold a password.
+        shown: if raw.contains('@') {
+            "(not shown: it contains '@')".to_string()
+        } else {
+            format!("{raw:?}")
+        },
+        reason: e.to_string(),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Both setters only fail for URLs that cannot have user info, which this one has.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        return Err(UrlError::UserInfo {
+            what: what.to_string(),
+            shown: url.to_string(),
+            creds,
+        });
+    }
+    if url.scheme() == "http" && !allow_insecure && !is_loopback(&url) {
+        return Err(UrlError::Insecure {
+            what: what.to_string(),
+            url: url.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// This machine: `localhost`, 127.0.0.0/8, `::1`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -229,7 +540,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    // The URL inside reqwest's message never carries credentials: they go in headers.
+    // Called without the URL: the call is named by its method and path beside this.
     let mut msg = format!("{kind}: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -249,4 +560,75 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_without_user_info_or_clear_text_to_other_hosts() {
+        let check = |url: &str, insecure: bool| check_base_url("the URL", url, "VARS", insecure);
+        assert!(check("https://example.service-now.com", false).is_ok());
+        for local in [
+            "http://127.0.0.1:9",
+            "http://127.9.9.9",
+            "http://LOCALHOST",
+            "http://[::1]",
+        ] {
+            assert!(check(local, false).is_ok(), "{local}");
+        }
+        let err = check("http://10.0.0.1", false).unwrap_err().to_string();
+        assert!(err.contains("allow_insecure_http"), "{err}");
+        assert!(check("http://10.0.0.1", true).is_ok());
+        // A name that merely starts like this machine's is another host.
+        assert!(check("http://localhost.example.com", false).is_err());
+        // User info is refused even where clear text is allowed; the password never shows.
+        let err = check("http://u:pa55@127.0.0.1", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("put credentials in VARS") && !err.contains("pa55"),
+            "{err}"
+        );
+        assert!(
+            err.contains("http://127.0.0.1/") && !err.contains("u@"),
+            "{err}"
+        );
+        // An unparsable URL with an `@` is not repeated: it may hold a password.
+        let err = check("https://u:pa55 word@host", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("pa55"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_charged_when_a_call_ends() {
+        let budget = Budget::new(Duration::from_secs(10), Duration::from_secs(60));
+        let clone = budget.clone();
+        {
+            let meter = clone.meter();
+            // Less than the budget is left, and no attempt may outlast it.
+            assert!(
+                meter
+                    .attempt_timeout()
+                    .is_some_and(|t| t <= Duration::from_secs(10))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(budget.spent() >= Duration::from_millis(20));
+        let early = Budget::default();
+        early.charge(Duration::from_secs(10));
+        budget.absorb(&early);
+        let meter = budget.meter();
+        assert_eq!(meter.remaining(), None, "the budget is spent");
+        let err = meter.out_of_time("ServiceNow", &Method::GET, "/api/now/table/x?q=secret", "");
+        let text = err.to_string();
+        assert!(
+            text.contains("ServiceNow call GET /api/now/table/x stopped")
+                && text.contains("http.deadline (10s)")
+                && !text.contains("secret"),
+            "{text}"
+        );
+    }
 }

@@ -9,10 +9,13 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::config::{AnnotateSection, BackendKind, ConfigFile, JiraSection, ServiceNowSection};
+use crate::config::{
+    AnnotateSection, BackendKind, ConfigFile, HttpSection, JiraSection, ServiceNowSection,
+};
 use crate::domain::change::check_name;
 use crate::domain::{Mode, Policy, SprintCalendar};
 use crate::env;
+use crate::http::{self, Budget};
 use crate::pipeline::default_config::Governing;
 
 /// Output format of a command.
@@ -130,6 +133,8 @@ pub struct Settings {
     pub gitlab_api_url: Option<String>,
     /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
     pub gitlab_token: Option<SecretString>,
+    /// The run's outbound time budget, shared by every client the run builds.
+    pub budget: Budget,
 }
 
 /// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
@@ -260,6 +265,32 @@ impl Settings {
         let gitlab_api_url =
             env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
         let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
+        check_urls(
+            &file.http,
+            [
+                (
+                    "the ServiceNow URL",
+                    servicenow.url.as_deref(),
+                    "CHANGEGATE_SERVICENOW_USER/PASSWORD (or CLIENT_ID/CLIENT_SECRET, or TOKEN)",
+                ),
+                (
+                    "the Jira URL",
+                    jira.url.as_deref(),
+                    "CHANGEGATE_JIRA_USER/TOKEN",
+                ),
+                (
+                    env::GITHUB_API_URL,
+                    Some(github_api_url.as_str()),
+                    "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN",
+                ),
+                (
+                    env::CI_API_V4_URL,
+                    gitlab_api_url.as_deref(),
+                    "CHANGEGATE_GITLAB_TOKEN",
+                ),
+            ],
+        )?;
+        let budget = Budget::new(file.http.deadline.0, file.http.timeout.0);
 
         Ok(Settings {
             calendar: SprintCalendar::new(file.sprint.start, file.sprint.length_days),
@@ -292,6 +323,7 @@ impl Settings {
             github_api_url,
             gitlab_api_url,
             gitlab_token,
+            budget,
             file,
         })
     }
@@ -299,6 +331,20 @@ impl Settings {
     pub fn mode(&self) -> Mode {
         self.policy.mode
     }
+}
+
+/// Every base URL the run may send credentials to, checked before any request: user info
+/// and plain http to another machine are refused (see [`http::check_base_url`]).
+fn check_urls<'a>(
+    cfg: &HttpSection,
+    urls: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'static str)>,
+) -> Result<()> {
+    for (what, url, creds) in urls {
+        if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+            http::check_base_url(what, url, creds, cfg.allow_insecure_http)?;
+        }
+    }
+    Ok(())
 }
 
 /// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's

@@ -71,3 +71,66 @@ pub fn median(v: &mut [Duration]) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A verdict as a ratio of two figures of the same run: `value / baseline` against `target`
+/// (at most). Absolute times differ between machines; their ratios do not, much.
+pub struct Ratio {
+    pub name: String,
+    pub value: Duration,
+    pub baseline: Duration,
+    pub target: f64,
+}
+
+impl Ratio {
+    pub fn ratio(&self) -> f64 {
+        self.value.as_secs_f64() / self.baseline.as_secs_f64().max(1e-9)
+    }
+
+    pub fn met(&self) -> bool {
+        self.ratio() <= self.target
+    }
+}
+
+/// Prints the verdict table; returns whether every target was met.
+pub fn print_ratios(ratios: &[Ratio]) -> bool {
+    println!(
+        "\n  {:<66} {:>10} {:>10} {:>8} {:>8}  verdict",
+        "ratio (medians of the same run)", "value", "baseline", "ratio", "target"
+    );
+    let mut all = true;
+    for r in ratios {
+        all &= r.met();
+        println!(
+            "  {:<66} {:>10} {:>10} {:>7.2}× {:>7.2}×  {}",
+            r.name,
+            ms(r.value),
+            ms(r.baseline),
+            r.ratio(),
+            r.target,
+            if r.met() { "met" } else { "MISSED" }
+        );
+    }
+    all
+}
+
+/// Times several commands in turns (one of each, then again), so that a machine busier in
+/// one moment than another slows them alike; returns each one's times in order.
+pub fn interleaved(runs: usize, commands: &[&dyn Fn() -> Command]) -> Vec<(Vec<Duration>, u64)> {
+    let mut results: Vec<(Vec<Duration>, u64)> = commands
+        .iter()
+        .map(|_| (Vec::with_capacity(runs), 0))
+        .collect();
+    for _ in 0..runs {
+        for (make, (times, peak)) in commands.iter().zip(results.iter_mut()) {
+            let (t, rss, out) = measure(make());
+            assert!(
+                out.status.code().is_some_and(|c| c != 2),
+                "a measured run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            times.push(t);
+            *peak = (*peak).max(rss);
+        }
+    }
+    results
+}

@@ -91,6 +91,17 @@ pub fn run(
                         "freeze windows"
                     )
                 );
+                let http = &s.file.http;
+                println!(
+                    "  outbound calls: {} in all per run (http.deadline), {} per request; plain http {}",
+                    http.deadline,
+                    http.timeout,
+                    if http.allow_insecure_http {
+                        "allowed to any host"
+                    } else {
+                        "only to this machine"
+                    }
+                );
             }
             Ok(Exit::Pass)
         }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::change::{self, ChangeArgs};
 use super::{Ctx, Exit};
@@ -10,6 +10,7 @@ use crate::domain::{
     ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
 };
 use crate::forge;
+use crate::http;
 use crate::itsm::{self, HistoryQuery, Itsm};
 use crate::output::Report;
 
@@ -73,8 +74,22 @@ async fn wait_for_approval(
     let ceiling = ctx.settings.approval_poll;
     let mut delay = ceiling.min(Duration::from_secs(2));
     let started = Instant::now();
+    // The polls are not charged to http.deadline; instead the whole wait, its last poll
+    // included, is over by the wait plus one request timeout.
+    let request_timeout = ctx.settings.budget.request_timeout();
+    let ends = started + wait + request_timeout;
     loop {
-        record = itsm.refresh(&record).await?;
+        let left = ends.saturating_duration_since(Instant::now());
+        let poll = http::outside_budget(ends, itsm.refresh(&record));
+        record = match tokio::time::timeout(left, poll).await {
+            Ok(polled) => polled?,
+            Err(_) => bail!(
+                "the approval wait of {} (plus one request timeout of {}) is over and the last check of {} did not finish",
+                fmt_secs(wait),
+                fmt_secs(request_timeout),
+                record.id
+            ),
+        };
         if record.state != State::AwaitingApproval {
             return Ok((record, false));
         }

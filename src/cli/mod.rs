@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::http::Budget;
 use crate::pipeline::default_config;
 use crate::settings::{self, GlobalArgs, Settings};
 
@@ -128,7 +129,9 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = std::env::current_dir()?;
     // In a pull/merge request pipeline the default branch's copy governs; the schema needs
-    // no config at all.
+    // no config at all. The config is not read yet: the default budget covers fetching it,
+    // and what that spends counts towards the configured one.
+    let early = Budget::default();
     let governing = match (
         &cli.command,
         governed_path(cli.global.config.as_deref(), &workdir),
@@ -136,13 +139,14 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         (Command::Config(config::ConfigCommand::Schema), _) | (_, None) => None,
         (_, Some(file)) => {
             let token = settings::github_token(&cli.global);
-            default_config::fetch(&workdir, &file, token.as_ref()).await?
+            default_config::fetch(&workdir, &file, token.as_ref(), &early).await?
         }
     };
     if let Command::Config(cmd) = &cli.command {
         return config::run(cmd, &cli.global, &workdir, governing.as_ref());
     }
     let settings = Settings::resolve_with(&cli.global, &workdir, governing.as_ref())?;
+    settings.budget.absorb(&early);
     let ctx = Ctx { settings, workdir };
     let global = cli.global;
     match cli.command {

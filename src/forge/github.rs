@@ -213,7 +213,7 @@ fn hint(e: &ApiError, permission: &str) -> String {
 
 impl GitHub {
     async fn connect(settings: &Settings, owner: &str, repo: &str) -> Result<GitHub, String> {
-        let http = HttpClient::new("GitHub").map_err(|e| e.to_string())?;
+        let http = HttpClient::new("GitHub", &settings.budget).map_err(|e| e.to_string())?;
         let base = settings.github_api_url.as_str();
         let (token, author) = match (&settings.github_app, &settings.github_token) {
             (Some(app), _) => {

@@ -20,7 +20,7 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
-use crate::http::HttpClient;
+use crate::http::{Budget, HttpClient, HttpError};
 
 /// Tries per call, all causes together.
 const ATTEMPTS: u32 = 4;
@@ -57,6 +57,9 @@ pub(crate) enum ApiError {
         path: String,
         message: String,
     },
+    /// The run's outbound time budget is spent.
+    #[error(transparent)]
+    OutOfTime(HttpError),
     #[error("{0}")]
     Setup(String),
 }
@@ -86,6 +89,7 @@ impl ApiError {
 pub(crate) struct Api {
     crab: Octocrab,
     base: url::Url,
+    budget: Budget,
 }
 
 impl Api {
@@ -112,7 +116,11 @@ impl Api {
             .personal_token(bearer.clone())
             .build_with_reqwest(http.client().clone())
             .map_err(|e| ApiError::Setup(format!("cannot set up the GitHub client: {e}")))?;
-        Ok(Api { crab, base })
+        Ok(Api {
+            crab,
+            base,
+            budget: http.budget().clone(),
+        })
     }
 
     /// One call, retried on transport errors, 5xx and rate limits; the body on success.
@@ -122,23 +130,59 @@ impl Api {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(HeaderMap, String), ApiError> {
+        // octocrab sends on our client (its per-request timeout), but not through
+        // `HttpClient::send`: the budget is applied here, around each attempt and pause.
+        let meter = self.budget.meter();
+        let out_of_time =
+            |last: &str| ApiError::OutOfTime(meter.out_of_time("GitHub", &method, path, last));
         let mut attempt = 0;
+        let mut timeouts = 0;
         loop {
             attempt += 1;
             let last = attempt >= ATTEMPTS;
-            let sent = match method {
-                Method::GET => self.crab._get(path).await,
-                Method::POST => self.crab._post(path, body).await,
-                Method::PATCH => self.crab._patch(path, body).await,
-                Method::DELETE => self.crab._delete(path, None::<&()>).await,
-                _ => return Err(ApiError::Setup(format!("unsupported method {method}"))),
+            let started = std::time::Instant::now();
+            let Some(timeout) = meter.attempt_timeout() else {
+                return Err(out_of_time(""));
             };
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let message = e.to_string();
+            let exchange = async {
+                let sent = match method {
+                    Method::GET => self.crab._get(path).await,
+                    Method::POST => self.crab._post(path, body).await,
+                    Method::PATCH => self.crab._patch(path, body).await,
+                    Method::DELETE => self.crab._delete(path, None::<&()>).await,
+                    _ => return Err(None),
+                };
+                match sent {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let headers = response.headers().clone();
+                        let text = self.crab.body_to_string(response).await.unwrap_or_default();
+                        Ok((status, headers, text))
+                    }
+                    Err(e) => Err(Some(e.to_string())),
+                }
+            };
+            let outcome = match tokio::time::timeout(timeout, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Some(format!(
+                    "no answer within {:.1}s",
+                    timeout.as_secs_f64()
+                ))),
+            };
+            let (status, headers, text) = match outcome {
+                Ok(answer) => answer,
+                Err(None) => return Err(ApiError::Setup(format!("unsupported method {method}"))),
+                Err(Some(message)) => {
                     tracing::debug!(%method, path, error = %message, "github");
-                    if last {
+                    // Whichever timer fired (ours or the client's), a failure after the whole
+                    // timeout is a timeout: tried once more at most.
+                    if started.elapsed() >= timeout {
+                        timeouts += 1;
+                    }
+                    let Some(left) = meter.remaining() else {
+                        return Err(out_of_time(&message));
+                    };
+                    if last || timeouts >= 2 {
                         return Err(ApiError::Transport {
                             method,
                             path: path.to_string(),
@@ -146,6 +190,9 @@ impl Api {
                         });
                     }
                     let delay = backoff(attempt);
+                    if delay >= left {
+                        return Err(out_of_time(&message));
+                    }
                     tracing::warn!(
                         "GitHub could not be reached for {method} {path} ({message}); retrying in {:.1}s",
                         delay.as_secs_f64()
@@ -154,9 +201,6 @@ impl Api {
                     continue;
                 }
             };
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let text = self.crab.body_to_string(response).await.unwrap_or_default();
             tracing::debug!(%method, path, status, "github");
             if (200..300).contains(&status) {
                 return Ok((headers, text));
@@ -188,6 +232,12 @@ impl Api {
                         why,
                     });
                 }
+                if meter.remaining().is_none_or(|left| wait >= left) {
+                    return Err(out_of_time(&format!(
+                        "rate limited ({message}); waiting {}s would not fit",
+                        wait.as_secs()
+                    )));
+                }
                 tracing::warn!(
                     "GitHub rate limit on {method} {path} ({message}): waiting {}s",
                     wait.as_secs()
@@ -197,6 +247,12 @@ impl Api {
             }
             if status >= 500 && status != 501 && !last {
                 let delay = backoff(attempt);
+                if meter.remaining().is_none_or(|left| delay >= left) {
+                    return Err(out_of_time(&format!(
+                        "answered {status}; a retry in {:.1}s would not fit",
+                        delay.as_secs_f64()
+                    )));
+                }
                 tracing::warn!(
                     "GitHub answered {status} to {method} {path}; retrying in {:.1}s",
                     delay.as_secs_f64()

@@ -90,7 +90,7 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     let Some(project) = facts.repository.as_deref() else {
         return Done::Skipped("CI_PROJECT_PATH is not set".to_string());
     };
-    let http = match HttpClient::new("GitLab") {
+    let http = match HttpClient::new("GitLab", &settings.budget) {
         Ok(h) => h,
         Err(e) => {
             return Done::Annotated {
@@ -180,7 +180,7 @@ pub(crate) async fn change_files(
         return Ok(None);
     };
     let gl = GitLab {
-        http: HttpClient::new("GitLab").map_err(|e| e.to_string())?,
+        http: HttpClient::new("GitLab", &settings.budget).map_err(|e| e.to_string())?,
         api,
         token,
         project: enc(project),

@@ -111,7 +111,7 @@ impl ServiceNow {
         }
         let creds = Credentials::from_env()?;
         tracing::debug!("ServiceNow at {} with {}", base, creds.describe());
-        let http = HttpClient::new("ServiceNow")?;
+        let http = HttpClient::new("ServiceNow", &settings.budget)?;
         Ok(ServiceNow {
             api: SnClient::new(http, base, creds),
             cfg,

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::git::{self, FileAtRev};
 use crate::env;
-use crate::http::{HttpClient, HttpError};
+use crate::http::{self, Budget, HttpClient, HttpError};
 
 /// The default branch's config, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +128,15 @@ fn github_default_branch() -> Result<String, PrConfigError> {
 
 /// Reads `file` (a path from the repository root) as the default branch has it, in a
 /// pull/merge request pipeline; `Ok(None)` in any other pipeline.
+///
+/// API calls are charged to `budget`. The settings are not known yet, so plain http to
+/// another machine is always refused here (`[http] allow_insecure_http` lives in the very
+/// file being read).
 pub async fn fetch(
     workdir: &Path,
     file: &str,
     github_token: Option<&SecretString>,
+    budget: &Budget,
 ) -> Result<Option<Governing>, PrConfigError> {
     let Some(pr) = pr_pipeline()? else {
         return Ok(None);
@@ -160,8 +165,8 @@ pub async fn fetch(
         },
     };
     let read = match pr.forge {
-        Forge::GitHub => from_github(branch, file, github_token).await,
-        Forge::GitLab => from_gitlab(branch, file).await,
+        Forge::GitHub => from_github(branch, file, github_token, budget).await,
+        Forge::GitLab => from_gitlab(branch, file, budget).await,
     };
     match read {
         Ok(Some(text)) => Ok(Some(found(format!("{branch}:{file}"), text))),
@@ -229,6 +234,7 @@ async fn from_github(
     branch: &str,
     file: &str,
     token: Option<&SecretString>,
+    budget: &Budget,
 ) -> Result<Option<String>, Failure> {
     let Some(token) = token else {
         return Err(Failure {
@@ -270,7 +276,7 @@ async fn from_github(
             ("x-github-api-version", "2022-11-28".to_string()),
         ]
     };
-    let client = client("GitHub")?;
+    let client = client("GitHub", budget)?;
     let file_err = match get(
         &client,
         &contents,
@@ -316,7 +322,7 @@ fn github_failure(e: &HttpError) -> Failure {
 
 /// GitLab's repository files API. `Ok(None)`: the branch has no such file (`404 File Not
 /// Found`); `404 Project Not Found` is a token that cannot see the project.
-async fn from_gitlab(branch: &str, file: &str) -> Result<Option<String>, Failure> {
+async fn from_gitlab(branch: &str, file: &str, budget: &Budget) -> Result<Option<String>, Failure> {
     let Some(token) = env::var(env::GITLAB_TOKEN).map(SecretString::from) else {
         let reason = if env::var(env::CI_JOB_TOKEN).is_some() {
             format!(
@@ -352,7 +358,7 @@ async fn from_gitlab(branch: &str, file: &str) -> Result<Option<String>, Failure
         fix: format!("set {} to the API's base URL", env::CI_API_V4_URL),
     })?;
     url.query_pairs_mut().append_pair("ref", branch);
-    let client = client("GitLab")?;
+    let client = client("GitLab", budget)?;
     let headers = [("private-token", token.expose_secret().to_string())];
     match get(&client, &url, &headers).await {
         Ok(text) => Ok(Some(text)),
@@ -375,8 +381,8 @@ async fn from_gitlab(branch: &str, file: &str) -> Result<Option<String>, Failure
     }
 }
 
-fn client(service: &'static str) -> Result<HttpClient, Failure> {
-    HttpClient::new(service).map_err(|e| Failure {
+fn client(service: &'static str, budget: &Budget) -> Result<HttpClient, Failure> {
+    HttpClient::new(service, budget).map_err(|e| Failure {
         reason: e.to_string(),
         fix: RETRY_FIX.into(),
     })
@@ -388,6 +394,12 @@ fn api_url(
     var: &str,
     extend: impl FnOnce(&mut url::PathSegmentsMut<'_>),
 ) -> Result<url::Url, String> {
+    let creds = if var == env::CI_API_V4_URL {
+        "CHANGEGATE_GITLAB_TOKEN"
+    } else {
+        "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN"
+    };
+    http::check_base_url(var, base, creds, false).map_err(|e| e.to_string())?;
     let mut url = url::Url::parse(base).map_err(|e| format!("{var} is not a URL: {e}"))?;
     {
         let mut path = url

@@ -11,7 +11,7 @@ use wiremock::matchers::{any, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::{
-    changegate, default_branch_is_head, git, git_repo, github_actions, reference,
+    Silent, changegate, default_branch_is_head, git, git_repo, github_actions, reference,
 };
 
 const OWNER_REPO: &str = "Codertocat/Hello-World";
@@ -1581,4 +1581,33 @@ async fn merge_request_diffs_from_api_fill_a_shallow_checkout() {
     );
     assert_eq!(reason(&doc, "risk-size"), "3 lines changed ≤ 400");
     server.verify().await;
+}
+
+#[test]
+fn a_silent_github_ends_a_required_annotation_within_http_deadline() {
+    let silent = Silent::start();
+    let p = Pipeline::new(
+        &format!("{PRE_APPROVE}[annotate]\nrequired = true\n[http]\ndeadline = \"3s\"\n"),
+        "pull_request/opened.payload.json",
+        |_| {},
+    );
+    let mut cmd = p.github(&silent.url, "pull_request", MERGE_SHA);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["gate", "--wait", "0"]);
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&mut cmd);
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{out}{err}");
+    // octocrab's calls are bounded by the same budget as every other call.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: {err}"
+    );
+    assert!(
+        err.contains("GitHub call GET /repos/") && err.contains("http.deadline (3s)"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN) && !out.contains(TOKEN));
+    assert!(silent.accepted() >= 1);
 }

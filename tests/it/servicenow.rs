@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{changegate, default_branch_is_head, git, git_repo, reference};
+use crate::support::{Silent, changegate, default_branch_is_head, git, git_repo, reference};
 
 mod fake;
 
@@ -348,7 +348,8 @@ async fn no_approval_before_the_timeout_blocks() {
     assert!(
         notes
             .iter()
-            .any(|n| n.starts_with("changegate decision: blocked (approval timed out after 1 second)")),
+            .any(|n| n
+                .starts_with("changegate decision: blocked (approval timed out after 1 second)")),
         "{notes:#?}"
     );
     drop(s);
@@ -623,7 +624,8 @@ async fn a_duplicate_that_cannot_be_deleted_is_cancelled_and_loses_its_key() {
 async fn requests_go_through_the_proxy_the_environment_names() {
     // The instance's name does not resolve; the fake stands in as the proxy (a plain-HTTP
     // proxy gets the absolute URL), so only a client that honours HTTP_PROXY gets through.
-    let sn = Instance::start("").await;
+    // Plain http to a host other than this machine has to be allowed for that.
+    let sn = Instance::start("[http]\nallow_insecure_http = true\n").await;
     sn.seed_history(10, 10);
     let out = sn
         .cmd(&["gate", "--dry-run", "--format", "json"])
@@ -2166,4 +2168,101 @@ async fn the_service_list_jumps_past_a_long_history() {
     );
     drop(s);
     sn.assert_clean();
+}
+
+/// `gate` against a silent server as the ServiceNow instance, with `config`.
+fn gate_against(silent: &Silent, config: &str) -> (Output, Duration) {
+    let repo = git_repo();
+    std::fs::write(repo.path().join(".changegate.toml"), config).unwrap();
+    let started = Instant::now();
+    let out = changegate(repo.path())
+        .env("CHANGEGATE_SERVICENOW_URL", &silent.url)
+        .env("CHANGEGATE_SERVICENOW_USER", USER)
+        .env("CHANGEGATE_SERVICENOW_PASSWORD", PASSWORD)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .args(["--backend", "servicenow", "gate", "--wait", "0"])
+        .output()
+        .unwrap();
+    (out, started.elapsed())
+}
+#[test]
+fn a_silent_servicenow_ends_the_gate_within_http_deadline() {
+    let silent = Silent::start();
+    let (out, took) = gate_against(&silent, "[http]\ndeadline = \"3s\"\n");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stdout}\n{stderr}");
+    // The budget is 3 s; the margin is for a loaded machine (before the budget: 4 minutes).
+    assert!(took < Duration::from_secs(15), "took {took:?}: {stderr}");
+    assert!(took >= Duration::from_secs(3), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("ServiceNow call GET /api/now/")
+            && stderr.contains("the whole of http.deadline (3s)")
+            && regex_lite_spent(&stderr),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD) && !stdout.contains(PASSWORD));
+    // The one attempt used the whole budget: no retry was started past it.
+    assert_eq!(silent.accepted(), 1);
+}
+
+/// "the run spent 3.0s" (or a little more): the message says how long was spent.
+fn regex_lite_spent(stderr: &str) -> bool {
+    stderr
+        .split("the run spent ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|secs| secs.parse::<f64>().ok())
+        .is_some_and(|secs| (3.0..15.0).contains(&secs))
+}
+
+#[test]
+fn a_timed_out_request_is_tried_twice_not_four_times() {
+    let silent = Silent::start();
+    let (out, took) = gate_against(&silent, "[http]\ndeadline = \"1m\"\ntimeout = \"1s\"\n");
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(
+        stderr.contains("ServiceNow could not be reached (GET /api/now/")
+            && stderr.contains("after 2 attempts")
+            && stderr.contains("timed out"),
+        "{stderr}"
+    );
+    assert_eq!(silent.accepted(), 2, "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[tokio::test]
+async fn the_approval_wait_never_runs_past_its_timeout_plus_one_request_timeout() {
+    let sn = Instance::start("[http]\ntimeout = \"4s\"\n").await;
+    let key = sn.key();
+    let mut cmd = sn.cmd(&["gate", "--wait", "1s"]);
+    let run = std::thread::spawn(move || cmd.output().unwrap());
+    // Once the change waits for approval, the instance goes silent.
+    let silent_from = loop {
+        let mut s = sn.sn();
+        if s.find(&key)
+            .first()
+            .is_some_and(|c| c.get("approval").map(String::as_str) == Some("requested"))
+        {
+            s.faults.push(Fault {
+                method: "GET",
+                path_contains: "/api/now/",
+                times: 100,
+                kind: FaultKind::Silent,
+            });
+            break Instant::now();
+        }
+        drop(s);
+        assert!(!run.is_finished(), "gate ended before waiting");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = run.join().unwrap();
+    let took = silent_from.elapsed();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("approval wait"), "{stderr}");
+    // 1 s of wait plus one 4 s request timeout, and a margin for a loaded machine; a poll
+    // retried past the wait would take 4 s + backoff + 4 s after the wait.
+    assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
 }

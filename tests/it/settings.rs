@@ -707,3 +707,133 @@ async fn pr_config_without_git_the_fix_is_the_token_alone() {
     assert!(!result.2.contains("fetch-depth"), "{}", result.2);
     server.verify().await;
 }
+
+const SN_PASSWORD: &str = "hunter2-Secret";
+
+/// `config check` with these variables set.
+fn config_check(config: &str, vars: &[(&str, &str)]) -> std::process::Output {
+    let repo = git_repo();
+    std::fs::write(repo.path().join(".changegate.toml"), config).expect("write");
+    let mut cmd = changegate(repo.path());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(["config", "check"]).output().expect("run");
+    drop(repo);
+    out
+}
+
+#[test]
+fn credentials_in_a_base_url_are_refused_without_repeating_them() {
+    for (var, url, creds) in [
+        (
+            "CHANGEGATE_SERVICENOW_URL",
+            format!("https://svc:{SN_PASSWORD}@example.service-now.com"),
+            "put credentials in CHANGEGATE_SERVICENOW_USER/PASSWORD",
+        ),
+        (
+            "CHANGEGATE_JIRA_URL",
+            format!("https://me%40example.com:{SN_PASSWORD}@example.atlassian.net"),
+            "put credentials in CHANGEGATE_JIRA_USER/TOKEN",
+        ),
+        (
+            "GITHUB_API_URL",
+            format!("https://x-access-token:{SN_PASSWORD}@ghe.example.com/api/v3"),
+            "put credentials in CHANGEGATE_GITHUB_TOKEN",
+        ),
+        (
+            "CI_API_V4_URL",
+            format!("https://oauth2:{SN_PASSWORD}@gitlab.example.com/api/v4"),
+            "put credentials in CHANGEGATE_GITLAB_TOKEN",
+        ),
+    ] {
+        let out = config_check("", &[(var, &url)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stdout}{stderr}");
+        assert!(stderr.contains(creds), "{var}: {stderr}");
+        assert!(
+            !stderr.contains(SN_PASSWORD) && !stdout.contains(SN_PASSWORD),
+            "{var} leaked: {stdout}{stderr}"
+        );
+    }
+    // A user name alone is refused too, and the URL is shown without it.
+    let out = config_check(
+        "[servicenow]\nurl = \"https://svc@example.service-now.com\"\n",
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("https://example.service-now.com/") && !stderr.contains("svc@"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_gate_with_credentials_in_the_url_sends_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "http://svc:{SN_PASSWORD}@{}",
+        listener.local_addr().expect("addr")
+    );
+    let repo = git_repo();
+    let out = changegate(repo.path())
+        .env("CHANGEGATE_SERVICENOW_URL", &url)
+        .env("CHANGEGATE_SERVICENOW_USER", "svc")
+        .env("CHANGEGATE_SERVICENOW_PASSWORD", SN_PASSWORD)
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--backend", "servicenow", "-vvv", "gate", "--wait", "0"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("put credentials in CHANGEGATE_SERVICENOW_USER/PASSWORD"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(SN_PASSWORD) && !stderr.contains(SN_PASSWORD));
+    assert!(
+        listener.accept().is_err(),
+        "a connection was made to the refused URL"
+    );
+}
+
+#[test]
+fn plain_http_to_another_host_needs_allow_insecure_http() {
+    // TEST-NET addresses: refused while the settings are resolved, before any request.
+    for (var, url) in [
+        ("CHANGEGATE_SERVICENOW_URL", "http://192.0.2.1"),
+        ("CHANGEGATE_JIRA_URL", "http://jira.example.com"),
+        ("GITHUB_API_URL", "http://192.0.2.1/api/v3"),
+    ] {
+        let out = config_check("", &[(var, url)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(
+            stderr.contains("plain http://") && stderr.contains("allow_insecure_http = true"),
+            "{var}: {stderr}"
+        );
+        let out = config_check("[http]\nallow_insecure_http = true\n", &[(var, url)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{var}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("plain http allowed to any host"),
+            "{var}: {stdout}"
+        );
+    }
+    // This machine stays allowed: the test fakes listen there.
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://127.3.2.1",
+        "http://localhost:1",
+        "http://[::1]:80",
+    ] {
+        let out = config_check("", &[("CHANGEGATE_SERVICENOW_URL", url)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{url}: {stderr}");
+    }
+}

@@ -86,3 +86,31 @@ pub fn gitlab_ci<'a>(cmd: &'a mut Command, project_path: &str, sha: &str) -> &'a
 pub fn json_doc(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_slice(stdout).expect("json")
 }
+
+/// A server that accepts connections and never answers; counts the connections.
+pub struct Silent {
+    pub url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Held open, never read nor written: the client waits for an answer.
+            let mut open = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(stream);
+            }
+        });
+        Silent { url, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

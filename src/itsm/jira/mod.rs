@@ -128,7 +128,7 @@ impl Jira {
         };
         let service_desk = Some(cfg.service_desk.trim().to_string()).filter(|s| !s.is_empty());
         Ok(Jira {
-            http: HttpClient::new("Jira")?,
+            http: HttpClient::new("Jira", &settings.budget)?,
             base: url.trim().trim_end_matches('/').to_string(),
             site: parsed,
             user,

@@ -80,6 +80,8 @@ pub enum FaultKind {
     Status(u16, Value, Option<u64>),
     /// A 200 whose body is cut off mid-JSON.
     Malformed,
+    /// No answer for ten minutes: a silent instance.
+    Silent,
 }
 
 #[derive(Debug, Clone)]
@@ -507,6 +509,7 @@ impl Sn {
             }
             FaultKind::Malformed => ResponseTemplate::new(200)
                 .set_body_raw(r#"{"result": [{"stats": {"cou"#, "application/json"),
+            FaultKind::Silent => ResponseTemplate::new(200).set_delay(Duration::from_secs(600)),
         })
     }
 
