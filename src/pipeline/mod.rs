@@ -174,7 +174,7 @@ impl Detected {
             }
             paths_known = true;
             if lines.is_none() {
-                lines = Some(stats.lines);
+                lines = stats.lines;
             }
             bodies = stats.bodies;
         }

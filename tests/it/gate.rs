@@ -1973,3 +1973,22 @@ fn status_with_no_change_says_what_to_run() {
         "(run `changegate gate` for this commit first, or pass --change ID)",
     );
 }
+
+#[test]
+fn gitattributes_cannot_zero_the_size_of_a_change() {
+    let repo = repo_with("[policy]\nmin_history = 0\n[risk]\nmax_lines_changed = 100\n");
+    let dir = repo.path();
+    git(dir, &["add", ".changegate.toml"]);
+    git(dir, &["commit", "-q", "-m", "config"]);
+    std::fs::write(dir.join(".gitattributes"), "* -diff\n").unwrap();
+    let big: String = (0..5000).map(|i| format!("row {i}\n")).collect();
+    std::fs::write(dir.join("data.sql"), big).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "PAY-5: seed"]);
+    let doc = json_exiting(&run(dir, &["gate", "--wait", "0", "--format", "json"]), 1);
+    assert_eq!(
+        rule(&doc, "risk-size")["reason"],
+        "5001 lines changed > 100",
+        "{doc}"
+    );
+}
