@@ -61,6 +61,7 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
         branch,
         pull_request: None,
         range: None,
+        before: None,
         commits: Vec::new(),
         paths: Vec::new(),
         lines_changed: None,
