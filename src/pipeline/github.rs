@@ -16,6 +16,10 @@ struct Event {
     #[serde(default)]
     commits: Vec<PushCommit>,
     head_commit: Option<PushCommit>,
+    /// A force push: `before` need not be an ancestor, and the tree diff may undo files
+    /// no listed commit touched.
+    #[serde(default)]
+    forced: bool,
     pusher: Option<Named>,
     deployment: Option<DeploymentPayload>,
 }
@@ -149,11 +153,14 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         (Some(b), Some(a)) if !is_null_sha(b) && !is_null_sha(a) => Some(b.clone()),
         _ => None,
     };
-    // The payload's `commits` list every commit of `before..after` only when it has some, a
-    // `before` to start from, and fewer than GitHub's cap; `head_commit` alone (a tag, a new
+    // The payload's `commits` list every path of `before..after` only when it has some, a
+    // `before` to start from, fewer than GitHub's cap, and the push was not forced (a force
+    // push's diff also undoes what only `before` had); `head_commit` alone (a tag, a new
     // branch) says nothing of the commits before it.
-    let listed_in_full =
-        before.is_some() && !event.commits.is_empty() && event.commits.len() < MAX_PUSH_COMMITS;
+    let listed_in_full = before.is_some()
+        && !event.forced
+        && !event.commits.is_empty()
+        && event.commits.len() < MAX_PUSH_COMMITS;
     let push_commits: Vec<&PushCommit> = if event.commits.is_empty() {
         event.head_commit.iter().collect()
     } else {

@@ -250,10 +250,18 @@ fn push_payload_paths_stand_only_for_their_own_whole_range() {
         facts.paths
     );
 
-    // A list as long as GitHub's cap may have been cut: unknown too.
+    // A force push's diff may undo what only `before` had: unknown too.
     let path = dir.path().join("event.json");
     let mut event: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    event["forced"] = true.into();
+    std::fs::write(&path, event.to_string()).unwrap();
+    assert!(detect(&v).unwrap().paths.is_empty());
+    event["forced"] = false.into();
+    std::fs::write(&path, event.to_string()).unwrap();
+    assert!(!detect(&v).unwrap().paths.is_empty());
+
+    // A list as long as GitHub's cap may have been cut: unknown too.
     let one = event["commits"][1].clone();
     event["commits"] = serde_json::Value::Array(vec![one; 2048]);
     std::fs::write(&path, event.to_string()).unwrap();
