@@ -391,6 +391,10 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A `--set KEY=VALUE` that does not make a valid config: named by the argument, not by a
+    /// line of a file the user never wrote.
+    #[error("invalid --set {assignment:?}: {message}")]
+    Set { assignment: String, message: String },
 }
 
 impl ConfigFile {
@@ -401,6 +405,25 @@ impl ConfigFile {
             message: escape_controls(&describe_toml_error(&e, text)),
         })?;
         config.validate(text, path)?;
+        Ok(config)
+    }
+
+    /// A config from a TOML table: a config file with `--set assignment` applied. Errors name
+    /// the assignment.
+    pub fn from_set(table: toml::Table, assignment: &str) -> Result<ConfigFile, ConfigError> {
+        let set_error = |message: String| ConfigError::Set {
+            assignment: escape_controls(assignment),
+            message: escape_controls(&message),
+        };
+        let config: ConfigFile = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| set_error(e.message().trim().to_string()))?;
+        config
+            .validate("", Path::new("--set"))
+            .map_err(|e| match e {
+                ConfigError::Parse { message, .. } => set_error(message),
+                other => other,
+            })?;
         Ok(config)
     }
 
