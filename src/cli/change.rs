@@ -6,7 +6,7 @@ use super::{Ctx, Exit};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
 use crate::itsm::Itsm;
-use crate::output::{Report, dotenv, github};
+use crate::output::{Report, console, dotenv, github};
 use crate::pipeline::{self, ProcessEnv};
 use crate::settings::Format;
 
@@ -66,8 +66,8 @@ pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeF
 /// marked as such: they belong to the job, not to any system of record).
 pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Result<()> {
     match ctx.settings.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        _ => print!("{}", report.text()),
+        Format::Json => console::json(report)?,
+        _ => console::human(&report.text(), ctx.settings.github_actions)?,
     }
     if ctx.settings.github_actions {
         if let Some(path) = env::var(env::GITHUB_OUTPUT) {
@@ -95,7 +95,7 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
             if ctx.settings.format == Format::Json {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                console::stdout(&format!("{line}\n"))?;
             }
         }
     }

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::Exit;
 use crate::config;
+use crate::output::console;
 use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
 
@@ -25,7 +26,7 @@ pub fn run(
 ) -> Result<Exit> {
     match cmd {
         ConfigCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+            console::json(&config::json_schema())?;
             Ok(Exit::Pass)
         }
         ConfigCommand::Check => {
@@ -43,31 +44,28 @@ pub fn run(
                     "mode": s.mode().as_str(),
                     "file": s.file,
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                console::json(&doc)?;
             } else {
-                println!("ok: {source}");
-                println!(
-                    "  backend {}, environment {}, mode {}",
+                let p = &s.policy.params;
+                let text = format!(
+                    "ok: {source}\n  backend {}, environment {}, mode {}\n  \
+                     policy: {} closed changes needed, success rate ≥ {:.0}% over last {}\n  \
+                     allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}\n  \
+                     {} freeze window(s)\n",
                     s.backend.as_str(),
                     s.environment,
-                    s.mode().as_str()
-                );
-                let p = &s.policy.params;
-                println!(
-                    "  policy: {} closed changes needed, success rate ≥ {:.0}% over last {}",
+                    s.mode().as_str(),
                     p.min_history,
                     p.min_success_rate * 100.0,
-                    p.window
-                );
-                println!(
-                    "  allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}",
+                    p.window,
                     p.allowance.initial,
                     p.allowance.step,
                     p.allowance.max,
                     p.allowance.backoff,
-                    p.allowance.floor
+                    p.allowance.floor,
+                    s.policy.freezes.len()
                 );
-                println!("  {} freeze window(s)", s.policy.freezes.len());
+                console::human(&text, s.github_actions)?;
             }
             Ok(Exit::Pass)
         }

@@ -8,6 +8,7 @@ use super::{Ctx, Exit};
 use crate::domain::Outcome;
 use crate::domain::ramp::{self, Adjustment, RampStep};
 use crate::itsm::{self, HistoryQuery};
+use crate::output::console;
 use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -89,9 +90,9 @@ pub async fn run(
         replay,
     };
     if s.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        console::json(&e)?;
     } else {
-        print!("{}", text(&e, p.allowance.min_changes));
+        console::human(&text(&e, p.allowance.min_changes), s.github_actions)?;
     }
     Ok(Exit::Pass)
 }

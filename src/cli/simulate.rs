@@ -15,6 +15,7 @@ use crate::domain::simulate::{self, SimSummary};
 use crate::domain::{DecisionKind, Policy};
 use crate::env;
 use crate::itsm;
+use crate::output::console;
 use crate::settings::{Format, GlobalArgs, Settings};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -215,8 +216,8 @@ pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<
         decisions,
     };
     match s.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&sim)?),
-        _ => print!("{}", text(&sim)),
+        Format::Json => console::json(&sim)?,
+        _ => console::human(&text(&sim), s.github_actions)?,
     }
     Ok(Exit::Pass)
 }
