@@ -31,6 +31,9 @@ pub fn run(
         }
         ConfigCommand::Check => {
             let s = Settings::resolve_with(global, workdir, governing)?;
+            // The same checks `gate` makes before its first call: a config that passes here
+            // does not fail there for a missing URL, project or credential.
+            s.check_backend()?;
             let source = s.config_path.as_ref().map_or_else(
                 || "no config file: defaults".to_string(),
                 |p| p.display().to_string(),
