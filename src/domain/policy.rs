@@ -189,7 +189,7 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
             Some(set) => facts
                 .paths
                 .iter()
-                .filter(|p| set.is_match(p.as_str()))
+                .filter(|p| set.is_match(p.as_str()) || set.is_match(without_controls(p)))
                 .map(String::as_str)
                 .collect(),
             None => Vec::new(),
@@ -222,6 +222,14 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         });
     }
     rules
+}
+
+/// A path with its control characters as `_`: a glob's `*` does not match a line break, and
+/// a file named `migrations/x\n…` must not slip past `migrations/**`.
+fn without_controls(path: &str) -> String {
+    path.chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
 }
 
 fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
