@@ -127,7 +127,7 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
     let numstat = match base {
         Some(b) => git(
             workdir,
-            &["diff", "--numstat", "--no-renames", b, head, "--"],
+            &["diff", "--numstat", "-z", "--no-renames", b, head, "--"],
         )?,
         None => git(
             workdir,
@@ -136,6 +136,7 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
                 "--root",
                 "-r",
                 "--numstat",
+                "-z",
                 "--no-renames",
                 "--no-commit-id",
                 head,
@@ -145,7 +146,11 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
     };
     let mut lines = 0u64;
     let mut paths = Vec::new();
-    for line in numstat.lines() {
+    // `-z`: each entry ends in NUL and its path is verbatim. Without it git quotes a path
+    // with a line break or a non-ASCII byte in it ("migrations/\303\274.sql"), and the
+    // quoted form matches no sensitive-path pattern.
+    for line in numstat.split('\0').filter(|l| !l.trim().is_empty()) {
+        let line = line.trim_start_matches('\n');
         let mut parts = line.splitn(3, '\t');
         let added = parts
             .next()
