@@ -454,6 +454,22 @@ impl ConfigFile {
                 format!("must be between 0 and 1, got {backoff}"),
             );
         }
+        for (key, value) in [
+            ("service", &self.service),
+            ("environment", &self.environment),
+        ] {
+            let length = value.as_deref().map_or(0, |v| v.chars().count());
+            if length > bounds::NAME_CHARS {
+                return fail(
+                    "",
+                    key,
+                    format!(
+                        "must be at most {} characters, got {length}",
+                        bounds::NAME_CHARS
+                    ),
+                );
+            }
+        }
         let allowance = &self.policy.allowance;
         for (table, key, value, min, max) in [
             (
@@ -632,6 +648,8 @@ impl ConfigFile {
 pub mod bounds {
     use std::time::Duration;
 
+    /// `service` and `environment`: names, which go into every correlation key.
+    pub const NAME_CHARS: usize = 100;
     /// `sprint.length_days`: at most a year.
     pub const SPRINT_DAYS: u32 = 366;
     /// `policy.window`, `policy.min_history` and the `policy.allowance` counts.
@@ -659,9 +677,14 @@ fn fail_at(
     let line = line_of_key(text, table, key, nth)
         .map(|l| format!("line {l}: "))
         .unwrap_or_default();
+    let dotted = if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    };
     Err(ConfigError::Parse {
         path: path.to_path_buf(),
-        message: escape_controls(&format!("{line}`{table}.{key}` {what}")),
+        message: escape_controls(&format!("{line}`{dotted}` {what}")),
     })
 }
 
@@ -683,6 +706,9 @@ pub fn escape_controls(text: &str) -> String {
         .collect()
 }
 
+/// How much of a source line an error quotes.
+const QUOTE_CHARS: usize = 120;
+
 /// toml's own message already carries `line N, column M` and the offending key; we keep it
 /// and fold it onto one readable paragraph.
 fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
@@ -693,7 +719,12 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     match line {
         Some(line) => {
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}: {message} (in `{source_line}`)")
+            // A hostile line can be megabytes long: quote enough of it to find it.
+            let quoted = match source_line.char_indices().nth(QUOTE_CHARS) {
+                Some((end, _)) => format!("{}…", &source_line[..end]),
+                None => source_line.to_string(),
+            };
+            format!("line {line}: {message} (in `{quoted}`)")
         }
         None => message,
     }
@@ -734,7 +765,12 @@ fn line_of_key(text: &str, table: &str, key: &str, nth: usize) -> Option<usize> 
             format!("{current}.{}", lhs.join("."))
         };
         let in_nth = seen == nth + 1 || !text.contains(&format!("[[{table}]]"));
-        if full == format!("{table}.{key}") && in_nth {
+        let wanted = if table.is_empty() {
+            key.to_string()
+        } else {
+            format!("{table}.{key}")
+        };
+        if full == wanted && in_nth {
             return Some(i + 1);
         }
     }

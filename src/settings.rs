@@ -179,6 +179,17 @@ impl Settings {
             );
         }
         let service = args.service.clone().or_else(|| file.service.clone());
+        for (what, value) in [
+            ("environment", Some(&environment)),
+            ("service", service.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.chars().count() > crate::config::bounds::NAME_CHARS) {
+                bail!(
+                    "the {what} name must be at most {} characters",
+                    crate::config::bounds::NAME_CHARS
+                );
+            }
+        }
         let mode = args.mode.map(Mode::from).or(file.mode).unwrap_or_default();
         let ledger_path = args
             .ledger
