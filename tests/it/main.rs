@@ -6,6 +6,7 @@ mod annotate;
 mod examples;
 mod flow;
 mod gate;
+mod hostile;
 mod jira;
 mod report;
 mod servicenow;
