@@ -655,6 +655,57 @@ async fn bad_credentials_fail_closed_without_leaking_them() {
         "{stderr}"
     );
     assert!(!stdout.contains("tok-not-valid-123") && !stderr.contains("tok-not-valid-123"));
+
+    // Every credential variable changegate reads set at once, at -vvv: a passing gate and
+    // record print none of them, and neither does a run the instance refuses.
+    let others = [
+        ("CHANGEGATE_JIRA_USER", "jira-user-5ecret@example.com"),
+        ("CHANGEGATE_JIRA_TOKEN", "jira-T0ken-5ecret"),
+        ("GITHUB_TOKEN", "ghs_5ecretGithubToken"),
+        ("CHANGEGATE_GITHUB_TOKEN", "ghp_5ecretChangegateToken"),
+        ("CHANGEGATE_GITLAB_TOKEN", "glpat-5ecretGitlab"),
+        ("CHANGEGATE_GITHUB_APP_ID", "12345"),
+        (
+            "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
+            "-----BEGIN PRIVATE KEY-----5ecretKeyBody-----END PRIVATE KEY-----",
+        ),
+    ];
+    let servicenow_all = [
+        ("CHANGEGATE_SERVICENOW_CLIENT_ID", "cg-client-5ecret"),
+        ("CHANGEGATE_SERVICENOW_CLIENT_SECRET", "client-5ecret-value"),
+        ("CHANGEGATE_SERVICENOW_TOKEN", "bearer-5ecret-value"),
+    ];
+    let leaked = |out: &Output, secrets: &[String]| {
+        let (stdout, stderr) = text(out);
+        for secret in secrets {
+            assert!(
+                !stdout.contains(secret.as_str()) && !stderr.contains(secret.as_str()),
+                "{secret} leaked at -vvv:\n{stdout}\n{stderr}"
+            );
+        }
+    };
+    let basic = fake::basic_header(USER, PASSWORD);
+    let mut secrets: Vec<String> = others.iter().skip(1).map(|(_, v)| v.to_string()).collect();
+    secrets.push(PASSWORD.to_string());
+    secrets.push(basic.trim_start_matches("Basic ").to_string());
+    sn.seed_history(10, 10);
+    for args in [
+        &["-vvv", "gate"][..],
+        &["-vvv", "record", "--outcome", "success"],
+    ] {
+        let out = sn.cmd(args).envs(others).output().unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {:?}", text(&out));
+        leaked(&out, &secrets);
+    }
+    let out = sn
+        .cmd(&["-vvv", "gate"])
+        .envs(others)
+        .envs(servicenow_all)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{:?}", text(&out));
+    secrets.extend(servicenow_all.iter().skip(1).map(|(_, v)| v.to_string()));
+    leaked(&out, &secrets);
 }
 
 #[tokio::test]
