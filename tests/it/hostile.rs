@@ -205,7 +205,9 @@ fn config_check_finds_every_error_gate_would_find() {
         ("CHANGEGATE_SERVICENOW_USER", "svc"),
         ("CHANGEGATE_SERVICENOW_PASSWORD", "pw"),
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    // (backend, the variables set, the one missing that the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("jira", jira[1..].to_vec(), "CHANGEGATE_JIRA_URL"),
         (
             "jira",
