@@ -486,10 +486,10 @@ impl ConfigFile {
             return fail("window", "must be at least 1".into());
         }
         for pattern in &self.risk.sensitive_paths {
-            if let Err(e) = globset::Glob::new(pattern) {
+            if let Err(why) = crate::domain::policy::sensitive_globs(pattern) {
                 return fail(
                     "sensitive_paths",
-                    format!("has an invalid pattern {pattern:?}: {e}"),
+                    format!("pattern {pattern:?} {why}; see README, Configuration"),
                 );
             }
         }
