@@ -916,7 +916,7 @@ fn pipelines_of_other_refs_without_a_default_branch_fail_closed() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("default branch is unknown"), "{err}");
     let (code, _, err) =
-        run(&mut gitlab_job(dir, &[("CI_COMMIT_BRANCH", "pr")]).env_remove("CI_DEFAULT_BRANCH"));
+        run(gitlab_job(dir, &[("CI_COMMIT_BRANCH", "pr")]).env_remove("CI_DEFAULT_BRANCH"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("CI_DEFAULT_BRANCH is not set"), "{err}");
 }
