@@ -700,6 +700,31 @@ mod tests {
     }
 
     #[test]
+    fn config_paths_are_taken_from_the_repository_top_level() {
+        let top = Path::new("/work/repo");
+        let svc = Path::new("/work/repo/svc");
+        let map = |p: &str| repo_path(top, svc, Path::new(p));
+        assert_eq!(
+            map(".changegate.toml"),
+            Ok(Some("svc/.changegate.toml".into()))
+        );
+        assert_eq!(
+            map("../shared/gate.toml"),
+            Ok(Some("shared/gate.toml".into()))
+        );
+        assert_eq!(map("./../svc/./x.toml"), Ok(Some("svc/x.toml".into())));
+        assert_eq!(
+            map("/work/repo/ci/gate.toml"),
+            Ok(Some("ci/gate.toml".into()))
+        );
+        // Outside the repository: the runner's file, read as given.
+        assert_eq!(map("../../runner/gate.toml"), Ok(None));
+        assert_eq!(map("/etc/changegate.toml"), Ok(None));
+        assert!(map("..").unwrap_err().contains("top directory"));
+        assert!(map("../../../../..").unwrap_err().contains("root"));
+    }
+
+    #[test]
     fn the_forges_message_is_one_short_line() {
         let e = status_error(403, r#"{"message":"403 Forbidden\n::error::injected"}"#);
         assert_eq!(message(&e), "403 Forbidden ::error::injected");
