@@ -2031,9 +2031,11 @@ const MIGRATIONS_NEED_APPROVAL: &str =
 fn github_push(dir: &Path, event: &Value, sha: &str, args: &[&str]) -> Output {
     let path = dir.join(".git/push-event.json");
     std::fs::write(&path, event.to_string()).unwrap();
+    let git_ref = event["ref"].as_str().unwrap();
     let mut cmd = cg(dir);
     crate::support::github_actions(&mut cmd, "push", &path, "acme/payments-api", sha)
-        .env("GITHUB_REF_NAME", "main")
+        .env("GITHUB_REF", git_ref)
+        .env("GITHUB_REF_NAME", git_ref.rsplit('/').next().unwrap())
         .env("GITHUB_ACTOR", "dev")
         .args(args)
         .output()
@@ -2044,6 +2046,7 @@ fn github_push(dir: &Path, event: &Value, sha: &str, args: &[&str]) -> Output {
 fn push_event(before: &str, after: &str, modified: &[&str]) -> Value {
     serde_json::json!({
         "ref": "refs/heads/main", "before": before, "after": after,
+        "repository": {"default_branch": "main"},
         "commits": [{"id": after, "message": "PAY-7: bump", "modified": modified,
                      "added": [], "removed": []}],
         "head_commit": {"id": after, "message": "PAY-7: bump", "modified": modified,
@@ -2164,6 +2167,8 @@ fn push_payload_paths_never_hide_what_git_sees_in_the_range() {
     let mut tag = push_event(&"0".repeat(40), &y, &["app.txt"]);
     tag["commits"] = serde_json::json!([]);
     tag["ref"] = "refs/tags/v1.2.0".into();
+    // A tag is not the default branch: its config is the default branch's.
+    default_branch_is_head(dir, "main");
     let doc = json_exiting(&gate(dir, &tag, &y), 1);
     assert_eq!(
         rule(&doc, "risk-paths")["reason"],
