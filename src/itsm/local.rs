@@ -417,6 +417,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
             deployed_at: from_ts(row.get(11)?),
             incidents: Vec::new(),
             timed_out,
+            decision_inferred: false,
         },
     ))
 }
@@ -437,14 +438,6 @@ fn load(
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(record))
-}
-
-fn state_after(decision: &Decision) -> State {
-    match decision.kind {
-        DecisionKind::PreApproved => State::Approved,
-        DecisionKind::NeedsApproval => State::AwaitingApproval,
-        DecisionKind::Blocked => State::New,
-    }
 }
 
 #[async_trait]
@@ -608,7 +601,7 @@ impl Itsm for Ledger {
                             d.kind.as_str(),
                             serde_json::to_string(d).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                             ts(now),
-                            state_after(d).as_str(),
+                            d.state_after().as_str(),
                             counts,
                             d.emergency.is_some(),
                             d.emergency,

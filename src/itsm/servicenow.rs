@@ -148,9 +148,13 @@ impl ServiceNow {
     fn to_record(&self, raw: &Raw) -> ChangeRecord {
         let parsed = text::parse_decision(raw.get("justification"));
         let decided_at = parsed.as_ref().map(|(_, at)| *at);
+        // Rebuilt from type, approval and state, a decision's mode is unknown: it never
+        // stands (an observe change in Implement would read as an enforce one that passes).
+        let decision_inferred = parsed.is_none();
         let decision = parsed
             .map(|(d, _)| d)
             .or_else(|| fallback_decision(raw, &self.calendar));
+        let decision_inferred = decision_inferred && decision.is_some();
         let state = map_state(raw);
         let outcome = match raw.state() {
             Some(CLOSED) => {
@@ -182,6 +186,7 @@ impl ServiceNow {
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
             timed_out: false,
+            decision_inferred,
         }
     }
 
@@ -390,6 +395,7 @@ impl ServiceNow {
                 .is_some_and(|d| !d.rules.is_empty())
         {
             r.decision = before.decision.clone();
+            r.decision_inferred = before.decision_inferred;
         }
         r.approved_by = before.approved_by.clone();
         r.approval_comment = before.approval_comment.clone();
