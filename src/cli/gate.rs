@@ -213,6 +213,8 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         if timed_out {
             // The clock's word is final for this run: `blocked`, still awaiting approval.
             let why = format!("approval timed out after {}", fmt_secs(wait));
+            // Set first: a backend marks a timeout so that a re-run reads it back.
+            record.timed_out = true;
             record = itsm.record_refusal(&record, &why, s.now).await?;
             record.timed_out = true;
             message = Some(why);

@@ -106,8 +106,9 @@ pub trait Itsm: Send + Sync {
     /// A gate saw the change refused while it waited (a human rejected it, or the wait ran
     /// out): the final decision is `blocked`, and the record says so with `why`. The
     /// embedded ledger stores a timeout as its final decision (a rejection it stored when
-    /// it was made); ServiceNow gets a work note and Jira a comment. Returns the record as
-    /// now stored.
+    /// it was made); ServiceNow gets a work note and Jira a comment. A timeout
+    /// (`record.timed_out`) is also marked where a re-run reads it back with the record
+    /// (ServiceNow: `correlation_display`; Jira: a label). Returns the record as now stored.
     async fn record_refusal(
         &self,
         record: &ChangeRecord,

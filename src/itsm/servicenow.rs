@@ -185,7 +185,8 @@ impl ServiceNow {
             approved_at: raw.at("approval_set"),
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
-            timed_out: false,
+            timed_out: state == State::AwaitingApproval
+                && display_timed_out(raw.get("correlation_display")),
             decision_inferred,
         }
     }
@@ -533,6 +534,14 @@ impl Itsm for ServiceNow {
                 text::one_line(why)
             )),
         );
+        let display = raw.get("correlation_display").trim();
+        if record.timed_out && !display_timed_out(display) {
+            // In the same write: a re-run reads the timeout back without reading the notes.
+            f.insert(
+                "correlation_display".into(),
+                json!(format!("{display} {TIMED_OUT}")),
+            );
+        }
         let raw = self.patch(&raw, f).await?;
         Ok(self.keep(record, &raw))
     }

@@ -1849,3 +1849,31 @@ async fn a_decision_read_from_labels_alone_is_decided_again() {
     );
     assert_ne!(report["state"], "implementing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_a_timed_out_wait_says_blocked_as_the_ledger_does() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["gate", "--wait", "1s"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "blocked");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (
+            report["decision"].as_str(),
+            report["policy_decision"].as_str(),
+            report["state"].as_str()
+        ),
+        (
+            Some("blocked"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    // Approved late: the timeout no longer counts.
+    approve_in_jira(&site, "CHG-1");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "needs-approval");
+}

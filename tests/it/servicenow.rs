@@ -2368,3 +2368,43 @@ async fn an_observe_change_without_its_decision_text_is_decided_again_in_enforce
     drop(s);
     sn.assert_clean();
 }
+
+#[tokio::test]
+async fn a_rerun_after_a_timed_out_wait_says_blocked_as_the_ledger_does() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&["gate", "--wait", "1s", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "blocked");
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (
+            doc["decision"].as_str(),
+            doc["policy_decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (
+            Some("blocked"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("approval timed out on an earlier run"),
+        "{doc}"
+    );
+    // Approved late: the timeout no longer counts.
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Approve);
+    }
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "needs-approval");
+    sn.assert_clean();
+}

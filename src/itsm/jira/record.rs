@@ -87,7 +87,7 @@ impl Jira {
             approved_at,
             deployed_at: stored.deployed_at,
             incidents: stored.incidents.clone(),
-            timed_out: false,
+            timed_out: state == State::AwaitingApproval && v.has(labels::TIMED_OUT),
             decision_inferred,
         }
     }
