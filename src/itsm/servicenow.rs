@@ -9,8 +9,9 @@
 //!   blocked → a normal change left in New.
 //! * **The decision** is written to `justification` and as a work note, in a text changegate
 //!   parses back ([`text::parse_decision`]): a re-run finds the decision standing and writes
-//!   nothing. When that text is gone, kind, mode and emergency are rebuilt from `type`,
-//!   `approval` and `state` (see [`fallback_decision`]).
+//!   nothing. When that text is gone, kind and emergency are rebuilt from `type`,
+//!   `approval` and `state` (see [`fallback_decision`]); the mode cannot be, so such a
+//!   decision never stands and the gate decides the change again.
 //! * **Concurrency.** Lookup, create, look up again: when two runs created a record for the
 //!   same key, the later one deletes its own (or, if the instance refuses, cancels it and
 //!   clears its `correlation_id`) and carries on with the oldest. See the README's ServiceNow section.

@@ -248,7 +248,8 @@ pub(super) fn tolerant(record: &ChangeRecord) -> bool {
 
 /// A decision rebuilt from the record's fields when its text is not there (a human edited
 /// `justification`, or the template owns it). Kind from `type`, `approval` and `state`;
-/// mode enforce; rules unknown; sprint from the decision day.
+/// rules unknown; sprint from the decision day. The mode is unknown (written as enforce for
+/// the tallies): the record is marked `decision_inferred`, so the decision never stands.
 pub(super) fn fallback_decision(raw: &Raw, calendar: &SprintCalendar) -> Option<Decision> {
     let emergency = (raw.kind() == "emergency").then(|| "emergency change".to_string());
     let approval = raw.get("approval");
