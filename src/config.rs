@@ -286,6 +286,8 @@ impl Default for JiraSection {
 pub struct SprintSection {
     /// First day of a sprint (any sprint: the cadence runs both ways from it).
     pub start: NaiveDate,
+    /// Days per sprint, 1 to 366.
+    #[schemars(range(min = 1, max = 366))]
     pub length_days: u32,
 }
 
@@ -302,9 +304,10 @@ impl Default for SprintSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalSection {
-    /// How long `gate` waits for a human decision.
+    /// How long `gate` waits for a human decision; at most 30 days.
     pub timeout: HumanDuration,
-    /// The longest pause between two polls (polling starts faster and backs off to this).
+    /// The longest pause between two polls (polling starts faster and backs off to this);
+    /// more than zero, at most 1 hour.
     pub poll: HumanDuration,
 }
 
@@ -320,7 +323,7 @@ impl Default for ApprovalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifySection {
-    /// How long after a deploy incidents are still linked to it.
+    /// How long after a deploy incidents are still linked to it; at most 366 days.
     pub window: HumanDuration,
 }
 
@@ -423,6 +426,10 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A `--set KEY=VALUE` that does not make a valid config: named by the argument, not by a
+    /// line of a file the user never wrote.
+    #[error("invalid --set {assignment:?}: {message}")]
+    Set { assignment: String, message: String },
 }
 
 impl ConfigFile {
@@ -430,9 +437,28 @@ impl ConfigFile {
     pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         let config: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: describe_toml_error(&e, text),
+            message: escape_controls(&describe_toml_error(&e, text)),
         })?;
         config.validate(text, path)?;
+        Ok(config)
+    }
+
+    /// A config from a TOML table: a config file with `--set assignment` applied. Errors name
+    /// the assignment.
+    pub fn from_set(table: toml::Table, assignment: &str) -> Result<ConfigFile, ConfigError> {
+        let set_error = |message: String| ConfigError::Set {
+            assignment: escape_controls(assignment),
+            message: escape_controls(&message),
+        };
+        let config: ConfigFile = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| set_error(e.message().trim().to_string()))?;
+        config
+            .validate("", Path::new("--set"))
+            .map_err(|e| match e {
+                ConfigError::Parse { message, .. } => set_error(message),
+                other => other,
+            })?;
         Ok(config)
     }
 
@@ -446,15 +472,7 @@ impl ConfigFile {
 
     /// Checks that serde cannot express; errors name the key and, when found, its line.
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let fail = |key: &str, what: String| {
-            let line = line_of_key(text, key)
-                .map(|l| format!("line {l}: "))
-                .unwrap_or_default();
-            Err(ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("{line}`{key}` {what}"),
-            })
-        };
+        let fail = |table: &str, key: &str, what: String| fail_at(text, path, table, key, 0, what);
         for (key, value) in [
             ("service", &self.service),
             ("environment", &self.environment),
@@ -462,41 +480,144 @@ impl ConfigFile {
             if let Some(name) = value
                 && let Err(why) = crate::domain::change::check_name(name)
             {
-                return fail(key, format!("{name:?} is not a usable name: {why}"));
+                return fail("", key, format!("{name:?} is not a usable name: {why}"));
             }
         }
         let rate = self.policy.min_success_rate;
         if !(0.0..=1.0).contains(&rate) {
             return fail(
+                "policy",
                 "min_success_rate",
                 format!("must be between 0 and 1, got {rate}"),
             );
         }
         let backoff = self.policy.allowance.backoff;
         if !(0.0..=1.0).contains(&backoff) {
-            return fail("backoff", format!("must be between 0 and 1, got {backoff}"));
+            return fail(
+                "policy.allowance",
+                "backoff",
+                format!("must be between 0 and 1, got {backoff}"),
+            );
         }
-        if self.policy.allowance.floor > self.policy.allowance.max {
-            return fail("floor", "must not be above `max`".into());
+        let allowance = &self.policy.allowance;
+        for (table, key, value, min, max) in [
+            (
+                "sprint",
+                "length_days",
+                self.sprint.length_days,
+                1,
+                bounds::SPRINT_DAYS,
+            ),
+            ("policy", "window", self.policy.window, 1, bounds::COUNT),
+            (
+                "policy",
+                "min_history",
+                self.policy.min_history,
+                0,
+                bounds::COUNT,
+            ),
+            (
+                "policy.allowance",
+                "initial",
+                allowance.initial,
+                0,
+                bounds::COUNT,
+            ),
+            ("policy.allowance", "step", allowance.step, 0, bounds::COUNT),
+            ("policy.allowance", "max", allowance.max, 0, bounds::COUNT),
+            (
+                "policy.allowance",
+                "floor",
+                allowance.floor,
+                0,
+                bounds::COUNT,
+            ),
+            (
+                "policy.allowance",
+                "min_changes",
+                allowance.min_changes,
+                0,
+                bounds::COUNT,
+            ),
+            (
+                "policy.allowance",
+                "lookback_sprints",
+                allowance.lookback_sprints,
+                0,
+                bounds::LOOKBACK_SPRINTS,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return fail(
+                    table,
+                    key,
+                    format!("must be between {min} and {max}, got {value}"),
+                );
+            }
         }
-        if self.sprint.length_days == 0 {
-            return fail("length_days", "must be at least 1".into());
+        if allowance.floor > allowance.max {
+            return fail(
+                "policy.allowance",
+                "floor",
+                "must not be above `max`".into(),
+            );
         }
-        if self.policy.window == 0 {
-            return fail("window", "must be at least 1".into());
+        for (table, key, value, min, max) in [
+            (
+                "approval",
+                "timeout",
+                self.approval.timeout.0,
+                Duration::ZERO,
+                bounds::APPROVAL_TIMEOUT,
+            ),
+            (
+                "approval",
+                "poll",
+                self.approval.poll.0,
+                Duration::from_millis(1),
+                bounds::APPROVAL_POLL,
+            ),
+            (
+                "verify",
+                "window",
+                self.verify.window.0,
+                Duration::ZERO,
+                bounds::VERIFY_WINDOW,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                let range = if min.is_zero() {
+                    format!("at most {}", humantime::format_duration(max))
+                } else {
+                    format!(
+                        "more than zero and at most {}",
+                        humantime::format_duration(max)
+                    )
+                };
+                return fail(
+                    table,
+                    key,
+                    format!("must be {range}, got {}", humantime::format_duration(value)),
+                );
+            }
         }
         for pattern in &self.risk.sensitive_paths {
             if let Err(e) = globset::Glob::new(pattern) {
                 return fail(
+                    "risk",
                     "sensitive_paths",
                     format!("has an invalid pattern {pattern:?}: {e}"),
                 );
             }
         }
-        for f in &self.freezes {
+        for (i, f) in self.freezes.iter().enumerate() {
             if f.to <= f.from {
-                return fail(
+                return fail_at(
+                    text,
+                    path,
+                    "freeze",
                     "to",
+                    i,
                     format!("of freeze {:?} must be after `from`", f.reason),
                 );
             }
@@ -508,6 +629,7 @@ impl ConfigFile {
             .find(|k| SERVICENOW_RESERVED_FIELDS.contains(&k.as_str()))
         {
             return fail(
+                "servicenow.fields",
                 key,
                 "is written by changegate itself and cannot be set in [servicenow.fields]".into(),
             );
@@ -517,11 +639,8 @@ impl ConfigFile {
             ("close_code_failure", &self.servicenow.close_code_failure),
         ] {
             if value.trim().is_empty() {
-                return fail(key, "must not be empty".into());
+                return fail("servicenow", key, "must not be empty".into());
             }
-        }
-        if self.approval.poll.0.is_zero() {
-            return fail("poll", "must be more than zero".into());
         }
         for (key, value, (low, high)) in [
             ("deadline", self.http.deadline, HTTP_DEADLINE_RANGE),
@@ -545,6 +664,7 @@ impl ConfigFile {
         for role in self.jira.fields.keys() {
             if !JIRA_FIELD_ROLES.contains(&role.as_str()) {
                 return fail(
+                    "jira.fields",
                     role,
                     format!(
                         "is not a [jira.fields] role (known: {})",
@@ -556,6 +676,7 @@ impl ConfigFile {
         for role in self.jira.transitions.keys() {
             if !JIRA_TRANSITION_ROLES.contains(&role.as_str()) {
                 return fail(
+                    "jira.transitions",
                     role,
                     format!(
                         "is not a [jira.transitions] role (known: {})",
@@ -568,6 +689,72 @@ impl ConfigFile {
     }
 }
 
+/// The bounds every number and duration of the file is checked against when it is loaded.
+/// They are far above any sensible value and far below anything that overflows the date and
+/// sprint arithmetic downstream (a sprint index times its length in seconds, a verification
+/// cutoff as a calendar time).
+pub mod bounds {
+    use std::time::Duration;
+
+    /// `sprint.length_days`: at most a year.
+    pub const SPRINT_DAYS: u32 = 366;
+    /// `policy.window`, `policy.min_history` and the `policy.allowance` counts.
+    pub const COUNT: u32 = 10_000;
+    /// `policy.allowance.lookback_sprints`: ten years of weekly sprints.
+    pub const LOOKBACK_SPRINTS: u32 = 520;
+    /// `approval.timeout`: 30 days, longer than any CI job may run.
+    pub const APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+    /// `approval.poll`: at most an hour between two polls.
+    pub const APPROVAL_POLL: Duration = Duration::from_secs(3_600);
+    /// `verify.window`: at most a year.
+    pub const VERIFY_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+}
+
+/// A validation error at `table.key`, with the line it is set on when it can be found
+/// (`nth`: which `[[table]]` of an array of tables).
+fn fail_at(
+    text: &str,
+    path: &Path,
+    table: &str,
+    key: &str,
+    nth: usize,
+    what: String,
+) -> Result<(), ConfigError> {
+    let line = line_of_key(text, table, key, nth)
+        .map(|l| format!("line {l}: "))
+        .unwrap_or_default();
+    let dotted = if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    };
+    Err(ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: escape_controls(&format!("{line}`{dotted}` {what}")),
+    })
+}
+
+/// Control characters (a NUL byte, a newline, an escape sequence) written as escapes: a
+/// config error echoes the file's text, and that must reach the terminal or the CI log as
+/// one readable line that cannot start a line of its own.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// How much of a source line an error quotes.
+const QUOTE_CHARS: usize = 120;
+
 /// toml's own message already carries `line N, column M` and the offending key; we keep it
 /// and fold it onto one readable paragraph.
 fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
@@ -578,21 +765,62 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     match line {
         Some(line) => {
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}: {message} (in `{source_line}`)")
+            // A hostile line can be megabytes long: quote enough of it to find it.
+            let quoted = match source_line.char_indices().nth(QUOTE_CHARS) {
+                Some((end, _)) => format!("{}…", &source_line[..end]),
+                None => source_line.to_string(),
+            };
+            format!("line {line}: {message} (in `{quoted}`)")
         }
         None => message,
     }
 }
 
-/// The first line on which `key` is assigned, for errors found after parsing.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The line on which `table.key` is assigned (under the `nth` `[[table]]` header for an
+/// array of tables), for errors found after parsing. Handles `[table]` headers and dotted keys;
+/// a value inside an inline table has no line of its own and gives `None`.
+fn line_of_key(text: &str, table: &str, key: &str, nth: usize) -> Option<usize> {
+    let mut current = String::new();
+    let mut seen = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(header) = l.strip_prefix('[') {
+            let array = header.starts_with('[');
+            let name: String = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .split('.')
+                .map(|p| p.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+                .join(".");
+            if array && name == table {
+                seen += 1;
+            }
+            current = name;
+            continue;
+        }
+        let Some((lhs, _)) = l.split_once('=') else {
+            continue;
+        };
+        let lhs: Vec<&str> = lhs.split('.').map(|p| p.trim().trim_matches('"')).collect();
+        let full = if current.is_empty() {
+            lhs.join(".")
+        } else {
+            format!("{current}.{}", lhs.join("."))
+        };
+        let in_nth = seen == nth + 1 || !text.contains(&format!("[[{table}]]"));
+        let wanted = if table.is_empty() {
+            key.to_string()
+        } else {
+            format!("{table}.{key}")
+        };
+        if full == wanted && in_nth {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The line on which `key` is assigned inside `[table]`.
@@ -819,6 +1047,103 @@ customfield_10100 = { value = "Low" }
         assert!(err.contains("line 4") && err.contains("timeout"), "{err}");
         let err = parse("[http]\ndeadlin = \"1m\"\n").unwrap_err().to_string();
         assert!(err.contains("deadlin"), "{err}");
+    }
+
+    #[test]
+    fn numbers_and_durations_are_bounded_naming_key_and_line() {
+        for (text, line, key) in [
+            (
+                "[policy.allowance]\nlookback_sprints = 10000000\n",
+                "line 2",
+                "policy.allowance.lookback_sprints",
+            ),
+            (
+                "[sprint]\nlength_days = 4294967295\n",
+                "line 2",
+                "sprint.length_days",
+            ),
+            (
+                "[sprint]\nlength_days = 0\n",
+                "line 2",
+                "sprint.length_days",
+            ),
+            (
+                "[policy]\nwindow = 20\n[verify]\nwindow = \"500000000years\"\n",
+                "line 4",
+                "verify.window",
+            ),
+            (
+                "[approval]\ntimeout = \"31days\"\n",
+                "line 2",
+                "approval.timeout",
+            ),
+            ("[approval]\npoll = \"0s\"\n", "line 2", "approval.poll"),
+            ("[approval]\npoll = \"2h\"\n", "line 2", "approval.poll"),
+            ("policy.window = 10001\n", "line 1", "policy.window"),
+            (
+                "[policy]\nallowance.max = 10001\n",
+                "line 2",
+                "policy.allowance.max",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(line) && err.contains(key), "{text:?}: {err}");
+        }
+        let ok = parse(
+            "[sprint]\nlength_days = 366\n[policy.allowance]\nlookback_sprints = 520\n\
+             [approval]\ntimeout = \"30days\"\npoll = \"1h\"\n[verify]\nwindow = \"366days\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn schema_states_the_bounds_validation_enforces() {
+        let schema = json_schema();
+        let max = |pointer: &str| schema.pointer(pointer).and_then(serde_json::Value::as_u64);
+        let defs = |name: &str, field: &str| format!("/$defs/{name}/properties/{field}/maximum");
+        assert_eq!(
+            max(&defs("SprintSection", "length_days")),
+            Some(u64::from(bounds::SPRINT_DAYS))
+        );
+        assert_eq!(
+            max(&defs("AllowanceParams", "lookback_sprints")),
+            Some(u64::from(bounds::LOOKBACK_SPRINTS))
+        );
+        for field in ["initial", "step", "max", "floor", "min_changes"] {
+            assert_eq!(
+                max(&defs("AllowanceParams", field)),
+                Some(u64::from(bounds::COUNT)),
+                "{field}"
+            );
+        }
+        for field in ["window", "min_history"] {
+            assert_eq!(
+                max(&defs("PolicyParams", field)),
+                Some(u64::from(bounds::COUNT)),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn freeze_error_points_at_the_freeze_that_is_wrong() {
+        let text = "[[freeze]]\nfrom = \"2026-01-01T00:00:00Z\"\nto = \"2026-01-02T00:00:00Z\"\n\
+                    [[freeze]]\nfrom = \"2026-02-02T00:00:00Z\"\nto = \"2026-02-01T00:00:00Z\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("line 6") && err.contains("freeze.to"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_in_errors_are_escaped() {
+        let err = parse("service = \"a\0b\"\n[policy]\nwindw\0x = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+        let err = parse("[servicenow.fields]\n\"state\u{1b}[2J\" = \"x\"\n")
+            .map(|c| format!("{:?}", c.servicenow.fields))
+            .unwrap_or_else(|e| e.to_string());
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+        assert_eq!(escape_controls("a\0b\nc"), "a\\u{0}b\\nc");
     }
 
     #[test]

@@ -1,12 +1,40 @@
 //! The changegate binary: parse, set up logging, run, map to an exit code.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use changegate::cli::{self, Cli, Exit, action};
 use changegate::env;
+use changegate::output::console;
 use changegate::pipeline::ProcessEnv;
+
+/// One `error:` line on stderr, its control characters escaped: an error can quote a
+/// config file's bytes or a remote's body, and must stay one line that starts no workflow
+/// command. A closed stderr leaves nowhere to report to, so that error is dropped.
+fn report_error(message: &str) {
+    let _ = writeln!(std::io::stderr(), "error: {}", console::one_line(message));
+}
+
+/// A panic is a bug, but the pipeline must still see the documented exit 2 (fail closed)
+/// and one line, not a backtrace and 134 (the release build aborts on panic; the hook runs
+/// before the abort) or 101.
+fn exit_2_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        report_error(&format!("internal error: {what}{at} (please report)"));
+        std::process::exit(2);
+    }));
+}
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
@@ -25,7 +53,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let color = std::io::stderr().is_terminal() && env::var(env::NO_COLOR).is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(console::LogWriter)
         .with_ansi(color)
         .with_target(false)
         .without_time()
@@ -44,10 +72,11 @@ fn command_line() -> Result<Vec<OsString>, action::InputError> {
 }
 
 fn main() -> ExitCode {
+    exit_2_on_panic();
     let args = match command_line() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("error: {e}");
+            report_error(&e.to_string());
             return Exit::Error.into();
         }
     };
@@ -66,14 +95,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            report_error(&format!("cannot start the runtime: {e}"));
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report_error(&format!("{e:#}"));
             Exit::Error.into()
         }
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
@@ -330,6 +330,199 @@ impl Settings {
 
     pub fn mode(&self) -> Mode {
         self.policy.mode
+    }
+
+    /// Everything the chosen backend needs before its first call: the URL, the project and
+    /// the credentials for ServiceNow and Jira, a usable ledger path for the local ledger.
+    /// `config check` runs this too, so it finds every error `gate` would find before any
+    /// network call.
+    pub fn check_backend(&self) -> Result<()> {
+        match self.backend {
+            BackendKind::Local => self.check_ledger_path(),
+            BackendKind::Servicenow => self.servicenow_access().map(drop),
+            BackendKind::Jira => self.jira_access().map(drop),
+        }
+    }
+
+    /// The ledger path is a file, or nothing yet: a directory or a device (`/dev/null`)
+    /// would fail later with SQLite's less helpful words.
+    fn check_ledger_path(&self) -> Result<()> {
+        let path = &self.ledger_path;
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => bail!(
+                "cannot open the ledger {}: it is not a regular file (set {} or [ledger] path to a file)",
+                path.display(),
+                env::LEDGER
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ServiceNow instance's base URL (with a trailing `/`) and the credentials.
+    pub fn servicenow_access(&self) -> Result<(url::Url, ServiceNowCredentials)> {
+        let url = self
+            .servicenow
+            .url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the servicenow backend needs the instance URL: set {} or `url` in [servicenow]",
+                    env::SERVICENOW_URL
+                )
+            })?;
+        let base = url::Url::parse(&format!("{}/", url.trim_end_matches('/')))
+            .with_context(|| format!("invalid ServiceNow URL {url:?}"))?;
+        if !matches!(base.scheme(), "https" | "http") {
+            bail!("invalid ServiceNow URL {url:?}: it must start with https://");
+        }
+        Ok((base, ServiceNowCredentials::from_env()?))
+    }
+
+    /// The Jira site, the project key and the credentials.
+    pub fn jira_access(&self) -> Result<JiraAccess> {
+        let Some(url) = self.jira.url.clone().filter(|u| !u.trim().is_empty()) else {
+            bail!(
+                "the jira backend needs the site URL: set [jira] url or {}",
+                env::JIRA_URL
+            );
+        };
+        let site = url::Url::parse(url.trim())
+            .with_context(|| format!("{} is not a URL: {url:?}", env::JIRA_URL))?;
+        if !matches!(site.scheme(), "https" | "http") {
+            bail!("{} must be an http(s) URL, got {url:?}", env::JIRA_URL);
+        }
+        let Some(project) = self.jira.project.clone().filter(|p| !p.trim().is_empty()) else {
+            bail!(
+                "the jira backend needs the project key: set [jira] project or {}",
+                env::JIRA_PROJECT
+            );
+        };
+        let (user, token) = match (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN)) {
+            (Some(user), Some(token)) => (user, SecretString::from(token)),
+            (user, _) => bail!(
+                "the jira backend needs credentials: {} is not set ({} is the Atlassian account's email address, {} an API token of that account)",
+                if user.is_none() {
+                    env::JIRA_USER
+                } else {
+                    env::JIRA_TOKEN
+                },
+                env::JIRA_USER,
+                env::JIRA_TOKEN
+            ),
+        };
+        Ok(JiraAccess {
+            base: url.trim().trim_end_matches('/').to_string(),
+            site,
+            project: project.trim().to_string(),
+            user,
+            token,
+        })
+    }
+}
+
+/// What the Jira backend connects with, resolved and checked.
+pub struct JiraAccess {
+    /// The site URL without a trailing `/`.
+    pub base: String,
+    pub site: url::Url,
+    pub project: String,
+    /// `CHANGEGATE_JIRA_USER`: the Atlassian account's email address.
+    pub user: String,
+    /// `CHANGEGATE_JIRA_TOKEN`: an API token of that account.
+    pub token: SecretString,
+}
+
+/// How changegate authenticates to the instance. Secrets never print: `Debug` shows only
+/// which kind of credential it is.
+pub enum ServiceNowCredentials {
+    /// `CHANGEGATE_SERVICENOW_USER` + `CHANGEGATE_SERVICENOW_PASSWORD`.
+    Basic {
+        user: String,
+        password: SecretString,
+    },
+    /// `CHANGEGATE_SERVICENOW_CLIENT_ID` + `CHANGEGATE_SERVICENOW_CLIENT_SECRET`: a token from
+    /// `/oauth_token.do`, by the client-credentials grant, or by the password grant when a
+    /// user and password are set as well.
+    OAuth {
+        client_id: String,
+        client_secret: SecretString,
+        user: Option<(String, SecretString)>,
+    },
+    /// `CHANGEGATE_SERVICENOW_TOKEN`: a bearer token obtained elsewhere.
+    Token(SecretString),
+}
+
+impl std::fmt::Debug for ServiceNowCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl ServiceNowCredentials {
+    /// Reads the credentials from the environment: a ready token wins, then OAuth, then basic.
+    pub fn from_env() -> Result<ServiceNowCredentials> {
+        if let Some(token) = env::var(env::SERVICENOW_TOKEN) {
+            return Ok(ServiceNowCredentials::Token(SecretString::from(token)));
+        }
+        let user = env::var(env::SERVICENOW_USER);
+        let password = env::var(env::SERVICENOW_PASSWORD).map(SecretString::from);
+        match (
+            env::var(env::SERVICENOW_CLIENT_ID),
+            env::var(env::SERVICENOW_CLIENT_SECRET),
+        ) {
+            (Some(client_id), Some(secret)) => {
+                return Ok(ServiceNowCredentials::OAuth {
+                    client_id,
+                    client_secret: SecretString::from(secret),
+                    user: user.zip(password),
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "OAuth needs both {} and {}; only one is set",
+                env::SERVICENOW_CLIENT_ID,
+                env::SERVICENOW_CLIENT_SECRET
+            ),
+            (None, None) => {}
+        }
+        match (user, password) {
+            (Some(user), Some(password)) => Ok(ServiceNowCredentials::Basic { user, password }),
+            (Some(_), None) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_USER,
+                env::SERVICENOW_PASSWORD
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "{} is set but {} is not",
+                env::SERVICENOW_PASSWORD,
+                env::SERVICENOW_USER
+            ),
+            (None, None) => anyhow::bail!(
+                "no ServiceNow credentials: set {} and {} (basic auth), or {} and {} (OAuth), or {} (a bearer token)",
+                env::SERVICENOW_USER,
+                env::SERVICENOW_PASSWORD,
+                env::SERVICENOW_CLIENT_ID,
+                env::SERVICENOW_CLIENT_SECRET,
+                env::SERVICENOW_TOKEN
+            ),
+        }
+    }
+
+    /// Which credential was used, for error messages. Never a value.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ServiceNowCredentials::Basic { .. } => {
+                "basic auth (CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)"
+            }
+            ServiceNowCredentials::OAuth { user: None, .. } => {
+                "an OAuth token from the client-credentials grant (CHANGEGATE_SERVICENOW_CLIENT_ID / CHANGEGATE_SERVICENOW_CLIENT_SECRET)"
+            }
+            ServiceNowCredentials::OAuth { user: Some(_), .. } => {
+                "an OAuth token from the password grant (CHANGEGATE_SERVICENOW_CLIENT_ID / CHANGEGATE_SERVICENOW_CLIENT_SECRET with CHANGEGATE_SERVICENOW_USER / CHANGEGATE_SERVICENOW_PASSWORD)"
+            }
+            ServiceNowCredentials::Token(_) => "a bearer token (CHANGEGATE_SERVICENOW_TOKEN)",
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use super::{Ctx, Exit};
 use crate::config::BackendKind;
 use crate::itsm;
-use crate::output::Report;
+use crate::output::{Report, console};
 use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,17 +77,20 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
         message: None,
     };
     match s.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        _ => println!(
-            "{}: {}{}",
-            record.id,
-            record.state,
-            record
-                .approved_by
-                .as_deref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default()
-        ),
+        Format::Json => console::json(&report)?,
+        _ => console::human(
+            &format!(
+                "{}: {}{}\n",
+                record.id,
+                record.state,
+                record
+                    .approved_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
+            ),
+            s.github_actions,
+        )?,
     }
     Ok(Exit::Pass)
 }

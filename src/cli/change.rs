@@ -7,7 +7,7 @@ use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
 use crate::itsm::Itsm;
-use crate::output::{Report, dotenv, github};
+use crate::output::{Report, console, dotenv, github};
 use crate::pipeline::{self, ProcessEnv};
 use crate::settings::Format;
 
@@ -98,10 +98,12 @@ pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeF
 /// marked as such: they belong to the job, not to any system of record).
 pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Result<()> {
     match ctx.settings.format {
-        Format::Text => print!("{}", report.text()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Format::Text => console::human(&report.text(), ctx.settings.github_actions)?,
+        Format::Json => console::json(report)?,
         // The job summary's markdown, for a step summary or a comment of one's own.
-        Format::Markdown => print!("{}", github::summary(report, facts)),
+        Format::Markdown => {
+            console::document(&github::summary(report, facts), ctx.settings.github_actions)?
+        }
         // Refused when the command line is parsed (`usage`); never half-written here.
         Format::Html => anyhow::bail!("a change's report has no html format"),
     }
@@ -131,7 +133,7 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
             if ctx.settings.format != Format::Text {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                console::stdout(&format!("{line}\n"))?;
             }
         }
     }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use super::Exit;
 use crate::config::{self, BackendKind};
 use crate::domain::words;
+use crate::output::console;
 use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
 
@@ -26,11 +27,14 @@ pub fn run(
 ) -> Result<Exit> {
     match cmd {
         ConfigCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+            console::json(&config::json_schema())?;
             Ok(Exit::Pass)
         }
         ConfigCommand::Check => {
             let s = Settings::resolve_with(global, workdir, governing)?;
+            // The same checks `gate` makes before its first call: a config that passes here
+            // does not fail there for a missing URL, project or credential.
+            s.check_backend()?;
             let source = s.config_path.as_ref().map_or_else(
                 || "no config file: defaults".to_string(),
                 |p| p.display().to_string(),
@@ -56,26 +60,31 @@ pub fn run(
                     "mode": s.mode().as_str(),
                     "file": s.file,
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                console::json(&doc)?;
             } else {
-                println!("ok: {source}");
-                println!(
+                use std::fmt::Write as _;
+                let mut text = format!("ok: {source}\n");
+                let p = &s.policy.params;
+                let http = &s.file.http;
+                let _ = writeln!(
+                    text,
                     "  backend {} ({target}), environment {}, mode {}",
                     s.backend.as_str(),
                     s.environment,
                     s.mode().as_str()
                 );
                 if let Some(service) = &s.service {
-                    println!("  service {service}");
+                    let _ = writeln!(text, "  service {service}");
                 }
-                let p = &s.policy.params;
-                println!(
+                let _ = writeln!(
+                    text,
                     "  policy: {} needed, success rate ≥ {:.0}% over the last {}",
                     words::count(p.min_history, "closed change", "closed changes"),
                     p.min_success_rate * 100.0,
                     words::count(p.window, "closed change", "closed changes")
                 );
-                println!(
+                let _ = writeln!(
+                    text,
                     "  allowance: start {}, +{} per healthy sprint up to {}, ×{} after a bad one, floor {}",
                     p.allowance.initial,
                     p.allowance.step,
@@ -83,7 +92,8 @@ pub fn run(
                     p.allowance.backoff,
                     p.allowance.floor
                 );
-                println!(
+                let _ = writeln!(
+                    text,
                     "  {}",
                     words::count(
                         s.policy.freezes.len() as u64,
@@ -91,8 +101,8 @@ pub fn run(
                         "freeze windows"
                     )
                 );
-                let http = &s.file.http;
-                println!(
+                let _ = writeln!(
+                    text,
                     "  outbound calls: {} in all per run (http.deadline), {} per request; plain http {}",
                     http.deadline,
                     http.timeout,
@@ -102,6 +112,7 @@ pub fn run(
                         "only to this machine"
                     }
                 );
+                console::human(&text, s.github_actions)?;
             }
             Ok(Exit::Pass)
         }

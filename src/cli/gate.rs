@@ -12,7 +12,7 @@ use crate::domain::{
 use crate::forge;
 use crate::http;
 use crate::itsm::{self, HistoryQuery, Itsm};
-use crate::output::Report;
+use crate::output::{Report, console};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
@@ -101,7 +101,7 @@ async fn wait_for_approval(
         let pause = delay.min(remaining);
         eprintln!(
             "waiting for approval of {}: {} elapsed, {} left; next check in {}",
-            record.id,
+            console::one_line(&record.id),
             fmt_secs(elapsed),
             fmt_secs(remaining),
             fmt_secs(pause)

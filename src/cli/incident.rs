@@ -8,6 +8,7 @@ use super::{Ctx, Exit};
 use crate::config::BackendKind;
 use crate::domain::verify;
 use crate::itsm;
+use crate::output::console;
 use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -88,22 +89,23 @@ pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
         message,
     };
     match s.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&linked)?),
+        Format::Json => console::json(&linked)?,
         _ => {
             let verb = if s.dry_run {
                 "would be linked [dry run: nothing written]"
             } else {
                 "linked"
             };
-            println!(
-                "{}: incident {} {verb}; incidents: {}",
+            let mut text = format!(
+                "{}: incident {} {verb}; incidents: {}\n",
                 linked.change_id,
                 linked.incident,
                 linked.incidents.join(", ")
             );
             if let Some(m) = &linked.message {
-                println!("  {m}");
+                text.push_str(&format!("  {m}\n"));
             }
+            console::human(&text, s.github_actions)?;
         }
     }
     Ok(Exit::Pass)

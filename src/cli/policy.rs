@@ -9,6 +9,7 @@ use crate::domain::Outcome;
 use crate::domain::ramp::{self, Adjustment, RampStep};
 use crate::domain::words;
 use crate::itsm::{self, HistoryQuery};
+use crate::output::console;
 use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -90,9 +91,9 @@ pub async fn run(
         replay,
     };
     if s.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        console::json(&e)?;
     } else {
-        print!("{}", text(&e, p.allowance.min_changes));
+        console::human(&text(&e, p.allowance.min_changes), s.github_actions)?;
     }
     Ok(Exit::Pass)
 }

@@ -10,6 +10,7 @@ use super::{Ctx, Exit};
 use crate::domain::kpi::{self, KpiInput};
 use crate::domain::ramp;
 use crate::itsm::{self, HistoryQuery, Itsm, ServiceRef};
+use crate::output::console;
 use crate::pipeline::{self, ProcessEnv};
 use crate::report::{self, KpiReport, ServiceReport};
 use crate::settings::Format;
@@ -164,7 +165,11 @@ pub async fn run(ctx: &Ctx, args: &ReportArgs) -> Result<Exit> {
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        None => print!("{rendered}"),
+        None => match s.format {
+            Format::Text => console::human(&rendered, s.github_actions)?,
+            Format::Json => console::stdout(&rendered)?,
+            Format::Markdown | Format::Html => console::document(&rendered, s.github_actions)?,
+        },
     }
     Ok(Exit::Pass)
 }

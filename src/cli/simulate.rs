@@ -15,6 +15,7 @@ use crate::domain::simulate::{self, SimSummary};
 use crate::domain::{DecisionKind, Policy};
 use crate::env;
 use crate::itsm;
+use crate::output::console;
 use crate::settings::{Format, GlobalArgs, Settings};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -89,17 +90,16 @@ fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
-/// The proposed config: `base` with every `--set` applied, validated like a config file.
+/// The proposed config: `base` with every `--set` applied, validated like a config file
+/// after each one, so that an error names the `--set` argument that caused it.
 fn proposed_config(base: &ConfigFile, sets: &[String]) -> Result<ConfigFile> {
     let mut table = toml::Table::try_from(base).context("cannot restate the config as TOML")?;
+    let mut proposed = ConfigFile::from_set(table.clone(), "")?;
     for set in sets {
         apply_set(&mut table, set)?;
-        let text = toml::to_string(&table)?;
-        ConfigFile::parse(&text, Path::new("--set"))
-            .with_context(|| format!("--set {set} does not make a valid config"))?;
+        proposed = ConfigFile::from_set(table.clone(), set)?;
     }
-    let text = toml::to_string(&table)?;
-    Ok(ConfigFile::parse(&text, Path::new("--set"))?)
+    Ok(proposed)
 }
 
 fn policy_of(file: &ConfigFile, mode: crate::domain::Mode) -> Policy {
@@ -216,8 +216,8 @@ pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<
         decisions,
     };
     match s.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&sim)?),
-        _ => print!("{}", text(&sim)),
+        Format::Json => console::json(&sim)?,
+        _ => console::human(&text(&sim), s.github_actions)?,
     }
     Ok(Exit::Pass)
 }
@@ -339,7 +339,18 @@ mod tests {
         assert_eq!(c.policy.min_success_rate, 0.95);
         assert_eq!(c.policy.allowance.initial, base.policy.allowance.initial);
         let e = proposed_config(&base, &["policy.allowance.stepp=3".into()]).unwrap_err();
-        assert!(format!("{e:#}").contains("stepp"), "{e:#}");
+        assert!(
+            format!("{e:#}").starts_with("invalid --set \"policy.allowance.stepp=3\": "),
+            "{e:#}"
+        );
+        assert!(!format!("{e:#}").contains("line"), "{e:#}");
+        let e = proposed_config(&base, &["policy.window=3".into(), "policy.window=0".into()])
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("\"policy.window=0\"")
+                && format!("{e:#}").contains("`policy.window`"),
+            "{e:#}"
+        );
         assert!(proposed_config(&base, &["policy.min_success_rate=1.5".into()]).is_err());
         assert!(proposed_config(&base, &["nokey".into()]).is_err());
         let d = differences(&base, &c).unwrap();

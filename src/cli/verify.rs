@@ -10,7 +10,7 @@ use super::{Ctx, Exit};
 use crate::domain::verify::{self, Verdict};
 use crate::domain::words;
 use crate::itsm;
-use crate::output::Report;
+use crate::output::{Report, console};
 use crate::settings::Format;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -99,8 +99,8 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
         });
     }
     match s.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        _ => print!("{}", text(&report)),
+        Format::Json => console::json(&report)?,
+        _ => console::human(&text(&report), s.github_actions)?,
     }
     if !report.errors.is_empty() {
         bail!("verify could not finish: {}", report.errors.join("; "));

@@ -28,11 +28,14 @@ pub enum EmergencyHandling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyParams {
-    /// Closed changes needed before any change can be pre-approved.
+    /// Closed changes needed before any change can be pre-approved (at most 10000).
+    #[schemars(range(max = 10_000))]
     pub min_history: u32,
-    /// How many of the most recent closed changes the success rate is taken over.
+    /// How many of the most recent closed changes the success rate is taken over (1 to 10000).
+    #[schemars(range(min = 1, max = 10_000))]
     pub window: u32,
     /// Success rate (0..=1) the track record and each sprint must meet.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_success_rate: f64,
     pub allowance: AllowanceParams,
     /// A pull-request label that declares an emergency.
@@ -243,7 +246,7 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
             Some(set) => facts
                 .paths
                 .iter()
-                .filter(|p| set.is_match(p.as_str()))
+                .filter(|p| set.is_match(p.as_str()) || set.is_match(without_controls(p)))
                 .map(String::as_str)
                 .collect(),
             None => Vec::new(),
@@ -278,6 +281,14 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         });
     }
     rules
+}
+
+/// A path with its control characters as `_`: a glob's `*` does not match a line break, and
+/// a file named `migrations/x\n…` must not slip past `migrations/**`.
+fn without_controls(path: &str) -> String {
+    path.chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
 }
 
 fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {

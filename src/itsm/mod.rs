@@ -221,6 +221,7 @@ pub trait Itsm: Send + Sync {
 
 /// Opens the backend the settings name.
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
+    settings.check_backend()?;
     match settings.backend {
         BackendKind::Local => Ok(Box::new(
             local::Ledger::open(&settings.ledger_path, settings.dry_run)?

@@ -55,7 +55,7 @@ mod raw;
 mod text;
 mod write;
 
-use client::{Body, Credentials, SnClient, SnError};
+use client::{Body, SnClient, SnError};
 use history::Recent;
 use raw::*;
 
@@ -99,18 +99,7 @@ impl ServiceNow {
     /// Nothing is sent until the first call.
     pub fn connect(settings: &crate::settings::Settings) -> Result<ServiceNow> {
         let cfg = settings.servicenow.clone();
-        let url = cfg.url.as_deref().map(str::trim).filter(|u| !u.is_empty()).ok_or_else(|| {
-            anyhow!(
-                "the servicenow backend needs the instance URL: set {} or `url` in [servicenow]",
-                crate::env::SERVICENOW_URL
-            )
-        })?;
-        let base = url::Url::parse(&format!("{}/", url.trim_end_matches('/')))
-            .with_context(|| format!("invalid ServiceNow URL {url:?}"))?;
-        if !matches!(base.scheme(), "https" | "http") {
-            bail!("invalid ServiceNow URL {url:?}: it must start with https://");
-        }
-        let creds = Credentials::from_env()?;
+        let (base, creds) = settings.servicenow_access()?;
         tracing::debug!("ServiceNow at {} with {}", base, creds.describe());
         let http = HttpClient::new("ServiceNow", &settings.budget)?;
         Ok(ServiceNow {

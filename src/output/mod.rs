@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Mode, Outcome, Rule, State};
 
+pub mod console;
 pub mod dotenv;
 pub mod github;
 pub mod markdown;

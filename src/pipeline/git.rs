@@ -161,6 +161,7 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
                 "--root",
                 "-r",
                 "--numstat",
+                "-z",
                 "--no-renames",
                 "--no-commit-id",
                 head,

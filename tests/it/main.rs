@@ -7,6 +7,7 @@ mod cli;
 mod examples;
 mod flow;
 mod gate;
+mod hostile;
 mod jira;
 mod report;
 mod servicenow;

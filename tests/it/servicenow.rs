@@ -718,6 +718,63 @@ async fn server_errors_twice_then_success() {
     assert_eq!(s.find(&sn.key()).len(), 1);
 }
 
+/// Every kind of refusal or breakage on every call a pre-approved gate makes: the gate
+/// fails closed (exit 2) naming ServiceNow, and never passes the deploy.
+#[tokio::test]
+async fn a_fault_on_any_call_of_the_gate_fails_closed() {
+    let error =
+        |message: &str| json!({"error": {"message": message, "detail": ""}, "status": "failure"});
+    let kinds = [
+        FaultKind::Status(400, error("Bad request"), None),
+        FaultKind::Status(401, error("User Not Authenticated"), None),
+        FaultKind::Status(403, error("Operation Failed"), None),
+        FaultKind::Status(404, error("No Record found"), None),
+        FaultKind::Status(429, error("Rate limit exceeded"), Some(0)),
+        FaultKind::Status(500, error("Internal Server Error"), None),
+        FaultKind::Status(503, json!("<html>maintenance</html>"), None),
+        FaultKind::Malformed,
+    ];
+    let calls = [
+        ("PATCH", "/table/change_request/"),
+        ("GET", "/table/change_request"),
+        ("GET", "/stats/change_request"),
+        ("POST", "/sn_chg_rest/change"),
+    ];
+    // One instance for all (a new commit per case, so a new change), with room in the
+    // allowance for every case that gets as far as deciding.
+    let sn = Instance::start("[policy.allowance]\ninitial = 100\nmax = 100\n").await;
+    sn.seed_history(10, 10);
+    let mut cases = 0;
+    for (method, path_contains) in calls {
+        for kind in &kinds {
+            sn.commit(&format!("case-{cases}.txt"), 1);
+            {
+                let mut s = sn.sn();
+                s.faults.clear();
+                s.faults.push(Fault {
+                    method,
+                    path_contains,
+                    times: 100,
+                    kind: kind.clone(),
+                });
+            }
+            let out = sn.run(&["gate", "--wait", "0"]);
+            let (stdout, stderr) = text(&out);
+            let what = format!("{method} {path_contains} {kind:?}");
+            assert_eq!(code(&out), 2, "{what}:\n{stdout}\n{stderr}");
+            assert!(stderr.contains("ServiceNow"), "{what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+            cases += 1;
+        }
+    }
+    // Without a fault the same gate passes: the faults, not the setup, failed the cases.
+    sn.sn().faults.clear();
+    sn.commit("clean.txt", 1);
+    let out = sn.run(&["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(cases, 32);
+}
+
 #[tokio::test]
 async fn malformed_json_fails_closed_with_a_clear_message() {
     let sn = Instance::start("").await;
@@ -800,6 +857,57 @@ async fn bad_credentials_fail_closed_without_leaking_them() {
         "{stderr}"
     );
     assert!(!stdout.contains("tok-not-valid-123") && !stderr.contains("tok-not-valid-123"));
+
+    // Every credential variable changegate reads set at once, at -vvv: a passing gate and
+    // record print none of them, and neither does a run the instance refuses.
+    let others = [
+        ("CHANGEGATE_JIRA_USER", "jira-user-5ecret@example.com"),
+        ("CHANGEGATE_JIRA_TOKEN", "jira-T0ken-5ecret"),
+        ("GITHUB_TOKEN", "ghs_5ecretGithubToken"),
+        ("CHANGEGATE_GITHUB_TOKEN", "ghp_5ecretChangegateToken"),
+        ("CHANGEGATE_GITLAB_TOKEN", "glpat-5ecretGitlab"),
+        ("CHANGEGATE_GITHUB_APP_ID", "12345"),
+        (
+            "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
+            "-----BEGIN PRIVATE KEY-----5ecretKeyBody-----END PRIVATE KEY-----",
+        ),
+    ];
+    let servicenow_all = [
+        ("CHANGEGATE_SERVICENOW_CLIENT_ID", "cg-client-5ecret"),
+        ("CHANGEGATE_SERVICENOW_CLIENT_SECRET", "client-5ecret-value"),
+        ("CHANGEGATE_SERVICENOW_TOKEN", "bearer-5ecret-value"),
+    ];
+    let leaked = |out: &Output, secrets: &[String]| {
+        let (stdout, stderr) = text(out);
+        for secret in secrets {
+            assert!(
+                !stdout.contains(secret.as_str()) && !stderr.contains(secret.as_str()),
+                "{secret} leaked at -vvv:\n{stdout}\n{stderr}"
+            );
+        }
+    };
+    let basic = fake::basic_header(USER, PASSWORD);
+    let mut secrets: Vec<String> = others.iter().skip(1).map(|(_, v)| v.to_string()).collect();
+    secrets.push(PASSWORD.to_string());
+    secrets.push(basic.trim_start_matches("Basic ").to_string());
+    sn.seed_history(10, 10);
+    for args in [
+        &["-vvv", "gate"][..],
+        &["-vvv", "record", "--outcome", "success"],
+    ] {
+        let out = sn.cmd(args).envs(others).output().unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {:?}", text(&out));
+        leaked(&out, &secrets);
+    }
+    let out = sn
+        .cmd(&["-vvv", "gate"])
+        .envs(others)
+        .envs(servicenow_all)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{:?}", text(&out));
+    secrets.extend(servicenow_all.iter().skip(1).map(|(_, v)| v.to_string()));
+    leaked(&out, &secrets);
 }
 
 #[tokio::test]

@@ -146,14 +146,21 @@ fn simulate_reproduces_the_history_and_weighs_other_values() {
 #[test]
 fn simulate_rejects_bad_values() {
     let f = Flow::new(flow::HISTORY_CONFIG);
-    for set in [
-        "policy.allowance.stepp=3",
-        "policy.min_success_rate=2",
-        "sprint.length_days=7",
-        "nonsense",
+    for (set, names_the_argument) in [
+        ("policy.allowance.stepp=3", true),
+        ("policy.min_success_rate=2", true),
+        ("policy.allowance.lookback_sprints=100000", true),
+        ("sprint.length_days=7", false),
+        ("nonsense", true),
     ] {
         let out = f.run(NOW, &["policy", "simulate", "--set", set]);
         assert_eq!(out.status.code(), Some(2), "{set}");
-        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The error names the argument, never a line of the restated config nobody wrote.
+        assert!(
+            !names_the_argument || stderr.contains(set),
+            "{set}: {stderr}"
+        );
+        assert!(!stderr.contains("line "), "{set}: {stderr}");
     }
 }

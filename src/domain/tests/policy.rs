@@ -660,6 +660,17 @@ fn emergency_does_not_override_risk_or_evidence() {
 }
 
 #[test]
+fn a_line_break_in_a_file_name_does_not_slip_past_a_sensitive_path() {
+    let mut f = facts();
+    f.paths = vec!["migrations/x\n::set-output name=decision::pre-approved".into()];
+    let mut p = policy();
+    p.risk.sensitive_paths = vec!["migrations/**".into()];
+    let d = decide_with(&f, &healthy(), &p, NOW, None);
+    assert_eq!(d.kind, DecisionKind::NeedsApproval);
+    assert!(!rule(&d, codes::RISK_PATHS).passed);
+}
+
+#[test]
 fn emergency_sources() {
     // (name, --emergency flag, PR labels, policy label, declared reason)
     let cases: &[(&str, Option<&str>, Option<&[&str]>, &str, Option<&str>)] = &[

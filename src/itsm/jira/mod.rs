@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -48,7 +48,6 @@ use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
-use crate::env;
 use crate::http::HttpClient;
 
 pub use client::jira_words;
@@ -101,39 +100,15 @@ impl Jira {
     /// Atlassian account's email) and `CHANGEGATE_JIRA_TOKEN` (its API token).
     pub fn connect(settings: &crate::settings::Settings) -> Result<Jira> {
         let cfg = settings.jira.clone();
-        let Some(url) = cfg.url.clone().filter(|u| !u.trim().is_empty()) else {
-            bail!(
-                "the jira backend needs the site URL: set [jira] url or {}",
-                env::JIRA_URL
-            );
-        };
-        let parsed = url::Url::parse(url.trim())
-            .with_context(|| format!("{} is not a URL: {url:?}", env::JIRA_URL))?;
-        if !matches!(parsed.scheme(), "https" | "http") {
-            bail!("{} must be an http(s) URL, got {url:?}", env::JIRA_URL);
-        }
-        let Some(project) = cfg.project.clone().filter(|p| !p.trim().is_empty()) else {
-            bail!(
-                "the jira backend needs the project key: set [jira] project or {}",
-                env::JIRA_PROJECT
-            );
-        };
-        let (Some(user), Some(token)) = (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN))
-        else {
-            bail!(
-                "the jira backend needs credentials: set {} (the Atlassian account's email address) and {} (an API token of that account)",
-                env::JIRA_USER,
-                env::JIRA_TOKEN
-            );
-        };
+        let access = settings.jira_access()?;
         let service_desk = Some(cfg.service_desk.trim().to_string()).filter(|s| !s.is_empty());
         Ok(Jira {
             http: HttpClient::new("Jira", &settings.budget)?,
-            base: url.trim().trim_end_matches('/').to_string(),
-            site: parsed,
-            user,
-            token: SecretString::from(token),
-            project: project.trim().to_string(),
+            base: access.base,
+            site: access.site,
+            user: access.user,
+            token: access.token,
+            project: access.project,
             cfg,
             dry_run: settings.dry_run,
             found: Mutex::new(HashMap::new()),

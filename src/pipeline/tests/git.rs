@@ -146,6 +146,30 @@ fn range_stats_of_one_commit() {
 }
 
 #[test]
+fn paths_are_verbatim_whatever_bytes_they_hold() {
+    let repo = Repo::new();
+    repo.write("app.txt", b"a\n");
+    let base = repo.commit("init");
+    std::fs::create_dir_all(repo.path().join("migrations")).unwrap();
+    let odd = [
+        "migrations/\u{fc}ber.sql",
+        "migrations/x\n::set-output name=a::b",
+        "migrations/tab\there",
+    ];
+    for name in odd {
+        repo.write(name, b"x\n");
+    }
+    let head = repo.commit("odd names");
+    for base in [Some(base.as_str()), None] {
+        let stats = range_stats(repo.path(), base, &head).unwrap();
+        let mut want: Vec<&str> = odd.to_vec();
+        want.sort();
+        assert_eq!(stats.paths, want, "{base:?}");
+        assert_eq!(stats.lines, 3);
+    }
+}
+
+#[test]
 fn renames_count_both_paths() {
     let repo = Repo::new();
     repo.write("infra/main.tf", b"a\nb\n");
