@@ -139,56 +139,17 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         .filter(|r| standing.is_none() && matches!(r.state, State::Closed | State::Cancelled));
 
     if s.dry_run || closed.is_some() {
-        let mut report = Report::from_record(existing.as_ref(), &facts, mode, s.dry_run);
-        // What a run would report: a standing refusal stays the final word; a decision
-        // that does not stand is judged in the state its write would set.
-        let (kind, state) = match standing {
-            Some(r) => (r.final_decision().unwrap_or(decision.kind), r.state),
-            None => (decision.kind, decision.state_after()),
-        };
-        report.decision = Some(kind);
-        if standing.is_none() {
-            // The record's refusal, if any, is not what this decision would write.
-            report.policy_decision = None;
-        }
-        report.mode = mode;
-        if existing.is_some() {
-            report.state = Some(state);
-        }
-        // A closed record's outcome belongs to the deploy it recorded, not to this run.
-        if closed.is_some() {
-            report.outcome = None;
-        }
-        report.rules = decision.rules.clone();
-        report.emergency = decision.emergency.clone();
-        report.sprint = Some(crate::output::SprintInfo {
-            index: decision.sprint,
-            allowance: decision.allowance,
-            used: decision.allowance_used,
-        });
-        report.clock_override = decision.clock_override.clone();
-        let exit = exit_for(kind.gate(mode, Some(state)));
-        if let Some(r) = closed {
-            report.message = Some(format!(
-                "{} is {} and its decision does not stand in {} mode: decided again as {kind}, not written to it; {}",
-                r.id,
-                r.state,
-                mode.as_str(),
-                if exit == Exit::Pass {
-                    "the deploy goes ahead"
-                } else {
-                    "the deploy does not go ahead (a closed change is not reopened)"
-                }
-            ));
-        }
-        change::emit(ctx, &report, &facts, exit)?;
-        if !s.dry_run {
-            forge::annotate(s, &report, &facts, existing.as_ref()).await?;
-        }
-        return Ok(exit);
+        return unwritten(ctx, &facts, existing.as_ref(), standing, &decision, closed).await;
     }
 
     let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
+    if matches!(record.state, State::Closed | State::Cancelled)
+        && !(record.decision.is_some() && record.decision_stands(mode, emergency_requested))
+    {
+        // A closed record the lookup missed and `open` found (the backend left it as it is).
+        let found = record.clone();
+        return unwritten(ctx, &facts, Some(&found), None, &decision, Some(&found)).await;
+    }
     if record.decision.is_none() {
         record.decision = Some(decision);
     }
@@ -253,6 +214,68 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     report.message = message;
     change::emit(ctx, &report, &facts, exit)?;
     forge::annotate(s, &report, &facts, Some(&record)).await?;
+    Ok(exit)
+}
+
+/// What a run reports, and its exit, for a decision that is not written: a dry run's, or
+/// one a closed or cancelled record does not take (`closed`). A standing decision keeps its
+/// final word and state; a new one is judged in the state its write would set, in the run's
+/// mode, so a dry run predicts the real run and a closed observe record never lets an
+/// enforce run pass.
+async fn unwritten(
+    ctx: &Ctx,
+    facts: &crate::domain::ChangeFacts,
+    existing: Option<&ChangeRecord>,
+    standing: Option<&ChangeRecord>,
+    decision: &Decision,
+    closed: Option<&ChangeRecord>,
+) -> Result<Exit> {
+    let s = &ctx.settings;
+    let mode = s.mode();
+    let mut report = Report::from_record(existing, facts, mode, s.dry_run);
+    let (kind, state) = match standing {
+        Some(r) => (r.final_decision().unwrap_or(decision.kind), r.state),
+        None => (decision.kind, decision.state_after()),
+    };
+    report.decision = Some(kind);
+    if standing.is_none() {
+        // The record's refusal, if any, is not what this decision would write.
+        report.policy_decision = None;
+    }
+    report.mode = mode;
+    if existing.is_some() {
+        report.state = Some(state);
+    }
+    // A closed record's outcome belongs to the deploy it recorded, not to this run.
+    if closed.is_some() {
+        report.outcome = None;
+    }
+    report.rules = decision.rules.clone();
+    report.emergency = decision.emergency.clone();
+    report.sprint = Some(crate::output::SprintInfo {
+        index: decision.sprint,
+        allowance: decision.allowance,
+        used: decision.allowance_used,
+    });
+    report.clock_override = decision.clock_override.clone();
+    let exit = exit_for(kind.gate(mode, Some(state)));
+    if let Some(r) = closed {
+        report.message = Some(format!(
+            "{} is {} and its decision does not stand in {} mode: decided again as {kind}, not written to it; {}",
+            r.id,
+            r.state,
+            mode.as_str(),
+            if exit == Exit::Pass {
+                "the deploy goes ahead"
+            } else {
+                "the deploy does not go ahead (a closed change is not reopened)"
+            }
+        ));
+    }
+    change::emit(ctx, &report, facts, exit)?;
+    if !s.dry_run {
+        forge::annotate(s, &report, facts, existing).await?;
+    }
     Ok(exit)
 }
 

@@ -353,6 +353,14 @@ impl ChangeRecord {
         }
     }
 
+    /// Whether a backend writes a new decision made in `mode` on this record: only when its
+    /// own does not stand, and never on a closed or cancelled record (its outcome belongs
+    /// to the deploy it recorded; the gate judges the new decision without writing it).
+    pub fn takes_decision(&self, mode: Mode, emergency_requested: bool) -> bool {
+        !self.decision_stands(mode, emergency_requested)
+            && !matches!(self.state, State::Closed | State::Cancelled)
+    }
+
     /// The commit of the change, from its correlation key (whose SHA is never shortened).
     pub fn commit_sha(&self) -> Option<&str> {
         self.key
@@ -476,6 +484,16 @@ mod tests {
         let mut rejected = record(NeedsApproval, Mode::Enforce, State::Rejected);
         rejected.decision_inferred = true;
         assert!(rejected.decision_stands(Mode::Enforce, false));
+    }
+
+    #[test]
+    fn a_closed_record_never_takes_a_new_decision() {
+        use DecisionKind::*;
+        let closed = record(NeedsApproval, Mode::Observe, State::Closed);
+        assert!(!closed.decision_stands(Mode::Enforce, false));
+        assert!(!closed.takes_decision(Mode::Enforce, false));
+        let waiting = record(NeedsApproval, Mode::Observe, State::AwaitingApproval);
+        assert!(waiting.takes_decision(Mode::Enforce, false));
     }
 
     #[test]

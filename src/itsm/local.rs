@@ -586,7 +586,7 @@ impl Itsm for Ledger {
                 )?;
             }
             if let Some(d) = decision
-                && !existing.decision_stands(d.mode, d.emergency.is_some()) {
+                && existing.takes_decision(d.mode, d.emergency.is_some()) {
                     // Counted again under the write lock: two changes decided at the same
                     // moment never both take the last free slot of the allowance.
                     let d = &self.recount_allowance(&tx, row_id, facts, d)?;

@@ -78,7 +78,8 @@ pub trait Itsm: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>>;
 
     /// Finds or creates the change record and writes the facts. With a decision, also
-    /// writes it (state, type, work note) unless the record already holds one that stands:
+    /// writes it (state, type, work note) unless the record is closed or cancelled or
+    /// already holds one that stands (see [`ChangeRecord::takes_decision`]):
     /// an existing pre-approved or needs-approval decision is kept, so a re-run of the same
     /// pipeline never re-decides (nor uses the allowance twice). Returns the record as stored.
     async fn open(

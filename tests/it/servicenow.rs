@@ -1221,6 +1221,11 @@ async fn record_removes_a_duplicate_that_survived_two_runs_at_once() {
     sn.assert_clean();
 }
 
+/// The `state` of the change holding `key` on the fake instance.
+fn stored_state(sn: &Instance, key: &str) -> String {
+    sn.sn().find(key)[0]["state"].clone()
+}
+
 #[tokio::test]
 async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
     // The key's change was closed long ago and 30 deploys came after it: the combined query's
@@ -1253,7 +1258,17 @@ async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
     assert_eq!(code(&out), 0, "{:?}", text(&out));
     let report = json_of(&out);
     assert_eq!(report["change_id"], old.as_str(), "{report}");
-    assert_eq!(report["state"], "closed");
+    // The old change's decision cannot be read back (no justification): decided again and
+    // judged without reopening the closed change.
+    assert_eq!(report["decision"], "pre-approved", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is closed"),
+        "{report}"
+    );
+    assert_eq!(stored_state(&sn, &key), "3", "still closed");
     let s = sn.sn();
     assert_eq!(s.find(&key).len(), 1, "one change holds the key");
     assert_eq!(s.count("DELETE", "/change_request/"), 1);
