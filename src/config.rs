@@ -602,11 +602,11 @@ impl ConfigFile {
             }
         }
         for pattern in &self.risk.sensitive_paths {
-            if let Err(e) = globset::Glob::new(pattern) {
+            if let Err(why) = crate::domain::policy::sensitive_globs(pattern) {
                 return fail(
                     "risk",
                     "sensitive_paths",
-                    format!("has an invalid pattern {pattern:?}: {e}"),
+                    format!("pattern {pattern:?} {why}; see README, Configuration"),
                 );
             }
         }

@@ -1,7 +1,7 @@
 //! The command line: clap definitions, and one file per command.
 
 use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -132,14 +132,17 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     // no config at all. The config is not read yet: the default budget covers fetching it,
     // and what that spends counts towards the configured one.
     let early = Budget::default();
-    let governing = match (
-        &cli.command,
-        governed_path(cli.global.config.as_deref(), &workdir),
-    ) {
-        (Command::Config(config::ConfigCommand::Schema), _) | (_, None) => None,
-        (_, Some(file)) => {
+    let governing = match &cli.command {
+        Command::Config(config::ConfigCommand::Schema) => None,
+        _ => {
             let token = settings::github_token(&cli.global);
-            default_config::fetch(&workdir, &file, token.as_ref(), &early).await?
+            default_config::fetch(
+                &workdir,
+                cli.global.config.as_deref(),
+                token.as_ref(),
+                &early,
+            )
+            .await?
         }
     };
     if let Command::Config(cmd) = &cli.command {
@@ -162,35 +165,4 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
         Command::Config(_) => Ok(Exit::Error),
     }
-}
-
-/// The config file as a path from the repository root, for reading it from the default
-/// branch: `.changegate.toml`, or an explicit `--config` inside the checkout (which a pull
-/// request can edit as easily). `None` for a file outside the checkout, e.g. one the runner
-/// provides, which the pull request cannot change and which is read as given.
-fn governed_path(explicit: Option<&Path>, workdir: &Path) -> Option<String> {
-    let Some(path) = explicit else {
-        return Some(settings::DEFAULT_CONFIG.to_string());
-    };
-    let relative = if path.is_absolute() {
-        let canonical = workdir.canonicalize().ok();
-        path.strip_prefix(workdir)
-            .ok()
-            .or_else(|| path.strip_prefix(canonical.as_deref()?).ok())?
-    } else {
-        path
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            // Above the checkout's root: not the repository's file.
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
 }

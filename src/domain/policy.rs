@@ -76,11 +76,50 @@ pub enum WhenUnknown {
 pub struct RiskLimits {
     /// More lines changed than this needs approval.
     pub max_lines_changed: Option<u64>,
-    /// Glob patterns (e.g. `migrations/**`); touching any needs approval.
+    /// Glob patterns from the repository's root (e.g. `migrations/**`, or `migrations/` for
+    /// all below it); touching any needs approval.
     pub sensitive_paths: Vec<String>,
     /// `fail` (default): a risk rule whose facts are unknown (a shallow checkout and no
     /// platform data) fails, sending the change to approval; `pass` lets it pass.
     pub when_unknown: WhenUnknown,
+}
+
+/// The globs a `[risk] sensitive_paths` pattern stands for, matched against paths from the
+/// repository's root. As in CODEOWNERS and .gitignore: a leading `/` or `./` anchors at the
+/// root (which every pattern is anyway), and a pattern also covers everything under it when
+/// it names a directory (`migrations`, `migrations/`). The error says why a pattern could
+/// never match a touched path, or is not a glob.
+pub fn sensitive_globs(pattern: &str) -> Result<Vec<Glob>, String> {
+    if pattern.trim() != pattern || pattern.is_empty() {
+        return Err("has leading or trailing spaces, or is empty".into());
+    }
+    if pattern.starts_with('!') {
+        return Err("starts with `!`: there is no negation; list only what is sensitive".into());
+    }
+    if pattern.contains('\\') {
+        return Err("contains `\\`: paths are separated by `/`".into());
+    }
+    let mut rest = pattern.strip_prefix('/').unwrap_or(pattern);
+    while let Some(r) = rest.strip_prefix("./") {
+        rest = r;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest == "." {
+        return Err("names the whole repository; write `**` if every path is sensitive".into());
+    }
+    if let Some(part) = rest
+        .split('/')
+        .find(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        let part = if part.is_empty() { "//" } else { part };
+        return Err(format!(
+            "contains `{part}`: touched paths are plain paths from the repository's root"
+        ));
+    }
+    [rest.to_string(), format!("{rest}/**")]
+        .iter()
+        .map(|p| Glob::new(p).map_err(|e| format!("is not a valid glob: {e}")))
+        .collect()
 }
 
 /// Why a risk fact is unknown, and what would make it known.
@@ -233,9 +272,11 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         let mut builder = GlobSetBuilder::new();
         let mut bad = Vec::new();
         for pattern in &risk.sensitive_paths {
-            match Glob::new(pattern) {
-                Ok(g) => {
-                    builder.add(g);
+            match sensitive_globs(pattern) {
+                Ok(globs) => {
+                    for g in globs {
+                        builder.add(g);
+                    }
                 }
                 Err(_) => bad.push(pattern.as_str()),
             }

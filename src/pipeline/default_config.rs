@@ -1,10 +1,11 @@
-//! The config that governs a pull/merge request pipeline: the default branch's copy, never
-//! the pull request's own, so a pull request cannot loosen its own gate. It is read from git
-//! when the checkout has the default branch (or one shallow fetch brings it), else from the
-//! forge's API. Only an answer that means "no such file on that branch" gives the defaults;
-//! anything else that keeps the file unread stops the run (exit 2).
+//! The config that governs a pipeline whose gated ref is not the default branch — a
+//! pull/merge request, a merge queue, a tag, a push to another branch: the default branch's
+//! copy, never the ref's own, so a change cannot loosen its own gate. It is read from git
+//! after one fetch of the default branch (a ref already in the checkout may be stale), else
+//! from the forge's API. Only an answer that means "no such file on that branch" gives the
+//! defaults; anything else that keeps the file unread stops the run (exit 2).
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -12,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::git::{self, FileAtRev};
 use crate::env;
 use crate::http::{self, Budget, HttpClient, HttpError};
+use crate::settings::DEFAULT_CONFIG;
 
 /// The default branch's config, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +24,18 @@ pub enum Governing {
     Missing { label: String },
 }
 
-/// Why the config governing a pull request pipeline could not be read. Each one fails the
-/// run closed: the pull request's own copy is never the fallback.
+/// Why the config governing a pipeline could not be read. Each one fails the run closed:
+/// the gated ref's own copy is never the fallback.
 #[derive(Debug, thiserror::Error)]
 pub enum PrConfigError {
     #[error(
         "this is a {forge} {kind} pipeline, but its default branch is unknown ({detail}), so the \
-         config that governs it cannot be read; the {kind}'s own copy never governs its gate"
+         config that governs it cannot be read; only the default branch's own pipelines read \
+         the checkout's copy"
     )]
     NoDefaultBranch {
         forge: &'static str,
-        kind: &'static str,
+        kind: String,
         detail: String,
     },
     #[error(
@@ -41,8 +44,19 @@ pub enum PrConfigError {
     )]
     BadBranchName(String),
     #[error(
-        "cannot read {file} from the default branch `{branch}`: {reason}. The pull/merge \
-         request's own copy never governs its gate, so the run stops. Fix: {fix}"
+        "the config file {path} cannot be mapped to a file of the repository ({why}), so its \
+         copy on the default branch cannot be read; in a {kind} pipeline the work tree's copy \
+         never governs. Fix: name a file inside the repository, or run changegate inside the \
+         git checkout"
+    )]
+    Unmappable {
+        path: String,
+        kind: String,
+        why: String,
+    },
+    #[error(
+        "cannot read {file} from the default branch `{branch}`: {reason}. A pipeline's own \
+         copy governs only on the default branch itself, so the run stops. Fix: {fix}"
     )]
     Unreadable {
         file: String,
@@ -52,50 +66,93 @@ pub enum PrConfigError {
     },
 }
 
-/// Which forge runs the pull/merge request pipeline.
+/// Which forge runs the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Forge {
     GitHub,
     GitLab,
 }
 
-/// A pull/merge request pipeline and the default branch whose config governs it.
+/// A pipeline whose gated ref is not the default branch, and the default branch whose
+/// config governs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PrPipeline {
+struct Governed {
     forge: Forge,
+    /// What the pipeline gates, for messages: "pull request", "tag `v1`"...
+    kind: String,
     branch: String,
 }
 
-/// The pull/merge request pipeline this run is in, if any. Its default branch must be
-/// known and a valid branch name (it comes from the payload or the environment, so it is
-/// untrusted): otherwise the run cannot know its governing config.
-fn pr_pipeline() -> Result<Option<PrPipeline>, PrConfigError> {
-    let (forge, branch) = if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true")
-        && env::var(env::GITHUB_EVENT_NAME).is_some_and(|e| e.starts_with("pull_request"))
-    {
-        (Forge::GitHub, github_default_branch()?)
-    } else if env::var(env::GITLAB_CI).is_some_and(|v| v == "true")
-        && env::var(env::CI_MERGE_REQUEST_IID).is_some()
-    {
+/// The pipeline this run is in, when its config must come from the default branch: every
+/// CI pipeline except one of the default branch itself. Local runs outside CI read the file
+/// as given. A ref that cannot be told to be the default branch counts as another ref. The
+/// default branch must be known and a valid branch name (it comes from the payload or the
+/// environment, so it is untrusted): otherwise the run cannot know its governing config.
+fn governed_pipeline() -> Result<Option<Governed>, PrConfigError> {
+    let is = |var: &str, value: &str| env::var(var).is_some_and(|v| v == value);
+    let (forge, kind, branch) = if is(env::GITHUB_ACTIONS, "true") {
+        let event = env::var(env::GITHUB_EVENT_NAME).unwrap_or_default();
+        // Scheduled runs are always of the default branch, and their payload names none.
+        if event == "schedule" {
+            return Ok(None);
+        }
+        let gated = env::var(env::GITHUB_REF);
+        let kind = if event.starts_with("pull_request") {
+            "pull request".to_string()
+        } else if event == "merge_group" {
+            "merge queue".to_string()
+        } else {
+            match &gated {
+                Some(r) => format!("`{event}` on {r}"),
+                None => format!("`{event}` (no {} set)", env::GITHUB_REF),
+            }
+        };
+        let branch = github_default_branch(&kind)?;
+        let on_default = gated.is_some_and(|r| r == format!("refs/heads/{branch}"));
+        if on_default && !event.starts_with("pull_request") && event != "merge_group" {
+            return Ok(None);
+        }
+        (Forge::GitHub, kind, branch)
+    } else if is(env::GITLAB_CI, "true") {
+        let mr = env::var(env::CI_MERGE_REQUEST_IID).is_some();
+        let tag = env::var(env::CI_COMMIT_TAG);
+        let commit_branch = env::var(env::CI_COMMIT_BRANCH);
+        let kind = match (&tag, &commit_branch) {
+            _ if mr => "merge request".to_string(),
+            (Some(t), _) => format!("tag `{t}`"),
+            (None, Some(b)) => format!("branch `{b}`"),
+            (None, None) => format!(
+                "ref neither branch nor tag (no {} nor {} set)",
+                env::CI_COMMIT_BRANCH,
+                env::CI_COMMIT_TAG
+            ),
+        };
         let branch =
             env::var(env::CI_DEFAULT_BRANCH).ok_or_else(|| PrConfigError::NoDefaultBranch {
                 forge: "GitLab",
-                kind: "merge request",
+                kind: kind.clone(),
                 detail: format!("{} is not set", env::CI_DEFAULT_BRANCH),
             })?;
-        (Forge::GitLab, branch)
+        if !mr && tag.is_none() && commit_branch.as_deref() == Some(branch.as_str()) {
+            return Ok(None);
+        }
+        (Forge::GitLab, kind, branch)
     } else {
         return Ok(None);
     };
     if !git::valid_branch_name(&branch) {
         return Err(PrConfigError::BadBranchName(branch));
     }
-    Ok(Some(PrPipeline { forge, branch }))
+    Ok(Some(Governed {
+        forge,
+        kind,
+        branch,
+    }))
 }
 
-/// `repository.default_branch` of the event payload. The pull request's base branch is no
+/// `repository.default_branch` of the event payload. A pull request's base branch is no
 /// stand-in: it may be any branch the author can target.
-fn github_default_branch() -> Result<String, PrConfigError> {
+fn github_default_branch(kind: &str) -> Result<String, PrConfigError> {
     #[derive(serde::Deserialize)]
     struct Event {
         repository: Option<Repo>,
@@ -106,7 +163,7 @@ fn github_default_branch() -> Result<String, PrConfigError> {
     }
     let unknown = |detail: String| PrConfigError::NoDefaultBranch {
         forge: "GitHub",
-        kind: "pull request",
+        kind: kind.to_string(),
         detail,
     };
     let path = env::var(env::GITHUB_EVENT_PATH)
@@ -126,53 +183,191 @@ fn github_default_branch() -> Result<String, PrConfigError> {
         })
 }
 
-/// Reads `file` (a path from the repository root) as the default branch has it, in a
-/// pull/merge request pipeline; `Ok(None)` in any other pipeline.
+/// The git checkout around a directory, found in-process (no child process): the nearest
+/// ancestor holding a `.git` entry, as git itself looks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checkout {
+    top: PathBuf,
+    shallow: bool,
+}
+
+fn find_checkout(dir: &Path) -> Option<Checkout> {
+    let top = dir
+        .ancestors()
+        .find(|d| std::fs::symlink_metadata(d.join(".git")).is_ok())?;
+    Some(Checkout {
+        top: top.to_path_buf(),
+        shallow: is_shallow(&top.join(".git")),
+    })
+}
+
+/// Whether the repository is a shallow clone. A `.git` file (a linked worktree or a
+/// submodule) points to the git directory, whose `commondir` holds the shared state. When
+/// this cannot be told, shallow: a fetch with `--depth=1` is the one that cannot get long.
+fn is_shallow(dot_git: &Path) -> bool {
+    let git_dir = if dot_git.is_dir() {
+        dot_git.to_path_buf()
+    } else {
+        let Some(target) = std::fs::read_to_string(dot_git)
+            .ok()
+            .and_then(|t| t.strip_prefix("gitdir:").map(|p| p.trim().to_string()))
+        else {
+            return true;
+        };
+        dot_git
+            .parent()
+            .map_or_else(|| PathBuf::from(&target), |p| p.join(&target))
+    };
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(rel) => git_dir.join(rel.trim()),
+        Err(_) => git_dir,
+    };
+    if !common.is_dir() {
+        return true;
+    }
+    common.join("shallow").exists()
+}
+
+/// `path` (relative to `cwd`, or absolute) as a path from the repository's top level `top`;
+/// `Ok(None)` for a file outside the repository (one the runner provides, which the change
+/// cannot edit). `cwd` and `top` are canonical.
+fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, String> {
+    let joined = cwd.join(path);
+    let mut normal = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::ParentDir => {
+                if !normal.pop() {
+                    return Err("it climbs above the file system's root".into());
+                }
+            }
+            Component::CurDir => {}
+            other => normal.push(other.as_os_str()),
+        }
+    }
+    let inside = match normal.strip_prefix(top) {
+        Ok(rel) => rel.to_path_buf(),
+        // The same place under another name (a symlinked parent directory)?
+        Err(_) => match canonical_anyway(&normal)
+            .and_then(|c| c.strip_prefix(top).ok().map(Path::to_path_buf))
+        {
+            Some(rel) => rel,
+            None => return Ok(None),
+        },
+    };
+    let mut parts = Vec::new();
+    for component in inside.components() {
+        match component {
+            Component::Normal(part) => parts.push(
+                part.to_str()
+                    .ok_or("its name is not UTF-8, which the forge cannot be asked for")?,
+            ),
+            _ => return Err("it is not a plain path".into()),
+        }
+    }
+    if parts.is_empty() {
+        return Err("it is the repository's top directory, not a file".into());
+    }
+    Ok(Some(parts.join("/")))
+}
+
+/// `path` canonicalised, or its existing parent canonicalised with the file name added.
+fn canonical_anyway(path: &Path) -> Option<PathBuf> {
+    path.canonicalize().ok().or_else(|| {
+        let parent = path.parent()?.canonicalize().ok()?;
+        Some(parent.join(path.file_name()?))
+    })
+}
+
+/// The CI job's checkout directory, where no `.git` can be found (a checkout without git
+/// metadata): the path is still relative to it.
+fn ci_workspace() -> Option<PathBuf> {
+    [env::GITHUB_WORKSPACE, env::CI_PROJECT_DIR]
+        .into_iter()
+        .find_map(env::var)
+        .and_then(|w| Path::new(&w).canonicalize().ok())
+}
+
+/// Reads the config file as the default branch has it, in a pipeline whose gated ref is not
+/// the default branch; `Ok(None)` in any other run, and for an explicit file outside the
+/// repository. The file is `explicit`, else `.changegate.toml` in `workdir` — as outside
+/// such pipelines — either one taken relative to the repository's top level, so a run from
+/// `svc/` reads the default branch's `svc/.changegate.toml`.
 ///
 /// API calls are charged to `budget`. The settings are not known yet, so plain http to
 /// another machine is always refused here (`[http] allow_insecure_http` lives in the very
 /// file being read).
 pub async fn fetch(
     workdir: &Path,
-    file: &str,
+    explicit: Option<&Path>,
     github_token: Option<&SecretString>,
     budget: &Budget,
 ) -> Result<Option<Governing>, PrConfigError> {
-    let Some(pr) = pr_pipeline()? else {
+    let Some(pr) = governed_pipeline()? else {
+        return Ok(None);
+    };
+    let asked = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let unmappable = |why: String| PrConfigError::Unmappable {
+        path: asked.display().to_string(),
+        kind: pr.kind.clone(),
+        why,
+    };
+    let cwd = workdir
+        .canonicalize()
+        .map_err(|e| unmappable(format!("the working directory cannot be resolved: {e}")))?;
+    let checkout = find_checkout(&cwd);
+    let top = match &checkout {
+        Some(c) => c.top.clone(),
+        None => ci_workspace()
+            .filter(|w| cwd.starts_with(w))
+            .ok_or_else(|| {
+                unmappable(format!(
+                    "no git checkout around {} and it is not under {} or {}",
+                    cwd.display(),
+                    env::GITHUB_WORKSPACE,
+                    env::CI_PROJECT_DIR
+                ))
+            })?,
+    };
+    let Some(file) = repo_path(&top, &cwd, asked).map_err(unmappable)? else {
         return Ok(None);
     };
     let branch = pr.branch.as_str();
     let label = format!("origin/{branch}:{file}");
     // Fully qualified: a tag or local branch named `origin/<branch>` cannot stand in for it.
     let rev = format!("refs/remotes/origin/{branch}");
-    let mut git_could_read = true;
-    let git_said = match git::file_at(workdir, &rev, file) {
-        FileAtRev::Found(text) => return Ok(Some(found(label, text))),
-        FileAtRev::Missing => return Ok(Some(missing(label))),
-        FileAtRev::NoCheckout => {
-            git_could_read = false;
-            "no git checkout to read it from".to_string()
-        }
-        FileAtRev::NoRevision => match git::fetch_branch(workdir, branch).await {
-            Ok(()) => match git::file_at(workdir, &rev, file) {
+    // Always fetched first: a reused workspace keeps refs from earlier jobs, and a stale one
+    // would let a config the default branch no longer holds govern.
+    let (git_could_read, git_said) = match &checkout {
+        None => (false, "no git checkout to read it from".to_string()),
+        Some(c) => match git::fetch_branch(&cwd, branch, c.shallow).await {
+            Ok(()) => match git::file_at(&cwd, &rev, &file) {
                 FileAtRev::Found(text) => return Ok(Some(found(label, text))),
                 FileAtRev::Missing => return Ok(Some(missing(label))),
-                _ => format!("origin/{branch} is not in the checkout even after `git fetch`"),
+                FileAtRev::NoRevision => (
+                    true,
+                    format!("origin/{branch} is not in the checkout even after `git fetch`"),
+                ),
+                FileAtRev::NoCheckout => (false, "git cannot read the checkout".to_string()),
             },
-            Err(reason) => {
-                format!("origin/{branch} is not in the checkout and fetching it failed ({reason})")
-            }
+            Err(failed) => (
+                !failed.no_git,
+                format!(
+                    "fetching origin/{branch} failed ({failed}); a copy already in the \
+                     checkout may be stale, so it is not used"
+                ),
+            ),
         },
     };
     let read = match pr.forge {
-        Forge::GitHub => from_github(branch, file, github_token, budget).await,
-        Forge::GitLab => from_gitlab(branch, file, budget).await,
+        Forge::GitHub => from_github(branch, &file, github_token, budget).await,
+        Forge::GitLab => from_gitlab(branch, &file, budget).await,
     };
     match read {
         Ok(Some(text)) => Ok(Some(found(format!("{branch}:{file}"), text))),
         Ok(None) => Ok(Some(missing(format!("{branch}:{file}")))),
         Err(failed) => Err(PrConfigError::Unreadable {
-            file: file.to_string(),
+            file,
             branch: branch.to_string(),
             reason: format!("{} (git: {git_said})", failed.reason),
             // Without git (the container images) fetching would not help.
@@ -186,12 +381,12 @@ pub async fn fetch(
 }
 
 fn found(label: String, text: String) -> Governing {
-    tracing::info!("the config governing this pull request is {label}");
+    tracing::info!("the config governing this pipeline is {label}");
     Governing::Found { label, text }
 }
 
 fn missing(label: String) -> Governing {
-    tracing::info!("{label} does not exist: defaults govern this pull request");
+    tracing::info!("{label} does not exist: defaults govern this pipeline");
     Governing::Missing { label }
 }
 
@@ -202,16 +397,17 @@ struct Failure {
     fix: String,
 }
 
-/// The other way out: let git read it, so no API call is needed.
+/// The other way out: let git read it, so no API call is needed. A ref already in the
+/// checkout does not count (it may be stale): changegate's own fetch has to work.
 fn fetch_fix(forge: Forge, branch: &str) -> String {
     match forge {
         Forge::GitHub => format!(
-            "or have the default branch in the checkout (actions/checkout with `fetch-depth: 0`, \
-             or `git fetch origin {branch}` before changegate runs)"
+            "or let `git fetch origin {branch}` work in the job (actions/checkout keeps its \
+             token for it unless `persist-credentials: false`)"
         ),
         Forge::GitLab => format!(
-            "or, where the job has git, fetch the default branch before changegate runs \
-             (`git fetch origin {branch}`)"
+            "or, where the job has git, let `git fetch origin {branch}` work in it (the job \
+             token in the remote URL reads the repository)"
         ),
     }
 }
@@ -501,6 +697,31 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             body: body.into(),
         }
+    }
+
+    #[test]
+    fn config_paths_are_taken_from_the_repository_top_level() {
+        let top = Path::new("/work/repo");
+        let svc = Path::new("/work/repo/svc");
+        let map = |p: &str| repo_path(top, svc, Path::new(p));
+        assert_eq!(
+            map(".changegate.toml"),
+            Ok(Some("svc/.changegate.toml".into()))
+        );
+        assert_eq!(
+            map("../shared/gate.toml"),
+            Ok(Some("shared/gate.toml".into()))
+        );
+        assert_eq!(map("./../svc/./x.toml"), Ok(Some("svc/x.toml".into())));
+        assert_eq!(
+            map("/work/repo/ci/gate.toml"),
+            Ok(Some("ci/gate.toml".into()))
+        );
+        // Outside the repository: the runner's file, read as given.
+        assert_eq!(map("../../runner/gate.toml"), Ok(None));
+        assert_eq!(map("/etc/changegate.toml"), Ok(None));
+        assert!(map("..").unwrap_err().contains("top directory"));
+        assert!(map("../../../../..").unwrap_err().contains("root"));
     }
 
     #[test]

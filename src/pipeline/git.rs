@@ -322,40 +322,64 @@ fn git_with_input(workdir: &Path, args: &[&str], input: &[u8]) -> Option<Vec<u8>
 /// How long the one fetch of a pull request pipeline's default branch may take.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Fetches the tip of `branch` from `origin` into `refs/remotes/origin/<branch>`
-/// (`git fetch --depth=1`), with the credentials the checkout already has (GitLab's remote
-/// URL carries the job token; actions/checkout leaves its token in the git config).
-/// `branch` must have passed [`valid_branch_name`]. The error is git's own reason, with
-/// any credentials in a URL blanked out.
-pub async fn fetch_branch(workdir: &Path, branch: &str) -> Result<(), String> {
+/// Why [`fetch_branch`] did not bring the branch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct FetchFailed {
+    /// git itself could not be run: nothing else git could do would help either.
+    pub no_git: bool,
+    /// git's own reason, with any credentials in a URL blanked out.
+    pub reason: String,
+}
+
+impl FetchFailed {
+    fn new(reason: String) -> FetchFailed {
+        FetchFailed {
+            no_git: false,
+            reason,
+        }
+    }
+}
+
+/// Fetches the tip of `branch` from `origin` into `refs/remotes/origin/<branch>`, with the
+/// credentials the checkout already has (GitLab's remote URL carries the job token;
+/// actions/checkout leaves its token in the git config). `--depth=1` only in a `shallow`
+/// repository: in a complete one it would cut the history short at the fetched tip (git
+/// records it as a shallow boundary), and the commit ranges the gate reads need it whole.
+/// `branch` must have passed [`valid_branch_name`].
+pub async fn fetch_branch(workdir: &Path, branch: &str, shallow: bool) -> Result<(), FetchFailed> {
     if !valid_branch_name(branch) {
-        return Err(format!("{branch:?} is not a valid branch name"));
+        return Err(FetchFailed::new(format!(
+            "{branch:?} is not a valid branch name"
+        )));
     }
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"];
+    if shallow {
+        args.push("--depth=1");
+    }
+    args.extend(["origin", refspec.as_str()]);
     let run = tokio::process::Command::new("git")
         .arg("-C")
         .arg(workdir)
-        .args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-recurse-submodules",
-            "--depth=1",
-            "origin",
-            &refspec,
-        ])
+        .args(&args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
     let out = match tokio::time::timeout(FETCH_TIMEOUT, run).await {
         Err(_) => {
-            return Err(format!(
+            return Err(FetchFailed::new(format!(
                 "git fetch did not finish within {}s",
                 FETCH_TIMEOUT.as_secs()
-            ));
+            )));
         }
-        Ok(Err(e)) => return Err(format!("git could not be run: {e}")),
+        Ok(Err(e)) => {
+            return Err(FetchFailed {
+                no_git: true,
+                reason: format!("git could not be run: {e}"),
+            });
+        }
         Ok(Ok(out)) => out,
     };
     if out.status.success() {
@@ -376,11 +400,11 @@ pub async fn fetch_branch(workdir: &Path, branch: &str) -> Result<(), String> {
         reason.truncate(cut);
         reason.push('…');
     }
-    Err(if reason.is_empty() {
+    Err(FetchFailed::new(if reason.is_empty() {
         format!("git fetch failed ({})", out.status)
     } else {
         format!("git fetch failed: {reason}")
-    })
+    }))
 }
 
 /// Blanks the user-info part of any URL in `text` (`https://user:token@host` →

@@ -501,6 +501,7 @@ mod gitlab {
                 "0000000000000000000000000000000000000000",
             )
             .env("CI_COMMIT_REF_NAME", "main")
+            .env("CI_COMMIT_BRANCH", "main")
             .env("CI_COMMIT_TITLE", "PAY-7: retry card declines once")
             .env("CI_DEFAULT_BRANCH", "main")
             .env(

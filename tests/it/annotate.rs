@@ -456,17 +456,7 @@ impl Pipeline {
             .as_str()
             .unwrap_or("main")
             .to_string();
-        for args in [
-            vec!["add", ".changegate.toml"],
-            vec!["commit", "-q", "-m", "changegate config"],
-            vec![
-                "update-ref",
-                &format!("refs/remotes/origin/{default_branch}"),
-                "HEAD",
-            ],
-        ] {
-            git(dir.path(), &args);
-        }
+        default_branch_is_head(dir.path(), &default_branch);
         let event_path = dir.path().join("event.json");
         std::fs::write(&event_path, serde_json::to_string(&event).unwrap()).unwrap();
         Pipeline {
@@ -485,14 +475,7 @@ impl Pipeline {
         std::fs::write(self.path().join(file), text).unwrap();
         git(self.path(), &["add", file]);
         git(self.path(), &["commit", "-q", "-m", "another config"]);
-        git(
-            self.path(),
-            &[
-                "update-ref",
-                &format!("refs/remotes/origin/{}", self.default_branch),
-                "HEAD",
-            ],
-        );
+        default_branch_is_head(self.path(), &self.default_branch);
     }
 
     fn github(&self, api: &str, event_name: &str, sha: &str) -> assert_cmd::Command {
@@ -1407,20 +1390,24 @@ fn gitlab_cmd(
         )
         .env("CI_COMMIT_SHA", GL_SHA)
         .env("CI_COMMIT_REF_NAME", "feature/fees")
+        .env("CI_DEFAULT_BRANCH", "main")
         .env("CI_ENVIRONMENT_NAME", "production")
         .env(
             "CI_PIPELINE_URL",
             "https://gitlab.example.com/acme/payments-api/-/pipelines/9",
         )
         .args(args);
+    if mr.is_none() {
+        cmd.env("CI_COMMIT_BRANCH", "feature/fees");
+    }
+    // Either way the default branch's config governs: a merge request's, or a branch
+    // pipeline's of `feature/fees`.
+    default_branch_is_head(dir, "main");
     if let Some(iid) = mr {
-        default_branch_is_head(dir, "main");
-        cmd.env("CI_MERGE_REQUEST_IID", iid)
-            .env("CI_DEFAULT_BRANCH", "main")
-            .env(
-                "CI_MERGE_REQUEST_TITLE",
-                "Fees: @backend-team please look | ~urgent",
-            );
+        cmd.env("CI_MERGE_REQUEST_IID", iid).env(
+            "CI_MERGE_REQUEST_TITLE",
+            "Fees: @backend-team please look | ~urgent",
+        );
     }
     cmd
 }

@@ -837,6 +837,11 @@ fn a_broken_config_is_exit_2_with_key_and_line() {
             "line 2",
             "sensitive_paths",
         ),
+        (
+            "[risk]\nmax_lines_changed = 10\nsensitive_paths = [\"../migrations/**\"]\n",
+            "line 3",
+            "sensitive_paths",
+        ),
     ];
     for (text, line, key) in cases {
         config(dir, text);
@@ -1483,8 +1488,14 @@ fn help_and_version() {
 
 /// A checkout whose last commit adds `names` under a `migrations/**` sensitive path.
 fn sensitive_commit(names: &[&str]) -> tempfile::TempDir {
-    let repo =
-        repo_with("[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"migrations/**\"]\n");
+    sensitive_commit_with("migrations/**", names)
+}
+
+/// A checkout whose last commit adds `names`, with `pattern` as the sensitive path.
+fn sensitive_commit_with(pattern: &str, names: &[&str]) -> tempfile::TempDir {
+    let repo = repo_with(&format!(
+        "[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"{pattern}\"]\n"
+    ));
     let dir = repo.path();
     git(dir, &["add", ".changegate.toml"]);
     git(dir, &["commit", "-q", "-m", "config"]);
@@ -1518,6 +1529,30 @@ fn sensitive_path_with_quoted_name_sends_to_approval() {
             paths["reason"],
             format!("touches sensitive paths: {name}"),
             "the real path, not git's quoted form"
+        );
+    }
+}
+
+/// The directory written as people write it elsewhere (gitignore, CODEOWNERS) is the
+/// directory: `config check` takes it, and touching a file under it needs approval.
+#[test]
+fn sensitive_paths_in_directory_style_send_to_approval() {
+    for pattern in [
+        "migrations/",
+        "migrations",
+        "/migrations/**",
+        "./migrations/**",
+    ] {
+        let repo = sensitive_commit_with(pattern, &["migrations/002_drop.sql", "app/x.rs"]);
+        let out = run(repo.path(), &["config", "check"]);
+        assert_eq!(code(&out), 0, "{pattern}: {}", stderr(&out));
+        let out = run(repo.path(), &["gate", "--wait", "0", "--format", "json"]);
+        let doc = json_exiting(&out, 1);
+        assert_eq!(doc["decision"], "needs-approval", "{pattern}");
+        assert_eq!(
+            rule(&doc, "risk-paths")["reason"],
+            "touches sensitive paths: migrations/002_drop.sql",
+            "{pattern}"
         );
     }
 }

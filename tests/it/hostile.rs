@@ -426,7 +426,12 @@ fn a_file_name_cannot_inject_workflow_commands() {
     let event = dir.join("event.json");
     std::fs::write(
         &event,
-        serde_json::json!({"before": before, "after": sha}).to_string(),
+        serde_json::json!({
+            "before": before,
+            "after": sha,
+            "repository": {"default_branch": "main"}
+        })
+        .to_string(),
     )
     .unwrap();
     let outputs = dir.join("outputs");
@@ -443,6 +448,8 @@ fn a_file_name_cannot_inject_workflow_commands() {
             .env("GITHUB_ACTIONS", "true")
             .env("GITHUB_EVENT_NAME", "push")
             .env("GITHUB_EVENT_PATH", &event)
+            // A push to the default branch: its checkout's config governs.
+            .env("GITHUB_REF", "refs/heads/main")
             .env("GITHUB_REPOSITORY", "acme/api")
             .env("GITHUB_SHA", &sha)
             .env("GITHUB_OUTPUT", &outputs)

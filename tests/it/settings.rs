@@ -12,7 +12,10 @@ use serde_json::json;
 use wiremock::matchers::{any, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{changegate, git, git_repo, github_actions, gitlab_ci, json_doc, reference};
+use crate::support::{
+    changegate, default_branch_is_head, git, git_repo, github_actions, gitlab_ci, json_doc,
+    reference,
+};
 
 /// What the default branch says: enforce, and a freeze that blocks every deploy.
 const DEFAULT_BRANCH_CONFIG: &str = "mode = \"enforce\"\n\n[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"locked down\"\n";
@@ -143,9 +146,8 @@ impl Forge {
 }
 
 /// A pull request checkout whose own copy of the config says observe. With
-/// `default_branch_config`, the checkout also has the default branch (as
-/// `refs/remotes/origin/<branch>`) holding it; either way its `origin` cannot serve a fetch,
-/// so nothing here reaches the network.
+/// `default_branch_config`, its `origin` (a local bare repository) has the default branch
+/// holding it; without, its `origin` cannot serve a fetch. Nothing here reaches the network.
 fn pr_checkout(forge: Forge, default_branch_config: Option<&str>) -> tempfile::TempDir {
     let repo = git_repo();
     let dir = repo.path();
@@ -158,14 +160,7 @@ fn pr_checkout(forge: Forge, default_branch_config: Option<&str>) -> tempfile::T
         std::fs::write(dir.join(".changegate.toml"), text).expect("write");
         git(dir, &["add", ".changegate.toml"]);
         git(dir, &["commit", "-q", "-m", "the team's gate"]);
-        git(
-            dir,
-            &[
-                "update-ref",
-                &format!("refs/remotes/origin/{}", forge.branch()),
-                "HEAD",
-            ],
-        );
+        default_branch_is_head(dir, forge.branch());
     }
     std::fs::write(dir.join(".changegate.toml"), PR_CONFIG).expect("write");
     git(dir, &["add", ".changegate.toml"]);
@@ -246,7 +241,7 @@ fn token_fix(forge: Forge) -> &'static str {
 /// How the checkout could have read it without the API.
 fn fetch_fix(forge: Forge) -> &'static str {
     match forge {
-        Forge::GitHub => "fetch-depth: 0",
+        Forge::GitHub => "git fetch origin master",
         Forge::GitLab => "git fetch origin main",
     }
 }
@@ -372,7 +367,7 @@ async fn pr_config_github_without_a_token_fails_closed() {
         .gate(repo.path(), &server.uri())
         .env_remove("GITHUB_TOKEN"));
     assert_fails_closed(Forge::GitHub, &result, "no GitHub token", "contents: read");
-    assert!(result.2.contains("fetch-depth: 0"), "{}", result.2);
+    assert!(result.2.contains("persist-credentials"), "{}", result.2);
     server.verify().await;
 }
 
@@ -607,7 +602,7 @@ async fn pr_config_explicit_path_in_the_checkout_comes_from_the_default_branch()
     std::fs::write(dir.join("ci/gate.toml"), DEFAULT_BRANCH_CONFIG).expect("write");
     git(dir, &["add", "ci/gate.toml"]);
     git(dir, &["commit", "-q", "-m", "the team's gate"]);
-    git(dir, &["update-ref", "refs/remotes/origin/master", "HEAD"]);
+    default_branch_is_head(dir, "master");
     std::fs::write(dir.join("ci/gate.toml"), PR_CONFIG).expect("write");
     git(dir, &["commit", "-q", "-am", "loosen the gate"]);
     let server = forge.fake(vec![], None).await;
@@ -702,10 +697,228 @@ async fn pr_config_without_git_the_fix_is_the_token_alone() {
             None,
         )
         .await;
-    let result = run(&mut forge.gate(dir.path(), &server.uri()));
+    let result = run(forge
+        .gate(dir.path(), &server.uri())
+        .env("GITHUB_WORKSPACE", dir.path()));
     assert_fails_closed(forge, &result, "no git checkout", "contents: read");
-    assert!(!result.2.contains("fetch-depth"), "{}", result.2);
+    assert!(!result.2.contains("git fetch origin"), "{}", result.2);
     server.verify().await;
+}
+
+/// A workspace reused from an earlier job keeps its `refs/remotes/origin/<default>`: here
+/// one from before the team added its gate. The run fetches the default branch anyway, so
+/// the freeze pushed since governs — and a complete clone is not made shallow by it.
+async fn stale_default_branch_ref_is_fetched_again(forge: Forge) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let seed = root.path().join("seed");
+    std::fs::create_dir(&seed).expect("mkdir");
+    git(&seed, &["init", "-q", "-b", forge.branch()]);
+    std::fs::write(seed.join("app.txt"), "v1\n").expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-q", "-m", "no gate yet"]);
+    git(&seed, &["checkout", "-q", "-b", "loosen"]);
+    std::fs::write(seed.join(".changegate.toml"), PR_CONFIG).expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-q", "-m", "loosen the gate"]);
+    git(
+        root.path(),
+        &["clone", "-q", "--bare", "seed", "origin.git"],
+    );
+    let origin = format!("file://{}", root.path().join("origin.git").display());
+    git(
+        root.path(),
+        &["clone", "-q", "-b", "loosen", &origin, "work"],
+    );
+    let work = root.path().join("work");
+    let stale = git(&work, &["rev-parse", &format!("origin/{}", forge.branch())]);
+    // Someone else merges the team's gate into the default branch.
+    git(
+        root.path(),
+        &["clone", "-q", "-b", forge.branch(), &origin, "other"],
+    );
+    let other = root.path().join("other");
+    std::fs::write(other.join(".changegate.toml"), DEFAULT_BRANCH_CONFIG).expect("write");
+    git(&other, &["add", "."]);
+    git(&other, &["commit", "-q", "-m", "the team's gate"]);
+    git(&other, &["push", "-q", "origin", forge.branch()]);
+
+    let server = forge.fake(vec![], None).await;
+    let result = run(&mut forge.gate(&work, &server.uri()));
+    assert_default_branch_governed(&result);
+    server.verify().await;
+    let now = git(&work, &["rev-parse", &format!("origin/{}", forge.branch())]);
+    assert_ne!(now, stale);
+    assert!(
+        !work.join(".git/shallow").exists(),
+        "the clone became shallow"
+    );
+    assert_eq!(git(&work, &["rev-list", "--count", "HEAD"]).trim(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_github_stale_default_branch_ref_is_fetched_again() {
+    stale_default_branch_ref_is_fetched_again(Forge::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_gitlab_stale_default_branch_ref_is_fetched_again() {
+    stale_default_branch_ref_is_fetched_again(Forge::GitLab).await;
+}
+
+/// Run from a subdirectory, paths are still the repository's: the default file is the
+/// directory's own `.changegate.toml` and `--config ../x` or an absolute path inside the
+/// repository are read from the default branch too.
+#[tokio::test(flavor = "multi_thread")]
+async fn pr_config_run_from_a_subdirectory_reads_the_default_branch() {
+    let forge = Forge::GitHub;
+    let repo = git_repo();
+    let dir = repo.path();
+    for sub in ["svc", "shared"] {
+        std::fs::create_dir(dir.join(sub)).expect("mkdir");
+    }
+    let files = ["svc/.changegate.toml", "shared/changegate.toml"];
+    for file in files {
+        std::fs::write(dir.join(file), DEFAULT_BRANCH_CONFIG).expect("write");
+    }
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "the team's gates"]);
+    default_branch_is_head(dir, "master");
+    for file in files {
+        std::fs::write(dir.join(file), PR_CONFIG).expect("write");
+    }
+    git(dir, &["commit", "-q", "-am", "loosen the gates"]);
+    let svc = dir.join("svc");
+    let server = forge.fake(vec![], None).await;
+    let absolute = dir.join("shared/changegate.toml");
+    for config in [
+        None,
+        Some(Path::new("../shared/changegate.toml")),
+        Some(&absolute),
+    ] {
+        let mut cmd = forge.gate(&svc, &server.uri());
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        assert_default_branch_governed(&run(&mut cmd));
+    }
+    server.verify().await;
+
+    // No checkout and no CI workspace to take the path from: it cannot be mapped.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::fs::write(elsewhere.path().join(".changegate.toml"), PR_CONFIG).expect("write");
+    let (code, out, err) = run(&mut forge.gate(elsewhere.path(), &server.uri()));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("cannot be mapped to a file of the repository"),
+        "{err}"
+    );
+}
+
+/// A checkout whose default branch (published on its `origin`) holds the team's gate, at a
+/// commit whose own copy says observe; both forges' default branches.
+fn feature_checkout() -> tempfile::TempDir {
+    let repo = pr_checkout(Forge::GitHub, Some(DEFAULT_BRANCH_CONFIG));
+    git(
+        &repo.path().join(".git/test-origin.git"),
+        &["branch", "main", "master"],
+    );
+    repo
+}
+
+/// changegate in a GitHub Actions job for `event` on `git_ref`, with no token (git alone
+/// reads the default branch), as a dry-run gate.
+fn github_job(dir: &Path, event: &str, git_ref: &str) -> assert_cmd::Command {
+    let payload = dir.join("event.json");
+    if !payload.exists() {
+        std::fs::copy(
+            reference("github-webhooks/examples/pull_request/opened.payload.json"),
+            &payload,
+        )
+        .expect("copy payload");
+    }
+    let mut cmd = changegate(dir);
+    github_actions(
+        &mut cmd,
+        event,
+        &payload,
+        "Codertocat/Hello-World",
+        &"a".repeat(40),
+    )
+    .env("GITHUB_API_URL", "http://127.0.0.1:9")
+    .env("GITHUB_REF", git_ref)
+    .args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    cmd
+}
+
+/// changegate in a GitLab CI job with these variables, as a dry-run gate.
+fn gitlab_job(dir: &Path, vars: &[(&str, &str)]) -> assert_cmd::Command {
+    let mut cmd = changegate(dir);
+    gitlab_ci(&mut cmd, "acme/payments-api", &"a".repeat(40))
+        .env_remove("CI_COMMIT_BRANCH")
+        .env("CI_API_V4_URL", "http://127.0.0.1:9/api/v4");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    cmd
+}
+
+/// The checkout's own copy governed: observe, so the dry run passes.
+#[track_caller]
+fn assert_own_copy_governed((code, out, err): &(i32, String, String)) {
+    assert_eq!(*code, 0, "{err}");
+    assert_eq!(json_doc(out.as_bytes())["mode"], "observe", "{out}");
+}
+
+/// Pushes to other branches, tags, merge queues and runs by hand gate a ref that is not
+/// the default branch: its config comes from the default branch. Only the default
+/// branch's own pipelines, and local runs, read the checkout's copy.
+#[test]
+fn pipelines_of_other_refs_are_governed_by_the_default_branch() {
+    let repo = feature_checkout();
+    let dir = repo.path();
+    for (event, git_ref) in [
+        ("push", "refs/heads/pr"),
+        ("push", "refs/tags/v1.2.0"),
+        ("merge_group", "refs/heads/gh-readonly-queue/master/pr-2"),
+        ("workflow_dispatch", "refs/heads/pr"),
+        ("release", "refs/tags/v1.2.0"),
+    ] {
+        let result = run(&mut github_job(dir, event, git_ref));
+        assert_default_branch_governed(&result);
+    }
+    for vars in [
+        &[("CI_COMMIT_BRANCH", "pr"), ("CI_DEFAULT_BRANCH", "main")][..],
+        &[("CI_COMMIT_TAG", "v1.2.0"), ("CI_DEFAULT_BRANCH", "main")][..],
+        &[("CI_DEFAULT_BRANCH", "main")][..],
+    ] {
+        assert_default_branch_governed(&run(&mut gitlab_job(dir, vars)));
+    }
+
+    assert_own_copy_governed(&run(&mut github_job(dir, "push", "refs/heads/master")));
+    assert_own_copy_governed(&run(&mut github_job(dir, "schedule", "refs/heads/master")));
+    assert_own_copy_governed(&run(&mut gitlab_job(
+        dir,
+        &[("CI_COMMIT_BRANCH", "main"), ("CI_DEFAULT_BRANCH", "main")],
+    )));
+    let mut local = changegate(dir);
+    local.args(["gate", "--wait", "0", "--dry-run", "--format", "json"]);
+    assert_own_copy_governed(&run(&mut local));
+}
+
+/// Where the default branch is unknown, a pipeline of another ref cannot know its config.
+#[test]
+fn pipelines_of_other_refs_without_a_default_branch_fail_closed() {
+    let repo = feature_checkout();
+    let dir = repo.path();
+    std::fs::write(dir.join("event.json"), r#"{"ref":"refs/heads/pr"}"#).expect("write");
+    let (code, _, err) = run(&mut github_job(dir, "push", "refs/heads/pr"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("default branch is unknown"), "{err}");
+    let (code, _, err) =
+        run(gitlab_job(dir, &[("CI_COMMIT_BRANCH", "pr")]).env_remove("CI_DEFAULT_BRANCH"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CI_DEFAULT_BRANCH is not set"), "{err}");
 }
 
 const SN_PASSWORD: &str = "hunter2-Secret";

@@ -39,9 +39,11 @@ pub fn git_repo() -> tempfile::TempDir {
 }
 
 /// Makes the checkout's `.changegate.toml` (if any) the default branch's as well, as a
-/// pull/merge request pipeline whose checkout fetched `branch` sees it: commits the file and
-/// points `refs/remotes/origin/<branch>` at HEAD. A pull request pipeline reads its config
-/// from there, never from the work tree.
+/// pipeline whose gated ref is not the default branch sees it: commits the file and
+/// publishes HEAD as `branch` of an `origin` that serves fetches (a bare repository inside
+/// `.git`, out of the work tree). Such a pipeline fetches the default branch and reads its
+/// config from there, never from the work tree; the `origin` URL's repository name is lost,
+/// so such runs must name their repository in the CI variables.
 pub fn default_branch_is_head(dir: &Path, branch: &str) {
     let changed = dir.join(".changegate.toml").is_file()
         && !git(dir, &["status", "--porcelain", "--", ".changegate.toml"]).is_empty();
@@ -49,12 +51,20 @@ pub fn default_branch_is_head(dir: &Path, branch: &str) {
         git(dir, &["add", ".changegate.toml"]);
         git(dir, &["commit", "-q", "-m", "changegate config"]);
     }
+    let origin = dir.join(".git/test-origin.git");
+    if !origin.exists() {
+        git(dir, &["init", "-q", "--bare", &origin.to_string_lossy()]);
+    }
+    let url = format!("file://{}", origin.display());
+    git(dir, &["remote", "set-url", "origin", &url]);
     git(
         dir,
         &[
-            "update-ref",
-            &format!("refs/remotes/origin/{branch}"),
-            "HEAD",
+            "push",
+            "-q",
+            "-f",
+            &url,
+            &format!("HEAD:refs/heads/{branch}"),
         ],
     );
 }
@@ -75,11 +85,14 @@ pub fn github_actions<'a>(
         .env("GITHUB_SHA", sha)
 }
 
-/// The variables of a GitLab CI job in project `project_path` at commit `sha`.
+/// The variables of a GitLab CI job of the default branch `main`, in project
+/// `project_path` at commit `sha`.
 pub fn gitlab_ci<'a>(cmd: &'a mut Command, project_path: &str, sha: &str) -> &'a mut Command {
     cmd.env("GITLAB_CI", "true")
         .env("CI_PROJECT_PATH", project_path)
         .env("CI_COMMIT_SHA", sha)
+        .env("CI_COMMIT_BRANCH", "main")
+        .env("CI_DEFAULT_BRANCH", "main")
 }
 
 /// A `--format json` document (a command's stdout), parsed.

@@ -1018,3 +1018,60 @@ fn unknown_facts_fail_unless_when_unknown_pass() {
     );
     assert!(rule(&d, codes::RISK_PATHS).passed);
 }
+
+/// `migrations/`, `migrations`, `/migrations/**` (CODEOWNERS style) and `./migrations/**`
+/// all mean the directory: each one matches what is under it, and nothing merely named alike.
+#[test]
+fn sensitive_path_patterns_in_directory_styles_match_the_directory() {
+    for pattern in [
+        "migrations/",
+        "migrations",
+        "/migrations/**",
+        "./migrations/**",
+        "/migrations/",
+        "migrations/**",
+    ] {
+        let mut set = globset::GlobSetBuilder::new();
+        for g in sensitive_globs(pattern).unwrap() {
+            set.add(g);
+        }
+        let set = set.build().unwrap();
+        for path in ["migrations/001.sql", "migrations/2024/002.sql"] {
+            assert!(set.is_match(path), "{pattern} should match {path}");
+        }
+        for path in [
+            "src/migrations.rs",
+            "migrations.md",
+            "db/migrations/001.sql",
+        ] {
+            assert!(!set.is_match(path), "{pattern} should not match {path}");
+        }
+    }
+    // A file named as such is matched too.
+    let globs = sensitive_globs("/Dockerfile").unwrap();
+    assert!(
+        globs
+            .iter()
+            .any(|g| g.compile_matcher().is_match("Dockerfile"))
+    );
+}
+
+/// Patterns no touched path could ever match are refused, saying why.
+#[test]
+fn sensitive_path_patterns_that_never_match_are_refused() {
+    for (pattern, why) in [
+        ("../migrations/**", "`..`"),
+        ("migrations/./x", "`.`"),
+        ("migrations//x", "`//`"),
+        ("!migrations/**", "no negation"),
+        ("migrations\\**", "`/`"),
+        (" migrations/**", "spaces"),
+        ("", "empty"),
+        ("/", "whole repository"),
+        ("./", "whole repository"),
+        ("migrations/{", "not a valid glob"),
+    ] {
+        let err = sensitive_globs(pattern).unwrap_err();
+        assert!(err.contains(why), "{pattern:?}: {err}");
+    }
+}
