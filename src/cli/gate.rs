@@ -121,37 +121,35 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;
     let existing = itsm.find_for_decision(&facts.key()).await?;
     let emergency_requested = args.emergency.is_some();
+    // The run's mode judges the gate: a decision made under another mode does not stand,
+    // and a rejection stands but blocks an enforce run whatever mode it was asked in.
+    let mode = s.mode();
     let standing = existing
         .as_ref()
-        .filter(|r| r.decision.is_some() && r.decision_stands(s.mode(), emergency_requested));
+        .filter(|r| r.decision.is_some() && r.decision_stands(mode, emergency_requested));
     let decision = match standing.and_then(|r| r.decision.clone()) {
         Some(d) => d,
         None => decide_change(ctx, itsm.as_ref(), &facts, args.emergency.clone()).await?,
     };
-    let mode = decision.mode;
+    // A closed or cancelled record whose decision does not stand (made in observe mode, or
+    // its mode unknown) is not reopened: the new decision is reported and judged as if
+    // written, so only a pre-approval lets the deploy go ahead.
+    let closed = existing
+        .as_ref()
+        .filter(|r| standing.is_none() && matches!(r.state, State::Closed | State::Cancelled));
 
-    if s.dry_run {
-        let mut report = Report::from_record(existing.as_ref(), &facts, mode, true);
-        // What a run would report: a standing refusal stays the final word.
-        let kind = match standing {
-            Some(r) => r.final_decision().unwrap_or(decision.kind),
-            None => decision.kind,
-        };
-        report.decision = Some(kind);
-        report.rules = decision.rules.clone();
-        report.emergency = decision.emergency.clone();
-        report.sprint = Some(crate::output::SprintInfo {
-            index: decision.sprint,
-            allowance: decision.allowance,
-            used: decision.allowance_used,
-        });
-        report.clock_override = decision.clock_override.clone();
-        let exit = exit_for(kind.gate(mode, existing.as_ref().map(|r| r.state)));
-        change::emit(ctx, &report, &facts, exit)?;
-        return Ok(exit);
+    if s.dry_run || closed.is_some() {
+        return unwritten(ctx, &facts, existing.as_ref(), standing, &decision, closed).await;
     }
 
     let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
+    if matches!(record.state, State::Closed | State::Cancelled)
+        && !(record.decision.is_some() && record.decision_stands(mode, emergency_requested))
+    {
+        // A closed record the lookup missed and `open` found (the backend left it as it is).
+        let found = record.clone();
+        return unwritten(ctx, &facts, Some(&found), None, &decision, Some(&found)).await;
+    }
     if record.decision.is_none() {
         record.decision = Some(decision);
     }
@@ -164,17 +162,20 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
     let mut rejected_now = false;
     let wait = args.wait.unwrap_or(s.approval_timeout);
     let waits = policy.kind == DecisionKind::NeedsApproval
-        && policy.mode == Mode::Enforce
+        && mode == Mode::Enforce
         && record.state == State::AwaitingApproval;
     if waits && !wait.is_zero() {
         // Reviewers see "waiting for approval" on the pull request while the gate waits.
-        let waiting = Report::from_record(Some(&record), &facts, mode, false);
+        let mut waiting = Report::from_record(Some(&record), &facts, mode, false);
+        waiting.mode = mode;
         forge::annotate(s, &waiting, &facts, Some(&record)).await?;
         let (after, timed_out) = wait_for_approval(ctx, itsm.as_ref(), record, wait).await?;
         record = after;
         if timed_out {
             // The clock's word is final for this run: `blocked`, still awaiting approval.
             let why = format!("approval timed out after {}", fmt_secs(wait));
+            // Set first: a backend marks a timeout so that a re-run reads it back.
+            record.timed_out = true;
             record = itsm.record_refusal(&record, &why, s.now).await?;
             record.timed_out = true;
             message = Some(why);
@@ -204,14 +205,77 @@ pub async fn run(ctx: &Ctx, args: &GateArgs) -> Result<Exit> {
         }
         message.get_or_insert(why);
     }
-    let exit = exit_for(record.gate().unwrap_or(Gate::Blocked));
+    let exit = exit_for(record.gate(mode).unwrap_or(Gate::Blocked));
     if exit == Exit::Pass {
         record = itsm.start(&record, s.now).await?;
     }
     let mut report = Report::from_record(Some(&record), &facts, mode, false);
+    report.mode = mode;
     report.message = message;
     change::emit(ctx, &report, &facts, exit)?;
     forge::annotate(s, &report, &facts, Some(&record)).await?;
+    Ok(exit)
+}
+
+/// What a run reports, and its exit, for a decision that is not written: a dry run's, or
+/// one a closed or cancelled record does not take (`closed`). A standing decision keeps its
+/// final word and state; a new one is judged in the state its write would set, in the run's
+/// mode, so a dry run predicts the real run and a closed observe record never lets an
+/// enforce run pass.
+async fn unwritten(
+    ctx: &Ctx,
+    facts: &crate::domain::ChangeFacts,
+    existing: Option<&ChangeRecord>,
+    standing: Option<&ChangeRecord>,
+    decision: &Decision,
+    closed: Option<&ChangeRecord>,
+) -> Result<Exit> {
+    let s = &ctx.settings;
+    let mode = s.mode();
+    let mut report = Report::from_record(existing, facts, mode, s.dry_run);
+    let (kind, state) = match standing {
+        Some(r) => (r.final_decision().unwrap_or(decision.kind), r.state),
+        None => (decision.kind, decision.state_after()),
+    };
+    report.decision = Some(kind);
+    if standing.is_none() {
+        // The record's refusal, if any, is not what this decision would write.
+        report.policy_decision = None;
+    }
+    report.mode = mode;
+    if existing.is_some() {
+        report.state = Some(state);
+    }
+    // A closed record's outcome belongs to the deploy it recorded, not to this run.
+    if closed.is_some() {
+        report.outcome = None;
+    }
+    report.rules = decision.rules.clone();
+    report.emergency = decision.emergency.clone();
+    report.sprint = Some(crate::output::SprintInfo {
+        index: decision.sprint,
+        allowance: decision.allowance,
+        used: decision.allowance_used,
+    });
+    report.clock_override = decision.clock_override.clone();
+    let exit = exit_for(kind.gate(mode, Some(state)));
+    if let Some(r) = closed {
+        report.message = Some(format!(
+            "{} is {} and its decision does not stand in {} mode: decided again as {kind}, not written to it; {}",
+            r.id,
+            r.state,
+            mode.as_str(),
+            if exit == Exit::Pass {
+                "the deploy goes ahead"
+            } else {
+                "the deploy does not go ahead (a closed change is not reopened)"
+            }
+        ));
+    }
+    change::emit(ctx, &report, facts, exit)?;
+    if !s.dry_run {
+        forge::annotate(s, &report, facts, existing).await?;
+    }
     Ok(exit)
 }
 

@@ -289,6 +289,11 @@ pub struct ChangeRecord {
     /// final word is `blocked` until a human decides.
     #[serde(default)]
     pub timed_out: bool,
+    /// The decision was rebuilt from the backend's own fields (a change's type and state,
+    /// labels) because changegate's stored text of it is gone: its mode is not known, so it
+    /// never stands and the gate decides again.
+    #[serde(default)]
+    pub decision_inferred: bool,
 }
 
 impl ChangeRecord {
@@ -309,30 +314,33 @@ impl ChangeRecord {
         })
     }
 
-    /// What the gate does with this change now (see [`DecisionKind::gate`]).
-    pub fn gate(&self) -> Option<Gate> {
-        let d = self.decision.as_ref()?;
-        Some(self.final_decision()?.gate(d.mode, Some(self.state)))
+    /// What a gate run in `mode` does with this change now (see [`DecisionKind::gate`]). The
+    /// run's mode, not the one the decision was made under: a rejection blocks an enforce
+    /// run whatever mode the change was first decided in.
+    pub fn gate(&self, mode: Mode) -> Option<Gate> {
+        Some(self.final_decision()?.gate(mode, Some(self.state)))
     }
 
     /// Whether what the record holds stands on a re-run of a gate in `mode`, or the change
-    /// is decided again. A human's rejection is never re-decided by the policy, nor is a
-    /// record already closed or cancelled. A decision stands only for the mode it was made
-    /// under. Within it, a policy block is decided again (the freeze may have ended) unless
-    /// the deploy already went ahead, and a newly declared emergency re-decides a change
-    /// still waiting for approval.
+    /// is decided again. A human's rejection always stands (and blocks, see [`Self::gate`]).
+    /// Any other decision stands only for the mode it was made under, and never when its
+    /// mode is unknown ([`Self::decision_inferred`]): an observe decision never lets an
+    /// enforce run pass. Within its mode, a closed or cancelled record's decision stands, a
+    /// policy block is decided again (the freeze may have ended) unless the deploy already
+    /// went ahead, and a newly declared emergency re-decides a change still waiting for
+    /// approval. A closed or cancelled record that never held a decision is left as it is.
     pub fn decision_stands(&self, mode: Mode, emergency_requested: bool) -> bool {
-        if matches!(
-            self.state,
-            State::Rejected | State::Closed | State::Cancelled
-        ) {
+        if self.state == State::Rejected {
             return true;
         }
         let Some(d) = &self.decision else {
-            return false;
+            return matches!(self.state, State::Closed | State::Cancelled);
         };
-        if d.mode != mode {
+        if self.decision_inferred || d.mode != mode {
             return false;
+        }
+        if matches!(self.state, State::Closed | State::Cancelled) {
+            return true;
         }
         match d.kind {
             DecisionKind::Blocked => self.state == State::Implementing,
@@ -343,6 +351,14 @@ impl ChangeRecord {
             }
             DecisionKind::PreApproved => true,
         }
+    }
+
+    /// Whether a backend writes a new decision made in `mode` on this record: only when its
+    /// own does not stand, and never on a closed or cancelled record (its outcome belongs
+    /// to the deploy it recorded; the gate judges the new decision without writing it).
+    pub fn takes_decision(&self, mode: Mode, emergency_requested: bool) -> bool {
+        !self.decision_stands(mode, emergency_requested)
+            && !matches!(self.state, State::Closed | State::Cancelled)
     }
 
     /// The commit of the change, from its correlation key (whose SHA is never shortened).
@@ -384,6 +400,7 @@ mod tests {
             deployed_at: None,
             incidents: Vec::new(),
             timed_out: false,
+            decision_inferred: false,
         }
     }
 
@@ -393,21 +410,28 @@ mod tests {
         let e = Mode::Enforce;
         let rejected = record(NeedsApproval, e, State::Rejected);
         assert_eq!(rejected.final_decision(), Some(Blocked));
-        assert_eq!(rejected.gate(), Some(Gate::Blocked));
+        assert_eq!(rejected.gate(e), Some(Gate::Blocked));
         let mut timed_out = record(NeedsApproval, e, State::AwaitingApproval);
-        assert_eq!(timed_out.gate(), Some(Gate::Waiting));
+        assert_eq!(timed_out.gate(e), Some(Gate::Waiting));
         timed_out.timed_out = true;
         assert_eq!(timed_out.final_decision(), Some(Blocked));
-        assert_eq!(timed_out.gate(), Some(Gate::Blocked));
+        assert_eq!(timed_out.gate(e), Some(Gate::Blocked));
         // Approved late: the timeout no longer counts.
         timed_out.state = State::Approved;
         assert_eq!(timed_out.final_decision(), Some(NeedsApproval));
-        assert_eq!(timed_out.gate(), Some(Gate::Pass));
-        // Observe mode never holds a deploy back, whatever the final word.
+        assert_eq!(timed_out.gate(e), Some(Gate::Pass));
+        // An observe run never holds a deploy back, whatever the final word.
         assert_eq!(
-            record(NeedsApproval, Mode::Observe, State::Rejected).gate(),
+            record(NeedsApproval, e, State::Rejected).gate(Mode::Observe),
             Some(Gate::Pass)
         );
+    }
+
+    #[test]
+    fn a_rejection_blocks_an_enforce_run_whatever_mode_it_was_asked_in() {
+        let r = record(DecisionKind::NeedsApproval, Mode::Observe, State::Rejected);
+        assert!(r.decision_stands(Mode::Enforce, false));
+        assert_eq!(r.gate(Mode::Enforce), Some(Gate::Blocked));
     }
 
     #[test]
@@ -420,15 +444,21 @@ mod tests {
             (PreApproved, e, Implementing, e, false, true),
             (PreApproved, o, Implementing, e, false, false),
             (NeedsApproval, o, AwaitingApproval, e, false, false),
+            (NeedsApproval, o, Implementing, e, false, false),
             (NeedsApproval, e, AwaitingApproval, e, false, true),
             (NeedsApproval, e, AwaitingApproval, e, true, false),
             (NeedsApproval, e, Approved, e, true, true),
             (NeedsApproval, e, Rejected, e, true, true),
             (NeedsApproval, e, Rejected, o, false, true),
+            (NeedsApproval, o, Rejected, e, false, true),
             (Blocked, e, New, e, false, false),
             (Blocked, o, Implementing, o, false, true),
-            (PreApproved, o, Closed, e, false, true),
-            (PreApproved, o, Cancelled, e, false, true),
+            (PreApproved, e, Closed, e, false, true),
+            (NeedsApproval, o, Closed, o, false, true),
+            (PreApproved, o, Closed, e, false, false),
+            (NeedsApproval, o, Closed, e, false, false),
+            (Blocked, o, Cancelled, e, false, false),
+            (NeedsApproval, e, Cancelled, o, false, false),
         ];
         for (kind, made, state, mode, emergency, want) in cases {
             assert_eq!(
@@ -437,6 +467,44 @@ mod tests {
                 "{kind} made in {made:?}, {state}, run in {mode:?}, emergency {emergency}"
             );
         }
+    }
+
+    #[test]
+    fn an_inferred_decision_never_stands_but_a_rejection_does() {
+        use DecisionKind::*;
+        for (kind, state) in [
+            (NeedsApproval, State::Implementing),
+            (PreApproved, State::Approved),
+            (PreApproved, State::Closed),
+        ] {
+            let mut r = record(kind, Mode::Enforce, state);
+            r.decision_inferred = true;
+            assert!(!r.decision_stands(Mode::Enforce, false), "{kind} {state}");
+        }
+        let mut rejected = record(NeedsApproval, Mode::Enforce, State::Rejected);
+        rejected.decision_inferred = true;
+        assert!(rejected.decision_stands(Mode::Enforce, false));
+    }
+
+    #[test]
+    fn a_closed_record_never_takes_a_new_decision() {
+        use DecisionKind::*;
+        let closed = record(NeedsApproval, Mode::Observe, State::Closed);
+        assert!(!closed.decision_stands(Mode::Enforce, false));
+        assert!(!closed.takes_decision(Mode::Enforce, false));
+        let waiting = record(NeedsApproval, Mode::Observe, State::AwaitingApproval);
+        assert!(waiting.takes_decision(Mode::Enforce, false));
+    }
+
+    #[test]
+    fn the_state_a_decision_sets() {
+        let d = |kind| record(kind, Mode::Enforce, State::New).decision.unwrap();
+        assert_eq!(d(DecisionKind::PreApproved).state_after(), State::Approved);
+        assert_eq!(
+            d(DecisionKind::NeedsApproval).state_after(),
+            State::AwaitingApproval
+        );
+        assert_eq!(d(DecisionKind::Blocked).state_after(), State::New);
     }
 
     #[test]

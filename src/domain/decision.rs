@@ -143,6 +143,16 @@ impl Decision {
         self.mode == Mode::Observe || self.kind == DecisionKind::PreApproved
     }
 
+    /// The state a backend sets when it writes this decision on a record not yet deployed:
+    /// what a dry run, or a re-decision that is not written, judges the gate by.
+    pub fn state_after(&self) -> State {
+        match self.kind {
+            DecisionKind::PreApproved => State::Approved,
+            DecisionKind::NeedsApproval => State::AwaitingApproval,
+            DecisionKind::Blocked => State::New,
+        }
+    }
+
     /// Whether this decision takes a slot of its sprint's allowance: a pre-approval that is
     /// not an emergency. Every tally of the allowance (ledger, ServiceNow, Jira, simulate)
     /// counts by this.

@@ -341,6 +341,7 @@ mod tests {
             deployed_at: None,
             incidents: Vec::new(),
             timed_out: false,
+            decision_inferred: false,
         }
     }
 

@@ -419,6 +419,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
             deployed_at: from_ts(row.get(11)?),
             incidents: Vec::new(),
             timed_out,
+            decision_inferred: false,
         },
     ))
 }
@@ -439,14 +440,6 @@ fn load(
         .query_map([id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(record))
-}
-
-fn state_after(decision: &Decision) -> State {
-    match decision.kind {
-        DecisionKind::PreApproved => State::Approved,
-        DecisionKind::NeedsApproval => State::AwaitingApproval,
-        DecisionKind::Blocked => State::New,
-    }
 }
 
 #[async_trait]
@@ -595,7 +588,7 @@ impl Itsm for Ledger {
                 )?;
             }
             if let Some(d) = decision
-                && !existing.decision_stands(d.mode, d.emergency.is_some()) {
+                && existing.takes_decision(d.mode, d.emergency.is_some()) {
                     // Counted again under the write lock: two changes decided at the same
                     // moment never both take the last free slot of the allowance.
                     let d = &self.recount_allowance(&tx, row_id, facts, d)?;
@@ -610,7 +603,7 @@ impl Itsm for Ledger {
                             d.kind.as_str(),
                             serde_json::to_string(d).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                             ts(now),
-                            state_after(d).as_str(),
+                            d.state_after().as_str(),
                             counts,
                             d.emergency.is_some(),
                             d.emergency,

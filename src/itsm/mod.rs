@@ -80,7 +80,8 @@ pub trait Itsm: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>>;
 
     /// Finds or creates the change record and writes the facts. With a decision, also
-    /// writes it (state, type, work note) unless the record already holds one that stands:
+    /// writes it (state, type, work note) unless the record is closed or cancelled or
+    /// already holds one that stands (see [`ChangeRecord::takes_decision`]):
     /// an existing pre-approved or needs-approval decision is kept, so a re-run of the same
     /// pipeline never re-decides (nor uses the allowance twice). Returns the record as stored.
     async fn open(
@@ -108,8 +109,9 @@ pub trait Itsm: Send + Sync {
     /// A gate saw the change refused while it waited (a human rejected it, or the wait ran
     /// out): the final decision is `blocked`, and the record says so with `why`. The
     /// embedded ledger stores a timeout as its final decision (a rejection it stored when
-    /// it was made); ServiceNow gets a work note and Jira a comment. Returns the record as
-    /// now stored.
+    /// it was made); ServiceNow gets a work note and Jira a comment. A timeout
+    /// (`record.timed_out`) is also marked where a re-run reads it back with the record
+    /// (ServiceNow: `correlation_display`; Jira: a label). Returns the record as now stored.
     async fn record_refusal(
         &self,
         record: &ChangeRecord,

@@ -9,8 +9,9 @@
 //!   blocked → a normal change left in New.
 //! * **The decision** is written to `justification` and as a work note, in a text changegate
 //!   parses back ([`text::parse_decision`]): a re-run finds the decision standing and writes
-//!   nothing. When that text is gone, kind, mode and emergency are rebuilt from `type`,
-//!   `approval` and `state` (see [`fallback_decision`]).
+//!   nothing. When that text is gone, kind and emergency are rebuilt from `type`,
+//!   `approval` and `state` (see [`fallback_decision`]); the mode cannot be, so such a
+//!   decision never stands and the gate decides the change again.
 //! * **Concurrency.** Lookup, create, look up again: when two runs created a record for the
 //!   same key, the later one deletes its own (or, if the instance refuses, cancels it and
 //!   clears its `correlation_id`) and carries on with the oldest. See the README's ServiceNow section.
@@ -137,9 +138,13 @@ impl ServiceNow {
     fn to_record(&self, raw: &Raw) -> ChangeRecord {
         let parsed = text::parse_decision(raw.get("justification"));
         let decided_at = parsed.as_ref().map(|(_, at)| *at);
+        // Rebuilt from type, approval and state, a decision's mode is unknown: it never
+        // stands (an observe change in Implement would read as an enforce one that passes).
+        let decision_inferred = parsed.is_none();
         let decision = parsed
             .map(|(d, _)| d)
             .or_else(|| fallback_decision(raw, &self.calendar));
+        let decision_inferred = decision_inferred && decision.is_some();
         let state = map_state(raw);
         let outcome = match raw.state() {
             Some(CLOSED) => {
@@ -170,7 +175,9 @@ impl ServiceNow {
             approved_at: raw.at("approval_set"),
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
-            timed_out: false,
+            timed_out: state == State::AwaitingApproval
+                && display_timed_out(raw.get("correlation_display")),
+            decision_inferred,
         }
     }
 
@@ -379,6 +386,7 @@ impl ServiceNow {
                 .is_some_and(|d| !d.rules.is_empty())
         {
             r.decision = before.decision.clone();
+            r.decision_inferred = before.decision_inferred;
         }
         r.approved_by = before.approved_by.clone();
         r.approval_comment = before.approval_comment.clone();
@@ -516,6 +524,14 @@ impl Itsm for ServiceNow {
                 text::one_line(why)
             )),
         );
+        let display = raw.get("correlation_display").trim();
+        if record.timed_out && !display_timed_out(display) {
+            // In the same write: a re-run reads the timeout back without reading the notes.
+            f.insert(
+                "correlation_display".into(),
+                json!(format!("{display} {TIMED_OUT}")),
+            );
+        }
         let raw = self.patch(&raw, f).await?;
         Ok(self.keep(record, &raw))
     }

@@ -2236,3 +2236,118 @@ fn a_blocked_migration_is_in_the_range_of_the_next_gitlab_pipeline() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_closed_observe_decision_does_not_let_an_enforce_run_pass() {
+    let repo = git_repo();
+    let dir = repo.path();
+    config(
+        dir,
+        "[[freeze]]\nfrom = \"2026-12-21T00:00:00Z\"\nto = \"2027-01-04T00:00:00Z\"\n",
+    );
+    // Observe mode: needs approval, goes ahead, and the deploy is recorded.
+    let before = "2026-12-01T09:00:00Z";
+    let out = run_at(dir, before, &["gate", "--mode", "observe", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run_at(dir, before, &["record", "--outcome", "success"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Enforce: the closed record's observe decision does not stand; decided again, the
+    // change needs an approval it cannot get on a closed record.
+    let out = run_at(
+        dir,
+        before,
+        &[
+            "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+        ],
+    );
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        (
+            doc["mode"].as_str(),
+            doc["decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (
+            Some("enforce"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    let message = doc["message"].as_str().unwrap_or_default();
+    assert!(message.contains("CG-1 is closed"), "{message}");
+    assert!(message.contains("not reopened"), "{message}");
+
+    // During a freeze, the re-decision blocks, and says so in enforce mode.
+    let out = run_at(
+        dir,
+        "2026-12-24T09:00:00Z",
+        &[
+            "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+        ],
+    );
+    let doc = json_exiting(&out, 1);
+    assert_eq!(
+        (doc["mode"].as_str(), doc["decision"].as_str()),
+        (Some("enforce"), Some("blocked"))
+    );
+    // The dry run predicts the same.
+    let out = run_at(
+        dir,
+        "2026-12-24T09:00:00Z",
+        &["gate", "--mode", "enforce", "--dry-run", "--format", "json"],
+    );
+    assert_eq!(json_exiting(&out, 1)["decision"], "blocked");
+
+    // The closed record is left as it was: closed, its observe decision and outcome kept.
+    let db = rusqlite::Connection::open(ledger(dir)).unwrap();
+    let (state, mode, outcome): (String, String, String) = db
+        .query_row(
+            "SELECT state, mode, outcome FROM changes WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), mode.as_str(), outcome.as_str()),
+        ("closed", "observe", "success")
+    );
+    assert_eq!(ledger_rows(dir), 1);
+}
+
+#[test]
+fn a_dry_run_after_an_observe_run_predicts_the_enforce_run() {
+    let repo = git_repo();
+    let dir = repo.path();
+    // Observe: needs approval, goes ahead (the record is implementing).
+    let out = run(dir, &["gate", "--mode", "observe", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = run(
+        dir,
+        &["gate", "--mode", "enforce", "--dry-run", "--format", "json"],
+    );
+    let dry = json_exiting(&out, 1);
+    assert_eq!(
+        (
+            dry["mode"].as_str(),
+            dry["decision"].as_str(),
+            dry["state"].as_str()
+        ),
+        (
+            Some("enforce"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    let out = run(
+        dir,
+        &[
+            "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+        ],
+    );
+    let real = json_exiting(&out, 1);
+    for k in ["mode", "decision", "state"] {
+        assert_eq!(dry[k], real[k], "{k}");
+    }
+}

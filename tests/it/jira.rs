@@ -1819,3 +1819,101 @@ async fn a_blocked_change_ships_in_the_range_of_the_next() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_observe_decision_does_not_let_an_enforce_run_pass() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site
+        .run(&["--mode", "observe", "gate", "--wait", "0"])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Nobody approved it (observe mode deployed anyway); someone completes it in Jira.
+    site.with(|s| {
+        let i = s
+            .issues
+            .iter_mut()
+            .find(|i| i.key == "CHG-1")
+            .expect("issue");
+        assert_eq!(i.status, "Waiting for approval");
+        i.status = "Completed".into();
+    });
+    let mark = site.log_len();
+    let (code, out, err) = site
+        .run(&["--mode", "enforce", "gate", "--wait", "0"])
+        .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (report["mode"].as_str(), report["decision"].as_str()),
+        (Some("enforce"), Some("needs-approval"))
+    );
+    let writes = site
+        .counts(mark)
+        .keys()
+        .filter(|k| !k.starts_with("GET ") && !k.contains("/search"))
+        .count();
+    assert_eq!(writes, 0, "the closed issue is not reopened");
+    assert_eq!(site.issue("CHG-1").status, "Completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_read_from_labels_alone_is_decided_again() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site
+        .run(&["--mode", "observe", "gate", "--wait", "0"])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    site.with(|s| {
+        // The workflow let the observe change into Implementing, the property's decision is
+        // gone and someone tidied the observe label away: the labels alone would read as an
+        // enforce decision that already passed.
+        let i = s
+            .issues
+            .iter_mut()
+            .find(|i| i.key == "CHG-1")
+            .expect("issue");
+        i.status = "Implementing".into();
+        if let Some(Value::Object(p)) = i.props.get_mut(PROPERTY) {
+            p.remove("decision");
+        }
+        i.labels.retain(|l| l != labels::OBSERVE);
+    });
+    let (code, out, err) = site
+        .run(&["--mode", "enforce", "gate", "--wait", "0"])
+        .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (report["mode"].as_str(), report["decision"].as_str()),
+        (Some("enforce"), Some("needs-approval"))
+    );
+    assert_ne!(report["state"], "implementing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_a_timed_out_wait_says_blocked_as_the_ledger_does() {
+    let site = Site::start(Script::default(), "").await;
+    let (code, out, err) = site.run(&["gate", "--wait", "1s"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "blocked");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (
+            report["decision"].as_str(),
+            report["policy_decision"].as_str(),
+            report["state"].as_str()
+        ),
+        (
+            Some("blocked"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    // Approved late: the timeout no longer counts.
+    approve_in_jira(&site, "CHG-1");
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "needs-approval");
+}

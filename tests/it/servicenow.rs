@@ -1221,6 +1221,11 @@ async fn record_removes_a_duplicate_that_survived_two_runs_at_once() {
     sn.assert_clean();
 }
 
+/// The `state` of the change holding `key` on the fake instance.
+fn stored_state(sn: &Instance, key: &str) -> String {
+    sn.sn().find(key)[0]["state"].clone()
+}
+
 #[tokio::test]
 async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
     // The key's change was closed long ago and 30 deploys came after it: the combined query's
@@ -1253,7 +1258,17 @@ async fn a_rerun_long_after_the_key_was_closed_keeps_the_old_change() {
     assert_eq!(code(&out), 0, "{:?}", text(&out));
     let report = json_of(&out);
     assert_eq!(report["change_id"], old.as_str(), "{report}");
-    assert_eq!(report["state"], "closed");
+    // The old change's decision cannot be read back (no justification): decided again and
+    // judged without reopening the closed change.
+    assert_eq!(report["decision"], "pre-approved", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is closed"),
+        "{report}"
+    );
+    assert_eq!(stored_state(&sn, &key), "3", "still closed");
     let s = sn.sn();
     assert_eq!(s.find(&key).len(), 1, "one change holds the key");
     assert_eq!(s.count("DELETE", "/change_request/"), 1);
@@ -2395,4 +2410,146 @@ async fn the_approval_wait_never_runs_past_its_timeout_plus_one_request_timeout(
     // 1 s of wait plus one 4 s request timeout, and a margin for a loaded machine; a poll
     // retried past the wait would take 4 s + backoff + 4 s after the wait.
     assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
+}
+
+#[tokio::test]
+async fn a_closed_observe_decision_does_not_let_an_enforce_run_pass() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&["gate", "--mode", "observe", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let out = sn.run(&["record", "--outcome", "success"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    {
+        // The change waits in Assess (nobody approved it; observe mode deployed anyway)
+        // until someone closes it in ServiceNow.
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        assert_eq!(s.changes[i]["state"], "-4");
+        s.changes[i].insert("state".into(), "3".into());
+    }
+    let before = sn.requests();
+    let out = sn.run(&[
+        "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["mode"].as_str(), doc["decision"].as_str()),
+        (Some("enforce"), Some("needs-approval"))
+    );
+    let s = sn.sn();
+    let writes = s.log[before..].iter().filter(|l| l.method != "GET").count();
+    assert_eq!(writes, 0, "the closed change is not reopened");
+    let recs = s.find(&sn.key());
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["state"], "3", "still closed");
+    drop(s);
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rejection_asked_in_observe_mode_blocks_an_enforce_run() {
+    let sn = Instance::start("").await;
+    // Observe mode sends a needs-approval change to Assess all the same.
+    let out = sn.run(&["gate", "--mode", "observe", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Reject("Not during the sales peak".into()));
+    }
+    let out = sn.run(&[
+        "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (
+            doc["mode"].as_str(),
+            doc["decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (Some("enforce"), Some("blocked"), Some("rejected"))
+    );
+    // The dry run says the same.
+    let out = sn.run(&["gate", "--mode", "enforce", "--dry-run", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "blocked");
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn an_observe_change_without_its_decision_text_is_decided_again_in_enforce() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&[
+        "gate", "--mode", "observe", "--wait", "0", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "needs-approval");
+    {
+        // An instance without an approval workflow let the observe change into Implement,
+        // and someone rewrote its justification: the decision is rebuilt from type and
+        // state, which cannot tell observe from enforce.
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.changes[i].insert("state".into(), "-1".into());
+        s.changes[i].insert("approval".into(), "not requested".into());
+        s.changes[i].insert("justification".into(), "Quarterly release".into());
+    }
+    let out = sn.run(&[
+        "gate", "--mode", "enforce", "--wait", "0", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["mode"].as_str(), doc["decision"].as_str()),
+        (Some("enforce"), Some("needs-approval"))
+    );
+    assert_ne!(doc["state"], "implementing");
+    let s = sn.sn();
+    let recs = s.find(&sn.key());
+    assert_eq!(recs.len(), 1, "one record holds the key");
+    assert!(recs[0]["justification"].contains("(mode enforce)"));
+    drop(s);
+    sn.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rerun_after_a_timed_out_wait_says_blocked_as_the_ledger_does() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&["gate", "--wait", "1s", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "blocked");
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (
+            doc["decision"].as_str(),
+            doc["policy_decision"].as_str(),
+            doc["state"].as_str()
+        ),
+        (
+            Some("blocked"),
+            Some("needs-approval"),
+            Some("awaiting-approval")
+        )
+    );
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("approval timed out on an earlier run"),
+        "{doc}"
+    );
+    // Approved late: the timeout no longer counts.
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Approve);
+    }
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "needs-approval");
+    sn.assert_clean();
 }

@@ -33,6 +33,7 @@ fn opened(key: &CorrelationKey, decision: Option<&Decision>, now: DateTime<Utc>)
         deployed_at: None,
         incidents: Vec::new(),
         timed_out: false,
+        decision_inferred: false,
     }
 }
 

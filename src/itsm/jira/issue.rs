@@ -436,6 +436,7 @@ mod tests {
             deployed_at: None,
             incidents: Vec::new(),
             timed_out: false,
+            decision_inferred: false,
         };
         let merged = Stored::of(Some(&stored), &record);
         assert_eq!(merged.outcome, Some(Outcome::Failure));

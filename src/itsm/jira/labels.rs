@@ -16,6 +16,9 @@ pub const OBSERVE: &str = "changegate-observe";
 pub const VERIFIED: &str = "changegate-verified";
 /// On a success `verify` turned into a failure (its outcome label is then the failure's).
 pub const FAILED_AFTER_DEPLOY: &str = "changegate-failed-after-deploy";
+/// On a change whose gate's wait for approval ran out: a re-run reads the timeout back with
+/// the issue (the comment says it to humans). A new decision removes it.
+pub const TIMED_OUT: &str = "changegate-timed-out";
 const DAY: &str = "changegate-day-";
 const SERVICE: &str = "changegate-svc-";
 
@@ -127,6 +130,7 @@ pub(super) fn is_decision(label: &str) -> bool {
         || is_day(label)
         || label == EMERGENCY
         || label == OBSERVE
+        || label == TIMED_OUT
 }
 
 /// The `update.labels` operations of an issue edit: the removals, then the additions.

@@ -178,6 +178,13 @@ impl Itsm for Jira {
         let _ = now;
         self.comment(&record.id, render::refusal_comment(why))
             .await?;
+        if record.timed_out {
+            self.edit(
+                &record.id,
+                &serde_json::json!({ "update": { "labels": labels::ops([], [labels::TIMED_OUT]) } }),
+            )
+            .await?;
+        }
         Ok(record.clone())
     }
 

@@ -43,7 +43,7 @@ impl Jira {
             }
         };
         match decision {
-            Some(d) if !found.record.decision_stands(d.mode, d.emergency.is_some()) => {
+            Some(d) if found.record.takes_decision(d.mode, d.emergency.is_some()) => {
                 let record = self.write_decision(&found, facts, d, now).await?;
                 self.to_approval(&record.id, d).await?;
                 Ok(record)

@@ -48,6 +48,9 @@ impl Jira {
     ) -> ChangeRecord {
         let stored = v.stored.clone().unwrap_or_default();
         let decision = v.decision();
+        // Only the property is changegate's own full record of the decision; labels can be
+        // edited by anyone (an observe label dropped reads as enforce).
+        let decision_inferred = decision.is_some() && stored.decision.is_none();
         let outcome = stored.outcome.or_else(|| {
             [Outcome::Failure, Outcome::Success, Outcome::Cancelled]
                 .into_iter()
@@ -84,7 +87,8 @@ impl Jira {
             approved_at,
             deployed_at: stored.deployed_at,
             incidents: stored.incidents.clone(),
-            timed_out: false,
+            timed_out: state == State::AwaitingApproval && v.has(labels::TIMED_OUT),
+            decision_inferred,
         }
     }
 

@@ -165,6 +165,15 @@ pub(super) fn display_day(display: &str) -> Option<NaiveDate> {
 pub(super) const VERIFIED: &str = "verified";
 const FAILED_AFTER_DEPLOY: &str = "verified: failed after deploy";
 
+/// The word a gate adds to `correlation_display` when its wait for approval ran out: a
+/// re-run reads the timeout back with the record (the work note says it to humans).
+pub(super) const TIMED_OUT: &str = "timed-out";
+
+/// Whether `correlation_display` says a gate's wait for approval ran out.
+pub(super) fn display_timed_out(display: &str) -> bool {
+    display.split_whitespace().skip(2).any(|w| w == TIMED_OUT)
+}
+
 /// Where `verify` left a change, as `correlation_display` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mark {
@@ -239,7 +248,8 @@ pub(super) fn tolerant(record: &ChangeRecord) -> bool {
 
 /// A decision rebuilt from the record's fields when its text is not there (a human edited
 /// `justification`, or the template owns it). Kind from `type`, `approval` and `state`;
-/// mode enforce; rules unknown; sprint from the decision day.
+/// rules unknown; sprint from the decision day. The mode is unknown (written as enforce for
+/// the tallies): the record is marked `decision_inferred`, so the decision never stands.
 pub(super) fn fallback_decision(raw: &Raw, calendar: &SprintCalendar) -> Option<Decision> {
     let emergency = (raw.kind() == "emergency").then(|| "emergency change".to_string());
     let approval = raw.get("approval");

@@ -431,7 +431,8 @@ impl ServiceNow {
     }
 
     /// Applies a decision to an existing record: nothing when the record's own decision
-    /// stands (a re-run), otherwise the new decision is written.
+    /// stands (a re-run) or the record is closed or cancelled, otherwise the new decision
+    /// is written.
     pub(super) async fn apply(
         &self,
         facts: &ChangeFacts,
@@ -443,7 +444,7 @@ impl ServiceNow {
         let Some(d) = decision else {
             return Ok(raw);
         };
-        if record.decision_stands(d.mode, d.emergency.is_some()) {
+        if !record.takes_decision(d.mode, d.emergency.is_some()) {
             let standing = record.decision.clone();
             return self.complete(raw, standing.as_ref()).await;
         }
