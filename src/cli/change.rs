@@ -40,8 +40,9 @@ impl From<&CommitArgs> for ChangeArgs {
     }
 }
 
-/// Gathers the facts of this pipeline's change. With the local backend the commit range
-/// runs from the last recorded change of the same service and environment.
+/// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
+/// range runs from the last commit the backend knows was deployed successfully to the same
+/// service and environment (else from the push's `before`): what this deploy ships.
 pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;

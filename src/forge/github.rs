@@ -137,14 +137,15 @@ struct Comparison {
     files: Vec<ChangedFile>,
 }
 
-/// GitHub lists at most this many files of a pull request...
-const MAX_PULL_FILES: usize = 3000;
-/// ...and of a comparison; a listing this long may have been cut short.
+/// GitHub lists at most this many files of a comparison; a listing this long may have been
+/// cut short.
 const MAX_COMPARE_FILES: usize = 300;
 
-/// The files and line counts of the change as GitHub knows them: the pull request's files,
-/// else the comparison of its commit range. `Ok(None)`: nothing to ask with (no token, no
-/// repository, neither a pull request nor a range).
+/// The files and line counts of the change as GitHub knows them: the comparison of its
+/// commit range, keyed to the commit gated (a pull request's base and head from the event,
+/// not the pull request's files, which describe its latest push: a re-run of an older
+/// commit would be judged by a newer one's files). `Ok(None)`: nothing to ask with (no
+/// token, no repository, no range).
 pub(crate) async fn change_files(
     settings: &Settings,
     facts: &ChangeFacts,
@@ -155,39 +156,24 @@ pub(crate) async fn change_files(
     if settings.github_app.is_none() && settings.github_token.is_none() {
         return Ok(None);
     }
-    let (path, cap) = match (&facts.pull_request, &facts.range) {
-        (Some(pr), _) => (
-            format!(
-                "/repos/{}/{}/pulls/{}/files?per_page=100",
-                enc(owner),
-                enc(repo),
-                pr.number
-            ),
-            MAX_PULL_FILES,
-        ),
-        (None, Some((base, head))) => (
-            format!(
-                "/repos/{}/{}/compare/{}...{}",
-                enc(owner),
-                enc(repo),
-                enc(base),
-                enc(head)
-            ),
-            MAX_COMPARE_FILES,
-        ),
-        (None, None) => return Ok(None),
+    let Some((base, head)) = &facts.range else {
+        return Ok(None);
     };
+    let path = format!(
+        "/repos/{}/{}/compare/{}...{}",
+        enc(owner),
+        enc(repo),
+        enc(base),
+        enc(head)
+    );
     let gh = GitHub::connect(settings, owner, repo).await?;
-    let files: Vec<ChangedFile> = if facts.pull_request.is_some() {
-        gh.api.all(&path).await
-    } else {
-        gh.api
-            .json::<Comparison>(Method::GET, &path, None)
-            .await
-            .map(|c| c.files)
-    }
-    .map_err(|e| format!("{e}{}", hint(&e, "contents: read, pull-requests: read")))?;
-    let complete = files.len() < cap;
+    let files: Vec<ChangedFile> = gh
+        .api
+        .json::<Comparison>(Method::GET, &path, None)
+        .await
+        .map(|c| c.files)
+        .map_err(|e| format!("{e}{}", hint(&e, "contents: read")))?;
+    let complete = files.len() < MAX_COMPARE_FILES;
     let mut lines = 0u64;
     let mut paths = Vec::new();
     for f in files {

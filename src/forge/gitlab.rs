@@ -165,9 +165,9 @@ pub(crate) fn diff_lines(diff: &str) -> u64 {
         .fold(0u64, |n, _| n.saturating_add(1))
 }
 
-/// The files and line counts of the change as GitLab knows them: the merge request's diffs,
-/// else the comparison of its commit range (GitLab gives no counts: they are counted from
-/// the diff text). `Ok(None)`: nothing to ask with.
+/// The files and line counts of the change as GitLab knows them: the comparison of its
+/// commit range (GitLab gives no counts: they are counted from the diff text). `Ok(None)`:
+/// nothing to ask with (no token, no project, no range).
 pub(crate) async fn change_files(
     settings: &Settings,
     facts: &ChangeFacts,
@@ -186,28 +186,22 @@ pub(crate) async fn change_files(
         project: enc(project),
         me: None,
     };
-    let (diffs, mut complete) = match (&facts.pull_request, &facts.range) {
-        (Some(mr), _) => {
-            let path = format!("{}/merge_requests/{}/diffs", gl.project_path(), mr.number);
-            let diffs: Vec<FileDiff> = gl.all(&path).await.map_err(|e| describe(&e))?;
-            let complete = diffs.len() < MAX_PAGES as usize * 100;
-            (diffs, complete)
-        }
-        (None, Some((base, head))) => {
-            let path = format!(
-                "{}/repository/compare?from={}&to={}&straight=true",
-                gl.project_path(),
-                enc(base),
-                enc(head)
-            );
-            let c: Comparison = gl
-                .json(Method::GET, &path, None)
-                .await
-                .map_err(|e| describe(&e))?;
-            (c.diffs, !c.compare_timeout)
-        }
-        (None, None) => return Ok(None),
+    // Keyed to the commit gated (a merge request pipeline's diff base and commit), never the
+    // merge request's diffs, which describe its latest push.
+    let Some((base, head)) = &facts.range else {
+        return Ok(None);
     };
+    let path = format!(
+        "{}/repository/compare?from={}&to={}&straight=true",
+        gl.project_path(),
+        enc(base),
+        enc(head)
+    );
+    let c: Comparison = gl
+        .json(Method::GET, &path, None)
+        .await
+        .map_err(|e| describe(&e))?;
+    let (diffs, mut complete) = (c.diffs, !c.compare_timeout);
     let mut lines = 0u64;
     let mut counted = complete;
     let mut paths = Vec::new();

@@ -109,10 +109,12 @@ const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
      WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?6 AND id != ?5
      GROUP BY s";
 
-/// The commit of the last decided change (the start of a local run's range).
-const LAST_SHA_SQL: &str = "SELECT commit_sha FROM changes INDEXED BY changes_by_decided
-     WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL
-     ORDER BY decided_at DESC, id DESC LIMIT 1";
+/// The commit of the last change deployed successfully (the start of the next range). A
+/// success outcome is only ever recorded for a change whose gate passed (`deployed_at` set).
+const LAST_SHA_SQL: &str = "SELECT commit_sha FROM changes INDEXED BY changes_by_closed
+     WHERE service_id = ?1 AND environment = ?2 AND closed_at IS NOT NULL
+       AND outcome = 'success'
+     ORDER BY closed_at DESC, id DESC LIMIT 1";
 
 /// The decision's queries by name, for query-plan checks (tests, the benchmark).
 pub const DECISION_QUERIES: [(&str, &str); 4] = [

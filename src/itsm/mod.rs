@@ -62,8 +62,10 @@ pub trait Itsm: Send + Sync {
     /// grow with the size of the history.
     async fn history(&self, query: &HistoryQuery<'_>) -> Result<History>;
 
-    /// The commit of the last change recorded for the service and environment of `key` (the
-    /// change about to be made), for the commit range of a local run.
+    /// The commit of the last change deployed successfully (outcome success) for the service
+    /// and environment of `key` (the change about to be made): the start of its commit
+    /// range. A blocked, rejected, cancelled or failed change is not a start: what it
+    /// carried ships with the next deploy.
     async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
 
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>>;

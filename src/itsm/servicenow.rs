@@ -404,8 +404,8 @@ impl Itsm for ServiceNow {
         self.history_of(query).await
     }
 
-    /// The commit of the last change closed for this service and environment (the last
-    /// deploy), from the query that also finds the key's record.
+    /// The commit of the last change closed successful for this service and environment
+    /// (the last deploy), from the query that also finds the key's record.
     async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
         self.last_closed_sha(key).await
     }

@@ -61,6 +61,7 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
         branch,
         pull_request: None,
         range: None,
+        before: None,
         commits: Vec::new(),
         paths: Vec::new(),
         lines_changed: None,
@@ -74,7 +75,9 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeStats {
     pub commits: Vec<Commit>,
-    pub lines: u64,
+    /// `None` when git could not count some file's lines and that may not be a binary file
+    /// (a git too old to ignore the change's own `.gitattributes`).
+    pub lines: Option<u64>,
     pub paths: Vec<String>,
     /// The commits' message bodies (below the subject), where work items are often named.
     pub bodies: Vec<String>,
@@ -148,28 +151,25 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
         .collect();
     // `-z`: paths come verbatim, NUL-ended, never quoted or octal-escaped by git (a quoted
     // name would not match a sensitive-path pattern).
-    let numstat = match base {
-        Some(b) => git(
-            workdir,
-            &["diff", "-z", "--numstat", "--no-renames", b, head, "--"],
-        )?,
-        None => git(
-            workdir,
-            &[
-                "diff-tree",
-                "-z",
-                "--root",
-                "-r",
-                "--numstat",
-                "-z",
-                "--no-renames",
-                "--no-commit-id",
-                head,
-                "--",
-            ],
-        )?,
+    let diff: Vec<&str> = match base {
+        Some(b) => vec!["diff", "-z", "--numstat", "--no-renames", b, head, "--"],
+        None => vec![
+            "diff-tree",
+            "-z",
+            "--root",
+            "-r",
+            "--numstat",
+            "--no-renames",
+            "--no-commit-id",
+            head,
+            "--",
+        ],
     };
-    let (lines, paths) = parse_numstat_z(&numstat);
+    let (numstat, attributes_neutral) = numstat(workdir, head, &diff)?;
+    let (lines, paths, uncounted) = parse_numstat_z(&numstat);
+    // Without the attributes neutralised, a `-` count may be a text file a `-diff`
+    // attribute of the change itself hides: its size is unknown, not zero.
+    let lines = (attributes_neutral || !uncounted).then_some(lines);
     Some(RangeStats {
         commits,
         lines,
@@ -178,13 +178,66 @@ pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<Ran
     })
 }
 
+/// The empty tree's object name, by the length of a commit's (SHA-1 or SHA-256): git knows
+/// it without it being stored.
+fn empty_tree(head: &str) -> &'static str {
+    if head.len() == 64 {
+        "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"
+    } else {
+        "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    }
+}
+
+/// Runs the numstat `diff` with attributes read from the empty tree and no global or system
+/// attributes file, no external diff and no textconv: the change's own `.gitattributes`
+/// (`* -diff`, `binary`) would otherwise make its text files uncountable, and a textconv
+/// would rewrite the counts. Returns the output and whether the attributes were
+/// neutralised; a git older than 2.40 refuses `--attr-source`, and is asked again without.
+fn numstat(workdir: &Path, head: &str, diff: &[&str]) -> Option<(String, bool)> {
+    let source = format!("--attr-source={}", empty_tree(head));
+    let mut args = vec![
+        source.as_str(),
+        "-c",
+        "core.attributesFile=/dev/null",
+        diff[0],
+        "--no-ext-diff",
+        "--no-textconv",
+    ];
+    args.extend(&diff[1..]);
+    let quiet = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(workdir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ATTR_NOSYSTEM", "1")
+            .output()
+            .ok()
+    };
+    let out = quiet(&args)?;
+    if out.status.success() {
+        return Some((String::from_utf8_lossy(&out.stdout).into_owned(), true));
+    }
+    // Refused options: the usage error names the option. Anything else (missing objects) is
+    // the same failure without it.
+    if !String::from_utf8_lossy(&out.stderr).contains("attr-source") {
+        return None;
+    }
+    let out = quiet(&args[1..])?;
+    out.status
+        .success()
+        .then(|| (String::from_utf8_lossy(&out.stdout).into_owned(), false))
+}
+
 /// Lines changed and paths touched from `git diff -z --numstat`: records of
 /// `adds\tdels\tpath\0`, or `adds\tdels\t\0old\0new\0` for a rename or copy (both
 /// paths are touched). A binary file shows `-` counts: it is a touched path that adds no
-/// lines (git cannot count them; GitHub's API reports 0 for them too). Counts saturate.
-pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>) {
+/// lines (git cannot count them; GitHub's API reports 0 for them too); the third value
+/// says whether any file showed them. Counts saturate.
+pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>, bool) {
     let mut lines = 0u64;
     let mut paths = Vec::new();
+    let mut uncounted = false;
     let mut fields = out.split('\0');
     while let Some(record) = fields.next() {
         if record.is_empty() {
@@ -195,6 +248,7 @@ pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>) {
         else {
             continue;
         };
+        uncounted |= added.trim() == "-" || removed.trim() == "-";
         let count = |n: &str| n.trim().parse::<u64>().unwrap_or(0);
         lines = lines
             .saturating_add(count(added))
@@ -207,7 +261,7 @@ pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>) {
             paths.push(path.to_string());
         }
     }
-    (lines, paths)
+    (lines, paths, uncounted)
 }
 
 /// The full SHA of the commit an abbreviated hex SHA names in this checkout; `None` when it

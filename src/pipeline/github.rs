@@ -16,6 +16,10 @@ struct Event {
     #[serde(default)]
     commits: Vec<PushCommit>,
     head_commit: Option<PushCommit>,
+    /// A force push: `before` need not be an ancestor, and the tree diff may undo files
+    /// no listed commit touched.
+    #[serde(default)]
+    forced: bool,
     pusher: Option<Named>,
     deployment: Option<DeploymentPayload>,
 }
@@ -76,6 +80,9 @@ fn read_event(vars: &dyn Vars) -> Result<Event> {
     serde_json::from_str(&text)
         .with_context(|| format!("the GitHub event payload {path} is not valid JSON"))
 }
+
+/// GitHub lists at most this many commits in a push payload; a list this long may be cut.
+const MAX_PUSH_COMMITS: usize = 2048;
 
 fn is_null_sha(s: &str) -> bool {
     s.bytes().all(|b| b == b'0')
@@ -141,10 +148,19 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             reviewed: None,
         }
     });
-    let push_range = match (&event.before, &event.after) {
-        (Some(b), Some(a)) if !is_null_sha(b) && !is_null_sha(a) => Some((b.clone(), a.clone())),
+    // A push's `before`: the null SHA for a new branch or tag, which names no range.
+    let before = match (&event.before, &event.after) {
+        (Some(b), Some(a)) if !is_null_sha(b) && !is_null_sha(a) => Some(b.clone()),
         _ => None,
     };
+    // The payload's `commits` list every path of `before..after` only when it has some, a
+    // `before` to start from, fewer than GitHub's cap, and the push was not forced (a force
+    // push's diff also undoes what only `before` had); `head_commit` alone (a tag, a new
+    // branch) says nothing of the commits before it.
+    let listed_in_full = before.is_some()
+        && !event.forced
+        && !event.commits.is_empty()
+        && event.commits.len() < MAX_PUSH_COMMITS;
     let push_commits: Vec<&PushCommit> = if event.commits.is_empty() {
         event.head_commit.iter().collect()
     } else {
@@ -152,10 +168,14 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     };
     // Work items are often named in the message body, below the subject.
     texts.extend(push_commits.iter().map(|c| c.message.clone()));
-    let mut paths: Vec<String> = push_commits
-        .iter()
-        .flat_map(|c| c.added.iter().chain(&c.removed).chain(&c.modified).cloned())
-        .collect();
+    let mut paths: Vec<String> = if listed_in_full {
+        push_commits
+            .iter()
+            .flat_map(|c| c.added.iter().chain(&c.removed).chain(&c.modified).cloned())
+            .collect()
+    } else {
+        Vec::new()
+    };
     paths.sort();
     paths.dedup();
     let commits = push_commits
@@ -181,7 +201,8 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         commit_sha,
         branch,
         pull_request,
-        range: pr_range.or(push_range),
+        range: pr_range,
+        before,
         commits,
         paths,
         lines_changed,

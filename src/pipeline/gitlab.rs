@@ -42,11 +42,12 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     });
     let range = match (&pull_request, vars.get(env::CI_MERGE_REQUEST_DIFF_BASE_SHA)) {
         (Some(_), Some(base)) => Some((base, commit_sha.clone())),
-        _ => vars
-            .get(env::CI_COMMIT_BEFORE_SHA)
-            .filter(|b| !is_null_sha(b))
-            .map(|b| (b, commit_sha.clone())),
+        _ => None,
     };
+    // The push's start: the range's only when the backend knows no deployed commit.
+    let before = vars
+        .get(env::CI_COMMIT_BEFORE_SHA)
+        .filter(|b| !is_null_sha(b));
     // GitLab names the head commit's title and time; git adds the rest of the range.
     let commits = vars
         .get(env::CI_COMMIT_TITLE)
@@ -71,6 +72,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             .or_else(|| vars.get(env::CI_COMMIT_REF_NAME)),
         pull_request,
         range,
+        before,
         // Only the head commit is named by GitLab: git lists the whole range when it can.
         commits,
         paths: Vec::new(),

@@ -50,11 +50,17 @@ pub struct Detected {
     pub commit_sha: String,
     pub branch: Option<String>,
     pub pull_request: Option<PullRequest>,
-    /// `(base, head)` when the platform names the range (push before/after, MR diff base).
+    /// `(base, head)` of a pull/merge request (its base and the commit gated). A push's
+    /// range is not here: it starts at the last deployed commit where the backend knows it.
     pub range: Option<(String, String)>,
+    /// The push's `before` (GitHub push payload, GitLab `CI_COMMIT_BEFORE_SHA`): the start
+    /// of the range only when the backend knows no deployed commit.
+    pub before: Option<String>,
     /// Commits the platform listed (a push payload), when it did.
     pub commits: Vec<Commit>,
-    /// Paths the platform listed, when it did.
+    /// Every path of `before..commit` as the push payload listed them; empty when the
+    /// payload's list is not known to be whole (no `commits`, a new branch or tag, a list
+    /// cut at GitHub's cap).
     pub paths: Vec<String>,
     pub lines_changed: Option<u64>,
     pub run_url: Option<String>,
@@ -136,31 +142,43 @@ pub fn service_id(repository: Option<&str>, service: &str) -> String {
 }
 
 impl Detected {
-    /// Completes the facts: the commit range (from the platform, or since `previous_sha`,
-    /// the last recorded change), its lines, paths and work items from git where the
-    /// checkout has them.
+    /// Completes the facts: the commit range, its lines, paths and work items from git where
+    /// the checkout has them. A pull/merge request's range is its own; otherwise the range
+    /// starts at `deployed_sha`, the last commit the backend knows was deployed successfully
+    /// to this environment, so that a change that was blocked, rejected or failed ships
+    /// with the next one in its facts; the push's `before` only when there is none.
     pub fn into_facts(
         self,
         service: &str,
         environment: &str,
-        previous_sha: Option<&str>,
+        deployed_sha: Option<&str>,
         tests_passed: Option<bool>,
         workdir: &Path,
     ) -> ChangeFacts {
-        let range = self.range.clone().or_else(|| {
-            previous_sha
-                .filter(|p| *p != self.commit_sha)
-                .map(|p| (p.to_string(), self.commit_sha.clone()))
-        });
+        let range = self
+            .range
+            .clone()
+            .or_else(|| {
+                deployed_sha
+                    .filter(|p| *p != self.commit_sha)
+                    .map(|p| (p.to_string(), self.commit_sha.clone()))
+            })
+            .or_else(|| self.before.clone().map(|b| (b, self.commit_sha.clone())));
+        // The payload's paths describe `before..commit`: they stand for the range only when
+        // it is that one, and only when git cannot tell.
+        let payload_paths = match (&range, &self.before) {
+            (Some((base, _)), Some(before)) if base == before && !self.paths.is_empty() => {
+                Some(self.paths)
+            }
+            _ => None,
+        };
         let mut commits = self.commits;
-        let mut paths = self.paths;
+        let mut paths = Vec::new();
+        let mut paths_known = false;
         let mut lines = self.lines_changed;
         let mut bodies = Vec::new();
-        // The platform's list of paths stands when it gave one (a push payload); git's
-        // replaces an empty one. Without either, the paths are unknown.
-        let mut paths_known = !paths.is_empty();
-        // Git fills in what the platform did not say, when the objects are there (a shallow
-        // CI checkout may lack them: the platform's data then stands alone).
+        // Git tells what the range ships when the objects are there (a shallow CI checkout
+        // may lack them: the platform's data, or its API, then stands in).
         if let Some(stats) = git::range_stats(
             workdir,
             range.as_ref().map(|(b, _)| b.as_str()),
@@ -169,14 +187,15 @@ impl Detected {
             if commits.len() < stats.commits.len() {
                 commits = stats.commits;
             }
-            if paths.is_empty() {
-                paths = stats.paths;
-            }
+            paths = stats.paths;
             paths_known = true;
             if lines.is_none() {
-                lines = Some(stats.lines);
+                lines = stats.lines;
             }
             bodies = stats.bodies;
+        } else if let Some(listed) = payload_paths {
+            paths = listed;
+            paths_known = true;
         }
         let mut texts: Vec<&str> = commits.iter().map(|c| c.subject.as_str()).collect();
         if let Some(pr) = &self.pull_request {

@@ -1058,16 +1058,31 @@ fn reason(doc: &Value, code: &str) -> String {
         .to_string()
 }
 
+/// The reference pull request's base and head (`pull_request.base.sha`, `.head.sha`).
+const PR_BASEHEAD: &str =
+    "f95f852bd8fca8fcc58a9a2d6c842781e32a215e...ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+fn comparison(files: &[Value]) -> Value {
+    json!({"status": "ahead", "ahead_by": 1, "total_commits": 1, "files": files})
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn pull_request_files_from_api_fill_a_shallow_checkout() {
+async fn pull_request_files_come_from_the_compare_of_the_gated_commit() {
     let gh = FakeGitHub::start(TOKEN).await;
     gh.forbid_the_rest().await;
-    // 150 files over two pages; the migration is on the second.
+    // The gated commit (the event's head) adds a migration among 150 files.
     let mut files: Vec<Value> = (0..149)
         .map(|i| pr_file(&format!("src/f{i}.rs"), 1, 1))
         .collect();
     files.push(pr_file("migrations/002_drop_é.sql", 3, 0));
-    gh.state.lock().unwrap().pull_files = files.clone();
+    // A later push to the pull request reverted it: its files, which `pulls/2/files`
+    // lists now, must not decide a re-run of the older commit's job.
+    gh.state.lock().unwrap().pull_files = files[..149].to_vec();
+    gh.state
+        .lock()
+        .unwrap()
+        .comparisons
+        .insert(PR_BASEHEAD.to_string(), comparison(&files));
     let (code, doc, err) = shallow_pr_gate(&gh);
     assert_eq!(code, 1, "{err}");
     assert_eq!(doc["decision"], "needs-approval");
@@ -1076,11 +1091,16 @@ async fn pull_request_files_from_api_fill_a_shallow_checkout() {
         "touches sensitive paths: migrations/002_drop_é.sql"
     );
     assert_eq!(reason(&doc, "risk-size"), "301 lines changed ≤ 400");
-    assert_eq!(gh.count("GET", r"/pulls/2/files$").await, 2, "both pages");
+    assert_eq!(gh.count("GET", r"/compare/").await, 1, "one request");
+    assert_eq!(gh.count("GET", r"/pulls/2/files").await, 0);
 
     // Without the migration the API's facts pre-approve the change.
     files.pop();
-    gh.state.lock().unwrap().pull_files = files;
+    gh.state
+        .lock()
+        .unwrap()
+        .comparisons
+        .insert(PR_BASEHEAD.to_string(), comparison(&files));
     let (code, doc, err) = shallow_pr_gate(&gh);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -1088,9 +1108,10 @@ async fn pull_request_files_from_api_fill_a_shallow_checkout() {
         "no sensitive paths among 149 touched"
     );
 
-    // A token that may not read the files: the facts stay unknown, the change needs approval.
+    // A token that may not read the comparison: the facts stay unknown, the change needs
+    // approval.
     gh.state.lock().unwrap().limits.push((
-        format!("GET /repos/{OWNER_REPO}/pulls/2/files"),
+        format!("GET /repos/{OWNER_REPO}/compare/{PR_BASEHEAD}"),
         forbidden(),
     ));
     let (code, doc, err) = shallow_pr_gate(&gh);
@@ -1194,8 +1215,10 @@ struct GlState {
     notes: Vec<Value>,
     history: BTreeMap<u64, Vec<String>>,
     statuses: Vec<Value>,
-    /// The diffs of merge request !7.
+    /// The diffs of merge request !7, as of its latest push.
     diffs: Vec<Value>,
+    /// Comparisons by `from..to` (`GET /repository/compare?from=&to=`).
+    comparisons: BTreeMap<String, Vec<Value>>,
 }
 
 fn gl_auth(req: &Request) -> Option<ResponseTemplate> {
@@ -1356,6 +1379,30 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
             ResponseTemplate::new(200)
                 .insert_header("x-next-page", next.as_str())
                 .set_body_json(items)
+        })
+        .mount(&server)
+        .await;
+    let st = state.clone();
+    Mock::given(method("GET"))
+        .and(path(format!("{GL_PROJECT}/repository/compare")))
+        .respond_with(move |req: &Request| {
+            if let Some(r) = gl_auth(req) {
+                return r;
+            }
+            let s = st.lock().unwrap();
+            let key = format!(
+                "{}..{}",
+                query(req, "from").unwrap_or_default(),
+                query(req, "to").unwrap_or_default()
+            );
+            match s.comparisons.get(&key) {
+                Some(diffs) => ResponseTemplate::new(200).set_body_json(
+                    json!({"commits": [], "diffs": diffs, "compare_timeout": false}),
+                ),
+                None => {
+                    ResponseTemplate::new(404).set_body_json(json!({"message": "404 Not found"}))
+                }
+            }
         })
         .mount(&server)
         .await;
@@ -1529,37 +1576,47 @@ async fn verify_tells_the_pull_request_when_an_incident_fails_the_change() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn merge_request_diffs_from_api_fill_a_shallow_checkout() {
+async fn merge_request_files_come_from_the_compare_of_the_gated_commit() {
+    const DIFF_BASE: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
     let diff = |old: &str, new: &str, text: &str| {
         json!({"old_path": old, "new_path": new, "a_mode": "100644", "b_mode": "100644",
                "diff": text, "new_file": false, "renamed_file": old != new, "deleted_file": false})
     };
+    let fees = diff(
+        "src/fees.rs",
+        "src/fees.rs",
+        "@@ -1,2 +1,2 @@\n-a\n+b\n c\n",
+    );
     let state = Arc::new(Mutex::new(GlState {
         next_id: 500,
-        diffs: vec![
-            diff(
-                "src/fees.rs",
-                "src/fees.rs",
-                "@@ -1,2 +1,2 @@\n-a\n+b\n c\n",
-            ),
-            // Moved into the sensitive folder: the new path is touched too.
-            diff(
-                "db/003.sql",
-                "migrations/003.sql",
-                "@@ -1 +1,2 @@\n x\n+--- y\n",
-            ),
-        ],
+        // The merge request's latest push reverted the move: its diffs must not decide a
+        // re-run of the gated commit's job.
+        diffs: vec![fees.clone()],
+        comparisons: BTreeMap::from([(
+            format!("{DIFF_BASE}..{GL_SHA}"),
+            vec![
+                fees,
+                // Moved into the sensitive folder: the new path is touched too.
+                diff(
+                    "db/003.sql",
+                    "migrations/003.sql",
+                    "@@ -1 +1,2 @@\n x\n+--- y\n",
+                ),
+            ],
+        )]),
         ..GlState::default()
     }));
     let server = fake_gitlab(state).await;
     let dir = git_repo();
     std::fs::write(dir.path().join(".changegate.toml"), RISKY).unwrap();
-    let (code, out, err) = run(&mut gitlab_cmd(
+    let mut cmd = gitlab_cmd(
         dir.path(),
         &server,
         Some("7"),
         &["gate", "--wait", "0", "--dry-run", "--format", "json"],
-    ));
+    );
+    cmd.env("CI_MERGE_REQUEST_DIFF_BASE_SHA", DIFF_BASE);
+    let (code, out, err) = run(&mut cmd);
     assert_eq!(code, 1, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -1567,6 +1624,11 @@ async fn merge_request_diffs_from_api_fill_a_shallow_checkout() {
         "touches sensitive paths: migrations/003.sql"
     );
     assert_eq!(reason(&doc, "risk-size"), "3 lines changed ≤ 400");
+    let asked = server.received_requests().await.unwrap();
+    assert!(
+        !asked.iter().any(|r| r.url.path().ends_with("/diffs")),
+        "not the merge request's latest diffs"
+    );
     server.verify().await;
 }
 

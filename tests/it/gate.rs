@@ -2021,6 +2021,222 @@ fn status_with_no_change_says_what_to_run() {
     );
 }
 
+// What a deploy ships: its range starts at the last commit deployed successfully.
+
+/// A config under which a first change is pre-approved unless it touches a migration.
+const MIGRATIONS_NEED_APPROVAL: &str =
+    "[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"migrations/**\"]\n";
+
+/// A GitHub Actions `push` run of `dir` at `sha` with `event` as its payload.
+fn github_push(dir: &Path, event: &Value, sha: &str, args: &[&str]) -> Output {
+    let path = dir.join(".git/push-event.json");
+    std::fs::write(&path, event.to_string()).unwrap();
+    let git_ref = event["ref"].as_str().unwrap();
+    let mut cmd = cg(dir);
+    crate::support::github_actions(&mut cmd, "push", &path, "acme/payments-api", sha)
+        .env("GITHUB_REF", git_ref)
+        .env("GITHUB_REF_NAME", git_ref.rsplit('/').next().unwrap())
+        .env("GITHUB_ACTOR", "dev")
+        .args(args)
+        .output()
+        .expect("changegate runs")
+}
+
+/// A push payload of `before..after` listing one commit that modified `modified`.
+fn push_event(before: &str, after: &str, modified: &[&str]) -> Value {
+    serde_json::json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "repository": {"default_branch": "main"},
+        "commits": [{"id": after, "message": "PAY-7: bump", "modified": modified,
+                     "added": [], "removed": []}],
+        "head_commit": {"id": after, "message": "PAY-7: bump", "modified": modified,
+                        "added": [], "removed": []}
+    })
+}
+
+/// A checkout whose config is deployed (gated and recorded a success as a push of `A`),
+/// then commit X adding a migration: returns (dir, A, X).
+fn deployed_then_migration(
+    gate_and_record: impl Fn(&Path, &str, &str) -> (i32, i32),
+) -> (tempfile::TempDir, String, String) {
+    let repo = repo_with(MIGRATIONS_NEED_APPROVAL);
+    let dir = repo.path();
+    git(dir, &["add", ".changegate.toml"]);
+    git(dir, &["commit", "-q", "-m", "PAY-1: gate the deploys"]);
+    let a = git(dir, &["rev-parse", "HEAD"]);
+    let parent = git(dir, &["rev-parse", "HEAD^"]);
+    assert_eq!(gate_and_record(dir, &parent, &a), (0, 0), "A deploys");
+    std::fs::create_dir_all(dir.join("migrations")).unwrap();
+    let x = commit(
+        dir,
+        "migrations/001_drop.sql",
+        "drop table t;\n",
+        "PAY-2: drop t",
+    );
+    (repo, a, x)
+}
+
+#[test]
+fn a_blocked_migration_is_in_the_range_of_the_next_push() {
+    let gate = |dir: &Path, before: &str, after: &str, modified: &[&str]| {
+        github_push(
+            dir,
+            &push_event(before, after, modified),
+            after,
+            &["gate", "--wait", "0", "--format", "json"],
+        )
+    };
+    let record = |dir: &Path, before: &str, after: &str, outcome: &str| {
+        github_push(
+            dir,
+            &push_event(before, after, &[]),
+            after,
+            &["record", "--outcome", outcome],
+        )
+    };
+    let (repo, a, x) = deployed_then_migration(|dir, before, after| {
+        let g = code(&gate(dir, before, after, &[".changegate.toml"]));
+        (g, code(&record(dir, before, after, "success")))
+    });
+    let dir = repo.path();
+    let doc = json_exiting(&gate(dir, &a, &x, &["migrations/001_drop.sql"]), 1);
+    assert_eq!(doc["decision"], "needs-approval");
+    // The deploy job reports the failure (it was never deployed: cancelled).
+    assert_eq!(code(&record(dir, &a, &x, "failure")), 0);
+
+    // The next push's payload names only its own commit; the deploy ships X's migration too.
+    let y = commit(dir, "app.txt", "v2\n", "PAY-3: bump");
+    let doc = json_exiting(&gate(dir, &x, &y, &["app.txt"]), 1);
+    assert_eq!(doc["decision"], "needs-approval");
+    let paths = rule(&doc, "risk-paths");
+    assert_eq!(
+        paths["reason"], "touches sensitive paths: migrations/001_drop.sql",
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_rejected_migration_is_in_the_range_of_the_next_local_change() {
+    let (repo, _, _) = deployed_then_migration(|dir, _, _| {
+        let g = code(&run(dir, &["gate", "--wait", "0"]));
+        (g, code(&run(dir, &["record", "--outcome", "success"])))
+    });
+    let dir = repo.path();
+    assert_eq!(code(&run(dir, &["gate", "--wait", "0"])), 1);
+    let out = run(
+        dir,
+        &[
+            "reject",
+            "--change",
+            "CG-2",
+            "--by",
+            "bob",
+            "--comment",
+            "no",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    commit(dir, "app.txt", "v2\n", "PAY-3: bump");
+    let doc = json_exiting(&run(dir, &["gate", "--wait", "0", "--format", "json"]), 1);
+    assert_eq!(
+        rule(&doc, "risk-paths")["reason"],
+        "touches sensitive paths: migrations/001_drop.sql",
+        "{doc}"
+    );
+}
+
+#[test]
+fn push_payload_paths_never_hide_what_git_sees_in_the_range() {
+    let gate = |dir: &Path, event: &Value, after: &str| {
+        github_push(
+            dir,
+            event,
+            after,
+            &["gate", "--wait", "0", "--format", "json"],
+        )
+    };
+    let (repo, a, _) = deployed_then_migration(|dir, before, after| {
+        let event = push_event(before, after, &[".changegate.toml"]);
+        let g = code(&gate(dir, &event, after));
+        let r = github_push(dir, &event, after, &["record", "--outcome", "success"]);
+        (g, code(&r))
+    });
+    let dir = repo.path();
+    let y = commit(dir, "app.txt", &"x\n".repeat(50), "PAY-3: bump");
+    // A tag push: no `commits`, a null `before`, only the head commit's files.
+    let mut tag = push_event(&"0".repeat(40), &y, &["app.txt"]);
+    tag["commits"] = serde_json::json!([]);
+    tag["ref"] = "refs/tags/v1.2.0".into();
+    // A tag is not the default branch: its config is the default branch's.
+    default_branch_is_head(dir, "main");
+    let doc = json_exiting(&gate(dir, &tag, &y), 1);
+    assert_eq!(
+        rule(&doc, "risk-paths")["reason"],
+        "touches sensitive paths: migrations/001_drop.sql",
+        "{doc}"
+    );
+
+    // A payload of the same range (`before` is A, the last deploy) whose list leaves the
+    // migration out, while git has the whole range: git's paths stand.
+    let doc = json_exiting(&gate(dir, &push_event(&a, &y, &["app.txt"]), &y), 1);
+    assert_eq!(
+        rule(&doc, "risk-paths")["reason"],
+        "touches sensitive paths: migrations/001_drop.sql",
+        "{doc}"
+    );
+}
+
+#[test]
+fn gitattributes_cannot_zero_the_size_of_a_change() {
+    let repo = repo_with("[policy]\nmin_history = 0\n[risk]\nmax_lines_changed = 100\n");
+    let dir = repo.path();
+    git(dir, &["add", ".changegate.toml"]);
+    git(dir, &["commit", "-q", "-m", "config"]);
+    std::fs::write(dir.join(".gitattributes"), "* -diff\n").unwrap();
+    let big: String = (0..5000).map(|i| format!("row {i}\n")).collect();
+    std::fs::write(dir.join("data.sql"), big).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "PAY-5: seed"]);
+    let doc = json_exiting(&run(dir, &["gate", "--wait", "0", "--format", "json"]), 1);
+    assert_eq!(
+        rule(&doc, "risk-size")["reason"],
+        "5001 lines changed > 100",
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_blocked_migration_is_in_the_range_of_the_next_gitlab_pipeline() {
+    let pipeline = |dir: &Path, before: &str, sha: &str, args: &[&str]| {
+        let mut cmd = cg(dir);
+        gitlab_ci(&mut cmd, "acme/payments-api", sha)
+            .env("CI_COMMIT_BEFORE_SHA", before)
+            .env("CI_COMMIT_REF_NAME", "main")
+            .args(args)
+            .output()
+            .expect("changegate runs")
+    };
+    let gate = ["gate", "--wait", "0", "--format", "json"];
+    let (repo, a, x) = deployed_then_migration(|dir, before, after| {
+        let g = code(&pipeline(dir, before, after, &gate));
+        let r = pipeline(dir, before, after, &["record", "--outcome", "success"]);
+        (g, code(&r))
+    });
+    let dir = repo.path();
+    json_exiting(&pipeline(dir, &a, &x, &gate), 1);
+    assert_eq!(
+        code(&pipeline(dir, &a, &x, &["record", "--outcome", "failure"])),
+        0
+    );
+    let y = commit(dir, "app.txt", "v2\n", "PAY-3: bump");
+    let doc = json_exiting(&pipeline(dir, &x, &y, &gate), 1);
+    assert_eq!(
+        rule(&doc, "risk-paths")["reason"],
+        "touches sensitive paths: migrations/001_drop.sql",
+        "{doc}"
+    );
+}
+
 #[test]
 fn a_closed_observe_decision_does_not_let_an_enforce_run_pass() {
     let repo = git_repo();

@@ -1781,6 +1781,46 @@ async fn dry_run_writes_nothing() {
 mod check;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_change_ships_in_the_range_of_the_next() {
+    let site = Site::start(
+        Script::default(),
+        "[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"migrations/**\"]\n",
+    )
+    .await;
+    let dir = site.repo.path();
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = site.run(&["record", "--outcome", "success"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let when = Utc::now().to_rfc3339();
+    std::fs::create_dir_all(dir.join("migrations")).expect("mkdir");
+    std::fs::write(dir.join("migrations/001_drop.sql"), "drop table t;\n").expect("write");
+    git_at(dir, &when, &["add", "migrations"]);
+    git_at(dir, &when, &["commit", "-q", "-m", "PAY-2: drop t"]);
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (code, out, err) = site.run(&["record", "--outcome", "failure"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // The next change starts at the last successful deploy, not at the blocked one.
+    site.commit(Utc::now());
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    let paths = report["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["code"] == "risk-paths")
+        .expect("risk-paths");
+    assert_eq!(
+        paths["reason"], "touches sensitive paths: migrations/001_drop.sql",
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_observe_decision_does_not_let_an_enforce_run_pass() {
     let site = Site::start(Script::default(), "").await;
     let (code, out, err) = site

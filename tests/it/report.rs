@@ -43,9 +43,11 @@ fn report_over_a_scripted_history() {
     assert_eq!(s1["success_rate"], 0.8);
     assert_eq!(s1["failed"], 1);
     // Lead time: committed the day before at 09:00. Pre-approved changes deploy at 10:00
-    // (25h), approved ones at 10:00 + wait + 1 min: 26h01m, 27h01m, 25h31m. Sorted
-    // 25h, 25h, 25h31m, 26h01m, 27h01m: median 25h31m.
-    assert_eq!(s1["lead_time"]["median_secs"], 25 * 3600 + 31 * 60);
+    // (25h), approved ones at 10:00 + wait + 1 min: 26h01m, 27h01m. CG-5's range starts at
+    // the last successful deploy, so it ships CG-4's failed commit too (committed 03-04
+    // 09:00, deployed 03-06 10:31): 49h31m. Sorted 25h, 25h, 26h01m, 27h01m, 49h31m:
+    // median 26h01m.
+    assert_eq!(s1["lead_time"]["median_secs"], 26 * 3600 + 60);
     // CG-4 failed (deployed 03-05 10:00); CG-5 restored it (deployed 03-06 10:31): 24h31m.
     assert_eq!(s1["time_to_restore"]["median_secs"], 24 * 3600 + 31 * 60);
     // 5 deployments over 14 days.

@@ -2150,6 +2150,28 @@ async fn report_over_three_sprints_of_changes_on_the_instance() {
 }
 
 #[tokio::test]
+async fn a_failed_deploy_is_no_start_for_the_next_range() {
+    let sn = Instance::start(
+        "[policy]\nmin_history = 0\n[policy.allowance]\ninitial = 3\nstep = 0\n[risk]\nmax_lines_changed = 5\n",
+    )
+    .await;
+    let gate = || {
+        let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+        json_of(&out)
+    };
+    assert_eq!(gate()["decision"], "pre-approved");
+    assert_eq!(code(&sn.run(&["record", "--outcome", "success"])), 0);
+    sn.commit("second.txt", 4);
+    assert_eq!(gate()["decision"], "pre-approved");
+    // Deployed and failed: it may not have shipped, or been rolled back.
+    assert_eq!(code(&sn.run(&["record", "--outcome", "failure"])), 0);
+    sn.commit("third.txt", 3);
+    // The range runs from the last successful deploy: both commits, 4 + 3 lines.
+    assert_eq!(rule(&gate(), "risk-size")["reason"], "7 lines changed > 5");
+    sn.assert_clean();
+}
+
+#[tokio::test]
 async fn policy_simulate_replays_the_decisions_on_the_instance() {
     let sn = Instance::start(
         "[policy]\nmin_history = 0\n[policy.allowance]\ninitial = 2\nstep = 0\n[risk]\nmax_lines_changed = 50\n",

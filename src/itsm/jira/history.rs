@@ -101,16 +101,18 @@ impl Jira {
         Ok((recent, token.is_some()))
     }
 
-    /// The commit of the service's last decided change in this environment.
+    /// The commit of the service's last change deployed successfully in this environment
+    /// (labelled with the success outcome, which only a deployed change gets).
     pub(super) async fn last_sha(
         &self,
         service_id: &str,
         environment: &str,
     ) -> Result<Option<String>> {
         let jql = format!(
-            "{} AND {} ORDER BY created DESC",
+            "{} AND {} AND labels = {} ORDER BY created DESC",
             self.scope_jql(service_id, environment, None),
-            any_kind()
+            any_kind(),
+            q(&labels::outcome(Outcome::Success))
         );
         let (issues, _) = self.search(&jql, &["labels"], 5, None, &[]).await?;
         Ok(issues

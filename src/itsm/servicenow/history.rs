@@ -291,8 +291,9 @@ impl ServiceNow {
         })
     }
 
-    /// The commit of the last change closed for the service and environment of `key` (the
-    /// last deploy other than `key`'s), from the query that also finds `key`'s record.
+    /// The commit of the last change closed successful for the service and environment of
+    /// `key` (the last deploy other than `key`'s, a failed one aside: it may not have
+    /// shipped), from the query that also finds `key`'s record.
     pub(super) async fn last_closed_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
         let prefix = key_prefix(&key.service_id, &key.environment);
         let cached = self
@@ -308,7 +309,7 @@ impl ServiceNow {
         Ok(recent
             .rows
             .iter()
-            .find(|(k, _)| *k != fitted)
+            .find(|(k, code)| *k != fitted && *code == self.cfg.close_code_success)
             .and_then(|(k, _)| k.rsplit(':').next())
             .filter(|sha| !sha.is_empty())
             .map(str::to_string))

@@ -197,7 +197,8 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
                 .last_change_sha(&CorrelationKey::new("acme/api", "production", "f00d"))
         )
         .unwrap(),
-        Some("e".repeat(40))
+        Some("d".repeat(40)),
+        "the last successful deploy: e is only decided, c never deployed, b failed"
     );
     assert_eq!(
         block_on(

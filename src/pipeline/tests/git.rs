@@ -122,7 +122,7 @@ fn range_stats_of_a_range() {
         Some("2026-02-18T10:00:02+00:00".to_string())
     );
     // app.txt +2 -1, migrations/001.sql +1, old.txt -1, logo.png binary (no lines).
-    assert_eq!(stats.lines, 5);
+    assert_eq!(stats.lines, Some(5));
     assert_eq!(
         stats.paths,
         ["app.txt", "logo.png", "migrations/001.sql", "old.txt"]
@@ -136,11 +136,11 @@ fn range_stats_of_one_commit() {
     // Without a base: the head commit alone (the root commit included).
     let stats = range_stats(repo.path(), None, &head).unwrap();
     assert_eq!(stats.commits.len(), 1);
-    assert_eq!(stats.lines, 1);
+    assert_eq!(stats.lines, Some(1));
     assert_eq!(stats.paths, ["logo.png", "old.txt"]);
     let stats = range_stats(repo.path(), None, &base).unwrap();
     assert_eq!(stats.commits[0].subject, "PAY-1: first version");
-    assert_eq!(stats.lines, 4);
+    assert_eq!(stats.lines, Some(4));
     assert_eq!(stats.paths, ["app.txt", "old.txt"]);
     assert!(stats.bodies.is_empty());
 }
@@ -165,7 +165,7 @@ fn paths_are_verbatim_whatever_bytes_they_hold() {
         let mut want: Vec<&str> = odd.to_vec();
         want.sort();
         assert_eq!(stats.paths, want, "{base:?}");
-        assert_eq!(stats.lines, 3);
+        assert_eq!(stats.lines, Some(3));
     }
 }
 
@@ -180,7 +180,7 @@ fn renames_count_both_paths() {
     let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
     // A move out of a sensitive folder still touches it.
     assert_eq!(stats.paths, ["deploy/main.tf", "infra/main.tf"]);
-    assert_eq!(stats.lines, 4);
+    assert_eq!(stats.lines, Some(4));
 }
 
 #[test]
@@ -424,7 +424,7 @@ fn paths_git_would_quote_are_read_verbatim() {
         let mut got = stats.paths.clone();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(stats.lines, 5);
+        assert_eq!(stats.lines, Some(5));
     }
 }
 
@@ -435,7 +435,8 @@ fn numstat_records_renames_binaries_and_saturating_counts() {
         u64::MAX - 2,
         u64::MAX
     );
-    let (lines, paths) = parse_numstat_z(&out);
+    let (lines, paths, uncounted) = parse_numstat_z(&out);
+    assert!(uncounted, "the binary's `-` counts are noticed");
     assert_eq!(
         paths,
         [
@@ -447,7 +448,7 @@ fn numstat_records_renames_binaries_and_saturating_counts() {
         ]
     );
     assert_eq!(lines, u64::MAX, "saturates instead of wrapping");
-    assert_eq!(parse_numstat_z(""), (0, Vec::new()));
+    assert_eq!(parse_numstat_z(""), (0, Vec::new(), false));
 }
 
 #[test]
@@ -468,5 +469,32 @@ fn a_shallow_clone_has_no_facts_for_its_boundary_commit() {
     // Not every file of the tree as if the commit had created them: unknown.
     assert_eq!(range_stats(clone.path(), None, &head), None);
     // The full checkout still knows the commit's own change.
-    assert_eq!(range_stats(repo.path(), None, &head).unwrap().lines, 1);
+    assert_eq!(
+        range_stats(repo.path(), None, &head).unwrap().lines,
+        Some(1)
+    );
+}
+
+#[test]
+fn gitattributes_of_the_change_cannot_hide_its_lines() {
+    let (repo, base, _) = repo_with_history();
+    // `* -diff` (or `binary`) makes git show `-` counts for every text file: 0 lines.
+    repo.write(".gitattributes", b"* -diff\n");
+    let big: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+    repo.write("big.txt", big.as_bytes());
+    // A real binary stays uncountable, and touched.
+    repo.write("logo.png", &[0, 159, 146, 150, 0, 1]);
+    let head = repo.commit("hide the size");
+    for stats in [
+        range_stats(repo.path(), Some(&base), &head).unwrap(),
+        range_stats(repo.path(), None, &head).unwrap(),
+    ] {
+        // 5000 lines of big.txt and the attributes file's one line: nothing hidden.
+        assert!(stats.lines.unwrap() >= 5001, "{:?}", stats.lines);
+        assert!(
+            stats.paths.iter().any(|p| p == "logo.png"),
+            "{:?}",
+            stats.paths
+        );
+    }
 }

@@ -122,7 +122,7 @@ fn push_to_a_new_branch() {
     // new branch, so there is no range from the platform.
     let d = detect(&push_run("push/with-new-branch.payload.json")).unwrap();
     assert_eq!(d.commit_sha, PUSHED);
-    assert_eq!(d.range, None);
+    assert_eq!((&d.range, &d.before), (&None, &None));
     assert_eq!(d.pull_request, None);
     assert_eq!(d.branch.as_deref(), Some("master"));
     assert_eq!(d.commits.len(), 1);
@@ -134,7 +134,8 @@ fn push_to_a_new_branch() {
         c.timestamp.map(|t| t.to_rfc3339()),
         Some("2019-05-15T15:19:25+00:00".to_string())
     );
-    assert_eq!(d.paths, ["README.md"]);
+    // The commits before the branch's first are not listed: the paths are unknown.
+    assert!(d.paths.is_empty(), "{:?}", d.paths);
     assert_eq!(d.lines_changed, None, "a push payload has no line counts");
     // No GITHUB_ACTOR: the pusher.
     assert_eq!(d.actor.as_deref(), Some("Codertocat"));
@@ -195,7 +196,11 @@ fn push_with_before_and_after_names_the_range_commits_and_paths() {
     v.insert("GITHUB_SHA".into(), "b".repeat(40));
     let d = detect(&v).unwrap();
     assert_eq!(d.commit_sha, "b".repeat(40));
-    assert_eq!(d.range, Some((BASE.to_string(), "b".repeat(40))));
+    assert_eq!(
+        d.range, None,
+        "a push's range starts at the last deployed commit"
+    );
+    assert_eq!(d.before.as_deref(), Some(BASE));
     let subjects: Vec<&str> = d.commits.iter().map(|c| c.subject.as_str()).collect();
     assert_eq!(subjects, ["Initial commit", "PAY-42: fix rounding"]);
     assert_eq!(
@@ -206,7 +211,11 @@ fn push_with_before_and_after_names_the_range_commits_and_paths() {
     assert_eq!(d.paths, ["README.md", "migrations/002.sql", "old.txt"]);
 
     // The facts: work items from the commit subjects, paths and range kept (no git here).
-    let facts = d.into_facts("Hello-World", "production", None, None, dir.path());
+    let facts = d
+        .clone()
+        .into_facts("Hello-World", "production", None, None, dir.path());
+    assert_eq!(facts.range, Some((BASE.to_string(), "b".repeat(40))));
+    assert!(!facts.paths_unknown);
     assert_eq!(facts.work_items, ["INC0012345", "PAY-42"]);
     assert_eq!(facts.service_id, "Codertocat/Hello-World");
     assert_eq!(facts.paths, ["README.md", "migrations/002.sql", "old.txt"]);
@@ -215,6 +224,51 @@ fn push_with_before_and_after_names_the_range_commits_and_paths() {
         facts.first_commit_at().map(|t| t.to_rfc3339()),
         Some("2019-05-15T15:19:25+00:00".to_string())
     );
+}
+
+#[test]
+fn push_payload_paths_stand_only_for_their_own_whole_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = push_run("push/with-new-branch.payload.json");
+    v.insert("GITHUB_EVENT_PATH".into(), two_commit_push(dir.path()));
+    v.insert("GITHUB_SHA".into(), "b".repeat(40));
+    let d = detect(&v).unwrap();
+    // The backend knows an older deployed commit: the range starts there, and the payload's
+    // paths (of `before..after` only) say nothing of it. No git here: unknown.
+    let deployed = "d".repeat(40);
+    let facts = d.into_facts(
+        "Hello-World",
+        "production",
+        Some(&deployed),
+        None,
+        dir.path(),
+    );
+    assert_eq!(facts.range, Some((deployed, "b".repeat(40))));
+    assert!(
+        facts.paths_unknown && facts.paths.is_empty(),
+        "{:?}",
+        facts.paths
+    );
+
+    // A force push's diff may undo what only `before` had: unknown too.
+    let path = dir.path().join("event.json");
+    let mut event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    event["forced"] = true.into();
+    std::fs::write(&path, event.to_string()).unwrap();
+    assert!(detect(&v).unwrap().paths.is_empty());
+    event["forced"] = false.into();
+    std::fs::write(&path, event.to_string()).unwrap();
+    assert!(!detect(&v).unwrap().paths.is_empty());
+
+    // A list as long as GitHub's cap may have been cut: unknown too.
+    let one = event["commits"][1].clone();
+    event["commits"] = serde_json::Value::Array(vec![one; 2048]);
+    std::fs::write(&path, event.to_string()).unwrap();
+    let d = detect(&v).unwrap();
+    assert!(d.paths.is_empty(), "{:?}", d.paths);
+    let facts = d.into_facts("Hello-World", "production", None, None, dir.path());
+    assert!(facts.paths_unknown);
 }
 
 #[test]

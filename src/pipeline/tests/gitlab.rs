@@ -149,16 +149,20 @@ fn branch_pipeline_reads_the_push_range() {
     assert_eq!(d.pull_request, None);
     assert_eq!(d.branch.as_deref(), Some("main"));
     assert_eq!(d.commit_sha, SHA);
-    assert_eq!(d.range, Some((BEFORE.to_string(), SHA.to_string())));
+    assert_eq!(
+        d.range, None,
+        "a push's range starts at the last deployed commit"
+    );
+    assert_eq!(d.before.as_deref(), Some(BEFORE));
 }
 
 #[test]
 fn first_push_of_a_branch_has_no_range() {
     let mut v = branch_pipeline();
     v.insert("CI_COMMIT_BEFORE_SHA".into(), NULL.into());
-    assert_eq!(detect(&v).unwrap().range, None);
+    assert_eq!(detect(&v).unwrap().before, None);
     v.remove("CI_COMMIT_BEFORE_SHA");
-    assert_eq!(detect(&v).unwrap().range, None);
+    assert_eq!(detect(&v).unwrap().before, None);
 }
 
 #[test]
@@ -168,7 +172,7 @@ fn a_bad_merge_request_iid_is_no_merge_request() {
     let d = detect(&v).unwrap();
     assert_eq!(d.pull_request, None);
     // Without a merge request the null "before" gives no range either.
-    assert_eq!(d.range, None);
+    assert_eq!((d.range, d.before), (None, None));
 }
 
 #[test]
