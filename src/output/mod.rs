@@ -115,10 +115,14 @@ impl Report {
             (_, None, Some(s)) => format!("state: {s}"),
             (_, None, None) => "not decided".to_string(),
         };
+        // Every value from outside (paths in rule reasons, names, comments, messages) has its
+        // control characters escaped: a carriage return or an escape sequence in a file name
+        // must not redraw a line of the report, nor a line break start a line of its own.
+        let what = esc(&what);
         out.push_str(&format!(
             "{id}: {what} — {} → {} @ {short}{}{}\n",
-            self.service,
-            self.environment,
+            esc(&self.service),
+            esc(&self.environment),
             if self.mode == Mode::Observe {
                 " [observe mode]"
             } else {
@@ -140,7 +144,11 @@ impl Report {
         }
         for rule in &self.rules {
             let mark = if rule.passed { "✓" } else { "✗" };
-            out.push_str(&format!("  {mark} {:<16} {}\n", rule.code, rule.reason));
+            out.push_str(&format!(
+                "  {mark} {:<16} {}\n",
+                rule.code,
+                esc(&rule.reason)
+            ));
         }
         if let Some(by) = self.approved_by.as_ref().filter(|_| human.is_none()) {
             let comment = self
@@ -148,19 +156,25 @@ impl Report {
                 .as_deref()
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default();
-            out.push_str(&format!("  decided by {by}{comment}\n"));
+            out.push_str(&format!(
+                "  decided by {}\n",
+                esc(&format!("{by}{comment}"))
+            ));
         }
         if !self.incidents.is_empty() {
-            out.push_str(&format!("  incidents: {}\n", self.incidents.join(", ")));
+            out.push_str(&format!(
+                "  incidents: {}\n",
+                esc(&self.incidents.join(", "))
+            ));
         }
         if let Some(url) = &self.change_url {
-            out.push_str(&format!("  {url}\n"));
+            out.push_str(&format!("  {}\n", esc(url)));
         }
         if let Some(at) = &self.clock_override {
             out.push_str(&format!("  clock set by CHANGEGATE_NOW to {at}\n"));
         }
         if let Some(message) = self.message.as_ref().filter(|m| Some(*m) != human.as_ref()) {
-            out.push_str(&format!("  {message}\n"));
+            out.push_str(&format!("  {}\n", esc(message)));
         }
         out
     }
@@ -216,4 +230,9 @@ pub fn rejection(by: Option<&str>, comment: Option<&str>) -> String {
         (None, Some(c)) => format!("rejected: {c}"),
         (None, None) => "rejected".to_string(),
     }
+}
+
+/// A value from outside as one line of text: control characters escaped.
+fn esc(text: &str) -> String {
+    crate::config::escape_controls(text)
 }

@@ -519,3 +519,65 @@ fn a_closed_stdout_is_exit_2() {
         assert_one_line_error(&out, "stdout", &format!("{args:?}"));
     }
 }
+
+/// A file name with a carriage return and terminal escape sequences cannot redraw the text
+/// report into a pass that did not happen: control characters are escaped in every value
+/// from outside.
+#[test]
+fn a_file_name_cannot_redraw_the_text_report() {
+    let repo = git_repo();
+    let dir = repo.path();
+    let name = "migrations/a\r\u{1b}[2K\u{1b}[1A\u{1b}[2K  ✓ risk-paths       no sensitive paths among 1 touched";
+    std::fs::create_dir(dir.join("migrations")).unwrap();
+    std::fs::write(dir.join(name), "x").unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "migration"]);
+    std::fs::write(
+        dir.join(".changegate.toml"),
+        "[policy]\nmin_history = 0\n[risk]\nsensitive_paths = [\"migrations/**\"]\n",
+    )
+    .unwrap();
+    let out = changegate(dir)
+        .args(["gate", "--wait", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\r') && !text.contains('\u{1b}'),
+        "raw control characters in the report: {text:?}"
+    );
+    let paths: Vec<&str> = text.lines().filter(|l| l.contains("risk-paths")).collect();
+    assert_eq!(paths.len(), 1, "one risk-paths line: {text}");
+    assert!(paths[0].contains('✗'), "{text}");
+}
+
+/// A value clap refuses (an action input such as `wait:` taken from a branch name) is
+/// quoted in the error: under GitHub Actions no line of it starts a workflow command.
+#[test]
+fn a_refused_option_value_cannot_inject_workflow_commands() {
+    let repo = git_repo();
+    let dir = repo.path();
+    for args in [
+        &[
+            "gate",
+            "--wait",
+            "5m\n::add-mask::x\n::set-output name=decision::pre-approved",
+        ][..],
+        &["gate", "--mode=x\n::warning::injected"][..],
+        &["gate", "--format=x\n::error::injected"][..],
+    ] {
+        let out = changegate(dir)
+            .env("GITHUB_ACTIONS", "true")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            workflow_commands(&err).is_empty(),
+            "{args:?} would run a workflow command:\n{err}"
+        );
+        assert!(err.contains("error:"), "{err}");
+    }
+}
