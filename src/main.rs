@@ -84,7 +84,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
+                // clap quotes a refused value (an action input may come from a branch name),
+                // line breaks and all: no line of it may start a workflow command.
+                let text = console::neutralise_lines(&e.render().to_string());
+                if e.use_stderr() {
+                    let _ = write!(std::io::stderr(), "{text}");
+                } else {
+                    let _ = console::stdout(&text);
+                }
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(code);
         }
     };
