@@ -340,7 +340,7 @@ pub async fn fetch(
     // would let a config the default branch no longer holds govern.
     let (git_could_read, git_said) = match &checkout {
         None => (false, "no git checkout to read it from".to_string()),
-        Some(c) => match git::fetch_branch(&cwd, branch, c.shallow).await {
+        Some(c) => match fetch_within_budget(&cwd, branch, c.shallow, budget).await {
             Ok(()) => match git::file_at(&cwd, &rev, &file) {
                 FileAtRev::Found(text) => return Ok(Some(found(label, text))),
                 FileAtRev::Missing => return Ok(Some(missing(label))),
@@ -424,6 +424,24 @@ const RETRY_FIX: &str = "run the job again once the API answers";
 
 /// GitHub's contents API. `Ok(None)`: the branch has no such file.
 ///
+/// The one fetch of the default branch, charged to the run's outbound budget like any call
+/// to the forge: it may take what the budget has left (at most [`git::FETCH_TIMEOUT`]).
+async fn fetch_within_budget(
+    cwd: &Path,
+    branch: &str,
+    shallow: bool,
+    budget: &Budget,
+) -> Result<(), git::FetchFailed> {
+    let meter = budget.meter();
+    let Some(left) = meter.attempt_timeout() else {
+        return Err(git::FetchFailed {
+            no_git: false,
+            reason: "the run's outbound time budget (http.deadline) is spent".to_string(),
+        });
+    };
+    git::fetch_branch(cwd, branch, shallow, left.min(git::FETCH_TIMEOUT)).await
+}
+
 /// GitHub answers 404 both for a missing file and for a repository the token cannot see, so
 /// a 404 counts as "no such file" only when the same token can read the branch itself.
 async fn from_github(
@@ -688,6 +706,60 @@ fn describe(e: &HttpError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote that accepts the connection and never answers: the fetch ends with what the
+    /// run's budget has left, and what it took is charged to the budget; a spent budget
+    /// runs no git at all.
+    #[tokio::test]
+    async fn the_default_branch_fetch_is_charged_to_the_outbound_budget() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Holds the accepted connection unanswered; left to end with the test process.
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(1).collect();
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            drop(held);
+        });
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .current_dir(repo.path())
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&[
+            "remote",
+            "add",
+            "origin",
+            &format!("http://127.0.0.1:{port}/repo.git"),
+        ]);
+        let budget = Budget::new(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(60),
+        );
+        let started = std::time::Instant::now();
+        let err = fetch_within_budget(repo.path(), "main", false, &budget)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(err.reason.contains("did not finish within"), "{err}");
+        assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+        assert!(
+            budget.spent() >= std::time::Duration::from_millis(1900),
+            "{:?}",
+            budget.spent()
+        );
+        // Nothing left: no fetch is tried.
+        let err = fetch_within_budget(repo.path(), "main", false, &budget)
+            .await
+            .unwrap_err();
+        assert!(err.reason.contains("http.deadline"), "{err}");
+    }
 
     fn status_error(status: u16, body: &str) -> HttpError {
         HttpError::Status {

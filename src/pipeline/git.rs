@@ -373,8 +373,9 @@ fn git_with_input(workdir: &Path, args: &[&str], input: &[u8]) -> Option<Vec<u8>
     (matches!(written, Some(Ok(()))) && out.status.success()).then_some(out.stdout)
 }
 
-/// How long the one fetch of a pull request pipeline's default branch may take.
-const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most the one fetch of the default branch may take; less when the run's outbound
+/// budget has less left (the caller passes the limit).
+pub const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why [`fetch_branch`] did not bring the branch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -400,8 +401,13 @@ impl FetchFailed {
 /// actions/checkout leaves its token in the git config). `--depth=1` only in a `shallow`
 /// repository: in a complete one it would cut the history short at the fetched tip (git
 /// records it as a shallow boundary), and the commit ranges the gate reads need it whole.
-/// `branch` must have passed [`valid_branch_name`].
-pub async fn fetch_branch(workdir: &Path, branch: &str, shallow: bool) -> Result<(), FetchFailed> {
+/// `branch` must have passed [`valid_branch_name`]. The fetch is stopped after `limit`.
+pub async fn fetch_branch(
+    workdir: &Path,
+    branch: &str,
+    shallow: bool,
+    limit: std::time::Duration,
+) -> Result<(), FetchFailed> {
     if !valid_branch_name(branch) {
         return Err(FetchFailed::new(format!(
             "{branch:?} is not a valid branch name"
@@ -421,11 +427,11 @@ pub async fn fetch_branch(workdir: &Path, branch: &str, shallow: bool) -> Result
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = match tokio::time::timeout(FETCH_TIMEOUT, run).await {
+    let out = match tokio::time::timeout(limit, run).await {
         Err(_) => {
             return Err(FetchFailed::new(format!(
-                "git fetch did not finish within {}s",
-                FETCH_TIMEOUT.as_secs()
+                "git fetch did not finish within {:.1}s",
+                limit.as_secs_f64()
             )));
         }
         Ok(Err(e)) => {

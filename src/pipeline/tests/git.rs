@@ -373,19 +373,26 @@ async fn fetch_branch_brings_the_default_branch_from_origin() {
         file_at(clone.path(), rev, ".changegate.toml"),
         FileAtRev::NoRevision
     );
-    fetch_branch(clone.path(), "release", true).await.unwrap();
+    fetch_branch(clone.path(), "release", true, FETCH_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(
         file_at(clone.path(), rev, ".changegate.toml"),
         FileAtRev::Found("mode = \"enforce\"\n".into())
     );
-    let err = fetch_branch(clone.path(), "no-such-branch", true)
+    let err = fetch_branch(clone.path(), "no-such-branch", true, FETCH_TIMEOUT)
         .await
         .unwrap_err();
     assert!(err.reason.starts_with("git fetch failed"), "{err}");
     assert!(!err.no_git);
-    let err = fetch_branch(clone.path(), "--upload-pack=touch /tmp/x", true)
-        .await
-        .unwrap_err();
+    let err = fetch_branch(
+        clone.path(),
+        "--upload-pack=touch /tmp/x",
+        true,
+        FETCH_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
     assert!(err.reason.contains("not a valid branch name"), "{err}");
 }
 
