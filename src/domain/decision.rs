@@ -138,11 +138,6 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether the deploy may go ahead right now, without waiting for anyone.
-    pub fn passes_now(&self) -> bool {
-        self.mode == Mode::Observe || self.kind == DecisionKind::PreApproved
-    }
-
     /// The state a backend sets when it writes this decision on a record not yet deployed:
     /// what a dry run, or a re-decision that is not written, judges the gate by.
     pub fn state_after(&self) -> State {

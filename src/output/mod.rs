@@ -118,11 +118,11 @@ impl Report {
         // Every value from outside (paths in rule reasons, names, comments, messages) has its
         // control characters escaped: a carriage return or an escape sequence in a file name
         // must not redraw a line of the report, nor a line break start a line of its own.
-        let what = esc(&what);
+        let what = console::one_line(&what);
         out.push_str(&format!(
             "{id}: {what} — {} → {} @ {short}{}{}\n",
-            esc(&self.service),
-            esc(&self.environment),
+            console::one_line(&self.service),
+            console::one_line(&self.environment),
             if self.mode == Mode::Observe {
                 " [observe mode]"
             } else {
@@ -147,7 +147,7 @@ impl Report {
             out.push_str(&format!(
                 "  {mark} {:<16} {}\n",
                 rule.code,
-                esc(&rule.reason)
+                console::one_line(&rule.reason)
             ));
         }
         if let Some(by) = self.approved_by.as_ref().filter(|_| human.is_none()) {
@@ -158,23 +158,23 @@ impl Report {
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  decided by {}\n",
-                esc(&format!("{by}{comment}"))
+                console::one_line(&format!("{by}{comment}"))
             ));
         }
         if !self.incidents.is_empty() {
             out.push_str(&format!(
                 "  incidents: {}\n",
-                esc(&self.incidents.join(", "))
+                console::one_line(&self.incidents.join(", "))
             ));
         }
         if let Some(url) = &self.change_url {
-            out.push_str(&format!("  {}\n", esc(url)));
+            out.push_str(&format!("  {}\n", console::one_line(url)));
         }
         if let Some(at) = &self.clock_override {
             out.push_str(&format!("  clock set by CHANGEGATE_NOW to {at}\n"));
         }
         if let Some(message) = self.message.as_ref().filter(|m| Some(*m) != human.as_ref()) {
-            out.push_str(&format!("  {}\n", esc(message)));
+            out.push_str(&format!("  {}\n", console::one_line(message)));
         }
         out
     }
@@ -230,9 +230,4 @@ pub fn rejection(by: Option<&str>, comment: Option<&str>) -> String {
         (None, Some(c)) => format!("rejected: {c}"),
         (None, None) => "rejected".to_string(),
     }
-}
-
-/// A value from outside as one line of text: control characters escaped.
-fn esc(text: &str) -> String {
-    crate::config::escape_controls(text)
 }

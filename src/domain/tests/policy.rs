@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::*;
 use crate::domain::change::{Platform, PullRequest};
+use crate::domain::decision::Gate;
 use crate::domain::history::SprintTally;
 
 /// The calendar every test uses: sprint 1 starts on Monday 2026-01-19, 14 days long, so
@@ -640,7 +641,7 @@ fn emergency_overrides_freeze_allowance_and_track_record() {
     let e = rule(&d, codes::EMERGENCY);
     assert!(e.passed);
     assert_eq!(e.reason, "emergency declared: payments down");
-    assert!(d.passes_now());
+    assert_eq!(d.kind.gate(d.mode, None), Gate::Pass);
 }
 
 #[test]
@@ -905,11 +906,11 @@ fn observe_mode_is_carried_and_never_blocks_now() {
     // The decision is the one enforce mode would make; the mode says not to act on it.
     assert_eq!(d.kind, DecisionKind::Blocked);
     assert_eq!(d.mode, Mode::Observe);
-    assert!(d.passes_now());
+    assert_eq!(d.kind.gate(d.mode, None), Gate::Pass);
 
     let d = decide_with(&facts(), &history(0, 0), &policy(), NOW, None);
     assert_eq!(d.mode, Mode::Enforce);
-    assert!(!d.passes_now());
+    assert_eq!(d.kind.gate(d.mode, None), Gate::Waiting);
 }
 
 #[test]
