@@ -349,8 +349,7 @@ impl HttpClient {
                     if status.is_success() {
                         return Ok(response);
                     }
-                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
-                        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
+                    let retryable = retryable(status);
                     let wait = retry_after(&response);
                     if retryable && !last {
                         let delay = wait
@@ -504,6 +503,13 @@ fn is_loopback(url: &url::Url) -> bool {
 
 /// `Retry-After` in seconds or as an HTTP date; also GitHub's `x-ratelimit-reset` when the
 /// remaining budget is zero.
+/// Whether an error answer is worth another try: rate limited, or a server error other
+/// than "not implemented" (which a retry cannot change).
+pub fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
 pub fn retry_after(response: &Response) -> Option<Duration> {
     let headers = response.headers();
     if let Some(value) = headers

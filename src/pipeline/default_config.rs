@@ -524,7 +524,7 @@ async fn from_github(
 
 fn github_failure(e: &HttpError) -> Failure {
     let fix = match e.status() {
-        Some(s) if retryable(s) => RETRY_FIX,
+        Some(s) if http::retryable(s) => RETRY_FIX,
         None if matches!(e, HttpError::Transport { .. }) => RETRY_FIX,
         _ => GITHUB_TOKEN_FIX,
     };
@@ -583,7 +583,7 @@ async fn from_gitlab(branch: &str, file: &str, budget: &Budget) -> Result<Option
         }
         Err(e) => {
             let fix = match e.status() {
-                Some(s) if retryable(s) => RETRY_FIX,
+                Some(s) if http::retryable(s) => RETRY_FIX,
                 None if matches!(e, HttpError::Transport { .. }) => RETRY_FIX,
                 _ => GITLAB_TOKEN_FIX,
             };
@@ -648,11 +648,6 @@ async fn get(
     })
 }
 
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
-}
-
 /// The forge's own words for an error answer: its JSON `message`, else the body, on one
 /// line and short (it ends up in a log that CI systems scan for commands).
 fn message(e: &HttpError) -> String {
@@ -688,7 +683,7 @@ fn describe(e: &HttpError) -> String {
     match e.status() {
         Some(status) => {
             let said = message(e);
-            let retried = if retryable(status) {
+            let retried = if http::retryable(status) {
                 " (still, after retries)"
             } else {
                 ""
