@@ -89,15 +89,15 @@ pub struct RiskLimits {
 /// root (which every pattern is anyway), and a pattern also covers everything under it when
 /// it names a directory (`migrations`, `migrations/`). The error says why a pattern could
 /// never match a touched path, or is not a glob.
-pub fn sensitive_globs(pattern: &str) -> Result<Vec<Glob>, String> {
+pub fn sensitive_globs(pattern: &str) -> Result<Vec<Glob>, PatternError> {
     if pattern.trim() != pattern || pattern.is_empty() {
-        return Err("has leading or trailing spaces, or is empty".into());
+        return Err(PatternError::Spaces);
     }
     if pattern.starts_with('!') {
-        return Err("starts with `!`: there is no negation; list only what is sensitive".into());
+        return Err(PatternError::Negation);
     }
     if pattern.contains('\\') {
-        return Err("contains `\\`: paths are separated by `/`".into());
+        return Err(PatternError::Backslash);
     }
     let mut rest = pattern.strip_prefix('/').unwrap_or(pattern);
     while let Some(r) = rest.strip_prefix("./") {
@@ -105,21 +105,37 @@ pub fn sensitive_globs(pattern: &str) -> Result<Vec<Glob>, String> {
     }
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest == "." {
-        return Err("names the whole repository; write `**` if every path is sensitive".into());
+        return Err(PatternError::WholeRepository);
     }
     if let Some(part) = rest
         .split('/')
         .find(|p| p.is_empty() || *p == "." || *p == "..")
     {
         let part = if part.is_empty() { "//" } else { part };
-        return Err(format!(
-            "contains `{part}`: touched paths are plain paths from the repository's root"
-        ));
+        return Err(PatternError::NotPlain(part.to_owned()));
     }
     [rest.to_string(), format!("{rest}/**")]
         .iter()
-        .map(|p| Glob::new(p).map_err(|e| format!("is not a valid glob: {e}")))
+        .map(|p| Glob::new(p).map_err(PatternError::Glob))
         .collect()
+}
+
+/// Why a `[risk] sensitive_paths` pattern is refused: it could never match a touched path,
+/// or it is not a glob. Read after the pattern ("pattern \"x\" {error}").
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("has leading or trailing spaces, or is empty")]
+    Spaces,
+    #[error("starts with `!`: there is no negation; list only what is sensitive")]
+    Negation,
+    #[error("contains `\\`: paths are separated by `/`")]
+    Backslash,
+    #[error("names the whole repository; write `**` if every path is sensitive")]
+    WholeRepository,
+    #[error("contains `{0}`: touched paths are plain paths from the repository's root")]
+    NotPlain(String),
+    #[error("is not a valid glob: {0}")]
+    Glob(#[source] globset::Error),
 }
 
 /// Why a risk fact is unknown, and what would make it known.
