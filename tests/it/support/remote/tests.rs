@@ -93,3 +93,12 @@ async fn verify_fails_at_once() {
     assert_eq!(status.as_u16(), UNEXPECTED);
     remote.verify().await;
 }
+
+/// As the fakes are used: the fake lives to the end of the test body and its drop fails the
+/// test, with no explicit check.
+#[tokio::test]
+#[should_panic(expected = "unexpected request: GET /never-mounted")]
+async fn a_stray_request_fails_a_test_that_never_checks() {
+    let remote = Remote::start().await;
+    assert_eq!(get(&remote, "/never-mounted").await, UNEXPECTED);
+}
