@@ -326,6 +326,17 @@ struct Query {
 /// fake cannot check against a screen it does not have).
 const ISSUE_FIELDS: &[&str] = &["project", "issuetype", "summary", "description", "labels"];
 
+/// Query parameters of the GET routes the fake serves (issue, changelog, approvals).
+const QUERY_PARAMS: &[&str] = &[
+    "fields",
+    "properties",
+    "expand",
+    "startAt",
+    "maxResults",
+    "start",
+    "limit",
+];
+
 /// Fields the fake's JQL knows; a search on any other is flagged (Jira would answer 400,
 /// or match nothing for a misspelt custom field).
 const JQL_FIELDS: &[&str] = &[
@@ -623,6 +634,17 @@ impl State {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        // Jira ignores a query parameter it does not know: the request "works" and means
+        // something else than the client thought.
+        for k in query.keys() {
+            if !QUERY_PARAMS.contains(&k.as_str()) {
+                self.watch.flag(format!(
+                    "{} {} with unknown query parameter {k:?}",
+                    req.method,
+                    req.url.path()
+                ));
+            }
+        }
         let segs: Vec<&str> = req.url.path().trim_start_matches('/').split('/').collect();
         let now = Utc::now();
         match (req.method.as_str(), segs.as_slice()) {
