@@ -6,8 +6,9 @@ use crate::support::remote::Watch;
 pub type Rec = BTreeMap<String, String>;
 
 /// Fields a change_request has on the fake instance; anything else in a query or a write
-/// is recorded as an anomaly (a real instance silently ignores unknown fields, which is
-/// exactly the kind of bug a test should see).
+/// is flagged as an anomaly and fails the test when its `Remote` is dropped (a real
+/// instance silently ignores unknown fields, which is exactly the kind of bug a test
+/// should see).
 const FIELDS: &[&str] = &[
     "sys_id",
     "number",
