@@ -326,6 +326,31 @@ struct Query {
 /// fake cannot check against a screen it does not have).
 const ISSUE_FIELDS: &[&str] = &["project", "issuetype", "summary", "description", "labels"];
 
+/// Fields a search or a read may ask for: what the fake's issues hold, and any custom
+/// field. Jira leaves an unknown field out of its answer, which a client reads as empty.
+const READ_FIELDS: &[&str] = &[
+    "status",
+    "labels",
+    "created",
+    "updated",
+    "resolution",
+    "resolutiondate",
+    "issuelinks",
+    "summary",
+    "description",
+    "issuetype",
+    "project",
+];
+
+/// Flags, in `watch`, each of `fields` the fake's issues cannot have.
+fn check_read_fields(watch: &Watch, what: &str, fields: &[String]) {
+    for f in fields {
+        if !READ_FIELDS.contains(&f.as_str()) && !f.starts_with("customfield_") {
+            watch.flag(format!("{what} asks for unknown field {f:?}"));
+        }
+    }
+}
+
 /// Query parameters of the GET routes the fake serves (issue, changelog, approvals).
 const QUERY_PARAMS: &[&str] = &[
     "fields",
@@ -657,6 +682,7 @@ impl State {
                 };
                 let reconcile: Vec<u64> = body["reconcileIssues"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
                 let fields: Vec<String> = body["fields"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+                check_read_fields(&self.watch, "search", &fields);
                 let props: Vec<String> = body["properties"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
                 let cap = self.script.page_cap.unwrap_or(100);
                 let max = (body["maxResults"].as_u64().unwrap_or(50) as usize).min(cap);
@@ -745,6 +771,7 @@ impl State {
             }
             ("GET", ["rest", "api", "3", "issue", key]) => {
                 let fields: Vec<String> = query.get("fields").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
+                check_read_fields(&self.watch, "read", &fields);
                 let props: Vec<String> = query.get("properties").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
                 let transitions = query.get("expand").is_some_and(|e| e.contains("transitions"));
                 let Some(mut v) = self.issue_mut(key).map(|i| i.view(&base, &fields, &props, transitions)) else {
