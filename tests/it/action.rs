@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 use crate::support;
+use crate::support::remote::Remote;
 
 const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
 const PUSH_PAYLOAD: &str = "github-webhooks/examples/push/with-new-branch.payload.json";
@@ -44,10 +45,11 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
 }
 
 /// A stand-in for the GitHub API: it refuses everything (404), so that annotating is a
-/// warning and never changes a result here, and it keeps what it was sent.
+/// warning and never changes a result here, and it keeps what it was sent. Every request is
+/// answered by that mock, so the [`Remote`]'s catch-all only guards against a change here.
 struct FakeApi {
     runtime: tokio::runtime::Runtime,
-    server: wiremock::MockServer,
+    server: Remote,
 }
 
 impl FakeApi {
@@ -55,7 +57,7 @@ impl FakeApi {
         // A multi-threaded runtime serves the fake while the test thread waits on the binary.
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let server = runtime.block_on(async {
-            let server = wiremock::MockServer::start().await;
+            let server = Remote::start().await;
             wiremock::Mock::given(wiremock::matchers::any())
                 .respond_with(
                     wiremock::ResponseTemplate::new(404)

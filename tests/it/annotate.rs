@@ -1,15 +1,16 @@
 //! Pull/merge request annotations: the real binary against in-process fakes of the GitHub and
-//! GitLab endpoints it uses. Every fake ends with a catch-all that fails the test when the
-//! tool sends a request nobody expected.
+//! GitLab endpoints it uses. Every fake is a `support::remote::Remote`: a request nobody
+//! expected fails the test.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use wiremock::matchers::{any, method, path, path_regex};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use crate::support::remote::Remote;
 use crate::support::{
     Silent, changegate, default_branch_is_head, git, git_repo, github_actions, reference,
 };
@@ -176,13 +177,13 @@ fn comment_json(c: &FakeComment) -> Value {
 }
 
 struct FakeGitHub {
-    server: MockServer,
+    server: Remote,
     state: Gh,
 }
 
 impl FakeGitHub {
     async fn start(token: &str) -> FakeGitHub {
-        let server = MockServer::start().await;
+        let server = Remote::start().await;
         let state: Gh = Arc::new(Mutex::new(GhState {
             uri: server.uri(),
             token: token.to_string(),
@@ -393,17 +394,8 @@ impl FakeGitHub {
         FakeGitHub { server, state }
     }
 
-    /// Nothing else may be asked: any other request fails the test at [`FakeGitHub::verify`].
-    async fn forbid_the_rest(&self) {
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(599))
-            .with_priority(u8::MAX)
-            .expect(0)
-            .named("a request nobody expected")
-            .mount(&self.server)
-            .await;
-    }
-
+    /// Nothing else may be asked: any other request fails the test here, or when the fake
+    /// is dropped (the [`Remote`]'s catch-all).
     async fn verify(&self) {
         self.server.verify().await;
     }
@@ -501,7 +493,6 @@ fn run(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn re_runs_leave_one_comment_per_environment_edited_in_place() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     {
         // 120 comments by people (so the listing spans two pages), one of which quotes our
         // production marker: it must never be taken for ours, nor edited.
@@ -627,7 +618,6 @@ async fn re_runs_leave_one_comment_per_environment_edited_in_place() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_change_is_blocked_on_the_comment_and_the_check_run() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     // No track record: the change needs approval.
     let p = Pipeline::new("", "pull_request/opened.payload.json", |_| {});
     let uri = gh.server.uri();
@@ -676,7 +666,6 @@ async fn a_rejected_change_is_blocked_on_the_comment_and_the_check_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_pipeline_annotates_the_pull_request_of_its_commit() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     let sha = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c";
     gh.state.lock().unwrap().pulls_of_commit.insert(
         sha.to_string(),
@@ -716,7 +705,6 @@ async fn a_push_pipeline_annotates_the_pull_request_of_its_commit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_token_falls_back_to_a_status_then_warns_and_keeps_the_exit_code() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     gh.state.lock().unwrap().read_only = true;
     let p = Pipeline::new(PRE_APPROVE, "pull_request/opened.payload.json", |_| {});
     let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
@@ -772,7 +760,6 @@ async fn only_the_status_is_refused_when_checks_work() {
         .with_priority(1)
         .mount(&gh.server)
         .await;
-    gh.forbid_the_rest().await;
     let p = Pipeline::new("", "pull_request/opened.payload.json", |_| {});
     let mut cmd = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     // No track record yet: needs approval; --wait 0 returns at once (exit 1).
@@ -803,7 +790,6 @@ async fn only_the_status_is_refused_when_checks_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_are_waited_out() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     {
         let reset = (chrono::Utc::now().timestamp() + 1).to_string();
         let mut s = gh.state.lock().unwrap();
@@ -839,7 +825,6 @@ async fn rate_limits_are_waited_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_is_sent_in_a_dry_run_when_disabled_or_without_a_token() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     let p = Pipeline::new(PRE_APPROVE, "pull_request/opened.payload.json", |_| {});
     let mut dry = p.github(&gh.server.uri(), "pull_request", MERGE_SHA);
     dry.env("GITHUB_TOKEN", TOKEN).args(["gate", "--dry-run"]);
@@ -868,7 +853,6 @@ async fn nothing_is_sent_in_a_dry_run_when_disabled_or_without_a_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_pull_request_title_reaches_github_harmless() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     let title = "<script>alert(1)</script> @org/team\n| a | b |\n|---|---|\n| **x** | [y](https://evil.example) |";
     let p = Pipeline::new(PRE_APPROVE, "pull_request/opened.payload.json", |e| {
         e["pull_request"]["title"] = json!(title);
@@ -968,7 +952,6 @@ async fn github_app_auth_mints_one_installation_token_and_uses_it() {
         .expect(1)
         .mount(&gh.server)
         .await;
-    gh.forbid_the_rest().await;
 
     // No track record: needs approval. The gate annotates "waiting", waits 2s, times out and
     // annotates again: two annotations in one process, one token.
@@ -1069,7 +1052,6 @@ fn comparison(files: &[Value]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_request_files_come_from_the_compare_of_the_gated_commit() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     // The gated commit (the event's head) adds a migration among 150 files.
     let mut files: Vec<Value> = (0..149)
         .map(|i| pr_file(&format!("src/f{i}.rs"), 1, 1))
@@ -1135,7 +1117,6 @@ async fn pull_request_files_come_from_the_compare_of_the_gated_commit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn push_counts_come_from_compare_unless_git_has_the_range() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     let (base, head) = (
         "9049f1265b7d61be4a8904a9a27120d2064dab3b",
         "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
@@ -1230,8 +1211,8 @@ fn gl_auth(req: &Request) -> Option<ResponseTemplate> {
         .then(|| ResponseTemplate::new(401).set_body_json(json!({"message": "401 Unauthorized"})))
 }
 
-async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
-    let server = MockServer::start().await;
+async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> Remote {
+    let server = Remote::start().await;
     let st = state.clone();
     Mock::given(method("GET"))
         .and(path_regex(format!(
@@ -1406,13 +1387,6 @@ async fn fake_gitlab(state: Arc<Mutex<GlState>>) -> MockServer {
         })
         .mount(&server)
         .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(599))
-        .with_priority(u8::MAX)
-        .expect(0)
-        .named("a request nobody expected")
-        .mount(&server)
-        .await;
     server
 }
 
@@ -1542,7 +1516,6 @@ const MARKER_GL: &str =
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_tells_the_pull_request_when_an_incident_fails_the_change() {
     let gh = FakeGitHub::start(TOKEN).await;
-    gh.forbid_the_rest().await;
     let sha = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c";
     gh.state.lock().unwrap().pulls_of_commit.insert(
         sha.to_string(),

@@ -10,8 +10,9 @@ use changegate::itsm::jira::{PROPERTY, labels};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
+use crate::support::remote::{Remote, Watch};
 use crate::support::{changegate, git_at, git_repo};
 
 const USER: &str = "deploy-bot@example.com";
@@ -70,6 +71,8 @@ struct Script {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Where unknown routes, fields and JQL terms go: the `Remote`'s list, checked at drop.
+    watch: Watch,
     issues: Vec<Issue>,
     next_id: u64,
     script: Script,
@@ -313,7 +316,103 @@ enum Clause {
 #[derive(Debug)]
 struct Query {
     clauses: Vec<Clause>,
+    /// The ORDER BY field, lower case.
+    order: Option<String>,
     desc: bool,
+}
+
+/// Fields an issue's create or edit body may set on the fake site: the system fields
+/// changegate writes, and any custom field (`customfield_NNNNN`: a site's own ids, which the
+/// fake cannot check against a screen it does not have).
+const ISSUE_FIELDS: &[&str] = &["project", "issuetype", "summary", "description", "labels"];
+
+/// Fields a search or a read may ask for: what the fake's issues hold, and any custom
+/// field. Jira leaves an unknown field out of its answer, which a client reads as empty.
+const READ_FIELDS: &[&str] = &[
+    "status",
+    "labels",
+    "created",
+    "updated",
+    "resolution",
+    "resolutiondate",
+    "issuelinks",
+    "summary",
+    "description",
+    "issuetype",
+    "project",
+];
+
+/// Flags, in `watch`, each of `fields` the fake's issues cannot have.
+fn check_read_fields(watch: &Watch, what: &str, fields: &[String]) {
+    for f in fields {
+        if !READ_FIELDS.contains(&f.as_str()) && !f.starts_with("customfield_") {
+            watch.flag(format!("{what} asks for unknown field {f:?}"));
+        }
+    }
+}
+
+/// Query parameters of the GET routes the fake serves (issue, changelog, approvals).
+const QUERY_PARAMS: &[&str] = &[
+    "fields",
+    "properties",
+    "expand",
+    "startAt",
+    "maxResults",
+    "start",
+    "limit",
+];
+
+/// Fields the fake's JQL knows; a search on any other is flagged (Jira would answer 400,
+/// or match nothing for a misspelt custom field).
+const JQL_FIELDS: &[&str] = &[
+    "project",
+    "labels",
+    "updated",
+    "created",
+    "issuetype",
+    "issue",
+];
+
+/// Flags, in `watch`, each key of `body` not in `known`, and each field of its `fields`
+/// object (or of `fields_key`) that is neither a known issue field nor a custom field.
+fn check_body(watch: &Watch, what: &str, body: &Value, known: &[&str], fields_key: &str) {
+    for k in body.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !known.contains(&k.as_str()) {
+            watch.flag(format!("{what} with unknown body key {k:?}"));
+        }
+    }
+    for k in body[fields_key]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        if !ISSUE_FIELDS.contains(&k.as_str()) && !k.starts_with("customfield_") {
+            watch.flag(format!("{what} sets unknown field {k:?}"));
+        }
+    }
+}
+
+/// Parses `jql`, flagging in `watch` what the fake cannot read and fields it does not know.
+fn read_jql(watch: &Watch, jql: &str) -> Result<Query, String> {
+    let q = parse_jql(jql).inspect_err(|e| watch.flag(format!("JQL the fake cannot read: {e}")))?;
+    for c in &q.clauses {
+        let field = match c {
+            Clause::Cmp(f, _, _) | Clause::In(f, _, _) => f.as_str(),
+            Clause::LinkedTo(_) => "issue",
+        };
+        if !JQL_FIELDS.contains(&field) {
+            watch.flag(format!("JQL on unknown field {field:?}: {jql}"));
+        }
+    }
+    if let Some(f) = q
+        .order
+        .as_ref()
+        .filter(|f| !["created", "updated", "key"].contains(&f.as_str()))
+    {
+        watch.flag(format!("JQL ordered by unknown field {f:?}: {jql}"));
+    }
+    Ok(q)
 }
 
 fn parse_jql(jql: &str) -> Result<Query, String> {
@@ -321,6 +420,7 @@ fn parse_jql(jql: &str) -> Result<Query, String> {
     let mut i = 0;
     let mut clauses = Vec::new();
     let mut desc = false;
+    let mut order = None;
     let word = |t: Option<&Tok>| match t {
         Some(Tok::Word(w)) => Some(w.to_ascii_lowercase()),
         _ => None,
@@ -377,7 +477,7 @@ fn parse_jql(jql: &str) -> Result<Query, String> {
             Some("and") => i += 1,
             Some("order") => {
                 i += 2; // ORDER BY
-                let _field = word(toks.get(i));
+                order = word(toks.get(i));
                 i += 1;
                 desc = word(toks.get(i)).as_deref() == Some("desc");
                 break;
@@ -386,7 +486,11 @@ fn parse_jql(jql: &str) -> Result<Query, String> {
             _ => return Err(format!("unsupported JQL: {jql}")),
         }
     }
-    Ok(Query { clauses, desc })
+    Ok(Query {
+        clauses,
+        order,
+        desc,
+    })
 }
 
 fn issue_type(issue: &Issue) -> String {
@@ -555,17 +659,30 @@ impl State {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        // Jira ignores a query parameter it does not know: the request "works" and means
+        // something else than the client thought.
+        for k in query.keys() {
+            if !QUERY_PARAMS.contains(&k.as_str()) {
+                self.watch.flag(format!(
+                    "{} {} with unknown query parameter {k:?}",
+                    req.method,
+                    req.url.path()
+                ));
+            }
+        }
         let segs: Vec<&str> = req.url.path().trim_start_matches('/').split('/').collect();
         let now = Utc::now();
         match (req.method.as_str(), segs.as_slice()) {
             ("POST", ["rest", "api", "3", "search", "jql"]) => {
+                check_body(&self.watch, "search", &body, &["jql", "fields", "properties", "maxResults", "nextPageToken", "reconcileIssues", "expand", "fieldsByKeys"], "");
                 let jql = body["jql"].as_str().unwrap_or_default();
-                let q = match parse_jql(jql) {
+                let q = match read_jql(&self.watch, jql) {
                     Ok(q) => q,
                     Err(e) => return error(400, &[&e], json!({})),
                 };
                 let reconcile: Vec<u64> = body["reconcileIssues"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
                 let fields: Vec<String> = body["fields"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+                check_read_fields(&self.watch, "search", &fields);
                 let props: Vec<String> = body["properties"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
                 let cap = self.script.page_cap.unwrap_or(100);
                 let max = (body["maxResults"].as_u64().unwrap_or(50) as usize).min(cap);
@@ -600,7 +717,7 @@ impl State {
                 ResponseTemplate::new(200).set_body_json(out)
             }
             ("POST", ["rest", "api", "3", "search", "approximate-count"]) => {
-                let q = match parse_jql(body["jql"].as_str().unwrap_or_default()) {
+                let q = match read_jql(&self.watch, body["jql"].as_str().unwrap_or_default()) {
                     Ok(q) => q,
                     Err(e) => return error(400, &[&e], json!({})),
                 };
@@ -608,6 +725,7 @@ impl State {
                 ResponseTemplate::new(200).set_body_json(json!({"count": n}))
             }
             ("POST", ["rest", "api", "3", "issue"]) => {
+                check_body(&self.watch, "create", &body, &["fields", "properties", "update"], "fields");
                 let f = &body["fields"];
                 if f["project"]["key"] != json!("CHG") {
                     return error(400, &[], json!({"project": "valid project is required"}));
@@ -653,6 +771,7 @@ impl State {
             }
             ("GET", ["rest", "api", "3", "issue", key]) => {
                 let fields: Vec<String> = query.get("fields").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
+                check_read_fields(&self.watch, "read", &fields);
                 let props: Vec<String> = query.get("properties").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
                 let transitions = query.get("expand").is_some_and(|e| e.contains("transitions"));
                 let Some(mut v) = self.issue_mut(key).map(|i| i.view(&base, &fields, &props, transitions)) else {
@@ -691,6 +810,12 @@ impl State {
                 }))
             }
             ("PUT", ["rest", "api", "3", "issue", key]) => {
+                check_body(&self.watch, "edit", &body, &["fields", "properties", "update"], "fields");
+                for k in body["update"].as_object().into_iter().flatten().map(|(k, _)| k) {
+                    if k != "labels" {
+                        self.watch.flag(format!("edit updates unknown field {k:?}"));
+                    }
+                }
                 let Some(i) = self.issue_mut(key) else {
                     return error(404, &["Issue does not exist or you do not have permission to see it."], json!({}));
                 };
@@ -809,6 +934,7 @@ impl State {
                 ],
             })),
             ("POST", ["rest", "servicedeskapi", "request"]) => {
+                check_body(&self.watch, "request", &body, &["serviceDeskId", "requestTypeId", "requestFieldValues", "isAdfRequest", "raiseOnBehalfOf", "requestParticipants"], "requestFieldValues");
                 if body["serviceDeskId"] != json!("9") || body["requestTypeId"] != json!("42") {
                     return ResponseTemplate::new(400).set_body_json(json!({"errorMessage": "The request type is invalid", "i18nErrorMessage": {"i18nKey": "sd.request.type.invalid", "parameters": []}}));
                 }
@@ -840,14 +966,15 @@ impl State {
                     "_links": {"web": format!("{base}/servicedesk/customer/portal/9/{key}"), "agent": format!("{base}/browse/{key}")},
                 }))
             }
-            _ => error(404, &[&format!("no fake for {} {}", req.method, req.url.path())], json!({})),
+            // Not Jira's 404: a client could read that as "no such issue" (see `support::remote`).
+            _ => self.watch.unexpected(req),
         }
     }
 }
 
 /// A running fake and a repository to run the binary in.
 struct Site {
-    server: MockServer,
+    server: Remote,
     state: Arc<Mutex<State>>,
     repo: tempfile::TempDir,
     sha: String,
@@ -855,8 +982,9 @@ struct Site {
 
 impl Site {
     async fn start(script: Script, config: &str) -> Site {
-        let server = MockServer::start().await;
+        let server = Remote::start().await;
         let state = Arc::new(Mutex::new(State {
+            watch: server.watch(),
             script,
             ..State::default()
         }));

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::support::remote::Remote;
 
 use crate::support::{Silent, changegate, default_branch_is_head, git, git_repo, reference};
 
@@ -27,14 +29,18 @@ const TEMPLATE_ID: &str = "c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6";
 const SERVICE_KEY_PREFIX: &str = "changegate:acme/payments-api:production:";
 
 struct Instance {
-    server: MockServer,
+    server: Remote,
     sn: Arc<Mutex<Sn>>,
     repo: tempfile::TempDir,
 }
 
 impl Instance {
     async fn start(extra_config: &str) -> Instance {
-        let sn = Arc::new(Mutex::new(Sn::default()));
+        let server = Remote::start().await;
+        let sn = Arc::new(Mutex::new(Sn {
+            watch: server.watch(),
+            ..Sn::default()
+        }));
         {
             let mut s = sn.lock().unwrap();
             s.basic = Some((USER.into(), PASSWORD.into()));
@@ -44,7 +50,6 @@ impl Instance {
                 "ab12cd34ef56ab12cd34ef56ab12cd34".into(),
             ));
         }
-        let server = MockServer::start().await;
         Mock::given(any())
             .respond_with(fake::Responder(sn.clone()))
             .mount(&server)
@@ -141,12 +146,7 @@ impl Instance {
     }
 
     fn assert_clean(&self) {
-        let sn = self.sn();
-        assert!(
-            sn.anomalies.is_empty(),
-            "the fake saw requests a real instance would not honour: {:#?}",
-            sn.anomalies
-        );
+        self.server.assert_clean();
     }
 }
 

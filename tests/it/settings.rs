@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
-use wiremock::matchers::{any, header, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, ResponseTemplate};
 
+use crate::support::remote::Remote;
 use crate::support::{
     changegate, default_branch_is_head, git, git_repo, github_actions, gitlab_ci, json_doc,
     reference,
@@ -56,8 +57,8 @@ impl Forge {
         self,
         file_answers: Vec<ResponseTemplate>,
         branch_answer: Option<ResponseTemplate>,
-    ) -> MockServer {
-        let server = MockServer::start().await;
+    ) -> Remote {
+        let server = Remote::start().await;
         let auth = move || match self {
             Forge::GitHub => header("authorization", format!("Bearer {GH_TOKEN}").as_str()),
             Forge::GitLab => header("private-token", GL_TOKEN),
@@ -85,13 +86,6 @@ impl Forge {
                 .mount(&server)
                 .await;
         }
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(599))
-            .with_priority(u8::MAX)
-            .expect(0)
-            .named("a request nobody expected")
-            .mount(&server)
-            .await;
         server
     }
 

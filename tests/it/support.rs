@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod remote;
 mod scratch;
 
 use scratch::init_checkout;

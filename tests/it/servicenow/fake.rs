@@ -1,12 +1,14 @@
 //! The fake ServiceNow instance: one stateful responder behind wiremock.
 
 use super::*;
+use crate::support::remote::Watch;
 
 pub type Rec = BTreeMap<String, String>;
 
 /// Fields a change_request has on the fake instance; anything else in a query or a write
-/// is recorded as an anomaly (a real instance silently ignores unknown fields, which is
-/// exactly the kind of bug a test should see).
+/// is flagged as an anomaly and fails the test when its `Remote` is dropped (a real
+/// instance silently ignores unknown fields, which is exactly the kind of bug a test
+/// should see).
 const FIELDS: &[&str] = &[
     "sys_id",
     "number",
@@ -104,7 +106,8 @@ pub struct Sn {
     /// old changes still name them (as active), creating from them answers 404.
     pub retired_templates: Vec<(String, String, String)>,
     pub log: Vec<Logged>,
-    pub anomalies: Vec<String>,
+    /// Where anomalies and unknown routes go: the test's `Remote`'s list, checked at drop.
+    pub watch: Watch,
     pub next: u64,
     pub basic: Option<(String, String)>,
     pub oauth_client: Option<(String, String)>,
@@ -180,7 +183,7 @@ const OPS: &[&str] = &[
     "ISNOTEMPTY",
 ];
 
-fn parse_query(q: &str, fields: &[&str], anomalies: &mut Vec<String>) -> Query {
+fn parse_query(q: &str, fields: &[&str], anomalies: &Watch) -> Query {
     let mut query = Query {
         groups: Vec::new(),
         order: Vec::new(),
@@ -207,11 +210,11 @@ fn parse_query(q: &str, fields: &[&str], anomalies: &mut Vec<String>) -> Query {
             .unwrap_or(term.len());
         let (field, rest) = term.split_at(split);
         let Some(op) = OPS.iter().find(|op| rest.starts_with(**op)) else {
-            anomalies.push(format!("unparsable query term {term:?}"));
+            anomalies.flag(format!("unparsable query term {term:?}"));
             continue;
         };
         if !fields.contains(&field) {
-            anomalies.push(format!("query on unknown field {field:?}"));
+            anomalies.flag(format!("query on unknown field {field:?}"));
         }
         let cond = Cond {
             field: field.to_string(),
@@ -547,8 +550,8 @@ impl Sn {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !accept.contains("application/json") {
-            self.anomalies
-                .push(format!("{method} {path} without Accept: application/json"));
+            self.watch
+                .flag(format!("{method} {path} without Accept: application/json"));
             return error(406, "Not Acceptable", "Accept must be application/json");
         }
         if matches!(method.as_str(), "POST" | "PATCH" | "PUT") {
@@ -558,7 +561,7 @@ impl Sn {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !ct.starts_with("application/json") {
-                self.anomalies.push(format!(
+                self.watch.flag(format!(
                     "{method} {path} without Content-Type: application/json"
                 ));
                 return error(
@@ -592,10 +595,8 @@ impl Sn {
                     kind @ ("normal" | "emergency"),
                 ],
             ) => self.create(req, kind, None),
-            _ => {
-                self.anomalies.push(format!("unexpected {method} {path}"));
-                error(400, "Requested URI does not represent any resource", "")
-            }
+            // Answered loudly, not with the instance's 400: see `support::remote`.
+            _ => self.watch.unexpected(req),
         }
     }
 
@@ -655,8 +656,8 @@ impl Sn {
                         ("std_change_producer.name", Some((_, n, _))) => n.clone(),
                         ("std_change_producer.active", Some(_)) => "true".into(),
                         (_, Some(_)) => {
-                            self.anomalies
-                                .push(format!("sysparm_fields walks to unknown field {name:?}"));
+                            self.watch
+                                .flag(format!("sysparm_fields walks to unknown field {name:?}"));
                             String::new()
                         }
                         (_, None) => String::new(),
@@ -665,8 +666,8 @@ impl Sn {
                     continue;
                 }
                 if !FIELDS.contains(&name) {
-                    self.anomalies
-                        .push(format!("sysparm_fields names unknown field {name:?}"));
+                    self.watch
+                        .flag(format!("sysparm_fields names unknown field {name:?}"));
                 }
                 // Journal and empty fields read back as "".
                 out.entry(name.to_string()).or_insert(json!(""));
@@ -680,7 +681,7 @@ impl Sn {
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
             FIELDS,
-            &mut self.anomalies,
+            &self.watch,
         );
         let (limit, offset) = paging(&p);
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
@@ -785,9 +786,7 @@ impl Sn {
                 _ if FIELDS.contains(&k.as_str()) => {
                     next.insert(k.clone(), v);
                 }
-                _ => self
-                    .anomalies
-                    .push(format!("PATCH writes unknown field {k:?}")),
+                _ => self.watch.flag(format!("PATCH writes unknown field {k:?}")),
             }
         }
         if let Some(to) = body.get("state") {
@@ -899,7 +898,7 @@ impl Sn {
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
             INCIDENT_FIELDS,
-            &mut self.anomalies,
+            &self.watch,
         );
         let (limit, offset) = paging(&p);
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
@@ -907,7 +906,7 @@ impl Sn {
         if let Some(f) = &fields {
             for name in f.split(',') {
                 if !INCIDENT_FIELDS.contains(&name) {
-                    self.anomalies.push(format!(
+                    self.watch.flag(format!(
                         "incident sysparm_fields names unknown field {name:?}"
                     ));
                 }
@@ -943,7 +942,7 @@ impl Sn {
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
             APPROVAL_FIELDS,
-            &mut self.anomalies,
+            &self.watch,
         );
         let display = p.get("sysparm_display_value").map(String::as_str) == Some("true");
         let (limit, _) = paging(&p);
@@ -968,13 +967,12 @@ impl Sn {
     fn stats(&mut self, req: &Request) -> ResponseTemplate {
         let p = params(req);
         if p.get("sysparm_count").map(String::as_str) != Some("true") {
-            self.anomalies
-                .push("stats without sysparm_count=true".into());
+            self.watch.flag("stats without sysparm_count=true");
         }
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
             FIELDS,
-            &mut self.anomalies,
+            &self.watch,
         );
         let rows = select(&self.changes, &q);
         let Some(group_by) = p.get("sysparm_group_by") else {
@@ -984,7 +982,7 @@ impl Sn {
         let fields: Vec<&str> = group_by.split(',').collect();
         for f in &fields {
             if !FIELDS.contains(f) {
-                self.anomalies.push(format!("group by unknown field {f:?}"));
+                self.watch.flag(format!("group by unknown field {f:?}"));
             }
         }
         let mut groups: BTreeMap<Vec<String>, usize> = BTreeMap::new();
@@ -1055,8 +1053,8 @@ impl Sn {
                 ]
                 .contains(&k.as_str());
             if !FIELDS.contains(&k.as_str()) {
-                self.anomalies
-                    .push(format!("create writes unknown field {k:?}"));
+                self.watch
+                    .flag(format!("create writes unknown field {k:?}"));
                 ignored.push(k.clone());
             } else if template_owned
                 || k == "state"
