@@ -13,8 +13,8 @@ use crate::config::{
     AnnotateSection, BackendKind, ConfigFile, HttpSection, JiraSection, ServiceNowSection,
 };
 use crate::domain::change::check_name;
-use crate::domain::{Mode, Policy, SprintCalendar};
-use crate::env;
+use crate::domain::{Mode, Platform, Policy, SprintCalendar};
+use crate::env::{self, Snapshot, Vars};
 use crate::http::{self, Budget};
 use crate::pipeline::default_config::Governing;
 
@@ -121,8 +121,15 @@ pub struct Settings {
     pub clock_override: Option<String>,
     /// Where to write the dotenv outputs, if anywhere.
     pub dotenv: Option<PathBuf>,
-    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary).
+    /// Where the run is ([`env::platform`] decided, once).
+    pub platform: Platform,
+    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary):
+    /// `platform == Platform::Github`, kept as a field for the commands that ask.
     pub github_actions: bool,
+    /// The step's `GITHUB_OUTPUT` file, under GitHub Actions.
+    pub github_output: Option<PathBuf>,
+    /// The step's `GITHUB_STEP_SUMMARY` file, under GitHub Actions.
+    pub step_summary: Option<PathBuf>,
     /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
     pub github_token: Option<SecretString>,
     /// GitHub App credentials for annotations; preferred over the token when set.
@@ -135,6 +142,9 @@ pub struct Settings {
     pub gitlab_token: Option<SecretString>,
     /// The run's outbound time budget, shared by every client the run builds.
     pub budget: Budget,
+    /// The environment as the run found it; later layers read variables from here, never
+    /// from the process.
+    pub env: Snapshot,
 }
 
 /// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
@@ -159,23 +169,46 @@ pub const DEFAULT_LEDGER: &str = ".changegate/ledger.db";
 pub const DEFAULT_DOTENV: &str = "changegate.env";
 
 impl Settings {
-    /// Resolves the settings. `workdir` is where a default config file is looked for.
-    pub fn resolve(args: &GlobalArgs, workdir: &Path) -> Result<Settings> {
-        Self::resolve_with(args, workdir, None)
-    }
-
-    /// As [`Settings::resolve`], with the default branch's config for a pull-request
-    /// pipeline (see [`crate::pipeline::default_config`]).
+    /// Resolves the settings from the flags, the run's environment `env` and the config:
+    /// the default branch's (`governing`, for a pull-request pipeline, see
+    /// [`crate::pipeline::default_config`]), else the one named or found in `workdir`.
+    /// `github_token` is [`github_token`]'s answer, computed once by the caller, which
+    /// needed it before the config could be read.
     pub fn resolve_with(
         args: &GlobalArgs,
+        env: &Snapshot,
         workdir: &Path,
         governing: Option<&Governing>,
+        github_token: Option<SecretString>,
     ) -> Result<Settings> {
-        let (config_path, file) = load_config(args.config.as_deref(), workdir, governing)?;
+        let loaded = load_config(args.config.as_deref(), workdir, governing)?;
+        Self::resolve_from(args, env, workdir, loaded, github_token)
+    }
+
+    /// These settings with the config file at `explicit` (else the default one in
+    /// `workdir`) in place of the one they were resolved with, from the same flags and the
+    /// same environment snapshot: the policy `policy simulate` compares a proposal against.
+    pub fn with_config(
+        &self,
+        args: &GlobalArgs,
+        workdir: &Path,
+        explicit: Option<&Path>,
+    ) -> Result<Settings> {
+        let loaded = load_config(explicit, workdir, None)?;
+        Self::resolve_from(args, &self.env, workdir, loaded, self.github_token.clone())
+    }
+
+    fn resolve_from(
+        args: &GlobalArgs,
+        env: &Snapshot,
+        workdir: &Path,
+        (config_path, file): (Option<PathBuf>, ConfigFile),
+        github_token: Option<SecretString>,
+    ) -> Result<Settings> {
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
         let (environment, environment_from) = match (
             args.environment.clone(),
-            env::var(env::CI_ENVIRONMENT_NAME),
+            env.get(env::CI_ENVIRONMENT_NAME),
             file.environment.clone(),
         ) {
             (Some(e), _, _) => (e, format!("--environment ({})", env::ENVIRONMENT)),
@@ -203,7 +236,7 @@ impl Settings {
             .or_else(|| file.ledger.path.clone())
             .unwrap_or_else(|| workdir.join(DEFAULT_LEDGER));
 
-        let (now, clock_override) = match env::var(env::NOW) {
+        let (now, clock_override) = match env.get(env::NOW) {
             Some(text) => {
                 let at = DateTime::parse_from_rfc3339(text.trim())
                     .with_context(|| format!("{} must be an RFC 3339 time such as 2026-03-02T10:00:00Z, got {text:?}", env::NOW))?
@@ -222,12 +255,21 @@ impl Settings {
             None => (Utc::now(), None),
         };
 
-        let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
-        let dotenv = args.dotenv.clone().or_else(|| {
-            env::var(env::GITLAB_CI)
-                .is_some_and(|v| v == "true")
-                .then(|| workdir.join(DEFAULT_DOTENV))
-        });
+        let platform = env::platform(env);
+        let github_actions = platform == Platform::Github;
+        let dotenv = args
+            .dotenv
+            .clone()
+            .or_else(|| (platform == Platform::Gitlab).then(|| workdir.join(DEFAULT_DOTENV)));
+        // The step's files belong to GitHub Actions; elsewhere a stray variable means nothing.
+        let step_file = |name: &str| {
+            github_actions
+                .then(|| env.get(name))
+                .flatten()
+                .map(PathBuf::from)
+        };
+        let github_output = step_file(env::GITHUB_OUTPUT);
+        let step_summary = step_file(env::GITHUB_STEP_SUMMARY);
 
         let mut servicenow = file.servicenow.clone();
         if let Some(url) = args.servicenow_url.clone().filter(|u| !u.trim().is_empty()) {
@@ -240,10 +282,9 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
-        let github_token = github_token(args);
         let github_app = match (
-            env::var(env::GITHUB_APP_ID),
-            env::var(env::GITHUB_APP_PRIVATE_KEY),
+            env.get(env::GITHUB_APP_ID),
+            env.get(env::GITHUB_APP_PRIVATE_KEY),
         ) {
             (Some(id), Some(key)) => Some(GithubApp {
                 id: id.trim().to_string(),
@@ -259,12 +300,14 @@ impl Settings {
                 None
             }
         };
-        let github_api_url = env::var(env::GITHUB_API_URL)
+        let github_api_url = env
+            .get(env::GITHUB_API_URL)
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
-        let gitlab_api_url =
-            env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
-        let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
+        let gitlab_api_url = env
+            .get(env::CI_API_V4_URL)
+            .map(|u| u.trim().trim_end_matches('/').to_string());
+        let gitlab_token = env.get(env::GITLAB_TOKEN).map(SecretString::from);
         check_urls(
             &file.http,
             [
@@ -317,13 +360,17 @@ impl Settings {
             now,
             clock_override,
             dotenv,
+            platform,
             github_actions,
+            github_output,
+            step_summary,
             github_token,
             github_app,
             github_api_url,
             gitlab_api_url,
             gitlab_token,
             budget,
+            env: env.clone(),
             file,
         })
     }
@@ -377,7 +424,7 @@ impl Settings {
         if !matches!(base.scheme(), "https" | "http") {
             bail!("invalid ServiceNow URL {url:?}: it must start with https://");
         }
-        Ok((base, ServiceNowCredentials::from_env()?))
+        Ok((base, ServiceNowCredentials::from_vars(&self.env)?))
     }
 
     /// The Jira site, the project key and the credentials.
@@ -399,7 +446,7 @@ impl Settings {
                 env::JIRA_PROJECT
             );
         };
-        let (user, token) = match (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN)) {
+        let (user, token) = match (self.env.get(env::JIRA_USER), self.env.get(env::JIRA_TOKEN)) {
             (Some(user), Some(token)) => (user, SecretString::from(token)),
             (user, _) => bail!(
                 "the jira backend needs credentials: {} is not set ({} is the Atlassian account's email address, {} an API token of that account)",
@@ -461,16 +508,17 @@ impl std::fmt::Debug for ServiceNowCredentials {
 }
 
 impl ServiceNowCredentials {
-    /// Reads the credentials from the environment: a ready token wins, then OAuth, then basic.
-    pub fn from_env() -> Result<ServiceNowCredentials> {
-        if let Some(token) = env::var(env::SERVICENOW_TOKEN) {
+    /// Reads the credentials from the run's environment: a ready token wins, then OAuth,
+    /// then basic.
+    pub fn from_vars(vars: &dyn Vars) -> Result<ServiceNowCredentials> {
+        if let Some(token) = vars.get(env::SERVICENOW_TOKEN) {
             return Ok(ServiceNowCredentials::Token(SecretString::from(token)));
         }
-        let user = env::var(env::SERVICENOW_USER);
-        let password = env::var(env::SERVICENOW_PASSWORD).map(SecretString::from);
+        let user = vars.get(env::SERVICENOW_USER);
+        let password = vars.get(env::SERVICENOW_PASSWORD).map(SecretString::from);
         match (
-            env::var(env::SERVICENOW_CLIENT_ID),
-            env::var(env::SERVICENOW_CLIENT_SECRET),
+            vars.get(env::SERVICENOW_CLIENT_ID),
+            vars.get(env::SERVICENOW_CLIENT_SECRET),
         ) {
             (Some(client_id), Some(secret)) => {
                 return Ok(ServiceNowCredentials::OAuth {
@@ -542,16 +590,16 @@ fn check_urls<'a>(
 
 /// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
 /// `github-token` input, else `GITHUB_TOKEN`. The input arrives in the environment, never on
-/// the command line (see `cli::action`).
-pub fn github_token(args: &GlobalArgs) -> Option<SecretString> {
-    let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
-    let input_token = github_actions
-        .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+/// the command line (see `cli::action`). Computed once per run, before the config is read
+/// (the default branch's copy may need it), and handed to [`Settings::resolve_with`].
+pub fn github_token(args: &GlobalArgs, env: &dyn Vars) -> Option<SecretString> {
+    let input_token = (env::platform(env) == Platform::Github)
+        .then(|| env.get(env::INPUT_GITHUB_TOKEN))
         .flatten();
     args.github_token
         .clone()
         .or(input_token)
-        .or_else(|| env::var(env::GITHUB_TOKEN))
+        .or_else(|| env.get(env::GITHUB_TOKEN))
         .filter(|t| !t.trim().is_empty())
         .map(SecretString::from)
 }
