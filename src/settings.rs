@@ -130,7 +130,21 @@ pub struct Settings {
     pub github_output: Option<PathBuf>,
     /// The step's `GITHUB_STEP_SUMMARY` file, under GitHub Actions.
     pub step_summary: Option<PathBuf>,
-    /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
+    /// The forges' API bases and credentials.
+    pub forge: ForgeSettings,
+    /// The run's outbound time budget, shared by every client the run builds.
+    pub budget: Budget,
+    /// The environment as the run found it; later layers read variables from here, never
+    /// from the process.
+    pub env: Snapshot,
+}
+
+/// What the run needs to talk to GitHub and GitLab: API bases and credentials, resolved
+/// once with everything else.
+#[derive(Debug, Clone)]
+pub struct ForgeSettings {
+    /// Token for GitHub: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
+    /// input, else `GITHUB_TOKEN` ([`github_token`]).
     pub github_token: Option<SecretString>,
     /// GitHub App credentials for annotations; preferred over the token when set.
     pub github_app: Option<GithubApp>,
@@ -140,11 +154,41 @@ pub struct Settings {
     pub gitlab_api_url: Option<String>,
     /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
     pub gitlab_token: Option<SecretString>,
-    /// The run's outbound time budget, shared by every client the run builds.
-    pub budget: Budget,
-    /// The environment as the run found it; later layers read variables from here, never
-    /// from the process.
-    pub env: Snapshot,
+}
+
+/// The chosen backend with everything it connects with, secrets included: the backend
+/// reads nothing itself. Built by [`Settings::backend_config`].
+#[derive(Debug)]
+pub enum BackendConfig {
+    /// The embedded ledger.
+    Local(LocalConfig),
+    /// A ServiceNow instance.
+    ServiceNow(Box<ServiceNowConfig>),
+    /// A Jira site.
+    Jira(Box<JiraConfig>),
+}
+
+/// The embedded ledger's file.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The SQLite file (a regular file, or nothing yet).
+    pub path: PathBuf,
+}
+
+/// A ServiceNow instance: where, how to authenticate, and the `[servicenow]` section.
+#[derive(Debug, Clone)]
+pub struct ServiceNowConfig {
+    /// The instance's base URL, with a trailing `/`.
+    pub base: url::Url,
+    pub credentials: ServiceNowCredentials,
+    pub section: ServiceNowSection,
+}
+
+/// A Jira site: where, the project, the account, and the `[jira]` section.
+#[derive(Debug, Clone)]
+pub struct JiraConfig {
+    pub access: JiraAccess,
+    pub section: JiraSection,
 }
 
 /// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
@@ -195,7 +239,8 @@ impl Settings {
         explicit: Option<&Path>,
     ) -> Result<Settings> {
         let loaded = load_config(explicit, workdir, None)?;
-        Self::resolve_from(args, &self.env, workdir, loaded, self.github_token.clone())
+        let token = self.forge.github_token.clone();
+        Self::resolve_from(args, &self.env, workdir, loaded, token)
     }
 
     fn resolve_from(
@@ -364,11 +409,13 @@ impl Settings {
             github_actions,
             github_output,
             step_summary,
-            github_token,
-            github_app,
-            github_api_url,
-            gitlab_api_url,
-            gitlab_token,
+            forge: ForgeSettings {
+                github_token,
+                github_app,
+                github_api_url,
+                gitlab_api_url,
+                gitlab_token,
+            },
             budget,
             env: env.clone(),
             file,
@@ -381,14 +428,35 @@ impl Settings {
 
     /// Everything the chosen backend needs before its first call: the URL, the project and
     /// the credentials for ServiceNow and Jira, a usable ledger path for the local ledger.
-    /// `config check` runs this too, so it finds every error `gate` would find before any
-    /// network call.
+    /// Built when the backend is connected, not when the settings are resolved, so a
+    /// command that refuses the backend anyway (`approve` on ServiceNow) says that first.
+    pub fn backend_config(&self) -> Result<BackendConfig> {
+        Ok(match self.backend {
+            BackendKind::Local => {
+                self.check_ledger_path()?;
+                BackendConfig::Local(LocalConfig {
+                    path: self.ledger_path.clone(),
+                })
+            }
+            BackendKind::Servicenow => {
+                let (base, credentials) = self.servicenow_access()?;
+                BackendConfig::ServiceNow(Box::new(ServiceNowConfig {
+                    base,
+                    credentials,
+                    section: self.servicenow.clone(),
+                }))
+            }
+            BackendKind::Jira => BackendConfig::Jira(Box::new(JiraConfig {
+                access: self.jira_access()?,
+                section: self.jira.clone(),
+            })),
+        })
+    }
+
+    /// [`Settings::backend_config`]'s checks alone: `config check` runs them, so it finds
+    /// every error `gate` would find before any network call.
     pub fn check_backend(&self) -> Result<()> {
-        match self.backend {
-            BackendKind::Local => self.check_ledger_path(),
-            BackendKind::Servicenow => self.servicenow_access().map(drop),
-            BackendKind::Jira => self.jira_access().map(drop),
-        }
+        self.backend_config().map(drop)
     }
 
     /// The ledger path is a file, or nothing yet: a directory or a device (`/dev/null`)
@@ -406,7 +474,7 @@ impl Settings {
     }
 
     /// The ServiceNow instance's base URL (with a trailing `/`) and the credentials.
-    pub fn servicenow_access(&self) -> Result<(url::Url, ServiceNowCredentials)> {
+    fn servicenow_access(&self) -> Result<(url::Url, ServiceNowCredentials)> {
         let url = self
             .servicenow
             .url
@@ -428,7 +496,7 @@ impl Settings {
     }
 
     /// The Jira site, the project key and the credentials.
-    pub fn jira_access(&self) -> Result<JiraAccess> {
+    fn jira_access(&self) -> Result<JiraAccess> {
         let Some(url) = self.jira.url.clone().filter(|u| !u.trim().is_empty()) else {
             bail!(
                 "the jira backend needs the site URL: set [jira] url or {}",
@@ -469,7 +537,8 @@ impl Settings {
     }
 }
 
-/// What the Jira backend connects with, resolved and checked.
+/// What the Jira backend connects with, resolved and checked. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct JiraAccess {
     /// The site URL without a trailing `/`.
     pub base: String,
@@ -483,6 +552,7 @@ pub struct JiraAccess {
 
 /// How changegate authenticates to the instance. Secrets never print: `Debug` shows only
 /// which kind of credential it is.
+#[derive(Clone)]
 pub enum ServiceNowCredentials {
     /// `CHANGEGATE_SERVICENOW_USER` + `CHANGEGATE_SERVICENOW_PASSWORD`.
     Basic {
@@ -499,6 +569,16 @@ pub enum ServiceNowCredentials {
     },
     /// `CHANGEGATE_SERVICENOW_TOKEN`: a bearer token obtained elsewhere.
     Token(SecretString),
+}
+
+impl std::fmt::Debug for JiraAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JiraAccess")
+            .field("site", &self.site.as_str())
+            .field("project", &self.project)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ServiceNowCredentials {
