@@ -721,3 +721,7 @@ fn load_config(
     }
     Ok((None, ConfigFile::default()))
 }
+
+#[cfg(test)]
+#[path = "tests/settings.rs"]
+mod tests;

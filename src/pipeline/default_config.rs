@@ -233,17 +233,31 @@ fn is_shallow(dot_git: &Path) -> bool {
     common.join("shallow").exists()
 }
 
+/// Why a config path names no file of the repository (the words complete "cannot be mapped
+/// to a file of the repository (…)").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NotARepoFile {
+    #[error("it climbs above the file system's root")]
+    AboveRoot,
+    #[error("its name is not UTF-8, which the forge cannot be asked for")]
+    NotUtf8,
+    #[error("it is not a plain path")]
+    NotPlain,
+    #[error("it is the repository's top directory, not a file")]
+    TopDirectory,
+}
+
 /// `path` (relative to `cwd`, or absolute) as a path from the repository's top level `top`;
 /// `Ok(None)` for a file outside the repository (one the runner provides, which the change
 /// cannot edit). `cwd` and `top` are canonical.
-fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, String> {
+fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, NotARepoFile> {
     let joined = cwd.join(path);
     let mut normal = PathBuf::new();
     for component in joined.components() {
         match component {
             Component::ParentDir => {
                 if !normal.pop() {
-                    return Err("it climbs above the file system's root".into());
+                    return Err(NotARepoFile::AboveRoot);
                 }
             }
             Component::CurDir => {}
@@ -263,15 +277,12 @@ fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, Stri
     let mut parts = Vec::new();
     for component in inside.components() {
         match component {
-            Component::Normal(part) => parts.push(
-                part.to_str()
-                    .ok_or("its name is not UTF-8, which the forge cannot be asked for")?,
-            ),
-            _ => return Err("it is not a plain path".into()),
+            Component::Normal(part) => parts.push(part.to_str().ok_or(NotARepoFile::NotUtf8)?),
+            _ => return Err(NotARepoFile::NotPlain),
         }
     }
     if parts.is_empty() {
-        return Err("it is the repository's top directory, not a file".into());
+        return Err(NotARepoFile::TopDirectory);
     }
     Ok(Some(parts.join("/")))
 }
@@ -335,7 +346,7 @@ pub async fn fetch(
                 ))
             })?,
     };
-    let Some(file) = repo_path(&top, &cwd, asked).map_err(unmappable)? else {
+    let Some(file) = repo_path(&top, &cwd, asked).map_err(|e| unmappable(e.to_string()))? else {
         return Ok(None);
     };
     let branch = pr.branch.as_str();
@@ -821,8 +832,9 @@ mod tests {
         // Outside the repository: the runner's file, read as given.
         assert_eq!(map("../../runner/gate.toml"), Ok(None));
         assert_eq!(map("/etc/changegate.toml"), Ok(None));
-        assert!(map("..").unwrap_err().contains("top directory"));
-        assert!(map("../../../../..").unwrap_err().contains("root"));
+        assert_eq!(map(".."), Err(NotARepoFile::TopDirectory));
+        assert_eq!(map("../../../../.."), Err(NotARepoFile::AboveRoot));
+        assert!(NotARepoFile::AboveRoot.to_string().contains("root"));
     }
 
     #[test]
