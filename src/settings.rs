@@ -180,14 +180,18 @@ pub struct LocalConfig {
 pub struct ServiceNowConfig {
     /// The instance's base URL, with a trailing `/`.
     pub base: url::Url,
+    /// How to authenticate, read from the run's snapshot.
     pub credentials: ServiceNowCredentials,
+    /// `[servicenow]` with `--servicenow-url` applied.
     pub section: ServiceNowSection,
 }
 
 /// A Jira site: where, the project, the account, and the `[jira]` section.
 #[derive(Debug, Clone)]
 pub struct JiraConfig {
+    /// The site, the project and the account, checked.
     pub access: JiraAccess,
+    /// `[jira]` with `--jira-url` / `--jira-project` applied.
     pub section: JiraSection,
 }
 

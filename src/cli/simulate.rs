@@ -156,9 +156,9 @@ fn differences(current: &ConfigFile, proposed: &ConfigFile) -> Result<Vec<Differ
 pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
     let s = &ctx.settings;
     // The current policy is the usual config (CHANGEGATE_CONFIG or .changegate.toml); a
-    // `--config` flag names the proposal's base instead.
-    // The settings were resolved from the flag; the usual config is what the run's
-    // environment names, and the current settings derive from those, with that file.
+    // `--config` flag names the proposal's base instead. The settings were resolved with the
+    // flag's file, so the current ones derive from them with the usual file in its place
+    // (same flags, same environment snapshot).
     let usual = s.env.get_os(env::CONFIG).map(Path::new);
     let flagged = global
         .config
