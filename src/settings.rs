@@ -156,6 +156,43 @@ pub struct ForgeSettings {
     pub gitlab_token: Option<SecretString>,
 }
 
+impl ForgeSettings {
+    /// The forge settings from the run's environment; `github_token` is [`github_token`]'s
+    /// answer, computed once per run.
+    pub fn resolve(env: &Snapshot, github_token: Option<SecretString>) -> ForgeSettings {
+        let github_app = match (
+            env.get(env::GITHUB_APP_ID),
+            env.get(env::GITHUB_APP_PRIVATE_KEY),
+        ) {
+            (Some(id), Some(key)) => Some(GithubApp {
+                id: id.trim().to_string(),
+                private_key: SecretString::from(key),
+            }),
+            (None, None) => None,
+            _ => {
+                tracing::warn!(
+                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
+                    env::GITHUB_APP_ID,
+                    env::GITHUB_APP_PRIVATE_KEY
+                );
+                None
+            }
+        };
+        // Without a trailing `/`: paths are appended to it.
+        let base = |u: String| u.trim().trim_end_matches('/').to_string();
+        ForgeSettings {
+            github_token,
+            github_app,
+            github_api_url: env
+                .get(env::GITHUB_API_URL)
+                .map(base)
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+            gitlab_api_url: env.get(env::CI_API_V4_URL).map(base),
+            gitlab_token: env.get(env::GITLAB_TOKEN).map(SecretString::from),
+        }
+    }
+}
+
 /// The chosen backend with everything it connects with, secrets included: the backend
 /// reads nothing itself. Built by [`Settings::backend_config`].
 #[derive(Debug)]
@@ -230,12 +267,16 @@ impl Settings {
         github_token: Option<SecretString>,
     ) -> Result<Settings> {
         let loaded = load_config(args.config.as_deref(), workdir, governing)?;
-        Self::resolve_from(args, env, workdir, loaded, github_token)
+        Self::resolve_from(args, env, workdir, loaded, || {
+            ForgeSettings::resolve(env, github_token)
+        })
     }
 
     /// These settings with the config file at `explicit` (else the default one in
-    /// `workdir`) in place of the one they were resolved with, from the same flags and the
-    /// same environment snapshot: the policy `policy simulate` compares a proposal against.
+    /// `workdir`) in place of the one they were resolved with: the policy `policy simulate`
+    /// compares a proposal against. What the file decides (backend, names, policy, clock,
+    /// URL checks, budget) follows the other file; the flags, the environment snapshot and
+    /// the forge settings are these settings' own, not read again.
     pub fn with_config(
         &self,
         args: &GlobalArgs,
@@ -243,16 +284,17 @@ impl Settings {
         explicit: Option<&Path>,
     ) -> Result<Settings> {
         let loaded = load_config(explicit, workdir, None)?;
-        let token = self.forge.github_token.clone();
-        Self::resolve_from(args, &self.env, workdir, loaded, token)
+        Self::resolve_from(args, &self.env, workdir, loaded, || self.forge.clone())
     }
 
+    /// The settings from a loaded config; `forge` gives the forge settings when their turn
+    /// comes (so a warning about them keeps its place among the others).
     fn resolve_from(
         args: &GlobalArgs,
         env: &Snapshot,
         workdir: &Path,
         (config_path, file): (Option<PathBuf>, ConfigFile),
-        github_token: Option<SecretString>,
+        forge: impl FnOnce() -> ForgeSettings,
     ) -> Result<Settings> {
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
         let (environment, environment_from) = match (
@@ -331,32 +373,7 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
-        let github_app = match (
-            env.get(env::GITHUB_APP_ID),
-            env.get(env::GITHUB_APP_PRIVATE_KEY),
-        ) {
-            (Some(id), Some(key)) => Some(GithubApp {
-                id: id.trim().to_string(),
-                private_key: SecretString::from(key),
-            }),
-            (None, None) => None,
-            _ => {
-                tracing::warn!(
-                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
-                    env::GITHUB_APP_ID,
-                    env::GITHUB_APP_PRIVATE_KEY
-                );
-                None
-            }
-        };
-        let github_api_url = env
-            .get(env::GITHUB_API_URL)
-            .map(|u| u.trim().trim_end_matches('/').to_string())
-            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
-        let gitlab_api_url = env
-            .get(env::CI_API_V4_URL)
-            .map(|u| u.trim().trim_end_matches('/').to_string());
-        let gitlab_token = env.get(env::GITLAB_TOKEN).map(SecretString::from);
+        let forge = forge();
         check_urls(
             &file.http,
             [
@@ -372,12 +389,12 @@ impl Settings {
                 ),
                 (
                     env::GITHUB_API_URL,
-                    Some(github_api_url.as_str()),
+                    Some(forge.github_api_url.as_str()),
                     "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN",
                 ),
                 (
                     env::CI_API_V4_URL,
-                    gitlab_api_url.as_deref(),
+                    forge.gitlab_api_url.as_deref(),
                     "CHANGEGATE_GITLAB_TOKEN",
                 ),
             ],
@@ -413,13 +430,7 @@ impl Settings {
             github_actions,
             github_output,
             step_summary,
-            forge: ForgeSettings {
-                github_token,
-                github_app,
-                github_api_url,
-                gitlab_api_url,
-                gitlab_token,
-            },
+            forge,
             budget,
             env: env.clone(),
             file,
