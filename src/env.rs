@@ -1,4 +1,11 @@
-//! Every environment variable changegate reads, in one place.
+//! Every environment variable changegate reads, in one place, and the one read of the
+//! process environment ([`Snapshot::capture`]).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::sync::{Arc, OnceLock};
+
+use crate::domain::Platform;
 
 pub const CONFIG: &str = "CHANGEGATE_CONFIG";
 pub const BACKEND: &str = "CHANGEGATE_BACKEND";
@@ -101,7 +108,343 @@ pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
 pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
-/// Reads a variable, treating an empty value as unset (runners set empty inputs).
-pub fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// Every name above: what [`Snapshot::capture`] copies out of the process environment.
+/// A test checks that no constant is missing from it.
+pub const ALL: &[&str] = &[
+    CONFIG,
+    BACKEND,
+    ENVIRONMENT,
+    SERVICE,
+    MODE,
+    LEDGER,
+    DOTENV,
+    NOW,
+    LOG,
+    RUST_LOG,
+    NO_COLOR,
+    TESTS_PASSED,
+    REVIEWED,
+    SERVICENOW_URL,
+    SERVICENOW_USER,
+    SERVICENOW_PASSWORD,
+    SERVICENOW_CLIENT_ID,
+    SERVICENOW_CLIENT_SECRET,
+    SERVICENOW_TOKEN,
+    JIRA_URL,
+    JIRA_USER,
+    JIRA_TOKEN,
+    JIRA_PROJECT,
+    GITHUB_TOKEN,
+    CHANGEGATE_GITHUB_TOKEN,
+    GITHUB_APP_ID,
+    GITHUB_APP_PRIVATE_KEY,
+    GITLAB_TOKEN,
+    GITHUB_ACTIONS,
+    GITHUB_API_URL,
+    GITHUB_SERVER_URL,
+    GITHUB_REPOSITORY,
+    GITHUB_SHA,
+    GITHUB_REF,
+    GITHUB_REF_NAME,
+    GITHUB_HEAD_REF,
+    GITHUB_BASE_REF,
+    GITHUB_EVENT_NAME,
+    GITHUB_EVENT_PATH,
+    GITHUB_RUN_ID,
+    GITHUB_RUN_ATTEMPT,
+    GITHUB_ACTOR,
+    GITHUB_OUTPUT,
+    GITHUB_STEP_SUMMARY,
+    GITHUB_WORKSPACE,
+    INPUT_COMMAND,
+    INPUT_ENVIRONMENT,
+    INPUT_SERVICE,
+    INPUT_BACKEND,
+    INPUT_CONFIG,
+    INPUT_OUTCOME,
+    INPUT_WAIT,
+    INPUT_MODE,
+    INPUT_DRY_RUN,
+    INPUT_EMERGENCY,
+    INPUT_GITHUB_TOKEN,
+    INPUT_SERVICENOW_URL,
+    INPUT_JIRA_URL,
+    INPUT_JIRA_PROJECT,
+    GITLAB_CI,
+    CI_API_V4_URL,
+    CI_PROJECT_PATH,
+    CI_PROJECT_ID,
+    CI_PROJECT_URL,
+    CI_PROJECT_NAME,
+    CI_COMMIT_SHA,
+    CI_COMMIT_BEFORE_SHA,
+    CI_COMMIT_REF_NAME,
+    CI_COMMIT_BRANCH,
+    CI_COMMIT_TAG,
+    CI_PROJECT_DIR,
+    CI_COMMIT_TITLE,
+    CI_COMMIT_MESSAGE,
+    CI_COMMIT_TIMESTAMP,
+    CI_COMMIT_AUTHOR,
+    CI_MERGE_REQUEST_IID,
+    CI_MERGE_REQUEST_TITLE,
+    CI_MERGE_REQUEST_LABELS,
+    CI_MERGE_REQUEST_SOURCE_BRANCH_NAME,
+    CI_MERGE_REQUEST_TARGET_BRANCH_NAME,
+    CI_MERGE_REQUEST_SOURCE_BRANCH_SHA,
+    CI_MERGE_REQUEST_DIFF_BASE_SHA,
+    CI_MERGE_REQUEST_PROJECT_URL,
+    CI_PIPELINE_URL,
+    CI_JOB_URL,
+    CI_ENVIRONMENT_NAME,
+    CI_DEFAULT_BRANCH,
+    GITLAB_USER_LOGIN,
+    CI_JOB_STATUS,
+    CI_JOB_TOKEN,
+];
+
+/// A source of environment variables: the run's [`Snapshot`], or a test's own map.
+pub trait Vars {
+    /// The variable's value; empty (or only blanks) counts as unset, because runners set
+    /// empty inputs and CI templates set empty variables for options left out.
+    fn get(&self, name: &str) -> Option<String>;
+
+    /// The GitHub event payload `GITHUB_EVENT_PATH` names, read from disk at most once per
+    /// source (detection and the default branch's config both want it); `None` when the
+    /// variable is unset.
+    fn event_payload(&self) -> Option<EventPayload> {
+        let path = self.get(GITHUB_EVENT_PATH)?;
+        Some(EventPayload::read(path))
+    }
+}
+
+impl Vars for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+    }
+}
+
+/// The GitHub event payload file: its path and what reading it gave. Each reader parses the
+/// text into the shape it needs and words a failure its own way.
+#[derive(Debug, Clone)]
+pub struct EventPayload {
+    /// The path, as `GITHUB_EVENT_PATH` gave it.
+    pub path: String,
+    /// The file's text, or why it could not be read.
+    pub text: Result<Arc<str>, Unreadable>,
+}
+
+/// Why a file could not be read: the I/O error, shared (it is not `Clone`) by every reader
+/// of the one read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(Arc<std::io::Error>);
+
+impl EventPayload {
+    fn read(path: String) -> EventPayload {
+        let text = std::fs::read_to_string(&path)
+            .map(Arc::from)
+            .map_err(|e| Unreadable(Arc::new(e)));
+        EventPayload { path, text }
+    }
+}
+
+/// The environment as the run found it at start, taken once in `main` and handed down:
+/// nothing else in changegate reads the process environment, so every layer sees the same
+/// values and tests can hand in their own.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    vars: HashMap<&'static str, OsString>,
+    event: Arc<OnceLock<Option<EventPayload>>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    // Values include tokens and passwords: only the names print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().copied().collect();
+        names.sort_unstable();
+        f.debug_struct("Snapshot")
+            .field("set", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Copies every variable changegate reads ([`ALL`]) out of the process environment.
+    pub fn capture() -> Snapshot {
+        Self::from_pairs(
+            ALL.iter()
+                .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
+        )
+    }
+
+    /// A snapshot of the given variables only (names outside [`ALL`] are ignored, as
+    /// [`Snapshot::capture`] would never see them).
+    pub fn from_pairs<V: Into<OsString>>(
+        pairs: impl IntoIterator<Item = (&'static str, V)>,
+    ) -> Snapshot {
+        let vars = pairs
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let known = ALL.iter().find(|n| **n == name)?;
+                Some((*known, value.into()))
+            })
+            .collect();
+        Snapshot {
+            vars,
+            event: Arc::default(),
+        }
+    }
+
+    /// Whether the variable is present but blank: changegate counts it as unset, and clap,
+    /// which reads the options' variables itself, must be told so.
+    pub fn is_set_blank(&self, name: &str) -> bool {
+        self.vars
+            .get(name)
+            .is_some_and(|v| v.to_string_lossy().trim().is_empty())
+    }
+
+    /// The raw value, as the process had it (not necessarily UTF-8); empty counts as unset.
+    pub fn get_os(&self, name: &str) -> Option<&OsStr> {
+        self.vars
+            .get(name)
+            .map(OsString::as_os_str)
+            .filter(|v| !v.to_string_lossy().trim().is_empty())
+    }
+}
+
+impl Vars for Snapshot {
+    /// As `std::env::var` did: a value that is not UTF-8 counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        self.get_os(name)
+            .and_then(OsStr::to_str)
+            .map(str::to_string)
+    }
+
+    fn event_payload(&self) -> Option<EventPayload> {
+        self.event
+            .get_or_init(|| {
+                let path = self.get(GITHUB_EVENT_PATH)?;
+                Some(EventPayload::read(path))
+            })
+            .clone()
+    }
+}
+
+/// Where the run is: GitHub Actions when `GITHUB_ACTIONS` is `true`, else GitLab CI when
+/// `GITLAB_CI` is `true`, else a local run. The one place that decides it: outputs,
+/// workflow commands, detection and the governing config all follow this answer.
+pub fn platform(vars: &dyn Vars) -> Platform {
+    let is_true = |name: &str| vars.get(name).is_some_and(|v| v == "true");
+    if is_true(GITHUB_ACTIONS) {
+        Platform::Github
+    } else if is_true(GITLAB_CI) {
+        Platform::Gitlab
+    } else {
+        Platform::Local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Every `src/**/*.rs` file, with its path relative to `src/`.
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            panic!("cannot list {}", dir.display());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    /// The environment is read once, by [`Snapshot::capture`]: a read anywhere else would
+    /// see another environment than the rest of the run, and tests could not hand theirs in.
+    #[test]
+    fn no_environment_read_outside_env_rs() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        assert!(files.len() > 20, "the source scan found too few files");
+        // Spelled in pieces so this test does not trip over itself.
+        let reads = [
+            concat!("std::env::", "var"),
+            concat!("env::", "var("),
+            concat!("var", "_os"),
+            concat!("env::", "vars("),
+            concat!("vars", "_os"),
+        ];
+        let own = src.join("env.rs").display().to_string();
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|(path, _)| *path != own)
+            .flat_map(|(path, text)| {
+                reads
+                    .iter()
+                    .filter(|read| text.contains(**read))
+                    .map(move |read| format!("{path}: {read}"))
+            })
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "read the environment through env::Snapshot (captured once in main), not: {offenders:#?}"
+        );
+    }
+
+    /// [`ALL`] lists every name this module declares, so the snapshot holds all of them.
+    #[test]
+    fn the_snapshot_captures_every_declared_name() {
+        let text = include_str!("env.rs");
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const "))
+            .filter_map(|l| l.split_once(": &str = \""))
+            .filter_map(|(_, v)| v.split('"').next())
+            .collect();
+        assert!(declared.len() > 50);
+        for name in declared {
+            assert!(ALL.contains(&name), "{name} is missing from env::ALL");
+        }
+    }
+
+    #[test]
+    fn blank_counts_as_unset_and_only_known_names_are_kept() {
+        let env = Snapshot::from_pairs([
+            (GITHUB_ACTIONS, "true"),
+            (SERVICE, "  "),
+            ("SOMETHING_ELSE", "x"),
+        ]);
+        assert_eq!(env.get(GITHUB_ACTIONS).as_deref(), Some("true"));
+        assert_eq!(env.get(SERVICE), None);
+        assert!(env.is_set_blank(SERVICE));
+        assert_eq!(env.get("SOMETHING_ELSE"), None);
+        assert_eq!(platform(&env), Platform::Github);
+        assert_eq!(platform(&Snapshot::default()), Platform::Local);
+        assert!(!format!("{env:?}").contains("true"));
+    }
+
+    #[test]
+    fn the_event_payload_is_read_once_per_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event.json");
+        std::fs::write(&path, "{}").unwrap();
+        let env = Snapshot::from_pairs([(GITHUB_EVENT_PATH, path.as_os_str())]);
+        let first = env.event_payload().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // Gone from disk, still the same answer: the one read is shared.
+        let again = env.clone().event_payload().unwrap();
+        assert_eq!(first.text.unwrap().as_ref(), "{}");
+        assert_eq!(again.text.unwrap().as_ref(), "{}");
+    }
 }

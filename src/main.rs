@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use changegate::cli::{self, Cli, Exit, action};
-use changegate::env;
+use changegate::domain::Platform;
+use changegate::env::{self, Snapshot, Vars};
 use changegate::output::console;
-use changegate::pipeline::ProcessEnv;
 
 /// One `error:` line on stderr, its control characters escaped: an error can quote a
 /// config file's bytes or a remote's body, and must stay one line that starts no workflow
@@ -36,7 +36,7 @@ fn exit_2_on_panic() {
     }));
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(env: &Snapshot, verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -45,12 +45,13 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     // Our own crate at the chosen level; dependencies one step quieter unless asked.
-    let directives = env::var(env::LOG)
-        .or_else(|| env::var(env::RUST_LOG))
+    let directives = env
+        .get(env::LOG)
+        .or_else(|| env.get(env::RUST_LOG))
         .unwrap_or_else(|| format!("warn,changegate={default}"));
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let color = std::io::stderr().is_terminal() && env::var(env::NO_COLOR).is_none();
+    let color = std::io::stderr().is_terminal() && env.get(env::NO_COLOR).is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(console::LogWriter)
@@ -62,29 +63,31 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 /// The command line: as given, or, when the binary was started with no arguments as a
 /// GitHub container action, the one its `INPUT_*` variables stand for.
-fn command_line() -> Result<Vec<OsString>, action::InputError> {
+fn command_line(env: &Snapshot) -> Result<Vec<OsString>, action::InputError> {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.len() > 1 {
         return Ok(args);
     }
     let program = args.first().cloned().unwrap_or_else(|| "changegate".into());
-    Ok(action::argv(&ProcessEnv, program)?.unwrap_or(args))
+    Ok(action::argv(env, program)?.unwrap_or(args))
 }
 
 fn main() -> ExitCode {
     exit_2_on_panic();
-    let args = match command_line() {
+    // The one read of the process environment: every layer below sees this snapshot.
+    let env = Snapshot::capture();
+    let args = match command_line(&env) {
         Ok(args) => args,
         Err(e) => {
             report_error(&e.to_string());
             return Exit::Error.into();
         }
     };
-    let cli = match Cli::parse_args(args) {
+    let cli = match Cli::parse_args(args, &env) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            if env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
+            if env::platform(&env) == Platform::Github {
                 // clap quotes a refused value (an action input may come from a branch name),
                 // line breaks and all: no line of it may start a workflow command.
                 let text = console::neutralise_lines(&e.render().to_string());
@@ -99,7 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.global.verbose, cli.global.quiet);
+    init_logging(&env, cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,7 +113,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let workdir = match std::env::current_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            report_error(&e.to_string());
+            return Exit::Error.into();
+        }
+    };
+    match runtime.block_on(cli::run(cli, env, workdir)) {
         Ok(exit) => exit.into(),
         Err(e) => {
             report_error(&format!("{e:#}"));

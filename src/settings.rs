@@ -13,8 +13,8 @@ use crate::config::{
     AnnotateSection, BackendKind, ConfigFile, HttpSection, JiraSection, ServiceNowSection,
 };
 use crate::domain::change::check_name;
-use crate::domain::{Mode, Policy, SprintCalendar};
-use crate::env;
+use crate::domain::{Mode, Platform, Policy, SprintCalendar};
+use crate::env::{self, Snapshot, Vars};
 use crate::http::{self, Budget};
 use crate::pipeline::default_config::Governing;
 
@@ -121,9 +121,30 @@ pub struct Settings {
     pub clock_override: Option<String>,
     /// Where to write the dotenv outputs, if anywhere.
     pub dotenv: Option<PathBuf>,
-    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary).
+    /// Where the run is ([`env::platform`] decided, once).
+    pub platform: Platform,
+    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary):
+    /// `platform == Platform::Github`, kept as a field for the commands that ask.
     pub github_actions: bool,
-    /// Token for GitHub annotations: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else `GITHUB_TOKEN`.
+    /// The step's `GITHUB_OUTPUT` file, under GitHub Actions.
+    pub github_output: Option<PathBuf>,
+    /// The step's `GITHUB_STEP_SUMMARY` file, under GitHub Actions.
+    pub step_summary: Option<PathBuf>,
+    /// The forges' API bases and credentials.
+    pub forge: ForgeSettings,
+    /// The run's outbound time budget, shared by every client the run builds.
+    pub budget: Budget,
+    /// The environment as the run found it; later layers read variables from here, never
+    /// from the process.
+    pub env: Snapshot,
+}
+
+/// What the run needs to talk to GitHub and GitLab: API bases and credentials, resolved
+/// once with everything else.
+#[derive(Debug, Clone)]
+pub struct ForgeSettings {
+    /// Token for GitHub: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
+    /// input, else `GITHUB_TOKEN` ([`github_token`]).
     pub github_token: Option<SecretString>,
     /// GitHub App credentials for annotations; preferred over the token when set.
     pub github_app: Option<GithubApp>,
@@ -133,8 +154,82 @@ pub struct Settings {
     pub gitlab_api_url: Option<String>,
     /// Token for GitLab annotations: `CHANGEGATE_GITLAB_TOKEN` (the job token cannot write notes).
     pub gitlab_token: Option<SecretString>,
-    /// The run's outbound time budget, shared by every client the run builds.
-    pub budget: Budget,
+}
+
+impl ForgeSettings {
+    /// The forge settings from the run's environment; `github_token` is [`github_token`]'s
+    /// answer, computed once per run.
+    pub fn resolve(env: &Snapshot, github_token: Option<SecretString>) -> ForgeSettings {
+        let github_app = match (
+            env.get(env::GITHUB_APP_ID),
+            env.get(env::GITHUB_APP_PRIVATE_KEY),
+        ) {
+            (Some(id), Some(key)) => Some(GithubApp {
+                id: id.trim().to_string(),
+                private_key: SecretString::from(key),
+            }),
+            (None, None) => None,
+            _ => {
+                tracing::warn!(
+                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
+                    env::GITHUB_APP_ID,
+                    env::GITHUB_APP_PRIVATE_KEY
+                );
+                None
+            }
+        };
+        // Without a trailing `/`: paths are appended to it.
+        let base = |u: String| u.trim().trim_end_matches('/').to_string();
+        ForgeSettings {
+            github_token,
+            github_app,
+            github_api_url: env
+                .get(env::GITHUB_API_URL)
+                .map(base)
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+            gitlab_api_url: env.get(env::CI_API_V4_URL).map(base),
+            gitlab_token: env.get(env::GITLAB_TOKEN).map(SecretString::from),
+        }
+    }
+}
+
+/// The chosen backend with everything it connects with, secrets included: the backend
+/// reads nothing itself. Built by [`Settings::backend_config`].
+#[derive(Debug)]
+pub enum BackendConfig {
+    /// The embedded ledger.
+    Local(LocalConfig),
+    /// A ServiceNow instance.
+    ServiceNow(Box<ServiceNowConfig>),
+    /// A Jira site.
+    Jira(Box<JiraConfig>),
+}
+
+/// The embedded ledger's file.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The SQLite file (a regular file, or nothing yet).
+    pub path: PathBuf,
+}
+
+/// A ServiceNow instance: where, how to authenticate, and the `[servicenow]` section.
+#[derive(Debug, Clone)]
+pub struct ServiceNowConfig {
+    /// The instance's base URL, with a trailing `/`.
+    pub base: url::Url,
+    /// How to authenticate, read from the run's snapshot.
+    pub credentials: ServiceNowCredentials,
+    /// `[servicenow]` with `--servicenow-url` applied.
+    pub section: ServiceNowSection,
+}
+
+/// A Jira site: where, the project, the account, and the `[jira]` section.
+#[derive(Debug, Clone)]
+pub struct JiraConfig {
+    /// The site, the project and the account, checked.
+    pub access: JiraAccess,
+    /// `[jira]` with `--jira-url` / `--jira-project` applied.
+    pub section: JiraSection,
 }
 
 /// A GitHub App: its id (numeric App ID or client ID, the JWT `iss`) and its private key (PEM).
@@ -159,23 +254,52 @@ pub const DEFAULT_LEDGER: &str = ".changegate/ledger.db";
 pub const DEFAULT_DOTENV: &str = "changegate.env";
 
 impl Settings {
-    /// Resolves the settings. `workdir` is where a default config file is looked for.
-    pub fn resolve(args: &GlobalArgs, workdir: &Path) -> Result<Settings> {
-        Self::resolve_with(args, workdir, None)
-    }
-
-    /// As [`Settings::resolve`], with the default branch's config for a pull-request
-    /// pipeline (see [`crate::pipeline::default_config`]).
+    /// Resolves the settings from the flags, the run's environment `env` and the config:
+    /// the default branch's (`governing`, for a pull-request pipeline, see
+    /// [`crate::pipeline::default_config`]), else the one named or found in `workdir`.
+    /// `github_token` is [`github_token`]'s answer, computed once by the caller, which
+    /// needed it before the config could be read.
     pub fn resolve_with(
         args: &GlobalArgs,
+        env: &Snapshot,
         workdir: &Path,
         governing: Option<&Governing>,
+        github_token: Option<SecretString>,
     ) -> Result<Settings> {
-        let (config_path, file) = load_config(args.config.as_deref(), workdir, governing)?;
+        let loaded = load_config(args.config.as_deref(), workdir, governing)?;
+        Self::resolve_from(args, env, workdir, loaded, || {
+            ForgeSettings::resolve(env, github_token)
+        })
+    }
+
+    /// These settings with the config file at `explicit` (else the default one in
+    /// `workdir`) in place of the one they were resolved with: the policy `policy simulate`
+    /// compares a proposal against. What the file decides (backend, names, policy, clock,
+    /// URL checks, budget) follows the other file; the flags, the environment snapshot and
+    /// the forge settings are these settings' own, not read again.
+    pub fn with_config(
+        &self,
+        args: &GlobalArgs,
+        workdir: &Path,
+        explicit: Option<&Path>,
+    ) -> Result<Settings> {
+        let loaded = load_config(explicit, workdir, None)?;
+        Self::resolve_from(args, &self.env, workdir, loaded, || self.forge.clone())
+    }
+
+    /// The settings from a loaded config; `forge` gives the forge settings when their turn
+    /// comes (so a warning about them keeps its place among the others).
+    fn resolve_from(
+        args: &GlobalArgs,
+        env: &Snapshot,
+        workdir: &Path,
+        (config_path, file): (Option<PathBuf>, ConfigFile),
+        forge: impl FnOnce() -> ForgeSettings,
+    ) -> Result<Settings> {
         let backend = args.backend.or(file.backend.kind).unwrap_or_default();
         let (environment, environment_from) = match (
             args.environment.clone(),
-            env::var(env::CI_ENVIRONMENT_NAME),
+            env.get(env::CI_ENVIRONMENT_NAME),
             file.environment.clone(),
         ) {
             (Some(e), _, _) => (e, format!("--environment ({})", env::ENVIRONMENT)),
@@ -203,7 +327,7 @@ impl Settings {
             .or_else(|| file.ledger.path.clone())
             .unwrap_or_else(|| workdir.join(DEFAULT_LEDGER));
 
-        let (now, clock_override) = match env::var(env::NOW) {
+        let (now, clock_override) = match env.get(env::NOW) {
             Some(text) => {
                 let at = DateTime::parse_from_rfc3339(text.trim())
                     .with_context(|| format!("{} must be an RFC 3339 time such as 2026-03-02T10:00:00Z, got {text:?}", env::NOW))?
@@ -222,12 +346,21 @@ impl Settings {
             None => (Utc::now(), None),
         };
 
-        let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
-        let dotenv = args.dotenv.clone().or_else(|| {
-            env::var(env::GITLAB_CI)
-                .is_some_and(|v| v == "true")
-                .then(|| workdir.join(DEFAULT_DOTENV))
-        });
+        let platform = env::platform(env);
+        let github_actions = platform == Platform::Github;
+        let dotenv = args
+            .dotenv
+            .clone()
+            .or_else(|| (platform == Platform::Gitlab).then(|| workdir.join(DEFAULT_DOTENV)));
+        // The step's files belong to GitHub Actions; elsewhere a stray variable means nothing.
+        let step_file = |name: &str| {
+            github_actions
+                .then(|| env.get(name))
+                .flatten()
+                .map(PathBuf::from)
+        };
+        let github_output = step_file(env::GITHUB_OUTPUT);
+        let step_summary = step_file(env::GITHUB_STEP_SUMMARY);
 
         let mut servicenow = file.servicenow.clone();
         if let Some(url) = args.servicenow_url.clone().filter(|u| !u.trim().is_empty()) {
@@ -240,31 +373,7 @@ impl Settings {
         if let Some(project) = args.jira_project.clone().filter(|p| !p.trim().is_empty()) {
             jira.project = Some(project);
         }
-        let github_token = github_token(args);
-        let github_app = match (
-            env::var(env::GITHUB_APP_ID),
-            env::var(env::GITHUB_APP_PRIVATE_KEY),
-        ) {
-            (Some(id), Some(key)) => Some(GithubApp {
-                id: id.trim().to_string(),
-                private_key: SecretString::from(key),
-            }),
-            (None, None) => None,
-            _ => {
-                tracing::warn!(
-                    "GitHub App auth needs both {} and {}; only one is set, so it is not used",
-                    env::GITHUB_APP_ID,
-                    env::GITHUB_APP_PRIVATE_KEY
-                );
-                None
-            }
-        };
-        let github_api_url = env::var(env::GITHUB_API_URL)
-            .map(|u| u.trim().trim_end_matches('/').to_string())
-            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string());
-        let gitlab_api_url =
-            env::var(env::CI_API_V4_URL).map(|u| u.trim().trim_end_matches('/').to_string());
-        let gitlab_token = env::var(env::GITLAB_TOKEN).map(SecretString::from);
+        let forge = forge();
         check_urls(
             &file.http,
             [
@@ -280,12 +389,12 @@ impl Settings {
                 ),
                 (
                     env::GITHUB_API_URL,
-                    Some(github_api_url.as_str()),
+                    Some(forge.github_api_url.as_str()),
                     "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN",
                 ),
                 (
                     env::CI_API_V4_URL,
-                    gitlab_api_url.as_deref(),
+                    forge.gitlab_api_url.as_deref(),
                     "CHANGEGATE_GITLAB_TOKEN",
                 ),
             ],
@@ -317,13 +426,13 @@ impl Settings {
             now,
             clock_override,
             dotenv,
+            platform,
             github_actions,
-            github_token,
-            github_app,
-            github_api_url,
-            gitlab_api_url,
-            gitlab_token,
+            github_output,
+            step_summary,
+            forge,
             budget,
+            env: env.clone(),
             file,
         })
     }
@@ -334,14 +443,35 @@ impl Settings {
 
     /// Everything the chosen backend needs before its first call: the URL, the project and
     /// the credentials for ServiceNow and Jira, a usable ledger path for the local ledger.
-    /// `config check` runs this too, so it finds every error `gate` would find before any
-    /// network call.
+    /// Built when the backend is connected, not when the settings are resolved, so a
+    /// command that refuses the backend anyway (`approve` on ServiceNow) says that first.
+    pub fn backend_config(&self) -> Result<BackendConfig> {
+        Ok(match self.backend {
+            BackendKind::Local => {
+                self.check_ledger_path()?;
+                BackendConfig::Local(LocalConfig {
+                    path: self.ledger_path.clone(),
+                })
+            }
+            BackendKind::Servicenow => {
+                let (base, credentials) = self.servicenow_access()?;
+                BackendConfig::ServiceNow(Box::new(ServiceNowConfig {
+                    base,
+                    credentials,
+                    section: self.servicenow.clone(),
+                }))
+            }
+            BackendKind::Jira => BackendConfig::Jira(Box::new(JiraConfig {
+                access: self.jira_access()?,
+                section: self.jira.clone(),
+            })),
+        })
+    }
+
+    /// [`Settings::backend_config`]'s checks alone: `config check` runs them, so it finds
+    /// every error `gate` would find before any network call.
     pub fn check_backend(&self) -> Result<()> {
-        match self.backend {
-            BackendKind::Local => self.check_ledger_path(),
-            BackendKind::Servicenow => self.servicenow_access().map(drop),
-            BackendKind::Jira => self.jira_access().map(drop),
-        }
+        self.backend_config().map(drop)
     }
 
     /// The ledger path is a file, or nothing yet: a directory or a device (`/dev/null`)
@@ -359,7 +489,7 @@ impl Settings {
     }
 
     /// The ServiceNow instance's base URL (with a trailing `/`) and the credentials.
-    pub fn servicenow_access(&self) -> Result<(url::Url, ServiceNowCredentials)> {
+    fn servicenow_access(&self) -> Result<(url::Url, ServiceNowCredentials)> {
         let url = self
             .servicenow
             .url
@@ -377,11 +507,11 @@ impl Settings {
         if !matches!(base.scheme(), "https" | "http") {
             bail!("invalid ServiceNow URL {url:?}: it must start with https://");
         }
-        Ok((base, ServiceNowCredentials::from_env()?))
+        Ok((base, ServiceNowCredentials::from_vars(&self.env)?))
     }
 
     /// The Jira site, the project key and the credentials.
-    pub fn jira_access(&self) -> Result<JiraAccess> {
+    fn jira_access(&self) -> Result<JiraAccess> {
         let Some(url) = self.jira.url.clone().filter(|u| !u.trim().is_empty()) else {
             bail!(
                 "the jira backend needs the site URL: set [jira] url or {}",
@@ -399,7 +529,7 @@ impl Settings {
                 env::JIRA_PROJECT
             );
         };
-        let (user, token) = match (env::var(env::JIRA_USER), env::var(env::JIRA_TOKEN)) {
+        let (user, token) = match (self.env.get(env::JIRA_USER), self.env.get(env::JIRA_TOKEN)) {
             (Some(user), Some(token)) => (user, SecretString::from(token)),
             (user, _) => bail!(
                 "the jira backend needs credentials: {} is not set ({} is the Atlassian account's email address, {} an API token of that account)",
@@ -422,7 +552,8 @@ impl Settings {
     }
 }
 
-/// What the Jira backend connects with, resolved and checked.
+/// What the Jira backend connects with, resolved and checked. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct JiraAccess {
     /// The site URL without a trailing `/`.
     pub base: String,
@@ -436,6 +567,7 @@ pub struct JiraAccess {
 
 /// How changegate authenticates to the instance. Secrets never print: `Debug` shows only
 /// which kind of credential it is.
+#[derive(Clone)]
 pub enum ServiceNowCredentials {
     /// `CHANGEGATE_SERVICENOW_USER` + `CHANGEGATE_SERVICENOW_PASSWORD`.
     Basic {
@@ -454,6 +586,16 @@ pub enum ServiceNowCredentials {
     Token(SecretString),
 }
 
+impl std::fmt::Debug for JiraAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JiraAccess")
+            .field("site", &self.site.as_str())
+            .field("project", &self.project)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for ServiceNowCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.describe())
@@ -461,16 +603,17 @@ impl std::fmt::Debug for ServiceNowCredentials {
 }
 
 impl ServiceNowCredentials {
-    /// Reads the credentials from the environment: a ready token wins, then OAuth, then basic.
-    pub fn from_env() -> Result<ServiceNowCredentials> {
-        if let Some(token) = env::var(env::SERVICENOW_TOKEN) {
+    /// Reads the credentials from the run's environment: a ready token wins, then OAuth,
+    /// then basic.
+    pub fn from_vars(vars: &dyn Vars) -> Result<ServiceNowCredentials> {
+        if let Some(token) = vars.get(env::SERVICENOW_TOKEN) {
             return Ok(ServiceNowCredentials::Token(SecretString::from(token)));
         }
-        let user = env::var(env::SERVICENOW_USER);
-        let password = env::var(env::SERVICENOW_PASSWORD).map(SecretString::from);
+        let user = vars.get(env::SERVICENOW_USER);
+        let password = vars.get(env::SERVICENOW_PASSWORD).map(SecretString::from);
         match (
-            env::var(env::SERVICENOW_CLIENT_ID),
-            env::var(env::SERVICENOW_CLIENT_SECRET),
+            vars.get(env::SERVICENOW_CLIENT_ID),
+            vars.get(env::SERVICENOW_CLIENT_SECRET),
         ) {
             (Some(client_id), Some(secret)) => {
                 return Ok(ServiceNowCredentials::OAuth {
@@ -542,16 +685,16 @@ fn check_urls<'a>(
 
 /// The GitHub token: `--github-token`/`CHANGEGATE_GITHUB_TOKEN`, else the action's
 /// `github-token` input, else `GITHUB_TOKEN`. The input arrives in the environment, never on
-/// the command line (see `cli::action`).
-pub fn github_token(args: &GlobalArgs) -> Option<SecretString> {
-    let github_actions = env::var(env::GITHUB_ACTIONS).is_some_and(|v| v == "true");
-    let input_token = github_actions
-        .then(|| env::var(env::INPUT_GITHUB_TOKEN))
+/// the command line (see `cli::action`). Computed once per run, before the config is read
+/// (the default branch's copy may need it), and handed to [`Settings::resolve_with`].
+pub fn github_token(args: &GlobalArgs, env: &dyn Vars) -> Option<SecretString> {
+    let input_token = (env::platform(env) == Platform::Github)
+        .then(|| env.get(env::INPUT_GITHUB_TOKEN))
         .flatten();
     args.github_token
         .clone()
         .or(input_token)
-        .or_else(|| env::var(env::GITHUB_TOKEN))
+        .or_else(|| env.get(env::GITHUB_TOKEN))
         .filter(|t| !t.trim().is_empty())
         .map(SecretString::from)
 }
@@ -593,3 +736,7 @@ fn load_config(
     }
     Ok((None, ConfigFile::default()))
 }
+
+#[cfg(test)]
+#[path = "tests/settings.rs"]
+mod tests;

@@ -8,7 +8,7 @@ use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
 use crate::itsm::Itsm;
 use crate::output::{Report, console, dotenv, github};
-use crate::pipeline::{self, ProcessEnv};
+use crate::pipeline;
 use crate::settings::Format;
 
 /// Which change a command is about, and the evidence a decision weighs (`gate`, `open`).
@@ -44,7 +44,7 @@ impl From<&CommitArgs> for ChangeArgs {
 /// range runs from the last commit the backend knows was deployed successfully to the same
 /// service and environment (else from the push's `before`): what this deploy ships.
 pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
-    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
+    let detected = pipeline::detect(&ctx.settings.env, &ctx.workdir, args.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
     let previous = if detected.range.is_none() {
@@ -84,7 +84,7 @@ fn service_name(ctx: &Ctx, detected: &pipeline::Detected) -> Result<String> {
 /// The facts without the commit range since the last recorded change: for commands that
 /// only need to find the change (`record`, `status`), this spares the backend a lookup.
 pub async fn facts_without_range(ctx: &Ctx, args: &ChangeArgs) -> Result<ChangeFacts> {
-    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
+    let detected = pipeline::detect(&ctx.settings.env, &ctx.workdir, args.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;
     Ok(detected.into_facts(
         &service,
@@ -109,11 +109,11 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
         Format::Html => anyhow::bail!("a change's report has no html format"),
     }
     if ctx.settings.github_actions {
-        if let Some(path) = env::var(env::GITHUB_OUTPUT) {
-            github::write_outputs(report, path.as_ref())?;
+        if let Some(path) = &ctx.settings.github_output {
+            github::write_outputs(report, path)?;
         }
-        if let Some(path) = env::var(env::GITHUB_STEP_SUMMARY) {
-            github::write_summary(report, facts, path.as_ref())?;
+        if let Some(path) = &ctx.settings.step_summary {
+            github::write_summary(report, facts, path)?;
         }
         if exit == Exit::Blocked {
             let failed: Vec<String> = report

@@ -3,10 +3,12 @@
 use std::path::Path;
 
 use anyhow::Result;
+use secrecy::SecretString;
 
 use super::Exit;
 use crate::config::{self, BackendKind};
 use crate::domain::words;
+use crate::env::Snapshot;
 use crate::output::console;
 use crate::pipeline::default_config::Governing;
 use crate::settings::{Format, GlobalArgs, Settings};
@@ -19,19 +21,28 @@ pub enum ConfigCommand {
     Schema,
 }
 
-pub fn run(
-    cmd: &ConfigCommand,
-    global: &GlobalArgs,
-    workdir: &Path,
-    governing: Option<&Governing>,
-) -> Result<Exit> {
+/// What `config check` resolves the settings from, as `cli::run` gathered it.
+pub struct Sources<'a> {
+    pub env: &'a Snapshot,
+    pub workdir: &'a Path,
+    pub governing: Option<&'a Governing>,
+    pub github_token: Option<SecretString>,
+}
+
+pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, sources: Sources<'_>) -> Result<Exit> {
     match cmd {
         ConfigCommand::Schema => {
             console::json(&config::json_schema())?;
             Ok(Exit::Pass)
         }
         ConfigCommand::Check => {
-            let s = Settings::resolve_with(global, workdir, governing)?;
+            let s = Settings::resolve_with(
+                global,
+                sources.env,
+                sources.workdir,
+                sources.governing,
+                sources.github_token,
+            )?;
             // The same checks `gate` makes before its first call: a config that passes here
             // does not fail there for a missing URL, project or credential.
             s.check_backend()?;

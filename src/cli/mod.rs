@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::env::Snapshot;
 use crate::http::Budget;
 use crate::pipeline::default_config;
 use crate::settings::{self, GlobalArgs, Settings};
@@ -99,24 +100,25 @@ impl Cli {
     /// (see [`usage`]). An empty environment variable counts as unset, as it does
     /// everywhere in changegate: CI systems set variables to "" for inputs left out (a
     /// GitLab component's `variables:`, an action's `env:`), and that must not read as an
-    /// empty `--config` or an invalid `--backend`.
-    pub fn parse_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-        let mut cmd = usage::tailor(empty_env_is_unset(Cli::command()));
+    /// empty `--config` or an invalid `--backend`. `env` is the run's environment, which
+    /// clap reads again for the options' variables: the two agree, as both are taken at start.
+    pub fn parse_args(args: Vec<OsString>, env: &Snapshot) -> Result<Cli, clap::Error> {
+        let mut cmd = usage::tailor(empty_env_is_unset(Cli::command(), env));
         let matches = cmd.try_get_matches_from_mut(args)?;
         usage::check(&cmd, &matches)?;
         Cli::from_arg_matches(&matches)
     }
 }
 
-fn empty_env_is_unset(cmd: clap::Command) -> clap::Command {
+fn empty_env_is_unset(cmd: clap::Command, env: &Snapshot) -> clap::Command {
     cmd.mut_args(|arg| {
+        // Set in the process yet unset for changegate: present, and blank.
         let empty = arg
             .get_env()
-            .and_then(std::env::var_os)
-            .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+            .is_some_and(|name| name.to_str().is_some_and(|name| env.is_set_blank(name)));
         if empty { arg.env(None) } else { arg }
     })
-    .mut_subcommands(empty_env_is_unset)
+    .mut_subcommands(|sub| empty_env_is_unset(sub, env))
 }
 
 /// What every command gets: the resolved settings and where it runs.
@@ -125,30 +127,43 @@ pub struct Ctx {
     pub workdir: PathBuf,
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<Exit> {
-    let workdir = std::env::current_dir()?;
+/// Runs the parsed command line in `workdir`, with the environment `env` the run started
+/// with (the only one any layer reads).
+pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
     // In a pull/merge request pipeline the default branch's copy governs; the schema needs
     // no config at all. The config is not read yet: the default budget covers fetching it,
     // and what that spends counts towards the configured one.
     let early = Budget::default();
+    let github_token = settings::github_token(&cli.global, &env);
     let governing = match &cli.command {
         Command::Config(config::ConfigCommand::Schema) => None,
         _ => {
-            let token = settings::github_token(&cli.global);
             default_config::fetch(
+                &env,
                 &workdir,
                 cli.global.config.as_deref(),
-                token.as_ref(),
+                github_token.as_ref(),
                 &early,
             )
             .await?
         }
     };
     if let Command::Config(cmd) = &cli.command {
-        return config::run(cmd, &cli.global, &workdir, governing.as_ref());
+        let sources = config::Sources {
+            env: &env,
+            workdir: &workdir,
+            governing: governing.as_ref(),
+            github_token,
+        };
+        return config::run(cmd, &cli.global, sources);
     }
-    let settings = Settings::resolve_with(&cli.global, &workdir, governing.as_ref())?;
+    let settings = Settings::resolve_with(
+        &cli.global,
+        &env,
+        &workdir,
+        governing.as_ref(),
+        github_token,
+    )?;
     settings.budget.absorb(&early);
     let ctx = Ctx { settings, workdir };
     let global = cli.global;

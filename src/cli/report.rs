@@ -11,7 +11,7 @@ use crate::domain::kpi::{self, KpiInput};
 use crate::domain::ramp;
 use crate::itsm::{self, HistoryQuery, Itsm, ServiceRef};
 use crate::output::console;
-use crate::pipeline::{self, ProcessEnv};
+use crate::pipeline;
 use crate::report::{self, KpiReport, ServiceReport};
 use crate::settings::Format;
 
@@ -32,7 +32,7 @@ pub struct ReportArgs {
 /// settings, or else by the name given with `--service` among those in the ledger.
 async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
     let s = &ctx.settings;
-    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, None).ok();
+    let detected = pipeline::detect(&s.env, &ctx.workdir, None).ok();
     let repository = detected.as_ref().and_then(|d| d.repository.clone());
     // The same service the gate names here: the repository's, or the checkout's folder.
     if let Some(name) = s.service.clone().or_else(|| {

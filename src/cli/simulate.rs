@@ -16,7 +16,7 @@ use crate::domain::{DecisionKind, Policy};
 use crate::env;
 use crate::itsm;
 use crate::output::console;
-use crate::settings::{Format, GlobalArgs, Settings};
+use crate::settings::{Format, GlobalArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
@@ -156,15 +156,16 @@ fn differences(current: &ConfigFile, proposed: &ConfigFile) -> Result<Vec<Differ
 pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
     let s = &ctx.settings;
     // The current policy is the usual config (CHANGEGATE_CONFIG or .changegate.toml); a
-    // `--config` flag names the proposal's base instead.
+    // `--config` flag names the proposal's base instead. The settings were resolved with the
+    // flag's file, so the current ones derive from them with the usual file in its place
+    // (same flags, same environment snapshot).
+    let usual = s.env.get_os(env::CONFIG).map(Path::new);
     let flagged = global
         .config
         .clone()
-        .filter(|p| env::var(env::CONFIG).is_none_or(|e| Path::new(&e) != p));
+        .filter(|p| usual.is_none_or(|e| e != p));
     let current_settings = if flagged.is_some() {
-        let mut usual = global.clone();
-        usual.config = env::var(env::CONFIG).map(Into::into);
-        Settings::resolve(&usual, &ctx.workdir)?
+        s.with_config(global, &ctx.workdir, usual)?
     } else {
         s.clone()
     };

@@ -115,7 +115,9 @@ async fn annotate_failure(
     verdict: &Verdict,
 ) -> Result<()> {
     // Reading the change back costs requests: only when an annotation can follow.
-    let token = s.github_token.is_some() || s.github_app.is_some() || s.gitlab_token.is_some();
+    let token = s.forge.github_token.is_some()
+        || s.forge.github_app.is_some()
+        || s.forge.gitlab_token.is_some();
     if s.dry_run || !(s.annotate.required || (s.annotate.enabled && token)) {
         return Ok(());
     }

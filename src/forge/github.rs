@@ -74,7 +74,7 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
         return Done::Skipped("GITHUB_REPOSITORY is not set".to_string());
     };
-    if settings.github_app.is_none() && settings.github_token.is_none() {
+    if settings.forge.github_app.is_none() && settings.forge.github_token.is_none() {
         return Done::Skipped(
             "no GitHub token (GITHUB_TOKEN, CHANGEGATE_GITHUB_TOKEN or a GitHub App)".to_string(),
         );
@@ -153,7 +153,7 @@ pub(crate) async fn change_files(
     let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
         return Ok(None);
     };
-    if settings.github_app.is_none() && settings.github_token.is_none() {
+    if settings.forge.github_app.is_none() && settings.forge.github_token.is_none() {
         return Ok(None);
     }
     let Some((base, head)) = &facts.range else {
@@ -200,8 +200,8 @@ fn hint(e: &ApiError, permission: &str) -> String {
 impl GitHub {
     async fn connect(settings: &Settings, owner: &str, repo: &str) -> Result<GitHub, String> {
         let http = HttpClient::new("GitHub", &settings.budget).map_err(|e| e.to_string())?;
-        let base = settings.github_api_url.as_str();
-        let (token, author) = match (&settings.github_app, &settings.github_token) {
+        let base = settings.forge.github_api_url.as_str();
+        let (token, author) = match (&settings.forge.github_app, &settings.forge.github_token) {
             (Some(app), _) => {
                 let token = github_app::installation_token(&http, base, app, owner, repo)
                     .await

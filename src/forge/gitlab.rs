@@ -81,10 +81,10 @@ fn describe(e: &HttpError) -> String {
 
 /// Annotates the change on GitLab: notes on its merge request(s), then the commit status.
 pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &ChangeFacts) -> Done {
-    let Some(token) = settings.gitlab_token.clone() else {
+    let Some(token) = settings.forge.gitlab_token.clone() else {
         return Done::Skipped("no GitLab token (CHANGEGATE_GITLAB_TOKEN)".to_string());
     };
-    let Some(api) = settings.gitlab_api_url.clone() else {
+    let Some(api) = settings.forge.gitlab_api_url.clone() else {
         return Done::Skipped("CI_API_V4_URL is not set".to_string());
     };
     let Some(project) = facts.repository.as_deref() else {
@@ -173,8 +173,8 @@ pub(crate) async fn change_files(
     facts: &ChangeFacts,
 ) -> Result<Option<PlatformFiles>, String> {
     let (Some(token), Some(api), Some(project)) = (
-        settings.gitlab_token.clone(),
-        settings.gitlab_api_url.clone(),
+        settings.forge.gitlab_token.clone(),
+        settings.forge.gitlab_api_url.clone(),
         facts.repository.as_deref(),
     ) else {
         return Ok(None);

@@ -222,15 +222,17 @@ pub trait Itsm: Send + Sync {
     }
 }
 
-/// Opens the backend the settings name.
+/// Opens the backend the settings name, with the config (and secrets) the settings
+/// resolved for it: no backend reads the environment itself.
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
-    settings.check_backend()?;
-    match settings.backend {
-        BackendKind::Local => Ok(Box::new(
-            local::Ledger::open(&settings.ledger_path, settings.dry_run)?
-                .with_calendar(settings.calendar),
+    use crate::settings::BackendConfig;
+    match settings.backend_config()? {
+        BackendConfig::Local(config) => Ok(Box::new(
+            local::Ledger::open(&config.path, settings.dry_run)?.with_calendar(settings.calendar),
         )),
-        BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
-        BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
+        BackendConfig::ServiceNow(config) => Ok(Box::new(servicenow::ServiceNow::connect(
+            &config, settings,
+        )?)),
+        BackendConfig::Jira(config) => Ok(Box::new(jira::Jira::connect(&config, settings)?)),
     }
 }

@@ -95,11 +95,15 @@ pub struct ServiceNow {
 }
 
 impl ServiceNow {
-    /// Builds the client from the settings and the `CHANGEGATE_SERVICENOW_*` credentials.
-    /// Nothing is sent until the first call.
-    pub fn connect(settings: &crate::settings::Settings) -> Result<ServiceNow> {
-        let cfg = settings.servicenow.clone();
-        let (base, creds) = settings.servicenow_access()?;
+    /// Builds the client from the resolved instance config (URL, credentials, section);
+    /// the run's budget, calendar and window come from `settings`. Nothing is sent until
+    /// the first call.
+    pub fn connect(
+        config: &crate::settings::ServiceNowConfig,
+        settings: &crate::settings::Settings,
+    ) -> Result<ServiceNow> {
+        let cfg = config.section.clone();
+        let (base, creds) = (config.base.clone(), config.credentials.clone());
         tracing::debug!("ServiceNow at {} with {}", base, creds.describe());
         let http = HttpClient::new("ServiceNow", &settings.budget)?;
         Ok(ServiceNow {

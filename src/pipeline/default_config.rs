@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::git::{self, FileAtRev};
-use crate::env;
+use crate::domain::Platform;
+use crate::env::{self, Vars};
 use crate::http::{self, Budget, HttpClient, HttpError};
 use crate::settings::DEFAULT_CONFIG;
 
@@ -88,15 +89,15 @@ struct Governed {
 /// as given. A ref that cannot be told to be the default branch counts as another ref. The
 /// default branch must be known and a valid branch name (it comes from the payload or the
 /// environment, so it is untrusted): otherwise the run cannot know its governing config.
-fn governed_pipeline() -> Result<Option<Governed>, PrConfigError> {
-    let is = |var: &str, value: &str| env::var(var).is_some_and(|v| v == value);
-    let (forge, kind, branch) = if is(env::GITHUB_ACTIONS, "true") {
-        let event = env::var(env::GITHUB_EVENT_NAME).unwrap_or_default();
+fn governed_pipeline(vars: &dyn Vars) -> Result<Option<Governed>, PrConfigError> {
+    let platform = env::platform(vars);
+    let (forge, kind, branch) = if platform == Platform::Github {
+        let event = vars.get(env::GITHUB_EVENT_NAME).unwrap_or_default();
         // Scheduled runs are always of the default branch, and their payload names none.
         if event == "schedule" {
             return Ok(None);
         }
-        let gated = env::var(env::GITHUB_REF);
+        let gated = vars.get(env::GITHUB_REF);
         let kind = if event.starts_with("pull_request") {
             "pull request".to_string()
         } else if event == "merge_group" {
@@ -107,16 +108,16 @@ fn governed_pipeline() -> Result<Option<Governed>, PrConfigError> {
                 None => format!("`{event}` (no {} set)", env::GITHUB_REF),
             }
         };
-        let branch = github_default_branch(&kind)?;
+        let branch = github_default_branch(vars, &kind)?;
         let on_default = gated.is_some_and(|r| r == format!("refs/heads/{branch}"));
         if on_default && !event.starts_with("pull_request") && event != "merge_group" {
             return Ok(None);
         }
         (Forge::GitHub, kind, branch)
-    } else if is(env::GITLAB_CI, "true") {
-        let mr = env::var(env::CI_MERGE_REQUEST_IID).is_some();
-        let tag = env::var(env::CI_COMMIT_TAG);
-        let commit_branch = env::var(env::CI_COMMIT_BRANCH);
+    } else if platform == Platform::Gitlab {
+        let mr = vars.get(env::CI_MERGE_REQUEST_IID).is_some();
+        let tag = vars.get(env::CI_COMMIT_TAG);
+        let commit_branch = vars.get(env::CI_COMMIT_BRANCH);
         let kind = match (&tag, &commit_branch) {
             _ if mr => "merge request".to_string(),
             (Some(t), _) => format!("tag `{t}`"),
@@ -128,11 +129,12 @@ fn governed_pipeline() -> Result<Option<Governed>, PrConfigError> {
             ),
         };
         let branch =
-            env::var(env::CI_DEFAULT_BRANCH).ok_or_else(|| PrConfigError::NoDefaultBranch {
-                forge: "GitLab",
-                kind: kind.clone(),
-                detail: format!("{} is not set", env::CI_DEFAULT_BRANCH),
-            })?;
+            vars.get(env::CI_DEFAULT_BRANCH)
+                .ok_or_else(|| PrConfigError::NoDefaultBranch {
+                    forge: "GitLab",
+                    kind: kind.clone(),
+                    detail: format!("{} is not set", env::CI_DEFAULT_BRANCH),
+                })?;
         if !mr && tag.is_none() && commit_branch.as_deref() == Some(branch.as_str()) {
             return Ok(None);
         }
@@ -152,7 +154,7 @@ fn governed_pipeline() -> Result<Option<Governed>, PrConfigError> {
 
 /// `repository.default_branch` of the event payload. A pull request's base branch is no
 /// stand-in: it may be any branch the author can target.
-fn github_default_branch(kind: &str) -> Result<String, PrConfigError> {
+fn github_default_branch(vars: &dyn Vars, kind: &str) -> Result<String, PrConfigError> {
     #[derive(serde::Deserialize)]
     struct Event {
         repository: Option<Repo>,
@@ -166,9 +168,12 @@ fn github_default_branch(kind: &str) -> Result<String, PrConfigError> {
         kind: kind.to_string(),
         detail,
     };
-    let path = env::var(env::GITHUB_EVENT_PATH)
+    let payload = vars
+        .event_payload()
         .ok_or_else(|| unknown(format!("{} is not set", env::GITHUB_EVENT_PATH)))?;
-    let text = std::fs::read_to_string(&path)
+    let path = &payload.path;
+    let text = payload
+        .text
         .map_err(|e| unknown(format!("the event payload {path} cannot be read: {e}")))?;
     let event: Event = serde_json::from_str(&text)
         .map_err(|e| unknown(format!("the event payload {path} is not valid JSON: {e}")))?;
@@ -228,17 +233,31 @@ fn is_shallow(dot_git: &Path) -> bool {
     common.join("shallow").exists()
 }
 
+/// Why a config path names no file of the repository (the words complete "cannot be mapped
+/// to a file of the repository (…)").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NotARepoFile {
+    #[error("it climbs above the file system's root")]
+    AboveRoot,
+    #[error("its name is not UTF-8, which the forge cannot be asked for")]
+    NotUtf8,
+    #[error("it is not a plain path")]
+    NotPlain,
+    #[error("it is the repository's top directory, not a file")]
+    TopDirectory,
+}
+
 /// `path` (relative to `cwd`, or absolute) as a path from the repository's top level `top`;
 /// `Ok(None)` for a file outside the repository (one the runner provides, which the change
 /// cannot edit). `cwd` and `top` are canonical.
-fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, String> {
+fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, NotARepoFile> {
     let joined = cwd.join(path);
     let mut normal = PathBuf::new();
     for component in joined.components() {
         match component {
             Component::ParentDir => {
                 if !normal.pop() {
-                    return Err("it climbs above the file system's root".into());
+                    return Err(NotARepoFile::AboveRoot);
                 }
             }
             Component::CurDir => {}
@@ -258,15 +277,12 @@ fn repo_path(top: &Path, cwd: &Path, path: &Path) -> Result<Option<String>, Stri
     let mut parts = Vec::new();
     for component in inside.components() {
         match component {
-            Component::Normal(part) => parts.push(
-                part.to_str()
-                    .ok_or("its name is not UTF-8, which the forge cannot be asked for")?,
-            ),
-            _ => return Err("it is not a plain path".into()),
+            Component::Normal(part) => parts.push(part.to_str().ok_or(NotARepoFile::NotUtf8)?),
+            _ => return Err(NotARepoFile::NotPlain),
         }
     }
     if parts.is_empty() {
-        return Err("it is the repository's top directory, not a file".into());
+        return Err(NotARepoFile::TopDirectory);
     }
     Ok(Some(parts.join("/")))
 }
@@ -281,10 +297,10 @@ fn canonical_anyway(path: &Path) -> Option<PathBuf> {
 
 /// The CI job's checkout directory, where no `.git` can be found (a checkout without git
 /// metadata): the path is still relative to it.
-fn ci_workspace() -> Option<PathBuf> {
+fn ci_workspace(vars: &dyn Vars) -> Option<PathBuf> {
     [env::GITHUB_WORKSPACE, env::CI_PROJECT_DIR]
         .into_iter()
-        .find_map(env::var)
+        .find_map(|name| vars.get(name))
         .and_then(|w| Path::new(&w).canonicalize().ok())
 }
 
@@ -298,12 +314,13 @@ fn ci_workspace() -> Option<PathBuf> {
 /// another machine is always refused here (`[http] allow_insecure_http` lives in the very
 /// file being read).
 pub async fn fetch(
+    vars: &dyn Vars,
     workdir: &Path,
     explicit: Option<&Path>,
     github_token: Option<&SecretString>,
     budget: &Budget,
 ) -> Result<Option<Governing>, PrConfigError> {
-    let Some(pr) = governed_pipeline()? else {
+    let Some(pr) = governed_pipeline(vars)? else {
         return Ok(None);
     };
     let asked = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
@@ -318,7 +335,7 @@ pub async fn fetch(
     let checkout = find_checkout(&cwd);
     let top = match &checkout {
         Some(c) => c.top.clone(),
-        None => ci_workspace()
+        None => ci_workspace(vars)
             .filter(|w| cwd.starts_with(w))
             .ok_or_else(|| {
                 unmappable(format!(
@@ -329,7 +346,7 @@ pub async fn fetch(
                 ))
             })?,
     };
-    let Some(file) = repo_path(&top, &cwd, asked).map_err(unmappable)? else {
+    let Some(file) = repo_path(&top, &cwd, asked).map_err(|e| unmappable(e.to_string()))? else {
         return Ok(None);
     };
     let branch = pr.branch.as_str();
@@ -360,8 +377,8 @@ pub async fn fetch(
         },
     };
     let read = match pr.forge {
-        Forge::GitHub => from_github(branch, &file, github_token, budget).await,
-        Forge::GitLab => from_gitlab(branch, &file, budget).await,
+        Forge::GitHub => from_github(vars, branch, &file, github_token, budget).await,
+        Forge::GitLab => from_gitlab(vars, branch, &file, budget).await,
     };
     match read {
         Ok(Some(text)) => Ok(Some(found(format!("{branch}:{file}"), text))),
@@ -445,6 +462,7 @@ async fn fetch_within_budget(
 /// GitHub answers 404 both for a missing file and for a repository the token cannot see, so
 /// a 404 counts as "no such file" only when the same token can read the branch itself.
 async fn from_github(
+    vars: &dyn Vars,
     branch: &str,
     file: &str,
     token: Option<&SecretString>,
@@ -456,15 +474,17 @@ async fn from_github(
             fix: GITHUB_TOKEN_FIX.into(),
         });
     };
-    let Some(repo) = env::var(env::GITHUB_REPOSITORY) else {
+    let Some(repo) = vars.get(env::GITHUB_REPOSITORY) else {
         return Err(Failure {
             reason: format!("{} is not set", env::GITHUB_REPOSITORY),
             fix: "run changegate in the GitHub Actions job, which sets it".into(),
         });
     };
-    let api = env::var(env::GITHUB_API_URL).unwrap_or_else(|| "https://api.github.com".into());
-    let config_error = |e: String| Failure {
-        reason: e,
+    let api = vars
+        .get(env::GITHUB_API_URL)
+        .unwrap_or_else(|| "https://api.github.com".into());
+    let config_error = |e: ApiUrlError| Failure {
+        reason: e.to_string(),
         fix: format!("set {} to the API's base URL", env::GITHUB_API_URL),
     };
     let contents = api_url(&api, env::GITHUB_API_URL, |p| {
@@ -536,9 +556,14 @@ fn github_failure(e: &HttpError) -> Failure {
 
 /// GitLab's repository files API. `Ok(None)`: the branch has no such file (`404 File Not
 /// Found`); `404 Project Not Found` is a token that cannot see the project.
-async fn from_gitlab(branch: &str, file: &str, budget: &Budget) -> Result<Option<String>, Failure> {
-    let Some(token) = env::var(env::GITLAB_TOKEN).map(SecretString::from) else {
-        let reason = if env::var(env::CI_JOB_TOKEN).is_some() {
+async fn from_gitlab(
+    vars: &dyn Vars,
+    branch: &str,
+    file: &str,
+    budget: &Budget,
+) -> Result<Option<String>, Failure> {
+    let Some(token) = vars.get(env::GITLAB_TOKEN).map(SecretString::from) else {
+        let reason = if vars.get(env::CI_JOB_TOKEN).is_some() {
             format!(
                 "{} is not set, and the CI job token cannot read the repository files API",
                 env::GITLAB_TOKEN
@@ -552,8 +577,9 @@ async fn from_gitlab(branch: &str, file: &str, budget: &Budget) -> Result<Option
         });
     };
     let (Some(api), Some(project)) = (
-        env::var(env::CI_API_V4_URL),
-        env::var(env::CI_PROJECT_ID).or_else(|| env::var(env::CI_PROJECT_PATH)),
+        vars.get(env::CI_API_V4_URL),
+        vars.get(env::CI_PROJECT_ID)
+            .or_else(|| vars.get(env::CI_PROJECT_PATH)),
     ) else {
         return Err(Failure {
             reason: format!(
@@ -567,8 +593,8 @@ async fn from_gitlab(branch: &str, file: &str, budget: &Budget) -> Result<Option
     let mut url = api_url(&api, env::CI_API_V4_URL, |p| {
         p.extend(["projects", &project, "repository", "files", file, "raw"]);
     })
-    .map_err(|reason| Failure {
-        reason,
+    .map_err(|e| Failure {
+        reason: e.to_string(),
         fix: format!("set {} to the API's base URL", env::CI_API_V4_URL),
     })?;
     url.query_pairs_mut().append_pair("ref", branch);
@@ -602,23 +628,42 @@ fn client(service: &'static str, budget: &Budget) -> Result<HttpClient, Failure>
     })
 }
 
+/// Why a forge API base URL cannot be used; the message names the variable it came from.
+#[derive(Debug, thiserror::Error)]
+enum ApiUrlError {
+    /// Refused by the base-URL checks every credentialed URL passes.
+    #[error(transparent)]
+    Refused(#[from] http::UrlError),
+    #[error("{var} is not a URL: {source}")]
+    NotAUrl {
+        var: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{var} cannot take a path")]
+    NoPath { var: String },
+}
+
 /// `base` with the path segments `extend` adds; `var` names the variable `base` came from.
 fn api_url(
     base: &str,
     var: &str,
     extend: impl FnOnce(&mut url::PathSegmentsMut<'_>),
-) -> Result<url::Url, String> {
+) -> Result<url::Url, ApiUrlError> {
     let creds = if var == env::CI_API_V4_URL {
         "CHANGEGATE_GITLAB_TOKEN"
     } else {
         "CHANGEGATE_GITHUB_TOKEN or GITHUB_TOKEN"
     };
-    http::check_base_url(var, base, creds, false).map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(base).map_err(|e| format!("{var} is not a URL: {e}"))?;
+    http::check_base_url(var, base, creds, false)?;
+    let mut url = url::Url::parse(base).map_err(|source| ApiUrlError::NotAUrl {
+        var: var.to_string(),
+        source,
+    })?;
     {
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| format!("{var} cannot take a path"))?;
+        let mut path = url.path_segments_mut().map_err(|()| ApiUrlError::NoPath {
+            var: var.to_string(),
+        })?;
         path.pop_if_empty();
         extend(&mut path);
     }
@@ -787,8 +832,9 @@ mod tests {
         // Outside the repository: the runner's file, read as given.
         assert_eq!(map("../../runner/gate.toml"), Ok(None));
         assert_eq!(map("/etc/changegate.toml"), Ok(None));
-        assert!(map("..").unwrap_err().contains("top directory"));
-        assert!(map("../../../../..").unwrap_err().contains("root"));
+        assert_eq!(map(".."), Err(NotARepoFile::TopDirectory));
+        assert_eq!(map("../../../../.."), Err(NotARepoFile::AboveRoot));
+        assert!(NotARepoFile::AboveRoot.to_string().contains("root"));
     }
 
     #[test]

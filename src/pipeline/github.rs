@@ -72,10 +72,12 @@ struct DeploymentPayload {
 }
 
 fn read_event(vars: &dyn Vars) -> Result<Event> {
-    let Some(path) = vars.get(env::GITHUB_EVENT_PATH) else {
+    let Some(payload) = vars.event_payload() else {
         return Ok(Event::default());
     };
-    let text = std::fs::read_to_string(&path)
+    let path = &payload.path;
+    let text = payload
+        .text
         .with_context(|| format!("cannot read the GitHub event payload {path}"))?;
     serde_json::from_str(&text)
         .with_context(|| format!("the GitHub event payload {path} is not valid JSON"))

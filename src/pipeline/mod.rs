@@ -2,7 +2,6 @@
 //! checkout. Detection reads environment variables through [`Vars`] so tests can hand in
 //! their own.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
@@ -17,28 +16,7 @@ pub mod github;
 pub mod gitlab;
 pub mod workitems;
 
-/// A source of environment variables.
-pub trait Vars {
-    /// The variable's value; empty counts as unset.
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Vars for ProcessEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        env::var(name)
-    }
-}
-
-impl Vars for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .filter(|v| !v.trim().is_empty())
-            .cloned()
-    }
-}
+pub use crate::env::Vars;
 
 /// What the platform said about the run, before the service and environment are known.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,12 +49,10 @@ pub struct Detected {
 
 /// Detects the platform and reads what it tells. `commit` overrides the commit SHA.
 pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<Detected> {
-    let mut detected = if vars.get(env::GITHUB_ACTIONS).is_some_and(|v| v == "true") {
-        github::detect(vars)?
-    } else if vars.get(env::GITLAB_CI).is_some_and(|v| v == "true") {
-        gitlab::detect(vars)?
-    } else {
-        git::detect(workdir)?
+    let mut detected = match env::platform(vars) {
+        Platform::Github => github::detect(vars)?,
+        Platform::Gitlab => gitlab::detect(vars)?,
+        Platform::Local => git::detect(workdir)?,
     };
     if let Some(given) = commit {
         detected.commit_sha = commit_flag(given, workdir)?;

@@ -96,11 +96,15 @@ impl std::fmt::Debug for Jira {
 }
 
 impl Jira {
-    /// The backend the settings describe. Credentials come from `CHANGEGATE_JIRA_USER` (the
-    /// Atlassian account's email) and `CHANGEGATE_JIRA_TOKEN` (its API token).
-    pub fn connect(settings: &crate::settings::Settings) -> Result<Jira> {
-        let cfg = settings.jira.clone();
-        let access = settings.jira_access()?;
+    /// The backend the resolved site config describes (its account: `CHANGEGATE_JIRA_USER`,
+    /// the Atlassian account's email, and `CHANGEGATE_JIRA_TOKEN`, its API token, as the
+    /// settings read them); the run's budget and dry run come from `settings`.
+    pub fn connect(
+        config: &crate::settings::JiraConfig,
+        settings: &crate::settings::Settings,
+    ) -> Result<Jira> {
+        let cfg = config.section.clone();
+        let access = config.access.clone();
         let service_desk = Some(cfg.service_desk.trim().to_string()).filter(|s| !s.is_empty());
         Ok(Jira {
             http: HttpClient::new("Jira", &settings.budget)?,
