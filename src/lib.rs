@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod env;
+pub mod flow;
 pub mod forge;
 pub mod http;
 pub mod itsm;

@@ -21,7 +21,7 @@ pub struct DecideArgs {
     pub comment: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
+pub async fn run(ctx: &Ctx<'_>, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let s = &ctx.settings;
     if s.backend != BackendKind::Local {
         bail!(

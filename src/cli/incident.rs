@@ -43,7 +43,7 @@ fn valid_incident(id: &str) -> Result<&str> {
     Ok(id)
 }
 
-pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
+pub async fn run(ctx: &Ctx<'_>, args: &IncidentArgs) -> Result<Exit> {
     let s = &ctx.settings;
     if s.backend != BackendKind::Local {
         bail!(

@@ -38,7 +38,7 @@ struct Explanation {
 }
 
 pub async fn run(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     cmd: &PolicyCommand,
     global: &crate::settings::GlobalArgs,
 ) -> Result<Exit> {

@@ -30,15 +30,15 @@ pub struct ReportArgs {
 
 /// The service and environment this run is about: from the repository (or CI) and the
 /// settings, or else by the name given with `--service` among those in the ledger.
-async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
+async fn this_service(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<ServiceRef> {
     let s = &ctx.settings;
-    let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, None).ok();
+    let detected = pipeline::detect(&ProcessEnv, ctx.workdir, None).ok();
     let repository = detected.as_ref().and_then(|d| d.repository.clone());
     // The same service the gate names here: the repository's, or the checkout's folder.
     if let Some(name) = s.service.clone().or_else(|| {
         detected
             .as_ref()
-            .map(|d| pipeline::default_service(d.repository.as_deref(), &ctx.workdir))
+            .map(|d| pipeline::default_service(d.repository.as_deref(), ctx.workdir))
     }) {
         let service_id = pipeline::service_id(repository.as_deref(), &name);
         let known = itsm.services().await?;
@@ -81,7 +81,7 @@ async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
 
 /// The KPIs of one service over `sprints` sprints ending with the current one.
 async fn service_report(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     itsm: &dyn Itsm,
     service: ServiceRef,
     sprints: u32,
@@ -137,7 +137,7 @@ async fn service_report(
     })
 }
 
-pub async fn run(ctx: &Ctx, args: &ReportArgs) -> Result<Exit> {
+pub async fn run(ctx: &Ctx<'_>, args: &ReportArgs) -> Result<Exit> {
     let s = &ctx.settings;
     let itsm = itsm::connect(s)?;
     let services = if args.all {

@@ -153,8 +153,8 @@ fn differences(current: &ConfigFile, proposed: &ConfigFile) -> Result<Vec<Differ
         .collect())
 }
 
-pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
-    let s = &ctx.settings;
+pub async fn run(ctx: &Ctx<'_>, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
+    let s = ctx.settings;
     // The current policy is the usual config (CHANGEGATE_CONFIG or .changegate.toml); a
     // `--config` flag names the proposal's base instead.
     let flagged = global
@@ -164,7 +164,7 @@ pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<
     let current_settings = if flagged.is_some() {
         let mut usual = global.clone();
         usual.config = env::var(env::CONFIG).map(Into::into);
-        Settings::resolve(&usual, &ctx.workdir)?
+        Settings::resolve(&usual, ctx.workdir)?
     } else {
         s.clone()
     };
