@@ -25,6 +25,7 @@ pub struct GateArgs {
     pub emergency: Option<String>,
 }
 
+/// `gate`: gather the facts, run the gate flow, present its outcome.
 pub async fn run(ctx: &Ctx<'_>, args: &GateArgs) -> Result<Exit> {
     let itsm = itsm::connect(ctx.settings)?;
     let facts = change::facts(ctx, itsm.as_ref(), &args.change).await?;

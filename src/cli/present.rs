@@ -2,14 +2,19 @@
 //! on stdout, the job's own outputs (`GITHUB_OUTPUT`, step summary, dotenv), `::error::`
 //! when blocked, warnings on stderr, progress while waiting — and the exit code.
 
-use anyhow::Result;
+use std::path::Path;
 
+use anyhow::{Context, Result};
+
+use crate::domain::ramp::Adjustment;
 use crate::domain::verify::Verdict;
 use crate::domain::words;
 use crate::env;
+use crate::flow::policy::Explanation;
 use crate::flow::verify::{VerifyOutcome, VerifyReport};
 use crate::flow::{ChangeOutcome, Exit, Progress, Waiting};
 use crate::output::{Report, console, dotenv, github};
+use crate::report::{self, KpiReport};
 use crate::settings::{Format, Settings};
 
 /// Presents a change's outcome and hands back its exit; an error found after the report
@@ -174,4 +179,98 @@ fn verify_text(r: &VerifyReport) -> String {
         ));
     }
     out
+}
+
+/// Presents `policy explain`.
+pub fn explanation(settings: &Settings, e: &Explanation) -> Result<Exit> {
+    if settings.format == Format::Json {
+        console::json(e)?;
+    } else {
+        let min_changes = settings.policy.params.allowance.min_changes;
+        console::human(&explanation_text(e, min_changes), settings.github_actions)?;
+    }
+    Ok(Exit::Pass)
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or_else(|| "—".to_string(), |r| format!("{:.0}%", r * 100.0))
+}
+
+fn explanation_text(e: &Explanation, min_changes: u32) -> String {
+    let closed = words::count(e.closed_total, "closed change", "closed changes");
+    let rate = if e.recent_window == 0 {
+        "no closed changes yet".to_string()
+    } else {
+        format!(
+            "success rate {} over the last {}",
+            pct(e.recent_success_rate),
+            words::count(e.recent_window as u64, "closed change", "closed changes")
+        )
+    };
+    let mut out = format!(
+        "{} → {}: sprint {} ({} to {})\n  allowance {} of {} used this sprint\n  track record: {closed}; {rate} (target {:.0}%)\n",
+        e.service,
+        e.environment,
+        e.sprint,
+        e.sprint_start,
+        e.sprint_end,
+        e.used,
+        e.allowance,
+        e.min_success_rate * 100.0
+    );
+    out.push_str(&format!(
+        "  next sprint's allowance if this sprint's success rate holds: {}\n\n",
+        e.next_allowance
+    ));
+    out.push_str("  how the allowance was derived (replay, sprint by sprint):\n");
+    out.push_str(
+        "  sprint  allowance  change   closed  ok  failed  cancelled  pre-approved  rate\n",
+    );
+    for step in &e.replay {
+        let t = &step.tally;
+        let change = match step.adjustment {
+            Adjustment::Start => "start",
+            Adjustment::Grow => "grow",
+            Adjustment::Shrink => "shrink",
+            Adjustment::Keep => "keep",
+        };
+        out.push_str(&format!(
+            "  {:>6}  {:>9}  {:<7} {:>6}  {:>2}  {:>6}  {:>9}  {:>12}  {:>4}\n",
+            step.sprint,
+            step.allowance,
+            change,
+            t.closed(),
+            t.succeeded,
+            t.failed,
+            t.cancelled,
+            t.pre_approved,
+            pct(t.success_rate())
+        ));
+    }
+    out.push_str(&format!(
+        "  (a sprint grows the next allowance with ≥ {} at the target rate, shrinks it below target, keeps it otherwise)\n",
+        words::count(min_changes, "closed change", "closed changes")
+    ));
+    out
+}
+
+/// Presents the KPI report in the chosen format, to stdout or to `output`.
+pub fn kpis(settings: &Settings, report: &KpiReport, output: Option<&Path>) -> Result<Exit> {
+    let s = settings;
+    let rendered = match s.format {
+        Format::Text => report::text::render(report),
+        Format::Markdown => report::markdown::render(report),
+        Format::Json => serde_json::to_string_pretty(report)? + "\n",
+        Format::Html => report::html::render(report),
+    };
+    match output {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        None => match s.format {
+            Format::Text => console::human(&rendered, s.github_actions)?,
+            Format::Json => console::stdout(&rendered)?,
+            Format::Markdown | Format::Html => console::document(&rendered, s.github_actions)?,
+        },
+    }
+    Ok(Exit::Pass)
 }

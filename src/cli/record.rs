@@ -23,6 +23,7 @@ pub struct RecordArgs {
     pub notes: Option<String>,
 }
 
+/// `record`: check the outcome's word, run the record flow, present its outcome.
 pub async fn run(ctx: &Ctx<'_>, args: &RecordArgs) -> Result<Exit> {
     let Some(outcome) = Outcome::from_word(&args.outcome) else {
         bail!(

@@ -16,6 +16,7 @@ pub struct StatusArgs {
     pub change_id: Option<String>,
 }
 
+/// `status`: find the change, present it.
 pub async fn run(ctx: &Ctx<'_>, args: &StatusArgs) -> Result<Exit> {
     let itsm = itsm::connect(ctx.settings)?;
     let facts = flow::change::facts_without_range(ctx, args.change.commit.as_deref())?;

@@ -11,6 +11,7 @@ use crate::itsm;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct VerifyArgs {}
 
+/// `verify`: run the verify flow, present what it found.
 pub async fn run(ctx: &Ctx<'_>, _args: &VerifyArgs) -> Result<Exit> {
     let itsm = itsm::connect(ctx.settings)?;
     let outcome = flow::verify::run(ctx, itsm.as_ref()).await?;

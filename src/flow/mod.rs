@@ -18,7 +18,9 @@ use crate::settings::Settings;
 
 pub mod change;
 pub mod gate;
+pub mod policy;
 pub mod record;
+pub mod report;
 pub mod status;
 pub mod verify;
 

@@ -15,9 +15,13 @@ use crate::output::Report;
 /// One change verified.
 #[derive(Debug, Serialize)]
 pub struct Verified {
+    /// The change's id in the backend.
     pub change_id: String,
+    /// Its correlation key.
     pub correlation_key: String,
+    /// When it was deployed (the window runs from here).
     pub deployed_at: DateTime<Utc>,
+    /// What the window found.
     #[serde(flatten)]
     pub verdict: Verdict,
     /// False in a dry run, or when another run verified the change first.
@@ -29,9 +33,13 @@ pub struct Verified {
 pub struct VerifyReport {
     /// Changes deployed at or before this instant were due.
     pub deployed_before: DateTime<Utc>,
+    /// The verification window, in words.
     pub window: String,
+    /// Nothing was written.
     pub dry_run: bool,
+    /// Every change due, verified.
     pub verified: Vec<Verified>,
+    /// How many turned into failures on this run.
     pub failed_after_deploy: usize,
     /// One entry per change that could not be verified; the run fails after its report.
     pub errors: Vec<String>,
@@ -40,7 +48,9 @@ pub struct VerifyReport {
 /// The outcome of `verify`: its report, and the warnings of annotations that failed.
 #[derive(Debug)]
 pub struct VerifyOutcome {
+    /// What the door prints.
     pub report: VerifyReport,
+    /// Annotations that failed (not required), for the door to show.
     pub warnings: Vec<String>,
 }
 

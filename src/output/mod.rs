@@ -63,8 +63,11 @@ pub struct Judgement<'a> {
     pub kind: Option<DecisionKind>,
     /// The policy's own decision, when a human or the clock overruled it.
     pub policy_decision: Option<DecisionKind>,
+    /// The record's state (or the one the decision's write would set).
     pub state: Option<State>,
+    /// The deploy's outcome, once recorded.
     pub outcome: Option<Outcome>,
+    /// The mode the decision is judged in.
     pub mode: Mode,
 }
 
