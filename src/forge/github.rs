@@ -209,7 +209,7 @@ impl GitHub {
     /// the token given. The HTTP client, octocrab and the App token come from the forge.
     async fn connect(forge: &Forge<'_>, owner: &str, repo: &str) -> Result<GitHub, ForgeError> {
         let settings = forge.settings();
-        let http = forge.http("GitHub").map_err(ForgeError::Http)?;
+        let http = forge.github_http().map_err(ForgeError::Http)?;
         let base = settings.github_api_url.as_str();
         let (token, author) = match (&settings.github_app, &settings.github_token) {
             (Some(app), _) => {

@@ -90,7 +90,7 @@ pub(crate) async fn annotate(forge: &Forge<'_>, a: &Annotation, facts: &ChangeFa
     let Some(project) = facts.repository.as_deref() else {
         return Done::Skipped("CI_PROJECT_PATH is not set".to_string());
     };
-    let http = match forge.http("GitLab") {
+    let http = match forge.gitlab_http() {
         Ok(h) => h,
         Err(e) => {
             return Done::Annotated {
@@ -181,7 +181,7 @@ pub(crate) async fn change_files(
         return Ok(None);
     };
     let gl = GitLab {
-        http: forge.http("GitLab").map_err(ForgeError::Http)?,
+        http: forge.gitlab_http().map_err(ForgeError::Http)?,
         api,
         token,
         project: enc(project),

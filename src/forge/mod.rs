@@ -227,13 +227,21 @@ impl<'a> Forge<'a> {
         self.settings
     }
 
-    /// The run's HTTP client for `service` ("GitHub" or "GitLab"), built on first use.
-    pub(crate) fn http(&self, service: &'static str) -> Result<&HttpClient, HttpError> {
-        let cell = if service == "GitLab" {
-            &self.gitlab_http
-        } else {
-            &self.github_http
-        };
+    /// The run's HTTP client for GitHub, built on first use.
+    pub(crate) fn github_http(&self) -> Result<&HttpClient, HttpError> {
+        self.http(&self.github_http, "GitHub")
+    }
+
+    /// The run's HTTP client for GitLab, built on first use.
+    pub(crate) fn gitlab_http(&self) -> Result<&HttpClient, HttpError> {
+        self.http(&self.gitlab_http, "GitLab")
+    }
+
+    fn http<'c>(
+        &self,
+        cell: &'c OnceLock<HttpClient>,
+        service: &'static str,
+    ) -> Result<&'c HttpClient, HttpError> {
         if let Some(client) = cell.get() {
             return Ok(client);
         }
