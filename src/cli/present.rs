@@ -10,6 +10,7 @@ use crate::domain::ramp::Adjustment;
 use crate::domain::verify::Verdict;
 use crate::domain::words;
 use crate::env;
+use crate::flow::ledger::Linked;
 use crate::flow::policy::Explanation;
 use crate::flow::verify::{VerifyOutcome, VerifyReport};
 use crate::flow::{ChangeOutcome, Exit, Progress, Waiting};
@@ -271,6 +272,54 @@ pub fn kpis(settings: &Settings, report: &KpiReport, output: Option<&Path>) -> R
             Format::Json => console::stdout(&rendered)?,
             Format::Markdown | Format::Html => console::document(&rendered, s.github_actions)?,
         },
+    }
+    Ok(Exit::Pass)
+}
+
+/// Presents a human's decision on the ledger: the report as JSON, or one line.
+pub fn decided(settings: &Settings, report: &Report) -> Result<Exit> {
+    let s = settings;
+    match s.format {
+        Format::Json => console::json(&report)?,
+        _ => console::human(
+            &format!(
+                "{}: {}{}\n",
+                report.change_id.as_deref().unwrap_or_default(),
+                report.state.map(|s| s.to_string()).unwrap_or_default(),
+                report
+                    .approved_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
+            ),
+            s.github_actions,
+        )?,
+    }
+    Ok(Exit::Pass)
+}
+
+/// Presents an incident linked on the ledger.
+pub fn linked(settings: &Settings, linked: &Linked) -> Result<Exit> {
+    let s = settings;
+    match s.format {
+        Format::Json => console::json(&linked)?,
+        _ => {
+            let verb = if s.dry_run {
+                "would be linked [dry run: nothing written]"
+            } else {
+                "linked"
+            };
+            let mut text = format!(
+                "{}: incident {} {verb}; incidents: {}\n",
+                linked.change_id,
+                linked.incident,
+                linked.incidents.join(", ")
+            );
+            if let Some(m) = &linked.message {
+                text.push_str(&format!("  {m}\n"));
+            }
+            console::human(&text, s.github_actions)?;
+        }
     }
     Ok(Exit::Pass)
 }

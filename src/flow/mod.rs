@@ -18,6 +18,7 @@ use crate::settings::Settings;
 
 pub mod change;
 pub mod gate;
+pub mod ledger;
 pub mod policy;
 pub mod record;
 pub mod report;
