@@ -26,7 +26,7 @@ pub fn change(settings: &Settings, outcome: ChangeOutcome) -> Result<Exit> {
         warn(settings, warning);
     }
     match outcome.failure {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => Ok(outcome.exit),
     }
 }

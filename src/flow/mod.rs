@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::domain::{ChangeFacts, ChangeRecord, Gate};
-use crate::forge::Forge;
+use crate::forge::{AnnotateError, Forge};
 use crate::output::Report;
 use crate::pipeline::Vars;
 use crate::settings::Settings;
@@ -80,9 +80,9 @@ pub struct ChangeOutcome {
     pub exit: Exit,
     /// Warnings for the door to show (an annotation that failed, not required).
     pub warnings: Vec<String>,
-    /// An error found after the report was complete (a required annotation that failed):
-    /// the door presents the report, then ends with this error (exit 2).
-    pub failure: Option<anyhow::Error>,
+    /// A required annotation that failed, found after the report was complete: the door
+    /// presents the report, then ends with this error (exit 2).
+    pub failure: Option<AnnotateError>,
 }
 
 /// Progress while a flow waits (for an approval); the door shows it as it likes.
@@ -126,7 +126,7 @@ pub(crate) async fn annotated(
 ) -> ChangeOutcome {
     let (warnings, failure) = match ctx.forge.annotate(&report, &facts, record).await {
         Ok(warnings) => (warnings, None),
-        Err(e) => (Vec::new(), Some(anyhow::Error::new(e))),
+        Err(e) => (Vec::new(), Some(e)),
     };
     ChangeOutcome {
         report,
