@@ -1,6 +1,6 @@
 //! The shape that keeps the flow a library: only the CLI door (and `main.rs`, and the one
-//! stdout writer) prints or exits. A check of the source, so that the shape cannot slip
-//! back unnoticed.
+//! stdout writer) prints or exits, and no state outlives a run in a `static`. Checks of the
+//! source, so that the shape cannot slip back unnoticed.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +68,33 @@ fn only_the_cli_door_prints_or_exits() {
     assert!(
         found.is_empty(),
         "printing or exiting outside the CLI door (return it in the flow's outcome instead):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_process_wide_mutable_state() {
+    // A server runs many gates in one process: a token, a cache or a client kept in a
+    // `static` would leak from one run into the next. They belong to a run's values (the
+    // forge, the backend).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mutable = ["Mutex", "RwLock", "Cell<", "Atomic", "OnceLock"];
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if code.contains(&format!("{} ", "static")) && mutable.iter().any(|m| code.contains(m))
+            {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "process-wide mutable state (keep it in a run's value instead):\n{}",
         found.join("\n")
     );
 }
