@@ -21,17 +21,12 @@ fn report_error(message: &str) {
 /// before the abort) or 101.
 fn exit_2_on_panic() {
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string());
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        report_error(&format!("internal error: {what}{at} (please report)"));
+        let at = info.location().map(|l| (l.file(), l.line()));
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            console::panic_line(info.payload(), at)
+        );
         std::process::exit(2);
     }));
 }

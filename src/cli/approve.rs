@@ -2,11 +2,10 @@
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Exit};
+use super::{Ctx, Exit, present};
 use crate::config::BackendKind;
+use crate::flow;
 use crate::itsm;
-use crate::output::{Report, console};
-use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecideArgs {
@@ -21,7 +20,8 @@ pub struct DecideArgs {
     pub comment: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
+/// `approve` / `reject`: the embedded ledger only; the decision through the flow.
+pub async fn run(ctx: &Ctx<'_>, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let s = &ctx.settings;
     if s.backend != BackendKind::Local {
         bail!(
@@ -35,62 +35,12 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
         bail!("--by must name who decides");
     }
     let itsm = itsm::connect(s)?;
-    let record = if s.dry_run {
-        match itsm.get(&args.change_id).await? {
-            Some(r) => r,
-            None => bail!("no change {} in the ledger", args.change_id),
-        }
-    } else {
-        itsm.decide_by_hand(
-            &args.change_id,
-            approve,
-            args.by.trim(),
-            args.comment.as_deref(),
-            s.now,
-        )
-        .await?
+    let req = flow::ledger::Decide {
+        change_id: args.change_id.clone(),
+        approve,
+        by: args.by.clone(),
+        comment: args.comment.clone(),
     };
-    let report = Report {
-        change_id: Some(record.id.clone()),
-        change_url: record.url.clone(),
-        decision: record.final_decision(),
-        policy_decision: record
-            .decision
-            .as_ref()
-            .map(|d| d.kind)
-            .filter(|k| record.refused() && *k != crate::domain::DecisionKind::Blocked),
-        state: Some(record.state),
-        outcome: record.outcome,
-        rules: Vec::new(),
-        mode: s.mode(),
-        dry_run: s.dry_run,
-        correlation_key: record.key.clone(),
-        service: String::new(),
-        environment: String::new(),
-        commit: String::new(),
-        emergency: record.emergency_reason.clone(),
-        sprint: None,
-        approved_by: record.approved_by.clone(),
-        approval_comment: record.approval_comment.clone(),
-        incidents: record.incidents.clone(),
-        clock_override: None,
-        message: None,
-    };
-    match s.format {
-        Format::Json => console::json(&report)?,
-        _ => console::human(
-            &format!(
-                "{}: {}{}\n",
-                record.id,
-                record.state,
-                record
-                    .approved_by
-                    .as_deref()
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default()
-            ),
-            s.github_actions,
-        )?,
-    }
-    Ok(Exit::Pass)
+    let report = flow::ledger::decide(ctx, itsm.as_ref(), &req).await?;
+    present::decided(s, &report)
 }

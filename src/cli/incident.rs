@@ -2,14 +2,11 @@
 //! incident is linked in the ITSM, where `verify` finds it).
 
 use anyhow::{Result, bail};
-use serde::Serialize;
 
-use super::{Ctx, Exit};
+use super::{Ctx, Exit, present};
 use crate::config::BackendKind;
-use crate::domain::verify;
+use crate::flow;
 use crate::itsm;
-use crate::output::console;
-use crate::settings::Format;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IncidentArgs {
@@ -19,17 +16,6 @@ pub struct IncidentArgs {
     /// The incident's id (e.g. INC-1, INC0012345).
     #[arg(long = "id", value_name = "INCIDENT")]
     pub incident: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Linked {
-    change_id: String,
-    incident: String,
-    incidents: Vec<String>,
-    dry_run: bool,
-    /// Whether `verify` will count it: linked within the verification window.
-    within_window: bool,
-    message: Option<String>,
 }
 
 /// An incident id is data: one line, printable, of a sane length.
@@ -43,7 +29,8 @@ fn valid_incident(id: &str) -> Result<&str> {
     Ok(id)
 }
 
-pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
+/// `incident`: the embedded ledger only; a checked id linked through the flow.
+pub async fn run(ctx: &Ctx<'_>, args: &IncidentArgs) -> Result<Exit> {
     let s = &ctx.settings;
     if s.backend != BackendKind::Local {
         bail!(
@@ -54,63 +41,9 @@ pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
     }
     let incident = valid_incident(&args.incident)?;
     let itsm = itsm::connect(s)?;
-    let record = if s.dry_run {
-        match itsm.get(&args.change_id).await? {
-            Some(mut r) => {
-                if !r.incidents.iter().any(|i| i == incident) {
-                    r.incidents.push(incident.to_string());
-                }
-                r
-            }
-            None => bail!("no change {} in the ledger", args.change_id),
-        }
-    } else {
-        itsm.link_incident(&args.change_id, incident, s.now).await?
-    };
-    let due = record
-        .deployed_at
-        .map(|at| verify::due_at(at, s.verify_window));
-    let within_window = due.is_none_or(|due| s.now <= due);
-    let message = match (record.deployed_at, due) {
-        (_, Some(due)) if !within_window => Some(format!(
-            "the verification window of {} closed at {}: this incident does not change its outcome",
-            record.id,
-            due.format("%Y-%m-%d %H:%M UTC")
-        )),
-        (None, _) => Some(format!("{} has not been deployed", record.id)),
-        _ => None,
-    };
-    let linked = Linked {
-        change_id: record.id.clone(),
-        incident: incident.to_string(),
-        incidents: record.incidents.clone(),
-        dry_run: s.dry_run,
-        within_window,
-        message,
-    };
-    match s.format {
-        Format::Json => console::json(&linked)?,
-        _ => {
-            let verb = if s.dry_run {
-                "would be linked [dry run: nothing written]"
-            } else {
-                "linked"
-            };
-            let mut text = format!(
-                "{}: incident {} {verb}; incidents: {}\n",
-                linked.change_id,
-                linked.incident,
-                linked.incidents.join(", ")
-            );
-            if let Some(m) = &linked.message {
-                text.push_str(&format!("  {m}\n"));
-            }
-            console::human(&text, s.github_actions)?;
-        }
-    }
-    Ok(Exit::Pass)
+    let linked = flow::ledger::link_incident(ctx, itsm.as_ref(), &args.change_id, incident).await?;
+    present::linked(s, &linked)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,15 +2,19 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::env::Snapshot;
+use crate::forge::Forge;
 use crate::http::Budget;
 use crate::pipeline::default_config;
 use crate::settings::{self, GlobalArgs, Settings};
+
+/// What every command gets (the flow's context: settings, workdir, variables, forge), and
+/// how a command ended; the door re-exports them from the flow.
+pub use crate::flow::{Ctx, Exit};
 
 pub mod action;
 mod approve;
@@ -19,33 +23,13 @@ mod config;
 mod gate;
 mod incident;
 mod policy;
+mod present;
 mod record;
 mod report;
 mod simulate;
 mod status;
 pub mod usage;
 mod verify;
-
-/// How a command ended. Pipelines tell "blocked" from "the gate is broken" by the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// 0: pass / done.
-    Pass,
-    /// 1: blocked; the deploy must not proceed.
-    Blocked,
-    /// 2: error; failed closed.
-    Error,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        match e {
-            Exit::Pass => ExitCode::SUCCESS,
-            Exit::Blocked => ExitCode::from(1),
-            Exit::Error => ExitCode::from(2),
-        }
-    }
-}
 
 /// changegate: opens a change record for a deploy, decides whether it is pre-approved from
 /// the team's track record, and passes or blocks the deploy by its exit code.
@@ -121,12 +105,6 @@ fn empty_env_is_unset(cmd: clap::Command, env: &Snapshot) -> clap::Command {
     .mut_subcommands(|sub| empty_env_is_unset(sub, env))
 }
 
-/// What every command gets: the resolved settings and where it runs.
-pub struct Ctx {
-    pub settings: Settings,
-    pub workdir: PathBuf,
-}
-
 /// Runs the parsed command line in `workdir`, with the environment `env` the run started
 /// with (the only one any layer reads).
 pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
@@ -165,7 +143,13 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         github_token,
     )?;
     settings.budget.absorb(&early);
-    let ctx = Ctx { settings, workdir };
+    // One forge per run: every annotation of the run shares its clients and App token.
+    let forge = Forge::new(&settings);
+    let ctx = Ctx {
+        settings: &settings,
+        workdir: &workdir,
+        forge: &forge,
+    };
     let global = cli.global;
     match cli.command {
         Command::Gate(args) => gate::run(&ctx, &args).await,

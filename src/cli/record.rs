@@ -2,12 +2,11 @@
 
 use anyhow::{Result, bail};
 
-use super::change::{self, CommitArgs};
-use super::{Ctx, Exit};
+use super::change::CommitArgs;
+use super::{Ctx, Exit, present};
 use crate::domain::Outcome;
-use crate::forge;
+use crate::flow::{self, record::RecordRequest};
 use crate::itsm;
-use crate::output::Report;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
@@ -24,52 +23,21 @@ pub struct RecordArgs {
     pub notes: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: &RecordArgs) -> Result<Exit> {
+/// `record`: check the outcome's word, run the record flow, present its outcome.
+pub async fn run(ctx: &Ctx<'_>, args: &RecordArgs) -> Result<Exit> {
     let Some(outcome) = Outcome::from_word(&args.outcome) else {
         bail!(
             "unknown outcome {:?}: use success, failure (or failed), cancelled (or canceled)",
             args.outcome
         );
     };
-    let s = &ctx.settings;
-    let itsm = itsm::connect(s)?;
-    let facts = change::facts_without_range(ctx, &(&args.change).into()).await?;
-    let Some(record) =
-        change::locate(ctx, itsm.as_ref(), args.change_id.as_deref(), &facts).await?
-    else {
-        bail!(
-            "no change record for {} (run `changegate gate` before the deploy, or pass --change ID)",
-            args.change_id
-                .clone()
-                .unwrap_or_else(|| facts.key().to_string())
-        );
+    let itsm = itsm::connect(ctx.settings)?;
+    let facts = flow::change::facts_without_range(ctx, args.change.commit.as_deref())?;
+    let req = RecordRequest {
+        outcome,
+        change_id: args.change_id.clone(),
+        notes: args.notes.clone(),
     };
-    let notes = args.notes.clone().unwrap_or_else(|| {
-        let run = facts
-            .run_url
-            .as_deref()
-            .map(|u| format!(" ({u})"))
-            .unwrap_or_default();
-        format!("Deploy {outcome}, recorded by changegate{run}")
-    });
-    let record = if s.dry_run {
-        record
-    } else {
-        itsm.record_outcome(&record, outcome, &notes, s.now).await?
-    };
-    let mut report = Report::from_record(Some(&record), &facts, s.mode(), s.dry_run);
-    if s.dry_run {
-        report.message = Some(format!("would record outcome {outcome}"));
-    } else if record.outcome != Some(outcome) {
-        report.message = Some(match record.outcome {
-            Some(kept) if record.deployed_at.is_none() => {
-                format!("the gate never passed, so nothing was deployed: recorded as {kept}")
-            }
-            Some(kept) => format!("outcome was already recorded as {kept}; kept"),
-            None => "outcome not recorded".to_string(),
-        });
-    }
-    change::emit(ctx, &report, &facts, Exit::Pass)?;
-    forge::annotate(s, &report, &facts, Some(&record)).await?;
-    Ok(Exit::Pass)
+    let outcome = flow::record::run(ctx, itsm.as_ref(), facts, &req).await?;
+    present::change(ctx.settings, outcome)
 }

@@ -153,8 +153,8 @@ fn differences(current: &ConfigFile, proposed: &ConfigFile) -> Result<Vec<Differ
         .collect())
 }
 
-pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
-    let s = &ctx.settings;
+pub async fn run(ctx: &Ctx<'_>, global: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
+    let s = ctx.settings;
     // The current policy is the usual config (CHANGEGATE_CONFIG or .changegate.toml); a
     // `--config` flag names the proposal's base instead. The settings were resolved with the
     // flag's file, so the current ones derive from them with the usual file in its place
@@ -165,7 +165,7 @@ pub async fn run(ctx: &Ctx, global: &GlobalArgs, args: &SimulateArgs) -> Result<
         .clone()
         .filter(|p| usual.is_none_or(|e| e != p));
     let current_settings = if flagged.is_some() {
-        s.with_config(global, &ctx.workdir, usual)?
+        s.with_config(global, ctx.workdir, usual)?
     } else {
         s.clone()
     };

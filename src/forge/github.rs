@@ -7,11 +7,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::github_api::{Api, ApiError};
-use super::{Annotation, Done, github_app};
+use super::{Annotation, Done, Forge, ForgeError, github_app};
 use crate::domain::ChangeFacts;
-use crate::http::HttpClient;
 use crate::pipeline::PlatformFiles;
-use crate::settings::Settings;
 
 /// How the token's own comments are recognised, so that a comment someone else wrote with
 /// our marker in it is never taken for ours (nor overwritten).
@@ -70,7 +68,8 @@ fn enc(segment: &str) -> String {
 }
 
 /// Annotates the change on GitHub: comments on its pull request(s), then the check run.
-pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &ChangeFacts) -> Done {
+pub(crate) async fn annotate(forge: &Forge<'_>, a: &Annotation, facts: &ChangeFacts) -> Done {
+    let settings = forge.settings();
     let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
         return Done::Skipped("GITHUB_REPOSITORY is not set".to_string());
     };
@@ -79,9 +78,13 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
             "no GitHub token (GITHUB_TOKEN, CHANGEGATE_GITHUB_TOKEN or a GitHub App)".to_string(),
         );
     }
-    let mut gh = match GitHub::connect(settings, owner, repo).await {
+    let mut gh = match GitHub::connect(forge, owner, repo).await {
         Ok(gh) => gh,
-        Err(e) => return Done::Annotated { problems: vec![e] },
+        Err(e) => {
+            return Done::Annotated {
+                problems: vec![e.to_string()],
+            };
+        }
     };
     let mut problems = Vec::new();
 
@@ -114,7 +117,7 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
             "cannot list the pull requests of commit {sha}: {e}"
         )),
     }
-    if let Err(problem) = gh.check_or_status(&sha, a).await {
+    if let Some(problem) = gh.check_or_status(&sha, a).await {
         problems.push(problem);
     }
     Done::Annotated { problems }
@@ -147,9 +150,10 @@ const MAX_COMPARE_FILES: usize = 300;
 /// commit would be judged by a newer one's files). `Ok(None)`: nothing to ask with (no
 /// token, no repository, no range).
 pub(crate) async fn change_files(
-    settings: &Settings,
+    forge: &Forge<'_>,
     facts: &ChangeFacts,
-) -> Result<Option<PlatformFiles>, String> {
+) -> Result<Option<PlatformFiles>, ForgeError> {
+    let settings = forge.settings();
     let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
         return Ok(None);
     };
@@ -166,13 +170,16 @@ pub(crate) async fn change_files(
         enc(base),
         enc(head)
     );
-    let gh = GitHub::connect(settings, owner, repo).await?;
+    let gh = GitHub::connect(forge, owner, repo).await?;
     let files: Vec<ChangedFile> = gh
         .api
         .json::<Comparison>(Method::GET, &path, None)
         .await
         .map(|c| c.files)
-        .map_err(|e| format!("{e}{}", hint(&e, "contents: read")))?;
+        .map_err(|e| ForgeError::GitHub {
+            hint: hint(&e, "contents: read"),
+            source: e,
+        })?;
     let complete = files.len() < MAX_COMPARE_FILES;
     let mut lines = 0u64;
     let mut paths = Vec::new();
@@ -198,14 +205,23 @@ fn hint(e: &ApiError, permission: &str) -> String {
 }
 
 impl GitHub {
-    async fn connect(settings: &Settings, owner: &str, repo: &str) -> Result<GitHub, String> {
-        let http = HttpClient::new("GitHub", &settings.budget).map_err(|e| e.to_string())?;
+    /// The run's client for `owner/repo`, authenticated by the App's installation token or
+    /// the token given. The HTTP client, octocrab and the App token come from the forge.
+    async fn connect(forge: &Forge<'_>, owner: &str, repo: &str) -> Result<GitHub, ForgeError> {
+        let settings = forge.settings();
+        let http = forge.github_http().map_err(ForgeError::Http)?;
         let base = settings.forge.github_api_url.as_str();
         let (token, author) = match (&settings.forge.github_app, &settings.forge.github_token) {
             (Some(app), _) => {
-                let token = github_app::installation_token(&http, base, app, owner, repo)
-                    .await
-                    .map_err(|e| format!("GitHub App authentication failed: {e}"))?;
+                let token = github_app::installation_token(
+                    forge.app_tokens(),
+                    http,
+                    base,
+                    app,
+                    owner,
+                    repo,
+                )
+                .await?;
                 (token, Author::Bot)
             }
             (None, Some(token)) => {
@@ -217,9 +233,9 @@ impl GitHub {
                 };
                 (token.clone(), author)
             }
-            (None, None) => return Err("no GitHub token".to_string()),
+            (None, None) => return Err(ForgeError::NoToken),
         };
-        let api = Api::new(&http, base, &token).map_err(|e| e.to_string())?;
+        let api = forge.github_api(http, &token)?;
         Ok(GitHub {
             api,
             owner: enc(owner),
@@ -300,12 +316,13 @@ impl GitHub {
         Ok(())
     }
 
-    /// The check run; where the token may not write checks, a commit status instead.
-    async fn check_or_status(&self, sha: &str, a: &Annotation) -> Result<(), String> {
+    /// The check run; where the token may not write checks, a commit status instead. The
+    /// problem, in a sentence, when neither could be written.
+    async fn check_or_status(&self, sha: &str, a: &Annotation) -> Option<String> {
         let check = match self.check_run(sha, a).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return None,
             Err(e) if e.refused() => e,
-            Err(e) => return Err(format!("check run `{}`: {e}", a.check_name)),
+            Err(e) => return Some(format!("check run `{}`: {e}", a.check_name)),
         };
         match self.commit_status(sha, a).await {
             Ok(()) => {
@@ -313,13 +330,13 @@ impl GitHub {
                     "check run refused ({check}); commit status `{}` set instead",
                     a.status_context
                 );
-                Ok(())
+                None
             }
-            Err(status) if status.refused() => Err(format!(
+            Err(status) if status.refused() => Some(format!(
                 "check run `{}` refused ({check}) and commit status `{}` refused too ({status}): the token needs `checks: write` or `statuses: write`",
                 a.check_name, a.status_context
             )),
-            Err(status) => Err(format!(
+            Err(status) => Some(format!(
                 "check run `{}` refused ({check}); commit status `{}` failed: {status}",
                 a.check_name, a.status_context
             )),
@@ -331,7 +348,7 @@ impl GitHub {
             "name": a.check_name,
             "output": { "title": a.title, "summary": a.summary },
         });
-        match a.verdict.check_conclusion() {
+        match a.standing.check_conclusion() {
             Some(conclusion) => {
                 body["status"] = json!("completed");
                 body["conclusion"] = json!(conclusion);
@@ -383,7 +400,7 @@ impl GitHub {
 
     async fn commit_status(&self, sha: &str, a: &Annotation) -> Result<(), ApiError> {
         let mut body = json!({
-            "state": a.verdict.github_state(),
+            "state": a.standing.github_state(),
             "context": a.status_context,
             "description": a.description,
         });

@@ -85,7 +85,8 @@ impl ApiError {
     }
 }
 
-/// An authenticated GitHub API.
+/// An authenticated GitHub API. Cheap to clone: octocrab shares its client.
+#[derive(Clone)]
 pub(crate) struct Api {
     crab: Octocrab,
     base: url::Url,

@@ -1,7 +1,8 @@
 //! GitHub App authentication: an RS256 JWT signed with the App's private key finds the
 //! repository's installation and mints an installation token for that one repository. The
-//! token is cached for the process and minted again shortly before it expires (tokens live
-//! an hour; `gate` may wait longer than that for an approval and annotate again).
+//! token is kept by the run's [`super::Forge`] (no process-wide state: a server runs many
+//! gates in one process) and minted again shortly before it expires (tokens live an hour;
+//! `gate` may wait longer than that for an approval and annotate again).
 
 use std::sync::Mutex;
 
@@ -37,19 +38,42 @@ enum Issuer<'a> {
     ClientId(&'a str),
 }
 
+/// Why no installation token could be had. The key's bytes never appear in it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppAuthError {
+    #[error("no signing backend for the GitHub App JWT in this build")]
+    NoSigner,
+    #[error("the GitHub App private key is not an RSA private key in PEM form ({0})")]
+    BadKey(#[source] jsonwebtoken::errors::Error),
+    #[error("cannot sign the GitHub App JWT: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("the GitHub App {app} is not installed on {owner}/{repo} ({source})")]
+    NotInstalled {
+        app: String,
+        owner: String,
+        repo: String,
+        #[source]
+        source: Box<ApiError>,
+    },
+    #[error("GitHub refused the App JWT: check the App ID and private key ({0})")]
+    JwtRefused(#[source] Box<ApiError>),
+    #[error(transparent)]
+    Api(Box<ApiError>),
+    #[error("cannot mint an installation token: {0}")]
+    Mint(#[source] Box<ApiError>),
+}
+
 /// The App JWT, valid from a minute ago for the next nine minutes.
 pub(crate) fn jwt(
     app_id: &str,
     private_key: &SecretString,
     now: i64,
-) -> Result<SecretString, String> {
+) -> Result<SecretString, AppAuthError> {
     if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
-        return Err("no signing backend for the GitHub App JWT in this build".to_string());
+        return Err(AppAuthError::NoSigner);
     }
     let pem = normalise_pem(private_key.expose_secret());
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-        format!("the GitHub App private key is not an RSA private key in PEM form ({e})")
-    })?;
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(AppAuthError::BadKey)?;
     let id = app_id.trim();
     let iss = match id.parse::<u64>() {
         Ok(n) => Issuer::AppId(n),
@@ -62,7 +86,7 @@ pub(crate) fn jwt(
     };
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key)
         .map(SecretString::from)
-        .map_err(|e| format!("cannot sign the GitHub App JWT: {e}"))
+        .map_err(AppAuthError::Sign)
 }
 
 /// CI secret stores sometimes hold a PEM with literal `\n` sequences instead of newlines.
@@ -82,24 +106,33 @@ struct Cached {
     expires_at: Option<DateTime<Utc>>,
 }
 
-static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
-
-fn cached(scope: &str, now: DateTime<Utc>) -> Option<SecretString> {
-    let guard = CACHE.lock().ok()?;
-    let c = guard.as_ref().filter(|c| c.scope == scope)?;
-    let fresh = c
-        .expires_at
-        .is_none_or(|at| (at - now).num_seconds() > REFRESH_MARGIN_SECS);
-    fresh.then(|| c.token.clone())
+/// The installation token of one run, kept between its annotations so that a gate mints
+/// one token however often it annotates.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    // A lock, not a cell: the forge is shared by reference and the token may be replaced
+    // when it nears its expiry. Never held across an await.
+    cached: Mutex<Option<Cached>>,
 }
 
-fn store(scope: String, token: SecretString, expires_at: Option<DateTime<Utc>>) {
-    if let Ok(mut guard) = CACHE.lock() {
-        *guard = Some(Cached {
-            scope,
-            token,
-            expires_at,
-        });
+impl TokenCache {
+    fn get(&self, scope: &str, now: DateTime<Utc>) -> Option<SecretString> {
+        let guard = self.cached.lock().ok()?;
+        let c = guard.as_ref().filter(|c| c.scope == scope)?;
+        let fresh = c
+            .expires_at
+            .is_none_or(|at| (at - now).num_seconds() > REFRESH_MARGIN_SECS);
+        fresh.then(|| c.token.clone())
+    }
+
+    fn store(&self, scope: String, token: SecretString, expires_at: Option<DateTime<Utc>>) {
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some(Cached {
+                scope,
+                token,
+                expires_at,
+            });
+        }
     }
 }
 
@@ -114,21 +147,22 @@ struct AccessToken {
     expires_at: Option<DateTime<Utc>>,
 }
 
-/// An installation token for `owner/repo`, from the cache or freshly minted.
+/// An installation token for `owner/repo`, from the run's cache or freshly minted.
 pub(crate) async fn installation_token(
+    cache: &TokenCache,
     http: &HttpClient,
     base_url: &str,
     app: &GithubApp,
     owner: &str,
     repo: &str,
-) -> Result<SecretString, String> {
+) -> Result<SecretString, AppAuthError> {
     let scope = format!("{base_url} {} {owner}/{repo}", app.id);
     let now = Utc::now();
-    if let Some(token) = cached(&scope, now) {
+    if let Some(token) = cache.get(&scope, now) {
         return Ok(token);
     }
     let jwt = jwt(&app.id, &app.private_key, now.timestamp())?;
-    let api = Api::new(http, base_url, &jwt).map_err(|e| e.to_string())?;
+    let api = Api::new(http, base_url, &jwt).map_err(|e| AppAuthError::Api(Box::new(e)))?;
     let installation: Installation = api
         .json(
             Method::GET,
@@ -137,14 +171,14 @@ pub(crate) async fn installation_token(
         )
         .await
         .map_err(|e| match e.status() {
-            Some(404) => format!(
-                "the GitHub App {} is not installed on {owner}/{repo} ({e})",
-                app.id
-            ),
-            Some(401) => {
-                format!("GitHub refused the App JWT: check the App ID and private key ({e})")
-            }
-            _ => e.to_string(),
+            Some(404) => AppAuthError::NotInstalled {
+                app: app.id.clone(),
+                owner: owner.to_string(),
+                repo: repo.to_string(),
+                source: Box::new(e),
+            },
+            Some(401) => AppAuthError::JwtRefused(Box::new(e)),
+            _ => AppAuthError::Api(Box::new(e)),
         })?;
     // Scoped to this repository only; its permissions are those the App was granted.
     let body = serde_json::json!({ "repositories": [repo] });
@@ -155,9 +189,9 @@ pub(crate) async fn installation_token(
             Some(&body),
         )
         .await
-        .map_err(|e: ApiError| format!("cannot mint an installation token: {e}"))?;
+        .map_err(|e| AppAuthError::Mint(Box::new(e)))?;
     let token = SecretString::from(minted.token);
-    store(scope, token.clone(), minted.expires_at);
+    cache.store(scope, token.clone(), minted.expires_at);
     tracing::debug!(
         installation = installation.id,
         "GitHub App installation token minted"
@@ -185,7 +219,8 @@ mod tests {
             &SecretString::from("not a key but a secret-ish string"),
             0,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not an RSA private key"), "{err}");
         assert!(!err.contains("secret-ish"), "{err}");
     }
@@ -193,23 +228,25 @@ mod tests {
     #[test]
     fn cache_is_scoped_and_refreshes_before_expiry() {
         let now = Utc::now();
-        store(
+        let cache = TokenCache::default();
+        cache.store(
             "a".into(),
             SecretString::from("t1"),
             Some(now + chrono::Duration::minutes(30)),
         );
         assert_eq!(
-            cached("a", now)
+            cache
+                .get("a", now)
                 .map(|t| t.expose_secret().to_string())
                 .as_deref(),
             Some("t1")
         );
-        assert!(cached("b", now).is_none());
-        store(
+        assert!(cache.get("b", now).is_none());
+        cache.store(
             "a".into(),
             SecretString::from("t2"),
             Some(now + chrono::Duration::minutes(2)),
         );
-        assert!(cached("a", now).is_none());
+        assert!(cache.get("a", now).is_none());
     }
 }

@@ -10,17 +10,16 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{Annotation, Done, api_message};
+use super::{Annotation, Done, Forge, ForgeError, api_message};
 use crate::domain::ChangeFacts;
 use crate::http::{HttpClient, HttpError};
 use crate::pipeline::PlatformFiles;
-use crate::settings::Settings;
 
 /// The most pages read from one listing (100 items each).
 const MAX_PAGES: u32 = 50;
 
-struct GitLab {
-    http: HttpClient,
+struct GitLab<'f> {
+    http: &'f HttpClient,
     api: String,
     token: SecretString,
     /// The URL-encoded project path, as `:id`.
@@ -80,7 +79,8 @@ fn describe(e: &HttpError) -> String {
 }
 
 /// Annotates the change on GitLab: notes on its merge request(s), then the commit status.
-pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &ChangeFacts) -> Done {
+pub(crate) async fn annotate(forge: &Forge<'_>, a: &Annotation, facts: &ChangeFacts) -> Done {
+    let settings = forge.settings();
     let Some(token) = settings.forge.gitlab_token.clone() else {
         return Done::Skipped("no GitLab token (CHANGEGATE_GITLAB_TOKEN)".to_string());
     };
@@ -90,7 +90,7 @@ pub(crate) async fn annotate(settings: &Settings, a: &Annotation, facts: &Change
     let Some(project) = facts.repository.as_deref() else {
         return Done::Skipped("CI_PROJECT_PATH is not set".to_string());
     };
-    let http = match HttpClient::new("GitLab", &settings.budget) {
+    let http = match forge.gitlab_http() {
         Ok(h) => h,
         Err(e) => {
             return Done::Annotated {
@@ -169,9 +169,10 @@ pub(crate) fn diff_lines(diff: &str) -> u64 {
 /// commit range (GitLab gives no counts: they are counted from the diff text). `Ok(None)`:
 /// nothing to ask with (no token, no project, no range).
 pub(crate) async fn change_files(
-    settings: &Settings,
+    forge: &Forge<'_>,
     facts: &ChangeFacts,
-) -> Result<Option<PlatformFiles>, String> {
+) -> Result<Option<PlatformFiles>, ForgeError> {
+    let settings = forge.settings();
     let (Some(token), Some(api), Some(project)) = (
         settings.forge.gitlab_token.clone(),
         settings.forge.gitlab_api_url.clone(),
@@ -180,7 +181,7 @@ pub(crate) async fn change_files(
         return Ok(None);
     };
     let gl = GitLab {
-        http: HttpClient::new("GitLab", &settings.budget).map_err(|e| e.to_string())?,
+        http: forge.gitlab_http().map_err(ForgeError::Http)?,
         api,
         token,
         project: enc(project),
@@ -197,10 +198,13 @@ pub(crate) async fn change_files(
         enc(base),
         enc(head)
     );
-    let c: Comparison = gl
-        .json(Method::GET, &path, None)
-        .await
-        .map_err(|e| describe(&e))?;
+    let c: Comparison =
+        gl.json(Method::GET, &path, None)
+            .await
+            .map_err(|source| ForgeError::GitLab {
+                message: describe(&source),
+                source,
+            })?;
     let (diffs, mut complete) = (c.diffs, !c.compare_timeout);
     let mut lines = 0u64;
     let mut counted = complete;
@@ -227,7 +231,7 @@ pub(crate) async fn change_files(
     }))
 }
 
-impl GitLab {
+impl GitLab<'_> {
     fn request(&self, client: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
         let mut headers = HeaderMap::new();
         if let Ok(mut value) = HeaderValue::from_str(self.token.expose_secret()) {
@@ -374,7 +378,7 @@ impl GitLab {
     /// the state it already has; that is not a failure.
     async fn commit_status(&self, sha: &str, a: &Annotation) -> Result<(), HttpError> {
         let mut body = json!({
-            "state": a.verdict.gitlab_state(),
+            "state": a.standing.gitlab_state(),
             "name": a.status_context,
             "description": a.description,
         });
@@ -395,7 +399,7 @@ impl GitLab {
             {
                 tracing::debug!(
                     "commit status already {}: {}",
-                    a.verdict.gitlab_state(),
+                    a.standing.gitlab_state(),
                     api_message(&body)
                 );
                 Ok(())

@@ -2,14 +2,18 @@
 //! ITSM. One sticky comment per service and environment (found again by a hidden marker and
 //! edited in place), and a check run or commit status named after the environment.
 //!
-//! [`annotate`] is the one entry point the commands call after their own output. A failure
-//! to annotate is a warning line on stderr and never changes the exit code, unless
-//! `annotate.required = true`: then it is an error (exit 2).
+//! [`Forge::annotate`] is the one entry point the flow calls. A failure to annotate is a
+//! warning the door shows and never changes the exit code, unless `annotate.required =
+//! true`: then it is an error (exit 2).
 
-use anyhow::{Result, bail};
+use std::sync::{Mutex, OnceLock};
+
+use secrecy::SecretString;
 
 use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Gate, Mode, Outcome, Platform};
-use crate::output::{self, Report};
+use crate::http::{HttpClient, HttpError};
+use crate::output::Report;
+use crate::pipeline::PlatformFiles;
 use crate::settings::Settings;
 
 pub mod github;
@@ -20,7 +24,7 @@ pub mod render;
 
 /// Where the change stands, as the forge shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Standing {
     /// Recorded, not decided yet (`open`).
     Open,
     /// Needs approval and none was given yet.
@@ -39,57 +43,57 @@ pub enum Verdict {
     Cancelled,
 }
 
-/// The verdict of a report: an outcome, once there is one, says the most.
-pub fn verdict(report: &Report) -> Verdict {
+/// The standing of a report: an outcome, once there is one, says the most.
+pub fn standing(report: &Report) -> Standing {
     match report.outcome {
-        Some(Outcome::Success) => return Verdict::Deployed,
-        Some(Outcome::Failure) => return Verdict::Failed,
-        Some(Outcome::Cancelled) => return Verdict::Cancelled,
+        Some(Outcome::Success) => return Standing::Deployed,
+        Some(Outcome::Failure) => return Standing::Failed,
+        Some(Outcome::Cancelled) => return Standing::Cancelled,
         None => {}
     }
     let Some(decision) = report.decision else {
-        return Verdict::Open;
+        return Standing::Open;
     };
     if report.mode == Mode::Observe && decision != DecisionKind::PreApproved {
-        return Verdict::Observed;
+        return Standing::Observed;
     }
     match decision.gate(report.mode, report.state) {
-        Gate::Pass => Verdict::Passed,
-        Gate::Blocked => Verdict::Blocked,
-        Gate::Waiting => Verdict::Waiting,
+        Gate::Pass => Standing::Passed,
+        Gate::Blocked => Standing::Blocked,
+        Gate::Waiting => Standing::Waiting,
     }
 }
 
-impl Verdict {
+impl Standing {
     /// Check run conclusion; `None` leaves the check in progress.
     pub fn check_conclusion(self) -> Option<&'static str> {
         match self {
-            Verdict::Open => None,
-            Verdict::Waiting => Some("action_required"),
-            Verdict::Passed | Verdict::Deployed => Some("success"),
-            Verdict::Observed => Some("neutral"),
-            Verdict::Blocked | Verdict::Failed => Some("failure"),
-            Verdict::Cancelled => Some("cancelled"),
+            Standing::Open => None,
+            Standing::Waiting => Some("action_required"),
+            Standing::Passed | Standing::Deployed => Some("success"),
+            Standing::Observed => Some("neutral"),
+            Standing::Blocked | Standing::Failed => Some("failure"),
+            Standing::Cancelled => Some("cancelled"),
         }
     }
 
     /// GitHub commit status state (`error`, `failure`, `pending`, `success`).
     pub fn github_state(self) -> &'static str {
         match self {
-            Verdict::Open | Verdict::Waiting => "pending",
-            Verdict::Passed | Verdict::Deployed | Verdict::Observed => "success",
-            Verdict::Blocked | Verdict::Failed => "failure",
-            Verdict::Cancelled => "error",
+            Standing::Open | Standing::Waiting => "pending",
+            Standing::Passed | Standing::Deployed | Standing::Observed => "success",
+            Standing::Blocked | Standing::Failed => "failure",
+            Standing::Cancelled => "error",
         }
     }
 
     /// GitLab commit status state (`pending`, `running`, `success`, `failed`, `canceled`).
     pub fn gitlab_state(self) -> &'static str {
         match self {
-            Verdict::Open | Verdict::Waiting => "pending",
-            Verdict::Passed | Verdict::Deployed | Verdict::Observed => "success",
-            Verdict::Blocked | Verdict::Failed => "failed",
-            Verdict::Cancelled => "canceled",
+            Standing::Open | Standing::Waiting => "pending",
+            Standing::Passed | Standing::Deployed | Standing::Observed => "success",
+            Standing::Blocked | Standing::Failed => "failed",
+            Standing::Cancelled => "canceled",
         }
     }
 }
@@ -97,7 +101,7 @@ impl Verdict {
 /// Everything either forge posts for one change, rendered once.
 #[derive(Debug, Clone)]
 pub struct Annotation {
-    pub verdict: Verdict,
+    pub standing: Standing,
     /// The hidden marker of the sticky comment.
     pub marker: String,
     pub comment: String,
@@ -115,7 +119,7 @@ pub struct Annotation {
 
 impl Annotation {
     pub fn new(report: &Report, facts: &ChangeFacts, record: Option<&ChangeRecord>) -> Annotation {
-        let verdict = verdict(report);
+        let standing = standing(report);
         let marker = render::marker(&facts.service_id, &facts.environment);
         let details_url = report
             .change_url
@@ -123,14 +127,14 @@ impl Annotation {
             .or_else(|| facts.run_url.clone())
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
         Annotation {
-            verdict,
-            comment: render::comment(&marker, verdict, report, facts, record),
+            standing,
+            comment: render::comment(&marker, standing, report, facts, record),
             marker,
             check_name: format!("changegate / {}", facts.environment),
             status_context: format!("changegate/{}", facts.environment),
-            title: render::check_title(verdict, report),
+            title: render::check_title(standing, report),
             summary: render::check_summary(report),
-            description: render::status_description(verdict, report),
+            description: render::status_description(standing, report),
             details_url,
             change_id: report.change_id.clone(),
         }
@@ -139,63 +143,184 @@ impl Annotation {
 
 /// What one forge did.
 #[derive(Debug)]
-pub enum Done {
+pub(crate) enum Done {
     /// Nothing was tried, and why (no token, no repository).
     Skipped(String),
     /// Tried; each entry is one part that failed, in a sentence.
     Annotated { problems: Vec<String> },
 }
 
-/// Annotates the pull/merge request(s) of this change and its commit. Skipped in a dry run,
-/// with `annotate.enabled = false`, outside GitHub/GitLab CI, and without a token. A failed
-/// part is a warning on stderr, or an error when `annotate.required = true`.
-pub async fn annotate(
-    settings: &Settings,
-    report: &Report,
-    facts: &ChangeFacts,
-    record: Option<&ChangeRecord>,
-) -> Result<()> {
-    if settings.dry_run || !settings.annotate.enabled {
-        return Ok(());
-    }
-    let annotation = Annotation::new(report, facts, record);
-    let done = match facts.platform {
-        Platform::Github => github::annotate(settings, &annotation, facts).await,
-        Platform::Gitlab => gitlab::annotate(settings, &annotation, facts).await,
-        Platform::Local => return Ok(()),
-    };
-    match done {
-        Done::Skipped(why) if settings.annotate.required => {
-            bail!("annotate.required is set, but the pull request cannot be annotated: {why}")
-        }
-        Done::Skipped(why) => {
-            tracing::info!("not annotating: {why}");
-            Ok(())
-        }
-        Done::Annotated { problems } if problems.is_empty() => Ok(()),
-        Done::Annotated { problems } if settings.annotate.required => {
-            bail!(
-                "could not annotate (annotate.required is set): {}",
-                problems.join("; ")
-            )
-        }
-        Done::Annotated { problems } => {
-            for problem in problems {
-                warn(settings, &problem);
-            }
-            Ok(())
+/// Why the pull/merge request could not be annotated when `annotate.required = true` says
+/// it must be (otherwise these are warnings).
+#[derive(Debug, thiserror::Error)]
+pub enum AnnotateError {
+    /// Nothing was tried (no token, no repository).
+    #[error("annotate.required is set, but the pull request cannot be annotated: {0}")]
+    Skipped(String),
+    /// Tried, and some part failed.
+    #[error("could not annotate (annotate.required is set): {}", .0.join("; "))]
+    Failed(Vec<String>),
+}
+
+/// Why the platform could not be asked for the change's files.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForgeError {
+    #[error(transparent)]
+    Http(HttpError),
+    #[error("GitHub App authentication failed: {0}")]
+    App(#[from] github_app::AppAuthError),
+    /// GitHub's answer, with a hint on the permission a refused call needs.
+    #[error("{source}{hint}")]
+    GitHub {
+        #[source]
+        source: github_api::ApiError,
+        hint: String,
+    },
+    /// GitLab's own message, with a hint on the token when it was refused.
+    #[error("{message}")]
+    GitLab {
+        message: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("no GitHub token")]
+    NoToken,
+}
+
+impl From<github_api::ApiError> for ForgeError {
+    fn from(source: github_api::ApiError) -> ForgeError {
+        ForgeError::GitHub {
+            source,
+            hint: String::new(),
         }
     }
 }
 
-/// One warning line on stderr; under GitHub Actions a `::warning::` command, so it also
-/// shows on the run's page.
-fn warn(settings: &Settings, problem: &str) {
-    let text = format!("changegate could not annotate: {problem}");
-    if settings.github_actions {
-        eprintln!("{}", output::github::command("warning", &text));
-    } else {
-        eprintln!("warning: {text}");
+/// The forge of one run: its HTTP clients, the GitHub client (octocrab) and the GitHub App
+/// installation token, each built once and shared by every annotation of the run (a gate
+/// annotates while it waits and again at the end), then dropped with the run. Built by the
+/// door and passed in; nothing about it is process-wide.
+pub struct Forge<'a> {
+    settings: &'a Settings,
+    github_http: OnceLock<HttpClient>,
+    gitlab_http: OnceLock<HttpClient>,
+    app_tokens: github_app::TokenCache,
+    /// The GitHub client and the token it carries: rebuilt only when the App token is
+    /// minted again.
+    github_api: Mutex<Option<(SecretString, github_api::Api)>>,
+}
+
+impl<'a> Forge<'a> {
+    /// The forge for one run. Builds nothing yet: a run that never talks to its forge
+    /// pays for no client.
+    pub fn new(settings: &'a Settings) -> Forge<'a> {
+        Forge {
+            settings,
+            github_http: OnceLock::new(),
+            gitlab_http: OnceLock::new(),
+            app_tokens: github_app::TokenCache::default(),
+            github_api: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        self.settings
+    }
+
+    /// The run's HTTP client for GitHub, built on first use.
+    pub(crate) fn github_http(&self) -> Result<&HttpClient, HttpError> {
+        self.http(&self.github_http, "GitHub")
+    }
+
+    /// The run's HTTP client for GitLab, built on first use.
+    pub(crate) fn gitlab_http(&self) -> Result<&HttpClient, HttpError> {
+        self.http(&self.gitlab_http, "GitLab")
+    }
+
+    fn http<'c>(
+        &self,
+        cell: &'c OnceLock<HttpClient>,
+        service: &'static str,
+    ) -> Result<&'c HttpClient, HttpError> {
+        if let Some(client) = cell.get() {
+            return Ok(client);
+        }
+        let client = HttpClient::new(service, &self.settings.budget)?;
+        Ok(cell.get_or_init(|| client))
+    }
+
+    pub(crate) fn app_tokens(&self) -> &github_app::TokenCache {
+        &self.app_tokens
+    }
+
+    /// The GitHub client for `token`: the one already built when the token is the same.
+    pub(crate) fn github_api(
+        &self,
+        http: &HttpClient,
+        token: &SecretString,
+    ) -> Result<github_api::Api, github_api::ApiError> {
+        use secrecy::ExposeSecret;
+        if let Ok(guard) = self.github_api.lock()
+            && let Some((built_for, api)) = guard.as_ref()
+            && built_for.expose_secret() == token.expose_secret()
+        {
+            return Ok(api.clone());
+        }
+        let api = github_api::Api::new(http, &self.settings.forge.github_api_url, token)?;
+        if let Ok(mut guard) = self.github_api.lock() {
+            *guard = Some((token.clone(), api.clone()));
+        }
+        Ok(api)
+    }
+
+    /// Annotates the pull/merge request(s) of this change and its commit. Skipped in a dry
+    /// run, with `annotate.enabled = false`, outside GitHub/GitLab CI, and without a token.
+    /// A failed part is a warning, returned for the door to show, or an error when
+    /// `annotate.required = true`.
+    pub async fn annotate(
+        &self,
+        report: &Report,
+        facts: &ChangeFacts,
+        record: Option<&ChangeRecord>,
+    ) -> Result<Vec<String>, AnnotateError> {
+        let settings = self.settings;
+        if settings.dry_run || !settings.annotate.enabled {
+            return Ok(Vec::new());
+        }
+        let annotation = Annotation::new(report, facts, record);
+        let done = match facts.platform {
+            Platform::Github => github::annotate(self, &annotation, facts).await,
+            Platform::Gitlab => gitlab::annotate(self, &annotation, facts).await,
+            Platform::Local => return Ok(Vec::new()),
+        };
+        match done {
+            Done::Skipped(why) if settings.annotate.required => Err(AnnotateError::Skipped(why)),
+            Done::Skipped(why) => {
+                tracing::info!("not annotating: {why}");
+                Ok(Vec::new())
+            }
+            Done::Annotated { problems } if problems.is_empty() => Ok(Vec::new()),
+            Done::Annotated { problems } if settings.annotate.required => {
+                Err(AnnotateError::Failed(problems))
+            }
+            Done::Annotated { problems } => Ok(problems
+                .iter()
+                .map(|problem| format!("changegate could not annotate: {problem}"))
+                .collect()),
+        }
+    }
+
+    /// The files and line counts of the change as the platform knows them. `Ok(None)`:
+    /// nothing to ask with (no token, no repository, no range), or not on a forge.
+    pub(crate) async fn change_files(
+        &self,
+        facts: &ChangeFacts,
+    ) -> Result<Option<PlatformFiles>, ForgeError> {
+        match facts.platform {
+            Platform::Github => github::change_files(self, facts).await,
+            Platform::Gitlab => gitlab::change_files(self, facts).await,
+            Platform::Local => Ok(None),
+        }
     }
 }
 
@@ -262,81 +387,84 @@ mod tests {
         use DecisionKind::*;
         let e = Mode::Enforce;
         let cases = [
-            (None, Some(State::New), None, e, Verdict::Open),
+            (None, Some(State::New), None, e, Standing::Open),
             (
                 Some(PreApproved),
                 Some(State::Implementing),
                 None,
                 e,
-                Verdict::Passed,
+                Standing::Passed,
             ),
             (
                 Some(NeedsApproval),
                 Some(State::AwaitingApproval),
                 None,
                 e,
-                Verdict::Waiting,
+                Standing::Waiting,
             ),
             (
                 Some(NeedsApproval),
                 Some(State::Approved),
                 None,
                 e,
-                Verdict::Passed,
+                Standing::Passed,
             ),
             (
                 Some(NeedsApproval),
                 Some(State::Rejected),
                 None,
                 e,
-                Verdict::Blocked,
+                Standing::Blocked,
             ),
-            (Some(Blocked), Some(State::New), None, e, Verdict::Blocked),
+            (Some(Blocked), Some(State::New), None, e, Standing::Blocked),
             (
                 Some(Blocked),
                 Some(State::New),
                 None,
                 Mode::Observe,
-                Verdict::Observed,
+                Standing::Observed,
             ),
             (
                 Some(NeedsApproval),
                 Some(State::Implementing),
                 None,
                 Mode::Observe,
-                Verdict::Observed,
+                Standing::Observed,
             ),
             (
                 Some(PreApproved),
                 Some(State::Closed),
                 Some(Outcome::Success),
                 e,
-                Verdict::Deployed,
+                Standing::Deployed,
             ),
             (
                 Some(NeedsApproval),
                 Some(State::Closed),
                 Some(Outcome::Failure),
                 e,
-                Verdict::Failed,
+                Standing::Failed,
             ),
             (
                 Some(PreApproved),
                 Some(State::Cancelled),
                 Some(Outcome::Cancelled),
                 e,
-                Verdict::Cancelled,
+                Standing::Cancelled,
             ),
         ];
         for (decision, state, outcome, mode, want) in cases {
             assert_eq!(
-                verdict(&report(decision, state, outcome, mode)),
+                standing(&report(decision, state, outcome, mode)),
                 want,
                 "{decision:?} {state:?} {outcome:?} {mode:?}"
             );
         }
-        assert_eq!(Verdict::Waiting.check_conclusion(), Some("action_required"));
-        assert_eq!(Verdict::Open.check_conclusion(), None);
+        assert_eq!(
+            Standing::Waiting.check_conclusion(),
+            Some("action_required")
+        );
+        assert_eq!(Standing::Open.check_conclusion(), None);
     }
 
     #[test]

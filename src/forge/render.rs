@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Verdict;
+use super::Standing;
 use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Mode, State};
 use crate::output::Report;
 use crate::output::markdown::{escape, link};
@@ -40,21 +40,21 @@ fn marker_value(s: &str) -> String {
     out
 }
 
-/// The words for a verdict, as a headline.
-fn headline(verdict: Verdict, report: &Report) -> (&'static str, &'static str) {
-    match verdict {
-        Verdict::Open => ("🕓", "change opened, not decided yet"),
-        Verdict::Waiting => ("⏳", "waiting for approval"),
-        Verdict::Passed if report.decision == Some(DecisionKind::NeedsApproval) => {
+/// The words for a standing, as a headline.
+fn headline(standing: Standing, report: &Report) -> (&'static str, &'static str) {
+    match standing {
+        Standing::Open => ("🕓", "change opened, not decided yet"),
+        Standing::Waiting => ("⏳", "waiting for approval"),
+        Standing::Passed if report.decision == Some(DecisionKind::NeedsApproval) => {
             ("✅", "approved")
         }
-        Verdict::Passed => ("✅", "pre-approved"),
-        Verdict::Observed => ("👀", "observe mode: not enforced"),
-        Verdict::Blocked if report.state == Some(State::Rejected) => ("⛔", "rejected"),
-        Verdict::Blocked => ("⛔", "blocked"),
-        Verdict::Deployed => ("🚀", "deployed"),
-        Verdict::Failed => ("❌", "deploy failed"),
-        Verdict::Cancelled => ("⚪", "deploy cancelled"),
+        Standing::Passed => ("✅", "pre-approved"),
+        Standing::Observed => ("👀", "observe mode: not enforced"),
+        Standing::Blocked if report.state == Some(State::Rejected) => ("⛔", "rejected"),
+        Standing::Blocked => ("⛔", "blocked"),
+        Standing::Deployed => ("🚀", "deployed"),
+        Standing::Failed => ("❌", "deploy failed"),
+        Standing::Cancelled => ("⚪", "deploy cancelled"),
     }
 }
 
@@ -91,7 +91,7 @@ fn allowance(report: &Report) -> Option<(u32, u32, u32)> {
 /// The sticky comment on the pull/merge request.
 pub fn comment(
     marker: &str,
-    verdict: Verdict,
+    standing: Standing,
     report: &Report,
     facts: &ChangeFacts,
     record: Option<&ChangeRecord>,
@@ -99,7 +99,7 @@ pub fn comment(
     let mut md = String::new();
     md.push_str(marker);
     md.push('\n');
-    let (icon, words) = headline(verdict, report);
+    let (icon, words) = headline(standing, report);
     md.push_str(&format!(
         "### {icon} changegate: {words} · {} → {}\n\n",
         escape(&report.service),
@@ -220,8 +220,8 @@ fn timeline(report: &Report, record: Option<&ChangeRecord>) -> Vec<String> {
 }
 
 /// The check run's title: one line, what a reviewer sees in the checks list.
-pub fn check_title(verdict: Verdict, report: &Report) -> String {
-    let (_, words) = headline(verdict, report);
+pub fn check_title(standing: Standing, report: &Report) -> String {
+    let (_, words) = headline(standing, report);
     match &report.change_id {
         Some(id) => cut(&format!("{words} ({id})"), 200),
         None => words.to_string(),
@@ -258,8 +258,8 @@ pub fn check_summary(report: &Report) -> String {
 }
 
 /// A commit status description: plain text, at most 140 characters.
-pub fn status_description(verdict: Verdict, report: &Report) -> String {
-    let (_, words) = headline(verdict, report);
+pub fn status_description(standing: Standing, report: &Report) -> String {
+    let (_, words) = headline(standing, report);
     let text = match &report.change_id {
         Some(id) => format!("{words} · {id}"),
         None => words.to_string(),
@@ -274,7 +274,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{Decision, Outcome, Platform, PullRequest, Rule};
-    use crate::forge::verdict;
+    use crate::forge::standing;
     use crate::output::SprintInfo;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
@@ -357,7 +357,7 @@ mod tests {
     fn render(record: &ChangeRecord, facts: &ChangeFacts) -> String {
         let report = Report::from_record(Some(record), facts, Mode::Enforce, false);
         let m = marker(&facts.service_id, &facts.environment);
-        comment(&m, verdict(&report), &report, facts, Some(record))
+        comment(&m, standing(&report), &report, facts, Some(record))
     }
 
     #[test]
@@ -466,13 +466,13 @@ mod tests {
         let f = facts("t");
         let report = Report::from_record(Some(&r), &f, Mode::Enforce, false);
         assert_eq!(
-            status_description(verdict(&report), &report),
+            status_description(standing(&report), &report),
             "waiting for approval · CHG-7"
         );
         let mut long = report.clone();
         long.change_id = Some("X".repeat(300));
         assert_eq!(
-            status_description(verdict(&long), &long).chars().count(),
+            status_description(standing(&long), &long).chars().count(),
             140
         );
     }

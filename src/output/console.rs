@@ -96,6 +96,24 @@ pub fn one_line(text: &str) -> String {
     crate::config::escape_controls(text)
 }
 
+/// The one stderr line a panic ends the run with (exit 2, failed closed): what panicked and
+/// where, on one line whatever the message holds, so it starts no workflow command and a
+/// pipeline sees one `error:` line rather than a backtrace.
+pub fn panic_line(payload: &(dyn std::any::Any + Send), location: Option<(&str, u32)>) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string());
+    let at = location
+        .map(|(file, line)| format!(" at {file}:{line}"))
+        .unwrap_or_default();
+    format!(
+        "error: {}",
+        one_line(&format!("internal error: {what}{at} (please report)"))
+    )
+}
+
 /// stderr for log events, each kept on one line: a line break inside a message (a file
 /// name, a remote's error body) is written as `\n`, so no part of it starts a line of its
 /// own, let alone a workflow command. Errors writing stderr are dropped: there is nowhere
@@ -144,6 +162,22 @@ mod tests {
         assert_eq!(lines.last().unwrap(), &format!("::{token}::"));
         assert!(!b.contains(token));
         assert!(b.ends_with("::\n") && b.contains("\nx\n"));
+    }
+
+    #[test]
+    fn a_panic_is_one_error_line() {
+        let caught = std::panic::catch_unwind(|| panic!("bad\n::error::x {}", 1)).unwrap_err();
+        let line = panic_line(caught.as_ref(), Some(("src/x.rs", 7)));
+        assert_eq!(
+            line,
+            "error: internal error: bad\\n::error::x 1 at src/x.rs:7 (please report)"
+        );
+        assert!(!line.contains('\n'));
+        let caught = std::panic::catch_unwind(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(
+            panic_line(caught.as_ref(), None),
+            "error: internal error: a panic (please report)"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use crate::domain::{ChangeFacts, ChangeRecord, DecisionKind, Mode, Outcome, Rule, State};
+use crate::domain::{
+    ChangeFacts, ChangeRecord, Decision, DecisionKind, Mode, Outcome, Rule, State,
+};
 
 pub mod console;
 pub mod dotenv;
@@ -50,6 +52,45 @@ pub struct Report {
     pub message: Option<String>,
 }
 
+/// What a report says of the decision: as the record holds it ([`Judgement::of_record`]),
+/// or as a run judged a decision it did not write (a dry run's, one a closed record does
+/// not take).
+#[derive(Debug, Clone)]
+pub struct Judgement<'a> {
+    /// The decision whose rules, sprint, emergency and clock are reported.
+    pub decision: Option<&'a Decision>,
+    /// The final word: `blocked` after a rejection or a timed-out wait.
+    pub kind: Option<DecisionKind>,
+    /// The policy's own decision, when a human or the clock overruled it.
+    pub policy_decision: Option<DecisionKind>,
+    /// The record's state (or the one the decision's write would set).
+    pub state: Option<State>,
+    /// The deploy's outcome, once recorded.
+    pub outcome: Option<Outcome>,
+    /// The mode the decision is judged in.
+    pub mode: Mode,
+}
+
+impl<'a> Judgement<'a> {
+    /// The decision as `record` holds it; without a decision on the record, `mode` is the
+    /// run's.
+    pub fn of_record(record: Option<&'a ChangeRecord>, mode: Mode) -> Judgement<'a> {
+        let decision = record.and_then(|r| r.decision.as_ref());
+        Judgement {
+            decision,
+            kind: record.and_then(ChangeRecord::final_decision),
+            policy_decision: record
+                .filter(|r| r.refused())
+                .and(decision)
+                .map(|d| d.kind)
+                .filter(|k| *k != DecisionKind::Blocked),
+            state: record.map(|r| r.state),
+            outcome: record.and_then(|r| r.outcome),
+            mode: decision.map_or(mode, |d| d.mode),
+        }
+    }
+}
+
 impl Report {
     /// A report of a change as the backend holds it.
     pub fn from_record(
@@ -58,7 +99,17 @@ impl Report {
         mode: Mode,
         dry_run: bool,
     ) -> Report {
-        let decision = record.and_then(|r| r.decision.as_ref());
+        Report::new(record, facts, Judgement::of_record(record, mode), dry_run)
+    }
+
+    /// A report of the change `record` (if any) identifies, saying what `judgement` says.
+    pub fn new(
+        record: Option<&ChangeRecord>,
+        facts: &ChangeFacts,
+        judgement: Judgement<'_>,
+        dry_run: bool,
+    ) -> Report {
+        let decision = judgement.decision;
         // A change looked up by id (`--change`) may be another commit than the checkout's:
         // its own key and commit are reported, not HEAD's.
         let (correlation_key, commit) = match record.and_then(|r| Some((r, r.commit_sha()?))) {
@@ -68,16 +119,12 @@ impl Report {
         Report {
             change_id: record.map(|r| r.id.clone()),
             change_url: record.and_then(|r| r.url.clone()),
-            decision: record.and_then(ChangeRecord::final_decision),
-            policy_decision: record
-                .filter(|r| r.refused())
-                .and(decision)
-                .map(|d| d.kind)
-                .filter(|k| *k != DecisionKind::Blocked),
-            state: record.map(|r| r.state),
-            outcome: record.and_then(|r| r.outcome),
+            decision: judgement.kind,
+            policy_decision: judgement.policy_decision,
+            state: judgement.state,
+            outcome: judgement.outcome,
             rules: decision.map(|d| d.rules.clone()).unwrap_or_default(),
-            mode: decision.map_or(mode, |d| d.mode),
+            mode: judgement.mode,
             dry_run,
             correlation_key,
             service: facts.service.clone(),

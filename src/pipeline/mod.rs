@@ -225,18 +225,18 @@ pub struct PlatformFiles {
 /// only when a risk rule needs a missing fact, so a checkout with the range costs no
 /// request. A failed or impossible request leaves the facts unknown (a warning says why):
 /// the risk rules then decide by `[risk] when_unknown`.
-pub async fn fill_from_platform(settings: &Settings, facts: &mut ChangeFacts) {
+pub async fn fill_from_platform(
+    settings: &Settings,
+    forge: &crate::forge::Forge<'_>,
+    facts: &mut ChangeFacts,
+) {
     let risk = &settings.policy.risk;
     let need_lines = risk.max_lines_changed.is_some() && facts.lines_changed.is_none();
     let need_paths = !risk.sensitive_paths.is_empty() && facts.paths_unknown;
     if !need_lines && !need_paths {
         return;
     }
-    let asked = match facts.platform {
-        Platform::Github => crate::forge::github::change_files(settings, facts).await,
-        Platform::Gitlab => crate::forge::gitlab::change_files(settings, facts).await,
-        Platform::Local => Ok(None),
-    };
+    let asked = forge.change_files(facts).await;
     match asked {
         Ok(Some(files)) => {
             if facts.lines_changed.is_none() {

@@ -1,0 +1,93 @@
+//! What the change-centred flows share: which change, its facts; and `open`.
+
+use anyhow::{Result, anyhow};
+
+use super::{ChangeOutcome, Ctx, Exit, annotated};
+use crate::domain::change::check_name;
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
+use crate::env;
+use crate::itsm::Itsm;
+use crate::output::Report;
+use crate::pipeline;
+
+/// Which change a flow is about, and the evidence a decision weighs.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeRequest {
+    /// The commit deployed (default: what CI checked out, or HEAD).
+    pub commit: Option<String>,
+    /// Whether the pipeline's tests passed (evidence).
+    pub tests_passed: Option<bool>,
+}
+
+/// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
+/// range runs from the last commit the backend knows was deployed successfully to the same
+/// service and environment (else from the push's `before`): what this deploy ships.
+pub async fn facts(ctx: &Ctx<'_>, itsm: &dyn Itsm, req: &ChangeRequest) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, req.commit.as_deref())?;
+    let service = service_name(ctx, &detected)?;
+    let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
+    let previous = if detected.range.is_none() {
+        let key = CorrelationKey::new(&service_id, &ctx.settings.environment, &detected.commit_sha);
+        itsm.last_change_sha(&key).await?
+    } else {
+        None
+    };
+    let mut facts = detected.into_facts(
+        &service,
+        &ctx.settings.environment,
+        previous.as_deref(),
+        req.tests_passed,
+        ctx.workdir,
+    );
+    pipeline::fill_from_platform(ctx.settings, ctx.forge, &mut facts).await;
+    Ok(facts)
+}
+
+/// The service: as settings name it (checked there), else the repository's name, which is
+/// checked here as it goes into the correlation key too.
+fn service_name(ctx: &Ctx<'_>, detected: &pipeline::Detected) -> Result<String> {
+    if let Some(service) = &ctx.settings.service {
+        return Ok(service.clone());
+    }
+    let service = pipeline::default_service(detected.repository.as_deref(), ctx.workdir);
+    check_name(&service).map_err(|why| {
+        anyhow!(
+            "the service name {service:?}, taken from the repository or directory name, is not \
+             usable: {why}; name the service with --service ({})",
+            env::SERVICE
+        )
+    })?;
+    Ok(service)
+}
+
+/// The facts without the commit range since the last recorded change: for flows that
+/// only need to find the change (`record`, `status`), this spares the backend a lookup.
+pub fn facts_without_range(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, commit)?;
+    let service = service_name(ctx, &detected)?;
+    Ok(detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir))
+}
+
+/// A record by its id, or else the one for this pipeline's correlation key.
+pub async fn locate(
+    itsm: &dyn Itsm,
+    id: Option<&str>,
+    facts: &ChangeFacts,
+) -> Result<Option<ChangeRecord>> {
+    match id {
+        Some(id) => itsm.get(id).await,
+        None => itsm.find(&facts.key()).await,
+    }
+}
+
+/// `open`: only open or update the record (a dry run only looks it up).
+pub async fn open(ctx: &Ctx<'_>, itsm: &dyn Itsm, facts: ChangeFacts) -> Result<ChangeOutcome> {
+    let s = ctx.settings;
+    let record = if s.dry_run {
+        itsm.find(&facts.key()).await?
+    } else {
+        Some(itsm.open(&facts, None, s.now).await?)
+    };
+    let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
+    Ok(annotated(ctx, report, facts, record.as_ref(), Exit::Pass).await)
+}

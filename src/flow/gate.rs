@@ -1,0 +1,286 @@
+//! `gate`: open or update the change, decide, wait for approval if needed, and say whether
+//! the deploy goes ahead.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{ChangeOutcome, Ctx, Exit, Progress, Waiting, annotated};
+use crate::domain::{
+    ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
+};
+use crate::http;
+use crate::itsm::{HistoryQuery, Itsm};
+use crate::output::{Judgement, Report};
+
+/// What a gate run is asked besides the change.
+#[derive(Debug, Clone, Default)]
+pub struct GateRequest {
+    /// How long to wait for approval (default `approval.timeout`); zero returns at once.
+    pub wait: Option<Duration>,
+    /// An emergency change, with its reason.
+    pub emergency: Option<String>,
+}
+
+/// Decides the change from the backend's history.
+pub async fn decide_change(
+    ctx: &Ctx<'_>,
+    itsm: &dyn Itsm,
+    facts: &ChangeFacts,
+    emergency: Option<String>,
+) -> Result<Decision> {
+    let s = ctx.settings;
+    let key = facts.key().to_string();
+    let current = s.calendar.index_of(s.now);
+    let history = itsm
+        .history(&HistoryQuery {
+            service_id: &facts.service_id,
+            environment: &facts.environment,
+            window: s.policy.params.window,
+            calendar: s.calendar,
+            from_sprint: current - i64::from(s.policy.params.allowance.lookback_sprints),
+            now: s.now,
+            exclude_key: Some(&key),
+        })
+        .await
+        .context("cannot read the change history")?;
+    Ok(decide(&DecisionInput {
+        facts,
+        history: &history,
+        policy: &s.policy,
+        calendar: s.calendar,
+        now: s.now,
+        emergency,
+        clock_override: s.clock_override.clone(),
+    }))
+}
+
+/// Whether the record's decision stands for this run (it holds one, and the domain says
+/// it stands).
+fn stands(record: &ChangeRecord, mode: Mode, emergency_requested: bool) -> bool {
+    record.decision.is_some() && record.decision_stands(mode, emergency_requested)
+}
+
+/// A closed or cancelled record whose decision does not stand: it is not reopened, and the
+/// new decision is not written to it.
+fn left_closed(record: &ChangeRecord, mode: Mode, emergency_requested: bool) -> bool {
+    matches!(record.state, State::Closed | State::Cancelled)
+        && !stands(record, mode, emergency_requested)
+}
+
+/// Waits for a human decision: polls fast, then backs off to `approval.poll`, telling
+/// `progress` of each poll. One last read at the deadline means an approval that lands
+/// between two polls is never missed.
+async fn wait_for_approval(
+    ctx: &Ctx<'_>,
+    itsm: &dyn Itsm,
+    mut record: ChangeRecord,
+    wait: Duration,
+    progress: &dyn Progress,
+) -> Result<(ChangeRecord, bool)> {
+    let ceiling = ctx.settings.approval_poll;
+    let mut delay = ceiling.min(Duration::from_secs(2));
+    let started = Instant::now();
+    // The polls are not charged to http.deadline; instead the whole wait, its last poll
+    // included, is over by the wait plus one request timeout.
+    let request_timeout = ctx.settings.budget.request_timeout();
+    let ends = started + wait + request_timeout;
+    loop {
+        let left = ends.saturating_duration_since(Instant::now());
+        let poll = http::outside_budget(ends, itsm.refresh(&record));
+        record = match tokio::time::timeout(left, poll).await {
+            Ok(polled) => polled?,
+            Err(_) => bail!(
+                "the approval wait of {} (plus one request timeout of {}) is over and the last check of {} did not finish",
+                fmt_secs(wait),
+                fmt_secs(request_timeout),
+                record.id
+            ),
+        };
+        if record.state != State::AwaitingApproval {
+            return Ok((record, false));
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= wait {
+            return Ok((record, true));
+        }
+        let remaining = wait - elapsed;
+        let pause = delay.min(remaining);
+        progress.waiting(&Waiting {
+            change_id: record.id.clone(),
+            elapsed,
+            remaining,
+            next: pause,
+        });
+        tokio::time::sleep(pause).await;
+        delay = (delay * 2).min(ceiling);
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    crate::domain::words::duration(d)
+}
+
+/// `gate`: the change's decision (the standing one, or a new one), written, waited for
+/// when it needs approval, and what the pipeline is told.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    itsm: &dyn Itsm,
+    facts: ChangeFacts,
+    req: &GateRequest,
+    progress: &dyn Progress,
+) -> Result<ChangeOutcome> {
+    let s = ctx.settings;
+    let existing = itsm.find_for_decision(&facts.key()).await?;
+    let emergency_requested = req.emergency.is_some();
+    // The run's mode judges the gate: a decision made under another mode does not stand,
+    // and a rejection stands but blocks an enforce run whatever mode it was asked in.
+    let mode = s.mode();
+    let standing = existing
+        .as_ref()
+        .filter(|r| stands(r, mode, emergency_requested));
+    let decision = match standing.and_then(|r| r.decision.clone()) {
+        Some(d) => d,
+        None => decide_change(ctx, itsm, &facts, req.emergency.clone()).await?,
+    };
+    // A closed or cancelled record whose decision does not stand (made in observe mode, or
+    // its mode unknown) is not reopened: the new decision is reported and judged as if
+    // written, so only a pre-approval lets the deploy go ahead.
+    let closed = existing
+        .as_ref()
+        .filter(|r| left_closed(r, mode, emergency_requested));
+
+    if s.dry_run || closed.is_some() {
+        return Ok(unwritten(ctx, facts, existing.as_ref(), standing, &decision, closed).await);
+    }
+
+    let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
+    if left_closed(&record, mode, emergency_requested) {
+        // A closed record the lookup missed and `open` found (the backend left it as it is).
+        return Ok(unwritten(ctx, facts, Some(&record), None, &decision, Some(&record)).await);
+    }
+    if record.decision.is_none() {
+        record.decision = Some(decision);
+    }
+    let policy = record
+        .decision
+        .clone()
+        .context("the decision just written vanished")?;
+    let mut message = None;
+    // Whether this run saw a human reject the change while it waited.
+    let mut rejected_now = false;
+    let wait = req.wait.unwrap_or(s.approval_timeout);
+    let waits = policy.kind == DecisionKind::NeedsApproval
+        && mode == Mode::Enforce
+        && record.state == State::AwaitingApproval;
+    if waits && !wait.is_zero() {
+        // Reviewers see "waiting for approval" on the pull request while the gate waits.
+        let waiting = report_of(&record, &facts, mode);
+        for warning in ctx.forge.annotate(&waiting, &facts, Some(&record)).await? {
+            progress.warning(&warning);
+        }
+        let (after, timed_out) = wait_for_approval(ctx, itsm, record, wait, progress).await?;
+        record = after;
+        if timed_out {
+            // The clock's word is final for this run: `blocked`, still awaiting approval.
+            let why = format!("approval timed out after {}", fmt_secs(wait));
+            // Set first: a backend marks a timeout so that a re-run reads it back.
+            record.timed_out = true;
+            record = itsm.record_refusal(&record, &why, s.now).await?;
+            record.timed_out = true;
+            message = Some(why);
+        } else {
+            rejected_now = record.state == State::Rejected;
+        }
+    } else if waits {
+        message = Some(if record.timed_out {
+            "approval timed out on an earlier run and is still awaited; --wait 0 returns at once"
+                .to_string()
+        } else {
+            "awaiting approval; --wait 0 returns at once".to_string()
+        });
+    }
+    if record.state == State::Rejected {
+        if record.approved_by.is_none() {
+            // Who rejected, and why, is read with the approval itself.
+            record = itsm.refresh(&record).await?;
+        }
+        let why = crate::output::rejection(
+            record.approved_by.as_deref(),
+            record.approval_comment.as_deref(),
+        );
+        if rejected_now {
+            // Once, by the run that saw it: the record says the final decision is blocked.
+            record = itsm.record_refusal(&record, &why, s.now).await?;
+        }
+        message.get_or_insert(why);
+    }
+    let exit = Exit::from(record.gate(mode).unwrap_or(Gate::Blocked));
+    if exit == Exit::Pass {
+        record = itsm.start(&record, s.now).await?;
+    }
+    let mut report = report_of(&record, &facts, mode);
+    report.message = message;
+    Ok(annotated(ctx, report, facts, Some(&record), exit).await)
+}
+
+/// The report of a written record, in the run's mode (a rejection blocks an enforce run
+/// whatever mode the change was first decided in).
+fn report_of(record: &ChangeRecord, facts: &ChangeFacts, mode: Mode) -> Report {
+    let judgement = Judgement {
+        mode,
+        ..Judgement::of_record(Some(record), mode)
+    };
+    Report::new(Some(record), facts, judgement, false)
+}
+
+/// What a run reports, and its exit, for a decision that is not written: a dry run's, or
+/// one a closed or cancelled record does not take (`closed`). A standing decision keeps its
+/// final word and state; a new one is judged in the state its write would set, in the run's
+/// mode, so a dry run predicts the real run and a closed observe record never lets an
+/// enforce run pass.
+async fn unwritten(
+    ctx: &Ctx<'_>,
+    facts: ChangeFacts,
+    existing: Option<&ChangeRecord>,
+    standing: Option<&ChangeRecord>,
+    decision: &Decision,
+    closed: Option<&ChangeRecord>,
+) -> ChangeOutcome {
+    let s = ctx.settings;
+    let mode = s.mode();
+    let (kind, state) = match standing {
+        Some(r) => (r.final_decision().unwrap_or(decision.kind), r.state),
+        None => (decision.kind, decision.state_after()),
+    };
+    let judgement = Judgement {
+        decision: Some(decision),
+        kind: Some(kind),
+        // The record's refusal, if any, is what a standing decision says; a new decision
+        // would write none.
+        policy_decision: standing.and_then(|r| Judgement::of_record(Some(r), mode).policy_decision),
+        state: existing.map(|_| state),
+        // A closed record's outcome belongs to the deploy it recorded, not to this run.
+        outcome: existing
+            .filter(|_| closed.is_none())
+            .and_then(|r| r.outcome),
+        mode,
+    };
+    let mut report = Report::new(existing, &facts, judgement, s.dry_run);
+    let exit = Exit::from(kind.gate(mode, Some(state)));
+    if let Some(r) = closed {
+        report.message = Some(format!(
+            "{} is {} and its decision does not stand in {} mode: decided again as {kind}, not written to it; {}",
+            r.id,
+            r.state,
+            mode.as_str(),
+            if exit == Exit::Pass {
+                "the deploy goes ahead"
+            } else {
+                "the deploy does not go ahead (a closed change is not reopened)"
+            }
+        ));
+    }
+    // The forge is not told of a dry run (it checks that itself).
+    annotated(ctx, report, facts, existing, exit).await
+}

@@ -1,0 +1,131 @@
+//! The embedded ledger's manual commands: a human's decision (`approve`, `reject`) and an
+//! incident linked to a change (`incident`). The door refuses them for other backends
+//! before connecting.
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::domain::verify;
+use crate::itsm::Itsm;
+use crate::output::Report;
+
+/// A human's decision on a change waiting for approval.
+#[derive(Debug, Clone)]
+pub struct Decide {
+    /// The change (e.g. CG-12).
+    pub change_id: String,
+    /// Approve, or reject.
+    pub approve: bool,
+    /// Who decides.
+    pub by: String,
+    /// Why: kept with the decision.
+    pub comment: Option<String>,
+}
+
+/// Writes the decision (a dry run only reads the change) and reports the change after it.
+pub async fn decide(ctx: &Ctx<'_>, itsm: &dyn Itsm, req: &Decide) -> Result<Report> {
+    let s = ctx.settings;
+    let record = if s.dry_run {
+        match itsm.get(&req.change_id).await? {
+            Some(r) => r,
+            None => bail!("no change {} in the ledger", req.change_id),
+        }
+    } else {
+        itsm.decide_by_hand(
+            &req.change_id,
+            req.approve,
+            req.by.trim(),
+            req.comment.as_deref(),
+            s.now,
+        )
+        .await?
+    };
+    Ok(Report {
+        change_id: Some(record.id.clone()),
+        change_url: record.url.clone(),
+        decision: record.final_decision(),
+        policy_decision: record
+            .decision
+            .as_ref()
+            .map(|d| d.kind)
+            .filter(|k| record.refused() && *k != crate::domain::DecisionKind::Blocked),
+        state: Some(record.state),
+        outcome: record.outcome,
+        rules: Vec::new(),
+        mode: s.mode(),
+        dry_run: s.dry_run,
+        correlation_key: record.key.clone(),
+        service: String::new(),
+        environment: String::new(),
+        commit: String::new(),
+        emergency: record.emergency_reason.clone(),
+        sprint: None,
+        approved_by: record.approved_by.clone(),
+        approval_comment: record.approval_comment.clone(),
+        incidents: record.incidents.clone(),
+        clock_override: None,
+        message: None,
+    })
+}
+
+/// An incident linked to a change, as `incident` reports it.
+#[derive(Debug, Serialize)]
+pub struct Linked {
+    /// The change.
+    pub change_id: String,
+    /// The incident linked by this run.
+    pub incident: String,
+    /// Every incident linked to the change.
+    pub incidents: Vec<String>,
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Whether `verify` will count it: linked within the verification window.
+    pub within_window: bool,
+    /// What the link does not do (the window closed, nothing deployed yet).
+    pub message: Option<String>,
+}
+
+/// Links `incident` (a checked id) to the change (a dry run only reads the change).
+pub async fn link_incident(
+    ctx: &Ctx<'_>,
+    itsm: &dyn Itsm,
+    change_id: &str,
+    incident: &str,
+) -> Result<Linked> {
+    let s = ctx.settings;
+    let record = if s.dry_run {
+        match itsm.get(change_id).await? {
+            Some(mut r) => {
+                if !r.incidents.iter().any(|i| i == incident) {
+                    r.incidents.push(incident.to_string());
+                }
+                r
+            }
+            None => bail!("no change {} in the ledger", change_id),
+        }
+    } else {
+        itsm.link_incident(change_id, incident, s.now).await?
+    };
+    let due = record
+        .deployed_at
+        .map(|at| verify::due_at(at, s.verify_window));
+    let within_window = due.is_none_or(|due| s.now <= due);
+    let message = match (record.deployed_at, due) {
+        (_, Some(due)) if !within_window => Some(format!(
+            "the verification window of {} closed at {}: this incident does not change its outcome",
+            record.id,
+            due.format("%Y-%m-%d %H:%M UTC")
+        )),
+        (None, _) => Some(format!("{} has not been deployed", record.id)),
+        _ => None,
+    };
+    Ok(Linked {
+        change_id: record.id.clone(),
+        incident: incident.to_string(),
+        incidents: record.incidents.clone(),
+        dry_run: s.dry_run,
+        within_window,
+        message,
+    })
+}
