@@ -353,6 +353,22 @@ impl ChangeRecord {
         }
     }
 
+    /// The decision this record holds that stands for a gate run in `mode` (see
+    /// [`Self::decision_stands`]): the gate reuses it instead of deciding again.
+    pub fn standing_decision(&self, mode: Mode, emergency_requested: bool) -> Option<&Decision> {
+        self.decision
+            .as_ref()
+            .filter(|_| self.decision_stands(mode, emergency_requested))
+    }
+
+    /// A closed or cancelled record without a decision that stands for `mode`: it is not
+    /// reopened, and a new decision is judged without being written to it (only a
+    /// pre-approval lets the deploy go ahead).
+    pub fn left_closed(&self, mode: Mode, emergency_requested: bool) -> bool {
+        matches!(self.state, State::Closed | State::Cancelled)
+            && self.standing_decision(mode, emergency_requested).is_none()
+    }
+
     /// Whether a backend writes a new decision made in `mode` on this record: only when its
     /// own does not stand, and never on a closed or cancelled record (its outcome belongs
     /// to the deploy it recorded; the gate judges the new decision without writing it).
@@ -494,6 +510,24 @@ mod tests {
         assert!(!closed.takes_decision(Mode::Enforce, false));
         let waiting = record(NeedsApproval, Mode::Observe, State::AwaitingApproval);
         assert!(waiting.takes_decision(Mode::Enforce, false));
+    }
+
+    #[test]
+    fn a_closed_record_is_left_closed_unless_its_decision_stands_for_the_run() {
+        use DecisionKind::*;
+        let observed = record(NeedsApproval, Mode::Observe, State::Closed);
+        assert!(observed.left_closed(Mode::Enforce, false));
+        assert!(observed.standing_decision(Mode::Enforce, false).is_none());
+        assert!(!observed.left_closed(Mode::Observe, false));
+        assert!(observed.standing_decision(Mode::Observe, false).is_some());
+        // Stands as it is, yet holds no decision to reuse: left closed all the same.
+        let mut bare = record(PreApproved, Mode::Enforce, State::Cancelled);
+        bare.decision = None;
+        assert!(bare.decision_stands(Mode::Enforce, false));
+        assert!(bare.standing_decision(Mode::Enforce, false).is_none());
+        assert!(bare.left_closed(Mode::Enforce, false));
+        let open = record(PreApproved, Mode::Observe, State::Implementing);
+        assert!(!open.left_closed(Mode::Enforce, false));
     }
 
     #[test]

@@ -55,19 +55,6 @@ pub async fn decide_change(
     }))
 }
 
-/// Whether the record's decision stands for this run (it holds one, and the domain says
-/// it stands).
-fn stands(record: &ChangeRecord, mode: Mode, emergency_requested: bool) -> bool {
-    record.decision.is_some() && record.decision_stands(mode, emergency_requested)
-}
-
-/// A closed or cancelled record whose decision does not stand: it is not reopened, and the
-/// new decision is not written to it.
-fn left_closed(record: &ChangeRecord, mode: Mode, emergency_requested: bool) -> bool {
-    matches!(record.state, State::Closed | State::Cancelled)
-        && !stands(record, mode, emergency_requested)
-}
-
 /// Waits for a human decision: polls fast, then backs off to `approval.poll`, telling
 /// `progress` of each poll. One last read at the deadline means an approval that lands
 /// between two polls is never missed.
@@ -138,7 +125,7 @@ pub async fn run(
     let mode = s.mode();
     let standing = existing
         .as_ref()
-        .filter(|r| stands(r, mode, emergency_requested));
+        .filter(|r| r.standing_decision(mode, emergency_requested).is_some());
     let decision = match standing.and_then(|r| r.decision.clone()) {
         Some(d) => d,
         None => decide_change(ctx, itsm, &facts, req.emergency.clone()).await?,
@@ -148,14 +135,14 @@ pub async fn run(
     // written, so only a pre-approval lets the deploy go ahead.
     let closed = existing
         .as_ref()
-        .filter(|r| left_closed(r, mode, emergency_requested));
+        .filter(|r| r.left_closed(mode, emergency_requested));
 
     if s.dry_run || closed.is_some() {
         return Ok(unwritten(ctx, facts, existing.as_ref(), standing, &decision, closed).await);
     }
 
     let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
-    if left_closed(&record, mode, emergency_requested) {
+    if record.left_closed(mode, emergency_requested) {
         // A closed record the lookup missed and `open` found (the backend left it as it is).
         return Ok(unwritten(ctx, facts, Some(&record), None, &decision, Some(&record)).await);
     }
