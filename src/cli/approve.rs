@@ -3,8 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::{Ctx, Exit};
-use crate::config::BackendKind;
-use crate::itsm;
+use crate::itsm::{self, ManualCommand};
 use crate::output::{Report, console};
 use crate::settings::Format;
 
@@ -23,14 +22,12 @@ pub struct DecideArgs {
 
 pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let s = &ctx.settings;
-    if s.backend != BackendKind::Local {
-        bail!(
-            "`{}` works on the embedded ledger only; with the {} backend, decide the change in {}",
-            if approve { "approve" } else { "reject" },
-            s.backend.as_str(),
-            s.backend.as_str()
-        );
-    }
+    let command = if approve {
+        ManualCommand::Approve
+    } else {
+        ManualCommand::Reject
+    };
+    itsm::manual_only(s.backend, command)?;
     if args.by.trim().is_empty() {
         bail!("--by must name who decides");
     }
@@ -41,14 +38,15 @@ pub async fn run(ctx: &Ctx, args: &DecideArgs, approve: bool) -> Result<Exit> {
             None => bail!("no change {} in the ledger", args.change_id),
         }
     } else {
-        itsm.decide_by_hand(
-            &args.change_id,
-            approve,
-            args.by.trim(),
-            args.comment.as_deref(),
-            s.now,
-        )
-        .await?
+        itsm::manual(itsm.as_ref(), command)?
+            .decide_by_hand(
+                &args.change_id,
+                approve,
+                args.by.trim(),
+                args.comment.as_deref(),
+                s.now,
+            )
+            .await?
     };
     let report = Report {
         change_id: Some(record.id.clone()),

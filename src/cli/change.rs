@@ -6,7 +6,7 @@ use super::{Ctx, Exit};
 use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 use crate::output::{Report, console, dotenv, github};
 use crate::pipeline::{self, ProcessEnv};
 use crate::settings::Format;
@@ -43,7 +43,7 @@ impl From<&CommitArgs> for ChangeArgs {
 /// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
 /// range runs from the last commit the backend knows was deployed successfully to the same
 /// service and environment (else from the push's `before`): what this deploy ships.
-pub async fn facts(ctx: &Ctx, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
+pub async fn facts(ctx: &Ctx, itsm: &dyn Backend, args: &ChangeArgs) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, args.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
@@ -147,7 +147,7 @@ pub fn emit(ctx: &Ctx, report: &Report, facts: &ChangeFacts, exit: Exit) -> Resu
 /// A record by `--change ID`, or else the one for this pipeline's correlation key.
 pub async fn locate(
     ctx: &Ctx,
-    itsm: &dyn Itsm,
+    itsm: &dyn Backend,
     id: Option<&str>,
     facts: &ChangeFacts,
 ) -> Result<Option<ChangeRecord>> {

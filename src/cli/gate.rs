@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::forge;
 use crate::http;
-use crate::itsm::{self, HistoryQuery, Itsm};
+use crate::itsm::{self, Backend, HistoryQuery};
 use crate::output::{Report, console};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -32,7 +32,7 @@ pub struct GateArgs {
 /// Decides the change from the backend's history.
 pub async fn decide_change(
     ctx: &Ctx,
-    itsm: &dyn Itsm,
+    itsm: &dyn Backend,
     facts: &crate::domain::ChangeFacts,
     emergency: Option<String>,
 ) -> Result<Decision> {
@@ -67,7 +67,7 @@ pub async fn decide_change(
 /// between two polls is never missed.
 async fn wait_for_approval(
     ctx: &Ctx,
-    itsm: &dyn Itsm,
+    itsm: &dyn Backend,
     mut record: ChangeRecord,
     wait: Duration,
 ) -> Result<(ChangeRecord, bool)> {

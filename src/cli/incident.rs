@@ -5,9 +5,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::{Ctx, Exit};
-use crate::config::BackendKind;
 use crate::domain::verify;
-use crate::itsm;
+use crate::itsm::{self, ManualCommand};
 use crate::output::console;
 use crate::settings::Format;
 
@@ -45,13 +44,7 @@ fn valid_incident(id: &str) -> Result<&str> {
 
 pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
     let s = &ctx.settings;
-    if s.backend != BackendKind::Local {
-        bail!(
-            "`incident` works on the embedded ledger only; with the {} backend, link the incident to the change in {}, where `verify` finds it",
-            s.backend.as_str(),
-            s.backend.as_str()
-        );
-    }
+    itsm::manual_only(s.backend, ManualCommand::Incident)?;
     let incident = valid_incident(&args.incident)?;
     let itsm = itsm::connect(s)?;
     let record = if s.dry_run {
@@ -65,7 +58,9 @@ pub async fn run(ctx: &Ctx, args: &IncidentArgs) -> Result<Exit> {
             None => bail!("no change {} in the ledger", args.change_id),
         }
     } else {
-        itsm.link_incident(&args.change_id, incident, s.now).await?
+        itsm::manual(itsm.as_ref(), ManualCommand::Incident)?
+            .link_incident(&args.change_id, incident, s.now)
+            .await?
     };
     let due = record
         .deployed_at

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::{Ctx, Exit};
 use crate::domain::kpi::{self, KpiInput};
 use crate::domain::ramp;
-use crate::itsm::{self, HistoryQuery, Itsm, ServiceRef};
+use crate::itsm::{self, Backend, HistoryQuery, ServiceRef};
 use crate::output::console;
 use crate::pipeline::{self, ProcessEnv};
 use crate::report::{self, KpiReport, ServiceReport};
@@ -30,7 +30,7 @@ pub struct ReportArgs {
 
 /// The service and environment this run is about: from the repository (or CI) and the
 /// settings, or else by the name given with `--service` among those in the ledger.
-async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
+async fn this_service(ctx: &Ctx, itsm: &dyn Backend) -> Result<ServiceRef> {
     let s = &ctx.settings;
     let detected = pipeline::detect(&ProcessEnv, &ctx.workdir, None).ok();
     let repository = detected.as_ref().and_then(|d| d.repository.clone());
@@ -82,7 +82,7 @@ async fn this_service(ctx: &Ctx, itsm: &dyn Itsm) -> Result<ServiceRef> {
 /// The KPIs of one service over `sprints` sprints ending with the current one.
 async fn service_report(
     ctx: &Ctx,
-    itsm: &dyn Itsm,
+    itsm: &dyn Backend,
     service: ServiceRef,
     sprints: u32,
 ) -> Result<ServiceReport> {

@@ -110,7 +110,7 @@ pub async fn run(ctx: &Ctx, _args: &VerifyArgs) -> Result<Exit> {
 
 async fn annotate_failure(
     s: &crate::settings::Settings,
-    itsm: &dyn itsm::Itsm,
+    itsm: &dyn itsm::Backend,
     record: &crate::domain::ChangeRecord,
     verdict: &Verdict,
 ) -> Result<()> {

@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{HistoryQuery, Itsm, ServiceRef};
+use super::{
+    Backend, ChangeStore, HistoryQuery, Insights, ManualApproval, ServiceRef, TrackRecord,
+    Verification,
+};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
@@ -273,30 +276,6 @@ impl Ledger {
         f(&mut conn).map_err(|e| ledger_error(&self.path, e))
     }
 
-    /// Links an incident to a change. Linking the same incident twice is harmless.
-    pub fn link_incident(
-        &self,
-        id: &str,
-        incident: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let row_id = parse_change_id(id)
-            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO incidents (change_id, incident, linked_at) SELECT id, ?2, ?3 FROM changes WHERE id = ?1",
-                params![row_id, incident, ts(now)],
-            )?;
-            if n > 0 {
-                add_event(&tx, row_id, now, "incident", None, Some(incident))?;
-            }
-            tx.commit()
-        })?;
-        self.get_row(row_id)?
-            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
-    }
-
     fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
         self.with(|c| load(c, "id = ?1", params![row_id]))
     }
@@ -443,85 +422,7 @@ fn load(
 }
 
 #[async_trait]
-impl Itsm for Ledger {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Local
-    }
-
-    async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
-        let from = ts(q.calendar.start_of(q.from_sprint));
-        let len = q.calendar.length_secs();
-        // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
-        // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
-        let now = ts(q.now);
-        self.with(|c| {
-            // The change being decided is left out by its row id, not its key: the row id is
-            // in every index, so each query below reads its index alone (covering), never
-            // the table, however long the history.
-            let exclude: i64 = match q.exclude_key {
-                Some(key) => c
-                    .query_row(
-                        "SELECT id FROM changes WHERE correlation_key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .unwrap_or(-1),
-                None => -1,
-            };
-            let closed_total: i64 = c.query_row(
-                CLOSED_TOTAL_SQL,
-                params![q.service_id, q.environment, exclude, now],
-                |r| r.get(0),
-            )?;
-            let mut stmt = c.prepare_cached(RECENT_SQL)?;
-            let recent = stmt
-                .query_map(
-                    params![q.service_id, q.environment, exclude, q.window, now],
-                    |r| r.get::<_, String>(0),
-                )?
-                .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
-            let rows = stmt.query_map(
-                params![q.service_id, q.environment, from, len, exclude, now],
-                |r| {
-                    let count = |i: usize| -> rusqlite::Result<u32> {
-                        Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
-                            .unwrap_or(u32::MAX))
-                    };
-                    Ok((
-                        q.from_sprint + r.get::<_, i64>(0)?,
-                        SprintTally {
-                            succeeded: count(1)?,
-                            failed: count(2)?,
-                            cancelled: count(3)?,
-                            pre_approved: count(4)?,
-                            emergency: count(5)?,
-                        },
-                    ))
-                },
-            )?;
-            let sprints = rows.collect::<rusqlite::Result<_>>()?;
-            Ok(History {
-                closed_total: u64::try_from(closed_total).unwrap_or(0),
-                recent,
-                sprints,
-            })
-        })
-    }
-
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.with(|c| {
-            c.query_row(
-                LAST_SHA_SQL,
-                params![key.service_id, key.environment],
-                |r| r.get(0),
-            )
-            .optional()
-        })
-    }
-
+impl ChangeStore for Ledger {
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
         let key = key.to_string();
         self.with(|c| load(c, "correlation_key = ?1", params![key]))
@@ -620,21 +521,6 @@ impl Itsm for Ledger {
         record.ok_or_else(|| anyhow!("the change {key} vanished from the ledger"))
     }
 
-    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
-        let Some(row_id) = parse_change_id(&record.id) else {
-            return Ok(None);
-        };
-        let text: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT facts_json FROM changes WHERE id = ?1",
-                [row_id],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
         self.get(&record.id)
             .await?
@@ -696,15 +582,110 @@ impl Itsm for Ledger {
         self.refresh(record).await
     }
 
-    async fn link_incident(
+    async fn record_refusal(
         &self,
-        id: &str,
-        incident: &str,
+        record: &ChangeRecord,
+        why: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        Ledger::link_incident(self, id, incident, now)
+        let row_id =
+            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Only a change still awaiting approval: one approved meanwhile has passed.
+            let n = tx.execute(
+                "UPDATE changes SET decision = 'blocked'
+                 WHERE id = ?1 AND state = 'awaiting-approval' AND decision IS NOT NULL AND decision != 'blocked'",
+                params![row_id],
+            )?;
+            if n > 0 {
+                add_event(&tx, row_id, now, "timed-out", None, Some(why))?;
+            }
+            tx.commit()
+        })?;
+        self.refresh(record).await
+    }
+}
+
+#[async_trait]
+impl TrackRecord for Ledger {
+    async fn history(&self, q: &HistoryQuery<'_>) -> Result<History> {
+        let from = ts(q.calendar.start_of(q.from_sprint));
+        let len = q.calendar.length_secs();
+        // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
+        // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
+        let now = ts(q.now);
+        self.with(|c| {
+            // The change being decided is left out by its row id, not its key: the row id is
+            // in every index, so each query below reads its index alone (covering), never
+            // the table, however long the history.
+            let exclude: i64 = match q.exclude_key {
+                Some(key) => c
+                    .query_row(
+                        "SELECT id FROM changes WHERE correlation_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(-1),
+                None => -1,
+            };
+            let closed_total: i64 = c.query_row(
+                CLOSED_TOTAL_SQL,
+                params![q.service_id, q.environment, exclude, now],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare_cached(RECENT_SQL)?;
+            let recent = stmt
+                .query_map(
+                    params![q.service_id, q.environment, exclude, q.window, now],
+                    |r| r.get::<_, String>(0),
+                )?
+                .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
+            let rows = stmt.query_map(
+                params![q.service_id, q.environment, from, len, exclude, now],
+                |r| {
+                    let count = |i: usize| -> rusqlite::Result<u32> {
+                        Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
+                            .unwrap_or(u32::MAX))
+                    };
+                    Ok((
+                        q.from_sprint + r.get::<_, i64>(0)?,
+                        SprintTally {
+                            succeeded: count(1)?,
+                            failed: count(2)?,
+                            cancelled: count(3)?,
+                            pre_approved: count(4)?,
+                            emergency: count(5)?,
+                        },
+                    ))
+                },
+            )?;
+            let sprints = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(History {
+                closed_total: u64::try_from(closed_total).unwrap_or(0),
+                recent,
+                sprints,
+            })
+        })
     }
 
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                LAST_SHA_SQL,
+                params![key.service_id, key.environment],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+}
+
+#[async_trait]
+impl Verification for Ledger {
     async fn awaiting_verification(
         &self,
         deployed_before: DateTime<Utc>,
@@ -725,6 +706,24 @@ impl Itsm for Ledger {
         self.write_verification(record, verdict, now)
     }
 
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        let Some(row_id) = parse_change_id(&record.id) else {
+            return Ok(None);
+        };
+        let text: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT facts_json FROM changes WHERE id = ?1",
+                [row_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+#[async_trait]
+impl Insights for Ledger {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
         self.service_list()
     }
@@ -746,7 +745,10 @@ impl Itsm for Ledger {
     ) -> Result<Vec<RecordedChange>> {
         self.recorded(service_id, environment)
     }
+}
 
+#[async_trait]
+impl ManualApproval for Ledger {
     async fn decide_by_hand(
         &self,
         id: &str,
@@ -820,28 +822,37 @@ impl Itsm for Ledger {
             .ok_or_else(|| anyhow!("no change {id} in the ledger"))
     }
 
-    async fn record_refusal(
+    async fn link_incident(
         &self,
-        record: &ChangeRecord,
-        why: &str,
+        id: &str,
+        incident: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        let row_id =
-            parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
+        let row_id = parse_change_id(id)
+            .ok_or_else(|| anyhow!("{id:?} is not a ledger change id (like CG-12)"))?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Only a change still awaiting approval: one approved meanwhile has passed.
             let n = tx.execute(
-                "UPDATE changes SET decision = 'blocked'
-                 WHERE id = ?1 AND state = 'awaiting-approval' AND decision IS NOT NULL AND decision != 'blocked'",
-                params![row_id],
+                "INSERT OR IGNORE INTO incidents (change_id, incident, linked_at) SELECT id, ?2, ?3 FROM changes WHERE id = ?1",
+                params![row_id, incident, ts(now)],
             )?;
             if n > 0 {
-                add_event(&tx, row_id, now, "timed-out", None, Some(why))?;
+                add_event(&tx, row_id, now, "incident", None, Some(incident))?;
             }
             tx.commit()
         })?;
-        self.refresh(record).await
+        self.get_row(row_id)?
+            .ok_or_else(|| anyhow!("no change {id} in the ledger"))
+    }
+}
+
+impl Backend for Ledger {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    fn manual(&self) -> Option<&dyn ManualApproval> {
+        Some(self)
     }
 }
 

@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{HistoryQuery, Itsm, ServiceRef};
+use super::{Backend, ChangeStore, HistoryQuery, Insights, ServiceRef, TrackRecord, Verification};
 use crate::config::{BackendKind, ServiceNowSection};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -395,21 +395,7 @@ impl ServiceNow {
 }
 
 #[async_trait]
-impl Itsm for ServiceNow {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Servicenow
-    }
-
-    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(query).await
-    }
-
-    /// The commit of the last change closed successful for this service and environment
-    /// (the last deploy), from the query that also finds the key's record.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_closed_sha(key).await
-    }
-
+impl ChangeStore for ServiceNow {
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
         let fitted = key.fitted(KEY_MAX);
         let raw = self.lookup(&fitted).await?;
@@ -506,34 +492,6 @@ impl Itsm for ServiceNow {
             updated.approval_comment = record.approval_comment.clone();
         }
         Ok(updated)
-    }
-
-    async fn record_refusal(
-        &self,
-        record: &ChangeRecord,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = now;
-        let raw = self.raw_for(record).await?;
-        let mut f = Map::new();
-        f.insert(
-            "work_notes".into(),
-            json!(format!(
-                "changegate decision: blocked ({}); the deploy does not go ahead.",
-                text::one_line(why)
-            )),
-        );
-        let display = raw.get("correlation_display").trim();
-        if record.timed_out && !display_timed_out(display) {
-            // In the same write: a re-run reads the timeout back without reading the notes.
-            f.insert(
-                "correlation_display".into(),
-                json!(format!("{display} {TIMED_OUT}")),
-            );
-        }
-        let raw = self.patch(&raw, f).await?;
-        Ok(self.keep(record, &raw))
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
@@ -643,6 +601,50 @@ impl Itsm for ServiceNow {
         }
     }
 
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        let raw = self.raw_for(record).await?;
+        let mut f = Map::new();
+        f.insert(
+            "work_notes".into(),
+            json!(format!(
+                "changegate decision: blocked ({}); the deploy does not go ahead.",
+                text::one_line(why)
+            )),
+        );
+        let display = raw.get("correlation_display").trim();
+        if record.timed_out && !display_timed_out(display) {
+            // In the same write: a re-run reads the timeout back without reading the notes.
+            f.insert(
+                "correlation_display".into(),
+                json!(format!("{display} {TIMED_OUT}")),
+            );
+        }
+        let raw = self.patch(&raw, f).await?;
+        Ok(self.keep(record, &raw))
+    }
+}
+
+#[async_trait]
+impl TrackRecord for ServiceNow {
+    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
+        self.history_of(query).await
+    }
+
+    /// The commit of the last change closed successful for this service and environment
+    /// (the last deploy), from the query that also finds the key's record.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.last_closed_sha(key).await
+    }
+}
+
+#[async_trait]
+impl Verification for ServiceNow {
     async fn awaiting_verification(
         &self,
         deployed_before: DateTime<Utc>,
@@ -662,7 +664,10 @@ impl Itsm for ServiceNow {
     ) -> Result<bool> {
         self.write_verification(record, verdict, now).await
     }
+}
 
+#[async_trait]
+impl Insights for ServiceNow {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
         self.service_refs().await
     }
@@ -683,5 +688,11 @@ impl Itsm for ServiceNow {
         environment: &str,
     ) -> Result<Vec<RecordedChange>> {
         self.recorded(service_id, environment).await
+    }
+}
+
+impl Backend for ServiceNow {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Servicenow
     }
 }

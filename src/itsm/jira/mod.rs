@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{HistoryQuery, Itsm, ServiceRef};
+use super::{Backend, ChangeStore, HistoryQuery, Insights, ServiceRef, TrackRecord, Verification};
 use crate::config::{BackendKind, JiraSection};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -131,19 +131,7 @@ impl Jira {
 }
 
 #[async_trait]
-impl Itsm for Jira {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Jira
-    }
-
-    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(q_).await
-    }
-
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_sha(&key.service_id, &key.environment).await
-    }
-
+impl ChangeStore for Jira {
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
         Ok(self.lookup(key).await?.map(|f| f.record))
     }
@@ -165,8 +153,18 @@ impl Itsm for Jira {
         self.reread(record).await
     }
 
-    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
-        self.read_facts(&record.id).await
+    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        self.start_deploy(record, now).await
+    }
+
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.close(record, outcome, notes, now).await
     }
 
     async fn record_refusal(
@@ -187,21 +185,21 @@ impl Itsm for Jira {
         }
         Ok(record.clone())
     }
+}
 
-    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        self.start_deploy(record, now).await
+#[async_trait]
+impl TrackRecord for Jira {
+    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
+        self.history_of(q_).await
     }
 
-    async fn record_outcome(
-        &self,
-        record: &ChangeRecord,
-        outcome: Outcome,
-        notes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        self.close(record, outcome, notes, now).await
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.last_sha(&key.service_id, &key.environment).await
     }
+}
 
+#[async_trait]
+impl Verification for Jira {
     async fn awaiting_verification(
         &self,
         deployed_before: DateTime<Utc>,
@@ -222,6 +220,13 @@ impl Itsm for Jira {
         self.write_verification(record, verdict, now).await
     }
 
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        self.read_facts(&record.id).await
+    }
+}
+
+#[async_trait]
+impl Insights for Jira {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
         self.service_list().await
     }
@@ -242,6 +247,12 @@ impl Itsm for Jira {
         environment: &str,
     ) -> Result<Vec<RecordedChange>> {
         self.recorded(service_id, environment).await
+    }
+}
+
+impl Backend for Jira {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Jira
     }
 }
 

@@ -10,7 +10,7 @@ use crate::domain::{ChangeFacts, ChangeRecord, Decision};
 
 impl Jira {
     /// Finds or creates the change's issue and writes the decision unless one stands
-    /// (see [`crate::itsm::Itsm::open`]).
+    /// (see [`crate::itsm::ChangeStore::open`]).
     pub(super) async fn open_change(
         &self,
         facts: &ChangeFacts,
