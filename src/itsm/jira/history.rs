@@ -28,7 +28,7 @@ impl Jira {
         if let Some(exclude) = exclude_key {
             jql.push_str(&format!(
                 " AND labels not in ({})",
-                q(&labels::key(service_id, environment, commit_of(exclude)))
+                q(&labels::key(service_id, environment, &commit_of(exclude)))
             ));
         }
         jql

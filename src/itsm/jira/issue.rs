@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::client::{Op, not_found};
 use super::{FACTS, Jira, PROPERTY, labels};
-use crate::domain::{ChangeFacts, ChangeRecord, Decision, Outcome};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, Outcome};
 use crate::itsm::ServiceRef;
 
 /// What the issue property holds. Fields added over time are optional, so a property
@@ -66,11 +66,7 @@ impl Stored {
     pub(super) fn of(base: Option<&Stored>, record: &ChangeRecord) -> Stored {
         let mut s = base.cloned().unwrap_or_default();
         s.key = record.key.clone();
-        s.commit = Some(
-            s.commit
-                .take()
-                .unwrap_or_else(|| commit_of(&record.key).to_string()),
-        );
+        s.commit = Some(s.commit.take().unwrap_or_else(|| commit_of(&record.key)));
         s.decision = record.decision.clone();
         s.opened_at = record.opened_at;
         s.decided_at = record.decided_at;
@@ -91,9 +87,7 @@ impl Stored {
 
     /// The change's commit; property written without one: the key's last part.
     pub(super) fn sha(&self) -> String {
-        self.commit
-            .clone()
-            .unwrap_or_else(|| commit_of(&self.key).to_string())
+        self.commit.clone().unwrap_or_else(|| commit_of(&self.key))
     }
 
     /// The service and environment, as stored or, for a property written before they
@@ -102,10 +96,8 @@ impl Stored {
         let (service_id, environment) = match (&self.service_id, &self.environment) {
             (Some(id), Some(env)) => (id.clone(), env.clone()),
             _ => {
-                let rest = self.key.strip_prefix("changegate:")?;
-                let (rest, _sha) = rest.rsplit_once(':')?;
-                let (id, env) = rest.rsplit_once(':')?;
-                (id.to_string(), env.to_string())
+                let key = self.key.parse::<CorrelationKey>().ok()?;
+                (key.service_id, key.environment)
             }
         };
         let service = self.service.clone().unwrap_or_else(|| {
@@ -123,9 +115,11 @@ impl Stored {
     }
 }
 
-/// The commit a correlation key ends with (`changegate:<service>:<environment>:<sha>`).
-pub(super) fn commit_of(key: &str) -> &str {
-    key.rsplit(':').next().unwrap_or(key)
+/// The commit a correlation key ends with (`changegate:<service>:<environment>:<sha>`); a
+/// text that is no key stands for itself.
+pub(super) fn commit_of(key: &str) -> String {
+    key.parse::<CorrelationKey>()
+        .map_or_else(|_| key.to_string(), |k| k.sha)
 }
 
 /// A transition offered on an issue.

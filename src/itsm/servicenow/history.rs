@@ -189,8 +189,11 @@ impl ServiceNow {
             if k.len() <= KEY_MAX {
                 k.to_string()
             } else {
-                let sha = k.rsplit(':').next().unwrap_or_default();
-                CorrelationKey::new(q_.service_id, q_.environment, sha).fitted(KEY_MAX)
+                let sha = k
+                    .parse::<CorrelationKey>()
+                    .map(|k| k.sha)
+                    .unwrap_or_default();
+                CorrelationKey::new(q_.service_id, q_.environment, &sha).fitted(KEY_MAX)
             }
         });
         let recent = self.recent(&prefix).await?;
@@ -310,8 +313,7 @@ impl ServiceNow {
             .rows
             .iter()
             .find(|(k, code)| *k != fitted && *code == self.cfg.close_code_success)
-            .and_then(|(k, _)| k.rsplit(':').next())
-            .filter(|sha| !sha.is_empty())
-            .map(str::to_string))
+            .and_then(|(k, _)| k.parse::<CorrelationKey>().ok())
+            .map(|k| k.sha))
     }
 }

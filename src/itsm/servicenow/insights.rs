@@ -30,7 +30,7 @@ use super::{ServiceNow, TABLE};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
 use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeRecord, Decision, DecisionKind, Outcome};
+use crate::domain::{ChangeRecord, CorrelationKey, Decision, DecisionKind, Outcome};
 use crate::itsm::ServiceRef;
 
 const INCIDENT: &str = "api/now/table/incident";
@@ -138,8 +138,9 @@ impl ServiceNow {
         deployed_before: DateTime<Utc>,
     ) -> Result<Vec<ChangeRecord>> {
         let query = format!(
-            "correlation_idSTARTSWITH{KEY_START}^state={CLOSED}^close_codeIN{}^work_start<={}\
+            "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^work_start<={}\
              ^correlation_displayNOT LIKE{VERIFIED}^ORDERBYwork_start^ORDERBYnumber",
+            CorrelationKey::START,
             q(&self.outcome_codes().join(",")),
             sn_time(deployed_before)
         );
@@ -323,7 +324,7 @@ impl ServiceNow {
         let mut jumps: HashSet<String> = HashSet::new();
         let mut offset: u64 = 0;
         loop {
-            let mut query = format!("correlation_idSTARTSWITH{KEY_START}");
+            let mut query = format!("correlation_idSTARTSWITH{}", CorrelationKey::START);
             if let Some(from) = &from {
                 query.push_str(&format!("^correlation_id>={}", q(from)));
             }
@@ -342,9 +343,14 @@ impl ServiceNow {
             let rows = Self::list(&reply)?;
             let mut last = None;
             for raw in &rows {
-                if let Some((service_id, environment, _)) = key_parts(raw.get("correlation_id")) {
-                    found.insert((service_id.to_string(), environment.to_string()));
-                    last = Some(format!("{KEY_START}{service_id}:{environment}:~"));
+                if let Ok(key) = raw.get("correlation_id").parse::<CorrelationKey>() {
+                    last = Some(format!(
+                        "{}{}:{}:~",
+                        CorrelationKey::START,
+                        key.service_id,
+                        key.environment
+                    ));
+                    found.insert((key.service_id, key.environment));
                 }
             }
             let more = match reply.total_count() {
@@ -456,10 +462,13 @@ impl ServiceNow {
                 continue;
             };
             let key = raw.get("correlation_id");
-            let sha = key_parts(key).map_or("", |(_, _, sha)| sha);
+            let sha = key
+                .parse::<CorrelationKey>()
+                .map(|k| k.sha)
+                .unwrap_or_default();
             let facts = text::parse_facts(raw.get("justification"))
                 .unwrap_or_default()
-                .into_facts(service, service_id, environment, sha);
+                .into_facts(service, service_id, environment, &sha);
             let mark = display_mark(raw.get("correlation_display"));
             let row = number_seq(raw.number()).unwrap_or(i as i64);
             // Times are to the second. Within one second, a pipeline's writes come in the

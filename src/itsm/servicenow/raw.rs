@@ -208,20 +208,6 @@ pub(super) fn display_marked(day: NaiveDate, mark: Mark) -> String {
     }
 }
 
-/// Every correlation key changegate writes starts with this.
-pub(super) const KEY_START: &str = "changegate:";
-
-/// `(service_id, environment)` of a stored correlation key (`changegate:<service>:<env>:<sha>`;
-/// the service part may have been shortened to fit, see [`KEY_MAX`]).
-pub(super) fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
-    let rest = key.trim().strip_prefix(KEY_START)?;
-    let mut parts = rest.rsplitn(3, ':');
-    let sha = parts.next().filter(|s| !s.is_empty())?;
-    let environment = parts.next().filter(|s| !s.is_empty())?;
-    let service_id = parts.next().filter(|s| !s.is_empty())?;
-    Some((service_id, environment, sha))
-}
-
 /// The change request number's digits (`CHG0030001` → 30001): the order of creation.
 pub(super) fn number_seq(number: &str) -> Option<i64> {
     let digits: String = number.chars().filter(char::is_ascii_digit).collect();
@@ -441,15 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_split_into_service_environment_and_sha() {
-        let sha = "a".repeat(40);
-        let key = format!("changegate:acme/payments-api:production:{sha}");
-        assert_eq!(
-            key_parts(&key),
-            Some(("acme/payments-api", "production", sha.as_str()))
-        );
-        assert_eq!(key_parts("changegate:x"), None);
-        assert_eq!(key_parts("other:a:b:c"), None);
+    fn numbers_order_by_their_digits() {
         assert_eq!(number_seq("CHG0030001"), Some(30001));
     }
 
