@@ -13,9 +13,12 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar,
 };
 
+mod dry_run;
 pub mod jira;
 pub mod local;
 pub mod servicenow;
+
+pub use dry_run::DryRun;
 
 /// What the policy needs to know about the past, for one service in one environment.
 #[derive(Debug, Clone)]
@@ -253,15 +256,22 @@ pub trait ManualApproval: Send + Sync {
     ) -> Result<ChangeRecord>;
 }
 
-/// Opens the backend the settings name.
+/// Opens the backend the settings name; for a dry run, behind the one guard that refuses
+/// its writes ([`DryRun`]).
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>> {
     settings.check_backend()?;
-    match settings.backend {
-        BackendKind::Local => Ok(Box::new(
+    let backend: Box<dyn Backend> = match settings.backend {
+        // Read-only for a dry run so that it does not create the ledger file either.
+        BackendKind::Local => Box::new(
             local::Ledger::open(&settings.ledger_path, settings.dry_run)?
                 .with_calendar(settings.calendar),
-        )),
-        BackendKind::Servicenow => Ok(Box::new(servicenow::ServiceNow::connect(settings)?)),
-        BackendKind::Jira => Ok(Box::new(jira::Jira::connect(settings)?)),
-    }
+        ),
+        BackendKind::Servicenow => Box::new(servicenow::ServiceNow::connect(settings)?),
+        BackendKind::Jira => Box::new(jira::Jira::connect(settings)?),
+    };
+    Ok(if settings.dry_run {
+        Box::new(DryRun::new(backend))
+    } else {
+        backend
+    })
 }

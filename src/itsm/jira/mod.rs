@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -75,7 +75,6 @@ pub struct Jira {
     token: SecretString,
     project: String,
     cfg: JiraSection,
-    dry_run: bool,
     /// Changes looked up or written by this process, by correlation key (`None`: looked up
     /// and not found). `gate` looks a change up and then opens it: the second lookup costs
     /// nothing. A parallel run creating it in between is caught after the create.
@@ -110,19 +109,11 @@ impl Jira {
             token: access.token,
             project: access.project,
             cfg,
-            dry_run: settings.dry_run,
             found: Mutex::new(HashMap::new()),
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
             verifying: Mutex::new(HashMap::new()),
         })
-    }
-
-    pub(super) fn writable(&self) -> Result<()> {
-        if self.dry_run {
-            bail!("internal error: a dry run tried to write to Jira");
-        }
-        Ok(())
     }
 
     pub(super) fn browse(&self, key: &str) -> String {
