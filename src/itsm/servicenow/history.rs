@@ -15,7 +15,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::client::Body;
-use super::raw::*;
+use super::codec::{
+    CANCELED, CLOSED, KEY_MAX, Raw, display_day, is_sys_id, key_prefix, q, scalar, sn_time,
+};
 use super::{READ_FIELDS, STATS, ServiceNow, TABLE};
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
 use crate::itsm::HistoryQuery;

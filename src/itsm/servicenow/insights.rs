@@ -24,7 +24,10 @@ use reqwest::Method;
 use serde_json::{Map, json};
 
 use super::client::Body;
-use super::raw::*;
+use super::codec::{
+    CLOSED, Mark, Raw, VERIFIED, display_day, display_mark, display_marked, fallback_decision,
+    key_prefix, number_seq, q, sn_time,
+};
 use super::text;
 use super::{ServiceNow, TABLE};
 use crate::domain::kpi::ChangeSummary;

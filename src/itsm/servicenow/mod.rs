@@ -49,15 +49,18 @@ use crate::domain::{
 use crate::http::HttpClient;
 
 mod client;
+mod codec;
 mod history;
 mod insights;
-mod raw;
 mod text;
 mod write;
 
 use client::{Body, SnClient, SnError};
+use codec::{
+    CANCELED, CLOSED, IMPLEMENT, KEY_MAX, Raw, TIMED_OUT, display_timed_out, fallback_decision,
+    is_sys_id, journal_text, kind_of_json, map_state, q, sn_time, tolerant,
+};
 use history::Recent;
-use raw::*;
 
 const TABLE: &str = "api/now/table/change_request";
 const STATS: &str = "api/now/stats/change_request";

@@ -857,5 +857,4 @@ impl Backend for Ledger {
 }
 
 #[cfg(test)]
-#[path = "tests/local.rs"]
 mod tests;
