@@ -7,19 +7,30 @@
 //! `change_summaries` one page of 100 per 100 changes updated since the first reported
 //! sprint began; `recorded_changes` one page of 100 per 100 decided changes.
 
-use std::collections::BTreeSet;
-
-use anyhow::{Result, bail};
-use chrono::{DateTime, Duration, TimeZone, Utc};
-
-use super::issue::{IssueView, Stored};
-use super::search::{any_kind, q, q_list};
-use super::tally::PAGE;
-use super::{FACTS, Jira, PROPERTY, labels};
+use super::FACTS;
+use super::Jira;
+use super::PROPERTY;
+use super::client::any_kind;
+use super::client::q;
+use super::client::q_list;
+use super::codec::IssueView;
+use super::codec::Stored;
+use super::history::PAGE;
+use super::labels;
+use crate::domain::ChangeFacts;
+use crate::domain::Outcome;
+use crate::domain::Platform;
 use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::{RecordedChange, Stamp};
-use crate::domain::{ChangeFacts, Outcome, Platform};
+use crate::domain::simulate::RecordedChange;
+use crate::domain::simulate::Stamp;
 use crate::itsm::ServiceRef;
+use anyhow::Result;
+use anyhow::bail;
+use chrono::DateTime;
+use chrono::Duration;
+use chrono::TimeZone;
+use chrono::Utc;
+use std::collections::BTreeSet;
 
 /// Pages read for a report or a simulation at most (a million changes).
 const MAX_PAGES: usize = 10_000;

@@ -15,23 +15,12 @@
 //! create the run searches again with read-after-write consistency for its own issue; the
 //! lowest issue id wins, and the other run retires its issue as a duplicate.
 
-mod approvals;
 mod client;
-mod create;
-mod deploy;
+mod codec;
 mod history;
 mod insights;
-mod issue;
-pub mod labels;
-mod lookup;
-mod open;
-mod record;
-mod render;
-mod search;
-mod tally;
-mod transitions;
+mod lifecycle;
 mod verify;
-mod write;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,8 +40,8 @@ use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History
 use crate::http::HttpClient;
 
 pub use client::jira_words;
-pub use issue::Stored;
-use lookup::Found;
+pub use codec::{Stored, labels};
+use lifecycle::Found;
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
@@ -82,7 +71,7 @@ pub struct Jira {
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
     /// The changes `verify` found due, by issue key, with their links.
-    verifying: Mutex<HashMap<String, issue::IssueView>>,
+    verifying: Mutex<HashMap<String, codec::IssueView>>,
 }
 
 impl std::fmt::Debug for Jira {
@@ -165,7 +154,7 @@ impl ChangeStore for Jira {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let _ = now;
-        self.comment(&record.id, render::refusal_comment(why))
+        self.comment(&record.id, codec::refusal_comment(why))
             .await?;
         if record.timed_out {
             self.edit(

@@ -6,21 +6,33 @@
 //! and F re-reads and comments. A link that does not tell the linked issue's type costs
 //! one JQL search for that change.
 
-use std::collections::HashMap;
-
-use anyhow::{Result, anyhow};
-use chrono::{DateTime, Duration, Utc};
+use super::Jira;
+use super::PROPERTY;
+use super::client::Op;
+use super::client::not_found;
+use super::client::q;
+use super::client::q_list;
+use super::codec::IssueView;
+use super::codec::Linked;
+use super::codec::Stored;
+use super::codec::parse_jira_time;
+use super::codec::verification_comment;
+use super::eq;
+use super::history::PAGE;
+use super::labels;
+use crate::domain::ChangeRecord;
+use crate::domain::Outcome;
+use crate::domain::verify::LinkedIncident;
+use crate::domain::verify::Verdict;
+use anyhow::Result;
+use anyhow::anyhow;
+use chrono::DateTime;
+use chrono::Duration;
+use chrono::Utc;
 use reqwest::Method;
-use serde_json::{Value, json};
-
-use super::client::{Op, not_found};
-use super::issue::{IssueView, Linked, Stored, parse_jira_time};
-use super::render::verification_comment;
-use super::search::{q, q_list};
-use super::tally::PAGE;
-use super::{Jira, PROPERTY, eq, labels};
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeRecord, Outcome};
+use serde_json::Value;
+use serde_json::json;
+use std::collections::HashMap;
 
 /// Pages of due changes read per run: the oldest 5,000 are verified, the rest on the
 /// next run.

@@ -1,15 +1,30 @@
+//! The issue as changegate reads and writes it: the issue view and its property, the text
+//! written into it, and the labels.
+//!
 //! What changegate reads of an issue, and what it keeps in the issue property.
+//!
+//! What changegate writes into issues: the description and comments, in ADF.
 
-use anyhow::{Result, anyhow};
-use chrono::{DateTime, Utc};
-use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use super::client::{Op, not_found};
-use super::{FACTS, Jira, PROPERTY, labels};
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, Outcome};
+use super::FACTS;
+use super::Jira;
+use super::PROPERTY;
+use super::client::Op;
+use super::client::not_found;
+use crate::domain::ChangeFacts;
+use crate::domain::ChangeRecord;
+use crate::domain::CorrelationKey;
+use crate::domain::Decision;
+use crate::domain::DecisionKind;
+use crate::domain::Outcome;
 use crate::itsm::ServiceRef;
+use anyhow::Result;
+use anyhow::anyhow;
+use chrono::DateTime;
+use chrono::Utc;
+use reqwest::Method;
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::Value;
 
 /// What the issue property holds. Fields added over time are optional, so a property
 /// written by an earlier changegate still reads.
@@ -352,7 +367,7 @@ impl Jira {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_issue {
     use super::*;
 
     #[test]
@@ -440,5 +455,425 @@ mod tests {
         // Fields never set are not written at all.
         let fresh = serde_json::to_value(Stored::of(None, &record)).unwrap();
         assert!(fresh.get("incidents").is_none() && fresh.get("verified_at").is_none());
+    }
+}
+
+/// Rich text in Atlassian Document Format, as `/rest/api/3` wants it. Text goes in text
+/// nodes, never in markup, so untrusted text cannot format or link anything.
+pub(super) mod adf {
+    use serde_json::{Value, json};
+
+    pub fn doc(blocks: Vec<Value>) -> Value {
+        json!({"type": "doc", "version": 1, "content": blocks})
+    }
+
+    pub fn text(text: &str) -> Value {
+        json!({"type": "text", "text": text})
+    }
+
+    /// Bold text.
+    pub fn strong(text: &str) -> Value {
+        json!({"type": "text", "text": text, "marks": [{"type": "strong"}]})
+    }
+
+    /// A link only for http(s) URLs; anything else stays text.
+    pub fn link(url: &str) -> Value {
+        if url.starts_with("https://") || url.starts_with("http://") {
+            json!({"type": "text", "text": url, "marks": [{"type": "link", "attrs": {"href": url}}]})
+        } else {
+            text(url)
+        }
+    }
+
+    pub fn para(nodes: Vec<Value>) -> Value {
+        json!({"type": "paragraph", "content": nodes})
+    }
+
+    pub fn line(t: &str) -> Value {
+        para(vec![text(t)])
+    }
+
+    pub fn labelled(label: &str, value: &str) -> Value {
+        para(vec![strong(label), text(&format!(" {value}"))])
+    }
+
+    pub fn bullets(items: &[String]) -> Value {
+        json!({
+            "type": "bulletList",
+            "content": items.iter().map(|i| json!({"type": "listItem", "content": [line(i)]})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The description of a new change issue: the pipeline's facts, one per paragraph.
+pub(super) fn description(facts: &ChangeFacts) -> Value {
+    let mut blocks = vec![adf::line(&format!(
+        "Deploy of {} to {}, opened by changegate from the pipeline's metadata.",
+        facts.service, facts.environment
+    ))];
+    blocks.push(adf::labelled("Commit:", &facts.commit_sha));
+    if let Some((base, head)) = &facts.range {
+        blocks.push(adf::labelled(
+            "Commit range:",
+            &format!("{base}..{head} ({} commits)", facts.commits.len()),
+        ));
+    }
+    if let Some(repo) = &facts.repository {
+        blocks.push(adf::labelled("Repository:", repo));
+    }
+    if let Some(branch) = &facts.branch {
+        blocks.push(adf::labelled("Branch:", branch));
+    }
+    if let Some(pr) = &facts.pull_request {
+        let mut nodes = vec![
+            adf::strong("Pull request:"),
+            adf::text(&format!(" #{} {}", pr.number, pr.title)),
+        ];
+        if let Some(url) = &pr.url {
+            nodes.push(adf::text(" "));
+            nodes.push(adf::link(url));
+        }
+        blocks.push(adf::para(nodes));
+    }
+    if !facts.work_items.is_empty() {
+        blocks.push(adf::labelled("Work items:", &facts.work_items.join(", ")));
+    }
+    if let Some(lines) = facts.lines_changed {
+        blocks.push(adf::labelled(
+            "Size:",
+            &format!("{lines} lines changed in {} files", facts.paths.len()),
+        ));
+    }
+    if let Some(passed) = facts.tests_passed {
+        blocks.push(adf::labelled(
+            "Tests:",
+            if passed { "passed" } else { "failed" },
+        ));
+    }
+    if let Some(url) = &facts.run_url {
+        blocks.push(adf::para(vec![
+            adf::strong("Pipeline run:"),
+            adf::text(" "),
+            adf::link(url),
+        ]));
+    }
+    if let Some(actor) = &facts.actor {
+        blocks.push(adf::labelled("Triggered by:", actor));
+    }
+    if !facts.commits.is_empty() {
+        let mut items: Vec<String> = facts
+            .commits
+            .iter()
+            .take(20)
+            .map(|c| format!("{} {}", c.sha.get(..12).unwrap_or(&c.sha), c.subject))
+            .collect();
+        if facts.commits.len() > 20 {
+            items.push(format!("… and {} more", facts.commits.len() - 20));
+        }
+        blocks.push(adf::bullets(&items));
+    }
+    blocks.push(adf::labelled("Correlation key:", &facts.key().to_string()));
+    adf::doc(blocks)
+}
+
+/// The comment that records the final decision after a rejection or a timed-out wait.
+pub(super) fn refusal_comment(why: &str) -> Value {
+    adf::doc(vec![adf::para(vec![
+        adf::strong("changegate decision: blocked"),
+        adf::text(&format!(" ({why}); the deploy does not go ahead.")),
+    ])])
+}
+
+/// The comment that records a decision: kind, mode, allowance and every rule.
+pub(super) fn decision_comment(d: &Decision) -> Value {
+    let mut blocks = vec![adf::para(vec![
+        adf::strong(&format!("changegate decision: {}", d.kind)),
+        adf::text(&format!(" ({} mode)", d.mode.as_str())),
+    ])];
+    if let Some(reason) = &d.emergency {
+        blocks.push(adf::line(&format!(
+            "Emergency change: {reason}. Flagged for review after the deploy."
+        )));
+    }
+    blocks.push(adf::line(&format!(
+        "Sprint {}: {} of {} pre-approved changes used before this one.",
+        d.sprint, d.allowance_used, d.allowance
+    )));
+    let rules: Vec<String> = d
+        .rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}: {}",
+                if r.passed { "✔" } else { "✘" },
+                r.code,
+                r.reason
+            )
+        })
+        .collect();
+    if !rules.is_empty() {
+        blocks.push(adf::bullets(&rules));
+    }
+    match d.kind {
+        DecisionKind::NeedsApproval => blocks.push(adf::line(
+            "Waiting for approval in Jira Service Management.",
+        )),
+        DecisionKind::PreApproved => blocks.push(adf::line(
+            "Pre-approved: moved to implementation when the gate passes.",
+        )),
+        DecisionKind::Blocked => blocks.push(adf::line("Blocked: the deploy must not proceed.")),
+    }
+    if let Some(at) = &d.clock_override {
+        blocks.push(adf::line(&format!(
+            "Decided with the clock set to {at} (CHANGEGATE_NOW)."
+        )));
+    }
+    adf::doc(blocks)
+}
+
+/// The comment that records the deploy's outcome: `kept`, and what the job said when that
+/// differs, then the job's notes.
+pub(super) fn outcome_comment(kept: Outcome, said: Outcome, notes: &str) -> Value {
+    let mut blocks = vec![adf::para(vec![adf::strong(&format!(
+        "changegate: deploy {kept}"
+    ))])];
+    if kept != said {
+        blocks.push(adf::line(&format!(
+            "The gate never passed, so nothing was deployed: recorded as {kept} (the job said {said})."
+        )));
+    }
+    if !notes.trim().is_empty() {
+        blocks.push(adf::line(notes));
+    }
+    adf::doc(blocks)
+}
+
+/// The comment `verify` adds to a success it turned into a failure.
+pub(super) fn verification_comment(incidents: &[String]) -> Value {
+    adf::doc(vec![
+        adf::para(vec![adf::strong("changegate verify: failed after deploy")]),
+        adf::line(&format!(
+            "Incidents linked within the verification window: {}.",
+            incidents.join(", ")
+        )),
+        adf::line(
+            "The deploy went through, but it now counts as a failure in this service's track record and trust ramp.",
+        ),
+    ])
+}
+
+/// The comment on an issue retired as the duplicate of `winner`.
+pub(super) fn duplicate_note(winner: &str) -> Value {
+    adf::doc(vec![adf::line(&format!(
+        "Duplicate of {winner}: a parallel changegate run opened it for the same change first. This issue is not used."
+    ))])
+}
+
+#[cfg(test)]
+mod tests_render {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_stays_text() {
+        assert_eq!(
+            adf::link("javascript:alert(1)"),
+            adf::text("javascript:alert(1)")
+        );
+        assert_eq!(
+            adf::link("https://ci.example.com/run/1")["marks"][0]["attrs"]["href"],
+            "https://ci.example.com/run/1"
+        );
+        let note = outcome_comment(Outcome::Cancelled, Outcome::Success, "[x](https://evil)");
+        let last = &note["content"][2]["content"][0];
+        assert_eq!(last, &adf::text("[x](https://evil)"));
+    }
+}
+
+pub mod labels {
+    //! The labels changegate writes. All are `[a-z0-9-]`, so every Jira site accepts them and
+    //! `labels = "…"` matches them exactly.
+
+    use chrono::{DateTime, NaiveDate, Utc};
+    use serde_json::{Value, json};
+
+    use crate::domain::{Decision, DecisionKind, Mode, Outcome};
+
+    /// On every change issue changegate opened.
+    pub const MARK: &str = "changegate";
+    /// On an issue a parallel run created for a change that already had one.
+    pub const DUPLICATE: &str = "changegate-duplicate";
+    pub const EMERGENCY: &str = "changegate-emergency";
+    pub const OBSERVE: &str = "changegate-observe";
+    /// On a change `verify` has settled: it is never verified (nor written) again.
+    pub const VERIFIED: &str = "changegate-verified";
+    /// On a success `verify` turned into a failure (its outcome label is then the failure's).
+    pub const FAILED_AFTER_DEPLOY: &str = "changegate-failed-after-deploy";
+    /// On a change whose gate's wait for approval ran out: a re-run reads the timeout back with
+    /// the issue (the comment says it to humans). A new decision removes it.
+    pub const TIMED_OUT: &str = "changegate-timed-out";
+    const DAY: &str = "changegate-day-";
+    const SERVICE: &str = "changegate-svc-";
+
+    /// FNV-1a, 64 bits: stable across versions and platforms.
+    fn fnv1a64(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
+    /// One label per service and environment: the history's scope.
+    pub fn service(service_id: &str, environment: &str) -> String {
+        format!(
+            "{SERVICE}{:016x}",
+            fnv1a64(&format!("{service_id}:{environment}"))
+        )
+    }
+
+    /// Whether `label` is a service label (not a change's, which goes on with the commit).
+    pub fn is_service(label: &str) -> bool {
+        label
+            .strip_prefix(SERVICE)
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// One label per change: service, environment and commit.
+    pub fn key(service_id: &str, environment: &str, sha: &str) -> String {
+        let sha: String = sha
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(200)
+            .collect();
+        format!("{}-{sha}", service(service_id, environment))
+    }
+
+    pub fn kind(kind: DecisionKind) -> String {
+        format!("changegate-{}", kind.as_str())
+    }
+
+    pub const KINDS: [DecisionKind; 3] = [
+        DecisionKind::PreApproved,
+        DecisionKind::NeedsApproval,
+        DecisionKind::Blocked,
+    ];
+
+    pub fn outcome(outcome: Outcome) -> String {
+        format!("changegate-{}", outcome.as_str())
+    }
+
+    /// The day (UTC) the change was decided: sprints start at midnight UTC, so the day
+    /// places a change in its sprint exactly, whatever the Jira user's time zone.
+    pub fn day(date: NaiveDate) -> String {
+        format!("{DAY}{}", date.format("%Y%m%d"))
+    }
+
+    pub fn parse_day(label: &str) -> Option<NaiveDate> {
+        NaiveDate::parse_from_str(label.strip_prefix(DAY)?, "%Y%m%d").ok()
+    }
+
+    pub fn is_day(label: &str) -> bool {
+        label.starts_with(DAY)
+    }
+
+    /// Whether `list` holds `label`.
+    pub(in crate::itsm::jira) fn has(list: &[String], label: &str) -> bool {
+        list.iter().any(|l| l == label)
+    }
+
+    /// The decision the labels tell, when the property is gone: kind, mode and emergency.
+    pub(in crate::itsm::jira) fn decision(list: &[String]) -> Option<Decision> {
+        let kind = KINDS.into_iter().find(|k| has(list, &kind(*k)))?;
+        Some(Decision {
+            kind,
+            rules: Vec::new(),
+            mode: if has(list, OBSERVE) {
+                Mode::Observe
+            } else {
+                Mode::Enforce
+            },
+            emergency: has(list, EMERGENCY)
+                .then(|| "emergency (from the issue's labels)".to_string()),
+            sprint: 0,
+            allowance: 0,
+            allowance_used: 0,
+            clock_override: None,
+        })
+    }
+
+    /// The labels of a decision taken `now`.
+    pub(in crate::itsm::jira) fn of_decision(d: &Decision, now: DateTime<Utc>) -> Vec<String> {
+        let mut out = vec![kind(d.kind), day(now.date_naive())];
+        if d.emergency.is_some() {
+            out.push(EMERGENCY.to_string());
+        }
+        if d.mode == Mode::Observe {
+            out.push(OBSERVE.to_string());
+        }
+        out
+    }
+
+    /// Whether `label` is one [`of_decision`] writes: replaced when the change is decided again.
+    pub(in crate::itsm::jira) fn is_decision(label: &str) -> bool {
+        KINDS.iter().any(|k| label == kind(*k))
+            || is_day(label)
+            || label == EMERGENCY
+            || label == OBSERVE
+            || label == TIMED_OUT
+    }
+
+    /// The `update.labels` operations of an issue edit: the removals, then the additions.
+    pub(in crate::itsm::jira) fn ops<'a>(
+        remove: impl IntoIterator<Item = &'a str>,
+        add: impl IntoIterator<Item = &'a str>,
+    ) -> Value {
+        let remove = remove.into_iter().map(|l| json!({ "remove": l }));
+        let add = add.into_iter().map(|l| json!({ "add": l }));
+        Value::Array(remove.chain(add).collect())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn labels_are_plain_and_distinct() {
+            let sha = "0123456789abcdef0123456789abcdef01234567";
+            let a = key("acme/payments-api", "production", sha);
+            let b = key("acme/payments-api", "staging", sha);
+            assert_ne!(a, b);
+            assert!(a.starts_with(&service("acme/payments-api", "production")));
+            assert!(a.ends_with(sha));
+            assert!(
+                a.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{a}"
+            );
+            assert!(a.len() < 255);
+            let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+            assert_eq!(parse_day(&day(date)), Some(date));
+            assert_eq!(kind(DecisionKind::PreApproved), "changegate-pre-approved");
+            assert!(is_service(&service("acme/payments-api", "production")));
+            assert!(!is_service(&a));
+            assert!(!is_service(VERIFIED));
+        }
+
+        #[test]
+        fn decision_from_labels_keeps_kind_mode_and_emergency() {
+            let d = decision(&[
+                kind(DecisionKind::NeedsApproval),
+                OBSERVE.into(),
+                EMERGENCY.into(),
+            ])
+            .unwrap();
+            assert_eq!(d.kind, DecisionKind::NeedsApproval);
+            assert_eq!(d.mode, Mode::Observe);
+            assert!(d.emergency.is_some());
+            assert!(decision(&["x".into()]).is_none());
+        }
     }
 }
