@@ -52,10 +52,11 @@ mod client;
 mod codec;
 mod history;
 mod insights;
-mod text;
-mod write;
+mod lifecycle;
+mod verify;
 
 use client::{Body, SnClient, SnError};
+use codec::text;
 use codec::{
     CANCELED, CLOSED, IMPLEMENT, KEY_MAX, Raw, TIMED_OUT, display_timed_out, fallback_decision,
     is_sys_id, journal_text, kind_of_json, map_state, q, sn_time, tolerant,

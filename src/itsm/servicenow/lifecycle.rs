@@ -8,11 +8,11 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::client::Body;
+use super::codec::text;
 use super::codec::{
     ASSESS, AUTHORIZE, CANCELED, DISPLAY, KEY_MAX, NEW, Raw, display_for, is_sys_id, model, q,
     state_label, type_for,
 };
-use super::text;
 use super::{CHG, ServiceNow, TABLE};
 use crate::domain::{ChangeFacts, Decision, DecisionKind};
 
