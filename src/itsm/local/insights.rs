@@ -7,12 +7,15 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
 
-use super::{COLUMNS, Ledger, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
+use super::Ledger;
+use super::codec::{COLUMNS, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
 use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
+use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
+use async_trait::async_trait;
 
 /// A stored JSON document that no longer parses: named, never silently skipped.
 fn bad_json(what: &str, row: i64, e: serde_json::Error) -> rusqlite::Error {
@@ -238,5 +241,30 @@ impl Ledger {
             }
             Ok(out)
         })
+    }
+}
+
+#[async_trait]
+impl Insights for Ledger {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.service_list()
+    }
+
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.summaries(service_id, environment, from, to)
+    }
+
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.recorded(service_id, environment)
     }
 }
