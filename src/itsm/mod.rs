@@ -1,5 +1,30 @@
-//! The backend port, split by role ([`ChangeStore`], [`TrackRecord`], [`Verification`],
-//! [`Insights`], and [`ManualApproval`] for a ledger), and the backends that provide it. A new backend is one new file plus one arm in [`connect`].
+//! The backend port, split by role, and the backends that provide it.
+//!
+//! Every backend is a [`Backend`]: a [`ChangeStore`] (find, open and move change records),
+//! a [`TrackRecord`] (the past a decision reads), [`Verification`] (what `verify` reads and
+//! writes) and [`Insights`] (what `report` and `policy simulate` read). A ledger also offers
+//! [`ManualApproval`] through [`Backend::manual`]; the commands that need it go through
+//! [`manual_only`] and [`manual`], the one place their refusal is worded. A dry run sees
+//! the backend through [`DryRun`], the one place writes are refused.
+//!
+//! Every backend has the same layout, `itsm/<backend>/`:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the backend's type, its `connect`, what it says about itself, `Backend` |
+//! | `client.rs` | the connection: HTTP calls and their errors, or the SQLite file |
+//! | `codec.rs` | the remote's shapes to changegate's and back (records, text, labels) |
+//! | `lifecycle.rs` | [`ChangeStore`] (and [`ManualApproval`] for a ledger) |
+//! | `history.rs` | [`TrackRecord`] |
+//! | `insights.rs` | [`Insights`] |
+//! | `verify.rs` | [`Verification`] |
+//!
+//! Unit tests sit beside the code (`#[cfg(test)] mod tests`, or `tests.rs` in the folder);
+//! a test below fails when a folder strays from this layout.
+//!
+//! Adding a backend touches exactly: its folder `itsm/<backend>/` in this layout, one
+//! `BackendKind` variant (with its `[<backend>]` section) in `config.rs`, and one arm in
+//! [`connect`].
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -274,4 +299,88 @@ pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>>
     } else {
         backend
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The files every backend folder holds (see the module's doc).
+    const LAYOUT: [&str; 7] = [
+        "client.rs",
+        "codec.rs",
+        "history.rs",
+        "insights.rs",
+        "lifecycle.rs",
+        "mod.rs",
+        "verify.rs",
+    ];
+
+    fn backend_folders() -> Vec<std::path::PathBuf> {
+        let itsm = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/itsm");
+        let mut dirs: Vec<_> = std::fs::read_dir(&itsm)
+            .expect("src/itsm is readable")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    #[test]
+    fn every_backend_folder_has_the_same_layout() {
+        let folders = backend_folders();
+        assert_eq!(folders.len(), 3, "{folders:?}");
+        for dir in folders {
+            let files: BTreeSet<String> = std::fs::read_dir(&dir)
+                .expect("a backend folder is readable")
+                .map(|e| e.expect("a directory entry").file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| n != "tests.rs")
+                .collect();
+            let expected: BTreeSet<String> = LAYOUT.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                files,
+                expected,
+                "{} strays from the backend layout",
+                dir.display()
+            );
+        }
+    }
+
+    #[test]
+    fn backends_import_by_name_not_by_glob() {
+        for dir in backend_folders() {
+            for file in LAYOUT {
+                let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+                    continue;
+                };
+                // A test module may take its parent whole; the code itself may not.
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for line in code.lines() {
+                    let line = line.trim();
+                    assert!(
+                        !(line.starts_with("use ") && line.ends_with("::*;")),
+                        "{}/{file}: {line}",
+                        dir.display()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_backend_knows_of_dry_runs() {
+        for dir in backend_folders() {
+            for file in LAYOUT {
+                let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+                assert!(
+                    !text.contains("dry_run"),
+                    "{}/{file} checks for a dry run itself: that is DryRun's job",
+                    dir.display()
+                );
+            }
+        }
+    }
 }

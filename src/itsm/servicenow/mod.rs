@@ -22,7 +22,7 @@
 //!   closed changes (whose `X-Total-Count` is the all-time total). A gate makes that query
 //!   its lookup too (see `history::survey`), which also names the standard change template
 //!   of recent standard changes.
-//! * **Verify, report, simulate** (see `insights.rs`): linked incidents are those whose
+//! * **Verify, report, simulate** (see `verify.rs`, `insights.rs`): linked incidents are those whose
 //!   `caused_by` or `rfc` is the change; the verdict is a mark in `correlation_display`,
 //!   and a failure after deploy also turns `close_code` to the failure code, so the history
 //!   counts it. The facts a decision was made on follow it in `justification` as one JSON
