@@ -10,13 +10,16 @@ use super::client::q;
 use super::client::q_list;
 use super::codec::commit_of;
 use super::labels;
+use crate::domain::CorrelationKey;
 use crate::domain::DecisionKind;
 use crate::domain::History;
 use crate::domain::Outcome;
 use crate::domain::SprintCalendar;
 use crate::domain::SprintTally;
 use crate::itsm::HistoryQuery;
+use crate::itsm::TrackRecord;
 use anyhow::Result;
+use async_trait::async_trait;
 use chrono::Duration;
 use chrono::TimeZone;
 use chrono::Utc;
@@ -45,42 +48,6 @@ impl Jira {
             ));
         }
         jql
-    }
-
-    /// Requests per decision: one search for the recent outcomes, one count when the window
-    /// is full, and up to [`TALLY_PAGES`] searches for the sprint tallies, or, when the
-    /// lookback holds more changes than that, a fixed number of counts per sprint.
-    pub(super) async fn history_of(&self, q_: &HistoryQuery<'_>) -> Result<History> {
-        let scope = self.scope_jql(q_.service_id, q_.environment, q_.exclude_key);
-        let closed = format!(
-            "{scope} AND labels in ({})",
-            q_list([
-                labels::outcome(Outcome::Success),
-                labels::outcome(Outcome::Failure)
-            ])
-        );
-        let (recent, more) = self.recent(&closed, q_.window).await?;
-        let closed_total = if !more && (recent.len() as u64) < u64::from(q_.window) {
-            recent.len() as u64
-        } else {
-            self.count(&closed).await?.max(recent.len() as u64)
-        };
-        let current = q_.calendar.index_of(q_.now);
-        let sprints = match self.tallies_by_search(&scope, q_, current).await? {
-            Some(s) => s,
-            None => {
-                tracing::info!(
-                    "more than {} changes in the lookback; counting per sprint",
-                    PAGE as usize * TALLY_PAGES
-                );
-                self.tallies_by_count(&scope, q_, current).await?
-            }
-        };
-        Ok(History {
-            closed_total,
-            recent,
-            sprints,
-        })
     }
 
     /// The most recent closed outcomes of `closed`, newest first, `window` of them at most,
@@ -259,6 +226,49 @@ fn tally_labels(
         t.emergency += 1;
     } else if has(&labels::kind(DecisionKind::PreApproved)) {
         t.pre_approved += 1;
+    }
+}
+
+#[async_trait]
+impl TrackRecord for Jira {
+    /// Requests per decision: one search for the recent outcomes, one count when the window
+    /// is full, and up to [`TALLY_PAGES`] searches for the sprint tallies, or, when the
+    /// lookback holds more changes than that, a fixed number of counts per sprint.
+    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
+        let scope = self.scope_jql(q_.service_id, q_.environment, q_.exclude_key);
+        let closed = format!(
+            "{scope} AND labels in ({})",
+            q_list([
+                labels::outcome(Outcome::Success),
+                labels::outcome(Outcome::Failure)
+            ])
+        );
+        let (recent, more) = self.recent(&closed, q_.window).await?;
+        let closed_total = if !more && (recent.len() as u64) < u64::from(q_.window) {
+            recent.len() as u64
+        } else {
+            self.count(&closed).await?.max(recent.len() as u64)
+        };
+        let current = q_.calendar.index_of(q_.now);
+        let sprints = match self.tallies_by_search(&scope, q_, current).await? {
+            Some(s) => s,
+            None => {
+                tracing::info!(
+                    "more than {} changes in the lookback; counting per sprint",
+                    PAGE as usize * TALLY_PAGES
+                );
+                self.tallies_by_count(&scope, q_, current).await?
+            }
+        };
+        Ok(History {
+            closed_total,
+            recent,
+            sprints,
+        })
+    }
+
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.last_sha(&key.service_id, &key.environment).await
     }
 }
 

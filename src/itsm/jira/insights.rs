@@ -23,9 +23,11 @@ use crate::domain::Platform;
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::simulate::Stamp;
+use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
 use anyhow::Result;
 use anyhow::bail;
+use async_trait::async_trait;
 use chrono::DateTime;
 use chrono::Duration;
 use chrono::TimeZone;
@@ -102,11 +104,14 @@ impl Jira {
             self.project
         )
     }
+}
 
+#[async_trait]
+impl Insights for Jira {
     /// Every service and environment with decided changes. Each round searches for the
     /// changes of services not seen yet, newest first, so the display name is the one the
     /// newest change was opened with.
-    pub(super) async fn service_list(&self) -> Result<Vec<ServiceRef>> {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         let mut seen: Vec<String> = Vec::new();
         let mut refs: BTreeSet<ServiceRef> = BTreeSet::new();
         for _ in 0..SERVICE_ROUNDS {
@@ -159,7 +164,7 @@ impl Jira {
     }
 
     /// The KPI summaries of the changes of one service decided from `from` to `to`.
-    pub(super) async fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -211,7 +216,7 @@ impl Jira {
     }
 
     /// Every decided change of one service with what its decision was made on.
-    pub(super) async fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,

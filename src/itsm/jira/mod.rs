@@ -31,12 +31,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{Backend, ChangeStore, HistoryQuery, Insights, ServiceRef, TrackRecord, Verification};
+use super::{Backend, ChangeStore};
 use crate::config::{BackendKind, JiraSection};
-use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::RecordedChange;
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, Outcome};
 use crate::http::HttpClient;
 
 pub use client::jira_words;
@@ -164,69 +161,6 @@ impl ChangeStore for Jira {
             .await?;
         }
         Ok(record.clone())
-    }
-}
-
-#[async_trait]
-impl TrackRecord for Jira {
-    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(q_).await
-    }
-
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_sha(&key.service_id, &key.environment).await
-    }
-}
-
-#[async_trait]
-impl Verification for Jira {
-    async fn awaiting_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        self.due(deployed_before).await
-    }
-
-    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        self.incidents_of(record).await
-    }
-
-    async fn record_verification(
-        &self,
-        record: &ChangeRecord,
-        verdict: &Verdict,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.write_verification(record, verdict, now).await
-    }
-
-    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
-        self.read_facts(&record.id).await
-    }
-}
-
-#[async_trait]
-impl Insights for Jira {
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.service_list().await
-    }
-
-    async fn change_summaries(
-        &self,
-        service_id: &str,
-        environment: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from, to).await
-    }
-
-    async fn recorded_changes(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        self.recorded(service_id, environment).await
     }
 }
 

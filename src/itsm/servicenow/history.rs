@@ -7,6 +7,8 @@
 //! closed changes of the service and environment. That query also tells the standard change
 //! template's sys_id when a recent standard change was made from it.
 
+use crate::itsm::TrackRecord;
+use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Result, bail};
@@ -182,8 +184,11 @@ impl ServiceNow {
             cache.template_learned = true;
         }
     }
+}
 
-    pub(super) async fn history_of(&self, q_: &HistoryQuery<'_>) -> Result<History> {
+#[async_trait]
+impl TrackRecord for ServiceNow {
+    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
         let prefix = key_prefix(q_.service_id, q_.environment);
         let exclude = q_.exclude_key.map(str::to_string);
         let exclude_fitted = q_.exclude_key.map(|k| {
@@ -299,7 +304,7 @@ impl ServiceNow {
     /// The commit of the last change closed successful for the service and environment of
     /// `key` (the last deploy other than `key`'s, a failed one aside: it may not have
     /// shipped), from the query that also finds `key`'s record.
-    pub(super) async fn last_closed_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
         let prefix = key_prefix(&key.service_id, &key.environment);
         let cached = self
             .cache()

@@ -15,6 +15,8 @@
 //! * **Lists** are read page by page (`sysparm_limit`/`sysparm_offset`, until
 //!   `X-Total-Count`), in a stable order.
 
+use crate::itsm::Insights;
+use async_trait::async_trait;
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::Result;
@@ -121,10 +123,26 @@ impl ServiceNow {
 
     // --- report ---
 
+    // --- policy simulate ---
+}
+
+/// When `verify` turned the change into a failure, from its `close_notes` line.
+fn after_deploy_time(notes: &str) -> Option<DateTime<Utc>> {
+    notes.lines().rev().find_map(|line| {
+        let rest = line.trim().strip_prefix(AFTER_DEPLOY_NOTE)?;
+        let (at, _) = rest.split_once("):")?;
+        DateTime::parse_from_rfc3339(at.trim())
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+#[async_trait]
+impl Insights for ServiceNow {
     /// Every service and environment with changes on the instance. The keys are read in
     /// order, and after each page the scan jumps past the last service seen, so a service
     /// with a long history costs one request, not one per page of its changes.
-    pub(super) async fn service_refs(&self) -> Result<Vec<ServiceRef>> {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         let mut found: BTreeSet<(String, String)> = BTreeSet::new();
         let mut from: Option<String> = None;
         let mut jumps: HashSet<String> = HashSet::new();
@@ -194,7 +212,7 @@ impl ServiceNow {
     /// Changes of one service and environment decided from `from` to `to`, in decision
     /// order. Read by creation (≤ `to`) and last update (≥ `from`): a change decided within
     /// the range was created before its decision and updated by it.
-    pub(super) async fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -246,12 +264,10 @@ impl ServiceNow {
         Ok(out.into_iter().map(|(_, _, s)| s).collect())
     }
 
-    // --- policy simulate ---
-
     /// Every decided change of one service and environment, with the facts its decision
     /// was made on (the facts line; a change decided before changegate wrote one is
     /// replayed on its key alone), in decision order.
-    pub(super) async fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,
@@ -309,17 +325,6 @@ impl ServiceNow {
         out.sort_by_key(|c| (c.decided, c.row));
         Ok(out)
     }
-}
-
-/// When `verify` turned the change into a failure, from its `close_notes` line.
-fn after_deploy_time(notes: &str) -> Option<DateTime<Utc>> {
-    notes.lines().rev().find_map(|line| {
-        let rest = line.trim().strip_prefix(AFTER_DEPLOY_NOTE)?;
-        let (at, _) = rest.split_once("):")?;
-        DateTime::parse_from_rfc3339(at.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    })
 }
 
 #[cfg(test)]

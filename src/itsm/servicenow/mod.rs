@@ -37,14 +37,11 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{Backend, ChangeStore, HistoryQuery, Insights, ServiceRef, TrackRecord, Verification};
+use super::{Backend, ChangeStore};
 use crate::config::{BackendKind, ServiceNowSection};
-use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::RecordedChange;
-use crate::domain::verify::{LinkedIncident, Verdict};
+use crate::domain::verify::LinkedIncident;
 use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Mode, Outcome, SprintCalendar,
-    State,
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, Mode, Outcome, SprintCalendar, State,
 };
 use crate::http::HttpClient;
 
@@ -631,67 +628,6 @@ impl ChangeStore for ServiceNow {
         }
         let raw = self.patch(&raw, f).await?;
         Ok(self.keep(record, &raw))
-    }
-}
-
-#[async_trait]
-impl TrackRecord for ServiceNow {
-    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(query).await
-    }
-
-    /// The commit of the last change closed successful for this service and environment
-    /// (the last deploy), from the query that also finds the key's record.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_closed_sha(key).await
-    }
-}
-
-#[async_trait]
-impl Verification for ServiceNow {
-    async fn awaiting_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        self.due_for_verification(deployed_before).await
-    }
-
-    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        self.incidents_of(record).await
-    }
-
-    async fn record_verification(
-        &self,
-        record: &ChangeRecord,
-        verdict: &Verdict,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.write_verification(record, verdict, now).await
-    }
-}
-
-#[async_trait]
-impl Insights for ServiceNow {
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.service_refs().await
-    }
-
-    async fn change_summaries(
-        &self,
-        service_id: &str,
-        environment: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from, to).await
-    }
-
-    async fn recorded_changes(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        self.recorded(service_id, environment).await
     }
 }
 

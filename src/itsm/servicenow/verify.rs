@@ -13,6 +13,8 @@
 //!   history's track record and sprint tallies count) and adds a `close_notes` line with the
 //!   time and the incidents; a work note says what was found.
 
+use crate::itsm::Verification;
+use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::{Context, Result};
@@ -40,35 +42,6 @@ const INCIDENT_CANCELED: &str = "8";
 const INCIDENT_FIELDS: &str = "sys_id,number,caused_by,rfc,sys_created_on";
 
 impl ServiceNow {
-    /// Closed changes with a success or failure close code, deployed (`work_start`) at or
-    /// before `deployed_before` and not verified yet, oldest deploy first; the incidents
-    /// linked to them are read at once, a batch of changes per request.
-    pub(super) async fn due_for_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        let query = format!(
-            "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^work_start<={}\
-             ^correlation_displayNOT LIKE{VERIFIED}^ORDERBYwork_start^ORDERBYnumber",
-            CorrelationKey::START,
-            q(&self.outcome_codes().join(",")),
-            sn_time(deployed_before)
-        );
-        let rows = self.list_all(TABLE, &query, CHECK_FIELDS, PAGE).await?;
-        for raw in &rows {
-            self.remember(raw);
-        }
-        self.prefetch_incidents(&rows).await;
-        Ok(rows
-            .iter()
-            .map(|raw| self.to_record(raw))
-            .filter(|r| {
-                matches!(r.outcome, Some(Outcome::Success | Outcome::Failure))
-                    && r.deployed_at.is_some()
-            })
-            .collect())
-    }
-
     /// Reads the incidents of `rows` in batches and keeps them for [`Self::incidents_of`].
     /// A batch that cannot be read is left out: each of its changes is then asked for on
     /// its own, and fails alone.
@@ -135,8 +108,40 @@ impl ServiceNow {
         }
         Ok(out)
     }
+}
 
-    pub(super) async fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+#[async_trait]
+impl Verification for ServiceNow {
+    /// Closed changes with a success or failure close code, deployed (`work_start`) at or
+    /// before `deployed_before` and not verified yet, oldest deploy first; the incidents
+    /// linked to them are read at once, a batch of changes per request.
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        let query = format!(
+            "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^work_start<={}\
+             ^correlation_displayNOT LIKE{VERIFIED}^ORDERBYwork_start^ORDERBYnumber",
+            CorrelationKey::START,
+            q(&self.outcome_codes().join(",")),
+            sn_time(deployed_before)
+        );
+        let rows = self.list_all(TABLE, &query, CHECK_FIELDS, PAGE).await?;
+        for raw in &rows {
+            self.remember(raw);
+        }
+        self.prefetch_incidents(&rows).await;
+        Ok(rows
+            .iter()
+            .map(|raw| self.to_record(raw))
+            .filter(|r| {
+                matches!(r.outcome, Some(Outcome::Success | Outcome::Failure))
+                    && r.deployed_at.is_some()
+            })
+            .collect())
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
         let raw = self.raw_for(record).await?;
         let id = raw.sys_id().to_string();
         if let Some(linked) = self.cache().incidents.get(&id).cloned() {
@@ -150,7 +155,7 @@ impl ServiceNow {
 
     /// Writes the verdict on a change not verified yet (as last read); returns whether it
     /// wrote. The outcome judged must still be the record's.
-    pub(super) async fn write_verification(
+    async fn record_verification(
         &self,
         record: &ChangeRecord,
         verdict: &Verdict,
