@@ -45,10 +45,12 @@ use crate::domain::Mode;
 use crate::domain::Outcome;
 use crate::domain::State;
 use crate::env;
+use crate::itsm::ChangeStore;
 use anyhow::Context;
 use anyhow::Result;
 use anyhow::anyhow;
 use anyhow::bail;
+use async_trait::async_trait;
 use chrono::DateTime;
 use chrono::TimeZone;
 use chrono::Utc;
@@ -138,86 +140,9 @@ impl Jira {
         self.remember(&full, Some(&found));
         Ok(Some(found))
     }
-
-    /// A change by its issue key or id; an error when the issue is not a change.
-    pub(super) async fn by_id(&self, id: &str) -> Result<Option<ChangeRecord>> {
-        let Some(v) = self.read_issue(id.trim(), false).await? else {
-            return Ok(None);
-        };
-        if !v.is_change() {
-            bail!(
-                "{} is not a change opened by changegate (it has no {:?} label nor {PROPERTY} property)",
-                v.key,
-                labels::MARK
-            );
-        }
-        Ok(Some(self.complete(&v, "").await?))
-    }
-
-    /// The change read again, and what this process remembers of it brought up to date.
-    pub(super) async fn reread(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
-        let Some(v) = self.read_issue(&record.id, false).await? else {
-            bail!(
-                "change {} is no longer in Jira (deleted, moved, or no longer visible to the account in {})",
-                record.id,
-                env::JIRA_USER
-            );
-        };
-        let fresh = self.complete(&v, &record.key).await?;
-        if let Ok(mut map) = self.found.lock()
-            && let Some(Some(f)) = map.get_mut(&fresh.key)
-        {
-            f.record = fresh.clone();
-            f.labels = v.labels.clone();
-            f.stored = v.stored.clone();
-        }
-        Ok(fresh)
-    }
 }
 
-impl Jira {
-    /// Finds or creates the change's issue and writes the decision unless one stands
-    /// (see [`crate::itsm::ChangeStore::open`]).
-    pub(super) async fn open_change(
-        &self,
-        facts: &ChangeFacts,
-        decision: Option<&Decision>,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let key = facts.key();
-        let full = key.to_string();
-        let existing = match self.remembered(&full) {
-            Some(known) => known,
-            None => self.lookup(&key).await?,
-        };
-        let found = match existing {
-            Some(f) => f,
-            None => {
-                let mine = self.create(facts, decision, now).await?;
-                tracing::info!("opened {} for {full}", mine.record.id);
-                match self.settle(&key, &mine).await? {
-                    Some(winner) => Found::of(&winner, self.complete(&winner, &full).await?),
-                    None => {
-                        if let Some(d) = decision {
-                            self.comment(&mine.record.id, decision_comment(d)).await?;
-                            self.to_approval(&mine.record.id, d).await?;
-                        }
-                        self.remember(&full, Some(&mine));
-                        return Ok(mine.record);
-                    }
-                }
-            }
-        };
-        match decision {
-            Some(d) if found.record.takes_decision(d.mode, d.emergency.is_some()) => {
-                let record = self.write_decision(&found, facts, d, now).await?;
-                self.to_approval(&record.id, d).await?;
-                Ok(record)
-            }
-            _ => Ok(found.record),
-        }
-    }
-}
+impl Jira {}
 
 /// The record of a change just opened: as decided, not yet deployed. Its id and URL come
 /// from the create.
@@ -612,6 +537,236 @@ impl Jira {
     }
 }
 
+#[async_trait]
+impl ChangeStore for Jira {
+    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        Ok(self.lookup(key).await?.map(|f| f.record))
+    }
+
+    /// A change by its issue key or id; an error when the issue is not a change.
+    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        let Some(v) = self.read_issue(id.trim(), false).await? else {
+            return Ok(None);
+        };
+        if !v.is_change() {
+            bail!(
+                "{} is not a change opened by changegate (it has no {:?} label nor {PROPERTY} property)",
+                v.key,
+                labels::MARK
+            );
+        }
+        Ok(Some(self.complete(&v, "").await?))
+    }
+
+    /// Finds or creates the change's issue and writes the decision unless one stands
+    /// (see [`crate::itsm::ChangeStore::open`]).
+    async fn open(
+        &self,
+        facts: &ChangeFacts,
+        decision: Option<&Decision>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let key = facts.key();
+        let full = key.to_string();
+        let existing = match self.remembered(&full) {
+            Some(known) => known,
+            None => self.lookup(&key).await?,
+        };
+        let found = match existing {
+            Some(f) => f,
+            None => {
+                let mine = self.create(facts, decision, now).await?;
+                tracing::info!("opened {} for {full}", mine.record.id);
+                match self.settle(&key, &mine).await? {
+                    Some(winner) => Found::of(&winner, self.complete(&winner, &full).await?),
+                    None => {
+                        if let Some(d) = decision {
+                            self.comment(&mine.record.id, decision_comment(d)).await?;
+                            self.to_approval(&mine.record.id, d).await?;
+                        }
+                        self.remember(&full, Some(&mine));
+                        return Ok(mine.record);
+                    }
+                }
+            }
+        };
+        match decision {
+            Some(d) if found.record.takes_decision(d.mode, d.emergency.is_some()) => {
+                let record = self.write_decision(&found, facts, d, now).await?;
+                self.to_approval(&record.id, d).await?;
+                Ok(record)
+            }
+            _ => Ok(found.record),
+        }
+    }
+
+    /// The change read again, and what this process remembers of it brought up to date.
+    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
+        let Some(v) = self.read_issue(&record.id, false).await? else {
+            bail!(
+                "change {} is no longer in Jira (deleted, moved, or no longer visible to the account in {})",
+                record.id,
+                env::JIRA_USER
+            );
+        };
+        let fresh = self.complete(&v, &record.key).await?;
+        if let Ok(mut map) = self.found.lock()
+            && let Some(Some(f)) = map.get_mut(&fresh.key)
+        {
+            f.record = fresh.clone();
+            f.labels = v.labels.clone();
+            f.stored = v.stored.clone();
+        }
+        Ok(fresh)
+    }
+
+    /// The gate passed: the change moves to implementation and records when the deploy
+    /// started. A closed change is not moved back.
+    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
+        let (v, mut current) = self.current(record).await?;
+        // Keep what this run knows that the re-read cannot (approvals read a moment ago).
+        current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
+        current.approved_at = current.approved_at.or(record.approved_at);
+        match self.status_state(&v) {
+            Some(State::Closed | State::Cancelled | State::Rejected) => {
+                tracing::warn!(
+                    "{} is already {:?}; not moved back to {:?}",
+                    v.key,
+                    v.status,
+                    self.cfg.statuses.implementing
+                );
+                return Ok(current);
+            }
+            Some(State::Implementing) if current.deployed_at.is_some() => return Ok(current),
+            _ => {}
+        }
+        current.deployed_at = Some(current.deployed_at.unwrap_or(now));
+        let stored = Stored::of(v.stored.as_ref(), &current);
+        let implementing = self.cfg.statuses.implementing.clone();
+        let observing = current
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.mode == Mode::Observe);
+        let moved = if observing
+            && !eq(&v.status, &implementing)
+            && self.offered(&v, "implementing", &implementing).is_none()
+        {
+            // Observe mode never blocks: a change still in its approval step stays there.
+            tracing::warn!(
+                "observe mode: {} stays in {:?}; the workflow offers no move to {implementing:?} from there",
+                v.key,
+                v.status
+            );
+            false
+        } else {
+            self.transition(&v, "implementing", &implementing, Some(&stored), None)
+                .await?
+        };
+        if !moved {
+            // The workflow made the move; still record when the deploy started.
+            self.edit(&v.key, &json!({ "properties": Self::property(&stored) }))
+                .await?;
+        }
+        if moved || eq(&v.status, &implementing) {
+            current.state = State::Implementing;
+        }
+        Ok(current)
+    }
+
+    /// Records the outcome (comment, label, property) and closes the change with the
+    /// matching status and resolution. A change that has an outcome is left as it is.
+    async fn record_outcome(
+        &self,
+        record: &ChangeRecord,
+        outcome: Outcome,
+        notes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let (v, mut current) = self.current(record).await?;
+        if current.outcome.is_some() {
+            return Ok(current);
+        }
+        // The approvals were read when the change was located, not on this re-read.
+        current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
+        current.approved_at = current.approved_at.or(record.approved_at);
+        // A change whose gate never passed was not deployed, whatever the job says.
+        let kept = if current.deployed_at.is_none() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
+        self.comment(&v.key, outcome_comment(kept, outcome, notes))
+            .await?;
+        current.outcome = Some(kept);
+        let stored = Stored {
+            closed_at: Some(now),
+            ..Stored::of(v.stored.as_ref(), &current)
+        };
+        let label = labels::outcome(kept);
+        self.edit(
+            &v.key,
+            &json!({
+                "update": { "labels": labels::ops([], [label.as_str()]) },
+                "properties": Self::property(&stored),
+            }),
+        )
+        .await?;
+        let s = &self.cfg.statuses;
+        let r = &self.cfg.resolutions;
+        let (role, status, resolution) = match kept {
+            Outcome::Success => ("done", s.done.clone(), r.done.clone()),
+            Outcome::Failure => ("failed", s.failed.clone(), r.failed.clone()),
+            Outcome::Cancelled => ("cancelled", s.cancelled.clone(), r.cancelled.clone()),
+        };
+        match self.status_state(&v) {
+            // Declined stays declined.
+            Some(State::Rejected) => current.state = State::Rejected,
+            // Closed already, by the workflow or by hand: the move is skipped.
+            Some(closed @ (State::Closed | State::Cancelled)) => {
+                if eq(&v.status, &status) {
+                    v.already_there();
+                } else {
+                    tracing::warn!(
+                        "{} is already closed as {:?}; not moved to {status:?}",
+                        v.key,
+                        v.status
+                    );
+                }
+                current.state = closed;
+            }
+            _ => {
+                self.transition(&v, role, &status, None, Some(&resolution))
+                    .await?;
+                current.state = if kept == Outcome::Cancelled {
+                    State::Cancelled
+                } else {
+                    State::Closed
+                };
+            }
+        }
+        Ok(current)
+    }
+
+    async fn record_refusal(
+        &self,
+        record: &ChangeRecord,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        let _ = now;
+        self.comment(&record.id, super::codec::refusal_comment(why))
+            .await?;
+        if record.timed_out {
+            self.edit(
+                &record.id,
+                &serde_json::json!({ "update": { "labels": labels::ops([], [labels::TIMED_OUT]) } }),
+            )
+            .await?;
+        }
+        Ok(record.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests_write {
     use super::*;
@@ -947,137 +1102,6 @@ impl Jira {
         };
         let current = self.to_record(&v, &record.key, None);
         Ok((v, current))
-    }
-
-    /// The gate passed: the change moves to implementation and records when the deploy
-    /// started. A closed change is not moved back.
-    pub(super) async fn start_deploy(
-        &self,
-        record: &ChangeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let (v, mut current) = self.current(record).await?;
-        // Keep what this run knows that the re-read cannot (approvals read a moment ago).
-        current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
-        current.approved_at = current.approved_at.or(record.approved_at);
-        match self.status_state(&v) {
-            Some(State::Closed | State::Cancelled | State::Rejected) => {
-                tracing::warn!(
-                    "{} is already {:?}; not moved back to {:?}",
-                    v.key,
-                    v.status,
-                    self.cfg.statuses.implementing
-                );
-                return Ok(current);
-            }
-            Some(State::Implementing) if current.deployed_at.is_some() => return Ok(current),
-            _ => {}
-        }
-        current.deployed_at = Some(current.deployed_at.unwrap_or(now));
-        let stored = Stored::of(v.stored.as_ref(), &current);
-        let implementing = self.cfg.statuses.implementing.clone();
-        let observing = current
-            .decision
-            .as_ref()
-            .is_some_and(|d| d.mode == Mode::Observe);
-        let moved = if observing
-            && !eq(&v.status, &implementing)
-            && self.offered(&v, "implementing", &implementing).is_none()
-        {
-            // Observe mode never blocks: a change still in its approval step stays there.
-            tracing::warn!(
-                "observe mode: {} stays in {:?}; the workflow offers no move to {implementing:?} from there",
-                v.key,
-                v.status
-            );
-            false
-        } else {
-            self.transition(&v, "implementing", &implementing, Some(&stored), None)
-                .await?
-        };
-        if !moved {
-            // The workflow made the move; still record when the deploy started.
-            self.edit(&v.key, &json!({ "properties": Self::property(&stored) }))
-                .await?;
-        }
-        if moved || eq(&v.status, &implementing) {
-            current.state = State::Implementing;
-        }
-        Ok(current)
-    }
-
-    /// Records the outcome (comment, label, property) and closes the change with the
-    /// matching status and resolution. A change that has an outcome is left as it is.
-    pub(super) async fn close(
-        &self,
-        record: &ChangeRecord,
-        outcome: Outcome,
-        notes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let (v, mut current) = self.current(record).await?;
-        if current.outcome.is_some() {
-            return Ok(current);
-        }
-        // The approvals were read when the change was located, not on this re-read.
-        current.approved_by = current.approved_by.or_else(|| record.approved_by.clone());
-        current.approved_at = current.approved_at.or(record.approved_at);
-        // A change whose gate never passed was not deployed, whatever the job says.
-        let kept = if current.deployed_at.is_none() {
-            Outcome::Cancelled
-        } else {
-            outcome
-        };
-        self.comment(&v.key, outcome_comment(kept, outcome, notes))
-            .await?;
-        current.outcome = Some(kept);
-        let stored = Stored {
-            closed_at: Some(now),
-            ..Stored::of(v.stored.as_ref(), &current)
-        };
-        let label = labels::outcome(kept);
-        self.edit(
-            &v.key,
-            &json!({
-                "update": { "labels": labels::ops([], [label.as_str()]) },
-                "properties": Self::property(&stored),
-            }),
-        )
-        .await?;
-        let s = &self.cfg.statuses;
-        let r = &self.cfg.resolutions;
-        let (role, status, resolution) = match kept {
-            Outcome::Success => ("done", s.done.clone(), r.done.clone()),
-            Outcome::Failure => ("failed", s.failed.clone(), r.failed.clone()),
-            Outcome::Cancelled => ("cancelled", s.cancelled.clone(), r.cancelled.clone()),
-        };
-        match self.status_state(&v) {
-            // Declined stays declined.
-            Some(State::Rejected) => current.state = State::Rejected,
-            // Closed already, by the workflow or by hand: the move is skipped.
-            Some(closed @ (State::Closed | State::Cancelled)) => {
-                if eq(&v.status, &status) {
-                    v.already_there();
-                } else {
-                    tracing::warn!(
-                        "{} is already closed as {:?}; not moved to {status:?}",
-                        v.key,
-                        v.status
-                    );
-                }
-                current.state = closed;
-            }
-            _ => {
-                self.transition(&v, role, &status, None, Some(&resolution))
-                    .await?;
-                current.state = if kept == Outcome::Cancelled {
-                    State::Cancelled
-                } else {
-                    State::Closed
-                };
-            }
-        }
-        Ok(current)
     }
 }
 

@@ -27,13 +27,10 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{Backend, ChangeStore};
+use super::Backend;
 use crate::config::{BackendKind, JiraSection};
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, Outcome};
 use crate::http::HttpClient;
 
 pub use client::jira_words;
@@ -104,63 +101,6 @@ impl Jira {
 
     pub(super) fn browse(&self, key: &str) -> String {
         format!("{}/browse/{key}", self.base)
-    }
-}
-
-#[async_trait]
-impl ChangeStore for Jira {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        Ok(self.lookup(key).await?.map(|f| f.record))
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
-        self.by_id(id).await
-    }
-
-    async fn open(
-        &self,
-        facts: &ChangeFacts,
-        decision: Option<&Decision>,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        self.open_change(facts, decision, now).await
-    }
-
-    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
-        self.reread(record).await
-    }
-
-    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        self.start_deploy(record, now).await
-    }
-
-    async fn record_outcome(
-        &self,
-        record: &ChangeRecord,
-        outcome: Outcome,
-        notes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        self.close(record, outcome, notes, now).await
-    }
-
-    async fn record_refusal(
-        &self,
-        record: &ChangeRecord,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = now;
-        self.comment(&record.id, codec::refusal_comment(why))
-            .await?;
-        if record.timed_out {
-            self.edit(
-                &record.id,
-                &serde_json::json!({ "update": { "labels": labels::ops([], [labels::TIMED_OUT]) } }),
-            )
-            .await?;
-        }
-        Ok(record.clone())
     }
 }
 

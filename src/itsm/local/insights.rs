@@ -109,8 +109,11 @@ impl Ledger {
             Ok(n > 0)
         })
     }
+}
 
-    pub(super) fn service_list(&self) -> Result<Vec<ServiceRef>> {
+#[async_trait]
+impl Insights for Ledger {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         self.with(|c| {
             // The distinct pairs come from the index alone (a few MB even for a large
             // ledger); the display name is then one indexed lookup per pair.
@@ -135,7 +138,7 @@ impl Ledger {
         })
     }
 
-    pub(super) fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -179,7 +182,7 @@ impl Ledger {
         })
     }
 
-    pub(super) fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,
@@ -241,30 +244,5 @@ impl Ledger {
             }
             Ok(out)
         })
-    }
-}
-
-#[async_trait]
-impl Insights for Ledger {
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.service_list()
-    }
-
-    async fn change_summaries(
-        &self,
-        service_id: &str,
-        environment: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from, to)
-    }
-
-    async fn recorded_changes(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        self.recorded(service_id, environment)
     }
 }
