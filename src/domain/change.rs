@@ -136,14 +136,19 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 /// Why a name cannot enter a correlation key; the text completes "... is not usable: ".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// Empty, or spaces only.
     #[error("it must not be empty")]
     Empty,
+    /// Holds the key's separator.
     #[error("it must not contain ':' (the correlation key's separator)")]
     Separator,
+    /// Begins or ends with a space.
     #[error("it must not begin or end with a space")]
     Space,
+    /// Longer than [`MAX_NAME_LEN`] characters.
     #[error("it must be at most {MAX_NAME_LEN} characters")]
     TooLong,
+    /// Holds a character outside letters, digits, spaces and `-_./@+()`.
     #[error("{0:?} is not allowed (letters, digits, spaces and -_./@+() are)")]
     Char(char),
 }
@@ -151,8 +156,10 @@ pub enum NameError {
 /// Why a stored text is not a correlation key changegate wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// It does not start with [`CorrelationKey::START`].
     #[error("a correlation key starts with {:?}", CorrelationKey::START)]
     Prefix,
+    /// A service, environment or commit part is missing or empty.
     #[error("a correlation key is `changegate:<service>:<environment>:<sha>`, each part not empty")]
     Parts,
 }

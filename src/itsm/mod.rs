@@ -102,8 +102,11 @@ fn refusal(kind: BackendKind, command: ManualCommand) -> anyhow::Error {
 /// A command that works through [`ManualApproval`], named in its refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManualCommand {
+    /// `approve`: a human approves a change waiting for approval.
     Approve,
+    /// `reject`: a human rejects it.
     Reject,
+    /// `incident`: an incident is linked to a change.
     Incident,
 }
 
@@ -120,6 +123,7 @@ impl ManualCommand {
 
 /// A system of record for changes: every backend is one, whatever it offers beyond.
 pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
+    /// Which backend this is, as the settings name it.
     fn kind(&self) -> BackendKind;
 
     /// Human decisions taken through changegate itself: only a ledger offers them (an ITSM
