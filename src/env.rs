@@ -349,60 +349,9 @@ pub fn platform(vars: &dyn Vars) -> Platform {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
 
-    /// Every `src/**/*.rs` file, with its path relative to `src/`.
-    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            panic!("cannot list {}", dir.display());
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                out.push((path.display().to_string(), text));
-            }
-        }
-    }
-
-    /// The environment is read once, by [`Snapshot::capture`]: a read anywhere else would
-    /// see another environment than the rest of the run, and tests could not hand theirs in.
-    #[test]
-    fn no_environment_read_outside_env_rs() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        sources(&src, &mut files);
-        assert!(files.len() > 20, "the source scan found too few files");
-        // Spelled in pieces so this test does not trip over itself.
-        let reads = [
-            concat!("std::env::", "var"),
-            concat!("env::", "var("),
-            concat!("var", "_os"),
-            concat!("env::", "vars("),
-            concat!("vars", "_os"),
-        ];
-        let own = src.join("env.rs").display().to_string();
-        let offenders: Vec<String> = files
-            .iter()
-            .filter(|(path, _)| *path != own)
-            .flat_map(|(path, text)| {
-                reads
-                    .iter()
-                    .filter(|read| text.contains(**read))
-                    .map(move |read| format!("{path}: {read}"))
-            })
-            .collect();
-        assert!(
-            offenders.is_empty(),
-            "read the environment through env::Snapshot (captured once in main), not: {offenders:#?}"
-        );
-    }
-
-    /// [`ALL`] lists every name this module declares, so the snapshot holds all of them.
     #[test]
     fn the_snapshot_captures_every_declared_name() {
         let text = include_str!("env.rs");

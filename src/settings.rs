@@ -205,6 +205,21 @@ pub enum BackendConfig {
     Jira(Box<JiraConfig>),
 }
 
+impl BackendConfig {
+    /// Where the records go, as the options and the file name it (`config check`).
+    pub fn target(&self) -> String {
+        match self {
+            BackendConfig::Local(c) => c.path.display().to_string(),
+            BackendConfig::ServiceNow(c) => c.section.url.clone().unwrap_or_default(),
+            BackendConfig::Jira(c) => format!(
+                "{} project {}",
+                c.section.url.as_deref().unwrap_or_default(),
+                c.section.project.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// The embedded ledger's file.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -444,7 +459,9 @@ impl Settings {
     /// Everything the chosen backend needs before its first call: the URL, the project and
     /// the credentials for ServiceNow and Jira, a usable ledger path for the local ledger.
     /// Built when the backend is connected, not when the settings are resolved, so a
-    /// command that refuses the backend anyway (`approve` on ServiceNow) says that first.
+    /// command that refuses the backend anyway (`approve` on ServiceNow) says that first;
+    /// `config check` builds it too, so it finds every error `gate` would find before any
+    /// network call.
     pub fn backend_config(&self) -> Result<BackendConfig> {
         Ok(match self.backend {
             BackendKind::Local => {
@@ -466,12 +483,6 @@ impl Settings {
                 section: self.jira.clone(),
             })),
         })
-    }
-
-    /// [`Settings::backend_config`]'s checks alone: `config check` runs them, so it finds
-    /// every error `gate` would find before any network call.
-    pub fn check_backend(&self) -> Result<()> {
-        self.backend_config().map(drop)
     }
 
     /// The ledger path is a file, or nothing yet: a directory or a device (`/dev/null`)

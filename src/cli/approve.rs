@@ -3,9 +3,8 @@
 use anyhow::{Result, bail};
 
 use super::{Ctx, Exit, present};
-use crate::config::BackendKind;
 use crate::flow;
-use crate::itsm;
+use crate::itsm::{self, ManualCommand};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecideArgs {
@@ -23,24 +22,22 @@ pub struct DecideArgs {
 /// `approve` / `reject`: the embedded ledger only; the decision through the flow.
 pub async fn run(ctx: &Ctx<'_>, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let s = &ctx.settings;
-    if s.backend != BackendKind::Local {
-        bail!(
-            "`{}` works on the embedded ledger only; with the {} backend, decide the change in {}",
-            if approve { "approve" } else { "reject" },
-            s.backend.as_str(),
-            s.backend.as_str()
-        );
-    }
+    let command = if approve {
+        ManualCommand::Approve
+    } else {
+        ManualCommand::Reject
+    };
+    itsm::manual_only(s.backend, command)?;
     if args.by.trim().is_empty() {
         bail!("--by must name who decides");
     }
-    let itsm = itsm::connect(s)?;
+    let backend = itsm::connect(s)?;
     let req = flow::ledger::Decide {
         change_id: args.change_id.clone(),
         approve,
         by: args.by.clone(),
         comment: args.comment.clone(),
     };
-    let report = flow::ledger::decide(ctx, itsm.as_ref(), &req).await?;
+    let report = flow::ledger::decide(ctx, backend.as_ref(), &req).await?;
     present::decided(s, &report)
 }

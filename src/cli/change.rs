@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::domain::ChangeFacts;
 use crate::env;
 use crate::flow::{self, change::ChangeRequest};
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 
 /// Which change a command is about, and the evidence a decision weighs (`gate`, `open`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -47,6 +47,6 @@ impl From<&ChangeArgs> for ChangeRequest {
 }
 
 /// Gathers the facts of this pipeline's change (see [`flow::change::facts`]).
-pub async fn facts(ctx: &Ctx<'_>, itsm: &dyn Itsm, args: &ChangeArgs) -> Result<ChangeFacts> {
-    flow::change::facts(ctx, itsm, &args.into()).await
+pub async fn facts(ctx: &Ctx<'_>, backend: &dyn Backend, args: &ChangeArgs) -> Result<ChangeFacts> {
+    flow::change::facts(ctx, backend, &args.into()).await
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use secrecy::SecretString;
 
 use super::Exit;
-use crate::config::{self, BackendKind};
+use crate::config;
 use crate::domain::words;
 use crate::env::Snapshot;
 use crate::output::console;
@@ -45,21 +45,13 @@ pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, sources: Sources<'_>) -> Re
             )?;
             // The same checks `gate` makes before its first call: a config that passes here
             // does not fail there for a missing URL, project or credential.
-            s.check_backend()?;
+            let backend = s.backend_config()?;
             let source = s.config_path.as_ref().map_or_else(
                 || "no config file: defaults".to_string(),
                 |p| p.display().to_string(),
             );
             // Where the records go, as the options and the file resolve it.
-            let target = match s.backend {
-                BackendKind::Local => s.ledger_path.display().to_string(),
-                BackendKind::Servicenow => s.servicenow.url.clone().unwrap_or_default(),
-                BackendKind::Jira => format!(
-                    "{} project {}",
-                    s.jira.url.as_deref().unwrap_or_default(),
-                    s.jira.project.as_deref().unwrap_or_default()
-                ),
-            };
+            let target = backend.target();
             if global.format == Format::Json {
                 let doc = serde_json::json!({
                     "ok": true,

@@ -4,9 +4,8 @@
 use anyhow::{Result, bail};
 
 use super::{Ctx, Exit, present};
-use crate::config::BackendKind;
 use crate::flow;
-use crate::itsm;
+use crate::itsm::{self, ManualCommand};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IncidentArgs {
@@ -32,16 +31,11 @@ fn valid_incident(id: &str) -> Result<&str> {
 /// `incident`: the embedded ledger only; a checked id linked through the flow.
 pub async fn run(ctx: &Ctx<'_>, args: &IncidentArgs) -> Result<Exit> {
     let s = &ctx.settings;
-    if s.backend != BackendKind::Local {
-        bail!(
-            "`incident` works on the embedded ledger only; with the {} backend, link the incident to the change in {}, where `verify` finds it",
-            s.backend.as_str(),
-            s.backend.as_str()
-        );
-    }
+    itsm::manual_only(s.backend, ManualCommand::Incident)?;
     let incident = valid_incident(&args.incident)?;
-    let itsm = itsm::connect(s)?;
-    let linked = flow::ledger::link_incident(ctx, itsm.as_ref(), &args.change_id, incident).await?;
+    let backend = itsm::connect(s)?;
+    let linked =
+        flow::ledger::link_incident(ctx, backend.as_ref(), &args.change_id, incident).await?;
     present::linked(s, &linked)
 }
 #[cfg(test)]

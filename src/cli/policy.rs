@@ -24,8 +24,8 @@ pub async fn run(
         PolicyCommand::Explain(args) => args,
         PolicyCommand::Simulate(args) => return super::simulate::run(ctx, global, args).await,
     };
-    let itsm = itsm::connect(ctx.settings)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &args.into()).await?;
-    let explanation = flow::policy::explain(ctx, itsm.as_ref(), &facts).await?;
+    let backend = itsm::connect(ctx.settings)?;
+    let facts = change::facts(ctx, backend.as_ref(), &args.into()).await?;
+    let explanation = flow::policy::explain(ctx, backend.as_ref(), &facts).await?;
     present::explanation(ctx.settings, &explanation)
 }

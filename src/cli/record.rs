@@ -31,13 +31,13 @@ pub async fn run(ctx: &Ctx<'_>, args: &RecordArgs) -> Result<Exit> {
             args.outcome
         );
     };
-    let itsm = itsm::connect(ctx.settings)?;
+    let backend = itsm::connect(ctx.settings)?;
     let facts = flow::change::facts_without_range(ctx, args.change.commit.as_deref())?;
     let req = RecordRequest {
         outcome,
         change_id: args.change_id.clone(),
         notes: args.notes.clone(),
     };
-    let outcome = flow::record::run(ctx, itsm.as_ref(), facts, &req).await?;
+    let outcome = flow::record::run(ctx, backend.as_ref(), facts, &req).await?;
     present::change(ctx.settings, outcome)
 }

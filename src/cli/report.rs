@@ -24,7 +24,7 @@ pub struct ReportArgs {
 
 /// `report`: the KPIs from the flow, rendered in the chosen format, to stdout or a file.
 pub async fn run(ctx: &Ctx<'_>, args: &ReportArgs) -> Result<Exit> {
-    let itsm = itsm::connect(ctx.settings)?;
-    let report = flow::report::kpis(ctx, itsm.as_ref(), args.all, args.sprints).await?;
+    let backend = itsm::connect(ctx.settings)?;
+    let report = flow::report::kpis(ctx, backend.as_ref(), args.all, args.sprints).await?;
     present::kpis(ctx.settings, &report, args.output.as_deref())
 }

@@ -187,9 +187,9 @@ pub async fn run(ctx: &Ctx<'_>, global: &GlobalArgs, args: &SimulateArgs) -> Res
     let proposed_policy = policy_of(&proposed_file, current_settings.mode());
     let calendar = current_settings.calendar;
 
-    let itsm = itsm::connect(&current_settings)?;
-    let facts = change::facts(ctx, itsm.as_ref(), &(&args.change).into()).await?;
-    let recorded = itsm
+    let backend = itsm::connect(&current_settings)?;
+    let facts = change::facts(ctx, backend.as_ref(), &(&args.change).into()).await?;
+    let recorded = backend
         .recorded_changes(&facts.service_id, &facts.environment)
         .await?;
     let now = calendar.index_of(s.now);

@@ -18,8 +18,9 @@ pub struct StatusArgs {
 
 /// `status`: find the change, present it.
 pub async fn run(ctx: &Ctx<'_>, args: &StatusArgs) -> Result<Exit> {
-    let itsm = itsm::connect(ctx.settings)?;
+    let backend = itsm::connect(ctx.settings)?;
     let facts = flow::change::facts_without_range(ctx, args.change.commit.as_deref())?;
-    let outcome = flow::status::run(ctx, itsm.as_ref(), facts, args.change_id.as_deref()).await?;
+    let outcome =
+        flow::status::run(ctx, backend.as_ref(), facts, args.change_id.as_deref()).await?;
     present::change(ctx.settings, outcome)
 }

@@ -13,7 +13,7 @@ pub struct VerifyArgs {}
 
 /// `verify`: run the verify flow, present what it found.
 pub async fn run(ctx: &Ctx<'_>, _args: &VerifyArgs) -> Result<Exit> {
-    let itsm = itsm::connect(ctx.settings)?;
-    let outcome = flow::verify::run(ctx, itsm.as_ref()).await?;
+    let backend = itsm::connect(ctx.settings)?;
+    let outcome = flow::verify::run(ctx, backend.as_ref()).await?;
     present::verify(ctx.settings, &outcome)
 }

@@ -111,28 +111,57 @@ pub const MAX_NAME_LEN: usize = 100;
 /// (`changegate:<service>:<environment>:<sha>`) and of every record: not empty, no `:` (the
 /// key's separator), letters, digits, spaces and `-_./@+()` only, no space at either end,
 /// at most [`MAX_NAME_LEN`] characters. The error says what is wrong.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.trim().is_empty() {
-        return Err("it must not be empty".into());
+        return Err(NameError::Empty);
     }
     if name.contains(':') {
-        return Err("it must not contain ':' (the correlation key's separator)".into());
+        return Err(NameError::Separator);
     }
     if name.trim() != name {
-        return Err("it must not begin or end with a space".into());
+        return Err(NameError::Space);
     }
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(format!("it must be at most {MAX_NAME_LEN} characters"));
+        return Err(NameError::TooLong);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_alphanumeric() || " -_./@+()".contains(*c)))
     {
-        return Err(format!(
-            "{c:?} is not allowed (letters, digits, spaces and -_./@+() are)"
-        ));
+        return Err(NameError::Char(c));
     }
     Ok(())
+}
+
+/// Why a name cannot enter a correlation key; the text completes "... is not usable: ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty, or spaces only.
+    #[error("it must not be empty")]
+    Empty,
+    /// Holds the key's separator.
+    #[error("it must not contain ':' (the correlation key's separator)")]
+    Separator,
+    /// Begins or ends with a space.
+    #[error("it must not begin or end with a space")]
+    Space,
+    /// Longer than [`MAX_NAME_LEN`] characters.
+    #[error("it must be at most {MAX_NAME_LEN} characters")]
+    TooLong,
+    /// Holds a character outside letters, digits, spaces and `-_./@+()`.
+    #[error("{0:?} is not allowed (letters, digits, spaces and -_./@+() are)")]
+    Char(char),
+}
+
+/// Why a stored text is not a correlation key changegate wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// It does not start with [`CorrelationKey::START`].
+    #[error("a correlation key starts with {:?}", CorrelationKey::START)]
+    Prefix,
+    /// A service, environment or commit part is missing or empty.
+    #[error("a correlation key is `changegate:<service>:<environment>:<sha>`, each part not empty")]
+    Parts,
 }
 
 /// What makes a change unique: service identity + environment + full commit SHA.
@@ -144,8 +173,12 @@ pub struct CorrelationKey {
 }
 
 impl CorrelationKey {
-    const PREFIX: &'static str = "changegate";
+    /// The first word of every key changegate writes.
+    pub const PREFIX: &'static str = "changegate";
+    /// What every key changegate writes starts with: the prefix and its separator.
+    pub const START: &'static str = "changegate:";
 
+    /// The key of commit `sha` of a service in an environment.
     pub fn new(service_id: &str, environment: &str, sha: &str) -> Self {
         CorrelationKey {
             service_id: service_id.to_string(),
@@ -188,6 +221,32 @@ impl fmt::Display for CorrelationKey {
             self.environment,
             self.sha
         )
+    }
+}
+
+/// Parses a stored key (`changegate:<service>:<environment>:<sha>`, surrounding spaces
+/// ignored). The service part may hold `:` no more than a name may, but a key fitted to a
+/// short field (see [`CorrelationKey::fitted`]) has lost its service's start: it parses,
+/// with the shortened service.
+impl std::str::FromStr for CorrelationKey {
+    type Err = KeyError;
+
+    fn from_str(key: &str) -> Result<Self, KeyError> {
+        let rest = key
+            .trim()
+            .strip_prefix(Self::START)
+            .ok_or(KeyError::Prefix)?;
+        let mut parts = rest.rsplitn(3, ':');
+        let mut part = || {
+            parts
+                .next()
+                .filter(|p| !p.is_empty())
+                .ok_or(KeyError::Parts)
+        };
+        let sha = part()?;
+        let environment = part()?;
+        let service_id = part()?;
+        Ok(CorrelationKey::new(service_id, environment, sha))
     }
 }
 
@@ -582,6 +641,26 @@ mod tests {
         }
         assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         assert!(check_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn keys_parse_back_into_service_environment_and_sha() {
+        let sha = "a".repeat(40);
+        let key = CorrelationKey::new("acme/payments-api", "production", &sha);
+        assert_eq!(key.to_string().parse::<CorrelationKey>(), Ok(key.clone()));
+        assert_eq!(format!(" {key} ").parse::<CorrelationKey>(), Ok(key));
+        assert_eq!(
+            "changegate:x".parse::<CorrelationKey>(),
+            Err(KeyError::Parts)
+        );
+        assert_eq!(
+            "changegate::production:abc".parse::<CorrelationKey>(),
+            Err(KeyError::Parts)
+        );
+        assert_eq!(
+            "other:a:b:c".parse::<CorrelationKey>(),
+            Err(KeyError::Prefix)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{ChangeOutcome, Ctx, Exit, annotated};
 use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 use crate::output::Report;
 use crate::pipeline;
 
@@ -22,13 +22,17 @@ pub struct ChangeRequest {
 /// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
 /// range runs from the last commit the backend knows was deployed successfully to the same
 /// service and environment (else from the push's `before`): what this deploy ships.
-pub async fn facts(ctx: &Ctx<'_>, itsm: &dyn Itsm, req: &ChangeRequest) -> Result<ChangeFacts> {
+pub async fn facts(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    req: &ChangeRequest,
+) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, req.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
     let previous = if detected.range.is_none() {
         let key = CorrelationKey::new(&service_id, &ctx.settings.environment, &detected.commit_sha);
-        itsm.last_change_sha(&key).await?
+        backend.last_change_sha(&key).await?
     } else {
         None
     };
@@ -70,23 +74,27 @@ pub fn facts_without_range(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<Change
 
 /// A record by its id, or else the one for this pipeline's correlation key.
 pub async fn locate(
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     id: Option<&str>,
     facts: &ChangeFacts,
 ) -> Result<Option<ChangeRecord>> {
     match id {
-        Some(id) => itsm.get(id).await,
-        None => itsm.find(&facts.key()).await,
+        Some(id) => backend.get(id).await,
+        None => backend.find(&facts.key()).await,
     }
 }
 
 /// `open`: only open or update the record (a dry run only looks it up).
-pub async fn open(ctx: &Ctx<'_>, itsm: &dyn Itsm, facts: ChangeFacts) -> Result<ChangeOutcome> {
+pub async fn open(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    facts: ChangeFacts,
+) -> Result<ChangeOutcome> {
     let s = ctx.settings;
     let record = if s.dry_run {
-        itsm.find(&facts.key()).await?
+        backend.find(&facts.key()).await?
     } else {
-        Some(itsm.open(&facts, None, s.now).await?)
+        Some(backend.open(&facts, None, s.now).await?)
     };
     let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
     Ok(annotated(ctx, report, facts, record.as_ref(), Exit::Pass).await)

@@ -10,7 +10,7 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
 };
 use crate::http;
-use crate::itsm::{HistoryQuery, Itsm};
+use crate::itsm::{Backend, HistoryQuery};
 use crate::output::{Judgement, Report};
 
 /// What a gate run is asked besides the change.
@@ -25,14 +25,14 @@ pub struct GateRequest {
 /// Decides the change from the backend's history.
 pub async fn decide_change(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     facts: &ChangeFacts,
     emergency: Option<String>,
 ) -> Result<Decision> {
     let s = ctx.settings;
     let key = facts.key().to_string();
     let current = s.calendar.index_of(s.now);
-    let history = itsm
+    let history = backend
         .history(&HistoryQuery {
             service_id: &facts.service_id,
             environment: &facts.environment,
@@ -60,7 +60,7 @@ pub async fn decide_change(
 /// between two polls is never missed.
 async fn wait_for_approval(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     mut record: ChangeRecord,
     wait: Duration,
     progress: &dyn Progress,
@@ -74,7 +74,7 @@ async fn wait_for_approval(
     let ends = started + wait + request_timeout;
     loop {
         let left = ends.saturating_duration_since(Instant::now());
-        let poll = http::outside_budget(ends, itsm.refresh(&record));
+        let poll = http::outside_budget(ends, backend.refresh(&record));
         record = match tokio::time::timeout(left, poll).await {
             Ok(polled) => polled?,
             Err(_) => bail!(
@@ -112,13 +112,13 @@ fn fmt_secs(d: Duration) -> String {
 /// when it needs approval, and what the pipeline is told.
 pub async fn run(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     facts: ChangeFacts,
     req: &GateRequest,
     progress: &dyn Progress,
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
-    let existing = itsm.find_for_decision(&facts.key()).await?;
+    let existing = backend.find_for_decision(&facts.key()).await?;
     let emergency_requested = req.emergency.is_some();
     // The run's mode judges the gate: a decision made under another mode does not stand,
     // and a rejection stands but blocks an enforce run whatever mode it was asked in.
@@ -128,7 +128,7 @@ pub async fn run(
         .filter(|r| r.standing_decision(mode, emergency_requested).is_some());
     let decision = match standing.and_then(|r| r.decision.clone()) {
         Some(d) => d,
-        None => decide_change(ctx, itsm, &facts, req.emergency.clone()).await?,
+        None => decide_change(ctx, backend, &facts, req.emergency.clone()).await?,
     };
     // A closed or cancelled record whose decision does not stand (made in observe mode, or
     // its mode unknown) is not reopened: the new decision is reported and judged as if
@@ -141,7 +141,7 @@ pub async fn run(
         return Ok(unwritten(ctx, facts, existing.as_ref(), standing, &decision, closed).await);
     }
 
-    let mut record = itsm.open(&facts, Some(&decision), s.now).await?;
+    let mut record = backend.open(&facts, Some(&decision), s.now).await?;
     if record.left_closed(mode, emergency_requested) {
         // A closed record the lookup missed and `open` found (the backend left it as it is).
         return Ok(unwritten(ctx, facts, Some(&record), None, &decision, Some(&record)).await);
@@ -166,14 +166,14 @@ pub async fn run(
         for warning in ctx.forge.annotate(&waiting, &facts, Some(&record)).await? {
             progress.warning(&warning);
         }
-        let (after, timed_out) = wait_for_approval(ctx, itsm, record, wait, progress).await?;
+        let (after, timed_out) = wait_for_approval(ctx, backend, record, wait, progress).await?;
         record = after;
         if timed_out {
             // The clock's word is final for this run: `blocked`, still awaiting approval.
             let why = format!("approval timed out after {}", fmt_secs(wait));
             // Set first: a backend marks a timeout so that a re-run reads it back.
             record.timed_out = true;
-            record = itsm.record_refusal(&record, &why, s.now).await?;
+            record = backend.record_refusal(&record, &why, s.now).await?;
             record.timed_out = true;
             message = Some(why);
         } else {
@@ -190,7 +190,7 @@ pub async fn run(
     if record.state == State::Rejected {
         if record.approved_by.is_none() {
             // Who rejected, and why, is read with the approval itself.
-            record = itsm.refresh(&record).await?;
+            record = backend.refresh(&record).await?;
         }
         let why = crate::output::rejection(
             record.approved_by.as_deref(),
@@ -198,13 +198,13 @@ pub async fn run(
         );
         if rejected_now {
             // Once, by the run that saw it: the record says the final decision is blocked.
-            record = itsm.record_refusal(&record, &why, s.now).await?;
+            record = backend.record_refusal(&record, &why, s.now).await?;
         }
         message.get_or_insert(why);
     }
     let exit = Exit::from(record.gate(mode).unwrap_or(Gate::Blocked));
     if exit == Exit::Pass {
-        record = itsm.start(&record, s.now).await?;
+        record = backend.start(&record, s.now).await?;
     }
     let mut report = report_of(&record, &facts, mode);
     report.message = message;

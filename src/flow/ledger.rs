@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::domain::verify;
-use crate::itsm::Itsm;
+use crate::itsm::{self, Backend, ManualCommand};
 use crate::output::Report;
 
 /// A human's decision on a change waiting for approval.
@@ -24,22 +24,28 @@ pub struct Decide {
 }
 
 /// Writes the decision (a dry run only reads the change) and reports the change after it.
-pub async fn decide(ctx: &Ctx<'_>, itsm: &dyn Itsm, req: &Decide) -> Result<Report> {
+pub async fn decide(ctx: &Ctx<'_>, backend: &dyn Backend, req: &Decide) -> Result<Report> {
     let s = ctx.settings;
     let record = if s.dry_run {
-        match itsm.get(&req.change_id).await? {
+        match backend.get(&req.change_id).await? {
             Some(r) => r,
             None => bail!("no change {} in the ledger", req.change_id),
         }
     } else {
-        itsm.decide_by_hand(
-            &req.change_id,
-            req.approve,
-            req.by.trim(),
-            req.comment.as_deref(),
-            s.now,
-        )
-        .await?
+        let command = if req.approve {
+            ManualCommand::Approve
+        } else {
+            ManualCommand::Reject
+        };
+        itsm::manual(backend, command)?
+            .decide_by_hand(
+                &req.change_id,
+                req.approve,
+                req.by.trim(),
+                req.comment.as_deref(),
+                s.now,
+            )
+            .await?
     };
     Ok(Report {
         change_id: Some(record.id.clone()),
@@ -89,13 +95,13 @@ pub struct Linked {
 /// Links `incident` (a checked id) to the change (a dry run only reads the change).
 pub async fn link_incident(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     change_id: &str,
     incident: &str,
 ) -> Result<Linked> {
     let s = ctx.settings;
     let record = if s.dry_run {
-        match itsm.get(change_id).await? {
+        match backend.get(change_id).await? {
             Some(mut r) => {
                 if !r.incidents.iter().any(|i| i == incident) {
                     r.incidents.push(incident.to_string());
@@ -105,7 +111,9 @@ pub async fn link_incident(
             None => bail!("no change {} in the ledger", change_id),
         }
     } else {
-        itsm.link_incident(change_id, incident, s.now).await?
+        itsm::manual(backend, ManualCommand::Incident)?
+            .link_incident(change_id, incident, s.now)
+            .await?
     };
     let due = record
         .deployed_at

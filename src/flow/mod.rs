@@ -4,7 +4,7 @@
 //! tomorrow) presents the outcome its own way, as cargo-deny's `check(ctx, sink)` leaves
 //! output and exit code to its binary.
 //!
-//! Dependencies: flow imports the domain, the ports (`itsm`, `forge`, `pipeline`) and the
+//! Dependencies: flow imports the domain, the ports (`backend`, `forge`, `pipeline`) and the
 //! report type; the doors import flow.
 
 use std::path::Path;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::domain::ramp::{self, RampStep};
 use crate::domain::{ChangeFacts, Outcome};
-use crate::itsm::{HistoryQuery, Itsm};
+use crate::itsm::{Backend, HistoryQuery};
 
 /// The trust state of one service and environment, and how it was derived.
 #[derive(Debug, Serialize)]
@@ -40,11 +40,15 @@ pub struct Explanation {
 }
 
 /// The trust state of the change's service and environment, replayed from its history.
-pub async fn explain(ctx: &Ctx<'_>, itsm: &dyn Itsm, facts: &ChangeFacts) -> Result<Explanation> {
+pub async fn explain(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    facts: &ChangeFacts,
+) -> Result<Explanation> {
     let s = ctx.settings;
     let p = &s.policy.params;
     let current = s.calendar.index_of(s.now);
-    let history = itsm
+    let history = backend
         .history(&HistoryQuery {
             service_id: &facts.service_id,
             environment: &facts.environment,

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 
 use super::{ChangeOutcome, Ctx, Exit, annotated, change};
 use crate::domain::{ChangeFacts, Outcome};
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 use crate::output::Report;
 
 /// What a `record` run is asked.
@@ -21,13 +21,13 @@ pub struct RecordRequest {
 /// Records the deploy's outcome on the change (a dry run only says what it would record).
 pub async fn run(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     facts: ChangeFacts,
     req: &RecordRequest,
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
     let outcome = req.outcome;
-    let Some(record) = change::locate(itsm, req.change_id.as_deref(), &facts).await? else {
+    let Some(record) = change::locate(backend, req.change_id.as_deref(), &facts).await? else {
         bail!(
             "no change record for {} (run `changegate gate` before the deploy, or pass --change ID)",
             req.change_id
@@ -46,7 +46,9 @@ pub async fn run(
     let record = if s.dry_run {
         record
     } else {
-        itsm.record_outcome(&record, outcome, &notes, s.now).await?
+        backend
+            .record_outcome(&record, outcome, &notes, s.now)
+            .await?
     };
     let mut report = Report::from_record(Some(&record), &facts, s.mode(), s.dry_run);
     if s.dry_run {

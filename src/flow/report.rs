@@ -7,13 +7,13 @@ use anyhow::{Context, Result, bail};
 use super::Ctx;
 use crate::domain::kpi::{self, KpiInput};
 use crate::domain::ramp;
-use crate::itsm::{HistoryQuery, Itsm, ServiceRef};
+use crate::itsm::{Backend, HistoryQuery, ServiceRef};
 use crate::pipeline;
 use crate::report::{KpiReport, ServiceReport};
 
 /// The service and environment this run is about: from the repository (or CI) and the
 /// settings, or else by the name given with `--service` among those in the ledger.
-async fn this_service(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<ServiceRef> {
+async fn this_service(ctx: &Ctx<'_>, backend: &dyn Backend) -> Result<ServiceRef> {
     let s = ctx.settings;
     let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, None).ok();
     let repository = detected.as_ref().and_then(|d| d.repository.clone());
@@ -24,7 +24,7 @@ async fn this_service(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<ServiceRef> {
             .map(|d| pipeline::default_service(d.repository.as_deref(), ctx.workdir))
     }) {
         let service_id = pipeline::service_id(repository.as_deref(), &name);
-        let known = itsm.services().await?;
+        let known = backend.services().await?;
         let in_env = |r: &&ServiceRef| r.environment == s.environment;
         if let Some(found) = known
             .iter()
@@ -65,7 +65,7 @@ async fn this_service(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<ServiceRef> {
 /// The KPIs of one service over `sprints` sprints ending with the current one.
 async fn service_report(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     service: ServiceRef,
     sprints: u32,
 ) -> Result<ServiceReport> {
@@ -73,7 +73,7 @@ async fn service_report(
     let p = &s.policy.params;
     let current = s.calendar.index_of(s.now);
     let first = current - i64::from(sprints) + 1;
-    let history = itsm
+    let history = backend
         .history(&HistoryQuery {
             service_id: &service.service_id,
             environment: &service.environment,
@@ -96,7 +96,7 @@ async fn service_report(
         .collect();
     // One sprint before the first is read as context: a failure restored in the range may
     // have started there. Nothing decided after the clock counts (what-if runs).
-    let changes = itsm
+    let changes = backend
         .change_summaries(
             &service.service_id,
             &service.environment,
@@ -122,12 +122,17 @@ async fn service_report(
 
 /// The KPIs of this service (or, with `all`, of every service the backend knows) over
 /// `sprints` sprints ending with the current one.
-pub async fn kpis(ctx: &Ctx<'_>, itsm: &dyn Itsm, all: bool, sprints: u32) -> Result<KpiReport> {
+pub async fn kpis(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    all: bool,
+    sprints: u32,
+) -> Result<KpiReport> {
     let s = ctx.settings;
     let services = if all {
-        itsm.services().await?
+        backend.services().await?
     } else {
-        vec![this_service(ctx, itsm).await?]
+        vec![this_service(ctx, backend).await?]
     };
     let mut report = KpiReport {
         generated_at: s.now,
@@ -138,7 +143,7 @@ pub async fn kpis(ctx: &Ctx<'_>, itsm: &dyn Itsm, all: bool, sprints: u32) -> Re
     for service in services {
         report
             .services
-            .push(service_report(ctx, itsm, service, sprints).await?);
+            .push(service_report(ctx, backend, service, sprints).await?);
     }
     Ok(report)
 }

@@ -4,17 +4,17 @@ use anyhow::{Result, bail};
 
 use super::{ChangeOutcome, Ctx, Exit, change};
 use crate::domain::ChangeFacts;
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 use crate::output::Report;
 
 /// The change as the backend holds it; the forge is not told (nothing changed).
 pub async fn run(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     facts: ChangeFacts,
     change_id: Option<&str>,
 ) -> Result<ChangeOutcome> {
-    let Some(record) = change::locate(itsm, change_id, &facts).await? else {
+    let Some(record) = change::locate(backend, change_id, &facts).await? else {
         match change_id {
             Some(id) => bail!("no change record {id} (check the id, or leave out --change)"),
             None => bail!(

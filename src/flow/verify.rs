@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::domain::verify::{self, Verdict};
 use crate::domain::{ChangeRecord, words};
-use crate::itsm::Itsm;
+use crate::itsm::Backend;
 use crate::output::Report;
 
 /// One change verified.
@@ -56,11 +56,11 @@ pub struct VerifyOutcome {
 
 /// Verifies every change due. One change failing to verify does not stop the others; its
 /// error is in the report.
-pub async fn run(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<VerifyOutcome> {
+pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend) -> Result<VerifyOutcome> {
     let s = ctx.settings;
     let window = s.verify_window;
     let cutoff = s.now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let due = itsm.awaiting_verification(cutoff).await?;
+    let due = backend.awaiting_verification(cutoff).await?;
     let mut report = VerifyReport {
         deployed_before: cutoff,
         window: words::duration(window),
@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<VerifyOutcome> {
         let (Some(outcome), Some(deployed_at)) = (record.outcome, record.deployed_at) else {
             continue;
         };
-        let incidents = match itsm.linked_incidents(&record).await {
+        let incidents = match backend.linked_incidents(&record).await {
             Ok(i) => i,
             Err(e) => {
                 report
@@ -87,7 +87,7 @@ pub async fn run(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<VerifyOutcome> {
         let written = if s.dry_run {
             false
         } else {
-            match itsm.record_verification(&record, &verdict, s.now).await {
+            match backend.record_verification(&record, &verdict, s.now).await {
                 Ok(w) => w,
                 Err(e) => {
                     report.errors.push(format!(
@@ -103,7 +103,7 @@ pub async fn run(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<VerifyOutcome> {
             // The pull/merge request learns of it, from the facts the change was opened
             // with (its PR and commit), not this scheduled run's. A failure to annotate is a
             // warning unless `annotate.required`.
-            match annotate_failure(ctx, itsm, &record, &verdict).await {
+            match annotate_failure(ctx, backend, &record, &verdict).await {
                 Ok(w) => warnings.extend(w),
                 Err(e) => report.errors.push(format!("{}: {e:#}", record.id)),
             }
@@ -121,7 +121,7 @@ pub async fn run(ctx: &Ctx<'_>, itsm: &dyn Itsm) -> Result<VerifyOutcome> {
 
 async fn annotate_failure(
     ctx: &Ctx<'_>,
-    itsm: &dyn Itsm,
+    backend: &dyn Backend,
     record: &ChangeRecord,
     verdict: &Verdict,
 ) -> Result<Vec<String>> {
@@ -133,10 +133,10 @@ async fn annotate_failure(
     if s.dry_run || !(s.annotate.required || (s.annotate.enabled && token)) {
         return Ok(Vec::new());
     }
-    let Some(facts) = itsm.recorded_facts(record).await? else {
+    let Some(facts) = backend.recorded_facts(record).await? else {
         return Ok(Vec::new());
     };
-    let current = itsm.refresh(record).await?;
+    let current = backend.refresh(record).await?;
     let mut annotation = Report::from_record(Some(&current), &facts, s.mode(), s.dry_run);
     if let Verdict::FailedAfterDeploy { incidents } = verdict {
         annotation.message = Some(format!(

@@ -1,5 +1,31 @@
-//! The `Itsm` port: what changegate needs from a system of record for changes, and the
-//! backends that provide it. A new backend is one new file plus one arm in [`connect`].
+//! The backend port, split by role, and the backends that provide it.
+//!
+//! Every backend is a [`Backend`]: a [`ChangeStore`] (find, open and move change records),
+//! a [`TrackRecord`] (the past a decision reads), [`Verification`] (what `verify` reads and
+//! writes) and [`Insights`] (what `report` and `policy simulate` read). A ledger also offers
+//! [`ManualApproval`] through [`Backend::manual`]; the commands that need it go through
+//! [`manual_only`] and [`manual`], the one place their refusal is worded. A dry run sees
+//! the backend through [`DryRun`], the one place writes are refused.
+//!
+//! Every backend has the same layout, `itsm/<backend>/`:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the backend's type, its `connect`, what it says about itself, `Backend` |
+//! | `client.rs` | the connection: HTTP calls and their errors, or the SQLite file |
+//! | `codec.rs` | the remote's shapes to changegate's and back (records, text, labels) |
+//! | `lifecycle.rs` | [`ChangeStore`] (and [`ManualApproval`] for a ledger) |
+//! | `history.rs` | [`TrackRecord`] |
+//! | `insights.rs` | [`Insights`] |
+//! | `verify.rs` | [`Verification`] |
+//!
+//! Unit tests sit beside the code (`#[cfg(test)] mod tests`, or `tests.rs` in the folder);
+//! `tests/shape.rs` fails when a folder strays from this layout.
+//!
+//! Adding a backend touches exactly: its folder `itsm/<backend>/` in this layout; its
+//! config variant — the `BackendKind` variant with its `[<backend>]` section in
+//! `config.rs`, and the `BackendConfig` variant it connects with, resolved (secrets
+//! included) in `settings.rs`; and one arm in [`connect`].
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -13,9 +39,12 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome, SprintCalendar,
 };
 
+mod dry_run;
 pub mod jira;
 pub mod local;
 pub mod servicenow;
+
+pub use dry_run::DryRun;
 
 /// What the policy needs to know about the past, for one service in one environment.
 #[derive(Debug, Clone)]
@@ -42,32 +71,75 @@ pub struct ServiceRef {
     pub environment: String,
 }
 
-/// The error of a capability a backend does not offer yet.
-fn unsupported(kind: BackendKind, what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{what} is not supported by the {} backend yet",
-        kind.as_str()
-    )
+/// Why a command that only the embedded ledger offers cannot run on `kind`: the one place
+/// this refusal is worded. Checked before connecting, so that it needs no credentials.
+pub fn manual_only(kind: BackendKind, command: ManualCommand) -> Result<()> {
+    if kind == BackendKind::Local {
+        return Ok(());
+    }
+    Err(refusal(kind, command))
 }
 
-/// A system of record for changes.
+/// The backend's manual approval, or the refusal [`manual_only`] words.
+pub fn manual(backend: &dyn Backend, command: ManualCommand) -> Result<&dyn ManualApproval> {
+    backend
+        .manual()
+        .ok_or_else(|| refusal(backend.kind(), command))
+}
+
+fn refusal(kind: BackendKind, command: ManualCommand) -> anyhow::Error {
+    let name = kind.as_str();
+    match command {
+        ManualCommand::Approve | ManualCommand::Reject => anyhow::anyhow!(
+            "`{}` works on the embedded ledger only; with the {name} backend, decide the change in {name}",
+            command.as_str()
+        ),
+        ManualCommand::Incident => anyhow::anyhow!(
+            "`incident` works on the embedded ledger only; with the {name} backend, link the incident to the change in {name}, where `verify` finds it"
+        ),
+    }
+}
+
+/// A command that works through [`ManualApproval`], named in its refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualCommand {
+    /// `approve`: a human approves a change waiting for approval.
+    Approve,
+    /// `reject`: a human rejects it.
+    Reject,
+    /// `incident`: an incident is linked to a change.
+    Incident,
+}
+
+impl ManualCommand {
+    /// The command's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManualCommand::Approve => "approve",
+            ManualCommand::Reject => "reject",
+            ManualCommand::Incident => "incident",
+        }
+    }
+}
+
+/// A system of record for changes: every backend is one, whatever it offers beyond.
+pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
+    /// Which backend this is, as the settings name it.
+    fn kind(&self) -> BackendKind;
+
+    /// Human decisions taken through changegate itself: only a ledger offers them (an ITSM
+    /// has its own approvals and incident links).
+    fn manual(&self) -> Option<&dyn ManualApproval> {
+        None
+    }
+}
+
+/// Where change records live: find, open and move them through their life.
 ///
 /// Every write is idempotent on the correlation key: calling `open` twice, from two
 /// processes at once, or again after a crash, leaves one record.
 #[async_trait]
-pub trait Itsm: Send + Sync {
-    fn kind(&self) -> BackendKind;
-
-    /// The aggregated history for a decision. The number of requests or rows read must not
-    /// grow with the size of the history.
-    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History>;
-
-    /// The commit of the last change deployed successfully (outcome success) for the service
-    /// and environment of `key` (the change about to be made): the start of its commit
-    /// range. A blocked, rejected, cancelled or failed change is not a start: what it
-    /// carried ships with the next deploy.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
-
+pub trait ChangeStore: Send + Sync {
     async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>>;
 
     /// `find` for a gate, which will most likely ask for the history next: a backend that can
@@ -118,40 +190,25 @@ pub trait Itsm: Send + Sync {
         why: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
+}
 
-    /// A human decision taken through changegate itself (the embedded ledger only).
-    async fn decide_by_hand(
-        &self,
-        id: &str,
-        approve: bool,
-        by: &str,
-        comment: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = (id, approve, by, comment, now);
-        anyhow::bail!(
-            "`approve` and `reject` work on the embedded ledger only; with the {} backend, decide the change in {}",
-            self.kind().as_str(),
-            self.kind().as_str()
-        )
-    }
+/// The past a decision is made on.
+#[async_trait]
+pub trait TrackRecord: Send + Sync {
+    /// The aggregated history for a decision. The number of requests or rows read must not
+    /// grow with the size of the history.
+    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History>;
 
-    /// Links an incident to a change (the embedded ledger only: elsewhere incidents are
-    /// linked in the ITSM itself). Linking the same incident twice is harmless.
-    async fn link_incident(
-        &self,
-        id: &str,
-        incident: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = (id, incident, now);
-        anyhow::bail!(
-            "`incident` works on the embedded ledger only; with the {} backend, link the incident to the change in {}",
-            self.kind().as_str(),
-            self.kind().as_str()
-        )
-    }
+    /// The commit of the last change deployed successfully (outcome success) for the service
+    /// and environment of `key` (the change about to be made): the start of its commit
+    /// range. A blocked, rejected, cancelled or failed change is not a start: what it
+    /// carried ships with the next deploy.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
+}
 
+/// What `verify` reads and writes after a deploy.
+#[async_trait]
+pub trait Verification: Send + Sync {
     /// The facts a change was opened with (its pull request, commit, run), so that a later
     /// job (`verify`) can annotate the right pull request. `None` where the backend keeps no
     /// copy of them.
@@ -165,20 +222,11 @@ pub trait Itsm: Send + Sync {
     async fn awaiting_verification(
         &self,
         deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        let _ = deployed_before;
-        Err(unsupported(self.kind(), "`verify`"))
-    }
+    ) -> Result<Vec<ChangeRecord>>;
 
     /// Incidents linked to a change (ServiceNow: incidents whose `caused_by` or `rfc` is the
     /// change; Jira: linked incident issues; the embedded ledger: `changegate incident`).
-    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        let _ = record;
-        Err(unsupported(
-            self.kind(),
-            "reading the incidents linked to a change",
-        ))
-    }
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>>;
 
     /// Records `verify`'s verdict: a success turned into a failure after deploy keeps the
     /// incident ids. Only a change not yet verified is written; returns whether it was.
@@ -187,15 +235,14 @@ pub trait Itsm: Send + Sync {
         record: &ChangeRecord,
         verdict: &Verdict,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let _ = (record, verdict, now);
-        Err(unsupported(self.kind(), "`verify`"))
-    }
+    ) -> Result<bool>;
+}
 
+/// What `report` and `policy simulate` read across many changes.
+#[async_trait]
+pub trait Insights: Send + Sync {
     /// Every service and environment with changes, for `report --all`.
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        Err(unsupported(self.kind(), "`report`"))
-    }
+    async fn services(&self) -> Result<Vec<ServiceRef>>;
 
     /// Summaries of the changes of one service and environment decided from `from` to `to`
     /// (both included), in decision order, for the KPIs.
@@ -205,10 +252,7 @@ pub trait Itsm: Send + Sync {
         environment: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        let _ = (service_id, environment, from, to);
-        Err(unsupported(self.kind(), "`report`"))
-    }
+    ) -> Result<Vec<ChangeSummary>>;
 
     /// Every decided change of one service and environment with what its decision was made
     /// on, for `policy simulate`.
@@ -216,23 +260,50 @@ pub trait Itsm: Send + Sync {
         &self,
         service_id: &str,
         environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        let _ = (service_id, environment);
-        Err(unsupported(self.kind(), "`policy simulate`"))
-    }
+    ) -> Result<Vec<RecordedChange>>;
+}
+
+/// Human decisions taken through changegate itself (the embedded ledger only: an ITSM
+/// decides and links in its own screens). Reached through [`Backend::manual`].
+#[async_trait]
+pub trait ManualApproval: Send + Sync {
+    /// Approves or rejects a change waiting for approval.
+    async fn decide_by_hand(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
+
+    /// Links an incident to a change. Linking the same incident twice is harmless.
+    async fn link_incident(
+        &self,
+        id: &str,
+        incident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeRecord>;
 }
 
 /// Opens the backend the settings name, with the config (and secrets) the settings
-/// resolved for it: no backend reads the environment itself.
-pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Itsm>> {
+/// resolved for it (no backend reads the environment itself); for a dry run, behind the
+/// one guard that refuses its writes ([`DryRun`]).
+pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>> {
     use crate::settings::BackendConfig;
-    match settings.backend_config()? {
-        BackendConfig::Local(config) => Ok(Box::new(
+    let backend: Box<dyn Backend> = match settings.backend_config()? {
+        // Read-only for a dry run so that it does not create the ledger file either.
+        BackendConfig::Local(config) => Box::new(
             local::Ledger::open(&config.path, settings.dry_run)?.with_calendar(settings.calendar),
-        )),
-        BackendConfig::ServiceNow(config) => Ok(Box::new(servicenow::ServiceNow::connect(
-            &config, settings,
-        )?)),
-        BackendConfig::Jira(config) => Ok(Box::new(jira::Jira::connect(&config, settings)?)),
-    }
+        ),
+        BackendConfig::ServiceNow(config) => {
+            Box::new(servicenow::ServiceNow::connect(&config, settings)?)
+        }
+        BackendConfig::Jira(config) => Box::new(jira::Jira::connect(&config, settings)?),
+    };
+    Ok(if settings.dry_run {
+        Box::new(DryRun::new(backend))
+    } else {
+        backend
+    })
 }

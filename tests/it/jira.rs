@@ -1906,6 +1906,41 @@ async fn dry_run_writes_nothing() {
     assert_eq!(site.with(|s| s.issues.len()), 0);
 }
 
+/// `open` and `record` in a dry run write nothing either, before and after the change exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_of_open_and_record_write_nothing() {
+    let site = Site::start(Script::default(), "[policy]\nmin_history = 0\n").await;
+    for args in [
+        &["--dry-run", "open"][..],
+        &["--dry-run", "record", "--outcome", "success"],
+    ] {
+        let mark = site.log_len();
+        let _ = site.run(args).await;
+        assert!(
+            site.writes(mark).is_empty(),
+            "{args:?}: {:?}",
+            site.writes(mark)
+        );
+    }
+    assert_eq!(site.with(|s| s.issues.len()), 0);
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    for args in [
+        &["--dry-run", "gate"][..],
+        &["--dry-run", "open"],
+        &["--dry-run", "record", "--outcome", "success"],
+    ] {
+        let mark = site.log_len();
+        let (code, out, err) = site.run(args).await;
+        assert_eq!(code, 0, "{args:?}: {out}\n{err}");
+        assert!(
+            site.writes(mark).is_empty(),
+            "{args:?}: {:?}",
+            site.writes(mark)
+        );
+    }
+}
+
 mod check;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

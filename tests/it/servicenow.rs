@@ -2553,3 +2553,40 @@ async fn a_rerun_after_a_timed_out_wait_says_blocked_as_the_ledger_does() {
     assert_eq!(json_of(&out)["decision"], "needs-approval");
     sn.assert_clean();
 }
+
+/// A dry run of `gate`, `open` and `record` reads the instance and writes nothing, before and
+/// after the change exists.
+#[tokio::test]
+async fn a_dry_run_of_gate_open_and_record_sends_no_write() {
+    let sn = Instance::start("").await;
+    sn.seed_history(10, 10);
+    let writes_since = |before: usize| {
+        sn.sn().log[before..]
+            .iter()
+            .filter(|l| l.method != "GET")
+            .count()
+    };
+    for args in [
+        &["--dry-run", "gate", "--format", "json"][..],
+        &["--dry-run", "open"],
+        &["--dry-run", "record", "--outcome", "success"],
+    ] {
+        let before = sn.requests();
+        let out = sn.run(args);
+        assert_eq!(writes_since(before), 0, "{args:?} wrote: {:?}", text(&out));
+    }
+    // Once the change is open, a dry run leaves it as it is.
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    for args in [
+        &["--dry-run", "gate", "--format", "json"][..],
+        &["--dry-run", "open"],
+        &["--dry-run", "record", "--outcome", "success"],
+    ] {
+        let before = sn.requests();
+        let out = sn.run(args);
+        assert_eq!(code(&out), 0, "{args:?}: {:?}", text(&out));
+        assert_eq!(writes_since(before), 0, "{args:?} wrote: {:?}", text(&out));
+    }
+    sn.assert_clean();
+}

@@ -58,17 +58,17 @@ async fn a_gate_hands_its_outcome_to_the_caller() {
         workdir: d,
         forge: &forge,
     };
-    let itsm = crate::itsm::connect(&settings).unwrap();
+    let backend = crate::itsm::connect(&settings).unwrap();
     let req = GateRequest {
         wait: Some(Duration::ZERO),
         emergency: None,
     };
     // No track record yet: the change needs approval, and the gate does not wait.
     for run in 0..2 {
-        let facts = change::facts(&ctx, itsm.as_ref(), &ChangeRequest::default())
+        let facts = change::facts(&ctx, backend.as_ref(), &ChangeRequest::default())
             .await
             .unwrap();
-        let outcome = gate::run(&ctx, itsm.as_ref(), facts, &req, &Silent)
+        let outcome = gate::run(&ctx, backend.as_ref(), facts, &req, &Silent)
             .await
             .unwrap();
         assert_eq!(

@@ -7,19 +7,32 @@
 //! `change_summaries` one page of 100 per 100 changes updated since the first reported
 //! sprint began; `recorded_changes` one page of 100 per 100 decided changes.
 
-use std::collections::BTreeSet;
-
-use anyhow::{Result, bail};
-use chrono::{DateTime, Duration, TimeZone, Utc};
-
-use super::issue::{IssueView, Stored};
-use super::search::{any_kind, q, q_list};
-use super::tally::PAGE;
-use super::{FACTS, Jira, PROPERTY, labels};
+use super::FACTS;
+use super::Jira;
+use super::PROPERTY;
+use super::client::any_kind;
+use super::client::q;
+use super::client::q_list;
+use super::codec::IssueView;
+use super::codec::Stored;
+use super::history::PAGE;
+use super::labels;
+use crate::domain::ChangeFacts;
+use crate::domain::Outcome;
+use crate::domain::Platform;
 use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::{RecordedChange, Stamp};
-use crate::domain::{ChangeFacts, Outcome, Platform};
+use crate::domain::simulate::RecordedChange;
+use crate::domain::simulate::Stamp;
+use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
+use anyhow::Result;
+use anyhow::bail;
+use async_trait::async_trait;
+use chrono::DateTime;
+use chrono::Duration;
+use chrono::TimeZone;
+use chrono::Utc;
+use std::collections::BTreeSet;
 
 /// Pages read for a report or a simulation at most (a million changes).
 const MAX_PAGES: usize = 10_000;
@@ -91,11 +104,14 @@ impl Jira {
             self.project
         )
     }
+}
 
+#[async_trait]
+impl Insights for Jira {
     /// Every service and environment with decided changes. Each round searches for the
     /// changes of services not seen yet, newest first, so the display name is the one the
     /// newest change was opened with.
-    pub(super) async fn service_list(&self) -> Result<Vec<ServiceRef>> {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         let mut seen: Vec<String> = Vec::new();
         let mut refs: BTreeSet<ServiceRef> = BTreeSet::new();
         for _ in 0..SERVICE_ROUNDS {
@@ -148,7 +164,7 @@ impl Jira {
     }
 
     /// The KPI summaries of the changes of one service decided from `from` to `to`.
-    pub(super) async fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -200,7 +216,7 @@ impl Jira {
     }
 
     /// Every decided change of one service with what its decision was made on.
-    pub(super) async fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,

@@ -15,44 +15,27 @@
 //! create the run searches again with read-after-write consistency for its own issue; the
 //! lowest issue id wins, and the other run retires its issue as a duplicate.
 
-mod approvals;
 mod client;
-mod create;
-mod deploy;
+mod codec;
 mod history;
 mod insights;
-mod issue;
-pub mod labels;
-mod lookup;
-mod open;
-mod record;
-mod render;
-mod search;
-mod tally;
-mod transitions;
+mod lifecycle;
 mod verify;
-mod write;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Result, bail};
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use anyhow::Result;
 use secrecy::SecretString;
 
-use super::{HistoryQuery, Itsm, ServiceRef};
+use super::Backend;
 use crate::config::{BackendKind, JiraSection};
-use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::RecordedChange;
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
 use crate::http::HttpClient;
 
 pub use client::jira_words;
-pub use issue::Stored;
-use lookup::Found;
+pub use codec::{Stored, labels};
+use lifecycle::Found;
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
@@ -75,7 +58,6 @@ pub struct Jira {
     token: SecretString,
     project: String,
     cfg: JiraSection,
-    dry_run: bool,
     /// Changes looked up or written by this process, by correlation key (`None`: looked up
     /// and not found). `gate` looks a change up and then opens it: the second lookup costs
     /// nothing. A parallel run creating it in between is caught after the create.
@@ -83,7 +65,7 @@ pub struct Jira {
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
     /// The changes `verify` found due, by issue key, with their links.
-    verifying: Mutex<HashMap<String, issue::IssueView>>,
+    verifying: Mutex<HashMap<String, codec::IssueView>>,
 }
 
 impl std::fmt::Debug for Jira {
@@ -114,7 +96,6 @@ impl Jira {
             token: access.token,
             project: access.project,
             cfg,
-            dry_run: settings.dry_run,
             found: Mutex::new(HashMap::new()),
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
@@ -122,130 +103,14 @@ impl Jira {
         })
     }
 
-    pub(super) fn writable(&self) -> Result<()> {
-        if self.dry_run {
-            bail!("internal error: a dry run tried to write to Jira");
-        }
-        Ok(())
-    }
-
     pub(super) fn browse(&self, key: &str) -> String {
         format!("{}/browse/{key}", self.base)
     }
 }
 
-#[async_trait]
-impl Itsm for Jira {
+impl Backend for Jira {
     fn kind(&self) -> BackendKind {
         BackendKind::Jira
-    }
-
-    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(q_).await
-    }
-
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_sha(&key.service_id, &key.environment).await
-    }
-
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        Ok(self.lookup(key).await?.map(|f| f.record))
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
-        self.by_id(id).await
-    }
-
-    async fn open(
-        &self,
-        facts: &ChangeFacts,
-        decision: Option<&Decision>,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        self.open_change(facts, decision, now).await
-    }
-
-    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
-        self.reread(record).await
-    }
-
-    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
-        self.read_facts(&record.id).await
-    }
-
-    async fn record_refusal(
-        &self,
-        record: &ChangeRecord,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = now;
-        self.comment(&record.id, render::refusal_comment(why))
-            .await?;
-        if record.timed_out {
-            self.edit(
-                &record.id,
-                &serde_json::json!({ "update": { "labels": labels::ops([], [labels::TIMED_OUT]) } }),
-            )
-            .await?;
-        }
-        Ok(record.clone())
-    }
-
-    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        self.start_deploy(record, now).await
-    }
-
-    async fn record_outcome(
-        &self,
-        record: &ChangeRecord,
-        outcome: Outcome,
-        notes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        self.close(record, outcome, notes, now).await
-    }
-
-    async fn awaiting_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        self.due(deployed_before).await
-    }
-
-    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        self.incidents_of(record).await
-    }
-
-    async fn record_verification(
-        &self,
-        record: &ChangeRecord,
-        verdict: &Verdict,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.write_verification(record, verdict, now).await
-    }
-
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.service_list().await
-    }
-
-    async fn change_summaries(
-        &self,
-        service_id: &str,
-        environment: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from, to).await
-    }
-
-    async fn recorded_changes(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        self.recorded(service_id, environment).await
     }
 }
 

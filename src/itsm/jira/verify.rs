@@ -6,21 +6,36 @@
 //! and F re-reads and comments. A link that does not tell the linked issue's type costs
 //! one JQL search for that change.
 
-use std::collections::HashMap;
-
-use anyhow::{Result, anyhow};
-use chrono::{DateTime, Duration, Utc};
+use super::Jira;
+use super::PROPERTY;
+use super::client::Op;
+use super::client::not_found;
+use super::client::q;
+use super::client::q_list;
+use super::codec::IssueView;
+use super::codec::Linked;
+use super::codec::Stored;
+use super::codec::parse_jira_time;
+use super::codec::verification_comment;
+use super::eq;
+use super::history::PAGE;
+use super::labels;
+use crate::domain::ChangeFacts;
+use crate::domain::ChangeRecord;
+use crate::domain::Outcome;
+use crate::domain::verify::LinkedIncident;
+use crate::domain::verify::Verdict;
+use crate::itsm::Verification;
+use anyhow::Result;
+use anyhow::anyhow;
+use async_trait::async_trait;
+use chrono::DateTime;
+use chrono::Duration;
+use chrono::Utc;
 use reqwest::Method;
-use serde_json::{Value, json};
-
-use super::client::{Op, not_found};
-use super::issue::{IssueView, Linked, Stored, parse_jira_time};
-use super::render::verification_comment;
-use super::search::{q, q_list};
-use super::tally::PAGE;
-use super::{Jira, PROPERTY, eq, labels};
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeRecord, Outcome};
+use serde_json::Value;
+use serde_json::json;
+use std::collections::HashMap;
 
 /// Pages of due changes read per run: the oldest 5,000 are verified, the rest on the
 /// next run.
@@ -90,63 +105,6 @@ impl Jira {
         }))
     }
 
-    /// The changes `verify` has not settled, deployed at or before `deployed_before`,
-    /// oldest deploy first. Their links are kept for [`Self::incidents_of`].
-    pub(super) async fn due(&self, deployed_before: DateTime<Utc>) -> Result<Vec<ChangeRecord>> {
-        // Issue properties cannot be searched: `created` (in the Jira user's time zone,
-        // hence the slack) narrows the search, the property's deploy time decides.
-        let created_by = (deployed_before + Duration::days(2)).format("%Y-%m-%d");
-        let jql = format!(
-            "project = {} AND labels = {} AND labels in ({}) AND labels not in ({}) AND created <= {} ORDER BY created ASC",
-            q(&self.project),
-            q(labels::MARK),
-            q_list([
-                labels::outcome(Outcome::Success),
-                labels::outcome(Outcome::Failure)
-            ]),
-            q_list([labels::VERIFIED, labels::DUPLICATE]),
-            q(&created_by.to_string())
-        );
-        let mut due: Vec<(DateTime<Utc>, u64, ChangeRecord)> = Vec::new();
-        let mut token: Option<String> = None;
-        for page in 0..DUE_PAGES {
-            let (issues, next) = self
-                .search(
-                    &jql,
-                    &["status", "labels", "created", "issuelinks"],
-                    PAGE,
-                    token.as_deref(),
-                    &[],
-                )
-                .await?;
-            for v in issues.into_iter().filter(IssueView::is_change) {
-                let record = self.to_record(&v, "", None);
-                let Some(deployed) = record.deployed_at.filter(|d| *d <= deployed_before) else {
-                    continue;
-                };
-                if !matches!(record.outcome, Some(Outcome::Success | Outcome::Failure)) {
-                    continue;
-                }
-                due.push((deployed, v.id, record));
-                if let Ok(mut seen) = self.verifying.lock() {
-                    seen.insert(v.key.clone(), v);
-                }
-            }
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-            if page + 1 == DUE_PAGES {
-                tracing::warn!(
-                    "more than {} changes await verification; the oldest are verified now, the rest on the next run",
-                    PAGE as usize * DUE_PAGES
-                );
-            }
-        }
-        due.sort_by_key(|(deployed, id, _)| (*deployed, *id));
-        Ok(due.into_iter().map(|(_, _, r)| r).collect())
-    }
-
     /// The change's issue as [`Self::due`] read it, or read now with its links.
     async fn verifying_view(&self, record: &ChangeRecord) -> Result<IssueView> {
         if let Some(v) = self
@@ -171,46 +129,6 @@ impl Jira {
             .call(Method::GET, &path, &query, None, Op::Read(key))
             .await?;
         IssueView::parse(&v)
-    }
-
-    /// The incident issues linked to a change, with when each was linked when the
-    /// changelog tells (else `None`, which counts: fail safe).
-    pub(super) async fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        let v = self.verifying_view(record).await?;
-        let mut keys: Vec<String> = Vec::new();
-        let mut untold = false;
-        for l in &v.links {
-            match self.is_incident(l) {
-                Some(true) => keys.push(l.key.clone()),
-                Some(false) => {}
-                None => untold = true,
-            }
-        }
-        if untold {
-            keys.extend(self.incident_keys_by_jql(&v.key).await?);
-        }
-        keys.sort();
-        keys.dedup();
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let times = match self.link_times(&v.key).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(
-                    "{}: when its incidents were linked cannot be read ({e:#}); they count whenever they were linked",
-                    v.key
-                );
-                HashMap::new()
-            }
-        };
-        Ok(keys
-            .into_iter()
-            .map(|id| LinkedIncident {
-                linked_at: times.get(&id).copied(),
-                id,
-            })
-            .collect())
     }
 
     /// The incidents linked to `key`, from JQL, for links that did not tell their type.
@@ -267,19 +185,121 @@ impl Jira {
         }
         Ok(times)
     }
+}
+
+#[async_trait]
+impl Verification for Jira {
+    /// The changes `verify` has not settled, deployed at or before `deployed_before`,
+    /// oldest deploy first. Their links are kept for [`Self::incidents_of`].
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        // Issue properties cannot be searched: `created` (in the Jira user's time zone,
+        // hence the slack) narrows the search, the property's deploy time decides.
+        let created_by = (deployed_before + Duration::days(2)).format("%Y-%m-%d");
+        let jql = format!(
+            "project = {} AND labels = {} AND labels in ({}) AND labels not in ({}) AND created <= {} ORDER BY created ASC",
+            q(&self.project),
+            q(labels::MARK),
+            q_list([
+                labels::outcome(Outcome::Success),
+                labels::outcome(Outcome::Failure)
+            ]),
+            q_list([labels::VERIFIED, labels::DUPLICATE]),
+            q(&created_by.to_string())
+        );
+        let mut due: Vec<(DateTime<Utc>, u64, ChangeRecord)> = Vec::new();
+        let mut token: Option<String> = None;
+        for page in 0..DUE_PAGES {
+            let (issues, next) = self
+                .search(
+                    &jql,
+                    &["status", "labels", "created", "issuelinks"],
+                    PAGE,
+                    token.as_deref(),
+                    &[],
+                )
+                .await?;
+            for v in issues.into_iter().filter(IssueView::is_change) {
+                let record = self.to_record(&v, "", None);
+                let Some(deployed) = record.deployed_at.filter(|d| *d <= deployed_before) else {
+                    continue;
+                };
+                if !matches!(record.outcome, Some(Outcome::Success | Outcome::Failure)) {
+                    continue;
+                }
+                due.push((deployed, v.id, record));
+                if let Ok(mut seen) = self.verifying.lock() {
+                    seen.insert(v.key.clone(), v);
+                }
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+            if page + 1 == DUE_PAGES {
+                tracing::warn!(
+                    "more than {} changes await verification; the oldest are verified now, the rest on the next run",
+                    PAGE as usize * DUE_PAGES
+                );
+            }
+        }
+        due.sort_by_key(|(deployed, id, _)| (*deployed, *id));
+        Ok(due.into_iter().map(|(_, _, r)| r).collect())
+    }
+
+    /// The incident issues linked to a change, with when each was linked when the
+    /// changelog tells (else `None`, which counts: fail safe).
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        let v = self.verifying_view(record).await?;
+        let mut keys: Vec<String> = Vec::new();
+        let mut untold = false;
+        for l in &v.links {
+            match self.is_incident(l) {
+                Some(true) => keys.push(l.key.clone()),
+                Some(false) => {}
+                None => untold = true,
+            }
+        }
+        if untold {
+            keys.extend(self.incident_keys_by_jql(&v.key).await?);
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let times = match self.link_times(&v.key).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: when its incidents were linked cannot be read ({e:#}); they count whenever they were linked",
+                    v.key
+                );
+                HashMap::new()
+            }
+        };
+        Ok(keys
+            .into_iter()
+            .map(|id| LinkedIncident {
+                linked_at: times.get(&id).copied(),
+                id,
+            })
+            .collect())
+    }
 
     /// Writes the verdict: the `changegate-verified` label and the property's
     /// verification; a success turned into a failure swaps its outcome label (so the
     /// history's JQL counts it as a failure), is labelled `changegate-failed-after-deploy`
     /// and gets a comment naming the incidents. A change already verified, or whose outcome
     /// changed since it was judged, is not written.
-    pub(super) async fn write_verification(
+    async fn record_verification(
         &self,
         record: &ChangeRecord,
         verdict: &Verdict,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.writable()?;
         let judged = record
             .outcome
             .ok_or_else(|| anyhow!("{} has no outcome to verify", record.id))?;
@@ -337,6 +357,10 @@ impl Jira {
             }
         }
         Ok(true)
+    }
+
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        self.read_facts(&record.id).await
     }
 }
 

@@ -7,12 +7,15 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
 
-use super::{COLUMNS, Ledger, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
+use super::Ledger;
+use super::codec::{COLUMNS, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
 use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
+use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
+use async_trait::async_trait;
 
 /// A stored JSON document that no longer parses: named, never silently skipped.
 fn bad_json(what: &str, row: i64, e: serde_json::Error) -> rusqlite::Error {
@@ -106,8 +109,11 @@ impl Ledger {
             Ok(n > 0)
         })
     }
+}
 
-    pub(super) fn service_list(&self) -> Result<Vec<ServiceRef>> {
+#[async_trait]
+impl Insights for Ledger {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         self.with(|c| {
             // The distinct pairs come from the index alone (a few MB even for a large
             // ledger); the display name is then one indexed lookup per pair.
@@ -132,7 +138,7 @@ impl Ledger {
         })
     }
 
-    pub(super) fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -176,7 +182,7 @@ impl Ledger {
         })
     }
 
-    pub(super) fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,

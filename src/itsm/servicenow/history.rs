@@ -7,6 +7,8 @@
 //! closed changes of the service and environment. That query also tells the standard change
 //! template's sys_id when a recent standard change was made from it.
 
+use crate::itsm::TrackRecord;
+use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Result, bail};
@@ -15,7 +17,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::client::Body;
-use super::raw::*;
+use super::codec::{
+    CANCELED, CLOSED, KEY_MAX, Raw, display_day, is_sys_id, key_prefix, q, scalar, sn_time,
+};
 use super::{READ_FIELDS, STATS, ServiceNow, TABLE};
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
 use crate::itsm::HistoryQuery;
@@ -180,8 +184,11 @@ impl ServiceNow {
             cache.template_learned = true;
         }
     }
+}
 
-    pub(super) async fn history_of(&self, q_: &HistoryQuery<'_>) -> Result<History> {
+#[async_trait]
+impl TrackRecord for ServiceNow {
+    async fn history(&self, q_: &HistoryQuery<'_>) -> Result<History> {
         let prefix = key_prefix(q_.service_id, q_.environment);
         let exclude = q_.exclude_key.map(str::to_string);
         let exclude_fitted = q_.exclude_key.map(|k| {
@@ -189,8 +196,11 @@ impl ServiceNow {
             if k.len() <= KEY_MAX {
                 k.to_string()
             } else {
-                let sha = k.rsplit(':').next().unwrap_or_default();
-                CorrelationKey::new(q_.service_id, q_.environment, sha).fitted(KEY_MAX)
+                let sha = k
+                    .parse::<CorrelationKey>()
+                    .map(|k| k.sha)
+                    .unwrap_or_default();
+                CorrelationKey::new(q_.service_id, q_.environment, &sha).fitted(KEY_MAX)
             }
         });
         let recent = self.recent(&prefix).await?;
@@ -294,7 +304,7 @@ impl ServiceNow {
     /// The commit of the last change closed successful for the service and environment of
     /// `key` (the last deploy other than `key`'s, a failed one aside: it may not have
     /// shipped), from the query that also finds `key`'s record.
-    pub(super) async fn last_closed_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
         let prefix = key_prefix(&key.service_id, &key.environment);
         let cached = self
             .cache()
@@ -310,8 +320,7 @@ impl ServiceNow {
             .rows
             .iter()
             .find(|(k, code)| *k != fitted && *code == self.cfg.close_code_success)
-            .and_then(|(k, _)| k.rsplit(':').next())
-            .filter(|sha| !sha.is_empty())
-            .map(str::to_string))
+            .and_then(|(k, _)| k.parse::<CorrelationKey>().ok())
+            .map(|k| k.sha))
     }
 }

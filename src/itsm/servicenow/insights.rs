@@ -1,6 +1,5 @@
-//! The "check" step on ServiceNow: the closed changes `verify` is due to look at, the
-//! incidents linked to them, the verdict written back; and what `report` and `policy
-//! simulate` read (the services, the changes' summaries, the recorded decisions).
+//! What `report` and `policy simulate` read on ServiceNow (the services, the changes'
+//! summaries, the recorded decisions); `verify`'s reads and writes are in `verify.rs`.
 //!
 //! * **Linked incidents** are incidents whose `caused_by` or `rfc` is the change, not
 //!   cancelled. They are read for up to [`INCIDENT_BATCH`] changes per request
@@ -16,24 +15,24 @@
 //! * **Lists** are read page by page (`sysparm_limit`/`sysparm_offset`, until
 //!   `X-Total-Count`), in a stable order.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use crate::itsm::Insights;
+use async_trait::async_trait;
+use std::collections::{BTreeSet, HashSet};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use reqwest::Method;
-use serde_json::{Map, json};
 
 use super::client::Body;
-use super::raw::*;
-use super::text;
+use super::codec::text;
+use super::codec::{
+    Mark, Raw, display_day, display_mark, fallback_decision, key_prefix, number_seq, q, sn_time,
+};
 use super::{ServiceNow, TABLE};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{ChangeRecord, Decision, DecisionKind, Outcome};
+use crate::domain::{CorrelationKey, Decision, DecisionKind, Outcome};
 use crate::itsm::ServiceRef;
-
-const INCIDENT: &str = "api/now/table/incident";
 
 /// Rows per page of a change list. `justification` is read with them (up to 4,000
 /// characters each), so pages stay well under a few MB.
@@ -42,20 +41,12 @@ pub(super) const PAGE: u32 = 500;
 /// Rows per page when listing the services (one short field).
 const SCAN_PAGE: u32 = 1000;
 
-/// Changes per incident query: two lists of 20 sys_ids keep the URL under 2,048 characters.
-pub(super) const INCIDENT_BATCH: usize = 20;
-
-/// Incident state Canceled: a cancelled incident (a false alarm, a duplicate) fails nothing.
-const INCIDENT_CANCELED: &str = "8";
-
 /// What the check step reads of a change request (a superset of the gate's fields).
-const CHECK_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
+pub(super) const CHECK_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
                             justification,close_code,close_notes,work_start,work_end,closed_at,sys_created_on";
 
-const INCIDENT_FIELDS: &str = "sys_id,number,caused_by,rfc,sys_created_on";
-
 /// The `close_notes` line of a failure after deploy: `<head><time>): <incidents>`.
-const AFTER_DEPLOY_NOTE: &str = "Failed after deploy (changegate verify, ";
+pub(super) const AFTER_DEPLOY_NOTE: &str = "Failed after deploy (changegate verify, ";
 
 fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_time(NaiveTime::MIN))
@@ -130,200 +121,34 @@ impl ServiceNow {
 
     // --- verify ---
 
-    /// Closed changes with a success or failure close code, deployed (`work_start`) at or
-    /// before `deployed_before` and not verified yet, oldest deploy first; the incidents
-    /// linked to them are read at once, a batch of changes per request.
-    pub(super) async fn due_for_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        let query = format!(
-            "correlation_idSTARTSWITH{KEY_START}^state={CLOSED}^close_codeIN{}^work_start<={}\
-             ^correlation_displayNOT LIKE{VERIFIED}^ORDERBYwork_start^ORDERBYnumber",
-            q(&self.outcome_codes().join(",")),
-            sn_time(deployed_before)
-        );
-        let rows = self.list_all(TABLE, &query, CHECK_FIELDS, PAGE).await?;
-        for raw in &rows {
-            self.remember(raw);
-        }
-        self.prefetch_incidents(&rows).await;
-        Ok(rows
-            .iter()
-            .map(|raw| self.to_record(raw))
-            .filter(|r| {
-                matches!(r.outcome, Some(Outcome::Success | Outcome::Failure))
-                    && r.deployed_at.is_some()
-            })
-            .collect())
-    }
-
-    /// Reads the incidents of `rows` in batches and keeps them for [`Self::incidents_of`].
-    /// A batch that cannot be read is left out: each of its changes is then asked for on
-    /// its own, and fails alone.
-    async fn prefetch_incidents(&self, rows: &[Raw]) {
-        for batch in rows.chunks(INCIDENT_BATCH) {
-            let ids: Vec<&str> = batch
-                .iter()
-                .map(Raw::sys_id)
-                .filter(|id| !id.is_empty())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            match self.incidents_linked_to(&ids).await {
-                Ok(found) => {
-                    let mut cache = self.cache();
-                    for id in ids {
-                        let linked = found.get(id).cloned().unwrap_or_default();
-                        cache.incidents.insert(id.to_string(), linked);
-                    }
-                }
-                Err(e) => tracing::warn!(
-                    "could not read the incidents of {} changes at once ({e:#}); asking change by change",
-                    ids.len()
-                ),
-            }
-        }
-    }
-
-    /// Incidents, not cancelled, whose `caused_by` or `rfc` is one of `ids`, by change sys_id.
-    async fn incidents_linked_to(
-        &self,
-        ids: &[&str],
-    ) -> Result<HashMap<String, Vec<LinkedIncident>>> {
-        let list = q(&ids.join(","));
-        let query = format!(
-            "caused_byIN{list}^ORrfcIN{list}^state!={INCIDENT_CANCELED}^ORDERBYsys_created_on^ORDERBYnumber"
-        );
-        let rows = self
-            .list_all(INCIDENT, &query, INCIDENT_FIELDS, PAGE)
-            .await
-            .context("cannot read the incidents linked to the changes")?;
-        let wanted: HashSet<&str> = ids.iter().copied().collect();
-        let mut out: HashMap<String, Vec<LinkedIncident>> = HashMap::new();
-        for inc in &rows {
-            let number = inc.get("number");
-            let id = if number.is_empty() {
-                inc.sys_id()
-            } else {
-                number
-            };
-            let changes: BTreeSet<&str> = [inc.get("caused_by"), inc.get("rfc")]
-                .into_iter()
-                .filter(|c| wanted.contains(c))
-                .collect();
-            for change in changes {
-                out.entry(change.to_string())
-                    .or_default()
-                    .push(LinkedIncident {
-                        id: id.to_string(),
-                        linked_at: inc.at("sys_created_on"),
-                    });
-            }
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        let raw = self.raw_for(record).await?;
-        let id = raw.sys_id().to_string();
-        if let Some(linked) = self.cache().incidents.get(&id).cloned() {
-            return Ok(linked);
-        }
-        let found = self.incidents_linked_to(&[id.as_str()]).await?;
-        let linked = found.get(&id).cloned().unwrap_or_default();
-        self.cache().incidents.insert(id, linked.clone());
-        Ok(linked)
-    }
-
-    /// Writes the verdict on a change not verified yet (as last read); returns whether it
-    /// wrote. The outcome judged must still be the record's.
-    pub(super) async fn write_verification(
-        &self,
-        record: &ChangeRecord,
-        verdict: &Verdict,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let raw = self.raw_for(record).await?;
-        let display = raw.get("correlation_display");
-        if display_mark(display) != Mark::Unverified
-            || self.to_record(&raw).outcome != record.outcome
-        {
-            return Ok(false);
-        }
-        let day = display_day(display)
-            .or_else(|| record.decided_at.map(|d| d.date_naive()))
-            .unwrap_or_else(|| now.date_naive());
-        let incidents = text::one_line(&verdict.incidents().join(", "));
-        let mut f = Map::new();
-        let note = match verdict {
-            Verdict::Succeeded => {
-                f.insert(
-                    "correlation_display".into(),
-                    json!(display_marked(day, Mark::Verified)),
-                );
-                "changegate verify: no incident was linked to this change within the verification window; the successful deploy stands.".to_string()
-            }
-            Verdict::Failed { incidents: linked } => {
-                f.insert(
-                    "correlation_display".into(),
-                    json!(display_marked(day, Mark::Verified)),
-                );
-                if linked.is_empty() {
-                    "changegate verify: the deploy failed; the failure stands.".to_string()
-                } else {
-                    format!(
-                        "changegate verify: the deploy failed; the failure stands. Incidents linked within the verification window: {incidents}."
-                    )
-                }
-            }
-            Verdict::FailedAfterDeploy { .. } => {
-                f.insert(
-                    "correlation_display".into(),
-                    json!(display_marked(day, Mark::FailedAfterDeploy)),
-                );
-                f.insert("close_code".into(), json!(self.cfg.close_code_failure));
-                let line = format!(
-                    "{AFTER_DEPLOY_NOTE}{}): {incidents}",
-                    now.format("%Y-%m-%dT%H:%M:%SZ")
-                );
-                let notes = raw.get("close_notes");
-                f.insert(
-                    "close_notes".into(),
-                    json!(if notes.is_empty() {
-                        line
-                    } else {
-                        format!("{notes}\n{line}")
-                    }),
-                );
-                format!(
-                    "changegate verify: FAILED AFTER DEPLOY. Incidents caused by this change (caused_by or rfc) within the verification window: {incidents}. \
-                     The close code is now {}: the deploy counts as a failure in the track record and the trust ramp.",
-                    self.cfg.close_code_failure
-                )
-            }
-        };
-        f.insert("work_notes".into(), json!(note));
-        self.patch(&raw, f)
-            .await
-            .with_context(|| format!("cannot write the verification on {}", record.id))?;
-        tracing::info!("verified {}: {}", record.id, verdict.outcome());
-        Ok(true)
-    }
-
     // --- report ---
 
+    // --- policy simulate ---
+}
+
+/// When `verify` turned the change into a failure, from its `close_notes` line.
+fn after_deploy_time(notes: &str) -> Option<DateTime<Utc>> {
+    notes.lines().rev().find_map(|line| {
+        let rest = line.trim().strip_prefix(AFTER_DEPLOY_NOTE)?;
+        let (at, _) = rest.split_once("):")?;
+        DateTime::parse_from_rfc3339(at.trim())
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+#[async_trait]
+impl Insights for ServiceNow {
     /// Every service and environment with changes on the instance. The keys are read in
     /// order, and after each page the scan jumps past the last service seen, so a service
     /// with a long history costs one request, not one per page of its changes.
-    pub(super) async fn service_refs(&self) -> Result<Vec<ServiceRef>> {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
         let mut found: BTreeSet<(String, String)> = BTreeSet::new();
         let mut from: Option<String> = None;
         let mut jumps: HashSet<String> = HashSet::new();
         let mut offset: u64 = 0;
         loop {
-            let mut query = format!("correlation_idSTARTSWITH{KEY_START}");
+            let mut query = format!("correlation_idSTARTSWITH{}", CorrelationKey::START);
             if let Some(from) = &from {
                 query.push_str(&format!("^correlation_id>={}", q(from)));
             }
@@ -342,9 +167,14 @@ impl ServiceNow {
             let rows = Self::list(&reply)?;
             let mut last = None;
             for raw in &rows {
-                if let Some((service_id, environment, _)) = key_parts(raw.get("correlation_id")) {
-                    found.insert((service_id.to_string(), environment.to_string()));
-                    last = Some(format!("{KEY_START}{service_id}:{environment}:~"));
+                if let Ok(key) = raw.get("correlation_id").parse::<CorrelationKey>() {
+                    last = Some(format!(
+                        "{}{}:{}:~",
+                        CorrelationKey::START,
+                        key.service_id,
+                        key.environment
+                    ));
+                    found.insert((key.service_id, key.environment));
                 }
             }
             let more = match reply.total_count() {
@@ -382,7 +212,7 @@ impl ServiceNow {
     /// Changes of one service and environment decided from `from` to `to`, in decision
     /// order. Read by creation (≤ `to`) and last update (≥ `from`): a change decided within
     /// the range was created before its decision and updated by it.
-    pub(super) async fn summaries(
+    async fn change_summaries(
         &self,
         service_id: &str,
         environment: &str,
@@ -434,12 +264,10 @@ impl ServiceNow {
         Ok(out.into_iter().map(|(_, _, s)| s).collect())
     }
 
-    // --- policy simulate ---
-
     /// Every decided change of one service and environment, with the facts its decision
     /// was made on (the facts line; a change decided before changegate wrote one is
     /// replayed on its key alone), in decision order.
-    pub(super) async fn recorded(
+    async fn recorded_changes(
         &self,
         service_id: &str,
         environment: &str,
@@ -456,10 +284,13 @@ impl ServiceNow {
                 continue;
             };
             let key = raw.get("correlation_id");
-            let sha = key_parts(key).map_or("", |(_, _, sha)| sha);
+            let sha = key
+                .parse::<CorrelationKey>()
+                .map(|k| k.sha)
+                .unwrap_or_default();
             let facts = text::parse_facts(raw.get("justification"))
                 .unwrap_or_default()
-                .into_facts(service, service_id, environment, sha);
+                .into_facts(service, service_id, environment, &sha);
             let mark = display_mark(raw.get("correlation_display"));
             let row = number_seq(raw.number()).unwrap_or(i as i64);
             // Times are to the second. Within one second, a pipeline's writes come in the
@@ -494,17 +325,6 @@ impl ServiceNow {
         out.sort_by_key(|c| (c.decided, c.row));
         Ok(out)
     }
-}
-
-/// When `verify` turned the change into a failure, from its `close_notes` line.
-fn after_deploy_time(notes: &str) -> Option<DateTime<Utc>> {
-    notes.lines().rev().find_map(|line| {
-        let rest = line.trim().strip_prefix(AFTER_DEPLOY_NOTE)?;
-        let (at, _) = rest.split_once("):")?;
-        DateTime::parse_from_rfc3339(at.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //!   closed changes (whose `X-Total-Count` is the all-time total). A gate makes that query
 //!   its lookup too (see `history::survey`), which also names the standard change template
 //!   of recent standard changes.
-//! * **Verify, report, simulate** (see `insights.rs`): linked incidents are those whose
+//! * **Verify, report, simulate** (see `verify.rs`, `insights.rs`): linked incidents are those whose
 //!   `caused_by` or `rfc` is the change; the verdict is a mark in `correlation_display`,
 //!   and a failure after deploy also turns `close_code` to the failure code, so the history
 //!   counts it. The facts a decision was made on follow it in `justification` as one JSON
@@ -32,32 +32,29 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use reqwest::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use reqwest::Method;
+use serde_json::{Map, Value};
 
-use super::{HistoryQuery, Itsm, ServiceRef};
+use super::Backend;
 use crate::config::{BackendKind, ServiceNowSection};
-use crate::domain::kpi::ChangeSummary;
-use crate::domain::simulate::RecordedChange;
-use crate::domain::verify::{LinkedIncident, Verdict};
-use crate::domain::{
-    ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Mode, Outcome, SprintCalendar,
-    State,
-};
+use crate::domain::verify::LinkedIncident;
+use crate::domain::{ChangeRecord, Outcome, SprintCalendar, State};
 use crate::http::HttpClient;
 
 mod client;
+mod codec;
 mod history;
 mod insights;
-mod raw;
-mod text;
-mod write;
+mod lifecycle;
+mod verify;
 
-use client::{Body, SnClient, SnError};
+use client::{Body, SnClient};
+use codec::text;
+use codec::{
+    CANCELED, CLOSED, Raw, display_timed_out, fallback_decision, journal_text, kind_of_json,
+    map_state, q,
+};
 use history::Recent;
-use raw::*;
 
 const TABLE: &str = "api/now/table/change_request";
 const STATS: &str = "api/now/stats/change_request";
@@ -398,294 +395,8 @@ impl ServiceNow {
     }
 }
 
-#[async_trait]
-impl Itsm for ServiceNow {
+impl Backend for ServiceNow {
     fn kind(&self) -> BackendKind {
         BackendKind::Servicenow
-    }
-
-    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
-        self.history_of(query).await
-    }
-
-    /// The commit of the last change closed successful for this service and environment
-    /// (the last deploy), from the query that also finds the key's record.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_closed_sha(key).await
-    }
-
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        let fitted = key.fitted(KEY_MAX);
-        let raw = self.lookup(&fitted).await?;
-        self.cache().found.insert(fitted, raw.clone());
-        Ok(raw.map(|r| self.to_record(&r)))
-    }
-
-    /// The key's record and the track record in one query (see `survey`), unless this
-    /// process surveyed the key already (for the commit range of a local run).
-    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        let fitted = key.fitted(KEY_MAX);
-        let cached = self.cache().found.get(&fitted).cloned();
-        let raw = match cached {
-            Some(found) => found,
-            None => self.survey(key).await?,
-        };
-        Ok(raw.map(|r| self.to_record(&r)))
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
-        let id = id.trim();
-        if is_sys_id(id) {
-            let raw = Raw(HashMap::from([(
-                "sys_id".to_string(),
-                id.to_ascii_lowercase(),
-            )]));
-            return match self.read(&raw).await {
-                Ok(r) => Ok(Some(self.to_record(&r))),
-                Err(e)
-                    if e.downcast_ref::<SnError>()
-                        .is_some_and(|s| s.status == Some(StatusCode::NOT_FOUND)) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            };
-        }
-        Ok(self.by_number(id).await?.map(|r| self.to_record(&r)))
-    }
-
-    async fn open(
-        &self,
-        facts: &ChangeFacts,
-        decision: Option<&Decision>,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let key = facts.key().fitted(KEY_MAX);
-        let cached = self.cache().found.remove(&key);
-        let existing = match cached {
-            Some(found) => found,
-            None => self.lookup(&key).await?,
-        };
-        let raw = match existing {
-            None => {
-                let created = self.create(facts, decision, now).await?;
-                match self.settle(&key, created).await? {
-                    (mine, true) => self.complete(mine, decision).await?,
-                    (theirs, false) => self.apply(facts, decision, theirs, now).await?,
-                }
-            }
-            Some(found) => self.apply(facts, decision, found, now).await?,
-        };
-        Ok(self.to_record(&raw))
-    }
-
-    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
-        let raw = self.raw_for(record).await?;
-        let fresh = self.read(&raw).await?;
-        let mut updated = self.to_record(&fresh);
-        // Keep the decision we wrote when the instance lost its text.
-        if (updated.decision.is_none()
-            || updated
-                .decision
-                .as_ref()
-                .is_some_and(|d| d.rules.is_empty()))
-            && let Some(d) = record.decision.clone().filter(|d| !d.rules.is_empty())
-        {
-            updated.decision = Some(d);
-        }
-        let verdict = match updated.state {
-            State::Rejected => Some("rejected"),
-            State::Approved if record.state == State::AwaitingApproval => Some("approved"),
-            _ => None,
-        };
-        if let Some(verdict) =
-            verdict.filter(|_| record.state != updated.state || record.approved_by.is_none())
-        {
-            if let Some((by, comment)) = self.approver(&fresh, verdict).await {
-                updated.approved_by = Some(by).filter(|b| !b.is_empty());
-                updated.approval_comment = comment;
-            }
-        } else {
-            updated.approved_by = record.approved_by.clone();
-            updated.approval_comment = record.approval_comment.clone();
-        }
-        Ok(updated)
-    }
-
-    async fn record_refusal(
-        &self,
-        record: &ChangeRecord,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        let _ = now;
-        let raw = self.raw_for(record).await?;
-        let mut f = Map::new();
-        f.insert(
-            "work_notes".into(),
-            json!(format!(
-                "changegate decision: blocked ({}); the deploy does not go ahead.",
-                text::one_line(why)
-            )),
-        );
-        let display = raw.get("correlation_display").trim();
-        if record.timed_out && !display_timed_out(display) {
-            // In the same write: a re-run reads the timeout back without reading the notes.
-            f.insert(
-                "correlation_display".into(),
-                json!(format!("{display} {TIMED_OUT}")),
-            );
-        }
-        let raw = self.patch(&raw, f).await?;
-        Ok(self.keep(record, &raw))
-    }
-
-    async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
-        let raw = self.raw_for(record).await?;
-        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) || raw.get("approval") == "rejected"
-        {
-            return Ok(self.keep(record, &raw));
-        }
-        let mut extra = Map::new();
-        if raw.get("work_start").is_empty() {
-            extra.insert("work_start".into(), json!(sn_time(now)));
-            extra.insert(
-                "work_notes".into(),
-                json!("changegate: the gate passed; the deploy starts."),
-            );
-        }
-        match self.walk(raw, IMPLEMENT, extra.clone()).await {
-            Ok(r) => Ok(self.keep(record, &r)),
-            Err((r, e)) if tolerant(record) => {
-                let why = if record
-                    .decision
-                    .as_ref()
-                    .is_some_and(|d| d.mode == Mode::Observe)
-                {
-                    "observe mode"
-                } else {
-                    "an emergency change; it awaits its approval in ServiceNow"
-                };
-                tracing::warn!("{e:#}; the deploy goes ahead ({why})");
-                let r = if r.get("work_start").is_empty() && !extra.is_empty() {
-                    self.patch(&r, extra).await.unwrap_or(r)
-                } else {
-                    r
-                };
-                Ok(self.keep(record, &r))
-            }
-            Err((_, e)) => Err(e.context(format!("cannot move {} to Implement", record.id))),
-        }
-    }
-
-    async fn record_outcome(
-        &self,
-        record: &ChangeRecord,
-        outcome: Outcome,
-        notes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ChangeRecord> {
-        // The state first: the instance's own workflow may have moved the change on.
-        let raw = self.raw_for(record).await?;
-        // Two records survived two runs at once (see `settle`): the deploy is over, so the
-        // younger ones can go now without pulling a record from under a running gate.
-        let duplicates = self.cache().duplicates.remove(&record.key);
-        for dup in duplicates.unwrap_or_default() {
-            self.discard(&dup, &raw, &record.key).await;
-        }
-        if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
-            return Ok(self.keep(record, &raw));
-        }
-        let notes = text::defuse(notes);
-        // A change whose gate never passed was not deployed, whatever the job says.
-        let outcome = if raw.get("work_start").is_empty() {
-            Outcome::Cancelled
-        } else {
-            outcome
-        };
-        if outcome == Outcome::Cancelled {
-            let mut f = Map::new();
-            f.insert("state".into(), json!(CANCELED.to_string()));
-            f.insert("close_notes".into(), json!(notes));
-            f.insert(
-                "work_notes".into(),
-                json!(format!("changegate: deploy cancelled. {notes}")),
-            );
-            let r = self
-                .patch(&raw, f)
-                .await
-                .with_context(|| format!("cannot cancel {}", record.id))?;
-            return Ok(self.keep(record, &r));
-        }
-        let code = match outcome {
-            Outcome::Failure => &self.cfg.close_code_failure,
-            _ => &self.cfg.close_code_success,
-        };
-        let mut extra = Map::new();
-        extra.insert("close_code".into(), json!(code));
-        extra.insert("close_notes".into(), json!(notes));
-        extra.insert("work_end".into(), json!(sn_time(now)));
-        extra.insert(
-            "work_notes".into(),
-            json!(format!("changegate: deploy {outcome}. {notes}")),
-        );
-        match self.walk(raw, CLOSED, extra.clone()).await {
-            Ok(r) => Ok(self.keep(record, &r)),
-            Err((r, e)) if tolerant(record) => {
-                tracing::warn!(
-                    "{e:#}; the outcome is written on {}, close it in ServiceNow once its approval is done",
-                    record.id
-                );
-                let r = if r.get("close_code").is_empty() {
-                    self.patch(&r, extra).await.unwrap_or(r)
-                } else {
-                    r
-                };
-                Ok(self.keep(record, &r))
-            }
-            Err((_, e)) => Err(e.context(format!("cannot close {}", record.id))),
-        }
-    }
-
-    async fn awaiting_verification(
-        &self,
-        deployed_before: DateTime<Utc>,
-    ) -> Result<Vec<ChangeRecord>> {
-        self.due_for_verification(deployed_before).await
-    }
-
-    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        self.incidents_of(record).await
-    }
-
-    async fn record_verification(
-        &self,
-        record: &ChangeRecord,
-        verdict: &Verdict,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.write_verification(record, verdict, now).await
-    }
-
-    async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.service_refs().await
-    }
-
-    async fn change_summaries(
-        &self,
-        service_id: &str,
-        environment: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<ChangeSummary>> {
-        self.summaries(service_id, environment, from, to).await
-    }
-
-    async fn recorded_changes(
-        &self,
-        service_id: &str,
-        environment: &str,
-    ) -> Result<Vec<RecordedChange>> {
-        self.recorded(service_id, environment).await
     }
 }

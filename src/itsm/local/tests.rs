@@ -2,8 +2,14 @@
 
 use chrono::NaiveDate;
 
+use chrono::{DateTime, Utc};
+
 use super::*;
+use crate::domain::{
+    ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, State,
+};
 use crate::domain::{Mode, Platform, SprintCalendar};
+use crate::itsm::{ChangeStore, HistoryQuery, ManualApproval, TrackRecord};
 
 fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)

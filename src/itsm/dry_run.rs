@@ -1,0 +1,186 @@
+//! The one dry-run guard: a backend seen through [`DryRun`] reads as usual and refuses every
+//! write. The commands do not call writes in a dry run (they report what would be written);
+//! this is where a slip would stop, the same way for every backend, so no backend needs to
+//! know it runs dry.
+
+use anyhow::{Result, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Backend, ChangeStore, HistoryQuery, Insights, ManualApproval, ServiceRef, TrackRecord,
+    Verification,
+};
+use crate::domain::kpi::ChangeSummary;
+use crate::domain::simulate::RecordedChange;
+use crate::domain::verify::{LinkedIncident, Verdict};
+use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey, Decision, History, Outcome};
+
+/// A backend that refuses writes: what [`super::connect`] hands out for `--dry-run`.
+pub struct DryRun {
+    inner: Box<dyn Backend>,
+}
+
+impl DryRun {
+    /// Wraps `inner`: its reads pass, its writes fail.
+    pub fn new(inner: Box<dyn Backend>) -> DryRun {
+        DryRun { inner }
+    }
+
+    fn refuse<T>(&self) -> Result<T> {
+        bail!(
+            "internal error: a dry run tried to write to the {} backend",
+            self.inner.kind().as_str()
+        )
+    }
+}
+
+#[async_trait]
+impl ChangeStore for DryRun {
+    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        self.inner.find(key).await
+    }
+
+    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
+        self.inner.find_for_decision(key).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        self.inner.get(id).await
+    }
+
+    async fn open(
+        &self,
+        _facts: &ChangeFacts,
+        _decision: Option<&Decision>,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+
+    async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
+        self.inner.refresh(record).await
+    }
+
+    async fn start(&self, _record: &ChangeRecord, _now: DateTime<Utc>) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+
+    async fn record_outcome(
+        &self,
+        _record: &ChangeRecord,
+        _outcome: Outcome,
+        _notes: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+
+    async fn record_refusal(
+        &self,
+        _record: &ChangeRecord,
+        _why: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+}
+
+#[async_trait]
+impl TrackRecord for DryRun {
+    async fn history(&self, query: &HistoryQuery<'_>) -> Result<History> {
+        self.inner.history(query).await
+    }
+
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+        self.inner.last_change_sha(key).await
+    }
+}
+
+#[async_trait]
+impl Verification for DryRun {
+    async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
+        self.inner.recorded_facts(record).await
+    }
+
+    async fn awaiting_verification(
+        &self,
+        deployed_before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecord>> {
+        self.inner.awaiting_verification(deployed_before).await
+    }
+
+    async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+        self.inner.linked_incidents(record).await
+    }
+
+    async fn record_verification(
+        &self,
+        _record: &ChangeRecord,
+        _verdict: &Verdict,
+        _now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.refuse()
+    }
+}
+
+#[async_trait]
+impl Insights for DryRun {
+    async fn services(&self) -> Result<Vec<ServiceRef>> {
+        self.inner.services().await
+    }
+
+    async fn change_summaries(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        self.inner
+            .change_summaries(service_id, environment, from, to)
+            .await
+    }
+
+    async fn recorded_changes(
+        &self,
+        service_id: &str,
+        environment: &str,
+    ) -> Result<Vec<RecordedChange>> {
+        self.inner.recorded_changes(service_id, environment).await
+    }
+}
+
+/// Manual decisions refused like every other write, on a backend that offers them.
+#[async_trait]
+impl ManualApproval for DryRun {
+    async fn decide_by_hand(
+        &self,
+        _id: &str,
+        _approve: bool,
+        _by: &str,
+        _comment: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+
+    async fn link_incident(
+        &self,
+        _id: &str,
+        _incident: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<ChangeRecord> {
+        self.refuse()
+    }
+}
+
+impl Backend for DryRun {
+    fn kind(&self) -> super::BackendKind {
+        self.inner.kind()
+    }
+
+    fn manual(&self) -> Option<&dyn ManualApproval> {
+        self.inner.manual().map(|_| self as &dyn ManualApproval)
+    }
+}
