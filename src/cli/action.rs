@@ -15,7 +15,7 @@ use std::ffi::OsString;
 
 use super::usage;
 use crate::env;
-use crate::pipeline::Vars;
+use crate::env::Vars;
 
 /// The commands the action may run, as written in its `command` input.
 pub const COMMANDS: &[&str] = &[

@@ -16,7 +16,7 @@ pub mod github;
 pub mod gitlab;
 pub mod workitems;
 
-pub use crate::env::Vars;
+use crate::env::Vars;
 
 /// What the platform said about the run, before the service and environment are known.
 #[derive(Debug, Clone, PartialEq)]
