@@ -123,9 +123,6 @@ pub struct Settings {
     pub dotenv: Option<PathBuf>,
     /// Where the run is ([`env::platform`] decided, once).
     pub platform: Platform,
-    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary):
-    /// `platform == Platform::Github`, kept as a field for the commands that ask.
-    pub github_actions: bool,
     /// The step's `GITHUB_OUTPUT` file, under GitHub Actions.
     pub github_output: Option<PathBuf>,
     /// The step's `GITHUB_STEP_SUMMARY` file, under GitHub Actions.
@@ -442,7 +439,6 @@ impl Settings {
             clock_override,
             dotenv,
             platform,
-            github_actions,
             github_output,
             step_summary,
             forge,
@@ -450,6 +446,11 @@ impl Settings {
             env: env.clone(),
             file,
         })
+    }
+
+    /// Whether the run is inside GitHub Actions (workflow commands, outputs, summary).
+    pub fn github_actions(&self) -> bool {
+        self.platform == Platform::Github
     }
 
     pub fn mode(&self) -> Mode {

@@ -115,7 +115,7 @@ pub fn run(cmd: &ConfigCommand, global: &GlobalArgs, sources: Sources<'_>) -> Re
                         "only to this machine"
                     }
                 );
-                console::human(&text, s.github_actions)?;
+                console::human(&text, s.github_actions())?;
             }
             Ok(Exit::Pass)
         }

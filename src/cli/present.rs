@@ -35,16 +35,16 @@ pub fn change(settings: &Settings, outcome: ChangeOutcome) -> Result<Exit> {
 fn emit(settings: &Settings, outcome: &ChangeOutcome) -> Result<()> {
     let (report, facts) = (&outcome.report, &outcome.facts);
     match settings.format {
-        Format::Text => console::human(&report.text(), settings.github_actions)?,
+        Format::Text => console::human(&report.text(), settings.github_actions())?,
         Format::Json => console::json(report)?,
         // The job summary's markdown, for a step summary or a comment of one's own.
         Format::Markdown => {
-            console::document(&github::summary(report, facts), settings.github_actions)?
+            console::document(&github::summary(report, facts), settings.github_actions())?
         }
         // Refused when the command line is parsed (`usage`); never half-written here.
         Format::Html => anyhow::bail!("a change's report has no html format"),
     }
-    if settings.github_actions {
+    if settings.github_actions() {
         if let Some(path) = &settings.github_output {
             github::write_outputs(report, path)?;
         }
@@ -89,7 +89,7 @@ fn blocked(settings: &Settings, report: &Report) -> Result<()> {
 /// One warning line on stderr; under GitHub Actions a `::warning::` command, so it also
 /// shows on the run's page.
 pub fn warn(settings: &Settings, text: &str) {
-    if settings.github_actions {
+    if settings.github_actions() {
         eprintln!("{}", github::command("warning", text));
     } else {
         eprintln!("warning: {text}");
@@ -128,7 +128,7 @@ pub fn verify(settings: &Settings, outcome: &VerifyOutcome) -> Result<Exit> {
     let report = &outcome.report;
     match settings.format {
         Format::Json => console::json(report)?,
-        _ => console::human(&verify_text(report), settings.github_actions)?,
+        _ => console::human(&verify_text(report), settings.github_actions())?,
     }
     if !report.errors.is_empty() {
         anyhow::bail!("verify could not finish: {}", report.errors.join("; "));
@@ -187,7 +187,7 @@ pub fn explanation(settings: &Settings, e: &Explanation) -> Result<Exit> {
         console::json(e)?;
     } else {
         let min_changes = settings.policy.params.allowance.min_changes;
-        console::human(&explanation_text(e, min_changes), settings.github_actions)?;
+        console::human(&explanation_text(e, min_changes), settings.github_actions())?;
     }
     Ok(Exit::Pass)
 }
@@ -267,9 +267,9 @@ pub fn kpis(settings: &Settings, report: &KpiReport, output: Option<&Path>) -> R
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write the report to {}", path.display()))?,
         None => match s.format {
-            Format::Text => console::human(&rendered, s.github_actions)?,
+            Format::Text => console::human(&rendered, s.github_actions())?,
             Format::Json => console::stdout(&rendered)?,
-            Format::Markdown | Format::Html => console::document(&rendered, s.github_actions)?,
+            Format::Markdown | Format::Html => console::document(&rendered, s.github_actions())?,
         },
     }
     Ok(Exit::Pass)
@@ -291,7 +291,7 @@ pub fn decided(settings: &Settings, report: &Report) -> Result<Exit> {
                     .map(|b| format!(" by {b}"))
                     .unwrap_or_default()
             ),
-            s.github_actions,
+            s.github_actions(),
         )?,
     }
     Ok(Exit::Pass)
@@ -317,7 +317,7 @@ pub fn linked(settings: &Settings, linked: &Linked) -> Result<Exit> {
             if let Some(m) = &linked.message {
                 text.push_str(&format!("  {m}\n"));
             }
-            console::human(&text, s.github_actions)?;
+            console::human(&text, s.github_actions())?;
         }
     }
     Ok(Exit::Pass)

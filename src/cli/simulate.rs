@@ -218,7 +218,7 @@ pub async fn run(ctx: &Ctx<'_>, global: &GlobalArgs, args: &SimulateArgs) -> Res
     };
     match s.format {
         Format::Json => console::json(&sim)?,
-        _ => console::human(&text(&sim), s.github_actions)?,
+        _ => console::human(&text(&sim), s.github_actions())?,
     }
     Ok(Exit::Pass)
 }

@@ -23,7 +23,7 @@ fn the_platform_and_the_step_files_come_from_the_snapshot() {
     ]);
     let s = resolve(&GlobalArgs::default(), &actions).unwrap();
     assert_eq!(s.platform, Platform::Github);
-    assert!(s.github_actions);
+    assert!(s.github_actions());
     assert_eq!(s.github_output.as_deref(), Some(Path::new("/tmp/out")));
     assert_eq!(s.step_summary.as_deref(), Some(Path::new("/tmp/summary")));
     assert_eq!(s.dotenv, None);
@@ -32,7 +32,7 @@ fn the_platform_and_the_step_files_come_from_the_snapshot() {
     let gitlab = Snapshot::from_pairs([(env::GITLAB_CI, "true"), (env::GITHUB_OUTPUT, "/tmp/out")]);
     let s = resolve(&GlobalArgs::default(), &gitlab).unwrap();
     assert_eq!(s.platform, Platform::Gitlab);
-    assert!(!s.github_actions);
+    assert!(!s.github_actions());
     assert_eq!(s.github_output, None);
     assert!(s.dotenv.is_some_and(|p| p.ends_with(DEFAULT_DOTENV)));
 
