@@ -6,7 +6,7 @@ use super::{ChangeOutcome, Ctx, Exit, annotated};
 use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
-use crate::itsm::Backend;
+use crate::itsm::{Backend, Intent};
 use crate::output::Report;
 use crate::pipeline;
 
@@ -80,7 +80,7 @@ pub async fn locate(
 ) -> Result<Option<ChangeRecord>> {
     match id {
         Some(id) => backend.get(id).await,
-        None => backend.find(&facts.key()).await,
+        None => Ok(backend.find(&facts.key(), Intent::Read).await?.record),
     }
 }
 
@@ -92,9 +92,9 @@ pub async fn open(
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
     let record = if s.dry_run {
-        backend.find(&facts.key()).await?
+        backend.find(&facts.key(), Intent::Read).await?.record
     } else {
-        Some(backend.open(&facts, None, s.now).await?)
+        Some(backend.open(&facts, None, None, s.now).await?)
     };
     let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
     Ok(annotated(ctx, report, facts, record.as_ref(), Exit::Pass).await)

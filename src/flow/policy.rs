@@ -57,6 +57,7 @@ pub async fn explain(
             from_sprint: current - i64::from(p.allowance.lookback_sprints),
             now: s.now,
             exclude_key: None,
+            found: None,
         })
         .await?;
     let replay = ramp::replay(&history, &p.allowance, p.min_success_rate, current);

@@ -9,7 +9,7 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, State,
 };
 use crate::domain::{Mode, Platform, SprintCalendar};
-use crate::itsm::{ChangeStore, HistoryQuery, ManualApproval, TrackRecord};
+use crate::itsm::{ChangeStore, HistoryQuery, Intent, ManualApproval, TrackRecord};
 
 fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
@@ -85,7 +85,7 @@ impl Fixture {
         outcome: Option<(Outcome, DateTime<Utc>)>,
     ) -> ChangeRecord {
         block_on(async {
-            let mut r = self.ledger.open(f, Some(d), decided).await.unwrap();
+            let mut r = self.ledger.open(f, Some(d), None, decided).await.unwrap();
             if deploy {
                 r = self.ledger.start(&r, decided).await.unwrap();
             }
@@ -105,6 +105,7 @@ impl Fixture {
             from_sprint: 0,
             now: at(20, 0),
             exclude_key: exclude,
+            found: None,
         }))
         .unwrap()
     }
@@ -291,7 +292,8 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
     let kinds: Vec<DecisionKind> = ['a', 'b', 'c']
         .into_iter()
         .map(|c| {
-            let r = block_on(ledger.open(&facts("acme/api", c), Some(&stale), at(1, 0))).unwrap();
+            let r =
+                block_on(ledger.open(&facts("acme/api", c), Some(&stale), None, at(1, 0))).unwrap();
             r.decision.unwrap().kind
         })
         .collect();
@@ -303,8 +305,9 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
             DecisionKind::NeedsApproval
         ]
     );
-    let third = block_on(ledger.find(&facts("acme/api", 'c').key()))
+    let third = block_on(ledger.find(&facts("acme/api", 'c').key(), Intent::Read))
         .unwrap()
+        .record
         .unwrap();
     assert_eq!(third.state, State::AwaitingApproval);
     assert_eq!(third.decision.unwrap().allowance_used, 2);
@@ -315,9 +318,17 @@ fn re_runs_leave_no_gaps_in_change_ids() {
     let l = ledger();
     let d = decision(DecisionKind::NeedsApproval, None);
     for _ in 0..3 {
-        let r = block_on(l.ledger.open(&facts("acme/api", 'a'), Some(&d), at(1, 0))).unwrap();
+        let r = block_on(
+            l.ledger
+                .open(&facts("acme/api", 'a'), Some(&d), None, at(1, 0)),
+        )
+        .unwrap();
         assert_eq!(r.id, "CG-1");
     }
-    let next = block_on(l.ledger.open(&facts("acme/api", 'b'), Some(&d), at(1, 1))).unwrap();
+    let next = block_on(
+        l.ledger
+            .open(&facts("acme/api", 'b'), Some(&d), None, at(1, 1)),
+    )
+    .unwrap();
     assert_eq!(next.id, "CG-2");
 }

@@ -29,6 +29,16 @@ const TEMPLATE_ID_FIELD: &str = "std_change_producer_version.std_change_producer
 const TEMPLATE_NAME_FIELD: &str = "std_change_producer_version.std_change_producer.name";
 const TEMPLATE_ACTIVE_FIELD: &str = "std_change_producer_version.std_change_producer.active";
 
+/// What a lookup of a key carries for `open` and `history` (see [`crate::itsm::Lookup`]):
+/// the record holding the key, and the recent closed changes when they were read with it.
+#[derive(Clone)]
+pub(super) struct Found {
+    /// The oldest record holding the key: the change.
+    pub(super) raw: Option<Raw>,
+    /// The service's and environment's recent closed changes, when the same read held them.
+    pub(super) recent: Option<Recent>,
+}
+
 #[derive(Clone)]
 pub(super) struct Recent {
     prefix: String,
@@ -81,14 +91,14 @@ impl ServiceNow {
     /// last closed changes of its service and environment. Encoded queries bind `^OR` to the
     /// term before it, so the query reads `prefix AND (closed OR key) AND (close code OR key)`;
     /// open records sort first (`active` descending), so the key's open record is always on
-    /// the page. Fills the caches `find`, `history`, `last_change_sha` and the template
-    /// lookup read; the track record is left to its own query when the page cannot hold the
-    /// window (many records under one key).
+    /// the page. Returns the key's record with the recent closed changes, which are left to
+    /// their own query when the page cannot hold the window (many records under one key);
+    /// learns the template.
     ///
     /// A closed or cancelled record of the key that is older than the page is not seen: the
     /// gate then decides anew, and the re-read after its create finds the older record and
     /// carries on with it (see `settle`).
-    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Option<Raw>> {
+    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Found> {
         let fitted = key.fitted(KEY_MAX);
         let prefix = key_prefix(&key.service_id, &key.environment);
         let codes = self.outcome_codes();
@@ -139,30 +149,28 @@ impl ServiceNow {
         if let Some(name) = by_name {
             self.learn_template(&rows, name);
         }
-        let mut cache = self.cache();
         for raw in &rows {
-            if !raw.number().is_empty() {
-                cache.raws.insert(raw.number().to_string(), raw.clone());
-            }
+            self.remember(raw);
         }
-        cache.found.insert(fitted, found.clone());
-        if complete {
-            cache.recent = Some(Recent {
-                prefix,
-                rows: rows
-                    .iter()
-                    .filter(|r| closed(r))
-                    .map(|r| {
-                        (
-                            r.get("correlation_id").to_string(),
-                            r.get("close_code").to_string(),
-                        )
-                    })
-                    .collect(),
-                total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
-            });
+        let recent = complete.then(|| Recent {
+            prefix,
+            rows: rows
+                .iter()
+                .filter(|r| closed(r))
+                .map(|r| {
+                    (
+                        r.get("correlation_id").to_string(),
+                        r.get("close_code").to_string(),
+                    )
+                })
+                .collect(),
+            total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
+        });
+        if let Some(recent) = &recent {
+            // `policy` and `simulate` read the history after `last_change_sha` without a lookup.
+            self.cache().recent = Some(recent.clone());
         }
-        Ok(found)
+        Ok(Found { raw: found, recent })
     }
 
     /// Remembers the template's sys_id when a recent standard change was made from an active
@@ -203,7 +211,16 @@ impl TrackRecord for ServiceNow {
                 CorrelationKey::new(q_.service_id, q_.environment, &sha).fitted(KEY_MAX)
             }
         });
-        let recent = self.recent(&prefix).await?;
+        // The rows read with the gate's lookup, if they are this service's and environment's.
+        let carried = q_
+            .found
+            .and_then(|found| found.carried::<Found>())
+            .and_then(|f| f.recent.clone())
+            .filter(|r| r.prefix == prefix);
+        let recent = match carried {
+            Some(recent) => recent,
+            None => self.recent(&prefix).await?,
+        };
         let skip =
             |key: &str| exclude_fitted.as_deref() == Some(key) || exclude.as_deref() == Some(key);
         let excluded = recent.rows.iter().filter(|(k, _)| skip(k)).count() as u64;
@@ -312,7 +329,8 @@ impl TrackRecord for ServiceNow {
             .as_ref()
             .is_some_and(|r| r.prefix == prefix);
         if !cached {
-            self.survey(key).await?;
+            let found = self.survey(key).await?;
+            self.cache().surveyed.insert(key.to_string(), found);
         }
         let recent = self.recent(&prefix).await?;
         let fitted = key.fitted(KEY_MAX);

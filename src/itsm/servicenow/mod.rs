@@ -71,14 +71,17 @@ struct Cache {
     template: Option<String>,
     /// Whether `template` was learned from a recent change rather than looked up by name.
     template_learned: bool,
-    /// Lookups by key made by `find` or `survey`, used by the `open` that follows.
-    found: HashMap<String, Option<Raw>>,
-    /// The last state seen of each record, by number.
+    /// `last_change_sha`'s survey of a key (by the full key), for the gate's `find` and the
+    /// `open` that follow in the same run without a lookup to hand on.
+    surveyed: HashMap<String, history::Found>,
+    /// The last state seen of each record, by number: `refresh`, `start` and the outcome
+    /// are handed a `ChangeRecord`, which does not carry the row they write on.
     raws: HashMap<String, Raw>,
     recent: Option<Recent>,
     /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
     incidents: HashMap<String, Vec<LinkedIncident>>,
-    /// Younger records found holding a key beside its change, by key.
+    /// Younger records found holding a key beside its change, by key: `record_outcome`,
+    /// handed a `ChangeRecord`, drops them once the deploy is over.
     duplicates: HashMap<String, Vec<Raw>>,
 }
 
