@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::change::Gathered;
 use super::{ChangeOutcome, Ctx, Exit, Progress, Waiting, annotated};
 use crate::domain::{
     ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
@@ -116,13 +117,18 @@ fn fmt_secs(d: Duration) -> String {
 pub async fn run(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
-    facts: ChangeFacts,
+    gathered: Gathered,
     req: &GateRequest,
     progress: &dyn Progress,
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
-    // The decision reads the history next: a backend may read it with the record.
-    let found = backend.find(&facts.key(), Intent::Decide).await?;
+    let Gathered { facts, found } = gathered;
+    // The decision reads the history next: a backend may read it with the record (or did,
+    // while gathering the facts).
+    let found = match found {
+        Some(found) => found,
+        None => backend.find(&facts.key(), Intent::Decide).await?,
+    };
     let existing = found.record.clone();
     let emergency_requested = req.emergency.is_some();
     // The run's mode judges the gate: a decision made under another mode does not stand,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval, ServiceRef,
-    TrackRecord, Verification,
+    Since, TrackRecord, Verification,
 };
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -89,7 +89,7 @@ impl TrackRecord for DryRun {
         self.inner.history(query).await
     }
 
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
         self.inner.last_change_sha(key).await
     }
 }

@@ -134,6 +134,16 @@ impl std::fmt::Debug for Lookup {
     }
 }
 
+/// What [`TrackRecord::last_change_sha`] read.
+#[derive(Debug, Default)]
+pub struct Since {
+    /// The commit of the last change deployed successfully, if any.
+    pub sha: Option<String>,
+    /// The lookup of the key's record (an [`Intent::Decide`] one), when the same read found
+    /// it: hand it to the gate's `open` and `history` instead of finding the key again.
+    pub found: Option<Lookup>,
+}
+
 /// A service and environment the backend holds changes for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct ServiceRef {
@@ -275,8 +285,9 @@ pub trait TrackRecord: Send + Sync {
     /// The commit of the last change deployed successfully (outcome success) for the service
     /// and environment of `key` (the change about to be made): the start of its commit
     /// range. A blocked, rejected, cancelled or failed change is not a start: what it
-    /// carried ships with the next deploy.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
+    /// carried ships with the next deploy. A backend that finds `key`'s record in the same
+    /// read hands the [`Lookup`] on in [`Since::found`].
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since>;
 }
 
 /// What `verify` reads and writes after a deploy.

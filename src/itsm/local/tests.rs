@@ -203,7 +203,8 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
             l.ledger
                 .last_change_sha(&CorrelationKey::new("acme/api", "production", "f00d"))
         )
-        .unwrap(),
+        .unwrap()
+        .sha,
         Some("d".repeat(40)),
         "the last successful deploy: e is only decided, c never deployed, b failed"
     );
@@ -212,7 +213,8 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
             l.ledger
                 .last_change_sha(&CorrelationKey::new("acme/api", "staging", "f00d"))
         )
-        .unwrap(),
+        .unwrap()
+        .sha,
         None
     );
 }

@@ -22,7 +22,7 @@ use super::codec::{
 };
 use super::{READ_FIELDS, STATS, ServiceNow, TABLE};
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
-use crate::itsm::HistoryQuery;
+use crate::itsm::{HistoryQuery, Lookup, Since};
 
 /// Dot-walked fields naming the standard change template a change was made from.
 const TEMPLATE_ID_FIELD: &str = "std_change_producer_version.std_change_producer";
@@ -49,11 +49,8 @@ pub(super) struct Recent {
 
 impl ServiceNow {
     /// The most recent closed changes of a service+environment (one more than the window),
-    /// and the total. Cached: `last_change_sha` and `history` share it.
+    /// and the total. `last_change_sha` hands what it read on to `history` in a lookup.
     pub(super) async fn recent(&self, prefix: &str) -> Result<Recent> {
-        if let Some(r) = self.cache().recent.clone().filter(|r| r.prefix == prefix) {
-            return Ok(r);
-        }
         let codes = self.outcome_codes();
         let query = format!(
             "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^ORDERBYDESCclosed_at^ORDERBYDESCnumber",
@@ -78,13 +75,11 @@ impl ServiceNow {
                 )
             })
             .collect();
-        let recent = Recent {
+        Ok(Recent {
             prefix: prefix.to_string(),
             rows,
             total: reply.total_count(),
-        };
-        self.cache().recent = Some(recent.clone());
-        Ok(recent)
+        })
     }
 
     /// One query for what a gate reads before it decides: the records holding `key` and the
@@ -166,10 +161,6 @@ impl ServiceNow {
                 .collect(),
             total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
         });
-        if let Some(recent) = &recent {
-            // `policy` and `simulate` read the history after `last_change_sha` without a lookup.
-            self.cache().recent = Some(recent.clone());
-        }
         Ok(Found { raw: found, recent })
     }
 
@@ -320,25 +311,30 @@ impl TrackRecord for ServiceNow {
 
     /// The commit of the last change closed successful for the service and environment of
     /// `key` (the last deploy other than `key`'s, a failed one aside: it may not have
-    /// shipped), from the query that also finds `key`'s record.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    /// shipped), from the query that also finds `key`'s record: both are handed on in the
+    /// lookup, for the gate's `open` and `history`.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
         let prefix = key_prefix(&key.service_id, &key.environment);
-        let cached = self
-            .cache()
-            .recent
-            .as_ref()
-            .is_some_and(|r| r.prefix == prefix);
-        if !cached {
-            let found = self.survey(key).await?;
-            self.cache().surveyed.insert(key.to_string(), found);
-        }
-        let recent = self.recent(&prefix).await?;
+        let mut found = self.survey(key).await?;
+        let recent = match found.recent.clone() {
+            Some(recent) => recent,
+            None => {
+                let recent = self.recent(&prefix).await?;
+                found.recent = Some(recent.clone());
+                recent
+            }
+        };
         let fitted = key.fitted(KEY_MAX);
-        Ok(recent
+        let sha = recent
             .rows
             .iter()
             .find(|(k, code)| *k != fitted && *code == self.cfg.close_code_success)
             .and_then(|(k, _)| k.parse::<CorrelationKey>().ok())
-            .map(|k| k.sha))
+            .map(|k| k.sha);
+        let record = found.raw.as_ref().map(|r| self.to_record(r));
+        Ok(Since {
+            sha,
+            found: Some(Lookup::of(key, record).carrying(found)),
+        })
     }
 }

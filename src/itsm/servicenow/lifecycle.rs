@@ -475,22 +475,15 @@ fn refused(e: &anyhow::Error) -> bool {
 
 #[async_trait]
 impl ChangeStore for ServiceNow {
-    /// For a decision, the key's record and the track record in one query (see `survey`),
-    /// unless this process surveyed the key already (for the commit range of a local run).
-    /// The row found rides in the lookup, for `open`.
+    /// For a decision, the key's record and the track record in one query (see `survey`).
+    /// The row found rides in the lookup, for `open` (and the track record, for `history`).
     async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup> {
         let found = match intent {
             Intent::Read => Found {
                 raw: self.lookup(&key.fitted(KEY_MAX)).await?,
                 recent: None,
             },
-            Intent::Decide => {
-                let surveyed = self.cache().surveyed.get(&key.to_string()).cloned();
-                match surveyed {
-                    Some(found) => found,
-                    None => self.survey(key).await?,
-                }
-            }
+            Intent::Decide => self.survey(key).await?,
         };
         let record = found.raw.as_ref().map(|r| self.to_record(r));
         Ok(Lookup::of(key, record).carrying(found))
@@ -529,8 +522,7 @@ impl ChangeStore for ServiceNow {
         let handed = found
             .and_then(|f| f.found::<Found>(&full))
             .map(|f| f.raw.clone());
-        let surveyed = self.cache().surveyed.remove(&full.to_string());
-        let existing = match handed.or_else(|| surveyed.map(|f| f.raw)) {
+        let existing = match handed {
             Some(found) => found,
             None => self.lookup(&key).await?,
         };

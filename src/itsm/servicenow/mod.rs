@@ -54,7 +54,6 @@ use codec::{
     CANCELED, CLOSED, Raw, display_timed_out, fallback_decision, journal_text, kind_of_json,
     map_state, q,
 };
-use history::Recent;
 
 const TABLE: &str = "api/now/table/change_request";
 const STATS: &str = "api/now/stats/change_request";
@@ -71,13 +70,9 @@ struct Cache {
     template: Option<String>,
     /// Whether `template` was learned from a recent change rather than looked up by name.
     template_learned: bool,
-    /// `last_change_sha`'s survey of a key (by the full key), for the gate's `find` and the
-    /// `open` that follow in the same run without a lookup to hand on.
-    surveyed: HashMap<String, history::Found>,
     /// The last state seen of each record, by number: `refresh`, `start` and the outcome
     /// are handed a `ChangeRecord`, which does not carry the row they write on.
     raws: HashMap<String, Raw>,
-    recent: Option<Recent>,
     /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
     incidents: HashMap<String, Vec<LinkedIncident>>,
     /// Younger records found holding a key beside its change, by key: `record_outcome`,
