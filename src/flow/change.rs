@@ -94,15 +94,19 @@ pub fn facts_without_range(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<Change
     Ok(detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir))
 }
 
-/// A record by its id, or else the one for this pipeline's correlation key.
+/// A record by its id, or else the one for this pipeline's correlation key (with the
+/// lookup that found it, for the writes that follow).
 pub async fn locate(
     backend: &dyn Backend,
     id: Option<&str>,
     facts: &ChangeFacts,
-) -> Result<Option<ChangeRecord>> {
+) -> Result<(Option<ChangeRecord>, Option<Lookup>)> {
     match id {
-        Some(id) => backend.get(id).await,
-        None => Ok(backend.find(&facts.key(), Intent::Read).await?.record),
+        Some(id) => Ok((backend.get(id).await?, None)),
+        None => {
+            let found = backend.find(&facts.key(), Intent::Read).await?;
+            Ok((found.record.clone(), Some(found)))
+        }
     }
 }
 

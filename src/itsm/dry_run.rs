@@ -68,6 +68,7 @@ impl ChangeStore for DryRun {
         _record: &ChangeRecord,
         _outcome: Outcome,
         _notes: &str,
+        _found: Option<&Lookup>,
         _now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         self.refuse()

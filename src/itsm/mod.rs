@@ -253,11 +253,15 @@ pub trait ChangeStore: Send + Sync {
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord>;
 
     /// Records the outcome and closes (or cancels) the record. Recording twice is harmless.
+    /// `found` is the caller's [`ChangeStore::find`] that located `record`, if it made one:
+    /// what the backend saw there is tidied up now that the deploy is over (ServiceNow: the
+    /// younger records two racing runs left holding the key).
     async fn record_outcome(
         &self,
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 

@@ -655,6 +655,8 @@ impl ChangeStore for Jira {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        // Duplicates are retired right after the create that made them (see `settle`).
+        _found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let (v, mut current) = self.current(record).await?;

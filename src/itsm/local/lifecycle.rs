@@ -146,6 +146,8 @@ impl ChangeStore for Ledger {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        // The ledger's key is unique: no duplicates to tidy up.
+        _found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let row_id =

@@ -90,7 +90,11 @@ impl Fixture {
                 r = self.ledger.start(&r, decided).await.unwrap();
             }
             if let Some((o, closed)) = outcome {
-                r = self.ledger.record_outcome(&r, o, "", closed).await.unwrap();
+                r = self
+                    .ledger
+                    .record_outcome(&r, o, "", None, closed)
+                    .await
+                    .unwrap();
             }
             r
         })
@@ -134,7 +138,11 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
     let b = block_on(l.ledger.refresh(&b)).unwrap();
     block_on(l.ledger.start(&b, at(2, 2))).unwrap();
     let b = block_on(l.ledger.refresh(&b)).unwrap();
-    block_on(l.ledger.record_outcome(&b, Outcome::Failure, "", at(3, 0))).unwrap();
+    block_on(
+        l.ledger
+            .record_outcome(&b, Outcome::Failure, "", None, at(3, 0)),
+    )
+    .unwrap();
     // Sprint 1: a pre-approved change never deployed (cancelled), an emergency success,
     // and the change being decided now.
     l.change(

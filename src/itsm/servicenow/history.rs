@@ -37,6 +37,9 @@ pub(super) struct Found {
     pub(super) raw: Option<Raw>,
     /// The service's and environment's recent closed changes, when the same read held them.
     pub(super) recent: Option<Recent>,
+    /// Younger records holding the key beside the change (two runs raced to create it):
+    /// `record_outcome` drops them once the deploy is over.
+    pub(super) duplicates: Vec<Raw>,
 }
 
 #[derive(Clone)]
@@ -161,7 +164,12 @@ impl ServiceNow {
                 .collect(),
             total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
         });
-        Ok(Found { raw: found, recent })
+        // Duplicates are dropped by `record_outcome`, which a gate's lookup never reaches.
+        Ok(Found {
+            raw: found,
+            recent,
+            duplicates: Vec::new(),
+        })
     }
 
     /// Remembers the template's sys_id when a recent standard change was made from an active

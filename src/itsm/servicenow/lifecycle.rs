@@ -479,10 +479,7 @@ impl ChangeStore for ServiceNow {
     /// The row found rides in the lookup, for `open` (and the track record, for `history`).
     async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup> {
         let found = match intent {
-            Intent::Read => Found {
-                raw: self.lookup(&key.fitted(KEY_MAX)).await?,
-                recent: None,
-            },
+            Intent::Read => self.lookup(&key.fitted(KEY_MAX)).await?,
             Intent::Decide => self.survey(key).await?,
         };
         let record = found.raw.as_ref().map(|r| self.to_record(r));
@@ -524,7 +521,7 @@ impl ChangeStore for ServiceNow {
             .map(|f| f.raw.clone());
         let existing = match handed {
             Some(found) => found,
-            None => self.lookup(&key).await?,
+            None => self.lookup(&key).await?.raw,
         };
         let raw = match existing {
             None => {
@@ -615,15 +612,20 @@ impl ChangeStore for ServiceNow {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         // The state first: the instance's own workflow may have moved the change on.
         let raw = self.raw_for(record).await?;
         // Two records survived two runs at once (see `settle`): the deploy is over, so the
         // younger ones can go now without pulling a record from under a running gate.
-        let duplicates = self.cache().duplicates.remove(&record.key);
-        for dup in duplicates.unwrap_or_default() {
-            self.discard(&dup, &raw, &record.key).await;
+        let duplicates = found
+            .and_then(|f| f.carried::<Found>())
+            .filter(|f| f.raw.as_ref().is_some_and(|r| r.number() == record.id))
+            .map(|f| f.duplicates.as_slice())
+            .unwrap_or_default();
+        for dup in duplicates {
+            self.discard(dup, &raw, &record.key).await;
         }
         if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
             return Ok(self.keep(record, &raw));

@@ -75,9 +75,6 @@ struct Cache {
     raws: HashMap<String, Raw>,
     /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
     incidents: HashMap<String, Vec<LinkedIncident>>,
-    /// Younger records found holding a key beside its change, by key: `record_outcome`,
-    /// handed a `ChangeRecord`, drops them once the deploy is over.
-    duplicates: HashMap<String, Vec<Raw>>,
 }
 
 /// The backend.
@@ -272,14 +269,20 @@ impl ServiceNow {
         Ok(rows)
     }
 
-    async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
+    /// The oldest record holding `key` (the change), and the younger ones beside it.
+    async fn lookup(&self, key: &str) -> Result<history::Found> {
         let mut rows = self.by_key(key, 10).await?;
         Self::warn_duplicates(key, &rows);
-        if rows.len() > 1 {
-            let younger = rows.split_off(1);
-            self.cache().duplicates.insert(key.to_string(), younger);
-        }
-        Ok(rows.into_iter().next())
+        let duplicates = if rows.len() > 1 {
+            rows.split_off(1)
+        } else {
+            Vec::new()
+        };
+        Ok(history::Found {
+            raw: rows.into_iter().next(),
+            recent: None,
+            duplicates,
+        })
     }
 
     /// Reads one record again by sys_id.
