@@ -7,6 +7,12 @@
 //! [`manual_only`] and [`manual`], the one place their refusal is worded. A dry run sees
 //! the backend through [`DryRun`], the one place writes are refused.
 //!
+//! What a backend found is a value, not a cache: [`ChangeStore::find`] (and
+//! [`TrackRecord::last_change_sha`], when its read finds the record too) returns a [`Lookup`]
+//! carrying the backend's own data, and the flow hands it to `open`, `history` and
+//! `record_outcome`, which then do not look again. A backend keeps per-instance memos only
+//! for what no change's value carries (a token, a template id, a service desk id).
+//!
 //! Every backend has the same layout, `itsm/<backend>/`:
 //!
 //! | file | holds |

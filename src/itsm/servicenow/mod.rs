@@ -64,16 +64,22 @@ const CHG: &str = "api/sn_chg_rest/change";
 pub(super) const READ_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
                            justification,close_code,work_start,sys_created_on";
 
+/// What the backend keeps between calls. What `find` found is not here: it travels in the
+/// `Lookup` the caller hands on (see `history::Found`). What stays is what no value of the
+/// port carries:
 #[derive(Default)]
 struct Cache {
-    /// The standard change template's sys_id, looked up once per process.
+    /// The standard change template's sys_id, looked up once per process: a fact of the
+    /// instance, the same for every change, not a lookup of one.
     template: Option<String>,
     /// Whether `template` was learned from a recent change rather than looked up by name.
     template_learned: bool,
-    /// The last state seen of each record, by number: `refresh`, `start` and the outcome
-    /// are handed a `ChangeRecord`, which does not carry the row they write on.
+    /// The last state seen of each record, by number: `refresh`, `start`, the outcome, a
+    /// refusal and `verify` are handed a `ChangeRecord`, which does not carry the row they
+    /// write on; without it each would read the record again.
     raws: HashMap<String, Raw>,
-    /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
+    /// Incidents linked to a change, by the change's sys_id: `verify` reads them in batches
+    /// with `awaiting_verification`, and the port asks for them change by change.
     incidents: HashMap<String, Vec<LinkedIncident>>,
 }
 
