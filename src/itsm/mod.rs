@@ -401,3 +401,27 @@ pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>>
         backend
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Lookup;
+    use crate::domain::CorrelationKey;
+
+    #[derive(Debug, PartialEq)]
+    struct Row(u32);
+
+    #[test]
+    fn a_lookup_hands_back_what_its_backend_made_for_its_own_key_only() {
+        let key = CorrelationKey::new("acme/api", "production", "abc123");
+        let other = CorrelationKey::new("acme/api", "production", "def456");
+        let found = Lookup::of(&key, None).carrying(Row(7));
+        assert_eq!(found.found::<Row>(&key), Some(&Row(7)));
+        // Another key's open looks again; another backend's data is not read as its own.
+        assert_eq!(found.found::<Row>(&other), None);
+        assert_eq!(found.found::<String>(&key), None);
+        assert_eq!(found.carried::<Row>(), Some(&Row(7)));
+        assert_eq!(Lookup::of(&key, None).found::<Row>(&key), None);
+        assert_eq!(found.key(), key.to_string());
+        assert!(format!("{found:?}").contains("carries: true"));
+    }
+}
