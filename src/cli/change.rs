@@ -50,3 +50,12 @@ impl From<&ChangeArgs> for ChangeRequest {
 pub async fn facts(ctx: &Ctx<'_>, backend: &dyn Backend, args: &ChangeArgs) -> Result<ChangeFacts> {
     flow::change::facts(ctx, backend, &args.into()).await
 }
+
+/// The same, with the lookup of the change made on the way (see [`flow::change::gather`]).
+pub async fn gather(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    args: &ChangeArgs,
+) -> Result<flow::change::Gathered> {
+    flow::change::gather(ctx, backend, &args.into()).await
+}

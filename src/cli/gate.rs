@@ -28,7 +28,7 @@ pub struct GateArgs {
 /// `gate`: gather the facts, run the gate flow, present its outcome.
 pub async fn run(ctx: &Ctx<'_>, args: &GateArgs) -> Result<Exit> {
     let backend = itsm::connect(ctx.settings)?;
-    let facts = change::facts(ctx, backend.as_ref(), &args.change).await?;
+    let gathered = change::gather(ctx, backend.as_ref(), &args.change).await?;
     let req = GateRequest {
         wait: args.wait,
         emergency: args.emergency.clone(),
@@ -36,14 +36,14 @@ pub async fn run(ctx: &Ctx<'_>, args: &GateArgs) -> Result<Exit> {
     let progress = Console {
         settings: ctx.settings,
     };
-    let outcome = flow::gate::run(ctx, backend.as_ref(), facts, &req, &progress).await?;
+    let outcome = flow::gate::run(ctx, backend.as_ref(), gathered, &req, &progress).await?;
     present::change(ctx.settings, outcome)
 }
 
 /// `open`: only open or update the record; print its id.
 pub async fn open(ctx: &Ctx<'_>, args: &ChangeArgs) -> Result<Exit> {
     let backend = itsm::connect(ctx.settings)?;
-    let facts = change::facts(ctx, backend.as_ref(), args).await?;
-    let outcome = flow::change::open(ctx, backend.as_ref(), facts).await?;
+    let gathered = change::gather(ctx, backend.as_ref(), args).await?;
+    let outcome = flow::change::open(ctx, backend.as_ref(), gathered).await?;
     present::change(ctx.settings, outcome)
 }

@@ -25,7 +25,13 @@ pub async fn run(
         PolicyCommand::Simulate(args) => return super::simulate::run(ctx, global, args).await,
     };
     let backend = itsm::connect(ctx.settings)?;
-    let facts = change::facts(ctx, backend.as_ref(), &args.into()).await?;
-    let explanation = flow::policy::explain(ctx, backend.as_ref(), &facts).await?;
+    let gathered = change::gather(ctx, backend.as_ref(), &args.into()).await?;
+    let explanation = flow::policy::explain(
+        ctx,
+        backend.as_ref(),
+        &gathered.facts,
+        gathered.found.as_ref(),
+    )
+    .await?;
     present::explanation(ctx.settings, &explanation)
 }

@@ -6,7 +6,7 @@ use super::{ChangeOutcome, Ctx, Exit, annotated};
 use crate::domain::change::check_name;
 use crate::domain::{ChangeFacts, ChangeRecord, CorrelationKey};
 use crate::env;
-use crate::itsm::Backend;
+use crate::itsm::{Backend, Intent, Lookup, Since};
 use crate::output::Report;
 use crate::pipeline;
 
@@ -19,23 +19,41 @@ pub struct ChangeRequest {
     pub tests_passed: Option<bool>,
 }
 
-/// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
-/// range runs from the last commit the backend knows was deployed successfully to the same
-/// service and environment (else from the push's `before`): what this deploy ships.
+/// A change's facts, and the backend's lookup of its record when gathering them made one.
+#[derive(Debug)]
+pub struct Gathered {
+    /// The facts of this pipeline's change.
+    pub facts: ChangeFacts,
+    /// The lookup the backend made while reading the commit range (see
+    /// [`crate::itsm::Since`]): hand it to the gate or `open`, which then find nothing again.
+    pub found: Option<Lookup>,
+}
+
+/// Gathers the facts of this pipeline's change (see [`gather`]), for a flow that does not
+/// write the change.
 pub async fn facts(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
     req: &ChangeRequest,
 ) -> Result<ChangeFacts> {
+    Ok(gather(ctx, backend, req).await?.facts)
+}
+
+/// Gathers the facts of this pipeline's change. Outside a pull/merge request the commit
+/// range runs from the last commit the backend knows was deployed successfully to the same
+/// service and environment (else from the push's `before`): what this deploy ships. The
+/// lookup of the change the backend made on the way comes with them.
+pub async fn gather(ctx: &Ctx<'_>, backend: &dyn Backend, req: &ChangeRequest) -> Result<Gathered> {
     let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, req.commit.as_deref())?;
     let service = service_name(ctx, &detected)?;
     let service_id = pipeline::service_id(detected.repository.as_deref(), &service);
-    let previous = if detected.range.is_none() {
+    let since = if detected.range.is_none() {
         let key = CorrelationKey::new(&service_id, &ctx.settings.environment, &detected.commit_sha);
         backend.last_change_sha(&key).await?
     } else {
-        None
+        Since::default()
     };
+    let previous = since.sha;
     let mut facts = detected.into_facts(
         &service,
         &ctx.settings.environment,
@@ -44,7 +62,11 @@ pub async fn facts(
         ctx.workdir,
     );
     pipeline::fill_from_platform(ctx.settings, ctx.forge, &mut facts).await;
-    Ok(facts)
+    // A lookup of another key than the facts' (the platform's facts named another commit)
+    // is of no use to the flows that follow.
+    let key = facts.key().to_string();
+    let found = since.found.filter(|f| f.key() == key);
+    Ok(Gathered { facts, found })
 }
 
 /// The service: as settings name it (checked there), else the repository's name, which is
@@ -72,15 +94,19 @@ pub fn facts_without_range(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<Change
     Ok(detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir))
 }
 
-/// A record by its id, or else the one for this pipeline's correlation key.
+/// A record by its id, or else the one for this pipeline's correlation key (with the
+/// lookup that found it, for the writes that follow).
 pub async fn locate(
     backend: &dyn Backend,
     id: Option<&str>,
     facts: &ChangeFacts,
-) -> Result<Option<ChangeRecord>> {
+) -> Result<(Option<ChangeRecord>, Option<Lookup>)> {
     match id {
-        Some(id) => backend.get(id).await,
-        None => backend.find(&facts.key()).await,
+        Some(id) => Ok((backend.get(id).await?, None)),
+        None => {
+            let found = backend.find(&facts.key(), Intent::Read).await?;
+            Ok((found.record.clone(), Some(found)))
+        }
     }
 }
 
@@ -88,13 +114,14 @@ pub async fn locate(
 pub async fn open(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
-    facts: ChangeFacts,
+    gathered: Gathered,
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
+    let Gathered { facts, found } = gathered;
     let record = if s.dry_run {
-        backend.find(&facts.key()).await?
+        backend.find(&facts.key(), Intent::Read).await?.record
     } else {
-        Some(backend.open(&facts, None, s.now).await?)
+        Some(backend.open(&facts, None, found.as_ref(), s.now).await?)
     };
     let report = Report::from_record(record.as_ref(), &facts, s.mode(), s.dry_run);
     Ok(annotated(ctx, report, facts, record.as_ref(), Exit::Pass).await)

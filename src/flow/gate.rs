@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::change::Gathered;
 use super::{ChangeOutcome, Ctx, Exit, Progress, Waiting, annotated};
 use crate::domain::{
     ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
 };
 use crate::http;
-use crate::itsm::{Backend, HistoryQuery};
+use crate::itsm::{Backend, HistoryQuery, Intent, Lookup};
 use crate::output::{Judgement, Report};
 
 /// What a gate run is asked besides the change.
@@ -22,11 +23,13 @@ pub struct GateRequest {
     pub emergency: Option<String>,
 }
 
-/// Decides the change from the backend's history.
+/// Decides the change from the backend's history; `found` is the gate's lookup of the
+/// change, which may carry part of the history (see [`Intent::Decide`]).
 pub async fn decide_change(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
     facts: &ChangeFacts,
+    found: Option<&Lookup>,
     emergency: Option<String>,
 ) -> Result<Decision> {
     let s = ctx.settings;
@@ -41,6 +44,7 @@ pub async fn decide_change(
             from_sprint: current - i64::from(s.policy.params.allowance.lookback_sprints),
             now: s.now,
             exclude_key: Some(&key),
+            found,
         })
         .await
         .context("cannot read the change history")?;
@@ -113,12 +117,19 @@ fn fmt_secs(d: Duration) -> String {
 pub async fn run(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
-    facts: ChangeFacts,
+    gathered: Gathered,
     req: &GateRequest,
     progress: &dyn Progress,
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
-    let existing = backend.find_for_decision(&facts.key()).await?;
+    let Gathered { facts, found } = gathered;
+    // The decision reads the history next: a backend may read it with the record (or did,
+    // while gathering the facts).
+    let found = match found {
+        Some(found) => found,
+        None => backend.find(&facts.key(), Intent::Decide).await?,
+    };
+    let existing = found.record.clone();
     let emergency_requested = req.emergency.is_some();
     // The run's mode judges the gate: a decision made under another mode does not stand,
     // and a rejection stands but blocks an enforce run whatever mode it was asked in.
@@ -128,7 +139,7 @@ pub async fn run(
         .filter(|r| r.standing_decision(mode, emergency_requested).is_some());
     let decision = match standing.and_then(|r| r.decision.clone()) {
         Some(d) => d,
-        None => decide_change(ctx, backend, &facts, req.emergency.clone()).await?,
+        None => decide_change(ctx, backend, &facts, Some(&found), req.emergency.clone()).await?,
     };
     // A closed or cancelled record whose decision does not stand (made in observe mode, or
     // its mode unknown) is not reopened: the new decision is reported and judged as if
@@ -141,7 +152,9 @@ pub async fn run(
         return Ok(unwritten(ctx, facts, existing.as_ref(), standing, &decision, closed).await);
     }
 
-    let mut record = backend.open(&facts, Some(&decision), s.now).await?;
+    let mut record = backend
+        .open(&facts, Some(&decision), Some(&found), s.now)
+        .await?;
     if record.left_closed(mode, emergency_requested) {
         // A closed record the lookup missed and `open` found (the backend left it as it is).
         return Ok(unwritten(ctx, facts, Some(&record), None, &decision, Some(&record)).await);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::domain::ramp::{self, RampStep};
 use crate::domain::{ChangeFacts, Outcome};
-use crate::itsm::{Backend, HistoryQuery};
+use crate::itsm::{Backend, HistoryQuery, Lookup};
 
 /// The trust state of one service and environment, and how it was derived.
 #[derive(Debug, Serialize)]
@@ -39,11 +39,13 @@ pub struct Explanation {
     pub replay: Vec<RampStep>,
 }
 
-/// The trust state of the change's service and environment, replayed from its history.
+/// The trust state of the change's service and environment, replayed from its history;
+/// `found` is the lookup gathering the facts made, which may carry part of that history.
 pub async fn explain(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
     facts: &ChangeFacts,
+    found: Option<&Lookup>,
 ) -> Result<Explanation> {
     let s = ctx.settings;
     let p = &s.policy.params;
@@ -57,6 +59,7 @@ pub async fn explain(
             from_sprint: current - i64::from(p.allowance.lookback_sprints),
             now: s.now,
             exclude_key: None,
+            found,
         })
         .await?;
     let replay = ramp::replay(&history, &p.allowance, p.min_success_rate, current);

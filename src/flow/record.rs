@@ -27,7 +27,8 @@ pub async fn run(
 ) -> Result<ChangeOutcome> {
     let s = ctx.settings;
     let outcome = req.outcome;
-    let Some(record) = change::locate(backend, req.change_id.as_deref(), &facts).await? else {
+    let (Some(record), found) = change::locate(backend, req.change_id.as_deref(), &facts).await?
+    else {
         bail!(
             "no change record for {} (run `changegate gate` before the deploy, or pass --change ID)",
             req.change_id
@@ -47,7 +48,7 @@ pub async fn run(
         record
     } else {
         backend
-            .record_outcome(&record, outcome, &notes, s.now)
+            .record_outcome(&record, outcome, &notes, found.as_ref(), s.now)
             .await?
     };
     let mut report = Report::from_record(Some(&record), &facts, s.mode(), s.dry_run);

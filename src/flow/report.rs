@@ -82,6 +82,7 @@ async fn service_report(
             from_sprint: first - i64::from(p.allowance.lookback_sprints),
             now: s.now,
             exclude_key: None,
+            found: None,
         })
         .await
         .with_context(|| format!("cannot read the history of {}", service.service_id))?;

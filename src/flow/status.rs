@@ -14,7 +14,7 @@ pub async fn run(
     facts: ChangeFacts,
     change_id: Option<&str>,
 ) -> Result<ChangeOutcome> {
-    let Some(record) = change::locate(backend, change_id, &facts).await? else {
+    let (Some(record), _) = change::locate(backend, change_id, &facts).await? else {
         match change_id {
             Some(id) => bail!("no change record {id} (check the id, or leave out --change)"),
             None => bail!(

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backend, ChangeStore, HistoryQuery, Insights, ManualApproval, ServiceRef, TrackRecord,
-    Verification,
+    Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval, ServiceRef,
+    Since, TrackRecord, Verification,
 };
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -37,12 +37,8 @@ impl DryRun {
 
 #[async_trait]
 impl ChangeStore for DryRun {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        self.inner.find(key).await
-    }
-
-    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        self.inner.find_for_decision(key).await
+    async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup> {
+        self.inner.find(key, intent).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -53,6 +49,7 @@ impl ChangeStore for DryRun {
         &self,
         _facts: &ChangeFacts,
         _decision: Option<&Decision>,
+        _found: Option<&Lookup>,
         _now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         self.refuse()
@@ -71,6 +68,7 @@ impl ChangeStore for DryRun {
         _record: &ChangeRecord,
         _outcome: Outcome,
         _notes: &str,
+        _found: Option<&Lookup>,
         _now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         self.refuse()
@@ -92,7 +90,7 @@ impl TrackRecord for DryRun {
         self.inner.history(query).await
     }
 
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
         self.inner.last_change_sha(key).await
     }
 }

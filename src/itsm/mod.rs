@@ -7,6 +7,12 @@
 //! [`manual_only`] and [`manual`], the one place their refusal is worded. A dry run sees
 //! the backend through [`DryRun`], the one place writes are refused.
 //!
+//! What a backend found is a value, not a cache: [`ChangeStore::find`] (and
+//! [`TrackRecord::last_change_sha`], when its read finds the record too) returns a [`Lookup`]
+//! carrying the backend's own data, and the flow hands it to `open`, `history` and
+//! `record_outcome`, which then do not look again. A backend keeps per-instance memos only
+//! for what no change's value carries (a token, a template id, a service desk id).
+//!
 //! Every backend has the same layout, `itsm/<backend>/`:
 //!
 //! | file | holds |
@@ -26,6 +32,8 @@
 //! config variant — the `BackendKind` variant with its `[<backend>]` section in
 //! `config.rs`, and the `BackendConfig` variant it connects with, resolved (secrets
 //! included) in `settings.rs`; and one arm in [`connect`].
+
+use std::any::Any;
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -59,6 +67,87 @@ pub struct HistoryQuery<'a> {
     pub now: DateTime<Utc>,
     /// The change being decided: never part of its own history.
     pub exclude_key: Option<&'a str>,
+    /// The gate's lookup of that change, which may carry the track record a backend read
+    /// with it (see [`Intent::Decide`]): what it carries is not read again.
+    pub found: Option<&'a Lookup>,
+}
+
+/// What a caller of [`ChangeStore::find`] will do next, so that a backend that can read more
+/// in the same request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Only read the record (`status`, `record`, `open`).
+    Read,
+    /// Decide the change: the track record is read next. A backend that can read the record
+    /// and the track record in one request does so, and carries the rows in the [`Lookup`].
+    Decide,
+}
+
+/// What [`ChangeStore::find`] found: the record, and what the backend that found it needs to
+/// write it (opaque to everyone else, read back only by that backend). Handing it to
+/// [`ChangeStore::open`] spares the backend a second lookup, with no cache between the calls.
+pub struct Lookup {
+    key: String,
+    /// The change record holding the key, if any.
+    pub record: Option<ChangeRecord>,
+    found: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Lookup {
+    /// A lookup of `key` that found `record` and carries nothing else.
+    pub fn of(key: &CorrelationKey, record: Option<ChangeRecord>) -> Lookup {
+        Lookup {
+            key: key.to_string(),
+            record,
+            found: None,
+        }
+    }
+
+    /// The same, carrying the backend's own data for a later `open` or `history`.
+    pub fn carrying<T: Any + Send + Sync>(mut self, found: T) -> Lookup {
+        self.found = Some(Box::new(found));
+        self
+    }
+
+    /// The correlation key looked up.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The backend's data, when this lookup is of `key` and carries a `T`: a backend reads
+    /// back only what it made itself, and looks up again otherwise.
+    pub fn found<T: Any>(&self, key: &CorrelationKey) -> Option<&T> {
+        if self.key != key.to_string() {
+            return None;
+        }
+        self.carried()
+    }
+
+    /// The backend's data, whatever key was looked up (for data not tied to the key, such
+    /// as the track record of its service and environment, which the backend checks itself).
+    pub fn carried<T: Any>(&self) -> Option<&T> {
+        self.found.as_deref().and_then(|f| f.downcast_ref::<T>())
+    }
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup")
+            .field("key", &self.key)
+            .field("record", &self.record)
+            .field("carries", &self.found.is_some())
+            .finish()
+    }
+}
+
+/// What [`TrackRecord::last_change_sha`] read.
+#[derive(Debug, Default)]
+pub struct Since {
+    /// The commit of the last change deployed successfully, if any.
+    pub sha: Option<String>,
+    /// The lookup of the key's record (an [`Intent::Decide`] one), when the same read found
+    /// it: hand it to the gate's `open` and `history` instead of finding the key again.
+    pub found: Option<Lookup>,
 }
 
 /// A service and environment the backend holds changes for.
@@ -140,13 +229,9 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
 /// processes at once, or again after a crash, leaves one record.
 #[async_trait]
 pub trait ChangeStore: Send + Sync {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>>;
-
-    /// `find` for a gate, which will most likely ask for the history next: a backend that can
-    /// read the record and the track record in one request does so here.
-    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        self.find(key).await
-    }
+    /// The change record holding `key`, if any, with what the backend needs to write it
+    /// (hand the [`Lookup`] to [`ChangeStore::open`]); `intent` says what comes next.
+    async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup>;
 
     /// A change by the backend's id (`CHG0030001`, `CHG-12`, ...).
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>>;
@@ -155,11 +240,15 @@ pub trait ChangeStore: Send + Sync {
     /// writes it (state, type, work note) unless the record is closed or cancelled or
     /// already holds one that stands (see [`ChangeRecord::takes_decision`]):
     /// an existing pre-approved or needs-approval decision is kept, so a re-run of the same
-    /// pipeline never re-decides (nor uses the allowance twice). Returns the record as stored.
+    /// pipeline never re-decides (nor uses the allowance twice). `found` is the caller's
+    /// [`ChangeStore::find`] of the facts' key, if it made one: the backend starts from it
+    /// instead of looking the key up again (without one, or with a lookup of another key,
+    /// the backend looks the key up itself). Returns the record as stored.
     async fn open(
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 
@@ -170,11 +259,15 @@ pub trait ChangeStore: Send + Sync {
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord>;
 
     /// Records the outcome and closes (or cancels) the record. Recording twice is harmless.
+    /// `found` is the caller's [`ChangeStore::find`] that located `record`, if it made one:
+    /// what the backend saw there is tidied up now that the deploy is over (ServiceNow: the
+    /// younger records two racing runs left holding the key).
     async fn record_outcome(
         &self,
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
 
@@ -202,8 +295,9 @@ pub trait TrackRecord: Send + Sync {
     /// The commit of the last change deployed successfully (outcome success) for the service
     /// and environment of `key` (the change about to be made): the start of its commit
     /// range. A blocked, rejected, cancelled or failed change is not a start: what it
-    /// carried ships with the next deploy.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>>;
+    /// carried ships with the next deploy. A backend that finds `key`'s record in the same
+    /// read hands the [`Lookup`] on in [`Since::found`].
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since>;
 }
 
 /// What `verify` reads and writes after a deploy.
@@ -306,4 +400,28 @@ pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>>
     } else {
         backend
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lookup;
+    use crate::domain::CorrelationKey;
+
+    #[derive(Debug, PartialEq)]
+    struct Row(u32);
+
+    #[test]
+    fn a_lookup_hands_back_what_its_backend_made_for_its_own_key_only() {
+        let key = CorrelationKey::new("acme/api", "production", "abc123");
+        let other = CorrelationKey::new("acme/api", "production", "def456");
+        let found = Lookup::of(&key, None).carrying(Row(7));
+        assert_eq!(found.found::<Row>(&key), Some(&Row(7)));
+        // Another key's open looks again; another backend's data is not read as its own.
+        assert_eq!(found.found::<Row>(&other), None);
+        assert_eq!(found.found::<String>(&key), None);
+        assert_eq!(found.carried::<Row>(), Some(&Row(7)));
+        assert_eq!(Lookup::of(&key, None).found::<Row>(&key), None);
+        assert_eq!(found.key(), key.to_string());
+        assert!(format!("{found:?}").contains("carries: true"));
+    }
 }

@@ -65,10 +65,10 @@ async fn a_gate_hands_its_outcome_to_the_caller() {
     };
     // No track record yet: the change needs approval, and the gate does not wait.
     for run in 0..2 {
-        let facts = change::facts(&ctx, backend.as_ref(), &ChangeRequest::default())
+        let gathered = change::gather(&ctx, backend.as_ref(), &ChangeRequest::default())
             .await
             .unwrap();
-        let outcome = gate::run(&ctx, backend.as_ref(), facts, &req, &Silent)
+        let outcome = gate::run(&ctx, backend.as_ref(), gathered, &req, &Silent)
             .await
             .unwrap();
         assert_eq!(

@@ -16,8 +16,8 @@ use crate::domain::History;
 use crate::domain::Outcome;
 use crate::domain::SprintCalendar;
 use crate::domain::SprintTally;
-use crate::itsm::HistoryQuery;
 use crate::itsm::TrackRecord;
+use crate::itsm::{HistoryQuery, Since};
 use anyhow::Result;
 use async_trait::async_trait;
 use chrono::Duration;
@@ -267,8 +267,9 @@ impl TrackRecord for Jira {
         })
     }
 
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.last_sha(&key.service_id, &key.environment).await
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
+        let sha = self.last_sha(&key.service_id, &key.environment).await?;
+        Ok(Since { sha, found: None })
     }
 }
 

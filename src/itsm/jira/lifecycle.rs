@@ -1,7 +1,7 @@
 //! A change's life in Jira: find it, open it, write its decision, move it through the
 //! workflow, read its approvals, and record the deploy.
 //!
-//! Finding a change: by correlation key (remembered per process) or by issue key.
+//! Finding a change: by correlation key (what was found handed on to `open`) or by issue key.
 //!
 //! Opening a change: find or create its issue, and write the decision.
 //!
@@ -45,7 +45,7 @@ use crate::domain::Mode;
 use crate::domain::Outcome;
 use crate::domain::State;
 use crate::env;
-use crate::itsm::ChangeStore;
+use crate::itsm::{ChangeStore, Intent, Lookup};
 use anyhow::Context;
 use anyhow::Result;
 use anyhow::anyhow;
@@ -82,18 +82,6 @@ impl Found {
 }
 
 impl Jira {
-    /// What this process knows of the change with correlation key `key`.
-    pub(super) fn remember(&self, key: &str, found: Option<&Found>) {
-        if let Ok(mut map) = self.found.lock() {
-            map.insert(key.to_string(), found.cloned());
-        }
-    }
-
-    /// `Some(None)`: this process looked and found nothing; `None`: never looked.
-    pub(super) fn remembered(&self, key: &str) -> Option<Option<Found>> {
-        self.found.lock().ok().and_then(|m| m.get(key).cloned())
-    }
-
     /// The issues labelled as this change, oldest first.
     pub(super) fn key_jql(&self, key: &CorrelationKey) -> String {
         format!(
@@ -129,16 +117,13 @@ impl Jira {
         Ok(hits)
     }
 
-    /// The change with this key, if Jira has it; remembered for the rest of the run.
+    /// The change with this key, if Jira has it.
     pub(super) async fn lookup(&self, key: &CorrelationKey) -> Result<Option<Found>> {
         let full = key.to_string();
         let Some(v) = self.matches(key, &[]).await?.into_iter().next() else {
-            self.remember(&full, None);
             return Ok(None);
         };
-        let found = Found::of(&v, self.complete(&v, &full).await?);
-        self.remember(&full, Some(&found));
-        Ok(Some(found))
+        Ok(Some(Found::of(&v, self.complete(&v, &full).await?)))
     }
 }
 
@@ -499,10 +484,11 @@ impl Jira {
         record.emergency_reason = d.emergency.clone();
         let new_labels = labels::of_decision(d, now);
         // The previous decision's labels go, unless this one writes them again.
-        let (stale, kept): (Vec<&String>, Vec<&String>) = found
+        let stale: Vec<&String> = found
             .labels
             .iter()
-            .partition(|l| labels::is_decision(l) && !new_labels.contains(l));
+            .filter(|l| labels::is_decision(l) && !new_labels.contains(l))
+            .collect();
         let added: Vec<&String> = new_labels
             .iter()
             .filter(|l| !found.labels.contains(l))
@@ -524,23 +510,18 @@ impl Jira {
         self.edit(&record.id, &body).await?;
         self.comment(&record.id, decision_comment(d)).await?;
         record.state = decided_state(Some(d.kind));
-        self.remember(
-            &record.key,
-            Some(&Found {
-                id: found.id,
-                labels: kept.into_iter().chain(added).cloned().collect(),
-                record: record.clone(),
-                stored: Some(stored),
-            }),
-        );
         Ok(record)
     }
 }
 
 #[async_trait]
 impl ChangeStore for Jira {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        Ok(self.lookup(key).await?.map(|f| f.record))
+    /// The change with this key, carrying the issue's id, labels and property for `open`
+    /// (`None` carried: Jira has no such change).
+    async fn find(&self, key: &CorrelationKey, _intent: Intent) -> Result<Lookup> {
+        let found = self.lookup(key).await?;
+        let record = found.as_ref().map(|f| f.record.clone());
+        Ok(Lookup::of(key, record).carrying(found))
     }
 
     /// A change by its issue key or id; an error when the issue is not a change.
@@ -564,12 +545,15 @@ impl ChangeStore for Jira {
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let key = facts.key();
         let full = key.to_string();
-        let existing = match self.remembered(&full) {
-            Some(known) => known,
+        // What the caller's `find` read; a parallel run creating the change since is caught
+        // after the create (see `settle`).
+        let existing = match found.and_then(|f| f.found::<Option<Found>>(&key)) {
+            Some(known) => known.clone(),
             None => self.lookup(&key).await?,
         };
         let found = match existing {
@@ -584,7 +568,6 @@ impl ChangeStore for Jira {
                             self.comment(&mine.record.id, decision_comment(d)).await?;
                             self.to_approval(&mine.record.id, d).await?;
                         }
-                        self.remember(&full, Some(&mine));
                         return Ok(mine.record);
                     }
                 }
@@ -600,7 +583,7 @@ impl ChangeStore for Jira {
         }
     }
 
-    /// The change read again, and what this process remembers of it brought up to date.
+    /// The change read again.
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
         let Some(v) = self.read_issue(&record.id, false).await? else {
             bail!(
@@ -609,15 +592,7 @@ impl ChangeStore for Jira {
                 env::JIRA_USER
             );
         };
-        let fresh = self.complete(&v, &record.key).await?;
-        if let Ok(mut map) = self.found.lock()
-            && let Some(Some(f)) = map.get_mut(&fresh.key)
-        {
-            f.record = fresh.clone();
-            f.labels = v.labels.clone();
-            f.stored = v.stored.clone();
-        }
-        Ok(fresh)
+        self.complete(&v, &record.key).await
     }
 
     /// The gate passed: the change moves to implementation and records when the deploy
@@ -680,6 +655,8 @@ impl ChangeStore for Jira {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        // Duplicates are retired right after the create that made them (see `settle`).
+        _found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let (v, mut current) = self.current(record).await?;

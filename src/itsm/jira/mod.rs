@@ -35,7 +35,6 @@ use crate::http::HttpClient;
 
 pub use client::jira_words;
 pub use codec::{Stored, labels};
-use lifecycle::Found;
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
@@ -58,13 +57,13 @@ pub struct Jira {
     token: SecretString,
     project: String,
     cfg: JiraSection,
-    /// Changes looked up or written by this process, by correlation key (`None`: looked up
-    /// and not found). `gate` looks a change up and then opens it: the second lookup costs
-    /// nothing. A parallel run creating it in between is caught after the create.
-    found: Mutex<HashMap<String, Option<Found>>>,
+    /// The service desk's id, configured or looked up once: a fact of the site, not of a
+    /// change, so a memo for the life of the backend is not a cache between calls.
     service_desk: Mutex<Option<String>>,
     warned_no_request: AtomicBool,
-    /// The changes `verify` found due, by issue key, with their links.
+    /// The changes `verify` found due, by issue key, with their links. A per-run memo: the
+    /// `Verification` port hands records, not issues, between `awaiting_verification` and
+    /// `linked_incidents`, and the links were read with the search.
     verifying: Mutex<HashMap<String, codec::IssueView>>,
 }
 
@@ -96,7 +95,6 @@ impl Jira {
             token: access.token,
             project: access.project,
             cfg,
-            found: Mutex::new(HashMap::new()),
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
             verifying: Mutex::new(HashMap::new()),

@@ -4,7 +4,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use crate::itsm::{HistoryQuery, TrackRecord};
+use crate::itsm::{HistoryQuery, Since, TrackRecord};
 
 use super::Ledger;
 use super::codec::ts;
@@ -115,14 +115,15 @@ impl TrackRecord for Ledger {
         })
     }
 
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
-        self.with(|c| {
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
+        let sha = self.with(|c| {
             c.query_row(
                 LAST_SHA_SQL,
                 params![key.service_id, key.environment],
                 |r| r.get(0),
             )
             .optional()
-        })
+        })?;
+        Ok(Since { sha, found: None })
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use crate::itsm::{ChangeStore, ManualApproval};
+use crate::itsm::{ChangeStore, Intent, Lookup, ManualApproval};
 
 use super::Ledger;
 use super::codec::{COLUMNS, add_event, load, parse_change_id, record_from_row, ts};
@@ -16,9 +16,10 @@ use crate::domain::{
 
 #[async_trait]
 impl ChangeStore for Ledger {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        let key = key.to_string();
-        self.with(|c| load(c, "correlation_key = ?1", params![key]))
+    async fn find(&self, key: &CorrelationKey, _intent: Intent) -> Result<Lookup> {
+        let full = key.to_string();
+        let record = self.with(|c| load(c, "correlation_key = ?1", params![full]))?;
+        Ok(Lookup::of(key, record))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -32,6 +33,8 @@ impl ChangeStore for Ledger {
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
+        // The ledger looks the key up again under its write lock, where two runs cannot race.
+        _found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let key = facts.key().to_string();
@@ -143,6 +146,8 @@ impl ChangeStore for Ledger {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        // The ledger's key is unique: no duplicates to tidy up.
+        _found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         let row_id =

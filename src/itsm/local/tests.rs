@@ -9,7 +9,7 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, State,
 };
 use crate::domain::{Mode, Platform, SprintCalendar};
-use crate::itsm::{ChangeStore, HistoryQuery, ManualApproval, TrackRecord};
+use crate::itsm::{ChangeStore, HistoryQuery, Intent, ManualApproval, TrackRecord};
 
 fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
@@ -85,12 +85,16 @@ impl Fixture {
         outcome: Option<(Outcome, DateTime<Utc>)>,
     ) -> ChangeRecord {
         block_on(async {
-            let mut r = self.ledger.open(f, Some(d), decided).await.unwrap();
+            let mut r = self.ledger.open(f, Some(d), None, decided).await.unwrap();
             if deploy {
                 r = self.ledger.start(&r, decided).await.unwrap();
             }
             if let Some((o, closed)) = outcome {
-                r = self.ledger.record_outcome(&r, o, "", closed).await.unwrap();
+                r = self
+                    .ledger
+                    .record_outcome(&r, o, "", None, closed)
+                    .await
+                    .unwrap();
             }
             r
         })
@@ -105,6 +109,7 @@ impl Fixture {
             from_sprint: 0,
             now: at(20, 0),
             exclude_key: exclude,
+            found: None,
         }))
         .unwrap()
     }
@@ -133,7 +138,11 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
     let b = block_on(l.ledger.refresh(&b)).unwrap();
     block_on(l.ledger.start(&b, at(2, 2))).unwrap();
     let b = block_on(l.ledger.refresh(&b)).unwrap();
-    block_on(l.ledger.record_outcome(&b, Outcome::Failure, "", at(3, 0))).unwrap();
+    block_on(
+        l.ledger
+            .record_outcome(&b, Outcome::Failure, "", None, at(3, 0)),
+    )
+    .unwrap();
     // Sprint 1: a pre-approved change never deployed (cancelled), an emergency success,
     // and the change being decided now.
     l.change(
@@ -202,7 +211,8 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
             l.ledger
                 .last_change_sha(&CorrelationKey::new("acme/api", "production", "f00d"))
         )
-        .unwrap(),
+        .unwrap()
+        .sha,
         Some("d".repeat(40)),
         "the last successful deploy: e is only decided, c never deployed, b failed"
     );
@@ -211,7 +221,8 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
             l.ledger
                 .last_change_sha(&CorrelationKey::new("acme/api", "staging", "f00d"))
         )
-        .unwrap(),
+        .unwrap()
+        .sha,
         None
     );
 }
@@ -291,7 +302,8 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
     let kinds: Vec<DecisionKind> = ['a', 'b', 'c']
         .into_iter()
         .map(|c| {
-            let r = block_on(ledger.open(&facts("acme/api", c), Some(&stale), at(1, 0))).unwrap();
+            let r =
+                block_on(ledger.open(&facts("acme/api", c), Some(&stale), None, at(1, 0))).unwrap();
             r.decision.unwrap().kind
         })
         .collect();
@@ -303,8 +315,9 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
             DecisionKind::NeedsApproval
         ]
     );
-    let third = block_on(ledger.find(&facts("acme/api", 'c').key()))
+    let third = block_on(ledger.find(&facts("acme/api", 'c').key(), Intent::Read))
         .unwrap()
+        .record
         .unwrap();
     assert_eq!(third.state, State::AwaitingApproval);
     assert_eq!(third.decision.unwrap().allowance_used, 2);
@@ -315,9 +328,17 @@ fn re_runs_leave_no_gaps_in_change_ids() {
     let l = ledger();
     let d = decision(DecisionKind::NeedsApproval, None);
     for _ in 0..3 {
-        let r = block_on(l.ledger.open(&facts("acme/api", 'a'), Some(&d), at(1, 0))).unwrap();
+        let r = block_on(
+            l.ledger
+                .open(&facts("acme/api", 'a'), Some(&d), None, at(1, 0)),
+        )
+        .unwrap();
         assert_eq!(r.id, "CG-1");
     }
-    let next = block_on(l.ledger.open(&facts("acme/api", 'b'), Some(&d), at(1, 1))).unwrap();
+    let next = block_on(
+        l.ledger
+            .open(&facts("acme/api", 'b'), Some(&d), None, at(1, 1)),
+    )
+    .unwrap();
     assert_eq!(next.id, "CG-2");
 }

@@ -100,6 +100,8 @@ pub struct SnClient {
     http: HttpClient,
     base: url::Url,
     creds: Credentials,
+    /// The OAuth token, fetched on the first call and again before it expires: a credential
+    /// of the connection, shared by every call, not a copy of anything a call returns.
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 

@@ -22,12 +22,25 @@ use super::codec::{
 };
 use super::{READ_FIELDS, STATS, ServiceNow, TABLE};
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
-use crate::itsm::HistoryQuery;
+use crate::itsm::{HistoryQuery, Lookup, Since};
 
 /// Dot-walked fields naming the standard change template a change was made from.
 const TEMPLATE_ID_FIELD: &str = "std_change_producer_version.std_change_producer";
 const TEMPLATE_NAME_FIELD: &str = "std_change_producer_version.std_change_producer.name";
 const TEMPLATE_ACTIVE_FIELD: &str = "std_change_producer_version.std_change_producer.active";
+
+/// What a lookup of a key carries for `open` and `history` (see [`crate::itsm::Lookup`]):
+/// the record holding the key, and the recent closed changes when they were read with it.
+#[derive(Clone)]
+pub(super) struct Found {
+    /// The oldest record holding the key: the change.
+    pub(super) raw: Option<Raw>,
+    /// The service's and environment's recent closed changes, when the same read held them.
+    pub(super) recent: Option<Recent>,
+    /// Younger records holding the key beside the change (two runs raced to create it):
+    /// `record_outcome` drops them once the deploy is over.
+    pub(super) duplicates: Vec<Raw>,
+}
 
 #[derive(Clone)]
 pub(super) struct Recent {
@@ -39,11 +52,8 @@ pub(super) struct Recent {
 
 impl ServiceNow {
     /// The most recent closed changes of a service+environment (one more than the window),
-    /// and the total. Cached: `last_change_sha` and `history` share it.
+    /// and the total. `last_change_sha` hands what it read on to `history` in a lookup.
     pub(super) async fn recent(&self, prefix: &str) -> Result<Recent> {
-        if let Some(r) = self.cache().recent.clone().filter(|r| r.prefix == prefix) {
-            return Ok(r);
-        }
         let codes = self.outcome_codes();
         let query = format!(
             "correlation_idSTARTSWITH{}^state={CLOSED}^close_codeIN{}^ORDERBYDESCclosed_at^ORDERBYDESCnumber",
@@ -68,27 +78,25 @@ impl ServiceNow {
                 )
             })
             .collect();
-        let recent = Recent {
+        Ok(Recent {
             prefix: prefix.to_string(),
             rows,
             total: reply.total_count(),
-        };
-        self.cache().recent = Some(recent.clone());
-        Ok(recent)
+        })
     }
 
     /// One query for what a gate reads before it decides: the records holding `key` and the
     /// last closed changes of its service and environment. Encoded queries bind `^OR` to the
     /// term before it, so the query reads `prefix AND (closed OR key) AND (close code OR key)`;
     /// open records sort first (`active` descending), so the key's open record is always on
-    /// the page. Fills the caches `find`, `history`, `last_change_sha` and the template
-    /// lookup read; the track record is left to its own query when the page cannot hold the
-    /// window (many records under one key).
+    /// the page. Returns the key's record with the recent closed changes, which are left to
+    /// their own query when the page cannot hold the window (many records under one key);
+    /// learns the template.
     ///
     /// A closed or cancelled record of the key that is older than the page is not seen: the
     /// gate then decides anew, and the re-read after its create finds the older record and
     /// carries on with it (see `settle`).
-    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Option<Raw>> {
+    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Found> {
         let fitted = key.fitted(KEY_MAX);
         let prefix = key_prefix(&key.service_id, &key.environment);
         let codes = self.outcome_codes();
@@ -139,30 +147,29 @@ impl ServiceNow {
         if let Some(name) = by_name {
             self.learn_template(&rows, name);
         }
-        let mut cache = self.cache();
         for raw in &rows {
-            if !raw.number().is_empty() {
-                cache.raws.insert(raw.number().to_string(), raw.clone());
-            }
+            self.remember(raw);
         }
-        cache.found.insert(fitted, found.clone());
-        if complete {
-            cache.recent = Some(Recent {
-                prefix,
-                rows: rows
-                    .iter()
-                    .filter(|r| closed(r))
-                    .map(|r| {
-                        (
-                            r.get("correlation_id").to_string(),
-                            r.get("close_code").to_string(),
-                        )
-                    })
-                    .collect(),
-                total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
-            });
-        }
-        Ok(found)
+        let recent = complete.then(|| Recent {
+            prefix,
+            rows: rows
+                .iter()
+                .filter(|r| closed(r))
+                .map(|r| {
+                    (
+                        r.get("correlation_id").to_string(),
+                        r.get("close_code").to_string(),
+                    )
+                })
+                .collect(),
+            total: reply.total_count().map(|t| t.saturating_sub(not_closed)),
+        });
+        // Duplicates are dropped by `record_outcome`, which a gate's lookup never reaches.
+        Ok(Found {
+            raw: found,
+            recent,
+            duplicates: Vec::new(),
+        })
     }
 
     /// Remembers the template's sys_id when a recent standard change was made from an active
@@ -203,7 +210,16 @@ impl TrackRecord for ServiceNow {
                 CorrelationKey::new(q_.service_id, q_.environment, &sha).fitted(KEY_MAX)
             }
         });
-        let recent = self.recent(&prefix).await?;
+        // The rows read with the gate's lookup, if they are this service's and environment's.
+        let carried = q_
+            .found
+            .and_then(|found| found.carried::<Found>())
+            .and_then(|f| f.recent.clone())
+            .filter(|r| r.prefix == prefix);
+        let recent = match carried {
+            Some(recent) => recent,
+            None => self.recent(&prefix).await?,
+        };
         let skip =
             |key: &str| exclude_fitted.as_deref() == Some(key) || exclude.as_deref() == Some(key);
         let excluded = recent.rows.iter().filter(|(k, _)| skip(k)).count() as u64;
@@ -303,24 +319,30 @@ impl TrackRecord for ServiceNow {
 
     /// The commit of the last change closed successful for the service and environment of
     /// `key` (the last deploy other than `key`'s, a failed one aside: it may not have
-    /// shipped), from the query that also finds `key`'s record.
-    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Option<String>> {
+    /// shipped), from the query that also finds `key`'s record: both are handed on in the
+    /// lookup, for the gate's `open` and `history`.
+    async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
         let prefix = key_prefix(&key.service_id, &key.environment);
-        let cached = self
-            .cache()
-            .recent
-            .as_ref()
-            .is_some_and(|r| r.prefix == prefix);
-        if !cached {
-            self.survey(key).await?;
-        }
-        let recent = self.recent(&prefix).await?;
+        let mut found = self.survey(key).await?;
+        let recent = match found.recent.clone() {
+            Some(recent) => recent,
+            None => {
+                let recent = self.recent(&prefix).await?;
+                found.recent = Some(recent.clone());
+                recent
+            }
+        };
         let fitted = key.fitted(KEY_MAX);
-        Ok(recent
+        let sha = recent
             .rows
             .iter()
             .find(|(k, code)| *k != fitted && *code == self.cfg.close_code_success)
             .and_then(|(k, _)| k.parse::<CorrelationKey>().ok())
-            .map(|k| k.sha))
+            .map(|k| k.sha);
+        let record = found.raw.as_ref().map(|r| self.to_record(r));
+        Ok(Since {
+            sha,
+            found: Some(Lookup::of(key, record).carrying(found)),
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! re-read that settles two runs racing, decisions written in place or by superseding, and
 //! the one-step-at-a-time walk along the change model.
 
-use crate::itsm::ChangeStore;
+use crate::itsm::{ChangeStore, Intent, Lookup};
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +16,7 @@ use super::codec::{
     ASSESS, AUTHORIZE, CANCELED, CLOSED, DISPLAY, IMPLEMENT, KEY_MAX, NEW, Raw, TIMED_OUT,
     display_for, display_timed_out, is_sys_id, model, q, sn_time, state_label, tolerant, type_for,
 };
+use super::history::Found;
 use super::{CHG, ServiceNow, TABLE};
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, Mode, Outcome, State,
@@ -474,23 +475,15 @@ fn refused(e: &anyhow::Error) -> bool {
 
 #[async_trait]
 impl ChangeStore for ServiceNow {
-    async fn find(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        let fitted = key.fitted(KEY_MAX);
-        let raw = self.lookup(&fitted).await?;
-        self.cache().found.insert(fitted, raw.clone());
-        Ok(raw.map(|r| self.to_record(&r)))
-    }
-
-    /// The key's record and the track record in one query (see `survey`), unless this
-    /// process surveyed the key already (for the commit range of a local run).
-    async fn find_for_decision(&self, key: &CorrelationKey) -> Result<Option<ChangeRecord>> {
-        let fitted = key.fitted(KEY_MAX);
-        let cached = self.cache().found.get(&fitted).cloned();
-        let raw = match cached {
-            Some(found) => found,
-            None => self.survey(key).await?,
+    /// For a decision, the key's record and the track record in one query (see `survey`).
+    /// The row found rides in the lookup, for `open` (and the track record, for `history`).
+    async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup> {
+        let found = match intent {
+            Intent::Read => self.lookup(&key.fitted(KEY_MAX)).await?,
+            Intent::Decide => self.survey(key).await?,
         };
-        Ok(raw.map(|r| self.to_record(&r)))
+        let record = found.raw.as_ref().map(|r| self.to_record(r));
+        Ok(Lookup::of(key, record).carrying(found))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -518,13 +511,17 @@ impl ChangeStore for ServiceNow {
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        let key = facts.key().fitted(KEY_MAX);
-        let cached = self.cache().found.remove(&key);
-        let existing = match cached {
+        let full = facts.key();
+        let key = full.fitted(KEY_MAX);
+        let handed = found
+            .and_then(|f| f.found::<Found>(&full))
+            .map(|f| f.raw.clone());
+        let existing = match handed {
             Some(found) => found,
-            None => self.lookup(&key).await?,
+            None => self.lookup(&key).await?.raw,
         };
         let raw = match existing {
             None => {
@@ -615,15 +612,20 @@ impl ChangeStore for ServiceNow {
         record: &ChangeRecord,
         outcome: Outcome,
         notes: &str,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
         // The state first: the instance's own workflow may have moved the change on.
         let raw = self.raw_for(record).await?;
         // Two records survived two runs at once (see `settle`): the deploy is over, so the
         // younger ones can go now without pulling a record from under a running gate.
-        let duplicates = self.cache().duplicates.remove(&record.key);
-        for dup in duplicates.unwrap_or_default() {
-            self.discard(&dup, &raw, &record.key).await;
+        let duplicates = found
+            .and_then(|f| f.carried::<Found>())
+            .filter(|f| f.raw.as_ref().is_some_and(|r| r.number() == record.id))
+            .map(|f| f.duplicates.as_slice())
+            .unwrap_or_default();
+        for dup in duplicates {
+            self.discard(dup, &raw, &record.key).await;
         }
         if matches!(raw.state(), Some(CLOSED) | Some(CANCELED)) {
             return Ok(self.keep(record, &raw));

@@ -54,7 +54,6 @@ use codec::{
     CANCELED, CLOSED, Raw, display_timed_out, fallback_decision, journal_text, kind_of_json,
     map_state, q,
 };
-use history::Recent;
 
 const TABLE: &str = "api/now/table/change_request";
 const STATS: &str = "api/now/stats/change_request";
@@ -65,21 +64,23 @@ const CHG: &str = "api/sn_chg_rest/change";
 pub(super) const READ_FIELDS: &str = "sys_id,number,type,state,approval,approval_set,correlation_id,correlation_display,\
                            justification,close_code,work_start,sys_created_on";
 
+/// What the backend keeps between calls. What `find` found is not here: it travels in the
+/// `Lookup` the caller hands on (see `history::Found`). What stays is what no value of the
+/// port carries:
 #[derive(Default)]
 struct Cache {
-    /// The standard change template's sys_id, looked up once per process.
+    /// The standard change template's sys_id, looked up once per process: a fact of the
+    /// instance, the same for every change, not a lookup of one.
     template: Option<String>,
     /// Whether `template` was learned from a recent change rather than looked up by name.
     template_learned: bool,
-    /// Lookups by key made by `find` or `survey`, used by the `open` that follows.
-    found: HashMap<String, Option<Raw>>,
-    /// The last state seen of each record, by number.
+    /// The last state seen of each record, by number: `refresh`, `start`, the outcome, a
+    /// refusal and `verify` are handed a `ChangeRecord`, which does not carry the row they
+    /// write on; without it each would read the record again.
     raws: HashMap<String, Raw>,
-    recent: Option<Recent>,
-    /// Incidents linked to a change, by the change's sys_id (`verify` reads them in batches).
+    /// Incidents linked to a change, by the change's sys_id: `verify` reads them in batches
+    /// with `awaiting_verification`, and the port asks for them change by change.
     incidents: HashMap<String, Vec<LinkedIncident>>,
-    /// Younger records found holding a key beside its change, by key.
-    duplicates: HashMap<String, Vec<Raw>>,
 }
 
 /// The backend.
@@ -274,14 +275,20 @@ impl ServiceNow {
         Ok(rows)
     }
 
-    async fn lookup(&self, key: &str) -> Result<Option<Raw>> {
+    /// The oldest record holding `key` (the change), and the younger ones beside it.
+    async fn lookup(&self, key: &str) -> Result<history::Found> {
         let mut rows = self.by_key(key, 10).await?;
         Self::warn_duplicates(key, &rows);
-        if rows.len() > 1 {
-            let younger = rows.split_off(1);
-            self.cache().duplicates.insert(key.to_string(), younger);
-        }
-        Ok(rows.into_iter().next())
+        let duplicates = if rows.len() > 1 {
+            rows.split_off(1)
+        } else {
+            Vec::new()
+        };
+        Ok(history::Found {
+            raw: rows.into_iter().next(),
+            recent: None,
+            duplicates,
+        })
     }
 
     /// Reads one record again by sys_id.
