@@ -105,11 +105,12 @@ pub struct Console<'a> {
 impl Progress for Console<'_> {
     fn waiting(&self, w: &Waiting) {
         eprintln!(
-            "waiting for approval of {}: {} elapsed, {} left; next check in {}",
+            "waiting for approval of {}: {} elapsed, {} left; next check in {}. {}",
             console::one_line(&w.change_id),
             crate::domain::words::duration(w.elapsed),
             crate::domain::words::duration(w.remaining),
-            crate::domain::words::duration(w.next)
+            crate::domain::words::duration(w.next),
+            console::one_line(&w.how)
         );
     }
 

@@ -41,6 +41,9 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
         ("servicenow-url", String::new()),
         ("jira-url", String::new()),
         ("jira-project", String::new()),
+        ("change", String::new()),
+        ("by", String::new()),
+        ("comment", String::new()),
     ])
 }
 
@@ -105,6 +108,8 @@ struct Runner {
     /// `/github/file_commands` and `/github/workflow` stand-ins.
     files: tempfile::TempDir,
     step: u32,
+    /// Set for every step after the runner's own variables (a step's `env:`, an actor).
+    env: Vec<(String, String)>,
 }
 
 struct Step {
@@ -179,6 +184,7 @@ impl Runner {
             workspace,
             files,
             step: 0,
+            env: Vec::new(),
         }
     }
 
@@ -241,10 +247,13 @@ impl Runner {
             .env("GITHUB_ENV", self.files.path().join("set_env"))
             .env("GITHUB_PATH", self.files.path().join("add_path"))
             .env("GITHUB_STATE", self.files.path().join("save_state"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Exactly as the runner starts the entrypoint: no arguments at all.
         let assert = cmd.assert();
         // A run that got as far as a decision annotates, unless it is a dry run.
+        // A human's decision is written to the ledger only; the next gate run annotates it.
         let annotating = inputs.get("dry-run").map(String::as_str) != Some("true")
+            && !matches!(inputs["command"].as_str(), "approve" | "reject")
             && assert.get_output().status.code() != Some(2);
         self.api.assert_token_used(annotating);
         Step {
@@ -637,6 +646,92 @@ mod workflows {
             "{out:?}"
         );
     }
+
+    #[test]
+    fn the_approve_workflow_decides_a_waiting_change_and_refuses_its_author() {
+        let wf = workflow("approve.yml");
+        assert!(wf["on"]["workflow_dispatch"]["inputs"]["change"]["required"] == true);
+        let step = uses(&wf, "decide", "OWNER/changegate@")[0];
+        let shared = tempfile::tempdir().expect("tempdir");
+        let ledger = shared.path().join("ledger.db").display().to_string();
+        assert_eq!(
+            step["env"]["CHANGEGATE_LEDGER"].as_str(),
+            Some("${{ vars.CHANGEGATE_LEDGER }}")
+        );
+
+        // No track record: the change waits for approval; `wait: 0` returns at once.
+        let config = "service = \"hello-world\"\n[approval]\nworkflow = \"approve.yml\"\n";
+        let mut deploy = Runner::new(config);
+        deploy
+            .env
+            .push(("CHANGEGATE_LEDGER".into(), ledger.clone()));
+        let gate = deploy.step(&[("command", "gate"), ("wait", "0")]);
+        gate.expect_code(1);
+        let id = gate.outputs().get("change-id").cloned().unwrap_or_default();
+        // Who may approve, and how: the workflow, with the change.
+        let how = format!(
+            "anyone but its author @Codertocat <21031067+Codertocat@users.noreply.github.com> may approve {id}: run the workflow approve.yml"
+        );
+        assert!(gate.stdout().contains(&how), "{}", gate.stdout());
+        assert!(
+            gate.stdout().contains(&format!(
+                "gh workflow run approve.yml -f change={id} -f decision=approve"
+            )),
+            "{}",
+            gate.stdout()
+        );
+        assert!(
+            gate.summary().contains("**To approve:**"),
+            "{}",
+            gate.summary()
+        );
+
+        // Run workflow, by the change's author (the pusher, GITHUB_ACTOR): refused, exit 2.
+        let dispatch = |decision: &'static str, comment: &'static str| {
+            let id = id.clone();
+            move |k: &str, v: &str| -> String {
+                match (k, v) {
+                    ("command", "${{ inputs.decision }}") => decision.to_string(),
+                    ("change", "${{ inputs.change }}") => id.clone(),
+                    ("comment", "${{ inputs.comment }}") => comment.to_string(),
+                    _ => panic!("unexpected expression {k}: {v}"),
+                }
+            }
+        };
+        let mut decide = Runner::new(config);
+        decide
+            .env
+            .push(("CHANGEGATE_LEDGER".into(), ledger.clone()));
+        decide
+            .env
+            .push(("GITHUB_EVENT_NAME".into(), "workflow_dispatch".into()));
+        let own = step_of(&mut decide, &with(step, &dispatch("approve", "mine")));
+        own.expect_code(2);
+        assert!(
+            own.stderr()
+                .contains(&format!("Codertocat is the author of change {id}")),
+            "{}",
+            own.stderr()
+        );
+
+        // Someone else: approved, as the user who ran the workflow.
+        decide.env.push(("GITHUB_ACTOR".into(), "hubot".into()));
+        let other = step_of(
+            &mut decide,
+            &with(step, &dispatch("approve", "rollout plan read")),
+        );
+        other.expect_code(0);
+        assert!(
+            other.stdout().contains(&format!("{id}: approved by hubot")),
+            "{}",
+            other.stdout()
+        );
+
+        // The deploy's gate, run again, goes ahead.
+        let again = deploy.step(&[("command", "gate"), ("wait", "0")]);
+        again.expect_code(0);
+        assert_eq!(again.outputs().get("change-id"), Some(&id));
+    }
 }
 
 /// The GitLab component's jobs, as `gitlab/templates/changegate.yml` writes them.
@@ -795,6 +890,8 @@ mod gitlab {
         repo
     }
 
+    const AUTHOR: (&str, &str) = ("CI_COMMIT_AUTHOR", "Dev One <dev@example.com>");
+
     #[test]
     fn component_record_job_finds_the_gates_change_in_a_fresh_workspace() {
         let jobs = rendered_jobs();
@@ -864,6 +961,79 @@ mod gitlab {
         assert_eq!(
             dotenv(record_dir.path()).get("CHANGEGATE_CHANGE_ID"),
             env.get("CHANGEGATE_CHANGE_ID")
+        );
+    }
+
+    #[test]
+    fn component_manual_jobs_approve_on_a_shared_ledger_and_refuse_the_author() {
+        let jobs = rendered_jobs();
+        for name in ["changegate-approve", "changegate-reject"] {
+            let j = &jobs[name];
+            assert_eq!(
+                j["needs"],
+                serde_json::json!([]),
+                "{name} runs while the gate waits"
+            );
+            let rules = j["rules"].as_array().expect("rules");
+            assert_eq!(rules.last().expect("a rule")["when"], "manual", "{name}");
+        }
+        // A ledger every job sees (a persistent runner's disk).
+        let shared = tempfile::tempdir().expect("tempdir");
+        let ledger = shared.path().join("ledger.db").display().to_string();
+        let gate_dir = project("service = \"payments-api\"\n");
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.retain(|(k, _)| *k != "CHANGEGATE_WAIT");
+        vars.extend([
+            ("CHANGEGATE_WAIT", "0"),
+            ("CHANGEGATE_LEDGER", ledger.as_str()),
+            ("CHANGEGATE_JOB_PREFIX", "changegate"),
+            AUTHOR,
+        ]);
+        let gate = job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars);
+        expect_exit(&gate, 1);
+        let stdout = String::from_utf8_lossy(&gate.get_output().stdout).into_owned();
+        assert!(
+            stdout.contains(
+                "to approve: anyone but its author dev@example.com may approve CG-1: run the manual job changegate-approve of pipeline https://gitlab.example.com/acme/payments-api/-/pipelines/1001 (or changegate-reject)"
+            ),
+            "{stdout}"
+        );
+
+        // The author runs the approve job: refused (exit 2), and the change still waits.
+        let approve = script(&jobs, "changegate-approve");
+        let approver_dir = fresh_workspace(gate_dir.path(), &jobs, None);
+        let mut own = vars.clone();
+        own.extend([
+            ("GITLAB_USER_LOGIN", "dev1"),
+            ("GITLAB_USER_EMAIL", "dev@example.com"),
+        ]);
+        let refused = job(approver_dir.path(), &approve, &own);
+        expect_exit(&refused, 2);
+        let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("dev@example.com is the author of change CG-1 (dev@example.com)"),
+            "{stderr}"
+        );
+        expect_exit(
+            &job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars),
+            1,
+        );
+
+        // Someone else, with a comment given as a variable when running the job.
+        let mut other = vars.clone();
+        other.extend([
+            ("GITLAB_USER_LOGIN", "alice"),
+            ("GITLAB_USER_EMAIL", "alice@example.com"),
+            ("CHANGEGATE_COMMENT", "read the plan; $(touch pwned)"),
+        ]);
+        let approved = job(approver_dir.path(), &approve, &other);
+        expect_exit(&approved, 0);
+        assert!(!approver_dir.path().join("pwned").exists());
+        let out = String::from_utf8_lossy(&approved.get_output().stdout).into_owned();
+        assert!(out.contains("CG-1: approved by alice"), "{out}");
+        expect_exit(
+            &job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars),
+            0,
         );
     }
 

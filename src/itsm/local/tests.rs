@@ -39,6 +39,7 @@ fn facts(service_id: &str, c: char) -> ChangeFacts {
         run_url: None,
         repository_url: None,
         actor: None,
+        author: None,
         tests_passed: None,
     }
 }
