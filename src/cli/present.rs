@@ -295,6 +295,12 @@ pub fn decided(settings: &Settings, report: &Report) -> Result<Exit> {
             s.github_actions(),
         )?,
     }
+    // The action's `approve`/`reject` step: its outputs say where the change stands now.
+    if s.github_actions()
+        && let Some(path) = &s.github_output
+    {
+        github::write_outputs(report, path)?;
+    }
     Ok(Exit::Pass)
 }
 

@@ -721,6 +721,13 @@ mod workflows {
             &with(step, &dispatch("approve", "rollout plan read")),
         );
         other.expect_code(0);
+        let out = other.outputs();
+        assert_eq!(out.get("change-id"), Some(&id), "{out:?}");
+        assert_eq!(
+            out.get("state").map(String::as_str),
+            Some("approved"),
+            "{out:?}"
+        );
         assert!(
             other.stdout().contains(&format!("{id}: approved by hubot")),
             "{}",
