@@ -295,7 +295,7 @@ async fn unwritten(
 }
 
 /// Who may approve the waiting change `record`, and exactly how, in one line: the manual
-/// job of this GitLab pipeline (the component sets `CHANGEGATE_APPROVE_JOB`), the GitHub
+/// job of this GitLab pipeline (the component sets `CHANGEGATE_JOB_PREFIX`), the GitHub
 /// workflow `[approval] workflow` names, or the command; on an ITSM, the ITSM.
 pub fn how_to_approve(
     ctx: &Ctx<'_>,
@@ -314,7 +314,8 @@ pub fn how_to_approve(
             .unwrap_or_default();
         return format!("a change approver in {kind} approves {id}{at}");
     }
-    let author = facts.author.as_ref().or(record.author.as_ref());
+    // The author `approve` checks against: the one stored with the change.
+    let author = record.author.as_ref().or(facts.author.as_ref());
     let who = approval::who_may_approve(author, s.file.approval.separate_author);
     let command = format!("changegate approve --change {id} --by NAME (or reject)");
     let workflow = &s.file.approval.workflow;
