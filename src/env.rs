@@ -57,6 +57,7 @@ pub const GITHUB_EVENT_PATH: &str = "GITHUB_EVENT_PATH";
 pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
 pub const GITHUB_RUN_ATTEMPT: &str = "GITHUB_RUN_ATTEMPT";
 pub const GITHUB_ACTOR: &str = "GITHUB_ACTOR";
+pub const GITHUB_TRIGGERING_ACTOR: &str = "GITHUB_TRIGGERING_ACTOR";
 pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const GITHUB_WORKSPACE: &str = "GITHUB_WORKSPACE";
@@ -161,6 +162,7 @@ pub const ALL: &[&str] = &[
     GITHUB_RUN_ID,
     GITHUB_RUN_ATTEMPT,
     GITHUB_ACTOR,
+    GITHUB_TRIGGERING_ACTOR,
     GITHUB_OUTPUT,
     GITHUB_STEP_SUMMARY,
     GITHUB_WORKSPACE,
@@ -360,11 +362,11 @@ pub fn platform(vars: &dyn Vars) -> Platform {
 }
 
 /// The user who started this CI job, by every name the platform gives, login first:
-/// GitHub's `GITHUB_ACTOR`; GitLab's `GITLAB_USER_LOGIN` and `GITLAB_USER_EMAIL`. Empty
-/// outside CI.
+/// GitHub's `GITHUB_ACTOR`, and `GITHUB_TRIGGERING_ACTOR` (who re-ran it, when another
+/// user did); GitLab's `GITLAB_USER_LOGIN` and `GITLAB_USER_EMAIL`. Empty outside CI.
 pub fn ci_user(vars: &dyn Vars) -> Vec<String> {
     let names: &[&str] = match platform(vars) {
-        Platform::Github => &[GITHUB_ACTOR],
+        Platform::Github => &[GITHUB_ACTOR, GITHUB_TRIGGERING_ACTOR],
         Platform::Gitlab => &[GITLAB_USER_LOGIN, GITLAB_USER_EMAIL],
         Platform::Local => &[],
     };
@@ -394,6 +396,13 @@ mod tests {
             ("GITLAB_USER_LOGIN", "x"),
         ]);
         assert_eq!(ci_user(&github), ["octocat"]);
+        // A re-run by another user: both are the person deciding.
+        let rerun = vars(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "hubot"),
+            ("GITHUB_TRIGGERING_ACTOR", "octocat"),
+        ]);
+        assert_eq!(ci_user(&rerun), ["hubot", "octocat"]);
         let gitlab = vars(&[
             ("GITLAB_CI", "true"),
             ("GITLAB_USER_LOGIN", "dev"),

@@ -714,8 +714,25 @@ mod workflows {
             own.stderr()
         );
 
-        // Someone else: approved, as the user who ran the workflow.
+        // The author re-running someone else's run of the workflow: refused too.
         decide.env.push(("GITHUB_ACTOR".into(), "hubot".into()));
+        decide
+            .env
+            .push(("GITHUB_TRIGGERING_ACTOR".into(), "codertocat".into()));
+        let rerun = step_of(&mut decide, &with(step, &dispatch("approve", "mine")));
+        rerun.expect_code(2);
+        assert!(
+            rerun
+                .stderr()
+                .contains(&format!("codertocat is the author of change {id}")),
+            "{}",
+            rerun.stderr()
+        );
+
+        // Someone else: approved, as the user who ran the workflow.
+        decide
+            .env
+            .push(("GITHUB_TRIGGERING_ACTOR".into(), "hubot".into()));
         let other = step_of(
             &mut decide,
             &with(step, &dispatch("approve", "rollout plan read")),
