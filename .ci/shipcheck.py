@@ -41,7 +41,12 @@ def binary_inputs():
     env = (ROOT / "src/env.rs").read_text()
     names = {n.lower() for n in re.findall(r'"INPUT_([A-Z0-9-]+)"', env)}
     action = (ROOT / "src/cli/action.rs").read_text()
-    only = dict(re.findall(r'\(env::INPUT_[A-Z_]+, "([a-z-]+)", "--[a-z-]+", "([a-z]+)"\)', action))
+    only = {
+        name: re.findall(r'"([a-z]+)"', commands)
+        for name, commands in re.findall(
+            r'\(\s*env::INPUT_[A-Z_]+,\s*"([a-z-]+)",\s*"--[a-z-]+",\s*&\[([^\]]*)\],?\s*\)', action
+        )
+    }
     commands = re.findall(r'^\s+"([a-z ]+)",$', action.split("pub const COMMANDS", 1)[1].split("];", 1)[0], re.M)
     return names, only, commands
 

@@ -309,6 +309,16 @@ pub struct ApprovalSection {
     /// The longest pause between two polls (polling starts faster and backs off to this);
     /// more than zero, at most 1 hour.
     pub poll: HumanDuration,
+    /// Whether a change's author is refused as its approver (default true). The author is
+    /// the pull/merge request's author (forge login), else the commit's author (e-mail);
+    /// with `true`, a change whose author is not known cannot be approved through
+    /// `changegate approve`.
+    pub separate_author: bool,
+    /// The file name of the GitHub workflow (under `.github/workflows/`) that approves or
+    /// rejects a change through the action's `command: approve` / `reject` on
+    /// `workflow_dispatch`, e.g. `approve.yml`: a waiting gate names it, with the change,
+    /// as the way to approve. Empty (default): the gate names the command instead.
+    pub workflow: String,
 }
 
 impl Default for ApprovalSection {
@@ -316,6 +326,8 @@ impl Default for ApprovalSection {
         ApprovalSection {
             timeout: HumanDuration(Duration::from_secs(3600)),
             poll: HumanDuration(Duration::from_secs(30)),
+            separate_author: true,
+            workflow: String::new(),
         }
     }
 }
@@ -482,6 +494,22 @@ impl ConfigFile {
             {
                 return fail("", key, format!("{name:?} is not a usable name: {why}"));
             }
+        }
+        let workflow = &self.approval.workflow;
+        let workflow_ok = workflow.is_empty()
+            || ((workflow.ends_with(".yml") || workflow.ends_with(".yaml"))
+                && workflow
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+        if !workflow_ok {
+            return fail(
+                "approval",
+                "workflow",
+                format!(
+                    "{workflow:?} is not a workflow file name: give the file under \
+                     .github/workflows, e.g. \"approve.yml\""
+                ),
+            );
         }
         let rate = self.policy.min_success_rate;
         if !(0.0..=1.0).contains(&rate) {
@@ -1025,6 +1053,34 @@ customfield_10100 = { value = "Low" }
             .to_string();
         assert!(err.contains("line 2") && err.contains("maybe"), "{err}");
         assert!(json_schema().to_string().contains("when_unknown"));
+    }
+
+    #[test]
+    fn approval_separates_the_author_by_default_and_names_a_workflow_file() {
+        let c = parse("").unwrap();
+        assert!(c.approval.separate_author);
+        assert_eq!(c.approval.workflow, "");
+        let c = parse("[approval]\nseparate_author = false\nworkflow = \"approve.yml\"\n").unwrap();
+        assert!(!c.approval.separate_author);
+        assert_eq!(c.approval.workflow, "approve.yml");
+        for bad in ["../x.yml", "approve", "a b.yml", "$(id).yml"] {
+            let err = parse(&format!("[approval]\nworkflow = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("line 2") && err.contains("approval.workflow"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse("[approval]\nseparate_author = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("separate_author"),
+            "{err}"
+        );
+        let schema = json_schema().to_string();
+        assert!(schema.contains("separate_author") && schema.contains("workflow"));
     }
 
     #[test]

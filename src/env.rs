@@ -20,6 +20,9 @@ pub const RUST_LOG: &str = "RUST_LOG";
 pub const NO_COLOR: &str = "NO_COLOR";
 pub const TESTS_PASSED: &str = "CHANGEGATE_TESTS_PASSED";
 pub const REVIEWED: &str = "CHANGEGATE_REVIEWED";
+/// Set by the GitLab component: the prefix of its jobs' names, so that a waiting gate can
+/// name the manual jobs `<prefix>-approve` and `<prefix>-reject` as the way to decide.
+pub const JOB_PREFIX: &str = "CHANGEGATE_JOB_PREFIX";
 
 pub const SERVICENOW_URL: &str = "CHANGEGATE_SERVICENOW_URL";
 pub const SERVICENOW_USER: &str = "CHANGEGATE_SERVICENOW_USER";
@@ -54,6 +57,7 @@ pub const GITHUB_EVENT_PATH: &str = "GITHUB_EVENT_PATH";
 pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
 pub const GITHUB_RUN_ATTEMPT: &str = "GITHUB_RUN_ATTEMPT";
 pub const GITHUB_ACTOR: &str = "GITHUB_ACTOR";
+pub const GITHUB_TRIGGERING_ACTOR: &str = "GITHUB_TRIGGERING_ACTOR";
 pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const GITHUB_WORKSPACE: &str = "GITHUB_WORKSPACE";
@@ -74,6 +78,9 @@ pub const INPUT_GITHUB_TOKEN: &str = "INPUT_GITHUB-TOKEN";
 pub const INPUT_SERVICENOW_URL: &str = "INPUT_SERVICENOW-URL";
 pub const INPUT_JIRA_URL: &str = "INPUT_JIRA-URL";
 pub const INPUT_JIRA_PROJECT: &str = "INPUT_JIRA-PROJECT";
+pub const INPUT_CHANGE: &str = "INPUT_CHANGE";
+pub const INPUT_BY: &str = "INPUT_BY";
+pub const INPUT_COMMENT: &str = "INPUT_COMMENT";
 
 // GitLab CI.
 pub const GITLAB_CI: &str = "GITLAB_CI";
@@ -105,6 +112,7 @@ pub const CI_JOB_URL: &str = "CI_JOB_URL";
 pub const CI_ENVIRONMENT_NAME: &str = "CI_ENVIRONMENT_NAME";
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
+pub const GITLAB_USER_EMAIL: &str = "GITLAB_USER_EMAIL";
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
 pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
@@ -124,6 +132,7 @@ pub const ALL: &[&str] = &[
     NO_COLOR,
     TESTS_PASSED,
     REVIEWED,
+    JOB_PREFIX,
     SERVICENOW_URL,
     SERVICENOW_USER,
     SERVICENOW_PASSWORD,
@@ -153,6 +162,7 @@ pub const ALL: &[&str] = &[
     GITHUB_RUN_ID,
     GITHUB_RUN_ATTEMPT,
     GITHUB_ACTOR,
+    GITHUB_TRIGGERING_ACTOR,
     GITHUB_OUTPUT,
     GITHUB_STEP_SUMMARY,
     GITHUB_WORKSPACE,
@@ -170,6 +180,9 @@ pub const ALL: &[&str] = &[
     INPUT_SERVICENOW_URL,
     INPUT_JIRA_URL,
     INPUT_JIRA_PROJECT,
+    INPUT_CHANGE,
+    INPUT_BY,
+    INPUT_COMMENT,
     GITLAB_CI,
     CI_API_V4_URL,
     CI_PROJECT_PATH,
@@ -199,6 +212,7 @@ pub const ALL: &[&str] = &[
     CI_ENVIRONMENT_NAME,
     CI_DEFAULT_BRANCH,
     GITLAB_USER_LOGIN,
+    GITLAB_USER_EMAIL,
     CI_JOB_STATUS,
     CI_JOB_TOKEN,
 ];
@@ -347,10 +361,58 @@ pub fn platform(vars: &dyn Vars) -> Platform {
     }
 }
 
+/// The user who started this CI job, by every name the platform gives, login first:
+/// GitHub's `GITHUB_ACTOR`, and `GITHUB_TRIGGERING_ACTOR` (who re-ran it, when another
+/// user did); GitLab's `GITLAB_USER_LOGIN` and `GITLAB_USER_EMAIL`. Empty outside CI.
+pub fn ci_user(vars: &dyn Vars) -> Vec<String> {
+    let names: &[&str] = match platform(vars) {
+        Platform::Github => &[GITHUB_ACTOR, GITHUB_TRIGGERING_ACTOR],
+        Platform::Gitlab => &[GITLAB_USER_LOGIN, GITLAB_USER_EMAIL],
+        Platform::Local => &[],
+    };
+    names
+        .iter()
+        .filter_map(|name| vars.get(name))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn the_ci_user_is_the_platforms_actor() {
+        let vars = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let github = vars(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITLAB_USER_LOGIN", "x"),
+        ]);
+        assert_eq!(ci_user(&github), ["octocat"]);
+        // A re-run by another user: both are the person deciding.
+        let rerun = vars(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "hubot"),
+            ("GITHUB_TRIGGERING_ACTOR", "octocat"),
+        ]);
+        assert_eq!(ci_user(&rerun), ["hubot", "octocat"]);
+        let gitlab = vars(&[
+            ("GITLAB_CI", "true"),
+            ("GITLAB_USER_LOGIN", "dev"),
+            ("GITLAB_USER_EMAIL", "dev@example.com"),
+            ("GITHUB_ACTOR", "y"),
+        ]);
+        assert_eq!(ci_user(&gitlab), ["dev", "dev@example.com"]);
+        let local = vars(&[("GITHUB_ACTOR", "octocat"), ("GITLAB_USER_LOGIN", "dev")]);
+        assert!(ci_user(&local).is_empty());
+    }
 
     #[test]
     fn the_snapshot_captures_every_declared_name() {

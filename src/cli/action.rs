@@ -27,6 +27,8 @@ pub const COMMANDS: &[&str] = &[
     "report",
     "policy explain",
     "config check",
+    "approve",
+    "reject",
 ];
 
 /// Inputs that become the global flag of the same name.
@@ -41,11 +43,25 @@ const GLOBAL: &[(&str, &str)] = &[
     (env::INPUT_JIRA_PROJECT, "--jira-project"),
 ];
 
-/// Inputs that belong to one command: (variable, input name, flag, that command).
-const SPECIFIC: &[(&str, &str, &str, &str)] = &[
-    (env::INPUT_WAIT, "wait", "--wait", "gate"),
-    (env::INPUT_EMERGENCY, "emergency", "--emergency", "gate"),
-    (env::INPUT_OUTCOME, "outcome", "--outcome", "record"),
+/// Inputs that belong to some commands: (variable, input name, flag, those commands).
+const SPECIFIC: &[(&str, &str, &str, &[&str])] = &[
+    (env::INPUT_WAIT, "wait", "--wait", &["gate"]),
+    (env::INPUT_EMERGENCY, "emergency", "--emergency", &["gate"]),
+    (env::INPUT_OUTCOME, "outcome", "--outcome", &["record"]),
+    (
+        env::INPUT_CHANGE,
+        "change",
+        "--change",
+        &["approve", "reject", "status"],
+    ),
+    // Empty: the binary takes the user who started the run (GITHUB_ACTOR).
+    (env::INPUT_BY, "by", "--by", &["approve", "reject"]),
+    (
+        env::INPUT_COMMENT,
+        "comment",
+        "--comment",
+        &["approve", "reject"],
+    ),
 ];
 
 /// An action input that cannot be turned into a command line.
@@ -58,7 +74,7 @@ pub enum InputError {
     )]
     NotForCommand {
         input: &'static str,
-        only: &'static str,
+        only: String,
         command: String,
     },
     #[error(
@@ -121,10 +137,10 @@ pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>,
     }
     for (name, input, flag, only) in SPECIFIC {
         if let Some(v) = value(name) {
-            if command != *only {
+            if !only.contains(&command.as_str()) {
                 return Err(InputError::NotForCommand {
                     input,
-                    only,
+                    only: only.join("` or `command: "),
                     command,
                 });
             }
@@ -253,7 +269,7 @@ mod tests {
             "gate; rm -rf /",
             "gate && curl evil",
             "$(id)",
-            "approve",
+            "approve --by me",
             "policy",
             "--help",
             "gate --dry-run",
@@ -267,6 +283,58 @@ mod tests {
         }
         let message = InputError::UnknownCommand("gate; rm -rf /".into()).to_string();
         assert!(message.contains("gate, open, record"), "{message}");
+    }
+
+    #[test]
+    fn approve_and_reject_take_change_by_and_comment() {
+        let args = run(&[
+            ("INPUT_COMMAND", "approve"),
+            ("INPUT_CHANGE", "CG-7"),
+            ("INPUT_BY", "octocat"),
+            ("INPUT_COMMENT", "checked the rollout plan; $(id)"),
+            ("INPUT_ENVIRONMENT", "production"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "changegate",
+                "approve",
+                "--environment=production",
+                "--change=CG-7",
+                "--by=octocat",
+                "--comment=checked the rollout plan; $(id)"
+            ]
+        );
+        // `by` left empty: the binary takes the user who started the run.
+        let args = run(&[("INPUT_COMMAND", "reject"), ("INPUT_BY", "")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(args, ["changegate", "reject"]);
+        let err = run(&[("INPUT_COMMAND", "gate"), ("INPUT_BY", "octocat")]).unwrap_err();
+        assert_eq!(
+            err,
+            InputError::NotForCommand {
+                input: "by",
+                only: "approve` or `command: reject".into(),
+                command: "gate".into()
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("applies only to `command: approve` or `command: reject`"),
+            "{err}"
+        );
+        // Inputs that only other commands take are refused for approve.
+        assert!(run(&[("INPUT_COMMAND", "approve"), ("INPUT_WAIT", "0")]).is_err());
+        assert!(
+            run(&[
+                ("INPUT_COMMAND", "approve"),
+                ("INPUT_SERVICENOW-URL", "https://acme.service-now.com")
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -321,8 +389,19 @@ mod tests {
             })
         );
         // Every input the action documents applies to `gate`, and the backend's to every
-        // command that reads change records.
+        // command that reads change records; the ledger's own commands take the ledger's.
         for command in COMMANDS {
+            if ["approve", "reject"].contains(command) {
+                let ledger = [
+                    ("INPUT_COMMAND", *command),
+                    ("INPUT_BACKEND", "local"),
+                    ("INPUT_CONFIG", "x.toml"),
+                    ("INPUT_ENVIRONMENT", "production"),
+                    ("INPUT_SERVICE", "payments-api"),
+                ];
+                assert!(run(&ledger).is_ok(), "{command}");
+                continue;
+            }
             let backend = [
                 ("INPUT_COMMAND", *command),
                 ("INPUT_BACKEND", "servicenow"),
@@ -353,7 +432,7 @@ mod tests {
             run(&[("INPUT_COMMAND", "gate"), ("INPUT_OUTCOME", "success")]),
             Err(InputError::NotForCommand {
                 input: "outcome",
-                only: "record",
+                only: "record".into(),
                 command: "gate".into()
             })
         );
@@ -365,7 +444,7 @@ mod tests {
             ]),
             Err(InputError::NotForCommand {
                 input: "wait",
-                only: "gate",
+                only: "gate".into(),
                 command: "record".into()
             })
         );

@@ -105,11 +105,12 @@ pub struct Console<'a> {
 impl Progress for Console<'_> {
     fn waiting(&self, w: &Waiting) {
         eprintln!(
-            "waiting for approval of {}: {} elapsed, {} left; next check in {}",
+            "waiting for approval of {}: {} elapsed, {} left; next check in {}. {}",
             console::one_line(&w.change_id),
             crate::domain::words::duration(w.elapsed),
             crate::domain::words::duration(w.remaining),
-            crate::domain::words::duration(w.next)
+            crate::domain::words::duration(w.next),
+            console::one_line(&w.how)
         );
     }
 
@@ -293,6 +294,12 @@ pub fn decided(settings: &Settings, report: &Report) -> Result<Exit> {
             ),
             s.github_actions(),
         )?,
+    }
+    // The action's `approve`/`reject` step: its outputs say where the change stands now.
+    if s.github_actions()
+        && let Some(path) = &s.github_output
+    {
+        github::write_outputs(report, path)?;
     }
     Ok(Exit::Pass)
 }

@@ -119,12 +119,12 @@ pub const COMMANDS: &[Uses] = &[
     },
     Uses {
         command: "approve",
-        options: &[LEDGER],
+        options: &[LEDGER, WHICH],
         formats: TEXT_JSON,
     },
     Uses {
         command: "reject",
-        options: &[LEDGER],
+        options: &[LEDGER, WHICH],
         formats: TEXT_JSON,
     },
     Uses {

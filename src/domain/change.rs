@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::approval::Author;
 use super::decision::{Decision, DecisionKind, Gate, Mode};
 
 /// How a deploy ended.
@@ -299,6 +300,10 @@ pub struct ChangeFacts {
     pub run_url: Option<String>,
     pub repository_url: Option<String>,
     pub actor: Option<String>,
+    /// Who made the change: the pull/merge request's author, else the commit's (see
+    /// [`crate::domain::approval`]); `None` when the pipeline could not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
     /// Whether the pipeline's tests passed, when the pipeline says.
     pub tests_passed: Option<bool>,
 }
@@ -344,6 +349,9 @@ pub struct ChangeRecord {
     pub approved_at: Option<DateTime<Utc>>,
     pub deployed_at: Option<DateTime<Utc>>,
     pub incidents: Vec<String>,
+    /// Who made the change, as its facts recorded it (ledgers keep it; an ITSM does not).
+    #[serde(default)]
+    pub author: Option<Author>,
     /// Set when a gate's wait for approval ran out while the change still awaited it: the
     /// final word is `blocked` until a human decides.
     #[serde(default)]
@@ -474,6 +482,7 @@ mod tests {
             approved_at: None,
             deployed_at: None,
             incidents: Vec::new(),
+            author: None,
             timed_out: false,
             decision_inferred: false,
         }

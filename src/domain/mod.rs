@@ -3,6 +3,7 @@
 //! Nothing in here performs I/O, reads the clock or knows about clap, tokio or HTTP.
 //! Everything is a function of its inputs so it can be tested table-driven and replayed.
 
+pub mod approval;
 pub mod change;
 pub mod decision;
 pub mod history;
@@ -14,6 +15,7 @@ pub mod sprint;
 pub mod verify;
 pub mod words;
 
+pub use approval::Author;
 pub use change::{
     ChangeFacts, ChangeRecord, Commit, CorrelationKey, Outcome, Platform, PullRequest, State,
 };

@@ -464,6 +464,7 @@ mod tests {
             run_url: None,
             repository_url: None,
             actor: None,
+            author: None,
             tests_passed: None,
         }
     }

@@ -8,8 +8,10 @@ use anyhow::{Context, Result, bail};
 use super::change::Gathered;
 use super::{ChangeOutcome, Ctx, Exit, Progress, Waiting, annotated};
 use crate::domain::{
-    ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, State, decide,
+    ChangeFacts, ChangeRecord, Decision, DecisionInput, DecisionKind, Gate, Mode, Platform, State,
+    approval, decide,
 };
+use crate::env::{self, Vars};
 use crate::http;
 use crate::itsm::{Backend, HistoryQuery, Intent, Lookup};
 use crate::output::{Judgement, Report};
@@ -67,6 +69,7 @@ async fn wait_for_approval(
     backend: &dyn Backend,
     mut record: ChangeRecord,
     wait: Duration,
+    how: &str,
     progress: &dyn Progress,
 ) -> Result<(ChangeRecord, bool)> {
     let ceiling = ctx.settings.approval_poll;
@@ -102,6 +105,7 @@ async fn wait_for_approval(
             elapsed,
             remaining,
             next: pause,
+            how: how.to_string(),
         });
         tokio::time::sleep(pause).await;
         delay = (delay * 2).min(ceiling);
@@ -179,7 +183,9 @@ pub async fn run(
         for warning in ctx.forge.annotate(&waiting, &facts, Some(&record)).await? {
             progress.warning(&warning);
         }
-        let (after, timed_out) = wait_for_approval(ctx, backend, record, wait, progress).await?;
+        let how = how_to_approve(ctx, backend, &record, &facts);
+        let (after, timed_out) =
+            wait_for_approval(ctx, backend, record, wait, &how, progress).await?;
         record = after;
         if timed_out {
             // The clock's word is final for this run: `blocked`, still awaiting approval.
@@ -221,6 +227,9 @@ pub async fn run(
     }
     let mut report = report_of(&record, &facts, mode);
     report.message = message;
+    if waits && record.state == State::AwaitingApproval {
+        report.how_to_approve = Some(how_to_approve(ctx, backend, &record, &facts));
+    }
     Ok(annotated(ctx, report, facts, Some(&record), exit).await)
 }
 
@@ -283,4 +292,58 @@ async fn unwritten(
     }
     // The forge is not told of a dry run (it checks that itself).
     annotated(ctx, report, facts, existing, exit).await
+}
+
+/// Who may approve the waiting change `record`, and exactly how, in one line: the manual
+/// job of this GitLab pipeline (the component sets `CHANGEGATE_JOB_PREFIX`), the GitHub
+/// workflow `[approval] workflow` names, or the command; on an ITSM, the ITSM.
+pub fn how_to_approve(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    record: &ChangeRecord,
+    facts: &ChangeFacts,
+) -> String {
+    let s = ctx.settings;
+    let id = &record.id;
+    if backend.manual().is_none() {
+        let kind = backend.kind().as_str();
+        let at = record
+            .url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default();
+        return format!("a change approver in {kind} approves {id}{at}");
+    }
+    // The author `approve` checks against: the one stored with the change.
+    let author = record.author.as_ref().or(facts.author.as_ref());
+    let who = approval::who_may_approve(author, s.file.approval.separate_author);
+    let command = format!("changegate approve --change {id} --by NAME (or reject)");
+    let workflow = &s.file.approval.workflow;
+    let how = match s.platform {
+        Platform::Gitlab => match s.env.get(env::JOB_PREFIX) {
+            Some(prefix) => {
+                let pipeline = facts
+                    .run_url
+                    .as_deref()
+                    .map(|u| format!(" of pipeline {u}"))
+                    .unwrap_or_default();
+                format!(
+                    "run the manual job {prefix}-approve{pipeline} (or {prefix}-reject), or {command} with this ledger"
+                )
+            }
+            None => format!("{command} with this ledger"),
+        },
+        Platform::Github if !workflow.is_empty() => {
+            let page = facts
+                .repository_url
+                .as_deref()
+                .map(|r| format!(" ({r}/actions/workflows/{workflow})"))
+                .unwrap_or_default();
+            format!(
+                "run the workflow {workflow}{page} with change {id}: gh workflow run {workflow} -f change={id} -f decision=approve"
+            )
+        }
+        _ => format!("{command} with the ledger {}", s.ledger_path.display()),
+    };
+    format!("{who} may approve {id}: {how}")
 }

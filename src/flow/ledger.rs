@@ -5,32 +5,59 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::Ctx;
-use crate::domain::verify;
+use super::{Ctx, change};
+use crate::domain::{approval, verify};
 use crate::itsm::{self, Backend, ManualCommand};
 use crate::output::Report;
 
 /// A human's decision on a change waiting for approval.
 #[derive(Debug, Clone)]
 pub struct Decide {
-    /// The change (e.g. CG-12).
-    pub change_id: String,
+    /// The change (e.g. CG-12); `None`: the one for this pipeline's commit.
+    pub change_id: Option<String>,
     /// Approve, or reject.
     pub approve: bool,
     /// Who decides.
     pub by: String,
+    /// The other names of the person deciding: the CI user who started the job (see
+    /// [`crate::env::ci_user`]). An approval is refused if any of them is the author.
+    pub also: Vec<String>,
     /// Why: kept with the decision.
     pub comment: Option<String>,
 }
 
-/// Writes the decision (a dry run only reads the change) and reports the change after it.
+/// Checks that the approver may approve (`[approval] separate_author`), writes the
+/// decision (a dry run only reads the change and checks) and reports the change after it.
 pub async fn decide(ctx: &Ctx<'_>, backend: &dyn Backend, req: &Decide) -> Result<Report> {
     let s = ctx.settings;
-    let record = if s.dry_run {
-        match backend.get(&req.change_id).await? {
+    let current = match &req.change_id {
+        Some(id) => match backend.get(id).await? {
             Some(r) => r,
-            None => bail!("no change {} in the ledger", req.change_id),
+            None => bail!("no change {id} in the ledger"),
+        },
+        None => {
+            let facts = change::facts_without_range(ctx, None)?;
+            match change::locate(backend, None, &facts).await? {
+                (Some(r), _) => r,
+                (None, _) => bail!(
+                    "no change record for {} in the ledger (run `changegate gate` for this commit first, or pass --change ID)",
+                    facts.key()
+                ),
+            }
         }
+    };
+    if req.approve {
+        let mut approvers = vec![req.by.as_str()];
+        approvers.extend(req.also.iter().map(String::as_str));
+        approval::may_approve(
+            &current.id,
+            current.author.as_ref(),
+            &approvers,
+            s.file.approval.separate_author,
+        )?;
+    }
+    let record = if s.dry_run {
+        current
     } else {
         let command = if req.approve {
             ManualCommand::Approve
@@ -39,7 +66,7 @@ pub async fn decide(ctx: &Ctx<'_>, backend: &dyn Backend, req: &Decide) -> Resul
         };
         itsm::manual(backend, command)?
             .decide_by_hand(
-                &req.change_id,
+                &current.id,
                 req.approve,
                 req.by.trim(),
                 req.comment.as_deref(),
@@ -72,6 +99,7 @@ pub async fn decide(ctx: &Ctx<'_>, backend: &dyn Backend, req: &Decide) -> Resul
         incidents: record.incidents.clone(),
         clock_override: None,
         message: None,
+        how_to_approve: None,
     })
 }
 

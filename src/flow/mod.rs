@@ -102,6 +102,8 @@ pub struct Waiting {
     pub remaining: std::time::Duration,
     /// Until the next poll.
     pub next: std::time::Duration,
+    /// Who may approve the change and exactly how (see [`gate::how_to_approve`]).
+    pub how: String,
 }
 
 /// A [`Progress`] that shows nothing (a server's callback needs only the outcome).

@@ -379,6 +379,7 @@ mod tests {
             incidents: Vec::new(),
             clock_override: None,
             message: None,
+            how_to_approve: None,
         }
     }
 

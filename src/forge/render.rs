@@ -306,6 +306,7 @@ mod tests {
             run_url: Some("https://github.com/acme/payments-api/actions/runs/7".into()),
             repository_url: None,
             actor: None,
+            author: None,
             tests_passed: None,
         }
     }
@@ -340,6 +341,7 @@ mod tests {
             approved_at: None,
             deployed_at: None,
             incidents: Vec::new(),
+            author: None,
             timed_out: false,
             decision_inferred: false,
         }

@@ -105,6 +105,9 @@ pub fn summary(report: &Report, facts: &ChangeFacts) -> String {
     if let Some(message) = &report.message {
         md.push_str(&format!("\n{}\n", escape(message)));
     }
+    if let Some(how) = &report.how_to_approve {
+        md.push_str(&format!("\n**To approve:** {}\n", escape(how)));
+    }
     md.push('\n');
     md
 }

@@ -50,6 +50,9 @@ pub struct Report {
     pub clock_override: Option<String>,
     /// One line on what happened ("approval timed out after 1h", ...).
     pub message: Option<String>,
+    /// While the change waits for approval: who may approve it and exactly how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how_to_approve: Option<String>,
 }
 
 /// What a report says of the decision: as the record holds it ([`Judgement::of_record`]),
@@ -141,6 +144,7 @@ impl Report {
             incidents: record.map(|r| r.incidents.clone()).unwrap_or_default(),
             clock_override: decision.and_then(|d| d.clock_override.clone()),
             message: None,
+            how_to_approve: None,
         }
     }
 
@@ -222,6 +226,9 @@ impl Report {
         }
         if let Some(message) = self.message.as_ref().filter(|m| Some(*m) != human.as_ref()) {
             out.push_str(&format!("  {}\n", console::one_line(message)));
+        }
+        if let Some(how) = &self.how_to_approve {
+            out.push_str(&format!("  to approve: {}\n", console::one_line(how)));
         }
         out
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::Detected;
-use crate::domain::{Commit, Platform};
+use crate::domain::{Author, Commit, Platform};
 
 /// Most commits listed for one change; a longer range is summarised by its lines and paths.
 const MAX_COMMITS: usize = 250;
@@ -53,6 +53,7 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
     let actor = git(workdir, &["log", "-1", "--format=%an"])
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
+    let author = author_email(workdir, "HEAD").map(|e| Author::email(&e));
     Ok(Detected {
         platform: Platform::Local,
         repository,
@@ -67,8 +68,19 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
         lines_changed: None,
         run_url: None,
         actor,
+        author,
         texts: Vec::new(),
     })
+}
+
+/// The e-mail of `commit`'s author, when the checkout has the commit.
+pub fn author_email(workdir: &Path, commit: &str) -> Option<String> {
+    if commit.is_empty() || commit.starts_with('-') {
+        return None;
+    }
+    git(workdir, &["log", "-1", "--format=%ae", commit, "--"])
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Commits, lines changed and paths of `base..head` (or of `head` alone without a base).

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{Detected, Vars};
-use crate::domain::{Commit, Platform, PullRequest};
+use crate::domain::{Author, Commit, Platform, PullRequest};
 use crate::env;
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +37,19 @@ struct PrPayload {
     base: Option<RefPayload>,
     #[serde(default)]
     labels: Vec<Named>,
+    user: Option<User>,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    login: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GitAuthor {
+    name: Option<String>,
+    email: Option<String>,
+    username: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,7 +70,7 @@ struct PushCommit {
     #[serde(default)]
     message: String,
     timestamp: Option<String>,
-    author: Option<Named>,
+    author: Option<GitAuthor>,
     #[serde(default)]
     added: Vec<String>,
     #[serde(default)]
@@ -121,6 +134,12 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
     let mut texts = Vec::new();
     let mut lines_changed = None;
     let mut pr_range = None;
+    let pr_author = event
+        .pull_request
+        .as_ref()
+        .and_then(|pr| pr.user.as_ref())
+        .and_then(|u| u.login.clone())
+        .filter(|l| !l.is_empty());
     let pull_request = event.pull_request.map(|pr| {
         if let Some(body) = pr.body {
             texts.push(body);
@@ -193,6 +212,21 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
                 .map(|t| t.with_timezone(&Utc)),
         })
         .collect();
+    // The pull request's author, else the deployed commit's e-mail as the push lists it.
+    // The commit's author carries their GitHub login too (`username`), when GitHub knows it.
+    let author = pr_author.map(|l| Author::login(&l)).or_else(|| {
+        push_commits
+            .iter()
+            .find(|c| c.id == commit_sha)
+            .copied()
+            .or(event.head_commit.as_ref())
+            .and_then(|c| c.author.as_ref())
+            .map(|a| Author {
+                login: a.username.clone().filter(|u| !u.is_empty()),
+                email: a.email.clone().filter(|e| !e.is_empty()),
+            })
+            .filter(|a| !a.is_unknown())
+    });
     let actor = vars
         .get(env::GITHUB_ACTOR)
         .or_else(|| event.pusher.and_then(|p| p.name));
@@ -210,6 +244,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         lines_changed,
         run_url,
         actor,
+        author,
         texts,
     })
 }

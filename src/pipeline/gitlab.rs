@@ -4,7 +4,8 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::{Detected, Vars};
-use crate::domain::{Commit, Platform, PullRequest};
+use crate::domain::approval::email_in;
+use crate::domain::{Author, Commit, Platform, PullRequest};
 use crate::env;
 
 fn is_null_sha(s: &str) -> bool {
@@ -81,6 +82,11 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             .get(env::CI_PIPELINE_URL)
             .or_else(|| vars.get(env::CI_JOB_URL)),
         actor: vars.get(env::GITLAB_USER_LOGIN),
+        // GitLab names no merge request author in a job's variables: the commit's e-mail.
+        author: vars
+            .get(env::CI_COMMIT_AUTHOR)
+            .and_then(|a| email_in(&a).map(str::to_string))
+            .map(|e| Author::email(&e)),
         // The head commit's whole message: work items are often named below the subject.
         texts: vars.get(env::CI_COMMIT_MESSAGE).into_iter().collect(),
     })

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::domain::{ChangeFacts, Commit, Platform, PullRequest};
+use crate::domain::{Author, ChangeFacts, Commit, Platform, PullRequest};
 use crate::env;
 use crate::settings::Settings;
 
@@ -43,6 +43,9 @@ pub struct Detected {
     pub lines_changed: Option<u64>,
     pub run_url: Option<String>,
     pub actor: Option<String>,
+    /// Who made the change, when the platform tells: the pull/merge request's author, else
+    /// the commit's e-mail. Git fills in the commit's e-mail when the platform does not.
+    pub author: Option<Author>,
     /// Extra text to look for work items in (PR body, ...).
     pub texts: Vec<String>,
 }
@@ -186,6 +189,9 @@ impl Detected {
         texts.extend(self.texts.iter().map(String::as_str));
         texts.extend(bodies.iter().map(String::as_str));
         let work_items = workitems::extract(texts);
+        let author = self
+            .author
+            .or_else(|| git::author_email(workdir, &self.commit_sha).map(|e| Author::email(&e)));
         ChangeFacts {
             platform: self.platform,
             service: service.to_string(),
@@ -204,6 +210,7 @@ impl Detected {
             run_url: self.run_url,
             repository_url: self.repository_url,
             actor: self.actor,
+            author,
             tests_passed,
         }
     }

@@ -41,6 +41,9 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
         ("servicenow-url", String::new()),
         ("jira-url", String::new()),
         ("jira-project", String::new()),
+        ("change", String::new()),
+        ("by", String::new()),
+        ("comment", String::new()),
     ])
 }
 
@@ -105,6 +108,8 @@ struct Runner {
     /// `/github/file_commands` and `/github/workflow` stand-ins.
     files: tempfile::TempDir,
     step: u32,
+    /// Set for every step after the runner's own variables (a step's `env:`, an actor).
+    env: Vec<(String, String)>,
 }
 
 struct Step {
@@ -179,6 +184,7 @@ impl Runner {
             workspace,
             files,
             step: 0,
+            env: Vec::new(),
         }
     }
 
@@ -241,10 +247,13 @@ impl Runner {
             .env("GITHUB_ENV", self.files.path().join("set_env"))
             .env("GITHUB_PATH", self.files.path().join("add_path"))
             .env("GITHUB_STATE", self.files.path().join("save_state"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Exactly as the runner starts the entrypoint: no arguments at all.
         let assert = cmd.assert();
         // A run that got as far as a decision annotates, unless it is a dry run.
+        // A human's decision is written to the ledger only; the next gate run annotates it.
         let annotating = inputs.get("dry-run").map(String::as_str) != Some("true")
+            && !matches!(inputs["command"].as_str(), "approve" | "reject")
             && assert.get_output().status.code() != Some(2);
         self.api.assert_token_used(annotating);
         Step {
@@ -454,6 +463,301 @@ fn arguments_win_over_inputs() {
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("ok: no config file"));
 }
 
+/// The workflows of `examples/github/`, run the way the runner runs their jobs: each job in a
+/// workspace of its own, with only what an artifact carries from one job to the next.
+mod workflows {
+    use super::*;
+    use serde_json::Value;
+
+    fn workflow(name: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/github")
+            .join(name);
+        support::yaml(&std::fs::read_to_string(path).expect("the example workflow"))
+    }
+
+    fn steps<'a>(wf: &'a Value, job: &str) -> &'a Vec<Value> {
+        wf["jobs"][job]["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("job {job} has steps"))
+    }
+
+    /// The steps of `job` that use `action` (a prefix of `uses:`).
+    fn uses<'a>(wf: &'a Value, job: &str, action: &str) -> Vec<&'a Value> {
+        steps(wf, job)
+            .iter()
+            .filter(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(action)))
+            .collect()
+    }
+
+    /// A step's `with:` as the action's inputs; `${{ ... }}` values are given by `resolve`.
+    fn with(step: &Value, resolve: &dyn Fn(&str, &str) -> String) -> Vec<(String, String)> {
+        step["with"]
+            .as_object()
+            .expect("with:")
+            .iter()
+            .map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                let v = if v.contains("${{") { resolve(k, &v) } else { v };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    fn step_of(runner: &mut Runner, inputs: &[(String, String)]) -> Step {
+        let pairs: Vec<(&str, &str)> = inputs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        runner.step(&pairs)
+    }
+
+    #[test]
+    fn every_github_example_keeps_the_change_across_jobs() {
+        // A job that records, approves or rejects on the embedded ledger must either gate
+        // in the same job or download the ledger a job it needs uploaded.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/github");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).expect("examples/github") {
+            let path = entry.expect("entry").path();
+            let wf = support::yaml(&std::fs::read_to_string(&path).expect("read"));
+            let name = path.display().to_string();
+            for (job, spec) in wf["jobs"].as_object().expect("jobs") {
+                let ours = uses(&wf, job, "OWNER/changegate@");
+                let on_ledger = |s: &&&Value| {
+                    matches!(s["with"]["backend"].as_str(), None | Some("local"))
+                        && s["env"]["CHANGEGATE_LEDGER"].is_null()
+                };
+                let gates = ours
+                    .iter()
+                    .any(|s| matches!(s["with"]["command"].as_str(), None | Some("gate")));
+                let after_gate = ours.iter().filter(on_ledger).any(|s| {
+                    matches!(
+                        s["with"]["command"].as_str(),
+                        Some("record" | "approve" | "reject")
+                    )
+                });
+                if !after_gate || gates {
+                    continue;
+                }
+                let download = uses(&wf, job, "actions/download-artifact@");
+                let download = download.first().unwrap_or_else(|| {
+                    panic!(
+                        "{name}: job {job} runs changegate after the gate's job without the ledger"
+                    )
+                });
+                let artifact = download["with"]["name"].as_str().expect("artifact name");
+                let needs: Vec<&str> = match &spec["needs"] {
+                    Value::String(n) => vec![n.as_str()],
+                    Value::Array(ns) => ns.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                let upload = needs
+                    .iter()
+                    .flat_map(|n| uses(&wf, n, "actions/upload-artifact@"))
+                    .find(|u| u["with"]["name"].as_str() == Some(artifact))
+                    .unwrap_or_else(|| panic!("{name}: no job {job} needs uploads {artifact}"));
+                assert_eq!(
+                    upload["with"]["path"].as_str(),
+                    Some(".changegate/"),
+                    "{name}"
+                );
+                assert_eq!(
+                    upload["with"]["include-hidden-files"], true,
+                    "{name}: .changegate is hidden"
+                );
+                assert_eq!(
+                    upload["if"].as_str(),
+                    Some("${{ always() }}"),
+                    "{name}: a blocked gate's change too"
+                );
+                assert_eq!(
+                    download["with"]["path"].as_str(),
+                    Some(".changegate"),
+                    "{name}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 1,
+            "no example hands its ledger on: the check checks nothing"
+        );
+    }
+
+    #[test]
+    fn the_ledger_example_records_in_a_fresh_workspace_what_the_gate_decided() {
+        let wf = workflow("deploy-ledger.yml");
+        let gate_step = uses(&wf, "gate", "OWNER/changegate@")[0];
+        let upload = uses(&wf, "gate", "actions/upload-artifact@")[0];
+        let download = uses(&wf, "record", "actions/download-artifact@")[0];
+        let record_step = uses(&wf, "record", "OWNER/changegate@")[0];
+        let none = |k: &str, v: &str| -> String { panic!("unexpected expression {k}: {v}") };
+
+        let mut gate_job = Runner::new(TRUSTED);
+        let gate = step_of(&mut gate_job, &with(gate_step, &none));
+        gate.expect_code(0);
+        let id = gate.outputs().get("change-id").cloned().unwrap_or_default();
+        assert!(id.starts_with("CG-"), "{:?}", gate.outputs());
+
+        // The deploy succeeded: the expression the example gives `outcome` says so.
+        let outcome = |k: &str, v: &str| -> String {
+            assert_eq!(k, "outcome");
+            assert!(
+                v.contains("needs.deploy.result == 'success' && 'success'"),
+                "{v}"
+            );
+            "success".to_string()
+        };
+        let record_with = with(record_step, &outcome);
+
+        // Without the artifact, a fresh workspace knows nothing of the change: exit 2.
+        let mut bare = Runner::new(TRUSTED);
+        let lost = step_of(&mut bare, &record_with);
+        lost.expect_code(2);
+        assert!(
+            lost.stderr().contains("no change record"),
+            "{}",
+            lost.stderr()
+        );
+
+        // The artifact: what the upload step's path holds, put where the download says.
+        let mut record_job = Runner::new(TRUSTED);
+        let from = gate_job
+            .workspace
+            .path()
+            .join(upload["with"]["path"].as_str().unwrap());
+        let to = record_job
+            .workspace
+            .path()
+            .join(download["with"]["path"].as_str().unwrap());
+        assert!(
+            support::copy_tree(&from, &to) >= 1,
+            "the gate left no ledger in {}",
+            from.display()
+        );
+        let record = step_of(&mut record_job, &record_with);
+        record.expect_code(0);
+        let out = record.outputs();
+        assert_eq!(out.get("change-id"), Some(&id), "{out:?}");
+        assert_eq!(
+            out.get("state").map(String::as_str),
+            Some("closed"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn the_approve_workflow_decides_a_waiting_change_and_refuses_its_author() {
+        let wf = workflow("approve.yml");
+        assert!(wf["on"]["workflow_dispatch"]["inputs"]["change"]["required"] == true);
+        let step = uses(&wf, "decide", "OWNER/changegate@")[0];
+        let shared = tempfile::tempdir().expect("tempdir");
+        let ledger = shared.path().join("ledger.db").display().to_string();
+        assert_eq!(
+            step["env"]["CHANGEGATE_LEDGER"].as_str(),
+            Some("${{ vars.CHANGEGATE_LEDGER }}")
+        );
+
+        // No track record: the change waits for approval; `wait: 0` returns at once.
+        let config = "service = \"hello-world\"\n[approval]\nworkflow = \"approve.yml\"\n";
+        let mut deploy = Runner::new(config);
+        deploy
+            .env
+            .push(("CHANGEGATE_LEDGER".into(), ledger.clone()));
+        let gate = deploy.step(&[("command", "gate"), ("wait", "0")]);
+        gate.expect_code(1);
+        let id = gate.outputs().get("change-id").cloned().unwrap_or_default();
+        // Who may approve, and how: the workflow, with the change.
+        let how = format!(
+            "anyone but its author @Codertocat <21031067+Codertocat@users.noreply.github.com> may approve {id}: run the workflow approve.yml"
+        );
+        assert!(gate.stdout().contains(&how), "{}", gate.stdout());
+        assert!(
+            gate.stdout().contains(&format!(
+                "gh workflow run approve.yml -f change={id} -f decision=approve"
+            )),
+            "{}",
+            gate.stdout()
+        );
+        assert!(
+            gate.summary().contains("**To approve:**"),
+            "{}",
+            gate.summary()
+        );
+
+        // Run workflow, by the change's author (the pusher, GITHUB_ACTOR): refused, exit 2.
+        let dispatch = |decision: &'static str, comment: &'static str| {
+            let id = id.clone();
+            move |k: &str, v: &str| -> String {
+                match (k, v) {
+                    ("command", "${{ inputs.decision }}") => decision.to_string(),
+                    ("change", "${{ inputs.change }}") => id.clone(),
+                    ("comment", "${{ inputs.comment }}") => comment.to_string(),
+                    _ => panic!("unexpected expression {k}: {v}"),
+                }
+            }
+        };
+        let mut decide = Runner::new(config);
+        decide
+            .env
+            .push(("CHANGEGATE_LEDGER".into(), ledger.clone()));
+        decide
+            .env
+            .push(("GITHUB_EVENT_NAME".into(), "workflow_dispatch".into()));
+        let own = step_of(&mut decide, &with(step, &dispatch("approve", "mine")));
+        own.expect_code(2);
+        assert!(
+            own.stderr()
+                .contains(&format!("Codertocat is the author of change {id}")),
+            "{}",
+            own.stderr()
+        );
+
+        // The author re-running someone else's run of the workflow: refused too.
+        decide.env.push(("GITHUB_ACTOR".into(), "hubot".into()));
+        decide
+            .env
+            .push(("GITHUB_TRIGGERING_ACTOR".into(), "codertocat".into()));
+        let rerun = step_of(&mut decide, &with(step, &dispatch("approve", "mine")));
+        rerun.expect_code(2);
+        assert!(
+            rerun
+                .stderr()
+                .contains(&format!("codertocat is the author of change {id}")),
+            "{}",
+            rerun.stderr()
+        );
+
+        // Someone else: approved, as the user who ran the workflow.
+        decide
+            .env
+            .push(("GITHUB_TRIGGERING_ACTOR".into(), "hubot".into()));
+        let other = step_of(
+            &mut decide,
+            &with(step, &dispatch("approve", "rollout plan read")),
+        );
+        other.expect_code(0);
+        let out = other.outputs();
+        assert_eq!(out.get("change-id"), Some(&id), "{out:?}");
+        assert_eq!(
+            out.get("state").map(String::as_str),
+            Some("approved"),
+            "{out:?}"
+        );
+        assert!(
+            other.stdout().contains(&format!("{id}: approved by hubot")),
+            "{}",
+            other.stdout()
+        );
+
+        // The deploy's gate, run again, goes ahead.
+        let again = deploy.step(&[("command", "gate"), ("wait", "0")]);
+        again.expect_code(0);
+        assert_eq!(again.outputs().get("change-id"), Some(&id));
+    }
+}
+
 /// The GitLab component's jobs, as `gitlab/templates/changegate.yml` writes them.
 mod gitlab {
     use super::*;
@@ -556,6 +860,206 @@ mod gitlab {
     const GATE: &str = r#"changegate gate ${CHANGEGATE_WAIT:+--wait "$CHANGEGATE_WAIT"} ${CHANGEGATE_EMERGENCY:+--emergency "$CHANGEGATE_EMERGENCY"}"#;
     const RECORD_SUCCESS: &str = "changegate record --outcome success";
     const RECORD_FAILURE: &str = "changegate record --outcome failure";
+
+    /// The component's jobs as GitLab creates them: every `$[[ inputs.X ]]` replaced by the
+    /// input's default (`deploy_job`, which has none, by `deploy`).
+    fn rendered_jobs() -> serde_json::Value {
+        let text = template();
+        let (spec, jobs) = text.split_once("\n---\n").expect("spec header --- jobs");
+        let spec = support::yaml(spec);
+        let mut jobs = jobs.to_string();
+        for (name, meta) in spec["spec"]["inputs"].as_object().expect("inputs") {
+            let value = meta["default"].as_str().unwrap_or("deploy");
+            jobs = jobs.replace(&format!("$[[ inputs.{name} ]]"), value);
+        }
+        assert!(!jobs.contains("$[["), "an input is left: {jobs}");
+        support::yaml(&jobs)
+    }
+
+    fn script(jobs: &serde_json::Value, job: &str) -> String {
+        let lines = jobs[job]["script"].as_array().expect("script");
+        assert_eq!(lines.len(), 1, "{job}");
+        lines[0].as_str().expect("a line").to_string()
+    }
+
+    /// A new workspace for a job: the repository cloned at the pipeline's commit, nothing
+    /// of an earlier job's files but what `artifacts_of`'s `artifacts: paths` declare.
+    fn fresh_workspace(
+        origin: &Path,
+        jobs: &serde_json::Value,
+        artifacts_of: Option<&str>,
+    ) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        support::git(
+            dir.path(),
+            &["clone", "-q", &origin.display().to_string(), "."],
+        );
+        if let Some(job) = artifacts_of {
+            let artifacts = &jobs[job]["artifacts"];
+            assert_eq!(artifacts["when"], "always", "{job}: a failed job's too");
+            for path in artifacts["paths"].as_array().expect("artifacts: paths") {
+                let path = path.as_str().expect("a path");
+                support::copy_tree(&origin.join(path), &dir.path().join(path));
+            }
+        }
+        dir
+    }
+
+    /// A repository whose committed config is `config`, as GitLab clones it for each job.
+    fn project(config: &str) -> tempfile::TempDir {
+        let repo = support::git_repo();
+        std::fs::write(repo.path().join(".changegate.toml"), config).expect("config");
+        support::git(repo.path(), &["add", ".changegate.toml"]);
+        support::git(repo.path(), &["commit", "-q", "-m", "changegate config"]);
+        repo
+    }
+
+    const AUTHOR: (&str, &str) = ("CI_COMMIT_AUTHOR", "Dev One <dev@example.com>");
+
+    #[test]
+    fn component_record_job_finds_the_gates_change_in_a_fresh_workspace() {
+        let jobs = rendered_jobs();
+        let needs = jobs["changegate-record-success"]["needs"].to_string();
+        assert!(
+            needs.contains(r#"{"artifacts":true,"job":"changegate-gate"}"#),
+            "{needs}"
+        );
+        let gate_dir = project(TRUSTED);
+        let gate = job(
+            gate_dir.path(),
+            &script(&jobs, "changegate-gate"),
+            COMPONENT_VARS,
+        );
+        expect_exit(&gate, 0);
+        let env = dotenv(gate_dir.path());
+        let id = env["CHANGEGATE_CHANGE_ID"].clone();
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let record_script = script(&jobs, "changegate-record-success");
+
+        // What GitLab did before the gate passed its ledger on: the change is lost.
+        let bare = fresh_workspace(gate_dir.path(), &jobs, None);
+        let lost = job(bare.path(), &record_script, &vars);
+        expect_exit(&lost, 2);
+        assert!(
+            String::from_utf8_lossy(&lost.get_output().stderr).contains("no change record"),
+            "{:?}",
+            lost.get_output()
+        );
+
+        let record_dir = fresh_workspace(gate_dir.path(), &jobs, Some("changegate-gate"));
+        let record = job(record_dir.path(), &record_script, &vars);
+        expect_exit(&record, 0);
+        let after = dotenv(record_dir.path());
+        assert_eq!(after.get("CHANGEGATE_CHANGE_ID"), Some(&id), "{after:?}");
+        assert_eq!(
+            after.get("CHANGEGATE_STATE").map(String::as_str),
+            Some("closed"),
+            "{after:?}"
+        );
+        // The record job passes the ledger on in turn, with the outcome in it.
+        assert_eq!(
+            jobs["changegate-record-success"]["artifacts"]["paths"],
+            jobs["changegate-gate"]["artifacts"]["paths"]
+        );
+    }
+
+    #[test]
+    fn component_blocked_gate_hands_its_change_to_the_failure_record_job() {
+        let jobs = rendered_jobs();
+        let gate_dir = project("service = \"payments-api\"\n");
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.retain(|(k, _)| *k != "CHANGEGATE_WAIT");
+        vars.push(("CHANGEGATE_WAIT", "0"));
+        let gate = job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars);
+        expect_exit(&gate, 1);
+        let env = dotenv(gate_dir.path());
+        vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let record_dir = fresh_workspace(gate_dir.path(), &jobs, Some("changegate-gate"));
+        let record = job(
+            record_dir.path(),
+            &script(&jobs, "changegate-record-failure"),
+            &vars,
+        );
+        expect_exit(&record, 0);
+        assert_eq!(
+            dotenv(record_dir.path()).get("CHANGEGATE_CHANGE_ID"),
+            env.get("CHANGEGATE_CHANGE_ID")
+        );
+    }
+
+    #[test]
+    fn component_manual_jobs_approve_on_a_shared_ledger_and_refuse_the_author() {
+        let jobs = rendered_jobs();
+        for name in ["changegate-approve", "changegate-reject"] {
+            let j = &jobs[name];
+            assert_eq!(
+                j["needs"],
+                serde_json::json!([]),
+                "{name} runs while the gate waits"
+            );
+            let rules = j["rules"].as_array().expect("rules");
+            assert_eq!(rules.last().expect("a rule")["when"], "manual", "{name}");
+        }
+        // A ledger every job sees (a persistent runner's disk).
+        let shared = tempfile::tempdir().expect("tempdir");
+        let ledger = shared.path().join("ledger.db").display().to_string();
+        let gate_dir = project("service = \"payments-api\"\n");
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.retain(|(k, _)| *k != "CHANGEGATE_WAIT");
+        vars.extend([
+            ("CHANGEGATE_WAIT", "0"),
+            ("CHANGEGATE_LEDGER", ledger.as_str()),
+            ("CHANGEGATE_JOB_PREFIX", "changegate"),
+            AUTHOR,
+        ]);
+        let gate = job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars);
+        expect_exit(&gate, 1);
+        let stdout = String::from_utf8_lossy(&gate.get_output().stdout).into_owned();
+        assert!(
+            stdout.contains(
+                "to approve: anyone but its author dev@example.com may approve CG-1: run the manual job changegate-approve of pipeline https://gitlab.example.com/acme/payments-api/-/pipelines/1001 (or changegate-reject)"
+            ),
+            "{stdout}"
+        );
+
+        // The author runs the approve job: refused (exit 2), and the change still waits.
+        let approve = script(&jobs, "changegate-approve");
+        let approver_dir = fresh_workspace(gate_dir.path(), &jobs, None);
+        let mut own = vars.clone();
+        own.extend([
+            ("GITLAB_USER_LOGIN", "dev1"),
+            ("GITLAB_USER_EMAIL", "dev@example.com"),
+        ]);
+        let refused = job(approver_dir.path(), &approve, &own);
+        expect_exit(&refused, 2);
+        let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("dev@example.com is the author of change CG-1 (dev@example.com)"),
+            "{stderr}"
+        );
+        expect_exit(
+            &job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars),
+            1,
+        );
+
+        // Someone else, with a comment given as a variable when running the job.
+        let mut other = vars.clone();
+        other.extend([
+            ("GITLAB_USER_LOGIN", "alice"),
+            ("GITLAB_USER_EMAIL", "alice@example.com"),
+            ("CHANGEGATE_COMMENT", "read the plan; $(touch pwned)"),
+        ]);
+        let approved = job(approver_dir.path(), &approve, &other);
+        expect_exit(&approved, 0);
+        assert!(!approver_dir.path().join("pwned").exists());
+        let out = String::from_utf8_lossy(&approved.get_output().stdout).into_owned();
+        assert!(out.contains("CG-1: approved by alice"), "{out}");
+        expect_exit(
+            &job(gate_dir.path(), &script(&jobs, "changegate-gate"), &vars),
+            0,
+        );
+    }
 
     #[test]
     fn component_jobs_pass_outputs_on_through_the_dotenv_report() {

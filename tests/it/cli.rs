@@ -82,13 +82,21 @@ fn each_command_lists_only_the_options_it_uses() {
     for unused in [
         "--servicenow-url",
         "--jira-url",
-        "--environment",
         "--dotenv",
         "--github-token",
     ] {
         assert!(!approve.contains(&unused.into()), "{unused} in {approve:?}");
     }
-    for used in ["--change", "--by", "--comment", "--ledger", "--format"] {
+    // Which service and environment: the change of this commit when --change is left out.
+    for used in [
+        "--change",
+        "--by",
+        "--comment",
+        "--ledger",
+        "--format",
+        "--environment",
+        "--service",
+    ] {
         assert!(approve.contains(&used.into()), "{used} in {approve:?}");
     }
     let gate = help_options(dir, &["gate"]);

@@ -654,6 +654,70 @@ fn wait_for_state(dir: &Path, state: &str) -> Value {
 const QUICK_POLL: &str = "[approval]\npoll = \"200ms\"\n";
 
 #[test]
+fn the_author_of_a_change_may_not_approve_it() {
+    let repo = repo_with("");
+    let dir = repo.path();
+    let out = run(dir, &["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "  to approve: anyone but its author dev@example.com may approve CG-1: changegate approve --change CG-1 --by NAME (or reject) with the ledger"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // The commit's author, by e-mail in any case or as `Name <e-mail>`: refused with exit 2,
+    // in a dry run too, and the change still waits.
+    for by in ["dev@example.com", "Dev <DEV@example.com>"] {
+        for dry in [false, true] {
+            let mut args = vec!["approve", "--change", "CG-1", "--by", by];
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = run(dir, &args);
+            assert_eq!(code(&out), 2, "{by} dry={dry}: {}", stdout(&out));
+            assert_stderr_has(
+                &out,
+                "is the author of change CG-1 (dev@example.com), and an author may not approve their own change ([approval] separate_author = true)",
+            );
+        }
+    }
+    let doc = one_json(&run(dir, &["status", "--format", "json"]));
+    assert_eq!(doc["state"], "awaiting-approval");
+    // Rejecting one's own change is allowed: it lets nothing through.
+    let out = run(
+        dir,
+        &["reject", "--by", "dev@example.com", "--comment", "not yet"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "CG-1: rejected by dev@example.com");
+}
+
+#[test]
+fn separate_author_false_lets_the_author_approve_and_change_defaults_to_this_commits() {
+    let repo = repo_with("[approval]\nseparate_author = false\n");
+    let dir = repo.path();
+    let out = run(dir, &["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("to approve: anyone allowed to run changegate approve may approve CG-1"),
+        "{}",
+        stdout(&out)
+    );
+    // Outside CI there is no user who started the job: --by is needed.
+    let out = run(dir, &["approve"]);
+    assert_eq!(code(&out), 2);
+    assert_stderr_has(&out, "--by must name who decides");
+    // No --change: the change of this checkout's commit.
+    let out = run(dir, &["approve", "--by", "dev@example.com"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "CG-1: approved by dev@example.com");
+    let out = run(dir, &["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
 fn approve_from_a_second_process_ends_a_waiting_gate() {
     let repo = repo_with(QUICK_POLL);
     let dir = repo.path();
@@ -688,6 +752,11 @@ fn approve_from_a_second_process_ends_a_waiting_gate() {
     assert!(!text.contains("decided by"), "{text}");
     assert_stderr_has(&out, "waiting for approval of CG-1: ");
     assert_stderr_has(&out, " left; next check in ");
+    // Who may approve and how, while it waits: the author is the commit's (git's e-mail).
+    assert_stderr_has(
+        &out,
+        ". anyone but its author dev@example.com may approve CG-1: changegate approve --change CG-1 --by NAME (or reject) with the ledger ",
+    );
     let doc = one_json(&run(dir, &["status", "--format", "json"]));
     assert_eq!(doc["state"], "implementing");
     assert_eq!(doc["approved_by"], "alice");

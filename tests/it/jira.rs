@@ -1363,6 +1363,10 @@ async fn approval_granted_on_a_later_poll() {
     assert_eq!(report["state"], "implementing");
     assert_eq!(report["approved_by"], "Ada Approver");
     assert!(err.contains("waiting for approval of CHG-1"), "{err}");
+    assert!(
+        err.contains("a change approver in jira approves CHG-1 at "),
+        "{err}"
+    );
     let issue = site.issue("CHG-1");
     assert_eq!(issue.status, "Implementing");
     assert_eq!(issue.approval.as_ref().unwrap().reads, 3);

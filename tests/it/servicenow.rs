@@ -271,6 +271,11 @@ async fn needs_approval_waits_for_the_approver_then_passes_and_closes() {
         stderr.matches("waiting for approval of").count() >= 2,
         "{stderr}"
     );
+    // On an ITSM the approver decides there: the lines say so, with the record's link.
+    assert!(
+        stderr.contains("a change approver in servicenow approves CHG0030001 at "),
+        "{stderr}"
+    );
     {
         let s = sn.sn();
         let rec = s.find(&sn.key())[0].clone();

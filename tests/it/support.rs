@@ -128,3 +128,27 @@ impl Silent {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// A YAML file of the repository (a workflow, the GitLab component), parsed.
+pub fn yaml(text: &str) -> serde_json::Value {
+    serde_norway::from_str(text).expect("valid YAML")
+}
+
+/// Copies the file or folder `rel` of `from` to `to/dest` as an artifact carries it: what
+/// a job declared as its artifact, and nothing else, reaches the next job's workspace.
+/// Returns how many files were copied.
+pub fn copy_tree(from: &Path, to: &Path) -> usize {
+    if from.is_file() {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, to).expect("copy");
+        return 1;
+    }
+    let mut copied = 0;
+    if from.is_dir() {
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            copied += copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    }
+    copied
+}

@@ -42,6 +42,7 @@ fn facts() -> ChangeFacts {
         run_url: None,
         repository_url: None,
         actor: None,
+        author: None,
         tests_passed: None,
     }
 }

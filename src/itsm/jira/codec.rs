@@ -444,6 +444,7 @@ mod tests_issue {
             approved_at: None,
             deployed_at: None,
             incidents: Vec::new(),
+            author: None,
             timed_out: false,
             decision_inferred: false,
         };

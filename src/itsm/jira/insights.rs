@@ -74,6 +74,7 @@ fn bare_facts(stored: &Stored) -> Option<ChangeFacts> {
         run_url: None,
         repository_url: None,
         actor: None,
+        author: None,
         tests_passed: None,
     })
 }

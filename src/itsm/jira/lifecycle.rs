@@ -147,6 +147,7 @@ fn opened(key: &CorrelationKey, decision: Option<&Decision>, now: DateTime<Utc>)
         approved_at: None,
         deployed_at: None,
         incidents: Vec::new(),
+        author: None,
         timed_out: false,
         decision_inferred: false,
     }
@@ -774,6 +775,7 @@ mod tests_write {
             run_url: None,
             repository_url: None,
             actor: None,
+            author: None,
             tests_passed: Some(true),
         };
         let small: ChangeFacts = serde_json::from_value(decided_facts(&facts)).unwrap();
@@ -1162,6 +1164,7 @@ impl Jira {
             approved_at,
             deployed_at: stored.deployed_at,
             incidents: stored.incidents.clone(),
+            author: None,
             timed_out: state == State::AwaitingApproval && v.has(labels::TIMED_OUT),
             decision_inferred,
         }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{ChangeRecord, Decision, DecisionKind, Outcome, State};
+use crate::domain::{Author, ChangeRecord, Decision, DecisionKind, Outcome, State};
 
 pub(super) fn ts(at: DateTime<Utc>) -> i64 {
     at.timestamp()
@@ -39,7 +39,8 @@ pub(super) fn add_event(
 }
 
 pub(super) const COLUMNS: &str = "id, correlation_key, state, decision_json, outcome, emergency_reason, approved_by, \
-     approval_comment, opened_at, decided_at, approved_at, deployed_at, decision";
+     approval_comment, opened_at, decided_at, approved_at, deployed_at, decision, \
+     json_extract(facts_json, '$.author')";
 
 pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRecord)> {
     let id: i64 = row.get(0)?;
@@ -56,6 +57,9 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRec
         && decision
             .as_ref()
             .is_some_and(|d| d.kind != DecisionKind::Blocked);
+    // The author rides in the facts (an object such as `{"login": "octocat"}`).
+    let author: Option<String> = row.get(13)?;
+    let author = author.and_then(|a| serde_json::from_str::<Author>(&a).ok());
     Ok((
         id,
         ChangeRecord {
@@ -73,6 +77,7 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ChangeRec
             approved_at: from_ts(row.get(10)?),
             deployed_at: from_ts(row.get(11)?),
             incidents: Vec::new(),
+            author,
             timed_out,
             decision_inferred: false,
         },

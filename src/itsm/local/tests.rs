@@ -39,6 +39,7 @@ fn facts(service_id: &str, c: char) -> ChangeFacts {
         run_url: None,
         repository_url: None,
         actor: None,
+        author: None,
         tests_passed: None,
     }
 }
@@ -341,4 +342,22 @@ fn re_runs_leave_no_gaps_in_change_ids() {
     )
     .unwrap();
     assert_eq!(next.id, "CG-2");
+}
+
+#[test]
+fn the_author_is_kept_with_the_change_and_read_back_with_it() {
+    let l = ledger();
+    let mut f = facts("acme/api", 'a');
+    f.author = Some(crate::domain::Author {
+        login: Some("octocat".into()),
+        email: Some("octo@example.com".into()),
+    });
+    let needs = decision(DecisionKind::NeedsApproval, None);
+    let opened = l.change(&f, &needs, at(1, 0), false, None);
+    assert_eq!(opened.author, f.author);
+    let read = block_on(l.ledger.get(&opened.id)).unwrap().unwrap();
+    assert_eq!(read.author, f.author);
+    // A change opened before the author was kept reads back without one.
+    let older = l.change(&facts("acme/api", 'b'), &needs, at(1, 1), false, None);
+    assert_eq!(older.author, None);
 }

@@ -810,6 +810,7 @@ pub(super) mod text {
                 run_url: None,
                 repository_url: None,
                 actor: None,
+                author: None,
                 tests_passed: self.tests,
             }
         }

@@ -177,6 +177,7 @@ impl ServiceNow {
             approved_at: raw.at("approval_set"),
             deployed_at: raw.at("work_start"),
             incidents: Vec::new(),
+            author: None,
             timed_out: state == State::AwaitingApproval
                 && display_timed_out(raw.get("correlation_display")),
             decision_inferred,

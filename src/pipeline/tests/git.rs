@@ -92,6 +92,11 @@ fn detect_reads_head_branch_author_and_remote() {
     assert_eq!(d.commit_sha, head);
     assert_eq!(d.branch.as_deref(), Some("main"));
     assert_eq!(d.actor.as_deref(), Some("Dev One"));
+    assert_eq!(
+        d.author,
+        Some(crate::domain::Author::email("dev@example.com"))
+    );
+    assert_eq!(super::author_email(repo.path(), "--help"), None);
     assert_eq!(d.repository.as_deref(), Some("acme/payments-api"));
     assert_eq!(
         (d.range, d.pull_request, d.lines_changed),

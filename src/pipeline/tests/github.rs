@@ -143,6 +143,20 @@ fn push_to_a_new_branch() {
         d.run_url.as_deref(),
         Some("https://github.com/Codertocat/Hello-World/actions/runs/77")
     );
+    // No pull request: the pushed commit's author, by e-mail and by the login GitHub names.
+    assert_eq!(
+        d.author,
+        Some(crate::domain::Author {
+            login: Some("Codertocat".into()),
+            email: Some("21031067+Codertocat@users.noreply.github.com".into()),
+        })
+    );
+}
+
+#[test]
+fn a_pull_requests_author_is_its_opener() {
+    let d = detect(&pr_run("pull_request/opened.payload.json")).unwrap();
+    assert_eq!(d.author, Some(crate::domain::Author::login("Codertocat")));
 }
 
 #[test]

@@ -123,6 +123,11 @@ fn merge_request_pipeline_reads_the_merge_request() {
         Some("https://gitlab.example.com/acme/payments/api/-/pipelines/900")
     );
     assert_eq!(d.actor.as_deref(), Some("dev1"));
+    // GitLab names no merge request author: the commit's e-mail stands for the author.
+    assert_eq!(
+        d.author,
+        Some(crate::domain::Author::email("dev@example.com"))
+    );
     assert_eq!(d.lines_changed, None);
 }
 
