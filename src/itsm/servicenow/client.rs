@@ -591,6 +591,87 @@ mod tests {
         );
     }
 
+    fn client(base: &str) -> SnClient {
+        let http = HttpClient::new("ServiceNow", &crate::http::Budget::default()).unwrap();
+        let creds = Credentials::Basic {
+            user: "svc".into(),
+            password: SecretString::from("hunter2"),
+        };
+        SnClient::new(http, url::Url::parse(base).unwrap(), creds)
+    }
+
+    #[test]
+    fn a_batch_item_names_its_path_on_the_instance_with_its_query() {
+        let sn = client("https://acme.service-now.com/");
+        let url = sn
+            .url(
+                "api/now/table/change_request",
+                &[("sysparm_query", "a=b^c".to_string())],
+            )
+            .unwrap();
+        assert_eq!(
+            sn.relative(&url),
+            "/api/now/table/change_request?sysparm_query=a%3Db%5Ec"
+        );
+        // Behind a path (a reverse proxy), the item's URL is still the instance's own.
+        let sn = client("https://proxy.example/sn/");
+        let url = sn.url("api/now/table/change_request/1", &[]).unwrap();
+        assert_eq!(sn.relative(&url), "/api/now/table/change_request/1");
+    }
+
+    #[test]
+    fn a_batch_items_answer_reads_as_its_own_call_would() {
+        let sn = client("https://acme.service-now.com/");
+        let ok = Serviced {
+            id: "0".into(),
+            status_code: 200,
+            headers: vec![NameValue {
+                name: "X-Total-Count".into(),
+                value: "7".into(),
+            }],
+            body: Some(BASE64.encode(br#"{"result":[]}"#)),
+            error_message: None,
+        };
+        let reply = sn.item_reply(&ok, "GET /api/now/table/x".into()).unwrap();
+        assert_eq!(reply.body, r#"{"result":[]}"#);
+        assert_eq!(reply.total_count(), Some(7));
+
+        let refused = Serviced {
+            id: "1".into(),
+            status_code: 403,
+            headers: Vec::new(),
+            body: Some(BASE64.encode(
+                br#"{"error":{"message":"Operation Failed","detail":"Invalid state transition"},"status":"failure"}"#,
+            )),
+            error_message: Some("Operation Failed".into()),
+        };
+        let Err(e) = sn.item_reply(&refused, "PATCH /api/now/table/change_request/1".into()) else {
+            panic!("a 403 item is an error");
+        };
+        let sn_error = e.downcast_ref::<SnError>().unwrap();
+        assert_eq!(sn_error.status, Some(StatusCode::FORBIDDEN));
+        assert!(
+            sn_error.message.starts_with(
+                "ServiceNow refused PATCH /api/now/table/change_request/1 (403): Operation Failed: Invalid state transition;"
+            ),
+            "{}",
+            sn_error.message
+        );
+
+        // No body: the batch's own error message says why.
+        let bare = Serviced {
+            body: None,
+            error_message: Some("No Record found".into()),
+            status_code: 404,
+            ..refused
+        };
+        let Err(e) = sn.item_reply(&bare, "GET /x".into()) else {
+            panic!("a 404 item is an error");
+        };
+        assert!(e.to_string().contains("(404): No Record found"), "{e}");
+        assert!(transient(503) && transient(429) && transient(401) && !transient(404));
+    }
+
     #[test]
     fn credentials_debug_names_the_kind_only() {
         let c = Credentials::Basic {
