@@ -142,6 +142,14 @@ impl Instance {
                 l.path,
                 l.query.chars().take(140).collect::<String>()
             );
+            for item in &l.items {
+                eprintln!(
+                    "      {} {}?{}",
+                    item.method,
+                    item.path,
+                    item.query.chars().take(120).collect::<String>()
+                );
+            }
         }
     }
 
@@ -247,10 +255,90 @@ async fn pre_approved_is_a_standard_change_from_the_template_implemented_then_cl
         "REQUESTS (a) pre-approved: gate {gate_requests} + record {record_requests} = {}",
         gate_requests + record_requests
     );
-    // Gate: lookup with the last closed changes (and the template), stats, create, re-read,
-    // New→Scheduled, Scheduled→Implement. Record: lookup, Implement→Review, Review→Closed.
-    assert_eq!((gate_requests, record_requests), (6, 3));
+    // Gate: lookup with the last closed changes (and the template), stats, one batch of the
+    // create and its re-read, one batch of New→Scheduled→Implement. Record: lookup, one
+    // batch of Implement→Review→Closed. (Before the Batch API: 6 + 3.)
+    assert_eq!((gate_requests, record_requests), (4, 2));
+    let s = sn.sn();
+    assert_eq!(s.batches(0), 3);
+    assert_eq!(s.calls(0).count(), 9, "the same nine calls as one by one");
+    drop(s);
     sn.assert_clean();
+}
+
+/// A pre-approved gate and its record, counted in round trips, on an instance with a
+/// history of `n` closed changes; the records they leave.
+async fn pre_approved_round_trips(batch_api: fake::BatchApi, n: usize) -> (usize, usize, Instance) {
+    let sn = Instance::start("").await;
+    sn.sn().batch_api = batch_api;
+    sn.seed_history(n, 10);
+    let before = sn.requests();
+    let out = sn.run(&["gate", "--format", "json"]);
+    sn.print_log(
+        &format!("pre-approved gate, {batch_api:?}, history {n}"),
+        before,
+    );
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let report = json_of(&out);
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("pre-approved"), Some("implementing"))
+    );
+    let gate = sn.requests() - before;
+    let before = sn.requests();
+    let out = sn.run(&["record", "--outcome", "success", "--format", "json"]);
+    sn.print_log(&format!("record, {batch_api:?}, history {n}"), before);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["state"], "closed");
+    let record = sn.requests() - before;
+    {
+        let s = sn.sn();
+        let recs = s.find(&sn.key());
+        assert_eq!(recs.len(), 1);
+        let rec = recs[0];
+        assert_eq!(
+            (
+                rec["type"].as_str(),
+                rec["state"].as_str(),
+                rec["close_code"].as_str()
+            ),
+            ("standard", "3", "successful")
+        );
+        assert!(!rec["work_start"].is_empty() && !rec["work_end"].is_empty());
+        let notes = s.notes(&rec["sys_id"]).join("\n");
+        for said in ["[pass] track-record", "the gate passed", "deploy success"] {
+            assert!(notes.contains(said), "{said}: {notes}");
+        }
+    }
+    (gate, record, sn)
+}
+
+#[tokio::test]
+async fn pre_approved_round_trips_are_the_same_at_10_and_10000_history() {
+    let (gate, record, _) = pre_approved_round_trips(fake::BatchApi::Offered, 10).await;
+    let (gate_big, record_big, _) = pre_approved_round_trips(fake::BatchApi::Offered, 10_000).await;
+    eprintln!(
+        "REQUESTS pre-approved gate + record: history of 10 → {gate} + {record}, history of 10,000 → {gate_big} + {record_big}"
+    );
+    assert_eq!((gate, record), (gate_big, record_big));
+    assert_eq!(gate + record, 6);
+}
+
+/// An instance without the Batch API (404) or that refuses it to this user (403): the same
+/// calls one at a time, the refusal asked once per run and remembered for its rest.
+#[tokio::test]
+async fn without_the_batch_api_the_calls_go_one_by_one() {
+    for refusal in [fake::BatchApi::Missing, fake::BatchApi::Forbidden] {
+        let (gate, record, sn) = pre_approved_round_trips(refusal, 10).await;
+        eprintln!("REQUESTS pre-approved gate + record, Batch API {refusal:?}: {gate} + {record}");
+        // One refused batch per run, then the calls one by one (6 + 3).
+        assert_eq!((gate, record), (7, 4), "{refusal:?}");
+        let s = sn.sn();
+        assert_eq!(s.batches(0), 2, "{refusal:?}: asked once per run");
+        assert!(s.log.iter().all(|l| l.items.is_empty()), "{refusal:?}");
+        drop(s);
+        sn.assert_clean();
+    }
 }
 
 #[tokio::test]
@@ -301,6 +389,17 @@ async fn needs_approval_waits_for_the_approver_then_passes_and_closes() {
         "REQUESTS (b) needs-approval approved on the 3rd poll: gate {gate_requests} + record {record_requests} = {}",
         gate_requests + record_requests
     );
+    {
+        // Each poll is one read on its own; the one batch is the create and its re-read.
+        let s = sn.sn();
+        assert_eq!(s.batches(0), 2, "the gate's create, the record's close");
+        let reads_of_the_change = s
+            .log
+            .iter()
+            .filter(|l| l.method == "GET" && l.path.starts_with("/api/now/table/change_request/"))
+            .count();
+        assert!(reads_of_the_change >= 3, "{reads_of_the_change} polls");
+    }
     sn.assert_clean();
 }
 
@@ -1302,10 +1401,16 @@ async fn the_template_is_looked_up_by_name_once_when_no_recent_change_used_it() 
     sn.print_log("first standard change", before);
     assert_eq!(code(&out), 0, "{:?}", text(&out));
     assert_eq!(json_of(&out)["decision"], "pre-approved");
+    let gate = sn.requests() - before;
+    let before = sn.requests();
+    let out = sn.run(&["record", "--outcome", "success"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let record = sn.requests() - before;
+    eprintln!("REQUESTS a service's first pre-approved deploy: gate {gate} + record {record}");
     assert_eq!(
-        sn.requests() - before,
-        7,
-        "the template lookup on top of six"
+        (gate, record),
+        (5, 2),
+        "the template lookup on top of a pre-approved deploy's 4 + 2"
     );
     let s = sn.sn();
     assert_eq!(s.count("GET", "/change/standard/template"), 1);

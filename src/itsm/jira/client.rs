@@ -336,12 +336,32 @@ impl Jira {
         token: Option<&str>,
         reconcile: &[u64],
     ) -> Result<(Vec<IssueView>, Option<String>)> {
+        self.search_expanded(jql, fields, properties, None, max, token, reconcile)
+            .await
+    }
+
+    /// [`Self::search_with`], with what `expand` names (`transitions.fields`: each issue's
+    /// transitions as a read of the issue with them gives).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn search_expanded(
+        &self,
+        jql: &str,
+        fields: &[&str],
+        properties: &[&str],
+        expand: Option<&str>,
+        max: u32,
+        token: Option<&str>,
+        reconcile: &[u64],
+    ) -> Result<(Vec<IssueView>, Option<String>)> {
         let mut body = json!({
             "jql": jql,
             "fields": fields,
             "maxResults": max,
             "properties": properties,
         });
+        if let Some(expand) = expand {
+            body["expand"] = json!(expand);
+        }
         if let Some(token) = token {
             body["nextPageToken"] = json!(token);
         }

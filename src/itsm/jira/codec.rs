@@ -144,6 +144,8 @@ pub(super) struct Transition {
     pub(super) name: String,
     pub(super) to: String,
     pub(super) fields: serde_json::Map<String, Value>,
+    /// Whether it shows a screen (whose fields `fields` lists when they were expanded).
+    pub(super) has_screen: bool,
 }
 
 /// An issue linked to another, as the link shows it.
@@ -193,6 +195,8 @@ pub(super) struct IssueView {
     pub(super) created: Option<DateTime<Utc>>,
     pub(super) stored: Option<Stored>,
     pub(super) transitions: Vec<Transition>,
+    /// Whether the answer held the transitions (they were asked for).
+    pub(super) read_with_transitions: bool,
     /// The linked issues, when `issuelinks` was asked for.
     pub(super) links: Vec<Linked>,
     /// The facts of the standing decision ([`FACTS`]), when asked for.
@@ -272,6 +276,7 @@ impl IssueView {
                             .and_then(Value::as_object)
                             .cloned()
                             .unwrap_or_default(),
+                        has_screen: t.get("hasScreen").and_then(Value::as_bool).unwrap_or(false),
                     })
                     .collect()
             })
@@ -298,6 +303,7 @@ impl IssueView {
             created: str_at(&fields, &["created"]).and_then(parse_jira_time),
             stored,
             transitions,
+            read_with_transitions: v.get("transitions").is_some_and(Value::is_array),
             links: parse_links(&fields),
             facts,
         })
@@ -305,6 +311,17 @@ impl IssueView {
 
     pub(super) fn has(&self, label: &str) -> bool {
         labels::has(&self.labels, label)
+    }
+
+    /// Whether this read holds the transitions as a read of the issue with them would:
+    /// answered, with the fields of every screen (a search that did not expand them reads
+    /// as not complete, and the issue is read again).
+    pub(super) fn transitions_complete(&self) -> bool {
+        self.read_with_transitions
+            && self
+                .transitions
+                .iter()
+                .all(|t| !t.has_screen || !t.fields.is_empty())
     }
 
     /// Opened by changegate (and not retired as a duplicate).

@@ -3,13 +3,18 @@
 //! The history of a service and environment, from JQL over the labels.
 //!
 //! Per-sprint tallies: from the labels of a few pages of issues, or from counts per sprint.
+//!
+//! A gate reads it with its lookup, in one search when the service's changes fit in a page
+//! ([`Jira::survey`]).
 
 use super::Jira;
 use super::client::any_kind;
 use super::client::q;
 use super::client::q_list;
+use super::codec::IssueView;
 use super::codec::commit_of;
 use super::labels;
+use super::lifecycle::{Found, Known};
 use crate::domain::CorrelationKey;
 use crate::domain::DecisionKind;
 use crate::domain::History;
@@ -17,7 +22,7 @@ use crate::domain::Outcome;
 use crate::domain::SprintCalendar;
 use crate::domain::SprintTally;
 use crate::itsm::TrackRecord;
-use crate::itsm::{HistoryQuery, Since};
+use crate::itsm::{HistoryQuery, Lookup, Since};
 use anyhow::Result;
 use async_trait::async_trait;
 use chrono::Duration;
@@ -99,6 +104,84 @@ impl Jira {
             .into_iter()
             .filter(|v| v.is_change())
             .find_map(|v| v.stored.map(|s| s.sha())))
+    }
+}
+
+/// The newest changes of a service and environment, read in one search before a decision.
+#[derive(Debug, Clone)]
+pub(crate) struct Survey {
+    /// The service's label ([`labels::service`]): whose changes these are.
+    service_label: String,
+    /// Its changes, newest first.
+    issues: Vec<IssueView>,
+    /// Whether they are all of its changes (the search had no next page).
+    complete: bool,
+}
+
+impl Survey {
+    /// The changes but the one `exclude_label` marks.
+    fn others<'a>(&'a self, exclude_label: Option<&'a str>) -> impl Iterator<Item = &'a IssueView> {
+        self.issues
+            .iter()
+            .filter(move |v| exclude_label.is_none_or(|l| !v.has(l)))
+    }
+}
+
+/// Whether an issue carries a decision (the labels `any_kind` matches).
+fn decided(v: &IssueView) -> bool {
+    labels::KINDS.iter().any(|k| v.has(&labels::kind(*k)))
+}
+
+/// A closed change's outcome, from its labels.
+fn closed_outcome(v: &IssueView) -> Option<Outcome> {
+    if v.has(&labels::outcome(Outcome::Failure)) {
+        Some(Outcome::Failure)
+    } else if v.has(&labels::outcome(Outcome::Success)) {
+        Some(Outcome::Success)
+    } else {
+        None
+    }
+}
+
+impl Jira {
+    /// One search for what a gate reads before it decides: the newest page of the changes
+    /// of the key's service and environment. It holds the key's own issue, the last change
+    /// deployed successfully, the recent outcomes and the sprint tallies whenever the page
+    /// holds every change of the service; what an incomplete page cannot tell is searched
+    /// on its own (the key's issue at once; the rest in `last_change_sha` and `history`).
+    pub(super) async fn survey(&self, key: &CorrelationKey) -> Result<Known> {
+        let jql = format!(
+            "{} ORDER BY created DESC",
+            self.scope_jql(&key.service_id, &key.environment, None)
+        );
+        let (issues, next) = self
+            .search(&jql, &["status", "labels", "created"], PAGE, None, &[])
+            .await?;
+        let complete = next.is_none();
+        let issues: Vec<IssueView> = issues.into_iter().filter(|v| v.is_change()).collect();
+        let found = if complete {
+            let full = key.to_string();
+            let label = labels::key(&key.service_id, &key.environment, &key.sha);
+            // As `matches` picks: the lowest issue id whose property holds exactly this key.
+            let mine = issues
+                .iter()
+                .filter(|v| v.has(&label) && v.stored.as_ref().is_none_or(|s| s.key == full))
+                .min_by_key(|v| v.id);
+            match mine {
+                Some(v) => Some(Found::of(v, self.complete(v, &full).await?)),
+                None => None,
+            }
+        } else {
+            self.lookup(key).await?
+        };
+        Ok(Known {
+            found,
+            survey: Some(Survey {
+                service_label: labels::service(&key.service_id, &key.environment),
+                issues,
+                complete,
+            }),
+        })
     }
 }
 
@@ -243,14 +326,63 @@ impl TrackRecord for Jira {
                 labels::outcome(Outcome::Failure)
             ])
         );
-        let (recent, more) = self.recent(&closed, q_.window).await?;
-        let closed_total = if !more && (recent.len() as u64) < u64::from(q_.window) {
-            recent.len() as u64
-        } else {
-            self.count(&closed).await?.max(recent.len() as u64)
+        // The page the gate's lookup read, if it is this service's and environment's.
+        let service_label = labels::service(q_.service_id, q_.environment);
+        let survey = q_
+            .found
+            .and_then(|f| f.carried::<Known>())
+            .and_then(|k| k.survey.as_ref())
+            .filter(|s| s.service_label == service_label);
+        let exclude_label = q_
+            .exclude_key
+            .map(|k| labels::key(q_.service_id, q_.environment, &commit_of(k)));
+        let window = q_.window.max(1) as usize;
+        let surveyed: Option<Vec<Outcome>> = survey.map(|s| {
+            s.others(exclude_label.as_deref())
+                .filter_map(closed_outcome)
+                .collect()
+        });
+        let (recent, closed_total) = match (survey, surveyed) {
+            // Every closed change is on the page.
+            (Some(s), Some(all)) if s.complete => {
+                let total = all.len() as u64;
+                (all.into_iter().take(window).collect(), total)
+            }
+            // The newest `window` are; the total is counted.
+            (Some(_), Some(mut all)) if all.len() >= window => {
+                all.truncate(window);
+                let total = self.count(&closed).await?.max(all.len() as u64);
+                (all, total)
+            }
+            _ => {
+                let (recent, more) = self.recent(&closed, q_.window).await?;
+                let total = if !more && (recent.len() as u64) < u64::from(q_.window) {
+                    recent.len() as u64
+                } else {
+                    self.count(&closed).await?.max(recent.len() as u64)
+                };
+                (recent, total)
+            }
         };
         let current = q_.calendar.index_of(q_.now);
-        let sprints = match self.tallies_by_search(&scope, q_, current).await? {
+        let from_survey = survey.filter(|s| s.complete).map(|s| {
+            let mut sprints = BTreeMap::new();
+            for v in s.others(exclude_label.as_deref()).filter(|v| decided(v)) {
+                tally_labels(
+                    &v.labels,
+                    &q_.calendar,
+                    q_.from_sprint,
+                    current,
+                    &mut sprints,
+                );
+            }
+            sprints
+        });
+        let by_search = match from_survey {
+            Some(s) => Some(s),
+            None => self.tallies_by_search(&scope, q_, current).await?,
+        };
+        let sprints = match by_search {
             Some(s) => s,
             None => {
                 tracing::info!(
@@ -267,9 +399,31 @@ impl TrackRecord for Jira {
         })
     }
 
+    /// From the gate's survey, which also finds `key`'s issue and reads the track record:
+    /// all of it is handed on in the lookup, for the gate's `open` and `history`.
     async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
-        let sha = self.last_sha(&key.service_id, &key.environment).await?;
-        Ok(Since { sha, found: None })
+        let known = self.survey(key).await?;
+        let success = labels::outcome(Outcome::Success);
+        let (sha, complete) = match &known.survey {
+            Some(s) => (
+                s.issues
+                    .iter()
+                    .filter(|v| decided(v) && v.has(&success))
+                    .find_map(|v| v.stored.as_ref().map(|s| s.sha())),
+                s.complete,
+            ),
+            None => (None, false),
+        };
+        let sha = match sha {
+            Some(sha) => Some(sha),
+            None if complete => None,
+            None => self.last_sha(&key.service_id, &key.environment).await?,
+        };
+        let record = known.found.as_ref().map(|f| f.record.clone());
+        Ok(Since {
+            sha,
+            found: Some(Lookup::of(key, record).carrying(known)),
+        })
     }
 }
 

@@ -60,6 +60,9 @@ use serde_json::Value;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
+/// What a search expands to read an issue as `read_issue` does with its transitions.
+const TRANSITIONS: &str = "transitions.fields";
+
 /// A change found in (or written to) Jira, with what later writes need.
 #[derive(Debug, Clone)]
 pub(super) struct Found {
@@ -68,6 +71,9 @@ pub(super) struct Found {
     pub(super) record: ChangeRecord,
     /// The issue property as read or written.
     pub(super) stored: Option<Stored>,
+    /// The issue as read with its transitions, when it was: `record_outcome` moves it on
+    /// from this read instead of reading it again.
+    pub(super) view: Option<IssueView>,
 }
 
 impl Found {
@@ -77,8 +83,17 @@ impl Found {
             labels: v.labels.clone(),
             record,
             stored: v.stored.clone(),
+            view: v.read_with_transitions.then(|| v.clone()),
         }
     }
+}
+
+/// What a lookup of a key carries (see [`crate::itsm::Lookup`]): the change found, and for a
+/// decision the page of the service's newest changes read with it (see `survey`).
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub(super) found: Option<Found>,
+    pub(super) survey: Option<super::history::Survey>,
 }
 
 impl Jira {
@@ -97,12 +112,15 @@ impl Jira {
         &self,
         key: &CorrelationKey,
         reconcile: &[u64],
+        expand: Option<&str>,
     ) -> Result<Vec<IssueView>> {
         let full = key.to_string();
         let (issues, _) = self
-            .search(
+            .search_expanded(
                 &self.key_jql(key),
                 &["status", "labels", "created"],
+                &[PROPERTY],
+                expand,
                 20,
                 None,
                 reconcile,
@@ -117,10 +135,16 @@ impl Jira {
         Ok(hits)
     }
 
-    /// The change with this key, if Jira has it.
+    /// The change with this key, if Jira has it, read with its transitions (what `record`
+    /// moves it on with).
     pub(super) async fn lookup(&self, key: &CorrelationKey) -> Result<Option<Found>> {
         let full = key.to_string();
-        let Some(v) = self.matches(key, &[]).await?.into_iter().next() else {
+        let Some(v) = self
+            .matches(key, &[], Some(TRANSITIONS))
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(None);
         };
         Ok(Some(Found::of(&v, self.complete(&v, &full).await?)))
@@ -256,6 +280,7 @@ impl Jira {
             labels: label_list,
             record,
             stored: Some(stored),
+            view: None,
         })
     }
 
@@ -339,7 +364,7 @@ impl Jira {
         mine: &Found,
     ) -> Result<Option<IssueView>> {
         let mine_key = mine.record.id.as_str();
-        let hits = self.matches(key, &[mine.id]).await?;
+        let hits = self.matches(key, &[mine.id], None).await?;
         let Some(winner) = hits
             .into_iter()
             .find(|v| v.key != mine_key && v.id < mine.id)
@@ -519,10 +544,16 @@ impl Jira {
 impl ChangeStore for Jira {
     /// The change with this key, carrying the issue's id, labels and property for `open`
     /// (`None` carried: Jira has no such change).
-    async fn find(&self, key: &CorrelationKey, _intent: Intent) -> Result<Lookup> {
-        let found = self.lookup(key).await?;
-        let record = found.as_ref().map(|f| f.record.clone());
-        Ok(Lookup::of(key, record).carrying(found))
+    async fn find(&self, key: &CorrelationKey, intent: Intent) -> Result<Lookup> {
+        let known = match intent {
+            Intent::Read => Known {
+                found: self.lookup(key).await?,
+                survey: None,
+            },
+            Intent::Decide => self.survey(key).await?,
+        };
+        let record = known.found.as_ref().map(|f| f.record.clone());
+        Ok(Lookup::of(key, record).carrying(known))
     }
 
     /// A change by its issue key or id; an error when the issue is not a change.
@@ -553,8 +584,8 @@ impl ChangeStore for Jira {
         let full = key.to_string();
         // What the caller's `find` read; a parallel run creating the change since is caught
         // after the create (see `settle`).
-        let existing = match found.and_then(|f| f.found::<Option<Found>>(&key)) {
-            Some(known) => known.clone(),
+        let existing = match found.and_then(|f| f.found::<Known>(&key)) {
+            Some(known) => known.found.clone(),
             None => self.lookup(&key).await?,
         };
         let found = match existing {
@@ -657,10 +688,22 @@ impl ChangeStore for Jira {
         outcome: Outcome,
         notes: &str,
         // Duplicates are retired right after the create that made them (see `settle`).
-        _found: Option<&Lookup>,
+        found: Option<&Lookup>,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord> {
-        let (v, mut current) = self.current(record).await?;
+        // The lookup that found the change read it with its transitions: no second read.
+        let carried = found
+            .and_then(|f| f.carried::<Known>())
+            .and_then(|k| k.found.as_ref())
+            .and_then(|f| f.view.clone())
+            .filter(|v| v.key == record.id && v.transitions_complete());
+        let (v, mut current) = match carried {
+            Some(v) => {
+                let current = self.to_record(&v, &record.key, None);
+                (v, current)
+            }
+            None => self.current(record).await?,
+        };
         if current.outcome.is_some() {
             return Ok(current);
         }

@@ -11,6 +11,10 @@
 //!   was decided (UTC) and the outcome. Labels hold no ':' and no '/', so the service part is
 //!   a hash; the property's verbatim key is compared on every lookup, so lookups are exact.
 //!
+//! A gate reads its change and its track record in one search of the service's newest
+//! changes when they fit in a page (`history::survey`); `record` finds its change with the
+//! workflow transitions and moves it on without reading it again.
+//!
 //! Jira has no unique constraint: two runs that both find nothing both create. After every
 //! create the run searches again with read-after-write consistency for its own issue; the
 //! lowest issue id wins, and the other run retires its issue as a duplicate.

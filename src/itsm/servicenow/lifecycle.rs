@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::client::Body;
 use super::client::SnError;
+use super::client::{Body, Call};
 use super::codec::text;
 use super::codec::{
     ASSESS, AUTHORIZE, CANCELED, CLOSED, DISPLAY, IMPLEMENT, KEY_MAX, NEW, Raw, TIMED_OUT,
@@ -26,10 +26,11 @@ use std::collections::HashMap;
 
 impl ServiceNow {
     /// Moves a record forward along its change model to `target`, one step per update (the
-    /// instance refuses jumps). Steps the instance already made are skipped; a refused step
-    /// is re-read first, in case a workflow or a concurrent run moved it meanwhile. `extra`
-    /// rides along with the first update that succeeds. On refusal returns the record as last
-    /// read, with the reason.
+    /// instance refuses jumps), every step left in one round trip (a batch: each step needs
+    /// the one before done, not its answer). Steps the instance already made are skipped; a
+    /// refused step is re-read first, in case a workflow or a concurrent run moved it
+    /// meanwhile. `extra` rides along with the first update that succeeds. On refusal
+    /// returns the record as last read, with the reason.
     pub(super) async fn walk(
         &self,
         mut raw: Raw,
@@ -67,56 +68,77 @@ impl ServiceNow {
                 }
                 return Ok(raw);
             }
-            let next = path[at + 1];
-            let mut fields = extra.clone();
-            fields.insert("state".into(), json!(next.to_string()));
-            match self.patch(&raw, fields).await {
-                Ok(moved) if moved.state() == Some(current) => {
-                    // Some instances answer 200 and leave the state as it was.
-                    let e = anyhow!(
-                        "ServiceNow kept change {} in {} when asked to move it to {} (the change model or a business rule refused)",
-                        raw.number(),
-                        state_label(current),
-                        state_label(next)
-                    );
-                    return Err((moved, e));
-                }
-                Ok(moved) => {
-                    tracing::info!(
-                        "moved {} from {} to {}",
-                        moved.number(),
-                        state_label(current),
-                        state_label(next)
-                    );
-                    extra.clear();
-                    raw = moved;
-                }
-                Err(e) => {
-                    let fresh = match self.read(&raw).await {
-                        Ok(f) => f,
-                        Err(_) => return Err((raw, e)),
-                    };
-                    let moved_on = fresh
-                        .state()
-                        .and_then(|s| model(fresh.kind()).iter().position(|p| *p == s))
-                        .is_some_and(|p| p > at);
-                    if !moved_on {
-                        let e = e.context(format!(
-                            "cannot move change {} from {} to {}",
+            let steps = &path[at + 1..=goal];
+            let calls: Vec<Call> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, next)| {
+                    let mut fields = if i == 0 { extra.clone() } else { Map::new() };
+                    fields.insert("state".into(), json!(next.to_string()));
+                    Self::patch_call(&raw, fields)
+                })
+                .collect();
+            let answers = match self.api.batch(&calls).await {
+                Ok(answers) => answers,
+                Err(e) => vec![Err(e)],
+            };
+            let mut refused = None;
+            for (answer, next) in answers.into_iter().zip(steps) {
+                let from = raw.state().unwrap_or(current);
+                match answer.and_then(|reply| self.stored(&reply)) {
+                    Ok(moved) if moved.state() == Some(from) => {
+                        // Some instances answer 200 and leave the state as it was.
+                        let e = anyhow!(
+                            "ServiceNow kept change {} in {} when asked to move it to {} (the change model or a business rule refused)",
                             raw.number(),
-                            state_label(current),
-                            state_label(next)
-                        ));
-                        return Err((fresh, e));
+                            state_label(from),
+                            state_label(*next)
+                        );
+                        return Err((moved, e));
                     }
-                    tracing::info!(
-                        "{} was moved on to {} meanwhile",
-                        fresh.number(),
-                        fresh.state().map(state_label).unwrap_or_default()
-                    );
-                    raw = fresh;
+                    Ok(moved) => {
+                        tracing::info!(
+                            "moved {} from {} to {}",
+                            moved.number(),
+                            state_label(from),
+                            state_label(*next)
+                        );
+                        extra.clear();
+                        raw = moved;
+                    }
+                    Err(e) => {
+                        refused = Some((from, *next, e));
+                        break;
+                    }
                 }
             }
+            let Some((from, next, e)) = refused else {
+                continue;
+            };
+            let at = path.iter().position(|s| *s == from).unwrap_or(at);
+            let fresh = match self.read(&raw).await {
+                Ok(f) => f,
+                Err(_) => return Err((raw, e)),
+            };
+            let moved_on = fresh
+                .state()
+                .and_then(|s| model(fresh.kind()).iter().position(|p| *p == s))
+                .is_some_and(|p| p > at);
+            if !moved_on {
+                let e = e.context(format!(
+                    "cannot move change {} from {} to {}",
+                    raw.number(),
+                    state_label(from),
+                    state_label(next)
+                ));
+                return Err((fresh, e));
+            }
+            tracing::info!(
+                "{} was moved on to {} meanwhile",
+                fresh.number(),
+                fresh.state().map(state_label).unwrap_or_default()
+            );
+            raw = fresh;
         }
     }
 
@@ -229,24 +251,23 @@ impl ServiceNow {
         f
     }
 
-    /// Creates the record: a standard change from the template, or a normal or emergency one.
+    /// Creates the record (a standard change from the template, or a normal or emergency
+    /// one) and settles a race: in one round trip, the create and the re-read of its key
+    /// (see [`Self::settle`]). Returns the record that holds the key, and whether it is ours.
     pub(super) async fn create(
         &self,
         facts: &ChangeFacts,
         decision: Option<&Decision>,
         now: DateTime<Utc>,
-    ) -> Result<Raw> {
+    ) -> Result<(Raw, bool)> {
+        let key = facts.key().fitted(KEY_MAX);
         let kind = type_for(decision);
         let path = match kind {
             "standard" => format!("{CHG}/standard/{}", self.template_id().await?),
             other => format!("{CHG}/{other}"),
         };
         let body = Value::Object(self.fields_for(facts, decision, now));
-        let reply = match self
-            .api
-            .call(Method::POST, &path, &[], Body::Json(&body))
-            .await
-        {
+        let (reply, rows) = match self.create_and_reread(&path, &body, &key).await {
             Err(e) if kind == "standard" && self.cache().template_learned && refused(&e) => {
                 // The template learned from a recent change is gone or retired: look it up
                 // by name and try once more.
@@ -263,9 +284,7 @@ impl ServiceNow {
                     return Err(e);
                 }
                 let path = format!("{CHG}/standard/{id}");
-                self.api
-                    .call(Method::POST, &path, &[], Body::Json(&body))
-                    .await?
+                self.create_and_reread(&path, &body, &key).await?
             }
             other => other?,
         };
@@ -295,14 +314,46 @@ impl ServiceNow {
             facts.key()
         );
         self.remember(&raw);
-        Ok(raw)
+        let rows = match rows {
+            Some(rows) => rows,
+            None => self.by_key(&key, 10).await?,
+        };
+        self.settle(&key, raw, &rows).await
     }
 
-    /// After a create: look the key up again. When another run created a record for the same
-    /// key first, ours goes (deleted, or cancelled with its key cleared when the instance does
-    /// not allow deletes) and the older one is returned.
-    pub(super) async fn settle(&self, key: &str, mine: Raw) -> Result<(Raw, bool)> {
-        let rows = self.by_key(key, 10).await?;
+    /// The create's answer, and the records holding `key` read right after it, in one batch.
+    /// A create that fails is the error; the re-read is `None` when it was not answered.
+    async fn create_and_reread(
+        &self,
+        path: &str,
+        body: &Value,
+        key: &str,
+    ) -> Result<(super::client::Reply, Option<Vec<Raw>>)> {
+        let calls = [
+            Call {
+                method: Method::POST,
+                path: path.to_string(),
+                query: Vec::new(),
+                body: Some(body.clone()),
+            },
+            Self::by_key_call(key, 10),
+        ];
+        let mut answers = self.api.batch(&calls).await?.into_iter();
+        let created = answers.next().ok_or_else(|| {
+            anyhow!("ServiceNow did not answer the create of a change for {key}")
+        })??;
+        let rows = match answers.next() {
+            Some(reread) => Some(self.rows(&reread?)?),
+            None => None,
+        };
+        Ok((created, rows))
+    }
+
+    /// After a create: the records holding the key, read right after it (`rows`, oldest
+    /// first). When another run created a record for the same key first, ours goes (deleted,
+    /// or cancelled with its key cleared when the instance does not allow deletes) and the
+    /// older one is returned.
+    pub(super) async fn settle(&self, key: &str, mine: Raw, rows: &[Raw]) -> Result<(Raw, bool)> {
         let Some(first) = rows.first() else {
             return Ok((mine, true));
         };
@@ -435,9 +486,8 @@ impl ServiceNow {
                 raw.number()
             )
         })?;
-        let created = self.create(facts, Some(decision), now).await?;
-        tracing::info!("{} supersedes {}", created.number(), raw.number());
-        let (settled, _) = self.settle(&key, created).await?;
+        let (settled, _) = self.create(facts, Some(decision), now).await?;
+        tracing::info!("{} supersedes {}", settled.number(), raw.number());
         self.complete(settled, Some(decision)).await
     }
 
@@ -524,13 +574,10 @@ impl ChangeStore for ServiceNow {
             None => self.lookup(&key).await?.raw,
         };
         let raw = match existing {
-            None => {
-                let created = self.create(facts, decision, now).await?;
-                match self.settle(&key, created).await? {
-                    (mine, true) => self.complete(mine, decision).await?,
-                    (theirs, false) => self.apply(facts, decision, theirs, now).await?,
-                }
-            }
+            None => match self.create(facts, decision, now).await? {
+                (mine, true) => self.complete(mine, decision).await?,
+                (theirs, false) => self.apply(facts, decision, theirs, now).await?,
+            },
             Some(found) => self.apply(facts, decision, found, now).await?,
         };
         Ok(self.to_record(&raw))

@@ -17,6 +17,9 @@
 //!   clears its `correlation_id`) and carries on with the oldest. See the README's ServiceNow section.
 //! * **State moves** follow the change model one step at a time (the instance refuses
 //!   jumps), and every step the instance's own workflow already made is skipped.
+//! * **Round trips.** Calls that need each other done but not each other's answers (the
+//!   create and its look-again; the steps of a walk) go in one Batch API request
+//!   ([`client::SnClient::batch`]), one by one on an instance that refuses it.
 //! * **History** costs two requests whatever its size: one Aggregate API call grouped by
 //!   decision day, type, state and close code, and one bounded query for the most recent
 //!   closed changes (whose `X-Total-Count` is the all-time total). A gate makes that query
@@ -48,7 +51,7 @@ mod insights;
 mod lifecycle;
 mod verify;
 
-use client::{Body, SnClient};
+use client::{Body, Call, SnClient};
 use codec::text;
 use codec::{
     CANCELED, CLOSED, Raw, display_timed_out, fallback_decision, journal_text, kind_of_json,
@@ -256,20 +259,31 @@ impl ServiceNow {
 
     /// Every record holding `key`, oldest first (the oldest is the change).
     async fn by_key(&self, key: &str, limit: u32) -> Result<Vec<Raw>> {
+        let c = Self::by_key_call(key, limit);
+        let reply = self
+            .api
+            .call(c.method, &c.path, &c.query, Body::None)
+            .await?;
+        self.rows(&reply)
+    }
+
+    /// The call [`Self::by_key`] sends, for a batch.
+    fn by_key_call(key: &str, limit: u32) -> Call {
         let query = format!(
             "correlation_id={}^ORDERBYsys_created_on^ORDERBYnumber",
             q(key)
         );
-        let reply = self
-            .api
-            .call(
-                Method::GET,
-                TABLE,
-                &Self::read_query(query, limit),
-                Body::None,
-            )
-            .await?;
-        let rows = Self::list(&reply)?;
+        Call {
+            method: Method::GET,
+            path: TABLE.to_string(),
+            query: Self::read_query(query, limit),
+            body: None,
+        }
+    }
+
+    /// The records of a list answer, remembered.
+    fn rows(&self, reply: &client::Reply) -> Result<Vec<Raw>> {
+        let rows = Self::list(reply)?;
         for raw in &rows {
             self.remember(raw);
         }
@@ -333,17 +347,31 @@ impl ServiceNow {
 
     /// PATCHes fields of a record and returns it as stored.
     async fn patch(&self, raw: &Raw, fields: Map<String, Value>) -> Result<Raw> {
-        let path = format!("{TABLE}/{}", raw.sys_id());
-        let query = [
-            ("sysparm_fields", READ_FIELDS.to_string()),
-            ("sysparm_exclude_reference_link", "true".to_string()),
-        ];
-        let body = Value::Object(fields);
+        let c = Self::patch_call(raw, fields);
+        let body = c.body.unwrap_or(Value::Null);
         let reply = self
             .api
-            .call(Method::PATCH, &path, &query, Body::Json(&body))
+            .call(c.method, &c.path, &c.query, Body::Json(&body))
             .await?;
-        let fresh = Self::single(&reply)?;
+        self.stored(&reply)
+    }
+
+    /// The call [`Self::patch`] sends, for a batch.
+    fn patch_call(raw: &Raw, fields: Map<String, Value>) -> Call {
+        Call {
+            method: Method::PATCH,
+            path: format!("{TABLE}/{}", raw.sys_id()),
+            query: vec![
+                ("sysparm_fields", READ_FIELDS.to_string()),
+                ("sysparm_exclude_reference_link", "true".to_string()),
+            ],
+            body: Some(Value::Object(fields)),
+        }
+    }
+
+    /// The record a write answered with, remembered.
+    fn stored(&self, reply: &client::Reply) -> Result<Raw> {
+        let fresh = Self::single(reply)?;
         self.remember(&fresh);
         Ok(fresh)
     }

@@ -1,7 +1,9 @@
 //! The fake ServiceNow instance: one stateful responder behind wiremock.
 
 use super::*;
-use crate::support::remote::Watch;
+use crate::support::remote::{UNEXPECTED, Watch};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 pub type Rec = BTreeMap<String, String>;
 
@@ -60,6 +62,134 @@ const INCIDENT_FIELDS: &[&str] = &[
 /// Fields of an approval on the fake instance.
 const APPROVAL_FIELDS: &[&str] = &["sys_id", "sysapproval", "approver", "comments", "state"];
 
+/// An answer of the fake instance: sent by wiremock for a call on its own, or carried (status,
+/// headers, Base64 body) in a Batch API answer for a call inside `POST /api/now/v1/batch`.
+/// The builder is wiremock's `ResponseTemplate`'s, whose parts cannot be read back.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    mime: Option<String>,
+    delay: Option<Duration>,
+}
+
+impl Answer {
+    pub fn new(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            mime: None,
+            delay: None,
+        }
+    }
+
+    pub fn set_body_json<B: serde::Serialize>(mut self, body: B) -> Answer {
+        self.body = serde_json::to_vec(&body).unwrap();
+        self.mime = Some("application/json".into());
+        self
+    }
+
+    pub fn set_body_raw(mut self, body: &str, mime: &str) -> Answer {
+        self.body = body.as_bytes().to_vec();
+        self.mime = Some(mime.into());
+        self
+    }
+
+    pub fn set_body_string(self, body: impl Into<String>) -> Answer {
+        self.set_body_raw(&body.into(), "text/plain")
+    }
+
+    pub fn insert_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Answer {
+        let name = name.into();
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn set_delay(mut self, delay: Duration) -> Answer {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// The answer as wiremock sends it.
+    pub fn into_template(self) -> ResponseTemplate {
+        let mut t = ResponseTemplate::new(self.status);
+        if let Some(mime) = &self.mime {
+            t = t.set_body_raw(self.body, mime);
+        }
+        for (name, value) in self.headers {
+            t = t.insert_header(name.as_str(), value.as_str());
+        }
+        match self.delay {
+            Some(d) => t.set_delay(d),
+            None => t,
+        }
+    }
+
+    /// The answer as a Batch API item carries it.
+    fn serviced(&self, id: &str, exclude_headers: bool) -> Value {
+        let mut headers: Vec<Value> = self
+            .headers
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        if let Some(mime) = &self.mime {
+            headers.push(json!({"name": "Content-Type", "value": mime}));
+        }
+        let mut item = json!({
+            "id": id,
+            "status_code": self.status,
+            "status_text": status_text(self.status),
+            "headers": if exclude_headers { Vec::new() } else { headers },
+            "body": BASE64.encode(&self.body),
+            "execution_time": 1,
+        });
+        if self.status >= 400 {
+            let message = serde_json::from_slice::<Value>(&self.body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| status_text(self.status).to_string());
+            item["error_message"] = json!(message);
+        }
+        item
+    }
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        406 => "Not Acceptable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Whether the instance offers the Batch API (`POST /api/now/v1/batch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchApi {
+    #[default]
+    Offered,
+    /// Not there (an older release, or the endpoint disabled): 404.
+    Missing,
+    /// There, but not for this user (an ACL on the endpoint): 403.
+    Forbidden,
+}
+
+/// One round trip to the instance; a batch's calls are its `items`.
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub method: String,
@@ -68,7 +198,34 @@ pub struct Logged {
     pub path: String,
     pub query: String,
     pub at: Instant,
+    /// The calls a `POST /api/now/v1/batch` carried, in order.
+    pub items: Vec<Logged>,
 }
+
+impl Logged {
+    fn of(req: &Request) -> Logged {
+        Logged {
+            method: req.method.to_string(),
+            host: req
+                .headers
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            path: req.url.path().to_string(),
+            query: req.url.query().unwrap_or("").to_string(),
+            at: Instant::now(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Whether this round trip was a batch.
+    pub fn is_batch(&self) -> bool {
+        self.path == BATCH_PATH
+    }
+}
+
+const BATCH_PATH: &str = "/api/now/v1/batch";
 
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -117,14 +274,15 @@ pub struct Sn {
     pub faults: Vec<Fault>,
     pub lookup_delay: Option<Duration>,
     pub deny_delete: bool,
+    pub batch_api: BatchApi,
 }
 
 fn now() -> String {
     Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-pub fn error(status: u16, message: &str, detail: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(json!({
+pub fn error(status: u16, message: &str, detail: &str) -> Answer {
+    Answer::new(status).set_body_json(json!({
         "error": {"message": message, "detail": detail},
         "status": "failure"
     }))
@@ -326,8 +484,8 @@ fn list_reply(
     total: usize,
     limit: usize,
     offset: usize,
-) -> ResponseTemplate {
-    let t = ResponseTemplate::new(200)
+) -> Answer {
+    let t = Answer::new(200)
         .set_body_json(json!({ "result": page }))
         .insert_header("X-Total-Count", total.to_string());
     if offset + limit >= total {
@@ -372,11 +530,27 @@ impl Sn {
             .collect()
     }
 
+    /// The calls the instance served, whether on their own or inside a batch.
+    pub fn calls(&self, from: usize) -> impl Iterator<Item = &Logged> {
+        self.log[from..].iter().flat_map(|l| {
+            if l.is_batch() {
+                l.items.iter().collect::<Vec<_>>()
+            } else {
+                vec![l]
+            }
+        })
+    }
+
+    /// Calls (on their own or in a batch) of `method` on a path holding `path_contains`.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
-        self.log
-            .iter()
+        self.calls(0)
             .filter(|l| l.method == method && l.path.contains(path_contains))
             .count()
+    }
+
+    /// Round trips since `from` that were batches.
+    pub fn batches(&self, from: usize) -> usize {
+        self.log[from..].iter().filter(|l| l.is_batch()).count()
     }
 
     /// Adds a closed change to the history (as if an earlier changegate run had made it).
@@ -466,8 +640,7 @@ impl Sn {
 
     /// Requests that wrote something (anything but GET).
     pub fn writes(&self, from: usize) -> Vec<String> {
-        self.log[from..]
-            .iter()
+        self.calls(from)
             .filter(|l| l.method != "GET")
             .map(|l| format!("{} {}", l.method, l.path))
             .collect()
@@ -488,7 +661,7 @@ impl Sn {
         }
     }
 
-    fn fault(&mut self, req: &Request) -> Option<ResponseTemplate> {
+    fn fault(&mut self, req: &Request) -> Option<Answer> {
         let method = req.method.as_str();
         let path = req.url.path();
         let fault = self
@@ -498,7 +671,7 @@ impl Sn {
         fault.times -= 1;
         Some(match &fault.kind {
             FaultKind::Status(status, body, retry_after) => {
-                let mut t = ResponseTemplate::new(*status).set_body_json(body.clone());
+                let mut t = Answer::new(*status).set_body_json(body.clone());
                 if let Some(secs) = retry_after {
                     t = t
                         .insert_header("Retry-After", secs.to_string())
@@ -510,25 +683,21 @@ impl Sn {
                 }
                 t
             }
-            FaultKind::Malformed => ResponseTemplate::new(200)
-                .set_body_raw(r#"{"result": [{"stats": {"cou"#, "application/json"),
-            FaultKind::Silent => ResponseTemplate::new(200).set_delay(Duration::from_secs(600)),
+            FaultKind::Malformed => {
+                Answer::new(200).set_body_raw(r#"{"result": [{"stats": {"cou"#, "application/json")
+            }
+            FaultKind::Silent => Answer::new(200).set_delay(Duration::from_secs(600)),
         })
     }
 
-    pub fn handle(&mut self, req: &Request) -> ResponseTemplate {
-        self.log.push(Logged {
-            method: req.method.to_string(),
-            host: req
-                .headers
-                .get("host")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
-            path: req.url.path().to_string(),
-            query: req.url.query().unwrap_or("").to_string(),
-            at: Instant::now(),
-        });
+    /// One round trip: logged, then answered.
+    pub fn handle(&mut self, req: &Request) -> Answer {
+        self.log.push(Logged::of(req));
+        self.dispatch(req)
+    }
+
+    /// Answers one call, on its own or inside a batch: the same routes, checks and faults.
+    fn dispatch(&mut self, req: &Request) -> Answer {
         if let Some(t) = self.fault(req) {
             return t;
         }
@@ -595,12 +764,156 @@ impl Sn {
                     kind @ ("normal" | "emergency"),
                 ],
             ) => self.create(req, kind, None),
+            ("POST", ["api", "now", "v1", "batch"]) => self.batch(req),
             // Answered loudly, not with the instance's 400: see `support::remote`.
-            _ => self.watch.unexpected(req),
+            _ => self.unexpected(req),
         }
     }
 
-    fn token(&mut self, req: &Request) -> ResponseTemplate {
+    fn unexpected(&self, req: &Request) -> Answer {
+        let line = match req.url.query() {
+            Some(q) => format!("{} {}?{q}", req.method, req.url.path()),
+            None => format!("{} {}", req.method, req.url.path()),
+        };
+        self.watch.flag(format!("unexpected request: {line}"));
+        Answer::new(UNEXPECTED).set_body_string(format!("unexpected request: {line}"))
+    }
+
+    /// The Batch API (api-contracts-2 §1): each item is decoded into the call it stands for
+    /// and answered by [`Sn::dispatch`], in order, under the batch's own credentials; the
+    /// answer carries each item's status, headers and Base64 body. A batch stays 200 when
+    /// its items fail.
+    fn batch(&mut self, req: &Request) -> Answer {
+        match self.batch_api {
+            BatchApi::Offered => {}
+            BatchApi::Missing => {
+                return error(
+                    404,
+                    "Requested URI does not represent any resource",
+                    "No resource at /api/now/v1/batch",
+                );
+            }
+            BatchApi::Forbidden => {
+                return error(
+                    403,
+                    "User Not Authorized",
+                    "Not authorized to use the REST Batch API",
+                );
+            }
+        }
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
+            return error(400, "Invalid json", "The payload is not valid JSON");
+        };
+        for k in body.keys() {
+            if !matches!(k.as_str(), "batch_request_id" | "rest_requests") {
+                self.watch.flag(format!("batch has unknown field {k:?}"));
+            }
+        }
+        let Some(Value::Array(items)) = body.get("rest_requests") else {
+            return error(400, "Invalid request", "rest_requests is required");
+        };
+        let mut serviced = Vec::new();
+        let mut delay: Option<Duration> = None;
+        for item in items {
+            let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
+            if let Some(obj) = item.as_object() {
+                for k in obj.keys() {
+                    if !matches!(
+                        k.as_str(),
+                        "id" | "method" | "url" | "headers" | "body" | "exclude_response_headers"
+                    ) {
+                        self.watch
+                            .flag(format!("batch item has unknown field {k:?}"));
+                    }
+                }
+            }
+            let (Some(id), Some(method), Some(url)) = (text("id"), text("method"), text("url"))
+            else {
+                self.watch
+                    .flag(format!("batch item without id, method or url: {item}"));
+                continue;
+            };
+            if !url.starts_with("/api/") {
+                self.watch.flag(format!(
+                    "batch item url {url:?} is not a path on the instance"
+                ));
+            }
+            let mut headers = wiremock::http::HeaderMap::new();
+            if let Some(auth) = req.headers.get("authorization") {
+                headers.insert("authorization", auth.clone());
+            }
+            for h in item
+                .get("headers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let (Some(name), Some(value)) = (
+                    h.get("name").and_then(Value::as_str),
+                    h.get("value").and_then(Value::as_str),
+                ) else {
+                    self.watch
+                        .flag(format!("batch item header is not {{name, value}}: {h}"));
+                    continue;
+                };
+                headers.insert(
+                    wiremock::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            let body = match item.get("body") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(b)) => match BASE64.decode(b) {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        self.watch
+                            .flag(format!("batch item {id} body is not Base64: {e}"));
+                        serviced.push(
+                            error(400, "Invalid body", "body is not Base64").serviced(&id, false),
+                        );
+                        continue;
+                    }
+                },
+                Some(other) => {
+                    self.watch
+                        .flag(format!("batch item {id} body is not a string: {other}"));
+                    continue;
+                }
+            };
+            if method == "GET" && !body.is_empty() {
+                self.watch
+                    .flag(format!("batch item {id} is a GET with a body"));
+            }
+            let sub = Request {
+                url: req.url.join(&url).unwrap(),
+                method: method.parse().unwrap(),
+                headers,
+                body,
+            };
+            let exclude = item
+                .get("exclude_response_headers")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let logged = Logged::of(&sub);
+            if let Some(last) = self.log.last_mut() {
+                last.items.push(logged);
+            }
+            let answer = self.dispatch(&sub);
+            delay = delay.max(answer.delay);
+            serviced.push(answer.serviced(&id, exclude));
+        }
+        let mut answer = Answer::new(200).set_body_json(json!({
+            "batch_request_id": body.get("batch_request_id").cloned().unwrap_or(Value::Null),
+            "serviced_requests": serviced,
+            "unserviced_requests": [],
+        }));
+        if let Some(d) = delay {
+            answer = answer.set_delay(d);
+        }
+        answer
+    }
+
+    fn token(&mut self, req: &Request) -> Answer {
         let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body)
             .into_owned()
             .collect();
@@ -613,13 +926,13 @@ impl Sn {
             None => false,
         };
         if !ok {
-            return ResponseTemplate::new(401).set_body_json(
+            return Answer::new(401).set_body_json(
                 json!({"error_description": "access_denied", "error": "server_error"}),
             );
         }
         let token = format!("tok-{}", self.id());
         self.tokens.push(token.clone());
-        ResponseTemplate::new(200).set_body_json(json!({
+        Answer::new(200).set_body_json(json!({
             "access_token": token, "refresh_token": "r", "scope": "useraccount", "token_type": "Bearer", "expires_in": 1799
         }))
     }
@@ -676,7 +989,7 @@ impl Sn {
         Value::Object(out)
     }
 
-    fn list(&mut self, req: &Request) -> ResponseTemplate {
+    fn list(&mut self, req: &Request) -> Answer {
         let p = params(req);
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
@@ -710,7 +1023,7 @@ impl Sn {
             .position(|c| c.get("sys_id").map(String::as_str) == Some(id))
     }
 
-    fn read(&mut self, req: &Request, id: &str) -> ResponseTemplate {
+    fn read(&mut self, req: &Request, id: &str) -> Answer {
         let Some(i) = self.index(id) else {
             return error(
                 404,
@@ -735,7 +1048,7 @@ impl Sn {
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
         let rec = self.changes[i].clone();
         let body = self.project(&rec, p.get("sysparm_fields").map(String::as_str), exclude);
-        ResponseTemplate::new(200).set_body_json(json!({ "result": body }))
+        Answer::new(200).set_body_json(json!({ "result": body }))
     }
 
     /// An approver decides: the change's approval flips and it moves on (approved →
@@ -762,7 +1075,7 @@ impl Sn {
         }
     }
 
-    fn patch(&mut self, req: &Request, id: &str) -> ResponseTemplate {
+    fn patch(&mut self, req: &Request, id: &str) -> Answer {
         let Some(i) = self.index(id) else {
             return error(
                 404,
@@ -867,10 +1180,10 @@ impl Sn {
         let p = params(req);
         let exclude = p.get("sysparm_exclude_reference_link").map(String::as_str) == Some("true");
         let body = self.project(&next, p.get("sysparm_fields").map(String::as_str), exclude);
-        ResponseTemplate::new(200).set_body_json(json!({ "result": body }))
+        Answer::new(200).set_body_json(json!({ "result": body }))
     }
 
-    fn delete(&mut self, id: &str) -> ResponseTemplate {
+    fn delete(&mut self, id: &str) -> Answer {
         if self.deny_delete {
             return error(
                 403,
@@ -881,7 +1194,7 @@ impl Sn {
         match self.index(id) {
             Some(i) => {
                 self.changes.remove(i);
-                ResponseTemplate::new(204)
+                Answer::new(204)
             }
             None => error(
                 404,
@@ -893,7 +1206,7 @@ impl Sn {
 
     /// The Table API on `incident`: query, fields, pages, `X-Total-Count`. Reference fields
     /// (`caused_by`, `rfc`) are `{link, value}` unless `sysparm_exclude_reference_link=true`.
-    fn incident_list(&mut self, req: &Request) -> ResponseTemplate {
+    fn incident_list(&mut self, req: &Request) -> Answer {
         let p = params(req);
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
@@ -937,7 +1250,7 @@ impl Sn {
         list_reply(req, page, total, limit, offset)
     }
 
-    fn approvals_list(&mut self, req: &Request) -> ResponseTemplate {
+    fn approvals_list(&mut self, req: &Request) -> Answer {
         let p = params(req);
         let q = parse_query(
             p.get("sysparm_query").map(String::as_str).unwrap_or(""),
@@ -961,10 +1274,10 @@ impl Sn {
                        "sysapproval": a["sysapproval"]})
             })
             .collect();
-        ResponseTemplate::new(200).set_body_json(json!({ "result": rows }))
+        Answer::new(200).set_body_json(json!({ "result": rows }))
     }
 
-    fn stats(&mut self, req: &Request) -> ResponseTemplate {
+    fn stats(&mut self, req: &Request) -> Answer {
         let p = params(req);
         if p.get("sysparm_count").map(String::as_str) != Some("true") {
             self.watch.flag("stats without sysparm_count=true");
@@ -976,7 +1289,7 @@ impl Sn {
         );
         let rows = select(&self.changes, &q);
         let Some(group_by) = p.get("sysparm_group_by") else {
-            return ResponseTemplate::new(200)
+            return Answer::new(200)
                 .set_body_json(json!({"result": {"stats": {"count": rows.len().to_string()}}}));
         };
         let fields: Vec<&str> = group_by.split(',').collect();
@@ -1002,10 +1315,10 @@ impl Sn {
                 })
             })
             .collect();
-        ResponseTemplate::new(200).set_body_json(json!({ "result": result }))
+        Answer::new(200).set_body_json(json!({ "result": result }))
     }
 
-    fn template_list(&mut self, req: &Request) -> ResponseTemplate {
+    fn template_list(&mut self, req: &Request) -> Answer {
         let p = params(req);
         let query = p.get("sysparm_query").cloned().unwrap_or_default();
         let wanted = query
@@ -1021,10 +1334,10 @@ impl Sn {
                        "active": {"value": true, "display_value": "true"}})
             })
             .collect();
-        ResponseTemplate::new(200).set_body_json(json!({ "result": rows }))
+        Answer::new(200).set_body_json(json!({ "result": rows }))
     }
 
-    fn create(&mut self, req: &Request, kind: &str, template: Option<&str>) -> ResponseTemplate {
+    fn create(&mut self, req: &Request, kind: &str, template: Option<&str>) -> Answer {
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
             return error(400, "Invalid json", "The payload is not valid JSON");
         };
@@ -1124,7 +1437,7 @@ impl Sn {
                 .or_insert(json!({"value": "", "display_value": ""}));
         }
         out.insert("__meta".into(), json!({"ignoredFields": ignored}));
-        ResponseTemplate::new(200).set_body_json(json!({ "result": out }))
+        Answer::new(200).set_body_json(json!({ "result": out }))
     }
 }
 
@@ -1137,6 +1450,6 @@ impl Respond for Responder {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sn.handle(req)
+        sn.handle(req).into_template()
     }
 }
