@@ -431,6 +431,65 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn a_deployment_review_says_the_decision_rules_and_change_and_fits_githubs_limit() {
+        let r = record(
+            decision(DecisionKind::PreApproved, passing(), 1),
+            State::Implementing,
+        );
+        let report = Report::from_record(Some(&r), &facts("x"), Mode::Enforce, false);
+        let text = deployment_review(&report);
+        assert!(
+            text.starts_with("✅ **changegate: pre-approved**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[CHG\\-7](https://itsm.example.com/change/CHG-7)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- ✅ **risk\\-size** 42 lines changed ≤ 800"),
+            "{text}"
+        );
+
+        // Many long rules: cut rule by rule, the head and the human's words kept.
+        let long: Vec<Rule> = (0..40)
+            .map(|i| Rule::new(&format!("rule-{i}"), false, "x".repeat(100)))
+            .collect();
+        let mut r = record(
+            decision(DecisionKind::NeedsApproval, long, 1),
+            State::Rejected,
+        );
+        r.approval_comment = Some("not during the sale".into());
+        let report = Report::from_record(Some(&r), &facts("x"), Mode::Enforce, false);
+        let text = deployment_review(&report);
+        assert!(
+            text.chars().count() <= REVIEW_MAX,
+            "{}",
+            text.chars().count()
+        );
+        assert!(
+            text.contains("CHG\\-7") && text.contains("rule\\-0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- …") && text.ends_with("> not during the sale"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failure_comment_is_one_escaped_line() {
+        let text = deployment_failed("cannot read\n::error::x <b>");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.contains("rejected, as no decision could be made"),
+            "{text}"
+        );
+        assert!(!text.contains("<b>"), "{text}");
+        assert!(deployment_failed(&"y".repeat(5000)).chars().count() <= REVIEW_MAX);
+    }
+
     fn render(record: &ChangeRecord, facts: &ChangeFacts) -> String {
         let report = Report::from_record(Some(record), facts, Mode::Enforce, false);
         let m = marker(&facts.service_id, &facts.environment);
