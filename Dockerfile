@@ -10,10 +10,13 @@
 #              (root) user or they cannot write there.
 #   gitlab     the default image plus a static busybox shell, non-root: GitLab's executors
 #              run a job's `script:` through a shell inside the job's image.
+#   serve      the default image running `changegate serve` as the non-root user, on port
+#              8080, with the ledger in /data (owned by that user; mount a volume there).
 #
 # docker build -t changegate .                       # the default target
 # docker build --target action -t changegate:action .
 # docker build --target gitlab -t changegate:gitlab .
+# docker build --target serve -t changegate:serve .
 
 ARG RUST_VERSION=1.95
 
@@ -43,7 +46,8 @@ RUN install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/
  && mkdir -p /shell/bin \
  && cp /bin/busybox.static /shell/bin/busybox \
  && for applet in $(/shell/bin/busybox --list); do ln -s busybox "/shell/bin/$applet"; done \
- && ln -s /changegate /shell/bin/changegate
+ && ln -s /changegate /shell/bin/changegate \
+ && mkdir -p /serve/data
 
 FROM scratch AS runtime
 ARG VERSION=dev
@@ -73,6 +77,14 @@ USER 0:0
 FROM runtime AS gitlab
 COPY --from=build /shell/ /
 ENV PATH=/bin
+
+FROM runtime AS serve
+# The ledger's folder, writable by the non-root user only (scratch has no chown).
+COPY --from=build --chown=65532:65532 /serve/ /
+ENV CHANGEGATE_LEDGER=/data/ledger.db \
+    CHANGEGATE_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["/changegate", "serve"]
 
 # The default target: the non-root image without a shell.
 FROM runtime

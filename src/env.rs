@@ -42,6 +42,10 @@ pub const GITHUB_APP_ID: &str = "CHANGEGATE_GITHUB_APP_ID";
 pub const GITHUB_APP_PRIVATE_KEY: &str = "CHANGEGATE_GITHUB_APP_PRIVATE_KEY";
 pub const GITLAB_TOKEN: &str = "CHANGEGATE_GITLAB_TOKEN";
 
+// `changegate serve`.
+pub const LISTEN: &str = "CHANGEGATE_LISTEN";
+pub const WEBHOOK_SECRET: &str = "CHANGEGATE_WEBHOOK_SECRET";
+
 // GitHub Actions.
 pub const GITHUB_ACTIONS: &str = "GITHUB_ACTIONS";
 pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
@@ -148,6 +152,8 @@ pub const ALL: &[&str] = &[
     GITHUB_APP_ID,
     GITHUB_APP_PRIVATE_KEY,
     GITLAB_TOKEN,
+    LISTEN,
+    WEBHOOK_SECRET,
     GITHUB_ACTIONS,
     GITHUB_API_URL,
     GITHUB_SERVER_URL,
@@ -218,7 +224,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// A source of environment variables: the run's [`Snapshot`], or a test's own map.
-pub trait Vars {
+pub trait Vars: Send + Sync {
     /// The variable's value; empty (or only blanks) counts as unset, because runners set
     /// empty inputs and CI templates set empty variables for options left out.
     fn get(&self, name: &str) -> Option<String>;
@@ -326,6 +332,40 @@ impl Snapshot {
             .get(name)
             .map(OsString::as_os_str)
             .filter(|v| !v.to_string_lossy().trim().is_empty())
+    }
+}
+
+/// A run's environment made by a server for one webhook delivery: the server's own
+/// variables (backend, secrets, logging) that [`Snapshot::retain`] keeps, plus what the
+/// delivery tells (repository, commit), and the delivery's payload standing in for the
+/// event file. Nothing here reads the process environment again.
+impl Snapshot {
+    /// Keeps only the variables `keep` says yes to.
+    pub fn retain(mut self, keep: impl Fn(&str) -> bool) -> Snapshot {
+        self.vars.retain(|name, _| keep(name));
+        self
+    }
+
+    /// Sets `name` (a name of [`ALL`]; any other is ignored, as [`Snapshot::capture`]
+    /// would never see it).
+    pub fn with(mut self, name: &str, value: impl Into<OsString>) -> Snapshot {
+        if let Some(known) = ALL.iter().find(|n| **n == name) {
+            self.vars.insert(known, value.into());
+        }
+        self
+    }
+
+    /// The event payload, given as text rather than a file: `label` names it in messages
+    /// (and is what `GITHUB_EVENT_PATH` says).
+    pub fn with_event(self, label: &str, text: Arc<str>) -> Snapshot {
+        let mut env = self.with(GITHUB_EVENT_PATH, label);
+        let cell = OnceLock::new();
+        let _ = cell.set(Some(EventPayload {
+            path: label.to_string(),
+            text: Ok(text),
+        }));
+        env.event = Arc::new(cell);
+        env
     }
 }
 

@@ -15,4 +15,5 @@ pub mod itsm;
 pub mod output;
 pub mod pipeline;
 pub mod report;
+pub mod serve;
 pub mod settings;

@@ -4,10 +4,11 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use changegate::cli::{self, Cli, Exit, action};
+use changegate::cli::{self, Cli, Command, Exit, action};
 use changegate::domain::Platform;
 use changegate::env::{self, Snapshot, Vars};
 use changegate::output::console;
+use changegate::serve::LogFormat;
 
 /// One `error:` line on stderr, its control characters escaped: an error can quote a
 /// config file's bytes or a remote's body, and must stay one line that starts no workflow
@@ -31,9 +32,11 @@ fn exit_2_on_panic() {
     }));
 }
 
-fn init_logging(env: &Snapshot, verbose: u8, quiet: bool) {
+fn init_logging(env: &Snapshot, verbose: u8, quiet: bool, serve: Option<LogFormat>) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
+        // A server says what it does (each delivery, one line) unless asked to be quiet.
+        (false, 0) if serve.is_some() => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
@@ -46,6 +49,16 @@ fn init_logging(env: &Snapshot, verbose: u8, quiet: bool) {
         .unwrap_or_else(|| format!("warn,changegate={default}"));
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if serve == Some(LogFormat::Json) {
+        // One JSON object a line, with its time: what a log collector reads.
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(console::LogWriter)
+            .with_target(false)
+            .init();
+        return;
+    }
     let color = std::io::stderr().is_terminal() && env.get(env::NO_COLOR).is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -97,11 +110,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&env, cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let serve = match &cli.command {
+        Command::Serve(args) => Some(args.log_format),
+        _ => None,
+    };
+    init_logging(&env, cli.global.verbose, cli.global.quiet, serve);
+    // A command runs one thing at a time; a server answers many deliveries at once.
+    let runtime = match serve {
+        Some(_) => tokio::runtime::Builder::new_multi_thread(),
+        None => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             report_error(&format!("cannot start the runtime: {e}"));

@@ -77,6 +77,8 @@ pub enum Command {
     Reject(approve::DecideArgs),
     /// Embedded ledger only: link an incident to a change (--change ID --id INC-1).
     Incident(incident::IncidentArgs),
+    /// Run the gate as an HTTP service for GitHub's custom deployment protection rules.
+    Serve(crate::serve::ServeArgs),
 }
 
 impl Cli {
@@ -108,6 +110,10 @@ fn empty_env_is_unset(cmd: clap::Command, env: &Snapshot) -> clap::Command {
 /// Runs the parsed command line in `workdir`, with the environment `env` the run started
 /// with (the only one any layer reads).
 pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
+    // The server is its own door: each delivery reads its repository's config itself.
+    if let Command::Serve(args) = cli.command {
+        return crate::serve::run(args, cli.global, env, workdir).await;
+    }
     // In a pull/merge request pipeline the default branch's copy governs; the schema needs
     // no config at all. The config is not read yet: the default budget covers fetching it,
     // and what that spends counts towards the configured one.
@@ -162,6 +168,6 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         Command::Policy(cmd) => policy::run(&ctx, &cmd, &global).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
-        Command::Config(_) => Ok(Exit::Error),
+        Command::Config(_) | Command::Serve(_) => Ok(Exit::Error),
     }
 }

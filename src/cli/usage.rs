@@ -132,6 +132,19 @@ pub const COMMANDS: &[Uses] = &[
         options: &[LEDGER],
         formats: TEXT_JSON,
     },
+    // The backend every delivery is recorded in; each repository's config comes from its
+    // default branch, so no `--config`, and GitHub waits for real answers: no dry run.
+    Uses {
+        command: "serve",
+        options: &[&[
+            "backend",
+            "ledger",
+            "servicenow_url",
+            "jira_url",
+            "jira_project",
+        ]],
+        formats: &[Format::Text],
+    },
 ];
 
 impl Uses {

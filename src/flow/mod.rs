@@ -83,7 +83,7 @@ pub struct ChangeOutcome {
 }
 
 /// Progress while a flow waits (for an approval); the door shows it as it likes.
-pub trait Progress {
+pub trait Progress: Send + Sync {
     /// One poll found the change still waiting.
     fn waiting(&self, wait: &Waiting);
     /// A warning that should not wait for the outcome (an annotation made before the

@@ -417,3 +417,81 @@ impl GitHub {
         Ok(())
     }
 }
+
+/// Why a deployment protection rule could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The callback names another host than the API: a forged payload could otherwise make
+    /// changegate send its installation token anywhere.
+    #[error(
+        "the deployment callback URL is not under GITHUB_API_URL ({base}): refused, nothing sent"
+    )]
+    Foreign { base: String },
+    #[error("GitHub refused the deployment review: {0}")]
+    Api(String),
+}
+
+/// Whether `callback` lies under the API base `base` (same scheme, host and port, and
+/// under its path: `https://HOST/api/v3/...` on GitHub Enterprise Server).
+pub fn callback_allowed(base: &str, callback: &str) -> bool {
+    let (Ok(base), Ok(callback)) = (url::Url::parse(base), url::Url::parse(callback)) else {
+        return false;
+    };
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    base.origin() == callback.origin()
+        && callback.username().is_empty()
+        && callback.password().is_none()
+        && callback.path().starts_with(&prefix)
+}
+
+/// Answers a deployment protection rule: `POST` the review body to its callback URL with
+/// the run's token (an installation token of the App whose rule it is). A body without
+/// `state` is a status report; with it, the decision.
+pub async fn review_deployment(
+    http: &crate::http::HttpClient,
+    base: &str,
+    token: &secrecy::SecretString,
+    callback: &str,
+    body: &serde_json::Value,
+) -> Result<(), ReviewError> {
+    if !callback_allowed(base, callback) {
+        return Err(ReviewError::Foreign {
+            base: base.to_string(),
+        });
+    }
+    let api = Api::new(http, base, token).map_err(|e| ReviewError::Api(e.to_string()))?;
+    api.call(Method::POST, callback, Some(body))
+        .await
+        .map_err(|e| ReviewError::Api(format!("{e}{}", hint(&e, "deployments: write"))))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod review_tests {
+    use super::callback_allowed;
+
+    #[test]
+    fn a_callback_must_lie_under_the_api_base() {
+        let api = "https://api.github.com";
+        let ok = "https://api.github.com/repos/o/r/actions/runs/1/deployment_protection_rule";
+        assert!(callback_allowed(api, ok));
+        assert!(!callback_allowed(api, "https://evil.example/repos/o/r"));
+        assert!(!callback_allowed(api, "http://api.github.com/repos/o/r"));
+        assert!(!callback_allowed(
+            api,
+            "https://api.github.com:444/repos/o/r"
+        ));
+        assert!(!callback_allowed(api, "https://x@api.github.com/repos/o/r"));
+        assert!(!callback_allowed(api, "not a url"));
+        let ghes = "https://ghe.example/api/v3";
+        assert!(callback_allowed(
+            ghes,
+            "https://ghe.example/api/v3/repos/o/r"
+        ));
+        assert!(!callback_allowed(
+            ghes,
+            "https://ghe.example/api/v30/repos/o/r"
+        ));
+        assert!(!callback_allowed(ghes, "https://ghe.example/login"));
+    }
+}

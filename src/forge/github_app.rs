@@ -199,6 +199,34 @@ pub(crate) async fn installation_token(
     Ok(token)
 }
 
+/// An installation token for `repo` of the installation a webhook named
+/// (`installation.id`): no lookup of the installation, and no cache (a server mints one
+/// per delivery; the token lives an hour, longer than a delivery's work but for a wait).
+pub(crate) async fn token_for_installation(
+    http: &HttpClient,
+    base_url: &str,
+    app: &GithubApp,
+    installation: u64,
+    repo: &str,
+) -> Result<SecretString, AppAuthError> {
+    let jwt = jwt(&app.id, &app.private_key, Utc::now().timestamp())?;
+    let api = Api::new(http, base_url, &jwt).map_err(|e| AppAuthError::Api(Box::new(e)))?;
+    let body = serde_json::json!({ "repositories": [repo] });
+    let minted: AccessToken = api
+        .json(
+            Method::POST,
+            &format!("/app/installations/{installation}/access_tokens"),
+            Some(&body),
+        )
+        .await
+        .map_err(|e| match e.status() {
+            Some(401) => AppAuthError::JwtRefused(Box::new(e)),
+            _ => AppAuthError::Mint(Box::new(e)),
+        })?;
+    tracing::debug!(installation, "GitHub App installation token minted");
+    Ok(SecretString::from(minted.token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,24 @@ mod github_app;
 pub mod gitlab;
 pub mod render;
 
+/// An installation token of the GitHub App `app` for `repo` of the installation a webhook
+/// named: what a server acts with for one delivery.
+pub async fn installation_token(
+    http: &HttpClient,
+    base_url: &str,
+    app: &crate::settings::GithubApp,
+    installation: u64,
+    repo: &str,
+) -> anyhow::Result<SecretString> {
+    Ok(github_app::token_for_installation(http, base_url, app, installation, repo).await?)
+}
+
+/// Whether the GitHub App's key signs an App JWT (checked by a server before it listens).
+pub fn check_app_key(app: &crate::settings::GithubApp) -> anyhow::Result<()> {
+    github_app::jwt(&app.id, &app.private_key, chrono::Utc::now().timestamp())?;
+    Ok(())
+}
+
 /// Where the change stands, as the forge shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {

@@ -257,6 +257,83 @@ pub fn check_summary(report: &Report) -> String {
     md
 }
 
+/// GitHub keeps at most this many characters of a deployment review's comment.
+pub const REVIEW_MAX: usize = 1024;
+
+/// The comment of a deployment protection rule's answer: the decision, each rule with its
+/// reason, the change's link, and what a person said or the clock did; at most
+/// [`REVIEW_MAX`] characters, cut rule by rule so the decision and the link always show.
+pub fn deployment_review(report: &Report) -> String {
+    let standing = super::standing(report);
+    let (icon, words) = headline(standing, report);
+    let mut head = format!("{icon} **changegate: {words}**");
+    if let Some(id) = &report.change_id {
+        head.push_str(&format!(" · {}", link(id, report.change_url.as_deref())));
+    }
+    head.push_str(&format!(
+        " · {} → {}",
+        escape(&report.service),
+        escape(&report.environment)
+    ));
+    let mut tail = String::new();
+    if let Some(message) = &report.message {
+        tail.push_str(&format!("\n\n{}", escape(&cut(message, 300))));
+    }
+    if let Some(comment) = &report.approval_comment {
+        tail.push_str(&format!("\n\n> {}", escape(&cut(comment, 200))));
+    }
+    let mut rules = String::new();
+    let room = REVIEW_MAX.saturating_sub(head.chars().count() + tail.chars().count() + 2);
+    for rule in &report.rules {
+        let mark = if rule.passed { "✅" } else { "❌" };
+        let line = format!(
+            "\n- {mark} **{}** {}",
+            escape(&rule.code),
+            escape(&rule.reason)
+        );
+        if rules.chars().count() + line.chars().count() > room {
+            rules.push_str("\n- …");
+            break;
+        }
+        rules.push_str(&line);
+    }
+    let body = if rules.is_empty() {
+        format!("{head}{tail}")
+    } else {
+        format!("{head}\n{rules}{tail}")
+    };
+    cut(&body, REVIEW_MAX)
+}
+
+/// The comment of a rejection because no decision could be made (fail closed): the error,
+/// one line, cut to fit.
+pub fn deployment_failed(error: &str) -> String {
+    let line: String = error
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cut(
+        &format!(
+            "⛔ **changegate: rejected, as no decision could be made** (fails closed): {}",
+            escape(&line)
+        ),
+        REVIEW_MAX,
+    )
+}
+
+/// A status report while a deployment waits for a person: no decision yet.
+pub fn deployment_waiting(change_id: &str, remaining: std::time::Duration) -> String {
+    cut(
+        &format!(
+            "⏳ **changegate: waiting for approval** of {} (at most {} more); the deployment \
+             goes ahead when it is approved, and is rejected when it is rejected or the wait ends.",
+            escape(change_id),
+            crate::domain::words::duration(remaining)
+        ),
+        REVIEW_MAX,
+    )
+}
+
 /// A commit status description: plain text, at most 140 characters.
 pub fn status_description(standing: Standing, report: &Report) -> String {
     let (_, words) = headline(standing, report);
@@ -354,6 +431,65 @@ mod tests {
             Rule::new("risk-size", true, "42 lines changed ≤ 800"),
             Rule::new("freeze", true, "no freeze window active"),
         ]
+    }
+
+    #[test]
+    fn a_deployment_review_says_the_decision_rules_and_change_and_fits_githubs_limit() {
+        let r = record(
+            decision(DecisionKind::PreApproved, passing(), 1),
+            State::Implementing,
+        );
+        let report = Report::from_record(Some(&r), &facts("x"), Mode::Enforce, false);
+        let text = deployment_review(&report);
+        assert!(
+            text.starts_with("✅ **changegate: pre-approved**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[CHG\\-7](https://itsm.example.com/change/CHG-7)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- ✅ **risk\\-size** 42 lines changed ≤ 800"),
+            "{text}"
+        );
+
+        // Many long rules: cut rule by rule, the head and the human's words kept.
+        let long: Vec<Rule> = (0..40)
+            .map(|i| Rule::new(&format!("rule-{i}"), false, "x".repeat(100)))
+            .collect();
+        let mut r = record(
+            decision(DecisionKind::NeedsApproval, long, 1),
+            State::Rejected,
+        );
+        r.approval_comment = Some("not during the sale".into());
+        let report = Report::from_record(Some(&r), &facts("x"), Mode::Enforce, false);
+        let text = deployment_review(&report);
+        assert!(
+            text.chars().count() <= REVIEW_MAX,
+            "{}",
+            text.chars().count()
+        );
+        assert!(
+            text.contains("CHG\\-7") && text.contains("rule\\-0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- …") && text.ends_with("> not during the sale"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failure_comment_is_one_escaped_line() {
+        let text = deployment_failed("cannot read\n::error::x <b>");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.contains("rejected, as no decision could be made"),
+            "{text}"
+        );
+        assert!(!text.contains("<b>"), "{text}");
+        assert!(deployment_failed(&"y".repeat(5000)).chars().count() <= REVIEW_MAX);
     }
 
     fn render(record: &ChangeRecord, facts: &ChangeFacts) -> String {

@@ -221,6 +221,13 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     fn manual(&self) -> Option<&dyn ManualApproval> {
         None
     }
+
+    /// What a server keeps between webhook deliveries (the deliveries it has seen, the
+    /// deployments waiting for a callback), so that any replica, or the next server to
+    /// start, finds it: only backends that can hold it offer it.
+    fn waits(&self) -> Option<&dyn Waits> {
+        None
+    }
 }
 
 /// Where change records live: find, open and move them through their life.
@@ -378,6 +385,39 @@ pub trait ManualApproval: Send + Sync {
         incident: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
+}
+
+/// A deployment a server has to call back on, kept until the callback is made: the
+/// delivery itself (its payload says where to call back, for which environment, with which
+/// installation), so a server that starts can pick it up and finish it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWait {
+    /// What makes two deliveries the same deployment (its callback and environment).
+    pub key: String,
+    /// The forge that sent it (`github`).
+    pub forge: String,
+    /// The delivery's payload, as received (and verified).
+    pub payload: String,
+    /// When the first delivery of it arrived.
+    pub since: DateTime<Utc>,
+}
+
+/// What `changegate serve` keeps in the backend, not in memory: replicas share it, and a
+/// restart loses none of it. Reached through [`Backend::waits`].
+#[async_trait]
+pub trait Waits: Send + Sync {
+    /// Claims `id` in `space` (`github-delivery`, `github-deployment`): true for the first
+    /// claim only, atomically, whoever else claims it at the same moment.
+    async fn claim(&self, space: &str, id: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Keeps `wait` until [`Waits::release`]; keeping the same key again changes nothing.
+    async fn hold(&self, wait: &PendingWait) -> Result<()>;
+
+    /// Every wait held, oldest first.
+    async fn held(&self) -> Result<Vec<PendingWait>>;
+
+    /// The callback was made: the wait is over.
+    async fn release(&self, key: &str) -> Result<()>;
 }
 
 /// Opens the backend the settings name, with the config (and secrets) the settings

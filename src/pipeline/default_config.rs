@@ -397,6 +397,32 @@ pub async fn fetch(
     }
 }
 
+/// The repository's `.changegate.toml` as its default branch `branch` has it, read through
+/// GitHub's contents API (`GITHUB_REPOSITORY`, `GITHUB_API_URL` of `vars`): what governs a
+/// deployment a server is asked about, with no checkout at hand. As in a pipeline, only
+/// "no such file on that branch" gives the defaults; anything else is an error.
+pub async fn github_default_branch_config(
+    vars: &dyn Vars,
+    branch: &str,
+    token: &SecretString,
+    budget: &Budget,
+) -> Result<Governing, PrConfigError> {
+    if !git::valid_branch_name(branch) {
+        return Err(PrConfigError::BadBranchName(branch.to_string()));
+    }
+    let file = DEFAULT_CONFIG;
+    match from_github(vars, branch, file, Some(token), budget).await {
+        Ok(Some(text)) => Ok(found(format!("{branch}:{file}"), text)),
+        Ok(None) => Ok(missing(format!("{branch}:{file}"))),
+        Err(failed) => Err(PrConfigError::Unreadable {
+            file: file.to_string(),
+            branch: branch.to_string(),
+            reason: failed.reason,
+            fix: failed.fix,
+        }),
+    }
+}
+
 fn found(label: String, text: String) -> Governing {
     tracing::info!("the config governing this pipeline is {label}");
     Governing::Found { label, text }

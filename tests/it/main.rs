@@ -10,6 +10,7 @@ mod gate;
 mod hostile;
 mod jira;
 mod report;
+mod serve;
 mod servicenow;
 mod settings;
 mod simulate;

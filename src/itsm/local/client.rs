@@ -71,6 +71,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // `blocked` (the policy's own stays in `decision_json`); rejections stored before said
     // `needs-approval`.
     "UPDATE changes SET decision = 'blocked' WHERE state = 'rejected' AND decision = 'needs-approval';",
+    // 4: what `changegate serve` keeps between deliveries: the ids it has claimed (webhook
+    // deliveries, deployments) and the deployments still waiting for their callback.
+    "CREATE TABLE serve_claims (
+        space TEXT NOT NULL,
+        id TEXT NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        PRIMARY KEY (space, id)
+    );
+    CREATE TABLE serve_waits (
+        key TEXT PRIMARY KEY,
+        forge TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );",
 ];
 
 impl Ledger {

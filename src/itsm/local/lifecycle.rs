@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use crate::itsm::{ChangeStore, Intent, Lookup, ManualApproval};
+use crate::itsm::{ChangeStore, Intent, Lookup, ManualApproval, PendingWait, Waits};
 
 use super::Ledger;
-use super::codec::{COLUMNS, add_event, load, parse_change_id, record_from_row, ts};
+use super::codec::{COLUMNS, add_event, from_ts, load, parse_change_id, record_from_row, ts};
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, Outcome, State,
 };
@@ -301,5 +301,51 @@ impl ManualApproval for Ledger {
         })?;
         self.get_row(row_id)?
             .ok_or_else(|| anyhow!("no change {id} in the ledger"))
+    }
+}
+
+#[async_trait]
+impl Waits for Ledger {
+    async fn claim(&self, space: &str, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        // The primary key decides: of two claims at once, in one process or two, one inserts.
+        let inserted = self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3)",
+                params![space, id, ts(now)],
+            )
+        })?;
+        Ok(inserted == 1)
+    }
+
+    async fn hold(&self, wait: &PendingWait) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4)",
+                params![wait.key, wait.forge, wait.payload, ts(wait.since)],
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn held(&self) -> Result<Vec<PendingWait>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT key, forge, payload, since FROM serve_waits ORDER BY since, key",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PendingWait {
+                    key: r.get(0)?,
+                    forge: r.get(1)?,
+                    payload: r.get(2)?,
+                    since: from_ts(r.get(3)?).unwrap_or_default(),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    async fn release(&self, key: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM serve_waits WHERE key = ?1", params![key]))?;
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
-use super::{Backend, ManualApproval};
+use super::{Backend, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
@@ -37,6 +37,10 @@ impl Backend for Ledger {
     }
 
     fn manual(&self) -> Option<&dyn ManualApproval> {
+        Some(self)
+    }
+
+    fn waits(&self) -> Option<&dyn Waits> {
         Some(self)
     }
 }

@@ -9,7 +9,9 @@ use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, History, Outcome, State,
 };
 use crate::domain::{Mode, Platform, SprintCalendar};
-use crate::itsm::{ChangeStore, HistoryQuery, Intent, ManualApproval, TrackRecord};
+use crate::itsm::{
+    ChangeStore, HistoryQuery, Intent, ManualApproval, PendingWait, TrackRecord, Waits,
+};
 
 fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
@@ -360,4 +362,40 @@ fn the_author_is_kept_with_the_change_and_read_back_with_it() {
     // A change opened before the author was kept reads back without one.
     let older = l.change(&facts("acme/api", 'b'), &needs, at(1, 1), false, None);
     assert_eq!(older.author, None);
+}
+
+#[test]
+fn what_serve_keeps_is_claimed_once_and_held_until_released() {
+    let f = ledger();
+    let l = &f.ledger;
+    block_on(async {
+        assert!(l.claim("github-delivery", "d-1", at(0, 1)).await.unwrap());
+        assert!(!l.claim("github-delivery", "d-1", at(0, 2)).await.unwrap());
+        // Another space is another id.
+        assert!(l.claim("github-deployment", "d-1", at(0, 2)).await.unwrap());
+        let wait = |key: &str, hour| PendingWait {
+            key: key.into(),
+            forge: "github".into(),
+            payload: format!("{{\"key\":\"{key}\"}}"),
+            since: at(0, hour),
+        };
+        l.hold(&wait("b", 3)).await.unwrap();
+        l.hold(&wait("a", 4)).await.unwrap();
+        // Held again: changes nothing.
+        l.hold(&wait("b", 5)).await.unwrap();
+        assert_eq!(l.held().await.unwrap(), vec![wait("b", 3), wait("a", 4)]);
+        l.release("b").await.unwrap();
+        assert_eq!(l.held().await.unwrap(), vec![wait("a", 4)]);
+    });
+    // A second connection (another process, a restarted server) sees the same.
+    let again = Ledger::open(&f._dir.path().join("ledger.db"), false).unwrap();
+    block_on(async {
+        assert_eq!(again.held().await.unwrap().len(), 1);
+        assert!(
+            !again
+                .claim("github-delivery", "d-1", at(1, 0))
+                .await
+                .unwrap()
+        );
+    });
 }

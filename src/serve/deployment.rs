@@ -1,0 +1,429 @@
+//! The work a delivery starts, after it was acknowledged: the run's settings (the server's
+//! backend, the repository's default-branch config, the App's installation token), the
+//! same flow as `gate` / `record`, and the answer on the deployment's callback.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::Server;
+use super::github::{DeploymentStatus, ProtectionRule, Repository};
+use crate::domain::Outcome;
+use crate::env::{self, Snapshot, Vars};
+use crate::flow::change::ChangeRequest;
+use crate::flow::gate::GateRequest;
+use crate::flow::record::RecordRequest;
+use crate::flow::{self, Ctx, Exit, Progress, Waiting};
+use crate::forge::{self, Forge, render};
+use crate::http::{Budget, HttpClient};
+use crate::itsm::{self, PendingWait};
+use crate::pipeline::default_config;
+use crate::settings::Settings;
+
+/// What one delivery is about: enough to build its run's settings.
+struct Delivery<'a> {
+    event: &'static str,
+    repository: &'a Repository,
+    sha: &'a str,
+    git_ref: Option<&'a str>,
+    environment: &'a str,
+    installation: u64,
+    /// The workflow run (from the callback URL), for the run's link.
+    run_id: Option<&'a str>,
+    payload: Arc<str>,
+}
+
+/// The server's variables a delivery's run keeps: its backend and secrets, the API base,
+/// logging. What a CI job would set (`GITHUB_*`, `CI_*`, inputs) is the delivery's to say,
+/// and the server's own GitHub credentials are not a repository's token.
+fn server_own(name: &str) -> bool {
+    if name == env::GITHUB_API_URL || name == env::GITHUB_SERVER_URL {
+        return true;
+    }
+    let ci = name.starts_with("GITHUB_")
+        || name.starts_with("CI_")
+        || name.starts_with("INPUT_")
+        || name == env::GITLAB_CI
+        || name == env::GITLAB_USER_LOGIN;
+    let per_run = [
+        env::GITHUB_APP_ID,
+        env::GITHUB_APP_PRIVATE_KEY,
+        env::CHANGEGATE_GITHUB_TOKEN,
+        env::WEBHOOK_SECRET,
+        env::ENVIRONMENT,
+        env::SERVICE,
+        env::CONFIG,
+        env::TESTS_PASSED,
+        env::REVIEWED,
+        env::DOTENV,
+    ];
+    !ci && !per_run.contains(&name)
+}
+
+/// The delivery's run environment: a GitHub Actions job of the deployment's commit, as the
+/// pipeline step would see it, with the payload as its event.
+fn run_env(server: &Server, d: &Delivery<'_>) -> Snapshot {
+    let repo = &d.repository.full_name;
+    let mut run = server
+        .env
+        .clone()
+        .retain(server_own)
+        .with(env::GITHUB_ACTIONS, "true")
+        .with(env::GITHUB_REPOSITORY, repo.as_str())
+        .with(env::GITHUB_SHA, d.sha)
+        .with(env::GITHUB_EVENT_NAME, d.event);
+    if let Some(git_ref) = d.git_ref {
+        run = run.with(env::GITHUB_REF_NAME, git_ref);
+    }
+    if server.env.get(env::GITHUB_SERVER_URL).is_none()
+        && let Some(web) = d
+            .repository
+            .html_url
+            .as_deref()
+            .and_then(|u| u.strip_suffix(&format!("/{repo}")))
+    {
+        run = run.with(env::GITHUB_SERVER_URL, web);
+    }
+    if let Some(id) = d.run_id {
+        run = run.with(env::GITHUB_RUN_ID, id);
+    }
+    run.with_event(&format!("the {} delivery", d.event), d.payload.clone())
+}
+
+/// The workflow run of a callback URL (`.../actions/runs/{id}/deployment_protection_rule`).
+fn run_id(callback: &str) -> Option<&str> {
+    let (_, rest) = callback.split_once("/actions/runs/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+/// The installation token for the delivery's repository.
+async fn token(server: &Server, d: &Delivery<'_>) -> Result<SecretString> {
+    let name = d
+        .repository
+        .full_name
+        .split_once('/')
+        .map(|(_, name)| name)
+        .context("the payload's repository.full_name is not owner/name")?;
+    let budget = Budget::default();
+    let http = HttpClient::new("GitHub", &budget)?;
+    forge::installation_token(&http, &server.api_url, &server.app, d.installation, name)
+        .await
+        .context("cannot act as the GitHub App on this repository")
+}
+
+/// The delivery's run settings: the server's flags and backend, the repository's
+/// default-branch config, the environment the deployment is for, the installation token.
+async fn settings(server: &Server, d: &Delivery<'_>, token: &SecretString) -> Result<Settings> {
+    let env = run_env(server, d);
+    let early = Budget::default();
+    let governing = default_config::github_default_branch_config(
+        &env,
+        &d.repository.default_branch,
+        token,
+        &early,
+    )
+    .await?;
+    let mut args = server.global.clone();
+    args.config = None;
+    args.environment = Some(d.environment.to_string());
+    args.service = None;
+    args.mode = None;
+    args.github_token = None;
+    args.dotenv = None;
+    args.backend = Some(server.settings.backend);
+    args.ledger = Some(server.settings.ledger_path.clone());
+    let settings = Settings::resolve_with(
+        &args,
+        &env,
+        &server.workdir,
+        Some(&governing),
+        Some(token.clone()),
+    )?;
+    settings.budget.absorb(&early);
+    Ok(settings)
+}
+
+/// Sends `body` to the deployment's callback with the installation token.
+async fn answer(
+    server: &Server,
+    callback: &str,
+    token: &SecretString,
+    body: &serde_json::Value,
+) -> Result<()> {
+    let budget = Budget::default();
+    let http = HttpClient::new("GitHub", &budget)?;
+    forge::github::review_deployment(&http, &server.api_url, token, callback, body).await?;
+    Ok(())
+}
+
+/// The progress of a gate that waits: each poll goes to the status reporter.
+struct Reporter {
+    polls: tokio::sync::mpsc::UnboundedSender<Waiting>,
+}
+
+impl Progress for Reporter {
+    fn waiting(&self, wait: &Waiting) {
+        let _ = self.polls.send(wait.clone());
+    }
+
+    fn warning(&self, text: &str) {
+        tracing::warn!("{text}");
+    }
+}
+
+/// What the deployment is told.
+struct Verdict {
+    approved: bool,
+    comment: String,
+    decision: &'static str,
+}
+
+/// A `deployment_protection_rule` delivery, acknowledged and held: decide and call back.
+/// The wait is released only once the callback was made; otherwise the next server to
+/// start picks it up again.
+pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
+    match protect_inner(&server, &wait).await {
+        Ok(()) => {
+            let released = match server.waits() {
+                Ok(waits) => waits.release(&wait.key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = released {
+                tracing::error!("the callback was made, but its wait could not be released: {e:#}");
+            }
+        }
+        Err(e) => tracing::error!(
+            "the deployment could not be answered; its wait stays held in the backend for the \
+             next server: {e:#}"
+        ),
+    }
+}
+
+async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
+    let payload: Arc<str> = Arc::from(wait.payload.as_str());
+    let rule: ProtectionRule = serde_json::from_str(&payload)
+        .context("the held deployment_protection_rule payload cannot be read")?;
+    let callback = rule.deployment_callback_url.as_str();
+    let d = Delivery {
+        event: "deployment_protection_rule",
+        repository: &rule.repository,
+        sha: &rule.deployment.sha,
+        git_ref: rule.deployment.git_ref.as_deref(),
+        environment: &rule.environment,
+        installation: rule.installation.id,
+        run_id: run_id(callback),
+        payload: payload.clone(),
+    };
+    // Without the token nothing can be answered: the wait stays held.
+    let token = token(server, &d).await?;
+    let started = Instant::now();
+    let verdict = match decide(server, &d, &token, callback).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            tracing::error!(repository = %d.repository.full_name, "no decision, so the deployment is rejected: {e:#}");
+            Verdict {
+                approved: false,
+                comment: render::deployment_failed(&format!("{e:#}")),
+                decision: "error",
+            }
+        }
+    };
+    server.metrics.decision(verdict.decision);
+    let body = json!({
+        "environment_name": rule.environment,
+        "state": if verdict.approved { "approved" } else { "rejected" },
+        "comment": verdict.comment,
+    });
+    let sent = answer(server, callback, &token, &body).await;
+    let kind = if verdict.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
+    server
+        .metrics
+        .callback(kind, if sent.is_ok() { "ok" } else { "failed" });
+    sent?;
+    if verdict.decision == "approved" || verdict.decision == "rejected" {
+        server
+            .metrics
+            .approval_waited(started.elapsed().as_secs_f64());
+    }
+    tracing::info!(
+        repository = %d.repository.full_name,
+        environment = %rule.environment,
+        state = kind,
+        "deployment answered"
+    );
+    Ok(())
+}
+
+/// Runs the gate flow for the deployment; while it waits for a person, one status report
+/// says so on the deployment.
+async fn decide(
+    server: &Server,
+    d: &Delivery<'_>,
+    token: &SecretString,
+    callback: &str,
+) -> Result<Verdict> {
+    let settings = settings(server, d, token).await?;
+    let forge = Forge::new(&settings);
+    let workdir: &Path = &server.workdir;
+    let ctx = Ctx {
+        settings: &settings,
+        workdir,
+        forge: &forge,
+    };
+    let backend = itsm::connect(&settings)?;
+    let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
+    let (polls, mut polled) = tokio::sync::mpsc::unbounded_channel::<Waiting>();
+    let gate = async {
+        let progress = Reporter { polls };
+        flow::gate::run(
+            &ctx,
+            backend.as_ref(),
+            gathered,
+            &GateRequest::default(),
+            &progress,
+        )
+        .await
+    };
+    let report = async {
+        let mut waited = false;
+        while let Some(wait) = polled.recv().await {
+            if waited {
+                continue;
+            }
+            waited = true;
+            let body = json!({
+                "environment_name": d.environment,
+                "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
+            });
+            let sent = answer(server, callback, token, &body).await;
+            server
+                .metrics
+                .callback("status-report", if sent.is_ok() { "ok" } else { "failed" });
+            if let Err(e) = sent {
+                tracing::warn!("cannot post the status report: {e:#}");
+            }
+        }
+        waited
+    };
+    let (outcome, waited) = tokio::join!(gate, report);
+    let outcome = outcome?;
+    let mut comment = render::deployment_review(&outcome.report);
+    let approved = outcome.exit == Exit::Pass && outcome.failure.is_none();
+    if let Some(failure) = &outcome.failure {
+        comment = render::deployment_failed(&failure.to_string());
+    }
+    for warning in &outcome.warnings {
+        tracing::warn!("{warning}");
+    }
+    let decision = match (approved, waited) {
+        (true, true) => "approved",
+        (true, false) => "pre-approved",
+        (false, true) => "rejected",
+        (false, false) => "blocked",
+    };
+    Ok(Verdict {
+        approved,
+        comment,
+        decision,
+    })
+}
+
+/// A `deployment_status` delivery: the deploy's outcome on its change, as `record` writes it.
+pub(super) async fn record(server: Arc<Server>, status: DeploymentStatus, outcome: Outcome) {
+    if let Err(e) = record_inner(&server, &status, outcome).await {
+        tracing::error!(
+            repository = %status.repository.full_name,
+            "cannot record the deploy's outcome: {e:#}"
+        );
+    }
+}
+
+async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outcome) -> Result<()> {
+    let environment = status
+        .deployment
+        .environment
+        .as_deref()
+        .context("the deployment names no environment")?;
+    let payload: Arc<str> = Arc::from(
+        serde_json::to_string(&json!({"deployment": {"sha": status.deployment.sha}}))?.as_str(),
+    );
+    let d = Delivery {
+        event: "deployment_status",
+        repository: &status.repository,
+        sha: &status.deployment.sha,
+        git_ref: status.deployment.git_ref.as_deref(),
+        environment,
+        installation: status.installation.id,
+        run_id: None,
+        payload,
+    };
+    let token = token(server, &d).await?;
+    let settings = settings(server, &d, &token).await?;
+    let forge = Forge::new(&settings);
+    let ctx = Ctx {
+        settings: &settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let backend = itsm::connect(&settings)?;
+    let facts = flow::change::facts_without_range(&ctx, Some(&status.deployment.sha))?;
+    let req = RecordRequest {
+        outcome,
+        change_id: None,
+        notes: None,
+    };
+    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        repository = %status.repository.full_name,
+        change = done.report.change_id.as_deref().unwrap_or("-"),
+        outcome = %outcome,
+        "deploy outcome recorded"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{run_id, server_own};
+    use crate::env;
+
+    #[test]
+    fn the_run_id_comes_from_the_callback_url() {
+        assert_eq!(
+            run_id(
+                "https://api.github.com/repos/o/r/actions/runs/1234567890/deployment_protection_rule"
+            ),
+            Some("1234567890")
+        );
+        assert_eq!(
+            run_id("https://api.github.com/repos/o/r/actions/runs//x"),
+            None
+        );
+        assert_eq!(run_id("https://api.github.com/repos/o/r"), None);
+    }
+
+    #[test]
+    fn a_run_keeps_the_servers_backend_but_not_its_credentials_or_ci_variables() {
+        assert!(server_own(env::LEDGER));
+        assert!(server_own(env::SERVICENOW_PASSWORD));
+        assert!(server_own(env::GITHUB_API_URL));
+        assert!(!server_own(env::GITHUB_APP_PRIVATE_KEY));
+        assert!(!server_own(env::WEBHOOK_SECRET));
+        assert!(!server_own(env::GITHUB_TOKEN));
+        assert!(!server_own(env::GITHUB_SHA));
+        assert!(!server_own(env::CI_COMMIT_SHA));
+        assert!(!server_own(env::ENVIRONMENT));
+    }
+}

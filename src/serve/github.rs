@@ -1,0 +1,267 @@
+//! `POST /webhooks/github`: the signature first, then the delivery id, then the event.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{Server, deployment, signature};
+use crate::domain::Outcome;
+use crate::forge::github::callback_allowed;
+use crate::itsm::PendingWait;
+
+/// The part of a `deployment_protection_rule` delivery changegate reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct ProtectionRule {
+    pub action: String,
+    pub environment: String,
+    pub deployment_callback_url: String,
+    pub deployment: Deployment,
+    pub repository: Repository,
+    pub installation: Installation,
+}
+
+/// The part of a `deployment_status` delivery changegate reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct DeploymentStatus {
+    pub deployment_status: StatusBody,
+    pub deployment: Deployment,
+    pub repository: Repository,
+    pub installation: Installation,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StatusBody {
+    pub state: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Deployment {
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Repository {
+    pub full_name: String,
+    pub default_branch: String,
+    pub html_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Installation {
+    pub id: u64,
+}
+
+/// What became of a delivery: its HTTP answer and its metric label.
+enum Answer {
+    /// No signature, or a wrong one: nothing was done.
+    Unauthorized,
+    /// Not a delivery changegate can read.
+    BadRequest(String),
+    /// A delivery (or deployment) seen before: nothing done again.
+    Duplicate,
+    Pong,
+    /// Taken: the work goes on in the background.
+    Accepted,
+    /// An event (or action, or state) changegate does not act on.
+    Ignored,
+    /// Read, and refused (a callback outside the API).
+    Refused(String),
+    /// The backend could not be asked: nothing was taken, GitHub may deliver again.
+    Unavailable,
+}
+
+impl Answer {
+    fn label(&self) -> &'static str {
+        match self {
+            Answer::Unauthorized => "unauthorized",
+            Answer::BadRequest(_) => "bad-request",
+            Answer::Duplicate => "duplicate",
+            Answer::Pong => "pong",
+            Answer::Accepted => "accepted",
+            Answer::Ignored => "ignored",
+            Answer::Refused(_) => "refused",
+            Answer::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Unauthorized => (StatusCode::UNAUTHORIZED, "bad signature\n").into_response(),
+            Answer::BadRequest(why) => {
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+            }
+            Answer::Duplicate => {
+                (StatusCode::OK, "seen before: nothing done again\n").into_response()
+            }
+            Answer::Pong => (StatusCode::OK, "pong\n").into_response(),
+            Answer::Accepted => (StatusCode::ACCEPTED, "accepted\n").into_response(),
+            Answer::Ignored => (StatusCode::ACCEPTED, "ignored\n").into_response(),
+            Answer::Refused(why) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response()
+            }
+            Answer::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the backend cannot be reached\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The events counted by name; any other is `other` (the label set stays bounded).
+fn event_label(event: &str) -> &'static str {
+    match event {
+        "deployment_protection_rule" => "deployment_protection_rule",
+        "deployment_status" => "deployment_status",
+        "ping" => "ping",
+        _ => "other",
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub(super) async fn webhook(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let event = header(&headers, "x-github-event")
+        .unwrap_or_default()
+        .to_string();
+    let answer = handle(&server, &headers, &body, &event).await;
+    server
+        .metrics
+        .webhook("github", event_label(&event), answer.label());
+    let delivery = header(&headers, "x-github-delivery").unwrap_or_default();
+    tracing::info!(
+        event = event_label(&event),
+        delivery = %delivery.chars().take(64).collect::<String>(),
+        result = answer.label(),
+        "GitHub webhook"
+    );
+    answer.into_response()
+}
+
+async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8], event: &str) -> Answer {
+    // Before anything else: an unsigned body is not read at all.
+    let signed = signature::valid(
+        server.secret.expose_secret().as_bytes(),
+        body,
+        header(headers, "x-hub-signature-256"),
+    );
+    if !signed {
+        return Answer::Unauthorized;
+    }
+    let Some(delivery) = header(headers, "x-github-delivery").filter(|d| !d.trim().is_empty())
+    else {
+        return Answer::BadRequest("no X-GitHub-Delivery header".into());
+    };
+    match event {
+        "ping" => Answer::Pong,
+        "deployment_protection_rule" => protection_rule(server, delivery, body).await,
+        "deployment_status" => deployment_status(server, delivery, body).await,
+        _ => Answer::Ignored,
+    }
+}
+
+/// Claims `id` in `space`; `None` when the backend could not be asked.
+async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
+    let waits = server.waits().ok()?;
+    match waits.claim(space, id, Utc::now()).await {
+        Ok(first) => Some(first),
+        Err(e) => {
+            tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
+            None
+        }
+    }
+}
+
+async fn protection_rule(server: &Arc<Server>, delivery: &str, body: &[u8]) -> Answer {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Answer::BadRequest("the payload is not UTF-8".into());
+    };
+    let rule: ProtectionRule = match serde_json::from_str(text) {
+        Ok(rule) => rule,
+        Err(e) => {
+            return Answer::BadRequest(format!("not a deployment_protection_rule payload: {e}"));
+        }
+    };
+    if rule.action != "requested" {
+        return Answer::Ignored;
+    }
+    if !callback_allowed(&server.api_url, &rule.deployment_callback_url) {
+        tracing::warn!(
+            "refused a deployment_protection_rule whose callback is not under {}",
+            server.api_url
+        );
+        return Answer::Refused(format!(
+            "the deployment_callback_url is not under {}: refused",
+            server.api_url
+        ));
+    }
+    match claim(server, "github-delivery", delivery).await {
+        None => return Answer::Unavailable,
+        Some(false) => return Answer::Duplicate,
+        Some(true) => {}
+    }
+    // Two deliveries of one deployment (a redelivery under a new id, two replicas): one
+    // decision, one callback.
+    let key = format!("{} {}", rule.deployment_callback_url, rule.environment);
+    match claim(server, "github-deployment", &key).await {
+        None => return Answer::Unavailable,
+        Some(false) => return Answer::Duplicate,
+        Some(true) => {}
+    }
+    let wait = PendingWait {
+        key,
+        forge: "github".into(),
+        payload: text.to_string(),
+        since: Utc::now(),
+    };
+    let held = match server.waits() {
+        Ok(waits) => waits.hold(&wait).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = held {
+        tracing::error!("cannot keep the deployment's wait in the backend: {e:#}");
+        return Answer::Unavailable;
+    }
+    server
+        .tasks
+        .spawn(deployment::protect(server.clone(), wait));
+    Answer::Accepted
+}
+
+async fn deployment_status(server: &Arc<Server>, delivery: &str, body: &[u8]) -> Answer {
+    let status: DeploymentStatus = match serde_json::from_slice(body) {
+        Ok(status) => status,
+        Err(e) => return Answer::BadRequest(format!("not a deployment_status payload: {e}")),
+    };
+    let outcome = match status.deployment_status.state.as_str() {
+        "success" => Outcome::Success,
+        "failure" | "error" => Outcome::Failure,
+        _ => return Answer::Ignored,
+    };
+    match claim(server, "github-delivery", delivery).await {
+        None => return Answer::Unavailable,
+        Some(false) => return Answer::Duplicate,
+        Some(true) => {}
+    }
+    server
+        .tasks
+        .spawn(deployment::record(server.clone(), status, outcome));
+    Answer::Accepted
+}

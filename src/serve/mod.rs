@@ -1,0 +1,256 @@
+//! `changegate serve`: the gate as an HTTP service that GitHub's custom deployment
+//! protection rules call. One more door onto the same flow as the CLI: a delivery becomes
+//! settings (the server's backend, the repository's default-branch config), the flow runs
+//! (`flow::gate`, `flow::record`), and its outcome becomes a callback. What must outlive a
+//! process (deliveries seen, deployments waiting for their callback) lives in the backend
+//! ([`crate::itsm::Waits`]), never only in memory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use tokio_util::task::TaskTracker;
+
+use crate::env::{self, Snapshot, Vars};
+use crate::flow::Exit;
+use crate::itsm::{self, Backend};
+use crate::settings::{ForgeSettings, GithubApp, GlobalArgs, Settings};
+
+mod deployment;
+mod github;
+mod metrics;
+mod signature;
+
+/// The largest webhook body taken (GitHub's deployment payloads are a few KiB); a larger one
+/// is answered 413 before it is read whole.
+const BODY_LIMIT: usize = 1024 * 1024;
+/// How long a stopping server waits for work in hand (decisions, callbacks) to finish.
+/// A deployment still waiting for approval then stays held in the backend, for the next
+/// server to pick up.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// `serve`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = env::LISTEN, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Log lines as text, or as JSON objects (one a line) for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What every handler and background job shares: resolved once at start.
+pub(crate) struct Server {
+    /// The server's environment (backend secrets, GitHub API base, App credentials).
+    env: Snapshot,
+    /// The server's own flags: each delivery's settings start from them.
+    global: GlobalArgs,
+    /// The server's settings: the backend every delivery is recorded in.
+    settings: Settings,
+    /// The server's backend, for what it keeps between deliveries.
+    store: Box<dyn Backend>,
+    workdir: PathBuf,
+    secret: SecretString,
+    app: GithubApp,
+    api_url: String,
+    metrics: metrics::Metrics,
+    /// Work acknowledged and still under way: drained on shutdown.
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// The backend's store of deliveries and waits (checked at start to exist).
+    fn waits(&self) -> Result<&dyn itsm::Waits> {
+        self.store.waits().ok_or_else(|| {
+            anyhow!(
+                "the {} backend cannot keep what serve needs",
+                self.settings.backend.as_str()
+            )
+        })
+    }
+}
+
+/// Runs the server until SIGTERM (or Ctrl-C): then stops accepting, lets work in hand
+/// finish (at most [`DRAIN`]) and ends with exit 0.
+pub async fn run(
+    args: ServeArgs,
+    global: GlobalArgs,
+    env: Snapshot,
+    workdir: PathBuf,
+) -> Result<Exit> {
+    let server = Arc::new(prepare(global, env, workdir)?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ({})", args.listen, env::LISTEN))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "changegate serve listening on {local}");
+    resume_held(&server).await?;
+    let app = router(server.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("the server stopped")?;
+    server.tasks.close();
+    if tokio::time::timeout(DRAIN, server.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "stopping with work in hand after {}s; deployments still waiting stay held in the backend for the next server",
+            DRAIN.as_secs()
+        );
+    } else {
+        tracing::info!("stopped; all work in hand finished");
+    }
+    Ok(Exit::Pass)
+}
+
+/// The server's settings, checked before it listens: a server that cannot verify
+/// signatures, authenticate as the App or keep its waits does not start (fail closed).
+fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server> {
+    let Some(secret) = env.get(env::WEBHOOK_SECRET) else {
+        bail!(
+            "{} is not set: serve verifies every webhook with the secret the GitHub App was given",
+            env::WEBHOOK_SECRET
+        );
+    };
+    let forge = ForgeSettings::resolve(&env, None);
+    let Some(app) = forge.github_app.clone() else {
+        bail!(
+            "serve acts as a GitHub App: set {} and {}",
+            env::GITHUB_APP_ID,
+            env::GITHUB_APP_PRIVATE_KEY
+        );
+    };
+    // The App key must sign before the first delivery needs it.
+    crate::forge::check_app_key(&app).context("the GitHub App key cannot sign")?;
+    let settings = Settings::resolve_with(&global, &env, &workdir, None, None)?;
+    if settings.dry_run {
+        bail!("serve does not take --dry-run: GitHub waits for a real answer");
+    }
+    let store = itsm::connect(&settings)?;
+    if store.waits().is_none() {
+        bail!(
+            "serve keeps the deliveries it has seen and the deployments waiting for approval in \
+             the backend; the {} backend cannot keep them yet: use the local ledger (one \
+             replica)",
+            settings.backend.as_str()
+        );
+    }
+    Ok(Server {
+        api_url: forge.github_api_url.clone(),
+        env,
+        global,
+        settings,
+        store,
+        workdir,
+        secret: SecretString::from(secret),
+        app,
+        metrics: metrics::Metrics::new(),
+        tasks: TaskTracker::new(),
+    })
+}
+
+/// Picks up the deployments a previous server acknowledged and never called back.
+async fn resume_held(server: &Arc<Server>) -> Result<()> {
+    let held = server
+        .waits()?
+        .held()
+        .await
+        .context("cannot read the deployments waiting for a callback")?;
+    if !held.is_empty() {
+        tracing::info!(
+            "picking up {} deployment(s) still waiting for a callback",
+            held.len()
+        );
+    }
+    for wait in held {
+        server
+            .tasks
+            .spawn(deployment::protect(server.clone(), wait));
+    }
+    Ok(())
+}
+
+fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/github", post(github::webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .with_state(server)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the backend answers and the App key signs.
+async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    let backend = match server.waits() {
+        Ok(waits) => waits.held().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match backend.and_then(|()| crate::forge::check_app_key(&server.app)) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!("not ready: {e:#}");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    match server.metrics.text() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// SIGTERM (what a container runtime sends) or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stop signal: no new connections; finishing the work in hand");
+}

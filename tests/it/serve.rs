@@ -1,0 +1,744 @@
+//! `changegate serve`: the real server process, driven over HTTP with GitHub's real
+//! deployment payloads (signed as GitHub signs them), against a stateful fake of the GitHub
+//! API on the one harness (`support::remote`): a request nobody expected fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, Request, ResponseTemplate};
+
+use crate::support::remote::Remote;
+use crate::support::{changegate, machine_ci_vars, reference};
+
+const OWNER_REPO: &str = "Codertocat/Hello-World";
+const SHA: &str = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e";
+const SECRET: &str = "webhook-secret-for-tests";
+const APP_ID: &str = "123456";
+const TOKEN: &str = "ghs_serveInstallationToken0123";
+const CALLBACK: &str =
+    "/repos/Codertocat/Hello-World/actions/runs/1234567890/deployment_protection_rule";
+/// Pre-approves a first change: no track record needed.
+const PRE_APPROVE: &str = "[policy]\nmin_history = 0\n";
+/// A first change needs approval (the default track record is not there).
+fn needs_approval(timeout: &str) -> String {
+    format!("[approval]\ntimeout = \"{timeout}\"\npoll = \"1s\"\n")
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake GitHub: App installation tokens, the default branch's config, check runs, the
+// pull requests of a commit, and deployment protection rule callbacks.
+
+#[derive(Default)]
+struct GhState {
+    /// The default branch's `.changegate.toml`; `None`: no such file.
+    config: Option<String>,
+    /// Every callback body, in order.
+    callbacks: Vec<Value>,
+    minted: usize,
+    check_runs: Vec<Value>,
+}
+
+struct FakeGitHub {
+    server: Remote,
+    state: Arc<Mutex<GhState>>,
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+/// The App JWT, verified with the App's public key as GitHub does.
+fn app_jwt_ok(req: &Request) -> bool {
+    let Some(jwt) = bearer(req) else { return false };
+    let Ok(key) =
+        jsonwebtoken::DecodingKey::from_rsa_pem(fixture("github-app-test-key.pub.pem").as_bytes())
+    else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["iat", "exp"]);
+    jsonwebtoken::decode::<Value>(&jwt, &key, &validation)
+        .is_ok_and(|t| t.claims["iss"] == json!(123456))
+}
+
+fn unauthorized() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}))
+}
+
+impl FakeGitHub {
+    async fn start(config: Option<&str>) -> FakeGitHub {
+        let server = Remote::start().await;
+        let state = Arc::new(Mutex::new(GhState {
+            config: config.map(str::to_string),
+            ..GhState::default()
+        }));
+        let repo = format!("/repos/{OWNER_REPO}");
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/app/installations/1/access_tokens"))
+            .respond_with(move |req: &Request| {
+                if !app_jwt_ok(req) {
+                    return unauthorized();
+                }
+                s.lock().unwrap().minted += 1;
+                let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "token": TOKEN, "expires_at": expires,
+                    "permissions": {"deployments": "write", "contents": "read"},
+                    "repository_selection": "selected"
+                }))
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/contents/.changegate.toml")))
+            .respond_with(move |req: &Request| {
+                if bearer(req).as_deref() != Some(TOKEN) {
+                    return unauthorized();
+                }
+                let on_default = req
+                    .url
+                    .query_pairs()
+                    .any(|(k, v)| k == "ref" && v == "master");
+                match (&s.lock().unwrap().config, on_default) {
+                    (Some(text), true) => ResponseTemplate::new(200).set_body_string(text.clone()),
+                    _ => ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"})),
+                }
+            })
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/branches/master")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "master"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/commits/{SHA}/pulls")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/commits/{SHA}/check-runs")))
+            .respond_with(move |_: &Request| {
+                let runs = s.lock().unwrap().check_runs.clone();
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"total_count": runs.len(), "check_runs": runs}))
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path(format!("{repo}/check-runs")))
+            .respond_with(move |req: &Request| {
+                let mut body: Value = req.body_json().unwrap();
+                let mut st = s.lock().unwrap();
+                body["id"] = json!(st.check_runs.len() + 1);
+                st.check_runs.push(body.clone());
+                ResponseTemplate::new(201).set_body_json(body)
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("PATCH"))
+            .and(path_regex(format!(r"^{repo}/check-runs/\d+$")))
+            .respond_with(move |req: &Request| {
+                let id: usize = req.url.path().rsplit('/').next().unwrap().parse().unwrap();
+                let patch: Value = req.body_json().unwrap();
+                let mut st = s.lock().unwrap();
+                let run = &mut st.check_runs[id - 1];
+                for (k, v) in patch.as_object().unwrap() {
+                    run[k] = v.clone();
+                }
+                ResponseTemplate::new(200).set_body_json(run.clone())
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        let watch = server.watch();
+        Mock::given(method("POST"))
+            .and(path(CALLBACK))
+            .respond_with(move |req: &Request| {
+                if bearer(req).as_deref() != Some(TOKEN) {
+                    return unauthorized();
+                }
+                let body: Value = req.body_json().unwrap();
+                let comment = body["comment"].as_str().unwrap_or_default();
+                if body["environment_name"] != "production" || comment.chars().count() > 1024 {
+                    watch.flag(format!("callback GitHub would refuse: {body}"));
+                }
+                if let Some(state) = body.get("state")
+                    && state != "approved"
+                    && state != "rejected"
+                {
+                    watch.flag(format!("callback with state {state}"));
+                }
+                s.lock().unwrap().callbacks.push(body);
+                ResponseTemplate::new(204)
+            })
+            .mount(&server)
+            .await;
+        FakeGitHub { server, state }
+    }
+
+    fn callbacks(&self) -> Vec<Value> {
+        self.state.lock().unwrap().callbacks.clone()
+    }
+
+    /// The decisions among the callbacks (status reports have no `state`).
+    fn decisions(&self) -> Vec<Value> {
+        self.callbacks()
+            .into_iter()
+            .filter(|c| c.get("state").is_some())
+            .collect()
+    }
+
+    /// Waits until `done` holds of the callbacks (or fails the test after 30s).
+    async fn until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let callbacks = self.callbacks();
+            if done(&callbacks) {
+                return callbacks;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no {what}: {callbacks:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process.
+
+struct Serve {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn start(dir: &Path, api: &str) -> Serve {
+        Self::start_with(dir, api, &[])
+    }
+
+    fn start_with(dir: &Path, api: &str, extra: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("changegate"));
+        cmd.current_dir(dir);
+        for key in machine_ci_vars() {
+            cmd.env_remove(key);
+        }
+        cmd.env("NO_COLOR", "1")
+            .env("GITHUB_API_URL", api)
+            .env("CHANGEGATE_WEBHOOK_SECRET", SECRET)
+            .env("CHANGEGATE_GITHUB_APP_ID", APP_ID)
+            .env(
+                "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
+                fixture("github-app-test-key.pem"),
+            )
+            .env("CHANGEGATE_LEDGER", ledger(dir))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let addr = addr.split(|c: char| c.is_whitespace() || c == '"').next();
+                    let _ = tx.send(addr.unwrap_or_default().to_string());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("serve did not listen: {}", log.lock().unwrap()));
+        Serve {
+            child,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ledger(dir: &Path) -> PathBuf {
+    dir.join("ledger.db")
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The real `requested` payload, its API URLs pointed at the fake.
+fn protection_rule(api: &str) -> Vec<u8> {
+    std::fs::read_to_string(reference(
+        "github-webhooks/examples/deployment_protection_rule/requested.DERIVED.payload.json",
+    ))
+    .unwrap()
+    .replace("https://api.github.com", api)
+    .into_bytes()
+}
+
+fn deployment_status(api: &str) -> Vec<u8> {
+    std::fs::read_to_string(reference(
+        "github-webhooks/examples/deployment_status/with-installation.payload.json",
+    ))
+    .unwrap()
+    .replace("https://api.github.com", api)
+    .into_bytes()
+}
+
+async fn deliver(
+    serve: &Serve,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/webhooks/github", serve.url))
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        req = req.header("x-hub-signature-256", sig);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn signed(serve: &Serve, event: &str, delivery: &str, body: &[u8]) -> u16 {
+    deliver(serve, event, delivery, body, Some(sign(body)))
+        .await
+        .0
+}
+
+/// Rows of the ledger's changes: (id, state, outcome).
+fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
+    let conn = rusqlite::Connection::open(ledger(dir)).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, state, outcome FROM changes ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+async fn get(serve: &Serve, route: &str) -> (u16, String) {
+    let res = reqwest::get(format!("{}{route}", serve.url)).await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// The value of one sample of the Prometheus text, `None` when absent.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_approved_deployment_is_approved_once_however_often_it_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(PRE_APPROVE)).await;
+    let serve = Serve::start(dir.path(), &gh.server.uri());
+    let body = protection_rule(&gh.server.uri());
+
+    assert_eq!(get(&serve, "/healthz").await.0, 200);
+    assert_eq!(get(&serve, "/readyz").await.0, 200);
+    assert_eq!(
+        signed(&serve, "ping", "d-ping", b"{\"zen\":\"x\"}").await,
+        200
+    );
+    // Two deliveries of one deployment at once, under two ids: one record, one callback.
+    let (a, b) = tokio::join!(
+        signed(&serve, "deployment_protection_rule", "d-1", &body),
+        signed(&serve, "deployment_protection_rule", "d-2", &body)
+    );
+    let mut codes = [a, b];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 202], "one taken, one seen before");
+    let callbacks = gh.until("decision", |c| !c.is_empty()).await;
+    // The same delivery again: nothing done again.
+    assert_eq!(
+        signed(&serve, "deployment_protection_rule", "d-1", &body).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let decisions = gh.decisions();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(callbacks[0]["state"], "approved", "{callbacks:?}");
+    assert_eq!(callbacks[0]["environment_name"], "production");
+    let comment = callbacks[0]["comment"].as_str().unwrap();
+    assert!(comment.contains("pre-approved"), "{comment}");
+    assert!(comment.contains("CG\\-1"), "the change's id: {comment}");
+    // Each rule, with its reason.
+    assert!(
+        comment.contains("**track\\-record** no closed changes yet"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("**allowance**") && comment.contains("**freeze**"),
+        "{comment}"
+    );
+    let rows = changes(dir.path());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "implementing", "{rows:?}");
+    // Annotated as the step annotates: the check run on the deployed commit.
+    let runs = gh.state.lock().unwrap().check_runs.clone();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["conclusion"], "success");
+
+    // The deploy's outcome, from GitHub's deployment_status: recorded as `record` does.
+    let status = deployment_status(&gh.server.uri());
+    assert_eq!(
+        signed(&serve, "deployment_status", "d-3", &status).await,
+        202
+    );
+    let started = Instant::now();
+    while changes(dir.path())[0].2.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = changes(dir.path());
+    assert_eq!(rows[0].2.as_deref(), Some("success"), "{rows:?}");
+    assert_eq!(rows[0].1, "closed", "{rows:?}");
+
+    let (code, metrics) = get(&serve, "/metrics").await;
+    assert_eq!(code, 200);
+    let webhooks = |event: &str, result: &str| {
+        sample(
+            &metrics,
+            &format!(
+                "changegate_webhooks_total{{forge=\"github\",event=\"{event}\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        webhooks("deployment_protection_rule", "accepted"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        webhooks("deployment_protection_rule", "duplicate"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        webhooks("deployment_status", "accepted"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(webhooks("ping", "pong"), Some(1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "changegate_decisions_total{decision=\"pre-approved\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "changegate_callbacks_total{kind=\"approved\",result=\"ok\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE changegate_approval_wait_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+
+    let log = serve.log();
+    assert!(!log.contains(TOKEN), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    assert_eq!(serve.stop(), Some(0), "SIGTERM drains and exits 0");
+    gh.server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_or_missing_signature_is_401_and_nothing_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    // No route is mounted that the server may call: any request to GitHub fails the test.
+    let gh = Remote::start().await;
+    let serve = Serve::start(dir.path(), &gh.uri());
+    let body = protection_rule(&gh.uri());
+    let event = "deployment_protection_rule";
+    assert_eq!(deliver(&serve, event, "d-1", &body, None).await.0, 401);
+    let wrong = sign(b"another body");
+    assert_eq!(
+        deliver(&serve, event, "d-2", &body, Some(wrong)).await.0,
+        401
+    );
+    let garbled = sign(&body).replace("sha256=", "sha1=");
+    assert_eq!(
+        deliver(&serve, event, "d-3", &body, Some(garbled)).await.0,
+        401
+    );
+    // Signed by someone with another secret.
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"not the secret").unwrap();
+    mac.update(&body);
+    let other = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        deliver(&serve, event, "d-4", &body, Some(other)).await.0,
+        401
+    );
+    // Too big for the body limit: 413, unread.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    assert_eq!(
+        deliver(&serve, event, "d-5", &big, Some(sign(&big)))
+            .await
+            .0,
+        413
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(changes(dir.path()).is_empty());
+    let (_, metrics) = get(&serve, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "changegate_webhooks_total{forge=\"github\",event=\"deployment_protection_rule\",result=\"unauthorized\"}"
+        ),
+        Some(4.0),
+        "{metrics}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+    gh.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_outside_the_api_is_refused_and_nothing_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = Remote::start().await;
+    let serve = Serve::start(dir.path(), &gh.uri());
+    // The payload as GitHub.com sends it: its callback is not under this server's API.
+    let body = protection_rule("https://api.github.com");
+    let (code, text) = deliver(
+        &serve,
+        "deployment_protection_rule",
+        "d-1",
+        &body,
+        Some(sign(&body)),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(changes(dir.path()).is_empty());
+    gh.verify().await;
+}
+
+/// Delivers a deployment that needs approval and waits for the status report.
+async fn waiting(dir: &Path, gh: &FakeGitHub) -> Serve {
+    let serve = Serve::start(dir, &gh.server.uri());
+    let body = protection_rule(&gh.server.uri());
+    assert_eq!(
+        signed(&serve, "deployment_protection_rule", "d-1", &body).await,
+        202
+    );
+    let callbacks = gh.until("status report", |c| !c.is_empty()).await;
+    assert!(
+        callbacks[0].get("state").is_none(),
+        "a status report first: {callbacks:?}"
+    );
+    let comment = callbacks[0]["comment"].as_str().unwrap();
+    assert!(
+        comment.contains("waiting for approval") && comment.contains("CG\\-1"),
+        "{comment}"
+    );
+    serve
+}
+
+fn decide_by_hand(dir: &Path, verb: &str) {
+    changegate(dir)
+        .env("CHANGEGATE_LEDGER", ledger(dir))
+        .args([
+            verb,
+            "--change",
+            "CG-1",
+            "--by",
+            "alice",
+            "--comment",
+            "checked the runbook",
+        ])
+        .assert()
+        .success();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_waiting_for_approval_is_approved_when_a_person_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(&needs_approval("60s"))).await;
+    let serve = waiting(dir.path(), &gh).await;
+    decide_by_hand(dir.path(), "approve");
+    let callbacks = gh.until("decision", |c| c.len() >= 2).await;
+    assert_eq!(callbacks.len(), 2, "{callbacks:?}");
+    assert_eq!(callbacks[1]["state"], "approved", "{callbacks:?}");
+    let comment = callbacks[1]["comment"].as_str().unwrap();
+    assert!(
+        comment.contains("approved") && comment.contains("CG\\-1"),
+        "{comment}"
+    );
+    assert!(comment.contains("checked the runbook"), "{comment}");
+    let (_, metrics) = get(&serve, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "changegate_approval_wait_seconds_count"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+    gh.server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_waiting_for_approval_is_rejected_when_a_person_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(&needs_approval("60s"))).await;
+    let serve = waiting(dir.path(), &gh).await;
+    decide_by_hand(dir.path(), "reject");
+    let callbacks = gh.until("decision", |c| c.len() >= 2).await;
+    assert_eq!(callbacks[1]["state"], "rejected", "{callbacks:?}");
+    assert!(
+        callbacks[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("rejected")
+    );
+    assert_eq!(changes(dir.path())[0].1, "rejected");
+    drop(serve);
+    gh.server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_nobody_approves_is_rejected_when_the_wait_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(&needs_approval("2s"))).await;
+    let serve = waiting(dir.path(), &gh).await;
+    let callbacks = gh.until("decision", |c| c.len() >= 2).await;
+    assert_eq!(callbacks[1]["state"], "rejected", "{callbacks:?}");
+    let comment = callbacks[1]["comment"].as_str().unwrap();
+    assert!(comment.contains("timed out"), "{comment}");
+    drop(serve);
+    gh.server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_survives_a_restart_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(&needs_approval("60s"))).await;
+    let serve = waiting(dir.path(), &gh).await;
+    // Stopped while the deployment waits: exit 0, the wait stays in the ledger.
+    assert_eq!(serve.stop(), Some(0));
+    decide_by_hand(dir.path(), "approve");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gh.decisions().len(), 0, "nobody was running to call back");
+    let serve = Serve::start(dir.path(), &gh.server.uri());
+    let callbacks = gh
+        .until("decision", |c| c.iter().any(|c| c.get("state").is_some()))
+        .await;
+    let decisions: Vec<&Value> = callbacks
+        .iter()
+        .filter(|c| c.get("state").is_some())
+        .collect();
+    assert_eq!(decisions.len(), 1, "{callbacks:?}");
+    assert_eq!(decisions[0]["state"], "approved", "{callbacks:?}");
+    assert_eq!(changes(dir.path()).len(), 1);
+    // Called back: nothing is held any more, so a third server has nothing to pick up.
+    assert_eq!(serve.stop(), Some(0));
+    let serve = Serve::start(dir.path(), &gh.server.uri());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gh.decisions().len(), 1);
+    drop(serve);
+    gh.server.verify().await;
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_webhook_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    changegate(dir.path())
+        .env("CHANGEGATE_GITHUB_APP_ID", APP_ID)
+        .env(
+            "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
+            fixture("github-app-test-key.pem"),
+        )
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("CHANGEGATE_WEBHOOK_SECRET"));
+}
