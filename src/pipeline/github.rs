@@ -22,6 +22,14 @@ struct Event {
     forced: bool,
     pusher: Option<Named>,
     deployment: Option<DeploymentPayload>,
+    /// A deployment protection rule's pull requests for the deployed commit.
+    #[serde(default)]
+    pull_requests: Vec<PrAuthor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PrAuthor {
+    user: Option<User>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +90,8 @@ struct PushCommit {
 #[derive(Debug, Deserialize)]
 struct DeploymentPayload {
     sha: Option<String>,
+    /// Who started the deploy: the change's author when no pull request names one.
+    creator: Option<User>,
 }
 
 fn read_event(vars: &dyn Vars) -> Result<Event> {
@@ -138,6 +148,15 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         .pull_request
         .as_ref()
         .and_then(|pr| pr.user.as_ref())
+        .or_else(|| event.pull_requests.iter().find_map(|pr| pr.user.as_ref()))
+        .and_then(|u| u.login.clone())
+        .filter(|l| !l.is_empty());
+    // A deployment event names no commit author: whoever started the deploy stands in, so
+    // that they cannot approve it themselves either.
+    let deployer = event
+        .deployment
+        .as_ref()
+        .and_then(|d| d.creator.as_ref())
         .and_then(|u| u.login.clone())
         .filter(|l| !l.is_empty());
     let pull_request = event.pull_request.map(|pr| {
@@ -226,6 +245,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
                 email: a.email.clone().filter(|e| !e.is_empty()),
             })
             .filter(|a| !a.is_unknown())
+            .or_else(|| deployer.map(|l| Author::login(&l)))
     });
     let actor = vars
         .get(env::GITHUB_ACTOR)

@@ -425,3 +425,17 @@ fn line_counts_saturate() {
     // Wrapping would make this 0 lines: small enough to pre-approve.
     assert_eq!(d.lines_changed, Some(u64::MAX));
 }
+
+#[test]
+fn a_deployments_author_is_its_pull_requests_opener_else_who_started_it() {
+    let mut v = pr_run("deployment_protection_rule/requested.DERIVED.payload.json");
+    v.insert(
+        "GITHUB_EVENT_NAME".into(),
+        "deployment_protection_rule".into(),
+    );
+    v.remove("GITHUB_HEAD_REF");
+    v.remove("GITHUB_BASE_REF");
+    let d = detect(&v).unwrap();
+    // The real payload lists no pull request: the deployment's creator stands in.
+    assert_eq!(d.author, Some(crate::domain::Author::login("Codertocat")));
+}
