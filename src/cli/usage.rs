@@ -132,6 +132,12 @@ pub const COMMANDS: &[Uses] = &[
         options: &[LEDGER],
         formats: TEXT_JSON,
     },
+    // Migrating writes: a dry run has nothing to do.
+    Uses {
+        command: "ledger migrate",
+        options: &[&["config", "backend", "ledger"]],
+        formats: TEXT_JSON,
+    },
 ];
 
 impl Uses {
