@@ -317,3 +317,70 @@ fn two_hundred_gates_at_once_never_overrun_an_allowance() {
         assert_eq!(store.count(dir, "changes"), 200, "{name}");
     }
 }
+
+/// A PostgreSQL ledger that cannot be reached fails closed (exit 2) after its retries,
+/// naming the host and never the password; a URL missing is named too.
+#[test]
+fn an_unreachable_database_fails_closed_without_showing_the_password() {
+    let repo = git_repo();
+    let dir = repo.path();
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app:s3cr3t-pw@127.0.0.1:{port}/ledger?sslmode=disable");
+    let out = run(&Store::Postgres(url), dir, &["gate", "--wait", "0"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains("s3cr3t-pw"), "{all}");
+    assert!(all.contains(&format!("127.0.0.1:{port}/ledger")), "{all}");
+    assert!(all.contains("attempts"), "{all}");
+
+    let mut cmd = changegate(dir);
+    cmd.env("CHANGEGATE_BACKEND", "postgres")
+        .args(["gate", "--wait", "0"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("CHANGEGATE_DATABASE_URL"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// sslmode with libpq's meanings, against the test server's TLS (a throwaway CA, a
+/// certificate for `localhost`): `require` encrypts without verifying, `verify-full` checks
+/// the chain and the host name, and refuses a name the certificate does not carry.
+#[test]
+fn sslmode_encrypts_and_verifies_as_libpq_does() {
+    let Some(Store::Postgres(url)) = stores().pop() else {
+        return;
+    };
+    let ca = std::env::var("CHANGEGATE_TEST_CA").expect(".ci/with-postgres sets the test CA");
+    let repo = git_repo();
+    let dir = repo.path();
+    let with = |host: &str, query: &str| {
+        let mut u = url::Url::parse(&url).unwrap();
+        u.set_host(Some(host)).unwrap();
+        u.set_query(Some(query));
+        Store::Postgres(u.to_string())
+    };
+    let verify = format!("sslmode=verify-full&sslrootcert={ca}");
+    for (store, want) in [
+        (with("127.0.0.1", "sslmode=require"), 0),
+        (with("localhost", &verify), 0),
+        (
+            with("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+            0,
+        ),
+        // The certificate names localhost, not 127.0.0.1.
+        (with("127.0.0.1", &verify), 2),
+        // Not signed by the system's roots.
+        (with("localhost", "sslmode=verify-full"), 2),
+    ] {
+        let out = run(&store, dir, &["ledger", "migrate"]);
+        assert_eq!(code(&out), want, "{}", text(&out));
+    }
+}
