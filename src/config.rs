@@ -30,6 +30,8 @@ pub enum BackendKind {
     /// The embedded SQLite ledger.
     #[default]
     Local,
+    /// The ledger on PostgreSQL, at `CHANGEGATE_DATABASE_URL`.
+    Postgres,
     Servicenow,
     Jira,
 }
@@ -38,6 +40,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Local => "local",
+            BackendKind::Postgres => "postgres",
             BackendKind::Servicenow => "servicenow",
             BackendKind::Jira => "jira",
         }
@@ -88,7 +91,7 @@ impl fmt::Display for HumanDuration {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendSection {
-    /// `local` (default), `servicenow` or `jira`.
+    /// `local` (default), `postgres`, `servicenow` or `jira`.
     pub kind: Option<BackendKind>,
 }
 

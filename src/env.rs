@@ -13,6 +13,11 @@ pub const ENVIRONMENT: &str = "CHANGEGATE_ENVIRONMENT";
 pub const SERVICE: &str = "CHANGEGATE_SERVICE";
 pub const MODE: &str = "CHANGEGATE_MODE";
 pub const LEDGER: &str = "CHANGEGATE_LEDGER";
+/// The PostgreSQL ledger's `postgres://` URL (a secret: it may carry the password).
+pub const DATABASE_URL: &str = "CHANGEGATE_DATABASE_URL";
+/// Test-only: seconds the ledger holds its write transaction open before committing, so a
+/// test can kill a gate inside it. Never set it in a pipeline.
+pub const TEST_PAUSE_IN_TX: &str = "CHANGEGATE_TEST_PAUSE_IN_TX";
 pub const DOTENV: &str = "CHANGEGATE_DOTENV";
 pub const NOW: &str = "CHANGEGATE_NOW";
 pub const LOG: &str = "CHANGEGATE_LOG";
@@ -129,6 +134,8 @@ pub const ALL: &[&str] = &[
     SERVICE,
     MODE,
     LEDGER,
+    DATABASE_URL,
+    TEST_PAUSE_IN_TX,
     DOTENV,
     NOW,
     LOG,

@@ -196,6 +196,8 @@ impl ForgeSettings {
 pub enum BackendConfig {
     /// The embedded ledger.
     Local(LocalConfig),
+    /// The ledger on PostgreSQL.
+    Postgres(PostgresConfig),
     /// A ServiceNow instance.
     ServiceNow(Box<ServiceNowConfig>),
     /// A Jira site.
@@ -207,6 +209,7 @@ impl BackendConfig {
     pub fn target(&self) -> String {
         match self {
             BackendConfig::Local(c) => c.path.display().to_string(),
+            BackendConfig::Postgres(c) => c.shown.clone(),
             BackendConfig::ServiceNow(c) => c.section.url.clone().unwrap_or_default(),
             BackendConfig::Jira(c) => format!(
                 "{} project {}",
@@ -222,6 +225,19 @@ impl BackendConfig {
 pub struct LocalConfig {
     /// The SQLite file (a regular file, or nothing yet).
     pub path: PathBuf,
+}
+
+/// The PostgreSQL ledger: its URL (a secret) and what the run allows it.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `CHANGEGATE_DATABASE_URL`.
+    pub url: SecretString,
+    /// The URL without its password, for messages and `config check`.
+    pub shown: String,
+    /// Connect and statement timeouts, inside the run's budget.
+    pub timeouts: crate::itsm::local::Timeouts,
+    /// Test-only: the pause inside the write transaction (`CHANGEGATE_TEST_PAUSE_IN_TX`).
+    pub pause_in_tx: Option<std::time::Duration>,
 }
 
 /// A ServiceNow instance: where, how to authenticate, and the `[servicenow]` section.
@@ -344,7 +360,7 @@ impl Settings {
                 let at = DateTime::parse_from_rfc3339(text.trim())
                     .with_context(|| format!("{} must be an RFC 3339 time such as 2026-03-02T10:00:00Z, got {text:?}", env::NOW))?
                     .with_timezone(&Utc);
-                if backend == BackendKind::Local || args.dry_run {
+                if matches!(backend, BackendKind::Local | BackendKind::Postgres) || args.dry_run {
                     (at, Some(at.to_rfc3339()))
                 } else {
                     tracing::warn!(
@@ -471,6 +487,7 @@ impl Settings {
                     path: self.ledger_path.clone(),
                 })
             }
+            BackendKind::Postgres => BackendConfig::Postgres(self.postgres_access()?),
             BackendKind::Servicenow => {
                 let (base, credentials) = self.servicenow_access()?;
                 BackendConfig::ServiceNow(Box::new(ServiceNowConfig {
@@ -484,6 +501,40 @@ impl Settings {
                 section: self.jira.clone(),
             })),
         })
+    }
+
+    /// The PostgreSQL ledger's URL, from `CHANGEGATE_DATABASE_URL` only (a secret never
+    /// belongs in a file or on the command line).
+    fn postgres_access(&self) -> Result<PostgresConfig> {
+        let Some(url) = self.env.get(env::DATABASE_URL) else {
+            bail!(
+                "the postgres backend needs {}: a postgres:// URL such as postgres://changegate@db.example.com:5432/changegate?sslmode=verify-full (keep it in the CI's secrets)",
+                env::DATABASE_URL
+            );
+        };
+        let shown = match url::Url::parse(url.trim()) {
+            Ok(u) => format!(
+                "postgres://{}:{}{}",
+                u.host_str().unwrap_or("localhost"),
+                u.port().unwrap_or(5432),
+                u.path()
+            ),
+            Err(_) => "postgres://(unparsable URL)".to_string(),
+        };
+        Ok(PostgresConfig {
+            url: SecretString::from(url),
+            shown,
+            timeouts: crate::itsm::local::Timeouts::within(self.budget.request_timeout()),
+            pause_in_tx: self.pause_in_tx(),
+        })
+    }
+
+    /// Test-only: `CHANGEGATE_TEST_PAUSE_IN_TX` seconds, for the kill test of both ledgers.
+    pub fn pause_in_tx(&self) -> Option<std::time::Duration> {
+        self.env
+            .get(env::TEST_PAUSE_IN_TX)
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs)
     }
 
     /// The ledger path is a file, or nothing yet: a directory or a device (`/dev/null`)

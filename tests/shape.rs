@@ -285,7 +285,10 @@ fn layout_violations(itsm: &Path) -> Vec<String> {
         for file in std::fs::read_dir(&path).expect("backend folder") {
             let file = file.expect("directory entry").file_name();
             let file = file.to_string_lossy();
-            if file != "tests.rs" && !BACKEND_FILES.contains(&file.as_ref()) {
+            // `client/` holds the parts of `client.rs` when a backend has more than one
+            // connection kind (the ledger's SQLite and PostgreSQL stores).
+            let client_parts = file == "client" && path.join("client").is_dir();
+            if file != "tests.rs" && !client_parts && !BACKEND_FILES.contains(&file.as_ref()) {
                 found.push(format!(
                     "src/itsm/{name}/{file} is not in the backend layout: fold it into one of {}",
                     BACKEND_FILES.join(", ")

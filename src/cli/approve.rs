@@ -22,7 +22,7 @@ pub struct DecideArgs {
     pub comment: Option<String>,
 }
 
-/// `approve` / `reject`: the embedded ledger only; the decision through the flow.
+/// `approve` / `reject`: the ledgers only (local, postgres); the decision through the flow.
 pub async fn run(ctx: &Ctx<'_>, args: &DecideArgs, approve: bool) -> Result<Exit> {
     let s = &ctx.settings;
     let command = if approve {

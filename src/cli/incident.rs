@@ -1,4 +1,4 @@
-//! `incident`: link an incident to a change (embedded ledger only; with an ITSM backend the
+//! `incident`: link an incident to a change (the ledgers only, local or postgres; with an ITSM backend the
 //! incident is linked in the ITSM, where `verify` finds it).
 
 use anyhow::{Result, bail};
@@ -28,7 +28,7 @@ fn valid_incident(id: &str) -> Result<&str> {
     Ok(id)
 }
 
-/// `incident`: the embedded ledger only; a checked id linked through the flow.
+/// `incident`: the ledgers only (local, postgres); a checked id linked through the flow.
 pub async fn run(ctx: &Ctx<'_>, args: &IncidentArgs) -> Result<Exit> {
     let s = &ctx.settings;
     itsm::manual_only(s.backend, ManualCommand::Incident)?;

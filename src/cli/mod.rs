@@ -22,6 +22,7 @@ mod change;
 mod config;
 mod gate;
 mod incident;
+mod ledger;
 mod policy;
 mod present;
 mod record;
@@ -71,14 +72,18 @@ pub enum Command {
     /// The config file: `check` it, print its JSON `schema`.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Embedded ledger only: approve a change waiting for approval.
+    /// Ledgers only (local, postgres): approve a change waiting for approval.
     Approve(approve::DecideArgs),
-    /// Embedded ledger only: reject a change waiting for approval.
+    /// Ledgers only (local, postgres): reject a change waiting for approval.
     Reject(approve::DecideArgs),
-    /// Embedded ledger only: link an incident to a change (--change ID --id INC-1).
+    /// Ledgers only (local, postgres): link an incident to a change (--change ID --id INC-1).
     Incident(incident::IncidentArgs),
     /// Run the gate as an HTTP service for GitHub's custom deployment protection rules.
     Serve(crate::serve::ServeArgs),
+    /// Ledgers only (local, postgres): `migrate` the ledger's schema by hand (every command
+    /// migrates it when needed).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
 }
 
 impl Cli {
@@ -168,6 +173,7 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         Command::Policy(cmd) => policy::run(&ctx, &cmd, &global).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
+        Command::Ledger(cmd) => ledger::run(&ctx, &cmd).await,
         Command::Config(_) | Command::Serve(_) => Ok(Exit::Error),
     }
 }

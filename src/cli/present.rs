@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::domain::ramp::Adjustment;
 use crate::domain::verify::Verdict;
 use crate::domain::words;
-use crate::flow::ledger::Linked;
+use crate::flow::ledger::{Linked, Migrated};
 use crate::flow::policy::Explanation;
 use crate::flow::verify::{VerifyOutcome, VerifyReport};
 use crate::flow::{ChangeOutcome, Exit, Progress, Waiting};
@@ -305,6 +305,28 @@ pub fn decided(settings: &Settings, report: &Report) -> Result<Exit> {
 }
 
 /// Presents an incident linked on the ledger.
+/// `ledger migrate`: the schema version before and after.
+pub fn migrated(settings: &Settings, m: &Migrated) -> Result<Exit> {
+    match settings.format {
+        Format::Json => console::json(m)?,
+        _ => {
+            let text = if m.before == m.after {
+                format!(
+                    "{} ledger {}: schema version {}, up to date\n",
+                    m.backend, m.target, m.after
+                )
+            } else {
+                format!(
+                    "{} ledger {}: schema version {} -> {}\n",
+                    m.backend, m.target, m.before, m.after
+                )
+            };
+            console::human(&text, settings.github_actions())?;
+        }
+    }
+    Ok(Exit::Pass)
+}
+
 pub fn linked(settings: &Settings, linked: &Linked) -> Result<Exit> {
     let s = settings;
     match s.format {

@@ -145,6 +145,12 @@ pub const COMMANDS: &[Uses] = &[
         ]],
         formats: &[Format::Text],
     },
+    // Migrating writes: a dry run has nothing to do.
+    Uses {
+        command: "ledger migrate",
+        options: &[&["config", "backend", "ledger"]],
+        formats: TEXT_JSON,
+    },
 ];
 
 impl Uses {

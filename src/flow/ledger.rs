@@ -103,6 +103,33 @@ pub async fn decide(ctx: &Ctx<'_>, backend: &dyn Backend, req: &Decide) -> Resul
     })
 }
 
+/// What `ledger migrate` did.
+#[derive(Debug, Serialize)]
+pub struct Migrated {
+    /// `local` or `postgres`.
+    pub backend: &'static str,
+    /// The file, or host:port/database.
+    pub target: String,
+    /// The schema version found.
+    pub before: i64,
+    /// The schema version now.
+    pub after: i64,
+}
+
+/// Applies the ledger's migrations (opening the ledger does; this says what it found).
+pub async fn migrate(ctx: &Ctx<'_>) -> Result<Migrated> {
+    let s = ctx.settings;
+    itsm::ledger_only(s.backend, "ledger migrate")?;
+    let config = s.backend_config()?;
+    let status = itsm::migrate(s).await?;
+    Ok(Migrated {
+        backend: s.backend.as_str(),
+        target: config.target(),
+        before: status.before,
+        after: status.after,
+    })
+}
+
 /// An incident linked to a change, as `incident` reports it.
 #[derive(Debug, Serialize)]
 pub struct Linked {

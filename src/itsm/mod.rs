@@ -18,7 +18,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | the backend's type, its `connect`, what it says about itself, `Backend` |
-//! | `client.rs` | the connection: HTTP calls and their errors, or the SQLite file |
+//! | `client.rs` | the connection: HTTP calls and their errors, or the ledger's stores (with `client/sqlite.rs` and `client/postgres.rs`: a `client/` folder holds the parts of a client with more than one kind of connection) |
 //! | `codec.rs` | the remote's shapes to changegate's and back (records, text, labels) |
 //! | `lifecycle.rs` | [`ChangeStore`] (and [`ManualApproval`] for a ledger) |
 //! | `history.rs` | [`TrackRecord`] |
@@ -28,8 +28,9 @@
 //! Unit tests sit beside the code (`#[cfg(test)] mod tests`, or `tests.rs` in the folder);
 //! `tests/shape.rs` fails when a folder strays from this layout.
 //!
-//! Adding a backend touches exactly: its folder `itsm/<backend>/` in this layout; its
-//! config variant — the `BackendKind` variant with its `[<backend>]` section in
+//! Adding a backend touches exactly: its folder `itsm/<backend>/` in this layout (or, for
+//! another ledger store, one file `itsm/local/client/<store>.rs` and its arm in
+//! `client.rs`'s `Store`); its config variant — the `BackendKind` variant with its `[<backend>]` section in
 //! `config.rs`, and the `BackendConfig` variant it connects with, resolved (secrets
 //! included) in `settings.rs`; and one arm in [`connect`].
 
@@ -160,13 +161,42 @@ pub struct ServiceRef {
     pub environment: String,
 }
 
-/// Why a command that only the embedded ledger offers cannot run on `kind`: the one place
-/// this refusal is worded. Checked before connecting, so that it needs no credentials.
+/// Why a command that only a ledger (SQLite or PostgreSQL) offers cannot run on `kind`: the
+/// one place this refusal is worded. Checked before connecting, so that it needs no
+/// credentials.
 pub fn manual_only(kind: BackendKind, command: ManualCommand) -> Result<()> {
-    if kind == BackendKind::Local {
+    if matches!(kind, BackendKind::Local | BackendKind::Postgres) {
         return Ok(());
     }
     Err(refusal(kind, command))
+}
+
+/// Refuses a ledger-only command (`ledger migrate`) on an ITSM backend.
+pub fn ledger_only(kind: BackendKind, command: &str) -> Result<()> {
+    if matches!(kind, BackendKind::Local | BackendKind::Postgres) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "`{command}` works on the ledger backends only (local, postgres); the {} backend keeps its own schema",
+        kind.as_str()
+    )
+}
+
+/// Opens the ledger the settings name (never read-only: migrating writes) and applies its
+/// migrations; says which version it found.
+pub async fn migrate(settings: &crate::settings::Settings) -> Result<local::SchemaStatus> {
+    use crate::settings::BackendConfig;
+    let ledger = match settings.backend_config()? {
+        BackendConfig::Local(config) => local::Ledger::open(&config.path, false)?,
+        BackendConfig::Postgres(config) => {
+            local::Ledger::postgres(&config.url, false, config.timeouts)?
+        }
+        _ => {
+            ledger_only(settings.backend, "ledger migrate")?;
+            anyhow::bail!("`ledger migrate` found no ledger to open")
+        }
+    };
+    ledger.migrate().await
 }
 
 /// The backend's manual approval, or the refusal [`manual_only`] words.
@@ -180,11 +210,11 @@ fn refusal(kind: BackendKind, command: ManualCommand) -> anyhow::Error {
     let name = kind.as_str();
     match command {
         ManualCommand::Approve | ManualCommand::Reject => anyhow::anyhow!(
-            "`{}` works on the embedded ledger only; with the {name} backend, decide the change in {name}",
+            "`{}` works on the ledger backends only (local, postgres); with the {name} backend, decide the change in {name}",
             command.as_str()
         ),
         ManualCommand::Incident => anyhow::anyhow!(
-            "`incident` works on the embedded ledger only; with the {name} backend, link the incident to the change in {name}, where `verify` finds it"
+            "`incident` works on the ledger backends only (local, postgres); with the {name} backend, link the incident to the change in {name}, where `verify` finds it"
         ),
     }
 }
@@ -364,7 +394,7 @@ pub trait Insights: Send + Sync {
     ) -> Result<Vec<RecordedChange>>;
 }
 
-/// Human decisions taken through changegate itself (the embedded ledger only: an ITSM
+/// Human decisions taken through changegate itself (the ledgers only, SQLite or PostgreSQL: an ITSM
 /// decides and links in its own screens). Reached through [`Backend::manual`].
 #[async_trait]
 pub trait ManualApproval: Send + Sync {
@@ -428,7 +458,14 @@ pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>>
     let backend: Box<dyn Backend> = match settings.backend_config()? {
         // Read-only for a dry run so that it does not create the ledger file either.
         BackendConfig::Local(config) => Box::new(
-            local::Ledger::open(&config.path, settings.dry_run)?.with_calendar(settings.calendar),
+            local::Ledger::open(&config.path, settings.dry_run)?
+                .with_calendar(settings.calendar)
+                .with_pause_in_tx(settings.pause_in_tx()),
+        ),
+        BackendConfig::Postgres(config) => Box::new(
+            local::Ledger::postgres(&config.url, settings.dry_run, config.timeouts)?
+                .with_calendar(settings.calendar)
+                .with_pause_in_tx(config.pause_in_tx),
         ),
         BackendConfig::ServiceNow(config) => {
             Box::new(servicenow::ServiceNow::connect(&config, settings)?)

@@ -9,6 +9,7 @@ mod flow;
 mod gate;
 mod hostile;
 mod jira;
+mod ledgers;
 mod report;
 mod serve;
 mod servicenow;

@@ -183,7 +183,7 @@ fn incident_needs_a_known_change_and_a_sane_id() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("embedded ledger only"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ledger backends only"));
 }
 
 #[test]

@@ -1,93 +1,302 @@
-//! The SQLite file: opening it (read-only for a dry run), its migrations, and the one
-//! connection every query goes through.
+//! The ledger's two stores behind one small interface: a SQLite file (`client/sqlite.rs`) or
+//! a PostgreSQL database (`client/postgres.rs`). Everything else in the ledger is written
+//! once, against [`Store`], [`Tx`] and [`Row`], in SQL both stores run.
+//!
+//! What differs between the stores, and nothing more, is named here:
+//!
+//! | difference | SQLite | PostgreSQL |
+//! |---|---|---|
+//! | placeholders | `?1` | `$1` (rewritten by `to_postgres`) |
+//! | index hints | `INDEXED BY` (the decision's plans are pinned) | dropped (the planner picks) |
+//! | the schema | `MIGRATIONS` in `client/sqlite.rs`, `PRAGMA user_version` | its own migrations, `changegate_schema` |
+//! | a write that must not race | `BEGIN IMMEDIATE` (one writer for the file) | `pg_advisory_xact_lock` on the service+environment |
+//! | the connection | a file, opened read-only for a dry run | a URL (TLS, timeouts, retries), one connection |
 
-use std::path::Path;
-use std::sync::Mutex;
+mod postgres;
+mod sqlite;
+
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use anyhow::{Result, anyhow, bail};
+
+pub(super) use postgres::PostgresStore;
+pub use sqlite::MIGRATIONS;
+pub(super) use sqlite::SqliteStore;
 
 use super::Ledger;
 use super::codec::{load, ts};
+use crate::config::BackendKind;
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, SprintCalendar};
 
-/// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
-pub(super) const MIGRATIONS: &[&str] = &[
-    // 1: changes, their events and linked incidents.
-    "CREATE TABLE changes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        correlation_key TEXT NOT NULL UNIQUE,
-        service TEXT NOT NULL,
-        service_id TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        commit_sha TEXT NOT NULL,
-        repository TEXT,
-        state TEXT NOT NULL,
-        decision TEXT,
-        decision_json TEXT,
-        pre_approved INTEGER NOT NULL DEFAULT 0,
-        emergency INTEGER NOT NULL DEFAULT 0,
-        emergency_reason TEXT,
-        mode TEXT,
-        outcome TEXT,
-        failed_after_deploy INTEGER NOT NULL DEFAULT 0,
-        verified_at INTEGER,
-        opened_at INTEGER NOT NULL,
-        decided_at INTEGER,
-        approved_at INTEGER,
-        approved_by TEXT,
-        approval_comment TEXT,
-        deployed_at INTEGER,
-        closed_at INTEGER,
-        first_commit_at INTEGER,
-        lines_changed INTEGER,
-        facts_json TEXT NOT NULL
-    );
-    CREATE INDEX changes_by_decided ON changes(service_id, environment, decided_at, outcome, pre_approved, emergency);
-    CREATE INDEX changes_by_closed ON changes(service_id, environment, closed_at, outcome);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        change_id INTEGER NOT NULL REFERENCES changes(id),
-        at INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        actor TEXT,
-        detail TEXT
-    );
-    CREATE INDEX events_by_change ON events(change_id, at);
-    CREATE TABLE incidents (
-        change_id INTEGER NOT NULL REFERENCES changes(id),
-        incident TEXT NOT NULL,
-        linked_at INTEGER NOT NULL,
-        PRIMARY KEY (change_id, incident)
-    );",
-    // 2: the facts each standing decision was made on (`policy simulate` re-decides from
-    // them; `facts_json` keeps the freshest facts, which a later run may have refreshed),
-    // and an index that keeps a scheduled `verify` cheap on a large ledger.
-    "ALTER TABLE changes ADD COLUMN decision_facts_json TEXT;
-    CREATE INDEX changes_awaiting_verification ON changes(deployed_at)
-        WHERE verified_at IS NULL AND outcome IN ('success', 'failure');",
-    // 3: the `decision` column holds the final decision, which a human's rejection makes
-    // `blocked` (the policy's own stays in `decision_json`); rejections stored before said
-    // `needs-approval`.
-    "UPDATE changes SET decision = 'blocked' WHERE state = 'rejected' AND decision = 'needs-approval';",
-    // 4: what `changegate serve` keeps between deliveries: the ids it has claimed (webhook
-    // deliveries, deployments) and the deployments still waiting for their callback.
-    "CREATE TABLE serve_claims (
-        space TEXT NOT NULL,
-        id TEXT NOT NULL,
-        claimed_at INTEGER NOT NULL,
-        PRIMARY KEY (space, id)
-    );
-    CREATE TABLE serve_waits (
-        key TEXT PRIMARY KEY,
-        forge TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        since INTEGER NOT NULL
-    );",
-];
+/// Where the ledger's rows live.
+pub(super) enum Store {
+    Sqlite(SqliteStore),
+    Postgres(Box<PostgresStore>),
+}
+
+/// A statement as written (SQLite's `?N` placeholders and `INDEXED BY` hints), as
+/// PostgreSQL runs it: `?N` to `$N`, and the `INDEXED BY name` hints dropped (PostgreSQL has no hints). Quoted
+/// text is copied as it is.
+pub(super) fn to_postgres(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.char_indices().peekable();
+    let mut quoted = false;
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+            out.push(c);
+        } else if quoted {
+            out.push(c);
+        } else if c == '?' {
+            out.push('$');
+        } else if c == 'I' && sql[i..].starts_with("INDEXED BY ") {
+            // Skip the hint and the index name after it.
+            let rest = &sql[i + "INDEXED BY ".len()..];
+            let name_len = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(rest.len());
+            let skip = "INDEXED BY ".len() + name_len;
+            while chars.peek().is_some_and(|(j, _)| *j < i + skip) {
+                chars.next();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A value bound to a statement or read from a row: the ledger stores only integers (times
+/// as Unix seconds, flags as 0/1) and text.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Value {
+        Value::Int(Some(i64::from(v)))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Int(Some(i64::from(v)))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(Some(v))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Value {
+        Value::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Value {
+        Value::Text(v)
+    }
+}
+impl From<&Option<String>> for Value {
+    fn from(v: &Option<String>) -> Value {
+        Value::Text(v.clone())
+    }
+}
+
+/// The arguments of a statement: `args![a, b, c]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { &[$($crate::itsm::local::client::Value::from($v)),*][..] };
+}
+pub(super) use args;
+
+/// One row read, its columns in the statement's order.
+#[derive(Debug, Clone)]
+pub(super) struct Row(pub(super) Vec<Value>);
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value> {
+        self.0
+            .get(i)
+            .ok_or_else(|| anyhow!("the ledger returned no column {i}"))
+    }
+
+    /// An integer column (NULL is `None`).
+    pub(super) fn int(&self, i: usize) -> Result<Option<i64>> {
+        match self.at(i)? {
+            Value::Int(v) => Ok(*v),
+            Value::Text(None) => Ok(None),
+            Value::Text(Some(t)) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| anyhow!("the ledger's column {i} holds {t:?}, not a number")),
+        }
+    }
+
+    /// An integer column that is never NULL.
+    pub(super) fn i64(&self, i: usize) -> Result<i64> {
+        self.int(i)?
+            .ok_or_else(|| anyhow!("the ledger's column {i} is unexpectedly empty"))
+    }
+
+    /// A 0/1 flag.
+    pub(super) fn flag(&self, i: usize) -> Result<bool> {
+        Ok(self.int(i)?.unwrap_or(0) != 0)
+    }
+
+    /// A text column (NULL is `None`).
+    pub(super) fn text(&self, i: usize) -> Result<Option<String>> {
+        match self.at(i)? {
+            Value::Text(v) => Ok(v.clone()),
+            Value::Int(None) => Ok(None),
+            Value::Int(Some(n)) => Ok(Some(n.to_string())),
+        }
+    }
+
+    /// A text column that is never NULL.
+    pub(super) fn string(&self, i: usize) -> Result<String> {
+        self.text(i)?
+            .ok_or_else(|| anyhow!("the ledger's column {i} is unexpectedly empty"))
+    }
+}
+
+/// How a transaction begins.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Begin<'a> {
+    /// Reads, and writes of one row guarded by their own `WHERE` (idempotent on their own).
+    Plain,
+    /// A write that reads before it writes (the allowance, the change id): serialised per
+    /// service and environment (`service_id`, `environment`).
+    Serialised(&'a str, &'a str),
+}
+
+/// A connection taken from the store for one transaction.
+pub(super) enum Conn<'s> {
+    Sqlite(sqlite::SqliteConn<'s>),
+    Postgres(postgres::PostgresConn<'s>),
+}
+
+impl Conn<'_> {
+    /// Begins a transaction.
+    pub(super) async fn begin(&mut self, how: Begin<'_>) -> Result<Tx<'_>> {
+        match self {
+            Conn::Sqlite(c) => Ok(Tx::Sqlite(c.begin(how)?)),
+            Conn::Postgres(c) => Ok(Tx::Postgres(c.begin(how).await?)),
+        }
+    }
+}
+
+/// An open transaction: rolled back unless committed.
+pub(super) enum Tx<'c> {
+    Sqlite(sqlite::SqliteTx<'c>),
+    Postgres(postgres::PostgresTx<'c>),
+}
+
+impl Tx<'_> {
+    /// Every row `sql` returns.
+    pub(super) async fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+        match self {
+            Tx::Sqlite(t) => t.query(sql, args),
+            Tx::Postgres(t) => t.query(sql, args).await,
+        }
+    }
+
+    /// The first row `sql` returns, if any.
+    pub(super) async fn query_opt(&mut self, sql: &str, args: &[Value]) -> Result<Option<Row>> {
+        Ok(self.query(sql, args).await?.into_iter().next())
+    }
+
+    /// The one row `sql` returns.
+    pub(super) async fn query_one(&mut self, sql: &str, args: &[Value]) -> Result<Row> {
+        self.query_opt(sql, args)
+            .await?
+            .ok_or_else(|| anyhow!("the ledger returned no row where one was expected"))
+    }
+
+    /// Runs `sql`; how many rows it changed.
+    pub(super) async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64> {
+        match self {
+            Tx::Sqlite(t) => t.execute(sql, args),
+            Tx::Postgres(t) => t.execute(sql, args).await,
+        }
+    }
+
+    /// Makes the writes stand.
+    pub(super) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit(),
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+}
+
+impl Store {
+    async fn conn(&self) -> Result<Conn<'_>> {
+        match self {
+            Store::Sqlite(s) => Ok(Conn::Sqlite(s.conn().await)),
+            Store::Postgres(p) => Ok(Conn::Postgres(p.conn().await?)),
+        }
+    }
+}
+
+/// The schema version a store holds against the one this changegate writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The version found before migrating.
+    pub before: i64,
+    /// The version now.
+    pub after: i64,
+}
 
 impl Ledger {
+    /// The embedded ledger at `path` (see [`SqliteStore::open`]).
+    pub fn open(path: &std::path::Path, read_only: bool) -> Result<Ledger> {
+        Ok(Ledger::on(Store::Sqlite(SqliteStore::open(
+            path, read_only,
+        )?)))
+    }
+
+    /// The ledger on PostgreSQL at `url`. Nothing connects until the first query; the
+    /// schema is migrated then (never in a dry run).
+    pub fn postgres(
+        url: &secrecy::SecretString,
+        read_only: bool,
+        timeouts: Timeouts,
+    ) -> Result<Ledger> {
+        Ok(Ledger::on(Store::Postgres(Box::new(PostgresStore::new(
+            url, read_only, timeouts,
+        )?))))
+    }
+
+    fn on(store: Store) -> Ledger {
+        Ledger {
+            store,
+            calendar: None,
+            pause_in_tx: None,
+        }
+    }
+
     /// Sets the sprint calendar, so that a pre-approval is checked against the allowance
     /// again, atomically, as it is written.
     pub fn with_calendar(mut self, calendar: SprintCalendar) -> Ledger {
@@ -95,191 +304,141 @@ impl Ledger {
         self
     }
 
-    pub(super) fn recount_allowance(
+    /// Test-only: holds the write transaction of `open` this long before it commits, so
+    /// that a test can kill the process inside it (`CHANGEGATE_TEST_PAUSE_IN_TX`).
+    pub fn with_pause_in_tx(mut self, pause: Option<Duration>) -> Ledger {
+        self.pause_in_tx = pause;
+        self
+    }
+
+    pub(super) async fn pause_point(&self) {
+        if let Some(pause) = self.pause_in_tx {
+            tracing::warn!(
+                "pausing {}s inside the ledger's transaction (test-only pause point)",
+                pause.as_secs()
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Which backend kind this ledger is.
+    pub(super) fn kind_of(&self) -> BackendKind {
+        match self.store {
+            Store::Sqlite(_) => BackendKind::Local,
+            Store::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The SQLite file, for the embedded ledger.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match &self.store {
+            Store::Sqlite(s) => Some(s.path()),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Applies the migrations this changegate knows (`changegate ledger migrate`); a store
+    /// written by a newer changegate is refused.
+    pub async fn migrate(&self) -> Result<SchemaStatus> {
+        match &self.store {
+            Store::Sqlite(s) => s.migrate_status(),
+            Store::Postgres(p) => p.migrate_status().await,
+        }
+    }
+
+    /// A connection for one transaction; errors name the store.
+    pub(super) async fn conn(&self) -> Result<Conn<'_>> {
+        self.store.conn().await
+    }
+
+    /// Every row of one read (each store's errors name the store).
+    pub(super) async fn read_all(&self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        let rows = tx.query(sql, args).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    pub(super) async fn recount_allowance(
         &self,
-        tx: &Connection,
+        tx: &mut Tx<'_>,
         row_id: i64,
         facts: &ChangeFacts,
         d: &Decision,
-    ) -> rusqlite::Result<Decision> {
+    ) -> Result<Decision> {
         let Some(cal) = self.calendar.filter(|_| d.counts_against_allowance()) else {
             return Ok(d.clone());
         };
-        let used: i64 = tx.query_row(
-            "SELECT count(*) FROM changes INDEXED BY changes_by_decided
-             WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND decided_at < ?4
-               AND pre_approved = 1 AND id != ?5",
-            params![
-                facts.service_id,
-                facts.environment,
-                ts(cal.start_of(d.sprint)),
-                ts(cal.end_of(d.sprint)),
-                row_id
-            ],
-            |r| r.get(0),
-        )?;
+        let used = tx
+            .query_one(
+                "SELECT count(*) FROM changes INDEXED BY changes_by_decided
+                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND decided_at < ?4
+                   AND pre_approved = 1 AND id != ?5",
+                args![
+                    facts.service_id.as_str(),
+                    facts.environment.as_str(),
+                    ts(cal.start_of(d.sprint)),
+                    ts(cal.end_of(d.sprint)),
+                    row_id
+                ],
+            )
+            .await?
+            .i64(0)?;
         Ok(d.clone()
             .with_allowance_used(u32::try_from(used).unwrap_or(u32::MAX)))
     }
 
-    /// Opens (creating and migrating it when needed) the ledger at `path`. With
-    /// `read_only` nothing is ever written: a missing file reads as an empty ledger.
-    pub fn open(path: &Path, read_only: bool) -> Result<Ledger> {
-        let conn = if read_only {
-            if path.exists() {
-                open_query_only(path).map_err(|e| ledger_error(path, e))?
-            } else {
-                Connection::open_in_memory()?
-            }
-        } else {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.exists()
-            {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("cannot create the ledger's folder {}", dir.display())
-                })?;
-                // The default folder sits in the checkout: keep the ledger out of commits.
-                std::fs::write(dir.join(".gitignore"), "# changegate ledger\n*\n")
-                    .with_context(|| format!("cannot write {}/.gitignore", dir.display()))?;
-            }
-            Connection::open(path)
-                .with_context(|| format!("cannot open the ledger {}", path.display()))?
-        };
-        let corrupt = |e: rusqlite::Error| ledger_error(path, e);
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
-        // One statement, so both are read from the same snapshot even while another process
-        // is creating the schema.
-        let (version, objects): (i64, i64) = conn
-            .query_row(
-                "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(corrupt)?;
-        if version == 0 && objects > 0 {
-            // Another program's SQLite database: never add our tables to it.
-            bail!(
-                "{} is an SQLite database but not a changegate ledger (it has tables of its own and no \
-                 changegate schema). It was left untouched: point CHANGEGATE_LEDGER (or [ledger] path) at \
-                 a changegate ledger or at a new file",
-                path.display()
-            );
-        }
-        let latest = MIGRATIONS.len() as i64;
-        if version > latest {
-            bail!(
-                "the ledger {} has schema version {version}, newer than this changegate knows ({latest}); upgrade changegate",
-                path.display()
-            );
-        }
-        let in_memory = read_only && !path.exists();
-        if version < latest {
-            if read_only && !in_memory {
-                bail!(
-                    "the ledger {} needs a schema upgrade, which a dry run does not write; run once without --dry-run",
-                    path.display()
-                );
-            }
-            if !read_only {
-                enable_wal(&conn).map_err(corrupt)?;
-            }
-            let mut conn = conn;
-            migrate(&mut conn, version).map_err(corrupt)?;
-            return Ok(Ledger {
-                conn: Mutex::new(conn),
-                path: path.to_path_buf(),
-                calendar: None,
-            });
-        }
-        Ok(Ledger {
-            conn: Mutex::new(conn),
-            path: path.to_path_buf(),
-            calendar: None,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(super) fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow!("ledger connection poisoned"))?;
-        f(&mut conn).map_err(|e| ledger_error(&self.path, e))
-    }
-
-    pub(super) fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
-        self.with(|c| load(c, "id = ?1", params![row_id]))
+    pub(super) async fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        let record = load(&mut tx, "id = ?1", args![row_id]).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 }
 
-/// Opens an existing ledger for reading only. A read-only SQLite connection to a WAL
-/// database leaves `-wal` and `-shm` files behind; a read-write one that refuses every
-/// write (`query_only`) reads the same and cleans up after itself. A file that cannot be
-/// opened for writing is read through a read-only connection.
-pub(super) fn open_query_only(path: &Path) -> rusqlite::Result<Connection> {
-    match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
-        Ok(conn) => {
-            conn.pragma_update(None, "query_only", true)?;
-            Ok(conn)
-        }
-        Err(_) => Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY),
-    }
+/// How long the PostgreSQL ledger waits, inside the run's budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To connect (each attempt).
+    pub connect: Duration,
+    /// For one statement, a lock wait included.
+    pub statement: Duration,
 }
 
-/// How long a ledger operation waits for another process's write to finish.
-pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A ledger error in words a user can act on: a damaged file is named as such (and was not
-/// written to); anything else keeps SQLite's own message.
-pub(super) fn ledger_error(path: &Path, e: rusqlite::Error) -> anyhow::Error {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
-    match e.sqlite_error_code() {
-        Some(DatabaseCorrupt | NotADatabase) => anyhow!(
-            "the ledger {} cannot be read ({e}); it is not a changegate ledger or it is damaged. \
-             It was left untouched: restore it from a backup, or point CHANGEGATE_LEDGER elsewhere",
-            path.display()
-        ),
-        _ => anyhow::Error::new(e).context(format!("ledger {}", path.display())),
-    }
-}
-
-/// Switches a new ledger to WAL. SQLite answers "database is locked" at once, without
-/// waiting on the busy timeout, when another process holds the file while the journal mode
-/// changes (several first runs at the same moment), so the switch is retried here.
-pub(super) fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(..20)));
-            }
-            Err(e) => return Err(e),
+impl Timeouts {
+    /// Both from the run's HTTP budget: a connect within the per-request timeout (at most
+    /// 10 s), a statement within it.
+    pub fn within(request_timeout: Duration) -> Timeouts {
+        Timeouts {
+            connect: request_timeout.min(Duration::from_secs(10)),
+            statement: request_timeout,
         }
     }
 }
 
-pub(super) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Another process may have migrated while we waited for the lock.
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(current.max(from) as usize)
-    {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+/// Refuses a schema newer than this changegate's.
+pub(super) fn check_version(found: i64, latest: i64, what: &str) -> Result<()> {
+    if found > latest {
+        bail!(
+            "{what} has schema version {found}, newer than this changegate knows ({latest}); upgrade changegate"
+        );
     }
-    tx.commit()
+    Ok(())
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::to_postgres;
+
+    #[test]
+    fn placeholders_and_hints_are_rewritten_outside_quotes() {
+        assert_eq!(
+            to_postgres(
+                "SELECT count(*) FROM changes c INDEXED BY changes_by_closed WHERE a = ?1 AND b != '?2' AND c = ?12"
+            ),
+            "SELECT count(*) FROM changes c  WHERE a = $1 AND b != '?2' AND c = $12"
+        );
+    }
 }

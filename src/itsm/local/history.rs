@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
 
 use crate::itsm::{HistoryQuery, Since, TrackRecord};
 
 use super::Ledger;
+use super::client::{Begin, args};
 use super::codec::ts;
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
 
@@ -29,7 +29,9 @@ pub(super) const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY chan
 /// seconds, ?5 row id to leave out, ?6 the clock. Offsets from ?3, a sprint boundary, are
 /// never negative, so integer division is a floor.
 pub(super) const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
-            sum(outcome = 'success'), sum(outcome = 'failure'), sum(outcome = 'cancelled'),
+            sum(CASE WHEN outcome = 'success' THEN 1 ELSE 0 END),
+            sum(CASE WHEN outcome = 'failure' THEN 1 ELSE 0 END),
+            sum(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END),
             sum(pre_approved), sum(emergency)
      FROM changes INDEXED BY changes_by_decided
      WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?6 AND id != ?5
@@ -58,72 +60,84 @@ impl TrackRecord for Ledger {
         // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
         // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
         let now = ts(q.now);
-        self.with(|c| {
-            // The change being decided is left out by its row id, not its key: the row id is
-            // in every index, so each query below reads its index alone (covering), never
-            // the table, however long the history.
-            let exclude: i64 = match q.exclude_key {
-                Some(key) => c
-                    .query_row(
-                        "SELECT id FROM changes WHERE correlation_key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .unwrap_or(-1),
-                None => -1,
-            };
-            let closed_total: i64 = c.query_row(
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        // The change being decided is left out by its row id, not its key: the row id is in
+        // every index, so each query below reads its index alone (covering), never the
+        // table, however long the history.
+        let exclude = match q.exclude_key {
+            Some(key) => tx
+                .query_opt(
+                    "SELECT id FROM changes WHERE correlation_key = ?1",
+                    args![key],
+                )
+                .await?
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(-1),
+            None => -1,
+        };
+        let closed_total = tx
+            .query_one(
                 CLOSED_TOTAL_SQL,
-                params![q.service_id, q.environment, exclude, now],
-                |r| r.get(0),
-            )?;
-            let mut stmt = c.prepare_cached(RECENT_SQL)?;
-            let recent = stmt
-                .query_map(
-                    params![q.service_id, q.environment, exclude, q.window, now],
-                    |r| r.get::<_, String>(0),
-                )?
-                .filter_map(|o| o.map(|o| Outcome::from_word(&o)).transpose())
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = c.prepare_cached(SPRINTS_SQL)?;
-            let rows = stmt.query_map(
-                params![q.service_id, q.environment, from, len, exclude, now],
-                |r| {
-                    let count = |i: usize| -> rusqlite::Result<u32> {
-                        Ok(u32::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
-                            .unwrap_or(u32::MAX))
-                    };
-                    Ok((
-                        q.from_sprint + r.get::<_, i64>(0)?,
-                        SprintTally {
-                            succeeded: count(1)?,
-                            failed: count(2)?,
-                            cancelled: count(3)?,
-                            pre_approved: count(4)?,
-                            emergency: count(5)?,
-                        },
-                    ))
-                },
-            )?;
-            let sprints = rows.collect::<rusqlite::Result<_>>()?;
-            Ok(History {
-                closed_total: u64::try_from(closed_total).unwrap_or(0),
-                recent,
-                sprints,
+                args![q.service_id, q.environment, exclude, now],
+            )
+            .await?
+            .i64(0)?;
+        let recent = tx
+            .query(
+                RECENT_SQL,
+                args![q.service_id, q.environment, exclude, q.window, now],
+            )
+            .await?
+            .iter()
+            .map(|r| r.string(0))
+            .collect::<Result<Vec<_>>>()?
+            .iter()
+            .filter_map(|o| Outcome::from_word(o))
+            .collect();
+        let rows = tx
+            .query(
+                SPRINTS_SQL,
+                args![q.service_id, q.environment, from, len, exclude, now],
+            )
+            .await?;
+        tx.commit().await?;
+        let count = |r: &super::client::Row, i: usize| -> Result<u32> {
+            Ok(u32::try_from(r.int(i)?.unwrap_or(0)).unwrap_or(u32::MAX))
+        };
+        let sprints = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    q.from_sprint + r.i64(0)?,
+                    SprintTally {
+                        succeeded: count(r, 1)?,
+                        failed: count(r, 2)?,
+                        cancelled: count(r, 3)?,
+                        pre_approved: count(r, 4)?,
+                        emergency: count(r, 5)?,
+                    },
+                ))
             })
+            .collect::<Result<_>>()?;
+        Ok(History {
+            closed_total: u64::try_from(closed_total).unwrap_or(0),
+            recent,
+            sprints,
         })
     }
 
     async fn last_change_sha(&self, key: &CorrelationKey) -> Result<Since> {
-        let sha = self.with(|c| {
-            c.query_row(
+        let sha = self
+            .read_all(
                 LAST_SHA_SQL,
-                params![key.service_id, key.environment],
-                |r| r.get(0),
+                args![key.service_id.as_str(), key.environment.as_str()],
             )
-            .optional()
-        })?;
+            .await?
+            .first()
+            .map(|r| r.string(0))
+            .transpose()?;
         Ok(Since { sha, found: None })
     }
 }

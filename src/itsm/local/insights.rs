@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, anyhow};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{TransactionBehavior, params};
 
 use super::Ledger;
+use super::client::{Begin, args};
 use super::codec::{COLUMNS, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
@@ -15,52 +16,50 @@ use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
 use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
-use async_trait::async_trait;
 
 /// A stored JSON document that no longer parses: named, never silently skipped.
-fn bad_json(what: &str, row: i64, e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        Box::new(std::io::Error::other(format!(
-            "{what} of {} cannot be read: {e}",
-            change_id(row)
-        ))),
-    )
+fn bad_json(what: &str, row: i64, e: serde_json::Error) -> anyhow::Error {
+    anyhow!("{what} of {} cannot be read: {e}", change_id(row))
 }
 
 impl Ledger {
-    pub(super) fn awaiting_verification_rows(
+    pub(super) async fn awaiting_verification_rows(
         &self,
         deployed_before: DateTime<Utc>,
     ) -> Result<Vec<ChangeRecord>> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
+        self.read_all(
+            &format!(
                 "SELECT {COLUMNS} FROM changes INDEXED BY changes_awaiting_verification
                  WHERE verified_at IS NULL AND outcome IN ('success', 'failure') AND deployed_at <= ?1
                  ORDER BY deployed_at, id"
-            ))?;
-            let rows = stmt.query_map([ts(deployed_before)], record_from_row)?;
-            rows.map(|r| r.map(|(_, record)| record)).collect()
-        })
+            ),
+            args![ts(deployed_before)],
+        )
+        .await?
+        .iter()
+        .map(|r| record_from_row(r).map(|(_, record)| record))
+        .collect()
     }
 
-    pub(super) fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
+    pub(super) async fn incidents_of(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
         let row =
             parse_change_id(&record.id).ok_or_else(|| anyhow!("bad ledger id {}", record.id))?;
-        self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT incident, linked_at FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident")?;
-            let rows = stmt.query_map([row], |r| {
-                Ok(LinkedIncident {
-                    id: r.get(0)?,
-                    linked_at: from_ts(r.get(1)?),
-                })
-            })?;
-            rows.collect()
+        self.read_all(
+            "SELECT incident, linked_at FROM incidents WHERE change_id = ?1 ORDER BY linked_at, incident",
+            args![row],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LinkedIncident {
+                id: r.string(0)?,
+                linked_at: from_ts(r.int(1)?),
+            })
         })
+        .collect()
     }
 
-    pub(super) fn write_verification(
+    pub(super) async fn write_verification(
         &self,
         record: &ChangeRecord,
         verdict: &Verdict,
@@ -87,55 +86,57 @@ impl Ledger {
             ),
         };
         let after_deploy = matches!(verdict, Verdict::FailedAfterDeploy { .. });
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Only a change not verified yet, with the outcome that was judged: a second run
-            // (or two schedules racing) writes nothing.
-            let n = tx.execute(
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        // Only a change not verified yet, with the outcome that was judged: a second run (or
+        // two schedules racing) writes nothing.
+        let n = tx
+            .execute(
                 "UPDATE changes SET verified_at = ?2, outcome = ?3, failed_after_deploy = ?4
                  WHERE id = ?1 AND verified_at IS NULL AND outcome = ?5",
-                params![
+                args![
                     row,
                     ts(now),
                     verdict.outcome().as_str(),
                     after_deploy,
                     judged.as_str()
                 ],
-            )?;
-            if n > 0 {
-                add_event(&tx, row, now, "verified", None, Some(&detail))?;
-            }
-            tx.commit()?;
-            Ok(n > 0)
-        })
+            )
+            .await?;
+        if n > 0 {
+            add_event(&mut tx, row, now, "verified", None, Some(&detail)).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
     }
 }
 
 #[async_trait]
 impl Insights for Ledger {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
-        self.with(|c| {
-            // The distinct pairs come from the index alone (a few MB even for a large
-            // ledger); the display name is then one indexed lookup per pair.
-            let mut stmt = c.prepare_cached(
-                "SELECT d.service_id, d.environment,
-                        (SELECT c.service FROM changes c INDEXED BY changes_by_decided
-                         WHERE c.service_id = d.service_id AND c.environment = d.environment
-                           AND c.decided_at IS NOT NULL
-                         ORDER BY c.decided_at DESC LIMIT 1)
-                 FROM (SELECT DISTINCT service_id, environment FROM changes INDEXED BY changes_by_decided
-                       WHERE decided_at IS NOT NULL) d
-                 ORDER BY d.service_id, d.environment",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ServiceRef {
-                    service_id: r.get(0)?,
-                    environment: r.get(1)?,
-                    service: r.get(2)?,
-                })
-            })?;
-            rows.collect()
+        // The distinct pairs come from the index alone (a few MB even for a large ledger);
+        // the display name is then one indexed lookup per pair.
+        self.read_all(
+            "SELECT d.service_id, d.environment,
+                    (SELECT c.service FROM changes c INDEXED BY changes_by_decided
+                     WHERE c.service_id = d.service_id AND c.environment = d.environment
+                       AND c.decided_at IS NOT NULL
+                     ORDER BY c.decided_at DESC LIMIT 1)
+             FROM (SELECT DISTINCT service_id, environment FROM changes INDEXED BY changes_by_decided
+                   WHERE decided_at IS NOT NULL) d
+             ORDER BY d.service_id, d.environment",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ServiceRef {
+                service_id: r.string(0)?,
+                environment: r.string(1)?,
+                service: r.string(2)?,
+            })
         })
+        .collect()
     }
 
     async fn change_summaries(
@@ -145,41 +146,38 @@ impl Insights for Ledger {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<ChangeSummary>> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
+        let rows = self
+            .read_all(
                 "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
                         first_commit_at, outcome, failed_after_deploy
                  FROM changes INDEXED BY changes_by_decided
                  WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
                  ORDER BY decided_at",
-            )?;
-            let rows = stmt.query_map(params![service_id, environment, ts(from), ts(to)], |r| {
-                let decision: Option<String> = r.get(1)?;
-                let outcome: Option<String> = r.get(7)?;
-                Ok(from_ts(r.get(0)?)
-                    .zip(decision.as_deref().and_then(DecisionKind::parse))
-                    .map(|(decided_at, decision)| {
-                        Ok::<_, rusqlite::Error>(ChangeSummary {
-                            decided_at,
-                            decision,
-                            pre_approved: r.get(2)?,
-                            emergency: r.get(3)?,
-                            approved_at: from_ts(r.get(4)?),
-                            deployed_at: from_ts(r.get(5)?),
-                            first_commit_at: from_ts(r.get(6)?),
-                            outcome: outcome.as_deref().and_then(Outcome::from_word),
-                            failed_after_deploy: r.get(8)?,
-                        })
-                    }))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                if let Some(summary) = row? {
-                    out.push(summary?);
-                }
-            }
-            Ok(out)
-        })
+                args![service_id, environment, ts(from), ts(to)],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let decision = r.text(1)?;
+            let outcome = r.text(7)?;
+            let Some((decided_at, decision)) =
+                from_ts(r.int(0)?).zip(decision.as_deref().and_then(DecisionKind::parse))
+            else {
+                continue;
+            };
+            out.push(ChangeSummary {
+                decided_at,
+                decision,
+                pre_approved: r.flag(2)?,
+                emergency: r.flag(3)?,
+                approved_at: from_ts(r.int(4)?),
+                deployed_at: from_ts(r.int(5)?),
+                first_commit_at: from_ts(r.int(6)?),
+                outcome: outcome.as_deref().and_then(Outcome::from_word),
+                failed_after_deploy: r.flag(8)?,
+            });
+        }
+        Ok(out)
     }
 
     async fn recorded_changes(
@@ -187,62 +185,92 @@ impl Insights for Ledger {
         service_id: &str,
         environment: &str,
     ) -> Result<Vec<RecordedChange>> {
-        self.with(|c| {
-            // The order of writes within a second comes from the event log.
-            let mut stmt = c.prepare_cached(
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        // The order of writes within a second comes from the event log.
+        let events = tx
+            .query(
                 "SELECT e.change_id, e.kind, e.at, e.id FROM events e JOIN changes c ON c.id = e.change_id
                  WHERE c.service_id = ?1 AND c.environment = ?2 AND e.kind IN ('decided', 'outcome', 'verified')
                  ORDER BY e.id",
-            )?;
-            let mut log: HashMap<i64, Vec<(String, Stamp)>> = HashMap::new();
-            let rows = stmt.query_map(params![service_id, environment], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
-            })?;
-            for row in rows {
-                let (change, kind, at, seq) = row?;
-                if let Some(at) = from_ts(Some(at)) {
-                    log.entry(change).or_default().push((kind, Stamp { at, seq }));
-                }
-            }
-            let mut stmt = c.prepare_cached(
+                args![service_id, environment],
+            )
+            .await?;
+        let changes = tx
+            .query(
                 "SELECT id, coalesce(decision_facts_json, facts_json), decision_json, decided_at, outcome,
                         failed_after_deploy, closed_at, verified_at
                  FROM changes INDEXED BY changes_by_decided
                  WHERE service_id = ?1 AND environment = ?2 AND decided_at IS NOT NULL AND decision_json IS NOT NULL
                  ORDER BY decided_at, id",
-            )?;
-            let mut rows = stmt.query(params![service_id, environment])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let row: i64 = r.get(0)?;
-                let facts: ChangeFacts = serde_json::from_str(&r.get::<_, String>(1)?).map_err(|e| bad_json("the facts", row, e))?;
-                let decision: Decision = serde_json::from_str(&r.get::<_, String>(2)?).map_err(|e| bad_json("the decision", row, e))?;
-                let Some(decided_at) = from_ts(r.get(3)?) else { continue };
-                let outcome: Option<String> = r.get(4)?;
-                let after_deploy: bool = r.get(5)?;
-                let closed_at = from_ts(r.get(6)?);
-                let verified_at = from_ts(r.get(7)?);
-                let events = log.remove(&row).unwrap_or_default();
-                let stamp_of = |kind: &str, at: Option<DateTime<Utc>>| {
-                    let at = at?;
-                    Some(events.iter().rev().find(|(k, s)| k == kind && s.at == at).map_or(Stamp { at, seq: 0 }, |(_, s)| *s))
-                };
-                let decided = stamp_of("decided", Some(decided_at)).unwrap_or(Stamp { at: decided_at, seq: 0 });
-                let superseded = events.iter().filter(|(k, s)| k == "decided" && *s < decided).map(|(_, s)| *s).collect();
-                // A failure after deploy was recorded as a success first.
-                let first = if after_deploy { Some(Outcome::Success) } else { outcome.as_deref().and_then(Outcome::from_word) };
-                out.push(RecordedChange {
-                    id: change_id(row),
-                    row,
-                    facts,
-                    decision,
-                    decided,
-                    superseded,
-                    outcome: first.zip(stamp_of("outcome", closed_at)),
-                    failed_after_deploy: if after_deploy { stamp_of("verified", verified_at) } else { None },
-                });
+                args![service_id, environment],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut log: HashMap<i64, Vec<(String, Stamp)>> = HashMap::new();
+        for r in &events {
+            let (change, kind, at, seq) = (r.i64(0)?, r.string(1)?, r.i64(2)?, r.i64(3)?);
+            if let Some(at) = from_ts(Some(at)) {
+                log.entry(change)
+                    .or_default()
+                    .push((kind, Stamp { at, seq }));
             }
-            Ok(out)
-        })
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for r in &changes {
+            let row = r.i64(0)?;
+            let facts: ChangeFacts =
+                serde_json::from_str(&r.string(1)?).map_err(|e| bad_json("the facts", row, e))?;
+            let decision: Decision = serde_json::from_str(&r.string(2)?)
+                .map_err(|e| bad_json("the decision", row, e))?;
+            let Some(decided_at) = from_ts(r.int(3)?) else {
+                continue;
+            };
+            let outcome = r.text(4)?;
+            let after_deploy = r.flag(5)?;
+            let closed_at = from_ts(r.int(6)?);
+            let verified_at = from_ts(r.int(7)?);
+            let events = log.remove(&row).unwrap_or_default();
+            let stamp_of = |kind: &str, at: Option<DateTime<Utc>>| {
+                let at = at?;
+                Some(
+                    events
+                        .iter()
+                        .rev()
+                        .find(|(k, s)| k == kind && s.at == at)
+                        .map_or(Stamp { at, seq: 0 }, |(_, s)| *s),
+                )
+            };
+            let decided = stamp_of("decided", Some(decided_at)).unwrap_or(Stamp {
+                at: decided_at,
+                seq: 0,
+            });
+            let superseded = events
+                .iter()
+                .filter(|(k, s)| k == "decided" && *s < decided)
+                .map(|(_, s)| *s)
+                .collect();
+            // A failure after deploy was recorded as a success first.
+            let first = if after_deploy {
+                Some(Outcome::Success)
+            } else {
+                outcome.as_deref().and_then(Outcome::from_word)
+            };
+            out.push(RecordedChange {
+                id: change_id(row),
+                row,
+                facts,
+                decision,
+                decided,
+                superseded,
+                outcome: first.zip(stamp_of("outcome", closed_at)),
+                failed_after_deploy: if after_deploy {
+                    stamp_of("verified", verified_at)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(out)
     }
 }

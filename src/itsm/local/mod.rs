@@ -1,7 +1,13 @@
-//! The embedded ledger: the default backend, a SQLite file with versioned migrations.
+//! The ledger: changegate's own record of changes, on one of two stores: the embedded
+//! SQLite file (`backend.kind = "local"`, the default) or a PostgreSQL database
+//! (`backend.kind = "postgres"`, for runners whose workspace does not outlive the job).
 //!
-//! The correlation key is unique in the schema, and every write runs in an immediate
-//! transaction, so two processes gating the same change at the same moment leave one record.
+//! The ledger's logic (what `open` writes, the decision's aggregates, `verify`, the KPIs,
+//! `approve`) is written once against `client::Store`; the differences between the stores
+//! are the short list in `client.rs`. The correlation key is unique in the schema, and every
+//! write that reads first runs serialised (SQLite: an immediate transaction; PostgreSQL: an
+//! advisory lock on the service and environment), so two processes gating at the same moment
+//! leave one record and never overrun the allowance.
 
 mod client;
 mod codec;
@@ -10,30 +16,29 @@ mod insights;
 mod lifecycle;
 mod verify;
 
+pub use client::{MIGRATIONS, SchemaStatus, Timeouts};
 pub use codec::change_id;
 pub use history::DECISION_QUERIES;
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
-use rusqlite::Connection;
+use std::time::Duration;
 
 use super::{Backend, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
 
-/// The embedded SQLite ledger.
+/// The ledger, on SQLite or PostgreSQL.
 pub struct Ledger {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    store: client::Store,
     /// The sprint calendar, to count the allowance again as a pre-approval is written.
     calendar: Option<SprintCalendar>,
+    /// Test-only: how long `open` holds its transaction before committing.
+    pause_in_tx: Option<Duration>,
 }
 
 impl Backend for Ledger {
     fn kind(&self) -> BackendKind {
-        BackendKind::Local
+        self.kind_of()
     }
 
     fn manual(&self) -> Option<&dyn ManualApproval> {

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::OptionalExtension;
 
 use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::itsm::Verification;
 
 use super::Ledger;
+use super::client::args;
 use super::codec::parse_change_id;
 use crate::domain::{ChangeFacts, ChangeRecord};
 
@@ -18,11 +18,11 @@ impl Verification for Ledger {
         &self,
         deployed_before: DateTime<Utc>,
     ) -> Result<Vec<ChangeRecord>> {
-        self.awaiting_verification_rows(deployed_before)
+        self.awaiting_verification_rows(deployed_before).await
     }
 
     async fn linked_incidents(&self, record: &ChangeRecord) -> Result<Vec<LinkedIncident>> {
-        self.incidents_of(record)
+        self.incidents_of(record).await
     }
 
     async fn record_verification(
@@ -31,21 +31,22 @@ impl Verification for Ledger {
         verdict: &Verdict,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.write_verification(record, verdict, now)
+        self.write_verification(record, verdict, now).await
     }
 
     async fn recorded_facts(&self, record: &ChangeRecord) -> Result<Option<ChangeFacts>> {
         let Some(row_id) = parse_change_id(&record.id) else {
             return Ok(None);
         };
-        let text: Option<String> = self.with(|c| {
-            c.query_row(
+        let text = self
+            .read_all(
                 "SELECT facts_json FROM changes WHERE id = ?1",
-                [row_id],
-                |r| r.get(0),
+                args![row_id],
             )
-            .optional()
-        })?;
+            .await?
+            .first()
+            .map(|r| r.string(0))
+            .transpose()?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 }
