@@ -454,8 +454,18 @@ pub trait Waits: Send + Sync {
 /// resolved for it (no backend reads the environment itself); for a dry run, behind the
 /// one guard that refuses its writes ([`DryRun`]).
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>> {
+    connect_to(settings, settings.backend_config()?)
+}
+
+/// Opens the backend `config` describes, with the rest of `settings` (dry run, calendar):
+/// [`connect`] for the settings' own backend; `serve` for the ledger that keeps its waits
+/// beside an ITSM ([`crate::settings::Settings::serve_state_config`]).
+pub fn connect_to(
+    settings: &crate::settings::Settings,
+    config: crate::settings::BackendConfig,
+) -> Result<Box<dyn Backend>> {
     use crate::settings::BackendConfig;
-    let backend: Box<dyn Backend> = match settings.backend_config()? {
+    let backend: Box<dyn Backend> = match config {
         // Read-only for a dry run so that it does not create the ledger file either.
         BackendConfig::Local(config) => Box::new(
             local::Ledger::open(&config.path, settings.dry_run)?

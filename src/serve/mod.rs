@@ -63,7 +63,8 @@ pub(crate) struct Server {
     global: GlobalArgs,
     /// The server's settings: the backend every delivery is recorded in.
     settings: Settings,
-    /// The server's backend, for what it keeps between deliveries.
+    /// What the server keeps between deliveries: the backend when it is a ledger, else a
+    /// ledger beside the ITSM ([`Settings::serve_state_config`]).
     store: Box<dyn Backend>,
     workdir: PathBuf,
     secret: SecretString,
@@ -144,12 +145,17 @@ fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server
     if settings.dry_run {
         bail!("serve does not take --dry-run: GitHub waits for a real answer");
     }
-    let store = itsm::connect(&settings)?;
+    // The ledgers keep the waits with the changes; beside an ITSM, a ledger keeps them.
+    let backend = itsm::connect(&settings)?;
+    let store = if backend.waits().is_some() {
+        backend
+    } else {
+        itsm::connect_to(&settings, settings.serve_state_config()?)
+            .context("serve keeps its deliveries and waits in a ledger beside the ITSM")?
+    };
     if store.waits().is_none() {
         bail!(
-            "serve keeps the deliveries it has seen and the deployments waiting for approval in \
-             the backend; the {} backend cannot keep them yet: use the local ledger (one \
-             replica)",
+            "the {} backend cannot keep the deliveries serve has seen and the deployments waiting for approval",
             settings.backend.as_str()
         );
     }

@@ -21,7 +21,7 @@ fn changegate(dir: &Path) -> Command {
 const NOW: &str = "2026-03-04T10:00:00Z";
 
 /// Where a test's ledger lives.
-enum Store {
+pub(crate) enum Store {
     Sqlite,
     Postgres(String),
 }
@@ -87,7 +87,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// SQLite, and PostgreSQL in a fresh database when the test server is there.
-fn stores() -> Vec<Store> {
+pub(crate) fn stores() -> Vec<Store> {
     let mut out = vec![Store::Sqlite];
     match std::env::var("CHANGEGATE_TEST_DATABASE_URL") {
         Ok(admin) if !admin.trim().is_empty() => {

@@ -742,3 +742,5 @@ fn serve_refuses_to_start_without_a_webhook_secret() {
         .code(2)
         .stderr(predicates::str::contains("CHANGEGATE_WEBHOOK_SECRET"));
 }
+
+mod itsm;

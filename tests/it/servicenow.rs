@@ -18,7 +18,7 @@ use crate::support::remote::Remote;
 
 use crate::support::{Silent, changegate, default_branch_is_head, git, git_repo, reference};
 
-mod fake;
+pub(crate) mod fake;
 
 use fake::{Fault, FaultKind, Sn, Verdict};
 
