@@ -432,6 +432,17 @@ pub struct PendingWait {
     pub since: DateTime<Utc>,
 }
 
+/// What [`Waits::admit`] made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New: claimed and held; the caller does the work.
+    Taken,
+    /// This delivery was seen before.
+    SeenDelivery,
+    /// Another delivery of the same deployment was taken before.
+    SeenDeployment,
+}
+
 /// What `changegate serve` keeps in the backend, not in memory: replicas share it, and a
 /// restart loses none of it. Reached through [`Backend::waits`].
 #[async_trait]
@@ -442,6 +453,18 @@ pub trait Waits: Send + Sync {
 
     /// Keeps `wait` until [`Waits::release`]; keeping the same key again changes nothing.
     async fn hold(&self, wait: &PendingWait) -> Result<()>;
+
+    /// Takes a delivery that asks for a callback, at once and all or nothing (one write, so
+    /// one sync to disk on the answer's path): claims `delivery` in `space`, then the
+    /// deployment (`wait.key`) in `deployments`, and holds `wait` until [`Waits::release`].
+    /// What was seen before is said, and nothing more is written.
+    async fn admit(
+        &self,
+        space: &str,
+        delivery: &str,
+        deployments: &str,
+        wait: &PendingWait,
+    ) -> Result<Admission>;
 
     /// Every wait held, oldest first.
     async fn held(&self) -> Result<Vec<PendingWait>>;

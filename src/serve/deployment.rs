@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::Server;
 use super::github::{DeploymentStatus, ProtectionRule, Repository};
@@ -161,13 +162,18 @@ async fn answer(
     Ok(())
 }
 
-/// The progress of a gate that waits: each poll goes to the status reporter.
+/// The progress of a gate that waits: each poll goes to the status reporter, and the
+/// delivery's turn is given back while a person decides.
 struct Reporter {
     polls: tokio::sync::mpsc::UnboundedSender<Waiting>,
+    turn: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Progress for Reporter {
     fn waiting(&self, wait: &Waiting) {
+        if let Ok(mut turn) = self.turn.lock() {
+            turn.take();
+        }
         let _ = self.polls.send(wait.clone());
     }
 
@@ -205,6 +211,12 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
 }
 
 async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
+    let turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let payload: Arc<str> = Arc::from(wait.payload.as_str());
     let rule: ProtectionRule = serde_json::from_str(&payload)
         .context("the held deployment_protection_rule payload cannot be read")?;
@@ -222,7 +234,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     // Without the token nothing can be answered: the wait stays held.
     let token = token(server, &d).await?;
     let started = Instant::now();
-    let verdict = match decide(server, &d, &token, callback).await {
+    let verdict = match decide(server, &d, &token, callback, turn).await {
         Ok(verdict) => verdict,
         Err(e) => {
             tracing::error!(repository = %d.repository.full_name, "no decision, so the deployment is rejected: {e:#}");
@@ -270,6 +282,7 @@ async fn decide(
     d: &Delivery<'_>,
     token: &SecretString,
     callback: &str,
+    turn: OwnedSemaphorePermit,
 ) -> Result<Verdict> {
     let settings = settings(server, d, token).await?;
     let forge = Forge::new(&settings);
@@ -283,7 +296,10 @@ async fn decide(
     let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
     let (polls, mut polled) = tokio::sync::mpsc::unbounded_channel::<Waiting>();
     let gate = async {
-        let progress = Reporter { polls };
+        let progress = Reporter {
+            polls,
+            turn: std::sync::Mutex::new(Some(turn)),
+        };
         flow::gate::run(
             &ctx,
             backend.as_ref(),
@@ -348,6 +364,12 @@ pub(super) async fn record(server: Arc<Server>, status: DeploymentStatus, outcom
 }
 
 async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outcome) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let environment = status
         .deployment
         .environment

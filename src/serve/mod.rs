@@ -37,6 +37,12 @@ const BODY_LIMIT: usize = 1024 * 1024;
 /// server to pick up.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How many deliveries are worked on at once (token, config, decision, callback). The rest
+/// wait their turn, holding nothing but their payload, so that a burst of deliveries
+/// neither delays the answers to new ones nor grows the memory; a deployment waiting for a
+/// person gives its turn back while it waits.
+const WORKING: usize = 4;
+
 /// `serve`'s options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -73,6 +79,8 @@ pub(crate) struct Server {
     metrics: metrics::Metrics,
     /// Work acknowledged and still under way: drained on shutdown.
     tasks: TaskTracker,
+    /// Turns to work on a delivery ([`WORKING`]).
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -170,6 +178,7 @@ fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server
         app,
         metrics: metrics::Metrics::new(),
         tasks: TaskTracker::new(),
+        turns: Arc::new(tokio::sync::Semaphore::new(WORKING)),
     })
 }
 

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow, bail};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::itsm::{ChangeStore, Intent, Lookup, ManualApproval, PendingWait, Waits};
+use crate::itsm::{Admission, ChangeStore, Intent, Lookup, ManualApproval, PendingWait, Waits};
 
 use super::Ledger;
 use super::client::{Begin, args};
@@ -372,6 +372,39 @@ impl Waits for Ledger {
         )
         .await?;
         tx.commit().await
+    }
+
+    async fn admit(
+        &self,
+        space: &str,
+        delivery: &str,
+        deployments: &str,
+        wait: &PendingWait,
+    ) -> Result<Admission> {
+        // One transaction: the delivery's claim, the deployment's claim and its wait are
+        // written together or not at all (one sync to disk on the acknowledgement's path).
+        let at = ts(wait.since);
+        let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        let admission = if tx.execute(claim, args![space, delivery, at]).await? == 0 {
+            Admission::SeenDelivery
+        } else if tx
+            .execute(claim, args![deployments, wait.key.as_str(), at])
+            .await?
+            == 0
+        {
+            Admission::SeenDeployment
+        } else {
+            tx.execute(
+                "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![wait.key.as_str(), wait.forge.as_str(), wait.payload.as_str(), at],
+            )
+            .await?;
+            Admission::Taken
+        };
+        tx.commit().await?;
+        Ok(admission)
     }
 
     async fn held(&self) -> Result<Vec<PendingWait>> {

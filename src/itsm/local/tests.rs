@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::domain::{Mode, Platform, SprintCalendar};
 use crate::itsm::local::client::Timeouts;
 use crate::itsm::{
-    ChangeStore, HistoryQuery, Intent, ManualApproval, PendingWait, TrackRecord, Waits,
+    Admission, ChangeStore, HistoryQuery, Intent, ManualApproval, PendingWait, TrackRecord, Waits,
 };
 
 fn calendar() -> SprintCalendar {
@@ -542,6 +542,22 @@ fn what_serve_keeps_is_claimed_once_and_held_until_released() {
             assert_eq!(l.held().await.unwrap(), vec![wait("b", 3), wait("a", 4)]);
             l.release("b").await.unwrap();
             assert_eq!(l.held().await.unwrap(), vec![wait("a", 4)]);
+            // Admission: the delivery, the deployment and its wait in one write.
+            let admit = |delivery: &'static str, w: PendingWait| async move {
+                l.admit("delivery", delivery, "deployment", &w)
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(admit("d-2", wait("c", 6)).await, Admission::Taken);
+            // The same delivery again; another delivery of a deployment already taken.
+            assert_eq!(admit("d-2", wait("e", 7)).await, Admission::SeenDelivery);
+            assert_eq!(admit("d-3", wait("c", 7)).await, Admission::SeenDeployment);
+            assert_eq!(
+                l.held().await.unwrap(),
+                vec![wait("a", 4), wait("c", 6)],
+                "only the taken delivery's wait is held"
+            );
+            l.release("c").await.unwrap();
         });
         // A second connection (another process, a restarted server) sees the same.
         if let Some(dir) = &f._dir {
