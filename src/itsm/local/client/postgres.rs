@@ -85,6 +85,8 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         since BIGINT NOT NULL
     );",
+    // 3 (SQLite's 5): where an imported change came from (`history import`).
+    "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.
