@@ -280,9 +280,11 @@ impl<'f> History<'f> {
         })
     }
 
-    /// The deployments to `environment`, newest first, 100 a page, while `x-next-page`
-    /// names a page and at most `max_pages`; with `since`, only those updated since (a
-    /// deployment started later was updated later too). Each page adds one to `requests`.
+    /// The deployments to `environment`, last updated first, 100 a page, while
+    /// `x-next-page` names a page and at most `max_pages`; with `since`, only those updated
+    /// since (a deployment started later was updated later too). Sorted by `updated_at`
+    /// because GitLab (16.0 on) refuses `updated_after` with any other order ("`updated_at`
+    /// filter requires `updated_at` sort"). Each page adds one to `requests`.
     pub(crate) async fn deployments(
         &self,
         environment: &str,
@@ -291,7 +293,7 @@ impl<'f> History<'f> {
         requests: &mut u32,
     ) -> Result<Listing, ForgeError> {
         let mut path = format!(
-            "{}/deployments?environment={}&order_by=created_at&sort=desc",
+            "{}/deployments?environment={}&order_by=updated_at&sort=desc",
             self.gl.project_path(),
             enc(environment)
         );

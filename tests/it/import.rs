@@ -549,7 +549,7 @@ pub(crate) async fn fake_gitlab(remote: &Remote, state: Arc<Mutex<Vec<GlDeployme
             for (k, v) in req.url.query_pairs() {
                 match (k.as_ref(), v.as_ref()) {
                     ("environment", _) | ("page", _) | ("updated_after", _) => {}
-                    ("per_page", "100") | ("order_by", "created_at") | ("sort", "desc") => {}
+                    ("per_page", "100") | ("order_by", "updated_at") | ("sort", "desc") => {}
                     (k, v) => w.flag(format!("unexpected query {k}={v}")),
                 }
             }
@@ -557,6 +557,14 @@ pub(crate) async fn fake_gitlab(remote: &Remote, state: Arc<Mutex<Vec<GlDeployme
                 w.flag("deployments listed without the environment filter");
                 return ResponseTemplate::new(200).set_body_json(json!([]));
             };
+            // As GitLab 16.0 on: the `updated_at` filters need the `updated_at` order.
+            if query(req, "updated_after").is_some()
+                && query(req, "order_by").as_deref() != Some("updated_at")
+            {
+                return ResponseTemplate::new(400).set_body_json(
+                    json!({"message": "400 Bad request - `updated_at` filter requires `updated_at` sort"}),
+                );
+            }
             let after = query(req, "updated_after").map(|a| {
                 DateTime::parse_from_rfc3339(&a)
                     .unwrap()
@@ -768,6 +776,77 @@ fn policy_explain_replays_the_ramp_from_an_imported_history() {
         assert_eq!(after["allowance"], 10, "{name}: {after}");
         assert_eq!(after["used"], 0, "{name}: {after}");
         assert_eq!(after["closed_total"], 16, "{name}: {after}");
+        rt.block_on(remote.verify());
+    }
+}
+
+/// A gate of an imported commit finds the imported change (the same correlation key) and
+/// makes no second record; imports run at once write each change once.
+#[test]
+fn a_gate_finds_the_imported_change_and_simultaneous_imports_write_once() {
+    let rt = runtime();
+    for store in stores() {
+        let name = store.name();
+        let remote = rt.block_on(Remote::start());
+        let repo = git_repo();
+        let dir = repo.path();
+        let head = crate::support::git(dir, &["rev-parse", "HEAD"]);
+        let mut history: Vec<GhDeployment> = (1..=30)
+            .map(|i| {
+                let at = t0() + Duration::hours(i as i64);
+                gh_deployment(i, sha(i), "production", at, &["success"])
+            })
+            .collect();
+        history.push(gh_deployment(
+            31,
+            head.clone(),
+            "production",
+            t0() + Duration::hours(40),
+            &["success"],
+        ));
+        rt.block_on(fake_github(&remote, Arc::new(Mutex::new(history))));
+        let api = remote.uri();
+
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = changegate(dir);
+                store
+                    .apply(&mut cmd)
+                    .env("GITHUB_API_URL", &api)
+                    .env("GITHUB_TOKEN", GH_TOKEN)
+                    .args(["history", "import", "--from", "github", "--format", "json"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let mut written = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(code(&out), 0, "{name}: {}", text(&out));
+            let doc = json_doc(&out.stdout);
+            written += doc["imported"].as_u64().unwrap();
+        }
+        assert_eq!(written, 31, "{name}: each change written by one import");
+        assert_eq!(store.count(dir, "changes"), 31, "{name}");
+
+        let mut cmd = changegate(dir);
+        store
+            .apply(&mut cmd)
+            .args(["gate", "--wait", "0", "--format", "json"]);
+        let out = cmd.output().unwrap();
+        let doc = json_doc(&out.stdout);
+        // The imported change, the newest one written (row 31): closed, it is left as it
+        // is and the new decision is judged without being written to it.
+        assert_eq!(doc["change_id"], "CG-31", "{name}: {doc}");
+        assert!(
+            doc["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("CG-31 is closed"),
+            "{name}: {doc}"
+        );
+        assert_eq!(store.count(dir, "changes"), 31, "{name}: no second record");
         rt.block_on(remote.verify());
     }
 }
