@@ -273,7 +273,10 @@ impl History {
                     hint: String::new(),
                 })?;
             // Newest first: once a page reaches back before `since`, later pages are older.
-            let reached = since.is_some_and(|since| batch.iter().any(|d| d.created_at < since));
+            // A page that is not in that order says nothing of the next: read on.
+            let newest_first = batch.windows(2).all(|w| w[0].created_at >= w[1].created_at);
+            let reached = newest_first
+                && since.is_some_and(|since| batch.iter().any(|d| d.created_at < since));
             listing
                 .deployments
                 .extend(batch.into_iter().map(|d| Deployment {
