@@ -776,6 +776,29 @@ fn policy_explain_replays_the_ramp_from_an_imported_history() {
         assert_eq!(after["allowance"], 10, "{name}: {after}");
         assert_eq!(after["used"], 0, "{name}: {after}");
         assert_eq!(after["closed_total"], 16, "{name}: {after}");
+
+        // The report tells them apart: deployments, not changes decided by changegate.
+        let mut cmd = changegate(dir);
+        store
+            .apply(&mut cmd)
+            .args(["report", "--sprints", "5", "--format", "json"]);
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "{name}: {}", text(&out));
+        let doc = json_doc(&out.stdout);
+        let total = &doc["services"][0]["total"];
+        assert_eq!(total["imported"], 16, "{name}: {total}");
+        assert_eq!(total["changes"], 0, "{name}: {total}");
+        assert_eq!(total["pre_approved"], 0, "{name}: {total}");
+        assert_eq!(total["succeeded"], 16, "{name}: {total}");
+        assert_eq!(total["deployments"], 16, "{name}: {total}");
+        let mut cmd = changegate(dir);
+        store.apply(&mut cmd).args(["report", "--sprints", "5"]);
+        let out = cmd.output().unwrap();
+        assert!(
+            stdout(&out).contains("imported from the forge"),
+            "{name}: {}",
+            text(&out)
+        );
         rt.block_on(remote.verify());
     }
 }
