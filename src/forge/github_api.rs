@@ -310,7 +310,7 @@ impl Api {
 
     /// The path and query of a `Link` URL, when it points at our API: a link elsewhere is
     /// not followed (the token goes only where it was configured to go).
-    fn same_origin_path(&self, link: &str) -> Option<String> {
+    pub(crate) fn same_origin_path(&self, link: &str) -> Option<String> {
         let url = url::Url::parse(link).ok()?;
         if url.origin() != self.base.origin() {
             tracing::warn!(

@@ -258,6 +258,12 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     fn waits(&self) -> Option<&dyn Waits> {
         None
     }
+
+    /// Writing the forge's own deployment history as closed changes (`history import`):
+    /// only a ledger offers it (an ITSM is its own record).
+    fn imports(&self) -> Option<&dyn Imports> {
+        None
+    }
 }
 
 /// Where change records live: find, open and move them through their life.
@@ -415,6 +421,32 @@ pub trait ManualApproval: Send + Sync {
         incident: &str,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecord>;
+}
+
+/// A finished deployment the forge recorded, as the ledger keeps it: a closed change that
+/// was never decided by changegate (not pre-approved: it used no allowance), marked with
+/// where it came from.
+#[derive(Debug, Clone)]
+pub struct ImportedChange {
+    /// The facts it is filed under (service, environment, commit, repository): the key a
+    /// later gate of the same commit finds.
+    pub facts: ChangeFacts,
+    /// When the deployment started: the change's decision and deploy time (its sprint).
+    pub started_at: DateTime<Utc>,
+    /// How it ended and when: the change's outcome and close time.
+    pub finished: crate::domain::imported::Finished,
+    /// Where it came from, e.g. `github deployment 123`.
+    pub source: String,
+}
+
+/// The forge's history written into the ledger (`history import`). Reached through
+/// [`Backend::imports`].
+#[async_trait]
+pub trait Imports: Send + Sync {
+    /// Writes `change` as a closed, imported change unless a change with its correlation
+    /// key is already in the ledger (imported before, or gated by changegate): true when
+    /// written. Importing the same change twice, or from two processes at once, writes one.
+    async fn import(&self, change: &ImportedChange, now: DateTime<Utc>) -> Result<bool>;
 }
 
 /// A deployment a server has to call back on, kept until the callback is made: the

@@ -8,6 +8,7 @@ mod examples;
 mod flow;
 mod gate;
 mod hostile;
+mod import;
 mod jira;
 mod ledgers;
 mod report;

@@ -92,6 +92,8 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
     CREATE INDEX changes_by_decided ON changes(service_id, environment, decided_at, outcome, pre_approved, emergency) INCLUDE (id);
     DROP INDEX changes_by_closed;
     CREATE INDEX changes_by_closed ON changes(service_id, environment, closed_at, outcome) INCLUDE (id);",
+    // 4 (SQLite's 5): where an imported change came from (`history import`).
+    "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.
