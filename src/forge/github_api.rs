@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use secrecy::SecretString;
@@ -109,7 +108,6 @@ impl Api {
             .map_err(|e| {
                 ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not usable: {e}"))
             })?
-            .add_retry_config(RetryConfig::None)
             .add_header(
                 reqwest::header::ACCEPT,
                 "application/vnd.github+json".to_string(),

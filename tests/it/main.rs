@@ -3,6 +3,7 @@
 
 mod action;
 mod annotate;
+mod children;
 mod cli;
 mod examples;
 mod flow;

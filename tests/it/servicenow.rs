@@ -341,6 +341,25 @@ async fn without_the_batch_api_the_calls_go_one_by_one() {
     }
 }
 
+/// The CA store is read on the first certificate checked, never for a plain-HTTP instance:
+/// with `SSL_CERT_FILE` and `SSL_CERT_DIR` naming nothing (a store that cannot be read, which
+/// fails any `https` handshake) the gate still decides.
+#[tokio::test]
+async fn a_plain_http_instance_needs_no_ca_store() {
+    let sn = Instance::start("").await;
+    sn.seed_history(10, 10);
+    let missing = tempfile::tempdir().unwrap();
+    let out = sn
+        .cmd(&["gate", "--format", "json"])
+        .env("SSL_CERT_FILE", missing.path().join("ca.pem"))
+        .env("SSL_CERT_DIR", missing.path().join("certs"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "pre-approved");
+    sn.assert_clean();
+}
+
 #[tokio::test]
 async fn needs_approval_waits_for_the_approver_then_passes_and_closes() {
     let sn = Instance::start("").await;
