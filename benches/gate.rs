@@ -1,14 +1,15 @@
 //! The speed and size of one gate decision on a long history, as a whole process.
 //!
-//! Seeds a ledger with 100,000 changes over two years for one service and environment, and
-//! another with 1,000 changes over the same two years, then times `changegate gate
+//! Seeds a ledger with 1,000,000 changes over two years for one service and environment
+//! (`CHANGEGATE_BENCH_CHANGES` sets another number), and another with 1,000 changes over the
+//! same two years, then times `changegate gate
 //! --dry-run` on each (process start to exit, git calls included), `changegate --version`
 //! and `--help`, in turns, measures peak resident memory, and shows the plans of the
 //! decision's SQL queries.
 //!
 //! Absolute times differ from one machine to the next (a busy 2-core runner takes twice as
 //! long as a quiet one), so the verdicts are ratios of figures measured in the same run:
-//! the decision on 100,000 changes against the same on 1,000 (does it grow with the
+//! the decision on 1,000,000 changes against the same on 1,000 (does it grow with the
 //! history?) and against `--version` (what does a decision cost beyond starting the
 //! process?). Absolute times are printed as information. Peak memory does not depend on
 //! the machine's speed and keeps an absolute target.
@@ -27,18 +28,18 @@ use chrono::{DateTime, Utc};
 
 use measure::{Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios};
 
-const CHANGES: u64 = 100_000;
+/// The large ledger, unless `CHANGEGATE_BENCH_CHANGES` says otherwise.
+const CHANGES: u64 = 1_000_000;
 const SMALL: u64 = 1_000;
 const DAYS: i64 = 730;
 /// The decision's clock: just after the seeded history ends.
 const NOW: &str = "2026-06-01T12:00:00Z";
 
-/// The decision on 100,000 changes against the same on 1,000: at most this much slower.
-/// The former absolute target (< 50 ms, met at 37–38 ms on the 2-core build machine where
-/// the 1,000-change decision takes 14 ms) amounts to 3.6×; the performance issue's own
-/// target for later is 1.3× at 1,000,000 changes.
-const TARGET_GROWTH: f64 = 3.5;
-/// The decision on 100,000 changes against `--version`: at most this many times as long.
+/// The decision on the large ledger against the same on 1,000 changes: at most this much
+/// slower (the performance issue's target 1: 1.3× at 1,000,000 changes). The decision reads
+/// whole days from the ledger's tallies, so only the clock's own day grows with the history.
+const TARGET_GROWTH: f64 = 1.3;
+/// The decision on the large ledger against `--version`: at most this many times as long.
 /// 50 ms against the 2.3 ms of `--version` there is 21×; the performance issue's target for
 /// later is 4×.
 const TARGET_STARTUP: f64 = 20.0;
@@ -123,6 +124,7 @@ fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
                 Integer(14 * 86_400),
                 Integer(exclude_id),
                 Integer(at),
+                Integer(at - at.rem_euclid(86_400)),
             ],
             _ => vec![svc, env],
         };
@@ -164,7 +166,12 @@ fn main() {
     let (dir, ledger) = seed::workdir(bin);
     let (small_dir, small_ledger) = seed::workdir(bin);
     let started = Instant::now();
-    let seeded = seed::seed(&ledger, CHANGES, DAYS, now - chrono::Duration::hours(1));
+    let changes = std::env::var("CHANGEGATE_BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CHANGES);
+    let large = thousands(changes);
+    let seeded = seed::seed(&ledger, changes, DAYS, now - chrono::Duration::hours(1));
     seed::seed(&small_ledger, SMALL, DAYS, now - chrono::Duration::hours(1));
     println!(
         "seeded {} changes of {} in {} over {} days ({} to {}), and {SMALL} over the same days, in {:.1} s: {} succeeded, {} failed, {} cancelled, {} pre-approved, {} emergencies; ledger {:.1} MB",
@@ -257,7 +264,7 @@ fn main() {
         "\nwhole processes, {runs} runs each in turns (information: absolute times vary by machine):"
     );
     println!(
-        "  gate --dry-run, {CHANGES} changes  min {}  median {}  max {}  peak RSS {:.1} MB",
+        "  gate --dry-run, {large} changes  min {}  median {}  max {}  peak RSS {:.1} MB",
         ms(min),
         ms(med),
         ms(max),
@@ -283,20 +290,20 @@ fn main() {
     );
     let met = print_ratios(&[
         Ratio {
-            name: "gate on 100,000 changes / gate on 1,000 changes".into(),
+            name: format!("gate on {large} changes / gate on 1,000 changes"),
             value: med,
             baseline: small_med,
             target: TARGET_GROWTH,
         },
         Ratio {
-            name: "gate on 100,000 changes / --version".into(),
+            name: format!("gate on {large} changes / --version"),
             value: med,
             baseline: version_med,
             target: TARGET_STARTUP,
         },
     ]);
     println!(
-        "  peak RSS of gate on 100,000 changes: {:.1} MB (target < {} MB: {})",
+        "  peak RSS of gate on {large} changes: {:.1} MB (target < {} MB: {})",
         peak as f64 / 1024.0,
         TARGET_RSS_KB / 1024,
         if peak < TARGET_RSS_KB {
@@ -354,7 +361,7 @@ fn main() {
             target: TARGET_DECISION_STARTUP,
         },
         Figure {
-            name: "peak RSS of gate (1,000 and 100,000 changes)".into(),
+            name: format!("peak RSS of gate (1,000 and {large} changes)"),
             shown: format!("{:.1} MB", rss as f64 / 1024.0),
             value: rss as f64,
             target_shown: format!("{} MB", TARGET_GATE_RSS_KB / 1024),
@@ -372,4 +379,17 @@ fn main() {
         println!("  (a target was missed)");
     }
     query_plans(&ledger, head_id, now);
+}
+
+/// 1000000 as "1,000,000".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

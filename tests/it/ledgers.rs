@@ -44,8 +44,13 @@ impl Store {
         }
     }
 
-    /// Rows in `table`, read straight from the store.
+    /// Rows in `table`, read straight from the store (0 before the store exists).
     pub(crate) fn count(&self, dir: &Path, table: &str) -> i64 {
+        self.scalar(dir, table, &format!("SELECT count(*) FROM {table}"))
+    }
+
+    /// One number read straight from the store by `sql` (0 before `table` exists).
+    pub(crate) fn scalar(&self, dir: &Path, table: &str, sql: &str) -> i64 {
         match self {
             Store::Sqlite => {
                 let path = dir.join(".changegate/ledger.db");
@@ -53,8 +58,7 @@ impl Store {
                     return 0;
                 }
                 let conn = rusqlite::Connection::open(path).unwrap();
-                conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-                    .unwrap()
+                conn.query_row(sql, [], |r| r.get(0)).unwrap()
             }
             Store::Postgres(url) => runtime().block_on(async {
                 let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -69,11 +73,7 @@ impl Store {
                 if !exists {
                     return 0;
                 }
-                client
-                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-                    .await
-                    .unwrap()
-                    .get(0)
+                client.query_one(sql, &[]).await.unwrap().get(0)
             }),
         }
     }
@@ -315,6 +315,9 @@ fn two_hundred_gates_at_once_never_overrun_an_allowance() {
         }
         assert_eq!(pre_approved, [3; 20], "{name}");
         assert_eq!(store.count(dir, "changes"), 200, "{name}");
+        // The counts the next decisions read were kept by every one of the 200 writes.
+        let tallied = "SELECT coalesce(sum(pre_approved), 0) FROM tallies";
+        assert_eq!(store.scalar(dir, "tallies", tallied), 60, "{name}");
     }
 }
 

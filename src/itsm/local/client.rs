@@ -18,6 +18,7 @@ mod sqlite;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, Utc};
 
 pub(super) use postgres::PostgresStore;
 pub use sqlite::MIGRATIONS;
@@ -360,27 +361,42 @@ impl Ledger {
         Ok(rows)
     }
 
+    /// The sprint's pre-approvals other than `row_id`'s, counted under the write lock: the
+    /// whole days before `now`'s midnight from the tallies, the rest from the changes.
     pub(super) async fn recount_allowance(
         &self,
         tx: &mut Tx<'_>,
         row_id: i64,
         facts: &ChangeFacts,
         d: &Decision,
+        now: DateTime<Utc>,
     ) -> Result<Decision> {
         let Some(cal) = self.calendar.filter(|_| d.counts_against_allowance()) else {
             return Ok(d.clone());
         };
+        let (start, end) = (ts(cal.start_of(d.sprint)), ts(cal.end_of(d.sprint)));
+        let now = ts(now);
+        let midnight = (now - now.rem_euclid(86_400)).clamp(start, end);
         let used = tx
             .query_one(
-                "SELECT count(*) FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?3 AND decided_at < ?4
-                   AND pre_approved = 1 AND id != ?5",
+                "SELECT coalesce(sum(pa), 0) FROM (
+                    SELECT pre_approved AS pa FROM tallies
+                    WHERE service_id = ?1 AND environment = ?2 AND day >= ?3 AND day < ?6
+                    UNION ALL
+                    SELECT pre_approved FROM changes INDEXED BY changes_by_decided
+                    WHERE service_id = ?1 AND environment = ?2 AND decided_at >= ?6 AND decided_at < ?4
+                      AND pre_approved = 1 AND id != ?5
+                    UNION ALL
+                    SELECT -pre_approved FROM changes
+                    WHERE id = ?5 AND decided_at >= ?3 AND decided_at < ?6
+                 ) AS counted",
                 args![
                     facts.service_id.as_str(),
                     facts.environment.as_str(),
-                    ts(cal.start_of(d.sprint)),
-                    ts(cal.end_of(d.sprint)),
-                    row_id
+                    start,
+                    end,
+                    row_id,
+                    midnight
                 ],
             )
             .await?

@@ -10,14 +10,22 @@ use super::client::{Begin, args};
 use super::codec::ts;
 use crate::domain::{CorrelationKey, History, Outcome, SprintTally};
 
-// The queries a decision runs. Each reads one index range of one service and environment
-// (SQL aggregation, never every row); the row id excludes the change being decided.
+// The queries a decision runs. Each reads a number of rows that does not grow with the
+// history: the counts kept as changes are written (`tallies` per UTC day, `totals`; see the
+// schema's sixth migration), and of the changes themselves only today's (not yet a whole
+// day), those closed after the clock (none, unless a what-if run set it back), the window's
+// most recent outcomes and the change being decided, which each count leaves out by its
+// row id (?3 / ?5).
 
-/// Closed changes with a success or failure outcome. ?1 service, ?2 environment, ?3 row id to leave out.
+/// Closed changes with a success or failure outcome, at the clock (?4): the running total,
+/// less those closed after the clock, less the change being decided.
 pub(super) const CLOSED_TOTAL_SQL: &str =
-    "SELECT count(*) FROM changes INDEXED BY changes_by_closed
-     WHERE service_id = ?1 AND environment = ?2 AND closed_at <= ?4
-       AND outcome IN ('success', 'failure') AND id != ?3";
+    "SELECT coalesce((SELECT closed FROM totals WHERE service_id = ?1 AND environment = ?2), 0)
+        - (SELECT count(*) FROM changes INDEXED BY changes_by_closed
+           WHERE service_id = ?1 AND environment = ?2 AND closed_at > ?4
+             AND outcome IN ('success', 'failure'))
+        - (SELECT count(*) FROM changes
+           WHERE id = ?3 AND closed_at <= ?4 AND outcome IN ('success', 'failure'))";
 
 /// The most recent closed outcomes, newest first. ?4 the window, ?5 the clock.
 pub(super) const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY changes_by_closed
@@ -25,17 +33,27 @@ pub(super) const RECENT_SQL: &str = "SELECT outcome FROM changes INDEXED BY chan
        AND outcome IN ('success', 'failure') AND id != ?3
      ORDER BY closed_at DESC, id DESC LIMIT ?4";
 
-/// Tallies per sprint, by decision time. ?3 start of the first sprint, ?4 sprint length in
-/// seconds, ?5 row id to leave out, ?6 the clock. Offsets from ?3, a sprint boundary, are
-/// never negative, so integer division is a floor.
-pub(super) const SPRINTS_SQL: &str = "SELECT (decided_at - ?3) / ?4 AS s,
-            sum(CASE WHEN outcome = 'success' THEN 1 ELSE 0 END),
-            sum(CASE WHEN outcome = 'failure' THEN 1 ELSE 0 END),
-            sum(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END),
-            sum(pre_approved), sum(emergency)
-     FROM changes INDEXED BY changes_by_decided
-     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?6 AND id != ?5
-     GROUP BY s";
+/// Tallies per sprint, by decision time: the whole days from ?3 (the first sprint's start,
+/// a midnight) to ?7 (the clock's midnight) from `tallies`, the clock's own day up to the
+/// clock (?6) from the changes, and the change being decided (?5) taken back out of the
+/// days it is counted in. ?4 is the sprint length in seconds; offsets from ?3 are never
+/// negative, so integer division is a floor.
+pub(super) const SPRINTS_SQL: &str = "SELECT s, sum(ok), sum(bad), sum(cx), sum(pa), sum(em) FROM (
+        SELECT (day - ?3) / ?4 AS s, succeeded AS ok, failed AS bad, cancelled AS cx,
+               pre_approved AS pa, emergency AS em
+        FROM tallies WHERE service_id = ?1 AND environment = ?2 AND day >= ?3 AND day < ?7
+        UNION ALL
+        SELECT (decided_at - ?3) / ?4, CASE WHEN outcome = 'success' THEN 1 ELSE 0 END,
+               CASE WHEN outcome = 'failure' THEN 1 ELSE 0 END,
+               CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END, pre_approved, emergency
+        FROM changes INDEXED BY changes_by_decided
+        WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?7 AND ?6 AND id != ?5
+        UNION ALL
+        SELECT (decided_at - ?3) / ?4, -CASE WHEN outcome = 'success' THEN 1 ELSE 0 END,
+               -CASE WHEN outcome = 'failure' THEN 1 ELSE 0 END,
+               -CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END, -pre_approved, -emergency
+        FROM changes WHERE id = ?5 AND decided_at >= ?3 AND decided_at < ?7
+     ) AS counted GROUP BY s";
 
 /// The commit of the last change deployed successfully (the start of the next range). A
 /// success outcome is only ever recorded for a change whose gate passed (`deployed_at` set).
@@ -60,6 +78,9 @@ impl TrackRecord for Ledger {
         // Nothing after the clock counts: a what-if run at CHANGEGATE_NOW sees the history
         // as it stood then (outcomes recorded later aside, which the sprint tallies keep).
         let now = ts(q.now);
+        // The clock's midnight (UTC), and never before the first sprint's start: whole days
+        // before it are read from the tallies.
+        let midnight = (now - now.rem_euclid(86_400)).max(from);
         let mut conn = self.conn().await?;
         let mut tx = conn.begin(Begin::Plain).await?;
         // The change being decided is left out by its row id, not its key: the row id is in
@@ -99,7 +120,15 @@ impl TrackRecord for Ledger {
         let rows = tx
             .query(
                 SPRINTS_SQL,
-                args![q.service_id, q.environment, from, len, exclude, now],
+                args![
+                    q.service_id,
+                    q.environment,
+                    from,
+                    len,
+                    exclude,
+                    now,
+                    midnight
+                ],
             )
             .await?;
         tx.commit().await?;

@@ -108,7 +108,9 @@ impl ChangeStore for Ledger {
         {
             // Counted again under the write lock: two changes decided at the same moment
             // never both take the last free slot of the allowance.
-            let d = &self.recount_allowance(&mut tx, row_id, facts, d).await?;
+            let d = &self
+                .recount_allowance(&mut tx, row_id, facts, d, now)
+                .await?;
             let counts = d.counts_against_allowance();
             tx.execute(
                 "UPDATE changes SET decision = ?2, decision_json = ?3, decided_at = ?4, state = ?5,

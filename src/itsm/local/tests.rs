@@ -175,6 +175,55 @@ impl Fixture {
         })
     }
 
+    /// The counts a decision reads (`tallies`, `totals`) agree with the changes they count.
+    fn assert_counts_agree(&self) {
+        // Service, environment, then `keys` more key columns and `counts` counts; a row
+        // whose counts all went back to zero may stay, and counts as absent.
+        let rows = |sql: &str, keys: usize, counts: usize| -> Vec<(String, String, Vec<i64>)> {
+            self.run(self.ledger.read_all(sql, &[]))
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let numbers: Vec<i64> =
+                        (2..2 + keys + counts).map(|i| r.i64(i).unwrap()).collect();
+                    (r.string(0).unwrap(), r.string(1).unwrap(), numbers)
+                })
+                .filter(|(_, _, numbers)| numbers[keys..].iter().any(|c| *c != 0))
+                .collect()
+        };
+        let tallied = rows(
+            "SELECT service_id, environment, day, succeeded, failed, cancelled, pre_approved, emergency
+             FROM tallies ORDER BY 1, 2, 3",
+            1,
+            5,
+        );
+        let counted = rows(
+            "SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
+                sum(CASE WHEN outcome = 'success' THEN 1 ELSE 0 END),
+                sum(CASE WHEN outcome = 'failure' THEN 1 ELSE 0 END),
+                sum(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END),
+                sum(pre_approved), sum(emergency)
+             FROM changes WHERE decided_at IS NOT NULL
+             GROUP BY service_id, environment, d ORDER BY 1, 2, 3",
+            1,
+            5,
+        );
+        assert_eq!(tallied, counted, "{}: tallies", self.name);
+        let totals = rows(
+            "SELECT service_id, environment, closed FROM totals ORDER BY 1, 2",
+            0,
+            1,
+        );
+        let closed = rows(
+            "SELECT service_id, environment, count(*) FROM changes
+             WHERE closed_at IS NOT NULL AND outcome IN ('success', 'failure')
+             GROUP BY service_id, environment ORDER BY 1, 2",
+            0,
+            1,
+        );
+        assert_eq!(totals, closed, "{}: totals", self.name);
+    }
+
     fn history(&self, exclude: Option<&str>, window: u32) -> History {
         self.run(self.ledger.history(&HistoryQuery {
             service_id: "acme/api",
@@ -300,6 +349,7 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
             .sha,
             None
         );
+        l.assert_counts_agree();
     }
 }
 
@@ -333,6 +383,7 @@ fn open_is_idempotent_and_a_standing_decision_is_kept() {
             0,
             "the allowance is not used by a re-run"
         );
+        l.assert_counts_agree();
     }
 }
 
@@ -440,6 +491,77 @@ fn decision_queries_read_their_index_only() {
     }
 }
 
+/// The work (SQLite VM steps) of each decision query on a ledger of `n` changes of one
+/// service over 400 days (every day has some), the clock at noon of the next day.
+fn decision_work(n: i64) -> Vec<(&'static str, i32)> {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    let client::Store::Sqlite(store) = &ledger.store else {
+        unreachable!("opened a SQLite ledger")
+    };
+    let conn = store.raw();
+    let start = at(0, 0).timestamp();
+    conn.execute(
+        "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?1)
+         INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha,
+             state, outcome, pre_approved, opened_at, decided_at, closed_at, facts_json)
+         SELECT 'k' || i, 'api', 'acme/api', 'production', 'sha', 'closed',
+             CASE WHEN i % 10 = 0 THEN 'failure' WHEN i % 10 = 1 THEN 'cancelled' ELSE 'success' END,
+             i % 3 = 0, t, t, t + 600, '{}'
+         FROM (SELECT i, ?2 + (i % 400) * 86400 + (i * 7919) % 85000 AS t FROM g)",
+        rusqlite::params![n, start],
+    )
+    .unwrap();
+    let now = at(400, 12).timestamp();
+    let from = calendar().start_of(2).timestamp();
+    let exclude = 5;
+    DECISION_QUERIES
+        .iter()
+        .map(|(name, sql)| {
+            use rusqlite::types::Value::{Integer, Text};
+            let (svc, env) = (Text("acme/api".into()), Text("production".into()));
+            let args = match *name {
+                "closed_total" => vec![svc, env, Integer(exclude), Integer(now)],
+                "recent" => vec![svc, env, Integer(exclude), Integer(20), Integer(now)],
+                "sprints" => vec![
+                    svc,
+                    env,
+                    Integer(from),
+                    Integer(14 * 86_400),
+                    Integer(exclude),
+                    Integer(now),
+                    Integer(now - now.rem_euclid(86_400)),
+                ],
+                _ => vec![svc, env],
+            };
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |_| Ok(()))
+                .unwrap()
+                .count();
+            assert!(rows > 0, "{name} found nothing");
+            (*name, stmt.get_status(rusqlite::StatementStatus::VmStep))
+        })
+        .collect()
+}
+
+#[test]
+fn a_decision_does_the_same_work_at_1000_and_100000_changes() {
+    // What a decision reads does not grow with the history: whole days come from the
+    // tallies, and only the clock's own day, the window and the change being decided are
+    // read row by row. (Before the tallies, `closed_total` and `sprints` read every closed
+    // change and every change of the last sprints: 100 times the work here.)
+    let small = decision_work(1_000);
+    let large = decision_work(100_000);
+    for ((name, s), (_, l)) in small.iter().zip(&large) {
+        eprintln!("{name}: {s} VM steps at 1,000 changes, {l} at 100,000");
+        assert!(
+            f64::from(*l) <= f64::from(*s) * 1.05,
+            "{name}: {l} steps at 100,000 changes against {s} at 1,000"
+        );
+    }
+}
+
 #[test]
 fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
     for l in ledgers() {
@@ -475,6 +597,22 @@ fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
             .unwrap();
         assert_eq!(third.state, State::AwaitingApproval);
         assert_eq!(third.decision.unwrap().allowance_used, 2);
+        // Two days later the first day is a whole day counted in the tallies: the same.
+        let fourth = l
+            .run(
+                l.ledger
+                    .open(&facts("acme/api", 'd'), Some(&stale), None, at(3, 0)),
+            )
+            .unwrap()
+            .decision
+            .unwrap();
+        assert_eq!(
+            (fourth.kind, fourth.allowance_used),
+            (DecisionKind::NeedsApproval, 2),
+            "{}",
+            l.name
+        );
+        l.assert_counts_agree();
     }
 }
 

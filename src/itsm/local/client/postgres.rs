@@ -94,6 +94,70 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
     CREATE INDEX changes_by_closed ON changes(service_id, environment, closed_at, outcome) INCLUDE (id);",
     // 4 (SQLite's 5): where an imported change came from (`history import`).
     "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
+    // 5 (SQLite's 6): a decision's counts kept as they are written — per service,
+    // environment and UTC day of decision (`tallies`) and closed changes with an outcome
+    // (`totals`) — by a trigger in the transaction of every write to `changes`. The trigger
+    // first takes the service and environment's advisory lock (the one a deciding write
+    // holds already), so writes to the same counts queue in one order and never deadlock.
+    "CREATE TABLE tallies (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        succeeded INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        cancelled INTEGER NOT NULL,
+        pre_approved INTEGER NOT NULL,
+        emergency INTEGER NOT NULL,
+        PRIMARY KEY (service_id, environment, day)
+    );
+    CREATE TABLE totals (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        closed INTEGER NOT NULL,
+        PRIMARY KEY (service_id, environment)
+    );
+    INSERT INTO tallies
+        SELECT service_id, environment, decided_at - decided_at % 86400,
+            count(*) FILTER (WHERE outcome = 'success'), count(*) FILTER (WHERE outcome = 'failure'),
+            count(*) FILTER (WHERE outcome = 'cancelled'), sum(pre_approved), sum(emergency)
+        FROM changes WHERE decided_at IS NOT NULL GROUP BY 1, 2, 3;
+    INSERT INTO totals
+        SELECT service_id, environment, count(*) FROM changes
+        WHERE closed_at IS NOT NULL AND outcome IN ('success', 'failure') GROUP BY 1, 2;
+    CREATE FUNCTION changegate_tally(r changes, sign INTEGER) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended(r.service_id || E'\n' || r.environment, 0));
+        IF r.decided_at IS NOT NULL THEN
+            INSERT INTO tallies AS t VALUES (r.service_id, r.environment,
+                r.decided_at - r.decided_at % 86400,
+                sign * (r.outcome IS NOT DISTINCT FROM 'success')::int,
+                sign * (r.outcome IS NOT DISTINCT FROM 'failure')::int,
+                sign * (r.outcome IS NOT DISTINCT FROM 'cancelled')::int,
+                sign * r.pre_approved, sign * r.emergency)
+            ON CONFLICT (service_id, environment, day) DO UPDATE SET
+                succeeded = t.succeeded + EXCLUDED.succeeded, failed = t.failed + EXCLUDED.failed,
+                cancelled = t.cancelled + EXCLUDED.cancelled,
+                pre_approved = t.pre_approved + EXCLUDED.pre_approved,
+                emergency = t.emergency + EXCLUDED.emergency;
+        END IF;
+        IF r.closed_at IS NOT NULL AND r.outcome IN ('success', 'failure') THEN
+            INSERT INTO totals AS t VALUES (r.service_id, r.environment, sign)
+            ON CONFLICT (service_id, environment) DO UPDATE SET closed = t.closed + EXCLUDED.closed;
+        END IF;
+    END $$;
+    CREATE FUNCTION changegate_tally_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            PERFORM changegate_tally(OLD, -1);
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            PERFORM changegate_tally(NEW, 1);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tally AFTER INSERT OR DELETE
+        OR UPDATE OF service_id, environment, decided_at, outcome, pre_approved, emergency, closed_at
+        ON changes FOR EACH ROW EXECUTE FUNCTION changegate_tally_row();",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.

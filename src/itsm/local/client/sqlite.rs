@@ -87,6 +87,97 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: changes imported from the forge's deployment history (`history import`) say where
     // they came from (`github deployment 123`), so reports can tell them from the gate's.
     "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
+    // 6: what a decision reads, kept as it is written so that its cost does not grow with
+    // the history. `tallies` counts each service and environment's changes per UTC day of
+    // their decision (sprints start at midnight UTC and last whole days, so a sprint is a
+    // run of whole days); `totals` counts their closed changes with an outcome. Triggers
+    // keep both in the transaction of every write to `changes`, whichever command made it;
+    // the existing rows are counted once here.
+    "CREATE TABLE tallies (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        succeeded INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        cancelled INTEGER NOT NULL,
+        pre_approved INTEGER NOT NULL,
+        emergency INTEGER NOT NULL,
+        PRIMARY KEY (service_id, environment, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE totals (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        closed INTEGER NOT NULL,
+        PRIMARY KEY (service_id, environment)
+    ) WITHOUT ROWID;
+    INSERT INTO tallies
+        SELECT service_id, environment, decided_at - decided_at % 86400,
+            sum(outcome IS 'success'), sum(outcome IS 'failure'), sum(outcome IS 'cancelled'),
+            sum(pre_approved), sum(emergency)
+        FROM changes WHERE decided_at IS NOT NULL GROUP BY 1, 2, 3;
+    INSERT INTO totals
+        SELECT service_id, environment, count(*) FROM changes
+        WHERE closed_at IS NOT NULL AND outcome IN ('success', 'failure') GROUP BY 1, 2;
+    CREATE TRIGGER changes_tally_in AFTER INSERT ON changes BEGIN
+        INSERT INTO tallies
+            SELECT NEW.service_id, NEW.environment, NEW.decided_at - NEW.decided_at % 86400,
+                NEW.outcome IS 'success', NEW.outcome IS 'failure', NEW.outcome IS 'cancelled',
+                NEW.pre_approved, NEW.emergency
+            WHERE NEW.decided_at IS NOT NULL
+            ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+                failed = failed + excluded.failed, cancelled = cancelled + excluded.cancelled,
+                pre_approved = pre_approved + excluded.pre_approved,
+                emergency = emergency + excluded.emergency;
+        INSERT INTO totals
+            SELECT NEW.service_id, NEW.environment, 1
+            WHERE NEW.closed_at IS NOT NULL AND NEW.outcome IN ('success', 'failure')
+            ON CONFLICT DO UPDATE SET closed = closed + 1;
+    END;
+    CREATE TRIGGER changes_tally_out AFTER DELETE ON changes BEGIN
+        INSERT INTO tallies
+            SELECT OLD.service_id, OLD.environment, OLD.decided_at - OLD.decided_at % 86400,
+                -(OLD.outcome IS 'success'), -(OLD.outcome IS 'failure'),
+                -(OLD.outcome IS 'cancelled'), -OLD.pre_approved, -OLD.emergency
+            WHERE OLD.decided_at IS NOT NULL
+            ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+                failed = failed + excluded.failed, cancelled = cancelled + excluded.cancelled,
+                pre_approved = pre_approved + excluded.pre_approved,
+                emergency = emergency + excluded.emergency;
+        INSERT INTO totals
+            SELECT OLD.service_id, OLD.environment, -1
+            WHERE OLD.closed_at IS NOT NULL AND OLD.outcome IN ('success', 'failure')
+            ON CONFLICT DO UPDATE SET closed = closed - 1;
+    END;
+    CREATE TRIGGER changes_tally_moved
+        AFTER UPDATE OF service_id, environment, decided_at, outcome, pre_approved, emergency, closed_at
+        ON changes BEGIN
+        INSERT INTO tallies
+            SELECT OLD.service_id, OLD.environment, OLD.decided_at - OLD.decided_at % 86400,
+                -(OLD.outcome IS 'success'), -(OLD.outcome IS 'failure'),
+                -(OLD.outcome IS 'cancelled'), -OLD.pre_approved, -OLD.emergency
+            WHERE OLD.decided_at IS NOT NULL
+            ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+                failed = failed + excluded.failed, cancelled = cancelled + excluded.cancelled,
+                pre_approved = pre_approved + excluded.pre_approved,
+                emergency = emergency + excluded.emergency;
+        INSERT INTO tallies
+            SELECT NEW.service_id, NEW.environment, NEW.decided_at - NEW.decided_at % 86400,
+                NEW.outcome IS 'success', NEW.outcome IS 'failure', NEW.outcome IS 'cancelled',
+                NEW.pre_approved, NEW.emergency
+            WHERE NEW.decided_at IS NOT NULL
+            ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+                failed = failed + excluded.failed, cancelled = cancelled + excluded.cancelled,
+                pre_approved = pre_approved + excluded.pre_approved,
+                emergency = emergency + excluded.emergency;
+        INSERT INTO totals
+            SELECT OLD.service_id, OLD.environment, -1
+            WHERE OLD.closed_at IS NOT NULL AND OLD.outcome IN ('success', 'failure')
+            ON CONFLICT DO UPDATE SET closed = closed - 1;
+        INSERT INTO totals
+            SELECT NEW.service_id, NEW.environment, 1
+            WHERE NEW.closed_at IS NOT NULL AND NEW.outcome IN ('success', 'failure')
+            ON CONFLICT DO UPDATE SET closed = closed + 1;
+    END;",
 ];
 
 /// How long a ledger operation waits for another process's write to finish.
