@@ -40,7 +40,7 @@ struct Delivery<'a> {
 /// The server's variables a delivery's run keeps: its backend and secrets, the API base,
 /// logging. What a CI job would set (`GITHUB_*`, `CI_*`, inputs) is the delivery's to say,
 /// and the server's own GitHub credentials are not a repository's token.
-fn server_own(name: &str) -> bool {
+pub(super) fn server_own(name: &str) -> bool {
     if name == env::GITHUB_API_URL || name == env::GITHUB_SERVER_URL {
         return true;
     }
@@ -54,6 +54,7 @@ fn server_own(name: &str) -> bool {
         env::GITHUB_APP_PRIVATE_KEY,
         env::CHANGEGATE_GITHUB_TOKEN,
         env::WEBHOOK_SECRET,
+        env::GITLAB_WEBHOOK_TOKEN,
         env::ENVIRONMENT,
         env::SERVICE,
         env::CONFIG,
@@ -111,7 +112,11 @@ async fn token(server: &Server, d: &Delivery<'_>) -> Result<SecretString> {
         .context("the payload's repository.full_name is not owner/name")?;
     let budget = Budget::default();
     let http = HttpClient::new("GitHub", &budget)?;
-    forge::installation_token(&http, &server.api_url, &server.app, d.installation, name)
+    let app = server
+        .app
+        .as_ref()
+        .context("this server has no GitHub App (CHANGEGATE_GITHUB_APP_ID)")?;
+    forge::installation_token(&http, &server.api_url, app, d.installation, name)
         .await
         .context("cannot act as the GitHub App on this repository")
 }

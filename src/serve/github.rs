@@ -156,9 +156,13 @@ pub(super) async fn webhook(
 }
 
 async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8], event: &str) -> Answer {
-    // Before anything else: an unsigned body is not read at all.
+    // Before anything else: an unsigned body is not read at all (and a server without a
+    // GitHub secret takes no GitHub delivery).
+    let Some(secret) = &server.secret else {
+        return Answer::Unauthorized;
+    };
     let signed = signature::valid(
-        server.secret.expose_secret().as_bytes(),
+        secret.expose_secret().as_bytes(),
         body,
         header(headers, "x-hub-signature-256"),
     );

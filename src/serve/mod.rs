@@ -17,6 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::env::{self, Snapshot, Vars};
@@ -26,6 +27,7 @@ use crate::settings::{ForgeSettings, GithubApp, GlobalArgs, Settings};
 
 mod deployment;
 mod github;
+mod gitlab;
 mod metrics;
 mod signature;
 
@@ -46,6 +48,11 @@ pub struct ServeArgs {
     /// Log lines as text, or as JSON objects (one a line) for a log collector.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How often the GitLab projects watched are asked for deployments waiting for
+    /// approval (besides at once on each deployment or job hook).
+    #[arg(long, env = env::GITLAB_POLL, value_name = "DURATION", default_value = "30s",
+          value_parser = gitlab::parse_poll)]
+    pub gitlab_poll: Duration,
 }
 
 /// `--log-format`.
@@ -66,12 +73,17 @@ pub(crate) struct Server {
     /// The server's backend, for what it keeps between deliveries.
     store: Box<dyn Backend>,
     workdir: PathBuf,
-    secret: SecretString,
-    app: GithubApp,
+    /// GitHub's webhook secret and App; `None` when the server answers GitLab only.
+    secret: Option<SecretString>,
+    app: Option<GithubApp>,
     api_url: String,
+    /// GitLab deployment approvals; `None` when the server answers GitHub only.
+    gitlab: Option<gitlab::Gitlab>,
     metrics: metrics::Metrics,
     /// Work acknowledged and still under way: drained on shutdown.
     tasks: TaskTracker,
+    /// Cancelled when the server stops: background loops (the GitLab poll) end.
+    stop: CancellationToken,
 }
 
 impl Server {
@@ -94,18 +106,22 @@ pub async fn run(
     env: Snapshot,
     workdir: PathBuf,
 ) -> Result<Exit> {
-    let server = Arc::new(prepare(global, env, workdir)?);
+    let server = Arc::new(prepare(global, env, workdir, args.gitlab_poll)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} ({})", args.listen, env::LISTEN))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "changegate serve listening on {local}");
     resume_held(&server).await?;
+    if server.gitlab.is_some() {
+        tokio::spawn(gitlab::poll_forever(server.clone()));
+    }
     let app = router(server.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the server stopped")?;
+    server.stop.cancel();
     server.tasks.close();
     if tokio::time::timeout(DRAIN, server.tasks.wait())
         .await
@@ -123,23 +139,48 @@ pub async fn run(
 
 /// The server's settings, checked before it listens: a server that cannot verify
 /// signatures, authenticate as the App or keep its waits does not start (fail closed).
-fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server> {
-    let Some(secret) = env.get(env::WEBHOOK_SECRET) else {
-        bail!(
-            "{} is not set: serve verifies every webhook with the secret the GitHub App was given",
-            env::WEBHOOK_SECRET
-        );
-    };
+/// It answers GitHub when any of the App's variables is set (then all must be), GitLab
+/// when `CHANGEGATE_GITLAB_URL` or its webhook token is set (then all must be), and at
+/// least one of them.
+fn prepare(
+    global: GlobalArgs,
+    env: Snapshot,
+    workdir: PathBuf,
+    gitlab_poll: Duration,
+) -> Result<Server> {
     let forge = ForgeSettings::resolve(&env, None);
-    let Some(app) = forge.github_app.clone() else {
-        bail!(
-            "serve acts as a GitHub App: set {} and {}",
-            env::GITHUB_APP_ID,
-            env::GITHUB_APP_PRIVATE_KEY
-        );
+    let gitlab = gitlab::Gitlab::from_env(&env, gitlab_poll)?;
+    let github_named = [
+        env::WEBHOOK_SECRET,
+        env::GITHUB_APP_ID,
+        env::GITHUB_APP_PRIVATE_KEY,
+    ]
+    .iter()
+    .any(|name| env.get(name).is_some());
+    let (secret, app) = if github_named || gitlab.is_none() {
+        let Some(secret) = env.get(env::WEBHOOK_SECRET) else {
+            bail!(
+                "{} is not set: serve verifies every GitHub webhook with the secret the GitHub \
+                 App was given (for GitLab deployment approvals, set {}, {} and {})",
+                env::WEBHOOK_SECRET,
+                env::GITLAB_URL,
+                env::GITLAB_TOKEN,
+                env::GITLAB_WEBHOOK_TOKEN
+            );
+        };
+        let Some(app) = forge.github_app.clone() else {
+            bail!(
+                "serve acts as a GitHub App: set {} and {}",
+                env::GITHUB_APP_ID,
+                env::GITHUB_APP_PRIVATE_KEY
+            );
+        };
+        // The App key must sign before the first delivery needs it.
+        crate::forge::check_app_key(&app).context("the GitHub App key cannot sign")?;
+        (Some(SecretString::from(secret)), Some(app))
+    } else {
+        (None, None)
     };
-    // The App key must sign before the first delivery needs it.
-    crate::forge::check_app_key(&app).context("the GitHub App key cannot sign")?;
     let settings = Settings::resolve_with(&global, &env, &workdir, None, None)?;
     if settings.dry_run {
         bail!("serve does not take --dry-run: GitHub waits for a real answer");
@@ -160,10 +201,12 @@ fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server
         settings,
         store,
         workdir,
-        secret: SecretString::from(secret),
+        secret,
         app,
+        gitlab,
         metrics: metrics::Metrics::new(),
         tasks: TaskTracker::new(),
+        stop: CancellationToken::new(),
     })
 }
 
@@ -181,9 +224,19 @@ async fn resume_held(server: &Arc<Server>) -> Result<()> {
         );
     }
     for wait in held {
-        server
-            .tasks
-            .spawn(deployment::protect(server.clone(), wait));
+        match wait.forge.as_str() {
+            "github" => {
+                server
+                    .tasks
+                    .spawn(deployment::protect(server.clone(), wait));
+            }
+            gitlab::FORGE if server.gitlab.is_some() => {
+                server.tasks.spawn(gitlab::protect(server.clone(), wait));
+            }
+            // The projects watched are read by the poll; a GitLab wait without GitLab
+            // configured stays held for a server that has it.
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -194,6 +247,7 @@ fn router(server: Arc<Server>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/webhooks/github", post(github::webhook))
+        .route("/webhooks/gitlab", post(gitlab::webhook))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .with_state(server)
@@ -209,7 +263,15 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
         Ok(waits) => waits.held().await.map(|_| ()),
         Err(e) => Err(e),
     };
-    match backend.and_then(|()| crate::forge::check_app_key(&server.app)) {
+    let forge = match &server.app {
+        Some(app) => crate::forge::check_app_key(app),
+        None => Ok(()),
+    };
+    let gitlab = match &server.gitlab {
+        Some(gitlab) => gitlab.ready().await,
+        None => Ok(()),
+    };
+    match backend.and(forge).and(gitlab) {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!("not ready: {e:#}");

@@ -12,6 +12,7 @@ mod jira;
 mod ledgers;
 mod report;
 mod serve;
+mod serve_gitlab;
 mod servicenow;
 mod settings;
 mod simulate;

@@ -25,9 +25,9 @@ const TOKEN: &str = "ghs_serveInstallationToken0123";
 const CALLBACK: &str =
     "/repos/Codertocat/Hello-World/actions/runs/1234567890/deployment_protection_rule";
 /// Pre-approves a first change: no track record needed.
-const PRE_APPROVE: &str = "[policy]\nmin_history = 0\n";
+pub(crate) const PRE_APPROVE: &str = "[policy]\nmin_history = 0\n";
 /// A first change needs approval (the default track record is not there).
-fn needs_approval(timeout: &str) -> String {
+pub(crate) fn needs_approval(timeout: &str) -> String {
     format!("[approval]\ntimeout = \"{timeout}\"\npoll = \"1s\"\n")
 }
 
@@ -235,9 +235,9 @@ impl FakeGitHub {
 // ---------------------------------------------------------------------------------------
 // The server process.
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -247,19 +247,26 @@ impl Serve {
     }
 
     fn start_with(dir: &Path, api: &str, extra: &[(&str, &str)]) -> Serve {
+        let key = fixture("github-app-test-key.pem");
+        let mut vars = vec![
+            ("GITHUB_API_URL", api),
+            ("CHANGEGATE_WEBHOOK_SECRET", SECRET),
+            ("CHANGEGATE_GITHUB_APP_ID", APP_ID),
+            ("CHANGEGATE_GITHUB_APP_PRIVATE_KEY", key.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        Self::start_env(dir, &vars)
+    }
+
+    /// A server with only the ledger and `vars` set.
+    pub(crate) fn start_env(dir: &Path, vars: &[(&str, &str)]) -> Serve {
+        let extra = vars;
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("changegate"));
         cmd.current_dir(dir);
         for key in machine_ci_vars() {
             cmd.env_remove(key);
         }
         cmd.env("NO_COLOR", "1")
-            .env("GITHUB_API_URL", api)
-            .env("CHANGEGATE_WEBHOOK_SECRET", SECRET)
-            .env("CHANGEGATE_GITHUB_APP_ID", APP_ID)
-            .env(
-                "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
-                fixture("github-app-test-key.pem"),
-            )
             .env("CHANGEGATE_LEDGER", ledger(dir))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
@@ -292,12 +299,12 @@ impl Serve {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> Option<i32> {
+    pub(crate) fn stop(mut self) -> Option<i32> {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let started = Instant::now();
@@ -321,7 +328,7 @@ impl Drop for Serve {
     }
 }
 
-fn ledger(dir: &Path) -> PathBuf {
+pub(crate) fn ledger(dir: &Path) -> PathBuf {
     dir.join("ledger.db")
 }
 
@@ -377,7 +384,7 @@ async fn signed(serve: &Serve, event: &str, delivery: &str, body: &[u8]) -> u16 
 }
 
 /// Rows of the ledger's changes: (id, state, outcome).
-fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
+pub(crate) fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
     let conn = rusqlite::Connection::open(ledger(dir)).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, state, outcome FROM changes ORDER BY id")
@@ -388,13 +395,13 @@ fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
         .collect()
 }
 
-async fn get(serve: &Serve, route: &str) -> (u16, String) {
+pub(crate) async fn get(serve: &Serve, route: &str) -> (u16, String) {
     let res = reqwest::get(format!("{}{route}", serve.url)).await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
 /// The value of one sample of the Prometheus text, `None` when absent.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(series)?
             .strip_prefix(' ')?
@@ -625,7 +632,7 @@ async fn waiting(dir: &Path, gh: &FakeGitHub) -> Serve {
     serve
 }
 
-fn decide_by_hand(dir: &Path, verb: &str) {
+pub(crate) fn decide_by_hand(dir: &Path, verb: &str) {
     changegate(dir)
         .env("CHANGEGATE_LEDGER", ledger(dir))
         .args([
