@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use measure::{Ratio, interleaved, measure, median, ms, print_ratios};
+use measure::{Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios};
 
 const CHANGES: u64 = 100_000;
 const SMALL: u64 = 1_000;
@@ -43,6 +43,62 @@ const TARGET_GROWTH: f64 = 3.5;
 /// later is 4×.
 const TARGET_STARTUP: f64 = 20.0;
 const TARGET_RSS_KB: u64 = 30 * 1024;
+/// Start-up: a decision on the 1,000-change ledger against `--version`, at most this many
+/// times as long (the performance issue's target 3).
+const TARGET_DECISION_STARTUP: f64 = 4.0;
+/// Child processes of one local gate (target 2: at most one, the pull request pipeline's
+/// `git fetch`, which a local gate never needs).
+const TARGET_CHILDREN: f64 = 1.0;
+/// Peak RSS of any gate (target 6).
+const TARGET_GATE_RSS_KB: u64 = 12 * 1024;
+/// The stripped release binary (target 7), in bytes.
+const TARGET_BINARY_BYTES: u64 = 8_000_000;
+
+/// The `git` calls one `gate --dry-run` makes in `workdir`, counted by a `git` on `PATH`
+/// that logs its arguments and runs the real one; and whether the same gate with no git on
+/// `PATH` at all prints the same decision.
+fn git_children(make: &dyn Fn(Option<&std::ffi::OsStr>) -> std::process::Command) -> (usize, bool) {
+    let shim = tempfile::tempdir().expect("tempdir");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path)
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())
+        .expect("git on PATH");
+    let log = shim.path().join("calls.log");
+    let script = shim.path().join("git");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    )
+    .expect("write the shim");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut with_shim = std::ffi::OsString::from(shim.path());
+    with_shim.push(":");
+    with_shim.push(&path);
+    let counted = make(Some(&with_shim)).output().expect("gate runs");
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let without = make(Some(empty.path().as_os_str()))
+        .output()
+        .expect("gate runs");
+    let decision = |out: &std::process::Output| {
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (
+            doc["decision"].clone(),
+            doc["rules"].clone(),
+            out.status.code(),
+        )
+    };
+    (calls, decision(&counted) == decision(&without))
+}
 
 fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
     let db =
@@ -250,6 +306,69 @@ fn main() {
         }
     );
     if !met || peak >= TARGET_RSS_KB {
+        println!("  (a target was missed)");
+    }
+
+    let small_decision = {
+        let (_, _, out) = measure(gate_small());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["decision"]
+            .clone()
+    };
+    let (children, same_without_git) = git_children(&|path| {
+        let mut cmd = gate_small();
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        cmd
+    });
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "\nthe performance issue's targets 2, 3, 6 and 7 (the 1,000-change decision is {small_decision}; \
+         the same decision with no git on PATH: {}):",
+        if same_without_git { "yes" } else { "NO" }
+    );
+    let startup = Ratio {
+        name: "start-up: gate on 1,000 changes / --version".into(),
+        value: small_med,
+        baseline: version_med,
+        target: TARGET_DECISION_STARTUP,
+    };
+    let rss = peak.max(small_peak);
+    let figures_met = print_figures(&[
+        Figure {
+            name: "child processes of one local gate --dry-run".into(),
+            shown: children.to_string(),
+            value: children as f64,
+            target_shown: format!("{TARGET_CHILDREN}"),
+            target: TARGET_CHILDREN,
+        },
+        Figure {
+            name: format!(
+                "start-up: gate on 1,000 changes / --version ({} / {})",
+                ms(small_med),
+                ms(version_med)
+            ),
+            shown: format!("{:.2}×", startup.ratio()),
+            value: startup.ratio(),
+            target_shown: format!("{TARGET_DECISION_STARTUP}×"),
+            target: TARGET_DECISION_STARTUP,
+        },
+        Figure {
+            name: "peak RSS of gate (1,000 and 100,000 changes)".into(),
+            shown: format!("{:.1} MB", rss as f64 / 1024.0),
+            value: rss as f64,
+            target_shown: format!("{} MB", TARGET_GATE_RSS_KB / 1024),
+            target: TARGET_GATE_RSS_KB as f64,
+        },
+        Figure {
+            name: "stripped release binary".into(),
+            shown: format!("{size} B"),
+            value: size as f64,
+            target_shown: format!("{TARGET_BINARY_BYTES} B"),
+            target: TARGET_BINARY_BYTES as f64,
+        },
+    ]);
+    if !figures_met || !same_without_git {
         println!("  (a target was missed)");
     }
     query_plans(&ledger, head_id, now);

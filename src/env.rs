@@ -97,6 +97,8 @@ pub const INPUT_JIRA_PROJECT: &str = "INPUT_JIRA-PROJECT";
 pub const INPUT_CHANGE: &str = "INPUT_CHANGE";
 pub const INPUT_BY: &str = "INPUT_BY";
 pub const INPUT_COMMENT: &str = "INPUT_COMMENT";
+pub const INPUT_FROM: &str = "INPUT_FROM";
+pub const INPUT_SINCE: &str = "INPUT_SINCE";
 
 // GitLab CI.
 pub const GITLAB_CI: &str = "GITLAB_CI";
@@ -207,6 +209,8 @@ pub const ALL: &[&str] = &[
     INPUT_CHANGE,
     INPUT_BY,
     INPUT_COMMENT,
+    INPUT_FROM,
+    INPUT_SINCE,
     GITLAB_CI,
     CI_API_V4_URL,
     CI_PROJECT_PATH,

@@ -270,6 +270,90 @@ pub struct HttpClient {
     budget: Budget,
 }
 
+/// The TLS set-up of every client: rustls with the platform verifier (the system's CA
+/// store, `SSL_CERT_FILE` and `SSL_CERT_DIR` honoured, so a corporate CA is trusted), whose
+/// store is loaded on the first certificate it checks: a run that makes no `https` request
+/// (a dry run, a plain-HTTP ITSM) never reads the system's CA certificates.
+fn tls_config() -> Result<rustls::ClientConfig, HttpError> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = Arc::new(LazyVerifier {
+        provider: provider.clone(),
+        inner: std::sync::OnceLock::new(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Build(format!("TLS set-up: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The platform verifier, built (and the CA store read) when the first server certificate
+/// is checked; a store that cannot be read fails that handshake, and every later one.
+#[derive(Debug)]
+struct LazyVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: std::sync::OnceLock<Result<Arc<rustls_platform_verifier::Verifier>, rustls::Error>>,
+}
+
+impl LazyVerifier {
+    fn verifier(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.inner
+            .get_or_init(|| {
+                rustls_platform_verifier::Verifier::new(self.provider.clone()).map(Arc::new)
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 pub const USER_AGENT: &str = concat!("changegate/", env!("CARGO_PKG_VERSION"));
 
 /// A request that timed out is tried once more, never more: a remote that is silent twice
@@ -282,6 +366,7 @@ impl HttpClient {
     /// as reqwest reads them.
     pub fn new(service: &'static str, budget: &Budget) -> Result<Self, HttpError> {
         let inner = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config()?)
             .user_agent(USER_AGENT)
             .connect_timeout(budget.request_timeout.min(Duration::from_secs(10)))
             // Requests sent through `send` get their own, shorter timeout when the budget is

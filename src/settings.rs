@@ -503,6 +503,22 @@ impl Settings {
         })
     }
 
+    /// Where `serve` keeps what must outlive a delivery (the deliveries it has claimed, the
+    /// deployments waiting for their answer) when the backend is an ITSM, which offers no
+    /// atomic claim: the PostgreSQL ledger at `CHANGEGATE_DATABASE_URL` when it is set (any
+    /// number of replicas share it), else the local ledger file (one replica). The changes
+    /// themselves stay in the ITSM.
+    pub fn serve_state_config(&self) -> Result<BackendConfig> {
+        Ok(if self.env.get(env::DATABASE_URL).is_some() {
+            BackendConfig::Postgres(self.postgres_access()?)
+        } else {
+            self.check_ledger_path()?;
+            BackendConfig::Local(LocalConfig {
+                path: self.ledger_path.clone(),
+            })
+        })
+    }
+
     /// The PostgreSQL ledger's URL, from `CHANGEGATE_DATABASE_URL` only (a secret never
     /// belongs in a file or on the command line).
     fn postgres_access(&self) -> Result<PostgresConfig> {

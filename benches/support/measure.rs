@@ -134,3 +134,47 @@ pub fn interleaved(runs: usize, commands: &[&dyn Fn() -> Command]) -> Vec<(Vec<D
     }
     results
 }
+
+/// A figure against its target (at most): the verdict is their ratio, `value / target`,
+/// met at 1 or below. For counts and sizes that do not depend on the machine's speed.
+pub struct Figure {
+    pub name: String,
+    /// The figure as printed (with its unit).
+    pub shown: String,
+    pub value: f64,
+    /// The target as printed.
+    pub target_shown: String,
+    pub target: f64,
+}
+
+impl Figure {
+    pub fn ratio(&self) -> f64 {
+        self.value / self.target.max(1e-9)
+    }
+
+    pub fn met(&self) -> bool {
+        self.value <= self.target
+    }
+}
+
+/// Prints the figures' table (figure, target, ratio, verdict); returns whether every one
+/// was met.
+pub fn print_figures(figures: &[Figure]) -> bool {
+    println!(
+        "\n  {:<66} {:>12} {:>12} {:>8}  verdict",
+        "figure", "value", "target", "ratio"
+    );
+    let mut all = true;
+    for f in figures {
+        all &= f.met();
+        println!(
+            "  {:<66} {:>12} {:>12} {:>7.2}×  {}",
+            f.name,
+            f.shown,
+            format!("≤ {}", f.target_shown),
+            f.ratio(),
+            if f.met() { "met" } else { "MISSED" }
+        );
+    }
+    all
+}

@@ -29,7 +29,12 @@ pub const COMMANDS: &[&str] = &[
     "config check",
     "approve",
     "reject",
+    "history import",
 ];
+
+/// Another name of `history import` in the `command` input, as the README's first-run
+/// step writes it.
+pub const IMPORT_HISTORY: &str = "import-history";
 
 /// Inputs that become the global flag of the same name.
 const GLOBAL: &[(&str, &str)] = &[
@@ -62,6 +67,8 @@ const SPECIFIC: &[(&str, &str, &str, &[&str])] = &[
         "--comment",
         &["approve", "reject"],
     ),
+    (env::INPUT_FROM, "from", "--from", &["history import"]),
+    (env::INPUT_SINCE, "since", "--since", &["history import"]),
 ];
 
 /// An action input that cannot be turned into a command line.
@@ -98,7 +105,10 @@ pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>,
     let Some(raw) = vars.get(env::INPUT_COMMAND) else {
         return Ok(None);
     };
-    let words: Vec<&str> = raw.split_whitespace().collect();
+    let mut words: Vec<&str> = raw.split_whitespace().collect();
+    if words == [IMPORT_HISTORY] {
+        words = vec!["history", "import"];
+    }
     let command = words.join(" ");
     if !COMMANDS.contains(&command.as_str()) {
         return Err(InputError::UnknownCommand(raw));
@@ -150,6 +160,10 @@ pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>,
     if command == "record" && value(env::INPUT_OUTCOME).is_none() {
         return Err(InputError::MissingOutcome);
     }
+    // The action runs on GitHub: its history is GitHub's unless `from` says otherwise.
+    if command == "history import" && value(env::INPUT_FROM).is_none() {
+        args.push("--from=github".into());
+    }
     Ok(Some(args))
 }
 
@@ -171,6 +185,42 @@ mod tests {
                     .collect()
             })
         })
+    }
+
+    #[test]
+    fn import_history_reads_github_by_default() {
+        for command in ["history import", "import-history"] {
+            assert_eq!(
+                run(&[
+                    ("INPUT_COMMAND", command),
+                    ("INPUT_SINCE", "2025-01-01"),
+                    ("INPUT_DRY-RUN", "true"),
+                ])
+                .unwrap()
+                .unwrap(),
+                [
+                    "changegate",
+                    "history",
+                    "import",
+                    "--dry-run",
+                    "--since=2025-01-01",
+                    "--from=github"
+                ]
+            );
+        }
+        assert_eq!(
+            run(&[
+                ("INPUT_COMMAND", "history import"),
+                ("INPUT_FROM", "gitlab")
+            ])
+            .unwrap()
+            .unwrap(),
+            ["changegate", "history", "import", "--from=gitlab"]
+        );
+        assert!(matches!(
+            run(&[("INPUT_COMMAND", "gate"), ("INPUT_FROM", "github")]),
+            Err(InputError::NotForCommand { input: "from", .. })
+        ));
     }
 
     #[test]
@@ -391,7 +441,7 @@ mod tests {
         // Every input the action documents applies to `gate`, and the backend's to every
         // command that reads change records; the ledger's own commands take the ledger's.
         for command in COMMANDS {
-            if ["approve", "reject"].contains(command) {
+            if ["approve", "reject", "history import"].contains(command) {
                 let ledger = [
                     ("INPUT_COMMAND", *command),
                     ("INPUT_BACKEND", "local"),

@@ -21,6 +21,7 @@ mod approve;
 mod change;
 mod config;
 mod gate;
+mod history;
 mod incident;
 mod ledger;
 mod policy;
@@ -84,6 +85,10 @@ pub enum Command {
     /// migrates it when needed).
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Ledgers only (local, postgres): `import` the forge's deployment history (GitHub
+    /// Deployments, GitLab deployments) as closed changes, so the trust ramp starts from it.
+    #[command(subcommand)]
+    History(history::HistoryCommand),
 }
 
 impl Cli {
@@ -174,6 +179,7 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         Command::Approve(args) => approve::run(&ctx, &args, true).await,
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
         Command::Ledger(cmd) => ledger::run(&ctx, &cmd).await,
+        Command::History(cmd) => history::run(&ctx, &cmd).await,
         Command::Config(_) | Command::Serve(_) => Ok(Exit::Error),
     }
 }

@@ -327,6 +327,45 @@ pub fn migrated(settings: &Settings, m: &Migrated) -> Result<Exit> {
     Ok(Exit::Pass)
 }
 
+/// `history import`: `imported N deployments in M requests`, and what was left out.
+pub fn imported(settings: &Settings, i: &crate::flow::import::Imported) -> Result<Exit> {
+    for warning in &i.warnings {
+        warn(settings, warning);
+    }
+    match settings.format {
+        Format::Json => console::json(i)?,
+        _ => {
+            let verb = if i.dry_run {
+                "would import"
+            } else {
+                "imported"
+            };
+            let mut text = format!(
+                "{verb} {} deployments in {} requests\n",
+                i.imported, i.requests
+            );
+            text.push_str(&format!(
+                "{} in {}, from {} ({}): {} success, {} failure, {} cancelled; {} already in the ledger, {} not finished (running or no status) skipped, {} deployments listed\n",
+                i.service,
+                i.environment,
+                i.from,
+                i.repository,
+                i.success,
+                i.failure,
+                i.cancelled,
+                i.already,
+                i.unfinished,
+                i.deployments
+            ));
+            if i.dry_run {
+                text.push_str("[dry run: nothing written]\n");
+            }
+            console::human(&text, settings.github_actions())?;
+        }
+    }
+    Ok(Exit::Pass)
+}
+
 pub fn linked(settings: &Settings, linked: &Linked) -> Result<Exit> {
     let s = settings;
     match s.format {

@@ -145,6 +145,13 @@ pub const COMMANDS: &[Uses] = &[
         ]],
         formats: &[Format::Text],
     },
+    // The forge's history into the ledger of this service and environment; the GitHub
+    // token reads the deployments.
+    Uses {
+        command: "history import",
+        options: &[LEDGER, WHICH, &["github_token"]],
+        formats: TEXT_JSON,
+    },
     // Migrating writes: a dry run has nothing to do.
     Uses {
         command: "ledger migrate",

@@ -16,8 +16,12 @@ use super::sprint::SprintCalendar;
 /// What the KPIs need to know about one change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeSummary {
+    /// When it was decided (an imported deployment: when it started).
     pub decided_at: DateTime<Utc>,
-    pub decision: DecisionKind,
+    /// `None` for a deployment imported from the forge's history (`history import`):
+    /// changegate made no decision on it. It counts in the deployment measures (deploys,
+    /// success and failure rates, frequency, restore), never in the decision ones.
+    pub decision: Option<DecisionKind>,
     /// Counted against the allowance: pre-approved and not an emergency.
     pub pre_approved: bool,
     pub emergency: bool,
@@ -73,6 +77,10 @@ impl Spread {
 pub struct Kpis {
     /// Changes decided.
     pub changes: u32,
+    /// Deployments imported from the forge's history (`history import`), not decided by
+    /// changegate: in the deployment measures below, not in `changes`.
+    #[serde(default)]
+    pub imported: u32,
     /// Pre-approved (emergencies excluded): the allowance used.
     pub pre_approved: u32,
     pub needs_approval: u32,
@@ -181,7 +189,7 @@ fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis
         .filter(|c| {
             matches!(
                 c.decision,
-                DecisionKind::NeedsApproval | DecisionKind::Blocked
+                Some(DecisionKind::NeedsApproval | DecisionKind::Blocked)
             )
         })
         .filter_map(|c| {
@@ -194,10 +202,11 @@ fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis
         .filter_map(|c| Some((c.deployed()? - c.first_commit_at?).num_seconds().max(0)))
         .collect();
     Kpis {
-        changes: u32::try_from(changes.len()).unwrap_or(u32::MAX),
+        changes: count(&|c| c.decision.is_some()),
+        imported: count(&|c| c.decision.is_none()),
         pre_approved: count(&|c| c.pre_approved),
-        needs_approval: count(&|c| c.decision == DecisionKind::NeedsApproval),
-        blocked: count(&|c| c.decision == DecisionKind::Blocked),
+        needs_approval: count(&|c| c.decision == Some(DecisionKind::NeedsApproval)),
+        blocked: count(&|c| c.decision == Some(DecisionKind::Blocked)),
         emergency: count(&|c| c.emergency),
         approval_wait: Spread::of(approval_wait),
         deployments,
@@ -291,7 +300,7 @@ mod tests {
     fn pre(at: i64, outcome: Outcome) -> ChangeSummary {
         ChangeSummary {
             decided_at: t(at),
-            decision: DecisionKind::PreApproved,
+            decision: Some(DecisionKind::PreApproved),
             pre_approved: true,
             emergency: false,
             approved_at: None,
@@ -305,7 +314,7 @@ mod tests {
     /// A change that needed approval, approved `wait` seconds after its decision.
     fn approved(at: i64, wait: i64, outcome: Outcome) -> ChangeSummary {
         ChangeSummary {
-            decision: DecisionKind::NeedsApproval,
+            decision: Some(DecisionKind::NeedsApproval),
             pre_approved: false,
             approved_at: Some(t(at + wait)),
             deployed_at: Some(t(at + wait + 60)),
@@ -349,7 +358,7 @@ mod tests {
             ..pre(5 * D, Outcome::Success)
         };
         let blocked = ChangeSummary {
-            decision: DecisionKind::Blocked,
+            decision: Some(DecisionKind::Blocked),
             pre_approved: false,
             deployed_at: None,
             outcome: Some(Outcome::Cancelled),
@@ -463,6 +472,33 @@ mod tests {
         assert_eq!(table.total.changes, 4);
         assert_eq!(table.total.deployment_frequency_per_day, 4.0 / 17.5);
         assert_eq!(table.total.success_rate, Some(2.0 / 4.0));
+    }
+
+    #[test]
+    fn imported_deployments_count_as_deployments_not_as_decisions() {
+        let imported = |at: i64, outcome| ChangeSummary {
+            decision: None,
+            pre_approved: false,
+            first_commit_at: None,
+            ..pre(at, outcome)
+        };
+        let changes = vec![
+            imported(H, Outcome::Success),
+            imported(2 * H, Outcome::Failure),
+            pre(3 * H, Outcome::Success),
+        ];
+        let table = compute(&KpiInput {
+            calendar: cal(),
+            sprints: 0..=0,
+            now: t(14 * D),
+            changes: &changes,
+            allowance: &BTreeMap::new(),
+        });
+        let k = &table.sprints[0].kpis;
+        assert_eq!((k.changes, k.imported, k.pre_approved), (1, 2, 1));
+        assert_eq!((k.deployments, k.succeeded, k.failed), (3, 2, 1));
+        assert_eq!(k.needs_approval + k.blocked, 0);
+        assert_eq!(k.time_to_restore.count, 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod approval;
 pub mod change;
 pub mod decision;
 pub mod history;
+pub mod imported;
 pub mod kpi;
 pub mod policy;
 pub mod ramp;

@@ -17,6 +17,7 @@ use crate::settings::Settings;
 
 pub mod change;
 pub mod gate;
+pub mod import;
 pub mod ledger;
 pub mod policy;
 pub mod record;

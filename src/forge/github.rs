@@ -6,9 +6,13 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::github_api::{Api, ApiError};
+use chrono::{DateTime, Utc};
+
+use super::deployments::{Deployment, Listing};
+use super::github_api::{Api, ApiError, next_link};
 use super::{Annotation, Done, Forge, ForgeError, github_app};
 use crate::domain::ChangeFacts;
+use crate::domain::imported::ForgeStatus;
 use crate::pipeline::PlatformFiles;
 
 /// How the token's own comments are recognised, so that a comment someone else wrote with
@@ -193,6 +197,146 @@ pub(crate) async fn change_files(
         lines: complete.then_some(lines),
         complete,
     }))
+}
+
+#[derive(Deserialize)]
+struct ApiDeployment {
+    id: u64,
+    sha: String,
+    #[serde(default)]
+    environment: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct ApiStatus {
+    state: String,
+    created_at: DateTime<Utc>,
+}
+
+/// The deployment history of one repository on GitHub (`history import`): the listing, then
+/// each deployment's statuses, one request each (GitHub has no other way to give them).
+pub(crate) struct History {
+    gh: GitHub,
+}
+
+impl History {
+    /// The run's client for `repository` (`owner/repo`).
+    pub(crate) async fn connect(
+        forge: &Forge<'_>,
+        repository: &str,
+    ) -> Result<History, ForgeError> {
+        let (owner, repo) = repository
+            .split_once('/')
+            .ok_or_else(|| ForgeError::Repository(repository.to_string()))?;
+        Ok(History {
+            gh: GitHub::connect(forge, owner, repo).await?,
+        })
+    }
+
+    /// The deployments to `environment`, newest first, 100 a page; stops after the first
+    /// page that reaches back before `since` (GitHub lists deployments newest first) and
+    /// after `max_pages`. Each page adds one to `requests`.
+    pub(crate) async fn deployments(
+        &self,
+        environment: &str,
+        since: Option<DateTime<Utc>>,
+        max_pages: u32,
+        requests: &mut u32,
+    ) -> Result<Listing, ForgeError> {
+        let mut listing = Listing::default();
+        let mut next = Some(format!(
+            "{}/deployments?environment={}&per_page=100",
+            self.gh.repo_path(),
+            enc(environment)
+        ));
+        let mut pages = 0;
+        while let Some(page) = next.take() {
+            pages += 1;
+            *requests += 1;
+            let (headers, text) =
+                self.gh
+                    .api
+                    .call(Method::GET, &page, None)
+                    .await
+                    .map_err(|e| {
+                        let hint = hint(&e, "deployments: read");
+                        ForgeError::GitHub { source: e, hint }
+                    })?;
+            let batch: Vec<ApiDeployment> =
+                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
+                    source: ApiError::Decode {
+                        method: Method::GET,
+                        path: page.clone(),
+                        message: e.to_string(),
+                    },
+                    hint: String::new(),
+                })?;
+            // Newest first: once a page reaches back before `since`, later pages are older.
+            // A page that is not in that order says nothing of the next: read on.
+            let newest_first = batch.windows(2).all(|w| w[0].created_at >= w[1].created_at);
+            let reached = newest_first
+                && since.is_some_and(|since| batch.iter().any(|d| d.created_at < since));
+            listing
+                .deployments
+                .extend(batch.into_iter().map(|d| Deployment {
+                    id: d.id,
+                    sha: d.sha,
+                    environment: d.environment,
+                    created_at: d.created_at,
+                    statuses: None,
+                }));
+            if reached {
+                break;
+            }
+            next = next_link(&headers).and_then(|url| self.gh.api.same_origin_path(&url));
+            if next.is_some() && pages >= max_pages {
+                listing.cut_short = true;
+                break;
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The statuses of deployment `id`, every page (one request a page, counted).
+    pub(crate) async fn statuses(
+        &self,
+        id: u64,
+        requests: &mut u32,
+    ) -> Result<Vec<ForgeStatus>, ForgeError> {
+        let mut out = Vec::new();
+        let mut next = Some(format!(
+            "{}/deployments/{id}/statuses?per_page=100",
+            self.gh.repo_path()
+        ));
+        while let Some(page) = next.take() {
+            *requests += 1;
+            let (headers, text) =
+                self.gh
+                    .api
+                    .call(Method::GET, &page, None)
+                    .await
+                    .map_err(|e| {
+                        let hint = hint(&e, "deployments: read");
+                        ForgeError::GitHub { source: e, hint }
+                    })?;
+            let batch: Vec<ApiStatus> =
+                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
+                    source: ApiError::Decode {
+                        method: Method::GET,
+                        path: page.clone(),
+                        message: e.to_string(),
+                    },
+                    hint: String::new(),
+                })?;
+            out.extend(batch.into_iter().map(|s| ForgeStatus {
+                state: s.state,
+                at: s.created_at,
+            }));
+            next = next_link(&headers).and_then(|url| self.gh.api.same_origin_path(&url));
+        }
+        Ok(out)
+    }
 }
 
 /// A hint on the permission a refused call needs.

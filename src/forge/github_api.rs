@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use secrecy::SecretString;
@@ -109,7 +108,6 @@ impl Api {
             .map_err(|e| {
                 ApiError::Setup(format!("GITHUB_API_URL {base_url:?} is not usable: {e}"))
             })?
-            .add_retry_config(RetryConfig::None)
             .add_header(
                 reqwest::header::ACCEPT,
                 "application/vnd.github+json".to_string(),
@@ -310,7 +308,7 @@ impl Api {
 
     /// The path and query of a `Link` URL, when it points at our API: a link elsewhere is
     /// not followed (the token goes only where it was configured to go).
-    fn same_origin_path(&self, link: &str) -> Option<String> {
+    pub(crate) fn same_origin_path(&self, link: &str) -> Option<String> {
         let url = url::Url::parse(link).ok()?;
         if url.origin() != self.base.origin() {
             tracing::warn!(

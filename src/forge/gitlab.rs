@@ -10,8 +10,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use chrono::{DateTime, Utc};
+
+use super::deployments::{Deployment, Listing};
 use super::{Annotation, Done, Forge, ForgeError, api_message};
 use crate::domain::ChangeFacts;
+use crate::domain::imported::ForgeStatus;
 use crate::http::{HttpClient, HttpError};
 use crate::pipeline::PlatformFiles;
 
@@ -231,6 +235,129 @@ pub(crate) async fn change_files(
     }))
 }
 
+#[derive(Deserialize)]
+struct ApiEnvironment {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ApiDeployment {
+    id: u64,
+    sha: String,
+    #[serde(default)]
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+    environment: Option<ApiEnvironment>,
+}
+
+/// The deployment history of one project on GitLab (`history import`): one listing, each
+/// deployment with its status (its last change is `updated_at`).
+pub(crate) struct History<'f> {
+    gl: GitLab<'f>,
+}
+
+impl<'f> History<'f> {
+    /// The run's client for `project` (its path), with `CHANGEGATE_GITLAB_TOKEN` and
+    /// `CI_API_V4_URL`.
+    pub(crate) fn connect(forge: &'f Forge<'_>, project: &str) -> anyhow::Result<History<'f>> {
+        let settings = forge.settings();
+        let token = settings.forge.gitlab_token.clone().ok_or_else(|| {
+            anyhow::anyhow!("no GitLab token to read the deployments of {project} with: set CHANGEGATE_GITLAB_TOKEN (read_api scope)")
+        })?;
+        let api = settings.forge.gitlab_api_url.clone().ok_or_else(|| {
+            anyhow::anyhow!("no GitLab API URL: set CI_API_V4_URL (e.g. https://gitlab.com/api/v4)")
+        })?;
+        Ok(History {
+            gl: GitLab {
+                http: forge.gitlab_http()?,
+                api,
+                token,
+                project: enc(project),
+                me: None,
+            },
+        })
+    }
+
+    /// The deployments to `environment`, last updated first, 100 a page, while
+    /// `x-next-page` names a page and at most `max_pages`; with `since`, only those updated
+    /// since (a deployment started later was updated later too). Sorted by `updated_at`
+    /// because GitLab (16.0 on) refuses `updated_after` with any other order ("`updated_at`
+    /// filter requires `updated_at` sort"). Each page adds one to `requests`.
+    pub(crate) async fn deployments(
+        &self,
+        environment: &str,
+        since: Option<DateTime<Utc>>,
+        max_pages: u32,
+        requests: &mut u32,
+    ) -> Result<Listing, ForgeError> {
+        let mut path = format!(
+            "{}/deployments?environment={}&order_by=updated_at&sort=desc",
+            self.gl.project_path(),
+            enc(environment)
+        );
+        if let Some(since) = since {
+            path.push_str(&format!(
+                "&updated_after={}",
+                enc(&since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            ));
+        }
+        let mut listing = Listing::default();
+        let mut page = 1;
+        loop {
+            let paged = format!("{path}&per_page=100&page={page}");
+            *requests += 1;
+            let fail = |source: HttpError| ForgeError::GitLab {
+                message: describe(&source),
+                source,
+            };
+            let response = self
+                .gl
+                .send(Method::GET, &paged, None)
+                .await
+                .map_err(fail)?;
+            let status = response.status();
+            let next = response
+                .headers()
+                .get("x-next-page")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            let text = response.text().await.unwrap_or_default();
+            let batch: Vec<ApiDeployment> = serde_json::from_str(&text).map_err(|e| {
+                fail(HttpError::Status {
+                    service: "GitLab",
+                    method: Method::GET,
+                    path: paged.clone(),
+                    status,
+                    body: format!("unexpected answer: {e}"),
+                })
+            })?;
+            listing.deployments.extend(batch.into_iter().map(|d| {
+                let at = d.updated_at.unwrap_or(d.created_at);
+                Deployment {
+                    id: d.id,
+                    sha: d.sha,
+                    environment: d.environment.map(|e| e.name).unwrap_or_default(),
+                    created_at: d.created_at,
+                    statuses: Some(vec![ForgeStatus {
+                        state: d.status,
+                        at,
+                    }]),
+                }
+            }));
+            match next {
+                Some(n) if n > page && page < max_pages => page = n,
+                Some(n) if n > page => {
+                    listing.cut_short = true;
+                    return Ok(listing);
+                }
+                _ => return Ok(listing),
+            }
+        }
+    }
+}
+
 impl GitLab<'_> {
     fn request(&self, client: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
         let mut headers = HeaderMap::new();
@@ -424,7 +551,7 @@ pub struct Project {
 
 /// A deployment (`GET /projects/:id/deployments`), the part a server reads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct Deployment {
+pub struct BlockedDeployment {
     pub id: u64,
     pub sha: String,
     #[serde(rename = "ref", default)]
@@ -452,6 +579,24 @@ pub struct DeploymentUser {
 pub struct Deployable {
     #[serde(default)]
     pub pipeline: Option<Pipeline>,
+    /// The deployed commit, as the deploy job's `CI_COMMIT_*` variables name it.
+    #[serde(default)]
+    pub commit: Option<DeployedCommit>,
+}
+
+/// The deployed commit of a deployment's job.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeployedCommit {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub author_name: Option<String>,
+    #[serde(default)]
+    pub author_email: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -509,7 +654,7 @@ impl<'h> Approvals<'h> {
     }
 
     /// The project's deployments waiting for approval (`status=blocked`), every page.
-    pub async fn blocked(&self, project: u64) -> Result<Vec<Deployment>, ApprovalsError> {
+    pub async fn blocked(&self, project: u64) -> Result<Vec<BlockedDeployment>, ApprovalsError> {
         let gl = self.on(&project.to_string());
         gl.all(&format!("{}/deployments?status=blocked", gl.project_path()))
             .await
@@ -521,7 +666,7 @@ impl<'h> Approvals<'h> {
         &self,
         project: u64,
         deployment: u64,
-    ) -> Result<Deployment, ApprovalsError> {
+    ) -> Result<BlockedDeployment, ApprovalsError> {
         let gl = self.on(&project.to_string());
         gl.json(
             Method::GET,

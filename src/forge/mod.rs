@@ -16,6 +16,7 @@ use crate::output::Report;
 use crate::pipeline::PlatformFiles;
 use crate::settings::Settings;
 
+pub mod deployments;
 pub mod github;
 mod github_api;
 mod github_app;
@@ -203,6 +204,8 @@ pub(crate) enum ForgeError {
     },
     #[error("no GitHub token")]
     NoToken,
+    #[error("the repository {0:?} is not of the form OWNER/NAME")]
+    Repository(String),
 }
 
 impl From<github_api::ApiError> for ForgeError {

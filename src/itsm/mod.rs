@@ -258,6 +258,12 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     fn waits(&self) -> Option<&dyn Waits> {
         None
     }
+
+    /// Writing the forge's own deployment history as closed changes (`history import`):
+    /// only a ledger offers it (an ITSM is its own record).
+    fn imports(&self) -> Option<&dyn Imports> {
+        None
+    }
 }
 
 /// Where change records live: find, open and move them through their life.
@@ -417,6 +423,32 @@ pub trait ManualApproval: Send + Sync {
     ) -> Result<ChangeRecord>;
 }
 
+/// A finished deployment the forge recorded, as the ledger keeps it: a closed change that
+/// was never decided by changegate (not pre-approved: it used no allowance), marked with
+/// where it came from.
+#[derive(Debug, Clone)]
+pub struct ImportedChange {
+    /// The facts it is filed under (service, environment, commit, repository): the key a
+    /// later gate of the same commit finds.
+    pub facts: ChangeFacts,
+    /// When the deployment started: the change's decision and deploy time (its sprint).
+    pub started_at: DateTime<Utc>,
+    /// How it ended and when: the change's outcome and close time.
+    pub finished: crate::domain::imported::Finished,
+    /// Where it came from, e.g. `github deployment 123`.
+    pub source: String,
+}
+
+/// The forge's history written into the ledger (`history import`). Reached through
+/// [`Backend::imports`].
+#[async_trait]
+pub trait Imports: Send + Sync {
+    /// Writes `change` as a closed, imported change unless a change with its correlation
+    /// key is already in the ledger (imported before, or gated by changegate): true when
+    /// written. Importing the same change twice, or from two processes at once, writes one.
+    async fn import(&self, change: &ImportedChange, now: DateTime<Utc>) -> Result<bool>;
+}
+
 /// A deployment a server has to call back on, kept until the callback is made: the
 /// delivery itself (its payload says where to call back, for which environment, with which
 /// installation), so a server that starts can pick it up and finish it.
@@ -432,6 +464,17 @@ pub struct PendingWait {
     pub since: DateTime<Utc>,
 }
 
+/// What [`Waits::admit`] made of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New: claimed and held; the caller does the work.
+    Taken,
+    /// This delivery was seen before.
+    SeenDelivery,
+    /// Another delivery of the same deployment was taken before.
+    SeenDeployment,
+}
+
 /// What `changegate serve` keeps in the backend, not in memory: replicas share it, and a
 /// restart loses none of it. Reached through [`Backend::waits`].
 #[async_trait]
@@ -442,6 +485,18 @@ pub trait Waits: Send + Sync {
 
     /// Keeps `wait` until [`Waits::release`]; keeping the same key again changes nothing.
     async fn hold(&self, wait: &PendingWait) -> Result<()>;
+
+    /// Takes a delivery that asks for a callback, at once and all or nothing (one write, so
+    /// one sync to disk on the answer's path): claims `delivery` in `space`, then the
+    /// deployment (`wait.key`) in `deployments`, and holds `wait` until [`Waits::release`].
+    /// What was seen before is said, and nothing more is written.
+    async fn admit(
+        &self,
+        space: &str,
+        delivery: &str,
+        deployments: &str,
+        wait: &PendingWait,
+    ) -> Result<Admission>;
 
     /// Every wait held, oldest first.
     async fn held(&self) -> Result<Vec<PendingWait>>;
@@ -454,8 +509,18 @@ pub trait Waits: Send + Sync {
 /// resolved for it (no backend reads the environment itself); for a dry run, behind the
 /// one guard that refuses its writes ([`DryRun`]).
 pub fn connect(settings: &crate::settings::Settings) -> Result<Box<dyn Backend>> {
+    connect_to(settings, settings.backend_config()?)
+}
+
+/// Opens the backend `config` describes, with the rest of `settings` (dry run, calendar):
+/// [`connect`] for the settings' own backend; `serve` for the ledger that keeps its waits
+/// beside an ITSM ([`crate::settings::Settings::serve_state_config`]).
+pub fn connect_to(
+    settings: &crate::settings::Settings,
+    config: crate::settings::BackendConfig,
+) -> Result<Box<dyn Backend>> {
     use crate::settings::BackendConfig;
-    let backend: Box<dyn Backend> = match settings.backend_config()? {
+    let backend: Box<dyn Backend> = match config {
         // Read-only for a dry run so that it does not create the ledger file either.
         BackendConfig::Local(config) => Box::new(
             local::Ledger::open(&config.path, settings.dry_run)?

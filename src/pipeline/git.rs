@@ -1,11 +1,14 @@
-//! The local git checkout: HEAD, the remote, and the commits, lines and paths of a range.
-//! git runs with an argument list, never through a shell.
+//! The local git checkout: HEAD, the remote, and the commits, lines and paths of a range,
+//! read in-process with gitoxide (`gix`): no `git` child process, so the container images
+//! need no git. Only [`fetch_branch`] runs `git`, with an argument list, never a shell.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use gix::ObjectId;
+use gix::bstr::ByteSlice;
 
 use super::Detected;
 use crate::domain::{Author, Commit, Platform};
@@ -13,17 +16,30 @@ use crate::domain::{Author, Commit, Platform};
 /// Most commits listed for one change; a longer range is summarised by its lines and paths.
 const MAX_COMMITS: usize = 250;
 
-fn git(workdir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(workdir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// The checkout around `workdir`, opened as git would from `git -C workdir`, reading only
+/// the repository's own configuration (no global or system file, no environment): what it
+/// holds is all a gate reads. `None` when there is no checkout gix can read.
+fn open(workdir: &Path) -> Option<gix::Repository> {
+    let isolated = gix::open::Options::isolated();
+    let trust = gix::sec::trust::Mapping {
+        full: isolated.clone(),
+        reduced: isolated,
+    };
+    gix::ThreadSafeRepository::discover_opts(workdir, Default::default(), trust)
+        .ok()
+        .map(gix::Repository::from)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A full object name in hex (SHA-1, or SHA-256 where gix reads it); `None` otherwise.
+fn object_id(hex: &str) -> Option<ObjectId> {
+    if hex.len() != 40 && hex.len() != 64 {
+        return None;
+    }
+    ObjectId::from_hex(hex.as_bytes()).ok()
 }
 
 /// `owner/name` from a remote URL (https, ssh or scp-like).
@@ -40,25 +56,41 @@ pub fn repository_from_remote(url: &str) -> Option<String> {
     path.contains('/').then(|| path.to_string())
 }
 
-/// Reads HEAD, branch, author and remote of the checkout at `workdir`.
+/// Reads HEAD, branch, author and remote of the checkout at `workdir`. Outside a checkout
+/// every fact is unknown (an empty commit SHA).
 pub fn detect(workdir: &Path) -> Result<Detected> {
-    let sha = git(workdir, &["rev-parse", "HEAD"])
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let branch = git(workdir, &["rev-parse", "--abbrev-ref", "HEAD"])
-        .map(|s| s.trim().to_string())
+    let repo = open(workdir);
+    let head = repo.as_ref().and_then(|r| r.head_id().ok());
+    let branch = repo
+        .as_ref()
+        .and_then(|r| r.head_name().ok().flatten())
+        .map(|name| text(name.shorten()))
         .filter(|b| !b.is_empty() && b != "HEAD");
-    let remote = git(workdir, &["remote", "get-url", "origin"]);
-    let repository = remote.as_deref().and_then(repository_from_remote);
-    let actor = git(workdir, &["log", "-1", "--format=%an"])
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let author = author_email(workdir, "HEAD").map(|e| Author::email(&e));
+    let repository = repo
+        .as_ref()
+        .and_then(|r| r.config_snapshot().string("remote.origin.url"))
+        .and_then(|url| repository_from_remote(&text(url.as_ref())));
+    let commit = head
+        .and_then(|id| id.object().ok())
+        .map(|o| o.into_commit());
+    let signature = commit.as_ref().and_then(|c| {
+        let author = c.author().ok()?;
+        Some((text(author.name.trim()), text(author.email.trim())))
+    });
+    let (actor, author) = match signature {
+        Some((name, email)) => (
+            Some(name).filter(|n| !n.is_empty()),
+            Some(email)
+                .filter(|e| !e.is_empty())
+                .map(|e| Author::email(&e)),
+        ),
+        None => (None, None),
+    };
     Ok(Detected {
         platform: Platform::Local,
         repository,
         repository_url: None,
-        commit_sha: sha,
+        commit_sha: head.map(|id| id.to_string()).unwrap_or_default(),
         branch,
         pull_request: None,
         range: None,
@@ -73,226 +105,242 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
     })
 }
 
-/// The e-mail of `commit`'s author, when the checkout has the commit.
+/// The e-mail of `commit`'s author (a full SHA), when the checkout has the commit.
 pub fn author_email(workdir: &Path, commit: &str) -> Option<String> {
-    if commit.is_empty() || commit.starts_with('-') {
-        return None;
-    }
-    git(workdir, &["log", "-1", "--format=%ae", commit, "--"])
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    let id = object_id(commit)?;
+    let repo = open(workdir)?;
+    let commit = repo.find_commit(id).ok()?;
+    let email = text(commit.author().ok()?.email.trim());
+    (!email.is_empty()).then_some(email)
 }
 
 /// Commits, lines changed and paths of `base..head` (or of `head` alone without a base).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeStats {
     pub commits: Vec<Commit>,
-    /// `None` when git could not count some file's lines and that may not be a binary file
-    /// (a git too old to ignore the change's own `.gitattributes`).
+    /// Lines added plus removed, as `git diff --numstat` counts them with the change's own
+    /// attributes left out (a `.gitattributes` of the change cannot hide its lines); a
+    /// binary file (a NUL in its first 8,000 bytes, git's test) adds none. Always known.
     pub lines: Option<u64>,
     pub paths: Vec<String>,
     /// The commits' message bodies (below the subject), where work items are often named.
     pub bodies: Vec<String>,
 }
 
-/// Whether `head` has a parent the checkout does not have (a shallow clone's boundary).
-fn is_shallow_boundary(workdir: &Path, head: &str) -> bool {
-    let has_parent = git(workdir, &["cat-file", "-p", head])
-        .is_some_and(|object| object.lines().any(|l| l.starts_with("parent ")));
-    has_parent
-        && git(
-            workdir,
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{head}^1^{{commit}}"),
-            ],
-        )
-        .is_none()
-}
-
-/// `None` when git or the objects are missing (e.g. a shallow clone).
+/// `None` when the checkout or the objects are missing (e.g. a shallow clone), or `head` is
+/// not a full commit SHA.
 pub fn range_stats(workdir: &Path, base: Option<&str>, head: &str) -> Option<RangeStats> {
-    let is_sha = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) && !s.bytes().all(|b| b == b'0')
-    };
+    let is_sha = |s: &str| !s.bytes().all(|b| b == b'0') && object_id(s).is_some();
     if !is_sha(head) {
         return None;
     }
-    let base = base.filter(|b| is_sha(b));
-    if base.is_none() && is_shallow_boundary(workdir, head) {
-        // A shallow clone cut history at this commit: git would diff it against nothing
-        // and count every file of the tree. Its facts are unknown, not that large.
-        return None;
-    }
-    let range = base.map(|b| format!("{b}..{head}"));
-    let max = format!("--max-count={MAX_COMMITS}");
-    // One record per commit (ended by 0x1e), fields split by 0x1f; the body, which may span
-    // lines, comes last.
-    const FORMAT: &str = "--format=%H%x1f%s%x1f%an%x1f%cI%x1f%b%x1e";
-    let log_args: Vec<&str> = match &range {
-        Some(r) => vec!["log", &max, FORMAT, r.as_str(), "--"],
-        None => vec!["log", "-1", FORMAT, head, "--"],
-    };
-    let log = git(workdir, &log_args)?;
-    let mut bodies = Vec::new();
-    let commits = log
-        .split('\x1e')
-        .map(|record| record.trim_start_matches(['\n', '\r']))
-        .filter(|record| !record.is_empty())
-        .filter_map(|record| {
-            let mut parts = record.split('\x1f');
-            let sha = parts.next()?.to_string();
-            let subject = parts.next().unwrap_or("").to_string();
-            let author = parts.next().map(str::to_string).filter(|a| !a.is_empty());
-            let timestamp = parts
-                .next()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            if let Some(body) = parts.next().map(str::trim).filter(|b| !b.is_empty()) {
-                bodies.push(body.to_string());
+    let head = object_id(head)?;
+    let base = base.filter(|b| is_sha(b)).and_then(object_id);
+    let repo = open(workdir)?;
+    let head_commit = repo.find_commit(head).ok()?;
+    let parents: Vec<ObjectId> = head_commit.parent_ids().map(|p| p.detach()).collect();
+    let (from_tree, listed) = match base {
+        Some(base) => {
+            let base_tree = repo.find_commit(base).ok()?.tree_id().ok()?.detach();
+            let walk = repo
+                .rev_walk([head])
+                .with_hidden([base])
+                .sorting(gix::revision::walk::Sorting::ByCommitTime(
+                    gix::traverse::commit::simple::CommitTimeOrder::NewestFirst,
+                ))
+                .all()
+                .ok()?;
+            let mut ids = Vec::new();
+            for info in walk.take(MAX_COMMITS) {
+                ids.push(info.ok()?.id);
             }
-            Some(Commit {
-                sha,
-                subject,
-                author,
-                timestamp,
-            })
-        })
-        .collect();
-    // `-z`: paths come verbatim, NUL-ended, never quoted or octal-escaped by git (a quoted
-    // name would not match a sensitive-path pattern).
-    let diff: Vec<&str> = match base {
-        Some(b) => vec!["diff", "-z", "--numstat", "--no-renames", b, head, "--"],
-        None => vec![
-            "diff-tree",
-            "-z",
-            "--root",
-            "-r",
-            "--numstat",
-            "--no-renames",
-            "--no-commit-id",
-            head,
-            "--",
-        ],
+            (Some(base_tree), ids)
+        }
+        None => {
+            // The head commit against its first parent (the empty tree for a root commit). A
+            // parent the checkout lacks is a shallow clone's boundary: diffed against
+            // nothing, every file of the tree would count. Its facts are unknown, not that
+            // large.
+            let from = match parents.first() {
+                Some(parent) => Some(repo.find_commit(*parent).ok()?.tree_id().ok()?.detach()),
+                None => None,
+            };
+            (from, vec![head])
+        }
     };
-    let (numstat, attributes_neutral) = numstat(workdir, head, &diff)?;
-    let (lines, paths, uncounted) = parse_numstat_z(&numstat);
-    // Without the attributes neutralised, a `-` count may be a text file a `-diff`
-    // attribute of the change itself hides: its size is unknown, not zero.
-    let lines = (attributes_neutral || !uncounted).then_some(lines);
+    let mut bodies = Vec::new();
+    let mut commits = Vec::with_capacity(listed.len());
+    for id in listed {
+        let commit = repo.find_commit(id).ok()?;
+        let message = commit.message().ok()?;
+        let author = commit.author().ok()?;
+        if let Some(body) = message.body.map(|b| text(b).trim().to_string())
+            && !body.is_empty()
+        {
+            bodies.push(body);
+        }
+        let name = text(author.name.trim());
+        commits.push(Commit {
+            sha: id.to_string(),
+            subject: text(message.summary().as_ref()),
+            author: Some(name).filter(|a| !a.is_empty()),
+            timestamp: commit
+                .time()
+                .ok()
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0)),
+        });
+    }
+    let to_tree = head_commit.tree_id().ok()?.detach();
+    let mut diff = TreeDiff::default();
+    diff.trees(&repo, from_tree, Some(to_tree), &mut Vec::new())?;
+    diff.paths.sort();
+    diff.paths.dedup();
     Some(RangeStats {
         commits,
-        lines,
-        paths,
+        lines: Some(diff.lines),
+        paths: diff.paths,
         bodies,
     })
 }
 
-/// The empty tree's object name, by the length of a commit's (SHA-1 or SHA-256): git knows
-/// it without it being stored.
-fn empty_tree(head: &str) -> &'static str {
-    if head.len() == 64 {
-        "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"
-    } else {
-        "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-    }
+/// What two trees differ by: every path touched (both paths of a rename: it is a deletion
+/// and an addition) and the lines added plus removed. Counts saturate.
+#[derive(Default)]
+struct TreeDiff {
+    lines: u64,
+    paths: Vec<String>,
 }
 
-/// Runs the numstat `diff` with attributes read from the empty tree and no global or system
-/// attributes file, no external diff and no textconv: the change's own `.gitattributes`
-/// (`* -diff`, `binary`) would otherwise make its text files uncountable, and a textconv
-/// would rewrite the counts. Returns the output and whether the attributes were
-/// neutralised; a git older than 2.40 refuses `--attr-source`, and is asked again without.
-fn numstat(workdir: &Path, head: &str, diff: &[&str]) -> Option<(String, bool)> {
-    let source = format!("--attr-source={}", empty_tree(head));
-    let mut args = vec![
-        source.as_str(),
-        "-c",
-        "core.attributesFile=/dev/null",
-        diff[0],
-        "--no-ext-diff",
-        "--no-textconv",
-    ];
-    args.extend(&diff[1..]);
-    let quiet = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(workdir)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ATTR_NOSYSTEM", "1")
-            .output()
-            .ok()
-    };
-    let out = quiet(&args)?;
-    if out.status.success() {
-        return Some((String::from_utf8_lossy(&out.stdout).into_owned(), true));
-    }
-    // Refused options: the usage error names the option. Anything else (missing objects) is
-    // the same failure without it.
-    if !String::from_utf8_lossy(&out.stderr).contains("attr-source") {
-        return None;
-    }
-    let out = quiet(&args[1..])?;
-    out.status
-        .success()
-        .then(|| (String::from_utf8_lossy(&out.stdout).into_owned(), false))
-}
+/// One entry of a tree: its mode and object.
+type Entry = (gix::object::tree::EntryMode, ObjectId);
 
-/// Lines changed and paths touched from `git diff -z --numstat`: records of
-/// `adds\tdels\tpath\0`, or `adds\tdels\t\0old\0new\0` for a rename or copy (both
-/// paths are touched). A binary file shows `-` counts: it is a touched path that adds no
-/// lines (git cannot count them; GitHub's API reports 0 for them too); the third value
-/// says whether any file showed them. Counts saturate.
-pub fn parse_numstat_z(out: &str) -> (u64, Vec<String>, bool) {
-    let mut lines = 0u64;
-    let mut paths = Vec::new();
-    let mut uncounted = false;
-    let mut fields = out.split('\0');
-    while let Some(record) = fields.next() {
-        if record.is_empty() {
-            continue;
+impl TreeDiff {
+    /// Compares the trees `from` and `to` (`None`: empty) found under the path `prefix`.
+    fn trees(
+        &mut self,
+        repo: &gix::Repository,
+        from: Option<ObjectId>,
+        to: Option<ObjectId>,
+        prefix: &mut Vec<u8>,
+    ) -> Option<()> {
+        if from == to {
+            return Some(());
         }
-        let mut parts = record.splitn(3, '\t');
-        let (Some(added), Some(removed), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+        let entries = |id: Option<ObjectId>| -> Option<BTreeMap<Vec<u8>, Entry>> {
+            let Some(id) = id else {
+                return Some(BTreeMap::new());
+            };
+            let tree = repo.find_tree(id).ok()?;
+            let decoded = tree.decode().ok()?;
+            Some(
+                decoded
+                    .entries
+                    .iter()
+                    .map(|e| (e.filename.to_vec(), (e.mode, e.oid.to_owned())))
+                    .collect(),
+            )
         };
-        uncounted |= added.trim() == "-" || removed.trim() == "-";
-        let count = |n: &str| n.trim().parse::<u64>().unwrap_or(0);
-        lines = lines
-            .saturating_add(count(added))
-            .saturating_add(count(removed));
-        if path.is_empty() {
-            // A rename: the old and the new path follow as two fields of their own.
-            paths.extend(fields.next().filter(|p| !p.is_empty()).map(str::to_string));
-            paths.extend(fields.next().filter(|p| !p.is_empty()).map(str::to_string));
-        } else {
-            paths.push(path.to_string());
+        let old = entries(from)?;
+        let mut new = entries(to)?;
+        for (name, before) in old {
+            let after = new.remove(&name);
+            self.entry(repo, prefix, &name, Some(before), after)?;
         }
+        for (name, after) in new {
+            self.entry(repo, prefix, &name, None, Some(after))?;
+        }
+        Some(())
     }
-    (lines, paths, uncounted)
+
+    fn entry(
+        &mut self,
+        repo: &gix::Repository,
+        prefix: &mut Vec<u8>,
+        name: &[u8],
+        before: Option<Entry>,
+        after: Option<Entry>,
+    ) -> Option<()> {
+        if before == after {
+            return Some(());
+        }
+        let len = prefix.len();
+        prefix.extend_from_slice(name);
+        let tree = |e: Option<Entry>| e.filter(|(mode, _)| mode.is_tree()).map(|(_, id)| id);
+        let file = |e: Option<Entry>| e.filter(|(mode, _)| !mode.is_tree());
+        // A folder on either side: what is under it, against the other side's folder or
+        // nothing (a file that replaced a folder is a file of its own).
+        let done = if tree(before).is_some() || tree(after).is_some() {
+            prefix.push(b'/');
+            let walked = self.trees(repo, tree(before), tree(after), prefix);
+            prefix.pop();
+            walked
+        } else {
+            Some(())
+        };
+        let counted = match (file(before), file(after)) {
+            (None, None) => Some(()),
+            (old, new) => {
+                self.paths
+                    .push(String::from_utf8_lossy(prefix).into_owned());
+                let lines = changed_lines(repo, old, new)?;
+                self.lines = self.lines.saturating_add(lines);
+                Some(())
+            }
+        };
+        prefix.truncate(len);
+        done.and(counted)
+    }
+}
+
+/// A file's content as git diffs it: a blob's bytes, a symbolic link's target, or a
+/// submodule's `Subproject commit <sha>` line.
+fn content(repo: &gix::Repository, entry: Option<Entry>) -> Option<Vec<u8>> {
+    match entry {
+        None => Some(Vec::new()),
+        Some((mode, id)) if mode.is_commit() => {
+            Some(format!("Subproject commit {id}\n").into_bytes())
+        }
+        Some((_, id)) => Some(repo.find_blob(id).ok()?.data.clone()),
+    }
+}
+
+/// Git's test for a binary file: a NUL in its first 8,000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    data.iter().take(8000).any(|&b| b == 0)
+}
+
+/// Lines added plus removed between two versions of a file (one may be absent); none for a
+/// binary file, as `git diff --numstat` shows `-` for it.
+fn changed_lines(
+    repo: &gix::Repository,
+    before: Option<Entry>,
+    after: Option<Entry>,
+) -> Option<u64> {
+    if before.map(|(_, id)| id) == after.map(|(_, id)| id) {
+        // A mode change alone.
+        return Some(0);
+    }
+    let old = content(repo, before)?;
+    let new = content(repo, after)?;
+    if is_binary(&old) || is_binary(&new) {
+        return Some(0);
+    }
+    let input = imara_diff::InternedInput::new(old.as_slice(), new.as_slice());
+    let diff = imara_diff::Diff::compute(imara_diff::Algorithm::Myers, &input);
+    Some(u64::from(diff.count_additions()) + u64::from(diff.count_removals()))
 }
 
 /// The full SHA of the commit an abbreviated hex SHA names in this checkout; `None` when it
 /// names none, or more than one.
 pub fn resolve_commit(workdir: &Path, abbreviated: &str) -> Option<String> {
-    if abbreviated.is_empty() || !abbreviated.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if abbreviated.len() < 4 || !abbreviated.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    git(
-        workdir,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{abbreviated}^{{commit}}"),
-        ],
-    )
-    .map(|s| s.trim().to_string())
-    .filter(|s| s.len() == 40 || s.len() == 64)
+    let prefix = gix::hash::Prefix::from_hex(abbreviated).ok()?;
+    let repo = open(workdir)?;
+    let id = repo.objects.lookup_prefix(prefix, None).ok()??.ok()?;
+    let commit = repo.find_object(id).ok()?.peel_to_commit().ok()?;
+    Some(commit.id.to_string())
 }
 
 /// A file as it is in another revision.
@@ -303,86 +351,40 @@ pub enum FileAtRev {
     Missing,
     /// The checkout does not have the revision.
     NoRevision,
-    /// No git to ask, or `workdir` is not a checkout it will read.
+    /// `workdir` is not a checkout gix will read.
     NoCheckout,
 }
 
-/// Reads `path` as it is at `rev` (e.g. `refs/remotes/origin/main`), without touching the
-/// work tree, with one `git cat-file --batch`: it tells "no such revision" from "no such file"
-/// by git's own answers rather than by the wording of an error message.
+/// Reads `path` as it is at the reference `rev` (e.g. `refs/remotes/origin/main`, a full
+/// name: a tag or branch of a look-alike name cannot stand in for it), without touching the
+/// work tree.
 pub fn file_at(workdir: &Path, rev: &str, path: &str) -> FileAtRev {
-    // cat-file reads one object name a line; a name is never an option either.
+    // A reference name is never an option, and a name or path is one line.
     if rev.starts_with('-') || rev.contains(['\n', '\r']) || path.contains(['\n', '\r']) {
         return FileAtRev::NoRevision;
     }
-    let Some(out) = git_with_input(
-        workdir,
-        &["cat-file", "--batch"],
-        format!("{rev}^{{commit}}\n{rev}:{path}\n").as_bytes(),
-    ) else {
+    let Some(repo) = open(workdir) else {
         return FileAtRev::NoCheckout;
     };
-    let mut rest = out.as_slice();
-    match next_object(&mut rest) {
-        Some(Some(("commit", _))) => {}
-        _ => return FileAtRev::NoRevision,
-    }
-    match next_object(&mut rest) {
-        Some(Some(("blob", content))) => {
-            FileAtRev::Found(String::from_utf8_lossy(content).into_owned())
-        }
+    let Ok(Some(mut reference)) = repo.try_find_reference(rev) else {
+        return FileAtRev::NoRevision;
+    };
+    let Ok(commit) = reference.peel_to_commit() else {
+        return FileAtRev::NoRevision;
+    };
+    let Ok(tree) = commit.tree() else {
+        return FileAtRev::NoRevision;
+    };
+    let entry = match tree.lookup_entry_by_path(path) {
+        Ok(Some(entry)) if entry.mode().is_blob() => entry,
         // No such path, or a directory by that name: either way no file.
-        Some(_) => FileAtRev::Missing,
-        None => FileAtRev::NoCheckout,
-    }
-}
-
-/// One answer of `git cat-file --batch`, advancing `rest` past it: `Some(None)` when git
-/// says the object is missing or ambiguous, `None` when the output is cut short.
-fn next_object<'a>(rest: &mut &'a [u8]) -> Option<Option<(&'a str, &'a [u8])>> {
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&rest[..end]).ok()?;
-    *rest = &rest[end + 1..];
-    // "<oid> <type> <size>" for an object; "<name> missing" otherwise (a name may hold spaces).
-    let mut fields = header.split(' ');
-    let (Some(oid), Some(kind), Some(size), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Some(None);
+        Ok(_) => return FileAtRev::Missing,
+        Err(_) => return FileAtRev::NoRevision,
     };
-    let Ok(size) = size.parse::<usize>() else {
-        return Some(None);
-    };
-    if !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Some(None);
+    match entry.object() {
+        Ok(blob) => FileAtRev::Found(String::from_utf8_lossy(&blob.data).into_owned()),
+        Err(_) => FileAtRev::NoRevision,
     }
-    if rest.len() < size + 1 {
-        return None;
-    }
-    let content = &rest[..size];
-    *rest = &rest[size + 1..];
-    Some(Some((kind, content)))
-}
-
-/// Runs git with `input` on its stdin; `None` when git is missing or fails.
-fn git_with_input(workdir: &Path, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(workdir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    // The input is a few short lines: it fits the pipe before git answers, so writing it all
-    // first cannot dead-lock against an answer git is still writing.
-    let written = child.stdin.take().map(|mut stdin| stdin.write_all(input));
-    let out = child.wait_with_output().ok()?;
-    (matches!(written, Some(Ok(()))) && out.status.success()).then_some(out.stdout)
 }
 
 /// The most the one fetch of the default branch may take; less when the run's outbound

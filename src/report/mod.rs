@@ -97,7 +97,13 @@ pub fn rows(table: &KpiTable) -> Vec<(&'static str, Vec<String>)> {
             duration(k.time_to_restore.median_secs)
         }),
     ];
+    // Deployments imported from the forge's history: a row of their own, when there are any.
+    let imported: (&'static str, Cell) = ("imported from the forge", |k, _| k.imported.to_string());
+    let shown = (table.total.imported > 0).then_some(&imported);
     defs.iter()
+        .take(1)
+        .chain(shown)
+        .chain(defs.iter().skip(1))
         .map(|(label, cell)| {
             let mut cells: Vec<String> = table
                 .sprints
@@ -145,11 +151,11 @@ pub(crate) mod fixture {
                 let approved = needs.then(|| decided + chrono::Duration::minutes(30 + 45 * n));
                 changes.push(ChangeSummary {
                     decided_at: decided,
-                    decision: if needs {
+                    decision: Some(if needs {
                         DecisionKind::NeedsApproval
                     } else {
                         DecisionKind::PreApproved
-                    },
+                    }),
                     pre_approved: !needs,
                     emergency: false,
                     approved_at: approved,

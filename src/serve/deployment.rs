@@ -2,6 +2,7 @@
 //! backend, the repository's default-branch config, the App's installation token), the
 //! same flow as `gate` / `record`, and the answer on the deployment's callback.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::Server;
 use super::github::{DeploymentStatus, ProtectionRule, Repository};
@@ -166,13 +168,18 @@ async fn answer(
     Ok(())
 }
 
-/// The progress of a gate that waits: each poll goes to the status reporter.
+/// The progress of a gate that waits: each poll goes to the status reporter, and the
+/// delivery's turn is given back while a person decides.
 struct Reporter {
     polls: tokio::sync::mpsc::UnboundedSender<Waiting>,
+    turn: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Progress for Reporter {
     fn waiting(&self, wait: &Waiting) {
+        if let Ok(mut turn) = self.turn.lock() {
+            turn.take();
+        }
         let _ = self.polls.send(wait.clone());
     }
 
@@ -182,10 +189,12 @@ impl Progress for Reporter {
 }
 
 /// What the deployment is told.
-struct Verdict {
-    approved: bool,
-    comment: String,
-    decision: &'static str,
+pub(super) struct Verdict {
+    pub approved: bool,
+    pub comment: String,
+    /// The decision's metric label (`pre-approved`, `approved`, `rejected`, `blocked`,
+    /// `error`).
+    pub decision: &'static str,
 }
 
 /// A `deployment_protection_rule` delivery, acknowledged and held: decide and call back.
@@ -199,6 +208,7 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
                 Err(e) => Err(e),
             };
             if let Err(e) = released {
+                server.metrics.backend_error(server.store_service());
                 tracing::error!("the callback was made, but its wait could not be released: {e:#}");
             }
         }
@@ -210,6 +220,12 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
 }
 
 async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
+    let turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let payload: Arc<str> = Arc::from(wait.payload.as_str());
     let rule: ProtectionRule = serde_json::from_str(&payload)
         .context("the held deployment_protection_rule payload cannot be read")?;
@@ -227,7 +243,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     // Without the token nothing can be answered: the wait stays held.
     let token = token(server, &d).await?;
     let started = Instant::now();
-    let verdict = match decide(server, &d, &token, callback).await {
+    let verdict = match decide(server, &d, &token, callback, turn).await {
         Ok(verdict) => verdict,
         Err(e) => {
             tracing::error!(repository = %d.repository.full_name, "no decision, so the deployment is rejected: {e:#}");
@@ -275,20 +291,53 @@ async fn decide(
     d: &Delivery<'_>,
     token: &SecretString,
     callback: &str,
+    turn: OwnedSemaphorePermit,
 ) -> Result<Verdict> {
     let settings = settings(server, d, token).await?;
-    let forge = Forge::new(&settings);
+    gate(server, &settings, turn, |wait| async move {
+        let body = json!({
+            "environment_name": d.environment,
+            "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
+        });
+        let sent = answer(server, callback, token, &body).await;
+        server
+            .metrics
+            .callback("status-report", if sent.is_ok() { "ok" } else { "failed" });
+        if let Err(e) = sent {
+            tracing::warn!("cannot post the status report: {e:#}");
+        }
+    })
+    .await
+}
+
+/// The one way a server decides a deployment, whichever forge asks: the gate flow on the
+/// run's settings, as the step runs it. While it waits for a person the turn is given back,
+/// and `first_wait` is told once (GitHub posts a status report, GitLab logs it).
+pub(super) async fn gate<F, Fut>(
+    server: &Server,
+    settings: &Settings,
+    turn: OwnedSemaphorePermit,
+    first_wait: F,
+) -> Result<Verdict>
+where
+    F: Fn(Waiting) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let forge = Forge::new(settings);
     let workdir: &Path = &server.workdir;
     let ctx = Ctx {
-        settings: &settings,
+        settings,
         workdir,
         forge: &forge,
     };
-    let backend = itsm::connect(&settings)?;
+    let backend = itsm::connect(settings)?;
     let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
     let (polls, mut polled) = tokio::sync::mpsc::unbounded_channel::<Waiting>();
     let gate = async {
-        let progress = Reporter { polls };
+        let progress = Reporter {
+            polls,
+            turn: std::sync::Mutex::new(Some(turn)),
+        };
         flow::gate::run(
             &ctx,
             backend.as_ref(),
@@ -301,20 +350,9 @@ async fn decide(
     let report = async {
         let mut waited = false;
         while let Some(wait) = polled.recv().await {
-            if waited {
-                continue;
-            }
-            waited = true;
-            let body = json!({
-                "environment_name": d.environment,
-                "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
-            });
-            let sent = answer(server, callback, token, &body).await;
-            server
-                .metrics
-                .callback("status-report", if sent.is_ok() { "ok" } else { "failed" });
-            if let Err(e) = sent {
-                tracing::warn!("cannot post the status report: {e:#}");
+            if !waited {
+                waited = true;
+                first_wait(wait).await;
             }
         }
         waited
@@ -342,6 +380,34 @@ async fn decide(
     })
 }
 
+/// Records `outcome` on the change of the run `settings` describe (its commit `sha`), as
+/// `record` does: the same flow whichever forge told the server.
+pub(super) async fn record_outcome(
+    server: &Server,
+    settings: &Settings,
+    sha: &str,
+    outcome: Outcome,
+) -> Result<Option<String>> {
+    let forge = Forge::new(settings);
+    let ctx = Ctx {
+        settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let backend = itsm::connect(settings)?;
+    let facts = flow::change::facts_without_range(&ctx, Some(sha))?;
+    let req = RecordRequest {
+        outcome,
+        change_id: None,
+        notes: None,
+    };
+    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(done.report.change_id.clone())
+}
+
 /// A `deployment_status` delivery: the deploy's outcome on its change, as `record` writes it.
 pub(super) async fn record(server: Arc<Server>, status: DeploymentStatus, outcome: Outcome) {
     if let Err(e) = record_inner(&server, &status, outcome).await {
@@ -353,6 +419,12 @@ pub(super) async fn record(server: Arc<Server>, status: DeploymentStatus, outcom
 }
 
 async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outcome) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let environment = status
         .deployment
         .environment
@@ -373,26 +445,10 @@ async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outco
     };
     let token = token(server, &d).await?;
     let settings = settings(server, &d, &token).await?;
-    let forge = Forge::new(&settings);
-    let ctx = Ctx {
-        settings: &settings,
-        workdir: &server.workdir,
-        forge: &forge,
-    };
-    let backend = itsm::connect(&settings)?;
-    let facts = flow::change::facts_without_range(&ctx, Some(&status.deployment.sha))?;
-    let req = RecordRequest {
-        outcome,
-        change_id: None,
-        notes: None,
-    };
-    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
-    for warning in &done.warnings {
-        tracing::warn!("{warning}");
-    }
+    let change = record_outcome(server, &settings, &status.deployment.sha, outcome).await?;
     tracing::info!(
         repository = %status.repository.full_name,
-        change = done.report.change_id.as_deref().unwrap_or("-"),
+        change = change.as_deref().unwrap_or("-"),
         outcome = %outcome,
         "deploy outcome recorded"
     );

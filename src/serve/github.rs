@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{Server, deployment, signature};
 use crate::domain::Outcome;
 use crate::forge::github::callback_allowed;
-use crate::itsm::PendingWait;
+use crate::itsm::{Admission, PendingWait};
 
 /// The part of a `deployment_protection_rule` delivery changegate reads.
 #[derive(Debug, Deserialize)]
@@ -187,6 +187,7 @@ async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
     match waits.claim(space, id, Utc::now()).await {
         Ok(first) => Some(first),
         Err(e) => {
+            server.metrics.backend_error(server.store_service());
             tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
             None
         }
@@ -216,32 +217,30 @@ async fn protection_rule(server: &Arc<Server>, delivery: &str, body: &[u8]) -> A
             server.api_url
         ));
     }
-    match claim(server, "github-delivery", delivery).await {
-        None => return Answer::Unavailable,
-        Some(false) => return Answer::Duplicate,
-        Some(true) => {}
-    }
     // Two deliveries of one deployment (a redelivery under a new id, two replicas): one
-    // decision, one callback.
-    let key = format!("{} {}", rule.deployment_callback_url, rule.environment);
-    match claim(server, "github-deployment", &key).await {
-        None => return Answer::Unavailable,
-        Some(false) => return Answer::Duplicate,
-        Some(true) => {}
-    }
+    // decision, one callback. One write takes the delivery, the deployment and its wait.
     let wait = PendingWait {
-        key,
+        key: format!("{} {}", rule.deployment_callback_url, rule.environment),
         forge: "github".into(),
         payload: text.to_string(),
         since: Utc::now(),
     };
-    let held = match server.waits() {
-        Ok(waits) => waits.hold(&wait).await,
+    let admitted = match server.waits() {
+        Ok(waits) => {
+            waits
+                .admit("github-delivery", delivery, "github-deployment", &wait)
+                .await
+        }
         Err(e) => Err(e),
     };
-    if let Err(e) = held {
-        tracing::error!("cannot keep the deployment's wait in the backend: {e:#}");
-        return Answer::Unavailable;
+    match admitted {
+        Ok(Admission::Taken) => {}
+        Ok(Admission::SeenDelivery | Admission::SeenDeployment) => return Answer::Duplicate,
+        Err(e) => {
+            server.metrics.backend_error(server.store_service());
+            tracing::error!("cannot take the delivery into the backend: {e:#}");
+            return Answer::Unavailable;
+        }
     }
     server
         .tasks

@@ -6,7 +6,6 @@
 //! user's approval or rejection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,17 +20,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Server;
-use super::deployment::server_own;
+use super::deployment::{Verdict, gate, record_outcome, server_own};
 use crate::domain::Outcome;
 use crate::env::{self, Snapshot, Vars};
-use crate::flow::change::ChangeRequest;
-use crate::flow::gate::GateRequest;
-use crate::flow::record::RecordRequest;
-use crate::flow::{self, Ctx, Exit, Progress, Waiting};
-use crate::forge::gitlab::{Approvals, Deployment, Project};
-use crate::forge::{Forge, render};
+use crate::forge::gitlab::{Approvals, BlockedDeployment, Project};
+use crate::forge::render;
 use crate::http::{self, Budget, HttpClient};
-use crate::itsm::{self, PendingWait};
+use crate::itsm::{Admission, PendingWait};
 use crate::pipeline::default_config;
 use crate::settings::Settings;
 
@@ -40,6 +35,9 @@ pub(super) const FORGE: &str = "gitlab";
 /// The forge of a held "project watched" entry: a project that sent a hook, kept in the
 /// backend so that every replica, and the next server, polls it too.
 const PROJECT: &str = "gitlab-project";
+
+/// How long `/readyz` waits for GitLab.
+const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `--gitlab-poll`: a human duration, at least one second.
 pub(super) fn parse_poll(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -98,14 +96,16 @@ impl Gitlab {
         }))
     }
 
-    /// Ready when the bot token is taken (`GET /user`).
+    /// Ready when GitLab answers and takes the bot token (`GET /user`), within
+    /// [`READY_WITHIN`]: a probe is not held up by retries.
     pub(super) async fn ready(&self) -> Result<()> {
         let budget = Budget::default();
         let http = HttpClient::new("GitLab", &budget)?;
-        Approvals::new(&http, &self.api, self.token.clone())
-            .me()
-            .await?;
-        Ok(())
+        let me = Approvals::new(&http, &self.api, self.token.clone());
+        match tokio::time::timeout(READY_WITHIN, me.me()).await {
+            Ok(answer) => answer.context("GitLab does not take the bot token"),
+            Err(_) => bail!("GitLab did not answer within {}s", READY_WITHIN.as_secs()),
+        }
     }
 }
 
@@ -237,12 +237,13 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answe
         Err(e) => Err(e),
     };
     if let Err(e) = held {
-        server.metrics.backend_error(server.settings.backend.as_str());
+        server.metrics.backend_error(server.store_service());
         tracing::error!("cannot keep the project watched in the backend: {e:#}");
         return Answer::Unavailable;
     }
     let outcome = match (hook.object_kind.as_str(), hook.status.as_deref()) {
-        ("deployment", Some(status)) => Outcome::from_word(status).filter(|_| status != "running"),
+        // `success`, `failed`, `canceled`; `running` (and anything else) records nothing.
+        ("deployment", Some(status)) => Outcome::from_word(status),
         _ => None,
     };
     let mut answer = Answer::Accepted;
@@ -274,7 +275,7 @@ async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
     match claimed {
         Ok(first) => Some(first),
         Err(e) => {
-            server.metrics.backend_error(server.settings.backend.as_str());
+            server.metrics.backend_error(server.store_service());
             tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
             None
         }
@@ -294,7 +295,7 @@ pub(super) async fn poll_forever(server: Arc<Server>) {
                         .map(|w| w.payload),
                 ),
                 Err(e) => {
-                    server.metrics.backend_error(server.settings.backend.as_str());
+                    server.metrics.backend_error(server.store_service());
                     tracing::error!("cannot read the projects watched: {e:#}");
                 }
             },
@@ -336,15 +337,16 @@ async fn poll_inner(server: &Arc<Server>, project: &str) -> Result<()> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Held {
     project: Project,
-    deployment: Deployment,
+    deployment: BlockedDeployment,
 }
 
-/// Claims a blocked deployment (once, across replicas), holds it, and decides it.
-async fn take(server: &Arc<Server>, project: &Project, deployment: Deployment) {
+/// Takes a blocked deployment: claimed and held in one write ([`Waits::admit`], as a GitHub
+/// delivery is), so that a poll and a hook, or two replicas, seeing it at once make one
+/// change and one answer, and a server stopping between the two leaves nothing half-taken.
+///
+/// [`Waits::admit`]: crate::itsm::Waits::admit
+async fn take(server: &Arc<Server>, project: &Project, deployment: BlockedDeployment) {
     let key = format!("{FORGE} {}/{}", project.id, deployment.id);
-    if claim(server, "gitlab-deployment", &key).await != Some(true) {
-        return;
-    }
     let payload = match serde_json::to_string(&Held {
         project: project.clone(),
         deployment,
@@ -361,20 +363,31 @@ async fn take(server: &Arc<Server>, project: &Project, deployment: Deployment) {
         payload,
         since: Utc::now(),
     };
-    let held = match server.waits() {
-        Ok(waits) => waits.hold(&wait).await,
+    let admitted = match server.waits() {
+        Ok(waits) => {
+            waits
+                .admit("gitlab-blocked", &wait.key, "gitlab-deployment", &wait)
+                .await
+        }
         Err(e) => Err(e),
     };
-    if let Err(e) = held {
-        server.metrics.backend_error(server.settings.backend.as_str());
-        tracing::error!("cannot keep the deployment's wait in the backend: {e:#}");
-        return;
+    match admitted {
+        Ok(Admission::Taken) => {
+            server.tasks.spawn(protect(server.clone(), wait));
+        }
+        Ok(Admission::SeenDelivery | Admission::SeenDeployment) => {}
+        Err(e) => {
+            server.metrics.backend_error(server.store_service());
+            tracing::error!(
+                "cannot take the blocked deployment into the backend (the next poll tries again): {e:#}"
+            );
+        }
     }
-    server.tasks.spawn(protect(server.clone(), wait));
 }
 
 /// A blocked deployment, claimed and held: decide and answer. The wait is released only
-/// once the answer was posted; otherwise the next server to start picks it up again.
+/// once the answer was posted (or the deployment no longer waits); otherwise the next
+/// server to start picks it up again.
 pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
     match protect_inner(&server, &wait).await {
         Ok(()) => {
@@ -383,8 +396,10 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
                 Err(e) => Err(e),
             };
             if let Err(e) = released {
-                server.metrics.backend_error(server.settings.backend.as_str());
-                tracing::error!("the approval was posted, but its wait could not be released: {e:#}");
+                server.metrics.backend_error(server.store_service());
+                tracing::error!(
+                    "the approval was posted, but its wait could not be released: {e:#}"
+                );
             }
         }
         Err(e) => tracing::error!(
@@ -395,30 +410,77 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
 }
 
 async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
+    let turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let gitlab = server.gitlab.as_ref().context("GitLab is not configured")?;
-    let held: Held = serde_json::from_str(&wait.payload)
-        .context("the held GitLab deployment cannot be read")?;
+    let held: Held =
+        serde_json::from_str(&wait.payload).context("the held GitLab deployment cannot be read")?;
+    let project = &held.project.path_with_namespace;
+    let environment = held.deployment.environment.name.as_str();
     let started = Instant::now();
-    let (approved, comment, decision) = match decide(server, gitlab, &held).await {
+    let decided = async {
+        let settings = settings(server, gitlab, &held).await?;
+        gate(server, &settings, turn, |wait| async move {
+            tracing::info!(
+                project = %project,
+                environment = %environment,
+                change = %wait.change_id,
+                "the GitLab deployment waits for approval ({}s left)",
+                wait.remaining.as_secs()
+            );
+        })
+        .await
+    };
+    let verdict = match decided.await {
         Ok(verdict) => verdict,
         Err(e) => {
-            tracing::error!(
-                project = %held.project.path_with_namespace,
-                "no decision, so the deployment is rejected: {e:#}"
-            );
-            (
-                false,
-                render::deployment_failed(&format!("{e:#}")),
-                "error",
-            )
+            tracing::error!(project = %project, "no decision, so the deployment is rejected: {e:#}");
+            Verdict {
+                approved: false,
+                comment: render::deployment_failed(&format!("{e:#}")),
+                decision: "error",
+            }
         }
     };
-    server.metrics.decision(decision);
-    let status = if approved { "approved" } else { "rejected" };
+    server.metrics.decision(verdict.decision);
+    let status = if verdict.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
     let budget = Budget::default();
     let http = HttpClient::new("GitLab", &budget)?;
-    let sent = Approvals::new(&http, &gitlab.api, gitlab.token.clone())
-        .answer(held.project.id, held.deployment.id, approved, &comment)
+    let api = Approvals::new(&http, &gitlab.api, gitlab.token.clone());
+    // A person may have answered, or the pipeline been cancelled, while the gate decided:
+    // only a deployment still blocked is answered.
+    let now = match api.deployment(held.project.id, held.deployment.id).await {
+        Ok(now) => now,
+        Err(e) => {
+            server.metrics.backend_error("gitlab");
+            return Err(e).context("cannot read the deployment before answering it");
+        }
+    };
+    if now.status != "blocked" {
+        server.metrics.approval(FORGE, status, "no-longer-blocked");
+        tracing::info!(
+            project = %project,
+            deployment = held.deployment.id,
+            status = %now.status,
+            "the GitLab deployment no longer waits for approval: not answered"
+        );
+        return Ok(());
+    }
+    let sent = api
+        .answer(
+            held.project.id,
+            held.deployment.id,
+            verdict.approved,
+            &verdict.comment,
+        )
         .await;
     server
         .metrics
@@ -426,15 +488,15 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     if sent.is_err() {
         server.metrics.backend_error("gitlab");
     }
-    sent?;
-    if decision == "approved" || decision == "rejected" {
+    sent.context("cannot answer the deployment's approval")?;
+    if verdict.decision == "approved" || verdict.decision == "rejected" {
         server
             .metrics
             .approval_waited(started.elapsed().as_secs_f64());
     }
     tracing::info!(
-        project = %held.project.path_with_namespace,
-        environment = %held.deployment.environment.name,
+        project = %project,
+        environment = %environment,
         deployment = held.deployment.id,
         state = status,
         "GitLab deployment answered"
@@ -444,7 +506,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
 
 /// The deployment's run environment: a GitLab CI job of the deployment's commit, as the
 /// pipeline step would see it (the same project path, so the same correlation key).
-fn run_env(server: &Server, gitlab: &Gitlab, project: &Project, d: &Deployment) -> Snapshot {
+fn run_env(server: &Server, gitlab: &Gitlab, project: &Project, d: &BlockedDeployment) -> Snapshot {
     let mut run = server
         .env
         .clone()
@@ -471,6 +533,22 @@ fn run_env(server: &Server, gitlab: &Gitlab, project: &Project, d: &Deployment) 
         .and_then(|p| p.web_url.as_deref())
     {
         run = run.with(env::CI_PIPELINE_URL, url);
+    }
+    // The commit as the deploy job's `CI_COMMIT_*` name it: its author (who may not approve
+    // the change), its title and message (the work items it names).
+    if let Some(commit) = d.deployable.as_ref().and_then(|j| j.commit.as_ref()) {
+        if let (Some(name), Some(email)) = (&commit.author_name, &commit.author_email) {
+            run = run.with(env::CI_COMMIT_AUTHOR, format!("{name} <{email}>"));
+        }
+        if let Some(title) = &commit.title {
+            run = run.with(env::CI_COMMIT_TITLE, title.as_str());
+        }
+        if let Some(message) = &commit.message {
+            run = run.with(env::CI_COMMIT_MESSAGE, message.as_str());
+        }
+        if let Some(at) = &commit.created_at {
+            run = run.with(env::CI_COMMIT_TIMESTAMP, at.as_str());
+        }
     }
     if let Some(user) = d.user.as_ref().and_then(|u| u.username.as_deref()) {
         run = run.with(env::GITLAB_USER_LOGIN, user);
@@ -503,76 +581,15 @@ async fn settings(server: &Server, gitlab: &Gitlab, held: &Held) -> Result<Setti
     Ok(settings)
 }
 
-/// A gate's progress: the wait is logged (GitLab's approval has no status report).
-struct Logged {
-    waited: AtomicBool,
-}
-
-impl Progress for Logged {
-    fn waiting(&self, wait: &Waiting) {
-        if !self.waited.swap(true, Ordering::Relaxed) {
-            tracing::info!(
-                change = %wait.change_id,
-                "the GitLab deployment waits for approval ({}s left)",
-                wait.remaining.as_secs()
-            );
-        }
-    }
-
-    fn warning(&self, text: &str) {
-        tracing::warn!("{text}");
-    }
-}
-
-/// Runs the gate flow: (approved, comment, decision label).
-async fn decide(
-    server: &Server,
-    gitlab: &Gitlab,
-    held: &Held,
-) -> Result<(bool, String, &'static str)> {
-    let settings = settings(server, gitlab, held).await?;
-    let forge = Forge::new(&settings);
-    let ctx = Ctx {
-        settings: &settings,
-        workdir: &server.workdir,
-        forge: &forge,
-    };
-    let backend = itsm::connect(&settings)?;
-    let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
-    let progress = Logged {
-        waited: AtomicBool::new(false),
-    };
-    let outcome = flow::gate::run(
-        &ctx,
-        backend.as_ref(),
-        gathered,
-        &GateRequest::default(),
-        &progress,
-    )
-    .await?;
-    for warning in &outcome.warnings {
-        tracing::warn!("{warning}");
-    }
-    let approved = outcome.exit == Exit::Pass && outcome.failure.is_none();
-    let comment = match &outcome.failure {
-        Some(failure) => render::deployment_failed(&failure.to_string()),
-        None => render::deployment_review(&outcome.report),
-    };
-    let waited = progress.waited.load(Ordering::Relaxed);
-    let decision = match (approved, waited) {
-        (true, true) => "approved",
-        (true, false) => "pre-approved",
-        (false, true) => "rejected",
-        (false, false) => "blocked",
-    };
-    Ok((approved, comment, decision))
-}
-
 /// A deployment hook with a final status: the deploy's outcome on its change, as `record`
 /// writes it.
 async fn record(server: Arc<Server>, project: u64, deployment: u64, outcome: Outcome) {
     if let Err(e) = record_inner(&server, project, deployment, outcome).await {
-        tracing::error!(project, deployment, "cannot record the deploy's outcome: {e:#}");
+        tracing::error!(
+            project,
+            deployment,
+            "cannot record the deploy's outcome: {e:#}"
+        );
     }
 }
 
@@ -582,36 +599,35 @@ async fn record_inner(
     deployment: u64,
     outcome: Outcome,
 ) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
     let gitlab = server.gitlab.as_ref().context("GitLab is not configured")?;
     let budget = Budget::default();
     let http = HttpClient::new("GitLab", &budget)?;
     let api = Approvals::new(&http, &gitlab.api, gitlab.token.clone());
     // The hook names only a short sha: the deployment itself is asked.
-    let held = Held {
-        project: api.project(&project.to_string()).await?,
-        deployment: api.deployment(project, deployment).await?,
+    let asked = async {
+        Ok::<_, anyhow::Error>(Held {
+            project: api.project(&project.to_string()).await?,
+            deployment: api.deployment(project, deployment).await?,
+        })
+    };
+    let held = match asked.await {
+        Ok(held) => held,
+        Err(e) => {
+            server.metrics.backend_error("gitlab");
+            return Err(e);
+        }
     };
     let settings = settings(server, gitlab, &held).await?;
-    let forge = Forge::new(&settings);
-    let ctx = Ctx {
-        settings: &settings,
-        workdir: &server.workdir,
-        forge: &forge,
-    };
-    let backend = itsm::connect(&settings)?;
-    let facts = flow::change::facts_without_range(&ctx, Some(&held.deployment.sha))?;
-    let req = RecordRequest {
-        outcome,
-        change_id: None,
-        notes: None,
-    };
-    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
-    for warning in &done.warnings {
-        tracing::warn!("{warning}");
-    }
+    let change = record_outcome(server, &settings, &held.deployment.sha, outcome).await?;
     tracing::info!(
         project = %held.project.path_with_namespace,
-        change = done.report.change_id.as_deref().unwrap_or("-"),
+        change = change.as_deref().unwrap_or("-"),
         outcome = %outcome,
         "deploy outcome recorded"
     );

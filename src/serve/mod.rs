@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::env::{self, Snapshot, Vars};
 use crate::flow::Exit;
 use crate::itsm::{self, Backend};
-use crate::settings::{ForgeSettings, GithubApp, GlobalArgs, Settings};
+use crate::settings::{BackendConfig, ForgeSettings, GithubApp, GlobalArgs, Settings};
 
 mod deployment;
 mod github;
@@ -38,6 +38,12 @@ const BODY_LIMIT: usize = 1024 * 1024;
 /// A deployment still waiting for approval then stays held in the backend, for the next
 /// server to pick up.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// How many deliveries are worked on at once (token, config, decision, callback). The rest
+/// wait their turn, holding nothing but their payload, so that a burst of deliveries
+/// neither delays the answers to new ones nor grows the memory; a deployment waiting for a
+/// person gives its turn back while it waits.
+const WORKING: usize = 4;
 
 /// `serve`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,8 +76,11 @@ pub(crate) struct Server {
     global: GlobalArgs,
     /// The server's settings: the backend every delivery is recorded in.
     settings: Settings,
-    /// The server's backend, for what it keeps between deliveries.
+    /// What the server keeps between deliveries: the backend when it is a ledger, else a
+    /// ledger beside the ITSM ([`Settings::serve_state_config`]).
     store: Box<dyn Backend>,
+    /// What `store` is, as the `service` of the backend-errors metric (`local`, `postgres`).
+    store_service: &'static str,
     workdir: PathBuf,
     /// GitHub's webhook secret and App; `None` when the server answers GitLab only.
     secret: Option<SecretString>,
@@ -84,6 +93,8 @@ pub(crate) struct Server {
     tasks: TaskTracker,
     /// Cancelled when the server stops: background loops (the GitLab poll) end.
     stop: CancellationToken,
+    /// Turns to work on a delivery ([`WORKING`]).
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -95,6 +106,11 @@ impl Server {
                 self.settings.backend.as_str()
             )
         })
+    }
+
+    /// The service label of the store of deliveries and waits, for the backend-errors metric.
+    fn store_service(&self) -> &'static str {
+        self.store_service
     }
 }
 
@@ -185,12 +201,23 @@ fn prepare(
     if settings.dry_run {
         bail!("serve does not take --dry-run: GitHub waits for a real answer");
     }
-    let store = itsm::connect(&settings)?;
+    // The ledgers keep the waits with the changes; beside an ITSM, a ledger keeps them.
+    let backend = itsm::connect(&settings)?;
+    let (store, store_service) = if backend.waits().is_some() {
+        (backend, settings.backend.as_str())
+    } else {
+        let config = settings.serve_state_config()?;
+        let service = match &config {
+            BackendConfig::Postgres(_) => "postgres",
+            _ => "local",
+        };
+        let store = itsm::connect_to(&settings, config)
+            .context("serve keeps its deliveries and waits in a ledger beside the ITSM")?;
+        (store, service)
+    };
     if store.waits().is_none() {
         bail!(
-            "serve keeps the deliveries it has seen and the deployments waiting for approval in \
-             the backend; the {} backend cannot keep them yet: use the local ledger (one \
-             replica)",
+            "the {} backend cannot keep the deliveries serve has seen and the deployments waiting for approval",
             settings.backend.as_str()
         );
     }
@@ -200,6 +227,7 @@ fn prepare(
         global,
         settings,
         store,
+        store_service,
         workdir,
         secret,
         app,
@@ -207,6 +235,7 @@ fn prepare(
         metrics: metrics::Metrics::new(),
         tasks: TaskTracker::new(),
         stop: CancellationToken::new(),
+        turns: Arc::new(tokio::sync::Semaphore::new(WORKING)),
     })
 }
 
@@ -217,15 +246,16 @@ async fn resume_held(server: &Arc<Server>) -> Result<()> {
         .held()
         .await
         .context("cannot read the deployments waiting for a callback")?;
-    if !held.is_empty() {
-        tracing::info!(
-            "picking up {} deployment(s) still waiting for a callback",
-            held.len()
-        );
+    let deployments = held
+        .iter()
+        .filter(|w| w.forge == "github" || w.forge == gitlab::FORGE)
+        .count();
+    if deployments > 0 {
+        tracing::info!("picking up {deployments} deployment(s) still waiting for an answer");
     }
     for wait in held {
         match wait.forge.as_str() {
-            "github" => {
+            "github" if server.app.is_some() => {
                 server
                     .tasks
                     .spawn(deployment::protect(server.clone(), wait));
@@ -233,8 +263,8 @@ async fn resume_held(server: &Arc<Server>) -> Result<()> {
             gitlab::FORGE if server.gitlab.is_some() => {
                 server.tasks.spawn(gitlab::protect(server.clone(), wait));
             }
-            // The projects watched are read by the poll; a GitLab wait without GitLab
-            // configured stays held for a server that has it.
+            // The projects watched are read by the poll; a wait of a forge this server
+            // does not answer stays held for a server that does.
             _ => {}
         }
     }

@@ -988,6 +988,46 @@ mod gitlab {
         );
     }
 
+    /// The first-run job seeds the ledger from the project's GitLab deployment history: by
+    /// hand, whenever (no `needs`), never with an ITSM backend; run again, it adds nothing.
+    #[test]
+    fn component_import_history_job_seeds_the_ledger_from_gitlab() {
+        let jobs = rendered_jobs();
+        let j = &jobs["changegate-import-history"];
+        assert_eq!(j["needs"], serde_json::json!([]));
+        assert_eq!(j["rules"][1]["when"], "manual");
+        assert!(
+            j["rules"][0]["if"]
+                .as_str()
+                .unwrap()
+                .contains("servicenow|jira")
+        );
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let remote = rt.block_on(Remote::start());
+        let history = crate::import::gitlab_successes(3, "production");
+        rt.block_on(crate::import::fake_gitlab(
+            &remote,
+            std::sync::Arc::new(std::sync::Mutex::new(history)),
+        ));
+        let api = format!("{}/api/v4", remote.uri());
+        let dir = project(TRUSTED);
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(("CI_API_V4_URL", &api));
+        vars.push(("CHANGEGATE_GITLAB_TOKEN", crate::import::GL_TOKEN));
+        vars.push(("CHANGEGATE_SINCE", ""));
+        let import_script = script(&jobs, "changegate-import-history");
+        for want in [
+            "imported 3 deployments in 1 requests",
+            "imported 0 deployments in 1 requests",
+        ] {
+            let run = job(dir.path(), &import_script, &vars);
+            expect_exit(&run, 0);
+            let out = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+            assert!(out.contains(want), "{out}");
+        }
+        rt.block_on(remote.verify());
+    }
+
     #[test]
     fn component_manual_jobs_approve_on_a_shared_ledger_and_refuse_the_author() {
         let jobs = rendered_jobs();

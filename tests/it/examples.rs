@@ -64,3 +64,59 @@ fn every_example_config_passes_config_check() {
     checked.sort();
     assert_eq!(checked, ["jira", "local", "servicenow"]);
 }
+
+/// Every image the Dockerfile makes is built, measured and started in the CI workflow and
+/// published by the release workflow; the server's image runs as the non-root user.
+#[test]
+fn every_image_target_is_built_in_ci_and_released_and_serve_is_not_root() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".github/workflows/ci.yml")).unwrap();
+    let release = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    // `FROM <base> AS <name>` lines, the build stage aside.
+    let stages: Vec<(String, String)> = dockerfile
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                ["FROM", base, "AS", name] => Some((base.to_string(), name.to_string())),
+                _ => None,
+            }
+        })
+        .filter(|(_, name)| name != "build")
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["runtime", "action", "gitlab", "serve"]);
+    let loop_line = release
+        .lines()
+        .find(|l| l.trim_start().starts_with("for target in"))
+        .unwrap();
+    for name in &names {
+        assert!(
+            ci.contains(&format!("--target {name} ")),
+            "ci.yml does not build {name}"
+        );
+        assert!(
+            loop_line
+                .split_whitespace()
+                .any(|w| w.trim_end_matches(';') == *name),
+            "release.yml does not build {name}: {loop_line}"
+        );
+    }
+    // The serve stage inherits the runtime's non-root user and sets no other.
+    let serve = dockerfile.split("AS serve").nth(1).unwrap();
+    let serve = serve.split("\nFROM ").next().unwrap();
+    assert!(!serve.contains("USER"), "{serve}");
+    assert!(stages.contains(&("runtime".into(), "serve".into())));
+    let runtime = dockerfile.split("AS runtime").nth(1).unwrap();
+    let runtime = runtime.split("\nFROM ").next().unwrap();
+    assert!(runtime.contains("USER 65532:65532"), "{runtime}");
+    assert!(
+        ci.contains("\"65532:65532\""),
+        "the CI workflow checks the server's user"
+    );
+    assert!(
+        release.contains("-serve\""),
+        "the release publishes the server's image"
+    );
+}

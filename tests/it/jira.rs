@@ -15,8 +15,8 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 use crate::support::remote::{Remote, Watch};
 use crate::support::{changegate, git_at, git_repo};
 
-const USER: &str = "deploy-bot@example.com";
-const TOKEN: &str = "jira-api-token-s3cr3t-value";
+pub(crate) const USER: &str = "deploy-bot@example.com";
+pub(crate) const TOKEN: &str = "jira-api-token-s3cr3t-value";
 const SERVICE_ID: &str = "acme/payments-api";
 const ENV: &str = "production";
 
@@ -32,10 +32,10 @@ struct Approval {
 }
 
 #[derive(Debug, Clone)]
-struct Issue {
+pub(crate) struct Issue {
     id: u64,
-    key: String,
-    status: String,
+    pub(crate) key: String,
+    pub(crate) status: String,
     labels: Vec<String>,
     fields: Map<String, Value>,
     props: Map<String, Value>,
@@ -52,7 +52,7 @@ struct Issue {
 
 /// What the "humans" and the workflow do, and how the site misbehaves.
 #[derive(Debug, Default, Clone)]
-struct Script {
+pub(crate) struct Script {
     /// The approval is granted (by "Ada Approver") on the read after this many reads.
     approve_after: Option<u32>,
     /// The approval is declined (by "Bob Boss") on the read after this many reads.
@@ -70,12 +70,12 @@ struct Script {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     /// Where unknown routes, fields and JQL terms go: the `Remote`'s list, checked at drop.
-    watch: Watch,
-    issues: Vec<Issue>,
+    pub(crate) watch: Watch,
+    pub(crate) issues: Vec<Issue>,
     next_id: u64,
-    script: Script,
+    pub(crate) script: Script,
     /// Every request: method, path, status answered.
     log: Vec<(String, String, u16)>,
     /// Issue links: (id, inward issue key, outward issue key), of type Problem/Incident
@@ -84,8 +84,18 @@ struct State {
     next_incident: u64,
 }
 
+impl State {
+    /// A site with no issues, its anomalies going to `watch`.
+    pub(crate) fn new(watch: Watch) -> State {
+        State {
+            watch,
+            ..State::default()
+        }
+    }
+}
+
 #[derive(Clone)]
-struct Fake(Arc<Mutex<State>>);
+pub(crate) struct Fake(pub(crate) Arc<Mutex<State>>);
 
 fn category(status: &str) -> &'static str {
     match status {

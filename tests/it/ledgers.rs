@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::{git_repo, json_doc, machine_ci_vars};
 
 /// The binary as a std process (to spawn many), with a clean environment.
-fn changegate(dir: &Path) -> Command {
+pub(crate) fn changegate(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_changegate"));
     cmd.current_dir(dir);
     for key in machine_ci_vars() {
@@ -18,23 +18,23 @@ fn changegate(dir: &Path) -> Command {
     cmd
 }
 
-const NOW: &str = "2026-03-04T10:00:00Z";
+pub(crate) const NOW: &str = "2026-03-04T10:00:00Z";
 
 /// Where a test's ledger lives.
-enum Store {
+pub(crate) enum Store {
     Sqlite,
     Postgres(String),
 }
 
 impl Store {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Store::Sqlite => "sqlite",
             Store::Postgres(_) => "postgres",
         }
     }
 
-    fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+    pub(crate) fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         cmd.env("CHANGEGATE_NOW", NOW);
         match self {
             Store::Sqlite => cmd.env("CHANGEGATE_BACKEND", "local"),
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// Rows in `table`, read straight from the store.
-    fn count(&self, dir: &Path, table: &str) -> i64 {
+    pub(crate) fn count(&self, dir: &Path, table: &str) -> i64 {
         match self {
             Store::Sqlite => {
                 let path = dir.join(".changegate/ledger.db");
@@ -87,7 +87,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// SQLite, and PostgreSQL in a fresh database when the test server is there.
-fn stores() -> Vec<Store> {
+pub(crate) fn stores() -> Vec<Store> {
     let mut out = vec![Store::Sqlite];
     match std::env::var("CHANGEGATE_TEST_DATABASE_URL") {
         Ok(admin) if !admin.trim().is_empty() => {
@@ -119,17 +119,17 @@ fn stores() -> Vec<Store> {
     out
 }
 
-fn run(store: &Store, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(store: &Store, dir: &Path, args: &[&str]) -> Output {
     let mut cmd = changegate(dir);
     store.apply(&mut cmd).args(args);
     cmd.output().unwrap()
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "stdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),

@@ -3,16 +3,17 @@
 
 mod action;
 mod annotate;
+mod children;
 mod cli;
 mod examples;
 mod flow;
 mod gate;
 mod hostile;
+mod import;
 mod jira;
 mod ledgers;
 mod report;
 mod serve;
-mod serve_gitlab;
 mod servicenow;
 mod settings;
 mod simulate;

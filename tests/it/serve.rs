@@ -25,9 +25,9 @@ const TOKEN: &str = "ghs_serveInstallationToken0123";
 const CALLBACK: &str =
     "/repos/Codertocat/Hello-World/actions/runs/1234567890/deployment_protection_rule";
 /// Pre-approves a first change: no track record needed.
-pub(crate) const PRE_APPROVE: &str = "[policy]\nmin_history = 0\n";
+const PRE_APPROVE: &str = "[policy]\nmin_history = 0\n";
 /// A first change needs approval (the default track record is not there).
-pub(crate) fn needs_approval(timeout: &str) -> String {
+fn needs_approval(timeout: &str) -> String {
     format!("[approval]\ntimeout = \"{timeout}\"\npoll = \"1s\"\n")
 }
 
@@ -235,9 +235,9 @@ impl FakeGitHub {
 // ---------------------------------------------------------------------------------------
 // The server process.
 
-pub(crate) struct Serve {
+struct Serve {
     child: Child,
-    pub(crate) url: String,
+    url: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -259,7 +259,7 @@ impl Serve {
     }
 
     /// A server with only the ledger and `vars` set.
-    pub(crate) fn start_env(dir: &Path, vars: &[(&str, &str)]) -> Serve {
+    fn start_env(dir: &Path, vars: &[(&str, &str)]) -> Serve {
         let extra = vars;
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("changegate"));
         cmd.current_dir(dir);
@@ -299,12 +299,12 @@ impl Serve {
         }
     }
 
-    pub(crate) fn log(&self) -> String {
+    fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, then the exit code.
-    pub(crate) fn stop(mut self) -> Option<i32> {
+    fn stop(mut self) -> Option<i32> {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let started = Instant::now();
@@ -328,7 +328,7 @@ impl Drop for Serve {
     }
 }
 
-pub(crate) fn ledger(dir: &Path) -> PathBuf {
+fn ledger(dir: &Path) -> PathBuf {
     dir.join("ledger.db")
 }
 
@@ -384,7 +384,7 @@ async fn signed(serve: &Serve, event: &str, delivery: &str, body: &[u8]) -> u16 
 }
 
 /// Rows of the ledger's changes: (id, state, outcome).
-pub(crate) fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
+fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
     let conn = rusqlite::Connection::open(ledger(dir)).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, state, outcome FROM changes ORDER BY id")
@@ -395,13 +395,13 @@ pub(crate) fn changes(dir: &Path) -> Vec<(i64, String, Option<String>)> {
         .collect()
 }
 
-pub(crate) async fn get(serve: &Serve, route: &str) -> (u16, String) {
+async fn get(serve: &Serve, route: &str) -> (u16, String) {
     let res = reqwest::get(format!("{}{route}", serve.url)).await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
 /// The value of one sample of the Prometheus text, `None` when absent.
-pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
+fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(series)?
             .strip_prefix(' ')?
@@ -632,7 +632,7 @@ async fn waiting(dir: &Path, gh: &FakeGitHub) -> Serve {
     serve
 }
 
-pub(crate) fn decide_by_hand(dir: &Path, verb: &str) {
+fn decide_by_hand(dir: &Path, verb: &str) {
     changegate(dir)
         .env("CHANGEGATE_LEDGER", ledger(dir))
         .args([
@@ -749,3 +749,6 @@ fn serve_refuses_to_start_without_a_webhook_secret() {
         .code(2)
         .stderr(predicates::str::contains("CHANGEGATE_WEBHOOK_SECRET"));
 }
+
+mod gitlab;
+mod itsm;

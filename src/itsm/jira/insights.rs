@@ -200,7 +200,7 @@ impl Insights for Jira {
                 ChangeSummary {
                     decided_at,
                     // A declined change counts as blocked: that was the final word.
-                    decision: record.final_decision().unwrap_or(decision.kind),
+                    decision: Some(record.final_decision().unwrap_or(decision.kind)),
                     pre_approved: decision.counts_against_allowance(),
                     emergency,
                     approved_at: record.approved_at,

@@ -149,7 +149,7 @@ impl Insights for Ledger {
         let rows = self
             .read_all(
                 "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
-                        first_commit_at, outcome, failed_after_deploy
+                        first_commit_at, outcome, failed_after_deploy, imported_from
                  FROM changes INDEXED BY changes_by_decided
                  WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
                  ORDER BY decided_at",
@@ -158,10 +158,12 @@ impl Insights for Ledger {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let decision = r.text(1)?;
+            let decision = r.text(1)?.as_deref().and_then(DecisionKind::parse);
             let outcome = r.text(7)?;
-            let Some((decided_at, decision)) =
-                from_ts(r.int(0)?).zip(decision.as_deref().and_then(DecisionKind::parse))
+            // A change without a decision is one imported from the forge's history (in the
+            // deployment measures), or none the KPIs can use.
+            let imported = r.text(9)?.is_some();
+            let Some(decided_at) = from_ts(r.int(0)?).filter(|_| decision.is_some() || imported)
             else {
                 continue;
             };

@@ -5,7 +5,10 @@ use anyhow::{Result, anyhow, bail};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::itsm::{ChangeStore, Intent, Lookup, ManualApproval, PendingWait, Waits};
+use crate::itsm::{
+    Admission, ChangeStore, ImportedChange, Imports, Intent, Lookup, ManualApproval, PendingWait,
+    Waits,
+};
 
 use super::Ledger;
 use super::client::{Begin, args};
@@ -231,6 +234,69 @@ impl ChangeStore for Ledger {
 }
 
 #[async_trait]
+impl Imports for Ledger {
+    async fn import(&self, change: &ImportedChange, now: DateTime<Utc>) -> Result<bool> {
+        let facts = &change.facts;
+        let key = facts.key().to_string();
+        let outcome = change.finished.outcome;
+        let state = if outcome == Outcome::Cancelled {
+            State::Cancelled
+        } else {
+            State::Closed
+        };
+        let mut conn = self.conn().await?;
+        let mut tx = conn
+            .begin(Begin::Serialised(&facts.service_id, &facts.environment))
+            .await?;
+        // Looked up under the write lock, as `open` does: whoever wrote the key first (a
+        // gate, an earlier or a simultaneous import) keeps it.
+        let known = tx
+            .query_opt(
+                "SELECT id FROM changes WHERE correlation_key = ?1",
+                args![&key],
+            )
+            .await?;
+        if known.is_some() {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        // Decided and deployed when the deployment started, closed when it finished; never
+        // pre-approved (no allowance used), and verified: the forge's outcome is final.
+        tx.execute(
+            "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha, repository,
+                                  state, pre_approved, emergency, outcome, opened_at, decided_at,
+                                  deployed_at, closed_at, verified_at, facts_json, imported_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, ?8, ?9, ?9, ?9, ?10, ?10, ?11, ?12)",
+            args![
+                &key,
+                &facts.service,
+                &facts.service_id,
+                &facts.environment,
+                &facts.commit_sha,
+                &facts.repository,
+                state.as_str(),
+                outcome.as_str(),
+                ts(change.started_at),
+                ts(change.finished.at),
+                serde_json::to_string(facts)?,
+                &change.source
+            ],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT id FROM changes WHERE correlation_key = ?1",
+                args![&key],
+            )
+            .await?;
+        let detail = format!("{outcome} ({})", change.source);
+        add_event(&mut tx, row.i64(0)?, now, "imported", None, Some(&detail)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
 impl ManualApproval for Ledger {
     async fn decide_by_hand(
         &self,
@@ -372,6 +438,39 @@ impl Waits for Ledger {
         )
         .await?;
         tx.commit().await
+    }
+
+    async fn admit(
+        &self,
+        space: &str,
+        delivery: &str,
+        deployments: &str,
+        wait: &PendingWait,
+    ) -> Result<Admission> {
+        // One transaction: the delivery's claim, the deployment's claim and its wait are
+        // written together or not at all (one sync to disk on the acknowledgement's path).
+        let at = ts(wait.since);
+        let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        let admission = if tx.execute(claim, args![space, delivery, at]).await? == 0 {
+            Admission::SeenDelivery
+        } else if tx
+            .execute(claim, args![deployments, wait.key.as_str(), at])
+            .await?
+            == 0
+        {
+            Admission::SeenDeployment
+        } else {
+            tx.execute(
+                "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![wait.key.as_str(), wait.forge.as_str(), wait.payload.as_str(), at],
+            )
+            .await?;
+            Admission::Taken
+        };
+        tx.commit().await?;
+        Ok(admission)
     }
 
     async fn held(&self) -> Result<Vec<PendingWait>> {

@@ -22,7 +22,7 @@ pub use history::DECISION_QUERIES;
 
 use std::time::Duration;
 
-use super::{Backend, ManualApproval, Waits};
+use super::{Backend, Imports, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
@@ -46,6 +46,10 @@ impl Backend for Ledger {
     }
 
     fn waits(&self) -> Option<&dyn Waits> {
+        Some(self)
+    }
+
+    fn imports(&self) -> Option<&dyn Imports> {
         Some(self)
     }
 }

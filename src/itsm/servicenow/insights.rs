@@ -242,11 +242,11 @@ impl Insights for ServiceNow {
                 ChangeSummary {
                     decided_at,
                     // A rejected change counts as blocked: that was the final word.
-                    decision: if record.refused() {
+                    decision: Some(if record.refused() {
                         DecisionKind::Blocked
                     } else {
                         decision.kind
-                    },
+                    }),
                     pre_approved: decision.counts_against_allowance(),
                     emergency: decision.emergency.is_some(),
                     approved_at: record

@@ -441,29 +441,6 @@ fn paths_git_would_quote_are_read_verbatim() {
 }
 
 #[test]
-fn numstat_records_renames_binaries_and_saturating_counts() {
-    let out = format!(
-        "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0{}\t5\t\0infra/old.tf\0deploy/new.tf\0{}\t1\tbig.sql\0",
-        u64::MAX - 2,
-        u64::MAX
-    );
-    let (lines, paths, uncounted) = parse_numstat_z(&out);
-    assert!(uncounted, "the binary's `-` counts are noticed");
-    assert_eq!(
-        paths,
-        [
-            "src/a.rs",
-            "logo.png",
-            "infra/old.tf",
-            "deploy/new.tf",
-            "big.sql"
-        ]
-    );
-    assert_eq!(lines, u64::MAX, "saturates instead of wrapping");
-    assert_eq!(parse_numstat_z(""), (0, Vec::new(), false));
-}
-
-#[test]
 fn a_shallow_clone_has_no_facts_for_its_boundary_commit() {
     let (repo, _, head) = repo_with_history();
     let clone = tempfile::tempdir().unwrap();
@@ -509,4 +486,69 @@ fn gitattributes_of_the_change_cannot_hide_its_lines() {
             stats.paths
         );
     }
+}
+
+#[test]
+fn a_merge_commit_alone_is_its_change_against_its_first_parent() {
+    let (repo, _, _) = repo_with_history();
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("infra/main.tf", b"a\nb\n");
+    repo.commit("side change");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("app.txt", b"one\n2\nthree\nfour\nfive\n");
+    repo.commit("main change");
+    repo.clock.set(repo.clock.get() + 1);
+    repo.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let stats = range_stats(repo.path(), None, &head).unwrap();
+    // What the merge brought onto main: the side branch's file, never nothing.
+    assert_eq!(stats.paths, ["infra/main.tf"]);
+    assert_eq!(stats.lines, Some(2));
+    assert_eq!(stats.commits[0].subject, "merge side");
+}
+
+#[test]
+fn a_mode_change_touches_its_path_with_no_lines() {
+    let repo = Repo::new();
+    repo.write("deploy.sh", b"echo hi\n");
+    let base = repo.commit("init");
+    repo.git(&["update-index", "--chmod=+x", "deploy.sh"]);
+    repo.git(&["commit", "-q", "-m", "executable"]);
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
+    assert_eq!(stats.paths, ["deploy.sh"]);
+    assert_eq!(stats.lines, Some(0));
+}
+
+#[test]
+fn a_folder_replaced_by_a_file_touches_both() {
+    let repo = Repo::new();
+    repo.write("conf/a.toml", b"x = 1\ny = 2\n");
+    let base = repo.commit("init");
+    std::fs::remove_dir_all(repo.path().join("conf")).unwrap();
+    repo.write("conf", b"one line\n");
+    let head = repo.commit("flatten");
+    let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
+    assert_eq!(stats.paths, ["conf", "conf/a.toml"]);
+    assert_eq!(stats.lines, Some(3));
+}
+
+#[test]
+fn a_sha256_repository_is_read_too() {
+    let repo = Repo {
+        dir: tempfile::tempdir().unwrap(),
+        clock: std::cell::Cell::new(0),
+    };
+    repo.git(&["init", "-q", "-b", "main", "--object-format=sha256"]);
+    repo.write("app.txt", b"one\n");
+    let base = repo.commit("init");
+    repo.write("app.txt", b"one\ntwo\n");
+    let head = repo.commit("two");
+    assert_eq!(head.len(), 64);
+    let stats = range_stats(repo.path(), Some(&base), &head).unwrap();
+    assert_eq!(
+        (stats.paths, stats.lines),
+        (vec!["app.txt".to_string()], Some(1))
+    );
+    assert_eq!(detect(repo.path()).unwrap().commit_sha, head);
 }

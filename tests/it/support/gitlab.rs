@@ -44,6 +44,9 @@ pub fn deployment(id: u64, environment: &str, status: &str) -> Value {
         "environment": {"id": 9, "name": environment, "external_url": null},
         "deployable": {"id": 77, "status": "manual", "stage": "deploy", "name": "deploy",
             "ref": "main", "tag": false,
+            "commit": {"id": SHA, "short_id": &SHA[..8], "title": "Ship it",
+                "message": "Ship it\n\nRefs #12\n", "author_name": "Dev",
+                "author_email": "dev@example.com", "created_at": "2026-12-05T09:58:00.000+00:00"},
             "pipeline": {"id": 500, "sha": SHA, "ref": "main", "status": "running",
                 "web_url": "https://gitlab.example/group/app/-/pipelines/500"}},
         "pending_approval_count": 1, "approvals": []
@@ -164,7 +167,8 @@ impl FakeGitLab {
                 let id: u64 = req.url.path().rsplit('/').next().unwrap().parse().unwrap();
                 match s.lock().unwrap().deployments.iter().find(|d| d["id"] == id) {
                     Some(d) => ResponseTemplate::new(200).set_body_json(d.clone()),
-                    None => ResponseTemplate::new(404).set_body_json(json!({"message": "404 Not found"})),
+                    None => ResponseTemplate::new(404)
+                        .set_body_json(json!({"message": "404 Not found"})),
                 }
             })
             .mount(&server)
@@ -176,7 +180,14 @@ impl FakeGitLab {
                 if !authed(&watch, req) {
                     return unauthorized();
                 }
-                let id: u64 = req.url.path().split('/').nth_back(1).unwrap().parse().unwrap();
+                let id: u64 = req
+                    .url
+                    .path()
+                    .split('/')
+                    .nth_back(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 let body: Value = req.body_json().unwrap();
                 let mut st = s.lock().unwrap();
                 let status = body["status"].as_str().unwrap_or_default().to_string();
@@ -187,13 +198,18 @@ impl FakeGitLab {
                     watch.flag(format!("deployment {id} answered twice by the bot"));
                 }
                 let Some(d) = st.deployments.iter_mut().find(|d| d["id"] == id) else {
-                    return ResponseTemplate::new(404).set_body_json(json!({"message": "404 Not found"}));
+                    return ResponseTemplate::new(404)
+                        .set_body_json(json!({"message": "404 Not found"}));
                 };
                 if d["status"] != "blocked" {
                     watch.flag(format!("approval of deployment {id}, which is not blocked"));
                 }
                 // One approval is all the rule needs: the job runs, or is refused.
-                d["status"] = json!(if status == "approved" { "running" } else { "canceled" });
+                d["status"] = json!(if status == "approved" {
+                    "running"
+                } else {
+                    "canceled"
+                });
                 st.approvals.push((id, body.clone()));
                 ResponseTemplate::new(201).set_body_json(json!({
                     "user": {"id": 7, "username": "changegate-bot"}, "status": status,
@@ -236,7 +252,11 @@ impl FakeGitLab {
     }
 
     /// Waits until `done` holds of the approvals (or fails the test after 30s).
-    pub async fn until(&self, what: &str, done: impl Fn(&[(u64, Value)]) -> bool) -> Vec<(u64, Value)> {
+    pub async fn until(
+        &self,
+        what: &str,
+        done: impl Fn(&[(u64, Value)]) -> bool,
+    ) -> Vec<(u64, Value)> {
         let started = Instant::now();
         loop {
             let approvals = self.approvals();

@@ -85,6 +85,15 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         since BIGINT NOT NULL
     );",
+    // 3: the decision's indexes carry the row id. Its queries leave out the change being
+    // decided by id; SQLite's indexes hold the row id already, PostgreSQL's only point at
+    // the heap, so without it every closed change of the service was fetched from the table.
+    "DROP INDEX changes_by_decided;
+    CREATE INDEX changes_by_decided ON changes(service_id, environment, decided_at, outcome, pre_approved, emergency) INCLUDE (id);
+    DROP INDEX changes_by_closed;
+    CREATE INDEX changes_by_closed ON changes(service_id, environment, closed_at, outcome) INCLUDE (id);",
+    // 4 (SQLite's 5): where an imported change came from (`history import`).
+    "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.

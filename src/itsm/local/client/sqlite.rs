@@ -84,6 +84,9 @@ pub const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         since INTEGER NOT NULL
     );",
+    // 5: changes imported from the forge's deployment history (`history import`) say where
+    // they came from (`github deployment 123`), so reports can tell them from the gate's.
+    "ALTER TABLE changes ADD COLUMN imported_from TEXT;",
 ];
 
 /// How long a ledger operation waits for another process's write to finish.
