@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Server;
 use super::deployment::{Verdict, gate, record_outcome, server_own};
+use super::{READY_WITHIN, Server};
 use crate::domain::Outcome;
 use crate::env::{self, Snapshot, Vars};
 use crate::forge::gitlab::{Approvals, BlockedDeployment, Project};
@@ -35,9 +35,6 @@ pub(super) const FORGE: &str = "gitlab";
 /// The forge of a held "project watched" entry: a project that sent a hook, kept in the
 /// backend so that every replica, and the next server, polls it too.
 const PROJECT: &str = "gitlab-project";
-
-/// How long `/readyz` waits for GitLab.
-const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `--gitlab-poll`: a human duration, at least one second.
 pub(super) fn parse_poll(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -473,6 +470,21 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
             "the GitLab deployment no longer waits for approval: not answered"
         );
         return Ok(());
+    }
+    // A server that started while another held this deployment resumed it too: the first
+    // to claim the answer gives it, so GitLab is answered once (at most once: a server that
+    // fails after its claim leaves the deployment blocked, which deploys nothing).
+    match claim(server, "gitlab-answer", &wait.key).await {
+        None => bail!("cannot claim the answer in the backend"),
+        Some(false) => {
+            tracing::info!(
+                project = %project,
+                deployment = held.deployment.id,
+                "another server answers this GitLab deployment"
+            );
+            return Ok(());
+        }
+        Some(true) => {}
     }
     let sent = api
         .answer(

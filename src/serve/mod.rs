@@ -45,6 +45,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// person gives its turn back while it waits.
 const WORKING: usize = 4;
 
+/// How long `/readyz` waits for a forge.
+const READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// `serve`'s options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -127,8 +130,10 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {} ({})", args.listen, env::LISTEN))?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, "changegate serve listening on {local}");
+    // The held waits are taken up before the server says it listens: what was held before
+    // it started is resumed, not what another replica takes after.
     resume_held(&server).await?;
+    tracing::info!(address = %local, "changegate serve listening on {local}");
     if server.gitlab.is_some() {
         tokio::spawn(gitlab::poll_forever(server.clone()));
     }
@@ -287,14 +292,15 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the backend answers and the App key signs.
+/// Ready when the backend answers and each forge the server answers takes its credentials:
+/// GitHub the App's JWT, GitLab the bot token.
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
     let backend = match server.waits() {
         Ok(waits) => waits.held().await.map(|_| ()),
         Err(e) => Err(e),
     };
     let forge = match &server.app {
-        Some(app) => crate::forge::check_app_key(app),
+        Some(app) => github_ready(&server.api_url, app).await,
         None => Ok(()),
     };
     let gitlab = match &server.gitlab {
@@ -307,6 +313,17 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
             tracing::warn!("not ready: {e:#}");
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
         }
+    }
+}
+
+/// GitHub answers `GET /app` with the App's JWT (the key signs, GitHub knows the App)
+/// within [`READY_WITHIN`]: a probe is not held up by retries.
+async fn github_ready(api_url: &str, app: &GithubApp) -> Result<()> {
+    let budget = crate::http::Budget::default();
+    let http = crate::http::HttpClient::new("GitHub", &budget)?;
+    match tokio::time::timeout(READY_WITHIN, crate::forge::check_app(&http, api_url, app)).await {
+        Ok(answer) => answer.context("GitHub does not take the App"),
+        Err(_) => bail!("GitHub did not answer within {}s", READY_WITHIN.as_secs()),
     }
 }
 

@@ -406,6 +406,38 @@ async fn a_gitlab_wait_survives_a_restart_of_the_server() {
     gl.server.verify().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_started_while_another_waits_does_not_answer_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let gl = FakeGitLab::start(
+        Some(&needs_approval("60s")),
+        vec![deployment(9, "production", "blocked")],
+    )
+    .await;
+    let one = waiting(dir.path(), &gl).await;
+    // A second replica on the same ledger starts while the first waits: it resumes the
+    // held deployment too, and both see the approval.
+    let two = serve(dir.path(), &gl.url(), &PROJECT_ID.to_string());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    decide_by_hand(dir.path(), "approve");
+    gl.until("approval", |a| !a.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let approvals = gl.approvals();
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0].1["status"], "approved");
+    assert_eq!(changes(dir.path()).len(), 1);
+    // Both took it up; the second one answered nothing.
+    let logs = format!("{}{}", one.log(), two.log());
+    assert!(
+        logs.contains("another server answers this GitLab deployment")
+            || logs.contains("no longer waits for approval"),
+        "{logs}"
+    );
+    assert_eq!(one.stop(), Some(0));
+    assert_eq!(two.stop(), Some(0));
+    gl.server.verify().await;
+}
+
 #[test]
 fn serve_refuses_to_start_with_half_a_gitlab_setup() {
     let dir = tempfile::tempdir().unwrap();
