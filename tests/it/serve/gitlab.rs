@@ -271,6 +271,40 @@ async fn a_deployment_hook_records_the_outcome_as_record_does_and_shows_in_the_m
     gl.server.verify().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn gitlab_failing_is_counted_and_the_next_poll_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gl = FakeGitLab::start(
+        Some(PRE_APPROVE),
+        vec![deployment(4, "production", "blocked")],
+    )
+    .await;
+    gl.state.lock().unwrap().listing_fails = true;
+    let serve = serve(dir.path(), &gl.url(), &PROJECT_ID.to_string());
+    let series = "changegate_backend_errors_total{service=\"gitlab\"}";
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = get(&serve, "/metrics").await;
+        if sample(&metrics, series).is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gl.approvals().is_empty());
+    assert!(
+        changes(dir.path()).is_empty(),
+        "nothing decided on a failed listing"
+    );
+    // GitLab is back: the next poll finds the deployment and answers it.
+    gl.state.lock().unwrap().listing_fails = false;
+    let approvals = gl.until("approval", |a| !a.is_empty()).await;
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0].1["status"], "approved");
+    assert_eq!(serve.stop(), Some(0));
+    gl.server.verify().await;
+}
+
 /// A server watching a project whose blocked deployment needs approval, once the change
 /// is open and waiting.
 async fn waiting(dir: &Path, gl: &FakeGitLab) -> Serve {

@@ -28,6 +28,8 @@ pub struct GlState {
     /// Every approval body, with the deployment it answered, in order.
     pub approvals: Vec<(u64, Value)>,
     pub statuses: Vec<Value>,
+    /// The deployments listing answers 500 while set (GitLab having a bad day).
+    pub listing_fails: bool,
 }
 
 pub struct FakeGitLab {
@@ -134,6 +136,10 @@ impl FakeGitLab {
             .respond_with(move |req: &Request| {
                 if !authed(&watch, req) {
                     return unauthorized();
+                }
+                if s.lock().unwrap().listing_fails {
+                    return ResponseTemplate::new(500)
+                        .set_body_json(json!({"message": "500 Internal Server Error"}));
                 }
                 let mut status = None;
                 for (k, v) in req.url.query_pairs() {
