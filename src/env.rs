@@ -50,6 +50,13 @@ pub const GITLAB_TOKEN: &str = "CHANGEGATE_GITLAB_TOKEN";
 // `changegate serve`.
 pub const LISTEN: &str = "CHANGEGATE_LISTEN";
 pub const WEBHOOK_SECRET: &str = "CHANGEGATE_WEBHOOK_SECRET";
+/// The GitLab instance serve answers deployment approvals on (base URL; the API is
+/// `<url>/api/v4`), the secret token its webhooks carry, the projects it watches
+/// (comma-separated ids or paths) besides those that sent a hook, and how often it looks.
+pub const GITLAB_URL: &str = "CHANGEGATE_GITLAB_URL";
+pub const GITLAB_WEBHOOK_TOKEN: &str = "CHANGEGATE_GITLAB_WEBHOOK_TOKEN";
+pub const GITLAB_PROJECTS: &str = "CHANGEGATE_GITLAB_PROJECTS";
+pub const GITLAB_POLL: &str = "CHANGEGATE_GITLAB_POLL";
 
 // GitHub Actions.
 pub const GITHUB_ACTIONS: &str = "GITHUB_ACTIONS";
@@ -163,6 +170,10 @@ pub const ALL: &[&str] = &[
     GITLAB_TOKEN,
     LISTEN,
     WEBHOOK_SECRET,
+    GITLAB_URL,
+    GITLAB_WEBHOOK_TOKEN,
+    GITLAB_PROJECTS,
+    GITLAB_POLL,
     GITHUB_ACTIONS,
     GITHUB_API_URL,
     GITHUB_SERVER_URL,

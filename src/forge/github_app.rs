@@ -227,6 +227,24 @@ pub(crate) async fn token_for_installation(
     Ok(SecretString::from(minted.token))
 }
 
+/// Whether GitHub answers and takes the App's JWT (`GET /app`): what a server's readiness
+/// probe asks.
+pub(crate) async fn check_app(
+    http: &HttpClient,
+    base_url: &str,
+    app: &GithubApp,
+) -> Result<(), AppAuthError> {
+    let jwt = jwt(&app.id, &app.private_key, Utc::now().timestamp())?;
+    let api = Api::new(http, base_url, &jwt).map_err(|e| AppAuthError::Api(Box::new(e)))?;
+    api.json::<serde_json::Value>(Method::GET, "/app", None)
+        .await
+        .map_err(|e| match e.status() {
+            Some(401) => AppAuthError::JwtRefused(Box::new(e)),
+            _ => AppAuthError::Api(Box::new(e)),
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -535,3 +535,168 @@ impl GitLab<'_> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Deployment approvals, for `changegate serve`: the blocked deployments of a project, one
+// deployment, and the bot user's approval or rejection.
+
+/// A project, as a server needs it to read its config and key its changes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Project {
+    pub id: u64,
+    pub path_with_namespace: String,
+    pub default_branch: Option<String>,
+    pub web_url: Option<String>,
+}
+
+/// A deployment (`GET /projects/:id/deployments`), the part a server reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct BlockedDeployment {
+    pub id: u64,
+    pub sha: String,
+    #[serde(rename = "ref", default)]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub status: String,
+    pub environment: DeploymentEnvironment,
+    #[serde(default)]
+    pub user: Option<DeploymentUser>,
+    #[serde(default)]
+    pub deployable: Option<Deployable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeploymentEnvironment {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeploymentUser {
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Deployable {
+    #[serde(default)]
+    pub pipeline: Option<Pipeline>,
+    /// The deployed commit, as the deploy job's `CI_COMMIT_*` variables name it.
+    #[serde(default)]
+    pub commit: Option<DeployedCommit>,
+}
+
+/// The deployed commit of a deployment's job.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeployedCommit {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub author_name: Option<String>,
+    #[serde(default)]
+    pub author_email: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Pipeline {
+    pub web_url: Option<String>,
+}
+
+/// A GitLab API error in one line, the token never in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApprovalsError(String);
+
+/// GitLab's deployments API with the server's bot token (`CHANGEGATE_GITLAB_TOKEN`).
+pub struct Approvals<'h> {
+    http: &'h HttpClient,
+    api: String,
+    token: SecretString,
+}
+
+impl<'h> Approvals<'h> {
+    /// `api` is the API root (`<url>/api/v4`, no trailing `/`).
+    pub fn new(http: &'h HttpClient, api: &str, token: SecretString) -> Approvals<'h> {
+        Approvals {
+            http,
+            api: api.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    fn on(&self, project: &str) -> GitLab<'h> {
+        GitLab {
+            http: self.http,
+            api: self.api.clone(),
+            token: self.token.clone(),
+            project: enc(project),
+            me: None,
+        }
+    }
+
+    /// The bot user: the token is taken.
+    pub async fn me(&self) -> Result<(), ApprovalsError> {
+        let gl = self.on("");
+        gl.json::<User>(Method::GET, "/user", None)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApprovalsError(describe(&e)))
+    }
+
+    /// The project by id or path.
+    pub async fn project(&self, project: &str) -> Result<Project, ApprovalsError> {
+        let gl = self.on(project);
+        gl.json(Method::GET, &gl.project_path(), None)
+            .await
+            .map_err(|e| ApprovalsError(describe(&e)))
+    }
+
+    /// The project's deployments waiting for approval (`status=blocked`), every page.
+    pub async fn blocked(&self, project: u64) -> Result<Vec<BlockedDeployment>, ApprovalsError> {
+        let gl = self.on(&project.to_string());
+        gl.all(&format!("{}/deployments?status=blocked", gl.project_path()))
+            .await
+            .map_err(|e| ApprovalsError(describe(&e)))
+    }
+
+    /// One deployment.
+    pub async fn deployment(
+        &self,
+        project: u64,
+        deployment: u64,
+    ) -> Result<BlockedDeployment, ApprovalsError> {
+        let gl = self.on(&project.to_string());
+        gl.json(
+            Method::GET,
+            &format!("{}/deployments/{deployment}", gl.project_path()),
+            None,
+        )
+        .await
+        .map_err(|e| ApprovalsError(describe(&e)))
+    }
+
+    /// Approves or rejects the deployment as the bot user, with `comment`.
+    pub async fn answer(
+        &self,
+        project: u64,
+        deployment: u64,
+        approved: bool,
+        comment: &str,
+    ) -> Result<(), ApprovalsError> {
+        let gl = self.on(&project.to_string());
+        let body = json!({
+            "status": if approved { "approved" } else { "rejected" },
+            "comment": comment,
+        });
+        gl.send(
+            Method::POST,
+            &format!("{}/deployments/{deployment}/approval", gl.project_path()),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ApprovalsError(describe(&e)))
+    }
+}

@@ -35,6 +35,15 @@ pub async fn installation_token(
     Ok(github_app::token_for_installation(http, base_url, app, installation, repo).await?)
 }
 
+/// Whether GitHub answers and takes the App's JWT (a server's readiness).
+pub async fn check_app(
+    http: &HttpClient,
+    base_url: &str,
+    app: &crate::settings::GithubApp,
+) -> anyhow::Result<()> {
+    Ok(github_app::check_app(http, base_url, app).await?)
+}
+
 /// Whether the GitHub App's key signs an App JWT (checked by a server before it listens).
 pub fn check_app_key(app: &crate::settings::GithubApp) -> anyhow::Result<()> {
     github_app::jwt(&app.id, &app.private_key, chrono::Utc::now().timestamp())?;

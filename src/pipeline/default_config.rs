@@ -423,6 +423,31 @@ pub async fn github_default_branch_config(
     }
 }
 
+/// The project's `.changegate.toml` as its default branch `branch` has it, read through
+/// GitLab's repository files API (`CI_API_V4_URL`, `CI_PROJECT_ID` and
+/// `CHANGEGATE_GITLAB_TOKEN` of `vars`): what governs a blocked deployment a server is asked
+/// about. As in a pipeline, only "no such file on that branch" gives the defaults.
+pub async fn gitlab_default_branch_config(
+    vars: &dyn Vars,
+    branch: &str,
+    budget: &Budget,
+) -> Result<Governing, PrConfigError> {
+    if !git::valid_branch_name(branch) {
+        return Err(PrConfigError::BadBranchName(branch.to_string()));
+    }
+    let file = DEFAULT_CONFIG;
+    match from_gitlab(vars, branch, file, budget).await {
+        Ok(Some(text)) => Ok(found(format!("{branch}:{file}"), text)),
+        Ok(None) => Ok(missing(format!("{branch}:{file}"))),
+        Err(failed) => Err(PrConfigError::Unreadable {
+            file: file.to_string(),
+            branch: branch.to_string(),
+            reason: failed.reason,
+            fix: failed.fix,
+        }),
+    }
+}
+
 fn found(label: String, text: String) -> Governing {
     tracing::info!("the config governing this pipeline is {label}");
     Governing::Found { label, text }

@@ -2,6 +2,7 @@
 //! backend, the repository's default-branch config, the App's installation token), the
 //! same flow as `gate` / `record`, and the answer on the deployment's callback.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +42,7 @@ struct Delivery<'a> {
 /// The server's variables a delivery's run keeps: its backend and secrets, the API base,
 /// logging. What a CI job would set (`GITHUB_*`, `CI_*`, inputs) is the delivery's to say,
 /// and the server's own GitHub credentials are not a repository's token.
-fn server_own(name: &str) -> bool {
+pub(super) fn server_own(name: &str) -> bool {
     if name == env::GITHUB_API_URL || name == env::GITHUB_SERVER_URL {
         return true;
     }
@@ -55,6 +56,7 @@ fn server_own(name: &str) -> bool {
         env::GITHUB_APP_PRIVATE_KEY,
         env::CHANGEGATE_GITHUB_TOKEN,
         env::WEBHOOK_SECRET,
+        env::GITLAB_WEBHOOK_TOKEN,
         env::ENVIRONMENT,
         env::SERVICE,
         env::CONFIG,
@@ -112,7 +114,11 @@ async fn token(server: &Server, d: &Delivery<'_>) -> Result<SecretString> {
         .context("the payload's repository.full_name is not owner/name")?;
     let budget = Budget::default();
     let http = HttpClient::new("GitHub", &budget)?;
-    forge::installation_token(&http, &server.api_url, &server.app, d.installation, name)
+    let app = server
+        .app
+        .as_ref()
+        .context("this server has no GitHub App (CHANGEGATE_GITHUB_APP_ID)")?;
+    forge::installation_token(&http, &server.api_url, app, d.installation, name)
         .await
         .context("cannot act as the GitHub App on this repository")
 }
@@ -183,10 +189,12 @@ impl Progress for Reporter {
 }
 
 /// What the deployment is told.
-struct Verdict {
-    approved: bool,
-    comment: String,
-    decision: &'static str,
+pub(super) struct Verdict {
+    pub approved: bool,
+    pub comment: String,
+    /// The decision's metric label (`pre-approved`, `approved`, `rejected`, `blocked`,
+    /// `error`).
+    pub decision: &'static str,
 }
 
 /// A `deployment_protection_rule` delivery, acknowledged and held: decide and call back.
@@ -200,6 +208,7 @@ pub(super) async fn protect(server: Arc<Server>, wait: PendingWait) {
                 Err(e) => Err(e),
             };
             if let Err(e) = released {
+                server.metrics.backend_error(server.store_service());
                 tracing::error!("the callback was made, but its wait could not be released: {e:#}");
             }
         }
@@ -285,14 +294,43 @@ async fn decide(
     turn: OwnedSemaphorePermit,
 ) -> Result<Verdict> {
     let settings = settings(server, d, token).await?;
-    let forge = Forge::new(&settings);
+    gate(server, &settings, turn, |wait| async move {
+        let body = json!({
+            "environment_name": d.environment,
+            "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
+        });
+        let sent = answer(server, callback, token, &body).await;
+        server
+            .metrics
+            .callback("status-report", if sent.is_ok() { "ok" } else { "failed" });
+        if let Err(e) = sent {
+            tracing::warn!("cannot post the status report: {e:#}");
+        }
+    })
+    .await
+}
+
+/// The one way a server decides a deployment, whichever forge asks: the gate flow on the
+/// run's settings, as the step runs it. While it waits for a person the turn is given back,
+/// and `first_wait` is told once (GitHub posts a status report, GitLab logs it).
+pub(super) async fn gate<F, Fut>(
+    server: &Server,
+    settings: &Settings,
+    turn: OwnedSemaphorePermit,
+    first_wait: F,
+) -> Result<Verdict>
+where
+    F: Fn(Waiting) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let forge = Forge::new(settings);
     let workdir: &Path = &server.workdir;
     let ctx = Ctx {
-        settings: &settings,
+        settings,
         workdir,
         forge: &forge,
     };
-    let backend = itsm::connect(&settings)?;
+    let backend = itsm::connect(settings)?;
     let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
     let (polls, mut polled) = tokio::sync::mpsc::unbounded_channel::<Waiting>();
     let gate = async {
@@ -312,20 +350,9 @@ async fn decide(
     let report = async {
         let mut waited = false;
         while let Some(wait) = polled.recv().await {
-            if waited {
-                continue;
-            }
-            waited = true;
-            let body = json!({
-                "environment_name": d.environment,
-                "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
-            });
-            let sent = answer(server, callback, token, &body).await;
-            server
-                .metrics
-                .callback("status-report", if sent.is_ok() { "ok" } else { "failed" });
-            if let Err(e) = sent {
-                tracing::warn!("cannot post the status report: {e:#}");
+            if !waited {
+                waited = true;
+                first_wait(wait).await;
             }
         }
         waited
@@ -351,6 +378,34 @@ async fn decide(
         comment,
         decision,
     })
+}
+
+/// Records `outcome` on the change of the run `settings` describe (its commit `sha`), as
+/// `record` does: the same flow whichever forge told the server.
+pub(super) async fn record_outcome(
+    server: &Server,
+    settings: &Settings,
+    sha: &str,
+    outcome: Outcome,
+) -> Result<Option<String>> {
+    let forge = Forge::new(settings);
+    let ctx = Ctx {
+        settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let backend = itsm::connect(settings)?;
+    let facts = flow::change::facts_without_range(&ctx, Some(sha))?;
+    let req = RecordRequest {
+        outcome,
+        change_id: None,
+        notes: None,
+    };
+    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(done.report.change_id.clone())
 }
 
 /// A `deployment_status` delivery: the deploy's outcome on its change, as `record` writes it.
@@ -390,26 +445,10 @@ async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outco
     };
     let token = token(server, &d).await?;
     let settings = settings(server, &d, &token).await?;
-    let forge = Forge::new(&settings);
-    let ctx = Ctx {
-        settings: &settings,
-        workdir: &server.workdir,
-        forge: &forge,
-    };
-    let backend = itsm::connect(&settings)?;
-    let facts = flow::change::facts_without_range(&ctx, Some(&status.deployment.sha))?;
-    let req = RecordRequest {
-        outcome,
-        change_id: None,
-        notes: None,
-    };
-    let done = flow::record::run(&ctx, backend.as_ref(), facts, &req).await?;
-    for warning in &done.warnings {
-        tracing::warn!("{warning}");
-    }
+    let change = record_outcome(server, &settings, &status.deployment.sha, outcome).await?;
     tracing::info!(
         repository = %status.repository.full_name,
-        change = done.report.change_id.as_deref().unwrap_or("-"),
+        change = change.as_deref().unwrap_or("-"),
         outcome = %outcome,
         "deploy outcome recorded"
     );

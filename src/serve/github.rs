@@ -156,9 +156,13 @@ pub(super) async fn webhook(
 }
 
 async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8], event: &str) -> Answer {
-    // Before anything else: an unsigned body is not read at all.
+    // Before anything else: an unsigned body is not read at all (and a server without a
+    // GitHub secret takes no GitHub delivery).
+    let Some(secret) = &server.secret else {
+        return Answer::Unauthorized;
+    };
     let signed = signature::valid(
-        server.secret.expose_secret().as_bytes(),
+        secret.expose_secret().as_bytes(),
         body,
         header(headers, "x-hub-signature-256"),
     );
@@ -183,6 +187,7 @@ async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
     match waits.claim(space, id, Utc::now()).await {
         Ok(first) => Some(first),
         Err(e) => {
+            server.metrics.backend_error(server.store_service());
             tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
             None
         }
@@ -232,6 +237,7 @@ async fn protection_rule(server: &Arc<Server>, delivery: &str, body: &[u8]) -> A
         Ok(Admission::Taken) => {}
         Ok(Admission::SeenDelivery | Admission::SeenDeployment) => return Answer::Duplicate,
         Err(e) => {
+            server.metrics.backend_error(server.store_service());
             tracing::error!("cannot take the delivery into the backend: {e:#}");
             return Answer::Unavailable;
         }

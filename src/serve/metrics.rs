@@ -24,6 +24,18 @@ struct CallbackLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    forge: &'static str,
+    status: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: &'static str,
+}
+
 /// The server's metrics; one per server, shared by its handlers.
 pub(super) struct Metrics {
     registry: Registry,
@@ -31,6 +43,8 @@ pub(super) struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     callbacks: Family<CallbackLabels, Counter>,
     approval_wait: Histogram,
+    approvals: Family<ApprovalLabels, Counter>,
+    backend_errors: Family<ServiceLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,8 +77,22 @@ impl Metrics {
             "How long a deployment that needed approval waited for its answer",
             approval_wait.clone(),
         );
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register(
+            "changegate_approvals",
+            "Deployment approvals answered on the forge (GitLab), by status and result",
+            approvals.clone(),
+        );
+        let backend_errors = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "changegate_backend_errors",
+            "Calls to what the server depends on that failed, by service (the backend, gitlab)",
+            backend_errors.clone(),
+        );
         Metrics {
             registry,
+            approvals,
+            backend_errors,
             webhooks,
             decisions,
             callbacks,
@@ -91,6 +119,22 @@ impl Metrics {
     pub(super) fn callback(&self, kind: &'static str, result: &'static str) {
         self.callbacks
             .get_or_create(&CallbackLabels { kind, result })
+            .inc();
+    }
+
+    pub(super) fn approval(&self, forge: &'static str, status: &'static str, result: &'static str) {
+        self.approvals
+            .get_or_create(&ApprovalLabels {
+                forge,
+                status,
+                result,
+            })
+            .inc();
+    }
+
+    pub(super) fn backend_error(&self, service: &'static str) {
+        self.backend_errors
+            .get_or_create(&ServiceLabels { service })
             .inc();
     }
 

@@ -17,15 +17,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::env::{self, Snapshot, Vars};
 use crate::flow::Exit;
 use crate::itsm::{self, Backend};
-use crate::settings::{ForgeSettings, GithubApp, GlobalArgs, Settings};
+use crate::settings::{BackendConfig, ForgeSettings, GithubApp, GlobalArgs, Settings};
 
 mod deployment;
 mod github;
+mod gitlab;
 mod metrics;
 mod signature;
 
@@ -43,6 +45,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// person gives its turn back while it waits.
 const WORKING: usize = 4;
 
+/// How long `/readyz` waits for a forge.
+const READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// `serve`'s options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -52,6 +57,11 @@ pub struct ServeArgs {
     /// Log lines as text, or as JSON objects (one a line) for a log collector.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How often the GitLab projects watched are asked for deployments waiting for
+    /// approval (besides at once on each deployment or job hook).
+    #[arg(long, env = env::GITLAB_POLL, value_name = "DURATION", default_value = "30s",
+          value_parser = gitlab::parse_poll)]
+    pub gitlab_poll: Duration,
 }
 
 /// `--log-format`.
@@ -72,13 +82,20 @@ pub(crate) struct Server {
     /// What the server keeps between deliveries: the backend when it is a ledger, else a
     /// ledger beside the ITSM ([`Settings::serve_state_config`]).
     store: Box<dyn Backend>,
+    /// What `store` is, as the `service` of the backend-errors metric (`local`, `postgres`).
+    store_service: &'static str,
     workdir: PathBuf,
-    secret: SecretString,
-    app: GithubApp,
+    /// GitHub's webhook secret and App; `None` when the server answers GitLab only.
+    secret: Option<SecretString>,
+    app: Option<GithubApp>,
     api_url: String,
+    /// GitLab deployment approvals; `None` when the server answers GitHub only.
+    gitlab: Option<gitlab::Gitlab>,
     metrics: metrics::Metrics,
     /// Work acknowledged and still under way: drained on shutdown.
     tasks: TaskTracker,
+    /// Cancelled when the server stops: background loops (the GitLab poll) end.
+    stop: CancellationToken,
     /// Turns to work on a delivery ([`WORKING`]).
     turns: Arc<tokio::sync::Semaphore>,
 }
@@ -93,6 +110,11 @@ impl Server {
             )
         })
     }
+
+    /// The service label of the store of deliveries and waits, for the backend-errors metric.
+    fn store_service(&self) -> &'static str {
+        self.store_service
+    }
 }
 
 /// Runs the server until SIGTERM (or Ctrl-C): then stops accepting, lets work in hand
@@ -103,18 +125,24 @@ pub async fn run(
     env: Snapshot,
     workdir: PathBuf,
 ) -> Result<Exit> {
-    let server = Arc::new(prepare(global, env, workdir)?);
+    let server = Arc::new(prepare(global, env, workdir, args.gitlab_poll)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} ({})", args.listen, env::LISTEN))?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, "changegate serve listening on {local}");
+    // The held waits are taken up before the server says it listens: what was held before
+    // it started is resumed, not what another replica takes after.
     resume_held(&server).await?;
+    tracing::info!(address = %local, "changegate serve listening on {local}");
+    if server.gitlab.is_some() {
+        tokio::spawn(gitlab::poll_forever(server.clone()));
+    }
     let app = router(server.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the server stopped")?;
+    server.stop.cancel();
     server.tasks.close();
     if tokio::time::timeout(DRAIN, server.tasks.wait())
         .await
@@ -132,34 +160,65 @@ pub async fn run(
 
 /// The server's settings, checked before it listens: a server that cannot verify
 /// signatures, authenticate as the App or keep its waits does not start (fail closed).
-fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server> {
-    let Some(secret) = env.get(env::WEBHOOK_SECRET) else {
-        bail!(
-            "{} is not set: serve verifies every webhook with the secret the GitHub App was given",
-            env::WEBHOOK_SECRET
-        );
-    };
+/// It answers GitHub when any of the App's variables is set (then all must be), GitLab
+/// when `CHANGEGATE_GITLAB_URL` or its webhook token is set (then all must be), and at
+/// least one of them.
+fn prepare(
+    global: GlobalArgs,
+    env: Snapshot,
+    workdir: PathBuf,
+    gitlab_poll: Duration,
+) -> Result<Server> {
     let forge = ForgeSettings::resolve(&env, None);
-    let Some(app) = forge.github_app.clone() else {
-        bail!(
-            "serve acts as a GitHub App: set {} and {}",
-            env::GITHUB_APP_ID,
-            env::GITHUB_APP_PRIVATE_KEY
-        );
+    let gitlab = gitlab::Gitlab::from_env(&env, gitlab_poll)?;
+    let github_named = [
+        env::WEBHOOK_SECRET,
+        env::GITHUB_APP_ID,
+        env::GITHUB_APP_PRIVATE_KEY,
+    ]
+    .iter()
+    .any(|name| env.get(name).is_some());
+    let (secret, app) = if github_named || gitlab.is_none() {
+        let Some(secret) = env.get(env::WEBHOOK_SECRET) else {
+            bail!(
+                "{} is not set: serve verifies every GitHub webhook with the secret the GitHub \
+                 App was given (for GitLab deployment approvals, set {}, {} and {})",
+                env::WEBHOOK_SECRET,
+                env::GITLAB_URL,
+                env::GITLAB_TOKEN,
+                env::GITLAB_WEBHOOK_TOKEN
+            );
+        };
+        let Some(app) = forge.github_app.clone() else {
+            bail!(
+                "serve acts as a GitHub App: set {} and {}",
+                env::GITHUB_APP_ID,
+                env::GITHUB_APP_PRIVATE_KEY
+            );
+        };
+        // The App key must sign before the first delivery needs it.
+        crate::forge::check_app_key(&app).context("the GitHub App key cannot sign")?;
+        (Some(SecretString::from(secret)), Some(app))
+    } else {
+        (None, None)
     };
-    // The App key must sign before the first delivery needs it.
-    crate::forge::check_app_key(&app).context("the GitHub App key cannot sign")?;
     let settings = Settings::resolve_with(&global, &env, &workdir, None, None)?;
     if settings.dry_run {
         bail!("serve does not take --dry-run: GitHub waits for a real answer");
     }
     // The ledgers keep the waits with the changes; beside an ITSM, a ledger keeps them.
     let backend = itsm::connect(&settings)?;
-    let store = if backend.waits().is_some() {
-        backend
+    let (store, store_service) = if backend.waits().is_some() {
+        (backend, settings.backend.as_str())
     } else {
-        itsm::connect_to(&settings, settings.serve_state_config()?)
-            .context("serve keeps its deliveries and waits in a ledger beside the ITSM")?
+        let config = settings.serve_state_config()?;
+        let service = match &config {
+            BackendConfig::Postgres(_) => "postgres",
+            _ => "local",
+        };
+        let store = itsm::connect_to(&settings, config)
+            .context("serve keeps its deliveries and waits in a ledger beside the ITSM")?;
+        (store, service)
     };
     if store.waits().is_none() {
         bail!(
@@ -173,11 +232,14 @@ fn prepare(global: GlobalArgs, env: Snapshot, workdir: PathBuf) -> Result<Server
         global,
         settings,
         store,
+        store_service,
         workdir,
-        secret: SecretString::from(secret),
+        secret,
         app,
+        gitlab,
         metrics: metrics::Metrics::new(),
         tasks: TaskTracker::new(),
+        stop: CancellationToken::new(),
         turns: Arc::new(tokio::sync::Semaphore::new(WORKING)),
     })
 }
@@ -189,16 +251,27 @@ async fn resume_held(server: &Arc<Server>) -> Result<()> {
         .held()
         .await
         .context("cannot read the deployments waiting for a callback")?;
-    if !held.is_empty() {
-        tracing::info!(
-            "picking up {} deployment(s) still waiting for a callback",
-            held.len()
-        );
+    let deployments = held
+        .iter()
+        .filter(|w| w.forge == "github" || w.forge == gitlab::FORGE)
+        .count();
+    if deployments > 0 {
+        tracing::info!("picking up {deployments} deployment(s) still waiting for an answer");
     }
     for wait in held {
-        server
-            .tasks
-            .spawn(deployment::protect(server.clone(), wait));
+        match wait.forge.as_str() {
+            "github" if server.app.is_some() => {
+                server
+                    .tasks
+                    .spawn(deployment::protect(server.clone(), wait));
+            }
+            gitlab::FORGE if server.gitlab.is_some() => {
+                server.tasks.spawn(gitlab::protect(server.clone(), wait));
+            }
+            // The projects watched are read by the poll; a wait of a forge this server
+            // does not answer stays held for a server that does.
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -209,6 +282,7 @@ fn router(server: Arc<Server>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/webhooks/github", post(github::webhook))
+        .route("/webhooks/gitlab", post(gitlab::webhook))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .with_state(server)
@@ -218,18 +292,38 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the backend answers and the App key signs.
+/// Ready when the backend answers and each forge the server answers takes its credentials:
+/// GitHub the App's JWT, GitLab the bot token.
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
     let backend = match server.waits() {
         Ok(waits) => waits.held().await.map(|_| ()),
         Err(e) => Err(e),
     };
-    match backend.and_then(|()| crate::forge::check_app_key(&server.app)) {
+    let forge = match &server.app {
+        Some(app) => github_ready(&server.api_url, app).await,
+        None => Ok(()),
+    };
+    let gitlab = match &server.gitlab {
+        Some(gitlab) => gitlab.ready().await,
+        None => Ok(()),
+    };
+    match backend.and(forge).and(gitlab) {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!("not ready: {e:#}");
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
         }
+    }
+}
+
+/// GitHub answers `GET /app` with the App's JWT (the key signs, GitHub knows the App)
+/// within [`READY_WITHIN`]: a probe is not held up by retries.
+async fn github_ready(api_url: &str, app: &GithubApp) -> Result<()> {
+    let budget = crate::http::Budget::default();
+    let http = crate::http::HttpClient::new("GitHub", &budget)?;
+    match tokio::time::timeout(READY_WITHIN, crate::forge::check_app(&http, api_url, app)).await {
+        Ok(answer) => answer.context("GitHub does not take the App"),
+        Err(_) => bail!("GitHub did not answer within {}s", READY_WITHIN.as_secs()),
     }
 }
 

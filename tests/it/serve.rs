@@ -111,6 +111,19 @@ impl FakeGitHub {
             })
             .mount(&server)
             .await;
+        // The App itself, with its JWT: what `/readyz` asks.
+        Mock::given(method("GET"))
+            .and(path("/app"))
+            .respond_with(move |req: &Request| {
+                if !app_jwt_ok(req) {
+                    return unauthorized();
+                }
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"id": 123456, "slug": "changegate", "name": "changegate"}),
+                )
+            })
+            .mount(&server)
+            .await;
         let s = state.clone();
         Mock::given(method("GET"))
             .and(path(format!("{repo}/contents/.changegate.toml")))
@@ -247,19 +260,26 @@ impl Serve {
     }
 
     fn start_with(dir: &Path, api: &str, extra: &[(&str, &str)]) -> Serve {
+        let key = fixture("github-app-test-key.pem");
+        let mut vars = vec![
+            ("GITHUB_API_URL", api),
+            ("CHANGEGATE_WEBHOOK_SECRET", SECRET),
+            ("CHANGEGATE_GITHUB_APP_ID", APP_ID),
+            ("CHANGEGATE_GITHUB_APP_PRIVATE_KEY", key.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        Self::start_env(dir, &vars)
+    }
+
+    /// A server with only the ledger and `vars` set.
+    fn start_env(dir: &Path, vars: &[(&str, &str)]) -> Serve {
+        let extra = vars;
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("changegate"));
         cmd.current_dir(dir);
         for key in machine_ci_vars() {
             cmd.env_remove(key);
         }
         cmd.env("NO_COLOR", "1")
-            .env("GITHUB_API_URL", api)
-            .env("CHANGEGATE_WEBHOOK_SECRET", SECRET)
-            .env("CHANGEGATE_GITHUB_APP_ID", APP_ID)
-            .env(
-                "CHANGEGATE_GITHUB_APP_PRIVATE_KEY",
-                fixture("github-app-test-key.pem"),
-            )
             .env("CHANGEGATE_LEDGER", ledger(dir))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
@@ -728,6 +748,43 @@ async fn a_wait_survives_a_restart_of_the_server() {
     gh.server.verify().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_only_when_github_takes_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(PRE_APPROVE)).await;
+    let serve = Serve::start(dir.path(), &gh.server.uri());
+    assert_eq!(get(&serve, "/readyz").await.0, 200);
+    drop(serve);
+    // A key GitHub does not know for this App id: alive, not ready.
+    let serve = Serve::start_with(
+        dir.path(),
+        &gh.server.uri(),
+        &[("CHANGEGATE_GITHUB_APP_ID", "654321")],
+    );
+    assert_eq!(get(&serve, "/healthz").await.0, 200);
+    assert_eq!(get(&serve, "/readyz").await.0, 503);
+    assert!(
+        serve.log().contains("GitHub does not take the App"),
+        "{}",
+        serve.log()
+    );
+    drop(serve);
+    gh.server.verify().await;
+    // GitHub down: not ready, within the probe's bound.
+    let api = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", closed.local_addr().unwrap())
+    };
+    let serve = Serve::start(dir.path(), &api);
+    let started = Instant::now();
+    assert_eq!(get(&serve, "/readyz").await.0, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn serve_refuses_to_start_without_a_webhook_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -743,4 +800,5 @@ fn serve_refuses_to_start_without_a_webhook_secret() {
         .stderr(predicates::str::contains("CHANGEGATE_WEBHOOK_SECRET"));
 }
 
+mod gitlab;
 mod itsm;

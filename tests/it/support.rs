@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod gitlab;
 pub mod remote;
 mod scratch;
 
