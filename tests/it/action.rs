@@ -44,6 +44,12 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
         ("change", String::new()),
         ("by", String::new()),
         ("comment", String::new()),
+        ("format", String::new()),
+        ("sprints", String::new()),
+        ("output", String::new()),
+        ("all", String::new()),
+        ("incident", String::new()),
+        ("set", String::new()),
     ])
 }
 
@@ -253,7 +259,10 @@ impl Runner {
         // A run that got as far as a decision annotates, unless it is a dry run.
         // A human's decision is written to the ledger only; the next gate run annotates it.
         let annotating = inputs.get("dry-run").map(String::as_str) != Some("true")
-            && !matches!(inputs["command"].as_str(), "approve" | "reject")
+            && !matches!(
+                inputs["command"].as_str(),
+                "approve" | "reject" | "report" | "policy explain" | "policy simulate" | "incident"
+            )
             && assert.get_output().status.code() != Some(2);
         self.api.assert_token_used(annotating);
         Step {
@@ -361,6 +370,66 @@ fn github_container_action_gates_and_records_through_inputs_and_file_commands() 
     // A re-run of the gate step (same commit) finds the same change instead of a new one.
     let again = runner.step(&[("command", "gate")]);
     assert_eq!(again.outputs().get("change-id"), Some(&id));
+
+    // The pipeline's other commands, each with its options as inputs.
+    let report = runner.step(&[
+        ("command", "report"),
+        ("environment", "production"),
+        ("sprints", "2"),
+    ]);
+    report.expect_code(0);
+    let summary = report.summary();
+    assert!(
+        summary.contains(r"### changegate KPIs: hello\-world → production")
+            && summary.contains("Last 2 sprints"),
+        "report writes the job summary: {summary}"
+    );
+    no_token_anywhere(&report);
+
+    let html = runner.step(&[
+        ("command", "report"),
+        ("format", "html"),
+        ("output", "kpis.html"),
+        ("all", "true"),
+    ]);
+    html.expect_code(0);
+    let page = std::fs::read_to_string(runner.workspace.path().join("kpis.html")).unwrap();
+    assert!(
+        page.starts_with("<!DOCTYPE html>") || page.contains("<html"),
+        "{page}"
+    );
+
+    let explain = runner.step(&[("command", "policy explain"), ("environment", "production")]);
+    explain.expect_code(0);
+    assert!(
+        explain.summary().contains("## changegate policy explain")
+            && explain.summary().contains("allowance"),
+        "{}",
+        explain.summary()
+    );
+
+    let simulate = runner.step(&[
+        ("command", "policy simulate"),
+        ("environment", "production"),
+        ("set", "policy.allowance.step=3\npolicy.min_history=1"),
+    ]);
+    simulate.expect_code(0);
+
+    let incident = runner.step(&[
+        ("command", "incident"),
+        ("change", &id),
+        ("incident", "INC-7"),
+    ]);
+    incident.expect_code(0);
+    assert!(incident.stdout().contains("INC-7"), "{}", incident.stdout());
+    // Without the incident's id the step is refused before anything is done.
+    let refused = runner.step(&[("command", "incident"), ("change", &id)]);
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("needs the action input `incident`")
+    );
 }
 
 #[test]
