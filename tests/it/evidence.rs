@@ -54,8 +54,18 @@ async fn route(
     matcher: impl wiremock::Match + 'static,
     handle: impl Fn(&GhState, &Request) -> ResponseTemplate + Send + Sync + 'static,
 ) {
+    route_verb("GET", server, state, matcher, handle).await;
+}
+
+async fn route_verb(
+    verb: &str,
+    server: &Remote,
+    state: &Gh,
+    matcher: impl wiremock::Match + 'static,
+    handle: impl Fn(&GhState, &Request) -> ResponseTemplate + Send + Sync + 'static,
+) {
     let st = state.clone();
-    Mock::given(method("GET"))
+    Mock::given(method(verb))
         .and(matcher)
         .respond_with(move |req: &Request| {
             let auth = req
@@ -82,6 +92,29 @@ async fn fake_github(state: Gh) -> Remote {
     let server = Remote::start().await;
     state.lock().unwrap().uri = server.uri();
     let repo = format!("/repos/{OWNER_REPO}");
+    // The comparison of the range since the last deployed commit (a checkout without it).
+    route(
+        &server,
+        &state,
+        path_regex(format!(
+            r"^{repo}/compare/[0-9a-f]{{40}}\.\.\.[0-9a-f]{{40}}$"
+        )),
+        |_, _| {
+            ResponseTemplate::new(200).set_body_json(json!({
+                "status": "ahead", "ahead_by": 1, "total_commits": 1,
+                "files": [{"filename": "src/fees.rs", "status": "modified", "additions": 10,
+                           "deletions": 2, "changes": 12}]
+            }))
+        },
+    )
+    .await;
+    route(
+        &server,
+        &state,
+        path(format!("{repo}/issues/5/comments")),
+        |_, _| ResponseTemplate::new(200).set_body_json(json!([])),
+    )
+    .await;
     route(
         &server,
         &state,
@@ -572,4 +605,180 @@ async fn gitlab_self_approval_and_failed_jobs_fail_and_overrule_the_claims() {
     let (passed, why) = out.rule("evidence-tests");
     assert!(!passed && why.contains("unit (failed)"), "{why}");
     server.verify().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped examples, run as written: examples/github/deploy.yml's gate step with
+// examples/config/servicenow.changegate.toml, against ServiceNow and GitHub fakes.
+
+/// `examples/github/deploy.yml`'s gate step: its `with:` and `env:`.
+type Pairs = Vec<(String, String)>;
+
+fn example_gate_step() -> (Pairs, Pairs) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wf = crate::support::yaml(
+        &std::fs::read_to_string(root.join("examples/github/deploy.yml")).unwrap(),
+    );
+    let steps = wf["jobs"]["deploy"]["steps"].as_array().unwrap();
+    let gate = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("OWNER/changegate@"))
+                && s["with"]["command"] == "gate"
+        })
+        .expect("deploy.yml has a gate step");
+    let pairs = |v: &Value| -> Pairs {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (pairs(&gate["with"]), pairs(&gate["env"]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_github_and_servicenow_examples_reach_a_pre_approval() {
+    use crate::servicenow::fake::{Responder, Sn};
+    use chrono::{NaiveDate, Utc};
+
+    // ServiceNow: the example's template, and a track record in the example's sprints.
+    let sn_server = Remote::start().await;
+    let sn = Arc::new(Mutex::new(Sn {
+        watch: sn_server.watch(),
+        basic: Some(("svc-changegate".into(), "s3cret".into())),
+        templates: vec![(
+            "c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6".into(),
+            "Pre-approved application deploy".into(),
+            "ab12cd34ef56ab12cd34ef56ab12cd34".into(),
+        )],
+        ..Sn::default()
+    }));
+    Mock::given(wiremock::matchers::any())
+        .respond_with(Responder(sn.clone()))
+        .mount(&sn_server)
+        .await;
+    let today = Utc::now().date_naive();
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    let sprint_start =
+        start + chrono::Duration::days((today - start).num_days().div_euclid(14) * 14);
+    {
+        let mut s = sn.lock().unwrap();
+        for i in 0..6u64 {
+            let sha = format!("{:040x}", 0xabc0_0000_u64 + i);
+            s.seed_closed(
+                &format!("changegate:{OWNER_REPO}/payments-api:production:{sha}"),
+                sprint_start - chrono::Duration::days(1 + i as i64),
+                "standard",
+                "successful",
+            );
+        }
+    }
+    // GitHub: PR #5 approved by alice on its head, the commit's checks green, and the
+    // annotation's comment and check run.
+    let gh = Arc::new(Mutex::new(approved_and_green()));
+    let gh_server = fake_github(gh.clone()).await;
+    route_verb(
+        "POST",
+        &gh_server,
+        &gh,
+        path(format!("/repos/{OWNER_REPO}/issues/5/comments")),
+        |_, req| {
+            let body: Value = req.body_json().unwrap();
+            assert!(
+                body["body"]
+                    .as_str()
+                    .unwrap()
+                    .contains("approved by @alice"),
+                "{body}"
+            );
+            ResponseTemplate::new(201).set_body_json(json!({"id": 1, "body": body["body"]}))
+        },
+    )
+    .await;
+    route_verb(
+        "POST",
+        &gh_server,
+        &gh,
+        path(format!("/repos/{OWNER_REPO}/check-runs")),
+        |_, req| ResponseTemplate::new(201).set_body_json(req.body_json::<Value>().unwrap()),
+    )
+    .await;
+
+    // The checkout, with the example config as its .changegate.toml.
+    let dir = git_repo();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("examples/config/servicenow.changegate.toml"),
+        dir.path().join(".changegate.toml"),
+    )
+    .unwrap();
+    default_branch_is_head(dir.path(), "master");
+    let files = tempfile::tempdir().unwrap();
+    let output = files.path().join("output");
+    std::fs::write(&output, "").unwrap();
+
+    // The step as the runner starts it: its inputs as INPUT_*, its env with the repository's
+    // variables and secrets.
+    let (with, step_env) = example_gate_step();
+    let mut cmd = changegate(dir.path());
+    let event = reference("github-webhooks/examples/push/payload.json");
+    github_actions(&mut cmd, "push", &event, OWNER_REPO, SHA)
+        .env("GITHUB_REF", "refs/heads/master")
+        .env("GITHUB_SERVER_URL", "https://github.com")
+        .env("GITHUB_API_URL", gh_server.uri())
+        .env("GITHUB_RUN_ID", RUN_ID)
+        .env("GITHUB_ACTOR", "octocat")
+        .env("GITHUB_OUTPUT", &output)
+        .env("INPUT_GITHUB-TOKEN", TOKEN)
+        .env("INPUT_DRY-RUN", "false")
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for (name, value) in &with {
+        cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
+    }
+    for (name, value) in &step_env {
+        let value = match value.as_str() {
+            "${{ vars.SERVICENOW_URL }}" => sn_server.uri(),
+            "${{ secrets.SERVICENOW_USER }}" => "svc-changegate".into(),
+            "${{ secrets.SERVICENOW_PASSWORD }}" => "s3cret".into(),
+            other => {
+                panic!("deploy.yml's gate step has an env the test does not know: {name}={other}")
+            }
+        };
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let outputs = std::fs::read_to_string(&output).unwrap();
+    // The example's year-end freeze blocks whatever the evidence says.
+    let frozen = NaiveDate::from_ymd_opt(2026, 12, 21).unwrap() <= today
+        && today < NaiveDate::from_ymd_opt(2027, 1, 4).unwrap();
+    let want = if frozen { "blocked" } else { "pre-approved" };
+    assert!(
+        outputs.contains(want),
+        "exit {:?}: {outputs}\n{stderr}",
+        out.status.code()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(if frozen { 1 } else { 0 }),
+        "{stderr}"
+    );
+    // The evidence is on the change record: the decision's work note names who approved
+    // and which checks passed.
+    let notes: Vec<String> = sn
+        .lock()
+        .unwrap()
+        .journal
+        .iter()
+        .map(|(_, _, text)| text.clone())
+        .collect();
+    let all = notes.join("\n");
+    assert!(all.contains("#5 approved by @alice on its head"), "{all}");
+    assert!(all.contains("test, lint, ci/external"), "{all}");
+    gh_server.verify().await;
 }
