@@ -1098,6 +1098,95 @@ mod gitlab {
     }
 
     #[test]
+    fn component_day2_jobs_verify_report_explain_and_link_incidents_on_the_ledger() {
+        let jobs = rendered_jobs();
+        // Every day-2 job extends one hidden job: no `needs`, after the deploy.
+        let day2 = &jobs[".changegate-day2"];
+        assert_eq!(day2["needs"], serde_json::json!([]));
+        assert_eq!(day2["stage"], ".post");
+        for name in [
+            "changegate-verify",
+            "changegate-report",
+            "changegate-explain",
+            "changegate-simulate",
+            "changegate-status",
+            "changegate-incident",
+        ] {
+            assert_eq!(jobs[name]["extends"], ".changegate-day2", "{name}");
+        }
+        // verify and report also run on a schedule; the incident job only on a ledger.
+        assert!(
+            day2["rules"][0]["if"]
+                .as_str()
+                .unwrap()
+                .contains("schedule")
+        );
+        assert!(jobs["changegate-verify"]["rules"].is_null());
+        assert!(
+            jobs["changegate-incident"]["rules"][0]["if"]
+                .as_str()
+                .unwrap()
+                .contains("servicenow|jira")
+        );
+        // One workspace stands for a ledger the jobs share (a persistent runner's).
+        let dir = project(TRUSTED);
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(AUTHOR);
+        vars.push(("CHANGEGATE_REPORT_SPRINTS", "3"));
+        expect_exit(&job(dir.path(), GATE, &vars), 0);
+        expect_exit(&job(dir.path(), RECORD_SUCCESS, &vars), 0);
+        let id = {
+            let status = job(dir.path(), &script(&jobs, "changegate-status"), &vars);
+            expect_exit(&status, 0);
+            let out = String::from_utf8_lossy(&status.get_output().stdout).into_owned();
+            out.split_whitespace()
+                .find(|w| w.starts_with("CG-"))
+                .map(|w| w.trim_end_matches(':').to_string())
+                .unwrap_or_else(|| panic!("no change in: {out}"))
+        };
+        let mut with_incident = vars.clone();
+        with_incident.push(("CHANGEGATE_CHANGE", &id));
+        with_incident.push(("CHANGEGATE_INCIDENT", "INC-9"));
+        expect_exit(
+            &job(
+                dir.path(),
+                &script(&jobs, "changegate-incident"),
+                &with_incident,
+            ),
+            0,
+        );
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-verify"), &vars),
+            0,
+        );
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-explain"), &vars),
+            0,
+        );
+        let mut with_set = vars.clone();
+        with_set.push(("CHANGEGATE_SET", "policy.allowance.step=3"));
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-simulate"), &with_set),
+            0,
+        );
+        for line in jobs["changegate-report"]["script"].as_array().unwrap() {
+            expect_exit(&job(dir.path(), line.as_str().unwrap(), &vars), 0);
+        }
+        let md = std::fs::read_to_string(dir.path().join("changegate-report.md")).unwrap();
+        assert!(md.contains("Last 3 sprints"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join("changegate-report.html")).unwrap();
+        assert!(
+            html.contains("<svg") || html.contains("<html"),
+            "an HTML page"
+        );
+        let artifacts = &jobs["changegate-report"]["artifacts"]["paths"];
+        assert_eq!(
+            artifacts,
+            &serde_json::json!(["changegate-report.md", "changegate-report.html"])
+        );
+    }
+
+    #[test]
     fn component_manual_jobs_approve_on_a_shared_ledger_and_refuse_the_author() {
         let jobs = rendered_jobs();
         for name in ["changegate-approve", "changegate-reject"] {
