@@ -782,3 +782,39 @@ async fn the_shipped_github_and_servicenow_examples_reach_a_pre_approval() {
     assert!(all.contains("test, lint, ci/external"), "{all}");
     gh_server.verify().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pull_requests_author_may_not_approve_the_waiting_change() {
+    // The deployed commit's author is someone else (the merger); the change's author is the
+    // pull request's, as GitHub names it.
+    let mut state = approved_and_green();
+    state.reviews = vec![review(1, "octocat", "APPROVED", HEAD)];
+    let server = fake_github(Arc::new(Mutex::new(state))).await;
+    let dir = git_repo();
+    let out = github_push_gate(
+        dir.path(),
+        &server.uri(),
+        CONFIG,
+        &[("GITHUB_TOKEN", TOKEN)],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.doc, out.stderr);
+    let id = out.doc["change_id"].as_str().unwrap().to_string();
+    server.verify().await;
+    let approve = |by: &str| {
+        changegate(dir.path())
+            .args(["approve", "--change", &id, "--by", by])
+            .output()
+            .unwrap()
+    };
+    let refused = approve("OctoCat");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is the author of change"), "{stderr}");
+    let approved = approve("alice");
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+}
