@@ -99,6 +99,12 @@ pub const INPUT_BY: &str = "INPUT_BY";
 pub const INPUT_COMMENT: &str = "INPUT_COMMENT";
 pub const INPUT_FROM: &str = "INPUT_FROM";
 pub const INPUT_SINCE: &str = "INPUT_SINCE";
+pub const INPUT_FORMAT: &str = "INPUT_FORMAT";
+pub const INPUT_SPRINTS: &str = "INPUT_SPRINTS";
+pub const INPUT_OUTPUT: &str = "INPUT_OUTPUT";
+pub const INPUT_ALL: &str = "INPUT_ALL";
+pub const INPUT_INCIDENT: &str = "INPUT_INCIDENT";
+pub const INPUT_SET: &str = "INPUT_SET";
 
 // GitLab CI.
 pub const GITLAB_CI: &str = "GITLAB_CI";
@@ -211,6 +217,12 @@ pub const ALL: &[&str] = &[
     INPUT_COMMENT,
     INPUT_FROM,
     INPUT_SINCE,
+    INPUT_FORMAT,
+    INPUT_SPRINTS,
+    INPUT_OUTPUT,
+    INPUT_ALL,
+    INPUT_INCIDENT,
+    INPUT_SET,
     GITLAB_CI,
     CI_API_V4_URL,
     CI_PROJECT_PATH,

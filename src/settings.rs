@@ -437,6 +437,7 @@ impl Settings {
                 risk: file.risk.clone(),
                 evidence: file.evidence.clone(),
                 freezes: file.freezes.clone(),
+                separate_author: file.approval.separate_author,
             },
             approval_timeout: file.approval.timeout.0,
             approval_poll: file.approval.poll.0,

@@ -26,9 +26,11 @@ pub const COMMANDS: &[&str] = &[
     "status",
     "report",
     "policy explain",
+    "policy simulate",
     "config check",
     "approve",
     "reject",
+    "incident",
     "history import",
 ];
 
@@ -46,6 +48,7 @@ const GLOBAL: &[(&str, &str)] = &[
     (env::INPUT_SERVICENOW_URL, "--servicenow-url"),
     (env::INPUT_JIRA_URL, "--jira-url"),
     (env::INPUT_JIRA_PROJECT, "--jira-project"),
+    (env::INPUT_FORMAT, "--format"),
 ];
 
 /// Inputs that belong to some commands: (variable, input name, flag, those commands).
@@ -57,7 +60,7 @@ const SPECIFIC: &[(&str, &str, &str, &[&str])] = &[
         env::INPUT_CHANGE,
         "change",
         "--change",
-        &["approve", "reject", "status"],
+        &["approve", "reject", "status", "incident"],
     ),
     // Empty: the binary takes the user who started the run (GITHUB_ACTOR).
     (env::INPUT_BY, "by", "--by", &["approve", "reject"]),
@@ -69,6 +72,9 @@ const SPECIFIC: &[(&str, &str, &str, &[&str])] = &[
     ),
     (env::INPUT_FROM, "from", "--from", &["history import"]),
     (env::INPUT_SINCE, "since", "--since", &["history import"]),
+    (env::INPUT_SPRINTS, "sprints", "--sprints", &["report"]),
+    (env::INPUT_OUTPUT, "output", "--output", &["report"]),
+    (env::INPUT_INCIDENT, "incident", "--id", &["incident"]),
 ];
 
 /// An action input that cannot be turned into a command line.
@@ -93,6 +99,10 @@ pub enum InputError {
     },
     #[error("the action input `dry-run` must be true or false, got {0:?}")]
     NotABoolean(String),
+    #[error("the action input `{0}` must be true or false, got {1:?}")]
+    NotABooleanInput(&'static str, String),
+    #[error("`command: {0}` needs the action input `{1}`")]
+    MissingInput(&'static str, &'static str),
     #[error(
         "`command: record` needs the action input `outcome` (for example `outcome: ${{{{ job.status }}}}`)"
     )]
@@ -156,6 +166,39 @@ pub fn argv(vars: &dyn Vars, program: OsString) -> Result<Option<Vec<OsString>>,
             }
             args.push(format!("{flag}={v}").into());
         }
+    }
+    if let Some(v) = value(env::INPUT_ALL) {
+        match v.to_ascii_lowercase().as_str() {
+            "true" if command == "report" => args.push("--all".into()),
+            "true" => {
+                return Err(InputError::NotForCommand {
+                    input: "all",
+                    only: "report".to_string(),
+                    command,
+                });
+            }
+            "false" => {}
+            _ => return Err(InputError::NotABooleanInput("all", v)),
+        }
+    }
+    // `set`: one KEY=VALUE a line, each its own `--set`.
+    if let Some(v) = value(env::INPUT_SET) {
+        if command != "policy simulate" {
+            return Err(InputError::NotForCommand {
+                input: "set",
+                only: "policy simulate".to_string(),
+                command,
+            });
+        }
+        for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            args.push(format!("--set={line}").into());
+        }
+    }
+    if command == "incident" && value(env::INPUT_INCIDENT).is_none() {
+        return Err(InputError::MissingInput("incident", "incident"));
+    }
+    if command == "incident" && value(env::INPUT_CHANGE).is_none() {
+        return Err(InputError::MissingInput("incident", "change"));
     }
     if command == "record" && value(env::INPUT_OUTCOME).is_none() {
         return Err(InputError::MissingOutcome);
@@ -441,15 +484,20 @@ mod tests {
         // Every input the action documents applies to `gate`, and the backend's to every
         // command that reads change records; the ledger's own commands take the ledger's.
         for command in COMMANDS {
-            if ["approve", "reject", "history import"].contains(command) {
-                let ledger = [
+            if ["approve", "reject", "history import", "incident"].contains(command) {
+                let mut ledger = vec![
                     ("INPUT_COMMAND", *command),
                     ("INPUT_BACKEND", "local"),
                     ("INPUT_CONFIG", "x.toml"),
                     ("INPUT_ENVIRONMENT", "production"),
                     ("INPUT_SERVICE", "payments-api"),
                 ];
-                assert!(run(&ledger).is_ok(), "{command}");
+                if *command == "incident" {
+                    // An incident names its change: no environment or service to find it by.
+                    ledger.truncate(3);
+                    ledger.extend([("INPUT_CHANGE", "CG-1"), ("INPUT_INCIDENT", "INC-1")]);
+                }
+                assert!(run(&ledger).is_ok(), "{command}: {:?}", run(&ledger));
                 continue;
             }
             let backend = [

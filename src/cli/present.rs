@@ -190,7 +190,23 @@ pub fn explanation(settings: &Settings, e: &Explanation) -> Result<Exit> {
         let min_changes = settings.policy.params.allowance.min_changes;
         console::human(&explanation_text(e, min_changes), settings.github_actions())?;
     }
+    // Run by the action: the explanation is the job's summary too.
+    if let Some(path) = &settings.step_summary {
+        let text = explanation_text(e, settings.policy.params.allowance.min_changes);
+        github::append_summary(path, &summary_block("changegate policy explain", &text))?;
+    }
     Ok(Exit::Pass)
+}
+
+/// Plain text as a job-summary section: a heading and the text in a fence longer than any
+/// run of backticks in it, so that no text (a service name) can close it early.
+fn summary_block(title: &str, text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!(
+        "## {title}\n\n{fence}text\n{}\n{fence}\n\n",
+        text.trim_end()
+    )
 }
 
 fn pct(r: Option<f64>) -> String {
@@ -272,6 +288,10 @@ pub fn kpis(settings: &Settings, report: &KpiReport, output: Option<&Path>) -> R
             Format::Json => console::stdout(&rendered)?,
             Format::Markdown | Format::Html => console::document(&rendered, s.github_actions())?,
         },
+    }
+    // Run by the action: the KPIs, as markdown, are the job's summary too.
+    if let Some(path) = &s.step_summary {
+        github::append_summary(path, &report::markdown::render(report))?;
     }
     Ok(Exit::Pass)
 }

@@ -109,6 +109,7 @@ fn policy_of(file: &ConfigFile, mode: crate::domain::Mode) -> Policy {
         risk: file.risk.clone(),
         evidence: file.evidence.clone(),
         freezes: file.freezes.clone(),
+        separate_author: file.approval.separate_author,
     }
 }
 

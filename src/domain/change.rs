@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approval::Author;
 use super::decision::{Decision, DecisionKind, Gate, Mode};
+use super::evidence::Evidence;
 
 /// How a deploy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -306,6 +307,9 @@ pub struct ChangeFacts {
     pub author: Option<Author>,
     /// Whether the pipeline's tests passed, when the pipeline says.
     pub tests_passed: Option<bool>,
+    /// The review and test evidence the forge gave, and what the pipeline claimed.
+    #[serde(default, skip_serializing_if = "Evidence::is_empty")]
+    pub evidence: Evidence,
 }
 
 impl ChangeFacts {

@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod change;
 pub mod decision;
+pub mod evidence;
 pub mod history;
 pub mod imported;
 pub mod kpi;

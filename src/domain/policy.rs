@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::change::{ChangeFacts, Outcome};
 use super::decision::{Decision, DecisionKind, Mode, Rule, codes};
+use super::evidence;
 use super::history::History;
 use super::ramp::{self, AllowanceParams};
 use super::sprint::SprintCalendar;
@@ -158,10 +159,19 @@ fn unknown_rule(code: &str, what: &str, when: WhenUnknown) -> Rule {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvidenceRequirements {
-    /// The pull request must have an approving review.
+    /// The pull/merge request that brought the commit must be approved, on the head that
+    /// was merged, by someone other than its author (see `[approval] separate_author`);
+    /// read from the forge. `CHANGEGATE_REVIEWED` counts only where the forge cannot be asked.
     pub require_review: bool,
-    /// The pipeline must report passing tests (`--tests-passed` / `CHANGEGATE_TESTS_PASSED`).
+    /// The commit's checks must have passed: its GitHub check runs and commit statuses or
+    /// its GitLab commit statuses; `--tests-passed` / `CHANGEGATE_TESTS_PASSED` count only
+    /// where the forge cannot be asked.
     pub require_tests: bool,
+    /// Check run names / status contexts that must have passed (`require_tests`). Empty:
+    /// every check of the commit but changegate's own (and this run's unfinished jobs) must
+    /// have passed, and there must be at least one.
+    #[schemars(length(max = 100))]
+    pub required_checks: Vec<String>,
 }
 
 /// `[[freeze]]`: a window in which every change is blocked, but declared emergencies.
@@ -193,6 +203,8 @@ pub struct Policy {
     pub risk: RiskLimits,
     pub evidence: EvidenceRequirements,
     pub freezes: Vec<Freeze>,
+    /// `[approval] separate_author`: an author's own review is no review evidence.
+    pub separate_author: bool,
 }
 
 /// Everything the policy looks at.
@@ -348,15 +360,28 @@ fn without_controls(path: &str) -> String {
         .collect()
 }
 
-fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
+fn evidence_rules(facts: &ChangeFacts, policy: &Policy) -> Vec<Rule> {
+    let ev = &policy.evidence;
     let mut rules = Vec::new();
-    if ev.require_review {
-        let reviewed = facts.pull_request.as_ref().and_then(|pr| pr.reviewed);
-        rules.push(match reviewed {
+    let claimed_review = facts
+        .evidence
+        .claimed_review
+        .or_else(|| facts.pull_request.as_ref().and_then(|pr| pr.reviewed));
+    if ev.require_review
+        && let Some(asked) = &facts.evidence.review
+    {
+        rules.push(stricter_claim(
+            evidence::review_rule(asked, policy.separate_author, claimed_review),
+            claimed_review,
+            "CHANGEGATE_REVIEWED=false",
+        ));
+    } else if ev.require_review {
+        // The forge could not be asked: what the pipeline says is all there is.
+        rules.push(match claimed_review {
             Some(true) => Rule::new(
                 codes::EVIDENCE_REVIEW,
                 true,
-                "pull request approved by a reviewer",
+                "CHANGEGATE_REVIEWED says the pull request was approved (the forge cannot be asked)",
             ),
             Some(false) => Rule::new(
                 codes::EVIDENCE_REVIEW,
@@ -370,14 +395,36 @@ fn evidence_rules(facts: &ChangeFacts, ev: &EvidenceRequirements) -> Vec<Rule> {
             ),
         });
     }
-    if ev.require_tests {
+    if ev.require_tests
+        && let Some(asked) = &facts.evidence.tests
+    {
+        rules.push(stricter_claim(
+            evidence::tests_rule(asked, &ev.required_checks, facts.tests_passed),
+            facts.tests_passed,
+            "the pipeline says its tests failed (--tests-passed false)",
+        ));
+    } else if ev.require_tests {
         rules.push(match facts.tests_passed {
-            Some(true) => Rule::new(codes::EVIDENCE_TESTS, true, "tests passed"),
+            Some(true) => Rule::new(
+                codes::EVIDENCE_TESTS,
+                true,
+                "the pipeline says the tests passed (the forge cannot be asked)",
+            ),
             Some(false) => Rule::new(codes::EVIDENCE_TESTS, false, "tests failed"),
             None => Rule::new(codes::EVIDENCE_TESTS, false, "no test result reported"),
         });
     }
     rules
+}
+
+/// The forge's answer, unless the pipeline said no: a claim can only make evidence
+/// stricter once the forge was asked, never let a change through.
+fn stricter_claim(rule: Rule, claimed: Option<bool>, said: &str) -> Rule {
+    if rule.passed && claimed == Some(false) {
+        Rule::new(&rule.code, false, format!("{said}, though {}", rule.reason))
+    } else {
+        rule
+    }
 }
 
 /// The emergency declared for this change, by flag or by pull-request label.
@@ -442,7 +489,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         ),
         None => Rule::new(codes::FREEZE, true, "no freeze window active"),
     }));
-    rules.extend(evidence_rules(input.facts, &input.policy.evidence));
+    rules.extend(evidence_rules(input.facts, input.policy));
     if let Some(reason) = &emergency {
         rules.push(Rule::new(
             codes::EMERGENCY,

@@ -466,6 +466,7 @@ mod tests {
             actor: None,
             author: None,
             tests_passed: None,
+            evidence: Default::default(),
         }
     }
 

@@ -62,11 +62,41 @@ pub async fn gather(ctx: &Ctx<'_>, backend: &dyn Backend, req: &ChangeRequest) -
         ctx.workdir,
     );
     pipeline::fill_from_platform(ctx.settings, ctx.forge, &mut facts).await;
+    evidence_from_forge(ctx, &mut facts).await?;
     // A lookup of another key than the facts' (the platform's facts named another commit)
     // is of no use to the flows that follow.
     let key = facts.key().to_string();
     let found = since.found.filter(|f| f.key() == key);
     Ok(Gathered { facts, found })
+}
+
+/// The review and test evidence `[evidence]` requires, from the forge: the pull/merge
+/// request that brought the commit and its approvals, the commit's checks. Where the forge
+/// cannot be asked (no token, no API) what the pipeline claims stands in; where it was
+/// asked and did not answer, the run fails (exit 2) rather than decide without it. The
+/// request's author becomes the change's author (who may not approve it).
+async fn evidence_from_forge(ctx: &Ctx<'_>, facts: &mut ChangeFacts) -> Result<()> {
+    let required = &ctx.settings.policy.evidence;
+    if !required.require_review && !required.require_tests {
+        return Ok(());
+    }
+    let Some(asked) = ctx
+        .forge
+        .evidence(facts, required.require_review, required.require_tests)
+        .await?
+    else {
+        tracing::info!(
+            "the forge cannot be asked for review and test evidence (no token or API): the pipeline's claims stand"
+        );
+        return Ok(());
+    };
+    if let Some(login) = asked.review.as_ref().and_then(|r| r.author.clone()) {
+        // The request's author is the change's author, whoever pushed or merged it.
+        facts.author.get_or_insert_with(Default::default).login = Some(login);
+    }
+    facts.evidence.review = asked.review;
+    facts.evidence.tests = asked.tests;
+    Ok(())
 }
 
 /// The service: as settings name it (checked there), else the repository's name, which is

@@ -181,6 +181,7 @@ fn facts_of(here: &ChangeFacts, sha: &str) -> ChangeFacts {
         actor: None,
         author: None,
         tests_passed: None,
+        evidence: Default::default(),
     }
 }
 

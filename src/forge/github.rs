@@ -12,6 +12,7 @@ use super::deployments::{Deployment, Listing};
 use super::github_api::{Api, ApiError, next_link};
 use super::{Annotation, Done, Forge, ForgeError, github_app};
 use crate::domain::ChangeFacts;
+use crate::domain::evidence::{Check, CheckState, Evidence, Review, ReviewEvidence, TestsEvidence};
 use crate::domain::imported::ForgeStatus;
 use crate::pipeline::PlatformFiles;
 
@@ -637,5 +638,276 @@ mod review_tests {
             "https://ghe.example/api/v30/repos/o/r"
         ));
         assert!(!callback_allowed(ghes, "https://ghe.example/login"));
+    }
+}
+
+/// A pull request of a commit, as `GET /commits/{sha}/pulls` lists it.
+#[derive(Deserialize)]
+struct PullOfCommit {
+    number: u64,
+    #[serde(default)]
+    state: String,
+    merged_at: Option<String>,
+    merge_commit_sha: Option<String>,
+    user: Option<User>,
+    head: Option<PullHead>,
+}
+
+#[derive(Deserialize)]
+struct PullHead {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct ApiReview {
+    user: Option<User>,
+    #[serde(default)]
+    state: String,
+    commit_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListedRuns {
+    #[serde(default)]
+    check_runs: Vec<ListedRun>,
+}
+
+#[derive(Deserialize)]
+struct ListedRun {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: String,
+    conclusion: Option<String>,
+    details_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CombinedStatus {
+    #[serde(default)]
+    statuses: Vec<ContextStatus>,
+}
+
+#[derive(Deserialize)]
+struct ContextStatus {
+    #[serde(default)]
+    context: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// The most pages of check runs read (100 each).
+const MAX_CHECK_PAGES: u32 = 10;
+
+/// The review and test evidence of the change as GitHub knows it: the pull request that
+/// brought the commit (the event's own, else `GET /commits/{sha}/pulls`), its reviews, and
+/// the commit's check runs and combined status. `Ok(None)`: nothing to ask with (no token,
+/// no repository). A failed call is an error: evidence that cannot be read fails closed.
+pub(crate) async fn evidence(
+    forge: &Forge<'_>,
+    facts: &ChangeFacts,
+    want_review: bool,
+    want_tests: bool,
+) -> Result<Option<Evidence>, ForgeError> {
+    let settings = forge.settings();
+    let Some((owner, repo)) = facts.repository.as_deref().and_then(|r| r.split_once('/')) else {
+        return Ok(None);
+    };
+    if settings.forge.github_app.is_none() && settings.forge.github_token.is_none() {
+        return Ok(None);
+    }
+    let gh = GitHub::connect(forge, owner, repo).await?;
+    let refused = |permission: &'static str| {
+        move |e: ApiError| ForgeError::GitHub {
+            hint: hint(&e, permission),
+            source: e,
+        }
+    };
+    let mut out = Evidence::default();
+    if want_review {
+        let (number, author, head) = match &facts.pull_request {
+            // A pull_request pipeline: the event names the request, its author and head.
+            Some(pr) => (
+                Some(pr.number),
+                facts.author.as_ref().and_then(|a| a.login.clone()),
+                pr.head_sha.clone(),
+            ),
+            None => {
+                let pulls: Vec<PullOfCommit> = gh
+                    .api
+                    .all(&format!(
+                        "{}/commits/{}/pulls?per_page=100",
+                        gh.repo_path(),
+                        enc(&facts.commit_sha)
+                    ))
+                    .await
+                    .map_err(refused("pull-requests: read"))?;
+                match bringing_pull(pulls, &facts.commit_sha) {
+                    Some(p) => (
+                        Some(p.number),
+                        p.user.map(|u| u.login),
+                        p.head.map(|h| h.sha),
+                    ),
+                    None => (None, None, None),
+                }
+            }
+        };
+        let mut reviews = Vec::new();
+        if let Some(number) = number {
+            let listed: Vec<ApiReview> = gh
+                .api
+                .all(&format!(
+                    "{}/pulls/{number}/reviews?per_page=100",
+                    gh.repo_path()
+                ))
+                .await
+                .map_err(refused("pull-requests: read"))?;
+            reviews = listed
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Review {
+                        login: r.user?.login,
+                        state: r.state.to_ascii_uppercase(),
+                        commit: r.commit_id,
+                    })
+                })
+                .collect();
+        }
+        out.review = Some(ReviewEvidence {
+            forge: "GitHub".to_string(),
+            number,
+            author,
+            head,
+            per_commit: true,
+            reviews,
+        });
+    }
+    if want_tests {
+        // A pull_request pipeline's GITHUB_SHA is a merge commit: the checks are the head's.
+        let sha = facts
+            .pull_request
+            .as_ref()
+            .and_then(|pr| pr.head_sha.clone())
+            .unwrap_or_else(|| facts.commit_sha.clone());
+        let run = crate::env::Vars::get(&settings.env, crate::env::GITHUB_RUN_ID)
+            .map(|id| format!("/actions/runs/{id}/"));
+        let mut checks = Vec::new();
+        let mut next = Some(format!(
+            "{}/commits/{}/check-runs?per_page=100",
+            gh.repo_path(),
+            enc(&sha)
+        ));
+        let mut pages = 0;
+        while let Some(page) = next.take() {
+            pages += 1;
+            let (headers, text) = gh
+                .api
+                .call(Method::GET, &page, None)
+                .await
+                .map_err(refused("checks: read"))?;
+            let listed: ListedRuns = serde_json::from_str(&text).map_err(|e| {
+                ForgeError::from(ApiError::Decode {
+                    method: Method::GET,
+                    path: page.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+            checks.extend(listed.check_runs.into_iter().map(|r| {
+                let this_run = run
+                    .as_deref()
+                    .is_some_and(|run| r.details_url.as_deref().is_some_and(|u| u.contains(run)));
+                let (state, word) = check_run_state(&r.status, r.conclusion.as_deref());
+                Check {
+                    name: r.name,
+                    state,
+                    word,
+                    this_run,
+                }
+            }));
+            next = next_link(&headers).and_then(|url| gh.api.same_origin_path(&url));
+            if next.is_some() && pages >= MAX_CHECK_PAGES {
+                // Unread runs could be failures: say so rather than judge a part.
+                checks.push(Check {
+                    name: format!("more than {} check runs", pages * 100),
+                    state: CheckState::Pending,
+                    word: "not all read".to_string(),
+                    this_run: false,
+                });
+                break;
+            }
+        }
+        let combined: CombinedStatus = gh
+            .api
+            .json(
+                Method::GET,
+                &format!(
+                    "{}/commits/{}/status?per_page=100",
+                    gh.repo_path(),
+                    enc(&sha)
+                ),
+                None,
+            )
+            .await
+            .map_err(refused("statuses: read"))?;
+        checks.extend(combined.statuses.into_iter().map(|s| {
+            let state = match s.state.as_str() {
+                "success" => CheckState::Passed,
+                "pending" => CheckState::Pending,
+                _ => CheckState::Failed,
+            };
+            Check {
+                name: s.context,
+                state,
+                word: s.state,
+                this_run: false,
+            }
+        }));
+        out.tests = Some(TestsEvidence {
+            forge: "GitHub".to_string(),
+            sha,
+            checks,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The pull request that brought `sha`: the merged one whose merge commit it is, else a
+/// merged one that contains it, else an open one whose head it is.
+fn bringing_pull(pulls: Vec<PullOfCommit>, sha: &str) -> Option<PullOfCommit> {
+    let merged_as = |p: &PullOfCommit| {
+        p.merged_at.is_some()
+            && p.merge_commit_sha
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(sha))
+    };
+    let mut pulls = pulls;
+    if let Some(i) = pulls.iter().position(merged_as) {
+        return Some(pulls.swap_remove(i));
+    }
+    if let Some(i) = pulls.iter().position(|p| p.merged_at.is_some()) {
+        return Some(pulls.swap_remove(i));
+    }
+    let open_at = |p: &PullOfCommit| {
+        p.state == "open"
+            && p.head
+                .as_ref()
+                .is_some_and(|h| h.sha.eq_ignore_ascii_case(sha))
+    };
+    pulls.iter().position(open_at).map(|i| pulls.swap_remove(i))
+}
+
+/// A check run's state: `completed` runs by their conclusion (`neutral` and `skipped` pass,
+/// as GitHub counts them for a required check), the others pending.
+fn check_run_state(status: &str, conclusion: Option<&str>) -> (CheckState, String) {
+    if status != "completed" {
+        return (CheckState::Pending, status.to_string());
+    }
+    match conclusion {
+        Some(c @ ("success" | "neutral" | "skipped")) => (CheckState::Passed, c.to_string()),
+        Some(c) => (CheckState::Failed, c.to_string()),
+        None => (
+            CheckState::Pending,
+            "completed without a conclusion".to_string(),
+        ),
     }
 }

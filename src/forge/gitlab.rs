@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use super::deployments::{Deployment, Listing};
 use super::{Annotation, Done, Forge, ForgeError, api_message};
 use crate::domain::ChangeFacts;
+use crate::domain::evidence::{Check, CheckState, Evidence, Review, ReviewEvidence, TestsEvidence};
 use crate::domain::imported::ForgeStatus;
 use crate::http::{HttpClient, HttpError};
 use crate::pipeline::PlatformFiles;
@@ -699,4 +700,194 @@ impl<'h> Approvals<'h> {
         .map(|_| ())
         .map_err(|e| ApprovalsError(describe(&e)))
     }
+}
+
+/// A merge request of a commit, as `GET /repository/commits/:sha/merge_requests` lists it.
+#[derive(Deserialize)]
+struct MergeRequestOfCommit {
+    iid: u64,
+    #[serde(default)]
+    state: String,
+    author: Option<Username>,
+    /// The request's head.
+    sha: Option<String>,
+    merge_commit_sha: Option<String>,
+    squash_commit_sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Username {
+    #[serde(default)]
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct MergeRequestApprovals {
+    #[serde(default)]
+    approved_by: Vec<Approver>,
+}
+
+#[derive(Deserialize)]
+struct Approver {
+    user: Option<Username>,
+}
+
+#[derive(Deserialize)]
+struct CommitStatus {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: String,
+    target_url: Option<String>,
+    #[serde(default)]
+    allow_failure: bool,
+}
+
+/// The review and test evidence of the change as GitLab knows it: the merge request that
+/// brought the commit (`GET /repository/commits/:sha/merge_requests`; in a merge request
+/// pipeline, that request), its approvals, and the commit's statuses (its pipelines' jobs
+/// and external statuses). `Ok(None)`: nothing to ask with (no token, no API, no project).
+/// A failed call is an error: evidence that cannot be read fails closed.
+pub(crate) async fn evidence(
+    forge: &Forge<'_>,
+    facts: &ChangeFacts,
+    want_review: bool,
+    want_tests: bool,
+) -> Result<Option<Evidence>, ForgeError> {
+    let settings = forge.settings();
+    let (Some(token), Some(api), Some(project)) = (
+        settings.forge.gitlab_token.clone(),
+        settings.forge.gitlab_api_url.clone(),
+        facts.repository.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    let gl = GitLab {
+        http: forge.gitlab_http().map_err(ForgeError::Http)?,
+        api,
+        token,
+        project: enc(project),
+        me: None,
+    };
+    let failed = |source: HttpError| ForgeError::GitLab {
+        message: describe(&source),
+        source,
+    };
+    let mut out = Evidence::default();
+    if want_review {
+        let listed: Vec<MergeRequestOfCommit> = gl
+            .all(&format!(
+                "{}/repository/commits/{}/merge_requests",
+                gl.project_path(),
+                enc(&facts.commit_sha)
+            ))
+            .await
+            .map_err(failed)?;
+        let wanted = facts.pull_request.as_ref().map(|mr| mr.number);
+        let mr = bringing_request(listed, &facts.commit_sha, wanted);
+        let mut reviews = Vec::new();
+        if let Some(mr) = &mr {
+            let approvals: MergeRequestApprovals = gl
+                .json(
+                    Method::GET,
+                    &format!("{}/merge_requests/{}/approvals", gl.project_path(), mr.iid),
+                    None,
+                )
+                .await
+                .map_err(failed)?;
+            reviews = approvals
+                .approved_by
+                .into_iter()
+                .filter_map(|a| a.user)
+                .filter(|u| !u.username.is_empty())
+                .map(|u| Review {
+                    login: u.username,
+                    state: "APPROVED".to_string(),
+                    commit: None,
+                })
+                .collect();
+        }
+        out.review = Some(ReviewEvidence {
+            forge: "GitLab".to_string(),
+            number: mr.as_ref().map(|m| m.iid),
+            author: mr
+                .as_ref()
+                .and_then(|m| m.author.as_ref())
+                .map(|a| a.username.clone())
+                .filter(|a| !a.is_empty()),
+            head: mr.and_then(|m| m.sha),
+            per_commit: false,
+            reviews,
+        });
+    }
+    if want_tests {
+        let statuses: Vec<CommitStatus> = gl
+            .all(&format!(
+                "{}/repository/commits/{}/statuses",
+                gl.project_path(),
+                enc(&facts.commit_sha)
+            ))
+            .await
+            .map_err(failed)?;
+        let job = crate::env::Vars::get(&settings.env, crate::env::CI_JOB_URL);
+        let checks = statuses
+            .into_iter()
+            .map(|s| {
+                let state = match s.status.as_str() {
+                    "success" => CheckState::Passed,
+                    // GitLab passes a pipeline whose allowed-to-fail job failed.
+                    "failed" if s.allow_failure => CheckState::Passed,
+                    "failed" | "canceled" => CheckState::Failed,
+                    // Later stages and manual jobs of a pipeline have not started.
+                    "created" | "manual" | "scheduled" | "skipped" => CheckState::NotStarted,
+                    _ => CheckState::Pending,
+                };
+                let word = if s.status == "failed" && s.allow_failure {
+                    "failed, allowed to fail".to_string()
+                } else {
+                    s.status
+                };
+                Check {
+                    this_run: job.is_some() && s.target_url == job,
+                    name: s.name,
+                    state,
+                    word,
+                }
+            })
+            .collect();
+        out.tests = Some(TestsEvidence {
+            forge: "GitLab".to_string(),
+            sha: facts.commit_sha.clone(),
+            checks,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The merge request that brought `sha`: the one the pipeline names, else the merged one
+/// whose merge or squash commit it is, else a merged one that contains it, else an open
+/// one whose head it is.
+fn bringing_request(
+    listed: Vec<MergeRequestOfCommit>,
+    sha: &str,
+    wanted: Option<u64>,
+) -> Option<MergeRequestOfCommit> {
+    let mut listed = listed;
+    let is = |s: &Option<String>| s.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(sha));
+    let pick: [&dyn Fn(&MergeRequestOfCommit) -> bool; 4] = [
+        &|m| wanted == Some(m.iid),
+        &|m| {
+            wanted.is_none()
+                && m.state == "merged"
+                && (is(&m.merge_commit_sha) || is(&m.squash_commit_sha))
+        },
+        &|m| wanted.is_none() && m.state == "merged",
+        &|m| wanted.is_none() && m.state == "opened" && is(&m.sha),
+    ];
+    for p in pick {
+        if let Some(i) = listed.iter().position(p) {
+            return Some(listed.swap_remove(i));
+        }
+    }
+    None
 }

@@ -340,6 +340,27 @@ impl<'a> Forge<'a> {
         }
     }
 
+    /// The review and test evidence of the change as its forge knows it (see
+    /// [`crate::domain::evidence`]). `Ok(None)`: the forge cannot be asked (not on a forge,
+    /// no token, no repository); an error: it was asked and did not answer (fail closed).
+    pub async fn evidence(
+        &self,
+        facts: &ChangeFacts,
+        review: bool,
+        tests: bool,
+    ) -> anyhow::Result<Option<crate::domain::evidence::Evidence>> {
+        let asked = match facts.platform {
+            Platform::Github => github::evidence(self, facts, review, tests).await,
+            Platform::Gitlab => gitlab::evidence(self, facts, review, tests).await,
+            Platform::Local => Ok(None),
+        };
+        asked.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the review and test evidence from the forge ([evidence] requires it): {e}"
+            )
+        })
+    }
+
     /// The files and line counts of the change as the platform knows them. `Ok(None)`:
     /// nothing to ask with (no token, no repository, no range), or not on a forge.
     pub(crate) async fn change_files(

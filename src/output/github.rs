@@ -10,6 +10,11 @@ use super::Report;
 use super::markdown::{escape, link};
 use crate::domain::{ChangeFacts, Mode};
 
+/// Appends markdown of a command's own (a report, an explanation) to the job summary.
+pub fn append_summary(path: &Path, markdown: &str) -> Result<()> {
+    append(path, markdown)
+}
+
 fn append(path: &Path, text: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -102,6 +102,7 @@ pub fn detect(workdir: &Path) -> Result<Detected> {
         actor,
         author,
         texts: Vec::new(),
+        claimed_review: None,
     })
 }
 

@@ -266,6 +266,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
         actor,
         author,
         texts,
+        claimed_review: None,
     })
 }
 

@@ -89,6 +89,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             .map(|e| Author::email(&e)),
         // The head commit's whole message: work items are often named below the subject.
         texts: vars.get(env::CI_COMMIT_MESSAGE).into_iter().collect(),
+        claimed_review: None,
     })
 }
 

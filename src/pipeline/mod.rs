@@ -48,6 +48,8 @@ pub struct Detected {
     pub author: Option<Author>,
     /// Extra text to look for work items in (PR body, ...).
     pub texts: Vec<String>,
+    /// What `CHANGEGATE_REVIEWED` claims, when set.
+    pub claimed_review: Option<bool>,
 }
 
 /// Detects the platform and reads what it tells. `commit` overrides the commit SHA.
@@ -63,10 +65,15 @@ pub fn detect(vars: &dyn Vars, workdir: &Path, commit: Option<&str>) -> Result<D
     if detected.commit_sha.is_empty() {
         bail!("no commit to gate: not in CI and not in a git checkout; pass --commit SHA");
     }
-    if let Some(reviewed) = vars.get(env::REVIEWED)
-        && let Some(pr) = detected.pull_request.as_mut()
-    {
-        pr.reviewed = Some(matches!(reviewed.trim(), "true" | "1" | "yes"));
+    // What the pipeline claims counts only where the forge cannot be asked (see
+    // `domain::evidence`); a push has no pull request in its payload, so the claim is kept
+    // apart from it.
+    if let Some(reviewed) = vars.get(env::REVIEWED) {
+        let reviewed = matches!(reviewed.trim(), "true" | "1" | "yes");
+        detected.claimed_review = Some(reviewed);
+        if let Some(pr) = detected.pull_request.as_mut() {
+            pr.reviewed = Some(reviewed);
+        }
     }
     Ok(detected)
 }
@@ -212,6 +219,10 @@ impl Detected {
             actor: self.actor,
             author,
             tests_passed,
+            evidence: crate::domain::evidence::Evidence {
+                claimed_review: self.claimed_review,
+                ..Default::default()
+            },
         }
     }
 }

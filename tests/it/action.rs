@@ -44,6 +44,12 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
         ("change", String::new()),
         ("by", String::new()),
         ("comment", String::new()),
+        ("format", String::new()),
+        ("sprints", String::new()),
+        ("output", String::new()),
+        ("all", String::new()),
+        ("incident", String::new()),
+        ("set", String::new()),
     ])
 }
 
@@ -253,7 +259,10 @@ impl Runner {
         // A run that got as far as a decision annotates, unless it is a dry run.
         // A human's decision is written to the ledger only; the next gate run annotates it.
         let annotating = inputs.get("dry-run").map(String::as_str) != Some("true")
-            && !matches!(inputs["command"].as_str(), "approve" | "reject")
+            && !matches!(
+                inputs["command"].as_str(),
+                "approve" | "reject" | "report" | "policy explain" | "policy simulate" | "incident"
+            )
             && assert.get_output().status.code() != Some(2);
         self.api.assert_token_used(annotating);
         Step {
@@ -361,6 +370,66 @@ fn github_container_action_gates_and_records_through_inputs_and_file_commands() 
     // A re-run of the gate step (same commit) finds the same change instead of a new one.
     let again = runner.step(&[("command", "gate")]);
     assert_eq!(again.outputs().get("change-id"), Some(&id));
+
+    // The pipeline's other commands, each with its options as inputs.
+    let report = runner.step(&[
+        ("command", "report"),
+        ("environment", "production"),
+        ("sprints", "2"),
+    ]);
+    report.expect_code(0);
+    let summary = report.summary();
+    assert!(
+        summary.contains(r"### changegate KPIs: hello\-world → production")
+            && summary.contains("Last 2 sprints"),
+        "report writes the job summary: {summary}"
+    );
+    no_token_anywhere(&report);
+
+    let html = runner.step(&[
+        ("command", "report"),
+        ("format", "html"),
+        ("output", "kpis.html"),
+        ("all", "true"),
+    ]);
+    html.expect_code(0);
+    let page = std::fs::read_to_string(runner.workspace.path().join("kpis.html")).unwrap();
+    assert!(
+        page.starts_with("<!DOCTYPE html>") || page.contains("<html"),
+        "{page}"
+    );
+
+    let explain = runner.step(&[("command", "policy explain"), ("environment", "production")]);
+    explain.expect_code(0);
+    assert!(
+        explain.summary().contains("## changegate policy explain")
+            && explain.summary().contains("allowance"),
+        "{}",
+        explain.summary()
+    );
+
+    let simulate = runner.step(&[
+        ("command", "policy simulate"),
+        ("environment", "production"),
+        ("set", "policy.allowance.step=3\npolicy.min_history=1"),
+    ]);
+    simulate.expect_code(0);
+
+    let incident = runner.step(&[
+        ("command", "incident"),
+        ("change", &id),
+        ("incident", "INC-7"),
+    ]);
+    incident.expect_code(0);
+    assert!(incident.stdout().contains("INC-7"), "{}", incident.stdout());
+    // Without the incident's id the step is refused before anything is done.
+    let refused = runner.step(&[("command", "incident"), ("change", &id)]);
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("needs the action input `incident`")
+    );
 }
 
 #[test]
@@ -1026,6 +1095,95 @@ mod gitlab {
             assert!(out.contains(want), "{out}");
         }
         rt.block_on(remote.verify());
+    }
+
+    #[test]
+    fn component_day2_jobs_verify_report_explain_and_link_incidents_on_the_ledger() {
+        let jobs = rendered_jobs();
+        // Every day-2 job extends one hidden job: no `needs`, after the deploy.
+        let day2 = &jobs[".changegate-day2"];
+        assert_eq!(day2["needs"], serde_json::json!([]));
+        assert_eq!(day2["stage"], ".post");
+        for name in [
+            "changegate-verify",
+            "changegate-report",
+            "changegate-explain",
+            "changegate-simulate",
+            "changegate-status",
+            "changegate-incident",
+        ] {
+            assert_eq!(jobs[name]["extends"], ".changegate-day2", "{name}");
+        }
+        // verify and report also run on a schedule; the incident job only on a ledger.
+        assert!(
+            day2["rules"][0]["if"]
+                .as_str()
+                .unwrap()
+                .contains("schedule")
+        );
+        assert!(jobs["changegate-verify"]["rules"].is_null());
+        assert!(
+            jobs["changegate-incident"]["rules"][0]["if"]
+                .as_str()
+                .unwrap()
+                .contains("servicenow|jira")
+        );
+        // One workspace stands for a ledger the jobs share (a persistent runner's).
+        let dir = project(TRUSTED);
+        let mut vars = COMPONENT_VARS.to_vec();
+        vars.push(AUTHOR);
+        vars.push(("CHANGEGATE_REPORT_SPRINTS", "3"));
+        expect_exit(&job(dir.path(), GATE, &vars), 0);
+        expect_exit(&job(dir.path(), RECORD_SUCCESS, &vars), 0);
+        let id = {
+            let status = job(dir.path(), &script(&jobs, "changegate-status"), &vars);
+            expect_exit(&status, 0);
+            let out = String::from_utf8_lossy(&status.get_output().stdout).into_owned();
+            out.split_whitespace()
+                .find(|w| w.starts_with("CG-"))
+                .map(|w| w.trim_end_matches(':').to_string())
+                .unwrap_or_else(|| panic!("no change in: {out}"))
+        };
+        let mut with_incident = vars.clone();
+        with_incident.push(("CHANGEGATE_CHANGE", &id));
+        with_incident.push(("CHANGEGATE_INCIDENT", "INC-9"));
+        expect_exit(
+            &job(
+                dir.path(),
+                &script(&jobs, "changegate-incident"),
+                &with_incident,
+            ),
+            0,
+        );
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-verify"), &vars),
+            0,
+        );
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-explain"), &vars),
+            0,
+        );
+        let mut with_set = vars.clone();
+        with_set.push(("CHANGEGATE_SET", "policy.allowance.step=3"));
+        expect_exit(
+            &job(dir.path(), &script(&jobs, "changegate-simulate"), &with_set),
+            0,
+        );
+        for line in jobs["changegate-report"]["script"].as_array().unwrap() {
+            expect_exit(&job(dir.path(), line.as_str().unwrap(), &vars), 0);
+        }
+        let md = std::fs::read_to_string(dir.path().join("changegate-report.md")).unwrap();
+        assert!(md.contains("Last 3 sprints"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join("changegate-report.html")).unwrap();
+        assert!(
+            html.contains("<svg") || html.contains("<html"),
+            "an HTML page"
+        );
+        let artifacts = &jobs["changegate-report"]["artifacts"]["paths"];
+        assert_eq!(
+            artifacts,
+            &serde_json::json!(["changegate-report.md", "changegate-report.html"])
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod action;
 mod annotate;
 mod children;
 mod cli;
+mod evidence;
 mod examples;
 mod flow;
 mod gate;

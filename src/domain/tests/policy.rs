@@ -44,6 +44,7 @@ fn facts() -> ChangeFacts {
         actor: None,
         author: None,
         tests_passed: None,
+        evidence: Default::default(),
     }
 }
 
@@ -787,7 +788,7 @@ fn evidence() {
             &[(
                 codes::EVIDENCE_REVIEW,
                 true,
-                "pull request approved by a reviewer",
+                "CHANGEGATE_REVIEWED says the pull request was approved (the forge cannot be asked)",
             )],
         ),
         (
@@ -832,7 +833,11 @@ fn evidence() {
             true,
             None,
             Some(true),
-            &[(codes::EVIDENCE_TESTS, true, "tests passed")],
+            &[(
+                codes::EVIDENCE_TESTS,
+                true,
+                "the pipeline says the tests passed (the forge cannot be asked)",
+            )],
         ),
         (
             "tests: failed",
@@ -860,9 +865,13 @@ fn evidence() {
                 (
                     codes::EVIDENCE_REVIEW,
                     true,
-                    "pull request approved by a reviewer",
+                    "CHANGEGATE_REVIEWED says the pull request was approved (the forge cannot be asked)",
                 ),
-                (codes::EVIDENCE_TESTS, true, "tests passed"),
+                (
+                    codes::EVIDENCE_TESTS,
+                    true,
+                    "the pipeline says the tests passed (the forge cannot be asked)",
+                ),
             ],
         ),
         (

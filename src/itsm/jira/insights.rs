@@ -76,6 +76,7 @@ fn bare_facts(stored: &Stored) -> Option<ChangeFacts> {
         actor: None,
         author: None,
         tests_passed: None,
+        evidence: Default::default(),
     })
 }
 

@@ -820,6 +820,7 @@ mod tests_write {
             actor: None,
             author: None,
             tests_passed: Some(true),
+            evidence: Default::default(),
         };
         let small: ChangeFacts = serde_json::from_value(decided_facts(&facts)).unwrap();
         assert!(small.commits.is_empty());

@@ -44,6 +44,7 @@ fn facts(service_id: &str, c: char) -> ChangeFacts {
         actor: None,
         author: None,
         tests_passed: None,
+        evidence: Default::default(),
     }
 }
 

@@ -812,6 +812,7 @@ pub(super) mod text {
                 actor: None,
                 author: None,
                 tests_passed: self.tests,
+                evidence: Default::default(),
             }
         }
     }
