@@ -424,9 +424,48 @@ pub struct ConfigFile {
     pub verify: VerifySection,
     pub annotate: AnnotateSection,
     pub http: HttpSection,
+    pub sync: SyncSection,
     /// Freeze windows.
     #[serde(rename = "freeze")]
     pub freezes: Vec<Freeze>,
+}
+
+/// `[sync]`: tickets that follow the work (`changegate sync`, and inside `gate`, `record`
+/// and `verify` when enabled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// Write the notes from `gate`, `record` and `verify` too (default false: only the
+    /// `sync` command writes them).
+    pub enabled: bool,
+    /// Also write each note where the ticket's customers see it: a ServiceNow `comments`
+    /// entry beside the work note, a public comment on a Jira Service Management request.
+    pub customer_visible: bool,
+    /// Prefixes of the ServiceNow numbers that are references (2 to 8 upper-case letters).
+    pub servicenow_prefixes: Vec<String>,
+    /// Jira projects whose issue keys are references.
+    pub jira_projects: Vec<String>,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            enabled: false,
+            customer_visible: false,
+            servicenow_prefixes: ["INC", "PRB", "RITM", "CHG"].map(String::from).to_vec(),
+            jira_projects: Vec::new(),
+        }
+    }
+}
+
+impl SyncSection {
+    /// What counts as a reference.
+    pub fn patterns(&self) -> crate::domain::tickets::TicketPatterns {
+        crate::domain::tickets::TicketPatterns {
+            servicenow_prefixes: self.servicenow_prefixes.clone(),
+            jira_projects: self.jira_projects.clone(),
+        }
+    }
 }
 
 /// A config file that could not be used. The message names the file, the key and the line.
@@ -664,6 +703,24 @@ impl ConfigFile {
                 key,
                 "is written by changegate itself and cannot be set in [servicenow.fields]".into(),
             );
+        }
+        for prefix in &self.sync.servicenow_prefixes {
+            if let Err(why) = crate::domain::tickets::check_prefix(prefix) {
+                return fail(
+                    "sync",
+                    "servicenow_prefixes",
+                    format!("holds {prefix:?}, which {why}"),
+                );
+            }
+        }
+        for project in &self.sync.jira_projects {
+            if let Err(why) = crate::domain::tickets::check_project(project) {
+                return fail(
+                    "sync",
+                    "jira_projects",
+                    format!("holds {project:?}, which {why}"),
+                );
+            }
         }
         for (key, value) in [
             ("close_code_success", &self.servicenow.close_code_success),
@@ -1206,6 +1263,29 @@ customfield_10100 = { value = "Low" }
     }
 
     #[test]
+    fn sync_patterns_are_checked_and_errors_name_key_and_line() {
+        let c = parse("[sync]\nenabled = true\njira_projects = [\"OPS\"]\n").unwrap();
+        assert!(c.sync.enabled && !c.sync.customer_visible);
+        assert_eq!(c.sync.servicenow_prefixes, ["INC", "PRB", "RITM", "CHG"]);
+        let err = parse("[sync]\nenabled = true\njira_projects = [\"ops\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("sync.jira_projects") && err.contains("\"ops\""),
+            "{err}"
+        );
+        let err = parse("[sync]\nservicenow_prefixes = [\"INC\", \"I^\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("sync.servicenow_prefixes"),
+            "{err}"
+        );
+        let err = parse("[sync]\nenable = true\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("enable"), "{err}");
+    }
+
+    #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
         for key in [
@@ -1215,6 +1295,7 @@ customfield_10100 = { value = "Low" }
             "servicenow",
             "sensitive_paths",
             "allow_insecure_http",
+            "customer_visible",
         ] {
             assert!(s.contains(key), "{key}");
         }

@@ -18,4 +18,5 @@ mod servicenow;
 mod settings;
 mod simulate;
 mod support;
+mod sync;
 mod verify;
