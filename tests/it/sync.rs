@@ -16,8 +16,8 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 use crate::support::remote::{Remote, Watch};
 use crate::support::{changegate, default_branch_is_head, git, git_at, git_repo};
 
-const SN_USER: &str = "svc-changegate";
-const SN_PASSWORD: &str = "s3cr3t-P4ss!word";
+pub(crate) const SN_USER: &str = "svc-changegate";
+pub(crate) const SN_PASSWORD: &str = "s3cr3t-P4ss!word";
 const JIRA_USER: &str = "bot@acme.example";
 const JIRA_TOKEN: &str = "jira-t0ken-zz";
 
@@ -33,7 +33,7 @@ struct Entry {
 }
 
 #[derive(Debug, Default)]
-struct SnState {
+pub(crate) struct SnState {
     watch: Watch,
     /// (sys_id, number, class)
     tasks: Vec<(String, String, String)>,
@@ -61,7 +61,7 @@ impl SnState {
         self.tasks.push((id, number.into(), class.into()));
     }
 
-    fn notes(&self, number: &str, element: &str) -> Vec<String> {
+    pub(crate) fn notes(&self, number: &str, element: &str) -> Vec<String> {
         let Some((id, ..)) = self.tasks.iter().find(|t| t.1 == number) else {
             return Vec::new();
         };
@@ -72,7 +72,7 @@ impl SnState {
             .collect()
     }
 
-    fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         self.log.iter().filter(|l| !l.starts_with("GET ")).count()
     }
 
@@ -232,6 +232,21 @@ impl Respond for SnFake {
         st.log.push(format!("{} {}", req.method, req.url.path()));
         st.handle(req)
     }
+}
+
+/// A fake ServiceNow instance holding the incident INC0010001, for other tests (`serve`).
+pub(crate) async fn servicenow_tickets() -> (Remote, Arc<Mutex<SnState>>) {
+    let server = Remote::start().await;
+    let state = Arc::new(Mutex::new(SnState {
+        watch: server.watch(),
+        ..SnState::default()
+    }));
+    state.lock().unwrap().add_task("INC0010001", "incident");
+    Mock::given(any())
+        .respond_with(SnFake(state.clone()))
+        .mount(&server)
+        .await;
+    (server, state)
 }
 
 // ---- the Jira fake: issues and their comments ---------------------------------------------
