@@ -368,6 +368,73 @@ impl Default for AnnotateSection {
     }
 }
 
+/// Where a sprint's planned work is read (`[announce] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkSourceKind {
+    /// A GitHub milestone of the repository: its issues and pull requests.
+    GithubMilestone,
+    /// A GitLab milestone of the project: its issues and merge requests.
+    GitlabMilestone,
+    /// A GitLab iteration (Premium) of the project's groups: its issues.
+    GitlabIteration,
+    /// A Jira Software sprint of `jira_board` (Agile REST API): its issues.
+    JiraSprint,
+}
+
+impl WorkSourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkSourceKind::GithubMilestone => "github-milestone",
+            WorkSourceKind::GitlabMilestone => "gitlab-milestone",
+            WorkSourceKind::GitlabIteration => "gitlab-iteration",
+            WorkSourceKind::JiraSprint => "jira-sprint",
+        }
+    }
+}
+
+/// Where `announce` publishes (`[announce] sinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnounceSink {
+    /// A sticky tracking issue on GitHub or GitLab.
+    ForgeIssue,
+    /// The chat webhook `CHANGEGATE_ANNOUNCE_WEBHOOK_URL` (Slack-compatible JSON).
+    Chat,
+    /// The ITSM: a ServiceNow umbrella change, or a Jira issue.
+    Itsm,
+}
+
+/// `changegate announce`: the sprint's planned work, and where it is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceSection {
+    /// Where the work comes from; default the platform's milestone (GitHub or GitLab).
+    pub source: Option<WorkSourceKind>,
+    /// The milestone, iteration or sprint title, `{n}` standing for the sprint's number
+    /// (`"Sprint {n}"`); empty: the one whose due date (or dates) falls inside the sprint.
+    pub milestone: String,
+    /// The Jira Software board whose sprints are read (with `source = "jira-sprint"`).
+    #[schemars(range(min = 1))]
+    pub jira_board: Option<u64>,
+    /// Where the notice goes (default `["forge-issue"]`).
+    pub sinks: Vec<AnnounceSink>,
+    /// The Jira issue type of the notice with the `itsm` sink on Jira (default `Task`).
+    pub jira_issue_type: String,
+}
+
+impl Default for AnnounceSection {
+    fn default() -> Self {
+        AnnounceSection {
+            source: None,
+            milestone: String::new(),
+            jira_board: None,
+            sinks: vec![AnnounceSink::ForgeIssue],
+            jira_issue_type: "Task".to_string(),
+        }
+    }
+}
+
 /// Outbound HTTP: how long the run may spend on ITSM and forge calls, and to whom it may
 /// speak in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -424,6 +491,7 @@ pub struct ConfigFile {
     pub verify: VerifySection,
     pub annotate: AnnotateSection,
     pub http: HttpSection,
+    pub announce: AnnounceSection,
     pub sync: SyncSection,
     /// Freeze windows.
     #[serde(rename = "freeze")]
@@ -536,6 +604,26 @@ impl ConfigFile {
             {
                 return fail("", key, format!("{name:?} is not a usable name: {why}"));
             }
+        }
+        let pattern = self.announce.milestone.replace("{n}", "");
+        if pattern.contains('{') || pattern.contains('}') {
+            return fail(
+                "announce",
+                "milestone",
+                format!(
+                    "{:?}: the only placeholder is {{n}} (the sprint's number)",
+                    self.announce.milestone
+                ),
+            );
+        }
+        if self.announce.source == Some(WorkSourceKind::JiraSprint)
+            && self.announce.jira_board.is_none()
+        {
+            return fail(
+                "announce",
+                "source",
+                "\"jira-sprint\" needs `jira_board`, the board whose sprints are read".to_string(),
+            );
         }
         let workflow = &self.approval.workflow;
         let workflow_ok = workflow.is_empty()
@@ -993,6 +1081,45 @@ reason = "year-end freeze"
         assert_eq!(c.backend.kind, Some(BackendKind::Servicenow));
         assert_eq!(c.approval.timeout.0, Duration::from_secs(4 * 3600));
         assert_eq!(c.freezes.len(), 1);
+    }
+
+    #[test]
+    fn announce_block_as_documented() {
+        let c = parse(
+            "[announce]\nsource = \"jira-sprint\"\nmilestone = \"Sprint {n}\"\njira_board = 12\n\
+             sinks = [\"forge-issue\", \"chat\", \"itsm\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.announce.source, Some(WorkSourceKind::JiraSprint));
+        assert_eq!(c.announce.milestone, "Sprint {n}");
+        assert_eq!(c.announce.jira_board, Some(12));
+        assert_eq!(c.announce.sinks.len(), 3);
+        assert_eq!(c.announce.jira_issue_type, "Task");
+        let d = parse("").unwrap();
+        assert_eq!(d.announce.source, None);
+        assert_eq!(d.announce.sinks, vec![AnnounceSink::ForgeIssue]);
+    }
+
+    #[test]
+    fn announce_mistakes_name_key_and_line() {
+        for (text, key, line) in [
+            (
+                "[announce]\nmilestone = \"Sprint {number}\"\n",
+                "milestone",
+                "line 2",
+            ),
+            ("[announce]\nsource = \"jira-sprint\"\n", "source", "line 2"),
+            ("[announce]\n\nsource = \"trello\"\n", "source", "line 3"),
+            ("[announce]\nsinks = [\"email\"]\n", "sinks", "line 2"),
+            (
+                "[announce]\nwebhook_url = \"https://x\"\n",
+                "webhook_url",
+                "line 2",
+            ),
+        ] {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(key) && err.contains(line), "{text}: {err}");
+        }
     }
 
     #[test]
