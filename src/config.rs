@@ -368,6 +368,73 @@ impl Default for AnnotateSection {
     }
 }
 
+/// Where a sprint's planned work is read (`[announce] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkSourceKind {
+    /// A GitHub milestone of the repository: its issues and pull requests.
+    GithubMilestone,
+    /// A GitLab milestone of the project: its issues and merge requests.
+    GitlabMilestone,
+    /// A GitLab iteration (Premium) of the project's groups: its issues.
+    GitlabIteration,
+    /// A Jira Software sprint of `jira_board` (Agile REST API): its issues.
+    JiraSprint,
+}
+
+impl WorkSourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkSourceKind::GithubMilestone => "github-milestone",
+            WorkSourceKind::GitlabMilestone => "gitlab-milestone",
+            WorkSourceKind::GitlabIteration => "gitlab-iteration",
+            WorkSourceKind::JiraSprint => "jira-sprint",
+        }
+    }
+}
+
+/// Where `announce` publishes (`[announce] sinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnounceSink {
+    /// A sticky tracking issue on GitHub or GitLab.
+    ForgeIssue,
+    /// The chat webhook `CHANGEGATE_ANNOUNCE_WEBHOOK_URL` (Slack-compatible JSON).
+    Chat,
+    /// The ITSM: a ServiceNow umbrella change, or a Jira issue.
+    Itsm,
+}
+
+/// `changegate announce`: the sprint's planned work, and where it is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceSection {
+    /// Where the work comes from; default the platform's milestone (GitHub or GitLab).
+    pub source: Option<WorkSourceKind>,
+    /// The milestone, iteration or sprint title, `{n}` standing for the sprint's number
+    /// (`"Sprint {n}"`); empty: the one whose due date (or dates) falls inside the sprint.
+    pub milestone: String,
+    /// The Jira Software board whose sprints are read (with `source = "jira-sprint"`).
+    #[schemars(range(min = 1))]
+    pub jira_board: Option<u64>,
+    /// Where the notice goes (default `["forge-issue"]`).
+    pub sinks: Vec<AnnounceSink>,
+    /// The Jira issue type of the notice with the `itsm` sink on Jira (default `Task`).
+    pub jira_issue_type: String,
+}
+
+impl Default for AnnounceSection {
+    fn default() -> Self {
+        AnnounceSection {
+            source: None,
+            milestone: String::new(),
+            jira_board: None,
+            sinks: vec![AnnounceSink::ForgeIssue],
+            jira_issue_type: "Task".to_string(),
+        }
+    }
+}
+
 /// Outbound HTTP: how long the run may spend on ITSM and forge calls, and to whom it may
 /// speak in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -424,9 +491,49 @@ pub struct ConfigFile {
     pub verify: VerifySection,
     pub annotate: AnnotateSection,
     pub http: HttpSection,
+    pub announce: AnnounceSection,
+    pub sync: SyncSection,
     /// Freeze windows.
     #[serde(rename = "freeze")]
     pub freezes: Vec<Freeze>,
+}
+
+/// `[sync]`: tickets that follow the work (`changegate sync`, and inside `gate`, `record`
+/// and `verify` when enabled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// Write the notes from `gate`, `record` and `verify` too (default false: only the
+    /// `sync` command writes them).
+    pub enabled: bool,
+    /// Also write each note where the ticket's customers see it: a ServiceNow `comments`
+    /// entry beside the work note, a public comment on a Jira Service Management request.
+    pub customer_visible: bool,
+    /// Prefixes of the ServiceNow numbers that are references (2 to 8 upper-case letters).
+    pub servicenow_prefixes: Vec<String>,
+    /// Jira projects whose issue keys are references.
+    pub jira_projects: Vec<String>,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            enabled: false,
+            customer_visible: false,
+            servicenow_prefixes: ["INC", "PRB", "RITM", "CHG"].map(String::from).to_vec(),
+            jira_projects: Vec::new(),
+        }
+    }
+}
+
+impl SyncSection {
+    /// What counts as a reference.
+    pub fn patterns(&self) -> crate::domain::tickets::TicketPatterns {
+        crate::domain::tickets::TicketPatterns {
+            servicenow_prefixes: self.servicenow_prefixes.clone(),
+            jira_projects: self.jira_projects.clone(),
+        }
+    }
 }
 
 /// A config file that could not be used. The message names the file, the key and the line.
@@ -497,6 +604,26 @@ impl ConfigFile {
             {
                 return fail("", key, format!("{name:?} is not a usable name: {why}"));
             }
+        }
+        let pattern = self.announce.milestone.replace("{n}", "");
+        if pattern.contains('{') || pattern.contains('}') {
+            return fail(
+                "announce",
+                "milestone",
+                format!(
+                    "{:?}: the only placeholder is {{n}} (the sprint's number)",
+                    self.announce.milestone
+                ),
+            );
+        }
+        if self.announce.source == Some(WorkSourceKind::JiraSprint)
+            && self.announce.jira_board.is_none()
+        {
+            return fail(
+                "announce",
+                "source",
+                "\"jira-sprint\" needs `jira_board`, the board whose sprints are read".to_string(),
+            );
         }
         let workflow = &self.approval.workflow;
         let workflow_ok = workflow.is_empty()
@@ -664,6 +791,24 @@ impl ConfigFile {
                 key,
                 "is written by changegate itself and cannot be set in [servicenow.fields]".into(),
             );
+        }
+        for prefix in &self.sync.servicenow_prefixes {
+            if let Err(why) = crate::domain::tickets::check_prefix(prefix) {
+                return fail(
+                    "sync",
+                    "servicenow_prefixes",
+                    format!("holds {prefix:?}, which {why}"),
+                );
+            }
+        }
+        for project in &self.sync.jira_projects {
+            if let Err(why) = crate::domain::tickets::check_project(project) {
+                return fail(
+                    "sync",
+                    "jira_projects",
+                    format!("holds {project:?}, which {why}"),
+                );
+            }
         }
         for (key, value) in [
             ("close_code_success", &self.servicenow.close_code_success),
@@ -939,6 +1084,45 @@ reason = "year-end freeze"
     }
 
     #[test]
+    fn announce_block_as_documented() {
+        let c = parse(
+            "[announce]\nsource = \"jira-sprint\"\nmilestone = \"Sprint {n}\"\njira_board = 12\n\
+             sinks = [\"forge-issue\", \"chat\", \"itsm\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.announce.source, Some(WorkSourceKind::JiraSprint));
+        assert_eq!(c.announce.milestone, "Sprint {n}");
+        assert_eq!(c.announce.jira_board, Some(12));
+        assert_eq!(c.announce.sinks.len(), 3);
+        assert_eq!(c.announce.jira_issue_type, "Task");
+        let d = parse("").unwrap();
+        assert_eq!(d.announce.source, None);
+        assert_eq!(d.announce.sinks, vec![AnnounceSink::ForgeIssue]);
+    }
+
+    #[test]
+    fn announce_mistakes_name_key_and_line() {
+        for (text, key, line) in [
+            (
+                "[announce]\nmilestone = \"Sprint {number}\"\n",
+                "milestone",
+                "line 2",
+            ),
+            ("[announce]\nsource = \"jira-sprint\"\n", "source", "line 2"),
+            ("[announce]\n\nsource = \"trello\"\n", "source", "line 3"),
+            ("[announce]\nsinks = [\"email\"]\n", "sinks", "line 2"),
+            (
+                "[announce]\nwebhook_url = \"https://x\"\n",
+                "webhook_url",
+                "line 2",
+            ),
+        ] {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(key) && err.contains(line), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let err = parse("service = \"x\"\n[policy]\nmin_sucess_rate = 0.9\n")
             .unwrap_err()
@@ -1206,6 +1390,29 @@ customfield_10100 = { value = "Low" }
     }
 
     #[test]
+    fn sync_patterns_are_checked_and_errors_name_key_and_line() {
+        let c = parse("[sync]\nenabled = true\njira_projects = [\"OPS\"]\n").unwrap();
+        assert!(c.sync.enabled && !c.sync.customer_visible);
+        assert_eq!(c.sync.servicenow_prefixes, ["INC", "PRB", "RITM", "CHG"]);
+        let err = parse("[sync]\nenabled = true\njira_projects = [\"ops\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("sync.jira_projects") && err.contains("\"ops\""),
+            "{err}"
+        );
+        let err = parse("[sync]\nservicenow_prefixes = [\"INC\", \"I^\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("sync.servicenow_prefixes"),
+            "{err}"
+        );
+        let err = parse("[sync]\nenable = true\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("enable"), "{err}");
+    }
+
+    #[test]
     fn schema_lists_sections() {
         let s = json_schema().to_string();
         for key in [
@@ -1215,6 +1422,7 @@ customfield_10100 = { value = "Low" }
             "servicenow",
             "sensitive_paths",
             "allow_insecure_http",
+            "customer_visible",
         ] {
             assert!(s.contains(key), "{key}");
         }

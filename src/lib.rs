@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod report;
 pub mod serve;
 pub mod settings;
+pub mod work;

@@ -590,8 +590,40 @@ impl Settings {
         Ok((base, ServiceNowCredentials::from_vars(&self.env)?))
     }
 
+    /// Where `sync` writes the tickets the work references (see [`TicketConfigs`]):
+    /// ServiceNow when an instance URL is set, Jira when a site URL is, whatever the
+    /// backend; each with the credentials its backend would use.
+    pub fn ticket_configs(&self) -> Result<TicketConfigs> {
+        let set = |url: &Option<String>| url.as_deref().is_some_and(|u| !u.trim().is_empty());
+        let servicenow = if set(&self.servicenow.url) {
+            let (base, credentials) = self.servicenow_access()?;
+            Some(ServiceNowConfig {
+                base,
+                credentials,
+                section: self.servicenow.clone(),
+            })
+        } else {
+            None
+        };
+        let jira = if set(&self.jira.url) {
+            Some(JiraConfig {
+                access: self.jira_site_access(false)?,
+                section: self.jira.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(TicketConfigs { servicenow, jira })
+    }
+
     /// The Jira site, the project key and the credentials.
     fn jira_access(&self) -> Result<JiraAccess> {
+        self.jira_site_access(true)
+    }
+
+    /// The Jira site and the credentials, and the project key when `need_project`
+    /// (tickets are named by their own keys).
+    fn jira_site_access(&self, need_project: bool) -> Result<JiraAccess> {
         let Some(url) = self.jira.url.clone().filter(|u| !u.trim().is_empty()) else {
             bail!(
                 "the jira backend needs the site URL: set [jira] url or {}",
@@ -603,7 +635,8 @@ impl Settings {
         if !matches!(site.scheme(), "https" | "http") {
             bail!("{} must be an http(s) URL, got {url:?}", env::JIRA_URL);
         }
-        let Some(project) = self.jira.project.clone().filter(|p| !p.trim().is_empty()) else {
+        let project = self.jira.project.clone().filter(|p| !p.trim().is_empty());
+        let Some(project) = project.or_else(|| (!need_project).then(String::new)) else {
             bail!(
                 "the jira backend needs the project key: set [jira] project or {}",
                 env::JIRA_PROJECT
@@ -630,6 +663,13 @@ impl Settings {
             token,
         })
     }
+}
+
+/// The ITSMs `sync` writes tickets on, each configured or not.
+#[derive(Debug, Default)]
+pub struct TicketConfigs {
+    pub servicenow: Option<ServiceNowConfig>,
+    pub jira: Option<JiraConfig>,
 }
 
 /// What the Jira backend connects with, resolved and checked. `Debug` leaves the token out.

@@ -24,6 +24,7 @@ pub const COMMANDS: &[&str] = &[
     "record",
     "verify",
     "status",
+    "sync",
     "report",
     "policy explain",
     "policy simulate",

@@ -30,6 +30,7 @@ mod record;
 mod report;
 mod simulate;
 mod status;
+mod sync;
 pub mod usage;
 mod verify;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show the change for this pipeline (or --change ID).
     Status(status::StatusArgs),
+    /// Tickets that follow the work: the tickets a pull request references hear it was opened or merged.
+    Sync(sync::SyncArgs),
     /// KPIs per sprint: text, markdown, json, or html with charts (--format).
     Report(report::ReportArgs),
     /// The trust state: `explain` it; `simulate` the history under other policy values.
@@ -174,6 +177,7 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         Command::Verify(args) => verify::run(&ctx, &args).await,
         Command::Incident(args) => incident::run(&ctx, &args).await,
         Command::Status(args) => status::run(&ctx, &args).await,
+        Command::Sync(args) => sync::run(&ctx, &args).await,
         Command::Report(args) => report::run(&ctx, &args).await,
         Command::Policy(cmd) => policy::run(&ctx, &cmd, &global).await,
         Command::Approve(args) => approve::run(&ctx, &args, true).await,

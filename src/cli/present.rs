@@ -137,6 +137,39 @@ pub fn verify(settings: &Settings, outcome: &VerifyOutcome) -> Result<Exit> {
     Ok(Exit::Pass)
 }
 
+/// `sync`: the warnings (a ticket not found or not written), then one line a ticket and
+/// milestone.
+pub fn sync(settings: &Settings, outcome: &crate::flow::sync::SyncOutcome) -> Result<Exit> {
+    for warning in &outcome.warnings {
+        warn(settings, warning);
+    }
+    let report = &outcome.report;
+    match settings.format {
+        Format::Json => console::json(report)?,
+        _ => console::human(&sync_text(report), settings.github_actions())?,
+    }
+    Ok(outcome.exit)
+}
+
+fn sync_text(r: &crate::flow::sync::SyncReport) -> String {
+    use crate::itsm::Noted;
+    if r.lines.is_empty() {
+        return "no ticket referenced: nothing to sync\n".to_string();
+    }
+    let mut out = String::new();
+    for line in &r.lines {
+        let what = match line.noted {
+            Some(Noted::Written) => "noted",
+            Some(Noted::Already) => "already noted",
+            Some(Noted::Missing) => "not found",
+            None if r.dry_run => "would note [dry run: nothing written]",
+            None => "not updated",
+        };
+        out.push_str(&format!("{} {}: {what}\n", line.ticket, line.step));
+    }
+    out
+}
+
 fn verify_text(r: &VerifyReport) -> String {
     let mut out = String::new();
     let head = if r.dry_run {

@@ -72,6 +72,12 @@ pub const COMMANDS: &[Uses] = &[
         options: &[RECORDS, WHICH, CHANGE],
         formats: TEXT_JSON_MARKDOWN,
     },
+    // The tickets the work references: no change record is read or written.
+    Uses {
+        command: "sync",
+        options: &[RECORDS, WHICH],
+        formats: TEXT_JSON,
+    },
     // Every change due, whatever its service and environment.
     Uses {
         command: "verify",

@@ -264,6 +264,10 @@ pub struct PullRequest {
     pub labels: Vec<String>,
     /// Whether the request was approved by a reviewer, when the platform tells.
     pub reviewed: Option<bool>,
+    /// The event the run is about says the request was merged (a `pull_request` event of
+    /// action `closed` with `merged: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merged: bool,
 }
 
 /// One commit in the change's range.

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod ramp;
 pub mod simulate;
 pub mod sprint;
+pub mod tickets;
 pub mod verify;
 pub mod words;
 

@@ -54,6 +54,7 @@ pub async fn gather(ctx: &Ctx<'_>, backend: &dyn Backend, req: &ChangeRequest) -
         Since::default()
     };
     let previous = since.sha;
+    let extra = sync_texts(ctx, &detected);
     let mut facts = detected.into_facts(
         &service,
         &ctx.settings.environment,
@@ -63,6 +64,9 @@ pub async fn gather(ctx: &Ctx<'_>, backend: &dyn Backend, req: &ChangeRequest) -
     );
     pipeline::fill_from_platform(ctx.settings, ctx.forge, &mut facts).await;
     evidence_from_forge(ctx, &mut facts).await?;
+    if let Some(extra) = extra {
+        super::sync::note_references(ctx.settings, &mut facts, &extra);
+    }
     // A lookup of another key than the facts' (the platform's facts named another commit)
     // is of no use to the flows that follow.
     let key = facts.key().to_string();
@@ -121,7 +125,36 @@ fn service_name(ctx: &Ctx<'_>, detected: &pipeline::Detected) -> Result<String> 
 pub fn facts_without_range(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<ChangeFacts> {
     let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, commit)?;
     let service = service_name(ctx, &detected)?;
-    Ok(detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir))
+    let extra = sync_texts(ctx, &detected);
+    let mut facts =
+        detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir);
+    if let Some(extra) = extra {
+        super::sync::note_references(ctx.settings, &mut facts, &extra);
+    }
+    Ok(facts)
+}
+
+/// [`facts_without_range`], with the tickets `[sync]` looks for among the work items
+/// whether or not `[sync] enabled` (for `changegate sync` itself).
+pub fn facts_with_references(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<ChangeFacts> {
+    let detected = pipeline::detect(&ctx.settings.env, ctx.workdir, commit)?;
+    let service = service_name(ctx, &detected)?;
+    let extra = detected.texts.clone();
+    let mut facts =
+        detected.into_facts(&service, &ctx.settings.environment, None, None, ctx.workdir);
+    super::sync::note_references(ctx.settings, &mut facts, &extra);
+    Ok(facts)
+}
+
+/// With `[sync] enabled`, the texts beyond the facts in which `sync` looks for tickets (a
+/// pull request's body, a push's commit messages): its references then travel with the
+/// change's facts.
+fn sync_texts(ctx: &Ctx<'_>, detected: &pipeline::Detected) -> Option<Vec<String>> {
+    ctx.settings
+        .file
+        .sync
+        .enabled
+        .then(|| detected.texts.clone())
 }
 
 /// A record by its id, or else the one for this pipeline's correlation key (with the

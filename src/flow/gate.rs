@@ -117,8 +117,23 @@ fn fmt_secs(d: Duration) -> String {
 }
 
 /// `gate`: the change's decision (the standing one, or a new one), written, waited for
-/// when it needs approval, and what the pipeline is told.
+/// when it needs approval, and what the pipeline is told. With `[sync] enabled`, the
+/// tickets the work references then hear of its pull request (see [`super::sync`]): a
+/// warning at most, never another exit code.
 pub async fn run(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    gathered: Gathered,
+    req: &GateRequest,
+    progress: &dyn Progress,
+) -> Result<ChangeOutcome> {
+    let mut outcome = gate(ctx, backend, gathered, req, progress).await?;
+    let warnings = super::sync::after_gate(ctx.settings, &outcome.facts).await;
+    outcome.warnings.extend(warnings);
+    Ok(outcome)
+}
+
+async fn gate(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
     gathered: Gathered,

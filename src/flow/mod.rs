@@ -23,6 +23,7 @@ pub mod policy;
 pub mod record;
 pub mod report;
 pub mod status;
+pub mod sync;
 pub mod verify;
 
 /// How a command ended. Pipelines tell "blocked" from "the gate is broken" by the code.

@@ -63,5 +63,18 @@ pub async fn run(
             None => "outcome not recorded".to_string(),
         });
     }
-    Ok(annotated(ctx, report, facts, Some(&record), Exit::Pass).await)
+    // With `[sync] enabled`, the tickets the change references hear of the deploy: by the
+    // facts the change was decided on where the backend keeps them (the whole range), else
+    // this run's.
+    let deployed = !s.dry_run && outcome == Outcome::Success && record.outcome == Some(outcome);
+    let sync_warnings = if deployed && s.file.sync.enabled {
+        let stored = backend.recorded_facts(&record).await.ok().flatten();
+        let of = stored.as_ref().unwrap_or(&facts);
+        super::sync::after_deploy(s, of, &record.id, record.url.as_deref()).await
+    } else {
+        Vec::new()
+    };
+    let mut outcome = annotated(ctx, report, facts, Some(&record), Exit::Pass).await;
+    outcome.warnings.extend(sync_warnings);
+    Ok(outcome)
 }

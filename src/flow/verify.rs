@@ -108,6 +108,20 @@ pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend) -> Result<VerifyOutcome> 
                 Err(e) => report.errors.push(format!("{}: {e:#}", record.id)),
             }
         }
+        if written && s.file.sync.enabled {
+            // The tickets the change references hear the verdict, by the facts it was
+            // decided on (a backend that keeps none gives no tickets to tell).
+            match backend.recorded_facts(&record).await {
+                Ok(Some(facts)) => {
+                    warnings.extend(super::sync::after_verify(s, &facts, &record, &verdict).await)
+                }
+                Ok(None) => {}
+                Err(e) => warnings.push(format!(
+                    "{}: tickets not updated: cannot read the change's facts: {e:#}",
+                    record.id
+                )),
+            }
+        }
         report.verified.push(Verified {
             change_id: record.id.clone(),
             correlation_key: record.key.clone(),

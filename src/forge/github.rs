@@ -340,6 +340,76 @@ impl History {
     }
 }
 
+/// Read access to one repository's planning listings (milestones, issues, pull requests,
+/// branches) for [`crate::work`]: a GET below the repository, page after page while the
+/// `Link` header names a next page, as JSON values the caller decodes.
+pub(crate) struct Reader {
+    gh: GitHub,
+}
+
+impl Reader {
+    /// The run's client for `repository` (`owner/repo`).
+    pub(crate) async fn connect(forge: &Forge<'_>, repository: &str) -> Result<Reader, ForgeError> {
+        let (owner, repo) = repository
+            .split_once('/')
+            .ok_or_else(|| ForgeError::Repository(repository.to_string()))?;
+        Ok(Reader {
+            gh: GitHub::connect(forge, owner, repo).await?,
+        })
+    }
+
+    /// `path` (below `/repos/OWNER/NAME`, with its query) and its next pages, at most
+    /// `max_pages`; `more` sees each page and may stop the reading early. The second value
+    /// says whether pages were left unread because of `max_pages`.
+    pub(crate) async fn pages(
+        &self,
+        path: &str,
+        max_pages: u32,
+        permission: &str,
+        mut more: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Result<(Vec<serde_json::Value>, bool), ForgeError> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("{}{path}", self.gh.repo_path()));
+        let mut pages = 0;
+        while let Some(page) = next.take() {
+            pages += 1;
+            let (headers, text) =
+                self.gh
+                    .api
+                    .call(Method::GET, &page, None)
+                    .await
+                    .map_err(|e| {
+                        let hint = hint(&e, permission);
+                        ForgeError::GitHub { source: e, hint }
+                    })?;
+            let batch: Vec<serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
+                    source: ApiError::Decode {
+                        method: Method::GET,
+                        path: page.clone(),
+                        message: e.to_string(),
+                    },
+                    hint: String::new(),
+                })?;
+            let go_on = more(&batch);
+            out.extend(batch);
+            if !go_on {
+                break;
+            }
+            next = next_link(&headers).and_then(|url| self.gh.api.same_origin_path(&url));
+            if next.is_some() && pages >= max_pages {
+                return Ok((out, true));
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// The repository read, `OWNER/NAME`.
+    pub(crate) fn repository(&self) -> String {
+        format!("{}/{}", self.gh.owner, self.gh.repo)
+    }
+}
+
 /// A hint on the permission a refused call needs.
 fn hint(e: &ApiError, permission: &str) -> String {
     if e.refused() {

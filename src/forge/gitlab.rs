@@ -359,6 +359,34 @@ impl<'f> History<'f> {
     }
 }
 
+/// Read access to one project's planning listings (milestones, iterations, issues, merge
+/// requests, branches) for [`crate::work`]: a GET below `/projects/:id`, every page while
+/// `x-next-page` names one, as JSON values the caller decodes.
+pub(crate) struct Reader<'f> {
+    gl: GitLab<'f>,
+}
+
+impl<'f> Reader<'f> {
+    /// The run's client for `project` (its path), with `CHANGEGATE_GITLAB_TOKEN` and
+    /// `CI_API_V4_URL`.
+    pub(crate) fn connect(forge: &'f Forge<'_>, project: &str) -> anyhow::Result<Reader<'f>> {
+        let History { gl } = History::connect(forge, project)?;
+        Ok(Reader { gl })
+    }
+
+    /// Every item of the listing at `path` (below the project, with its query).
+    pub(crate) async fn all(&self, path: &str) -> Result<Vec<serde_json::Value>, ForgeError> {
+        let full = format!("{}{path}", self.gl.project_path());
+        self.gl
+            .all(&full)
+            .await
+            .map_err(|source| ForgeError::GitLab {
+                message: describe(&source),
+                source,
+            })
+    }
+}
+
 impl GitLab<'_> {
     fn request(&self, client: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
         let mut headers = HeaderMap::new();

@@ -544,6 +544,60 @@ pub fn connect_to(
     })
 }
 
+/// What a ticket writer did with a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Noted {
+    /// The note was written.
+    Written,
+    /// A note with the milestone's marker was there already: nothing written.
+    Already,
+    /// No such ticket, or none the account may see.
+    Missing,
+}
+
+/// Tickets that follow the work (`sync`): incidents, problems, requests, changes and issues
+/// the work references get one note per milestone. Offered by the ITSMs, whatever the
+/// backend keeping the change records.
+#[async_trait]
+pub trait Tickets: Send + Sync {
+    /// Writes the note `lines` on ticket `id`, unless a note holding `marker` (the last
+    /// line) is there already; with `customer_visible`, also (or only, when the internal
+    /// note is there) where the ticket's customers see it. Reads the notes back after
+    /// writing: when two runs raced and both wrote, every copy but the oldest is deleted,
+    /// by whichever run sees them, so one note stays.
+    async fn note_once(
+        &self,
+        id: &str,
+        lines: &[String],
+        marker: &str,
+        customer_visible: bool,
+    ) -> Result<Noted>;
+}
+
+/// The ITSMs `sync` writes on: ServiceNow numbers go to ServiceNow, Jira keys to Jira.
+#[derive(Default)]
+pub struct Desks {
+    pub servicenow: Option<Box<dyn Tickets>>,
+    pub jira: Option<Box<dyn Tickets>>,
+}
+
+/// Connects the ITSMs the settings configure for tickets (see
+/// [`crate::settings::Settings::ticket_configs`]). Nothing is sent until the first note.
+pub fn desks(settings: &crate::settings::Settings) -> Result<Desks> {
+    let configs = settings.ticket_configs()?;
+    Ok(Desks {
+        servicenow: match configs.servicenow {
+            Some(c) => Some(Box::new(servicenow::ServiceNow::connect(&c, settings)?)),
+            None => None,
+        },
+        jira: match configs.jira {
+            Some(c) => Some(Box::new(jira::Jira::connect(&c, settings)?)),
+            None => None,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::Lookup;

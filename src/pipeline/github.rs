@@ -46,6 +46,8 @@ struct PrPayload {
     #[serde(default)]
     labels: Vec<Named>,
     user: Option<User>,
+    /// `true` on the `closed` event of a merged pull request.
+    merged: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +188,7 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             base_ref: pr.base.as_ref().and_then(|b| b.name.clone()),
             labels: pr.labels.into_iter().filter_map(|l| l.name).collect(),
             reviewed: None,
+            merged: pr.merged == Some(true),
         }
     });
     // A push's `before`: the null SHA for a new branch or tag, which names no range.

@@ -39,6 +39,8 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
                 })
                 .unwrap_or_default(),
             reviewed: None,
+            // A merge request pipeline runs before the merge.
+            merged: false,
         })
     });
     let range = match (&pull_request, vars.get(env::CI_MERGE_REQUEST_DIFF_BASE_SHA)) {

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Server;
-use super::github::{DeploymentStatus, ProtectionRule, Repository};
+use super::github::{DeploymentStatus, ProtectionRule, PullRequestEvent, Repository};
 use crate::domain::Outcome;
 use crate::env::{self, Snapshot, Vars};
 use crate::flow::change::ChangeRequest;
@@ -451,6 +451,58 @@ async fn record_inner(server: &Server, status: &DeploymentStatus, outcome: Outco
         change = change.as_deref().unwrap_or("-"),
         outcome = %outcome,
         "deploy outcome recorded"
+    );
+    Ok(())
+}
+
+/// A `pull_request` delivery: `sync` for the pull request's head, as its pipeline would
+/// run it, when the repository's config enables it. Failures are logged.
+pub(super) async fn sync(server: Arc<Server>, event: PullRequestEvent, payload: Arc<str>) {
+    if let Err(e) = sync_inner(&server, &event, payload).await {
+        tracing::warn!(
+            repository = %event.repository.full_name,
+            "tickets not updated: {e:#}"
+        );
+    }
+}
+
+async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
+    let head = &event.pull_request.head;
+    let d = Delivery {
+        event: "pull_request",
+        repository: &event.repository,
+        sha: &head.sha,
+        git_ref: head.git_ref.as_deref(),
+        environment: &server.settings.environment,
+        installation: event.installation.id,
+        run_id: None,
+        payload,
+    };
+    let token = token(server, &d).await?;
+    let settings = settings(server, &d, &token).await?;
+    if !settings.file.sync.enabled {
+        return Ok(());
+    }
+    let forge = Forge::new(&settings);
+    let ctx = Ctx {
+        settings: &settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let done = flow::sync::run(&ctx, Some(&head.sha)).await?;
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        repository = %event.repository.full_name,
+        notes = done.report.lines.len(),
+        "tickets synced"
     );
     Ok(())
 }

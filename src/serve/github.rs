@@ -60,6 +60,30 @@ pub(super) struct Installation {
     pub id: u64,
 }
 
+/// The part of a `pull_request` delivery changegate reads (the whole payload becomes the
+/// run's event, as a pull-request pipeline sees it).
+#[derive(Debug, Deserialize)]
+pub(super) struct PullRequestEvent {
+    pub action: String,
+    pub pull_request: PullRequestBody,
+    pub repository: Repository,
+    pub installation: Installation,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PullRequestBody {
+    #[serde(default)]
+    pub merged: bool,
+    pub head: Head,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Head {
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
 /// What became of a delivery: its HTTP answer and its metric label.
 enum Answer {
     /// No signature, or a wrong one: nothing was done.
@@ -124,6 +148,7 @@ fn event_label(event: &str) -> &'static str {
     match event {
         "deployment_protection_rule" => "deployment_protection_rule",
         "deployment_status" => "deployment_status",
+        "pull_request" => "pull_request",
         "ping" => "ping",
         _ => "other",
     }
@@ -177,6 +202,7 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8], event: &
         "ping" => Answer::Pong,
         "deployment_protection_rule" => protection_rule(server, delivery, body).await,
         "deployment_status" => deployment_status(server, delivery, body).await,
+        "pull_request" => pull_request(server, delivery, body).await,
         _ => Answer::Ignored,
     }
 }
@@ -266,5 +292,33 @@ async fn deployment_status(server: &Arc<Server>, delivery: &str, body: &[u8]) ->
     server
         .tasks
         .spawn(deployment::record(server.clone(), status, outcome));
+    Answer::Accepted
+}
+
+/// A pull request opened (or reopened), or closed merged: its tickets hear of it when the
+/// repository's default-branch config says `[sync] enabled`.
+async fn pull_request(server: &Arc<Server>, delivery: &str, body: &[u8]) -> Answer {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Answer::BadRequest("the payload is not UTF-8".into());
+    };
+    let event: PullRequestEvent = match serde_json::from_str(text) {
+        Ok(event) => event,
+        Err(e) => return Answer::BadRequest(format!("not a pull_request payload: {e}")),
+    };
+    let acts = matches!(event.action.as_str(), "opened" | "reopened")
+        || (event.action == "closed" && event.pull_request.merged);
+    if !acts {
+        return Answer::Ignored;
+    }
+    match claim(server, "github-delivery", delivery).await {
+        None => return Answer::Unavailable,
+        Some(false) => return Answer::Duplicate,
+        Some(true) => {}
+    }
+    server.tasks.spawn(deployment::sync(
+        server.clone(),
+        event,
+        std::sync::Arc::from(text),
+    ));
     Answer::Accepted
 }

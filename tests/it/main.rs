@@ -19,4 +19,5 @@ mod servicenow;
 mod settings;
 mod simulate;
 mod support;
+mod sync;
 mod verify;

@@ -802,3 +802,91 @@ fn serve_refuses_to_start_without_a_webhook_secret() {
 
 mod gitlab;
 mod itsm;
+
+/// A pull request opened on a repository whose config enables `[sync]`: its ticket gets
+/// the "opened" note from the server, once, however often the event is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_delivery_notes_its_ticket_once() {
+    let gh = FakeGitHub::start(Some("[sync]\nenabled = true\n")).await;
+    let (sn_server, sn) = crate::sync::servicenow_tickets().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(
+        dir.path(),
+        &gh.server.uri(),
+        &[
+            ("CHANGEGATE_SERVICENOW_URL", sn_server.uri().as_str()),
+            ("CHANGEGATE_SERVICENOW_USER", crate::sync::SN_USER),
+            ("CHANGEGATE_SERVICENOW_PASSWORD", crate::sync::SN_PASSWORD),
+        ],
+    );
+    let payload = |action: &str| {
+        json!({
+            "action": action,
+            "number": 2,
+            "pull_request": {
+                "number": 2, "title": "Fix the timeout of INC0010001", "body": null,
+                "html_url": "https://github.com/Codertocat/Hello-World/pull/2",
+                "merged": false,
+                "head": {"ref": "fix-timeout", "sha": SHA},
+                "base": {"ref": "master", "sha": "0000000000000000000000000000000000000001"}
+            },
+            "repository": {"full_name": OWNER_REPO, "default_branch": "master",
+                           "html_url": "https://github.com/Codertocat/Hello-World"},
+            "installation": {"id": 1}
+        })
+        .to_string()
+        .into_bytes()
+    };
+    assert_eq!(
+        signed(&serve, "pull_request", "pr-1", &payload("opened")).await,
+        202
+    );
+    let started = Instant::now();
+    while sn
+        .lock()
+        .unwrap()
+        .notes("INC0010001", "work_notes")
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no note: {}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same delivery again: nothing done; another delivery of the event: read, not written.
+    assert_eq!(
+        signed(&serve, "pull_request", "pr-1", &payload("opened")).await,
+        200
+    );
+    assert_eq!(
+        signed(&serve, "pull_request", "pr-2", &payload("reopened")).await,
+        202
+    );
+    // An edit is not a milestone.
+    assert_eq!(
+        signed(&serve, "pull_request", "pr-3", &payload("edited")).await,
+        202
+    );
+    let started = Instant::now();
+    while !serve.log().contains("tickets synced")
+        || serve.log().matches("tickets synced").count() < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("[changegate:sync opened Codertocat/Hello-World#2]"),
+        "{}",
+        notes[0]
+    );
+    assert_eq!(sn.lock().unwrap().writes(), 1);
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -27,6 +27,7 @@ use super::client::q;
 use super::codec::IssueView;
 use super::codec::Stored;
 use super::codec::Transition;
+use super::codec::adf;
 use super::codec::decision_comment;
 use super::codec::description;
 use super::codec::duplicate_note;
@@ -1222,5 +1223,127 @@ impl Jira {
             None
         };
         Ok(self.to_record(v, fallback_key, verdict.as_ref()))
+    }
+}
+
+// Tickets that follow the work (`sync`): a comment on an issue the work references,
+// internal on a Jira Service Management request unless customer-visible (the same
+// `sd.public.comment` property as the change's own comments).
+
+/// Comments read per page, and pages read at most (a ticket with more comments than
+/// that cannot be checked for the note: nothing is written).
+const COMMENTS_PAGE: u64 = 100;
+const COMMENTS_PAGES: u64 = 50;
+
+/// The text of an ADF node and its children, concatenated.
+fn adf_text(node: &Value, out: &mut String) {
+    match node {
+        Value::Object(o) => {
+            if let Some(Value::String(t)) = o.get("text") {
+                out.push_str(t);
+            }
+            if let Some(children) = o.get("content") {
+                adf_text(children, out);
+                out.push('\n');
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| adf_text(i, out)),
+        // A site answering in wiki text (v2-style) gives a string.
+        Value::String(s) => out.push_str(s),
+        _ => {}
+    }
+}
+
+impl Jira {
+    /// The comments of `key` that hold `marker`, oldest first, as `(created, id)`; `None`
+    /// when there is no such issue (or the account cannot see it).
+    async fn marked_comments(&self, key: &str, marker: &str) -> Result<Option<Vec<(String, u64)>>> {
+        let path = ["rest", "api", "3", "issue", key, "comment"];
+        let mut found = Vec::new();
+        let mut start = 0u64;
+        for _ in 0..COMMENTS_PAGES {
+            let query = [
+                ("startAt", start.to_string()),
+                ("maxResults", COMMENTS_PAGE.to_string()),
+                ("orderBy", "created".to_string()),
+            ];
+            let page = match self.request(Method::GET, &path, &query, None).await {
+                Ok(page) => page,
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(self.explain(e, Op::Read(key))),
+            };
+            let comments = page
+                .get("comments")
+                .and_then(Value::as_array)
+                .ok_or_else(|| anyhow!("Jira answered the comments of {key} without `comments`"))?;
+            for c in comments {
+                let mut text = String::new();
+                adf_text(c.get("body").unwrap_or(&Value::Null), &mut text);
+                if text.contains(marker) {
+                    let created = c.get("created").and_then(Value::as_str).unwrap_or("");
+                    let id = c
+                        .get("id")
+                        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64()))
+                        .unwrap_or(u64::MAX);
+                    found.push((created.to_string(), id));
+                }
+            }
+            let total = page.get("total").and_then(Value::as_u64).unwrap_or(0);
+            start += comments.len() as u64;
+            if comments.is_empty() || start >= total {
+                // Oldest first: `created` strings of one site share a format; the id breaks ties.
+                found.sort();
+                return Ok(Some(found));
+            }
+        }
+        bail!(
+            "{key} has more than {} comments: changegate cannot tell whether its note is there, so none is written",
+            COMMENTS_PAGE * COMMENTS_PAGES
+        )
+    }
+}
+
+#[async_trait]
+impl crate::itsm::Tickets for Jira {
+    async fn note_once(
+        &self,
+        id: &str,
+        lines: &[String],
+        marker: &str,
+        customer_visible: bool,
+    ) -> Result<crate::itsm::Noted> {
+        use crate::itsm::Noted;
+        let Some(present) = self.marked_comments(id, marker).await? else {
+            return Ok(Noted::Missing);
+        };
+        if !present.is_empty() {
+            return Ok(Noted::Already);
+        }
+        // Text nodes only: untrusted text cannot format or link anything.
+        let body = adf::doc(lines.iter().map(|l| adf::line(l)).collect());
+        let payload = json!({
+            "body": body,
+            "properties": [{"key": "sd.public.comment", "value": {"internal": !customer_visible}}],
+        });
+        let path = ["rest", "api", "3", "issue", id, "comment"];
+        self.call(Method::POST, &path, &[], Some(&payload), Op::Comment(id))
+            .await?;
+        // Two runs that both found no comment both wrote one: the oldest stays, whichever
+        // run sees the copies deletes the younger ones.
+        if let Ok(Some(after)) = self.marked_comments(id, marker).await {
+            for (_, younger) in after.iter().skip(1) {
+                let younger = younger.to_string();
+                let path = ["rest", "api", "3", "issue", id, "comment", younger.as_str()];
+                match self.request(Method::DELETE, &path, &[], None).await {
+                    Ok(_) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => tracing::warn!(
+                        "{id} holds the note {marker} twice (two runs wrote it at once) and the younger copy could not be deleted: {}",
+                        self.explain(e, Op::Comment(id))
+                    ),
+                }
+            }
+        }
+        Ok(Noted::Written)
     }
 }

@@ -756,3 +756,140 @@ impl ChangeStore for ServiceNow {
         Ok(self.keep(record, &raw))
     }
 }
+
+// Tickets that follow the work (`sync`): a note on an incident, problem, request item or
+// change the work references. Any task is found through the `task` table, whatever its
+// class, and written on its own table; its journal is read back through
+// `sys_journal_field`.
+
+/// Every task, whatever its class.
+const TASK: &str = "api/now/table/task";
+/// Journal entries (work notes, comments).
+const JOURNAL: &str = "api/now/table/sys_journal_field";
+
+impl ServiceNow {
+    /// The journal entries of the task `sys_id` that hold `marker`, oldest first (the
+    /// instance's `LIKE` may match more: the marker is checked here too).
+    async fn marked_entries(&self, sys_id: &str, marker: &str) -> Result<Vec<Raw>> {
+        let query = format!(
+            "element_id={}^elementINwork_notes,comments^valueLIKE{}^ORDERBYsys_created_on^ORDERBYsys_id",
+            q(sys_id),
+            q(marker)
+        );
+        let fields = "sys_id,element,value,sys_created_on".to_string();
+        let reply = self
+            .api
+            .call(
+                Method::GET,
+                JOURNAL,
+                &Self::list_query(query, fields, 1000),
+                Body::None,
+            )
+            .await?;
+        Ok(Self::list(&reply)?
+            .into_iter()
+            .filter(|r| r.get("value").contains(marker))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl crate::itsm::Tickets for ServiceNow {
+    async fn note_once(
+        &self,
+        id: &str,
+        lines: &[String],
+        marker: &str,
+        customer_visible: bool,
+    ) -> Result<crate::itsm::Noted> {
+        use crate::itsm::Noted;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            anyhow::bail!("{id:?} is not a ServiceNow number");
+        }
+        let query = Self::list_query(
+            format!("number={}", q(id)),
+            "sys_id,number,sys_class_name".to_string(),
+            1,
+        );
+        let reply = self
+            .api
+            .call(Method::GET, TASK, &query, Body::None)
+            .await
+            .with_context(|| format!("cannot look up {id}"))?;
+        let Some(task) = Self::list(&reply)?.into_iter().next() else {
+            return Ok(Noted::Missing);
+        };
+        let sys_id = task.sys_id().to_string();
+        if !is_sys_id(&sys_id) {
+            anyhow::bail!("ServiceNow answered the lookup of {id} with no usable sys_id");
+        }
+        // The record is written on its own table (the `task` table's journal fields are
+        // the same, but a class's business rules run on its own).
+        let class = task.get("sys_class_name");
+        let table = if !class.is_empty()
+            && class
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            class
+        } else {
+            "task"
+        };
+        let elements: &[&str] = if customer_visible {
+            &["work_notes", "comments"]
+        } else {
+            &["work_notes"]
+        };
+        let present = self
+            .marked_entries(&sys_id, marker)
+            .await
+            .with_context(|| format!("cannot read the notes of {id}, so none is written"))?;
+        let missing: Vec<&str> = elements
+            .iter()
+            .copied()
+            .filter(|e| !present.iter().any(|r| r.get("element") == *e))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Noted::Already);
+        }
+        let note = lines
+            .iter()
+            .map(|l| text::defuse(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut body = Map::new();
+        for element in &missing {
+            body.insert((*element).to_string(), json!(note));
+        }
+        let path = format!("api/now/table/{table}/{sys_id}");
+        self.api
+            .call(
+                Method::PATCH,
+                &path,
+                &[("sysparm_fields", "sys_id".to_string())],
+                Body::Json(&Value::Object(body)),
+            )
+            .await
+            .with_context(|| format!("cannot write the note on {id}"))?;
+        // Two runs that both found no note both wrote one: the oldest stays, whichever run
+        // sees the copies deletes the younger ones.
+        let after = self.marked_entries(&sys_id, marker).await.ok();
+        for element in elements {
+            let copies = after
+                .iter()
+                .flatten()
+                .filter(|r| r.get("element") == *element);
+            for younger in copies.skip(1) {
+                let path = format!("{JOURNAL}/{}", younger.sys_id());
+                if let Err(e) = self.api.call(Method::DELETE, &path, &[], Body::None).await
+                    && !refused(&e)
+                {
+                    tracing::warn!(
+                        "{id} holds the note {marker} twice (two runs wrote it at once) and the younger copy could not be deleted: {e:#}"
+                    );
+                }
+            }
+        }
+        Ok(Noted::Written)
+    }
+}
