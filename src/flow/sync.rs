@@ -317,6 +317,7 @@ mod tests {
             actor: None,
             author: None,
             tests_passed: None,
+            evidence: Default::default(),
         }
     }
 
