@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
@@ -260,6 +261,24 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
         "state": if verdict.approved { "approved" } else { "rejected" },
         "comment": verdict.comment,
     });
+    // A server that started while another held this deployment resumed it too: the first
+    // to claim the answer gives it, so GitHub is called back once (at most once: a server
+    // that fails after its claim leaves the deployment waiting, which deploys nothing).
+    // The claim is of this wait (its key and when it was taken): a re-run of the workflow
+    // asks again on the same callback URL and is answered again.
+    let answer_id = format!("{} {}", wait.key, wait.since.timestamp());
+    match claim(server, "github-answer", &answer_id).await {
+        None => bail!("cannot claim the answer in the backend"),
+        Some(false) => {
+            tracing::info!(
+                repository = %d.repository.full_name,
+                environment = %rule.environment,
+                "another server answers this deployment"
+            );
+            return Ok(());
+        }
+        Some(true) => {}
+    }
     let sent = answer(server, callback, &token, &body).await;
     let kind = if verdict.approved {
         "approved"
@@ -505,6 +524,22 @@ async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>
         "tickets synced"
     );
     Ok(())
+}
+
+/// Claims `id` in `space`; `None` when the backend could not be asked.
+pub(super) async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
+    let claimed = match server.waits() {
+        Ok(waits) => waits.claim(space, id, Utc::now()).await,
+        Err(e) => Err(e),
+    };
+    match claimed {
+        Ok(first) => Some(first),
+        Err(e) => {
+            server.metrics.backend_error(server.store_service());
+            tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

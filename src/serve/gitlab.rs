@@ -246,7 +246,7 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answe
     let mut answer = Answer::Accepted;
     if let (Some(outcome), Some(deployment)) = (outcome, hook.deployment_id) {
         let key = format!("{project}/{deployment}/{outcome}");
-        match claim(server, "gitlab-outcome", &key).await {
+        match super::deployment::claim(server, "gitlab-outcome", &key).await {
             None => return Answer::Unavailable,
             Some(false) => answer = Answer::Duplicate,
             Some(true) => {
@@ -261,22 +261,6 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answe
         .tasks
         .spawn(poll_project(server.clone(), project.to_string()));
     answer
-}
-
-/// Claims `id` in `space`; `None` when the backend could not be asked.
-async fn claim(server: &Server, space: &str, id: &str) -> Option<bool> {
-    let claimed = match server.waits() {
-        Ok(waits) => waits.claim(space, id, Utc::now()).await,
-        Err(e) => Err(e),
-    };
-    match claimed {
-        Ok(first) => Some(first),
-        Err(e) => {
-            server.metrics.backend_error(server.store_service());
-            tracing::error!("cannot claim {space} {id} in the backend: {e:#}");
-            None
-        }
-    }
 }
 
 /// Polls every project watched each `--gitlab-poll`, until the server stops.
@@ -474,7 +458,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     // A server that started while another held this deployment resumed it too: the first
     // to claim the answer gives it, so GitLab is answered once (at most once: a server that
     // fails after its claim leaves the deployment blocked, which deploys nothing).
-    match claim(server, "gitlab-answer", &wait.key).await {
+    match super::deployment::claim(server, "gitlab-answer", &wait.key).await {
         None => bail!("cannot claim the answer in the backend"),
         Some(false) => {
             tracing::info!(
