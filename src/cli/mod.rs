@@ -17,6 +17,7 @@ use crate::settings::{self, GlobalArgs, Settings};
 pub use crate::flow::{Ctx, Exit};
 
 pub mod action;
+mod announce;
 mod approve;
 mod change;
 mod config;
@@ -92,6 +93,9 @@ pub enum Command {
     /// Deployments, GitLab deployments) as closed changes, so the trust ramp starts from it.
     #[command(subcommand)]
     History(history::HistoryCommand),
+    /// The sprint's upcoming changes, each with its status, published to a sticky tracking
+    /// issue (edited in place; nothing written when nothing changed).
+    Announce(announce::AnnounceArgs),
 }
 
 impl Cli {
@@ -184,6 +188,7 @@ pub async fn run(cli: Cli, env: Snapshot, workdir: PathBuf) -> Result<Exit> {
         Command::Reject(args) => approve::run(&ctx, &args, false).await,
         Command::Ledger(cmd) => ledger::run(&ctx, &cmd).await,
         Command::History(cmd) => history::run(&ctx, &cmd).await,
+        Command::Announce(args) => announce::run(&ctx, &args).await,
         Command::Config(_) | Command::Serve(_) => Ok(Exit::Error),
     }
 }

@@ -443,3 +443,31 @@ pub fn linked(settings: &Settings, linked: &Linked) -> Result<Exit> {
     }
     Ok(Exit::Pass)
 }
+
+/// `announce`: the notice in the chosen format, then what each sink did.
+pub fn announced(settings: &Settings, o: &crate::flow::announce::AnnounceOutcome) -> Result<Exit> {
+    use crate::flow::announce;
+    match settings.format {
+        Format::Json => console::json(o)?,
+        Format::Markdown => {
+            let mut text = announce::markdown(&o.notice, &o.service_id);
+            for line in &o.published {
+                text.push_str(&format!("\n{line}"));
+            }
+            text.push('\n');
+            console::document(&text, settings.github_actions())?
+        }
+        _ => {
+            let mut text = announce::text(&o.notice);
+            text.push('\n');
+            for line in &o.published {
+                text.push_str(&format!("{line}\n"));
+            }
+            if o.dry_run {
+                text.push_str("[dry run: nothing written]\n");
+            }
+            console::human(&text, settings.github_actions())?
+        }
+    }
+    Ok(Exit::Pass)
+}

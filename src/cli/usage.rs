@@ -153,6 +153,12 @@ pub const COMMANDS: &[Uses] = &[
     },
     // The forge's history into the ledger of this service and environment; the GitHub
     // token reads the deployments.
+    // Reads the work and the deploys' changes; writes the notice (not in a dry run).
+    Uses {
+        command: "announce",
+        options: &[RECORDS, WHICH, &["github_token"]],
+        formats: TEXT_JSON_MARKDOWN,
+    },
     Uses {
         command: "history import",
         options: &[LEDGER, WHICH, &["github_token"]],

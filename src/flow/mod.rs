@@ -15,6 +15,7 @@ use crate::forge::{AnnotateError, Forge};
 use crate::output::Report;
 use crate::settings::Settings;
 
+pub mod announce;
 pub mod change;
 pub mod gate;
 pub mod import;

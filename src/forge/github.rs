@@ -404,6 +404,34 @@ impl Reader {
         Ok((out, false))
     }
 
+    /// One write below the repository (`POST /issues`, `PATCH /issues/N`): GitHub's answer.
+    pub(crate) async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+        permission: &str,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let full = format!("{}{path}", self.gh.repo_path());
+        let (_, text) = self
+            .gh
+            .api
+            .call(method.clone(), &full, Some(body))
+            .await
+            .map_err(|e| {
+                let hint = hint(&e, permission);
+                ForgeError::GitHub { source: e, hint }
+            })?;
+        serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
+            source: ApiError::Decode {
+                method,
+                path: full,
+                message: e.to_string(),
+            },
+            hint: String::new(),
+        })
+    }
+
     /// The repository read, `OWNER/NAME`.
     pub(crate) fn repository(&self) -> String {
         format!("{}/{}", self.gh.owner, self.gh.repo)

@@ -28,6 +28,14 @@ pub fn marker(service_id: &str, environment: &str) -> String {
     )
 }
 
+/// The hidden marker of the sprint notice (`announce`): one per service and sprint.
+pub fn announce_marker(service_id: &str, sprint: i64) -> String {
+    format!(
+        "<!-- changegate:announce service={} sprint={sprint} -->",
+        marker_value(service_id)
+    )
+}
+
 fn marker_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

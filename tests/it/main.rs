@@ -3,6 +3,7 @@
 
 mod action;
 mod annotate;
+mod announce;
 mod children;
 mod cli;
 mod evidence;

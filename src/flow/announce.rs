@@ -1,0 +1,494 @@
+//! `announce`: the sprint's planned work, each item with its status as of now, grouped by
+//! status, and published where people look. The items come from [`crate::work`]; a merged
+//! item's deploy is the change the backend holds for its merge commit in the run's
+//! environment. The notice is rendered once per target markup (untrusted titles escaped)
+//! and each sink edits its one copy in place; an unchanged notice writes nothing.
+
+use anyhow::{Result, bail};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::config::{AnnounceSink, WorkSourceKind};
+use crate::domain::{CorrelationKey, Outcome, Platform};
+use crate::forge::render;
+use crate::itsm::{Backend, Intent};
+use crate::output::markdown::{escape, link};
+use crate::work::{self, ItemState, PrState, SprintWindow, SprintWork, Which, WorkItem};
+
+/// Where an item stands, in the order the notice lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Failed after deploy: the deploy's change recorded a failure (or `verify` found an
+    /// incident).
+    FailedAfterDeploy,
+    /// Deployed to the run's environment: its change closed with success.
+    Deployed,
+    /// Merged, not deployed yet.
+    Merged,
+    /// An open, ready pull/merge request.
+    InReview,
+    /// A branch or a draft pull/merge request.
+    InProgress,
+    /// Nothing started.
+    Planned,
+    /// Closed with no pull/merge request merged.
+    Closed,
+}
+
+impl Status {
+    pub fn words(self, environment: &str) -> String {
+        match self {
+            Status::FailedAfterDeploy => format!("Failed after deploy to {environment}"),
+            Status::Deployed => format!("Deployed to {environment}"),
+            Status::Merged => "Merged".into(),
+            Status::InReview => "In review".into(),
+            Status::InProgress => "In progress".into(),
+            Status::Planned => "Planned".into(),
+            Status::Closed => "Closed without a merge".into(),
+        }
+    }
+}
+
+/// The change that deployed an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deploy {
+    pub change_id: String,
+    pub change_url: Option<String>,
+}
+
+/// One line of the notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub title: String,
+    pub url: String,
+    pub status: Status,
+    /// The pull/merge request the status comes from, when one does.
+    pub pull_request: Option<(u64, String)>,
+    pub deploy: Option<Deploy>,
+}
+
+/// The notice of one service and sprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub service: String,
+    pub environment: String,
+    pub sprint: SprintWindow,
+    pub source: WorkSourceKind,
+    /// The milestone (iteration, sprint) title and link; `None` when none matched.
+    pub milestone: Option<(String, Option<String>)>,
+    /// Grouped: in [`Status`] order, each group in the source's order.
+    pub entries: Vec<Entry>,
+    /// Some listing was cut short: items or links may be missing.
+    pub cut_short: bool,
+}
+
+impl Notice {
+    /// "Upcoming changes — payments-api, sprint 3 (2026-02-02 – 2026-02-15)".
+    pub fn title(&self) -> String {
+        format!(
+            "Upcoming changes — {}, sprint {} ({} – {})",
+            self.service,
+            self.sprint.number,
+            self.sprint.first_day(),
+            self.sprint.last_day()
+        )
+    }
+}
+
+/// What `announce` did: the notice, and what each sink wrote.
+#[derive(Debug, Serialize)]
+pub struct AnnounceOutcome {
+    pub notice: Notice,
+    /// The service's id, as the notice's marker names it.
+    pub service_id: String,
+    /// One line per sink: "created …", "edited …", "unchanged …", "dry run: would …".
+    pub published: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// The status of `item`, from its PRs and branches and, once merged, the change that
+/// deployed its merge commit (looked up by `deploy_of`).
+pub fn status_of(item: &WorkItem, deploy: Option<(&Deploy, Option<Outcome>)>) -> Status {
+    let prs = &item.pull_requests;
+    if prs.iter().any(|p| p.state == PrState::Merged) {
+        return match deploy {
+            Some((_, Some(Outcome::Failure))) => Status::FailedAfterDeploy,
+            Some((_, Some(Outcome::Success))) => Status::Deployed,
+            _ => Status::Merged,
+        };
+    }
+    if prs.iter().any(|p| p.state == PrState::Open) {
+        return Status::InReview;
+    }
+    if item.state == ItemState::Closed {
+        return Status::Closed;
+    }
+    if prs.iter().any(|p| p.state == PrState::Draft) || !item.branches.is_empty() {
+        return Status::InProgress;
+    }
+    Status::Planned
+}
+
+/// Runs `announce` for sprint `which`: reads the work, derives each status (the backend
+/// answers for merged items), renders and publishes to every configured sink.
+pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend, which: Which) -> Result<AnnounceOutcome> {
+    let settings = ctx.settings;
+    let section = &settings.file.announce;
+    let facts = super::change::facts_without_range(ctx, None)?;
+    let source = match (section.source, settings.platform) {
+        (Some(s), _) => s,
+        (None, Platform::Gitlab) => WorkSourceKind::GitlabMilestone,
+        (None, _) => WorkSourceKind::GithubMilestone,
+    };
+    let sprint = SprintWindow::of(&settings.calendar, settings.now, which);
+    let jira = match &settings.backend_config() {
+        Ok(crate::settings::BackendConfig::Jira(c)) => Some(c.access.clone()),
+        _ => None,
+    };
+    let forge_kind = match settings.platform {
+        Platform::Gitlab => Some(work::ForgeKind::Gitlab),
+        Platform::Github => Some(work::ForgeKind::Github),
+        _ => None,
+    };
+    let sources = work::Sources {
+        forge: ctx.forge,
+        repository: facts.repository.as_deref(),
+        forge_kind,
+        jira: jira.as_ref(),
+        budget: &settings.budget,
+    };
+    let work = work::read(
+        &sources,
+        source,
+        &section.milestone,
+        section.jira_board,
+        sprint,
+    )
+    .await?;
+    let notice = notice(ctx, backend, &facts.service_id, &facts.service, work).await?;
+    let mut published = Vec::new();
+    for sink in &section.sinks {
+        match sink {
+            AnnounceSink::ForgeIssue => published.push(
+                forge_issue(ctx, &notice, &facts.service_id, facts.repository.as_deref()).await?,
+            ),
+            AnnounceSink::Chat | AnnounceSink::Itsm => bail!(
+                "[announce] sinks: {:?} is not available in this version of changegate; use \"forge-issue\"",
+                match sink {
+                    AnnounceSink::Chat => "chat",
+                    _ => "itsm",
+                }
+            ),
+        }
+    }
+    Ok(AnnounceOutcome {
+        notice,
+        service_id: facts.service_id.clone(),
+        published,
+        dry_run: settings.dry_run,
+    })
+}
+
+async fn notice(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    service_id: &str,
+    service: &str,
+    work: SprintWork,
+) -> Result<Notice> {
+    let environment = ctx.settings.environment.clone();
+    let mut entries = Vec::new();
+    for item in &work.items {
+        let merged = item
+            .pull_requests
+            .iter()
+            .find(|p| p.state == PrState::Merged);
+        let mut deploy = None;
+        if let Some(sha) = merged.and_then(|p| p.merge_sha.as_deref()) {
+            let key = CorrelationKey::new(service_id, &environment, sha);
+            let lookup = backend.find(&key, Intent::Read).await?;
+            if let Some(record) = lookup.record {
+                deploy = Some((
+                    Deploy {
+                        change_id: record.id.clone(),
+                        change_url: record.url.clone(),
+                    },
+                    record.outcome,
+                ));
+            }
+        }
+        let status = status_of(item, deploy.as_ref().map(|(d, o)| (d, *o)));
+        let pr = merged
+            .or_else(|| item.pull_requests.iter().find(|p| p.state == PrState::Open))
+            .or_else(|| item.pull_requests.first())
+            .map(|p| (p.number, p.url.clone()));
+        entries.push(Entry {
+            id: item.id.clone(),
+            title: item.title.clone(),
+            url: item.url.clone(),
+            status,
+            pull_request: pr,
+            deploy: deploy
+                .filter(|_| matches!(status, Status::Deployed | Status::FailedAfterDeploy))
+                .map(|(d, _)| d),
+        });
+    }
+    // Stable: the source's order within each status.
+    entries.sort_by_key(|e| e.status);
+    Ok(Notice {
+        service: service.to_string(),
+        environment,
+        sprint: work.sprint,
+        source: work.source,
+        milestone: work.container.map(|c| (c.title, c.url)),
+        entries,
+        cut_short: work.cut_short,
+    })
+}
+
+/// The notice in Markdown (GitHub, GitLab): every untrusted text escaped, the marker first.
+pub fn markdown(notice: &Notice, service_id: &str) -> String {
+    let mut out = render::announce_marker(service_id, notice.sprint.number);
+    out.push_str(&format!("\n## {}\n\n", escape(&notice.title())));
+    match &notice.milestone {
+        Some((title, url)) => out.push_str(&format!(
+            "From {} {}.\n",
+            notice.source.as_str(),
+            link(title, url.as_deref())
+        )),
+        None => out.push_str(&format!(
+            "No {} matches this sprint.\n",
+            notice.source.as_str()
+        )),
+    }
+    let mut last = None;
+    for e in &notice.entries {
+        if last != Some(e.status) {
+            let n = notice
+                .entries
+                .iter()
+                .filter(|x| x.status == e.status)
+                .count();
+            out.push_str(&format!(
+                "\n### {} ({n})\n\n",
+                e.status.words(&escape(&notice.environment))
+            ));
+            last = Some(e.status);
+        }
+        out.push_str(&format!(
+            "- {} {}",
+            link(&e.id, Some(&e.url)),
+            escape(&e.title)
+        ));
+        if let Some((n, url)) = &e.pull_request
+            && !e.id.ends_with(&format!("{n}"))
+        {
+            out.push_str(&format!(" — PR {}", link(&format!("#{n}"), Some(url))));
+        }
+        if let Some(d) = &e.deploy {
+            out.push_str(&format!(
+                " — change {}",
+                link(&d.change_id, d.change_url.as_deref())
+            ));
+        }
+        out.push('\n');
+    }
+    if notice.cut_short {
+        out.push_str("\n_Some listings were too long to read whole: items may be missing._\n");
+    }
+    out
+}
+
+/// The notice as plain text (the console).
+pub fn text(notice: &Notice) -> String {
+    let mut out = format!("{}\n", notice.title());
+    match &notice.milestone {
+        Some((title, _)) => out.push_str(&format!("from {} {title:?}\n", notice.source.as_str())),
+        None => out.push_str(&format!(
+            "no {} matches this sprint\n",
+            notice.source.as_str()
+        )),
+    }
+    let mut last = None;
+    for e in &notice.entries {
+        if last != Some(e.status) {
+            out.push_str(&format!("\n{}:\n", e.status.words(&notice.environment)));
+            last = Some(e.status);
+        }
+        out.push_str(&format!(
+            "  {} {}",
+            e.id,
+            e.title.replace(['\n', '\r'], " ")
+        ));
+        if let Some(d) = &e.deploy {
+            out.push_str(&format!(" ({})", d.change_id));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The tracking issue on GitHub: found again by its marker among the issues updated since
+/// the sprint before, edited when its text differs, created when there is none.
+async fn forge_issue(
+    ctx: &Ctx<'_>,
+    notice: &Notice,
+    service_id: &str,
+    repository: Option<&str>,
+) -> Result<String> {
+    let settings = ctx.settings;
+    if settings.platform != Platform::Github {
+        bail!("[announce] sinks: \"forge-issue\" is available on GitHub only in this version");
+    }
+    let Some(repository) = repository else {
+        bail!("no repository for the tracking issue: set GITHUB_REPOSITORY");
+    };
+    let body = markdown(notice, service_id);
+    let title = notice.title();
+    let marker = render::announce_marker(service_id, notice.sprint.number);
+    let reader = crate::forge::github::Reader::connect(ctx.forge, repository)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {repository} on GitHub: {e}"))?;
+    let since = notice.sprint.start - (notice.sprint.end - notice.sprint.start) * 2;
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (issues, _) = reader
+        .pages(
+            &format!("/issues?state=all&since={since}&per_page=100"),
+            work::MAX_PAGES,
+            "issues: read",
+            |_| true,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot look for the tracking issue: {e}"))?;
+    let found = issues.iter().find(|i| {
+        i.get("pull_request").is_none()
+            && i.get("body")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.starts_with(&marker))
+    });
+    let dry = settings.dry_run;
+    match found {
+        Some(issue) => {
+            let number = issue.get("number").and_then(Value::as_u64).unwrap_or(0);
+            let same = issue.get("body").and_then(Value::as_str) == Some(body.as_str())
+                && issue.get("title").and_then(Value::as_str) == Some(title.as_str());
+            if same {
+                return Ok(format!("tracking issue #{number}: unchanged"));
+            }
+            if dry {
+                return Ok(format!("dry run: would edit tracking issue #{number}"));
+            }
+            reader
+                .write(
+                    Method::PATCH,
+                    &format!("/issues/{number}"),
+                    &json!({"title": title, "body": body}),
+                    "issues: write",
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot edit tracking issue #{number}: {e}"))?;
+            Ok(format!("tracking issue #{number}: edited"))
+        }
+        None if dry => Ok("dry run: would create the tracking issue".to_string()),
+        None => {
+            let created = reader
+                .write(
+                    Method::POST,
+                    "/issues",
+                    &json!({"title": title, "body": body}),
+                    "issues: write",
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the tracking issue: {e}"))?;
+            let number = created.get("number").and_then(Value::as_u64).unwrap_or(0);
+            Ok(format!("tracking issue #{number}: created"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::PullRequest;
+
+    fn item(prs: &[PrState], branches: &[&str], state: ItemState) -> WorkItem {
+        WorkItem {
+            id: "#1".into(),
+            number: Some(1),
+            title: "t".into(),
+            url: "u".into(),
+            state,
+            labels: vec![],
+            body: String::new(),
+            is_pull_request: false,
+            pull_requests: prs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| PullRequest {
+                    number: i as u64 + 10,
+                    title: String::new(),
+                    url: String::new(),
+                    state: *s,
+                    branch: String::new(),
+                    head_sha: None,
+                    merge_sha: None,
+                    body: String::new(),
+                })
+                .collect(),
+            branches: branches.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn statuses_from_prs_branches_and_the_deploy() {
+        use PrState::{Draft, Merged};
+        let (open, closed) = (ItemState::Open, ItemState::Closed);
+        let d = Deploy {
+            change_id: "CHG1".into(),
+            change_url: None,
+        };
+        assert_eq!(status_of(&item(&[], &[], open), None), Status::Planned);
+        assert_eq!(
+            status_of(&item(&[], &["1-x"], open), None),
+            Status::InProgress
+        );
+        assert_eq!(
+            status_of(&item(&[Draft], &[], open), None),
+            Status::InProgress
+        );
+        assert_eq!(
+            status_of(&item(&[Draft, PrState::Open], &[], open), None),
+            Status::InReview
+        );
+        assert_eq!(
+            status_of(&item(&[Merged], &[], closed), None),
+            Status::Merged
+        );
+        assert_eq!(
+            status_of(&item(&[Merged], &[], closed), Some((&d, None))),
+            Status::Merged
+        );
+        assert_eq!(
+            status_of(
+                &item(&[Merged], &[], closed),
+                Some((&d, Some(Outcome::Success)))
+            ),
+            Status::Deployed
+        );
+        assert_eq!(
+            status_of(
+                &item(&[Merged], &[], closed),
+                Some((&d, Some(Outcome::Failure)))
+            ),
+            Status::FailedAfterDeploy
+        );
+        assert_eq!(
+            status_of(&item(&[PrState::Closed], &[], closed), None),
+            Status::Closed
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! `announce` through the real binary: a stateful fake GitHub (milestones, issues, pull
+//! requests, branches; the tracking issue created and edited) and an embedded ledger that
+//! holds the deploys' changes.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use wiremock::matchers::path_regex;
+use wiremock::{Mock, Request, ResponseTemplate};
+
+use crate::flow::{Flow, HISTORY_CONFIG, Human};
+use crate::support::remote::{Remote, Watch};
+use crate::support::{changegate, git};
+
+const TOKEN: &str = "ghs_announce_test";
+const REPO: &str = "/repos/acme/payments-api";
+const NOW: &str = "2026-03-10T09:00:00Z";
+
+#[derive(Default)]
+struct Gh {
+    milestones: Vec<Value>,
+    /// Work items and PRs (as GitHub lists them among issues), and tracking issues.
+    issues: Vec<Value>,
+    pulls: Vec<Value>,
+    branches: Vec<String>,
+    posts: usize,
+    patches: usize,
+}
+
+fn query(req: &Request) -> Vec<(String, String)> {
+    req.url.query_pairs().into_owned().collect()
+}
+
+fn q<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn answer(gh: &Mutex<Gh>, watch: &Watch, req: &Request) -> ResponseTemplate {
+    let auth = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !auth.ends_with(TOKEN) {
+        return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+    }
+    let mut g = gh.lock().unwrap();
+    let path = req.url.path().strip_prefix(REPO).unwrap_or("?").to_string();
+    let pairs = query(req);
+    let known = |allowed: &[&str]| {
+        for (k, _) in &pairs {
+            if !allowed.contains(&k.as_str()) {
+                watch.flag(format!("unknown query term {k} on {path}"));
+            }
+        }
+    };
+    match (req.method.as_str(), path.as_str()) {
+        ("GET", "/milestones") => {
+            known(&["state", "per_page", "page"]);
+            ResponseTemplate::new(200).set_body_json(&g.milestones)
+        }
+        ("GET", "/issues") => {
+            known(&["state", "milestone", "since", "per_page", "page"]);
+            if q(&pairs, "state") != Some("all") {
+                watch.flag("issues listed without state=all");
+            }
+            let list: Vec<Value> = match (q(&pairs, "milestone"), q(&pairs, "since")) {
+                (Some(m), None) => g
+                    .issues
+                    .iter()
+                    .filter(|i| {
+                        i["milestone"]["number"]
+                            .as_u64()
+                            .map(|n| n.to_string())
+                            .as_deref()
+                            == Some(m)
+                    })
+                    .cloned()
+                    .collect(),
+                (None, Some(_)) => g.issues.clone(),
+                _ => {
+                    watch.flag("issues listed without milestone or since");
+                    Vec::new()
+                }
+            };
+            ResponseTemplate::new(200).set_body_json(list)
+        }
+        ("GET", "/pulls") => {
+            known(&["state", "sort", "direction", "per_page", "page"]);
+            ResponseTemplate::new(200).set_body_json(&g.pulls)
+        }
+        ("GET", "/branches") => {
+            known(&["per_page", "page"]);
+            let list: Vec<Value> = g.branches.iter().map(|b| json!({"name": b})).collect();
+            ResponseTemplate::new(200).set_body_json(list)
+        }
+        ("POST", "/issues") => {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let number = 100 + g.posts as u64;
+            g.posts += 1;
+            let issue = json!({"number": number, "title": body["title"], "body": body["body"],
+                "state": "open", "milestone": null, "html_url": format!("https://github.com/acme/payments-api/issues/{number}")});
+            g.issues.push(issue.clone());
+            ResponseTemplate::new(201).set_body_json(issue)
+        }
+        ("PATCH", p) if p.starts_with("/issues/") => {
+            let n: u64 = p["/issues/".len()..].parse().unwrap_or(0);
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            g.patches += 1;
+            let Some(issue) = g.issues.iter_mut().find(|i| i["number"] == n) else {
+                return ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}));
+            };
+            for key in ["title", "body"] {
+                if let Some(v) = body.get(key) {
+                    issue[key] = v.clone();
+                }
+            }
+            ResponseTemplate::new(200).set_body_json(issue.clone())
+        }
+        _ => watch.unexpected(req),
+    }
+}
+
+async fn fake(gh: Arc<Mutex<Gh>>) -> Remote {
+    let remote = Remote::start().await;
+    let watch = remote.watch();
+    Mock::given(path_regex(format!("^{REPO}/")))
+        .respond_with(move |req: &Request| answer(&gh, &watch, req))
+        .mount(&remote)
+        .await;
+    remote
+}
+
+fn issue(number: u64, title: &str, body: &str) -> Value {
+    json!({"number": number, "title": title, "body": body, "state": "open",
+        "html_url": format!("https://github.com/acme/payments-api/issues/{number}"),
+        "labels": [], "milestone": {"number": 1, "title": "Sprint 1"}})
+}
+
+fn pull(number: u64, title: &str, branch: &str, state: &str, merged: Option<&str>) -> Value {
+    json!({"number": number, "title": title, "body": "", "state": state, "draft": state == "draft",
+        "html_url": format!("https://github.com/acme/payments-api/pull/{number}"),
+        "head": {"ref": branch, "sha": format!("{number:040x}")},
+        "merged_at": merged.map(|_| "2026-03-02T12:00:00Z"),
+        "merge_commit_sha": merged.unwrap_or("0000000000000000000000000000000000000000"),
+        "updated_at": "2026-03-09T12:00:00Z"})
+}
+
+fn counts(gh: &Mutex<Gh>) -> (usize, usize) {
+    let g = gh.lock().unwrap();
+    (g.posts, g.patches)
+}
+
+fn announce(flow: &Flow, api: &str, args: &[&str]) -> (i32, String, String) {
+    let head = git(flow.dir(), &["rev-parse", "HEAD"]);
+    let out = changegate(flow.dir())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "schedule")
+        .env("GITHUB_REPOSITORY", "acme/payments-api")
+        .env("GITHUB_SHA", head)
+        .env("GITHUB_API_URL", api)
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("CHANGEGATE_NOW", NOW)
+        .env("CHANGEGATE_LEDGER", &flow.ledger)
+        .arg("announce")
+        .args(args)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unchanged() {
+    let mut flow = Flow::new(&format!(
+        "{HISTORY_CONFIG}[announce]\nmilestone = \"Sprint {{n}}\"\n"
+    ));
+    // Two deploys of sprint 1: one closed with success, one with failure.
+    flow.change(
+        "2026-03-02",
+        3,
+        "needs-approval",
+        Human::Approve(60),
+        "success",
+        None,
+    );
+    let deployed = git(flow.dir(), &["rev-parse", "HEAD"]);
+    flow.change(
+        "2026-03-03",
+        3,
+        "needs-approval",
+        Human::Approve(60),
+        "failure",
+        None,
+    );
+    let failed = git(flow.dir(), &["rev-parse", "HEAD"]);
+
+    let gh = Arc::new(Mutex::new(Gh::default()));
+    {
+        let mut g = gh.lock().unwrap();
+        g.milestones = vec![
+            json!({"number": 2, "title": "Sprint 2", "due_on": "2026-03-29T07:00:00Z", "html_url": "https://github.com/acme/payments-api/milestone/2"}),
+            json!({"number": 1, "title": "Sprint 1", "due_on": "2026-03-15T07:00:00Z", "html_url": "https://github.com/acme/payments-api/milestone/1"}),
+        ];
+        g.issues = vec![
+            issue(
+                1,
+                "Planned <script>alert(1)</script> @team",
+                "Refs INC0010001",
+            ),
+            issue(2, "Started on a branch", ""),
+            issue(3, "Drafted", ""),
+            issue(4, "Under review", ""),
+            issue(5, "Merged, not deployed", ""),
+            issue(6, "Deployed", ""),
+            issue(7, "Failed after deploy", ""),
+        ];
+        g.branches = vec!["main".into(), "2-start".into(), "feature/3-draft".into()];
+        g.pulls = vec![
+            pull(13, "WIP", "feature/3-draft", "draft", None),
+            pull(14, "Review me (#4)", "x", "open", None),
+            pull(
+                15,
+                "Fixes #5",
+                "y",
+                "closed",
+                Some("5555555555555555555555555555555555555555"),
+            ),
+            pull(16, "Fixes #6", "z", "closed", Some(&deployed)),
+            pull(17, "Fixes #7", "w", "closed", Some(&failed)),
+        ];
+        // A draft is `state: open` with `draft: true` on GitHub.
+        g.pulls[0]["state"] = json!("open");
+    }
+    let remote = fake(gh.clone()).await;
+    let api = remote.uri();
+
+    // A dry run prints and writes nothing.
+    let (code, stdout, stderr) = announce(&flow, &api, &["--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("would create the tracking issue"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&gh), (0, 0));
+
+    let (code, stdout, stderr) = announce(&flow, &api, &["--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let status = |id: &str| {
+        doc["notice"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .map(|e| e["status"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(status("#1"), "planned");
+    assert_eq!(status("#2"), "in-progress");
+    assert_eq!(status("#3"), "in-progress");
+    assert_eq!(status("#4"), "in-review");
+    assert_eq!(status("#5"), "merged");
+    assert_eq!(status("#6"), "deployed");
+    assert_eq!(status("#7"), "failed-after-deploy");
+    assert_eq!(doc["notice"]["sprint"]["number"], 1);
+    assert_eq!(counts(&gh), (1, 0));
+    let tracking = gh.lock().unwrap().issues.last().unwrap().clone();
+    let title = tracking["title"].as_str().unwrap();
+    assert_eq!(
+        title,
+        "Upcoming changes — payments-api, sprint 1 (2026-03-02 – 2026-03-15)"
+    );
+    let body = tracking["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("<!-- changegate:announce service=acme/payments-api sprint=1 -->"),
+        "{body}"
+    );
+    assert!(body.contains("### Deployed to production (1)"), "{body}");
+    assert!(
+        body.contains("### Failed after deploy to production (1)"),
+        "{body}"
+    );
+    assert!(body.contains("change CG\\-1"), "{body}");
+    // Untrusted titles are escaped: no tag, no mention.
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(!body.contains(" @team"), "{body}");
+
+    // Nothing moved: no write at all.
+    let (code, stdout, stderr) = announce(&flow, &api, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("unchanged"), "{stdout}");
+    assert_eq!(counts(&gh), (1, 0));
+
+    // One item moved: one edit of the same issue.
+    gh.lock()
+        .unwrap()
+        .pulls
+        .push(pull(18, "Start #1", "1-start", "open", None));
+    let (code, stdout, stderr) = announce(&flow, &api, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("edited"), "{stdout}");
+    assert_eq!(counts(&gh), (1, 1));
+    let body = gh.lock().unwrap().issues.last().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(body.contains("### In review (2)"), "{body}");
+    assert!(!body.contains("### Planned"), "{body}");
+
+    // A dry run after another move writes nothing.
+    gh.lock().unwrap().issues[1]["state"] = json!("closed");
+    let (code, stdout, stderr) = announce(&flow, &api, &["--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("would edit"), "{stdout}");
+    assert_eq!(counts(&gh), (1, 1));
+    remote.verify().await;
+}
