@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
@@ -244,7 +244,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     // Without the token nothing can be answered: the wait stays held.
     let token = token(server, &d).await?;
     let started = Instant::now();
-    let verdict = match decide(server, &d, &token, callback, turn).await {
+    let verdict = match decide(server, &d, &token, callback, wait.since, turn).await {
         Ok(verdict) => verdict,
         Err(e) => {
             tracing::error!(repository = %d.repository.full_name, "no decision, so the deployment is rejected: {e:#}");
@@ -310,10 +310,11 @@ async fn decide(
     d: &Delivery<'_>,
     token: &SecretString,
     callback: &str,
+    since: DateTime<Utc>,
     turn: OwnedSemaphorePermit,
 ) -> Result<Verdict> {
     let settings = settings(server, d, token).await?;
-    gate(server, &settings, turn, |wait| async move {
+    gate(server, &settings, since, turn, |wait| async move {
         let body = json!({
             "environment_name": d.environment,
             "comment": render::deployment_waiting(&wait.change_id, wait.remaining),
@@ -331,10 +332,13 @@ async fn decide(
 
 /// The one way a server decides a deployment, whichever forge asks: the gate flow on the
 /// run's settings, as the step runs it. While it waits for a person the turn is given back,
-/// and `first_wait` is told once (GitHub posts a status report, GitLab logs it).
+/// and `first_wait` is told once (GitHub posts a status report, GitLab logs it). The wait
+/// for a person ends `approval.timeout` after `since`, when the deployment was first held,
+/// however many servers have picked it up since.
 pub(super) async fn gate<F, Fut>(
     server: &Server,
     settings: &Settings,
+    since: DateTime<Utc>,
     turn: OwnedSemaphorePermit,
     first_wait: F,
 ) -> Result<Verdict>
@@ -351,20 +355,25 @@ where
     };
     let backend = itsm::connect(settings)?;
     let gathered = flow::change::gather(&ctx, backend.as_ref(), &ChangeRequest::default()).await?;
+    // Past the timeout, the shortest wait there is: one last read (an approval given while
+    // no server ran still counts), then "timed out".
+    let held_for = (Utc::now() - since).to_std().unwrap_or_default();
+    let request = GateRequest {
+        wait: Some(
+            settings
+                .approval_timeout
+                .saturating_sub(held_for)
+                .max(std::time::Duration::from_millis(1)),
+        ),
+        ..GateRequest::default()
+    };
     let (polls, mut polled) = tokio::sync::mpsc::unbounded_channel::<Waiting>();
     let gate = async {
         let progress = Reporter {
             polls,
             turn: std::sync::Mutex::new(Some(turn)),
         };
-        flow::gate::run(
-            &ctx,
-            backend.as_ref(),
-            gathered,
-            &GateRequest::default(),
-            &progress,
-        )
-        .await
+        flow::gate::run(&ctx, backend.as_ref(), gathered, &request, &progress).await
     };
     let report = async {
         let mut waited = false;

@@ -405,7 +405,7 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
     let started = Instant::now();
     let decided = async {
         let settings = settings(server, gitlab, &held).await?;
-        gate(server, &settings, turn, |wait| async move {
+        gate(server, &settings, wait.since, turn, |wait| async move {
             tracing::info!(
                 project = %project,
                 environment = %environment,

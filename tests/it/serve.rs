@@ -749,6 +749,35 @@ async fn a_wait_survives_a_restart_of_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wait_picked_up_after_its_timeout_is_rejected_at_once() {
+    // `approval.timeout` counts from when the deployment was first held, not from when a
+    // server picked it up: a server started after the timeout rejects at once. A wait
+    // started again would take the whole timeout (6 s) before rejecting; the bound below is
+    // that timeout, not a speed target.
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGitHub::start(Some(&needs_approval("6s"))).await;
+    // Killed while it waits (a stopped server would finish the wait before exiting).
+    drop(waiting(dir.path(), &gh).await);
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let restarted = std::time::Instant::now();
+    let serve = Serve::start(dir.path(), &gh.server.uri());
+    let callbacks = gh
+        .until("decision", |c| c.iter().any(|c| c.get("state").is_some()))
+        .await;
+    let took = restarted.elapsed();
+    let decision = callbacks.iter().find(|c| c.get("state").is_some()).unwrap();
+    assert_eq!(decision["state"], "rejected", "{callbacks:?}");
+    let comment = decision["comment"].as_str().unwrap();
+    assert!(comment.contains("timed out"), "{comment}");
+    assert!(
+        took < Duration::from_secs(6),
+        "the wait started again: rejected {took:?} after the restart"
+    );
+    drop(serve);
+    gh.server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ready_only_when_github_takes_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let gh = FakeGitHub::start(Some(PRE_APPROVE)).await;
