@@ -255,24 +255,8 @@ impl History {
         while let Some(page) = next.take() {
             pages += 1;
             *requests += 1;
-            let (headers, text) =
-                self.gh
-                    .api
-                    .call(Method::GET, &page, None)
-                    .await
-                    .map_err(|e| {
-                        let hint = hint(&e, "deployments: read");
-                        ForgeError::GitHub { source: e, hint }
-                    })?;
-            let batch: Vec<ApiDeployment> =
-                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
-                    source: ApiError::Decode {
-                        method: Method::GET,
-                        path: page.clone(),
-                        message: e.to_string(),
-                    },
-                    hint: String::new(),
-                })?;
+            let (headers, batch): (_, Vec<ApiDeployment>) =
+                call_json(&self.gh.api, Method::GET, &page, None, "deployments: read").await?;
             // Newest first: once a page reaches back before `since`, later pages are older.
             // A page that is not in that order says nothing of the next: read on.
             let newest_first = batch.windows(2).all(|w| w[0].created_at >= w[1].created_at);
@@ -312,24 +296,8 @@ impl History {
         ));
         while let Some(page) = next.take() {
             *requests += 1;
-            let (headers, text) =
-                self.gh
-                    .api
-                    .call(Method::GET, &page, None)
-                    .await
-                    .map_err(|e| {
-                        let hint = hint(&e, "deployments: read");
-                        ForgeError::GitHub { source: e, hint }
-                    })?;
-            let batch: Vec<ApiStatus> =
-                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
-                    source: ApiError::Decode {
-                        method: Method::GET,
-                        path: page.clone(),
-                        message: e.to_string(),
-                    },
-                    hint: String::new(),
-                })?;
+            let (headers, batch): (_, Vec<ApiStatus>) =
+                call_json(&self.gh.api, Method::GET, &page, None, "deployments: read").await?;
             out.extend(batch.into_iter().map(|s| ForgeStatus {
                 state: s.state,
                 at: s.created_at,
@@ -373,24 +341,8 @@ impl Reader {
         let mut pages = 0;
         while let Some(page) = next.take() {
             pages += 1;
-            let (headers, text) =
-                self.gh
-                    .api
-                    .call(Method::GET, &page, None)
-                    .await
-                    .map_err(|e| {
-                        let hint = hint(&e, permission);
-                        ForgeError::GitHub { source: e, hint }
-                    })?;
-            let batch: Vec<serde_json::Value> =
-                serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
-                    source: ApiError::Decode {
-                        method: Method::GET,
-                        path: page.clone(),
-                        message: e.to_string(),
-                    },
-                    hint: String::new(),
-                })?;
+            let (headers, batch): (_, Vec<serde_json::Value>) =
+                call_json(&self.gh.api, Method::GET, &page, None, permission).await?;
             let go_on = more(&batch);
             out.extend(batch);
             if !go_on {
@@ -413,29 +365,38 @@ impl Reader {
         permission: &str,
     ) -> Result<serde_json::Value, ForgeError> {
         let full = format!("{}{path}", self.gh.repo_path());
-        let (_, text) = self
-            .gh
-            .api
-            .call(method.clone(), &full, Some(body))
-            .await
-            .map_err(|e| {
-                let hint = hint(&e, permission);
-                ForgeError::GitHub { source: e, hint }
-            })?;
-        serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
-            source: ApiError::Decode {
-                method,
-                path: full,
-                message: e.to_string(),
-            },
-            hint: String::new(),
-        })
+        let (_, answer) = call_json(&self.gh.api, method, &full, Some(body), permission).await?;
+        Ok(answer)
     }
 
     /// The repository read, `OWNER/NAME`.
     pub(crate) fn repository(&self) -> String {
         format!("{}/{}", self.gh.owner, self.gh.repo)
     }
+}
+
+/// One call below GitHub's API, its answer decoded as `T`: a refusal names the permission
+/// the token needs, an answer that is not a `T` is a decode error naming the call.
+async fn call_json<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    permission: &str,
+) -> Result<(reqwest::header::HeaderMap, T), ForgeError> {
+    let (headers, text) = api.call(method.clone(), path, body).await.map_err(|e| {
+        let hint = hint(&e, permission);
+        ForgeError::GitHub { source: e, hint }
+    })?;
+    let decoded = serde_json::from_str(&text).map_err(|e| ForgeError::GitHub {
+        source: ApiError::Decode {
+            method,
+            path: path.to_string(),
+            message: e.to_string(),
+        },
+        hint: String::new(),
+    })?;
+    Ok((headers, decoded))
 }
 
 /// A hint on the permission a refused call needs.

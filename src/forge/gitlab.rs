@@ -177,20 +177,8 @@ pub(crate) async fn change_files(
     forge: &Forge<'_>,
     facts: &ChangeFacts,
 ) -> Result<Option<PlatformFiles>, ForgeError> {
-    let settings = forge.settings();
-    let (Some(token), Some(api), Some(project)) = (
-        settings.forge.gitlab_token.clone(),
-        settings.forge.gitlab_api_url.clone(),
-        facts.repository.as_deref(),
-    ) else {
+    let Some(gl) = GitLab::of_facts(forge, facts).map_err(ForgeError::Http)? else {
         return Ok(None);
-    };
-    let gl = GitLab {
-        http: forge.gitlab_http().map_err(ForgeError::Http)?,
-        api,
-        token,
-        project: enc(project),
-        me: None,
     };
     // Keyed to the commit gated (a merge request pipeline's diff base and commit), never the
     // merge request's diffs, which describe its latest push.
@@ -384,6 +372,28 @@ impl<'f> Reader<'f> {
                 message: describe(&source),
                 source,
             })
+    }
+}
+
+impl<'f> GitLab<'f> {
+    /// A client for the facts' project; `Ok(None)` when there is nothing to ask with (no
+    /// token, no API URL, no project).
+    fn of_facts(forge: &'f Forge<'_>, facts: &ChangeFacts) -> Result<Option<Self>, HttpError> {
+        let settings = forge.settings();
+        let (Some(token), Some(api), Some(project)) = (
+            settings.forge.gitlab_token.clone(),
+            settings.forge.gitlab_api_url.clone(),
+            facts.repository.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(GitLab {
+            http: forge.gitlab_http()?,
+            api,
+            token,
+            project: enc(project),
+            me: None,
+        }))
     }
 }
 
@@ -782,20 +792,8 @@ pub(crate) async fn evidence(
     want_review: bool,
     want_tests: bool,
 ) -> Result<Option<Evidence>, ForgeError> {
-    let settings = forge.settings();
-    let (Some(token), Some(api), Some(project)) = (
-        settings.forge.gitlab_token.clone(),
-        settings.forge.gitlab_api_url.clone(),
-        facts.repository.as_deref(),
-    ) else {
+    let Some(gl) = GitLab::of_facts(forge, facts).map_err(ForgeError::Http)? else {
         return Ok(None);
-    };
-    let gl = GitLab {
-        http: forge.gitlab_http().map_err(ForgeError::Http)?,
-        api,
-        token,
-        project: enc(project),
-        me: None,
     };
     let failed = |source: HttpError| ForgeError::GitLab {
         message: describe(&source),
@@ -857,7 +855,7 @@ pub(crate) async fn evidence(
             ))
             .await
             .map_err(failed)?;
-        let job = crate::env::Vars::get(&settings.env, crate::env::CI_JOB_URL);
+        let job = crate::env::Vars::get(&forge.settings().env, crate::env::CI_JOB_URL);
         let checks = statuses
             .into_iter()
             .map(|s| {
