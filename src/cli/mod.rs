@@ -32,6 +32,7 @@ mod report;
 mod simulate;
 mod status;
 mod sync;
+pub mod reference;
 pub mod usage;
 mod verify;
 
