@@ -764,7 +764,7 @@ impl ConfigFile {
                 return fail(
                     "risk",
                     "sensitive_paths",
-                    format!("pattern {pattern:?} {why}; see README, Configuration"),
+                    format!("pattern {pattern:?} {why}; see docs/configuration.md"),
                 );
             }
         }
