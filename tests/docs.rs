@@ -178,7 +178,9 @@ fn the_generated_reference_is_fresh() {
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name != "README.md" && !pages.iter().any(|p| p.file == name) {
-            stale.push(format!("docs/reference/{name} (not generated any more: delete it)"));
+            stale.push(format!(
+                "docs/reference/{name} (not generated any more: delete it)"
+            ));
         }
     }
     assert!(
@@ -351,4 +353,19 @@ fn the_link_checker_sees_what_it_checks() {
         ["a-title-with-punctuation", "twice", "twice-1"]
     );
     assert_eq!(links(md), ["x.md#y"]);
+}
+
+/// The README shows the tested examples whole: a copy that drifted from its file would show
+/// a workflow no test runs.
+#[test]
+fn the_readme_shows_the_tested_examples_as_they_are() {
+    let readme = read(&root().join("README.md"));
+    for example in ["examples/github/deploy.yml", "examples/gitlab/.gitlab-ci.yml"] {
+        let text = read(&root().join(example));
+        let fenced = format!("```yaml\n{}```\n", text);
+        assert!(
+            readme.contains(&fenced),
+            "README.md must show {example} exactly as it is, in a ```yaml block: copy the file in again"
+        );
+    }
 }

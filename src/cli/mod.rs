@@ -28,11 +28,11 @@ mod ledger;
 mod policy;
 mod present;
 mod record;
+pub mod reference;
 mod report;
 mod simulate;
 mod status;
 mod sync;
-pub mod reference;
 pub mod usage;
 mod verify;
 

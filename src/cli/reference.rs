@@ -15,8 +15,7 @@ use crate::config;
 use crate::env;
 
 /// The first line of every generated page.
-pub const GENERATED: &str =
-    "<!-- Generated from the code by tests/docs.rs: do not edit. Regenerate with `CHANGEGATE_UPDATE_DOCS=1 cargo test --locked --test docs`. -->";
+pub const GENERATED: &str = "<!-- Generated from the code by tests/docs.rs: do not edit. Regenerate with `CHANGEGATE_UPDATE_DOCS=1 cargo test --locked --test docs`. -->";
 
 /// One generated page: its path under `docs/reference/` and its markdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -552,18 +551,13 @@ pub fn environment() -> String {
     out.push('\n');
     let described = |n: &&str| env::DESCRIBED.iter().any(|(d, _)| d == n);
     let groups: [(&str, &dyn Fn(&str) -> bool); 3] = [
-        (
-            "GitHub Actions sets",
-            &|n: &str| n.starts_with("GITHUB_"),
-        ),
-        (
-            "The GitHub Action passes its inputs as",
-            &|n: &str| n.starts_with("INPUT_"),
-        ),
-        (
-            "GitLab CI sets",
-            &|n: &str| n.starts_with("CI_") || n.starts_with("GITLAB_"),
-        ),
+        ("GitHub Actions sets", &|n: &str| n.starts_with("GITHUB_")),
+        ("The GitHub Action passes its inputs as", &|n: &str| {
+            n.starts_with("INPUT_")
+        }),
+        ("GitLab CI sets", &|n: &str| {
+            n.starts_with("CI_") || n.starts_with("GITLAB_")
+        }),
     ];
     out.push_str("## Read from the platform\n\n");
     for (title, belongs) in groups {
@@ -608,8 +602,14 @@ mod tests {
         let text = config_keys();
         assert!(text.contains("## `[policy.allowance]`"), "{text}");
         assert!(text.contains("## `[[freeze]]`"), "{text}");
-        assert!(text.contains("| `min_success_rate` | number, 0 to 1 | `0.9` |"), "{text}");
-        assert!(text.contains("| `from` | date-time (RFC 3339) | required |"), "{text}");
+        assert!(
+            text.contains("| `min_success_rate` | number, 0 to 1 | `0.9` |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| `from` | date-time (RFC 3339) | required |"),
+            "{text}"
+        );
     }
 
     #[test]
