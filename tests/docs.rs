@@ -360,7 +360,10 @@ fn the_link_checker_sees_what_it_checks() {
 #[test]
 fn the_readme_shows_the_tested_examples_as_they_are() {
     let readme = read(&root().join("README.md"));
-    for example in ["examples/github/deploy.yml", "examples/gitlab/.gitlab-ci.yml"] {
+    for example in [
+        "examples/github/deploy.yml",
+        "examples/gitlab/.gitlab-ci.yml",
+    ] {
         let text = read(&root().join(example));
         let fenced = format!("```yaml\n{}```\n", text);
         assert!(

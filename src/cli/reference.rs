@@ -550,20 +550,17 @@ pub fn environment() -> String {
     }
     out.push('\n');
     let described = |n: &&str| env::DESCRIBED.iter().any(|(d, _)| d == n);
-    let groups: [(&str, &dyn Fn(&str) -> bool); 3] = [
-        ("GitHub Actions sets", &|n: &str| n.starts_with("GITHUB_")),
-        ("The GitHub Action passes its inputs as", &|n: &str| {
-            n.starts_with("INPUT_")
-        }),
-        ("GitLab CI sets", &|n: &str| {
-            n.starts_with("CI_") || n.starts_with("GITLAB_")
-        }),
+    // Each platform's variables by their prefixes.
+    let groups: [(&str, &[&str]); 3] = [
+        ("GitHub Actions sets", &["GITHUB_"]),
+        ("The GitHub Action passes its inputs as", &["INPUT_"]),
+        ("GitLab CI sets", &["CI_", "GITLAB_"]),
     ];
     out.push_str("## Read from the platform\n\n");
-    for (title, belongs) in groups {
+    for (title, prefixes) in groups {
         let names: Vec<String> = env::ALL
             .iter()
-            .filter(|n| !described(n) && belongs(n))
+            .filter(|n| !described(n) && prefixes.iter().any(|p| n.starts_with(p)))
             .map(|n| format!("`{n}`"))
             .collect();
         let _ = writeln!(out, "{title}: {}.\n", names.join(", "));
