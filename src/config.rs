@@ -184,8 +184,11 @@ impl Default for JiraStatuses {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraResolutions {
+    /// The resolution of a change closed after a successful deploy.
     pub done: String,
+    /// The resolution of a change closed after a failed deploy.
     pub failed: String,
+    /// The resolution of a cancelled change.
     pub cancelled: String,
 }
 
@@ -203,8 +206,11 @@ impl Default for JiraResolutions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraChangeTypes {
+    /// The change type of a pre-approved change.
     pub standard: String,
+    /// The change type of a change that needs (or needed) a person.
     pub normal: String,
+    /// The change type of a declared emergency.
     pub emergency: String,
 }
 
@@ -764,7 +770,7 @@ impl ConfigFile {
                 return fail(
                     "risk",
                     "sensitive_paths",
-                    format!("pattern {pattern:?} {why}; see README, Configuration"),
+                    format!("pattern {pattern:?} {why}; see docs/configuration.md"),
                 );
             }
         }

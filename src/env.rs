@@ -257,6 +257,160 @@ pub const ALL: &[&str] = &[
     CI_JOB_TOKEN,
 ];
 
+/// What each variable a person sets means, for the generated reference
+/// (`docs/reference/environment.md`). Every `CHANGEGATE_*` name in [`ALL`] is here (a test
+/// checks it); the platform's own variables that changegate reads are listed there by name.
+pub const DESCRIBED: &[(&str, &str)] = &[
+    (
+        CONFIG,
+        "The config file (`--config`); an explicit path must exist. Default `.changegate.toml` in the directory changegate runs in.",
+    ),
+    (
+        BACKEND,
+        "Where change records live (`--backend`): `local`, `postgres`, `servicenow` or `jira`.",
+    ),
+    (
+        ENVIRONMENT,
+        "The environment deployed to (`--environment`); default `production`, or `CI_ENVIRONMENT_NAME` under GitLab CI.",
+    ),
+    (
+        SERVICE,
+        "The service deployed (`--service`); default the repository name.",
+    ),
+    (MODE, "`enforce` (default) or `observe` (`--mode`)."),
+    (
+        LEDGER,
+        "Path of the embedded SQLite ledger (`--ledger`); default `.changegate/ledger.db`.",
+    ),
+    (
+        DATABASE_URL,
+        "The PostgreSQL ledger's `postgres://user:password@host:5432/db` URL, with libpq's `sslmode` and `sslrootcert`. A secret: read from the environment only, never logged.",
+    ),
+    (
+        TEST_PAUSE_IN_TX,
+        "Test-only: seconds a ledger write holds its transaction open. Never set it in a pipeline.",
+    ),
+    (
+        DOTENV,
+        "Where to write the dotenv outputs (`--dotenv`); default `changegate.env` under GitLab CI.",
+    ),
+    (
+        NOW,
+        "The clock (RFC 3339), for what-if runs and tests; honoured only with a ledger backend or `--dry-run`, and every decision made under it says so.",
+    ),
+    (LOG, "Log filter on stderr, e.g. `changegate=debug`."),
+    (RUST_LOG, "Log filter, when `CHANGEGATE_LOG` is unset."),
+    (NO_COLOR, "Set: no colour in the logs."),
+    (
+        TESTS_PASSED,
+        "`true`/`false`: the pipeline's word that the tests passed (`--tests-passed`). Counts only when the forge cannot be asked; `false` always fails `evidence-tests`.",
+    ),
+    (
+        REVIEWED,
+        "`true`/`false`: the pipeline's word that the change was reviewed. Counts only when the forge cannot be asked; `false` always fails `evidence-review`.",
+    ),
+    (
+        JOB_PREFIX,
+        "Set by the GitLab component: a waiting gate names its manual jobs `<prefix>-approve` / `<prefix>-reject`.",
+    ),
+    (
+        SERVICENOW_URL,
+        "The ServiceNow instance's base URL (`--servicenow-url`).",
+    ),
+    (
+        SERVICENOW_USER,
+        "ServiceNow basic authentication: the integration user.",
+    ),
+    (
+        SERVICENOW_PASSWORD,
+        "ServiceNow basic authentication: its password (a secret).",
+    ),
+    (
+        SERVICENOW_CLIENT_ID,
+        "ServiceNow OAuth client-credentials grant: the client id.",
+    ),
+    (
+        SERVICENOW_CLIENT_SECRET,
+        "ServiceNow OAuth client-credentials grant: the client secret (a secret).",
+    ),
+    (
+        SERVICENOW_TOKEN,
+        "A ServiceNow bearer token, instead of a user or client (a secret).",
+    ),
+    (JIRA_URL, "The Jira site's base URL (`--jira-url`)."),
+    (
+        JIRA_USER,
+        "The Jira user (an e-mail address on Jira Cloud).",
+    ),
+    (JIRA_TOKEN, "The Jira user's API token (a secret)."),
+    (JIRA_PROJECT, "The Jira project key (`--jira-project`)."),
+    (
+        GITHUB_TOKEN,
+        "The GitHub token for annotations, evidence, the default branch's config and `history import`; `CHANGEGATE_GITHUB_TOKEN` wins when both are set (a secret).",
+    ),
+    (
+        CHANGEGATE_GITHUB_TOKEN,
+        "The GitHub token (`--github-token`), preferred over `GITHUB_TOKEN` (a secret).",
+    ),
+    (
+        GITHUB_APP_ID,
+        "A GitHub App's id: changegate mints installation tokens instead of using a token (`serve` needs it).",
+    ),
+    (
+        GITHUB_APP_PRIVATE_KEY,
+        "The GitHub App's private key, PEM (a secret).",
+    ),
+    (
+        GITLAB_TOKEN,
+        "The GitLab token: annotations and evidence (`api` / `read_api`), the default branch's config (`read_repository`), `history import`; for `serve`, the bot user's token (a secret).",
+    ),
+    (
+        LISTEN,
+        "`serve`: the address to listen on (`--listen`); default `0.0.0.0:8080`.",
+    ),
+    (
+        WEBHOOK_SECRET,
+        "`serve`: the GitHub App's webhook secret; required to answer GitHub (a secret).",
+    ),
+    (
+        GITLAB_URL,
+        "`serve`: the GitLab instance whose deployment approvals it answers (the API is `<url>/api/v4`).",
+    ),
+    (
+        GITLAB_WEBHOOK_TOKEN,
+        "`serve`: the secret token GitLab's webhooks carry (a secret).",
+    ),
+    (
+        GITLAB_PROJECTS,
+        "`serve`: GitLab projects (ids or paths, comma-separated) polled from the start.",
+    ),
+    (
+        GITLAB_POLL,
+        "`serve`: how often blocked GitLab deployments are looked for (`--gitlab-poll`); default `30s`.",
+    ),
+    (
+        GITHUB_API_URL,
+        "GitHub's API base (set by Actions; `https://HOST/api/v3` for GitHub Enterprise Server).",
+    ),
+    (CI_API_V4_URL, "GitLab's API base (set by GitLab CI)."),
+    (
+        GITHUB_ACTOR,
+        "GitHub Actions: the user who started the job; `approve`/`reject`'s default `--by`, checked against the change's author.",
+    ),
+    (
+        GITHUB_TRIGGERING_ACTOR,
+        "GitHub Actions: the user who re-ran the job; checked against the change's author too.",
+    ),
+    (
+        GITLAB_USER_LOGIN,
+        "GitLab CI: the user who started the job; `approve`/`reject`'s default `--by`, checked against the change's author.",
+    ),
+    (
+        GITLAB_USER_EMAIL,
+        "GitLab CI: that user's e-mail, checked against the change's author too.",
+    ),
+];
+
 /// A source of environment variables: the run's [`Snapshot`], or a test's own map.
 pub trait Vars: Send + Sync {
     /// The variable's value; empty (or only blanks) counts as unset, because runners set
@@ -500,6 +654,21 @@ mod tests {
         assert!(declared.len() > 50);
         for name in declared {
             assert!(ALL.contains(&name), "{name} is missing from env::ALL");
+        }
+    }
+
+    #[test]
+    fn every_changegate_variable_is_described_once() {
+        for name in ALL.iter().filter(|n| n.starts_with("CHANGEGATE_")) {
+            let n = DESCRIBED.iter().filter(|(d, _)| d == name).count();
+            assert_eq!(n, 1, "{name} must be described once in env::DESCRIBED");
+        }
+        for (name, about) in DESCRIBED {
+            assert!(
+                ALL.contains(name),
+                "{name} is described but not in env::ALL"
+            );
+            assert!(!about.trim().is_empty(), "{name} has an empty description");
         }
     }
 

@@ -35,7 +35,7 @@ pub const COMMANDS: &[&str] = &[
     "history import",
 ];
 
-/// Another name of `history import` in the `command` input, as the README's first-run
+/// Another name of `history import` in the `command` input, as the docs' first-run
 /// step writes it.
 pub const IMPORT_HISTORY: &str = "import-history";
 

@@ -28,6 +28,7 @@ mod ledger;
 mod policy;
 mod present;
 mod record;
+pub mod reference;
 mod report;
 mod simulate;
 mod status;

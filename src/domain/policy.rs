@@ -178,8 +178,11 @@ pub struct EvidenceRequirements {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
+    /// When the freeze starts (RFC 3339, e.g. `2026-12-21T00:00:00Z`).
     pub from: DateTime<Utc>,
+    /// When it ends (exclusive); after `from`.
     pub to: DateTime<Utc>,
+    /// Why, shown in the blocked decision's reason.
     #[serde(default)]
     pub reason: String,
     /// Environments the freeze applies to; empty means all.

@@ -14,7 +14,7 @@
 //!   decision never stands and the gate decides the change again.
 //! * **Concurrency.** Lookup, create, look up again: when two runs created a record for the
 //!   same key, the later one deletes its own (or, if the instance refuses, cancels it and
-//!   clears its `correlation_id`) and carries on with the oldest. See the README's ServiceNow section.
+//!   clears its `correlation_id`) and carries on with the oldest. See docs/backends/servicenow.md.
 //! * **State moves** follow the change model one step at a time (the instance refuses
 //!   jumps), and every step the instance's own workflow already made is skipped.
 //! * **Round trips.** Calls that need each other done but not each other's answers (the
