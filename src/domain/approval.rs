@@ -4,7 +4,9 @@
 //! change came through one, else the deployed commit's author (their e-mail). With
 //! `[approval] separate_author = true` (the default) nobody approves their own change: an
 //! approver who is the author is refused, and so is any approval of a change whose author
-//! is not known, since the rule cannot then be checked (it fails closed).
+//! is not known, since the rule cannot then be checked (it fails closed). The same holds
+//! for an approval an ITSM reports back ([`itsm_approval_counts`]): it counts only when
+//! someone other than the author gave it.
 
 use std::fmt;
 
@@ -133,6 +135,112 @@ pub fn may_approve(
     }
 }
 
+/// Someone an ITSM reports as having approved a change, by every name it gives them (a
+/// display name, a user name, an e-mail address): the author is matched against each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approver {
+    pub names: Vec<String>,
+}
+
+impl Approver {
+    /// An approver known by `names`; blank names are dropped.
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Approver {
+        Approver {
+            names: names
+                .iter()
+                .map(|n| n.as_ref().trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Whether any of the approver's names is the author's login or e-mail.
+    pub fn is(&self, author: &Author) -> bool {
+        self.names.iter().any(|n| author.is(n))
+    }
+}
+
+impl fmt::Display for Approver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.names.split_first() {
+            None => f.write_str("an unnamed approver"),
+            Some((first, [])) => f.write_str(first),
+            Some((first, rest)) => write!(f, "{first} ({})", rest.join(", ")),
+        }
+    }
+}
+
+/// Why an approval an ITSM reported back does not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotCounted {
+    /// Everyone who approved is the change's author.
+    #[error(
+        "{change} was approved in {itsm} only by its author {author} (approved by {approvers}), and an author may not approve their own change ([approval] separate_author = true): the approval does not count and the deploy does not go ahead; another person must approve {change} in {itsm}"
+    )]
+    ByAuthor {
+        change: String,
+        itsm: String,
+        author: Author,
+        approvers: String,
+    },
+    /// The ITSM names nobody as having approved, so the rule cannot be checked.
+    #[error(
+        "{change} is approved in {itsm}, but {itsm} names nobody who approved it, so changegate cannot tell that its author {author} did not approve their own change ([approval] separate_author = true): the approval does not count; have a person other than the author approve it in {itsm} (the integration user needs read access to the approvals), or set [approval] separate_author = false"
+    )]
+    ApproverUnknown {
+        change: String,
+        itsm: String,
+        author: Author,
+    },
+    /// The change's author is not known, so the rule cannot be checked.
+    #[error(
+        "{change} is approved in {itsm}, but its author is not known (no pull request author and no commit author e-mail), so changegate cannot tell that the approver is not its author ([approval] separate_author = true): the approval does not count; run the gate where the author is known, or set [approval] separate_author = false"
+    )]
+    AuthorUnknown { change: String, itsm: String },
+}
+
+/// Whether an approval the ITSM `itsm` reported back for `change`, made by `author`, counts:
+/// `approvers` are everyone it names as having approved. With `separate_author` someone
+/// other than the author must be among them, and both sides must be known (fails closed).
+pub fn itsm_approval_counts(
+    change: &str,
+    itsm: &str,
+    author: Option<&Author>,
+    approvers: &[Approver],
+    separate_author: bool,
+) -> Result<(), NotCounted> {
+    if !separate_author {
+        return Ok(());
+    }
+    let Some(author) = author.filter(|a| !a.is_unknown()) else {
+        return Err(NotCounted::AuthorUnknown {
+            change: change.to_string(),
+            itsm: itsm.to_string(),
+        });
+    };
+    let named: Vec<&Approver> = approvers.iter().filter(|a| !a.names.is_empty()).collect();
+    if named.is_empty() {
+        return Err(NotCounted::ApproverUnknown {
+            change: change.to_string(),
+            itsm: itsm.to_string(),
+            author: author.clone(),
+        });
+    }
+    if named.iter().all(|a| a.is(author)) {
+        return Err(NotCounted::ByAuthor {
+            change: change.to_string(),
+            itsm: itsm.to_string(),
+            author: author.clone(),
+            approvers: named
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(())
+}
+
 /// Who may approve a change made by `author`, in words for a waiting gate's lines.
 pub fn who_may_approve(author: Option<&Author>, separate_author: bool) -> String {
     match (separate_author, author) {
@@ -223,6 +331,54 @@ mod tests {
         let blank = email("  ");
         assert!(may_approve("CG-4", Some(&blank), &["alice"], true).is_err());
         assert_eq!(may_approve("CG-4", None, &["alice"], false), Ok(()));
+    }
+
+    #[test]
+    fn an_itsm_approval_by_the_author_does_not_count() {
+        let author = Author {
+            login: Some("octocat".into()),
+            email: Some("dev@example.com".into()),
+        };
+        let a = |names: &[&str]| Approver::new(names);
+        let counts = |approvers: &[Approver], separate: bool| {
+            itsm_approval_counts("CHG1", "servicenow", Some(&author), approvers, separate)
+        };
+        // Matched by e-mail (ServiceNow's sys_user, Jira's emailAddress) or user name.
+        let by_author = counts(&[a(&["Dev One", "dev", "DEV@example.com"])], true).unwrap_err();
+        assert!(matches!(by_author, NotCounted::ByAuthor { .. }));
+        let text = by_author.to_string();
+        assert!(
+            text.contains("CHG1 was approved in servicenow only by its author @octocat <dev@example.com> (approved by Dev One (dev, DEV@example.com))"),
+            "{text}"
+        );
+        assert!(text.contains("separate_author = true"), "{text}");
+        assert!(counts(&[a(&["Octo Cat", "OctoCat"])], true).is_err());
+        // Someone else approved (alone, or beside the author): it counts.
+        assert_eq!(
+            counts(&[a(&["Jane Approver", "jane@example.com"])], true),
+            Ok(())
+        );
+        assert_eq!(
+            counts(&[a(&["dev@example.com"]), a(&["Jane Approver"])], true),
+            Ok(())
+        );
+        // Nobody named, or only blank names: the rule cannot be checked.
+        assert!(matches!(
+            counts(&[], true),
+            Err(NotCounted::ApproverUnknown { .. })
+        ));
+        assert!(matches!(
+            counts(&[a(&[" ", ""])], true),
+            Err(NotCounted::ApproverUnknown { .. })
+        ));
+        // Switched off, any approval counts.
+        assert_eq!(counts(&[a(&["dev@example.com"])], false), Ok(()));
+        assert_eq!(counts(&[], false), Ok(()));
+        // An unknown author fails closed.
+        let unknown = itsm_approval_counts("CHG1", "jira", None, &[a(&["Jane"])], true);
+        assert!(matches!(unknown, Err(NotCounted::AuthorUnknown { .. })));
+        let blank = Author::default();
+        assert!(itsm_approval_counts("CHG1", "jira", Some(&blank), &[a(&["Jane"])], true).is_err());
     }
 
     #[test]

@@ -369,13 +369,21 @@ pub struct ChangeRecord {
     /// never stands and the gate decides again.
     #[serde(default)]
     pub decision_inferred: bool,
+    /// Set by a gate when the approval the ITSM reports does not count: everyone who gave
+    /// it is the change's author, or either side is unknown (see
+    /// [`super::approval::itsm_approval_counts`]). The final word is `blocked` while the
+    /// change stands approved on that approval alone.
+    #[serde(default)]
+    pub approval_not_counted: bool,
 }
 
 impl ChangeRecord {
     /// Whether a human rejected the change, or the wait for its approval ran out and nobody
-    /// has decided since.
+    /// has decided since, or the approval it holds does not count (its author gave it).
     pub fn refused(&self) -> bool {
-        self.state == State::Rejected || (self.timed_out && self.state == State::AwaitingApproval)
+        self.state == State::Rejected
+            || (self.timed_out && self.state == State::AwaitingApproval)
+            || (self.approval_not_counted && self.state == State::Approved)
     }
 
     /// The final decision, what every output reports as `decision`: `blocked` after a
@@ -493,6 +501,7 @@ mod tests {
             author: None,
             timed_out: false,
             decision_inferred: false,
+            approval_not_counted: false,
         }
     }
 
@@ -512,6 +521,11 @@ mod tests {
         timed_out.state = State::Approved;
         assert_eq!(timed_out.final_decision(), Some(NeedsApproval));
         assert_eq!(timed_out.gate(e), Some(Gate::Pass));
+        // Approved by its author alone: the approval does not count.
+        let mut self_approved = record(NeedsApproval, e, State::Approved);
+        self_approved.approval_not_counted = true;
+        assert_eq!(self_approved.final_decision(), Some(Blocked));
+        assert_eq!(self_approved.gate(e), Some(Gate::Blocked));
         // An observe run never holds a deploy back, whatever the final word.
         assert_eq!(
             record(NeedsApproval, e, State::Rejected).gate(Mode::Observe),

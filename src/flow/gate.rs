@@ -186,8 +186,9 @@ async fn gate(
         .clone()
         .context("the decision just written vanished")?;
     let mut message = None;
-    // Whether this run saw a human reject the change while it waited.
+    // Whether this run saw a human reject (or approve) the change while it waited.
     let mut rejected_now = false;
+    let mut approved_now = false;
     let wait = req.wait.unwrap_or(s.approval_timeout);
     let waits = policy.kind == DecisionKind::NeedsApproval
         && mode == Mode::Enforce
@@ -212,6 +213,7 @@ async fn gate(
             message = Some(why);
         } else {
             rejected_now = record.state == State::Rejected;
+            approved_now = record.state == State::Approved;
         }
     } else if waits {
         message = Some(if record.timed_out {
@@ -236,6 +238,15 @@ async fn gate(
         }
         message.get_or_insert(why);
     }
+    if let Some(why) = approval_not_counted(ctx, backend, &record, &facts, mode).await? {
+        record.approval_not_counted = true;
+        if approved_now {
+            // Once, by the run that saw the approval: the ITSM hears why it does not count.
+            record = backend.record_refusal(&record, &why, s.now).await?;
+            record.approval_not_counted = true;
+        }
+        message = Some(why);
+    }
     let exit = Exit::from(record.gate(mode).unwrap_or(Gate::Blocked));
     if exit == Exit::Pass {
         record = backend.start(&record, s.now).await?;
@@ -246,6 +257,39 @@ async fn gate(
         report.how_to_approve = Some(how_to_approve(ctx, backend, &record, &facts));
     }
     Ok(annotated(ctx, report, facts, Some(&record), exit).await)
+}
+
+/// Why the approval an ITSM reports for `record` does not count, if it does not: with
+/// `[approval] separate_author`, someone other than the change's author must have given it
+/// (see [`approval::itsm_approval_counts`]). Asked only of an approval that would let an
+/// enforce run pass; a ledger's approvals were checked by `changegate approve`.
+async fn approval_not_counted(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    record: &ChangeRecord,
+    facts: &ChangeFacts,
+    mode: Mode,
+) -> Result<Option<String>> {
+    let separate_author = ctx.settings.file.approval.separate_author;
+    let approved = mode == Mode::Enforce
+        && record.state == State::Approved
+        && record.final_decision() == Some(DecisionKind::NeedsApproval);
+    if !approved || !separate_author {
+        return Ok(None);
+    }
+    let Some(approvers) = backend.approvers(record).await? else {
+        return Ok(None);
+    };
+    let author = record.author.as_ref().or(facts.author.as_ref());
+    Ok(approval::itsm_approval_counts(
+        &record.id,
+        backend.kind().as_str(),
+        author,
+        &approvers,
+        separate_author,
+    )
+    .err()
+    .map(|refused| refused.to_string()))
 }
 
 /// The report of a written record, in the run's mode (a rejection blocks an enforce run

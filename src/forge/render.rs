@@ -430,6 +430,7 @@ mod tests {
             author: None,
             timed_out: false,
             decision_inferred: false,
+            approval_not_counted: false,
         }
     }
 

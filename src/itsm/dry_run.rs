@@ -11,6 +11,7 @@ use super::{
     Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval, ServiceRef,
     Since, TrackRecord, Verification,
 };
+use crate::domain::approval::Approver;
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
@@ -57,6 +58,10 @@ impl ChangeStore for DryRun {
 
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord> {
         self.inner.refresh(record).await
+    }
+
+    async fn approvers(&self, record: &ChangeRecord) -> Result<Option<Vec<Approver>>> {
+        self.inner.approvers(record).await
     }
 
     async fn start(&self, _record: &ChangeRecord, _now: DateTime<Utc>) -> Result<ChangeRecord> {

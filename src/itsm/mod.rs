@@ -41,6 +41,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::BackendKind;
+use crate::domain::approval::Approver;
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
 use crate::domain::verify::{LinkedIncident, Verdict};
@@ -297,6 +298,12 @@ pub trait ChangeStore: Send + Sync {
 
     /// Reads the record again (state, approval, approver).
     async fn refresh(&self, record: &ChangeRecord) -> Result<ChangeRecord>;
+
+    /// Everyone the backend names as having approved `record` in its own approvals, each
+    /// by every name it gives them (display name, user name, e-mail), for
+    /// `[approval] separate_author`. `None` where approvals are not the backend's own: a
+    /// ledger's `changegate approve` checks its approver when it is given.
+    async fn approvers(&self, record: &ChangeRecord) -> Result<Option<Vec<Approver>>>;
 
     /// The gate passed: move the change to implementation.
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord>;

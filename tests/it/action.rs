@@ -592,7 +592,7 @@ mod workflows {
             let wf = support::yaml(&std::fs::read_to_string(&path).expect("read"));
             let name = path.display().to_string();
             for (job, spec) in wf["jobs"].as_object().expect("jobs") {
-                let ours = uses(&wf, job, "OWNER/changegate@");
+                let ours = uses(&wf, job, "changegate/changegate@");
                 let on_ledger = |s: &&&Value| {
                     matches!(s["with"]["backend"].as_str(), None | Some("local"))
                         && s["env"]["CHANGEGATE_LEDGER"].is_null()
@@ -657,10 +657,10 @@ mod workflows {
     #[test]
     fn the_ledger_example_records_in_a_fresh_workspace_what_the_gate_decided() {
         let wf = workflow("deploy-ledger.yml");
-        let gate_step = uses(&wf, "gate", "OWNER/changegate@")[0];
+        let gate_step = uses(&wf, "gate", "changegate/changegate@")[0];
         let upload = uses(&wf, "gate", "actions/upload-artifact@")[0];
         let download = uses(&wf, "record", "actions/download-artifact@")[0];
-        let record_step = uses(&wf, "record", "OWNER/changegate@")[0];
+        let record_step = uses(&wf, "record", "changegate/changegate@")[0];
         let none = |k: &str, v: &str| -> String { panic!("unexpected expression {k}: {v}") };
 
         let mut gate_job = Runner::new(TRUSTED);
@@ -720,7 +720,7 @@ mod workflows {
     fn the_approve_workflow_decides_a_waiting_change_and_refuses_its_author() {
         let wf = workflow("approve.yml");
         assert!(wf["on"]["workflow_dispatch"]["inputs"]["change"]["required"] == true);
-        let step = uses(&wf, "decide", "OWNER/changegate@")[0];
+        let step = uses(&wf, "decide", "changegate/changegate@")[0];
         let shared = tempfile::tempdir().expect("tempdir");
         let ledger = shared.path().join("ledger.db").display().to_string();
         assert_eq!(

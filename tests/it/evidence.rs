@@ -625,7 +625,7 @@ fn example_gate_step() -> (Pairs, Pairs) {
         .find(|s| {
             s["uses"]
                 .as_str()
-                .is_some_and(|u| u.starts_with("OWNER/changegate@"))
+                .is_some_and(|u| u.starts_with("changegate/changegate@"))
                 && s["with"]["command"] == "gate"
         })
         .expect("deploy.yml has a gate step");

@@ -66,13 +66,14 @@ fn every_example_config_passes_config_check() {
 }
 
 /// Every image the Dockerfile makes is built, measured and started in the CI workflow and
-/// published by the release workflow; the server's image runs as the non-root user.
+/// published by the release workflow (publish-images.yml); the server's image runs as the non-root user.
 #[test]
 fn every_image_target_is_built_in_ci_and_released_and_serve_is_not_root() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     let ci = std::fs::read_to_string(root.join(".github/workflows/ci.yml")).unwrap();
-    let release = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    let release =
+        std::fs::read_to_string(root.join(".github/workflows/publish-images.yml")).unwrap();
     // `FROM <base> AS <name>` lines, the build stage aside.
     let stages: Vec<(String, String)> = dockerfile
         .lines()
@@ -100,7 +101,7 @@ fn every_image_target_is_built_in_ci_and_released_and_serve_is_not_root() {
             loop_line
                 .split_whitespace()
                 .any(|w| w.trim_end_matches(';') == *name),
-            "release.yml does not build {name}: {loop_line}"
+            "publish-images.yml does not build {name}: {loop_line}"
         );
     }
     // The serve stage inherits the runtime's non-root user and sets no other.

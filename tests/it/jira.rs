@@ -26,6 +26,8 @@ const ENV: &str = "production";
 struct Approval {
     decision: String,
     approver: String,
+    /// The approver's address, when their profile shows it.
+    email: String,
     reads: u32,
     /// When the approver answered (the fake's clock).
     at: Option<DateTime<Utc>>,
@@ -53,8 +55,11 @@ pub(crate) struct Issue {
 /// What the "humans" and the workflow do, and how the site misbehaves.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Script {
-    /// The approval is granted (by "Ada Approver") on the read after this many reads.
+    /// The approval is granted (by `approver`) on the read after this many reads.
     approve_after: Option<u32>,
+    /// Who grants it: display name and e-mail address (default Ada Approver, whose
+    /// profile hides her address).
+    approver: Option<(String, String)>,
     /// The approval is declined (by "Bob Boss") on the read after this many reads.
     decline_after: Option<u32>,
     /// An automation moves every new issue to this status right after it is created.
@@ -243,6 +248,7 @@ impl Issue {
             self.approval = Some(Approval {
                 decision: "pending".into(),
                 approver: String::new(),
+                email: String::new(),
                 reads: 0,
                 at: None,
             });
@@ -911,8 +917,10 @@ impl State {
                     a.reads += 1;
                     if a.decision == "pending" {
                         if script.approve_after.is_some_and(|n| a.reads > n) {
+                            let (name, email) = script.approver.clone().unwrap_or(("Ada Approver".into(), String::new()));
                             a.decision = "approved".into();
-                            a.approver = "Ada Approver".into();
+                            a.approver = name;
+                            a.email = email;
                             a.at = Some(now);
                         } else if script.decline_after.is_some_and(|n| a.reads > n) {
                             a.decision = "declined".into();
@@ -932,7 +940,11 @@ impl State {
                     let approvers = if a.approver.is_empty() {
                         json!([{"approver": {"accountId": "qm:1", "displayName": "Ada Approver"}, "approverDecision": "pending"}])
                     } else {
-                        json!([{"approver": {"accountId": "qm:2", "displayName": a.approver}, "approverDecision": a.decision}])
+                        let mut user = json!({"accountId": "qm:2", "displayName": a.approver});
+                        if !a.email.is_empty() {
+                            user["emailAddress"] = json!(a.email);
+                        }
+                        json!([{"approver": user, "approverDecision": a.decision}])
                     };
                     let mut v = json!({
                         "id": "1", "name": "Change approval", "finalDecision": a.decision, "canAnswerApproval": false,
@@ -1405,12 +1417,85 @@ async fn approval_granted_on_a_later_poll() {
     );
     let issue = site.issue("CHG-1");
     assert_eq!(issue.status, "Implementing");
-    assert_eq!(issue.approval.as_ref().unwrap().reads, 3);
+    // Three polls, the third sees the approval; once more for who gave it, which
+    // [approval] separate_author checks.
+    assert_eq!(issue.approval.as_ref().unwrap().reads, 4);
     let counts = site.counts(0);
     assert_eq!(
-        counts["GET /rest/servicedeskapi/request/{key}/approval"], 3,
+        counts["GET /rest/servicedeskapi/request/{key}/approval"], 4,
         "{counts:#?}"
     );
+}
+
+/// Separation of duties on an approval JSM reports: the change's author (the commit's
+/// e-mail, dev@example.com) approving it does not count, and says which rule; with
+/// `[approval] separate_author = false` it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_by_the_changes_author_does_not_count() {
+    let by_author = Script {
+        approve_after: Some(1),
+        approver: Some(("Dev One".into(), "DEV@example.com".into())),
+        ..Script::default()
+    };
+    let site = Site::start(by_author.clone(), "").await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report = json_out(&out);
+    assert_eq!(
+        (report["decision"].as_str(), report["state"].as_str()),
+        (Some("blocked"), Some("approved")),
+        "{report}"
+    );
+    assert_eq!(report["policy_decision"], "needs-approval");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("CHG-1 was approved in jira only by its author dev@example.com (approved by Dev One (DEV@example.com))"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[approval] separate_author = true"),
+        "{message}"
+    );
+    // Not moved to implementation; JSM hears why, once.
+    assert_eq!(site.issue("CHG-1").status, "Awaiting implementation");
+    let refusals = || {
+        site.issue("CHG-1")
+            .comments
+            .iter()
+            .map(comment_text)
+            .filter(|c| {
+                c.starts_with("changegate decision: blocked") && c.contains("only by its author")
+            })
+            .count()
+    };
+    assert_eq!(refusals(), 1);
+    // A re-run stays blocked and writes nothing more.
+    let (code, out, err) = site.run(&["gate", "--wait", "0"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(json_out(&out)["decision"], "blocked");
+    assert_eq!(refusals(), 1);
+    assert_eq!(site.issue("CHG-1").status, "Awaiting implementation");
+
+    // Switched off, the author's approval counts.
+    let site = Site::start(by_author, "separate_author = false\n").await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["state"], "implementing");
+    assert_eq!(site.issue("CHG-1").status, "Implementing");
+
+    // Another person's approval counts (by e-mail too, not only by name).
+    let site = Site::start(
+        Script {
+            approve_after: Some(1),
+            approver: Some(("Ada Approver".into(), "ada@example.com".into())),
+            ..Script::default()
+        },
+        "",
+    )
+    .await;
+    let (code, out, err) = site.run(&["gate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json_out(&out)["state"], "implementing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

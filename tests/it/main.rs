@@ -14,6 +14,7 @@ mod hostile;
 mod import;
 mod jira;
 mod ledgers;
+mod release;
 mod report;
 mod serve;
 mod servicenow;

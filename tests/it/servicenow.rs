@@ -422,6 +422,104 @@ async fn needs_approval_waits_for_the_approver_then_passes_and_closes() {
     sn.assert_clean();
 }
 
+/// Separation of duties on an approval ServiceNow reports: the change's author (the
+/// commit's e-mail, dev@example.com) approving it in sysapproval_approver does not count,
+/// and says which rule; with `[approval] separate_author = false` it does.
+#[tokio::test]
+async fn an_approval_by_the_changes_author_does_not_count() {
+    let dev = fake::user(
+        "0d5e1f2a3b4c5d6e7f8091a2b3c4d5e6",
+        "Dev One",
+        "dev",
+        "Dev@Example.com",
+    );
+    let sn = Instance::start("").await;
+    sn.sn().approver = Some(dev.clone());
+    sn.sn().approve_after = Some((2, Verdict::Approve));
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["decision"].as_str(), doc["state"].as_str()),
+        (Some("blocked"), Some("approved")),
+        "{doc}"
+    );
+    assert_eq!(doc["policy_decision"], "needs-approval");
+    let message = doc["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("CHG0030001 was approved in servicenow only by its author dev@example.com (approved by Dev One (dev, Dev@Example.com))"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[approval] separate_author = true"),
+        "{message}"
+    );
+    let notes = |sn: &Instance| {
+        let s = sn.sn();
+        let rec = s.find(&sn.key())[0].clone();
+        let notes = s
+            .notes(&rec["sys_id"])
+            .into_iter()
+            .filter(|n| {
+                n.starts_with("changegate decision: blocked") && n.contains("only by its author")
+            })
+            .count();
+        (rec["state"].clone(), notes)
+    };
+    // Left in Scheduled (-2), not moved to Implement; the work note says why, once.
+    assert_eq!(notes(&sn), ("-2".to_string(), 1));
+    let before = sn.requests();
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["decision"], "blocked");
+    assert_eq!(notes(&sn), ("-2".to_string(), 1));
+    let writes = sn.sn().log[before..]
+        .iter()
+        .filter(|l| l.method != "GET")
+        .count();
+    assert_eq!(writes, 0, "a re-run writes nothing");
+    sn.assert_clean();
+
+    // Switched off, the author's approval counts.
+    let sn = Instance::start("separate_author = false\n").await;
+    sn.sn().approver = Some(dev);
+    sn.sn().approve_after = Some((2, Verdict::Approve));
+    let out = sn.run(&["gate", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert_eq!(json_of(&out)["state"], "implementing");
+    sn.assert_clean();
+}
+
+/// Who approved must be known: an instance that names no approver of an approved change
+/// (no approval record) does not let the deploy pass while the rule is on.
+#[tokio::test]
+async fn an_approval_nobody_is_named_for_does_not_count() {
+    let sn = Instance::start("").await;
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(
+        json_of(&out)["state"],
+        "awaiting-approval",
+        "{:?}",
+        text(&out)
+    );
+    {
+        let mut s = sn.sn();
+        let i = change_index(&s, &sn.key());
+        s.decide(i, &Verdict::Approve);
+        s.approvals.clear();
+    }
+    let out = sn.run(&["gate", "--wait", "0", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["decision"], "blocked", "{doc}");
+    let message = doc["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("servicenow names nobody who approved it"),
+        "{message}"
+    );
+    sn.assert_clean();
+}
+
 #[tokio::test]
 async fn a_rejection_blocks_with_the_approvers_comment() {
     let sn = Instance::start("").await;

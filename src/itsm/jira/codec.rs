@@ -464,6 +464,7 @@ mod tests_issue {
             author: None,
             timed_out: false,
             decision_inferred: false,
+            approval_not_counted: false,
         };
         let merged = Stored::of(Some(&stored), &record);
         assert_eq!(merged.outcome, Some(Outcome::Failure));

@@ -45,6 +45,7 @@ use crate::domain::DecisionKind;
 use crate::domain::Mode;
 use crate::domain::Outcome;
 use crate::domain::State;
+use crate::domain::approval::Approver;
 use crate::env;
 use crate::itsm::{ChangeStore, Intent, Lookup};
 use anyhow::Context;
@@ -175,6 +176,7 @@ fn opened(key: &CorrelationKey, decision: Option<&Decision>, now: DateTime<Utc>)
         author: None,
         timed_out: false,
         decision_inferred: false,
+        approval_not_counted: false,
     }
 }
 
@@ -628,6 +630,10 @@ impl ChangeStore for Jira {
         self.complete(&v, &record.key).await
     }
 
+    async fn approvers(&self, record: &ChangeRecord) -> Result<Option<Vec<Approver>>> {
+        Ok(Some(self.approved_by(&record.id).await?))
+    }
+
     /// The gate passed: the change moves to implementation and records when the deploy
     /// started. A closed change is not moved back.
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {
@@ -1056,8 +1062,32 @@ pub(super) fn parse_approvals(v: &Value) -> Verdict {
     Verdict::Pending
 }
 
+/// Everyone who approved: the approvers whose `approverDecision` is `approved`, in the
+/// approvals whose `finalDecision` is `approved`, each by display name and e-mail address
+/// (Jira leaves the address out when the user's profile hides it).
+pub(super) fn parse_approvers(v: &Value) -> Vec<Approver> {
+    let approved =
+        |x: &&Value, field: &str| x.get(field).and_then(Value::as_str) == Some("approved");
+    v.get("values")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| approved(a, "finalDecision"))
+        .filter_map(|a| a.get("approvers").and_then(Value::as_array))
+        .flatten()
+        .filter(|x| approved(x, "approverDecision"))
+        .map(|x| {
+            Approver::new(&[
+                str_at(x, &["approver", "displayName"]).unwrap_or_default(),
+                str_at(x, &["approver", "emailAddress"]).unwrap_or_default(),
+            ])
+        })
+        .collect()
+}
+
 impl Jira {
-    pub(super) async fn approvals(&self, key: &str) -> Result<Verdict> {
+    /// The JSM approvals of `key`; `None` when it is not a Jira Service Management request.
+    async fn approval_page(&self, key: &str) -> Result<Option<Value>> {
         let query = [("start", "0".to_string()), ("limit", "50".to_string())];
         match self
             .request(
@@ -1068,7 +1098,7 @@ impl Jira {
             )
             .await
         {
-            Ok(v) => Ok(parse_approvals(&v)),
+            Ok(v) => Ok(Some(v)),
             Err(e) if not_found(&e) => {
                 if !self.warned_no_request.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -1077,10 +1107,26 @@ impl Jira {
                         self.cfg.statuses.implementing
                     );
                 }
-                Ok(Verdict::Pending)
+                Ok(None)
             }
             Err(e) => Err(self.explain(e, Op::Approvals(key))),
         }
+    }
+
+    pub(super) async fn approvals(&self, key: &str) -> Result<Verdict> {
+        Ok(self
+            .approval_page(key)
+            .await?
+            .map_or(Verdict::Pending, |v| parse_approvals(&v)))
+    }
+
+    /// Everyone who approved `key` in its JSM approvals (none when it has none).
+    async fn approved_by(&self, key: &str) -> Result<Vec<Approver>> {
+        Ok(self
+            .approval_page(key)
+            .await?
+            .map(|v| parse_approvers(&v))
+            .unwrap_or_default())
     }
 }
 
@@ -1101,6 +1147,27 @@ mod tests_approvals {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn approvers_from_the_reference_payload_and_by_decision() {
+        let v = crate::itsm::jira::reference("servicedeskapi/get-approvals.json");
+        // One approval approved by Fred, one declined: only Fred approved.
+        assert_eq!(
+            parse_approvers(&v),
+            vec![Approver::new(&["Fred F. User", "fred@example.com"])]
+        );
+        let mixed = json!({"values": [
+            {"id": "1", "finalDecision": "approved", "approvers": [
+                {"approver": {"accountId": "a1", "displayName": "Ada", "emailAddress": "ada@example.com"}, "approverDecision": "approved"},
+                {"approver": {"accountId": "b2", "displayName": "Bob"}, "approverDecision": "pending"}]},
+            {"id": "2", "finalDecision": "pending", "approvers": [
+                {"approver": {"displayName": "Cy"}, "approverDecision": "approved"}]}]});
+        assert_eq!(
+            parse_approvers(&mixed),
+            vec![Approver::new(&["Ada", "ada@example.com"])]
+        );
+        assert!(parse_approvers(&json!({"values": []})).is_empty());
     }
 
     #[test]
@@ -1212,6 +1279,7 @@ impl Jira {
             author: None,
             timed_out: state == State::AwaitingApproval && v.has(labels::TIMED_OUT),
             decision_inferred,
+            approval_not_counted: false,
         }
     }
 

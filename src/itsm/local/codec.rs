@@ -86,6 +86,7 @@ pub(super) fn record_from_row(row: &Row) -> Result<(i64, ChangeRecord)> {
             author,
             timed_out,
             decision_inferred: false,
+            approval_not_counted: false,
         },
     ))
 }

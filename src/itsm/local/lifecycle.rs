@@ -13,6 +13,7 @@ use crate::itsm::{
 use super::Ledger;
 use super::client::{Begin, args};
 use super::codec::{COLUMNS, add_event, from_ts, load, parse_change_id, record_from_row, ts};
+use crate::domain::approval::Approver;
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, Outcome, State,
 };
@@ -144,6 +145,11 @@ impl ChangeStore for Ledger {
         self.get(&record.id)
             .await?
             .ok_or_else(|| anyhow!("the change {} is no longer in the ledger", record.id))
+    }
+
+    /// A ledger's approvals are `changegate approve`'s, checked when they are given.
+    async fn approvers(&self, _record: &ChangeRecord) -> Result<Option<Vec<Approver>>> {
+        Ok(None)
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {

@@ -18,6 +18,7 @@ use super::codec::{
 };
 use super::history::Found;
 use super::{CHG, ServiceNow, TABLE};
+use crate::domain::approval::Approver;
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, Mode, Outcome, State,
 };
@@ -614,6 +615,11 @@ impl ChangeStore for ServiceNow {
             updated.approval_comment = record.approval_comment.clone();
         }
         Ok(updated)
+    }
+
+    async fn approvers(&self, record: &ChangeRecord) -> Result<Option<Vec<Approver>>> {
+        let raw = self.raw_for(record).await?;
+        Ok(Some(self.approved_by(&raw).await?))
     }
 
     async fn start(&self, record: &ChangeRecord, now: DateTime<Utc>) -> Result<ChangeRecord> {

@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 
 use super::Backend;
 use crate::config::{BackendKind, ServiceNowSection};
+use crate::domain::approval::Approver;
 use crate::domain::verify::LinkedIncident;
 use crate::domain::{ChangeRecord, Outcome, SprintCalendar, State};
 use crate::http::HttpClient;
@@ -61,6 +62,8 @@ use codec::{
 const TABLE: &str = "api/now/table/change_request";
 const STATS: &str = "api/now/stats/change_request";
 const APPROVALS: &str = "api/now/table/sysapproval_approver";
+/// Approvers read for one change: more than any approval policy asks of one change.
+const APPROVERS_MAX: u32 = 100;
 const CHG: &str = "api/sn_chg_rest/change";
 
 /// What changegate reads of a change request.
@@ -184,6 +187,7 @@ impl ServiceNow {
             timed_out: state == State::AwaitingApproval
                 && display_timed_out(raw.get("correlation_display")),
             decision_inferred,
+            approval_not_counted: false,
         }
     }
 
@@ -412,6 +416,45 @@ impl ServiceNow {
             }
         }
     }
+    /// Everyone who approved the change: its `sysapproval_approver` rows in state
+    /// `approved`, each approver by display name, user name and e-mail (dot-walked from
+    /// their `sys_user`). Unlike [`Self::approver`] this is not best effort: separation of
+    /// duties is checked on it, so a failed read fails the run.
+    async fn approved_by(&self, raw: &Raw) -> Result<Vec<Approver>> {
+        let query = [
+            (
+                "sysparm_query",
+                format!("sysapproval={}^state=approved", raw.sys_id()),
+            ),
+            (
+                "sysparm_fields",
+                "approver,approver.user_name,approver.email".to_string(),
+            ),
+            ("sysparm_display_value", "true".to_string()),
+            ("sysparm_limit", APPROVERS_MAX.to_string()),
+        ];
+        let reply = self
+            .api
+            .call(Method::GET, APPROVALS, &query, Body::None)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read who approved {} in sysapproval_approver, which [approval] separate_author needs",
+                    raw.number()
+                )
+            })?;
+        Ok(Self::list(&reply)?
+            .iter()
+            .map(|r| {
+                Approver::new(&[
+                    r.get("approver"),
+                    r.get("approver.user_name"),
+                    r.get("approver.email"),
+                ])
+            })
+            .collect())
+    }
+
     /// The record as now stored, keeping what the caller already knew (decision text,
     /// approver) when the re-read cannot tell.
     fn keep(&self, before: &ChangeRecord, raw: &Raw) -> ChangeRecord {

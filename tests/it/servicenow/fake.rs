@@ -270,11 +270,37 @@ pub struct Sn {
     pub oauth_client: Option<(String, String)>,
     pub tokens: Vec<String>,
     pub approve_after: Option<(u32, Verdict)>,
+    /// The user the approvals of new changes are asked of: `sys_user` fields `sys_id`,
+    /// `name`, `user_name`, `email`. Default: Jane Approver.
+    pub approver: Option<Rec>,
     pub polls: HashMap<String, u32>,
     pub faults: Vec<Fault>,
     pub lookup_delay: Option<Duration>,
     pub deny_delete: bool,
     pub batch_api: BatchApi,
+}
+
+/// The approver of every change unless a test names another.
+pub fn jane() -> Rec {
+    user(
+        "a8f98bb0eb32010045e1a5115206fe3a",
+        "Jane Approver",
+        "jane.approver",
+        "jane.approver@example.com",
+    )
+}
+
+/// A `sys_user`: its sys_id, name, user name and e-mail.
+pub fn user(sys_id: &str, name: &str, user_name: &str, email: &str) -> Rec {
+    [
+        ("sys_id", sys_id),
+        ("name", name),
+        ("user_name", user_name),
+        ("email", email),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 fn now() -> String {
@@ -1153,18 +1179,23 @@ impl Sn {
             if asks && next["approval"] != "requested" {
                 next.insert("approval".into(), "requested".into());
                 let sys_id = self.id();
-                let approval: Rec = [
+                let user = self.approver.clone().unwrap_or_else(jane);
+                let mut approval: Rec = [
                     ("sys_id", sys_id),
                     ("sysapproval", id.to_string()),
                     ("source_table", "change_request".into()),
                     ("state", "requested".into()),
-                    ("approver", "Jane Approver".into()),
+                    ("approver", user["sys_id"].clone()),
                     ("comments", String::new()),
                     ("sys_updated_on", now()),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+                // The approver's sys_user, as a dot-walk from the reference reads it.
+                for (field, value) in &user {
+                    approval.insert(format!("approver.{field}"), value.clone());
+                }
                 self.approvals.push(approval);
             }
             if to == 3 || to == 4 {
@@ -1258,20 +1289,34 @@ impl Sn {
             &self.watch,
         );
         let display = p.get("sysparm_display_value").map(String::as_str) == Some("true");
+        let fields: Vec<String> = p
+            .get("sysparm_fields")
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
         let (limit, _) = paging(&p);
         let rows: Vec<Value> = select(&self.approvals, &q)
             .into_iter()
             .take(limit)
             .map(|a| {
                 // Journal fields read back empty without display values.
+                let name = &a["approver.name"];
                 let comments = if display && !a["comments"].is_empty() {
-                    format!("{} - Jane Approver (Comments)\n{}", a["sys_updated_on"], a["comments"])
+                    format!("{} - {name} (Comments)\n{}", a["sys_updated_on"], a["comments"])
                 } else {
                     String::new()
                 };
-                let approver = if display { a["approver"].clone() } else { "a8f98bb0eb32010045e1a5115206fe3a".into() };
-                json!({"sys_id": a["sys_id"], "state": a["state"], "approver": approver, "comments": comments,
-                       "sysapproval": a["sysapproval"]})
+                // A reference shows its display value (the user's name) or its sys_id.
+                let approver = if display { name.clone() } else { a["approver"].clone() };
+                let mut row = json!({"sys_id": a["sys_id"], "state": a["state"], "approver": approver, "comments": comments,
+                       "sysapproval": a["sysapproval"]});
+                // Dot-walked fields of the approver's sys_user, when asked for by name.
+                for field in fields.iter().filter_map(|f| f.strip_prefix("approver.")) {
+                    match a.get(&format!("approver.{field}")) {
+                        Some(v) => row[format!("approver.{field}")] = json!(v),
+                        None => self.watch.flag(format!("sysapproval_approver: dot-walk to an unknown sys_user field {field:?}")),
+                    }
+                }
+                row
             })
             .collect();
         Answer::new(200).set_body_json(json!({ "result": rows }))
