@@ -137,6 +137,10 @@ pub const CI_ENVIRONMENT_NAME: &str = "CI_ENVIRONMENT_NAME";
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
 pub const GITLAB_USER_EMAIL: &str = "GITLAB_USER_EMAIL";
+/// `announce`'s chat webhook (Slack-compatible): a secret, since the URL alone lets anyone
+/// post; never logged, never in an error.
+pub const ANNOUNCE_WEBHOOK_URL: &str = "CHANGEGATE_ANNOUNCE_WEBHOOK_URL";
+
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
 pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
@@ -180,6 +184,7 @@ pub const ALL: &[&str] = &[
     GITLAB_WEBHOOK_TOKEN,
     GITLAB_PROJECTS,
     GITLAB_POLL,
+    ANNOUNCE_WEBHOOK_URL,
     GITHUB_ACTIONS,
     GITHUB_API_URL,
     GITHUB_SERVER_URL,

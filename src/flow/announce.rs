@@ -6,7 +6,7 @@
 
 use anyhow::{Result, bail};
 use reqwest::Method;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -18,7 +18,7 @@ use crate::output::markdown::{escape, link};
 use crate::work::{self, ItemState, PrState, SprintWindow, SprintWork, Which, WorkItem};
 
 /// Where an item stands, in the order the notice lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Failed after deploy: the deploy's change recorded a failure (or `verify` found an
@@ -176,12 +176,11 @@ pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend, which: Which) -> Result<A
             AnnounceSink::ForgeIssue => published.push(
                 forge_issue(ctx, &notice, &facts.service_id, facts.repository.as_deref()).await?,
             ),
-            AnnounceSink::Chat | AnnounceSink::Itsm => bail!(
-                "[announce] sinks: {:?} is not available in this version of changegate; use \"forge-issue\"",
-                match sink {
-                    AnnounceSink::Chat => "chat",
-                    _ => "itsm",
-                }
+            AnnounceSink::Chat => {
+                published.push(chat(ctx, backend, &notice, &facts.service_id).await?)
+            }
+            AnnounceSink::Itsm => bail!(
+                "[announce] sinks: \"itsm\" is not available in this version of changegate; use \"forge-issue\" or \"chat\""
             ),
         }
     }
@@ -408,6 +407,241 @@ async fn forge_issue(
             Ok(format!("tracking issue #{number}: created"))
         }
     }
+}
+
+/// What the chat was last told of one item: kept in the ledger, so that the next post
+/// says only what moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Told {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    #[serde(default)]
+    pub change: Option<String>,
+}
+
+impl Told {
+    fn of(e: &Entry) -> Told {
+        Told {
+            id: e.id.clone(),
+            title: e.title.clone(),
+            status: e.status,
+            change: e.deploy.as_ref().map(|d| d.change_id.clone()),
+        }
+    }
+}
+
+/// One line of a chat update: an item new to the sprint, gone from it, or moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved<'a> {
+    Added(&'a Entry),
+    Removed(Told),
+    Changed { entry: &'a Entry, from: Status },
+}
+
+/// What moved between what the chat was told (`before`) and `notice`, in the notice's order,
+/// the items gone last.
+pub fn moved<'a>(before: &[Told], notice: &'a Notice) -> Vec<Moved<'a>> {
+    let mut out = Vec::new();
+    for e in &notice.entries {
+        match before.iter().find(|t| t.id == e.id) {
+            None => out.push(Moved::Added(e)),
+            Some(t) if *t != Told::of(e) => out.push(Moved::Changed {
+                entry: e,
+                from: t.status,
+            }),
+            Some(_) => {}
+        }
+    }
+    for t in before {
+        if !notice.entries.iter().any(|e| e.id == t.id) {
+            out.push(Moved::Removed(t.clone()));
+        }
+    }
+    out
+}
+
+/// The ledger's sink name for the chat's memory.
+const CHAT: &str = "chat";
+
+/// Slack's limit on a section's text; longer groups are cut with a count of what is left.
+const SECTION_MAX: usize = 2900;
+
+fn slack_line(e: &Entry) -> String {
+    let mut line = format!(
+        "• {} {}",
+        render::slack_link(&e.id, Some(&e.url)),
+        render::slack_escape(&e.title)
+    );
+    if let Some((n, url)) = &e.pull_request
+        && !e.id.ends_with(&format!("{n}"))
+    {
+        line.push_str(&format!(
+            " — PR {}",
+            render::slack_link(&format!("#{n}"), Some(url))
+        ));
+    }
+    if let Some(d) = &e.deploy {
+        line.push_str(&format!(
+            " — change {}",
+            render::slack_link(&d.change_id, d.change_url.as_deref())
+        ));
+    }
+    line
+}
+
+/// A section block of `lines`, cut to Slack's limit.
+fn section(head: &str, lines: &[String]) -> Value {
+    let mut text = head.to_string();
+    for (i, line) in lines.iter().enumerate() {
+        if text.len() + line.len() + 1 > SECTION_MAX {
+            text.push_str(&format!("\n… and {} more", lines.len() - i));
+            break;
+        }
+        text.push('\n');
+        text.push_str(line);
+    }
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// The whole notice as a Slack message: the title as the notification's text, a header,
+/// and one section per status.
+pub fn slack_notice(notice: &Notice) -> Value {
+    let title = notice.title();
+    let mut blocks =
+        vec![json!({"type": "header", "text": {"type": "plain_text", "text": cut(&title, 150)}})];
+    let mut last = None;
+    let mut lines = Vec::new();
+    let mut head = String::new();
+    for e in &notice.entries {
+        if last != Some(e.status) {
+            if last.is_some() {
+                blocks.push(section(&head, &lines));
+            }
+            let n = notice
+                .entries
+                .iter()
+                .filter(|x| x.status == e.status)
+                .count();
+            head = format!(
+                "*{} ({n})*",
+                render::slack_escape(&e.status.words(&notice.environment))
+            );
+            lines.clear();
+            last = Some(e.status);
+        }
+        lines.push(slack_line(e));
+    }
+    if last.is_some() {
+        blocks.push(section(&head, &lines));
+    } else {
+        blocks.push(section("Nothing planned for this sprint yet.", &[]));
+    }
+    json!({"text": title, "blocks": blocks})
+}
+
+/// What moved since the last post, as a Slack message.
+pub fn slack_update(notice: &Notice, moves: &[Moved<'_>]) -> Value {
+    let env = &notice.environment;
+    let text = format!(
+        "{}: {} update{}",
+        notice.title(),
+        moves.len(),
+        if moves.len() == 1 { "" } else { "s" }
+    );
+    let lines: Vec<String> = moves
+        .iter()
+        .map(|m| match m {
+            Moved::Added(e) => format!("{} — new: {}", slack_line(e), e.status.words(env)),
+            Moved::Changed { entry, from } => format!(
+                "{} — {} → {}",
+                slack_line(entry),
+                from.words(env),
+                entry.status.words(env)
+            ),
+            Moved::Removed(t) => format!(
+                "• {} {} — no longer in the sprint",
+                render::slack_escape(&t.id),
+                render::slack_escape(&t.title)
+            ),
+        })
+        .collect();
+    json!({"text": text, "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": cut(&notice.title(), 150)}},
+        section("*What moved since the last announcement*", &lines),
+    ]})
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The chat webhook: the whole notice the first time, then only what moved since the last
+/// post (what was told is kept in the ledger: the backend's own, or beside an ITSM the one
+/// `serve` keeps its waits in); nothing moved, nothing posted.
+async fn chat(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    notice: &Notice,
+    service_id: &str,
+) -> Result<String> {
+    let settings = ctx.settings;
+    let url = settings.announce_webhook()?;
+    let beside;
+    let memory = match backend.announcements() {
+        Some(m) => m,
+        None => {
+            beside = crate::itsm::connect_to(settings, settings.serve_state_config()?)?;
+            beside
+                .announcements()
+                .ok_or_else(|| anyhow::anyhow!("no ledger to keep what the chat was told in"))?
+        }
+    };
+    let sprint = notice.sprint.number;
+    let told: Option<Vec<Told>> = match memory.last_announced(service_id, sprint, CHAT).await? {
+        Some(body) => Some(serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!("the ledger's last chat announcement cannot be read: {e}")
+        })?),
+        None => None,
+    };
+    let now: Vec<Told> = notice.entries.iter().map(Told::of).collect();
+    let (payload, what) = match &told {
+        None => (slack_notice(notice), "the whole notice".to_string()),
+        Some(before) => {
+            let moves = moved(before, notice);
+            if moves.is_empty() {
+                return Ok("chat: unchanged, nothing posted".to_string());
+            }
+            let n = moves.len();
+            (
+                slack_update(notice, &moves),
+                format!("{n} update{}", if n == 1 { "" } else { "s" }),
+            )
+        }
+    };
+    if settings.dry_run {
+        return Ok(format!("dry run: would post {what} to chat"));
+    }
+    let http =
+        crate::http::HttpClient::new("the chat webhook", &settings.budget)?.with_secret_url();
+    http.send(|c| c.post(url.clone()).json(&payload))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot post to chat: {e}"))?;
+    memory
+        .keep_announced(
+            service_id,
+            sprint,
+            CHAT,
+            &serde_json::to_string(&now)?,
+            settings.now,
+        )
+        .await?;
+    Ok(format!("chat: posted {what}"))
 }
 
 #[cfg(test)]

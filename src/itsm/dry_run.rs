@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval, ServiceRef,
-    Since, TrackRecord, Verification,
+    Announcements, Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval,
+    ServiceRef, Since, TrackRecord, Verification,
 };
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -180,5 +180,37 @@ impl Backend for DryRun {
 
     fn manual(&self) -> Option<&dyn ManualApproval> {
         self.inner.manual().map(|_| self as &dyn ManualApproval)
+    }
+
+    fn announcements(&self) -> Option<&dyn Announcements> {
+        self.inner
+            .announcements()
+            .map(|_| self as &dyn Announcements)
+    }
+}
+
+#[async_trait]
+impl Announcements for DryRun {
+    async fn last_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+    ) -> Result<Option<String>> {
+        match self.inner.announcements() {
+            Some(a) => a.last_announced(service_id, sprint, sink).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn keep_announced(
+        &self,
+        _service_id: &str,
+        _sprint: i64,
+        _sink: &str,
+        _body: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.refuse()
     }
 }

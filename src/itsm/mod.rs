@@ -264,6 +264,12 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     fn imports(&self) -> Option<&dyn Imports> {
         None
     }
+
+    /// What `announce` last published to a sink it cannot read back (the chat webhook):
+    /// only a ledger offers it; beside an ITSM, the ledger `serve` keeps its waits in.
+    fn announcements(&self) -> Option<&dyn Announcements> {
+        None
+    }
 }
 
 /// Where change records live: find, open and move them through their life.
@@ -503,6 +509,29 @@ pub trait Waits: Send + Sync {
 
     /// The callback was made: the wait is over.
     async fn release(&self, key: &str) -> Result<()>;
+}
+
+/// What `announce` last published to a sink that cannot be read back (a chat webhook), per
+/// service, sprint and sink, so that the next run posts only the differences.
+#[async_trait]
+pub trait Announcements: Send + Sync {
+    /// The body last kept for `service_id`, `sprint` and `sink`, if any.
+    async fn last_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+    ) -> Result<Option<String>>;
+
+    /// Keeps `body` as the last announced (replacing what was kept).
+    async fn keep_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 /// Opens the backend the settings name, with the config (and secrets) the settings

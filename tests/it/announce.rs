@@ -149,14 +149,65 @@ fn pull(number: u64, title: &str, branch: &str, state: &str, merged: Option<&str
         "updated_at": "2026-03-09T12:00:00Z"})
 }
 
+/// The chat webhook's secret path: it must never show in the run's output.
+const HOOK: &str = "/services/T0001/B0002/s3cr3tHookToken";
+
+/// A Slack-compatible incoming webhook: `ok` to a JSON body with a `text`; every post kept.
+async fn chat_fake(posts: Arc<Mutex<Vec<Value>>>) -> Remote {
+    let remote = Remote::start().await;
+    let watch = remote.watch();
+    Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(HOOK))
+        .respond_with(move |req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            if !body["text"].is_string() {
+                watch.flag("a chat post without a text fallback");
+                return ResponseTemplate::new(400).set_body_string("no_text");
+            }
+            if req
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                != Some("application/json")
+            {
+                watch.flag("a chat post that is not JSON");
+            }
+            posts.lock().unwrap().push(body);
+            ResponseTemplate::new(200).set_body_string("ok")
+        })
+        .mount(&remote)
+        .await;
+    remote
+}
+
+/// Every `mrkdwn` text of a chat post, joined.
+fn chat_text(post: &Value) -> String {
+    post["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn counts(gh: &Mutex<Gh>) -> (usize, usize) {
     let g = gh.lock().unwrap();
     (g.posts, g.patches)
 }
 
-fn announce(flow: &Flow, api: &str, args: &[&str]) -> (i32, String, String) {
+fn announce_with(
+    flow: &Flow,
+    api: &str,
+    hook: Option<&str>,
+    args: &[&str],
+) -> (i32, String, String) {
     let head = git(flow.dir(), &["rev-parse", "HEAD"]);
-    let out = changegate(flow.dir())
+    let mut cmd = changegate(flow.dir());
+    if let Some(hook) = hook {
+        cmd.env("CHANGEGATE_ANNOUNCE_WEBHOOK_URL", format!("{hook}{HOOK}"));
+    }
+    let out = cmd
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_EVENT_NAME", "schedule")
         .env("GITHUB_REPOSITORY", "acme/payments-api")
@@ -180,7 +231,7 @@ fn announce(flow: &Flow, api: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unchanged() {
     let mut flow = Flow::new(&format!(
-        "{HISTORY_CONFIG}[announce]\nmilestone = \"Sprint {{n}}\"\n"
+        "{HISTORY_CONFIG}[announce]\nmilestone = \"Sprint {{n}}\"\nsinks = [\"forge-issue\", \"chat\"]\n"
     ));
     // Two deploys of sprint 1: one closed with success, one with failure.
     flow.change(
@@ -241,6 +292,18 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
     }
     let remote = fake(gh.clone()).await;
     let api = remote.uri();
+    let posts = Arc::new(Mutex::new(Vec::new()));
+    let chat = chat_fake(posts.clone()).await;
+    let hook = chat.uri();
+    let chats = || posts.lock().unwrap().len();
+    let announce = |flow: &Flow, api: &str, args: &[&str]| {
+        let (code, stdout, stderr) = announce_with(flow, api, Some(&hook), args);
+        assert!(
+            !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"),
+            "{stdout}{stderr}"
+        );
+        (code, stdout, stderr)
+    };
 
     // A dry run prints and writes nothing.
     let (code, stdout, stderr) = announce(&flow, &api, &["--dry-run"]);
@@ -249,7 +312,12 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
         stdout.contains("would create the tracking issue"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("would post the whole notice to chat"),
+        "{stdout}"
+    );
     assert_eq!(counts(&gh), (0, 0));
+    assert_eq!(chats(), 0);
 
     let (code, stdout, stderr) = announce(&flow, &api, &["--format", "json"]);
     assert_eq!(code, 0, "{stderr}");
@@ -292,12 +360,27 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
     // Untrusted titles are escaped: no tag, no mention.
     assert!(!body.contains("<script>"), "{body}");
     assert!(!body.contains(" @team"), "{body}");
+    // One chat post: the whole notice, a text fallback, untrusted text escaped.
+    assert_eq!(chats(), 1);
+    let post = posts.lock().unwrap()[0].clone();
+    assert_eq!(post["text"], title);
+    let text = chat_text(&post);
+    assert!(text.contains("*Deployed to production (1)*"), "{text}");
+    assert!(text.contains("*Planned (1)*"), "{text}");
+    assert!(text.contains("&lt;script&gt;"), "{text}");
+    assert!(!text.contains("<script>"), "{text}");
+    assert!(
+        text.contains("<https://github.com/acme/payments-api/issues/6|#6> Deployed"),
+        "{text}"
+    );
 
     // Nothing moved: no write at all.
     let (code, stdout, stderr) = announce(&flow, &api, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("unchanged"), "{stdout}");
+    assert!(stdout.contains("chat: unchanged"), "{stdout}");
     assert_eq!(counts(&gh), (1, 0));
+    assert_eq!(chats(), 1);
 
     // One item moved: one edit of the same issue.
     gh.lock()
@@ -314,12 +397,23 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
         .to_string();
     assert!(body.contains("### In review (2)"), "{body}");
     assert!(!body.contains("### Planned"), "{body}");
+    // The chat hears of that one item only.
+    assert_eq!(chats(), 2);
+    let text = chat_text(&posts.lock().unwrap()[1]);
+    assert!(text.contains("#1>"), "{text}");
+    assert!(text.contains("Planned → In review"), "{text}");
+    for other in ["#2>", "#4>", "#5>", "#6>", "#7>"] {
+        assert!(!text.contains(other), "{other} did not move: {text}");
+    }
 
     // A dry run after another move writes nothing.
     gh.lock().unwrap().issues[1]["state"] = json!("closed");
     let (code, stdout, stderr) = announce(&flow, &api, &["--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("would edit"), "{stdout}");
+    assert!(stdout.contains("would post 1 update to chat"), "{stdout}");
     assert_eq!(counts(&gh), (1, 1));
+    assert_eq!(chats(), 2);
     remote.verify().await;
+    chat.verify().await;
 }
