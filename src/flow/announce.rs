@@ -179,9 +179,9 @@ pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend, which: Which) -> Result<A
             AnnounceSink::Chat => {
                 published.push(chat(ctx, backend, &notice, &facts.service_id).await?)
             }
-            AnnounceSink::Itsm => bail!(
-                "[announce] sinks: \"itsm\" is not available in this version of changegate; use \"forge-issue\" or \"chat\""
-            ),
+            AnnounceSink::Itsm => {
+                published.push(itsm_notice(ctx, backend, &notice, &facts.service_id).await?)
+            }
         }
     }
     Ok(AnnounceOutcome {
@@ -405,6 +405,88 @@ async fn forge_issue(
                 .map_err(|e| anyhow::anyhow!("cannot create the tracking issue: {e}"))?;
             let number = created.get("number").and_then(Value::as_u64).unwrap_or(0);
             Ok(format!("tracking issue #{number}: created"))
+        }
+    }
+}
+
+/// The notice as the ITSM keeps it: plain lines, grouped by status.
+pub fn itsm_lines(notice: &Notice) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some((title, url)) = &notice.milestone {
+        lines.push(format!(
+            "From {} \"{}\"{}",
+            notice.source.as_str(),
+            one_line(title),
+            url.as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut last = None;
+    for e in &notice.entries {
+        if last != Some(e.status) {
+            let n = notice
+                .entries
+                .iter()
+                .filter(|x| x.status == e.status)
+                .count();
+            lines.push(format!("{} ({n}):", e.status.words(&notice.environment)));
+            last = Some(e.status);
+        }
+        let mut line = format!("- {} {} ({})", e.id, one_line(&e.title), e.url);
+        if let Some(d) = &e.deploy {
+            line.push_str(&format!(" — change {}", d.change_id));
+        }
+        lines.push(line);
+    }
+    if notice.cut_short {
+        lines.push("Some listings were too long to read whole: items may be missing.".into());
+    }
+    lines
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+/// The ITSM's notice (ServiceNow: the sprint's umbrella change; Jira: one issue), edited
+/// in place when it says something else, created when there is none.
+async fn itsm_notice(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    notice: &Notice,
+    service_id: &str,
+) -> Result<String> {
+    let Some(notices) = backend.notices() else {
+        bail!(
+            "[announce] sinks: \"itsm\" needs backend.kind = \"servicenow\" or \"jira\" (the {} backend keeps no notices)",
+            backend.kind().as_str()
+        );
+    };
+    let wanted = crate::itsm::SprintNotice {
+        service_id: service_id.to_string(),
+        sprint: notice.sprint.number,
+        start: notice.sprint.start,
+        end: notice.sprint.end,
+        title: notice.title(),
+        lines: itsm_lines(notice),
+    };
+    let what = match backend.kind() {
+        crate::config::BackendKind::Servicenow => "umbrella change",
+        _ => "notice issue",
+    };
+    let found = notices.find_notice(&wanted).await?;
+    match (&found, ctx.settings.dry_run) {
+        (Some(kept), _) if kept.same => Ok(format!("{what} {}: unchanged", kept.id)),
+        (Some(kept), true) => Ok(format!("dry run: would edit {what} {}", kept.id)),
+        (None, true) => Ok(format!("dry run: would create the {what}")),
+        (Some(kept), false) => {
+            let kept = notices.write_notice(&wanted, Some(kept)).await?;
+            Ok(format!("{what} {}: edited", kept.id))
+        }
+        (None, false) => {
+            let kept = notices.write_notice(&wanted, None).await?;
+            Ok(format!("{what} {}: created", kept.id))
         }
     }
 }

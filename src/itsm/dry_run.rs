@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Announcements, Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval,
-    ServiceRef, Since, TrackRecord, Verification,
+    Announcements, Backend, ChangeStore, HistoryQuery, Insights, Intent, KeptNotice, Lookup,
+    ManualApproval, Notices, ServiceRef, Since, SprintNotice, TrackRecord, Verification,
 };
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::RecordedChange;
@@ -186,6 +186,28 @@ impl Backend for DryRun {
         self.inner
             .announcements()
             .map(|_| self as &dyn Announcements)
+    }
+
+    fn notices(&self) -> Option<&dyn Notices> {
+        self.inner.notices().map(|_| self as &dyn Notices)
+    }
+}
+
+#[async_trait]
+impl Notices for DryRun {
+    async fn find_notice(&self, notice: &SprintNotice) -> Result<Option<KeptNotice>> {
+        match self.inner.notices() {
+            Some(n) => n.find_notice(notice).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn write_notice(
+        &self,
+        _notice: &SprintNotice,
+        _found: Option<&KeptNotice>,
+    ) -> Result<KeptNotice> {
+        self.refuse()
     }
 }
 
