@@ -417,3 +417,230 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
     remote.verify().await;
     chat.verify().await;
 }
+
+mod itsm {
+    //! The `itsm` sink on ServiceNow: one umbrella change per service and sprint, planned
+    //! over the sprint, edited in place; the gate's new changes of the sprint its children.
+
+    use super::*;
+    use crate::servicenow::fake::{Responder, Sn};
+    use crate::support::git_repo;
+    use wiremock::matchers::any;
+
+    const USER: &str = "svc-changegate";
+    const PASSWORD: &str = "s3cr3t-P4ss!word";
+    const TEMPLATE: &str = "Pre-approved application deploy";
+    const TEMPLATE_ID: &str = "c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6";
+
+    struct World {
+        sn_remote: Remote,
+        sn: Arc<Mutex<Sn>>,
+        gh_remote: Remote,
+        gh: Arc<Mutex<Gh>>,
+        repo: tempfile::TempDir,
+    }
+
+    impl World {
+        async fn start() -> World {
+            let sn_remote = Remote::start().await;
+            let sn = Arc::new(Mutex::new(Sn {
+                watch: sn_remote.watch(),
+                ..Sn::default()
+            }));
+            {
+                let mut s = sn.lock().unwrap();
+                s.basic = Some((USER.into(), PASSWORD.into()));
+                s.templates.push((
+                    TEMPLATE_ID.into(),
+                    TEMPLATE.into(),
+                    "ab12cd34ef56ab12cd34ef56ab12cd34".into(),
+                ));
+            }
+            Mock::given(any())
+                .respond_with(Responder(sn.clone()))
+                .mount(&sn_remote)
+                .await;
+            let gh = Arc::new(Mutex::new(Gh::default()));
+            {
+                // The milestone due inside the current sprint (real time: the gate's too).
+                let due = chrono::Utc::now().format("%Y-%m-%dT23:00:00Z").to_string();
+                let mut g = gh.lock().unwrap();
+                g.milestones = vec![json!({"number": 1, "title": "Checkout v2", "due_on": due,
+                    "html_url": "https://github.com/acme/payments-api/milestone/1"})];
+                g.issues = vec![
+                    issue(1, "Planned [code]<b>x</b>[/code]", ""),
+                    issue(2, "Under review", ""),
+                ];
+                g.pulls = vec![pull(12, "Fixes #2", "x", "open", None)];
+                g.branches = vec!["main".into()];
+            }
+            let gh_remote = fake(gh.clone()).await;
+            let repo = git_repo();
+            std::fs::write(
+                repo.path().join(".changegate.toml"),
+                format!(
+                    "[servicenow]\nstandard_template = \"{TEMPLATE}\"\nassignment_group = \"Payments\"\n\n[announce]\nsinks = [\"itsm\"]\n"
+                ),
+            )
+            .unwrap();
+            World {
+                sn_remote,
+                sn,
+                gh_remote,
+                gh,
+                repo,
+            }
+        }
+
+        /// The binary on the fake instance; `announce` also on the fake GitHub (a scheduled
+        /// workflow), the gate as a plain pipeline step.
+        fn run(&self, args: &[&str]) -> (i32, String, String) {
+            let head = git(self.repo.path(), &["rev-parse", "HEAD"]);
+            let mut cmd = changegate(self.repo.path());
+            cmd.env("CHANGEGATE_SERVICENOW_URL", self.sn_remote.uri())
+                .env("CHANGEGATE_SERVICENOW_USER", USER)
+                .env("CHANGEGATE_SERVICENOW_PASSWORD", PASSWORD)
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost");
+            if args.first() != Some(&"announce") {
+                let out = cmd
+                    .args(["--backend", "servicenow"])
+                    .args(args)
+                    .timeout(std::time::Duration::from_secs(60))
+                    .output()
+                    .unwrap();
+                return (
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                );
+            }
+            let out = cmd
+                .env("GITHUB_ACTIONS", "true")
+                .env("GITHUB_EVENT_NAME", "schedule")
+                .env("GITHUB_REPOSITORY", "acme/payments-api")
+                .env("GITHUB_SHA", head)
+                .env("GITHUB_API_URL", self.gh_remote.uri())
+                .env("GITHUB_TOKEN", TOKEN)
+                .args(["--backend", "servicenow"])
+                .args(args)
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+
+        fn log(&self) -> usize {
+            self.sn.lock().unwrap().log.len()
+        }
+
+        fn writes(&self, from: usize) -> Vec<String> {
+            self.sn.lock().unwrap().writes(from)
+        }
+
+        /// The umbrella changes: those whose correlation id is the notice's.
+        fn umbrellas(&self) -> Vec<BTreeMap<String, String>> {
+            let s = self.sn.lock().unwrap();
+            s.changes
+                .iter()
+                .filter(|c| {
+                    c.get("correlation_id").is_some_and(|k| {
+                        k.starts_with("changegate-announce:acme/payments-api:sprint-")
+                    })
+                })
+                .cloned()
+                .collect()
+        }
+    }
+
+    use std::collections::BTreeMap;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_umbrella_change_edited_in_place_and_the_gates_changes_are_its_children() {
+        let w = World::start().await;
+
+        // A dry run reads and writes nothing.
+        let before = w.log();
+        let (code, stdout, stderr) = w.run(&["announce", "--dry-run"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains("would create the umbrella change"),
+            "{stdout}"
+        );
+        assert!(w.writes(before).is_empty(), "{:?}", w.writes(before));
+
+        // The first run creates one normal change in New, planned over the sprint.
+        let before = w.log();
+        let (code, stdout, stderr) = w.run(&["announce"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("created"), "{stdout}");
+        assert_eq!(w.writes(before).len(), 1, "{:?}", w.writes(before));
+        let umbrellas = w.umbrellas();
+        assert_eq!(umbrellas.len(), 1);
+        let u = &umbrellas[0];
+        assert_eq!(u["type"], "normal");
+        assert_eq!(u["state"], "-5");
+        assert!(
+            u["short_description"].starts_with("Upcoming changes — payments-api, sprint "),
+            "{u:?}"
+        );
+        assert!(u["start_date"].ends_with(" 00:00:00"), "{u:?}");
+        assert!(!u["end_date"].is_empty(), "{u:?}");
+        let description = &u["description"];
+        assert!(description.contains("Planned (1):"), "{description}");
+        assert!(description.contains("In review (1):"), "{description}");
+        // ServiceNow's [code] tag is defused in untrusted titles.
+        assert!(
+            !description.to_ascii_lowercase().contains("[code]"),
+            "{description}"
+        );
+        let umbrella_id = u["sys_id"].clone();
+
+        // Nothing moved: not one write.
+        let before = w.log();
+        let (code, stdout, stderr) = w.run(&["announce"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("unchanged"), "{stdout}");
+        assert!(w.writes(before).is_empty(), "{:?}", w.writes(before));
+
+        // One item moved: one edit of the same change.
+        w.gh.lock()
+            .unwrap()
+            .pulls
+            .push(pull(18, "Start #1", "1-start", "open", None));
+        let before = w.log();
+        let (code, stdout, stderr) = w.run(&["announce"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("edited"), "{stdout}");
+        assert_eq!(w.writes(before).len(), 1, "{:?}", w.writes(before));
+        let umbrellas = w.umbrellas();
+        assert_eq!(umbrellas.len(), 1);
+        assert!(
+            umbrellas[0]["description"].contains("In review (2):"),
+            "{:?}",
+            umbrellas[0]
+        );
+
+        // The gate's change of this sprint is the umbrella's child.
+        let (code, _, stderr) = w.run(&["gate", "--mode", "observe", "--format", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let s = w.sn.lock().unwrap();
+        let deploys: Vec<_> = s
+            .changes
+            .iter()
+            .filter(|c| {
+                c.get("correlation_id")
+                    .is_some_and(|k| k.starts_with("changegate:"))
+            })
+            .collect();
+        assert_eq!(deploys.len(), 1);
+        assert_eq!(deploys[0].get("parent"), Some(&umbrella_id));
+        drop(s);
+        w.sn_remote.verify().await;
+        w.gh_remote.verify().await;
+    }
+}
