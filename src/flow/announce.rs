@@ -340,8 +340,12 @@ async fn forge_issue(
     repository: Option<&str>,
 ) -> Result<String> {
     let settings = ctx.settings;
-    if settings.platform != Platform::Github {
-        bail!("[announce] sinks: \"forge-issue\" is available on GitHub only in this version");
+    match settings.platform {
+        Platform::Github => {}
+        Platform::Gitlab => return gitlab_issue(ctx, notice, service_id, repository).await,
+        _ => bail!(
+            "[announce] sinks: \"forge-issue\" needs GitHub Actions or GitLab CI (the tracking issue lives in the project)"
+        ),
     }
     let Some(repository) = repository else {
         bail!("no repository for the tracking issue: set GITHUB_REPOSITORY");
@@ -405,6 +409,72 @@ async fn forge_issue(
                 .map_err(|e| anyhow::anyhow!("cannot create the tracking issue: {e}"))?;
             let number = created.get("number").and_then(Value::as_u64).unwrap_or(0);
             Ok(format!("tracking issue #{number}: created"))
+        }
+    }
+}
+
+/// The label GitLab's tracking issues carry: the listing that finds them again.
+pub const GITLAB_LABEL: &str = "changegate-announce";
+
+/// The tracking issue on GitLab: among the project's issues labelled [`GITLAB_LABEL`], the
+/// one whose description starts with the marker; edited when its text differs, created when
+/// there is none.
+async fn gitlab_issue(
+    ctx: &Ctx<'_>,
+    notice: &Notice,
+    service_id: &str,
+    project: Option<&str>,
+) -> Result<String> {
+    let Some(project) = project else {
+        bail!("no project for the tracking issue: set CI_PROJECT_PATH");
+    };
+    let body = markdown(notice, service_id);
+    let title = notice.title();
+    let marker = render::announce_marker(service_id, notice.sprint.number);
+    let reader = crate::forge::gitlab::Reader::connect(ctx.forge, project)?;
+    let issues = reader
+        .all(&format!("/issues?labels={GITLAB_LABEL}&scope=all"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot look for the tracking issue: {e}"))?;
+    let found = issues.iter().find(|i| {
+        i.get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|b| b.starts_with(&marker))
+    });
+    let dry = ctx.settings.dry_run;
+    match found {
+        Some(issue) => {
+            let iid = issue.get("iid").and_then(Value::as_u64).unwrap_or(0);
+            let same = issue.get("description").and_then(Value::as_str) == Some(body.as_str())
+                && issue.get("title").and_then(Value::as_str) == Some(title.as_str());
+            if same {
+                return Ok(format!("tracking issue #{iid}: unchanged"));
+            }
+            if dry {
+                return Ok(format!("dry run: would edit tracking issue #{iid}"));
+            }
+            reader
+                .write(
+                    Method::PUT,
+                    &format!("/issues/{iid}"),
+                    &json!({"title": title, "description": body}),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot edit tracking issue #{iid}: {e}"))?;
+            Ok(format!("tracking issue #{iid}: edited"))
+        }
+        None if dry => Ok("dry run: would create the tracking issue".to_string()),
+        None => {
+            let created = reader
+                .write(
+                    Method::POST,
+                    "/issues",
+                    &json!({"title": title, "description": body, "labels": GITLAB_LABEL}),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the tracking issue: {e}"))?;
+            let iid = created.get("iid").and_then(Value::as_u64).unwrap_or(0);
+            Ok(format!("tracking issue #{iid}: created"))
         }
     }
 }

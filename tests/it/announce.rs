@@ -644,3 +644,221 @@ mod itsm {
         w.gh_remote.verify().await;
     }
 }
+
+mod gitlab {
+    //! A GitLab milestone as the source, the tracking issue on GitLab: a stateful fake of
+    //! the project's milestones, issues (listed, created, edited), merge requests and
+    //! branches (api-contracts-2.md §3.1, §3.3; issues create/edit: GitLab's
+    //! `doc/api/issues.md`).
+
+    use super::*;
+    use crate::support::{git_repo, gitlab_ci};
+
+    const GL_TOKEN: &str = "glpat-announceTest0123456789";
+    const PROJECT: &str = "/api/v4/projects/group%2Fapp";
+
+    #[derive(Default)]
+    struct Gl {
+        milestones: Vec<Value>,
+        issues: Vec<Value>,
+        mrs: Vec<Value>,
+        creates: usize,
+        edits: usize,
+    }
+
+    fn answer(gl: &Mutex<Gl>, watch: &Watch, req: &Request) -> ResponseTemplate {
+        if req
+            .headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok())
+            != Some(GL_TOKEN)
+        {
+            return ResponseTemplate::new(401)
+                .set_body_json(json!({"message": "401 Unauthorized"}));
+        }
+        let mut g = gl.lock().unwrap();
+        let path = req
+            .url
+            .path()
+            .strip_prefix(PROJECT)
+            .unwrap_or("?")
+            .to_string();
+        let pairs = query(req);
+        let listed = |items: Vec<Value>| ResponseTemplate::new(200).set_body_json(items);
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/milestones") => listed(g.milestones.clone()),
+            ("GET", "/issues") => match (q(&pairs, "milestone"), q(&pairs, "labels")) {
+                (Some(m), None) => listed(
+                    g.issues
+                        .iter()
+                        .filter(|i| i["milestone"]["title"] == m)
+                        .cloned()
+                        .collect(),
+                ),
+                (None, Some(l)) => listed(
+                    g.issues
+                        .iter()
+                        .filter(|i| i["labels"].as_array().unwrap().iter().any(|x| x == l))
+                        .cloned()
+                        .collect(),
+                ),
+                _ => {
+                    watch.flag("issues listed without milestone or labels");
+                    listed(Vec::new())
+                }
+            },
+            ("GET", "/merge_requests") => match q(&pairs, "milestone") {
+                Some(m) => listed(
+                    g.mrs
+                        .iter()
+                        .filter(|r| r["milestone"]["title"] == m)
+                        .cloned()
+                        .collect(),
+                ),
+                None => listed(g.mrs.clone()),
+            },
+            ("GET", "/repository/branches") => listed(vec![json!({"name": "main"})]),
+            ("POST", "/issues") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                for k in body.as_object().unwrap().keys() {
+                    if !["title", "description", "labels"].contains(&k.as_str()) {
+                        watch.flag(format!("issue create with unknown field {k}"));
+                    }
+                }
+                g.creates += 1;
+                let iid = 100 + g.creates as u64;
+                let labels: Vec<&str> = body["labels"].as_str().unwrap_or("").split(',').collect();
+                let issue = json!({"iid": iid, "title": body["title"], "description": body["description"],
+                    "state": "opened", "labels": labels, "milestone": null,
+                    "web_url": format!("https://gitlab.example/group/app/-/issues/{iid}")});
+                g.issues.push(issue.clone());
+                ResponseTemplate::new(201).set_body_json(issue)
+            }
+            ("PUT", p) if p.starts_with("/issues/") => {
+                let iid: u64 = p["/issues/".len()..].parse().unwrap_or(0);
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                g.edits += 1;
+                let Some(issue) = g.issues.iter_mut().find(|i| i["iid"] == iid) else {
+                    return ResponseTemplate::new(404)
+                        .set_body_json(json!({"message": "404 Not found"}));
+                };
+                for key in ["title", "description"] {
+                    if let Some(v) = body.get(key) {
+                        issue[key] = v.clone();
+                    }
+                }
+                ResponseTemplate::new(200).set_body_json(issue.clone())
+            }
+            _ => watch.unexpected(req),
+        }
+    }
+
+    fn gl_issue(iid: u64, title: &str) -> Value {
+        json!({"iid": iid, "title": title, "description": "", "state": "opened", "labels": [],
+            "web_url": format!("https://gitlab.example/group/app/-/issues/{iid}"),
+            "milestone": {"id": 5, "title": "Sprint train"}})
+    }
+
+    fn mr(iid: u64, title: &str, state: &str) -> Value {
+        json!({"iid": iid, "title": title, "description": "", "state": state, "draft": false,
+            "source_branch": format!("mr-{iid}"), "sha": format!("{iid:040x}"),
+            "web_url": format!("https://gitlab.example/group/app/-/merge_requests/{iid}"),
+            "milestone": null})
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_gitlab_milestone_on_one_gitlab_issue_edited_in_place() {
+        let gl = Arc::new(Mutex::new(Gl::default()));
+        {
+            let mut g = gl.lock().unwrap();
+            let due = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            g.milestones = vec![
+                json!({"id": 5, "iid": 1, "title": "Sprint train", "state": "active",
+                "due_date": due, "start_date": null, "web_url": "https://gitlab.example/group/app/-/milestones/1"}),
+            ];
+            g.issues = vec![
+                gl_issue(1, "Planned <img src=x> @ops"),
+                gl_issue(2, "Under review"),
+            ];
+            g.mrs = vec![mr(12, "Closes #2", "opened")];
+        }
+        let remote = Remote::start().await;
+        let watch = remote.watch();
+        let state = gl.clone();
+        Mock::given(path_regex(format!("^{PROJECT}/")))
+            .respond_with(move |req: &Request| answer(&state, &watch, req))
+            .mount(&remote)
+            .await;
+        let repo = git_repo();
+        std::fs::write(
+            repo.path().join(".changegate.toml"),
+            "[announce]\nsource = \"gitlab-milestone\"\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let head = git(repo.path(), &["rev-parse", "HEAD"]);
+            let mut cmd = changegate(repo.path());
+            gitlab_ci(&mut cmd, "group/app", &head);
+            let out = cmd
+                .env("CI_API_V4_URL", format!("{}/api/v4", remote.uri()))
+                .env("CHANGEGATE_GITLAB_TOKEN", GL_TOKEN)
+                .arg("announce")
+                .args(args)
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let counts = || {
+            let g = gl.lock().unwrap();
+            (g.creates, g.edits)
+        };
+
+        let stdout = run(&["--dry-run"]);
+        assert!(
+            stdout.contains("would create the tracking issue"),
+            "{stdout}"
+        );
+        assert_eq!(counts(), (0, 0));
+
+        let stdout = run(&[]);
+        assert!(stdout.contains("created"), "{stdout}");
+        assert_eq!(counts(), (1, 0));
+        let tracking = gl.lock().unwrap().issues.last().unwrap().clone();
+        assert!(
+            tracking["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Upcoming changes — app, sprint "),
+            "{tracking}"
+        );
+        assert_eq!(tracking["labels"], json!(["changegate-announce"]));
+        let body = tracking["description"].as_str().unwrap();
+        assert!(
+            body.starts_with("<!-- changegate:announce service=group/app sprint="),
+            "{body}"
+        );
+        assert!(body.contains("### In review (1)"), "{body}");
+        assert!(body.contains("### Planned (1)"), "{body}");
+        assert!(!body.contains("<img"), "{body}");
+        assert!(!body.contains(" @ops"), "{body}");
+
+        let stdout = run(&[]);
+        assert!(stdout.contains("unchanged"), "{stdout}");
+        assert_eq!(counts(), (1, 0));
+
+        gl.lock().unwrap().mrs.push(mr(13, "Closes #1", "opened"));
+        let stdout = run(&[]);
+        assert!(stdout.contains("edited"), "{stdout}");
+        assert_eq!(counts(), (1, 1));
+        let g = gl.lock().unwrap();
+        assert_eq!(g.issues.len(), 3);
+        let body = g.issues[2]["description"].as_str().unwrap().to_string();
+        drop(g);
+        assert!(body.contains("### In review (2)"), "{body}");
+        assert!(!body.contains("### Planned"), "{body}");
+        remote.verify().await;
+    }
+}
