@@ -69,6 +69,10 @@ pub struct Entry {
     /// The pull/merge request the status comes from, when one does.
     pub pull_request: Option<(u64, String)>,
     pub deploy: Option<Deploy>,
+    /// What the policy's own risk rules (`[risk]`: size, sensitive paths) say of its pull
+    /// request, when one exists and `[risk]` has rules: the reasons of those that fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risk: Vec<String>,
 }
 
 /// The notice of one service and sprint.
@@ -169,7 +173,15 @@ pub async fn run(ctx: &Ctx<'_>, backend: &dyn Backend, which: Which) -> Result<A
         sprint,
     )
     .await?;
-    let notice = notice(ctx, backend, &facts.service_id, &facts.service, work).await?;
+    let notice = notice(
+        ctx,
+        backend,
+        &facts.service_id,
+        &facts.service,
+        facts.repository.as_deref(),
+        work,
+    )
+    .await?;
     let mut published = Vec::new();
     for sink in &section.sinks {
         match sink {
@@ -197,9 +209,12 @@ async fn notice(
     backend: &dyn Backend,
     service_id: &str,
     service: &str,
+    repository: Option<&str>,
     work: SprintWork,
 ) -> Result<Notice> {
     let environment = ctx.settings.environment.clone();
+    let risk = &ctx.settings.policy.risk;
+    let risk_rules = risk.max_lines_changed.is_some() || !risk.sensitive_paths.is_empty();
     let mut entries = Vec::new();
     for item in &work.items {
         let merged = item
@@ -225,11 +240,26 @@ async fn notice(
             .or_else(|| item.pull_requests.iter().find(|p| p.state == PrState::Open))
             .or_else(|| item.pull_requests.first())
             .map(|p| (p.number, p.url.clone()));
+        let flagged = merged
+            .or_else(|| {
+                item.pull_requests
+                    .iter()
+                    .find(|p| matches!(p.state, PrState::Open | PrState::Draft))
+            })
+            .filter(|_| risk_rules);
+        let risk = match (flagged, repository) {
+            (Some(p), Some(repository)) => {
+                let (paths, lines) = pr_files(ctx, repository, p.number).await?;
+                crate::domain::policy::risk_flags(&paths, Some(lines), risk)
+            }
+            _ => Vec::new(),
+        };
         entries.push(Entry {
             id: item.id.clone(),
             title: item.title.clone(),
             url: item.url.clone(),
             status,
+            risk,
             pull_request: pr,
             deploy: deploy
                 .filter(|_| matches!(status, Status::Deployed | Status::FailedAfterDeploy))
@@ -247,6 +277,57 @@ async fn notice(
         entries,
         cut_short: work.cut_short,
     })
+}
+
+/// The paths a pull/merge request touches (both sides of a rename) and its lines changed,
+/// as the forge lists its files: what the policy's risk rules read.
+async fn pr_files(ctx: &Ctx<'_>, repository: &str, number: u64) -> Result<(Vec<String>, u64)> {
+    let mut paths = Vec::new();
+    let mut lines = 0u64;
+    match ctx.settings.platform {
+        Platform::Gitlab => {
+            let reader = crate::forge::gitlab::Reader::connect(ctx.forge, repository)?;
+            let diffs = reader
+                .all(&format!("/merge_requests/{number}/diffs"))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the files of !{number}: {e}"))?;
+            for d in &diffs {
+                for key in ["old_path", "new_path"] {
+                    if let Some(p) = d.get(key).and_then(Value::as_str)
+                        && !paths.iter().any(|x| x == p)
+                    {
+                        paths.push(p.to_string());
+                    }
+                }
+                let diff = d.get("diff").and_then(Value::as_str).unwrap_or_default();
+                lines = lines.saturating_add(crate::forge::gitlab::diff_lines(diff));
+            }
+        }
+        _ => {
+            let reader = crate::forge::github::Reader::connect(ctx.forge, repository)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach {repository} on GitHub: {e}"))?;
+            let (files, _) = reader
+                .pages(
+                    &format!("/pulls/{number}/files?per_page=100"),
+                    work::MAX_PAGES,
+                    "pull requests: read",
+                    |_| true,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the files of #{number}: {e}"))?;
+            for f in &files {
+                for key in ["filename", "previous_filename"] {
+                    if let Some(p) = f.get(key).and_then(Value::as_str) {
+                        paths.push(p.to_string());
+                    }
+                }
+                let n = |k: &str| f.get(k).and_then(Value::as_u64).unwrap_or(0);
+                lines = lines.saturating_add(n("additions").saturating_add(n("deletions")));
+            }
+        }
+    }
+    Ok((paths, lines))
 }
 
 /// The notice in Markdown (GitHub, GitLab): every untrusted text escaped, the marker first.
@@ -294,6 +375,9 @@ pub fn markdown(notice: &Notice, service_id: &str) -> String {
                 link(&d.change_id, d.change_url.as_deref())
             ));
         }
+        if !e.risk.is_empty() {
+            out.push_str(&format!(" — **risk:** {}", escape(&e.risk.join("; "))));
+        }
         out.push('\n');
     }
     if notice.cut_short {
@@ -325,6 +409,9 @@ pub fn text(notice: &Notice) -> String {
         ));
         if let Some(d) = &e.deploy {
             out.push_str(&format!(" ({})", d.change_id));
+        }
+        if !e.risk.is_empty() {
+            out.push_str(&format!(" [risk: {}]", e.risk.join("; ")));
         }
         out.push('\n');
     }
@@ -507,6 +594,9 @@ pub fn itsm_lines(notice: &Notice) -> Vec<String> {
         if let Some(d) = &e.deploy {
             line.push_str(&format!(" — change {}", d.change_id));
         }
+        if !e.risk.is_empty() {
+            line.push_str(&format!(" — risk: {}", e.risk.join("; ")));
+        }
         lines.push(line);
     }
     if notice.cut_short {
@@ -637,6 +727,12 @@ fn slack_line(e: &Entry) -> String {
         line.push_str(&format!(
             " — change {}",
             render::slack_link(&d.change_id, d.change_url.as_deref())
+        ));
+    }
+    if !e.risk.is_empty() {
+        line.push_str(&format!(
+            " — :warning: {}",
+            render::slack_escape(&e.risk.join("; "))
         ));
     }
     line

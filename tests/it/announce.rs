@@ -23,6 +23,8 @@ struct Gh {
     issues: Vec<Value>,
     pulls: Vec<Value>,
     branches: Vec<String>,
+    /// Each pull request's files (GitHub's `GET /pulls/{n}/files`), by number.
+    files: Vec<(u64, Vec<Value>)>,
     posts: usize,
     patches: usize,
 }
@@ -91,6 +93,22 @@ fn answer(gh: &Mutex<Gh>, watch: &Watch, req: &Request) -> ResponseTemplate {
         ("GET", "/pulls") => {
             known(&["state", "sort", "direction", "per_page", "page"]);
             ResponseTemplate::new(200).set_body_json(&g.pulls)
+        }
+        ("GET", p) if p.starts_with("/pulls/") && p.ends_with("/files") => {
+            known(&["per_page", "page"]);
+            let n: u64 = p["/pulls/".len()..p.len() - "/files".len()]
+                .parse()
+                .unwrap_or(0);
+            if !g.pulls.iter().any(|pr| pr["number"] == n) {
+                return ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}));
+            }
+            let files = g
+                .files
+                .iter()
+                .find(|(m, _)| *m == n)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(files)
         }
         ("GET", "/branches") => {
             known(&["per_page", "page"]);
@@ -289,6 +307,21 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
         ];
         // A draft is `state: open` with `draft: true` on GitHub.
         g.pulls[0]["state"] = json!("open");
+        // #4's pull request is larger than `[risk] max_lines_changed = 50`; #5's is small.
+        g.files = vec![
+            (
+                14,
+                vec![
+                    json!({"filename": "src/big.rs", "status": "modified", "additions": 40, "deletions": 21, "changes": 61}),
+                ],
+            ),
+            (
+                15,
+                vec![
+                    json!({"filename": "src/small.rs", "status": "modified", "additions": 3, "deletions": 1, "changes": 4}),
+                ],
+            ),
+        ];
     }
     let remote = fake(gh.clone()).await;
     let api = remote.uri();
@@ -357,6 +390,12 @@ async fn a_sprint_in_every_status_one_issue_edited_in_place_and_nothing_when_unc
         "{body}"
     );
     assert!(body.contains("change CG\\-1"), "{body}");
+    // The policy's own risk rules flag the large pull request, and only it.
+    assert_eq!(body.matches("**risk:**").count(), 1, "{body}");
+    assert!(
+        body.contains("Under review — PR [\\#14](https://github.com/acme/payments-api/pull/14) — **risk:** 61 lines changed \\> 50"),
+        "{body}"
+    );
     // Untrusted titles are escaped: no tag, no mention.
     assert!(!body.contains("<script>"), "{body}");
     assert!(!body.contains(" @team"), "{body}");
