@@ -101,6 +101,7 @@ pub const INPUT_FROM: &str = "INPUT_FROM";
 pub const INPUT_SINCE: &str = "INPUT_SINCE";
 pub const INPUT_FORMAT: &str = "INPUT_FORMAT";
 pub const INPUT_SPRINTS: &str = "INPUT_SPRINTS";
+pub const INPUT_SPRINT: &str = "INPUT_SPRINT";
 pub const INPUT_OUTPUT: &str = "INPUT_OUTPUT";
 pub const INPUT_ALL: &str = "INPUT_ALL";
 pub const INPUT_INCIDENT: &str = "INPUT_INCIDENT";
@@ -224,6 +225,7 @@ pub const ALL: &[&str] = &[
     INPUT_SINCE,
     INPUT_FORMAT,
     INPUT_SPRINTS,
+    INPUT_SPRINT,
     INPUT_OUTPUT,
     INPUT_ALL,
     INPUT_INCIDENT,
