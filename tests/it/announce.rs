@@ -901,3 +901,224 @@ mod gitlab {
         remote.verify().await;
     }
 }
+
+mod jira {
+    //! A Jira Software sprint as the source, the notice on Jira Service Management: a
+    //! stateful fake of the board's sprints and the sprint's issues (api-contracts-2.md §4),
+    //! the JQL search, and issue create and edit (api-contracts.md, Jira).
+
+    use super::*;
+    use crate::support::git_repo;
+
+    const USER: &str = "bot@example.com";
+    const API_TOKEN: &str = "jira-announce-token";
+
+    #[derive(Default)]
+    struct Site {
+        /// The sprint's work items.
+        work: Vec<Value>,
+        /// Issues changegate created: key, fields, properties.
+        created: Vec<(String, Value, Value)>,
+        creates: usize,
+        edits: usize,
+    }
+
+    fn work_item(key: &str, summary: &str, done: bool) -> Value {
+        let (status, category) = if done {
+            ("Done", "done")
+        } else {
+            ("To Do", "new")
+        };
+        json!({"id": "100", "key": key, "fields": {"summary": summary, "labels": [], "description": null,
+            "status": {"name": status, "statusCategory": {"key": category}}}})
+    }
+
+    fn answer(site: &Mutex<Site>, watch: &Watch, req: &Request) -> ResponseTemplate {
+        let authorized = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Basic "));
+        if !authorized {
+            return ResponseTemplate::new(401)
+                .set_body_json(json!({"errorMessages": ["not logged in"], "errors": {}}));
+        }
+        let mut s = site.lock().unwrap();
+        let path = req.url.path().to_string();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/rest/agile/1.0/board/12/sprint") => {
+                let start = chrono::Utc::now() - chrono::Duration::days(3);
+                let end = chrono::Utc::now() + chrono::Duration::days(4);
+                ResponseTemplate::new(200).set_body_json(json!({"maxResults": 50, "startAt": 0, "isLast": true,
+                    "values": [{"id": 7, "state": "active", "name": "Payments 7",
+                        "startDate": start.to_rfc3339(), "endDate": end.to_rfc3339(), "originBoardId": 12}]}))
+            }
+            ("GET", "/rest/agile/1.0/sprint/7/issue") => ResponseTemplate::new(200)
+                .set_body_json(json!({"startAt": 0, "maxResults": 50,
+                    "total": s.work.len(), "issues": s.work})),
+            ("POST", "/rest/api/3/search/jql") => {
+                let jql = body["jql"].as_str().unwrap_or_default();
+                if body["properties"] != json!(["changegate.announce"]) {
+                    watch.flag(format!("notice searched without its property: {body}"));
+                }
+                // Every quoted label of the query must be on the issue.
+                let quoted: Vec<&str> = jql.split('"').skip(1).step_by(2).collect();
+                let issues: Vec<Value> = s
+                    .created
+                    .iter()
+                    .filter(|(_, f, _)| {
+                        quoted
+                            .iter()
+                            .skip(1)
+                            .all(|q| f["labels"].as_array().unwrap().iter().any(|l| l == q))
+                    })
+                    .map(|(key, f, props)| {
+                        json!({"id": "2001", "key": key, "fields": {"summary": f["summary"]},
+                            "properties": props})
+                    })
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({"issues": issues, "isLast": true}))
+            }
+            ("POST", "/rest/api/3/issue") => {
+                let f = body["fields"].clone();
+                if f["issuetype"] != json!({"name": "Story"})
+                    || f["project"] != json!({"key": "OPS"})
+                {
+                    watch.flag(format!(
+                        "notice created with the wrong type or project: {f}"
+                    ));
+                }
+                if f["description"]["type"] != "doc" {
+                    watch.flag("a description that is not ADF");
+                }
+                s.creates += 1;
+                let key = format!("OPS-{}", 900 + s.creates);
+                let props = props_of(&body);
+                s.created.push((key.clone(), f, props));
+                ResponseTemplate::new(201).set_body_json(json!({"id": "2001", "key": key,
+                    "self": format!("https://jira.example/rest/api/3/issue/{key}")}))
+            }
+            ("PUT", p) if p.starts_with("/rest/api/3/issue/") => {
+                let key = &p["/rest/api/3/issue/".len()..];
+                s.edits += 1;
+                let props = props_of(&body);
+                let Some(issue) = s.created.iter_mut().find(|(k, _, _)| k == key) else {
+                    return ResponseTemplate::new(404).set_body_json(
+                        json!({"errorMessages": ["Issue does not exist"], "errors": {}}),
+                    );
+                };
+                for field in ["summary", "description"] {
+                    if let Some(v) = body["fields"].get(field) {
+                        issue.1[field] = v.clone();
+                    }
+                }
+                issue.2 = props;
+                ResponseTemplate::new(204)
+            }
+            _ => watch.unexpected(req),
+        }
+    }
+
+    /// The `properties` of a create or edit, as Jira returns them from a search.
+    fn props_of(body: &Value) -> Value {
+        let mut out = serde_json::Map::new();
+        for p in body["properties"].as_array().into_iter().flatten() {
+            out.insert(p["key"].as_str().unwrap().to_string(), p["value"].clone());
+        }
+        Value::Object(out)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_jira_sprint_on_one_jira_issue_edited_in_place() {
+        let site = Arc::new(Mutex::new(Site::default()));
+        site.lock().unwrap().work = vec![
+            work_item("OPS-12", "Faster checkout", false),
+            work_item("OPS-13", "Card vault <b>rotation</b>", false),
+        ];
+        let remote = Remote::start().await;
+        let watch = remote.watch();
+        let state = site.clone();
+        Mock::given(path_regex("^/rest/"))
+            .respond_with(move |req: &Request| answer(&state, &watch, req))
+            .mount(&remote)
+            .await;
+        let repo = git_repo();
+        std::fs::write(
+            repo.path().join(".changegate.toml"),
+            "[announce]\nsource = \"jira-sprint\"\njira_board = 12\nsinks = [\"itsm\"]\njira_issue_type = \"Story\"\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let out = changegate(repo.path())
+                .env("CHANGEGATE_JIRA_URL", remote.uri())
+                .env("CHANGEGATE_JIRA_PROJECT", "OPS")
+                .env("CHANGEGATE_JIRA_USER", USER)
+                .env("CHANGEGATE_JIRA_TOKEN", API_TOKEN)
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost")
+                .args(["--backend", "jira", "announce"])
+                .args(args)
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let counts = || {
+            let s = site.lock().unwrap();
+            (s.creates, s.edits)
+        };
+
+        let stdout = run(&["--dry-run"]);
+        assert!(stdout.contains("would create the notice issue"), "{stdout}");
+        assert_eq!(counts(), (0, 0));
+
+        let stdout = run(&[]);
+        assert!(stdout.contains("notice issue OPS-901: created"), "{stdout}");
+        assert_eq!(counts(), (1, 0));
+        {
+            let s = site.lock().unwrap();
+            let (_, fields, props) = &s.created[0];
+            assert!(
+                fields["summary"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Upcoming changes — "),
+                "{fields}"
+            );
+            let labels = fields["labels"].as_array().unwrap();
+            assert!(
+                labels.iter().any(|l| l == "changegate-announce"),
+                "{fields}"
+            );
+            // Never a change's label: no change query can find a notice.
+            assert!(!labels.iter().any(|l| l == "changegate"), "{fields}");
+            let text = props["changegate.announce"]["text"].as_str().unwrap();
+            assert!(text.contains("Planned (2):"), "{text}");
+            // Untrusted text stays data: an ADF text node, never markup.
+            let adf = fields["description"].to_string();
+            assert!(adf.contains("Card vault <b>rotation</b>"), "{adf}");
+        }
+
+        let stdout = run(&[]);
+        assert!(stdout.contains("unchanged"), "{stdout}");
+        assert_eq!(counts(), (1, 0));
+
+        site.lock().unwrap().work[0] = work_item("OPS-12", "Faster checkout", true);
+        let stdout = run(&[]);
+        assert!(stdout.contains("notice issue OPS-901: edited"), "{stdout}");
+        assert_eq!(counts(), (1, 1));
+        let s = site.lock().unwrap();
+        assert_eq!(s.created.len(), 1);
+        let text = s.created[0].2["changegate.announce"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        drop(s);
+        assert!(text.contains("Planned (1):"), "{text}");
+        assert!(text.contains("Closed without a merge (1):"), "{text}");
+        remote.verify().await;
+    }
+}
