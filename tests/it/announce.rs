@@ -667,18 +667,19 @@ mod itsm {
         // The gate's change of this sprint is the umbrella's child.
         let (code, _, stderr) = w.run(&["gate", "--mode", "observe", "--format", "json"]);
         assert_eq!(code, 0, "{stderr}");
-        let s = w.sn.lock().unwrap();
-        let deploys: Vec<_> = s
-            .changes
-            .iter()
-            .filter(|c| {
-                c.get("correlation_id")
-                    .is_some_and(|k| k.starts_with("changegate:"))
-            })
-            .collect();
-        assert_eq!(deploys.len(), 1);
-        assert_eq!(deploys[0].get("parent"), Some(&umbrella_id));
-        drop(s);
+        {
+            let s = w.sn.lock().unwrap();
+            let deploys: Vec<_> = s
+                .changes
+                .iter()
+                .filter(|c| {
+                    c.get("correlation_id")
+                        .is_some_and(|k| k.starts_with("changegate:"))
+                })
+                .collect();
+            assert_eq!(deploys.len(), 1);
+            assert_eq!(deploys[0].get("parent"), Some(&umbrella_id));
+        }
         w.sn_remote.verify().await;
         w.gh_remote.verify().await;
     }
@@ -892,10 +893,11 @@ mod gitlab {
         let stdout = run(&[]);
         assert!(stdout.contains("edited"), "{stdout}");
         assert_eq!(counts(), (1, 1));
-        let g = gl.lock().unwrap();
-        assert_eq!(g.issues.len(), 3);
-        let body = g.issues[2]["description"].as_str().unwrap().to_string();
-        drop(g);
+        let body = {
+            let g = gl.lock().unwrap();
+            assert_eq!(g.issues.len(), 3);
+            g.issues[2]["description"].as_str().unwrap().to_string()
+        };
         assert!(body.contains("### In review (2)"), "{body}");
         assert!(!body.contains("### Planned"), "{body}");
         remote.verify().await;
@@ -1110,13 +1112,14 @@ mod jira {
         let stdout = run(&[]);
         assert!(stdout.contains("notice issue OPS-901: edited"), "{stdout}");
         assert_eq!(counts(), (1, 1));
-        let s = site.lock().unwrap();
-        assert_eq!(s.created.len(), 1);
-        let text = s.created[0].2["changegate.announce"]["text"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        drop(s);
+        let text = {
+            let s = site.lock().unwrap();
+            assert_eq!(s.created.len(), 1);
+            s.created[0].2["changegate.announce"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         assert!(text.contains("Planned (1):"), "{text}");
         assert!(text.contains("Closed without a merge (1):"), "{text}");
         remote.verify().await;
