@@ -801,6 +801,11 @@ pub fn slack_update(notice: &Notice, moves: &[Moved<'_>]) -> Value {
         .iter()
         .map(|m| match m {
             Moved::Added(e) => format!("{} — new: {}", slack_line(e), e.status.words(env)),
+            Moved::Changed { entry, from } if *from == entry.status => format!(
+                "{} — {}, updated",
+                slack_line(entry),
+                entry.status.words(env)
+            ),
             Moved::Changed { entry, from } => format!(
                 "{} — {} → {}",
                 slack_line(entry),
@@ -923,6 +928,71 @@ mod tests {
                 .collect(),
             branches: branches.iter().map(|b| b.to_string()).collect(),
         }
+    }
+
+    fn entry(id: &str, status: Status) -> Entry {
+        Entry {
+            id: id.into(),
+            title: format!("<!channel> {id}"),
+            url: format!("https://x/{id}"),
+            status,
+            pull_request: None,
+            deploy: None,
+            risk: Vec::new(),
+        }
+    }
+
+    fn notice_of(entries: Vec<Entry>) -> Notice {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        Notice {
+            service: "api".into(),
+            environment: "production".into(),
+            sprint: SprintWindow {
+                number: 1,
+                start,
+                end: start + chrono::Duration::days(14),
+            },
+            source: WorkSourceKind::GithubMilestone,
+            milestone: None,
+            entries,
+            cut_short: false,
+        }
+    }
+
+    #[test]
+    fn the_chat_hears_what_was_added_moved_or_dropped_and_nothing_else() {
+        let before = notice_of(vec![
+            entry("#1", Status::Planned),
+            entry("#2", Status::InReview),
+            entry("#3", Status::Planned),
+        ]);
+        let told: Vec<Told> = before.entries.iter().map(Told::of).collect();
+        assert!(moved(&told, &before).is_empty());
+        let after = notice_of(vec![
+            entry("#1", Status::InReview),
+            entry("#2", Status::InReview),
+            entry("#4", Status::Planned),
+        ]);
+        let moves = moved(&told, &after);
+        assert_eq!(moves.len(), 3, "{moves:?}");
+        assert!(matches!(
+            moves[0],
+            Moved::Changed {
+                from: Status::Planned,
+                ..
+            }
+        ));
+        assert!(matches!(moves[1], Moved::Added(e) if e.id == "#4"));
+        assert!(matches!(&moves[2], Moved::Removed(t) if t.id == "#3"));
+        let post = slack_update(&after, &moves).to_string();
+        assert!(post.contains("Planned → In review"), "{post}");
+        assert!(post.contains("no longer in the sprint"), "{post}");
+        assert!(!post.contains("#2"), "{post}");
+        // Untrusted titles cannot ping a channel.
+        assert!(!post.contains("<!channel>"), "{post}");
+        assert!(post.contains("&lt;!channel&gt;"), "{post}");
     }
 
     #[test]

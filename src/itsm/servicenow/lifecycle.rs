@@ -23,6 +23,12 @@ use crate::itsm::{KeptNotice, Notices, SprintNotice};
 /// What an umbrella change is read with.
 const UMBRELLA_FIELDS: &str = "sys_id,number,short_description,description,start_date,end_date";
 
+/// The umbrella's description: the list, `[code]` defused, cut to what the field holds
+/// (4,000 characters on the base system), so that a long list reads back as written.
+fn umbrella_description(notice: &SprintNotice) -> String {
+    text::cut(&text::defuse_lines(&notice.text()), 4000)
+}
+
 /// Text as the instance gives it back: its line ends, and no trailing blanks.
 fn same_text(stored: &str, ours: &str) -> bool {
     stored.replace("\r\n", "\n").trim_end() == ours.trim_end()
@@ -38,7 +44,7 @@ impl Notices for ServiceNow {
             return Ok(None);
         };
         let same = same_text(raw.get("short_description"), &notice.title)
-            && same_text(raw.get("description"), &text::defuse_lines(&notice.text()))
+            && same_text(raw.get("description"), &umbrella_description(notice))
             && raw.get("start_date") == sn_time(notice.start)
             && raw.get("end_date") == sn_time(notice.end);
         Ok(Some(KeptNotice {
