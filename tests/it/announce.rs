@@ -472,6 +472,8 @@ mod itsm {
     const TEMPLATE_ID: &str = "c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6";
 
     struct World {
+        chat: Remote,
+        posts: Arc<Mutex<Vec<Value>>>,
         sn_remote: Remote,
         sn: Arc<Mutex<Sn>>,
         gh_remote: Remote,
@@ -518,11 +520,15 @@ mod itsm {
             std::fs::write(
                 repo.path().join(".changegate.toml"),
                 format!(
-                    "[servicenow]\nstandard_template = \"{TEMPLATE}\"\nassignment_group = \"Payments\"\n\n[announce]\nsinks = [\"itsm\"]\n"
+                    "[servicenow]\nstandard_template = \"{TEMPLATE}\"\nassignment_group = \"Payments\"\n\n[announce]\nsinks = [\"itsm\", \"chat\"]\n"
                 ),
             )
             .unwrap();
+            let posts = Arc::new(Mutex::new(Vec::new()));
+            let chat = chat_fake(posts.clone()).await;
             World {
+                chat,
+                posts,
                 sn_remote,
                 sn,
                 gh_remote,
@@ -561,6 +567,10 @@ mod itsm {
                 .env("GITHUB_SHA", head)
                 .env("GITHUB_API_URL", self.gh_remote.uri())
                 .env("GITHUB_TOKEN", TOKEN)
+                .env(
+                    "CHANGEGATE_ANNOUNCE_WEBHOOK_URL",
+                    format!("{}{HOOK}", self.chat.uri()),
+                )
                 .args(["--backend", "servicenow"])
                 .args(args)
                 .timeout(std::time::Duration::from_secs(60))
@@ -571,6 +581,10 @@ mod itsm {
                 String::from_utf8_lossy(&out.stdout).into_owned(),
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             )
+        }
+
+        fn chats(&self) -> usize {
+            self.posts.lock().unwrap().len()
         }
 
         fn log(&self) -> usize {
@@ -599,7 +613,8 @@ mod itsm {
     use std::collections::BTreeMap;
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn one_umbrella_change_edited_in_place_and_the_gates_changes_are_its_children() {
+    async fn one_umbrella_change_and_the_chat_beside_servicenow_and_the_gates_changes_are_its_children()
+     {
         let w = World::start().await;
 
         // A dry run reads and writes nothing.
@@ -618,6 +633,8 @@ mod itsm {
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("created"), "{stdout}");
         assert_eq!(w.writes(before).len(), 1, "{:?}", w.writes(before));
+        // The chat's memory lives in the ledger beside the ITSM: the first post is whole.
+        assert_eq!(w.chats(), 1);
         let umbrellas = w.umbrellas();
         assert_eq!(umbrellas.len(), 1);
         let u = &umbrellas[0];
@@ -644,7 +661,9 @@ mod itsm {
         let (code, stdout, stderr) = w.run(&["announce"]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("unchanged"), "{stdout}");
+        assert!(stdout.contains("chat: unchanged"), "{stdout}");
         assert!(w.writes(before).is_empty(), "{:?}", w.writes(before));
+        assert_eq!(w.chats(), 1);
 
         // One item moved: one edit of the same change.
         w.gh.lock()
@@ -682,6 +701,7 @@ mod itsm {
         }
         w.sn_remote.verify().await;
         w.gh_remote.verify().await;
+        w.chat.verify().await;
     }
 }
 
