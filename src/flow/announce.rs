@@ -884,7 +884,14 @@ async fn chat(
         crate::http::HttpClient::new("the chat webhook", &settings.budget)?.with_secret_url();
     http.send(|c| c.post(url.clone()).json(&payload))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot post to chat: {e}"))?;
+        .map_err(|e| {
+            // The webhook's own words (`no_service`, `invalid_payload`): never the URL.
+            let said = e
+                .body()
+                .map(|b| format!(": {}", b.trim().chars().take(200).collect::<String>()))
+                .unwrap_or_default();
+            anyhow::anyhow!("cannot post to chat: {e}{said}")
+        })?;
     memory
         .keep_announced(
             service_id,

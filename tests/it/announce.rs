@@ -827,6 +827,57 @@ mod gitlab {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_chat_post_fails_the_run_without_showing_the_webhook() {
+        let gl = Arc::new(Mutex::new(Gl::default()));
+        let remote = Remote::start().await;
+        let watch = remote.watch();
+        let state = gl.clone();
+        Mock::given(path_regex(format!("^{PROJECT}/")))
+            .respond_with(move |req: &Request| answer(&state, &watch, req))
+            .mount(&remote)
+            .await;
+        // Slack's answer to a removed webhook.
+        let chat = Remote::start().await;
+        Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path(HOOK))
+            .respond_with(ResponseTemplate::new(404).set_body_string("no_service"))
+            .expect(1)
+            .mount(&chat)
+            .await;
+        let repo = git_repo();
+        std::fs::write(
+            repo.path().join(".changegate.toml"),
+            "[announce]\nsource = \"gitlab-milestone\"\nsinks = [\"chat\"]\n",
+        )
+        .unwrap();
+        let head = git(repo.path(), &["rev-parse", "HEAD"]);
+        let mut cmd = changegate(repo.path());
+        gitlab_ci(&mut cmd, "group/app", &head);
+        let out = cmd
+            .env("CI_API_V4_URL", format!("{}/api/v4", remote.uri()))
+            .env("CHANGEGATE_GITLAB_TOKEN", GL_TOKEN)
+            .env(
+                "CHANGEGATE_ANNOUNCE_WEBHOOK_URL",
+                format!("{}{HOOK}", chat.uri()),
+            )
+            .args(["-v", "announce"])
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert!(stderr.contains("no_service"), "{stderr}");
+        assert!(stderr.contains("(secret URL)"), "{stderr}");
+        assert!(
+            !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t") && !stderr.contains("B0002"),
+            "{stdout}{stderr}"
+        );
+        remote.verify().await;
+        chat.verify().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_gitlab_milestone_on_one_gitlab_issue_edited_in_place() {
         let gl = Arc::new(Mutex::new(Gl::default()));
         {
