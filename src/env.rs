@@ -101,6 +101,7 @@ pub const INPUT_FROM: &str = "INPUT_FROM";
 pub const INPUT_SINCE: &str = "INPUT_SINCE";
 pub const INPUT_FORMAT: &str = "INPUT_FORMAT";
 pub const INPUT_SPRINTS: &str = "INPUT_SPRINTS";
+pub const INPUT_SPRINT: &str = "INPUT_SPRINT";
 pub const INPUT_OUTPUT: &str = "INPUT_OUTPUT";
 pub const INPUT_ALL: &str = "INPUT_ALL";
 pub const INPUT_INCIDENT: &str = "INPUT_INCIDENT";
@@ -137,6 +138,10 @@ pub const CI_ENVIRONMENT_NAME: &str = "CI_ENVIRONMENT_NAME";
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 pub const GITLAB_USER_LOGIN: &str = "GITLAB_USER_LOGIN";
 pub const GITLAB_USER_EMAIL: &str = "GITLAB_USER_EMAIL";
+/// `announce`'s chat webhook (Slack-compatible): a secret, since the URL alone lets anyone
+/// post; never logged, never in an error.
+pub const ANNOUNCE_WEBHOOK_URL: &str = "CHANGEGATE_ANNOUNCE_WEBHOOK_URL";
+
 pub const CI_JOB_STATUS: &str = "CI_JOB_STATUS";
 pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
 
@@ -180,6 +185,7 @@ pub const ALL: &[&str] = &[
     GITLAB_WEBHOOK_TOKEN,
     GITLAB_PROJECTS,
     GITLAB_POLL,
+    ANNOUNCE_WEBHOOK_URL,
     GITHUB_ACTIONS,
     GITHUB_API_URL,
     GITHUB_SERVER_URL,
@@ -219,6 +225,7 @@ pub const ALL: &[&str] = &[
     INPUT_SINCE,
     INPUT_FORMAT,
     INPUT_SPRINTS,
+    INPUT_SPRINT,
     INPUT_OUTPUT,
     INPUT_ALL,
     INPUT_INCIDENT,
@@ -285,6 +292,10 @@ pub const DESCRIBED: &[(&str, &str)] = &[
     (
         DATABASE_URL,
         "The PostgreSQL ledger's `postgres://user:password@host:5432/db` URL, with libpq's `sslmode` and `sslrootcert`. A secret: read from the environment only, never logged.",
+    ),
+    (
+        ANNOUNCE_WEBHOOK_URL,
+        "The chat sink of `announce`: a Slack-compatible incoming webhook URL. A secret: read from the environment only, never logged nor shown in an error.",
     ),
     (
         TEST_PAUSE_IN_TX,

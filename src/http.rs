@@ -268,6 +268,8 @@ pub struct HttpClient {
     service: &'static str,
     retry: RetryPolicy,
     budget: Budget,
+    /// The URL itself is a secret (a chat webhook): errors and logs never name its path.
+    secret_url: bool,
 }
 
 /// The TLS set-up of every client: rustls with the platform verifier (the system's CA
@@ -387,11 +389,19 @@ impl HttpClient {
             service,
             retry: RetryPolicy::default(),
             budget: budget.clone(),
+            secret_url: false,
         })
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// For a URL that is itself a secret (a chat webhook's): errors and logs say
+    /// "(secret URL)" where they would name the path.
+    pub fn with_secret_url(mut self) -> Self {
+        self.secret_url = true;
         self
     }
 
@@ -427,7 +437,11 @@ impl HttpClient {
                 .build()
                 .map_err(|e| HttpError::Build(e.to_string()))?;
             let method = request.method().clone();
-            let path = request.url().path().to_string();
+            let path = if self.secret_url {
+                "(secret URL)".to_string()
+            } else {
+                request.url().path().to_string()
+            };
             let Some(timeout) = meter.attempt_timeout() else {
                 return Err(meter.out_of_time(self.service, &method, &path, ""));
             };
@@ -582,6 +596,21 @@ pub fn check_base_url(
         });
     }
     Ok(())
+}
+
+/// Checks a URL that is itself a secret (a chat webhook's) before anything is sent to it:
+/// `https`, or plain `http` to this machine only, and no user info. The error says what is
+/// wrong, never the URL.
+pub fn check_secret_url(raw: &str) -> Result<url::Url, &'static str> {
+    let url = url::Url::parse(raw.trim()).map_err(|_| "is not a URL")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("has user info in it");
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err("is not an https:// URL"),
+    }
 }
 
 /// This machine: `localhost`, 127.0.0.0/8, `::1`.

@@ -504,6 +504,19 @@ impl Settings {
         })
     }
 
+    /// `announce`'s chat webhook, from `CHANGEGATE_ANNOUNCE_WEBHOOK_URL` only (the URL is a
+    /// secret: never in a file, on the command line, in a log or an error).
+    pub fn announce_webhook(&self) -> Result<url::Url> {
+        let Some(raw) = self.env.get(env::ANNOUNCE_WEBHOOK_URL) else {
+            bail!(
+                "[announce] sinks has \"chat\": set {} to the chat's incoming webhook URL (keep it in the CI's secrets)",
+                env::ANNOUNCE_WEBHOOK_URL
+            );
+        };
+        crate::http::check_secret_url(&raw)
+            .map_err(|why| anyhow::anyhow!("{} {why}", env::ANNOUNCE_WEBHOOK_URL))
+    }
+
     /// Where `serve` keeps what must outlive a delivery (the deliveries it has claimed, the
     /// deployments waiting for their answer) when the backend is an ITSM, which offers no
     /// atomic claim: the PostgreSQL ledger at `CHANGEGATE_DATABASE_URL` when it is set (any

@@ -25,6 +25,7 @@ pub const COMMANDS: &[&str] = &[
     "verify",
     "status",
     "sync",
+    "announce",
     "report",
     "policy explain",
     "policy simulate",
@@ -74,6 +75,7 @@ const SPECIFIC: &[(&str, &str, &str, &[&str])] = &[
     (env::INPUT_FROM, "from", "--from", &["history import"]),
     (env::INPUT_SINCE, "since", "--since", &["history import"]),
     (env::INPUT_SPRINTS, "sprints", "--sprints", &["report"]),
+    (env::INPUT_SPRINT, "sprint", "--sprint", &["announce"]),
     (env::INPUT_OUTPUT, "output", "--output", &["report"]),
     (env::INPUT_INCIDENT, "incident", "--id", &["incident"]),
 ];
@@ -264,6 +266,34 @@ mod tests {
         assert!(matches!(
             run(&[("INPUT_COMMAND", "gate"), ("INPUT_FROM", "github")]),
             Err(InputError::NotForCommand { input: "from", .. })
+        ));
+    }
+
+    #[test]
+    fn announce_takes_its_sprint_the_dry_run_and_the_format() {
+        assert_eq!(
+            run(&[
+                ("INPUT_COMMAND", "announce"),
+                ("INPUT_SPRINT", "next"),
+                ("INPUT_DRY-RUN", "true"),
+                ("INPUT_FORMAT", "json"),
+            ])
+            .unwrap()
+            .unwrap(),
+            [
+                "changegate",
+                "announce",
+                "--format=json",
+                "--dry-run",
+                "--sprint=next"
+            ]
+        );
+        assert!(matches!(
+            run(&[("INPUT_COMMAND", "gate"), ("INPUT_SPRINT", "next")]),
+            Err(InputError::NotForCommand {
+                input: "sprint",
+                ..
+            })
         ));
     }
 

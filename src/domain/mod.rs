@@ -25,4 +25,4 @@ pub use change::{
 pub use decision::{Decision, DecisionKind, Gate, Mode, Rule};
 pub use history::{History, SprintTally};
 pub use policy::{DecisionInput, Policy, decide};
-pub use sprint::SprintCalendar;
+pub use sprint::{SprintCalendar, notice_key};

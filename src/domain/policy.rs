@@ -283,9 +283,28 @@ fn lines_changed(n: u64) -> String {
 }
 
 fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
+    risk_rules_of(&facts.paths, facts.paths_unknown, facts.lines_changed, risk)
+}
+
+/// The policy's own risk rules (`[risk]`: size, sensitive paths) over a pull request's
+/// paths and lines changed, as `announce` flags its items: the reasons of those that fail.
+pub fn risk_flags(paths: &[String], lines_changed: Option<u64>, risk: &RiskLimits) -> Vec<String> {
+    risk_rules_of(paths, false, lines_changed, risk)
+        .into_iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.reason)
+        .collect()
+}
+
+fn risk_rules_of(
+    paths: &[String],
+    paths_unknown: bool,
+    lines: Option<u64>,
+    risk: &RiskLimits,
+) -> Vec<Rule> {
     let mut rules = Vec::new();
     if let Some(max) = risk.max_lines_changed {
-        rules.push(match facts.lines_changed {
+        rules.push(match lines {
             Some(n) if n > max => Rule::new(
                 codes::RISK_SIZE,
                 false,
@@ -315,8 +334,7 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
         // Patterns are validated when settings load; an unparsable one fails safe here.
         let set = builder.build().ok();
         let hits: Vec<&str> = match &set {
-            Some(set) => facts
-                .paths
+            Some(set) => paths
                 .iter()
                 .filter(|p| set.is_match(p.as_str()) || set.is_match(without_controls(p)))
                 .map(String::as_str)
@@ -329,13 +347,13 @@ fn risk_rules(facts: &ChangeFacts, risk: &RiskLimits) -> Vec<Rule> {
                 false,
                 format!("invalid sensitive path pattern: {}", bad.join(", ")),
             )
-        } else if hits.is_empty() && facts.paths_unknown {
+        } else if hits.is_empty() && paths_unknown {
             unknown_rule(codes::RISK_PATHS, "touched paths", risk.when_unknown)
         } else if hits.is_empty() {
             Rule::new(
                 codes::RISK_PATHS,
                 true,
-                format!("no sensitive paths among {} touched", facts.paths.len()),
+                format!("no sensitive paths among {} touched", paths.len()),
             )
         } else {
             let shown: Vec<&str> = hits.iter().take(3).copied().collect();

@@ -49,6 +49,13 @@ impl SprintCalendar {
     }
 }
 
+/// What finds a sprint's notice kept in an ITSM again (`announce`'s `itsm` sink: a
+/// ServiceNow umbrella change's `correlation_id`): one per service and sprint. It never
+/// starts like a change's correlation key, so no query for changes ever finds it.
+pub fn notice_key(service_id: &str, sprint: i64) -> String {
+    format!("changegate-announce:{service_id}:sprint-{sprint}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

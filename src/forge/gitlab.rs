@@ -362,6 +362,23 @@ impl<'f> Reader<'f> {
         Ok(Reader { gl })
     }
 
+    /// One write below the project (`POST /issues`, `PUT /issues/:iid`): GitLab's answer.
+    pub(crate) async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let full = format!("{}{path}", self.gl.project_path());
+        self.gl
+            .json(method, &full, Some(body))
+            .await
+            .map_err(|source| ForgeError::GitLab {
+                message: describe(&source),
+                source,
+            })
+    }
+
     /// Every item of the listing at `path` (below the project, with its query).
     pub(crate) async fn all(&self, path: &str) -> Result<Vec<serde_json::Value>, ForgeError> {
         let full = format!("{}{path}", self.gl.project_path());

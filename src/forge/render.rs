@@ -36,6 +36,36 @@ pub fn announce_marker(service_id: &str, sprint: i64) -> String {
     )
 }
 
+/// Untrusted text for Slack's `mrkdwn` (the announce chat post): `&`, `<` and `>` escaped
+/// as Slack asks, so no `<!channel>`, `<@user>` or link can be smuggled in; newlines and
+/// control characters become spaces; formatting marks are left as they are (they cannot
+/// reach anyone).
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Slack link `<url|text>` whose text is untrusted (escaped, `|` dropped); a URL that is
+/// not http(s) or holds `|`, `<` or `>` leaves the text alone.
+pub fn slack_link(text: &str, url: Option<&str>) -> String {
+    let shown = slack_escape(text).replace('|', "¦");
+    match url.filter(|u| {
+        (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['|', '<', '>', ' '])
+    }) {
+        Some(url) => format!("<{url}|{shown}>"),
+        None => shown,
+    }
+}
+
 fn marker_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

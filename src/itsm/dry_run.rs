@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backend, ChangeStore, HistoryQuery, Insights, Intent, Lookup, ManualApproval, ServiceRef,
-    Since, TrackRecord, Verification,
+    Announcements, Backend, ChangeStore, HistoryQuery, Insights, Intent, KeptNotice, Lookup,
+    ManualApproval, Notices, ServiceRef, Since, SprintNotice, TrackRecord, Verification,
 };
 use crate::domain::approval::Approver;
 use crate::domain::kpi::ChangeSummary;
@@ -185,5 +185,59 @@ impl Backend for DryRun {
 
     fn manual(&self) -> Option<&dyn ManualApproval> {
         self.inner.manual().map(|_| self as &dyn ManualApproval)
+    }
+
+    fn announcements(&self) -> Option<&dyn Announcements> {
+        self.inner
+            .announcements()
+            .map(|_| self as &dyn Announcements)
+    }
+
+    fn notices(&self) -> Option<&dyn Notices> {
+        self.inner.notices().map(|_| self as &dyn Notices)
+    }
+}
+
+#[async_trait]
+impl Notices for DryRun {
+    async fn find_notice(&self, notice: &SprintNotice) -> Result<Option<KeptNotice>> {
+        match self.inner.notices() {
+            Some(n) => n.find_notice(notice).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn write_notice(
+        &self,
+        _notice: &SprintNotice,
+        _found: Option<&KeptNotice>,
+    ) -> Result<KeptNotice> {
+        self.refuse()
+    }
+}
+
+#[async_trait]
+impl Announcements for DryRun {
+    async fn last_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+    ) -> Result<Option<String>> {
+        match self.inner.announcements() {
+            Some(a) => a.last_announced(service_id, sprint, sink).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn keep_announced(
+        &self,
+        _service_id: &str,
+        _sprint: i64,
+        _sink: &str,
+        _body: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.refuse()
     }
 }

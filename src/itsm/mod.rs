@@ -265,6 +265,18 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     fn imports(&self) -> Option<&dyn Imports> {
         None
     }
+
+    /// What `announce` last published to a sink it cannot read back (the chat webhook):
+    /// only a ledger offers it; beside an ITSM, the ledger `serve` keeps its waits in.
+    fn announcements(&self) -> Option<&dyn Announcements> {
+        None
+    }
+
+    /// The sprint notice kept in the ITSM (`announce`'s `itsm` sink): a ServiceNow umbrella
+    /// change, a Jira issue. Not a ledger's.
+    fn notices(&self) -> Option<&dyn Notices> {
+        None
+    }
 }
 
 /// Where change records live: find, open and move them through their life.
@@ -510,6 +522,78 @@ pub trait Waits: Send + Sync {
 
     /// The callback was made: the wait is over.
     async fn release(&self, key: &str) -> Result<()>;
+}
+
+/// What `announce` last published to a sink that cannot be read back (a chat webhook), per
+/// service, sprint and sink, so that the next run posts only the differences.
+#[async_trait]
+pub trait Announcements: Send + Sync {
+    /// The body last kept for `service_id`, `sprint` and `sink`, if any.
+    async fn last_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+    ) -> Result<Option<String>>;
+
+    /// Keeps `body` as the last announced (replacing what was kept).
+    async fn keep_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+/// A sprint's notice as an ITSM keeps it: one record per service and sprint, found again by
+/// [`crate::domain::notice_key`], edited in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SprintNotice {
+    pub service_id: String,
+    pub sprint: i64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// "Upcoming changes — <service>, sprint N (dates)".
+    pub title: String,
+    /// The list, one line each, as plain text (untrusted titles as they are: each backend
+    /// keeps them as data).
+    pub lines: Vec<String>,
+}
+
+impl SprintNotice {
+    /// The lines as one text.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// A notice found in (or written to) the ITSM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptNotice {
+    /// What people call it: `CHG0030001`, `OPS-12`.
+    pub id: String,
+    pub url: Option<String>,
+    /// The backend's own handle (a sys_id, an issue key).
+    pub handle: String,
+    /// What it says now equals the notice it was found for.
+    pub same: bool,
+}
+
+/// Where the sprint's notice lives in an ITSM.
+#[async_trait]
+pub trait Notices: Send + Sync {
+    /// The notice of `notice`'s service and sprint, if one is kept; `same` when it says
+    /// what `notice` says.
+    async fn find_notice(&self, notice: &SprintNotice) -> Result<Option<KeptNotice>>;
+
+    /// Creates the notice, or edits `found` in place.
+    async fn write_notice(
+        &self,
+        notice: &SprintNotice,
+        found: Option<&KeptNotice>,
+    ) -> Result<KeptNotice>;
 }
 
 /// Opens the backend the settings name, with the config (and secrets) the settings

@@ -45,6 +45,7 @@ fn runner_defaults() -> BTreeMap<&'static str, String> {
         ("by", String::new()),
         ("comment", String::new()),
         ("format", String::new()),
+        ("sprint", String::new()),
         ("sprints", String::new()),
         ("output", String::new()),
         ("all", String::new()),

@@ -719,6 +719,8 @@ pub mod labels {
 
     /// On every change issue changegate opened.
     pub const MARK: &str = "changegate";
+    /// On `announce`'s sprint notices (never on a change: no change query finds them).
+    pub const NOTICE: &str = "changegate-announce";
     /// On an issue a parallel run created for a change that already had one.
     pub const DUPLICATE: &str = "changegate-duplicate";
     pub const EMERGENCY: &str = "changegate-emergency";
@@ -738,6 +740,11 @@ pub mod labels {
         text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         })
+    }
+
+    /// One label per sprint notice: its key ([`crate::domain::notice_key`]) hashed.
+    pub fn notice(key: &str) -> String {
+        format!("{NOTICE}-{:016x}", fnv1a64(key))
     }
 
     /// One label per service and environment: the history's scope.

@@ -19,6 +19,7 @@
 
 use super::FACTS;
 use super::Jira;
+use super::NOTICE;
 use super::PROPERTY;
 use super::client::Op;
 use super::client::jira_words;
@@ -48,6 +49,7 @@ use crate::domain::State;
 use crate::domain::approval::Approver;
 use crate::env;
 use crate::itsm::{ChangeStore, Intent, Lookup};
+use crate::itsm::{KeptNotice, Notices, SprintNotice};
 use anyhow::Context;
 use anyhow::Result;
 use anyhow::anyhow;
@@ -1413,5 +1415,118 @@ impl crate::itsm::Tickets for Jira {
             }
         }
         Ok(Noted::Written)
+    }
+}
+
+/// The sprint notice's issue: a plain issue of `[announce] jira_issue_type` in the project,
+/// labelled [`labels::NOTICE`] and one label per service and sprint, its key, title and
+/// text in the [`NOTICE`] property (what is compared; the description is ADF).
+#[async_trait]
+impl Notices for Jira {
+    async fn find_notice(&self, notice: &SprintNotice) -> Result<Option<KeptNotice>> {
+        let key = crate::domain::notice_key(&notice.service_id, notice.sprint);
+        let jql = format!(
+            "project = {} AND labels = {} AND labels = {} ORDER BY created ASC",
+            q(&self.project),
+            q(labels::NOTICE),
+            q(&labels::notice(&key))
+        );
+        let body =
+            json!({"jql": jql, "fields": ["summary"], "maxResults": 10, "properties": [NOTICE]});
+        let v = self
+            .call(
+                Method::POST,
+                &["rest", "api", "3", "search", "jql"],
+                &[],
+                Some(&body),
+                Op::Search,
+            )
+            .await?;
+        let found = v
+            .get("issues")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|i| {
+                i.pointer(&format!("/properties/{NOTICE}/key"))
+                    .and_then(Value::as_str)
+                    == Some(key.as_str())
+            });
+        let Some(issue) = found else {
+            return Ok(None);
+        };
+        let issue_key = issue
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("Jira returned an issue without a key"))?;
+        let kept = issue.pointer(&format!("/properties/{NOTICE}"));
+        let same = kept.and_then(|k| k.get("title")).and_then(Value::as_str)
+            == Some(notice.title.as_str())
+            && kept.and_then(|k| k.get("text")).and_then(Value::as_str)
+                == Some(notice.text().as_str());
+        Ok(Some(KeptNotice {
+            id: issue_key.to_string(),
+            url: Some(self.browse(issue_key)),
+            handle: issue_key.to_string(),
+            same,
+        }))
+    }
+
+    async fn write_notice(
+        &self,
+        notice: &SprintNotice,
+        found: Option<&KeptNotice>,
+    ) -> Result<KeptNotice> {
+        let key = crate::domain::notice_key(&notice.service_id, notice.sprint);
+        let summary: String = notice.title.chars().take(250).collect();
+        let description = adf::doc(if notice.lines.is_empty() {
+            vec![adf::line("Nothing planned for this sprint yet.")]
+        } else {
+            notice.lines.iter().map(|l| adf::line(l)).collect()
+        });
+        let properties = json!([{"key": NOTICE, "value": {"key": key, "title": notice.title, "text": notice.text()}}]);
+        let issue_key = match found {
+            Some(kept) => {
+                let body = json!({"fields": {"summary": summary, "description": description}, "properties": properties});
+                self.edit(&kept.handle, &body).await?;
+                kept.handle.clone()
+            }
+            None => {
+                let issue_type = if self.notice_type.chars().all(|c| c.is_ascii_digit()) {
+                    json!({ "id": self.notice_type })
+                } else {
+                    json!({ "name": self.notice_type })
+                };
+                let body = json!({
+                    "fields": {
+                        "project": {"key": self.project},
+                        "issuetype": issue_type,
+                        "summary": summary,
+                        "description": description,
+                        "labels": [labels::NOTICE, labels::notice(&key)],
+                    },
+                    "properties": properties,
+                });
+                let v = self
+                    .call(
+                        Method::POST,
+                        &["rest", "api", "3", "issue"],
+                        &[],
+                        Some(&body),
+                        Op::Create,
+                    )
+                    .await?;
+                v.get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow!("Jira created an issue but sent no key: {v}"))?
+                    .to_string()
+            }
+        };
+        Ok(KeptNotice {
+            id: issue_key.clone(),
+            url: Some(self.browse(&issue_key)),
+            handle: issue_key,
+            same: true,
+        })
     }
 }

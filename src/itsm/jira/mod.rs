@@ -42,6 +42,8 @@ pub use codec::{Stored, labels};
 
 /// The issue property holding the key, the decision and the deploy's times and outcome.
 pub const PROPERTY: &str = "changegate.change";
+/// The issue property of `announce`'s sprint notice: its key, title and text as written.
+pub const NOTICE: &str = "changegate.announce";
 /// The issue property holding the facts the standing decision was made on.
 pub const FACTS: &str = "changegate.facts";
 
@@ -69,6 +71,8 @@ pub struct Jira {
     /// `Verification` port hands records, not issues, between `awaiting_verification` and
     /// `linked_incidents`, and the links were read with the search.
     verifying: Mutex<HashMap<String, codec::IssueView>>,
+    /// The issue type of `announce`'s sprint notice (`[announce] jira_issue_type`).
+    notice_type: String,
 }
 
 impl std::fmt::Debug for Jira {
@@ -102,6 +106,7 @@ impl Jira {
             service_desk: Mutex::new(service_desk),
             warned_no_request: AtomicBool::new(false),
             verifying: Mutex::new(HashMap::new()),
+            notice_type: settings.file.announce.jira_issue_type.trim().to_string(),
         })
     }
 
@@ -113,6 +118,10 @@ impl Jira {
 impl Backend for Jira {
     fn kind(&self) -> BackendKind {
         BackendKind::Jira
+    }
+
+    fn notices(&self) -> Option<&dyn super::Notices> {
+        Some(self)
     }
 }
 

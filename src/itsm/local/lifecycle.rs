@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::itsm::{
-    Admission, ChangeStore, ImportedChange, Imports, Intent, Lookup, ManualApproval, PendingWait,
-    Waits,
+    Admission, Announcements, ChangeStore, ImportedChange, Imports, Intent, Lookup, ManualApproval,
+    PendingWait, Waits,
 };
 
 use super::Ledger;
@@ -505,6 +505,43 @@ impl Waits for Ledger {
         let mut tx = conn.begin(Begin::Plain).await?;
         tx.execute("DELETE FROM serve_waits WHERE key = ?1", args![key])
             .await?;
+        tx.commit().await
+    }
+}
+
+#[async_trait]
+impl Announcements for Ledger {
+    async fn last_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+    ) -> Result<Option<String>> {
+        let rows = self
+            .read_all(
+                "SELECT body FROM announcements WHERE service_id = ?1 AND sprint = ?2 AND sink = ?3",
+                args![service_id, sprint, sink],
+            )
+            .await?;
+        rows.first().map(|r| r.string(0)).transpose()
+    }
+
+    async fn keep_announced(
+        &self,
+        service_id: &str,
+        sprint: i64,
+        sink: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        tx.execute(
+            "INSERT INTO announcements (service_id, sprint, sink, body, announced_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (service_id, sprint, sink) DO UPDATE SET body = excluded.body, announced_at = excluded.announced_at",
+            args![service_id, sprint, sink, body, ts(now)],
+        )
+        .await?;
         tx.commit().await
     }
 }

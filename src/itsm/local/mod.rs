@@ -22,7 +22,7 @@ pub use history::DECISION_QUERIES;
 
 use std::time::Duration;
 
-use super::{Backend, Imports, ManualApproval, Waits};
+use super::{Announcements, Backend, Imports, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
@@ -50,6 +50,10 @@ impl Backend for Ledger {
     }
 
     fn imports(&self) -> Option<&dyn Imports> {
+        Some(self)
+    }
+
+    fn announcements(&self) -> Option<&dyn Announcements> {
         Some(self)
     }
 }

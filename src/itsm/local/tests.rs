@@ -11,7 +11,8 @@ use crate::domain::{
 use crate::domain::{Mode, Platform, SprintCalendar};
 use crate::itsm::local::client::Timeouts;
 use crate::itsm::{
-    Admission, ChangeStore, HistoryQuery, Intent, ManualApproval, PendingWait, TrackRecord, Waits,
+    Admission, Announcements, ChangeStore, HistoryQuery, Intent, ManualApproval, PendingWait,
+    TrackRecord, Waits,
 };
 
 fn calendar() -> SprintCalendar {
@@ -711,5 +712,35 @@ fn what_serve_keeps_is_claimed_once_and_held_until_released() {
                 );
             });
         }
+    }
+}
+
+#[test]
+fn what_announce_told_the_chat_is_kept_per_service_sprint_and_sink_and_replaced() {
+    for f in ledgers() {
+        let l = &f.ledger;
+        f.run(async {
+            assert_eq!(l.last_announced("acme/api", 3, "chat").await.unwrap(), None);
+            l.keep_announced("acme/api", 3, "chat", "[1]", at(0, 1))
+                .await
+                .unwrap();
+            l.keep_announced("acme/api", 4, "chat", "[4]", at(0, 1))
+                .await
+                .unwrap();
+            l.keep_announced("acme/api", 3, "chat", "[2]", at(0, 2))
+                .await
+                .unwrap();
+            assert_eq!(
+                l.last_announced("acme/api", 3, "chat").await.unwrap(),
+                Some("[2]".to_string()),
+                "{}",
+                f.name
+            );
+            assert_eq!(
+                l.last_announced("acme/api", 4, "chat").await.unwrap(),
+                Some("[4]".to_string())
+            );
+            assert_eq!(l.last_announced("acme/web", 3, "chat").await.unwrap(), None);
+        });
     }
 }

@@ -545,6 +545,11 @@ pub(super) mod text {
         out
     }
 
+    /// [`defuse`] line by line, the newlines kept (a description).
+    pub fn defuse_lines(text: &str) -> String {
+        text.lines().map(defuse).collect::<Vec<_>>().join("\n")
+    }
+
     pub fn one_line(text: &str) -> String {
         defuse(&text.replace(['\r', '\n'], " "))
     }

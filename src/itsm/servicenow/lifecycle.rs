@@ -19,6 +19,102 @@ use super::codec::{
 use super::history::Found;
 use super::{CHG, ServiceNow, TABLE};
 use crate::domain::approval::Approver;
+use crate::itsm::{KeptNotice, Notices, SprintNotice};
+
+/// What an umbrella change is read with.
+const UMBRELLA_FIELDS: &str = "sys_id,number,short_description,description,start_date,end_date";
+
+/// The umbrella's description: the list, `[code]` defused, cut to what the field holds
+/// (4,000 characters on the base system), so that a long list reads back as written.
+fn umbrella_description(notice: &SprintNotice) -> String {
+    text::cut(&text::defuse_lines(&notice.text()), 4000)
+}
+
+/// Text as the instance gives it back: its line ends, and no trailing blanks.
+fn same_text(stored: &str, ours: &str) -> bool {
+    stored.replace("\r\n", "\n").trim_end() == ours.trim_end()
+}
+
+#[async_trait]
+impl Notices for ServiceNow {
+    /// The sprint umbrella change: a normal change in New, planned over the sprint, its
+    /// description the list, found by its correlation id ([`crate::domain::notice_key`]).
+    async fn find_notice(&self, notice: &SprintNotice) -> Result<Option<KeptNotice>> {
+        let key = crate::domain::notice_key(&notice.service_id, notice.sprint);
+        let Some(raw) = self.umbrella(&key).await? else {
+            return Ok(None);
+        };
+        let same = same_text(raw.get("short_description"), &notice.title)
+            && same_text(raw.get("description"), &umbrella_description(notice))
+            && raw.get("start_date") == sn_time(notice.start)
+            && raw.get("end_date") == sn_time(notice.end);
+        Ok(Some(KeptNotice {
+            id: raw.number().to_string(),
+            url: Some(self.url_of(&raw)),
+            handle: raw.sys_id().to_string(),
+            same,
+        }))
+    }
+
+    async fn write_notice(
+        &self,
+        notice: &SprintNotice,
+        found: Option<&KeptNotice>,
+    ) -> Result<KeptNotice> {
+        let mut f = Map::new();
+        f.insert(
+            "short_description".into(),
+            json!(text::cut(&text::one_line(&notice.title), 160)),
+        );
+        f.insert(
+            "description".into(),
+            json!(text::defuse_lines(&notice.text())),
+        );
+        f.insert("start_date".into(), json!(sn_time(notice.start)));
+        f.insert("end_date".into(), json!(sn_time(notice.end)));
+        let reply = match found {
+            Some(kept) => {
+                let path = format!("{TABLE}/{}", kept.handle);
+                self.api
+                    .call(Method::PATCH, &path, &[], Body::Json(&Value::Object(f)))
+                    .await
+                    .with_context(|| format!("cannot edit the umbrella change {}", kept.id))?
+            }
+            None => {
+                for (k, v) in &self.cfg.fields {
+                    f.entry(k.clone()).or_insert_with(|| json!(v));
+                }
+                if let Some(group) = self
+                    .cfg
+                    .assignment_group
+                    .as_deref()
+                    .filter(|g| !g.trim().is_empty())
+                {
+                    f.insert("assignment_group".into(), json!(group.trim()));
+                }
+                let key = crate::domain::notice_key(&notice.service_id, notice.sprint);
+                f.insert("correlation_id".into(), json!(key));
+                f.insert("correlation_display".into(), json!("changegate announce"));
+                f.insert(
+                    "work_notes".into(),
+                    json!("changegate: the sprint's planned changes; each deploy's change of the sprint is its child."),
+                );
+                let path = format!("{CHG}/normal");
+                self.api
+                    .call(Method::POST, &path, &[], Body::Json(&Value::Object(f)))
+                    .await
+                    .context("cannot create the sprint's umbrella change")?
+            }
+        };
+        let raw = Self::single(&reply)?;
+        Ok(KeptNotice {
+            id: raw.number().to_string(),
+            url: Some(self.url_of(&raw)),
+            handle: raw.sys_id().to_string(),
+            same: true,
+        })
+    }
+}
 use crate::domain::{
     ChangeFacts, ChangeRecord, CorrelationKey, Decision, DecisionKind, Mode, Outcome, State,
 };
@@ -195,6 +291,42 @@ impl ServiceNow {
         Ok(id)
     }
 
+    /// The sys_id of the sprint umbrella change `announce` keeps for `service_id` at `now`,
+    /// when `[announce]` publishes to the ITSM and one exists. Never fails the gate: a
+    /// missing or unreadable umbrella leaves the change without a parent.
+    async fn umbrella_of(&self, service_id: &str, now: DateTime<Utc>) -> Option<String> {
+        if !self.umbrellas {
+            return None;
+        }
+        let key = crate::domain::notice_key(service_id, self.calendar.index_of(now));
+        match self.umbrella(&key).await {
+            Ok(found) => found.map(|raw| raw.sys_id().to_string()),
+            Err(e) => {
+                tracing::warn!(
+                    "the sprint's umbrella change could not be read ({e:#}); the change is opened without a parent"
+                );
+                None
+            }
+        }
+    }
+
+    /// The umbrella change holding `key`, the oldest if a race left two.
+    async fn umbrella(&self, key: &str) -> Result<Option<Raw>> {
+        let query = Self::list_query(
+            format!(
+                "correlation_id={}^ORDERBYsys_created_on^ORDERBYnumber",
+                q(key)
+            ),
+            UMBRELLA_FIELDS.to_string(),
+            2,
+        );
+        let reply = self
+            .api
+            .call(Method::GET, TABLE, &query, Body::None)
+            .await?;
+        Ok(Self::list(&reply)?.into_iter().next())
+    }
+
     /// The fields written when a change is created or (re-)decided.
     pub(super) fn fields_for(
         &self,
@@ -267,7 +399,11 @@ impl ServiceNow {
             "standard" => format!("{CHG}/standard/{}", self.template_id().await?),
             other => format!("{CHG}/{other}"),
         };
-        let body = Value::Object(self.fields_for(facts, decision, now));
+        let mut fields = self.fields_for(facts, decision, now);
+        if let Some(parent) = self.umbrella_of(&facts.service_id, now).await {
+            fields.insert("parent".into(), json!(parent));
+        }
+        let body = Value::Object(fields);
         let (reply, rows) = match self.create_and_reread(&path, &body, &key).await {
             Err(e) if kind == "standard" && self.cache().template_learned && refused(&e) => {
                 // The template learned from a recent change is gone or retired: look it up

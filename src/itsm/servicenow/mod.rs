@@ -96,6 +96,9 @@ pub struct ServiceNow {
     calendar: SprintCalendar,
     window: u32,
     cache: Mutex<Cache>,
+    /// `announce` keeps sprint umbrella changes here (`[announce] sinks` has `itsm`): a
+    /// change created by the gate gets its sprint's umbrella, when there is one, as parent.
+    umbrellas: bool,
 }
 
 impl ServiceNow {
@@ -116,6 +119,11 @@ impl ServiceNow {
             calendar: settings.calendar,
             window: settings.policy.params.window,
             cache: Mutex::new(Cache::default()),
+            umbrellas: settings
+                .file
+                .announce
+                .sinks
+                .contains(&crate::config::AnnounceSink::Itsm),
         })
     }
 
@@ -477,5 +485,9 @@ impl ServiceNow {
 impl Backend for ServiceNow {
     fn kind(&self) -> BackendKind {
         BackendKind::Servicenow
+    }
+
+    fn notices(&self) -> Option<&dyn crate::itsm::Notices> {
+        Some(self)
     }
 }

@@ -45,6 +45,9 @@ const FIELDS: &[&str] = &[
     "impact",
     "priority",
     "upon_reject",
+    "parent",
+    "start_date",
+    "end_date",
 ];
 
 /// Fields of an incident on the fake instance.

@@ -158,6 +158,15 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER changes_tally AFTER INSERT OR DELETE
         OR UPDATE OF service_id, environment, decided_at, outcome, pre_approved, emergency, closed_at
         ON changes FOR EACH ROW EXECUTE FUNCTION changegate_tally_row();",
+    // 6 (SQLite's 7): what `announce` last published to a sink it cannot read back.
+    "CREATE TABLE announcements (
+        service_id TEXT NOT NULL,
+        sprint BIGINT NOT NULL,
+        sink TEXT NOT NULL,
+        body TEXT NOT NULL,
+        announced_at BIGINT NOT NULL,
+        PRIMARY KEY (service_id, sprint, sink)
+    );",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.

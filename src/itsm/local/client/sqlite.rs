@@ -178,6 +178,16 @@ pub const MIGRATIONS: &[&str] = &[
             WHERE NEW.closed_at IS NOT NULL AND NEW.outcome IN ('success', 'failure')
             ON CONFLICT DO UPDATE SET closed = closed + 1;
     END;",
+    // 7: what `announce` last published to a sink it cannot read back (the chat webhook),
+    // per service, sprint and sink: the next run posts only the differences.
+    "CREATE TABLE announcements (
+        service_id TEXT NOT NULL,
+        sprint INTEGER NOT NULL,
+        sink TEXT NOT NULL,
+        body TEXT NOT NULL,
+        announced_at INTEGER NOT NULL,
+        PRIMARY KEY (service_id, sprint, sink)
+    ) WITHOUT ROWID;",
 ];
 
 /// How long a ledger operation waits for another process's write to finish.
