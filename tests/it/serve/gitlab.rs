@@ -608,3 +608,108 @@ async fn a_merge_request_hook_notes_its_ticket_once() {
     assert_eq!(hook(&serve, "Merge Request Hook", &opened, None).await, 401);
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// An Issue Hook (api-contracts-2.md §3.8: only the milestone's id is sent): the project's
+/// backlog and sprint are scanned; the issue referencing INC0010001 enters the backlog,
+/// then the sprint's milestone, one note each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_hooks_note_the_backlog_and_the_sprint_once() {
+    let gl = FakeGitLab::start(
+        Some("[sync]\nenabled = true\n[announce]\nmilestone = \"Current\"\n"),
+        Vec::new(),
+    )
+    .await;
+    gl.state.lock().unwrap().milestones = vec![json!({
+        "id": 501, "iid": 1, "project_id": PROJECT_ID, "title": "Current", "state": "active",
+        "start_date": null, "due_date": null,
+        "web_url": "https://gitlab.example/group/app/-/milestones/1"
+    })];
+    let issue = |milestone: bool| {
+        json!({
+            "iid": 9, "title": "Checkout times out", "description": "Customers: INC0010001",
+            "state": "opened", "labels": [],
+            "web_url": "https://gitlab.example/group/app/-/issues/9",
+            "milestone": if milestone { json!({"id": 501, "title": "Current"}) } else { Value::Null }
+        })
+    };
+    gl.state.lock().unwrap().issues = vec![issue(false)];
+    let (sn_server, sn) = crate::sync::servicenow_tickets().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_env(
+        dir.path(),
+        &[
+            ("CHANGEGATE_GITLAB_URL", gl.url().as_str()),
+            ("CHANGEGATE_GITLAB_TOKEN", BOT_TOKEN),
+            ("CHANGEGATE_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN),
+            ("CHANGEGATE_GITLAB_POLL", "1h"),
+            ("CHANGEGATE_SERVICENOW_URL", sn_server.uri().as_str()),
+            ("CHANGEGATE_SERVICENOW_USER", crate::sync::SN_USER),
+            ("CHANGEGATE_SERVICENOW_PASSWORD", crate::sync::SN_PASSWORD),
+        ],
+    );
+    let hook_of = |action: &str, milestone: Option<u64>| {
+        json!({
+            "object_kind": "issue", "event_type": "issue",
+            "user": {"username": "dev1"},
+            "project": {"id": PROJECT_ID, "path_with_namespace": crate::support::gitlab::PROJECT_PATH},
+            "object_attributes": {"id": 3009, "iid": 9, "title": "Checkout times out",
+                "state": "opened", "state_id": 1, "action": action, "milestone_id": milestone,
+                "labels": [], "assignee_ids": [], "type": "Issue",
+                "url": "https://gitlab.example/group/app/-/issues/9"},
+            "labels": [], "assignees": [], "changes": {}
+        })
+    };
+    let synced = |count: usize| {
+        let serve = &serve;
+        async move {
+            let started = Instant::now();
+            while serve.log().matches("tickets synced").count() < count {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{}",
+                    serve.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        keyed_hook(&serve, "Issue Hook", &hook_of("open", None), "i-1").await,
+        202
+    );
+    synced(1).await;
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("Entered the backlog: group/app#9 Checkout times out"),
+        "{}",
+        notes[0]
+    );
+    gl.state.lock().unwrap().issues = vec![issue(true)];
+    let update = hook_of("update", Some(501));
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-2").await, 202);
+    synced(2).await;
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-2").await, 200);
+    assert_eq!(
+        keyed_hook(&serve, "Issue Hook", &hook_of("close", Some(501)), "i-3").await,
+        202
+    );
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-4").await, 202);
+    synced(3).await;
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[1].starts_with("Entered sprint "), "{}", notes[1]);
+    assert!(
+        notes[1].contains("group/app#9 Checkout times out"),
+        "{}",
+        notes[1]
+    );
+    assert!(
+        notes[1].contains("[changegate:sync sprint "),
+        "{}",
+        notes[1]
+    );
+    assert!(notes[1].ends_with(" group/app]"), "{}", notes[1]);
+    assert_eq!(sn.lock().unwrap().writes(), 2);
+    assert_eq!(serve.stop(), Some(0));
+}
