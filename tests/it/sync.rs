@@ -883,7 +883,7 @@ async fn an_issue_enters_the_backlog_then_the_sprint_one_note_each() {
     gh.lock().unwrap().issues = vec![
         gh_issue(
             12,
-            "Checkout <b>times out</b>",
+            "Checkout [code]<b>times out</b>[/code]\n",
             "Customers report INC0010001.",
             None,
         ),
@@ -916,9 +916,10 @@ async fn an_issue_enters_the_backlog_then_the_sprint_one_note_each() {
     assert!(out.contains("INC0010001 backlog: noted"), "{out}");
     let notes = d.sn().notes("INC0010001", "work_notes");
     assert_eq!(notes.len(), 1, "{notes:#?}");
+    // The issue's title is untrusted: its newline folded, ServiceNow's [code] defused.
     assert_eq!(
         notes[0],
-        "Entered the backlog: acme/shop#12 Checkout <b>times out</b>\nhttps://github.com/acme/shop/issues/12\n[changegate:sync backlog acme/shop]"
+        "Entered the backlog: acme/shop#12 Checkout [ code ]<b>times out</b>[ /code ]\nhttps://github.com/acme/shop/issues/12\n[changegate:sync backlog acme/shop]"
     );
     {
         let sn = d.sn();
@@ -942,7 +943,7 @@ async fn an_issue_enters_the_backlog_then_the_sprint_one_note_each() {
     assert_eq!(notes.len(), 2, "{notes:#?}");
     assert_eq!(
         notes[1],
-        "Entered sprint 1 (2026-03-02 to 2026-03-15): acme/shop#12 Checkout <b>times out</b>\nhttps://github.com/acme/shop/issues/12\n[changegate:sync sprint 1 acme/shop]"
+        "Entered sprint 1 (2026-03-02 to 2026-03-15): acme/shop#12 Checkout [ code ]<b>times out</b>[ /code ]\nhttps://github.com/acme/shop/issues/12\n[changegate:sync sprint 1 acme/shop]"
     );
     for minute in 0..3 {
         sync(&format!("2026-03-04T09:0{minute}:00Z"));
