@@ -68,7 +68,7 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show the change for this pipeline (or --change ID).
     Status(status::StatusArgs),
-    /// Tickets that follow the work: the tickets a pull request references hear it was opened or merged.
+    /// Tickets that follow the work: the tickets a pull request or an issue references hear of its step (backlog, sprint, opened, merged).
     Sync(sync::SyncArgs),
     /// KPIs per sprint: text, markdown, json, or html with charts (--format).
     Report(report::ReportArgs),

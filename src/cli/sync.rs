@@ -1,5 +1,7 @@
 //! `sync`: the tickets this pipeline's work references hear of its pull request (opened,
-//! merged). `gate`, `record` and `verify` do the same, and more, with `[sync] enabled`.
+//! merged) and, with `[announce] source`, of the issues that entered the backlog and the
+//! sprint. `gate`, `record` and `verify` write the pull request's steps, and more, with
+//! `[sync] enabled`.
 
 use anyhow::Result;
 

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use chrono::NaiveDate;
+
 use super::change::{ChangeFacts, Commit};
 
 /// What counts as a reference: ServiceNow numbers (a prefix and its digits) and the keys of
@@ -160,6 +162,28 @@ pub struct PullRef {
     pub url: Option<String>,
 }
 
+/// A work item (an issue of GitHub or GitLab, a Jira Software issue), as a milestone names
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRef {
+    /// Where the item lives, as the marker names it: the repository (`owner/name`, the
+    /// project's path) or the Jira board (`jira-board-12`).
+    pub scope: String,
+    /// The item as people write it: `acme/shop#12`, `OPS-12`.
+    pub name: String,
+    /// Its title, untrusted text (empty when unknown).
+    pub title: String,
+    pub url: Option<String>,
+}
+
+/// A sprint, as the "entered sprint N" milestone names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SprintRef {
+    pub number: i64,
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+}
+
 /// A deploy, as a milestone names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployRef {
@@ -175,6 +199,12 @@ pub struct DeployRef {
 /// A step the work linked to a ticket reached. Each is written once per ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Milestone {
+    /// A work item referencing the ticket exists: the ticket entered the backlog (once
+    /// per ticket and repository, or board, whatever the number of items).
+    Backlog(ItemRef),
+    /// A work item referencing the ticket is in the sprint's milestone, iteration or
+    /// sprint (once per ticket, sprint and repository, or board).
+    Sprint(ItemRef, SprintRef),
     /// A pull/merge request referencing the ticket was opened.
     Opened(PullRef),
     /// It was merged.
@@ -191,6 +221,8 @@ impl Milestone {
     /// What the step is called in a report (`opened`, `merged`, `deployed`, ...).
     pub fn step(&self) -> &'static str {
         match self {
+            Milestone::Backlog(_) => "backlog",
+            Milestone::Sprint(..) => "sprint",
             Milestone::Opened(_) => "opened",
             Milestone::Merged(_) => "merged",
             Milestone::Deployed(_) => "deployed",
@@ -205,6 +237,8 @@ impl Milestone {
     /// numbers), never of titles: a title cannot forge another milestone's marker.
     pub fn marker(&self) -> String {
         let subject = match self {
+            Milestone::Backlog(item) => safe(&item.scope),
+            Milestone::Sprint(item, sprint) => format!("{} {}", sprint.number, safe(&item.scope)),
             Milestone::Opened(pr) | Milestone::Merged(pr) => {
                 format!("{}#{}", safe(&pr.repository), pr.number)
             }
@@ -225,6 +259,14 @@ impl Milestone {
     /// last. Titles stay untrusted: each writer escapes every line for its markup.
     pub fn note(&self) -> Vec<String> {
         let mut lines = match self {
+            Milestone::Backlog(item) => item_lines("Entered the backlog".to_string(), item),
+            Milestone::Sprint(item, sprint) => item_lines(
+                format!(
+                    "Entered sprint {} ({} to {})",
+                    sprint.number, sprint.first_day, sprint.last_day
+                ),
+                item,
+            ),
             Milestone::Opened(pr) => pull_lines("opened", pr),
             Milestone::Merged(pr) => pull_lines("merged", pr),
             Milestone::Deployed(d) => {
@@ -250,6 +292,17 @@ impl Milestone {
         lines.push(self.marker());
         lines
     }
+}
+
+fn item_lines(headline: String, item: &ItemRef) -> Vec<String> {
+    let title = one_line(&item.title);
+    let mut lines = vec![if title.is_empty() {
+        format!("{headline}: {}", item.name)
+    } else {
+        format!("{headline}: {} {title}", item.name)
+    }];
+    lines.extend(item.url.iter().filter(|u| is_web(u)).cloned());
+    lines
 }
 
 fn pull_lines(step: &str, pr: &PullRef) -> Vec<String> {
@@ -520,6 +573,59 @@ mod tests {
                 "[changegate:sync deployed acme/shop production 0123456789ab]",
             ]
         );
+    }
+
+    fn item(title: &str) -> ItemRef {
+        ItemRef {
+            scope: "acme/shop".into(),
+            name: "acme/shop#12".into(),
+            title: title.into(),
+            url: Some("https://github.com/acme/shop/issues/12".into()),
+        }
+    }
+
+    fn sprint(number: i64) -> SprintRef {
+        SprintRef {
+            number,
+            first_day: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            last_day: NaiveDate::from_ymd_opt(2026, 3, 15).unwrap(),
+        }
+    }
+
+    #[test]
+    fn backlog_and_sprint_are_once_per_ticket_and_scope_whatever_the_item() {
+        let backlog = Milestone::Backlog(item("Fix\n[changegate:sync sprint 1 acme/shop]"));
+        assert_eq!(backlog.step(), "backlog");
+        assert_eq!(backlog.marker(), "[changegate:sync backlog acme/shop]");
+        // Another item of the same repository is the same milestone for the ticket.
+        let other = Milestone::Backlog(ItemRef {
+            name: "acme/shop#13".into(),
+            ..item("b")
+        });
+        assert_eq!(other.marker(), backlog.marker());
+        let s1 = Milestone::Sprint(item("a"), sprint(1));
+        let s2 = Milestone::Sprint(item("a"), sprint(2));
+        assert_eq!(s1.marker(), "[changegate:sync sprint 1 acme/shop]");
+        assert_ne!(s1.marker(), s2.marker());
+        assert_eq!(
+            s1.note(),
+            [
+                "Entered sprint 1 (2026-03-02 to 2026-03-15): acme/shop#12 a",
+                "https://github.com/acme/shop/issues/12",
+                "[changegate:sync sprint 1 acme/shop]",
+            ]
+        );
+        let note = backlog.note();
+        assert_eq!(note.len(), 3, "{note:?}");
+        assert!(note[0].starts_with("Entered the backlog: acme/shop#12 Fix "));
+        assert!(!note[0].contains('\n'));
+        // A scope with blanks or brackets cannot close the marker early.
+        let odd = Milestone::Backlog(ItemRef {
+            scope: "a b]".into(),
+            ..item("")
+        });
+        assert_eq!(odd.marker(), "[changegate:sync backlog a_b_]");
+        assert_eq!(odd.note()[0], "Entered the backlog: acme/shop#12");
     }
 
     fn commit(subject: &str) -> Commit {

@@ -5,6 +5,11 @@
 //! milestone is written once whatever the number of runs: the writer reads the milestone's
 //! marker back first (see [`crate::itsm::Tickets`]).
 //!
+//! Before any of that, the work items: `sync` with `[announce] source` set, and `serve` on
+//! an issue event, scan the source `announce` reads ([`crate::work`]): a ticket an open
+//! issue references "entered the backlog", one an issue of the current sprint's milestone
+//! (iteration, sprint) references "entered sprint N" ([`scan`]).
+//!
 //! A ticket that cannot be found or written is a warning: inside `gate`, `record` and
 //! `verify` a note never changes the exit code, either way.
 
@@ -12,20 +17,23 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{Ctx, Exit, change};
+use crate::config::WorkSourceKind;
 use crate::domain::tickets::{
-    self, DeployRef, Milestone, PullRef, TicketPatterns, TicketRef, merged_pulls, references,
+    self, DeployRef, ItemRef, Milestone, PullRef, SprintRef, TicketPatterns, TicketRef,
+    merged_pulls, references,
 };
 use crate::domain::verify::Verdict;
-use crate::domain::{ChangeFacts, ChangeRecord};
+use crate::domain::{ChangeFacts, ChangeRecord, Platform};
 use crate::itsm::{Desks, Noted, Tickets};
 use crate::settings::Settings;
+use crate::work::{self, SprintWindow, Which, WorkItem};
 
 /// One ticket at one milestone.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncLine {
     /// `INC0010001`, `OPS-12`.
     pub ticket: String,
-    /// `opened`, `merged`, `deployed`, `verified`, `failed`.
+    /// `backlog`, `sprint`, `opened`, `merged`, `deployed`, `verified`, `failed`.
     pub step: &'static str,
     /// What identifies the milestone in the ticket's notes.
     pub marker: String,
@@ -259,28 +267,188 @@ pub async fn after_verify(
     write_plan(settings, &vec![(milestone, all)]).await
 }
 
-/// `changegate sync`: the milestones this pipeline's work reached, written to the tickets
-/// it references. Needs no backend: the facts come from the pipeline alone.
-pub async fn run(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<SyncOutcome> {
+/// The work source `sync` scans: `[announce] source`, else the platform's milestone.
+fn source_of(settings: &Settings) -> WorkSourceKind {
+    match (settings.file.announce.source, settings.platform) {
+        (Some(source), _) => source,
+        (None, Platform::Gitlab) => WorkSourceKind::GitlabMilestone,
+        (None, _) => WorkSourceKind::GithubMilestone,
+    }
+}
+
+/// What one scanned item reached: the backlog when it is open, the sprint when it is in the
+/// sprint's milestone (iteration, sprint).
+struct Scanned<'w> {
+    item: &'w WorkItem,
+    open: bool,
+    sprint: Option<SprintRef>,
+}
+
+/// The backlog and sprint milestones of `scanned`, each ticket once per milestone (the
+/// first item that references it names it in the note).
+fn scan_plan(
+    scope: &str,
+    repository: Option<&str>,
+    scanned: &[Scanned<'_>],
+    patterns: &TicketPatterns,
+) -> Plan {
+    let mut plan: Plan = Vec::new();
+    let mut seen: Vec<(String, TicketRef)> = Vec::new();
+    let mut add = |plan: &mut Plan, milestone: Milestone, tickets: &[TicketRef]| {
+        let marker = milestone.marker();
+        let fresh: Vec<TicketRef> = tickets
+            .iter()
+            .filter(|t| !seen.iter().any(|(m, s)| *m == marker && s == *t))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        seen.extend(fresh.iter().map(|t| (marker.clone(), t.clone())));
+        plan.push((milestone, fresh));
+    };
+    for s in scanned {
+        let tickets = references([s.item.title.as_str(), s.item.body.as_str()], patterns);
+        if tickets.is_empty() {
+            continue;
+        }
+        let item = ItemRef {
+            scope: scope.to_string(),
+            name: match (repository, s.item.number) {
+                (Some(repository), Some(_)) => format!("{repository}{}", s.item.id),
+                _ => s.item.id.clone(),
+            },
+            title: s.item.title.clone(),
+            url: Some(s.item.url.clone()).filter(|u| !u.is_empty()),
+        };
+        if s.open || s.sprint.is_some() {
+            add(&mut plan, Milestone::Backlog(item.clone()), &tickets);
+        }
+        if let Some(sprint) = s.sprint {
+            add(&mut plan, Milestone::Sprint(item, sprint), &tickets);
+        }
+    }
+    // Every backlog note before any sprint note.
+    plan.sort_by_key(|(m, _)| matches!(m, Milestone::Sprint(..)));
+    plan
+}
+
+/// The work items' milestones: the open issues of the work source (the backlog) and the
+/// issues of the current sprint's milestone, iteration or sprint (`[announce] milestone`,
+/// `[announce] jira_board`), for the tickets their titles and descriptions reference.
+/// `repository` is the one whose issues are read (GitHub `owner/name`, GitLab path).
+pub async fn scan(ctx: &Ctx<'_>, repository: Option<&str>) -> Result<Plan> {
     let s = ctx.settings;
-    let facts = change::facts_with_references(ctx, commit)?;
-    let plan = work_plan(&facts, &s.file.sync.patterns());
-    if s.dry_run || plan.is_empty() {
-        let (report, warnings) = write(s, &Desks::default(), &plan).await;
-        let warnings = if s.dry_run { Vec::new() } else { warnings };
+    let section = &s.file.announce;
+    let source = source_of(s);
+    let jira = match &s.backend_config() {
+        Ok(crate::settings::BackendConfig::Jira(c)) => Some(c.access.clone()),
+        _ => None,
+    };
+    let sources = work::Sources {
+        forge: ctx.forge,
+        repository,
+        forge_kind: None,
+        jira: jira.as_ref(),
+        budget: &s.budget,
+    };
+    let window = SprintWindow::of(&s.calendar, s.now, Which::Current);
+    let (backlog, _) = work::open_issues(&sources, source).await?;
+    let sprint = work::issues(
+        &sources,
+        source,
+        &section.milestone,
+        section.jira_board,
+        window,
+    )
+    .await?;
+    let sprint_ref = SprintRef {
+        number: window.number,
+        first_day: window.first_day(),
+        last_day: window.last_day(),
+    };
+    let mut scanned: Vec<Scanned<'_>> = Vec::new();
+    for item in backlog.iter().filter(|i| !i.is_pull_request) {
+        let in_sprint = sprint.items.iter().any(|i| i.id == item.id);
+        scanned.push(Scanned {
+            item,
+            open: true,
+            sprint: in_sprint.then_some(sprint_ref),
+        });
+    }
+    // Pull/merge requests have their own steps (opened, merged).
+    for item in sprint.items.iter().filter(|i| !i.is_pull_request) {
+        if !backlog.iter().any(|b| b.id == item.id) {
+            scanned.push(Scanned {
+                item,
+                open: item.state == work::ItemState::Open,
+                sprint: Some(sprint_ref),
+            });
+        }
+    }
+    let scope = match (source, repository) {
+        (WorkSourceKind::JiraSprint, _) | (_, None) => {
+            format!("jira-board-{}", section.jira_board.unwrap_or(0))
+        }
+        (_, Some(repository)) => repository.to_string(),
+    };
+    let shown = (source != WorkSourceKind::JiraSprint)
+        .then_some(repository)
+        .flatten();
+    Ok(scan_plan(&scope, shown, &scanned, &s.file.sync.patterns()))
+}
+
+/// Writes `plan` (or, in a dry run, only says what it would write).
+async fn outcome(
+    settings: &Settings,
+    plan: &Plan,
+    mut warnings: Vec<String>,
+) -> Result<SyncOutcome> {
+    if settings.dry_run || plan.is_empty() {
+        let (report, _) = write(settings, &Desks::default(), plan).await;
         return Ok(SyncOutcome {
             report,
             warnings,
             exit: Exit::Pass,
         });
     }
-    let desks = crate::itsm::desks(s)?;
-    let (report, warnings) = write(s, &desks, &plan).await;
+    let desks = crate::itsm::desks(settings)?;
+    let (report, more) = write(settings, &desks, plan).await;
+    warnings.extend(more);
     Ok(SyncOutcome {
         report,
         warnings,
         exit: Exit::Pass,
     })
+}
+
+/// `changegate sync`: the milestones this pipeline's work reached, written to the tickets
+/// it references; with `[announce] source` set, the backlog and sprint milestones of the
+/// source's issues too ([`scan`]). Needs no backend: the facts come from the pipeline
+/// alone. A source that cannot be read is a warning: the work's own milestones are still
+/// written.
+pub async fn run(ctx: &Ctx<'_>, commit: Option<&str>) -> Result<SyncOutcome> {
+    let s = ctx.settings;
+    let facts = change::facts_with_references(ctx, commit)?;
+    let mut warnings = Vec::new();
+    let mut plan = Vec::new();
+    if s.file.announce.source.is_some() {
+        match scan(ctx, facts.repository.as_deref()).await {
+            Ok(found) => plan = found,
+            Err(e) => warnings.push(format!(
+                "the backlog and the sprint were not scanned for tickets: {e:#}"
+            )),
+        }
+    }
+    plan.extend(work_plan(&facts, &s.file.sync.patterns()));
+    outcome(s, &plan, warnings).await
+}
+
+/// `serve` on an issue event: the backlog and sprint milestones of `repository`'s issues
+/// ([`scan`]); the source is `[announce] source`, else the platform's milestone.
+pub async fn run_scan(ctx: &Ctx<'_>, repository: &str) -> Result<SyncOutcome> {
+    let plan = scan(ctx, Some(repository)).await?;
+    outcome(ctx.settings, &plan, Vec::new()).await
 }
 
 #[cfg(test)]

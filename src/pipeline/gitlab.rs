@@ -89,8 +89,16 @@ pub fn detect(vars: &dyn Vars) -> Result<Detected> {
             .get(env::CI_COMMIT_AUTHOR)
             .and_then(|a| email_in(&a).map(str::to_string))
             .map(|e| Author::email(&e)),
-        // The head commit's whole message: work items are often named below the subject.
-        texts: vars.get(env::CI_COMMIT_MESSAGE).into_iter().collect(),
+        // The head commit's whole message: work items are often named below the subject;
+        // a merge request's description names its tickets.
+        texts: vars
+            .get(env::CI_COMMIT_MESSAGE)
+            .into_iter()
+            .chain(
+                vars.get(env::CI_MERGE_REQUEST_DESCRIPTION)
+                    .filter(|_| vars.get(env::CI_MERGE_REQUEST_IID).is_some()),
+            )
+            .collect(),
         claimed_review: None,
     })
 }

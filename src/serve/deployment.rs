@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Server;
-use super::github::{DeploymentStatus, ProtectionRule, PullRequestEvent, Repository};
+use super::github::{DeploymentStatus, IssuesEvent, ProtectionRule, PullRequestEvent, Repository};
 use crate::domain::Outcome;
 use crate::env::{self, Snapshot, Vars};
 use crate::flow::change::ChangeRequest;
@@ -524,6 +524,59 @@ async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>
         forge: &forge,
     };
     let done = flow::sync::run(&ctx, Some(&head.sha)).await?;
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        repository = %event.repository.full_name,
+        notes = done.report.lines.len(),
+        "tickets synced"
+    );
+    Ok(())
+}
+
+/// An `issues` delivery: the repository's backlog and sprint scanned for tickets
+/// ([`flow::sync::run_scan`]), when the repository's config enables `[sync]`. Failures are
+/// logged.
+pub(super) async fn sync_issues(server: Arc<Server>, event: IssuesEvent, payload: Arc<str>) {
+    if let Err(e) = sync_issues_inner(&server, &event, payload).await {
+        tracing::warn!(
+            repository = %event.repository.full_name,
+            "tickets not updated: {e:#}"
+        );
+    }
+}
+
+async fn sync_issues_inner(server: &Server, event: &IssuesEvent, payload: Arc<str>) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
+    // An issue names no commit: the run is one of the default branch.
+    let d = Delivery {
+        event: "issues",
+        repository: &event.repository,
+        sha: "",
+        git_ref: Some(&event.repository.default_branch),
+        environment: &server.settings.environment,
+        installation: event.installation.id,
+        run_id: None,
+        payload,
+    };
+    let token = token(server, &d).await?;
+    let settings = settings(server, &d, &token).await?;
+    if !settings.file.sync.enabled {
+        return Ok(());
+    }
+    let forge = Forge::new(&settings);
+    let ctx = Ctx {
+        settings: &settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let done = flow::sync::run_scan(&ctx, &event.repository.full_name).await?;
     for warning in &done.warnings {
         tracing::warn!("{warning}");
     }

@@ -84,6 +84,22 @@ pub(super) struct Head {
     pub git_ref: Option<String>,
 }
 
+/// The part of an `issues` delivery changegate reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct IssuesEvent {
+    pub action: String,
+    pub issue: IssueBody,
+    pub repository: Repository,
+    pub installation: Installation,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct IssueBody {
+    /// Present when the issue is a pull request (its own steps come by `pull_request`).
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
 /// What became of a delivery: its HTTP answer and its metric label.
 enum Answer {
     /// No signature, or a wrong one: nothing was done.
@@ -149,6 +165,7 @@ fn event_label(event: &str) -> &'static str {
         "deployment_protection_rule" => "deployment_protection_rule",
         "deployment_status" => "deployment_status",
         "pull_request" => "pull_request",
+        "issues" => "issues",
         "ping" => "ping",
         _ => "other",
     }
@@ -203,6 +220,7 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8], event: &
         "deployment_protection_rule" => protection_rule(server, delivery, body).await,
         "deployment_status" => deployment_status(server, delivery, body).await,
         "pull_request" => pull_request(server, delivery, body).await,
+        "issues" => issues(server, delivery, body).await,
         _ => Answer::Ignored,
     }
 }
@@ -316,6 +334,37 @@ async fn pull_request(server: &Arc<Server>, delivery: &str, body: &[u8]) -> Answ
         Some(true) => {}
     }
     server.tasks.spawn(deployment::sync(
+        server.clone(),
+        event,
+        std::sync::Arc::from(text),
+    ));
+    Answer::Accepted
+}
+
+/// An issue opened, edited, reopened or put in a milestone: the repository's backlog and
+/// sprint are scanned for the tickets their issues reference, when the repository's
+/// default-branch config says `[sync] enabled`.
+async fn issues(server: &Arc<Server>, delivery: &str, body: &[u8]) -> Answer {
+    let event: IssuesEvent = match serde_json::from_slice(body) {
+        Ok(event) => event,
+        Err(e) => return Answer::BadRequest(format!("not an issues payload: {e}")),
+    };
+    let acts = matches!(
+        event.action.as_str(),
+        "opened" | "edited" | "reopened" | "milestoned"
+    );
+    if !acts || event.issue.pull_request.is_some() {
+        return Answer::Ignored;
+    }
+    match claim(server, "github-delivery", delivery).await {
+        None => return Answer::Unavailable,
+        Some(false) => return Answer::Duplicate,
+        Some(true) => {}
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Answer::BadRequest("the payload is not UTF-8".into());
+    };
+    server.tasks.spawn(deployment::sync_issues(
         server.clone(),
         event,
         std::sync::Arc::from(text),

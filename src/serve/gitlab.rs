@@ -164,6 +164,8 @@ fn event_label(event: &str) -> &'static str {
     match event {
         "Deployment Hook" => "deployment",
         "Job Hook" => "job",
+        "Merge Request Hook" => "merge_request",
+        "Issue Hook" => "issue",
         _ => "other",
     }
 }
@@ -185,6 +187,41 @@ struct Hook {
 #[derive(Debug, Deserialize)]
 struct HookProject {
     id: u64,
+}
+
+/// The part of a merge request or issue hook changegate reads (api-contracts-2.md §3.8).
+#[derive(Debug, Deserialize)]
+struct WorkHook {
+    object_kind: String,
+    project: HookProject,
+    object_attributes: WorkAttributes,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkAttributes {
+    #[serde(default)]
+    iid: Option<u64>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    source_branch: Option<String>,
+    #[serde(default)]
+    target_branch: Option<String>,
+    #[serde(default)]
+    last_commit: Option<LastCommit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LastCommit {
+    id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 pub(super) async fn webhook(
@@ -216,6 +253,9 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answe
         Ok(hook) => hook,
         Err(e) => return Answer::BadRequest(format!("not a GitLab hook payload: {e}")),
     };
+    if hook.object_kind == "merge_request" || hook.object_kind == "issue" {
+        return work_hook(server, headers, body).await;
+    }
     if hook.object_kind != "deployment" && hook.object_kind != "build" {
         return Answer::Ignored;
     }
@@ -261,6 +301,134 @@ async fn handle(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answe
         .tasks
         .spawn(poll_project(server.clone(), project.to_string()));
     answer
+}
+
+/// A merge request opened or reopened (its tickets hear it was opened), or an issue opened,
+/// updated or reopened (the project's backlog and sprint scanned): `sync`, when the
+/// project's default-branch config says `[sync] enabled`. A hook GitLab delivers again
+/// (the same `Idempotency-Key` or event UUID) is taken once; the notes' markers keep any
+/// other repeat from writing twice.
+async fn work_hook(server: &Arc<Server>, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let hook: WorkHook = match serde_json::from_slice(body) {
+        Ok(hook) => hook,
+        Err(e) => return Answer::BadRequest(format!("not a merge request or issue hook: {e}")),
+    };
+    let action = hook.object_attributes.action.as_deref().unwrap_or_default();
+    let acts = match hook.object_kind.as_str() {
+        "merge_request" => {
+            matches!(action, "open" | "reopen") && hook.object_attributes.last_commit.is_some()
+        }
+        _ => matches!(action, "open" | "update" | "reopen"),
+    };
+    if !acts {
+        return Answer::Ignored;
+    }
+    let delivery = ["idempotency-key", "x-gitlab-event-uuid"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .filter(|d| !d.trim().is_empty());
+    if let Some(delivery) = delivery {
+        let key: String = delivery.chars().take(128).collect();
+        match super::deployment::claim(server, "gitlab-delivery", &key).await {
+            None => return Answer::Unavailable,
+            Some(false) => return Answer::Duplicate,
+            Some(true) => {}
+        }
+    }
+    server.tasks.spawn(sync_work(server.clone(), hook));
+    Answer::Accepted
+}
+
+async fn sync_work(server: Arc<Server>, hook: WorkHook) {
+    if let Err(e) = sync_work_inner(&server, &hook).await {
+        tracing::warn!(project = hook.project.id, "tickets not updated: {e:#}");
+    }
+}
+
+async fn sync_work_inner(server: &Server, hook: &WorkHook) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
+    let gitlab = server.gitlab.as_ref().context("GitLab is not configured")?;
+    let budget = Budget::default();
+    let http = HttpClient::new("GitLab", &budget)?;
+    let api = Approvals::new(&http, &gitlab.api, gitlab.token.clone());
+    let project = api.project(&hook.project.id.to_string()).await?;
+    let branch = project
+        .default_branch
+        .clone()
+        .context("the project has no default branch, so no config governs it")?;
+    let a = &hook.object_attributes;
+    let merge_request = hook.object_kind == "merge_request";
+    let sha = a.last_commit.as_ref().map(|c| c.id.as_str());
+    let mut env = project_env(server, gitlab, &project).with(
+        env::CI_COMMIT_REF_NAME,
+        a.source_branch.as_deref().unwrap_or(branch.as_str()),
+    );
+    if let Some(sha) = sha.filter(|_| merge_request) {
+        env = env.with(env::CI_COMMIT_SHA, sha);
+    }
+    if merge_request && let Some(iid) = a.iid {
+        env = env.with(env::CI_MERGE_REQUEST_IID, iid.to_string()).with(
+            env::CI_MERGE_REQUEST_TITLE,
+            a.title.as_deref().unwrap_or_default(),
+        );
+        let optional = [
+            (env::CI_MERGE_REQUEST_DESCRIPTION, a.description.as_deref()),
+            (
+                env::CI_MERGE_REQUEST_SOURCE_BRANCH_NAME,
+                a.source_branch.as_deref(),
+            ),
+            (
+                env::CI_MERGE_REQUEST_TARGET_BRANCH_NAME,
+                a.target_branch.as_deref(),
+            ),
+            (env::CI_MERGE_REQUEST_SOURCE_BRANCH_SHA, sha),
+            (
+                env::CI_COMMIT_TITLE,
+                a.last_commit.as_ref().and_then(|c| c.title.as_deref()),
+            ),
+            (
+                env::CI_COMMIT_MESSAGE,
+                a.last_commit.as_ref().and_then(|c| c.message.as_deref()),
+            ),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                env = env.with(name, value);
+            }
+        }
+    }
+    let early = Budget::default();
+    let governing = default_config::gitlab_default_branch_config(&env, &branch, &early).await?;
+    let settings = resolve(server, &env, &governing, &server.settings.environment)?;
+    settings.budget.absorb(&early);
+    if !settings.file.sync.enabled {
+        return Ok(());
+    }
+    let forge = crate::forge::Forge::new(&settings);
+    let ctx = crate::flow::Ctx {
+        settings: &settings,
+        workdir: &server.workdir,
+        forge: &forge,
+    };
+    let done = if merge_request {
+        crate::flow::sync::run(&ctx, sha).await?
+    } else {
+        crate::flow::sync::run_scan(&ctx, &project.path_with_namespace).await?
+    };
+    for warning in &done.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        project = %project.path_with_namespace,
+        notes = done.report.lines.len(),
+        "tickets synced"
+    );
+    Ok(())
 }
 
 /// Polls every project watched each `--gitlab-poll`, until the server stops.
@@ -503,22 +671,9 @@ async fn protect_inner(server: &Server, wait: &PendingWait) -> Result<()> {
 /// The deployment's run environment: a GitLab CI job of the deployment's commit, as the
 /// pipeline step would see it (the same project path, so the same correlation key).
 fn run_env(server: &Server, gitlab: &Gitlab, project: &Project, d: &BlockedDeployment) -> Snapshot {
-    let mut run = server
-        .env
-        .clone()
-        .retain(server_own)
-        .with(env::GITLAB_CI, "true")
-        .with(env::CI_API_V4_URL, gitlab.api.as_str())
-        .with(env::CI_PROJECT_ID, project.id.to_string())
-        .with(env::CI_PROJECT_PATH, project.path_with_namespace.as_str())
+    let mut run = project_env(server, gitlab, project)
         .with(env::CI_COMMIT_SHA, d.sha.as_str())
         .with(env::CI_ENVIRONMENT_NAME, d.environment.name.as_str());
-    if let Some(branch) = &project.default_branch {
-        run = run.with(env::CI_DEFAULT_BRANCH, branch.as_str());
-    }
-    if let Some(web) = &project.web_url {
-        run = run.with(env::CI_PROJECT_URL, web.as_str());
-    }
     if let Some(git_ref) = &d.git_ref {
         run = run.with(env::CI_COMMIT_REF_NAME, git_ref.as_str());
     }
@@ -552,6 +707,46 @@ fn run_env(server: &Server, gitlab: &Gitlab, project: &Project, d: &BlockedDeplo
     run
 }
 
+/// A GitLab CI job of `project`, as far as the project names it: the server's own variables
+/// kept, the CI ones the project's.
+fn project_env(server: &Server, gitlab: &Gitlab, project: &Project) -> Snapshot {
+    let mut run = server
+        .env
+        .clone()
+        .retain(server_own)
+        .with(env::GITLAB_CI, "true")
+        .with(env::CI_API_V4_URL, gitlab.api.as_str())
+        .with(env::CI_PROJECT_ID, project.id.to_string())
+        .with(env::CI_PROJECT_PATH, project.path_with_namespace.as_str());
+    if let Some(branch) = &project.default_branch {
+        run = run.with(env::CI_DEFAULT_BRANCH, branch.as_str());
+    }
+    if let Some(web) = &project.web_url {
+        run = run.with(env::CI_PROJECT_URL, web.as_str());
+    }
+    run
+}
+
+/// The run's settings from its environment and governing config: the server's flags and
+/// backend, `environment`.
+fn resolve(
+    server: &Server,
+    env: &Snapshot,
+    governing: &default_config::Governing,
+    environment: &str,
+) -> Result<Settings> {
+    let mut args = server.global.clone();
+    args.config = None;
+    args.environment = Some(environment.to_string());
+    args.service = None;
+    args.mode = None;
+    args.github_token = None;
+    args.dotenv = None;
+    args.backend = Some(server.settings.backend);
+    args.ledger = Some(server.settings.ledger_path.clone());
+    Settings::resolve_with(&args, env, &server.workdir, Some(governing), None)
+}
+
 /// The run's settings: the server's flags and backend, the project's default-branch
 /// config, the deployment's environment.
 async fn settings(server: &Server, gitlab: &Gitlab, held: &Held) -> Result<Settings> {
@@ -563,16 +758,7 @@ async fn settings(server: &Server, gitlab: &Gitlab, held: &Held) -> Result<Setti
         .context("the project has no default branch, so no config governs it")?;
     let early = Budget::default();
     let governing = default_config::gitlab_default_branch_config(&env, branch, &early).await?;
-    let mut args = server.global.clone();
-    args.config = None;
-    args.environment = Some(held.deployment.environment.name.clone());
-    args.service = None;
-    args.mode = None;
-    args.github_token = None;
-    args.dotenv = None;
-    args.backend = Some(server.settings.backend);
-    args.ledger = Some(server.settings.ledger_path.clone());
-    let settings = Settings::resolve_with(&args, &env, &server.workdir, Some(&governing), None)?;
+    let settings = resolve(server, &env, &governing, &held.deployment.environment.name)?;
     settings.budget.absorb(&early);
     Ok(settings)
 }

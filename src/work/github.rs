@@ -18,6 +18,7 @@ pub(super) async fn read(
     repository: &str,
     pattern: &str,
     sprint: SprintWindow,
+    join: bool,
 ) -> anyhow::Result<SprintWork> {
     let reader = connect(forge, repository).await?;
     let fail = |e| anyhow::anyhow!("cannot read the milestones of {repository} on GitHub: {e}");
@@ -68,7 +69,7 @@ pub(super) async fn read(
         .map_err(|e| anyhow::anyhow!("cannot read the issues of milestone {number}: {e}"))?;
     cut_short |= cut;
     work.items = issues.iter().filter_map(item).collect();
-    if !work.items.is_empty() {
+    if join && !work.items.is_empty() {
         let since = sprint.start - (sprint.end - sprint.start);
         let (prs, branches, cut) = listings(&reader, since).await?;
         cut_short |= cut;
@@ -76,6 +77,29 @@ pub(super) async fn read(
     }
     work.cut_short = cut_short;
     Ok(work)
+}
+
+/// The repository's open issues (pull requests left out), newest first.
+pub(super) async fn open_issues(
+    forge: &Forge<'_>,
+    repository: &str,
+) -> anyhow::Result<(Vec<WorkItem>, bool)> {
+    let reader = connect(forge, repository).await?;
+    let (issues, cut_short) = reader
+        .pages(
+            "/issues?state=open&per_page=100",
+            MAX_PAGES,
+            "issues: read",
+            |_| true,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the open issues of {repository}: {e}"))?;
+    let items = issues
+        .iter()
+        .filter_map(item)
+        .filter(|i| !i.is_pull_request)
+        .collect();
+    Ok((items, cut_short))
 }
 
 /// The repository's pull requests updated since `since` and its branches.

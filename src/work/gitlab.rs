@@ -24,6 +24,7 @@ pub(super) async fn read(
     pattern: &str,
     sprint: SprintWindow,
     iteration: bool,
+    join: bool,
 ) -> anyhow::Result<SprintWork> {
     let reader = Reader::connect(forge, project)?;
     let what = if iteration {
@@ -82,7 +83,7 @@ pub(super) async fn read(
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the issues of {title:?} on GitLab: {e}"))?;
     work.items = issues.iter().filter_map(issue).collect();
-    if !iteration {
+    if !iteration && join {
         let mrs = reader
             .all(&format!("/merge_requests?{filter}&state=all&scope=all"))
             .await
@@ -91,12 +92,25 @@ pub(super) async fn read(
             })?;
         work.items.extend(mrs.iter().filter_map(merge_request_item));
     }
-    if !work.items.is_empty() {
+    if join && !work.items.is_empty() {
         let since = sprint.start - (sprint.end - sprint.start);
         let (prs, branches) = listings(&reader, project, since).await?;
         link(&mut work.items, &prs, &branches);
     }
     Ok(work)
+}
+
+/// The project's open issues.
+pub(super) async fn open_issues(
+    forge: &Forge<'_>,
+    project: &str,
+) -> anyhow::Result<(Vec<WorkItem>, bool)> {
+    let reader = Reader::connect(forge, project)?;
+    let issues = reader
+        .all("/issues?state=opened&scope=all")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the open issues of {project} on GitLab: {e}"))?;
+    Ok((issues.iter().filter_map(issue).collect(), false))
 }
 
 /// The project's merge requests updated since `since` and its branches.

@@ -300,15 +300,59 @@ pub async fn read(
     board: Option<u64>,
     sprint: SprintWindow,
 ) -> anyhow::Result<SprintWork> {
+    read_with(sources, source, pattern, board, sprint, true).await
+}
+
+/// The issues in `sprint`'s milestone (iteration, sprint) of `source`, as [`read`] finds
+/// them, without the pull/merge requests: no join, and no merge request put in a GitLab
+/// milestone (what `sync` needs for the "entered sprint N" step).
+pub async fn issues(
+    sources: &Sources<'_, '_>,
+    source: WorkSourceKind,
+    pattern: &str,
+    board: Option<u64>,
+    sprint: SprintWindow,
+) -> anyhow::Result<SprintWork> {
+    read_with(sources, source, pattern, board, sprint, false).await
+}
+
+/// The open issues of `source`'s repository (GitHub, GitLab), in or out of any milestone:
+/// the backlog `sync` scans. A Jira Software source has none here (its board's backlog is
+/// not read: the sprint's issues are). `true` with them when the listing was cut short.
+pub async fn open_issues(
+    sources: &Sources<'_, '_>,
+    source: WorkSourceKind,
+) -> anyhow::Result<(Vec<WorkItem>, bool)> {
+    match source {
+        WorkSourceKind::GithubMilestone => {
+            let repository = repository(sources, "GITHUB_REPOSITORY")?;
+            github::open_issues(sources.forge, repository).await
+        }
+        WorkSourceKind::GitlabMilestone | WorkSourceKind::GitlabIteration => {
+            let repository = repository(sources, "CI_PROJECT_PATH")?;
+            gitlab::open_issues(sources.forge, repository).await
+        }
+        WorkSourceKind::JiraSprint => Ok((Vec::new(), false)),
+    }
+}
+
+async fn read_with(
+    sources: &Sources<'_, '_>,
+    source: WorkSourceKind,
+    pattern: &str,
+    board: Option<u64>,
+    sprint: SprintWindow,
+    join: bool,
+) -> anyhow::Result<SprintWork> {
     let mut work = match source {
         WorkSourceKind::GithubMilestone => {
             let repository = repository(sources, "GITHUB_REPOSITORY")?;
-            github::read(sources.forge, repository, pattern, sprint).await?
+            github::read(sources.forge, repository, pattern, sprint, join).await?
         }
         WorkSourceKind::GitlabMilestone | WorkSourceKind::GitlabIteration => {
             let repository = repository(sources, "CI_PROJECT_PATH")?;
             let iteration = source == WorkSourceKind::GitlabIteration;
-            gitlab::read(sources.forge, repository, pattern, sprint, iteration).await?
+            gitlab::read(sources.forge, repository, pattern, sprint, iteration, join).await?
         }
         WorkSourceKind::JiraSprint => {
             let Some(access) = sources.jira else {
@@ -323,6 +367,7 @@ pub async fn read(
             };
             let mut work = jira::read(access, sources.budget, board, pattern, sprint).await?;
             if let (Some(repository), Some(kind)) = (sources.repository, sources.forge_kind)
+                && join
                 && !work.items.is_empty()
             {
                 let since = sprint.start - (sprint.end - sprint.start);

@@ -52,6 +52,9 @@ struct GhState {
     callbacks: Vec<Value>,
     minted: usize,
     check_runs: Vec<Value>,
+    /// The repository's milestones and issues (`sync` on `issues` deliveries).
+    milestones: Vec<Value>,
+    issues: Vec<Value>,
 }
 
 struct FakeGitHub {
@@ -139,6 +142,57 @@ impl FakeGitHub {
                     (Some(text), true) => ResponseTemplate::new(200).set_body_string(text.clone()),
                     _ => ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"})),
                 }
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/milestones")))
+            .respond_with(move |req: &Request| {
+                if bearer(req).as_deref() != Some(TOKEN) {
+                    return unauthorized();
+                }
+                ResponseTemplate::new(200).set_body_json(&s.lock().unwrap().milestones)
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        let watch = server.watch();
+        Mock::given(method("GET"))
+            .and(path(format!("{repo}/issues")))
+            .respond_with(move |req: &Request| {
+                if bearer(req).as_deref() != Some(TOKEN) {
+                    return unauthorized();
+                }
+                let q: std::collections::BTreeMap<String, String> =
+                    req.url.query_pairs().into_owned().collect();
+                let st = s.lock().unwrap();
+                let list: Vec<Value> =
+                    match (q.get("state").map(String::as_str), q.get("milestone")) {
+                        (Some("open"), None) => st
+                            .issues
+                            .iter()
+                            .filter(|i| i["state"] == "open")
+                            .cloned()
+                            .collect(),
+                        (Some("all"), Some(m)) => st
+                            .issues
+                            .iter()
+                            .filter(|i| {
+                                i["milestone"]["number"]
+                                    .as_u64()
+                                    .map(|n| n.to_string())
+                                    .as_ref()
+                                    == Some(m)
+                            })
+                            .cloned()
+                            .collect(),
+                        _ => {
+                            watch.flag(format!("issues listed with {q:?}"));
+                            Vec::new()
+                        }
+                    };
+                ResponseTemplate::new(200).set_body_json(list)
             })
             .mount(&server)
             .await;
@@ -917,5 +971,130 @@ async fn a_pull_request_delivery_notes_its_ticket_once() {
         notes[0]
     );
     assert_eq!(sn.lock().unwrap().writes(), 1);
+    assert_eq!(serve.stop(), Some(0));
+}
+
+/// `issues` deliveries on a repository whose config enables `[sync]`: an issue referencing
+/// INC0010001 opened (the backlog note), then put in the sprint's milestone (the sprint
+/// note); a redelivery, an edit and a pull request's issue event write nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_deliveries_note_the_backlog_and_the_sprint_once() {
+    // `{n}`-less: the milestone titled "Current" is the sprint's, whatever today is.
+    let gh = FakeGitHub::start(Some(
+        "[sync]\nenabled = true\n[announce]\nmilestone = \"Current\"\n",
+    ))
+    .await;
+    gh.state.lock().unwrap().milestones = vec![json!({
+        "number": 3, "title": "Current", "state": "open", "due_on": null,
+        "html_url": "https://github.com/Codertocat/Hello-World/milestone/3"
+    })];
+    let issue = |milestone: Option<u64>| {
+        json!({
+            "number": 1, "title": "Checkout times out", "body": "Customers: INC0010001",
+            "state": "open", "labels": [],
+            "html_url": "https://github.com/Codertocat/Hello-World/issues/1",
+            "milestone": milestone.map(|n| json!({"number": n, "title": "Current", "due_on": null}))
+        })
+    };
+    gh.state.lock().unwrap().issues = vec![issue(None)];
+    let (sn_server, sn) = crate::sync::servicenow_tickets().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(
+        dir.path(),
+        &gh.server.uri(),
+        &[
+            ("CHANGEGATE_SERVICENOW_URL", sn_server.uri().as_str()),
+            ("CHANGEGATE_SERVICENOW_USER", crate::sync::SN_USER),
+            ("CHANGEGATE_SERVICENOW_PASSWORD", crate::sync::SN_PASSWORD),
+        ],
+    );
+    let payload = |action: &str, issue: Value| {
+        let mut body = json!({
+            "action": action,
+            "issue": issue,
+            "repository": {"full_name": OWNER_REPO, "default_branch": "master",
+                           "html_url": "https://github.com/Codertocat/Hello-World"},
+            "sender": {"login": "Codertocat"},
+            "installation": {"id": 1}
+        });
+        if action == "milestoned" {
+            body["milestone"] = body["issue"]["milestone"].clone();
+        }
+        body.to_string().into_bytes()
+    };
+    let notes = || sn.lock().unwrap().notes("INC0010001", "work_notes");
+    let until = |count: usize| {
+        let serve = &serve;
+        async move {
+            let started = Instant::now();
+            while serve.log().matches("tickets synced").count() < count {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{}",
+                    serve.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        signed(&serve, "issues", "is-1", &payload("opened", issue(None))).await,
+        202
+    );
+    until(1).await;
+    let first = notes();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].starts_with("Entered the backlog: Codertocat/Hello-World#1 Checkout times out"),
+        "{}",
+        first[0]
+    );
+    assert!(first[0].ends_with("[changegate:sync backlog Codertocat/Hello-World]"));
+
+    gh.state.lock().unwrap().issues = vec![issue(Some(3))];
+    assert_eq!(
+        signed(
+            &serve,
+            "issues",
+            "is-2",
+            &payload("milestoned", issue(Some(3)))
+        )
+        .await,
+        202
+    );
+    until(2).await;
+    // Seen before: nothing; an edit: scanned, nothing new; a pull request's: ignored.
+    assert_eq!(
+        signed(
+            &serve,
+            "issues",
+            "is-2",
+            &payload("milestoned", issue(Some(3)))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        signed(&serve, "issues", "is-3", &payload("edited", issue(Some(3)))).await,
+        202
+    );
+    let mut pr = issue(Some(3));
+    pr["pull_request"] = json!({"html_url": "https://github.com/Codertocat/Hello-World/pull/1"});
+    assert_eq!(
+        signed(&serve, "issues", "is-4", &payload("opened", pr)).await,
+        202
+    );
+    until(3).await;
+    let all = notes();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[1].starts_with("Entered sprint "), "{}", all[1]);
+    assert!(all[1].contains("Codertocat/Hello-World#1 Checkout times out"));
+    assert!(all[1].contains("[changegate:sync sprint "));
+    assert_eq!(sn.lock().unwrap().writes(), 2);
+    assert!(
+        serve.log().matches("tickets synced").count() == 3,
+        "{}",
+        serve.log()
+    );
     assert_eq!(serve.stop(), Some(0));
 }

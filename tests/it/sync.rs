@@ -541,6 +541,17 @@ impl Desk {
 
     /// Runs changegate at `now`; `event` makes it a GitHub Actions run of that event.
     fn run(&self, now: &str, event: Option<(&str, &Path)>, args: &[&str]) -> Output {
+        self.run_env(now, event, args, &[])
+    }
+
+    /// [`Desk::run`] with more variables (set last: they win).
+    fn run_env(
+        &self,
+        now: &str,
+        event: Option<(&str, &Path)>,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Output {
         let mut cmd = changegate(self.dir());
         cmd.env("CHANGEGATE_NOW", now)
             .env("CHANGEGATE_LEDGER", &self.ledger)
@@ -568,7 +579,10 @@ impl Desk {
                     .env("GITHUB_REF", "refs/heads/main");
             }
         }
-        cmd.args(args).output().expect("changegate runs")
+        cmd.envs(vars.iter().copied())
+            .args(args)
+            .output()
+            .expect("changegate runs")
     }
 
     /// [`Desk::run`], requiring exit code `code`; returns stderr.
@@ -766,4 +780,205 @@ async fn a_dry_run_and_a_pull_request_without_tickets_write_nothing() {
     assert_eq!(doc["lines"], json!([]));
     assert!(d.sn().log.is_empty() && d.jira().log.is_empty());
     assert!(tidy.sn().log.is_empty() && tidy.jira().log.is_empty());
+}
+
+// ---- the backlog and the sprint: a GitHub repository's issues and milestones --------------
+
+const GH_TOKEN: &str = "ghs_sync_issues";
+
+#[derive(Debug, Default)]
+struct GhIssues {
+    milestones: Vec<Value>,
+    issues: Vec<Value>,
+    log: Vec<String>,
+}
+
+fn answer_issues(gh: &Mutex<GhIssues>, watch: &Watch, req: &Request) -> ResponseTemplate {
+    let auth = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != format!("Bearer {GH_TOKEN}") && auth != format!("token {GH_TOKEN}") {
+        return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+    }
+    let mut g = gh.lock().unwrap();
+    g.log.push(format!("{} {}", req.method, req.url));
+    let pairs: BTreeMap<String, String> = req.url.query_pairs().into_owned().collect();
+    for k in pairs.keys() {
+        if !matches!(k.as_str(), "state" | "milestone" | "per_page" | "page") {
+            watch.flag(format!("unknown query term {k} on {}", req.url.path()));
+        }
+    }
+    let state = pairs.get("state").map(String::as_str);
+    match (req.method.as_str(), req.url.path()) {
+        ("GET", "/repos/acme/shop/milestones") => {
+            ResponseTemplate::new(200).set_body_json(&g.milestones)
+        }
+        ("GET", "/repos/acme/shop/issues") => {
+            let list: Vec<Value> = match (pairs.get("milestone"), state) {
+                (Some(m), Some("all")) => g
+                    .issues
+                    .iter()
+                    .filter(|i| {
+                        i["milestone"]["number"].as_u64().map(|n| n.to_string()) == Some(m.clone())
+                    })
+                    .cloned()
+                    .collect(),
+                (None, Some("open")) => g
+                    .issues
+                    .iter()
+                    .filter(|i| i["state"] == "open")
+                    .cloned()
+                    .collect(),
+                _ => {
+                    watch.flag(format!("issues listed with {pairs:?}"));
+                    Vec::new()
+                }
+            };
+            ResponseTemplate::new(200).set_body_json(list)
+        }
+        _ => watch.unexpected(req),
+    }
+}
+
+async fn github_issues(gh: Arc<Mutex<GhIssues>>) -> Remote {
+    let remote = Remote::start().await;
+    let watch = remote.watch();
+    Mock::given(any())
+        .respond_with(move |req: &Request| answer_issues(&gh, &watch, req))
+        .mount(&remote)
+        .await;
+    remote
+}
+
+fn gh_issue(number: u64, title: &str, body: &str, milestone: Option<u64>) -> Value {
+    json!({"number": number, "title": title, "body": body, "state": "open",
+        "html_url": format!("https://github.com/acme/shop/issues/{number}"), "labels": [],
+        "milestone": milestone.map(|n| json!({"number": n, "title": format!("Sprint {n}"),
+            "due_on": "2026-03-15T07:00:00Z", "state": "open"}))})
+}
+
+/// An issue referencing `INC0010001` is created, then put in the sprint's milestone: one
+/// note at "entered the backlog", one at "entered sprint 1"; re-runs write nothing more,
+/// and neither a pull request among the issues nor an issue of another sprint counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_enters_the_backlog_then_the_sprint_one_note_each() {
+    let d = Desk::start(
+        "[announce]\nsource = \"github-milestone\"\nmilestone = \"Sprint {n}\"\n",
+        "Tidy the README",
+    )
+    .await;
+    let gh = Arc::new(Mutex::new(GhIssues::default()));
+    gh.lock().unwrap().milestones = vec![
+        json!({"number": 1, "title": "Sprint 1", "due_on": "2026-03-15T07:00:00Z", "state": "open",
+            "html_url": "https://github.com/acme/shop/milestone/1"}),
+        json!({"number": 2, "title": "Sprint 2", "due_on": "2026-03-29T07:00:00Z", "state": "open",
+            "html_url": "https://github.com/acme/shop/milestone/2"}),
+    ];
+    let api = github_issues(gh.clone()).await;
+    let mut pr = gh_issue(40, "Fix PRB0000007", "", Some(1));
+    pr["pull_request"] =
+        json!({"html_url": "https://github.com/acme/shop/pull/40", "merged_at": null});
+    gh.lock().unwrap().issues = vec![
+        gh_issue(
+            12,
+            "Checkout [code]<b>times out</b>[/code]\n",
+            "Customers report INC0010001.",
+            None,
+        ),
+        gh_issue(13, "Unrelated", "nothing referenced", Some(1)),
+        pr,
+    ];
+    let event = d.event(
+        "issues",
+        &json!({"action": "opened", "issue": gh_issue(12, "x", "", None),
+        "repository": {"full_name": "acme/shop", "default_branch": "main"}}),
+    );
+    let api_url = api.uri();
+    let vars = [
+        ("GITHUB_API_URL", api_url.as_str()),
+        ("GITHUB_TOKEN", GH_TOKEN),
+    ];
+    let sync = |now: &str| {
+        let out = d.run_env(now, Some(("issues", event.as_path())), &["sync"], &vars);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stderr}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let out = sync("2026-03-03T09:00:00Z");
+    assert!(out.contains("INC0010001 backlog: noted"), "{out}");
+    let notes = d.sn().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    // The issue's title is untrusted: its newline folded, ServiceNow's [code] defused.
+    assert_eq!(
+        notes[0],
+        "Entered the backlog: acme/shop#12 Checkout [ code ]<b>times out</b>[ /code ]\nhttps://github.com/acme/shop/issues/12\n[changegate:sync backlog acme/shop]"
+    );
+    {
+        let sn = d.sn();
+        assert_eq!(sn.writes(), 1, "{:#?}", sn.log);
+    }
+    // Once in the backlog: the next run reads the note back, writes nothing.
+    sync("2026-03-03T09:30:00Z");
+    {
+        let sn = d.sn();
+        assert_eq!(sn.writes(), 1, "{:#?}", sn.log);
+    }
+
+    // Put in another sprint's milestone: nothing; in this sprint's: "entered sprint 1".
+    gh.lock().unwrap().issues[0]["milestone"] = json!({"number": 2, "title": "Sprint 2"});
+    sync("2026-03-03T10:00:00Z");
+    assert_eq!(d.sn().writes(), 1);
+    gh.lock().unwrap().issues[0]["milestone"] = json!({"number": 1, "title": "Sprint 1"});
+    let out = sync("2026-03-03T10:30:00Z");
+    assert!(out.contains("INC0010001 sprint: noted"), "{out}");
+    let notes = d.sn().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    assert_eq!(
+        notes[1],
+        "Entered sprint 1 (2026-03-02 to 2026-03-15): acme/shop#12 Checkout [ code ]<b>times out</b>[ /code ]\nhttps://github.com/acme/shop/issues/12\n[changegate:sync sprint 1 acme/shop]"
+    );
+    for minute in 0..3 {
+        sync(&format!("2026-03-04T09:0{minute}:00Z"));
+    }
+    assert_eq!(d.sn().notes("INC0010001", "work_notes").len(), 2);
+    assert_eq!(d.sn().writes(), 2);
+    // The pull request among the issues is not a work item of the backlog.
+    assert!(d.sn().notes("PRB0000007", "work_notes").is_empty());
+    assert_eq!(d.jira().writes(), 0);
+    api.verify().await;
+    d.sn_server.verify().await;
+    d.jira_server.verify().await;
+}
+
+/// The work source cannot be read: a warning; the pull request's own steps are written and
+/// the exit code stays 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_be_read_is_a_warning() {
+    let d = Desk::start(
+        "[announce]\nsource = \"github-milestone\"\n[http]\ndeadline = \"5s\"\n",
+        SQUASH,
+    )
+    .await;
+    let opened = d.pull_request(false, "Fix rounding for INC0010001", "");
+    let out = d.run_env(
+        "2026-03-02T09:00:00Z",
+        Some(("pull_request", opened.as_path())),
+        &["sync"],
+        &[("GITHUB_TOKEN", GH_TOKEN)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the backlog and the sprint were not scanned for tickets"),
+        "{stderr}"
+    );
+    assert_eq!(d.sn().notes("INC0010001", "work_notes").len(), 1);
 }

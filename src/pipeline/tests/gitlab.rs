@@ -210,3 +210,27 @@ fn minimal_variables_are_enough() {
     let err = pipeline::detect(&v, Path::new("/nonexistent"), None).unwrap_err();
     assert!(err.to_string().contains("no commit to gate"), "{err}");
 }
+
+#[test]
+fn a_merge_requests_description_is_a_text_for_tickets_a_branch_pipelines_is_not() {
+    let mut mr = merge_request_pipeline();
+    mr.insert(
+        "CI_MERGE_REQUEST_DESCRIPTION".into(),
+        "Customers saw RITM0010002.".into(),
+    );
+    let d = detect(&mr).unwrap();
+    assert_eq!(
+        d.texts,
+        [
+            "OPS-7: cache the rates (#12)\n\nCloses INC0012345",
+            "Customers saw RITM0010002."
+        ]
+    );
+    let mut branch = branch_pipeline();
+    branch.insert("CI_MERGE_REQUEST_DESCRIPTION".into(), "stale".into());
+    let d = detect(&branch).unwrap();
+    assert_eq!(
+        d.texts,
+        ["OPS-7: cache the rates (#12)\n\nCloses INC0012345"]
+    );
+}

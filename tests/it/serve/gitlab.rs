@@ -484,3 +484,232 @@ fn serve_refuses_to_start_with_half_a_gitlab_setup() {
         .stderr(predicates::str::contains("CHANGEGATE_GITLAB_TOKEN"))
         .stderr(predicates::str::contains(HOOK_TOKEN).not());
 }
+
+/// A Merge Request Hook (api-contracts-2.md §3.8) for merge request !7 of the project.
+fn merge_request_hook(action: &str) -> Value {
+    json!({
+        "object_kind": "merge_request", "event_type": "merge_request",
+        "user": {"username": "dev1", "name": "Dev One"},
+        "project": {"id": PROJECT_ID, "path_with_namespace": crate::support::gitlab::PROJECT_PATH,
+                    "web_url": "https://gitlab.example.com/group/app", "default_branch": "main"},
+        "object_attributes": {
+            "iid": 7, "title": "Fix the <b>checkout</b> timeout", "state": "opened",
+            "action": action, "description": "Customers saw INC0010001.",
+            "source_branch": "fix-timeout", "target_branch": "main", "draft": false,
+            "milestone_id": null, "url": "https://gitlab.example.com/group/app/-/merge_requests/7",
+            "last_commit": {"id": crate::support::gitlab::SHA, "title": "Fix the timeout",
+                            "message": "Fix the timeout\n", "timestamp": "2026-03-02T09:00:00+00:00"}
+        },
+        "changes": {}, "assignees": [], "reviewers": []
+    })
+}
+
+async fn keyed_hook(serve: &Serve, event: &str, body: &Value, key: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/webhooks/gitlab", serve.url))
+        .header("x-gitlab-event", event)
+        .header("x-gitlab-token", HOOK_TOKEN)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A merge request opened on a project whose config enables `[sync]`: the ticket its
+/// description references gets the "opened" note, once, however often GitLab delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_request_hook_notes_its_ticket_once() {
+    let gl = FakeGitLab::start(Some("[sync]\nenabled = true\n"), Vec::new()).await;
+    let (sn_server, sn) = crate::sync::servicenow_tickets().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_env(
+        dir.path(),
+        &[
+            ("CHANGEGATE_GITLAB_URL", gl.url().as_str()),
+            ("CHANGEGATE_GITLAB_TOKEN", BOT_TOKEN),
+            ("CHANGEGATE_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN),
+            ("CHANGEGATE_GITLAB_POLL", "1h"),
+            ("CHANGEGATE_SERVICENOW_URL", sn_server.uri().as_str()),
+            ("CHANGEGATE_SERVICENOW_USER", crate::sync::SN_USER),
+            ("CHANGEGATE_SERVICENOW_PASSWORD", crate::sync::SN_PASSWORD),
+        ],
+    );
+    let opened = merge_request_hook("open");
+    assert_eq!(
+        keyed_hook(&serve, "Merge Request Hook", &opened, "k-1").await,
+        202
+    );
+    let started = Instant::now();
+    while serve.log().matches("tickets synced").count() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("Pull request group/app#7 opened: Fix the <b>checkout</b> timeout"),
+        "{}",
+        notes[0]
+    );
+    // The link is the project's, as GitLab's API names it.
+    assert!(
+        notes[0].contains("/group/app/-/merge_requests/7\n"),
+        "{}",
+        notes[0]
+    );
+    assert!(notes[0].ends_with("[changegate:sync opened group/app#7]"));
+    // The same delivery again: nothing done; an update: not a milestone; a reopen: read back.
+    assert_eq!(
+        keyed_hook(&serve, "Merge Request Hook", &opened, "k-1").await,
+        200
+    );
+    assert_eq!(
+        keyed_hook(
+            &serve,
+            "Merge Request Hook",
+            &merge_request_hook("update"),
+            "k-2"
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        keyed_hook(
+            &serve,
+            "Merge Request Hook",
+            &merge_request_hook("reopen"),
+            "k-3"
+        )
+        .await,
+        202
+    );
+    let started = Instant::now();
+    while serve.log().matches("tickets synced").count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sn.lock().unwrap().notes("INC0010001", "work_notes").len(),
+        1
+    );
+    assert_eq!(sn.lock().unwrap().writes(), 1);
+    // Without the token: not read at all.
+    assert_eq!(hook(&serve, "Merge Request Hook", &opened, None).await, 401);
+    assert_eq!(serve.stop(), Some(0));
+}
+
+/// An Issue Hook (api-contracts-2.md §3.8: only the milestone's id is sent): the project's
+/// backlog and sprint are scanned; the issue referencing INC0010001 enters the backlog,
+/// then the sprint's milestone, one note each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_hooks_note_the_backlog_and_the_sprint_once() {
+    let gl = FakeGitLab::start(
+        Some("[sync]\nenabled = true\n[announce]\nmilestone = \"Current\"\n"),
+        Vec::new(),
+    )
+    .await;
+    gl.state.lock().unwrap().milestones = vec![json!({
+        "id": 501, "iid": 1, "project_id": PROJECT_ID, "title": "Current", "state": "active",
+        "start_date": null, "due_date": null,
+        "web_url": "https://gitlab.example/group/app/-/milestones/1"
+    })];
+    let issue = |milestone: bool| {
+        json!({
+            "iid": 9, "title": "Checkout times out", "description": "Customers: INC0010001",
+            "state": "opened", "labels": [],
+            "web_url": "https://gitlab.example/group/app/-/issues/9",
+            "milestone": if milestone { json!({"id": 501, "title": "Current"}) } else { Value::Null }
+        })
+    };
+    gl.state.lock().unwrap().issues = vec![issue(false)];
+    let (sn_server, sn) = crate::sync::servicenow_tickets().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_env(
+        dir.path(),
+        &[
+            ("CHANGEGATE_GITLAB_URL", gl.url().as_str()),
+            ("CHANGEGATE_GITLAB_TOKEN", BOT_TOKEN),
+            ("CHANGEGATE_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN),
+            ("CHANGEGATE_GITLAB_POLL", "1h"),
+            ("CHANGEGATE_SERVICENOW_URL", sn_server.uri().as_str()),
+            ("CHANGEGATE_SERVICENOW_USER", crate::sync::SN_USER),
+            ("CHANGEGATE_SERVICENOW_PASSWORD", crate::sync::SN_PASSWORD),
+        ],
+    );
+    let hook_of = |action: &str, milestone: Option<u64>| {
+        json!({
+            "object_kind": "issue", "event_type": "issue",
+            "user": {"username": "dev1"},
+            "project": {"id": PROJECT_ID, "path_with_namespace": crate::support::gitlab::PROJECT_PATH},
+            "object_attributes": {"id": 3009, "iid": 9, "title": "Checkout times out",
+                "state": "opened", "state_id": 1, "action": action, "milestone_id": milestone,
+                "labels": [], "assignee_ids": [], "type": "Issue",
+                "url": "https://gitlab.example/group/app/-/issues/9"},
+            "labels": [], "assignees": [], "changes": {}
+        })
+    };
+    let synced = |count: usize| {
+        let serve = &serve;
+        async move {
+            let started = Instant::now();
+            while serve.log().matches("tickets synced").count() < count {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{}",
+                    serve.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        keyed_hook(&serve, "Issue Hook", &hook_of("open", None), "i-1").await,
+        202
+    );
+    synced(1).await;
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("Entered the backlog: group/app#9 Checkout times out"),
+        "{}",
+        notes[0]
+    );
+    gl.state.lock().unwrap().issues = vec![issue(true)];
+    let update = hook_of("update", Some(501));
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-2").await, 202);
+    synced(2).await;
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-2").await, 200);
+    assert_eq!(
+        keyed_hook(&serve, "Issue Hook", &hook_of("close", Some(501)), "i-3").await,
+        202
+    );
+    assert_eq!(keyed_hook(&serve, "Issue Hook", &update, "i-4").await, 202);
+    synced(3).await;
+    let notes = sn.lock().unwrap().notes("INC0010001", "work_notes");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[1].starts_with("Entered sprint "), "{}", notes[1]);
+    assert!(
+        notes[1].contains("group/app#9 Checkout times out"),
+        "{}",
+        notes[1]
+    );
+    assert!(
+        notes[1].contains("[changegate:sync sprint "),
+        "{}",
+        notes[1]
+    );
+    assert!(notes[1].ends_with(" group/app]"), "{}", notes[1]);
+    assert_eq!(sn.lock().unwrap().writes(), 2);
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -30,6 +30,9 @@ pub struct GlState {
     pub statuses: Vec<Value>,
     /// The deployments listing answers 500 while set (GitLab having a bad day).
     pub listing_fails: bool,
+    /// The project's milestones and issues (`sync` on issue hooks).
+    pub milestones: Vec<Value>,
+    pub issues: Vec<Value>,
 }
 
 pub struct FakeGitLab {
@@ -242,6 +245,48 @@ impl FakeGitLab {
                 let body: Value = req.body_json().unwrap();
                 s.lock().unwrap().statuses.push(body.clone());
                 ResponseTemplate::new(201).set_body_json(body)
+            })
+            .mount(&server)
+            .await;
+        // Milestones and issues (api-contracts-2.md §3.1, §3.3), by id or by path.
+        let (s, watch) = (state.clone(), server.watch());
+        Mock::given(method("GET"))
+            .and(path_regex(format!(
+                r"^{api}/projects/({PROJECT_ID}|group%2Fapp)/(milestones|issues)$"
+            )))
+            .respond_with(move |req: &Request| {
+                if !authed(&watch, req) {
+                    return unauthorized();
+                }
+                let q: std::collections::BTreeMap<String, String> =
+                    req.url.query_pairs().into_owned().collect();
+                let st = s.lock().unwrap();
+                if req.url.path().ends_with("/milestones") {
+                    return ResponseTemplate::new(200).set_body_json(&st.milestones);
+                }
+                let list: Vec<Value> = match (
+                    q.get("state").map(String::as_str),
+                    q.get("milestone"),
+                    q.get("scope").map(String::as_str),
+                ) {
+                    (Some("opened"), None, Some("all")) => st
+                        .issues
+                        .iter()
+                        .filter(|i| i["state"] == "opened")
+                        .cloned()
+                        .collect(),
+                    (None, Some(m), Some("all")) => st
+                        .issues
+                        .iter()
+                        .filter(|i| i["milestone"]["title"].as_str() == Some(m.as_str()))
+                        .cloned()
+                        .collect(),
+                    _ => {
+                        watch.flag(format!("issues listed with {q:?}"));
+                        Vec::new()
+                    }
+                };
+                ResponseTemplate::new(200).set_body_json(list)
             })
             .mount(&server)
             .await;
