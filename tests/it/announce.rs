@@ -1110,6 +1110,8 @@ mod jira {
         created: Vec<(String, Value, Value)>,
         creates: usize,
         edits: usize,
+        /// Every request the site answered.
+        requests: usize,
     }
 
     fn work_item(key: &str, summary: &str, done: bool) -> Value {
@@ -1133,6 +1135,7 @@ mod jira {
                 .set_body_json(json!({"errorMessages": ["not logged in"], "errors": {}}));
         }
         let mut s = site.lock().unwrap();
+        s.requests += 1;
         let path = req.url.path().to_string();
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         match (req.method.as_str(), path.as_str()) {
@@ -1148,7 +1151,10 @@ mod jira {
                     "total": s.work.len(), "issues": s.work})),
             ("POST", "/rest/api/3/search/jql") => {
                 let jql = body["jql"].as_str().unwrap_or_default();
-                if body["properties"] != json!(["changegate.announce"]) {
+                if body["properties"] != json!(["changegate.announce"])
+                    && body["properties"]
+                        != json!(["changegate.announce", "changegate.announce.chat"])
+                {
                     watch.flag(format!("notice searched without its property: {body}"));
                 }
                 // Every quoted label of the query must be on the issue.
@@ -1202,7 +1208,10 @@ mod jira {
                         issue.1[field] = v.clone();
                     }
                 }
-                issue.2 = props;
+                // Jira sets the properties an edit names and keeps the others.
+                for (k, v) in props.as_object().unwrap() {
+                    issue.2[k] = v.clone();
+                }
                 ResponseTemplate::new(204)
             }
             _ => watch.unexpected(req),
@@ -1310,5 +1319,107 @@ mod jira {
         assert!(text.contains("Planned (1):"), "{text}");
         assert!(text.contains("Closed without a merge (1):"), "{text}");
         remote.verify().await;
+    }
+
+    /// Chat as the only sink beside Jira, on throwaway runners (no ledger, ever): what the
+    /// chat was told is kept in the notice issue's `changegate.announce.chat` property, read
+    /// with the one search that finds the issue.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chat_alone_on_jira_remembers_on_the_notice_issue_without_a_ledger() {
+        let site = Arc::new(Mutex::new(Site::default()));
+        site.lock().unwrap().work = vec![
+            work_item("OPS-12", "Faster checkout", false),
+            work_item("OPS-13", "Card vault <b>rotation</b>", false),
+        ];
+        let remote = Remote::start().await;
+        let watch = remote.watch();
+        let state = site.clone();
+        Mock::given(path_regex("^/rest/"))
+            .respond_with(move |req: &Request| answer(&state, &watch, req))
+            .mount(&remote)
+            .await;
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let chat = chat_fake(posts.clone()).await;
+        let run = || {
+            // A fresh checkout each time, no ledger and no database: a throwaway runner.
+            let checkout = git_repo();
+            std::fs::write(
+                checkout.path().join(".changegate.toml"),
+                "[announce]\nsource = \"jira-sprint\"\njira_board = 12\nsinks = [\"chat\"]\njira_issue_type = \"Story\"\n",
+            )
+            .unwrap();
+            let out = changegate(checkout.path())
+                .env_remove("CHANGEGATE_DATABASE_URL")
+                .env_remove("CHANGEGATE_LEDGER")
+                .env("CHANGEGATE_JIRA_URL", remote.uri())
+                .env("CHANGEGATE_JIRA_PROJECT", "OPS")
+                .env("CHANGEGATE_JIRA_USER", USER)
+                .env("CHANGEGATE_JIRA_TOKEN", API_TOKEN)
+                .env(
+                    "CHANGEGATE_ANNOUNCE_WEBHOOK_URL",
+                    format!("{}{HOOK}", chat.uri()),
+                )
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost")
+                .args(["--backend", "jira", "announce"])
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            assert!(
+                !checkout.path().join(".changegate").exists(),
+                "a ledger was left in the checkout"
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let counts = || {
+            let s = site.lock().unwrap();
+            (s.creates, s.edits, s.requests)
+        };
+        let chats = || posts.lock().unwrap().len();
+
+        // The first run: the whole notice, the notice issue created, the memory on it.
+        let stdout = run();
+        assert!(stdout.contains("chat: posted the whole notice"), "{stdout}");
+        assert_eq!(chats(), 1);
+        let (creates, edits, _) = counts();
+        assert_eq!((creates, edits), (1, 1));
+        {
+            let s = site.lock().unwrap();
+            assert_eq!(s.created.len(), 1);
+            let told = s.created[0].2["changegate.announce.chat"]["told"]
+                .as_str()
+                .unwrap();
+            assert!(told.contains("OPS-12"), "{told}");
+        }
+
+        // One item moved: only that item is posted.
+        site.lock().unwrap().work[0] = work_item("OPS-12", "Faster checkout", true);
+        let stdout = run();
+        assert!(stdout.contains("chat: posted 1 update"), "{stdout}");
+        assert_eq!(chats(), 2);
+        let text = chat_text(&posts.lock().unwrap()[1]);
+        assert!(text.contains("Planned → Closed without a merge"), "{text}");
+        assert!(!text.contains("OPS-13"), "{text}");
+        // The notice edited to say so, and the memory.
+        let (creates, edits, _) = counts();
+        assert_eq!((creates, edits), (1, 3));
+
+        // Nothing moved: nothing posted, nothing written; of the three requests, two read
+        // the sprint's work and one finds the notice with what the chat was told.
+        let (_, _, before) = counts();
+        let stdout = run();
+        assert!(
+            stdout.contains("chat: unchanged, nothing posted"),
+            "{stdout}"
+        );
+        assert_eq!(chats(), 2);
+        let (creates, edits, after) = counts();
+        assert_eq!((creates, edits), (1, 3));
+        assert_eq!(after - before, 3, "requests to Jira");
+        assert_eq!(site.lock().unwrap().created.len(), 1);
+        remote.verify().await;
+        chat.verify().await;
     }
 }

@@ -1110,3 +1110,20 @@ impl crate::itsm::Tickets for ServiceNow {
         Ok(Noted::Written)
     }
 }
+
+#[cfg(test)]
+mod told_tests {
+    use super::{told_note, told_of};
+
+    #[test]
+    fn the_chats_memory_reads_back_exactly_and_never_holds_a_code_tag() {
+        let body = r##"[{"id":"#1","title":"Planned [code]<b>x</b>[/code] 100% %5B"}]"##;
+        let note = told_note(body);
+        assert!(!note.to_ascii_lowercase().contains("[code]"), "{note}");
+        assert_eq!(told_of(&note).as_deref(), Some(body));
+        // As the instance gives it back: CRLF line ends.
+        assert_eq!(told_of(&note.replace('\n', "\r\n")).as_deref(), Some(body));
+        // Another work note is not the memory.
+        assert_eq!(told_of("changegate: the sprint's planned changes"), None);
+    }
+}
