@@ -845,7 +845,7 @@ fn cut(text: &str, max: usize) -> String {
 enum Memory<'a> {
     Notice {
         notices: &'a dyn crate::itsm::Notices,
-        wanted: crate::itsm::SprintNotice,
+        wanted: Box<crate::itsm::SprintNotice>,
         found: Option<crate::itsm::KeptNotice>,
     },
     Ledger(&'a dyn crate::itsm::Announcements),
@@ -866,7 +866,7 @@ async fn chat(
     let sprint = notice.sprint.number;
     let memory = match (backend.notices(), backend.announcements()) {
         (Some(notices), _) => {
-            let wanted = sprint_notice(notice, service_id);
+            let wanted = Box::new(sprint_notice(notice, service_id));
             let found = notices.find_notice(&wanted).await?;
             Memory::Notice {
                 notices,
