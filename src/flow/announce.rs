@@ -609,6 +609,18 @@ fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
+/// The notice as an ITSM keeps it.
+fn sprint_notice(notice: &Notice, service_id: &str) -> crate::itsm::SprintNotice {
+    crate::itsm::SprintNotice {
+        service_id: service_id.to_string(),
+        sprint: notice.sprint.number,
+        start: notice.sprint.start,
+        end: notice.sprint.end,
+        title: notice.title(),
+        lines: itsm_lines(notice),
+    }
+}
+
 /// The ITSM's notice (ServiceNow: the sprint's umbrella change; Jira: one issue), edited
 /// in place when it says something else, created when there is none.
 async fn itsm_notice(
@@ -623,14 +635,7 @@ async fn itsm_notice(
             backend.kind().as_str()
         );
     };
-    let wanted = crate::itsm::SprintNotice {
-        service_id: service_id.to_string(),
-        sprint: notice.sprint.number,
-        start: notice.sprint.start,
-        end: notice.sprint.end,
-        title: notice.title(),
-        lines: itsm_lines(notice),
-    };
+    let wanted = sprint_notice(notice, service_id);
     let what = match backend.kind() {
         crate::config::BackendKind::Servicenow => "umbrella change",
         _ => "notice issue",
@@ -651,8 +656,8 @@ async fn itsm_notice(
     }
 }
 
-/// What the chat was last told of one item: kept in the ledger, so that the next post
-/// says only what moved.
+/// What the chat was last told of one item: kept on the ITSM's sprint notice or in the
+/// ledger, so that the next post says only what moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Told {
     pub id: String,
@@ -834,9 +839,22 @@ fn cut(text: &str, max: usize) -> String {
     out
 }
 
+/// Where the chat's memory lives: on an ITSM, the sprint's notice (found, or created as the
+/// `itsm` sink would); on a ledger, its table. Always the one place for a backend, so that
+/// two runners never hold two memories.
+enum Memory<'a> {
+    Notice {
+        notices: &'a dyn crate::itsm::Notices,
+        wanted: Box<crate::itsm::SprintNotice>,
+        found: Option<crate::itsm::KeptNotice>,
+    },
+    Ledger(&'a dyn crate::itsm::Announcements),
+}
+
 /// The chat webhook: the whole notice the first time, then only what moved since the last
-/// post (what was told is kept in the ledger: the backend's own, or beside an ITSM the one
-/// `serve` keeps its waits in); nothing moved, nothing posted.
+/// post; nothing moved, nothing posted. What was told is kept on the ITSM's sprint notice
+/// (a ServiceNow umbrella change's work note, a Jira issue property), so that it needs no
+/// ledger, or in the ledger that is the backend.
 async fn chat(
     ctx: &Ctx<'_>,
     backend: &dyn Backend,
@@ -845,20 +863,35 @@ async fn chat(
 ) -> Result<String> {
     let settings = ctx.settings;
     let url = settings.announce_webhook()?;
-    let beside;
-    let memory = match backend.announcements() {
-        Some(m) => m,
-        None => {
-            beside = crate::itsm::connect_to(settings, settings.serve_state_config()?)?;
-            beside
-                .announcements()
-                .ok_or_else(|| anyhow::anyhow!("no ledger to keep what the chat was told in"))?
-        }
-    };
     let sprint = notice.sprint.number;
-    let told: Option<Vec<Told>> = match memory.last_announced(service_id, sprint, CHAT).await? {
+    let memory = match (backend.notices(), backend.announcements()) {
+        (Some(notices), _) => {
+            let wanted = Box::new(sprint_notice(notice, service_id));
+            let found = notices.find_notice(&wanted).await?;
+            Memory::Notice {
+                notices,
+                wanted,
+                found,
+            }
+        }
+        (None, Some(ledger)) => Memory::Ledger(ledger),
+        (None, None) => bail!(
+            "the {} backend keeps no memory of what the chat was told",
+            backend.kind().as_str()
+        ),
+    };
+    let body = match &memory {
+        Memory::Notice {
+            notices,
+            found: Some(kept),
+            ..
+        } => notices.last_told(kept).await?,
+        Memory::Notice { found: None, .. } => None,
+        Memory::Ledger(ledger) => ledger.last_announced(service_id, sprint, CHAT).await?,
+    };
+    let told: Option<Vec<Told>> = match body {
         Some(body) => Some(serde_json::from_str(&body).map_err(|e| {
-            anyhow::anyhow!("the ledger's last chat announcement cannot be read: {e}")
+            anyhow::anyhow!("what the chat was last told cannot be read back: {e}")
         })?),
         None => None,
     };
@@ -892,15 +925,27 @@ async fn chat(
                 .unwrap_or_default();
             anyhow::anyhow!("cannot post to chat: {e}{said}")
         })?;
-    memory
-        .keep_announced(
-            service_id,
-            sprint,
-            CHAT,
-            &serde_json::to_string(&now)?,
-            settings.now,
-        )
-        .await?;
+    let body = serde_json::to_string(&now)?;
+    match memory {
+        Memory::Notice {
+            notices,
+            wanted,
+            found,
+        } => {
+            // The notice is kept true while it is written to: created the first time, edited
+            // when it says something else (as the `itsm` sink would).
+            let kept = match found {
+                Some(kept) if kept.same => kept,
+                found => notices.write_notice(&wanted, found.as_ref()).await?,
+            };
+            notices.keep_told(&kept, &body).await?;
+        }
+        Memory::Ledger(ledger) => {
+            ledger
+                .keep_announced(service_id, sprint, CHAT, &body, settings.now)
+                .await?
+        }
+    }
     Ok(format!("chat: posted {what}"))
 }
 

@@ -214,6 +214,17 @@ impl Notices for DryRun {
     ) -> Result<KeptNotice> {
         self.refuse()
     }
+
+    async fn last_told(&self, kept: &KeptNotice) -> Result<Option<String>> {
+        match self.inner.notices() {
+            Some(n) => n.last_told(kept).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn keep_told(&self, _kept: &KeptNotice, _body: &str) -> Result<()> {
+        self.refuse()
+    }
 }
 
 #[async_trait]

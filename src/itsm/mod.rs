@@ -267,7 +267,8 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
     }
 
     /// What `announce` last published to a sink it cannot read back (the chat webhook):
-    /// only a ledger offers it; beside an ITSM, the ledger `serve` keeps its waits in.
+    /// only a ledger offers it. An ITSM keeps it on the sprint's notice instead
+    /// ([`Notices::last_told`]).
     fn announcements(&self) -> Option<&dyn Announcements> {
         None
     }
@@ -579,6 +580,9 @@ pub struct KeptNotice {
     pub handle: String,
     /// What it says now equals the notice it was found for.
     pub same: bool,
+    /// What the chat was last told, when the search that found the notice read it too
+    /// (Jira: an issue property); `None` otherwise.
+    pub told: Option<String>,
 }
 
 /// Where the sprint's notice lives in an ITSM.
@@ -594,6 +598,14 @@ pub trait Notices: Send + Sync {
         notice: &SprintNotice,
         found: Option<&KeptNotice>,
     ) -> Result<KeptNotice>;
+
+    /// What the chat was last told of this notice's sprint, kept on the notice itself so
+    /// that it needs no ledger (ServiceNow: the newest marked work note on the umbrella
+    /// change; Jira: an issue property).
+    async fn last_told(&self, kept: &KeptNotice) -> Result<Option<String>>;
+
+    /// Keeps `body` as what the chat was last told, on `kept`.
+    async fn keep_told(&self, kept: &KeptNotice, body: &str) -> Result<()>;
 }
 
 /// Opens the backend the settings name, with the config (and secrets) the settings

@@ -479,10 +479,16 @@ mod itsm {
         gh_remote: Remote,
         gh: Arc<Mutex<Gh>>,
         repo: tempfile::TempDir,
+        config: String,
     }
 
     impl World {
         async fn start() -> World {
+            World::start_with("[\"itsm\", \"chat\"]").await
+        }
+
+        /// The world with `[announce] sinks = <sinks>`.
+        async fn start_with(sinks: &str) -> World {
             let sn_remote = Remote::start().await;
             let sn = Arc::new(Mutex::new(Sn {
                 watch: sn_remote.watch(),
@@ -517,13 +523,10 @@ mod itsm {
             }
             let gh_remote = fake(gh.clone()).await;
             let repo = git_repo();
-            std::fs::write(
-                repo.path().join(".changegate.toml"),
-                format!(
-                    "[servicenow]\nstandard_template = \"{TEMPLATE}\"\nassignment_group = \"Payments\"\n\n[announce]\nsinks = [\"itsm\", \"chat\"]\n"
-                ),
-            )
-            .unwrap();
+            let config = format!(
+                "[servicenow]\nstandard_template = \"{TEMPLATE}\"\nassignment_group = \"Payments\"\n\n[announce]\nsinks = {sinks}\n"
+            );
+            std::fs::write(repo.path().join(".changegate.toml"), &config).unwrap();
             let posts = Arc::new(Mutex::new(Vec::new()));
             let chat = chat_fake(posts.clone()).await;
             World {
@@ -534,7 +537,47 @@ mod itsm {
                 gh_remote,
                 gh,
                 repo,
+                config,
             }
+        }
+
+        /// `announce` as a throwaway runner makes it: a fresh checkout of its own, no
+        /// ledger and no `CHANGEGATE_DATABASE_URL`; none is left behind either.
+        fn announce_fresh(&self) -> (i32, String, String) {
+            let checkout = git_repo();
+            std::fs::write(checkout.path().join(".changegate.toml"), &self.config).unwrap();
+            let head = git(checkout.path(), &["rev-parse", "HEAD"]);
+            let out = changegate(checkout.path())
+                .env_remove("CHANGEGATE_DATABASE_URL")
+                .env_remove("CHANGEGATE_LEDGER")
+                .env("CHANGEGATE_SERVICENOW_URL", self.sn_remote.uri())
+                .env("CHANGEGATE_SERVICENOW_USER", USER)
+                .env("CHANGEGATE_SERVICENOW_PASSWORD", PASSWORD)
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost")
+                .env("GITHUB_ACTIONS", "true")
+                .env("GITHUB_EVENT_NAME", "schedule")
+                .env("GITHUB_REPOSITORY", "acme/payments-api")
+                .env("GITHUB_SHA", head)
+                .env("GITHUB_API_URL", self.gh_remote.uri())
+                .env("GITHUB_TOKEN", TOKEN)
+                .env(
+                    "CHANGEGATE_ANNOUNCE_WEBHOOK_URL",
+                    format!("{}{HOOK}", self.chat.uri()),
+                )
+                .args(["--backend", "servicenow", "announce"])
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            assert!(
+                !checkout.path().join(".changegate").exists(),
+                "a ledger was left in the checkout"
+            );
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         }
 
         /// The binary on the fake instance; `announce` also on the fake GitHub (a scheduled
@@ -632,8 +675,9 @@ mod itsm {
         let (code, stdout, stderr) = w.run(&["announce"]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("created"), "{stdout}");
-        assert_eq!(w.writes(before).len(), 1, "{:?}", w.writes(before));
-        // The chat's memory lives in the ledger beside the ITSM: the first post is whole.
+        // The umbrella, then the work note on it that keeps what the chat was told (the
+        // chat's memory lives on the ITSM): the first post is whole.
+        assert_eq!(w.writes(before).len(), 2, "{:?}", w.writes(before));
         assert_eq!(w.chats(), 1);
         let umbrellas = w.umbrellas();
         assert_eq!(umbrellas.len(), 1);
@@ -674,7 +718,9 @@ mod itsm {
         let (code, stdout, stderr) = w.run(&["announce"]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("edited"), "{stdout}");
-        assert_eq!(w.writes(before).len(), 1, "{:?}", w.writes(before));
+        // The edit, and the chat's memory.
+        assert_eq!(w.writes(before).len(), 2, "{:?}", w.writes(before));
+        assert_eq!(w.chats(), 2);
         let umbrellas = w.umbrellas();
         assert_eq!(umbrellas.len(), 1);
         assert!(
@@ -699,6 +745,76 @@ mod itsm {
             assert_eq!(deploys.len(), 1);
             assert_eq!(deploys[0].get("parent"), Some(&umbrella_id));
         }
+        w.sn_remote.verify().await;
+        w.gh_remote.verify().await;
+        w.chat.verify().await;
+    }
+
+    /// Chat as the only sink beside ServiceNow, on throwaway runners (no ledger, ever): what
+    /// the chat was told is kept on the sprint's umbrella change, so the second run posts
+    /// only what moved and the third nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chat_alone_on_servicenow_remembers_on_the_umbrella_change_without_a_ledger() {
+        let w = World::start_with("[\"chat\"]").await;
+
+        let before = w.log();
+        let (code, stdout, stderr) = w.announce_fresh();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("chat: posted the whole notice"), "{stdout}");
+        assert_eq!(w.chats(), 1);
+        // The umbrella is created (the sprint's one record), and one work note keeps what
+        // the chat was told.
+        assert_eq!(w.writes(before).len(), 2, "{:?}", w.writes(before));
+        let umbrellas = w.umbrellas();
+        assert_eq!(umbrellas.len(), 1);
+        let umbrella = umbrellas[0]["sys_id"].clone();
+        let notes = || {
+            w.sn.lock()
+                .unwrap()
+                .notes(&umbrella)
+                .into_iter()
+                .filter(|n| n.starts_with("changegate-announce-chat"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(notes().len(), 1);
+        // An untrusted title's `[code]` is kept, but never as a tag ServiceNow renders.
+        assert!(
+            !notes()[0].to_ascii_lowercase().contains("[code]"),
+            "{:?}",
+            notes()
+        );
+
+        // One item moved: the chat hears of that one only.
+        w.gh.lock()
+            .unwrap()
+            .pulls
+            .push(pull(18, "Start #1", "1-start", "open", None));
+        let before = w.log();
+        let (code, stdout, stderr) = w.announce_fresh();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("chat: posted 1 update"), "{stdout}");
+        assert_eq!(w.chats(), 2);
+        let text = chat_text(&w.posts.lock().unwrap()[1]);
+        assert!(text.contains("Planned → In review"), "{text}");
+        assert!(!text.contains("Under review"), "{text}");
+        // The umbrella edited to say so, and the memory's next note.
+        assert_eq!(w.writes(before).len(), 2, "{:?}", w.writes(before));
+        assert_eq!(w.umbrellas().len(), 1);
+        assert_eq!(notes().len(), 2);
+
+        // Nothing moved: nothing posted, nothing written, two reads of the instance (the
+        // umbrella, its newest memory note).
+        let before = w.log();
+        let (code, stdout, stderr) = w.announce_fresh();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains("chat: unchanged, nothing posted"),
+            "{stdout}"
+        );
+        assert_eq!(w.chats(), 2);
+        assert!(w.writes(before).is_empty(), "{:?}", w.writes(before));
+        assert_eq!(w.log() - before, 2, "requests to ServiceNow");
+        assert_eq!(w.umbrellas().len(), 1);
         w.sn_remote.verify().await;
         w.gh_remote.verify().await;
         w.chat.verify().await;
@@ -994,6 +1110,8 @@ mod jira {
         created: Vec<(String, Value, Value)>,
         creates: usize,
         edits: usize,
+        /// Every request the site answered.
+        requests: usize,
     }
 
     fn work_item(key: &str, summary: &str, done: bool) -> Value {
@@ -1017,6 +1135,7 @@ mod jira {
                 .set_body_json(json!({"errorMessages": ["not logged in"], "errors": {}}));
         }
         let mut s = site.lock().unwrap();
+        s.requests += 1;
         let path = req.url.path().to_string();
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         match (req.method.as_str(), path.as_str()) {
@@ -1032,7 +1151,10 @@ mod jira {
                     "total": s.work.len(), "issues": s.work})),
             ("POST", "/rest/api/3/search/jql") => {
                 let jql = body["jql"].as_str().unwrap_or_default();
-                if body["properties"] != json!(["changegate.announce"]) {
+                if body["properties"] != json!(["changegate.announce"])
+                    && body["properties"]
+                        != json!(["changegate.announce", "changegate.announce.chat"])
+                {
                     watch.flag(format!("notice searched without its property: {body}"));
                 }
                 // Every quoted label of the query must be on the issue.
@@ -1086,7 +1208,10 @@ mod jira {
                         issue.1[field] = v.clone();
                     }
                 }
-                issue.2 = props;
+                // Jira sets the properties an edit names and keeps the others.
+                for (k, v) in props.as_object().unwrap() {
+                    issue.2[k] = v.clone();
+                }
                 ResponseTemplate::new(204)
             }
             _ => watch.unexpected(req),
@@ -1194,5 +1319,107 @@ mod jira {
         assert!(text.contains("Planned (1):"), "{text}");
         assert!(text.contains("Closed without a merge (1):"), "{text}");
         remote.verify().await;
+    }
+
+    /// Chat as the only sink beside Jira, on throwaway runners (no ledger, ever): what the
+    /// chat was told is kept in the notice issue's `changegate.announce.chat` property, read
+    /// with the one search that finds the issue.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chat_alone_on_jira_remembers_on_the_notice_issue_without_a_ledger() {
+        let site = Arc::new(Mutex::new(Site::default()));
+        site.lock().unwrap().work = vec![
+            work_item("OPS-12", "Faster checkout", false),
+            work_item("OPS-13", "Card vault <b>rotation</b>", false),
+        ];
+        let remote = Remote::start().await;
+        let watch = remote.watch();
+        let state = site.clone();
+        Mock::given(path_regex("^/rest/"))
+            .respond_with(move |req: &Request| answer(&state, &watch, req))
+            .mount(&remote)
+            .await;
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let chat = chat_fake(posts.clone()).await;
+        let run = || {
+            // A fresh checkout each time, no ledger and no database: a throwaway runner.
+            let checkout = git_repo();
+            std::fs::write(
+                checkout.path().join(".changegate.toml"),
+                "[announce]\nsource = \"jira-sprint\"\njira_board = 12\nsinks = [\"chat\"]\njira_issue_type = \"Story\"\n",
+            )
+            .unwrap();
+            let out = changegate(checkout.path())
+                .env_remove("CHANGEGATE_DATABASE_URL")
+                .env_remove("CHANGEGATE_LEDGER")
+                .env("CHANGEGATE_JIRA_URL", remote.uri())
+                .env("CHANGEGATE_JIRA_PROJECT", "OPS")
+                .env("CHANGEGATE_JIRA_USER", USER)
+                .env("CHANGEGATE_JIRA_TOKEN", API_TOKEN)
+                .env(
+                    "CHANGEGATE_ANNOUNCE_WEBHOOK_URL",
+                    format!("{}{HOOK}", chat.uri()),
+                )
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost")
+                .args(["--backend", "jira", "announce"])
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            assert!(
+                !checkout.path().join(".changegate").exists(),
+                "a ledger was left in the checkout"
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let counts = || {
+            let s = site.lock().unwrap();
+            (s.creates, s.edits, s.requests)
+        };
+        let chats = || posts.lock().unwrap().len();
+
+        // The first run: the whole notice, the notice issue created, the memory on it.
+        let stdout = run();
+        assert!(stdout.contains("chat: posted the whole notice"), "{stdout}");
+        assert_eq!(chats(), 1);
+        let (creates, edits, _) = counts();
+        assert_eq!((creates, edits), (1, 1));
+        {
+            let s = site.lock().unwrap();
+            assert_eq!(s.created.len(), 1);
+            let told = s.created[0].2["changegate.announce.chat"]["told"]
+                .as_str()
+                .unwrap();
+            assert!(told.contains("OPS-12"), "{told}");
+        }
+
+        // One item moved: only that item is posted.
+        site.lock().unwrap().work[0] = work_item("OPS-12", "Faster checkout", true);
+        let stdout = run();
+        assert!(stdout.contains("chat: posted 1 update"), "{stdout}");
+        assert_eq!(chats(), 2);
+        let text = chat_text(&posts.lock().unwrap()[1]);
+        assert!(text.contains("Planned → Closed without a merge"), "{text}");
+        assert!(!text.contains("OPS-13"), "{text}");
+        // The notice edited to say so, and the memory.
+        let (creates, edits, _) = counts();
+        assert_eq!((creates, edits), (1, 3));
+
+        // Nothing moved: nothing posted, nothing written; of the three requests, two read
+        // the sprint's work and one finds the notice with what the chat was told.
+        let (_, _, before) = counts();
+        let stdout = run();
+        assert!(
+            stdout.contains("chat: unchanged, nothing posted"),
+            "{stdout}"
+        );
+        assert_eq!(chats(), 2);
+        let (creates, edits, after) = counts();
+        assert_eq!((creates, edits), (1, 3));
+        assert_eq!(after - before, 3, "requests to Jira");
+        assert_eq!(site.lock().unwrap().created.len(), 1);
+        remote.verify().await;
+        chat.verify().await;
     }
 }

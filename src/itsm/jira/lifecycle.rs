@@ -17,6 +17,7 @@
 //!
 //! The change record an issue stands for: state from status, decision and approvals.
 
+use super::CHAT_TOLD;
 use super::FACTS;
 use super::Jira;
 use super::NOTICE;
@@ -1431,8 +1432,9 @@ impl Notices for Jira {
             q(labels::NOTICE),
             q(&labels::notice(&key))
         );
-        let body =
-            json!({"jql": jql, "fields": ["summary"], "maxResults": 10, "properties": [NOTICE]});
+        // The chat's memory rides along: a run where nothing moved makes this one request.
+        let body = json!({"jql": jql, "fields": ["summary"], "maxResults": 10,
+            "properties": [NOTICE, CHAT_TOLD]});
         let v = self
             .call(
                 Method::POST,
@@ -1464,11 +1466,16 @@ impl Notices for Jira {
             == Some(notice.title.as_str())
             && kept.and_then(|k| k.get("text")).and_then(Value::as_str)
                 == Some(notice.text().as_str());
+        let told = issue
+            .pointer(&format!("/properties/{CHAT_TOLD}/told"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(Some(KeptNotice {
             id: issue_key.to_string(),
             url: Some(self.browse(issue_key)),
             handle: issue_key.to_string(),
             same,
+            told,
         }))
     }
 
@@ -1527,6 +1534,18 @@ impl Notices for Jira {
             url: Some(self.browse(&issue_key)),
             handle: issue_key,
             same: true,
+            told: found.and_then(|k| k.told.clone()),
         })
+    }
+
+    /// Read with the notice by [`Notices::find_notice`]: no request of its own.
+    async fn last_told(&self, kept: &KeptNotice) -> Result<Option<String>> {
+        Ok(kept.told.clone())
+    }
+
+    /// The [`CHAT_TOLD`] property, set by an edit of the notice issue.
+    async fn keep_told(&self, kept: &KeptNotice, body: &str) -> Result<()> {
+        let body = json!({"properties": [{"key": CHAT_TOLD, "value": {"told": body}}]});
+        self.edit(&kept.handle, &body).await
     }
 }

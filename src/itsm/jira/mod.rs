@@ -44,6 +44,8 @@ pub use codec::{Stored, labels};
 pub const PROPERTY: &str = "changegate.change";
 /// The issue property of `announce`'s sprint notice: its key, title and text as written.
 pub const NOTICE: &str = "changegate.announce";
+/// The notice issue's property holding what the chat was last told of its sprint.
+pub const CHAT_TOLD: &str = "changegate.announce.chat";
 /// The issue property holding the facts the standing decision was made on.
 pub const FACTS: &str = "changegate.facts";
 

@@ -30,6 +30,40 @@ fn umbrella_description(notice: &SprintNotice) -> String {
     text::cut(&text::defuse_lines(&notice.text()), 4000)
 }
 
+/// The first line of the umbrella's work note that keeps what the chat was last told; the
+/// note's next line is the memory itself ([`told_note`]).
+const TOLD_MARKER: &str = "changegate-announce-chat: what the chat was last told";
+
+/// The work note keeping `body` (what the chat was told): the marker, then `body` with `%`,
+/// `[` and `]` percent-encoded, so that no `[code]` tag renders and it reads back exactly.
+fn told_note(body: &str) -> String {
+    let mut out = format!("{TOLD_MARKER}\n");
+    for c in body.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '[' => out.push_str("%5B"),
+            ']' => out.push_str("%5D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What [`told_note`] kept, from the note's text as the instance gives it back.
+fn told_of(note: &str) -> Option<String> {
+    let note = note.replace("\r\n", "\n");
+    let (head, body) = note.split_once('\n')?;
+    if head.trim_end() != TOLD_MARKER {
+        return None;
+    }
+    Some(
+        body.trim_end()
+            .replace("%5B", "[")
+            .replace("%5D", "]")
+            .replace("%25", "%"),
+    )
+}
+
 /// Text as the instance gives it back: its line ends, and no trailing blanks.
 fn same_text(stored: &str, ours: &str) -> bool {
     stored.replace("\r\n", "\n").trim_end() == ours.trim_end()
@@ -53,6 +87,7 @@ impl Notices for ServiceNow {
             url: Some(self.url_of(&raw)),
             handle: raw.sys_id().to_string(),
             same,
+            told: None,
         }))
     }
 
@@ -112,7 +147,47 @@ impl Notices for ServiceNow {
             url: Some(self.url_of(&raw)),
             handle: raw.sys_id().to_string(),
             same: true,
+            told: None,
         })
+    }
+
+    /// The newest work note on the umbrella that starts with [`TOLD_MARKER`]: one read.
+    async fn last_told(&self, kept: &KeptNotice) -> Result<Option<String>> {
+        let query = format!(
+            "element_id={}^element=work_notes^valueLIKE{}^ORDERBYDESCsys_created_on",
+            q(&kept.handle),
+            q(TOLD_MARKER)
+        );
+        let fields = "sys_id,value,sys_created_on".to_string();
+        let reply = self
+            .api
+            .call(
+                Method::GET,
+                JOURNAL,
+                &Self::list_query(query, fields, 1),
+                Body::None,
+            )
+            .await
+            .with_context(|| format!("cannot read what the chat was told from {}", kept.id))?;
+        Ok(Self::list(&reply)?
+            .into_iter()
+            .next()
+            .and_then(|r| told_of(r.get("value"))))
+    }
+
+    /// One more work note on the umbrella (the journal keeps each post's memory).
+    async fn keep_told(&self, kept: &KeptNotice, body: &str) -> Result<()> {
+        let path = format!("{TABLE}/{}", kept.handle);
+        self.api
+            .call(
+                Method::PATCH,
+                &path,
+                &[],
+                Body::Json(&json!({ "work_notes": told_note(body) })),
+            )
+            .await
+            .with_context(|| format!("cannot keep what the chat was told on {}", kept.id))?;
+        Ok(())
     }
 }
 use crate::domain::{
@@ -1033,5 +1108,22 @@ impl crate::itsm::Tickets for ServiceNow {
             }
         }
         Ok(Noted::Written)
+    }
+}
+
+#[cfg(test)]
+mod told_tests {
+    use super::{told_note, told_of};
+
+    #[test]
+    fn the_chats_memory_reads_back_exactly_and_never_holds_a_code_tag() {
+        let body = r##"[{"id":"#1","title":"Planned [code]<b>x</b>[/code] 100% %5B"}]"##;
+        let note = told_note(body);
+        assert!(!note.to_ascii_lowercase().contains("[code]"), "{note}");
+        assert_eq!(told_of(&note).as_deref(), Some(body));
+        // As the instance gives it back: CRLF line ends.
+        assert_eq!(told_of(&note.replace('\n', "\r\n")).as_deref(), Some(body));
+        // Another work note is not the memory.
+        assert_eq!(told_of("changegate: the sprint's planned changes"), None);
     }
 }

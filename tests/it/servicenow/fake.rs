@@ -777,6 +777,7 @@ impl Sn {
             ("DELETE", ["api", "now", "table", "change_request", id]) => self.delete(id),
             ("GET", ["api", "now", "table", "sysapproval_approver"]) => self.approvals_list(req),
             ("GET", ["api", "now", "table", "incident"]) => self.incident_list(req),
+            ("GET", ["api", "now", "table", "sys_journal_field"]) => self.journal_list(req),
             ("GET", ["api", "now", "stats", "change_request"]) => self.stats(req),
             ("GET", ["api", "sn_chg_rest", "change", "standard", "template"]) => {
                 self.template_list(req)
@@ -1240,6 +1241,59 @@ impl Sn {
 
     /// The Table API on `incident`: query, fields, pages, `X-Total-Count`. Reference fields
     /// (`caused_by`, `rfc`) are `{link, value}` unless `sysparm_exclude_reference_link=true`.
+    /// The journal of one record, as `sys_journal_field` lists it: bounded by
+    /// `element_id` and a `valueLIKE`, newest first when asked (entries are kept in the
+    /// order they were written).
+    fn journal_list(&mut self, req: &Request) -> Answer {
+        let p = params(req);
+        let query = p.get("sysparm_query").cloned().unwrap_or_default();
+        let (mut element_id, mut element, mut like, mut newest_first) = (None, None, None, false);
+        for term in query.split('^').filter(|t| !t.is_empty()) {
+            if let Some(v) = term.strip_prefix("element_id=") {
+                element_id = Some(v.to_string());
+            } else if let Some(v) = term.strip_prefix("element=") {
+                element = Some(v.to_string());
+            } else if let Some(v) = term.strip_prefix("valueLIKE") {
+                like = Some(v.to_string());
+            } else if term == "ORDERBYDESCsys_created_on" {
+                newest_first = true;
+            } else {
+                self.watch.flag(format!("journal query term {term:?}"));
+            }
+        }
+        if let Some(f) = p.get("sysparm_fields") {
+            for name in f.split(',') {
+                if !["sys_id", "element", "element_id", "value", "sys_created_on"].contains(&name) {
+                    self.watch
+                        .flag(format!("journal sysparm_fields names {name:?}"));
+                }
+            }
+        }
+        let (Some(element_id), Some(like)) = (element_id, like) else {
+            self.watch
+                .flag(format!("unbounded journal query {query:?}"));
+            return error(400, "bad query", "");
+        };
+        let mut rows: Vec<Value> = self
+            .journal
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, el, v))| {
+                *id == element_id && element.as_deref().is_none_or(|e| e == el) && v.contains(&like)
+            })
+            .map(|(i, (id, el, v))| {
+                json!({"sys_id": format!("{:032x}", i + 1), "element_id": id, "element": el,
+                    "value": v, "sys_created_on": format!("2026-03-02 10:00:{:02}", i % 60)})
+            })
+            .collect();
+        if newest_first {
+            rows.reverse();
+        }
+        let (limit, offset) = paging(&p);
+        let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+        Answer::new(200).set_body_json(json!({ "result": page }))
+    }
+
     fn incident_list(&mut self, req: &Request) -> Answer {
         let p = params(req);
         let q = parse_query(
