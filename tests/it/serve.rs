@@ -846,11 +846,16 @@ async fn ready_only_when_github_takes_the_app() {
     );
     assert_eq!(get(&serve, "/healthz").await.0, 200);
     assert_eq!(get(&serve, "/readyz").await.0, 503);
-    assert!(
-        serve.log().contains("GitHub does not take the App"),
-        "{}",
-        serve.log()
-    );
+    // The server logs before it answers; the test reads its stderr on another thread.
+    let started = Instant::now();
+    while !serve.log().contains("GitHub does not take the App") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(serve);
     gh.server.verify().await;
     // GitHub down: not ready, within the probe's bound.
