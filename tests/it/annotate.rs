@@ -895,14 +895,24 @@ fn check_app_jwt(req: &Request) -> Result<Value, String> {
     let key =
         jsonwebtoken::DecodingKey::from_rsa_pem(fixture("github-app-test-key.pub.pem").as_bytes())
             .map_err(|e| e.to_string())?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    // GitHub takes `iss` as the numeric App ID (checked below) or the client ID string;
-    // jsonwebtoken only validates string issuers, so it is not a "spec claim" here.
-    validation.set_required_spec_claims(&["iat", "exp"]);
-    validation.leeway = 0;
-    let claims = jsonwebtoken::decode::<Value>(&jwt, &key, &validation)
-        .map_err(|e| e.to_string())?
-        .claims;
+    let jsonwebtoken::DecodingKeyKind::SecretOrDer(public_key) = key.kind() else {
+        return Err("the fixture's public key is not DER".into());
+    };
+    // The signature, checked with ring directly (the build's jsonwebtoken signs and
+    // verifies nothing by itself): RSASSA-PKCS1-v1_5 with SHA-256 over `header.claims`.
+    let (signed, signature) = jwt.rsplit_once('.').ok_or("no signature")?;
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .map_err(|e| e.to_string())?;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .map_err(|_| "bad signature")?;
+    // GitHub takes `iss` as the numeric App ID (checked below) or the client ID string.
+    let claims: Value =
+        jsonwebtoken::dangerous::insecure_decode_claims(&jwt).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp();
     let (iat, exp) = (
         claims["iat"].as_i64().ok_or("iat")?,
