@@ -888,31 +888,7 @@ fn fixture(name: &str) -> String {
 /// Verifies an App JWT the way GitHub does; the error says what is wrong.
 fn check_app_jwt(req: &Request) -> Result<Value, String> {
     let jwt = bearer(req).ok_or("no bearer token")?;
-    let header = jsonwebtoken::decode_header(&jwt).map_err(|e| e.to_string())?;
-    if header.alg != jsonwebtoken::Algorithm::RS256 {
-        return Err(format!("alg {:?}", header.alg));
-    }
-    let key =
-        jsonwebtoken::DecodingKey::from_rsa_pem(fixture("github-app-test-key.pub.pem").as_bytes())
-            .map_err(|e| e.to_string())?;
-    let jsonwebtoken::DecodingKeyKind::SecretOrDer(public_key) = key.kind() else {
-        return Err("the fixture's public key is not DER".into());
-    };
-    // The signature, checked with ring directly (the build's jsonwebtoken signs and
-    // verifies nothing by itself): RSASSA-PKCS1-v1_5 with SHA-256 over `header.claims`.
-    let (signed, signature) = jwt.rsplit_once('.').ok_or("no signature")?;
-    let signature =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
-            .map_err(|e| e.to_string())?;
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-        public_key,
-    )
-    .verify(signed.as_bytes(), &signature)
-    .map_err(|_| "bad signature")?;
-    // GitHub takes `iss` as the numeric App ID (checked below) or the client ID string.
-    let claims: Value =
-        jsonwebtoken::dangerous::insecure_decode_claims(&jwt).map_err(|e| e.to_string())?;
+    let claims = crate::support::app_jwt_claims(&jwt)?;
     let now = chrono::Utc::now().timestamp();
     let (iat, exp) = (
         claims["iat"].as_i64().ok_or("iat")?,
