@@ -23,7 +23,7 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-alpine AS build
 # Alpine's own packages, for the build only: none reaches a final image but the CA bundle
 # and the static busybox, refreshed with each release build. musl-dev and linux-headers
-# are what the bundled C (SQLite, AWS-LC's <linux/random.h>) compiles against.
+# are what the bundled C and assembly (SQLite, ring) compile against.
 # hadolint ignore=DL3018
 RUN apk add --no-cache musl-dev linux-headers ca-certificates busybox-static
 WORKDIR /src

@@ -196,6 +196,8 @@ async fn main() {
         .recv_timeout(Duration::from_secs(30))
         .expect("serve listens");
     let base = format!("http://{addr}");
+    // changegate's reqwest has no crypto provider of its own: ring, as the binary uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
 
     // The baseline: /healthz at the same concurrency, just before.

@@ -279,7 +279,7 @@ pub struct HttpClient {
 fn tls_config() -> Result<rustls::ClientConfig, HttpError> {
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
     let verifier = Arc::new(LazyVerifier {
         provider: provider.clone(),
         inner: std::sync::OnceLock::new(),

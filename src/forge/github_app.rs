@@ -69,6 +69,8 @@ pub(crate) fn jwt(
     private_key: &SecretString,
     now: i64,
 ) -> Result<SecretString, AppAuthError> {
+    // The process's one jsonwebtoken provider; installing it again changes nothing.
+    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jwt_crypto::PROVIDER);
     if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
         return Err(AppAuthError::NoSigner);
     }
@@ -87,6 +89,59 @@ pub(crate) fn jwt(
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key)
         .map(SecretString::from)
         .map_err(AppAuthError::Sign)
+}
+
+/// jsonwebtoken's cryptography on `ring`, the one crypto library of the build (rustls uses
+/// it too): RS256 signing, which is all a GitHub App JWT needs. Any other algorithm, and
+/// every verification, is refused: changegate signs its own JWTs and verifies none.
+mod jwt_crypto {
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{ErrorKind, Result, new_error};
+    use jsonwebtoken::signature::{Error as SignatureError, Signer};
+    use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+    use ring::rand::SystemRandom;
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+
+    pub(super) const PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory,
+        verifier_factory,
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+        if *algorithm != Algorithm::RS256 {
+            return Err(new_error(ErrorKind::UnsupportedAlgorithm));
+        }
+        if key.family() != AlgorithmFamily::Rsa {
+            return Err(new_error(ErrorKind::InvalidKeyFormat));
+        }
+        // The PKCS#1 DER that `EncodingKey::from_rsa_pem` took out of the PEM.
+        let pair = RsaKeyPair::from_der(key.as_bytes())
+            .map_err(|e| new_error(ErrorKind::InvalidRsaKey(e.to_string())))?;
+        Ok(Box::new(Rs256(pair)))
+    }
+
+    fn verifier_factory(_: &Algorithm, _: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
+        Err(new_error(ErrorKind::UnsupportedAlgorithm))
+    }
+
+    struct Rs256(RsaKeyPair);
+
+    impl Signer<Vec<u8>> for Rs256 {
+        fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, SignatureError> {
+            let mut signature = vec![0; self.0.public().modulus_len()];
+            self.0
+                .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut signature)
+                .map_err(|_| SignatureError::new())?;
+            Ok(signature)
+        }
+    }
+
+    impl JwtSigner for Rs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::RS256
+        }
+    }
 }
 
 /// CI secret stores sometimes hold a PEM with literal `\n` sequences instead of newlines.

@@ -74,15 +74,7 @@ fn bearer(req: &Request) -> Option<String> {
 /// The App JWT, verified with the App's public key as GitHub does.
 fn app_jwt_ok(req: &Request) -> bool {
     let Some(jwt) = bearer(req) else { return false };
-    let Ok(key) =
-        jsonwebtoken::DecodingKey::from_rsa_pem(fixture("github-app-test-key.pub.pem").as_bytes())
-    else {
-        return false;
-    };
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_required_spec_claims(&["iat", "exp"]);
-    jsonwebtoken::decode::<Value>(&jwt, &key, &validation)
-        .is_ok_and(|t| t.claims["iss"] == json!(123456))
+    crate::support::app_jwt_claims(&jwt).is_ok_and(|claims| claims["iss"] == json!(123456))
 }
 
 fn unauthorized() -> ResponseTemplate {
@@ -431,7 +423,9 @@ async fn deliver(
     body: &[u8],
     signature: Option<String>,
 ) -> (u16, String) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
+        .build()
+        .expect("client")
         .post(format!("{}/webhooks/github", serve.url))
         .header("x-github-event", event)
         .header("x-github-delivery", delivery)

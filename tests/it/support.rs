@@ -153,3 +153,49 @@ pub fn copy_tree(from: &Path, to: &Path) -> usize {
     }
     copied
 }
+
+/// A client builder for the tests' own HTTP calls. The build's reqwest has no crypto
+/// provider of its own (changegate hands it a rustls configuration on ring), so the tests
+/// install ring as rustls's default first, as reqwest requires of any client it builds.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// The claims of a GitHub App JWT whose RS256 signature the test App's public key verifies,
+/// as GitHub checks it; the error says what is wrong. The signature is checked with ring
+/// directly: the build's jsonwebtoken has a provider that signs and verifies nothing.
+pub fn app_jwt_claims(jwt: &str) -> Result<serde_json::Value, String> {
+    let pem = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github-app-test-key.pub.pem"),
+    )
+    .map_err(|e| e.to_string())?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?;
+    let jsonwebtoken::DecodingKeyKind::SecretOrDer(public_key) = key.kind() else {
+        return Err("the fixture's public key is not DER".into());
+    };
+    let header = jsonwebtoken::decode_header(jwt).map_err(|e| e.to_string())?;
+    if header.alg != jsonwebtoken::Algorithm::RS256 {
+        return Err(format!("alg {:?}", header.alg));
+    }
+    // RSASSA-PKCS1-v1_5 with SHA-256 over `header.claims`.
+    let (signed, signature) = jwt.rsplit_once('.').ok_or("no signature")?;
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .map_err(|e| e.to_string())?;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .map_err(|_| "bad signature")?;
+    let claims: serde_json::Value =
+        jsonwebtoken::dangerous::insecure_decode_claims(jwt).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp();
+    match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
+        (Some(_), Some(exp)) if exp > now => Ok(claims),
+        (Some(_), Some(exp)) => Err(format!("expired: exp={exp} now={now}")),
+        _ => Err(format!("no iat or exp: {claims}")),
+    }
+}

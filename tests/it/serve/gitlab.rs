@@ -25,7 +25,9 @@ fn serve(dir: &Path, gitlab: &str, projects: &str) -> Serve {
 }
 
 async fn hook(serve: &Serve, event: &str, body: &Value, token: Option<&str>) -> u16 {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
+        .build()
+        .expect("client")
         .post(format!("{}/webhooks/gitlab", serve.url))
         .header("x-gitlab-event", event)
         .json(body);
@@ -98,7 +100,9 @@ async fn a_bad_or_missing_gitlab_token_is_401_and_gitlab_is_not_asked() {
         413
     );
     // The GitHub route takes nothing either: this server has no GitHub secret.
-    let res = reqwest::Client::new()
+    let res = crate::support::http()
+        .build()
+        .expect("client")
         .post(format!("{}/webhooks/github", serve.url))
         .header("x-github-event", "ping")
         .body("{}")

@@ -627,7 +627,7 @@ fn tls(
     root_cert: Option<&std::path::Path>,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
     use rustls::client::WebPkiServerVerifier;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS setup")?;

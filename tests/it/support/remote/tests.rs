@@ -10,10 +10,7 @@ use super::{Remote, UNEXPECTED};
 
 /// Sends `GET {remote}{path_and_query}` and returns the status (no proxy: the fake is local).
 async fn get(remote: &Remote, path_and_query: &str) -> u16 {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let client = crate::support::http().no_proxy().build().expect("client");
     client
         .get(format!("{}{path_and_query}", remote.uri()))
         .send()
@@ -81,7 +78,7 @@ async fn an_excused_stray_request_does_not_fail_the_test() {
 #[should_panic(expected = "unexpected request: DELETE /gone")]
 async fn verify_fails_at_once() {
     let remote = Remote::start().await;
-    let status = reqwest::Client::builder()
+    let status = crate::support::http()
         .no_proxy()
         .build()
         .expect("client")
