@@ -54,9 +54,9 @@ pub(crate) struct Issue {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Script {
     /// The approval is granted (by "Ada Approver") on the read after this many reads.
-    approve_after: Option<u32>,
+    pub(crate) approve_after: Option<u32>,
     /// The approval is declined (by "Bob Boss") on the read after this many reads.
-    decline_after: Option<u32>,
+    pub(crate) decline_after: Option<u32>,
     /// An automation moves every new issue to this status right after it is created.
     status_on_create: Option<String>,
     /// The next N requests are answered 429 with Retry-After: 1.
