@@ -697,6 +697,35 @@ fn what_serve_keeps_is_claimed_once_and_held_until_released() {
                 "only the taken delivery's wait is held"
             );
             l.release("c").await.unwrap();
+            // Admissions that arrive while the ledger is busy are written together, in one
+            // transaction, and each is answered as if it had come alone.
+            let busy = l.conn().await.unwrap();
+            let (_, x, y, x_again, z) = tokio::join!(
+                biased;
+                async move {
+                    tokio::task::yield_now().await;
+                    drop(busy);
+                },
+                admit("d-10", wait("x", 8)),
+                admit("d-10", wait("y", 8)),
+                admit("d-11", wait("x", 9)),
+                admit("d-12", wait("z", 9)),
+            );
+            assert_eq!(
+                (x, y, x_again, z),
+                (
+                    Admission::Taken,
+                    Admission::SeenDelivery,
+                    Admission::SeenDeployment,
+                    Admission::Taken
+                )
+            );
+            assert_eq!(
+                l.held().await.unwrap(),
+                vec![wait("a", 4), wait("x", 8), wait("z", 9)]
+            );
+            l.release("x").await.unwrap();
+            l.release("z").await.unwrap();
         });
         // A second connection (another process, a restarted server) sees the same.
         if let Some(dir) = &f._dir {
