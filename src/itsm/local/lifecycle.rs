@@ -556,55 +556,74 @@ impl Admissions {
 }
 
 impl Ledger {
-    /// Writes `batch` in one transaction and tells each admission what became of it; a
-    /// failed write (nothing of it stands) is each one's error.
+    /// Writes `batch` in one transaction and tells each admission what became of it. When
+    /// that write fails (nothing of it stands), each admission is written alone: one
+    /// admission's trouble is not the others', and two servers on one PostgreSQL ledger
+    /// whose batches claim the same deployments in another order (a deadlock, one of the
+    /// two refused) each get their admissions written.
     async fn write_admissions(&self, conn: &mut super::client::Conn<'_>, batch: Vec<Queued>) {
-        let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
-        let written = async {
-            let mut tx = conn.begin(Begin::Plain).await?;
-            let mut admissions = Vec::with_capacity(batch.len());
-            for q in &batch {
-                let at = ts(q.wait.since);
-                let admission = if tx
-                    .execute(claim, args![q.space.as_str(), q.delivery.as_str(), at])
-                    .await?
-                    == 0
-                {
-                    Admission::SeenDelivery
-                } else if tx
-                    .execute(
-                        claim,
-                        args![q.deployments.as_str(), q.wait.key.as_str(), at],
-                    )
-                    .await?
-                    == 0
-                {
-                    Admission::SeenDeployment
-                } else {
-                    tx.execute(
-                        "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                        args![q.wait.key.as_str(), q.wait.forge.as_str(), q.wait.payload.as_str(), at],
-                    )
-                    .await?;
-                    Admission::Taken
-                };
-                admissions.push(admission);
-            }
-            tx.commit().await?;
-            Ok::<_, anyhow::Error>(admissions)
-        };
-        match written.await {
+        match write_batch(conn, &batch).await {
             Ok(admissions) => {
                 for (q, admission) in batch.into_iter().zip(admissions) {
                     let _ = q.reply.send(Ok(admission));
                 }
             }
-            Err(e) => {
-                let why = format!("{e:#}");
+            Err(e) if batch.len() == 1 => {
+                if let Some(q) = batch.into_iter().next() {
+                    let _ = q.reply.send(Err(e));
+                }
+            }
+            Err(_) => {
                 for q in batch {
-                    let _ = q.reply.send(Err(anyhow!("{why}")));
+                    let alone = write_batch(conn, std::slice::from_ref(&q))
+                        .await
+                        .and_then(|a| {
+                            a.first()
+                                .copied()
+                                .ok_or_else(|| anyhow!("the ledger wrote no admission"))
+                        });
+                    let _ = q.reply.send(alone);
                 }
             }
         }
     }
+}
+
+/// Writes the admissions of `batch` in one transaction, all or nothing: what each one was.
+async fn write_batch(
+    conn: &mut super::client::Conn<'_>,
+    batch: &[Queued],
+) -> Result<Vec<Admission>> {
+    let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+    let mut tx = conn.begin(Begin::Plain).await?;
+    let mut admissions = Vec::with_capacity(batch.len());
+    for q in batch {
+        let at = ts(q.wait.since);
+        let admission = if tx
+            .execute(claim, args![q.space.as_str(), q.delivery.as_str(), at])
+            .await?
+            == 0
+        {
+            Admission::SeenDelivery
+        } else if tx
+            .execute(
+                claim,
+                args![q.deployments.as_str(), q.wait.key.as_str(), at],
+            )
+            .await?
+            == 0
+        {
+            Admission::SeenDeployment
+        } else {
+            tx.execute(
+                "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![q.wait.key.as_str(), q.wait.forge.as_str(), q.wait.payload.as_str(), at],
+            )
+            .await?;
+            Admission::Taken
+        };
+        admissions.push(admission);
+    }
+    tx.commit().await?;
+    Ok(admissions)
 }

@@ -742,3 +742,41 @@ fn what_serve_keeps_is_claimed_once_and_held_until_released() {
         }
     }
 }
+
+#[test]
+fn an_admission_the_store_refuses_does_not_take_the_others_of_its_write_down() {
+    // PostgreSQL refuses a NUL byte in text (SQLite keeps it): the write of the batch fails,
+    // and each admission is then written alone.
+    for f in ledgers().into_iter().filter(|f| f.name == "postgres") {
+        let l = &f.ledger;
+        f.run(async {
+            let wait = |key: &str, payload: &str| PendingWait {
+                key: key.into(),
+                forge: "github".into(),
+                payload: payload.into(),
+                since: at(0, 1),
+            };
+            let (refused, taken) = (wait("a", "nul\u{0}"), wait("b", "{}"));
+            let busy = l.conn().await.unwrap();
+            let (_, bad, good) = tokio::join!(
+                biased;
+                async move {
+                    tokio::task::yield_now().await;
+                    drop(busy);
+                },
+                l.admit("delivery", "d-1", "deployment", &refused),
+                l.admit("delivery", "d-2", "deployment", &taken),
+            );
+            assert!(bad.is_err(), "{bad:?}");
+            assert_eq!(good.unwrap(), Admission::Taken);
+            assert_eq!(l.held().await.unwrap(), vec![wait("b", "{}")]);
+            // Nothing of the refused one stands: it can be delivered again.
+            assert_eq!(
+                l.admit("delivery", "d-1", "deployment", &wait("a", "{}"))
+                    .await
+                    .unwrap(),
+                Admission::Taken
+            );
+        });
+    }
+}
