@@ -269,13 +269,30 @@ async fn protection_rule(server: &Arc<Server>, delivery: &str, body: &[u8]) -> A
         payload: text.to_string(),
         since: Utc::now(),
     };
-    let admitted = match server.waits() {
-        Ok(waits) => {
-            waits
-                .admit("github-delivery", delivery, "github-deployment", &wait)
-                .await
+    // Taken in a task of its own, which starts the work once the admission is written:
+    // a sender hanging up while its admission waits for the write leaves no deployment
+    // held with nobody working on it.
+    let taking = server.clone();
+    let delivery = delivery.to_string();
+    let taken = server.tasks.spawn(async move {
+        let admitted = match taking.waits() {
+            Ok(waits) => {
+                waits
+                    .admit("github-delivery", &delivery, "github-deployment", &wait)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Ok(Admission::Taken) = admitted {
+            taking
+                .tasks
+                .spawn(deployment::protect(taking.clone(), wait));
         }
-        Err(e) => Err(e),
+        admitted
+    });
+    let admitted = match taken.await {
+        Ok(admitted) => admitted,
+        Err(e) => Err(anyhow::anyhow!("the admission stopped: {e}")),
     };
     match admitted {
         Ok(Admission::Taken) => {}
@@ -286,9 +303,6 @@ async fn protection_rule(server: &Arc<Server>, delivery: &str, body: &[u8]) -> A
             return Answer::Unavailable;
         }
     }
-    server
-        .tasks
-        .spawn(deployment::protect(server.clone(), wait));
     Answer::Accepted
 }
 

@@ -56,12 +56,12 @@ pub(crate) struct Issue {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Script {
     /// The approval is granted (by `approver`) on the read after this many reads.
-    approve_after: Option<u32>,
+    pub(crate) approve_after: Option<u32>,
     /// Who grants it: display name and e-mail address (default Ada Approver, whose
     /// profile hides her address).
     approver: Option<(String, String)>,
     /// The approval is declined (by "Bob Boss") on the read after this many reads.
-    decline_after: Option<u32>,
+    pub(crate) decline_after: Option<u32>,
     /// An automation moves every new issue to this status right after it is created.
     status_on_create: Option<String>,
     /// The next N requests are answered 429 with Retry-After: 1.

@@ -295,6 +295,7 @@ impl Ledger {
             store,
             calendar: None,
             pause_in_tx: None,
+            admissions: super::lifecycle::Admissions::default(),
         }
     }
 

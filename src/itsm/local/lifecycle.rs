@@ -455,30 +455,35 @@ impl Waits for Ledger {
         deployments: &str,
         wait: &PendingWait,
     ) -> Result<Admission> {
-        // One transaction: the delivery's claim, the deployment's claim and its wait are
-        // written together or not at all (one sync to disk on the acknowledgement's path).
-        let at = ts(wait.since);
-        let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin(Begin::Plain).await?;
-        let admission = if tx.execute(claim, args![space, delivery, at]).await? == 0 {
-            Admission::SeenDelivery
-        } else if tx
-            .execute(claim, args![deployments, wait.key.as_str(), at])
-            .await?
-            == 0
-        {
-            Admission::SeenDeployment
-        } else {
-            tx.execute(
-                "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                args![wait.key.as_str(), wait.forge.as_str(), wait.payload.as_str(), at],
-            )
-            .await?;
-            Admission::Taken
-        };
-        tx.commit().await?;
-        Ok(admission)
+        // Queued, then written by whichever admission takes the connection first, together
+        // with every other one queued by then: one transaction, one sync to disk for a
+        // burst, instead of a burst waiting for one sync each.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let seq = self.admissions.push(Queued {
+            seq: 0,
+            space: space.to_string(),
+            delivery: delivery.to_string(),
+            deployments: deployments.to_string(),
+            wait: wait.clone(),
+            reply,
+        })?;
+        match self.conn().await {
+            Ok(mut conn) => {
+                let batch = self.admissions.take()?;
+                if !batch.is_empty() {
+                    self.write_admissions(&mut conn, batch).await;
+                }
+            }
+            // Not connected: this admission is withdrawn, unless a write already took it.
+            Err(e) => {
+                if self.admissions.withdraw(seq)? {
+                    return Err(e);
+                }
+            }
+        }
+        answer
+            .await
+            .map_err(|_| anyhow!("the write that carried the admission was interrupted"))?
     }
 
     async fn held(&self) -> Result<Vec<PendingWait>> {
@@ -544,4 +549,124 @@ impl Announcements for Ledger {
         .await?;
         tx.commit().await
     }
+}
+
+/// One admission waiting for its write.
+pub(super) struct Queued {
+    seq: u64,
+    space: String,
+    delivery: String,
+    deployments: String,
+    wait: PendingWait,
+    reply: tokio::sync::oneshot::Sender<Result<Admission>>,
+}
+
+/// The admissions queued for the next write ([`Waits::admit`]).
+#[derive(Default)]
+pub(super) struct Admissions {
+    queue: std::sync::Mutex<(u64, Vec<Queued>)>,
+}
+
+impl Admissions {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, (u64, Vec<Queued>)>> {
+        self.queue
+            .lock()
+            .map_err(|_| anyhow!("the ledger's admission queue is unusable"))
+    }
+
+    /// Queues `q`; its sequence number.
+    fn push(&self, mut q: Queued) -> Result<u64> {
+        let mut queue = self.lock()?;
+        queue.0 += 1;
+        q.seq = queue.0;
+        let seq = q.seq;
+        queue.1.push(q);
+        Ok(seq)
+    }
+
+    /// Every admission queued, in order.
+    fn take(&self) -> Result<Vec<Queued>> {
+        Ok(std::mem::take(&mut self.lock()?.1))
+    }
+
+    /// Removes admission `seq` if no write has taken it yet.
+    fn withdraw(&self, seq: u64) -> Result<bool> {
+        let mut queue = self.lock()?;
+        let before = queue.1.len();
+        queue.1.retain(|q| q.seq != seq);
+        Ok(queue.1.len() < before)
+    }
+}
+
+impl Ledger {
+    /// Writes `batch` in one transaction and tells each admission what became of it. When
+    /// that write fails (nothing of it stands), each admission is written alone: one
+    /// admission's trouble is not the others', and two servers on one PostgreSQL ledger
+    /// whose batches claim the same deployments in another order (a deadlock, one of the
+    /// two refused) each get their admissions written.
+    async fn write_admissions(&self, conn: &mut super::client::Conn<'_>, batch: Vec<Queued>) {
+        match write_batch(conn, &batch).await {
+            Ok(admissions) => {
+                for (q, admission) in batch.into_iter().zip(admissions) {
+                    let _ = q.reply.send(Ok(admission));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(q) = batch.into_iter().next() {
+                    let _ = q.reply.send(Err(e));
+                }
+            }
+            Err(_) => {
+                for q in batch {
+                    let alone = write_batch(conn, std::slice::from_ref(&q))
+                        .await
+                        .and_then(|a| {
+                            a.first()
+                                .copied()
+                                .ok_or_else(|| anyhow!("the ledger wrote no admission"))
+                        });
+                    let _ = q.reply.send(alone);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the admissions of `batch` in one transaction, all or nothing: what each one was.
+async fn write_batch(
+    conn: &mut super::client::Conn<'_>,
+    batch: &[Queued],
+) -> Result<Vec<Admission>> {
+    let claim = "INSERT INTO serve_claims (space, id, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+    let mut tx = conn.begin(Begin::Plain).await?;
+    let mut admissions = Vec::with_capacity(batch.len());
+    for q in batch {
+        let at = ts(q.wait.since);
+        let admission = if tx
+            .execute(claim, args![q.space.as_str(), q.delivery.as_str(), at])
+            .await?
+            == 0
+        {
+            Admission::SeenDelivery
+        } else if tx
+            .execute(
+                claim,
+                args![q.deployments.as_str(), q.wait.key.as_str(), at],
+            )
+            .await?
+            == 0
+        {
+            Admission::SeenDeployment
+        } else {
+            tx.execute(
+                "INSERT INTO serve_waits (key, forge, payload, since) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![q.wait.key.as_str(), q.wait.forge.as_str(), q.wait.payload.as_str(), at],
+            )
+            .await?;
+            Admission::Taken
+        };
+        admissions.push(admission);
+    }
+    tx.commit().await?;
+    Ok(admissions)
 }

@@ -34,6 +34,9 @@ pub struct Ledger {
     calendar: Option<SprintCalendar>,
     /// Test-only: how long `open` holds its transaction before committing.
     pause_in_tx: Option<Duration>,
+    /// Admissions waiting for the next write ([`Waits::admit`]): written together, in one
+    /// transaction and one sync to disk.
+    admissions: lifecycle::Admissions,
 }
 
 impl Backend for Ledger {

@@ -698,6 +698,35 @@ fn what_serve_keeps_is_claimed_once_and_held_until_released() {
                 "only the taken delivery's wait is held"
             );
             l.release("c").await.unwrap();
+            // Admissions that arrive while the ledger is busy are written together, in one
+            // transaction, and each is answered as if it had come alone.
+            let busy = l.conn().await.unwrap();
+            let (_, x, y, x_again, z) = tokio::join!(
+                biased;
+                async move {
+                    tokio::task::yield_now().await;
+                    drop(busy);
+                },
+                admit("d-10", wait("x", 8)),
+                admit("d-10", wait("y", 8)),
+                admit("d-11", wait("x", 9)),
+                admit("d-12", wait("z", 9)),
+            );
+            assert_eq!(
+                (x, y, x_again, z),
+                (
+                    Admission::Taken,
+                    Admission::SeenDelivery,
+                    Admission::SeenDeployment,
+                    Admission::Taken
+                )
+            );
+            assert_eq!(
+                l.held().await.unwrap(),
+                vec![wait("a", 4), wait("x", 8), wait("z", 9)]
+            );
+            l.release("x").await.unwrap();
+            l.release("z").await.unwrap();
         });
         // A second connection (another process, a restarted server) sees the same.
         if let Some(dir) = &f._dir {
@@ -741,6 +770,44 @@ fn what_announce_told_the_chat_is_kept_per_service_sprint_and_sink_and_replaced(
                 Some("[4]".to_string())
             );
             assert_eq!(l.last_announced("acme/web", 3, "chat").await.unwrap(), None);
+        });
+    }
+}
+
+#[test]
+fn an_admission_the_store_refuses_does_not_take_the_others_of_its_write_down() {
+    // PostgreSQL refuses a NUL byte in text (SQLite keeps it): the write of the batch fails,
+    // and each admission is then written alone.
+    for f in ledgers().into_iter().filter(|f| f.name == "postgres") {
+        let l = &f.ledger;
+        f.run(async {
+            let wait = |key: &str, payload: &str| PendingWait {
+                key: key.into(),
+                forge: "github".into(),
+                payload: payload.into(),
+                since: at(0, 1),
+            };
+            let (refused, taken) = (wait("a", "nul\u{0}"), wait("b", "{}"));
+            let busy = l.conn().await.unwrap();
+            let (_, bad, good) = tokio::join!(
+                biased;
+                async move {
+                    tokio::task::yield_now().await;
+                    drop(busy);
+                },
+                l.admit("delivery", "d-1", "deployment", &refused),
+                l.admit("delivery", "d-2", "deployment", &taken),
+            );
+            assert!(bad.is_err(), "{bad:?}");
+            assert_eq!(good.unwrap(), Admission::Taken);
+            assert_eq!(l.held().await.unwrap(), vec![wait("b", "{}")]);
+            // Nothing of the refused one stands: it can be delivered again.
+            assert_eq!(
+                l.admit("delivery", "d-1", "deployment", &wait("a", "{}"))
+                    .await
+                    .unwrap(),
+                Admission::Taken
+            );
         });
     }
 }

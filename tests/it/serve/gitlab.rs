@@ -8,23 +8,32 @@ use predicates::prelude::PredicateBooleanExt;
 use super::*;
 use crate::support::gitlab::{BOT_TOKEN, FakeGitLab, PROJECT_ID, deployment, deployment_hook};
 
-const HOOK_TOKEN: &str = "gitlab-hook-token-for-tests";
+pub(super) const HOOK_TOKEN: &str = "gitlab-hook-token-for-tests";
 
 /// A GitLab-only server polling every second; `projects`: `CHANGEGATE_GITLAB_PROJECTS`.
 fn serve(dir: &Path, gitlab: &str, projects: &str) -> Serve {
-    Serve::start_env(
-        dir,
-        &[
-            ("CHANGEGATE_GITLAB_URL", gitlab),
-            ("CHANGEGATE_GITLAB_TOKEN", BOT_TOKEN),
-            ("CHANGEGATE_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN),
-            ("CHANGEGATE_GITLAB_PROJECTS", projects),
-            ("CHANGEGATE_GITLAB_POLL", "1s"),
-        ],
-    )
+    serve_with(dir, gitlab, projects, &[])
 }
 
-async fn hook(serve: &Serve, event: &str, body: &Value, token: Option<&str>) -> u16 {
+/// [`serve`] with more of the server's environment (its backend).
+pub(super) fn serve_with(
+    dir: &Path,
+    gitlab: &str,
+    projects: &str,
+    extra: &[(&str, &str)],
+) -> Serve {
+    let mut vars = vec![
+        ("CHANGEGATE_GITLAB_URL", gitlab),
+        ("CHANGEGATE_GITLAB_TOKEN", BOT_TOKEN),
+        ("CHANGEGATE_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN),
+        ("CHANGEGATE_GITLAB_PROJECTS", projects),
+        ("CHANGEGATE_GITLAB_POLL", "1s"),
+    ];
+    vars.extend_from_slice(extra);
+    Serve::start_env(dir, &vars)
+}
+
+pub(super) async fn hook(serve: &Serve, event: &str, body: &Value, token: Option<&str>) -> u16 {
     let mut req = crate::support::http()
         .build()
         .expect("client")

@@ -51,12 +51,17 @@ impl Instance {
 
     /// The changes of the deployed commit, as the instance holds them.
     fn changes(&self) -> Vec<(String, String, String)> {
+        self.changes_of(SHA)
+    }
+
+    /// The changes of commit `sha`: (number, state, close code).
+    fn changes_of(&self, sha: &str) -> Vec<(String, String, String)> {
         self.sn
             .lock()
             .unwrap()
             .changes
             .iter()
-            .filter(|c| c["correlation_id"].ends_with(SHA))
+            .filter(|c| c["correlation_id"].ends_with(sha))
             .map(|c| {
                 (
                     c["number"].to_string(),
@@ -291,4 +296,269 @@ async fn on_jira_a_pre_approved_deployment_is_approved_and_its_outcome_completes
     assert_eq!(serve.stop(), Some(0));
     gh.server.verify().await;
     site.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------
+// GitLab deployment approvals on ServiceNow and Jira: the change lives in the ITSM, the
+// server's claims and waits in the ledger beside it, the answer goes to GitLab.
+
+mod gitlab {
+    use super::super::gitlab::{HOOK_TOKEN, hook, serve_with};
+    use super::*;
+    use crate::jira::{Fake, State};
+    use crate::support::gitlab::{
+        BOT_TOKEN, FakeGitLab, PROJECT_ID, SHA as GL_SHA, deployment, deployment_hook,
+    };
+
+    /// A GitLab server watching the fake's project, on the backend `env` names.
+    fn start(dir: &Path, gl: &FakeGitLab, env: &[(&'static str, String)]) -> Serve {
+        let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        serve_with(dir, &gl.url(), &PROJECT_ID.to_string(), &extra)
+    }
+
+    /// Waits until `done` holds (or fails the test after 30s, with the server's log).
+    async fn until(serve: &Serve, what: &str, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no {what}: {}",
+                serve.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The deployment ran to `status` in GitLab, and GitLab says so in a Deployment Hook.
+    async fn deployed(serve: &Serve, gl: &FakeGitLab, id: u64, status: &str) {
+        gl.state.lock().unwrap().deployments[0]["status"] = status.into();
+        let body = deployment_hook(id, status);
+        assert_eq!(
+            hook(serve, "Deployment Hook", &body, Some(HOOK_TOKEN)).await,
+            202
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_servicenow_a_blocked_deployment_pre_approved_is_approved_and_its_outcome_closes_the_change()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = Instance::start().await;
+        let gl = FakeGitLab::start(
+            Some(&config(PRE_APPROVE)),
+            vec![deployment(1, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &sn.env());
+        let approvals = gl.until("approval", |a| !a.is_empty()).await;
+        assert_eq!(approvals[0].0, 1);
+        assert_eq!(approvals[0].1["status"], "approved", "{approvals:?}");
+        let comment = approvals[0].1["comment"].as_str().unwrap();
+        assert!(
+            comment.contains("pre-approved") && comment.contains("CHG0030001"),
+            "{comment}"
+        );
+        let changes = sn.changes_of(GL_SHA);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].1, "-1", "implementing: {changes:?}");
+        // The ledger beside the instance keeps the server's claims, never a change.
+        assert!(ledger(dir.path()).is_file());
+        assert!(super::super::changes(dir.path()).is_empty());
+
+        deployed(&serve, &gl, 1, "success").await;
+        until(&serve, "closed change", || {
+            sn.changes_of(GL_SHA)[0].1 == "3"
+        })
+        .await;
+        let changes = sn.changes_of(GL_SHA);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].2, "successful", "{changes:?}");
+        assert_eq!(gl.approvals().len(), 1, "answered once");
+        let log = serve.log();
+        assert!(!log.contains(PASSWORD) && !log.contains(BOT_TOKEN), "{log}");
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        sn.server.assert_clean();
+    }
+
+    /// A server whose blocked deployment waits for the ServiceNow approver: the change is
+    /// raised and nothing is answered yet. Its index in the instance.
+    async fn waiting_on_servicenow(serve: &Serve, gl: &FakeGitLab, sn: &Instance) -> usize {
+        until(serve, "change raised", || sn.changes_of(GL_SHA).len() == 1).await;
+        // A few polls of the approval: still nobody has decided.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(gl.approvals().is_empty(), "nobody decided yet");
+        let s = sn.sn.lock().unwrap();
+        s.changes
+            .iter()
+            .position(|c| c["correlation_id"].ends_with(GL_SHA))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_servicenow_a_blocked_deployment_is_approved_after_the_change_is_approved() {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = Instance::start().await;
+        let gl = FakeGitLab::start(
+            Some(&config(&needs_approval("60s"))),
+            vec![deployment(2, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &sn.env());
+        let i = waiting_on_servicenow(&serve, &gl, &sn).await;
+        sn.sn.lock().unwrap().decide(i, &Verdict::Approve);
+        let approvals = gl.until("approval", |a| !a.is_empty()).await;
+        assert_eq!(approvals.len(), 1, "{approvals:?}");
+        assert_eq!(approvals[0].0, 2);
+        assert_eq!(approvals[0].1["status"], "approved", "{approvals:?}");
+        let comment = approvals[0].1["comment"].as_str().unwrap();
+        assert!(comment.contains("CHG0030001"), "{comment}");
+        assert_eq!(sn.changes_of(GL_SHA).len(), 1);
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        sn.server.assert_clean();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_servicenow_a_blocked_deployment_is_rejected_after_the_change_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = Instance::start().await;
+        let gl = FakeGitLab::start(
+            Some(&config(&needs_approval("60s"))),
+            vec![deployment(3, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &sn.env());
+        let i = waiting_on_servicenow(&serve, &gl, &sn).await;
+        sn.sn
+            .lock()
+            .unwrap()
+            .decide(i, &Verdict::Reject("Not during the sales peak".into()));
+        let approvals = gl.until("rejection", |a| !a.is_empty()).await;
+        assert_eq!(approvals.len(), 1, "{approvals:?}");
+        assert_eq!(approvals[0].1["status"], "rejected", "{approvals:?}");
+        let comment = approvals[0].1["comment"].as_str().unwrap();
+        assert!(comment.contains("CHG0030001"), "{comment}");
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        sn.server.assert_clean();
+    }
+
+    /// A Jira site scripted by `script`, and the server's environment for it.
+    async fn jira(
+        script: impl FnOnce(&mut State),
+    ) -> (Remote, Arc<Mutex<State>>, Vec<(&'static str, String)>) {
+        let site = Remote::start().await;
+        let state = Arc::new(Mutex::new(State::new(site.watch())));
+        script(&mut state.lock().unwrap());
+        Mock::given(wiremock::matchers::any())
+            .respond_with(Fake(state.clone()))
+            .mount(&site)
+            .await;
+        let env = vec![
+            ("CHANGEGATE_BACKEND", "jira".to_string()),
+            ("CHANGEGATE_JIRA_URL", site.uri()),
+            ("CHANGEGATE_JIRA_USER", crate::jira::USER.to_string()),
+            ("CHANGEGATE_JIRA_TOKEN", crate::jira::TOKEN.to_string()),
+            ("CHANGEGATE_JIRA_PROJECT", "CHG".to_string()),
+            ("NO_PROXY", "127.0.0.1,localhost".to_string()),
+            ("no_proxy", "127.0.0.1,localhost".to_string()),
+        ];
+        (site, state, env)
+    }
+
+    /// The site's issues: (key, status).
+    fn issues(state: &Arc<Mutex<State>>) -> Vec<(String, String)> {
+        let s = state.lock().unwrap();
+        s.issues
+            .iter()
+            .map(|i| (i.key.clone(), i.status.clone()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_jira_a_blocked_deployment_pre_approved_is_approved_and_its_outcome_completes_the_issue()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (site, state, env) = jira(|_| {}).await;
+        let gl = FakeGitLab::start(
+            Some(PRE_APPROVE),
+            vec![deployment(4, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &env);
+        let approvals = gl.until("approval", |a| !a.is_empty()).await;
+        assert_eq!(approvals[0].1["status"], "approved", "{approvals:?}");
+        let found = issues(&state);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let comment = approvals[0].1["comment"].as_str().unwrap();
+        assert!(
+            comment.contains("pre-approved") && comment.contains(&found[0].0.replace('-', "\\-")),
+            "{comment}"
+        );
+        assert!(super::super::changes(dir.path()).is_empty());
+
+        deployed(&serve, &gl, 4, "success").await;
+        until(&serve, "completed issue", || {
+            issues(&state)[0].1 == "Completed"
+        })
+        .await;
+        assert_eq!(issues(&state).len(), 1);
+        assert_eq!(gl.approvals().len(), 1, "answered once");
+        let log = serve.log();
+        assert!(
+            !log.contains(crate::jira::TOKEN) && !log.contains(BOT_TOKEN),
+            "{log}"
+        );
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        site.assert_clean();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_jira_a_blocked_deployment_is_approved_after_the_request_is_approved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (site, state, env) = jira(|s| s.script.approve_after = Some(2)).await;
+        let gl = FakeGitLab::start(
+            Some(&needs_approval("60s")),
+            vec![deployment(5, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &env);
+        let approvals = gl.until("approval", |a| !a.is_empty()).await;
+        assert_eq!(approvals.len(), 1, "{approvals:?}");
+        assert_eq!(approvals[0].0, 5);
+        assert_eq!(approvals[0].1["status"], "approved", "{approvals:?}");
+        let found = issues(&state);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let comment = approvals[0].1["comment"].as_str().unwrap();
+        assert!(
+            comment.contains(&found[0].0.replace('-', "\\-")),
+            "{comment}"
+        );
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        site.assert_clean();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_jira_a_blocked_deployment_is_rejected_after_the_request_is_declined() {
+        let dir = tempfile::tempdir().unwrap();
+        let (site, state, env) = jira(|s| s.script.decline_after = Some(2)).await;
+        let gl = FakeGitLab::start(
+            Some(&needs_approval("60s")),
+            vec![deployment(6, "production", "blocked")],
+        )
+        .await;
+        let serve = start(dir.path(), &gl, &env);
+        let approvals = gl.until("rejection", |a| !a.is_empty()).await;
+        assert_eq!(approvals.len(), 1, "{approvals:?}");
+        assert_eq!(approvals[0].1["status"], "rejected", "{approvals:?}");
+        let found = issues(&state);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1, "Declined", "{found:?}");
+        assert_eq!(serve.stop(), Some(0));
+        gl.server.verify().await;
+        site.assert_clean();
+    }
 }
