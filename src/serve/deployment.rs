@@ -495,12 +495,6 @@ pub(super) async fn sync(server: Arc<Server>, event: PullRequestEvent, payload: 
 }
 
 async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>) -> Result<()> {
-    let _turn = server
-        .turns
-        .clone()
-        .acquire_owned()
-        .await
-        .context("the server is stopping")?;
     let head = &event.pull_request.head;
     let d = Delivery {
         event: "pull_request",
@@ -512,8 +506,27 @@ async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>
         run_id: None,
         payload,
     };
-    let token = token(server, &d).await?;
-    let settings = settings(server, &d, &token).await?;
+    run_sync(server, &d, Tickets::OfHead(&head.sha)).await
+}
+
+/// What a delivery's `sync` looks at.
+enum Tickets<'a> {
+    /// The pull request of this head commit ([`flow::sync::run`]).
+    OfHead(&'a str),
+    /// The repository's backlog and sprint ([`flow::sync::run_scan`]).
+    Scan,
+}
+
+/// `sync` for a delivery, in its turn, when the repository's config enables `[sync]`.
+async fn run_sync(server: &Server, d: &Delivery<'_>, tickets: Tickets<'_>) -> Result<()> {
+    let _turn = server
+        .turns
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the server is stopping")?;
+    let token = token(server, d).await?;
+    let settings = settings(server, d, &token).await?;
     if !settings.file.sync.enabled {
         return Ok(());
     }
@@ -523,12 +536,15 @@ async fn sync_inner(server: &Server, event: &PullRequestEvent, payload: Arc<str>
         workdir: &server.workdir,
         forge: &forge,
     };
-    let done = flow::sync::run(&ctx, Some(&head.sha)).await?;
+    let done = match tickets {
+        Tickets::OfHead(sha) => flow::sync::run(&ctx, Some(sha)).await?,
+        Tickets::Scan => flow::sync::run_scan(&ctx, &d.repository.full_name).await?,
+    };
     for warning in &done.warnings {
         tracing::warn!("{warning}");
     }
     tracing::info!(
-        repository = %event.repository.full_name,
+        repository = %d.repository.full_name,
         notes = done.report.lines.len(),
         "tickets synced"
     );
@@ -548,12 +564,6 @@ pub(super) async fn sync_issues(server: Arc<Server>, event: IssuesEvent, payload
 }
 
 async fn sync_issues_inner(server: &Server, event: &IssuesEvent, payload: Arc<str>) -> Result<()> {
-    let _turn = server
-        .turns
-        .clone()
-        .acquire_owned()
-        .await
-        .context("the server is stopping")?;
     // An issue names no commit: the run is one of the default branch.
     let d = Delivery {
         event: "issues",
@@ -565,27 +575,7 @@ async fn sync_issues_inner(server: &Server, event: &IssuesEvent, payload: Arc<st
         run_id: None,
         payload,
     };
-    let token = token(server, &d).await?;
-    let settings = settings(server, &d, &token).await?;
-    if !settings.file.sync.enabled {
-        return Ok(());
-    }
-    let forge = Forge::new(&settings);
-    let ctx = Ctx {
-        settings: &settings,
-        workdir: &server.workdir,
-        forge: &forge,
-    };
-    let done = flow::sync::run_scan(&ctx, &event.repository.full_name).await?;
-    for warning in &done.warnings {
-        tracing::warn!("{warning}");
-    }
-    tracing::info!(
-        repository = %event.repository.full_name,
-        notes = done.report.lines.len(),
-        "tickets synced"
-    );
-    Ok(())
+    run_sync(server, &d, Tickets::Scan).await
 }
 
 /// Claims `id` in `space`; `None` when the backend could not be asked.
