@@ -311,7 +311,10 @@ pub const DESCRIBED: &[(&str, &str)] = &[
         NOW,
         "The clock (RFC 3339), for what-if runs and tests; honoured only with a ledger backend or `--dry-run`, and every decision made under it says so.",
     ),
-    (LOG, "Log filter on stderr, e.g. `changegate=debug`."),
+    (
+        LOG,
+        "Log filter on stderr: a default level and `target=level` pairs, e.g. `warn,changegate=debug` (no span or field filters).",
+    ),
     (RUST_LOG, "Log filter, when `CHANGEGATE_LOG` is unset."),
     (NO_COLOR, "Set: no colour in the logs."),
     (

@@ -9,6 +9,9 @@ use changegate::domain::Platform;
 use changegate::env::{self, Snapshot, Vars};
 use changegate::output::console;
 use changegate::serve::LogFormat;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// One `error:` line on stderr, its control characters escaped: an error can quote a
 /// config file's bytes or a remote's body, and must stay one line that starts no workflow
@@ -47,25 +50,30 @@ fn init_logging(env: &Snapshot, verbose: u8, quiet: bool, serve: Option<LogForma
         .get(env::LOG)
         .or_else(|| env.get(env::RUST_LOG))
         .unwrap_or_else(|| format!("warn,changegate={default}"));
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // `target=level` directives (`warn,changegate=debug`): the filter without span or
+    // field matching, so the binary carries no regular-expression engine for its logs.
+    let filter = directives
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::WARN));
     if serve == Some(LogFormat::Json) {
         // One JSON object a line, with its time: what a log collector reads.
         tracing_subscriber::fmt()
             .json()
-            .with_env_filter(filter)
             .with_writer(console::LogWriter)
             .with_target(false)
+            .finish()
+            .with(filter)
             .init();
         return;
     }
     let color = std::io::stderr().is_terminal() && env.get(env::NO_COLOR).is_none();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(console::LogWriter)
         .with_ansi(color)
         .with_target(false)
         .without_time()
+        .finish()
+        .with(filter)
         .init();
 }
 

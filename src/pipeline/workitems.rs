@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use regex::Regex;
+// regex-lite: these three patterns need no Unicode classes, and `\b`/`\d` matching ASCII
+// only is what a record number or an issue key is made of.
+use regex_lite::Regex;
 
 static PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
@@ -79,6 +81,12 @@ mod tests {
             ("fix (#12), see #5. [#9];#8", &["#12", "#5", "#8", "#9"]),
             ("a#5 PR#3 C# #0 #01", &[]),
             ("feature/OPS-7-cache", &["OPS-7"]),
+            // Digits are ASCII digits: other scripts' digits make no key or number.
+            (
+                "PAY-\u{664}\u{662} #\u{664} INC\u{664}\u{664}\u{664}\u{664}\u{664}\u{664}\u{664}",
+                &[],
+            ),
+            ("Prüfung: PAY-42 — «#7»", &["PAY-42"]),
         ];
         for (text, want) in cases {
             assert_eq!(extract([*text]), *want, "{text}");
