@@ -27,8 +27,9 @@ FROM rust:${RUST_VERSION}-alpine AS build
 # hadolint ignore=DL3018
 RUN apk add --no-cache musl-dev linux-headers ca-certificates busybox-static
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY docs/reference/config.schema.json ./docs/reference/
 # musl links statically by default: the binary needs no loader and no libc at run time.
 # TLS is rustls (no OpenSSL). The release profile in Cargo.toml sets LTO, one codegen
 # unit, panic=abort and strip.

@@ -13,18 +13,8 @@ use crate::domain::Mode;
 use crate::domain::policy::{EvidenceRequirements, Freeze, PolicyParams, RiskLimits};
 
 /// Which system keeps the change records.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// The embedded SQLite ledger.
@@ -70,6 +60,7 @@ impl Serialize for HumanDuration {
     }
 }
 
+#[cfg(test)]
 impl schemars::JsonSchema for HumanDuration {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()
@@ -88,21 +79,24 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendSection {
     /// `local` (default), `postgres`, `servicenow` or `jira`.
     pub kind: Option<BackendKind>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSection {
     /// Path of the embedded SQLite ledger (default `.changegate/ledger.db`).
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceNowSection {
     /// Instance base URL, e.g. `https://example.service-now.com`.
@@ -149,7 +143,8 @@ pub const SERVICENOW_RESERVED_FIELDS: &[&str] = &[
 ];
 
 /// Status names on the site's change workflow. Matched case-insensitively.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraStatuses {
     /// Where a change goes when the gate passes.
@@ -181,7 +176,8 @@ impl Default for JiraStatuses {
 }
 
 /// Resolutions set when a closing transition's screen asks for one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraResolutions {
     /// The resolution of a change closed after a successful deploy.
@@ -203,7 +199,8 @@ impl Default for JiraResolutions {
 }
 
 /// The option values written to the change type field (`[jira.fields] change_type`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraChangeTypes {
     /// The change type of a pre-approved change.
@@ -236,7 +233,8 @@ pub const JIRA_TRANSITION_ROLES: &[&str] = &[
     "awaiting_approval",
 ];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct JiraSection {
     /// Site URL, e.g. `https://example.atlassian.net`.
@@ -290,13 +288,14 @@ impl Default for JiraSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SprintSection {
     /// First day of a sprint (any sprint: the cadence runs both ways from it).
     pub start: NaiveDate,
     /// Days per sprint, 1 to 366.
-    #[schemars(range(min = 1, max = 366))]
+    #[cfg_attr(test, schemars(range(min = 1, max = 366)))]
     pub length_days: u32,
 }
 
@@ -310,7 +309,8 @@ impl Default for SprintSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalSection {
     /// How long `gate` waits for a human decision; at most 30 days.
@@ -341,7 +341,8 @@ impl Default for ApprovalSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifySection {
     /// How long after a deploy incidents are still linked to it; at most 366 days.
@@ -356,7 +357,8 @@ impl Default for VerifySection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnotateSection {
     /// Annotate pull/merge requests when a token is available.
@@ -375,7 +377,8 @@ impl Default for AnnotateSection {
 }
 
 /// Where a sprint's planned work is read (`[announce] source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkSourceKind {
     /// A GitHub milestone of the repository: its issues and pull requests.
@@ -400,7 +403,8 @@ impl WorkSourceKind {
 }
 
 /// Where `announce` publishes (`[announce] sinks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum AnnounceSink {
     /// A sticky tracking issue on GitHub or GitLab.
@@ -412,7 +416,8 @@ pub enum AnnounceSink {
 }
 
 /// `changegate announce`: the sprint's planned work, and where it is published.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceSection {
     /// Where the work comes from; default the platform's milestone (GitHub or GitLab).
@@ -421,7 +426,7 @@ pub struct AnnounceSection {
     /// (`"Sprint {n}"`); empty: the one whose due date (or dates) falls inside the sprint.
     pub milestone: String,
     /// The Jira Software board whose sprints are read (with `source = "jira-sprint"`).
-    #[schemars(range(min = 1))]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub jira_board: Option<u64>,
     /// Where the notice goes (default `["forge-issue"]`).
     pub sinks: Vec<AnnounceSink>,
@@ -443,7 +448,8 @@ impl Default for AnnounceSection {
 
 /// Outbound HTTP: how long the run may spend on ITSM and forge calls, and to whom it may
 /// speak in clear.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     /// The whole-run budget of the ITSM and forge calls, retries and backoff included, the
@@ -476,7 +482,8 @@ pub const HTTP_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(600));
 
 /// The whole `.changegate.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
     /// The service deployed; default the repository name.
@@ -506,7 +513,8 @@ pub struct ConfigFile {
 
 /// `[sync]`: tickets that follow the work (`changegate sync`, and inside `gate`, `record`
 /// and `verify` when enabled).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSection {
     /// Write the notes from `gate`, `record` and `verify` too (default false: only the
@@ -1025,14 +1033,42 @@ fn line_of_key_in(text: &str, table: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// The JSON schema of the config file, generated from the same types that parse it.
+/// The JSON schema of the config file. It is generated from the same types that parse it
+/// (a test, `the_committed_schema_is_the_generated_one`, fails when the two differ) and
+/// compiled in as text, so the binary carries no schema generator.
+pub const JSON_SCHEMA: &str = include_str!("../docs/reference/config.schema.json");
+
+/// [`JSON_SCHEMA`], parsed.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(ConfigFile)).unwrap_or_default()
+    serde_json::from_str(JSON_SCHEMA).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema as the config types generate it, in the committed file's layout.
+    fn generated_schema() -> String {
+        let value = serde_json::to_value(schemars::schema_for!(ConfigFile)).unwrap();
+        serde_json::to_string_pretty(&value).unwrap() + "\n"
+    }
+
+    #[test]
+    fn the_committed_schema_is_the_generated_one() {
+        assert!(
+            JSON_SCHEMA == generated_schema(),
+            "docs/reference/config.schema.json is stale: run \
+             `cargo test --lib config::tests::write_the_schema -- --ignored`"
+        );
+    }
+
+    /// Writes docs/reference/config.schema.json from the config types.
+    #[test]
+    #[ignore = "writes the committed schema; run by hand after changing the config types"]
+    fn write_the_schema() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/config.schema.json");
+        std::fs::write(path, generated_schema()).unwrap();
+    }
 
     fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
         ConfigFile::parse(text, Path::new(".changegate.toml"))

@@ -15,9 +15,8 @@ use super::words;
 /// What an emergency does: pass at once, or go to expedited human approval. Either way it
 /// overrides the freeze, the allowance and the track record (never the risk and evidence
 /// rules) and uses no allowance.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum EmergencyHandling {
     #[default]
@@ -26,17 +25,18 @@ pub enum EmergencyHandling {
 }
 
 /// `[policy]`: the track record, the trust ramp and emergencies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyParams {
     /// Closed changes needed before any change can be pre-approved (at most 10000).
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub min_history: u32,
     /// How many of the most recent closed changes the success rate is taken over (1 to 10000).
-    #[schemars(range(min = 1, max = 10_000))]
+    #[cfg_attr(test, schemars(range(min = 1, max = 10_000)))]
     pub window: u32,
     /// Success rate (0..=1) the track record and each sprint must meet.
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[cfg_attr(test, schemars(range(min = 0.0, max = 1.0)))]
     pub min_success_rate: f64,
     pub allowance: AllowanceParams,
     /// A pull-request label that declares an emergency.
@@ -59,9 +59,8 @@ impl Default for PolicyParams {
 }
 
 /// What a risk rule does when its facts cannot be established.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenUnknown {
     /// The rule fails with the reason: the change goes to approval.
@@ -72,7 +71,8 @@ pub enum WhenUnknown {
 }
 
 /// `[risk]`: what makes a change too risky to pre-approve.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RiskLimits {
     /// More lines changed than this needs approval.
@@ -156,7 +156,8 @@ fn unknown_rule(code: &str, what: &str, when: WhenUnknown) -> Rule {
 }
 
 /// `[evidence]`: what must be shown before pre-approval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct EvidenceRequirements {
     /// The pull/merge request that brought the commit must be approved, on the head that
@@ -170,12 +171,13 @@ pub struct EvidenceRequirements {
     /// Check run names / status contexts that must have passed (`require_tests`). Empty:
     /// every check of the commit but changegate's own (and this run's unfinished jobs) must
     /// have passed, and there must be at least one.
-    #[schemars(length(max = 100))]
+    #[cfg_attr(test, schemars(length(max = 100)))]
     pub required_checks: Vec<String>,
 }
 
 /// `[[freeze]]`: a window in which every change is blocked, but declared emergencies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
     /// When the freeze starts (RFC 3339, e.g. `2026-12-21T00:00:00Z`).

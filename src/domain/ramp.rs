@@ -6,29 +6,30 @@ use serde::{Deserialize, Serialize};
 use super::history::{History, SprintTally};
 
 /// Parameters of the ramp (`[policy.allowance]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct AllowanceParams {
     /// Allowance of the first sprint with history.
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub initial: u32,
     /// Added after a sprint that met the target with enough changes.
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub step: u32,
     /// The allowance never grows above this.
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub max: u32,
     /// Multiplier applied after a sprint below target (rounded down).
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[cfg_attr(test, schemars(range(min = 0.0, max = 1.0)))]
     pub backoff: f64,
     /// The allowance never shrinks below this.
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub floor: u32,
     /// Closed changes a sprint needs before it can grow the allowance.
-    #[schemars(range(max = 10_000))]
+    #[cfg_attr(test, schemars(range(max = 10_000)))]
     pub min_changes: u32,
     /// How many past sprints the replay covers; older history is not replayed (at most 520).
-    #[schemars(range(max = 520))]
+    #[cfg_attr(test, schemars(range(max = 520)))]
     pub lookback_sprints: u32,
 }
 
