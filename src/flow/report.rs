@@ -1,11 +1,14 @@
 //! `report`: KPIs per sprint for this service (or every service in the backend).
 
+mod kept;
+
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 
 use super::Ctx;
-use crate::domain::kpi::{self, KpiInput};
+use crate::domain::kpi::{self, ChangeSummary, KpiInput};
 use crate::domain::ramp;
 use crate::itsm::{Backend, HistoryQuery, ServiceRef};
 use crate::pipeline;
@@ -95,30 +98,54 @@ async fn service_report(
             )
         })
         .collect();
-    // One sprint before the first is read as context: a failure restored in the range may
-    // have started there. Nothing decided after the clock counts (what-if runs).
-    let changes = backend
-        .change_summaries(
-            &service.service_id,
-            &service.environment,
-            s.calendar.start_of(first - 1),
-            s.now,
-        )
-        .await
-        .with_context(|| format!("cannot read the changes of {}", service.service_id))?;
-    let table = kpi::compute(&KpiInput {
-        calendar: s.calendar,
-        sprints: first..=current,
-        now: s.now,
-        changes: &changes,
-        allowance: &allowance,
-    });
+    let parts = match backend.kept_kpis() {
+        Some(kept) => kept::parts(ctx, backend, kept, &service, first..=current).await?,
+        None => {
+            let changes = window_changes(ctx, backend, &service, first).await?;
+            kpi::parts(&KpiInput {
+                calendar: s.calendar,
+                sprints: first..=current,
+                now: s.now,
+                changes: &changes,
+                allowance: &allowance,
+            })
+            .into_iter()
+            .map(|(sprint, part, _)| (sprint, part))
+            .collect()
+        }
+    };
+    let table = kpi::table(&s.calendar, s.now, &parts, &allowance);
     Ok(ServiceReport {
         service: service.service,
         service_id: service.service_id,
         environment: service.environment,
         table,
     })
+}
+
+/// Where a report from sprint `first` reads: one sprint before it is read as context (a
+/// failure restored in the range may have started there).
+fn window_from(ctx: &Ctx<'_>, first: i64) -> DateTime<Utc> {
+    ctx.settings.calendar.start_of(first - 1)
+}
+
+/// Every change a report from sprint `first` reads. Nothing decided after the clock counts
+/// (what-if runs).
+async fn window_changes(
+    ctx: &Ctx<'_>,
+    backend: &dyn Backend,
+    service: &ServiceRef,
+    first: i64,
+) -> Result<Vec<ChangeSummary>> {
+    backend
+        .change_summaries(
+            &service.service_id,
+            &service.environment,
+            window_from(ctx, first),
+            ctx.settings.now,
+        )
+        .await
+        .with_context(|| format!("cannot read the changes of {}", service.service_id))
 }
 
 /// The KPIs of this service (or, with `all`, of every service the backend knows) over

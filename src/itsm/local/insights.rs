@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::Ledger;
-use super::client::{Begin, args};
+use super::client::{Begin, Row, args};
 use super::codec::{COLUMNS, add_event, change_id, from_ts, parse_change_id, record_from_row, ts};
 use crate::domain::kpi::ChangeSummary;
 use crate::domain::simulate::{RecordedChange, Stamp};
@@ -16,6 +16,37 @@ use crate::domain::verify::{LinkedIncident, Verdict};
 use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
 use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
+
+/// The columns [`summaries`] reads, in its order.
+pub(super) const SUMMARY_COLUMNS: &str =
+    "decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
+     first_commit_at, outcome, failed_after_deploy, imported_from";
+
+/// The KPIs' view of rows read with [`SUMMARY_COLUMNS`]. A change without a decision is one
+/// imported from the forge's history (in the deployment measures), or none the KPIs can use.
+pub(super) fn summaries(rows: &[Row]) -> Result<Vec<ChangeSummary>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let decision = r.text(1)?.as_deref().and_then(DecisionKind::parse);
+        let outcome = r.text(7)?;
+        let imported = r.text(9)?.is_some();
+        let Some(decided_at) = from_ts(r.int(0)?).filter(|_| decision.is_some() || imported) else {
+            continue;
+        };
+        out.push(ChangeSummary {
+            decided_at,
+            decision,
+            pre_approved: r.flag(2)?,
+            emergency: r.flag(3)?,
+            approved_at: from_ts(r.int(4)?),
+            deployed_at: from_ts(r.int(5)?),
+            first_commit_at: from_ts(r.int(6)?),
+            outcome: outcome.as_deref().and_then(Outcome::from_word),
+            failed_after_deploy: r.flag(8)?,
+        });
+    }
+    Ok(out)
+}
 
 /// A stored JSON document that no longer parses: named, never silently skipped.
 fn bad_json(what: &str, row: i64, e: serde_json::Error) -> anyhow::Error {
@@ -114,17 +145,20 @@ impl Ledger {
 #[async_trait]
 impl Insights for Ledger {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
-        // The distinct pairs come from the index alone (a few MB even for a large ledger);
-        // the display name is then one indexed lookup per pair.
+        // The pairs come from the day stamps (a row per day, however many changes), the
+        // display name from one indexed lookup per pair: the latest decided change's. A
+        // pair whose changes were all deleted keeps its stamps and has no name: not listed.
         self.read_all(
-            "SELECT d.service_id, d.environment,
+            "SELECT service_id, environment, service FROM (
+                SELECT d.service_id, d.environment,
                     (SELECT c.service FROM changes c INDEXED BY changes_by_decided
                      WHERE c.service_id = d.service_id AND c.environment = d.environment
                        AND c.decided_at IS NOT NULL
-                     ORDER BY c.decided_at DESC LIMIT 1)
-             FROM (SELECT DISTINCT service_id, environment FROM changes INDEXED BY changes_by_decided
-                   WHERE decided_at IS NOT NULL) d
-             ORDER BY d.service_id, d.environment",
+                     ORDER BY c.decided_at DESC LIMIT 1) AS service
+                FROM (SELECT DISTINCT service_id, environment FROM kpi_stamps) d
+             ) AS named
+             WHERE service IS NOT NULL
+             ORDER BY service_id, environment",
             &[],
         )
         .await?
@@ -148,38 +182,16 @@ impl Insights for Ledger {
     ) -> Result<Vec<ChangeSummary>> {
         let rows = self
             .read_all(
-                "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
-                        first_commit_at, outcome, failed_after_deploy, imported_from
-                 FROM changes INDEXED BY changes_by_decided
-                 WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
-                 ORDER BY decided_at",
+                &format!(
+                    "SELECT {SUMMARY_COLUMNS}
+                     FROM changes INDEXED BY changes_by_decided
+                     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
+                     ORDER BY decided_at"
+                ),
                 args![service_id, environment, ts(from), ts(to)],
             )
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let decision = r.text(1)?.as_deref().and_then(DecisionKind::parse);
-            let outcome = r.text(7)?;
-            // A change without a decision is one imported from the forge's history (in the
-            // deployment measures), or none the KPIs can use.
-            let imported = r.text(9)?.is_some();
-            let Some(decided_at) = from_ts(r.int(0)?).filter(|_| decision.is_some() || imported)
-            else {
-                continue;
-            };
-            out.push(ChangeSummary {
-                decided_at,
-                decision,
-                pre_approved: r.flag(2)?,
-                emergency: r.flag(3)?,
-                approved_at: from_ts(r.int(4)?),
-                deployed_at: from_ts(r.int(5)?),
-                first_commit_at: from_ts(r.int(6)?),
-                outcome: outcome.as_deref().and_then(Outcome::from_word),
-                failed_after_deploy: r.flag(8)?,
-            });
-        }
-        Ok(out)
+        summaries(&rows)
     }
 
     async fn recorded_changes(

@@ -13,6 +13,7 @@ mod client;
 mod codec;
 mod history;
 mod insights;
+mod kept;
 mod lifecycle;
 mod verify;
 
@@ -22,7 +23,7 @@ pub use history::DECISION_QUERIES;
 
 use std::time::Duration;
 
-use super::{Announcements, Backend, Imports, ManualApproval, Waits};
+use super::{Announcements, Backend, Imports, KeptKpis, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
@@ -57,6 +58,10 @@ impl Backend for Ledger {
     }
 
     fn announcements(&self) -> Option<&dyn Announcements> {
+        Some(self)
+    }
+
+    fn kept_kpis(&self) -> Option<&dyn KeptKpis> {
         Some(self)
     }
 }
