@@ -4,15 +4,13 @@ mod kept;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
-
 use super::Ctx;
-use crate::domain::kpi::{self, ChangeSummary, KpiInput};
+use crate::domain::kpi::{self, KpiInput};
 use crate::domain::ramp;
 use crate::itsm::{Backend, HistoryQuery, ServiceRef};
 use crate::pipeline;
 use crate::report::{KpiReport, ServiceReport};
+use anyhow::{Context, Result, bail};
 
 /// The service and environment this run is about: from the repository (or CI) and the
 /// settings, or else by the name given with `--service` among those in the ledger.
@@ -98,10 +96,20 @@ async fn service_report(
             )
         })
         .collect();
+    let reading = kept::Reading {
+        calendar: s.calendar,
+        now: s.now,
+        keep: !s.dry_run,
+    };
     let parts = match backend.kept_kpis() {
-        Some(kept) => kept::parts(ctx, backend, kept, &service, first..=current).await?,
+        Some(kept) => {
+            let (parts, source) =
+                kept::parts(&reading, backend, kept, &service, first..=current).await?;
+            tracing::debug!("the KPIs of {}: {source:?}", service.service_id);
+            parts
+        }
         None => {
-            let changes = window_changes(ctx, backend, &service, first).await?;
+            let changes = kept::window_changes(&reading, backend, &service, first).await?;
             kpi::parts(&KpiInput {
                 calendar: s.calendar,
                 sprints: first..=current,
@@ -121,31 +129,6 @@ async fn service_report(
         environment: service.environment,
         table,
     })
-}
-
-/// Where a report from sprint `first` reads: one sprint before it is read as context (a
-/// failure restored in the range may have started there).
-fn window_from(ctx: &Ctx<'_>, first: i64) -> DateTime<Utc> {
-    ctx.settings.calendar.start_of(first - 1)
-}
-
-/// Every change a report from sprint `first` reads. Nothing decided after the clock counts
-/// (what-if runs).
-async fn window_changes(
-    ctx: &Ctx<'_>,
-    backend: &dyn Backend,
-    service: &ServiceRef,
-    first: i64,
-) -> Result<Vec<ChangeSummary>> {
-    backend
-        .change_summaries(
-            &service.service_id,
-            &service.environment,
-            window_from(ctx, first),
-            ctx.settings.now,
-        )
-        .await
-        .with_context(|| format!("cannot read the changes of {}", service.service_id))
 }
 
 /// The KPIs of this service (or, with `all`, of every service the backend knows) over

@@ -406,6 +406,28 @@ impl Ledger {
             .with_allowance_used(u32::try_from(used).unwrap_or(u32::MAX)))
     }
 
+    /// Test-only: runs statements written for both stores (no arguments), in one
+    /// transaction.
+    #[cfg(test)]
+    pub(crate) async fn exec_for_test(&self, statements: &[String]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        for sql in statements {
+            tx.execute(sql, &[]).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Test-only: the integers one query returns, row by row.
+    #[cfg(test)]
+    pub(crate) async fn ints_for_test(&self, sql: &str) -> Result<Vec<Vec<i64>>> {
+        self.read_all(sql, &[])
+            .await?
+            .iter()
+            .map(|r| (0..r.0.len()).map(|i| r.i64(i)).collect())
+            .collect()
+    }
+
     pub(super) async fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin(Begin::Plain).await?;

@@ -67,4 +67,4 @@ impl Backend for Ledger {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

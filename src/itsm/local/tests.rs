@@ -15,7 +15,7 @@ use crate::itsm::{
     TrackRecord, Waits,
 };
 
-fn calendar() -> SprintCalendar {
+pub(crate) fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
 }
 
@@ -62,11 +62,11 @@ fn decision(kind: DecisionKind, emergency: Option<&str>) -> Decision {
     }
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: Option<tempfile::TempDir>,
-    ledger: Ledger,
-    rt: tokio::runtime::Runtime,
-    name: &'static str,
+    pub(crate) ledger: Ledger,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) name: &'static str,
 }
 
 /// The PostgreSQL server the tests use (`CHANGEGATE_TEST_DATABASE_URL`, which `.ci/test`
@@ -116,7 +116,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The same empty ledger on each store: SQLite, and PostgreSQL when a server is there.
-fn ledgers() -> Vec<Fixture> {
+pub(crate) fn ledgers() -> Vec<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Ledger::open(&dir.path().join("ledger.db"), false)
         .unwrap()
@@ -148,7 +148,17 @@ fn ledgers() -> Vec<Fixture> {
 }
 
 impl Fixture {
-    fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+    /// A fixture around a ledger opened by the test.
+    pub(crate) fn on(ledger: Ledger) -> Fixture {
+        Fixture {
+            _dir: None,
+            ledger,
+            rt: runtime(),
+            name: "sqlite",
+        }
+    }
+
+    pub(crate) fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
