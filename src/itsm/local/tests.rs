@@ -234,6 +234,49 @@ impl Fixture {
             1,
         );
         assert_eq!(totals, closed, "{}: totals", self.name);
+        self.assert_stamps_cover();
+    }
+
+    /// The day stamps `report` reads (`kpi_stamps`) cover every change: each day a change
+    /// was decided or deployed on is stamped, no later than the change's decision.
+    fn assert_stamps_cover(&self) {
+        let touched = self
+            .run(self.ledger.ints_for_test(
+                "SELECT t.d, t.e, coalesce(k.writes, 0), coalesce(k.earliest, t.e + 1)
+                 FROM (SELECT service_id, environment, d, min(e) AS e FROM (
+                         SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
+                             coalesce(decided_at, deployed_at) AS e
+                         FROM changes WHERE decided_at IS NOT NULL
+                         UNION ALL
+                         SELECT service_id, environment, deployed_at - deployed_at % 86400,
+                             coalesce(decided_at, deployed_at)
+                         FROM changes WHERE deployed_at IS NOT NULL) AS x
+                       GROUP BY service_id, environment, d) AS t
+                 LEFT JOIN kpi_stamps k ON k.service_id = t.service_id
+                     AND k.environment = t.environment AND k.day = t.d
+                 ORDER BY t.d",
+            ))
+            .unwrap();
+        for row in &touched {
+            let [day, earliest_change, writes, stamped_earliest] = row[..] else {
+                panic!("{}: four columns", self.name)
+            };
+            assert!(writes > 0, "{}: day {day} not stamped", self.name);
+            assert!(
+                stamped_earliest <= earliest_change,
+                "{}: day {day} stamped earliest {stamped_earliest}, a change decided {earliest_change}",
+                self.name
+            );
+        }
+    }
+
+    /// Every stamp's writes added up: grows with every write to a change.
+    fn stamp_writes(&self) -> i64 {
+        self.run(
+            self.ledger
+                .ints_for_test("SELECT CAST(coalesce(sum(writes), 0) AS BIGINT) FROM kpi_stamps"),
+        )
+        .unwrap()[0][0]
     }
 
     fn history(&self, exclude: Option<&str>, window: u32) -> History {
@@ -363,6 +406,132 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
         );
         l.assert_counts_agree();
     }
+}
+
+#[test]
+fn every_write_to_a_change_stamps_the_days_report_reads() {
+    for l in ledgers() {
+        let mut writes = l.stamp_writes();
+        let mut grew = |what: &str| {
+            let now = l.stamp_writes();
+            assert!(now > writes, "{}: {what} stamped nothing", l.name);
+            writes = now;
+            l.assert_stamps_cover();
+        };
+        let a = l.change(
+            &facts("acme/api", 'a'),
+            &decision(DecisionKind::NeedsApproval, None),
+            at(1, 0),
+            false,
+            None,
+        );
+        grew("a decision");
+        let a = l
+            .run(l.ledger.decide_by_hand(&a.id, true, "lead", None, at(1, 2)))
+            .unwrap();
+        grew("an approval");
+        let a = l.run(l.ledger.start(&a, at(3, 5))).unwrap();
+        grew("a deploy days later");
+        let a = l
+            .run(
+                l.ledger
+                    .record_outcome(&a, Outcome::Success, "", None, at(3, 6)),
+            )
+            .unwrap();
+        grew("an outcome");
+        l.run(l.ledger.write_verification(
+            &a,
+            &crate::domain::verify::Verdict::FailedAfterDeploy {
+                incidents: vec!["INC1".into()],
+            },
+            at(4, 0),
+        ))
+        .unwrap();
+        grew("a verification");
+        l.run(
+            l.ledger
+                .exec_for_test(&["DELETE FROM events".into(), "DELETE FROM changes".into()]),
+        )
+        .unwrap();
+        grew("a delete");
+        // The days stay stamped: the stamps only grow, so a kept sum changes.
+        let days = l
+            .run(
+                l.ledger
+                    .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+            )
+            .unwrap();
+        let day = |d: i64| {
+            let t = at(d, 0).timestamp();
+            t - t % 86_400
+        };
+        assert_eq!(
+            days.iter().map(|r| r[0]).collect::<Vec<_>>(),
+            vec![day(1), day(3)],
+            "{}: the decision's and the deploy's days",
+            l.name
+        );
+        assert!(
+            days.iter().all(|r| r[2] == at(1, 0).timestamp()),
+            "{}: {days:?}",
+            l.name
+        );
+    }
+}
+
+#[test]
+fn migrating_stamps_the_existing_changes() {
+    // A ledger of schema 7 with changes, opened by this changegate: the stamps are built
+    // from the changes, and the triggers stamp what is written after.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..7] {
+            db.execute_batch(sql).unwrap();
+        }
+        db.pragma_update(None, "user_version", 7).unwrap();
+        db.execute_batch(&format!(
+            "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha,
+                 state, opened_at, decided_at, deployed_at, facts_json)
+             VALUES ('k1', 'api', 'acme/api', 'production', 'a', 'closed', {d1}, {d1}, {p1}, '{{}}'),
+                    ('k2', 'api', 'acme/api', 'production', 'b', 'closed', {d2}, {d2}, NULL, '{{}}'),
+                    ('k3', 'api', 'acme/web', 'staging', 'c', 'open', {d2}, NULL, NULL, '{{}}');",
+            d1 = at(1, 3).timestamp(),
+            p1 = at(5, 1).timestamp(),
+            d2 = at(1, 9).timestamp(),
+        ))
+        .unwrap();
+    }
+    let ledger = Ledger::open(&path, false).unwrap();
+    let l = Fixture::on(ledger);
+    let day = |d: i64| {
+        let t = at(d, 0).timestamp();
+        t - t % 86_400
+    };
+    let stamps = l
+        .run(
+            l.ledger
+                .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+        )
+        .unwrap();
+    assert_eq!(
+        stamps,
+        vec![
+            vec![day(1), 2, at(1, 3).timestamp()],
+            vec![day(5), 1, at(1, 3).timestamp()]
+        ]
+    );
+    l.assert_stamps_cover();
+    let services = l.run(crate::itsm::Insights::services(&l.ledger)).unwrap();
+    assert_eq!(
+        services
+            .iter()
+            .map(|s| s.service_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["acme/api"],
+        "a service with no decided change is not listed"
+    );
 }
 
 #[test]
