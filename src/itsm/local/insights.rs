@@ -17,12 +17,31 @@ use crate::domain::{ChangeFacts, ChangeRecord, Decision, DecisionKind, Outcome};
 use crate::itsm::Insights;
 use crate::itsm::ServiceRef;
 
-/// The columns [`summaries`] reads, in its order.
-pub(super) const SUMMARY_COLUMNS: &str =
-    "decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
-     first_commit_at, outcome, failed_after_deploy, imported_from";
+/// Every service and environment with a decided change: the pairs from the day stamps (a
+/// row per day, however many changes), the display name from one indexed lookup per pair,
+/// the latest decided change's. A pair whose changes were all deleted keeps its stamps and
+/// has no name: not listed.
+pub(super) const SERVICES_SQL: &str = "SELECT service_id, environment, service FROM (
+        SELECT d.service_id, d.environment,
+            (SELECT c.service FROM changes c INDEXED BY changes_by_decided
+             WHERE c.service_id = d.service_id AND c.environment = d.environment
+               AND c.decided_at IS NOT NULL
+             ORDER BY c.decided_at DESC LIMIT 1) AS service
+        FROM (SELECT DISTINCT service_id, environment FROM kpi_stamps) d
+     ) AS named
+     WHERE service IS NOT NULL
+     ORDER BY service_id, environment";
 
-/// The KPIs' view of rows read with [`SUMMARY_COLUMNS`]. A change without a decision is one
+/// The changes of a service and environment decided from ?3 to ?4, for the KPIs
+/// ([`summaries`] reads its columns).
+pub(super) const SUMMARIES_SQL: &str =
+    "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
+        first_commit_at, outcome, failed_after_deploy, imported_from
+     FROM changes INDEXED BY changes_by_decided
+     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
+     ORDER BY decided_at";
+
+/// The KPIs' view of rows read with the columns of [`SUMMARIES_SQL`]. A change without a decision is one
 /// imported from the forge's history (in the deployment measures), or none the KPIs can use.
 pub(super) fn summaries(rows: &[Row]) -> Result<Vec<ChangeSummary>> {
     let mut out = Vec::with_capacity(rows.len());
@@ -145,32 +164,17 @@ impl Ledger {
 #[async_trait]
 impl Insights for Ledger {
     async fn services(&self) -> Result<Vec<ServiceRef>> {
-        // The pairs come from the day stamps (a row per day, however many changes), the
-        // display name from one indexed lookup per pair: the latest decided change's. A
-        // pair whose changes were all deleted keeps its stamps and has no name: not listed.
-        self.read_all(
-            "SELECT service_id, environment, service FROM (
-                SELECT d.service_id, d.environment,
-                    (SELECT c.service FROM changes c INDEXED BY changes_by_decided
-                     WHERE c.service_id = d.service_id AND c.environment = d.environment
-                       AND c.decided_at IS NOT NULL
-                     ORDER BY c.decided_at DESC LIMIT 1) AS service
-                FROM (SELECT DISTINCT service_id, environment FROM kpi_stamps) d
-             ) AS named
-             WHERE service IS NOT NULL
-             ORDER BY service_id, environment",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(ServiceRef {
-                service_id: r.string(0)?,
-                environment: r.string(1)?,
-                service: r.string(2)?,
+        self.read_all(SERVICES_SQL, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ServiceRef {
+                    service_id: r.string(0)?,
+                    environment: r.string(1)?,
+                    service: r.string(2)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn change_summaries(
@@ -182,12 +186,7 @@ impl Insights for Ledger {
     ) -> Result<Vec<ChangeSummary>> {
         let rows = self
             .read_all(
-                &format!(
-                    "SELECT {SUMMARY_COLUMNS}
-                     FROM changes INDEXED BY changes_by_decided
-                     WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
-                     ORDER BY decided_at"
-                ),
+                SUMMARIES_SQL,
                 args![service_id, environment, ts(from), ts(to)],
             )
             .await?;

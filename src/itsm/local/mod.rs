@@ -20,6 +20,7 @@ mod verify;
 pub use client::{MIGRATIONS, SchemaStatus, Timeouts};
 pub use codec::change_id;
 pub use history::DECISION_QUERIES;
+pub use kept::REPORT_QUERIES;
 
 use std::time::Duration;
 

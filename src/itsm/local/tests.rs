@@ -743,6 +743,124 @@ fn a_decision_does_the_same_work_at_1000_and_100000_changes() {
     }
 }
 
+/// The work (SQLite VM steps) of each query of a warm report (every finished sprint kept)
+/// on a ledger of `n` changes of one service over 400 days, and 20 changes in the current
+/// sprint, with a part kept for each of the 5 finished sprints of a 6-sprint report.
+fn report_work(n: i64) -> Vec<(&'static str, i32)> {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    let client::Store::Sqlite(store) = &ledger.store else {
+        unreachable!("opened a SQLite ledger")
+    };
+    let conn = store.raw();
+    let cal = calendar();
+    let start = at(0, 0).timestamp();
+    let insert = "INSERT INTO changes (correlation_key, service, service_id, environment,
+             commit_sha, state, decision, outcome, pre_approved, opened_at, decided_at,
+             deployed_at, closed_at, facts_json)
+         SELECT ?3 || i, 'api', 'acme/api', 'production', 'sha', 'closed', 'pre-approved',
+             CASE WHEN i % 10 = 0 THEN 'failure' WHEN i % 10 = 1 THEN 'cancelled' ELSE 'success' END,
+             i % 3 = 0, t, t, t + 600, t + 900, '{}'
+         FROM (WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?1)
+               SELECT i, ?2 + t AS t FROM (SELECT i, %SPREAD% AS t FROM g))";
+    conn.execute(
+        &insert.replace("%SPREAD%", "(i % 400) * 86400 + (i * 7919) % 85000"),
+        rusqlite::params![n, start, "k"],
+    )
+    .unwrap();
+    let current = 30;
+    let sprint_start = cal.start_of(current).timestamp();
+    conn.execute(
+        &insert.replace("%SPREAD%", "i * 7200"),
+        rusqlite::params![20, sprint_start, "now"],
+    )
+    .unwrap();
+    for sprint in current - 5..current {
+        conn.execute(
+            "INSERT INTO kpi_sprints VALUES ('acme/api', 'production', ?1, ?2, ?3, 1, 0, ?1, ?2, ?1, ?2, '{}')",
+            rusqlite::params![
+                cal.start_of(sprint).timestamp(),
+                cal.end_of(sprint).timestamp(),
+                sprint
+            ],
+        )
+        .unwrap();
+    }
+    let now = sprint_start + 2 * 86_400 + 3600;
+    let from = cal.start_of(current - 6).timestamp();
+    REPORT_QUERIES
+        .iter()
+        .map(|(name, sql)| {
+            use rusqlite::types::Value::{Integer, Text};
+            let (svc, env) = (Text("acme/api".into()), Text("production".into()));
+            let args = match *name {
+                "services" => vec![],
+                "stamps" => vec![svc, env, Integer(from), Integer(now)],
+                "kept_sprints" => vec![
+                    svc,
+                    env,
+                    Integer(cal.start_of(current - 5).timestamp()),
+                    Integer(cal.start_of(current - 1).timestamp()),
+                ],
+                "deploys_around" => vec![svc, env, Integer(from), Integer(sprint_start)],
+                _ => vec![svc, env, Integer(sprint_start), Integer(now)],
+            };
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |_| Ok(()))
+                .unwrap()
+                .count();
+            assert!(rows > 0, "{name} found nothing");
+            (*name, stmt.get_status(rusqlite::StatementStatus::VmStep))
+        })
+        .collect()
+}
+
+#[test]
+fn a_warm_report_does_the_same_work_at_1000_and_100000_changes() {
+    // A report with every finished sprint kept reads the day stamps, the kept parts, the
+    // current sprint's changes and the few deploys around its start: none of it grows with
+    // the history. (Reading every change of the six sprints instead reads 100 times the
+    // changes at 100,000 as at 1,000 here.)
+    let small = report_work(1_000);
+    let large = report_work(100_000);
+    for ((name, s), (_, l)) in small.iter().zip(&large) {
+        eprintln!("{name}: {s} VM steps at 1,000 changes, {l} at 100,000");
+        assert!(
+            f64::from(*l) <= f64::from(*s) * 1.05,
+            "{name}: {l} steps at 100,000 changes against {s} at 1,000"
+        );
+    }
+}
+
+#[test]
+fn the_report_queries_read_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    let client::Store::Sqlite(store) = &ledger.store else {
+        unreachable!("opened a SQLite ledger")
+    };
+    let conn = store.raw();
+    for (name, sql) in REPORT_QUERIES {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(
+                rusqlite::params_from_iter(
+                    (0..stmt.parameter_count()).map(|_| rusqlite::types::Value::Integer(0)),
+                ),
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            !plan.contains("SCAN changes"),
+            "{name} scans the changes: {plan}"
+        );
+    }
+}
+
 #[test]
 fn pre_approvals_decided_at_once_never_overrun_the_allowance() {
     for l in ledgers() {
