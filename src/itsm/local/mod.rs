@@ -13,14 +13,13 @@ mod client;
 mod codec;
 mod history;
 mod insights;
-mod kept;
 mod lifecycle;
 mod verify;
 
 pub use client::{MIGRATIONS, SchemaStatus, Timeouts};
 pub use codec::change_id;
 pub use history::DECISION_QUERIES;
-pub use kept::REPORT_QUERIES;
+pub use insights::REPORT_QUERIES;
 
 use std::time::Duration;
 
