@@ -54,6 +54,67 @@ const COLD_RUNS: usize = 3;
 /// absolute target (under 1 s) would be some 430×, too loose to notice anything.
 const TARGET_STARTUP: f64 = 100.0;
 
+/// The plan and in-process time (median of 5, the page cache warm) of each query a warm
+/// `report` runs on the ledger: what still grows with the history shows here.
+fn query_times(ledger: &Path, now: DateTime<Utc>) {
+    let db =
+        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the ledger");
+    // The default calendar: 14-day sprints from Monday 2024-01-01.
+    let start_of = |sprint: i64| 1_704_067_200 + sprint * 14 * 86_400;
+    let at = now.timestamp();
+    let current = (at - 1_704_067_200).div_euclid(14 * 86_400);
+    let from = start_of(current - 6);
+    let queries = changegate::itsm::local::REPORT_QUERIES.iter().chain(
+        changegate::itsm::local::DECISION_QUERIES
+            .iter()
+            .filter(|(n, _)| *n == "sprints"),
+    );
+    for (name, sql) in queries {
+        use rusqlite::types::Value::{Integer, Text};
+        let (svc, env) = (
+            Text(seed::SERVICE_ID.into()),
+            Text(seed::ENVIRONMENT.into()),
+        );
+        let args = match *name {
+            "services" => vec![],
+            "stamps" => vec![svc, env, Integer(from), Integer(at)],
+            "kept_sprints" => vec![
+                svc,
+                env,
+                Integer(start_of(current - 5)),
+                Integer(start_of(current - 1)),
+            ],
+            "deploys_around" => vec![svc, env, Integer(from), Integer(start_of(current))],
+            "sprints" => vec![
+                svc,
+                env,
+                Integer(start_of(current - 9)),
+                Integer(14 * 86_400),
+                Integer(-1),
+                Integer(at),
+                Integer(at - at.rem_euclid(86_400)),
+            ],
+            _ => vec![svc, env, Integer(start_of(current)), Integer(at)],
+        };
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let mut stmt = db.prepare_cached(sql).expect("prepare");
+            rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |_| Ok(()))
+                .expect("query")
+                .count();
+            times.push(started.elapsed());
+        }
+        println!(
+            "  {name:<16} {:>9}  {rows:>4} row(s)",
+            ms(median(&mut times))
+        );
+    }
+}
+
 fn main() {
     let runs = measure::runs(7);
     let changes: u64 = std::env::var("CHANGEGATE_BENCH_CHANGES")
@@ -79,6 +140,11 @@ fn main() {
         started.elapsed().as_secs_f64(),
         std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
     );
+
+    for (what, path) in [("large", &ledger), ("small", &small_ledger)] {
+        println!("\nthe warm report's queries on the {what} ledger (in-process, median of 5):");
+        query_times(path, now);
+    }
 
     let html = dir.path().join("kpis.html");
     let forget = |path: &Path| {

@@ -568,6 +568,51 @@ mod tests {
         assert_eq!(Spread::of((1..=10).collect()).median_secs, Some(5));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn kept_durations_give_the_spread_of_all_their_values(
+            a in proptest::collection::vec(-50i64..5000, 0..60),
+            b in proptest::collection::vec(-50i64..5000, 0..60),
+            c in proptest::collection::vec(0i64..40, 0..60),
+        ) {
+            let all: Vec<i64> = a.iter().chain(&b).chain(&c).copied().collect();
+            let merged = Durations::of(a)
+                .merged(&Durations::of(b))
+                .merged(&Durations::of(c));
+            proptest::prop_assert_eq!(merged.spread(), Spread::of(all));
+        }
+    }
+
+    #[test]
+    fn parts_added_up_give_the_total() {
+        // The total of a table is the sprints' parts added up: the same as the KPIs of all
+        // their changes together.
+        let changes: Vec<ChangeSummary> = (0..40)
+            .map(|i| {
+                let outcome = [Outcome::Success, Outcome::Failure, Outcome::Cancelled][i % 3];
+                approved(i as i64 * 11 * H, (i as i64 % 7) * 600, outcome)
+            })
+            .collect();
+        let table = compute(&KpiInput {
+            calendar: cal(),
+            sprints: 0..=1,
+            now: t(20 * D),
+            changes: &changes,
+            allowance: &BTreeMap::new(),
+        });
+        let refs: Vec<&ChangeSummary> = changes
+            .iter()
+            .filter(|c| c.decided_at < t(20 * D))
+            .collect();
+        let (episodes, _) = restore_walk(&changes, &cal());
+        let secs: Vec<Option<i64>> = episodes
+            .iter()
+            .filter(|(s, _)| (0..=1).contains(s))
+            .map(|(_, e)| *e)
+            .collect();
+        assert_eq!(table.total, part(&refs, &secs).kpis(14.0 + 6.0));
+    }
+
     #[test]
     fn one_sprint_worked_by_hand() {
         // Sprint 0 (2026-01-05 .. 2026-01-18), fully in the past.
