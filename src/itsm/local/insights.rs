@@ -35,11 +35,11 @@ pub(super) const SERVICES_SQL: &str = "SELECT service_id, environment, service F
      ORDER BY service_id, environment";
 
 /// The changes of a service and environment decided from ?3 to ?4, for the KPIs
-/// ([`summaries`] reads its columns).
+/// ([`summaries`] reads its columns), from the index that holds them all.
 pub(super) const SUMMARIES_SQL: &str =
     "SELECT decided_at, decision, pre_approved, emergency, approved_at, deployed_at,
         first_commit_at, outcome, failed_after_deploy, imported_from
-     FROM changes INDEXED BY changes_by_decided
+     FROM changes INDEXED BY changes_for_kpis
      WHERE service_id = ?1 AND environment = ?2 AND decided_at BETWEEN ?3 AND ?4
      ORDER BY decided_at";
 

@@ -170,7 +170,7 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
     // 7 (SQLite's 8): what keeps `report` flat: write stamps per service, environment and
     // UTC day of a change's decision or deploy (`kpi_stamps`, kept by a trigger under the
     // service and environment's advisory lock, as the tallies are), the finished sprints'
-    // KPI parts (`kpi_sprints`) and the deploys' index.
+    // KPI parts (`kpi_sprints`), the deploys' index and the KPIs' covering index.
     "CREATE TABLE kpi_stamps (
         service_id TEXT NOT NULL,
         environment TEXT NOT NULL,
@@ -195,6 +195,9 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service_id, environment, start)
     );
     CREATE INDEX changes_by_deployed ON changes(service_id, environment, deployed_at, decided_at, outcome) INCLUDE (id);
+    CREATE INDEX changes_for_kpis ON changes(service_id, environment, decided_at) INCLUDE (decision,
+        pre_approved, emergency, approved_at, deployed_at, first_commit_at, outcome,
+        failed_after_deploy, imported_from);
     INSERT INTO kpi_stamps
         SELECT service_id, environment, d, count(*), min(e) FROM (
             SELECT service_id, environment, decided_at - decided_at % 86400 AS d,

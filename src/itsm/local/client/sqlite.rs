@@ -195,7 +195,9 @@ pub const MIGRATIONS: &[&str] = &[
     // write to `changes`, and the existing rows are counted once here. `kpi_sprints` holds
     // the KPI parts of finished sprints, with the stamp they were computed at (written by
     // `report`, best-effort). `changes_by_deployed` finds the deploys of earlier sprints'
-    // changes that the current sprint's failure episodes start after or end with.
+    // changes that the current sprint's failure episodes start after or end with;
+    // `changes_for_kpis` holds every column the KPIs read, so that a sprint's changes are
+    // read from it alone, not from the table's rows (facts and all).
     "CREATE TABLE kpi_stamps (
         service_id TEXT NOT NULL,
         environment TEXT NOT NULL,
@@ -220,6 +222,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service_id, environment, start)
     ) WITHOUT ROWID;
     CREATE INDEX changes_by_deployed ON changes(service_id, environment, deployed_at, decided_at, outcome);
+    CREATE INDEX changes_for_kpis ON changes(service_id, environment, decided_at, decision,
+        pre_approved, emergency, approved_at, deployed_at, first_commit_at, outcome,
+        failed_after_deploy, imported_from);
     INSERT INTO kpi_stamps
         SELECT service_id, environment, d, count(*), min(e) FROM (
             SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
