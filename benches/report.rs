@@ -42,16 +42,19 @@ const NOW: &str = "2026-06-01T12:00:00Z";
 const TARGET_RSS_KB: u64 = 100 * 1024;
 
 /// A warm report on the large ledger against the same report on 1,000 changes: at most
-/// this much slower. Before the kept parts, a report read every change of its sprints:
-/// 4.9× (6 sprints) to 11.2× (`--all`, the 52 sprints) on 100,000 changes.
-const TARGET_GROWTH: f64 = 15.0;
+/// this much slower. Measured on the 2-core build machine: 1.2× to 1.3× on 1,000,000
+/// changes. (Before the kept parts, a report read every change of its sprints: 4.9×
+/// (6 sprints) to 11.2× (`--all`, the 52 sprints) on 100,000 changes, against a target of
+/// 15×.)
+const TARGET_GROWTH: f64 = 2.0;
 /// The performance issue's target 8: `report --all --format html` over 1,000,000 changes at
 /// most 1.5× the same report over 1,000.
 const TARGET_FLAT: f64 = 1.5;
 /// Cold runs of each case (kept parts deleted before each), for information.
 const COLD_RUNS: usize = 3;
-/// A report on 100,000 changes against `--version`: measured 20× to 63× there. The former
-/// absolute target (under 1 s) would be some 430×, too loose to notice anything.
+/// A warm report on the large ledger against `--version`: measured 2.1× to 2.6× on
+/// 1,000,000 changes (20× to 63× on 100,000 before the kept parts, against this target).
+/// The former absolute target (under 1 s) would be some 430×, too loose to notice anything.
 const TARGET_STARTUP: f64 = 100.0;
 
 /// The plan and in-process time (median of 5, the page cache warm) of each query a warm
