@@ -20,6 +20,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 
+#[cfg(test)]
+pub(super) use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub(super) use postgres::PostgresStore;
 pub use sqlite::MIGRATIONS;
 pub(super) use sqlite::SqliteStore;

@@ -535,6 +535,82 @@ fn migrating_stamps_the_existing_changes() {
 }
 
 #[test]
+fn migrating_postgres_stamps_the_existing_changes() {
+    // A PostgreSQL ledger of schema 6 with changes, reached by this changegate: the same
+    // stamps as the SQLite migration builds.
+    let Some(admin) = test_database_url() else {
+        return;
+    };
+    let rt = runtime();
+    let url = fresh_database(&rt, &admin);
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        for sql in &client::POSTGRES_MIGRATIONS[..6] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE changegate_schema (version BIGINT NOT NULL);
+                 INSERT INTO changegate_schema VALUES (6);
+                 INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha,
+                     state, opened_at, decided_at, deployed_at, facts_json)
+                 VALUES ('k1', 'api', 'acme/api', 'production', 'a', 'closed', {d1}, {d1}, {p1}, '{{}}'),
+                        ('k2', 'api', 'acme/api', 'production', 'b', 'closed', {d2}, {d2}, NULL, '{{}}'),
+                        ('k3', 'api', 'acme/web', 'staging', 'c', 'open', {d2}, NULL, NULL, '{{}}');",
+                d1 = at(1, 3).timestamp(),
+                p1 = at(5, 1).timestamp(),
+                d2 = at(1, 9).timestamp(),
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+    let ledger = Ledger::postgres(
+        &secrecy::SecretString::from(url),
+        false,
+        Timeouts::within(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    let l = Fixture {
+        _dir: None,
+        ledger,
+        rt,
+        name: "postgres",
+    };
+    let status = l.run(l.ledger.migrate()).unwrap();
+    assert_eq!((status.before, status.after), (6, 7));
+    let day = |d: i64| {
+        let t = at(d, 0).timestamp();
+        t - t % 86_400
+    };
+    let stamps = l
+        .run(
+            l.ledger
+                .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+        )
+        .unwrap();
+    assert_eq!(
+        stamps,
+        vec![
+            vec![day(1), 2, at(1, 3).timestamp()],
+            vec![day(5), 1, at(1, 3).timestamp()]
+        ]
+    );
+    l.assert_stamps_cover();
+    // Written after: stamped by the trigger.
+    let before = l.stamp_writes();
+    l.run(l.ledger.exec_for_test(&[
+        "UPDATE changes SET outcome = 'success' WHERE correlation_key = 'k2'".into(),
+    ]))
+    .unwrap();
+    assert!(l.stamp_writes() > before);
+}
+
+#[test]
 fn open_is_idempotent_and_a_standing_decision_is_kept() {
     for l in ledgers() {
         let f = facts("acme/api", 'a');
