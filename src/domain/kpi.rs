@@ -146,43 +146,239 @@ fn rate(part: u32, whole: u32) -> Option<f64> {
     (whole > 0).then(|| f64::from(part) / f64::from(whole))
 }
 
-/// A failure episode: from the first failed deploy of a run of failures to the next
-/// successful deploy. Returns (sprint the episode started in, restore seconds or None).
-fn restore_episodes(
+/// A sorted multiset of durations in seconds, as (value, how many) by value: what a
+/// median and a percentile over several sprints need, without the changes themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations(Vec<(i64, u32)>);
+
+impl Durations {
+    /// The durations `secs`, in any order.
+    pub fn of(mut secs: Vec<i64>) -> Durations {
+        secs.sort_unstable();
+        let mut out: Vec<(i64, u32)> = Vec::new();
+        for v in secs {
+            match out.last_mut() {
+                Some((last, n)) if *last == v => *n = n.saturating_add(1),
+                _ => out.push((v, 1)),
+            }
+        }
+        Durations(out)
+    }
+
+    /// Both sets together.
+    pub fn merged(&self, other: &Durations) -> Durations {
+        let (a, b) = (&self.0, &other.0);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let next = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    i += 1;
+                    j += 1;
+                    (x.0, x.1.saturating_add(y.1))
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    i += 1;
+                    *x
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    *y
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    *x
+                }
+                (None, None) => break,
+            };
+            out.push(next);
+        }
+        Durations(out)
+    }
+
+    fn count(&self) -> usize {
+        self.0.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    /// The value at rank `k` (from 0) in sorted order.
+    fn nth(&self, k: usize) -> Option<i64> {
+        let mut seen = 0usize;
+        for (v, n) in &self.0 {
+            seen += *n as usize;
+            if k < seen {
+                return Some(*v);
+            }
+        }
+        None
+    }
+
+    /// Median and 90th percentile, exactly as [`Spread::of`] gives them for the same values.
+    pub fn spread(&self) -> Spread {
+        let n = self.count();
+        let median = match n {
+            0 => None,
+            n if n % 2 == 1 => self.nth(n / 2),
+            n => self
+                .nth(n / 2 - 1)
+                .zip(self.nth(n / 2))
+                .map(|(a, b)| (a + b).div_euclid(2)),
+        };
+        let p90 = if n > 0 {
+            self.nth((n * 9).div_ceil(10) - 1)
+        } else {
+            None
+        };
+        Spread {
+            count: u32::try_from(n).unwrap_or(u32::MAX),
+            median_secs: median,
+            p90_secs: p90,
+        }
+    }
+}
+
+/// The counts and durations of a set of changes (one sprint's, or several sprints' added
+/// together), from which their [`Kpis`] follow. A finished sprint's part can be kept and
+/// added to others later: every total is a sum, a merge of durations, or a ratio of sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SprintPart {
+    pub changes: u32,
+    pub imported: u32,
+    pub pre_approved: u32,
+    pub needs_approval: u32,
+    pub blocked: u32,
+    pub emergency: u32,
+    pub deployments: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub failed_after_deploy: u32,
+    pub unrestored_failures: u32,
+    pub approval_wait: Durations,
+    pub lead_time: Durations,
+    pub time_to_restore: Durations,
+}
+
+impl SprintPart {
+    /// Both parts together.
+    pub fn add(&self, o: &SprintPart) -> SprintPart {
+        let sum = |a: u32, b: u32| a.saturating_add(b);
+        SprintPart {
+            changes: sum(self.changes, o.changes),
+            imported: sum(self.imported, o.imported),
+            pre_approved: sum(self.pre_approved, o.pre_approved),
+            needs_approval: sum(self.needs_approval, o.needs_approval),
+            blocked: sum(self.blocked, o.blocked),
+            emergency: sum(self.emergency, o.emergency),
+            deployments: sum(self.deployments, o.deployments),
+            succeeded: sum(self.succeeded, o.succeeded),
+            failed: sum(self.failed, o.failed),
+            cancelled: sum(self.cancelled, o.cancelled),
+            failed_after_deploy: sum(self.failed_after_deploy, o.failed_after_deploy),
+            unrestored_failures: sum(self.unrestored_failures, o.unrestored_failures),
+            approval_wait: self.approval_wait.merged(&o.approval_wait),
+            lead_time: self.lead_time.merged(&o.lead_time),
+            time_to_restore: self.time_to_restore.merged(&o.time_to_restore),
+        }
+    }
+
+    /// The KPIs, over `days` days.
+    pub fn kpis(&self, days: f64) -> Kpis {
+        let (succeeded, failed) = (self.succeeded, self.failed);
+        Kpis {
+            changes: self.changes,
+            imported: self.imported,
+            pre_approved: self.pre_approved,
+            needs_approval: self.needs_approval,
+            blocked: self.blocked,
+            emergency: self.emergency,
+            approval_wait: self.approval_wait.spread(),
+            deployments: self.deployments,
+            succeeded,
+            failed,
+            cancelled: self.cancelled,
+            success_rate: rate(succeeded, succeeded + failed),
+            change_failure_rate: rate(failed, succeeded + failed),
+            failed_after_deploy: self.failed_after_deploy,
+            lead_time: self.lead_time.spread(),
+            deployment_frequency_per_day: if days > 0.0 {
+                f64::from(self.deployments) / days
+            } else {
+                0.0
+            },
+            time_to_restore: self.time_to_restore.spread(),
+            unrestored_failures: self.unrestored_failures,
+        }
+    }
+}
+
+/// What a sprint's part was computed from beyond the sprint's own changes: deploys (of
+/// any sprint's changes) from `lo` to `hi`. A failure's episode of failures starts or not
+/// by the deploy before it, and ends at the next successful deploy, which may belong to
+/// another sprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartReach {
+    /// The earliest deploy read: the sprint's start, or the deploy before one of its
+    /// failures. `None` when a failure had no deploy before it in what was read (the part
+    /// then depends on where the reading started).
+    pub lo: Option<DateTime<Utc>>,
+    /// The latest deploy read: the sprint's last instant, one of its failures' deploys, or
+    /// the success that ended an episode started in it.
+    pub hi: DateTime<Utc>,
+}
+
+/// Walks the deploys in order: failure episodes (from the first failed deploy of a run of
+/// failures to the next successful deploy), each as (sprint it started in, restore seconds
+/// or None), and per sprint how far from its own changes the walk reached ([`PartReach`]).
+#[allow(clippy::type_complexity)]
+fn restore_walk(
     changes: &[ChangeSummary],
     calendar: &SprintCalendar,
-) -> Vec<(i64, Option<i64>)> {
+) -> (Vec<(i64, Option<i64>)>, BTreeMap<i64, PartReach>) {
     let mut deploys: Vec<(DateTime<Utc>, &ChangeSummary)> = changes
         .iter()
         .filter(|c| matches!(c.outcome, Some(Outcome::Success | Outcome::Failure)))
         .filter_map(|c| c.deployed().map(|at| (at, c)))
         .collect();
     deploys.sort_by_key(|(at, _)| *at);
+    let mut reach: BTreeMap<i64, PartReach> = BTreeMap::new();
+    let mut stretch = |sprint: i64, lo: Option<Option<DateTime<Utc>>>, hi: DateTime<Utc>| {
+        let r = reach.entry(sprint).or_insert_with(|| PartReach {
+            lo: Some(calendar.start_of(sprint)),
+            hi: calendar.end_of(sprint) - chrono::Duration::seconds(1),
+        });
+        if let Some(lo) = lo {
+            r.lo = lo.zip(r.lo).map(|(a, b)| a.min(b));
+        }
+        r.hi = r.hi.max(hi);
+    };
     let mut episodes = Vec::new();
     let mut open: Option<(DateTime<Utc>, i64)> = None;
+    let mut before: Option<DateTime<Utc>> = None;
     for (at, c) in deploys {
+        if c.outcome == Some(Outcome::Failure) {
+            stretch(calendar.index_of(c.decided_at), Some(before), at);
+        }
         match (c.outcome, open) {
             (Some(Outcome::Failure), None) => open = Some((at, calendar.index_of(c.decided_at))),
             (Some(Outcome::Success), Some((since, sprint))) => {
                 episodes.push((sprint, Some((at - since).num_seconds())));
+                stretch(sprint, None, at);
                 open = None;
             }
             _ => {}
         }
+        before = Some(at);
     }
     if let Some((_, sprint)) = open {
         episodes.push((sprint, None));
     }
-    episodes
+    (episodes, reach)
 }
 
-fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis {
+fn part(changes: &[&ChangeSummary], episodes: &[Option<i64>]) -> SprintPart {
     let count = |f: &dyn Fn(&ChangeSummary) -> bool| {
         u32::try_from(changes.iter().filter(|c| f(c)).count()).unwrap_or(u32::MAX)
     };
-    let succeeded = count(&|c| c.outcome == Some(Outcome::Success));
-    let failed = count(&|c| c.outcome == Some(Outcome::Failure));
-    let deployments = count(&|c| c.deployed().is_some());
     let approval_wait = changes
         .iter()
         // A rejected change counts as blocked, yet a human answered it all the same.
@@ -201,30 +397,23 @@ fn kpis(changes: &[&ChangeSummary], days: f64, episodes: &[Option<i64>]) -> Kpis
         .iter()
         .filter_map(|c| Some((c.deployed()? - c.first_commit_at?).num_seconds().max(0)))
         .collect();
-    Kpis {
+    SprintPart {
         changes: count(&|c| c.decision.is_some()),
         imported: count(&|c| c.decision.is_none()),
         pre_approved: count(&|c| c.pre_approved),
         needs_approval: count(&|c| c.decision == Some(DecisionKind::NeedsApproval)),
         blocked: count(&|c| c.decision == Some(DecisionKind::Blocked)),
         emergency: count(&|c| c.emergency),
-        approval_wait: Spread::of(approval_wait),
-        deployments,
-        succeeded,
-        failed,
+        deployments: count(&|c| c.deployed().is_some()),
+        succeeded: count(&|c| c.outcome == Some(Outcome::Success)),
+        failed: count(&|c| c.outcome == Some(Outcome::Failure)),
         cancelled: count(&|c| c.outcome == Some(Outcome::Cancelled)),
-        success_rate: rate(succeeded, succeeded + failed),
-        change_failure_rate: rate(failed, succeeded + failed),
         failed_after_deploy: count(&|c| c.failed_after_deploy),
-        lead_time: Spread::of(lead_time),
-        deployment_frequency_per_day: if days > 0.0 {
-            f64::from(deployments) / days
-        } else {
-            0.0
-        },
-        time_to_restore: Spread::of(episodes.iter().flatten().copied().collect()),
         unrestored_failures: u32::try_from(episodes.iter().filter(|e| e.is_none()).count())
             .unwrap_or(u32::MAX),
+        approval_wait: Durations::of(approval_wait),
+        lead_time: Durations::of(lead_time),
+        time_to_restore: Durations::of(episodes.iter().flatten().copied().collect()),
     }
 }
 
@@ -236,8 +425,8 @@ fn days_of(calendar: &SprintCalendar, sprint: i64, now: DateTime<Utc>) -> f64 {
     (secs / 86_400.0).max(1.0)
 }
 
-/// Computes the KPIs of every sprint in `input.sprints` and over all of them.
-pub fn compute(input: &KpiInput<'_>) -> KpiTable {
+/// The part of every sprint in `input.sprints`, oldest first, with how far each reached.
+pub fn parts(input: &KpiInput<'_>) -> Vec<(i64, SprintPart, PartReach)> {
     let cal = &input.calendar;
     let mut by_sprint: BTreeMap<i64, Vec<&ChangeSummary>> = BTreeMap::new();
     for c in input.changes {
@@ -246,36 +435,67 @@ pub fn compute(input: &KpiInput<'_>) -> KpiTable {
             by_sprint.entry(sprint).or_default().push(c);
         }
     }
+    let (all_episodes, reach) = restore_walk(input.changes, cal);
     let mut episodes: BTreeMap<i64, Vec<Option<i64>>> = BTreeMap::new();
-    for (sprint, secs) in restore_episodes(input.changes, cal) {
+    for (sprint, secs) in all_episodes {
         if input.sprints.contains(&sprint) {
             episodes.entry(sprint).or_default().push(secs);
         }
     }
-    let mut sprints = Vec::new();
+    input
+        .sprints
+        .clone()
+        .map(|sprint| {
+            let changes = by_sprint.get(&sprint).map(Vec::as_slice).unwrap_or(&[]);
+            let reached = reach.get(&sprint).copied().unwrap_or(PartReach {
+                lo: Some(cal.start_of(sprint)),
+                hi: cal.end_of(sprint) - chrono::Duration::seconds(1),
+            });
+            let p = part(
+                changes,
+                episodes.get(&sprint).map(Vec::as_slice).unwrap_or(&[]),
+            );
+            (sprint, p, reached)
+        })
+        .collect()
+}
+
+/// The table of the sprints' parts (`parts`, oldest first: one per sprint of the range).
+pub fn table(
+    calendar: &SprintCalendar,
+    now: DateTime<Utc>,
+    parts: &[(i64, SprintPart)],
+    allowance: &BTreeMap<i64, u32>,
+) -> KpiTable {
+    let mut sprints = Vec::with_capacity(parts.len());
     let mut total_days = 0.0;
-    for sprint in input.sprints.clone() {
-        let days = days_of(cal, sprint, input.now);
+    let mut total = SprintPart::default();
+    for (sprint, p) in parts {
+        let sprint = *sprint;
+        let days = days_of(calendar, sprint, now);
         total_days += days;
-        let changes = by_sprint.get(&sprint).map(Vec::as_slice).unwrap_or(&[]);
+        total = total.add(p);
         sprints.push(SprintKpis {
             sprint,
-            start: cal.start_of(sprint).date_naive(),
-            end: (cal.end_of(sprint) - chrono::Duration::days(1)).date_naive(),
-            allowance: input.allowance.get(&sprint).copied(),
-            kpis: kpis(
-                changes,
-                days,
-                episodes.get(&sprint).map(Vec::as_slice).unwrap_or(&[]),
-            ),
+            start: calendar.start_of(sprint).date_naive(),
+            end: (calendar.end_of(sprint) - chrono::Duration::days(1)).date_naive(),
+            allowance: allowance.get(&sprint).copied(),
+            kpis: p.kpis(days),
         });
     }
-    let all: Vec<&ChangeSummary> = by_sprint.values().flatten().copied().collect();
-    let all_episodes: Vec<Option<i64>> = episodes.values().flatten().copied().collect();
     KpiTable {
-        total: kpis(&all, total_days, &all_episodes),
+        total: total.kpis(total_days),
         sprints,
     }
+}
+
+/// Computes the KPIs of every sprint in `input.sprints` and over all of them.
+pub fn compute(input: &KpiInput<'_>) -> KpiTable {
+    let parts: Vec<(i64, SprintPart)> = parts(input)
+        .into_iter()
+        .map(|(sprint, p, _)| (sprint, p))
+        .collect();
+    table(&input.calendar, input.now, &parts, input.allowance)
 }
 
 #[cfg(test)]
@@ -346,6 +566,51 @@ mod tests {
         // Ten values 1..=10: median (5+6)/2 = 5 (rounded down), p90 rank 9 → 9.
         assert_eq!(Spread::of((1..=10).collect()).p90_secs, Some(9));
         assert_eq!(Spread::of((1..=10).collect()).median_secs, Some(5));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn kept_durations_give_the_spread_of_all_their_values(
+            a in proptest::collection::vec(-50i64..5000, 0..60),
+            b in proptest::collection::vec(-50i64..5000, 0..60),
+            c in proptest::collection::vec(0i64..40, 0..60),
+        ) {
+            let all: Vec<i64> = a.iter().chain(&b).chain(&c).copied().collect();
+            let merged = Durations::of(a)
+                .merged(&Durations::of(b))
+                .merged(&Durations::of(c));
+            proptest::prop_assert_eq!(merged.spread(), Spread::of(all));
+        }
+    }
+
+    #[test]
+    fn parts_added_up_give_the_total() {
+        // The total of a table is the sprints' parts added up: the same as the KPIs of all
+        // their changes together.
+        let changes: Vec<ChangeSummary> = (0..40)
+            .map(|i| {
+                let outcome = [Outcome::Success, Outcome::Failure, Outcome::Cancelled][i % 3];
+                approved(i as i64 * 11 * H, (i as i64 % 7) * 600, outcome)
+            })
+            .collect();
+        let table = compute(&KpiInput {
+            calendar: cal(),
+            sprints: 0..=1,
+            now: t(20 * D),
+            changes: &changes,
+            allowance: &BTreeMap::new(),
+        });
+        let refs: Vec<&ChangeSummary> = changes
+            .iter()
+            .filter(|c| c.decided_at < t(20 * D))
+            .collect();
+        let (episodes, _) = restore_walk(&changes, &cal());
+        let secs: Vec<Option<i64>> = episodes
+            .iter()
+            .filter(|(s, _)| (0..=1).contains(s))
+            .map(|(_, e)| *e)
+            .collect();
+        assert_eq!(table.total, part(&refs, &secs).kpis(14.0 + 6.0));
     }
 
     #[test]

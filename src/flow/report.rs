@@ -1,8 +1,8 @@
 //! `report`: KPIs per sprint for this service (or every service in the backend).
 
-use std::collections::BTreeMap;
+mod kept;
 
-use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 
 use super::Ctx;
 use crate::domain::kpi::{self, KpiInput};
@@ -10,6 +10,7 @@ use crate::domain::ramp;
 use crate::itsm::{Backend, HistoryQuery, ServiceRef};
 use crate::pipeline;
 use crate::report::{KpiReport, ServiceReport};
+use anyhow::{Context, Result, bail};
 
 /// The service and environment this run is about: from the repository (or CI) and the
 /// settings, or else by the name given with `--service` among those in the ledger.
@@ -95,24 +96,33 @@ async fn service_report(
             )
         })
         .collect();
-    // One sprint before the first is read as context: a failure restored in the range may
-    // have started there. Nothing decided after the clock counts (what-if runs).
-    let changes = backend
-        .change_summaries(
-            &service.service_id,
-            &service.environment,
-            s.calendar.start_of(first - 1),
-            s.now,
-        )
-        .await
-        .with_context(|| format!("cannot read the changes of {}", service.service_id))?;
-    let table = kpi::compute(&KpiInput {
+    let reading = kept::Reading {
         calendar: s.calendar,
-        sprints: first..=current,
         now: s.now,
-        changes: &changes,
-        allowance: &allowance,
-    });
+        keep: !s.dry_run,
+    };
+    let parts = match backend.kept_kpis() {
+        Some(kept) => {
+            let (parts, source) =
+                kept::parts(&reading, backend, kept, &service, first..=current).await?;
+            tracing::debug!("the KPIs of {}: {source:?}", service.service_id);
+            parts
+        }
+        None => {
+            let changes = kept::window_changes(&reading, backend, &service, first).await?;
+            kpi::parts(&KpiInput {
+                calendar: s.calendar,
+                sprints: first..=current,
+                now: s.now,
+                changes: &changes,
+                allowance: &allowance,
+            })
+            .into_iter()
+            .map(|(sprint, part, _)| (sprint, part))
+            .collect()
+        }
+    };
+    let table = kpi::table(&s.calendar, s.now, &parts, &allowance);
     Ok(ServiceReport {
         service: service.service,
         service_id: service.service_id,

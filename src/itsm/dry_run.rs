@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Announcements, Backend, ChangeStore, HistoryQuery, Insights, Intent, KeptNotice, Lookup,
-    ManualApproval, Notices, ServiceRef, Since, SprintNotice, TrackRecord, Verification,
+    Announcements, Backend, ChangeStore, DayStamp, HistoryQuery, Insights, Intent, KeptKpis,
+    KeptNotice, KeptSprint, Lookup, ManualApproval, Notices, ServiceRef, Since, SprintNotice,
+    TrackRecord, Verification,
 };
 use crate::domain::approval::Approver;
 use crate::domain::kpi::ChangeSummary;
@@ -195,6 +196,60 @@ impl Backend for DryRun {
 
     fn notices(&self) -> Option<&dyn Notices> {
         self.inner.notices().map(|_| self as &dyn Notices)
+    }
+
+    fn kept_kpis(&self) -> Option<&dyn KeptKpis> {
+        self.inner.kept_kpis().map(|_| self as &dyn KeptKpis)
+    }
+}
+
+/// The kept KPIs read as usual; keeping new ones is a write, refused.
+#[async_trait]
+impl KeptKpis for DryRun {
+    async fn stamps(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DayStamp>> {
+        match self.inner.kept_kpis() {
+            Some(k) => k.stamps(service_id, environment, from, to).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn kept_sprints(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<KeptSprint>> {
+        match self.inner.kept_kpis() {
+            Some(k) => k.kept_sprints(service_id, environment, from, to).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn keep_sprints(&self, _: &str, _: &str, _: &[KeptSprint]) -> Result<()> {
+        self.refuse()
+    }
+
+    async fn deploys_around(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>> {
+        match self.inner.kept_kpis() {
+            Some(k) => {
+                k.deploys_around(service_id, environment, from, before)
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -273,6 +273,12 @@ pub trait Backend: ChangeStore + TrackRecord + Verification + Insights {
         None
     }
 
+    /// The day stamps and kept sprint KPIs that keep `report` flat: only a ledger keeps
+    /// them.
+    fn kept_kpis(&self) -> Option<&dyn KeptKpis> {
+        None
+    }
+
     /// The sprint notice kept in the ITSM (`announce`'s `itsm` sink): a ServiceNow umbrella
     /// change, a Jira issue. Not a ledger's.
     fn notices(&self) -> Option<&dyn Notices> {
@@ -418,6 +424,85 @@ pub trait Insights: Send + Sync {
         service_id: &str,
         environment: &str,
     ) -> Result<Vec<RecordedChange>>;
+}
+
+/// One UTC day of a service and environment's changes as the ledger stamps it: how many
+/// writes touched a change decided or deployed that day (it only ever grows), and the
+/// earliest decision time of any change that touched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayStamp {
+    /// The day's midnight, Unix seconds.
+    pub day: i64,
+    pub writes: i64,
+    /// Unix seconds.
+    pub earliest: i64,
+}
+
+/// A finished sprint's KPI part as the ledger keeps it (`kpi_sprints`); the flow writes
+/// and judges it, the ledger only stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSprint {
+    /// The sprint's start and end (Unix seconds): a calendar changed since reads as another
+    /// sprint.
+    pub start: i64,
+    pub end: i64,
+    pub sprint: i64,
+    /// The layout of `body` (the flow's `KEPT_FORMAT`).
+    pub format: i64,
+    /// The sum of the day stamps' writes from `lo` to `hi` when it was computed.
+    pub stamp: i64,
+    /// The deploys it was computed from (Unix seconds, see `domain::kpi::PartReach`).
+    pub lo: i64,
+    pub hi: i64,
+    /// Where the reading started, and the clock, when it was computed.
+    pub window_from: i64,
+    pub computed_at: i64,
+    pub body: String,
+}
+
+/// What keeps `report` flat on a long history (the ledgers only): day stamps kept by the
+/// ledger as changes are written, the finished sprints' KPI parts, and the few deploys of
+/// earlier sprints the current sprint's failure episodes need. Reached through
+/// [`Backend::kept_kpis`].
+#[async_trait]
+pub trait KeptKpis: Send + Sync {
+    /// The stamps of the days from `from` to `to` (both midnights included).
+    async fn stamps(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DayStamp>>;
+
+    /// The kept parts of sprints starting from `from` to `to` (both included).
+    async fn kept_sprints(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<KeptSprint>>;
+
+    /// Keeps these parts (replacing what was kept for the same sprint start).
+    async fn keep_sprints(
+        &self,
+        service_id: &str,
+        environment: &str,
+        rows: &[KeptSprint],
+    ) -> Result<()>;
+
+    /// The successful or failed deploys of changes decided from `from` up to (not
+    /// including) `before` that were deployed at or after `before`, and the latest one
+    /// deployed before it (every one deployed at that instant), in decision order: what a
+    /// failure episode of the sprint starting at `before` can begin after or end with.
+    async fn deploys_around(
+        &self,
+        service_id: &str,
+        environment: &str,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<ChangeSummary>>;
 }
 
 /// Human decisions taken through changegate itself (the ledgers only, SQLite or PostgreSQL: an ITSM

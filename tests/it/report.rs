@@ -295,3 +295,49 @@ fn report_in_a_checkout_without_a_remote_finds_the_gated_service() {
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert!(doc.to_string().contains("\"needs_approval\":1"), "{doc}");
 }
+
+/// Rows of the ledger's kept sprint KPIs.
+fn kept_rows(ledger: &Path) -> i64 {
+    let db = rusqlite::Connection::open(ledger).unwrap();
+    db.query_row("SELECT count(*) FROM kpi_sprints", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_report_from_kept_sprints_prints_what_the_changes_give() {
+    // The first report keeps the finished sprints; the next reads them back and prints the
+    // same, in every format. After a change to a finished sprint, the report is the one a
+    // ledger without kept sprints prints.
+    let (f, _) = flow::scripted_history();
+    let formats = ["text", "markdown", "json", "html"];
+    let reports = |f: &Flow| -> Vec<String> {
+        formats
+            .iter()
+            .map(|format| {
+                f.ok(
+                    0,
+                    NOW,
+                    &["--format", format, "report", "--all", "--sprints", "3"],
+                )
+            })
+            .collect()
+    };
+    // A dry run keeps nothing.
+    let dry = f.ok(0, NOW, &["--dry-run", "report", "--sprints", "3"]);
+    assert_eq!(kept_rows(&f.ledger), 0);
+    let cold = reports(&f);
+    assert_eq!(kept_rows(&f.ledger), 2, "sprints 1 and 2 are finished");
+    assert_eq!(reports(&f), cold);
+    assert_eq!(cold[0], dry);
+    // CG-2 (sprint 1) turned into a failure after the fact.
+    let db = rusqlite::Connection::open(&f.ledger).unwrap();
+    db.execute(
+        "UPDATE changes SET outcome = 'failure' WHERE id = (SELECT min(id) + 1 FROM changes)",
+        [],
+    )
+    .unwrap();
+    let after = reports(&f);
+    assert_ne!(after, cold, "the change shows");
+    db.execute("DELETE FROM kpi_sprints", []).unwrap();
+    assert_eq!(reports(&f), after, "the same from the changes alone");
+}

@@ -20,6 +20,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 
+#[cfg(test)]
+pub(super) use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub(super) use postgres::PostgresStore;
 pub use sqlite::MIGRATIONS;
 pub(super) use sqlite::SqliteStore;
@@ -404,6 +406,28 @@ impl Ledger {
             .i64(0)?;
         Ok(d.clone()
             .with_allowance_used(u32::try_from(used).unwrap_or(u32::MAX)))
+    }
+
+    /// Test-only: runs statements written for both stores (no arguments), in one
+    /// transaction.
+    #[cfg(test)]
+    pub(crate) async fn exec_for_test(&self, statements: &[String]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin(Begin::Plain).await?;
+        for sql in statements {
+            tx.execute(sql, &[]).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Test-only: the integers one query returns, row by row.
+    #[cfg(test)]
+    pub(crate) async fn ints_for_test(&self, sql: &str) -> Result<Vec<Vec<i64>>> {
+        self.read_all(sql, &[])
+            .await?
+            .iter()
+            .map(|r| (0..r.0.len()).map(|i| r.i64(i)).collect())
+            .collect()
     }
 
     pub(super) async fn get_row(&self, row_id: i64) -> Result<Option<ChangeRecord>> {

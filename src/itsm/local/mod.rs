@@ -19,10 +19,11 @@ mod verify;
 pub use client::{MIGRATIONS, SchemaStatus, Timeouts};
 pub use codec::change_id;
 pub use history::DECISION_QUERIES;
+pub use insights::REPORT_QUERIES;
 
 use std::time::Duration;
 
-use super::{Announcements, Backend, Imports, ManualApproval, Waits};
+use super::{Announcements, Backend, Imports, KeptKpis, ManualApproval, Waits};
 
 use crate::config::BackendKind;
 use crate::domain::SprintCalendar;
@@ -59,7 +60,11 @@ impl Backend for Ledger {
     fn announcements(&self) -> Option<&dyn Announcements> {
         Some(self)
     }
+
+    fn kept_kpis(&self) -> Option<&dyn KeptKpis> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

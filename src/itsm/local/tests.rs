@@ -15,7 +15,7 @@ use crate::itsm::{
     TrackRecord, Waits,
 };
 
-fn calendar() -> SprintCalendar {
+pub(crate) fn calendar() -> SprintCalendar {
     SprintCalendar::new(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 14)
 }
 
@@ -62,11 +62,11 @@ fn decision(kind: DecisionKind, emergency: Option<&str>) -> Decision {
     }
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: Option<tempfile::TempDir>,
-    ledger: Ledger,
-    rt: tokio::runtime::Runtime,
-    name: &'static str,
+    pub(crate) ledger: Ledger,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) name: &'static str,
 }
 
 /// The PostgreSQL server the tests use (`CHANGEGATE_TEST_DATABASE_URL`, which `.ci/test`
@@ -116,7 +116,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The same empty ledger on each store: SQLite, and PostgreSQL when a server is there.
-fn ledgers() -> Vec<Fixture> {
+pub(crate) fn ledgers() -> Vec<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Ledger::open(&dir.path().join("ledger.db"), false)
         .unwrap()
@@ -148,7 +148,17 @@ fn ledgers() -> Vec<Fixture> {
 }
 
 impl Fixture {
-    fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+    /// A fixture around a ledger opened by the test.
+    pub(crate) fn on(ledger: Ledger) -> Fixture {
+        Fixture {
+            _dir: None,
+            ledger,
+            rt: runtime(),
+            name: "sqlite",
+        }
+    }
+
+    pub(crate) fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
@@ -224,6 +234,49 @@ impl Fixture {
             1,
         );
         assert_eq!(totals, closed, "{}: totals", self.name);
+        self.assert_stamps_cover();
+    }
+
+    /// The day stamps `report` reads (`kpi_stamps`) cover every change: each day a change
+    /// was decided or deployed on is stamped, no later than the change's decision.
+    fn assert_stamps_cover(&self) {
+        let touched = self
+            .run(self.ledger.ints_for_test(
+                "SELECT t.d, t.e, coalesce(k.writes, 0), coalesce(k.earliest, t.e + 1)
+                 FROM (SELECT service_id, environment, d, min(e) AS e FROM (
+                         SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
+                             coalesce(decided_at, deployed_at) AS e
+                         FROM changes WHERE decided_at IS NOT NULL
+                         UNION ALL
+                         SELECT service_id, environment, deployed_at - deployed_at % 86400,
+                             coalesce(decided_at, deployed_at)
+                         FROM changes WHERE deployed_at IS NOT NULL) AS x
+                       GROUP BY service_id, environment, d) AS t
+                 LEFT JOIN kpi_stamps k ON k.service_id = t.service_id
+                     AND k.environment = t.environment AND k.day = t.d
+                 ORDER BY t.d",
+            ))
+            .unwrap();
+        for row in &touched {
+            let [day, earliest_change, writes, stamped_earliest] = row[..] else {
+                panic!("{}: four columns", self.name)
+            };
+            assert!(writes > 0, "{}: day {day} not stamped", self.name);
+            assert!(
+                stamped_earliest <= earliest_change,
+                "{}: day {day} stamped earliest {stamped_earliest}, a change decided {earliest_change}",
+                self.name
+            );
+        }
+    }
+
+    /// Every stamp's writes added up: grows with every write to a change.
+    fn stamp_writes(&self) -> i64 {
+        self.run(
+            self.ledger
+                .ints_for_test("SELECT CAST(coalesce(sum(writes), 0) AS BIGINT) FROM kpi_stamps"),
+        )
+        .unwrap()[0][0]
     }
 
     fn history(&self, exclude: Option<&str>, window: u32) -> History {
@@ -353,6 +406,208 @@ fn history_aggregates_by_sprint_and_leaves_the_current_change_out() {
         );
         l.assert_counts_agree();
     }
+}
+
+#[test]
+fn every_write_to_a_change_stamps_the_days_report_reads() {
+    for l in ledgers() {
+        let mut writes = l.stamp_writes();
+        let mut grew = |what: &str| {
+            let now = l.stamp_writes();
+            assert!(now > writes, "{}: {what} stamped nothing", l.name);
+            writes = now;
+            l.assert_stamps_cover();
+        };
+        let a = l.change(
+            &facts("acme/api", 'a'),
+            &decision(DecisionKind::NeedsApproval, None),
+            at(1, 0),
+            false,
+            None,
+        );
+        grew("a decision");
+        let a = l
+            .run(l.ledger.decide_by_hand(&a.id, true, "lead", None, at(1, 2)))
+            .unwrap();
+        grew("an approval");
+        let a = l.run(l.ledger.start(&a, at(3, 5))).unwrap();
+        grew("a deploy days later");
+        let a = l
+            .run(
+                l.ledger
+                    .record_outcome(&a, Outcome::Success, "", None, at(3, 6)),
+            )
+            .unwrap();
+        grew("an outcome");
+        l.run(l.ledger.write_verification(
+            &a,
+            &crate::domain::verify::Verdict::FailedAfterDeploy {
+                incidents: vec!["INC1".into()],
+            },
+            at(4, 0),
+        ))
+        .unwrap();
+        grew("a verification");
+        l.run(
+            l.ledger
+                .exec_for_test(&["DELETE FROM events".into(), "DELETE FROM changes".into()]),
+        )
+        .unwrap();
+        grew("a delete");
+        // The days stay stamped: the stamps only grow, so a kept sum changes.
+        let days = l
+            .run(
+                l.ledger
+                    .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+            )
+            .unwrap();
+        let day = |d: i64| {
+            let t = at(d, 0).timestamp();
+            t - t % 86_400
+        };
+        assert_eq!(
+            days.iter().map(|r| r[0]).collect::<Vec<_>>(),
+            vec![day(1), day(3)],
+            "{}: the decision's and the deploy's days",
+            l.name
+        );
+        assert!(
+            days.iter().all(|r| r[2] == at(1, 0).timestamp()),
+            "{}: {days:?}",
+            l.name
+        );
+    }
+}
+
+#[test]
+fn migrating_stamps_the_existing_changes() {
+    // A ledger of schema 7 with changes, opened by this changegate: the stamps are built
+    // from the changes, and the triggers stamp what is written after.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..7] {
+            db.execute_batch(sql).unwrap();
+        }
+        db.pragma_update(None, "user_version", 7).unwrap();
+        db.execute_batch(&format!(
+            "INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha,
+                 state, opened_at, decided_at, deployed_at, facts_json)
+             VALUES ('k1', 'api', 'acme/api', 'production', 'a', 'closed', {d1}, {d1}, {p1}, '{{}}'),
+                    ('k2', 'api', 'acme/api', 'production', 'b', 'closed', {d2}, {d2}, NULL, '{{}}'),
+                    ('k3', 'api', 'acme/web', 'staging', 'c', 'open', {d2}, NULL, NULL, '{{}}');",
+            d1 = at(1, 3).timestamp(),
+            p1 = at(5, 1).timestamp(),
+            d2 = at(1, 9).timestamp(),
+        ))
+        .unwrap();
+    }
+    let ledger = Ledger::open(&path, false).unwrap();
+    let l = Fixture::on(ledger);
+    let day = |d: i64| {
+        let t = at(d, 0).timestamp();
+        t - t % 86_400
+    };
+    let stamps = l
+        .run(
+            l.ledger
+                .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+        )
+        .unwrap();
+    assert_eq!(
+        stamps,
+        vec![
+            vec![day(1), 2, at(1, 3).timestamp()],
+            vec![day(5), 1, at(1, 3).timestamp()]
+        ]
+    );
+    l.assert_stamps_cover();
+    let services = l.run(crate::itsm::Insights::services(&l.ledger)).unwrap();
+    assert_eq!(
+        services
+            .iter()
+            .map(|s| s.service_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["acme/api"],
+        "a service with no decided change is not listed"
+    );
+}
+
+#[test]
+fn migrating_postgres_stamps_the_existing_changes() {
+    // A PostgreSQL ledger of schema 6 with changes, reached by this changegate: the same
+    // stamps as the SQLite migration builds.
+    let Some(admin) = test_database_url() else {
+        return;
+    };
+    let rt = runtime();
+    let url = fresh_database(&rt, &admin);
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        for sql in &client::POSTGRES_MIGRATIONS[..6] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE changegate_schema (version BIGINT NOT NULL);
+                 INSERT INTO changegate_schema VALUES (6);
+                 INSERT INTO changes (correlation_key, service, service_id, environment, commit_sha,
+                     state, opened_at, decided_at, deployed_at, facts_json)
+                 VALUES ('k1', 'api', 'acme/api', 'production', 'a', 'closed', {d1}, {d1}, {p1}, '{{}}'),
+                        ('k2', 'api', 'acme/api', 'production', 'b', 'closed', {d2}, {d2}, NULL, '{{}}'),
+                        ('k3', 'api', 'acme/web', 'staging', 'c', 'open', {d2}, NULL, NULL, '{{}}');",
+                d1 = at(1, 3).timestamp(),
+                p1 = at(5, 1).timestamp(),
+                d2 = at(1, 9).timestamp(),
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+    let ledger = Ledger::postgres(
+        &secrecy::SecretString::from(url),
+        false,
+        Timeouts::within(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    let l = Fixture {
+        _dir: None,
+        ledger,
+        rt,
+        name: "postgres",
+    };
+    let status = l.run(l.ledger.migrate()).unwrap();
+    assert_eq!((status.before, status.after), (6, 7));
+    let day = |d: i64| {
+        let t = at(d, 0).timestamp();
+        t - t % 86_400
+    };
+    let stamps = l
+        .run(
+            l.ledger
+                .ints_for_test("SELECT day, writes, earliest FROM kpi_stamps ORDER BY day"),
+        )
+        .unwrap();
+    assert_eq!(
+        stamps,
+        vec![
+            vec![day(1), 2, at(1, 3).timestamp()],
+            vec![day(5), 1, at(1, 3).timestamp()]
+        ]
+    );
+    l.assert_stamps_cover();
+    // Written after: stamped by the trigger.
+    let before = l.stamp_writes();
+    l.run(l.ledger.exec_for_test(&[
+        "UPDATE changes SET outcome = 'success' WHERE correlation_key = 'k2'".into(),
+    ]))
+    .unwrap();
+    assert!(l.stamp_writes() > before);
 }
 
 #[test]
@@ -560,6 +815,124 @@ fn a_decision_does_the_same_work_at_1000_and_100000_changes() {
         assert!(
             f64::from(*l) <= f64::from(*s) * 1.05,
             "{name}: {l} steps at 100,000 changes against {s} at 1,000"
+        );
+    }
+}
+
+/// The work (SQLite VM steps) of each query of a warm report (every finished sprint kept)
+/// on a ledger of `n` changes of one service over 400 days, and 20 changes in the current
+/// sprint, with a part kept for each of the 5 finished sprints of a 6-sprint report.
+fn report_work(n: i64) -> Vec<(&'static str, i32)> {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    let client::Store::Sqlite(store) = &ledger.store else {
+        unreachable!("opened a SQLite ledger")
+    };
+    let conn = store.raw();
+    let cal = calendar();
+    let start = at(0, 0).timestamp();
+    let insert = "INSERT INTO changes (correlation_key, service, service_id, environment,
+             commit_sha, state, decision, outcome, pre_approved, opened_at, decided_at,
+             deployed_at, closed_at, facts_json)
+         SELECT ?3 || i, 'api', 'acme/api', 'production', 'sha', 'closed', 'pre-approved',
+             CASE WHEN i % 10 = 0 THEN 'failure' WHEN i % 10 = 1 THEN 'cancelled' ELSE 'success' END,
+             i % 3 = 0, t, t, t + 600, t + 900, '{}'
+         FROM (WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?1)
+               SELECT i, ?2 + t AS t FROM (SELECT i, %SPREAD% AS t FROM g))";
+    conn.execute(
+        &insert.replace("%SPREAD%", "(i % 400) * 86400 + (i * 7919) % 85000"),
+        rusqlite::params![n, start, "k"],
+    )
+    .unwrap();
+    let current = 30;
+    let sprint_start = cal.start_of(current).timestamp();
+    conn.execute(
+        &insert.replace("%SPREAD%", "i * 7200"),
+        rusqlite::params![20, sprint_start, "now"],
+    )
+    .unwrap();
+    for sprint in current - 5..current {
+        conn.execute(
+            "INSERT INTO kpi_sprints VALUES ('acme/api', 'production', ?1, ?2, ?3, 1, 0, ?1, ?2, ?1, ?2, '{}')",
+            rusqlite::params![
+                cal.start_of(sprint).timestamp(),
+                cal.end_of(sprint).timestamp(),
+                sprint
+            ],
+        )
+        .unwrap();
+    }
+    let now = sprint_start + 2 * 86_400 + 3600;
+    let from = cal.start_of(current - 6).timestamp();
+    REPORT_QUERIES
+        .iter()
+        .map(|(name, sql)| {
+            use rusqlite::types::Value::{Integer, Text};
+            let (svc, env) = (Text("acme/api".into()), Text("production".into()));
+            let args = match *name {
+                "services" => vec![],
+                "stamps" => vec![svc, env, Integer(from), Integer(now)],
+                "kept_sprints" => vec![
+                    svc,
+                    env,
+                    Integer(cal.start_of(current - 5).timestamp()),
+                    Integer(cal.start_of(current - 1).timestamp()),
+                ],
+                "deploys_around" => vec![svc, env, Integer(from), Integer(sprint_start)],
+                _ => vec![svc, env, Integer(sprint_start), Integer(now)],
+            };
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |_| Ok(()))
+                .unwrap()
+                .count();
+            assert!(rows > 0, "{name} found nothing");
+            (*name, stmt.get_status(rusqlite::StatementStatus::VmStep))
+        })
+        .collect()
+}
+
+#[test]
+fn a_warm_report_does_the_same_work_at_1000_and_100000_changes() {
+    // A report with every finished sprint kept reads the day stamps, the kept parts, the
+    // current sprint's changes and the few deploys around its start: none of it grows with
+    // the history. (Reading every change of the six sprints instead reads 100 times the
+    // changes at 100,000 as at 1,000 here.)
+    let small = report_work(1_000);
+    let large = report_work(100_000);
+    for ((name, s), (_, l)) in small.iter().zip(&large) {
+        eprintln!("{name}: {s} VM steps at 1,000 changes, {l} at 100,000");
+        assert!(
+            f64::from(*l) <= f64::from(*s) * 1.05,
+            "{name}: {l} steps at 100,000 changes against {s} at 1,000"
+        );
+    }
+}
+
+#[test]
+fn the_report_queries_read_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), false).unwrap();
+    let client::Store::Sqlite(store) = &ledger.store else {
+        unreachable!("opened a SQLite ledger")
+    };
+    let conn = store.raw();
+    for (name, sql) in REPORT_QUERIES {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(
+                rusqlite::params_from_iter(
+                    (0..stmt.parameter_count()).map(|_| rusqlite::types::Value::Integer(0)),
+                ),
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            !plan.contains("SCAN changes"),
+            "{name} scans the changes: {plan}"
         );
     }
 }

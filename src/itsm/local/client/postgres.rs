@@ -167,6 +167,72 @@ pub(in crate::itsm::local) const MIGRATIONS: &[&str] = &[
         announced_at BIGINT NOT NULL,
         PRIMARY KEY (service_id, sprint, sink)
     );",
+    // 7 (SQLite's 8): what keeps `report` flat: write stamps per service, environment and
+    // UTC day of a change's decision or deploy (`kpi_stamps`, kept by a trigger under the
+    // service and environment's advisory lock, as the tallies are), the finished sprints'
+    // KPI parts (`kpi_sprints`), the deploys' index and the KPIs' covering index.
+    "CREATE TABLE kpi_stamps (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        writes BIGINT NOT NULL,
+        earliest BIGINT NOT NULL,
+        PRIMARY KEY (service_id, environment, day)
+    );
+    CREATE TABLE kpi_sprints (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        start BIGINT NOT NULL,
+        end_at BIGINT NOT NULL,
+        sprint BIGINT NOT NULL,
+        format BIGINT NOT NULL,
+        stamp BIGINT NOT NULL,
+        lo BIGINT NOT NULL,
+        hi BIGINT NOT NULL,
+        window_from BIGINT NOT NULL,
+        computed_at BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (service_id, environment, start)
+    );
+    CREATE INDEX changes_by_deployed ON changes(service_id, environment, deployed_at, decided_at, outcome) INCLUDE (id);
+    CREATE INDEX changes_for_kpis ON changes(service_id, environment, decided_at) INCLUDE (decision,
+        pre_approved, emergency, approved_at, deployed_at, first_commit_at, outcome,
+        failed_after_deploy, imported_from);
+    INSERT INTO kpi_stamps
+        SELECT service_id, environment, d, count(*), min(e) FROM (
+            SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
+                coalesce(decided_at, deployed_at) AS e
+            FROM changes WHERE decided_at IS NOT NULL
+            UNION ALL
+            SELECT service_id, environment, deployed_at - deployed_at % 86400,
+                coalesce(decided_at, deployed_at)
+            FROM changes WHERE deployed_at IS NOT NULL
+        ) AS touched GROUP BY 1, 2, 3;
+    CREATE FUNCTION changegate_stamp(r changes) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended(r.service_id || E'\n' || r.environment, 0));
+        INSERT INTO kpi_stamps AS k
+            SELECT r.service_id, r.environment, d, 1, coalesce(r.decided_at, r.deployed_at)
+            FROM (SELECT r.decided_at - r.decided_at % 86400 AS d
+                  UNION SELECT r.deployed_at - r.deployed_at % 86400) AS days
+            WHERE d IS NOT NULL
+            ON CONFLICT (service_id, environment, day) DO UPDATE SET
+                writes = k.writes + 1, earliest = LEAST(k.earliest, EXCLUDED.earliest);
+    END $$;
+    CREATE FUNCTION changegate_stamp_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            PERFORM changegate_stamp(OLD);
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            PERFORM changegate_stamp(NEW);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tally_stamp AFTER INSERT OR DELETE
+        OR UPDATE OF service_id, environment, decision, pre_approved, emergency, approved_at,
+            deployed_at, decided_at, first_commit_at, outcome, failed_after_deploy, imported_from
+        ON changes FOR EACH ROW EXECUTE FUNCTION changegate_stamp_row();",
 ];
 
 /// The advisory lock migrations take, so that many first runs at once migrate once.

@@ -188,6 +188,86 @@ pub const MIGRATIONS: &[&str] = &[
         announced_at INTEGER NOT NULL,
         PRIMARY KEY (service_id, sprint, sink)
     ) WITHOUT ROWID;",
+    // 8: what keeps `report` flat on a long history. `kpi_stamps` counts, per service,
+    // environment and UTC day, the writes to changes decided or deployed that day (it only
+    // grows, so a sum over days changes whenever one of them was written) and the earliest
+    // decision of any change that touched it; triggers keep it in the transaction of every
+    // write to `changes`, and the existing rows are counted once here. `kpi_sprints` holds
+    // the KPI parts of finished sprints, with the stamp they were computed at (written by
+    // `report`, best-effort). `changes_by_deployed` finds the deploys of earlier sprints'
+    // changes that the current sprint's failure episodes start after or end with;
+    // `changes_for_kpis` holds every column the KPIs read, so that a sprint's changes are
+    // read from it alone, not from the table's rows (facts and all).
+    "CREATE TABLE kpi_stamps (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        writes INTEGER NOT NULL,
+        earliest INTEGER NOT NULL,
+        PRIMARY KEY (service_id, environment, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE kpi_sprints (
+        service_id TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        end_at INTEGER NOT NULL,
+        sprint INTEGER NOT NULL,
+        format INTEGER NOT NULL,
+        stamp INTEGER NOT NULL,
+        lo INTEGER NOT NULL,
+        hi INTEGER NOT NULL,
+        window_from INTEGER NOT NULL,
+        computed_at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (service_id, environment, start)
+    ) WITHOUT ROWID;
+    CREATE INDEX changes_by_deployed ON changes(service_id, environment, deployed_at, decided_at, outcome);
+    CREATE INDEX changes_for_kpis ON changes(service_id, environment, decided_at, decision,
+        pre_approved, emergency, approved_at, deployed_at, first_commit_at, outcome,
+        failed_after_deploy, imported_from);
+    INSERT INTO kpi_stamps
+        SELECT service_id, environment, d, count(*), min(e) FROM (
+            SELECT service_id, environment, decided_at - decided_at % 86400 AS d,
+                coalesce(decided_at, deployed_at) AS e
+            FROM changes WHERE decided_at IS NOT NULL
+            UNION ALL
+            SELECT service_id, environment, deployed_at - deployed_at % 86400,
+                coalesce(decided_at, deployed_at)
+            FROM changes WHERE deployed_at IS NOT NULL
+        ) GROUP BY 1, 2, 3;
+    CREATE TRIGGER changes_stamp_in AFTER INSERT ON changes BEGIN
+        INSERT INTO kpi_stamps
+            SELECT NEW.service_id, NEW.environment, d, 1, coalesce(NEW.decided_at, NEW.deployed_at)
+            FROM (SELECT NEW.decided_at - NEW.decided_at % 86400 AS d
+                  UNION SELECT NEW.deployed_at - NEW.deployed_at % 86400)
+            WHERE d IS NOT NULL
+            ON CONFLICT DO UPDATE SET writes = writes + 1, earliest = min(earliest, excluded.earliest);
+    END;
+    CREATE TRIGGER changes_stamp_out AFTER DELETE ON changes BEGIN
+        INSERT INTO kpi_stamps
+            SELECT OLD.service_id, OLD.environment, d, 1, coalesce(OLD.decided_at, OLD.deployed_at)
+            FROM (SELECT OLD.decided_at - OLD.decided_at % 86400 AS d
+                  UNION SELECT OLD.deployed_at - OLD.deployed_at % 86400)
+            WHERE d IS NOT NULL
+            ON CONFLICT DO UPDATE SET writes = writes + 1, earliest = min(earliest, excluded.earliest);
+    END;
+    CREATE TRIGGER changes_stamp_moved
+        AFTER UPDATE OF service_id, environment, decision, pre_approved, emergency, approved_at,
+            deployed_at, decided_at, first_commit_at, outcome, failed_after_deploy, imported_from
+        ON changes BEGIN
+        INSERT INTO kpi_stamps
+            SELECT OLD.service_id, OLD.environment, d, 1, coalesce(OLD.decided_at, OLD.deployed_at)
+            FROM (SELECT OLD.decided_at - OLD.decided_at % 86400 AS d
+                  UNION SELECT OLD.deployed_at - OLD.deployed_at % 86400)
+            WHERE d IS NOT NULL
+            ON CONFLICT DO UPDATE SET writes = writes + 1, earliest = min(earliest, excluded.earliest);
+        INSERT INTO kpi_stamps
+            SELECT NEW.service_id, NEW.environment, d, 1, coalesce(NEW.decided_at, NEW.deployed_at)
+            FROM (SELECT NEW.decided_at - NEW.decided_at % 86400 AS d
+                  UNION SELECT NEW.deployed_at - NEW.deployed_at % 86400)
+            WHERE d IS NOT NULL
+            ON CONFLICT DO UPDATE SET writes = writes + 1, earliest = min(earliest, excluded.earliest);
+    END;",
 ];
 
 /// How long a ledger operation waits for another process's write to finish.
