@@ -24,7 +24,10 @@ fn main() {
         return;
     }
     // Only the optimised builds; test and debug builds keep their tables (tests unwind).
-    if var("PROFILE") == "release" {
+    // A linker chosen with `-fuse-ld=` may not take linker scripts (mold does not): such a
+    // build keeps its tables.
+    let own_linker = var("CARGO_ENCODED_RUSTFLAGS").contains("fuse-ld=");
+    if var("PROFILE") == "release" && !own_linker {
         let script = PathBuf::from(var("OUT_DIR")).join("discard-unwind-tables.ld");
         if std::fs::write(&script, DISCARD_UNWIND_TABLES).is_ok() {
             println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
