@@ -26,7 +26,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use measure::{Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios};
+use measure::{
+    Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios, query_time,
+};
 
 /// The large ledger, unless `CHANGEGATE_BENCH_CHANGES` says otherwise.
 const CHANGES: u64 = 1_000_000;
@@ -166,20 +168,10 @@ fn query_plans(ledger: &Path, exclude_id: i64, now: DateTime<Utc>) {
             .expect("plan")
             .collect::<Result<_, _>>()
             .expect("plan rows");
-        let mut times = Vec::new();
-        let mut rows = 0;
-        for _ in 0..5 {
-            let started = Instant::now();
-            let mut stmt = db.prepare_cached(sql).expect("prepare");
-            rows = stmt
-                .query_map(rusqlite::params_from_iter(args.iter()), |_| Ok(()))
-                .expect("query")
-                .count();
-            times.push(started.elapsed());
-        }
+        let (time, rows) = query_time(&db, sql, &args);
         println!(
             "  {name:<16} {:>9}  {rows:>3} row(s)  {}",
-            ms(median(&mut times)),
+            ms(time),
             plan.join("; ")
         );
     }

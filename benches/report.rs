@@ -30,7 +30,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use measure::{Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios};
+use measure::{
+    Figure, Ratio, interleaved, measure, median, ms, print_figures, print_ratios, query_time,
+};
 
 /// The large ledger, unless `CHANGEGATE_BENCH_CHANGES` says otherwise.
 const CHANGES: u64 = 1_000_000;
@@ -100,21 +102,8 @@ fn query_times(ledger: &Path, now: DateTime<Utc>) {
             ],
             _ => vec![svc, env, Integer(start_of(current)), Integer(at)],
         };
-        let mut times = Vec::new();
-        let mut rows = 0;
-        for _ in 0..5 {
-            let started = Instant::now();
-            let mut stmt = db.prepare_cached(sql).expect("prepare");
-            rows = stmt
-                .query_map(rusqlite::params_from_iter(args.iter()), |_| Ok(()))
-                .expect("query")
-                .count();
-            times.push(started.elapsed());
-        }
-        println!(
-            "  {name:<16} {:>9}  {rows:>4} row(s)",
-            ms(median(&mut times))
-        );
+        let (time, rows) = query_time(&db, sql, &args);
+        println!("  {name:<16} {:>9}  {rows:>4} row(s)", ms(time));
     }
 }
 

@@ -178,3 +178,24 @@ pub fn print_figures(figures: &[Figure]) -> bool {
     }
     all
 }
+
+/// The median time of 5 runs of one SQL query in-process (its statement cached), and the
+/// rows it returns.
+pub fn query_time(
+    db: &rusqlite::Connection,
+    sql: &str,
+    args: &[rusqlite::types::Value],
+) -> (Duration, usize) {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut stmt = db.prepare_cached(sql).expect("prepare");
+        rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |_| Ok(()))
+            .expect("query")
+            .count();
+        times.push(started.elapsed());
+    }
+    (median(&mut times), rows)
+}
